@@ -1,0 +1,12 @@
+/* The antenna command's subcommands. Each takes the arguments after its own name (argv[0] is
+ * the subcommand) and returns the process exit code: 0 success, 1 failure, 2 usage. */
+#ifndef ANT_CLI_H
+#define ANT_CLI_H
+
+int ant_cli_init(int argc, char **argv);
+int ant_cli_serve(int argc, char **argv);
+int ant_cli_c4gh(int argc, char **argv);
+int ant_cli_admin(int argc, char **argv);
+int ant_cli_audit(int argc, char **argv);
+
+#endif

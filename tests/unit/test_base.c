@@ -1,0 +1,132 @@
+/* Unit tests for crypto/base: buffers, cursor, bounded parsing. */
+#include "tests/unit/testutil.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void test_buf_refuses_growth_past_max(void **state)
+{
+    (void)state;
+    struct ant_buf b = ANT_BUF_INIT(8);
+    assert_int_equal(ant_buf_append(&b, "12345678", 8), 0);
+    assert_int_equal(ant_buf_append(&b, "9", 1), -E2BIG);
+    assert_int_equal(b.len, 8);
+    assert_int_equal(ant_buf_terminate(&b), 0);
+    assert_string_equal((char *)b.p, "12345678");
+    ant_buf_wipe_fini(&b);
+    assert_null(b.p);
+}
+
+static void test_buf_printf_and_take(void **state)
+{
+    (void)state;
+    struct ant_buf b = ANT_BUF_INIT(64);
+    assert_int_equal(ant_buf_printf(&b, "%s-%d", "x", 42), 0);
+    size_t len = 0;
+    uint8_t *p = ant_buf_take(&b, &len);
+    assert_int_equal(len, 4);
+    assert_memory_equal(p, "x-42", 4);
+    free(p);
+    assert_int_equal(ant_buf_printf(&b, "%0100d", 1), -E2BIG);
+    ant_buf_fini(&b);
+}
+
+static void test_rd_refuses_every_overrun(void **state)
+{
+    (void)state;
+    static const uint8_t src[] = {1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0};
+    for (size_t n = 0; n < sizeof(src); n++) {
+        uint8_t *cut = test_memdup(src, n);
+        struct ant_rd rd = ant_rd_init(ant_bytes_of(cut, n));
+        uint32_t a;
+        uint64_t b;
+        int rc = ant_rd_u32le(&rd, &a);
+        if (rc == 0) {
+            rc = ant_rd_u64le(&rd, &b);
+        }
+        assert_int_equal(rc, -EBADMSG);
+        free(cut);
+    }
+    struct ant_rd rd = ant_rd_init(ant_bytes_of(src, sizeof(src)));
+    uint32_t a;
+    uint64_t b;
+    assert_int_equal(ant_rd_u32le(&rd, &a), 0);
+    assert_int_equal(ant_rd_u64le(&rd, &b), 0);
+    assert_int_equal(a, 1);
+    assert_int_equal(b, 2);
+    assert_int_equal(ant_rd_left(&rd), 0);
+}
+
+static void test_rd_big_endian(void **state)
+{
+    (void)state;
+    static const uint8_t src[] = {0x01, 0x02, 0x01, 0x02, 0x03, 0x04};
+    struct ant_rd rd = ant_rd_init(ant_bytes_of(src, sizeof(src)));
+    uint16_t a;
+    uint32_t b;
+    assert_int_equal(ant_rd_u16be(&rd, &a), 0);
+    assert_int_equal(ant_rd_u32be(&rd, &b), 0);
+    assert_int_equal(a, 0x0102);
+    assert_int_equal(b, 0x01020304u);
+}
+
+static void test_parse_u64_bounds(void **state)
+{
+    (void)state;
+    uint64_t v = 7;
+    assert_int_equal(ant_parse_u64(ant_bytes_str("42"), 0, 100, &v), 0);
+    assert_int_equal(v, 42);
+    assert_int_equal(ant_parse_u64(ant_bytes_str("101"), 0, 100, &v), -EINVAL);
+    assert_int_equal(ant_parse_u64(ant_bytes_str(""), 0, 100, &v), -EINVAL);
+    assert_int_equal(ant_parse_u64(ant_bytes_str("-1"), 0, 100, &v), -EINVAL);
+    assert_int_equal(ant_parse_u64(ant_bytes_str(" 1"), 0, 100, &v), -EINVAL);
+    assert_int_equal(ant_parse_u64(ant_bytes_str("18446744073709551616"), 0, UINT64_MAX, &v),
+                     -EINVAL);
+    assert_int_equal(ant_parse_u64(ant_bytes_str("18446744073709551615"), 0, UINT64_MAX, &v),
+                     0);
+    assert_true(v == UINT64_MAX);
+    assert_int_equal(ant_parse_u64(ant_bytes_of("12\0", 3), 0, 100, &v), -EINVAL);
+}
+
+static void test_parse_size_and_duration(void **state)
+{
+    (void)state;
+    uint64_t v;
+    assert_int_equal(ant_parse_size(ant_bytes_str("64M"), UINT64_MAX, &v), 0);
+    assert_true(v == 64ULL << 20);
+    assert_int_equal(ant_parse_size(ant_bytes_str("2G"), 1ULL << 30, &v), -EINVAL);
+    assert_int_equal(ant_parse_size(ant_bytes_str("M"), UINT64_MAX, &v), -EINVAL);
+    assert_int_equal(ant_parse_size(ant_bytes_str("99999999999T"), UINT64_MAX, &v), -EINVAL);
+    assert_int_equal(ant_parse_duration(ant_bytes_str("5m"), 86400, &v), 0);
+    assert_int_equal(v, 300);
+    assert_int_equal(ant_parse_duration(ant_bytes_str("2d"), 86400, &v), -EINVAL);
+    assert_int_equal(ant_parse_duration(ant_bytes_str("30x"), 86400, &v), -EINVAL);
+}
+
+static void test_hex_round_trip(void **state)
+{
+    (void)state;
+    static const uint8_t src[] = {0x00, 0xab, 0xff};
+    char hex[7];
+    uint8_t back[3];
+    ant_hex_encode(src, 3, hex);
+    assert_string_equal(hex, "00abff");
+    assert_int_equal(ant_hex_decode(ant_bytes_str(hex), back, 3), 0);
+    assert_memory_equal(back, src, 3);
+    assert_int_equal(ant_hex_decode(ant_bytes_str("00abf"), back, 3), -EINVAL);
+    assert_int_equal(ant_hex_decode(ant_bytes_str("00abfg"), back, 3), -EINVAL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_buf_refuses_growth_past_max),
+        cmocka_unit_test(test_buf_printf_and_take),
+        cmocka_unit_test(test_rd_refuses_every_overrun),
+        cmocka_unit_test(test_rd_big_endian),
+        cmocka_unit_test(test_parse_u64_bounds),
+        cmocka_unit_test(test_parse_size_and_duration),
+        cmocka_unit_test(test_hex_round_trip),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
