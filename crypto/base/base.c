@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 struct ant_bytes ant_bytes_str(const char *s)
@@ -432,6 +435,68 @@ ssize_t ant_pread_full(int fd, void *p, size_t len, off_t off)
         done += (size_t)n;
     }
     return (ssize_t)done;
+}
+
+int ant_write_new_file(int dirfd, const char *name, unsigned mode, const void *p, size_t len)
+{
+    int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                    (mode_t)mode);
+    if (fd < 0) {
+        return -errno;
+    }
+    /* fchmod: the umask must not widen or narrow what the caller asked for */
+    int rc = fchmod(fd, (mode_t)mode) < 0 ? -errno : ant_write_all(fd, p, len);
+    if (rc == 0 && fsync(fd) < 0) {
+        rc = -errno;
+    }
+    if (close(fd) < 0 && rc == 0) {
+        rc = -errno;
+    }
+    if (rc < 0) {
+        unlinkat(dirfd, name, 0);
+    }
+    return rc;
+}
+
+static int rmtree_depth(int parentfd, const char *name, unsigned depth)
+{
+    if (unlinkat(parentfd, name, 0) == 0) {
+        return 0;
+    }
+    if (errno != EISDIR && errno != EPERM) {
+        return -errno;
+    }
+    if (depth > 256) {
+        return -ELOOP;
+    }
+    int fd = openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        return -errno;
+    }
+    DIR *d = fdopendir(fd);
+    if (d == NULL) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    int rc = 0;
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) {
+            continue;
+        }
+        rc = rmtree_depth(dirfd(d), e->d_name, depth + 1);
+    }
+    closedir(d);
+    if (rc == 0 && unlinkat(parentfd, name, AT_REMOVEDIR) < 0) {
+        rc = -errno;
+    }
+    return rc;
+}
+
+int ant_rmtree_at(int dirfd, const char *name)
+{
+    return rmtree_depth(dirfd, name, 0);
 }
 
 int ant_fsync_dir(int dirfd)

@@ -124,6 +124,13 @@ ANT_MUST_CHECK int ant_pwrite_all(int fd, const void *p, size_t len, off_t off);
 /* Reads up to len bytes, retrying until len or EOF. Returns the count or -errno. */
 ANT_MUST_CHECK ssize_t ant_read_full(int fd, void *p, size_t len);
 ANT_MUST_CHECK ssize_t ant_pread_full(int fd, void *p, size_t len, off_t off);
+/* Creates `name` under dirfd exclusively (O_EXCL, no symlink followed) with `mode`, writes
+ * len bytes, fsyncs and closes. On failure the half-written file is removed. */
+ANT_MUST_CHECK int ant_write_new_file(int dirfd, const char *name, unsigned mode, const void *p,
+                                      size_t len);
+/* Removes name under dirfd and, if it is a folder, everything beneath it, never following a
+ * symlink. -ENOENT if it does not exist. */
+ANT_MUST_CHECK int ant_rmtree_at(int dirfd, const char *name);
 /* fsyncs the directory fd itself (after a rename into it). */
 ANT_MUST_CHECK int ant_fsync_dir(int dirfd);
 

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds twice (a normal build and one with AddressSanitizer and
+# UndefinedBehaviorSanitizer that does not recover), runs every suite in both, and ends with
+# one summary line: "tests: N passed, N failed, N skipped". Exits non-zero if anything failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+deploy/deps.sh || { echo "test.sh: installing dependencies failed" >&2; echo "tests: 0 passed, 1 failed"; exit 1; }
+
+JOBS=$(nproc 2>/dev/null || echo 2)
+PASS=0; FAIL=0; SKIP=0
+
+count_log() {   # adds the results of one meson test log to the totals
+  local log=$1
+  [ -f "$log" ] || { FAIL=$((FAIL + 1)); return; }
+  read -r p f s < <(python3 - "$log" <<'PY'
+import json, sys
+p = f = s = 0
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if not line:
+        continue
+    r = json.loads(line).get("result")
+    if r in ("OK", "EXPECTEDFAIL"):
+        p += 1
+    elif r == "SKIP":
+        s += 1
+    else:
+        f += 1
+print(p, f, s)
+PY
+)
+  PASS=$((PASS + p)); FAIL=$((FAIL + f)); SKIP=$((SKIP + s))
+}
+
+run_suite() {   # run_suite NAME BUILDDIR [meson setup options...]
+  local name=$1 dir=$2; shift 2
+  echo "=== $name: configure and build ($dir)"
+  if [ -d "$dir" ]; then
+    meson setup --reconfigure "$dir" "$@" >"$dir.setup.log" 2>&1 || meson setup --wipe "$dir" "$@" >"$dir.setup.log" 2>&1
+  else
+    meson setup "$dir" "$@" >"$dir.setup.log" 2>&1
+  fi
+  if [ $? -ne 0 ] || ! ninja -C "$dir" >"$dir.build.log" 2>&1; then
+    echo "=== $name: BUILD FAILED"; tail -40 "$dir.setup.log" "$dir.build.log" 2>/dev/null
+    FAIL=$((FAIL + 1)); return
+  fi
+  echo "=== $name: test"
+  meson test -C "$dir" --num-processes "$JOBS" --print-errorlogs
+  count_log "$dir/meson-logs/testlog.json"
+  if [ -n "$(meson test -C "$dir" --list --suite staging 2>/dev/null)" ]; then
+    echo "=== $name: staging suites again with the thread backend"
+    ANTENNA_IO_ENGINE=threads meson test -C "$dir" --num-processes "$JOBS" --print-errorlogs \
+      --suite staging --logbase threads
+    count_log "$dir/meson-logs/threads.json"
+  fi
+}
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$ROOT/tests/lsan.supp:print_suppressions=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+run_suite normal build-test
+run_suite sanitize build-test-san -Db_sanitize=address,undefined -Db_lundef=false \
+  -Dc_args=-fno-sanitize-recover=all
+
+echo "tests: $PASS passed, $FAIL failed, $SKIP skipped"
+[ "$FAIL" -eq 0 ]

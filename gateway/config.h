@@ -1,0 +1,70 @@
+/* antenna.conf: an INI file of [section] and `key = value` lines ('#' or ';' start a comment).
+ * Every key is known in advance: an unknown section or key, a bad value or a duplicate is an
+ * error naming the file, the line and the key. Relative paths are relative to the site folder. */
+#ifndef ANT_CONFIG_H
+#define ANT_CONFIG_H
+
+#include "crypto/base/base.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* A config file larger than this is refused before it is parsed. */
+#define ANT_CONFIG_MAX_BYTES (256u * 1024u)
+#define ANT_CONFIG_MAX_LINE 4096u
+
+struct ant_config {
+    /* [site] */
+    char site_id[64];
+    char region[33];
+    /* [server] */
+    char listen_addr[64]; /* IPv4 or IPv6 literal */
+    uint16_t listen_port;
+    unsigned threads; /* 0: one per core */
+    unsigned connection_limit;
+    unsigned per_ip_connection_limit;
+    unsigned connection_timeout_s;
+    uint64_t max_header_bytes; /* per-connection memory for headers */
+    uint64_t max_json_body;
+    unsigned shutdown_grace_s;
+    unsigned rate_limit_per_s; /* per principal; 0 disables */
+    unsigned rate_limit_burst;
+    char tls_cert[1024];
+    char tls_key[1024];
+    /* [storage] */
+    char archive_dir[1024];
+    char scratch_dir[1024];
+    uint64_t max_upload_bytes;
+    /* [audit] */
+    unsigned checkpoint_every;
+    unsigned checkpoint_seconds;
+    unsigned audit_max_batch;
+    /* [staging] */
+    char io_engine[16]; /* auto | uring | threads */
+    unsigned stage_workers;
+    uint64_t default_scratch_quota;
+    unsigned default_ttl_s;
+    /* [log] */
+    int log_level;
+};
+
+/* Fills every field with its default (the values `antenna init` writes out). */
+void ant_config_defaults(struct ant_config *c);
+
+/* Parses text into c (which should hold the defaults). `fname` names the file in messages.
+ * Returns 0, or -EINVAL with diag "FILE:LINE: key 'k': what is wrong". */
+ANT_MUST_CHECK int ant_config_parse(struct ant_bytes text, const char *fname, struct ant_config *c,
+                                    struct ant_diag *d);
+
+/* Reads and parses a file (relative to dirfd or absolute). -errno when it cannot be read,
+ * -E2BIG past ANT_CONFIG_MAX_BYTES, -EINVAL on a bad line; diag says which. */
+ANT_MUST_CHECK int ant_config_load(int dirfd, const char *path, struct ant_config *c,
+                                   struct ant_diag *d);
+
+/* Writes the full, commented configuration for a new site into out. */
+ANT_MUST_CHECK int ant_config_render(const struct ant_config *c, struct ant_buf *out);
+
+/* Parses "ADDR:PORT" / "[V6]:PORT"; -EINVAL otherwise. addr needs 64 bytes. */
+ANT_MUST_CHECK int ant_listen_parse(struct ant_bytes s, char addr[64], uint16_t *port);
+
+#endif

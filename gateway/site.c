@@ -1,0 +1,119 @@
+/* Opening a site for the daemon: configuration, folders, keys, TLS material, catalog, audit. */
+#include "gateway/site.h"
+
+#include "crypto/base/log.h"
+#include "gateway/tlscert.h"
+#include "policy/audit.h"
+#include "policy/store.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int open_dir(int dirfd, const char *path, int *out, struct ant_diag *d)
+{
+    int fd = openat(dirfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        int rc = -errno;
+        ant_diag_set(d, "cannot open folder %s: %s", path, strerror(errno));
+        return rc;
+    }
+    *out = fd;
+    return 0;
+}
+
+static int read_file(int dirfd, const char *path, struct ant_buf *b, struct ant_diag *d)
+{
+    int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
+    int rc = fd < 0 ? -errno : ant_read_all(fd, b);
+    if (rc < 0) {
+        ant_diag_set(d, "cannot read %s: %s", path, strerror(-rc));
+    }
+    ant_close(fd);
+    return rc;
+}
+
+int ant_site_open(const char *dir, const char *config, struct ant_site **out, struct ant_diag *d)
+{
+    struct ant_site *s = calloc(1, sizeof(*s));
+    int keysfd = -1, rc;
+    if (s == NULL) {
+        return -ENOMEM;
+    }
+    s->dirfd = s->archive_fd = s->scratch_fd = -1;
+    ant_buf_init(&s->cert_pem, 1024 * 1024);
+    ant_buf_init(&s->key_pem, 64 * 1024);
+    ant_config_defaults(&s->cfg);
+    rc = open_dir(AT_FDCWD, dir, &s->dirfd, d);
+    if (rc < 0) {
+        goto out;
+    }
+    rc = ant_config_load(config ? AT_FDCWD : s->dirfd, config ? config : "antenna.conf", &s->cfg,
+                         d);
+    if (rc < 0) {
+        goto out;
+    }
+    g_ant_log_level = s->cfg.log_level;
+    rc = open_dir(s->dirfd, s->cfg.archive_dir, &s->archive_fd, d);
+    rc = rc < 0 ? rc : open_dir(s->dirfd, s->cfg.scratch_dir, &s->scratch_fd, d);
+    rc = rc < 0 ? rc : open_dir(s->dirfd, "keys", &keysfd, d);
+    if (rc < 0) {
+        goto out;
+    }
+    rc = ant_site_keys_load(keysfd, getenv("ANTENNA_KEY_PASSPHRASE"), &s->keys, d);
+    if (rc < 0) {
+        goto out;
+    }
+    ant_key_b64(ant_key_public(s->keys.kx), s->x25519_b64);
+    ant_key_b64(ant_signkey_public(s->keys.sign), s->ed25519_b64);
+    rc = read_file(s->dirfd, s->cfg.tls_cert, &s->cert_pem, d);
+    rc = rc < 0 ? rc : read_file(s->dirfd, s->cfg.tls_key, &s->key_pem, d);
+    if (rc < 0) {
+        goto out;
+    }
+    rc = ant_tlscert_fingerprint(ant_buf_view(&s->cert_pem), s->cert_sha256);
+    if (rc < 0) {
+        ant_diag_set(d, "%s: no PEM certificate", s->cfg.tls_cert);
+        goto out;
+    }
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned nconn = (s->cfg.threads ? s->cfg.threads : (unsigned)(ncpu > 0 ? ncpu : 2)) + 2;
+    rc = ant_store_pool_new(s->dirfd, "antenna.db", nconn, &s->pool);
+    if (rc < 0) {
+        ant_diag_set(d, "cannot open antenna.db: %s", strerror(-rc));
+        goto out;
+    }
+    struct ant_audit_opts ao = {
+        .checkpoint_every = s->cfg.checkpoint_every,
+        .checkpoint_seconds = s->cfg.checkpoint_seconds,
+        .max_batch = s->cfg.audit_max_batch,
+    };
+    rc = ant_audit_open(s->dirfd, "audit.db", 0, s->keys.sign, &ao, &s->audit);
+    if (rc < 0) {
+        ant_diag_set(d, "cannot open audit.db: %s", strerror(-rc));
+        goto out;
+    }
+    *out = s;
+    s = NULL;
+out:
+    ant_close(keysfd);
+    ant_site_close(s);
+    return rc;
+}
+
+void ant_site_close(struct ant_site *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    ant_audit_close(s->audit);
+    ant_store_pool_free(s->pool);
+    ant_site_keys_fini(&s->keys);
+    ant_buf_fini(&s->cert_pem);
+    ant_buf_wipe_fini(&s->key_pem);
+    ant_close(s->archive_fd);
+    ant_close(s->scratch_fd);
+    ant_close(s->dirfd);
+    free(s);
+}

@@ -1,0 +1,36 @@
+/* A running site: its configuration, folders, keys, catalog and audit log. Everything the
+ * daemon's handlers need comes through this context (no globals), so a test can run two. */
+#ifndef ANT_SITE_H
+#define ANT_SITE_H
+
+#include "crypto/base/base.h"
+#include "crypto/keys.h"
+#include "gateway/config.h"
+
+struct ant_store_pool;
+struct ant_audit;
+
+struct ant_site {
+    struct ant_config cfg;
+    int dirfd;         /* the site folder */
+    int archive_fd;    /* cfg.archive_dir, opened O_DIRECTORY */
+    int scratch_fd;    /* cfg.scratch_dir */
+    struct ant_site_keys keys;
+    struct ant_store_pool *pool;
+    struct ant_audit *audit;
+    struct ant_buf cert_pem;
+    struct ant_buf key_pem; /* wiped on close */
+    char cert_sha256[65];
+    char x25519_b64[48];
+    char ed25519_b64[48];
+};
+
+/* Opens the site in `dir` with the configuration file `config` (NULL: DIR/antenna.conf). The key
+ * passphrase, if the site key is encrypted, comes from $ANTENNA_KEY_PASSPHRASE.
+ * Returns 0, -EINVAL for a bad configuration (diag names file, line and key), or another
+ * negative errno with diag saying what could not be opened. */
+ANT_MUST_CHECK int ant_site_open(const char *dir, const char *config, struct ant_site **out,
+                                 struct ant_diag *d);
+void ant_site_close(struct ant_site *s); /* accepts NULL */
+
+#endif
