@@ -49,7 +49,7 @@ run_suite() {   # run_suite NAME BUILDDIR [meson setup options...]
   echo "=== $name: test"
   meson test -C "$dir" --num-processes "$JOBS" --print-errorlogs
   count_log "$dir/meson-logs/testlog.json"
-  if [ -n "$(meson test -C "$dir" --list --suite staging 2>/dev/null)" ]; then
+  if meson test -C "$dir" --list 2>/dev/null | grep -Eq 'test_(engine|stage|jobs)'; then
     echo "=== $name: staging suites again with the thread backend"
     ANTENNA_IO_ENGINE=threads meson test -C "$dir" --num-processes "$JOBS" --print-errorlogs \
       --suite staging --logbase threads
