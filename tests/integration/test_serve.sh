@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Integration test of `antenna init` and `antenna serve`: the real daemon on 127.0.0.1 (port 0),
+# spoken to over HTTPS with its own certificate as the only trust anchor.
+set -u
+BIN=$1
+T=$(mktemp -d /tmp/antenna-it-XXXXXX)
+PID=
+fails=0
+cleanup() { [ -n "$PID" ] && kill -9 "$PID" 2>/dev/null; rm -rf "$T"; }
+trap cleanup EXIT
+check() {  # check NAME CONDITION...
+  local name=$1; shift
+  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; fails=$((fails + 1)); fi
+}
+
+# --- init ---
+"$BIN" init >/dev/null 2>&1; check "init without arguments exits 2" test $? -eq 2
+"$BIN" init --dir "$T/site" --site-id Bad_Id --region EU >/dev/null 2>&1
+check "init refuses a bad site id with 2" test $? -eq 2
+"$BIN" init --dir "$T/site" --site-id site-a --region EU-IT --hostname gw.example.org >"$T/init.out" 2>&1
+check "init creates a site" test $? -eq 0
+KEY=$(grep -E '^ak_' "$T/init.out")
+check "init prints an API key once" test -n "$KEY"
+check "secret key is 0600" test "$(stat -c %a "$T/site/keys/site.sec")" = 600
+check "keys folder is 0700" test "$(stat -c %a "$T/site/keys")" = 700
+check "no API key in the database" bash -c "! grep -q '${KEY##*_}' '$T/site/antenna.db'"
+check "no temporary folder left" bash -c "! ls -a '$T' | grep -q init-"
+"$BIN" init --dir "$T/site" --site-id site-a --region EU >"$T/reinit.out" 2>&1
+check "init refuses an existing site" test $? -ne 0
+check "re-init message says so" grep -q "refusing" "$T/reinit.out"
+
+# --- config errors ---
+cp "$T/site/antenna.conf" "$T/bad.conf"; printf '[server]\nbogus = 1\n' >>"$T/bad.conf"
+"$BIN" serve --dir "$T/site" --config "$T/bad.conf" 2>"$T/bad.err"
+check "unknown key exits 2" test $? -eq 2
+check "message names file, line and key" grep -q "bad.conf:.*bogus" "$T/bad.err"
+"$BIN" serve --dir "$T/site" --config "$T/missing.conf" 2>/dev/null
+check "missing config exits 2" test $? -eq 2
+
+# --- serve ---
+"$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/serve.out" 2>"$T/serve.log" &
+PID=$!
+for _ in $(seq 100); do grep -q serving "$T/serve.out" 2>/dev/null && break; sleep 0.1; done
+PORT=$(sed -n 's|.*https://127.0.0.1:\([0-9]*\).*|\1|p' "$T/serve.out")
+check "serve prints its port" test -n "$PORT"
+U="https://127.0.0.1:$PORT"
+C=(curl -sS --cacert "$T/site/tls/cert.pem" -m 10)
+check "health" bash -c "$(printf '%q ' "${C[@]}") $U/v1/health | grep -q '\"status\":\"ok\"'"
+check "site shows id and keys" bash -c "$(printf '%q ' "${C[@]}") $U/v1/site | grep -q '\"id\":\"site-a\".*x25519'"
+check "unknown route 404 JSON" bash -c "$(printf '%q ' "${C[@]}") -w '%{http_code}' $U/v1/nope | grep -q '\"error\":\"not_found\".*request_id.*404'"
+check "wrong method 405" test "$("${C[@]}" -o /dev/null -w '%{http_code}' -X DELETE "$U/v1/health")" = 405
+BIG=$(head -c 70000 /dev/zero | tr '\0' a)
+code=$("${C[@]}" -o /dev/null -w '%{http_code}' -H "X-Big: $BIG" "$U/v1/health")
+check "oversized headers 431 or 413" bash -c "[ '$code' = 431 ] || [ '$code' = 413 ]"
+check "TLS 1.1 refused" bash -c "! $(printf '%q ' "${C[@]}") --tls-max 1.1 $U/v1/health >/dev/null 2>&1"
+check "no verification skip needed: wrong CA fails" bash -c "! curl -sS -m 5 $U/v1/health >/dev/null 2>&1"
+python3 - "$PORT" <<'PY' &
+import socket, sys, time
+port = int(sys.argv[1])
+plain = socket.create_connection(("127.0.0.1", port)); plain.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+half = socket.create_connection(("127.0.0.1", port)); half.sendall(bytes.fromhex("160301020001"))
+silent = socket.create_connection(("127.0.0.1", port))
+time.sleep(3)
+PY
+sleep 0.5
+check "serves others while plain/half/silent clients hang on" bash -c "$(printf '%q ' "${C[@]}") $U/v1/health | grep -q ok"
+wait
+kill -TERM "$PID"; wait "$PID"; rc=$?; PID=
+check "SIGTERM exits 0" test $rc -eq 0
+check "request log is JSON lines" bash -c "grep '\"event\":\"http.request\"' '$T/serve.log' | python3 -c 'import json,sys; [json.loads(l) for l in sys.stdin]'"
+echo "integration serve: $fails failed"
+[ "$fails" -eq 0 ]
