@@ -1,4 +1,5 @@
 /* Unit tests for crypto/base: buffers, cursor, bounded parsing. */
+#include "crypto/base/json.h"
 #include "tests/unit/testutil.h"
 
 #include <stdlib.h>
@@ -117,6 +118,44 @@ static void test_hex_round_trip(void **state)
     assert_int_equal(ant_hex_decode(ant_bytes_str("00abfg"), back, 3), -EINVAL);
 }
 
+static int parse(const char *text, size_t max, json_t **out)
+{
+    struct ant_diag d = {0};
+    return ant_json_parse(ant_bytes_of(text, strlen(text)), max, ANT_JSON_MAX_DEPTH, out, &d);
+}
+
+static void test_json_limits(void **state)
+{
+    (void)state;
+    json_t *v = NULL;
+    assert_int_equal(parse("{\"a\": [1, 2, {\"b\": \"]]]\"}]}", 1024, &v), 0);
+    assert_true(json_is_object(v));
+    json_decref(v);
+    /* duplicate keys, trailing data, not JSON, too big */
+    assert_int_equal(parse("{\"a\": 1, \"a\": 2}", 1024, &v), -EINVAL);
+    assert_null(v);
+    assert_int_equal(parse("{} {}", 1024, &v), -EINVAL);
+    assert_int_equal(parse("{\"a\": ", 1024, &v), -EINVAL);
+    assert_int_equal(parse("", 1024, &v), -EINVAL);
+    assert_int_equal(parse("[1, 2, 3]", 5, &v), -E2BIG);
+    /* depth: 16 levels pass, 17 fail; brackets inside strings do not count */
+    char deep[64] = "", deeper[64] = "";
+    for (int i = 0; i < 16; i++) {
+        strcat(deep, "[");
+        strcat(deeper, "[");
+    }
+    strcat(deeper, "[]");
+    for (int i = 0; i < 16; i++) {
+        strcat(deep, "]");
+        strcat(deeper, "]");
+    }
+    assert_int_equal(parse(deep, 1024, &v), 0);
+    json_decref(v);
+    assert_int_equal(parse(deeper, 1024, &v), -EINVAL);
+    assert_int_equal(parse("[\"[[[[[[[[[[[[[[[[[[[[[[[[\\\"[[[[[[\"]", 1024, &v), 0);
+    json_decref(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -127,6 +166,7 @@ int main(void)
         cmocka_unit_test(test_parse_u64_bounds),
         cmocka_unit_test(test_parse_size_and_duration),
         cmocka_unit_test(test_hex_round_trip),
+        cmocka_unit_test(test_json_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
