@@ -8,5 +8,7 @@ int ant_cli_serve(int argc, char **argv);
 int ant_cli_c4gh(int argc, char **argv);
 int ant_cli_admin(int argc, char **argv);
 int ant_cli_audit(int argc, char **argv);
+/* dataset, put, get, grant: the client commands (argv[0] names which). */
+int ant_cli_client(int argc, char **argv);
 
 #endif

@@ -5,6 +5,7 @@
 #define ANT_HTTP_H
 
 #include "crypto/base/base.h"
+#include "policy/store.h"
 
 #include <jansson.h>
 #include <microhttpd.h>
@@ -27,6 +28,8 @@ typedef int (*ant_body_fn)(struct ant_req *r, const uint8_t *p, size_t n);
 enum {
     ANT_ROUTE_PUBLIC = 1u << 0, /* no credential needed */
 };
+
+/* Routes answer 401 before reading a body when the request carries no valid credential. */
 
 struct ant_route {
     const char *method; /* "GET" also answers HEAD */
@@ -51,6 +54,8 @@ struct ant_req {
     uint64_t bytes_in;
     uint64_t bytes_out;
     char principal[160]; /* who, once authenticated, for the request log */
+    bool authed;
+    struct ant_principal who; /* valid when authed */
     struct ant_bytes params[ANT_ROUTE_MAX_PARAMS];
     unsigned nparams;
     struct ant_buf body;

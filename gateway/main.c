@@ -17,6 +17,10 @@ static const struct command commands[] = {
     {"admin", ant_cli_admin, "tenants, principals, API keys, datasets, grants (site offline or not)"},
     {"audit", ant_cli_audit, "verify the audit chain or an export"},
     {"c4gh", ant_cli_c4gh, "Crypt4GH keygen, encrypt, decrypt, reencrypt, inspect"},
+    {"dataset", ant_cli_client, "create, list, show, publish, withdraw datasets on a site"},
+    {"put", ant_cli_client, "upload a file into a draft dataset"},
+    {"get", ant_cli_client, "download a file, encrypted for your key (or plaintext if allowed)"},
+    {"grant", ant_cli_client, "create, list, revoke grants on a dataset"},
 };
 
 static void usage(FILE *out)

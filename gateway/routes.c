@@ -6,6 +6,7 @@
 const struct ant_route g_ant_routes[] = {
     {"GET", "/v1/health", "health", ant_route_health, NULL, ANT_ROUTE_PUBLIC},
     {"GET", "/v1/site", "site", ant_route_site, NULL, ANT_ROUTE_PUBLIC},
+    {"GET", "/metrics", "metrics", ant_route_metrics, NULL, 0},
 };
 const size_t g_ant_nroutes = ANT_ARRAY_LEN(g_ant_routes);
 

@@ -16,5 +16,6 @@ bool ant_route_match(const char *pattern, const char *path, struct ant_bytes *pa
 /* Handlers, one file per area. */
 int ant_route_health(struct ant_req *r);
 int ant_route_site(struct ant_req *r);
+int ant_route_metrics(struct ant_req *r);
 
 #endif

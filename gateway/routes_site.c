@@ -1,7 +1,12 @@
-/* GET /v1/health and GET /v1/site: public, so peers and load balancers can reach them. */
+/* GET /v1/health and GET /v1/site: public, so peers and load balancers can reach them.
+ * GET /metrics: for admins. */
 #include "ant_version.h"
 #include "gateway/routes.h"
+#include "gateway/metrics.h"
+#include "gateway/server.h"
 #include "gateway/site.h"
+
+#include <stdlib.h>
 
 int ant_route_health(struct ant_req *r)
 {
@@ -26,5 +31,38 @@ int ant_route_site(struct ant_req *r)
     }
     int rc = ant_req_json(r, MHD_HTTP_OK, doc);
     json_decref(doc);
+    return rc;
+}
+
+/* GET /metrics: Prometheus text format, for the site's admins (a scraper gets an admin key). */
+int ant_route_metrics(struct ant_req *r)
+{
+    if ((r->who.roles & ANT_ROLE_ADMIN) == 0) {
+        return ant_req_error(r, MHD_HTTP_FORBIDDEN, NULL, "metrics are for site admins");
+    }
+    struct ant_buf out;
+    ant_buf_init(&out, 4u << 20);
+    struct ant_metrics_gauges g = {
+        .inflight = ant_server_inflight(r->srv),
+        .audit_queue_depth = -1,
+        .audit_commit_seconds = -1,
+    };
+    int rc = ant_metrics_render(ant_server_metrics(r->srv), &g, &out);
+    if (rc == 0) {
+        size_t len;
+        uint8_t *p = ant_buf_take(&out, &len);
+        struct MHD_Response *resp =
+            MHD_create_response_from_buffer(len, p, MHD_RESPMEM_MUST_FREE);
+        if (resp == NULL) {
+            free(p);
+            rc = -ENOMEM;
+        } else {
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                    "text/plain; version=0.0.4; charset=utf-8");
+            ant_req_respond(r, MHD_HTTP_OK, resp);
+            r->bytes_out = len;
+        }
+    }
+    ant_buf_fini(&out);
     return rc;
 }

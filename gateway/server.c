@@ -5,7 +5,10 @@
 
 #include "ant_version.h"
 #include "crypto/base/log.h"
+#include "gateway/auth.h"
 #include "gateway/http.h"
+#include "gateway/metrics.h"
+#include "gateway/ratelimit.h"
 #include "gateway/routes.h"
 #include "gateway/site.h"
 
@@ -28,6 +31,8 @@ struct ant_server {
     struct MHD_Daemon *d;
     uint16_t port;
     atomic_uint inflight;
+    struct ant_ratelimit *rl;
+    struct ant_metrics *metrics;
 };
 
 unsigned ant_http_status_of(int err)
@@ -285,6 +290,38 @@ static void dispatch(struct ant_req *r, bool path_known)
     (void)rc;
 }
 
+/* Authentication and the per-principal rate limit, before the handler and before any body is
+ * read. Returns 0, or -1 with the error response set. */
+static int admit(struct ant_req *r)
+{
+    int rc = ant_gw_authenticate(r);
+    if (rc == -EKEYREJECTED) {
+        rc = ant_req_error(r, MHD_HTTP_UNAUTHORIZED, NULL, ANT_AUTH_REJECTED_MSG);
+        return -1;
+    }
+    if (rc < 0) {
+        ant_log_kv(ANT_LOG_ERROR, "auth.failed",
+                   ((const char *[]){"request_id", r->request_id, NULL}),
+                   "cannot check credentials: %s", strerror(-rc));
+        rc = ant_req_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, NULL,
+                           "credentials cannot be checked right now; retry later");
+        return -1;
+    }
+    unsigned wait = ant_ratelimit_take(r->srv->rl, r->principal, ant_mono_ns());
+    if (wait > 0) {
+        rc = ant_req_error(r, MHD_HTTP_TOO_MANY_REQUESTS, NULL,
+                           "rate limit of %u requests per second exceeded; retry in %u s",
+                           r->site->cfg.rate_limit_per_s, wait);
+        if (rc == 0) {
+            char ra[16];
+            snprintf(ra, sizeof(ra), "%u", wait);
+            MHD_add_response_header(r->resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+        }
+        return -1;
+    }
+    return 0;
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
                                  const char *method, const char *version,
                                  const char *upload_data, size_t *upload_data_size,
@@ -303,6 +340,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         bool known;
         r->route = route_find(r, &known);
         r->path_known = known;
+        if (r->route != NULL && (r->route->flags & ANT_ROUTE_PUBLIC) == 0 && admit(r) < 0) {
+            /* refused before any body is read: answering now also skips "100 Continue" */
+            return MHD_queue_response(conn, r->status, r->resp);
+        }
         return MHD_YES; /* defer: see the comment at the top */
     }
     if (*upload_data_size > 0) {
@@ -372,6 +413,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (g_ant_log_level >= ANT_LOG_INFO) {
         log_request(r, toe);
     }
+    ant_metrics_request(s->metrics, r->route != NULL ? (size_t)(r->route - g_ant_routes) : SIZE_MAX,
+                        r->status, r->bytes_in, r->bytes_out, ant_mono_ns() - r->t0_ns);
     req_free(r);
     *con_cls = NULL;
     atomic_fetch_sub(&s->inflight, 1);
@@ -389,6 +432,13 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     ant_log(ANT_LOG_DEBUG, "http.mhd", "%s", msg);
 }
 
+static void server_free(struct ant_server *s)
+{
+    ant_ratelimit_free(s->rl);
+    ant_metrics_free(s->metrics);
+    free(s);
+}
+
 int ant_server_start(struct ant_site *site, struct ant_server **out, struct ant_diag *d)
 {
     struct ant_server *s = calloc(1, sizeof(*s));
@@ -401,6 +451,12 @@ int ant_server_start(struct ant_site *site, struct ant_server **out, struct ant_
         return -ENOMEM;
     }
     s->site = site;
+    if (ant_ratelimit_new(site->cfg.rate_limit_per_s, site->cfg.rate_limit_burst, &s->rl) < 0 ||
+        ant_metrics_new(g_ant_nroutes, &s->metrics) < 0) {
+        ant_ratelimit_free(s->rl);
+        free(s);
+        return -ENOMEM;
+    }
     memset(&sin, 0, sizeof(sin));
     memset(&sin6, 0, sizeof(sin6));
     if (inet_pton(AF_INET, site->cfg.listen_addr, &sin.sin_addr) == 1) {
@@ -414,13 +470,13 @@ int ant_server_start(struct ant_site *site, struct ant_server **out, struct ant_
         flags |= MHD_USE_IPv6;
     } else {
         ant_diag_set(d, "listen address %s is not an IP literal", site->cfg.listen_addr);
-        free(s);
+        server_free(s);
         return -EINVAL;
     }
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     unsigned threads = site->cfg.threads ? site->cfg.threads : (unsigned)(ncpu > 0 ? ncpu : 2);
     if (ant_buf_terminate(&site->cert_pem) < 0 || ant_buf_terminate(&site->key_pem) < 0) {
-        free(s);
+        server_free(s);
         return -ENOMEM;
     }
     s->d = MHD_start_daemon(
@@ -437,7 +493,7 @@ int ant_server_start(struct ant_site *site, struct ant_server **out, struct ant_
     if (s->d == NULL) {
         ant_diag_set(d, "cannot listen on %s:%u (address in use, or a bad TLS key/certificate)",
                      site->cfg.listen_addr, site->cfg.listen_port);
-        free(s);
+        server_free(s);
         return -EADDRINUSE;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
@@ -449,6 +505,11 @@ int ant_server_start(struct ant_site *site, struct ant_server **out, struct ant_
 uint16_t ant_server_port(const struct ant_server *s)
 {
     return s->port;
+}
+
+struct ant_metrics *ant_server_metrics(struct ant_server *s)
+{
+    return s->metrics;
 }
 
 unsigned ant_server_inflight(const struct ant_server *s)
@@ -476,5 +537,5 @@ void ant_server_stop(struct ant_server *s, unsigned grace_s)
                 "%u requests still in flight after %us; closing them", left, grace_s);
     }
     MHD_stop_daemon(s->d);
-    free(s);
+    server_free(s);
 }

@@ -19,6 +19,8 @@ uint16_t ant_server_port(const struct ant_server *s);
 /* Stops accepting new connections, waits up to grace_s for requests in flight, then stops.
  * Accepts NULL. */
 void ant_server_stop(struct ant_server *s, unsigned grace_s);
+/* The server's counters, for /metrics and for handlers counting decisions. */
+struct ant_metrics *ant_server_metrics(struct ant_server *s);
 /* Requests being served right now. */
 unsigned ant_server_inflight(const struct ant_server *s);
 

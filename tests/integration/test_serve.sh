@@ -25,6 +25,12 @@ check "secret key is 0600" test "$(stat -c %a "$T/site/keys/site.sec")" = 600
 check "keys folder is 0700" test "$(stat -c %a "$T/site/keys")" = 700
 check "no API key in the database" bash -c "! grep -q '${KEY##*_}' '$T/site/antenna.db'"
 check "no temporary folder left" bash -c "! ls -a '$T' | grep -q init-"
+check "antenna.db migrated, WAL" bash -c "[ \"\$(sqlite3 '$T/site/antenna.db' 'PRAGMA user_version')\" -ge 1 ] && [ \"\$(sqlite3 '$T/site/antenna.db' 'PRAGMA journal_mode')\" = wal ]"
+check "audit.db migrated" bash -c "[ \"\$(sqlite3 '$T/site/audit.db' 'PRAGMA user_version')\" -ge 1 ]"
+check "init is audited" bash -c "[ \"\$(sqlite3 '$T/site/audit.db' 'SELECT count(*) FROM events')\" -ge 1 ]"
+check "certificate names localhost, 127.0.0.1 and the hostname" bash -c "openssl x509 -in '$T/site/tls/cert.pem' -noout -ext subjectAltName | tr -d ' ' | grep -q 'DNS:localhost.*IPAddress:127.0.0.1' && openssl x509 -in '$T/site/tls/cert.pem' -noout -ext subjectAltName | grep -q gw.example.org"
+check "certificate is ECDSA P-256" bash -c "openssl x509 -in '$T/site/tls/cert.pem' -noout -text | grep -q 'prime256v1\\|P-256'"
+check "config writes every option" bash -c "grep -q '^\\[staging\\]' '$T/site/antenna.conf' && grep -q 'checkpoint_every' '$T/site/antenna.conf'"
 "$BIN" init --dir "$T/site" --site-id site-a --region EU >"$T/reinit.out" 2>&1
 check "init refuses an existing site" test $? -ne 0
 check "re-init message says so" grep -q "refusing" "$T/reinit.out"
@@ -65,7 +71,24 @@ PY
 sleep 0.5
 check "serves others while plain/half/silent clients hang on" bash -c "$(printf '%q ' "${C[@]}") $U/v1/health | grep -q ok"
 wait
+check "an API route without a key is 401 with WWW-Authenticate" bash -c "$(printf '%q ' "${C[@]}") -D - -o /dev/null $U/metrics | grep -qi '^www-authenticate: Bearer'"
+check "the admin key reaches /metrics" bash -c "$(printf '%q ' "${C[@]}") -H 'Authorization: Bearer $KEY' $U/metrics | grep -q antenna_http_requests_total"
+check "a bad key is 401" test "$("${C[@]}" -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ak_0000000000000000_00" "$U/metrics")" = 401
+# a slow request in flight when SIGTERM arrives still gets its answer
+python3 - "$PORT" "$T/site/tls/cert.pem" >"$T/slow.out" 2>&1 <<'PY' &
+import socket, ssl, sys, time
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1]))), server_hostname="127.0.0.1")
+s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+time.sleep(1.0)  # the server receives SIGTERM now
+s.sendall(b"Connection: close\r\n\r\n")
+print(s.recv(4096).decode(errors="replace").split("\r\n")[0])
+PY
+SLOW=$!
+sleep 0.5
 kill -TERM "$PID"; wait "$PID"; rc=$?; PID=
+wait $SLOW
+check "a request in flight at SIGTERM is answered" grep -q "200" "$T/slow.out"
 check "SIGTERM exits 0" test $rc -eq 0
 check "request log is JSON lines" bash -c "grep '\"event\":\"http.request\"' '$T/serve.log' | python3 -c 'import json,sys; [json.loads(l) for l in sys.stdin]'"
 echo "integration serve: $fails failed"

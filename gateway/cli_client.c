@@ -1,0 +1,438 @@
+/* The client commands: datasets, files and grants on a site, through its HTTPS API.
+ *
+ *   antenna dataset create NAME [--description D] [--classification open|internal|sensitive]
+ *                              [--region R]... [--duo CODE]...
+ *   antenna dataset list | show ID | files ID | publish ID | withdraw ID
+ *   antenna put DATASET LOCAL [REMOTE]            upload a file (encrypted by the site on arrival)
+ *   antenna get DATASET REMOTE [-o OUT] [--recipient-pk FILE | --plain]
+ *   antenna grant create DATASET (--principal P | --tenant T | --site S) --actions read,stage,...
+ *                               [--purpose DUO] [--expires DURATION]
+ *   antenna grant list DATASET | revoke GRANT
+ *
+ * Every command takes --url, --cacert and --key-file (see client.h for the environment). */
+#include "crypto/keys.h"
+#include "gateway/cli.h"
+#include "gateway/client.h"
+
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_LIST 16
+
+struct copts {
+    struct ant_client_conf conf;
+    const char *description, *classification, *out, *recipient_pk, *purpose, *expires;
+    const char *principal, *tenant, *site, *actions;
+    const char *regions[MAX_LIST];
+    unsigned nregions;
+    const char *duo[MAX_LIST];
+    unsigned nduo;
+    bool plain, json;
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage:\n"
+            "  antenna dataset create NAME [--description D] [--classification C]\n"
+            "                 [--region R]... [--duo CODE]...\n"
+            "  antenna dataset list | show ID | files ID | publish ID | withdraw ID\n"
+            "  antenna put DATASET LOCAL_FILE [REMOTE_PATH]\n"
+            "  antenna get DATASET REMOTE_PATH [-o OUT|-] [--recipient-pk FILE | --plain]\n"
+            "  antenna grant create DATASET (--principal P | --tenant T | --site S)\n"
+            "                 --actions read,stage,transfer [--purpose DUO] [--expires 30d]\n"
+            "  antenna grant list DATASET | revoke GRANT\n\n"
+            "connection: --url https://HOST:PORT (or $ANTENNA_URL), --cacert FILE (or\n"
+            "$ANTENNA_CACERT), --key-file FILE (or $ANTENNA_API_KEY / $ANTENNA_API_KEY_FILE).\n");
+}
+
+/* Parses the options of every client command; returns the index of the first operand or -1. */
+static int parse_opts(int argc, char **argv, struct copts *o)
+{
+    static const struct option opts[] = {
+        {"url", required_argument, NULL, 'U'},
+        {"cacert", required_argument, NULL, 'C'},
+        {"key-file", required_argument, NULL, 'K'},
+        {"description", required_argument, NULL, 'D'},
+        {"classification", required_argument, NULL, 'c'},
+        {"region", required_argument, NULL, 'r'},
+        {"duo", required_argument, NULL, 'u'},
+        {"recipient-pk", required_argument, NULL, 'R'},
+        {"plain", no_argument, NULL, 'P'},
+        {"principal", required_argument, NULL, 'p'},
+        {"tenant", required_argument, NULL, 't'},
+        {"site", required_argument, NULL, 's'},
+        {"actions", required_argument, NULL, 'a'},
+        {"purpose", required_argument, NULL, 'z'},
+        {"expires", required_argument, NULL, 'e'},
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'U': o->conf.url = optarg; break;
+        case 'C': o->conf.cacert = optarg; break;
+        case 'K': o->conf.key_file = optarg; break;
+        case 'D': o->description = optarg; break;
+        case 'c': o->classification = optarg; break;
+        case 'r':
+            if (o->nregions == MAX_LIST) {
+                return -1;
+            }
+            o->regions[o->nregions++] = optarg;
+            break;
+        case 'u':
+            if (o->nduo == MAX_LIST) {
+                return -1;
+            }
+            o->duo[o->nduo++] = optarg;
+            break;
+        case 'R': o->recipient_pk = optarg; break;
+        case 'P': o->plain = true; break;
+        case 'p': o->principal = optarg; break;
+        case 't': o->tenant = optarg; break;
+        case 's': o->site = optarg; break;
+        case 'a': o->actions = optarg; break;
+        case 'z': o->purpose = optarg; break;
+        case 'e': o->expires = optarg; break;
+        case 'j': o->json = true; break;
+        case 'o': o->out = optarg; break;
+        case 'h': usage(stdout); exit(0);
+        default: return -1;
+        }
+    }
+    return optind;
+}
+
+static void print_json(const json_t *v)
+{
+    if (v != NULL) {
+        json_dumpf(v, stdout, JSON_INDENT(2) | JSON_ENCODE_ANY);
+        fputc('\n', stdout);
+    }
+}
+
+/* One JSON request; prints the answer; exit code 0 or 1. */
+static int call(const struct copts *o, const char *method, const char *path, const json_t *body)
+{
+    struct ant_client *c = NULL;
+    struct ant_diag d = {{0}};
+    json_t *resp = NULL;
+    long status = 0;
+    int rc = ant_client_open(&o->conf, &c, &d);
+    if (rc == 0) {
+        rc = ant_client_json(c, method, path, body, &status, &resp, &d);
+    }
+    if (rc == 0 && status >= 400) {
+        rc = -EPERM;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "antenna: %s\n", ant_diag_msg(&d, strerror(-rc)));
+    } else {
+        print_json(resp);
+    }
+    json_decref(resp);
+    ant_client_close(c);
+    return rc < 0 ? 1 : 0;
+}
+
+/* "/v1/datasets/ID[/rest]" with ID and REMOTE percent-encoded. */
+static int ds_path(const struct copts *o, const char *id, const char *tail, const char *file,
+                   struct ant_buf *p)
+{
+    struct ant_client *c = NULL;
+    struct ant_diag d;
+    int rc = ant_client_open(&o->conf, &c, &d);
+    if (rc == 0) {
+        rc = ant_buf_append_str(p, "/v1/datasets");
+    }
+    if (rc == 0) {
+        rc = ant_client_path(c, p, id, false);
+    }
+    if (rc == 0 && tail != NULL) {
+        rc = ant_buf_append_str(p, tail);
+    }
+    if (rc == 0 && file != NULL) {
+        rc = ant_client_path(c, p, file, true);
+    }
+    if (rc == 0) {
+        rc = ant_buf_terminate(p);
+    }
+    ant_client_close(c);
+    if (rc < 0) {
+        fprintf(stderr, "antenna: %s\n", ant_diag_msg(&d, strerror(-rc)));
+    }
+    return rc;
+}
+
+static json_t *str_array(const char *const *v, unsigned n)
+{
+    json_t *a = json_array();
+    for (unsigned i = 0; a != NULL && i < n; i++) {
+        json_array_append_new(a, json_string(v[i]));
+    }
+    return a;
+}
+
+static int cmd_dataset(int argc, char **argv, struct copts *o, int i)
+{
+    const char *sub = i < argc ? argv[i] : NULL;
+    const char *arg = i + 1 < argc ? argv[i + 1] : NULL;
+    struct ant_buf p;
+    int ret = 2;
+    ant_buf_init(&p, 4096);
+    if (sub == NULL || arg == NULL) {
+        if (sub != NULL && strcmp(sub, "list") == 0) {
+            return call(o, "GET", "/v1/datasets", NULL);
+        }
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(sub, "create") == 0) {
+        json_t *b = json_pack("{s:s, s:s, s:o, s:o}", "name", arg, "classification",
+                              o->classification ? o->classification : "internal", "regions",
+                              str_array(o->regions, o->nregions), "duo",
+                              str_array(o->duo, o->nduo));
+        if (b != NULL && o->description != NULL) {
+            json_object_set_new(b, "description", json_string(o->description));
+        }
+        ret = b != NULL ? call(o, "POST", "/v1/datasets", b) : 1;
+        json_decref(b);
+        return ret;
+    }
+    static const struct {
+        const char *sub, *method, *tail;
+    } simple[] = {
+        {"show", "GET", NULL},
+        {"files", "GET", "/files"},
+        {"publish", "POST", "/publish"},
+        {"withdraw", "POST", "/withdraw"},
+    };
+    for (size_t k = 0; k < ANT_ARRAY_LEN(simple); k++) {
+        if (strcmp(sub, simple[k].sub) == 0) {
+            ret = ds_path(o, arg, simple[k].tail, NULL, &p) < 0
+                      ? 1
+                      : call(o, simple[k].method, (const char *)p.p, NULL);
+            goto out;
+        }
+    }
+    usage(stderr);
+out:
+    ant_buf_fini(&p);
+    return ret;
+}
+
+static int cmd_put(int argc, char **argv, struct copts *o, int i)
+{
+    if (argc - i < 2 || argc - i > 3) {
+        usage(stderr);
+        return 2;
+    }
+    const char *ds = argv[i], *local = argv[i + 1];
+    const char *remote = argc - i == 3 ? argv[i + 2] : strrchr(local, '/') ? strrchr(local, '/') + 1 : local;
+    struct ant_buf p;
+    struct ant_client *c = NULL;
+    struct ant_diag d = {{0}};
+    json_t *resp = NULL;
+    long status = 0;
+    struct stat sb;
+    int ret = 1, rc;
+    ant_buf_init(&p, 4096);
+    int fd = open(local, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+        fprintf(stderr, "antenna: cannot read %s: %s\n", local,
+                fd < 0 ? strerror(errno) : "not a regular file");
+        goto out;
+    }
+    if (ds_path(o, ds, "/files", remote, &p) < 0) {
+        goto out;
+    }
+    o->conf.progress = true;
+    rc = ant_client_open(&o->conf, &c, &d);
+    if (rc == 0) {
+        rc = ant_client_upload(c, (const char *)p.p, fd, (uint64_t)sb.st_size, &status, &resp, &d);
+    }
+    if (rc < 0 || status >= 400) {
+        fprintf(stderr, "antenna: upload of %s failed: %s\n", local,
+                ant_diag_msg(&d, strerror(-rc)));
+        goto out;
+    }
+    print_json(resp);
+    ret = 0;
+out:
+    if (fd >= 0) {
+        close(fd);
+    }
+    json_decref(resp);
+    ant_client_close(c);
+    ant_buf_fini(&p);
+    return ret;
+}
+
+static int cmd_get(int argc, char **argv, struct copts *o, int i)
+{
+    if (argc - i != 2 || (o->plain && o->recipient_pk != NULL)) {
+        usage(stderr);
+        return 2;
+    }
+    const char *ds = argv[i], *remote = argv[i + 1];
+    const char *base = strrchr(remote, '/') ? strrchr(remote, '/') + 1 : remote;
+    const char *dest = o->out ? o->out : base;
+    bool to_stdout = strcmp(dest, "-") == 0;
+    struct ant_buf p;
+    struct ant_client *c = NULL;
+    struct ant_diag d = {{0}};
+    uint8_t pk[ANT_KEY_LEN];
+    long status = 0;
+    uint64_t bytes = 0;
+    int ret = 1, rc;
+    char b64[64];
+    ant_buf_init(&p, 8192);
+    if (ds_path(o, ds, "/files", remote, &p) < 0) {
+        goto out;
+    }
+    if (o->plain) {
+        rc = ant_buf_append_str(&p, "?format=plain");
+    } else if (o->recipient_pk != NULL) {
+        rc = ant_pubkey_load(AT_FDCWD, o->recipient_pk, pk, &d);
+        if (rc == 0) {
+            ant_key_b64(pk, b64);
+            /* base64 '+' and '/' must be escaped in a query */
+            rc = ant_buf_append_str(&p, "?recipient=");
+            for (const char *q = b64; rc == 0 && *q; q++) {
+                rc = *q == '+'   ? ant_buf_append_str(&p, "%2B")
+                     : *q == '/' ? ant_buf_append_str(&p, "%2F")
+                     : *q == '=' ? ant_buf_append_str(&p, "%3D")
+                                 : ant_buf_append(&p, q, 1);
+            }
+        }
+        if (rc < 0) {
+            fprintf(stderr, "antenna: %s: %s\n", o->recipient_pk, ant_diag_msg(&d, strerror(-rc)));
+            goto out;
+        }
+    } else {
+        fprintf(stderr, "antenna: say which key the file is for (--recipient-pk FILE) or ask for "
+                        "plaintext (--plain)\n");
+        ret = 2;
+        goto out;
+    }
+    if (ant_buf_terminate(&p) < 0) {
+        goto out;
+    }
+    o->conf.progress = !to_stdout;
+    rc = ant_client_open(&o->conf, &c, &d);
+    if (rc == 0) {
+        rc = ant_client_download(c, (const char *)p.p, AT_FDCWD, dest,
+                                 to_stdout ? STDOUT_FILENO : -1, &status, &bytes, &d);
+    }
+    if (rc < 0 || status != 200) {
+        fprintf(stderr, "antenna: download of %s failed: %s\n", remote,
+                ant_diag_msg(&d, rc < 0 ? strerror(-rc) : "unexpected status"));
+        goto out;
+    }
+    if (!to_stdout) {
+        fprintf(stderr, "antenna: %s: %llu bytes\n", dest, (unsigned long long)bytes);
+    }
+    ret = 0;
+out:
+    ant_client_close(c);
+    ant_buf_fini(&p);
+    return ret;
+}
+
+static int cmd_grant(int argc, char **argv, struct copts *o, int i)
+{
+    const char *sub = i < argc ? argv[i] : NULL;
+    const char *arg = i + 1 < argc ? argv[i + 1] : NULL;
+    struct ant_buf p;
+    int ret = 2;
+    ant_buf_init(&p, 4096);
+    if (sub == NULL || arg == NULL) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(sub, "list") == 0) {
+        ret = ds_path(o, arg, "/grants", NULL, &p) < 0 ? 1 : call(o, "GET", (const char *)p.p, NULL);
+    } else if (strcmp(sub, "revoke") == 0) {
+        struct ant_client *c = NULL;
+        struct ant_diag d;
+        ret = 1;
+        if (ant_client_open(&o->conf, &c, &d) == 0 && ant_buf_append_str(&p, "/v1/grants") == 0 &&
+            ant_client_path(c, &p, arg, false) == 0 && ant_buf_terminate(&p) == 0) {
+            ret = call(o, "DELETE", (const char *)p.p, NULL);
+        }
+        ant_client_close(c);
+    } else if (strcmp(sub, "create") == 0) {
+        const char *kind = o->principal ? "principal" : o->tenant ? "tenant" : "site";
+        const char *who = o->principal ? o->principal : o->tenant ? o->tenant : o->site;
+        if (who == NULL || o->actions == NULL ||
+            (!!o->principal + !!o->tenant + !!o->site) != 1) {
+            fprintf(stderr, "antenna: grant create needs one of --principal, --tenant, --site "
+                            "and --actions\n");
+            goto out;
+        }
+        json_t *acts = json_array();
+        char buf[256];
+        snprintf(buf, sizeof(buf), "%s", o->actions);
+        for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+            json_array_append_new(acts, json_string(t));
+        }
+        json_t *b = json_pack("{s:s, s:s, s:o}", "grantee_kind", kind, "grantee", who, "actions",
+                              acts);
+        if (b != NULL && o->purpose != NULL) {
+            json_object_set_new(b, "purpose", json_string(o->purpose));
+        }
+        if (b != NULL && o->expires != NULL) {
+            uint64_t secs;
+            if (ant_parse_duration(ant_bytes_of(o->expires, strlen(o->expires)),
+                                   100ull * 365 * 86400, &secs) < 0) {
+                fprintf(stderr, "antenna: --expires wants a duration such as 90d or 12h\n");
+                json_decref(b);
+                goto out;
+            }
+            json_object_set_new(b, "expires_in", json_integer((json_int_t)secs));
+        }
+        ret = b != NULL && ds_path(o, arg, "/grants", NULL, &p) == 0
+                  ? call(o, "POST", (const char *)p.p, b)
+                  : 1;
+        json_decref(b);
+    } else {
+        usage(stderr);
+    }
+out:
+    ant_buf_fini(&p);
+    return ret;
+}
+
+int ant_cli_client(int argc, char **argv)
+{
+    struct copts o = {0};
+    const char *cmd = argv[0];
+    int i = parse_opts(argc, argv, &o);
+    if (i < 0) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(cmd, "dataset") == 0) {
+        return cmd_dataset(argc, argv, &o, i);
+    }
+    if (strcmp(cmd, "put") == 0) {
+        return cmd_put(argc, argv, &o, i);
+    }
+    if (strcmp(cmd, "get") == 0) {
+        return cmd_get(argc, argv, &o, i);
+    }
+    if (strcmp(cmd, "grant") == 0) {
+        return cmd_grant(argc, argv, &o, i);
+    }
+    usage(stderr);
+    return 2;
+}

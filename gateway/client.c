@@ -1,0 +1,439 @@
+/* libcurl client; see client.h. */
+#include "gateway/client.h"
+
+#include "crypto/base/json.h"
+
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* JSON answers larger than this are refused (lists are paginated well below it). */
+#define CLIENT_JSON_MAX (64u << 20)
+#define CLIENT_AUTH_MAX 8300
+
+struct ant_client {
+    CURL *h;
+    char base[512];
+    char cacert[1024];
+    char auth[CLIENT_AUTH_MAX]; /* "Authorization: Bearer ..." wiped on close */
+    bool progress;
+    int64_t progress_t_ns;
+};
+
+static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
+static void curl_init_once(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+/* Reads the API key from a file (first line, surrounding whitespace dropped). */
+static int read_key_file(const char *path, char *out, size_t n, struct ant_diag *d)
+{
+    struct ant_buf b;
+    ant_buf_init(&b, 16384);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int rc = fd < 0 ? -errno : ant_read_all(fd, &b);
+    if (fd >= 0) {
+        ant_close(fd);
+    }
+    if (rc < 0) {
+        ant_diag_set(d, "cannot read the API key file %s: %s", path, strerror(-rc));
+        goto out;
+    }
+    size_t s = 0, e = b.len;
+    while (s < e && (b.p[s] == ' ' || b.p[s] == '\t' || b.p[s] == '\n' || b.p[s] == '\r')) {
+        s++;
+    }
+    size_t l = s;
+    while (l < e && b.p[l] != '\n' && b.p[l] != '\r' && b.p[l] != ' ') {
+        l++;
+    }
+    if (l == s || l - s >= n) {
+        ant_diag_set(d, "the API key file %s holds no key", path);
+        rc = -EINVAL;
+        goto out;
+    }
+    memcpy(out, b.p + s, l - s);
+    out[l - s] = '\0';
+out:
+    ant_buf_wipe_fini(&b);
+    return rc;
+}
+
+int ant_client_open(const struct ant_client_conf *conf, struct ant_client **out,
+                    struct ant_diag *d)
+{
+    char secret[CLIENT_AUTH_MAX - 32] = "";
+    int rc = 0;
+    pthread_once(&g_curl_once, curl_init_once);
+    struct ant_client *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        return -ENOMEM;
+    }
+    const char *url = conf->url ? conf->url : getenv("ANTENNA_URL");
+    const char *ca = conf->cacert ? conf->cacert : getenv("ANTENNA_CACERT");
+    snprintf(c->base, sizeof(c->base), "%s", url ? url : "https://127.0.0.1:8443");
+    size_t bl = strlen(c->base);
+    while (bl > 0 && c->base[bl - 1] == '/') {
+        c->base[--bl] = '\0';
+    }
+    if (strncmp(c->base, "https://", 8) != 0) {
+        ant_diag_set(d, "the site URL must start with https:// (got '%s')", c->base);
+        rc = -EINVAL;
+        goto out;
+    }
+    snprintf(c->cacert, sizeof(c->cacert), "%s", ca ? ca : "");
+    c->progress = conf->progress && isatty(STDERR_FILENO);
+    if (conf->bearer != NULL) {
+        snprintf(secret, sizeof(secret), "%s", conf->bearer);
+    } else if (conf->key_file != NULL) {
+        rc = read_key_file(conf->key_file, secret, sizeof(secret), d);
+    } else if (getenv("ANTENNA_API_KEY") != NULL) {
+        snprintf(secret, sizeof(secret), "%s", getenv("ANTENNA_API_KEY"));
+    } else if (getenv("ANTENNA_API_KEY_FILE") != NULL) {
+        rc = read_key_file(getenv("ANTENNA_API_KEY_FILE"), secret, sizeof(secret), d);
+    }
+    if (rc < 0) {
+        goto out;
+    }
+    if (secret[0] != '\0') {
+        snprintf(c->auth, sizeof(c->auth), "Authorization: Bearer %s", secret);
+    }
+    c->h = curl_easy_init();
+    if (c->h == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+out:
+    sodium_memzero(secret, sizeof(secret));
+    if (rc < 0) {
+        ant_client_close(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+void ant_client_close(struct ant_client *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    if (c->h != NULL) {
+        curl_easy_cleanup(c->h);
+    }
+    sodium_memzero(c->auth, sizeof(c->auth));
+    free(c);
+}
+
+int ant_client_path(struct ant_client *c, struct ant_buf *url, const char *seg, bool keep_slash)
+{
+    int rc = 0;
+    const char *p = seg;
+    while (rc == 0) {
+        size_t n = keep_slash ? strcspn(p, "/") : strlen(p);
+        char *esc = curl_easy_escape(c->h, p, (int)n);
+        if (esc == NULL) {
+            return -ENOMEM;
+        }
+        rc = ant_buf_printf(url, "/%s", esc);
+        curl_free(esc);
+        if (p[n] == '\0') {
+            break;
+        }
+        p += n + 1;
+    }
+    return rc;
+}
+
+/* What the write callback does with the body. */
+struct sink {
+    struct ant_client *c;
+    struct ant_buf *json; /* error bodies always go here */
+    int fd;               /* >= 0: successful bodies go here */
+    uint64_t bytes;
+    int err;
+};
+
+static size_t on_write(char *p, size_t sz, size_t n, void *arg)
+{
+    struct sink *s = arg;
+    size_t len = sz * n;
+    long status = 0;
+    curl_easy_getinfo(s->c->h, CURLINFO_RESPONSE_CODE, &status);
+    if (s->fd >= 0 && status >= 200 && status < 300) {
+        int rc = ant_write_all(s->fd, p, len);
+        if (rc < 0) {
+            s->err = rc;
+            return 0;
+        }
+    } else if (ant_buf_append(s->json, p, len) < 0) {
+        s->err = -E2BIG;
+        return 0;
+    }
+    s->bytes += len;
+    return len;
+}
+
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    struct ant_client *c = arg;
+    int64_t now = ant_mono_ns();
+    if (now - c->progress_t_ns < 200 * 1000 * 1000) {
+        return 0;
+    }
+    c->progress_t_ns = now;
+    curl_off_t total = ultotal > 0 ? ultotal : dltotal, done = ultotal > 0 ? ulnow : dlnow;
+    if (total <= 0) {
+        fprintf(stderr, "\r  %10.1f MiB", (double)done / 1048576.0);
+        return 0;
+    }
+    int width = 40, fill = (int)((double)done / (double)total * width);
+    char bar[41];
+    for (int i = 0; i < width; i++) {
+        bar[i] = i < fill ? '#' : '.';
+    }
+    bar[width] = '\0';
+    fprintf(stderr, "\r  [%s] %5.1f%% %10.1f / %.1f MiB", bar, 100.0 * (double)done / (double)total,
+            (double)done / 1048576.0, (double)total / 1048576.0);
+    return 0;
+}
+
+/* Runs the prepared handle; fills status; turns an error body into diag. */
+static int perform(struct ant_client *c, struct sink *s, long *status, struct ant_diag *d)
+{
+    char errbuf[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(c->h, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(c->h, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(c->h, CURLOPT_WRITEDATA, s);
+    curl_easy_setopt(c->h, CURLOPT_PROTOCOLS_STR, "https");
+    curl_easy_setopt(c->h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    curl_easy_setopt(c->h, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(c->h, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (c->cacert[0] != '\0') {
+        curl_easy_setopt(c->h, CURLOPT_CAINFO, c->cacert);
+    }
+    curl_easy_setopt(c->h, CURLOPT_CONNECTTIMEOUT, 10L);
+    curl_easy_setopt(c->h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(c->h, CURLOPT_LOW_SPEED_TIME, 60L);
+    curl_easy_setopt(c->h, CURLOPT_NOSIGNAL, 1L);
+    if (c->progress) {
+        curl_easy_setopt(c->h, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(c->h, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(c->h, CURLOPT_XFERINFODATA, c);
+    }
+    CURLcode cc = curl_easy_perform(c->h);
+    if (c->progress) {
+        fprintf(stderr, "\n");
+    }
+    if (cc != CURLE_OK) {
+        ant_diag_set(d, "request to %s failed: %s", c->base, errbuf[0] ? errbuf : curl_easy_strerror(cc));
+        return s->err < 0 ? s->err : -EIO;
+    }
+    curl_easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, status);
+    if (*status >= 400) {
+        json_t *e = NULL;
+        struct ant_diag jd;
+        const char *msg = NULL;
+        if (ant_json_parse(ant_buf_view(s->json), CLIENT_JSON_MAX, ANT_JSON_MAX_DEPTH, &e, &jd) ==
+            0) {
+            msg = json_string_value(json_object_get(e, "message"));
+        }
+        ant_diag_set(d, "%ld: %s", *status, msg ? msg : "the server refused the request");
+        json_decref(e);
+    }
+    return 0;
+}
+
+static struct curl_slist *headers(struct ant_client *c, const char *extra)
+{
+    struct curl_slist *h = NULL;
+    if (c->auth[0] != '\0') {
+        h = curl_slist_append(h, c->auth);
+    }
+    if (extra != NULL) {
+        h = curl_slist_append(h, extra);
+    }
+    return curl_slist_append(h, "Expect:"); /* the server answers 401 before the body anyway */
+}
+
+static int full_url(struct ant_client *c, const char *path, char **out)
+{
+    size_t n = strlen(c->base) + strlen(path) + 1;
+    *out = malloc(n);
+    if (*out == NULL) {
+        return -ENOMEM;
+    }
+    snprintf(*out, n, "%s%s", c->base, path);
+    return 0;
+}
+
+int ant_client_json(struct ant_client *c, const char *method, const char *path,
+                    const json_t *body, long *status, json_t **resp, struct ant_diag *d)
+{
+    struct ant_buf in;
+    ant_buf_init(&in, CLIENT_JSON_MAX);
+    struct sink s = {.c = c, .json = &in, .fd = -1};
+    char *url = NULL, *payload = NULL;
+    struct curl_slist *h = headers(c, body ? "Content-Type: application/json" : NULL);
+    *resp = NULL;
+    int rc = full_url(c, path, &url);
+    if (rc < 0) {
+        goto out;
+    }
+    curl_easy_reset(c->h);
+    curl_easy_setopt(c->h, CURLOPT_URL, url);
+    curl_easy_setopt(c->h, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, h);
+    if (body != NULL) {
+        payload = json_dumps(body, JSON_COMPACT);
+        if (payload == NULL) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        curl_easy_setopt(c->h, CURLOPT_POSTFIELDS, payload);
+    }
+    rc = perform(c, &s, status, d);
+    if (rc == 0 && *status < 400 && in.len > 0) {
+        struct ant_diag jd;
+        if (ant_json_parse(ant_buf_view(&in), CLIENT_JSON_MAX, ANT_JSON_MAX_DEPTH, resp, &jd) <
+            0) {
+            ant_diag_set(d, "the server's answer is not JSON: %s", ant_diag_msg(&jd, "?"));
+            rc = -EBADMSG;
+        }
+    }
+out:
+    curl_slist_free_all(h);
+    free(payload);
+    free(url);
+    ant_buf_fini(&in);
+    return rc;
+}
+
+struct upload_src {
+    int fd;
+    int err;
+};
+
+static size_t on_read(char *p, size_t sz, size_t n, void *arg)
+{
+    struct upload_src *u = arg;
+    ssize_t r;
+    do {
+        r = read(u->fd, p, sz * n);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        u->err = -errno;
+        return CURL_READFUNC_ABORT;
+    }
+    return (size_t)r;
+}
+
+int ant_client_upload(struct ant_client *c, const char *path, int fd, uint64_t size,
+                      long *status, json_t **resp, struct ant_diag *d)
+{
+    struct ant_buf in;
+    ant_buf_init(&in, CLIENT_JSON_MAX);
+    struct sink s = {.c = c, .json = &in, .fd = -1};
+    struct upload_src u = {.fd = fd};
+    char *url = NULL;
+    struct curl_slist *h = headers(c, "Content-Type: application/octet-stream");
+    *resp = NULL;
+    int rc = full_url(c, path, &url);
+    if (rc < 0) {
+        goto out;
+    }
+    curl_easy_reset(c->h);
+    curl_easy_setopt(c->h, CURLOPT_URL, url);
+    curl_easy_setopt(c->h, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(c->h, CURLOPT_READFUNCTION, on_read);
+    curl_easy_setopt(c->h, CURLOPT_READDATA, &u);
+    curl_easy_setopt(c->h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)size);
+    curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, h);
+    rc = perform(c, &s, status, d);
+    if (rc < 0 && u.err < 0) {
+        ant_diag_set(d, "cannot read the file being uploaded: %s", strerror(-u.err));
+        rc = u.err;
+    }
+    if (rc == 0 && *status < 400 && in.len > 0) {
+        struct ant_diag jd;
+        if (ant_json_parse(ant_buf_view(&in), CLIENT_JSON_MAX, ANT_JSON_MAX_DEPTH, resp, &jd) <
+            0) {
+            ant_diag_set(d, "the server's answer is not JSON: %s", ant_diag_msg(&jd, "?"));
+            rc = -EBADMSG;
+        }
+    }
+out:
+    curl_slist_free_all(h);
+    free(url);
+    ant_buf_fini(&in);
+    return rc;
+}
+
+int ant_client_download(struct ant_client *c, const char *path, int dirfd, const char *dest,
+                        int out_fd, long *status, uint64_t *bytes, struct ant_diag *d)
+{
+    struct ant_buf err;
+    ant_buf_init(&err, 1u << 20);
+    char tmp[1200] = "";
+    char *url = NULL;
+    int fd = out_fd;
+    struct curl_slist *h = headers(c, NULL);
+    int rc = full_url(c, path, &url);
+    if (rc < 0) {
+        goto out;
+    }
+    if (out_fd < 0) {
+        /* a temporary name beside the destination: renamed only once complete */
+        const char *slash = strrchr(dest, '/');
+        int dl = slash ? (int)(slash - dest + 1) : 0;
+        uint8_t rnd[6];
+        char hex[13];
+        randombytes_buf(rnd, sizeof(rnd));
+        ant_hex_encode(rnd, sizeof(rnd), hex);
+        snprintf(tmp, sizeof(tmp), "%.*s.%s.part-%s", dl, dest, dest + dl, hex);
+        fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            rc = -errno;
+            ant_diag_set(d, "cannot create %s: %s", dest, strerror(errno));
+            tmp[0] = '\0';
+            goto out;
+        }
+    }
+    struct sink s = {.c = c, .json = &err, .fd = fd};
+    curl_easy_reset(c->h);
+    curl_easy_setopt(c->h, CURLOPT_URL, url);
+    curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, h);
+    rc = perform(c, &s, status, d);
+    if (rc < 0 && s.err < 0 && s.err != -E2BIG) {
+        ant_diag_set(d, "cannot write %s: %s", out_fd >= 0 ? "the output" : dest,
+                     strerror(-s.err));
+        rc = s.err;
+    }
+    *bytes = s.bytes;
+    if (rc == 0 && *status == 200 && out_fd < 0) {
+        if (fsync(fd) < 0 || renameat(dirfd, tmp, dirfd, dest) < 0) {
+            rc = -errno;
+            ant_diag_set(d, "cannot finish %s: %s", dest, strerror(errno));
+        } else {
+            tmp[0] = '\0';
+        }
+    }
+out:
+    if (out_fd < 0 && fd >= 0) {
+        ant_close(fd);
+    }
+    if (tmp[0] != '\0') {
+        unlinkat(dirfd, tmp, 0);
+    }
+    curl_slist_free_all(h);
+    free(url);
+    ant_buf_fini(&err);
+    return rc;
+}

@@ -1,0 +1,55 @@
+/* The client half of the antenna binary: HTTPS requests to a site's API through libcurl.
+ *
+ * Where and who: the site URL, the CA file that anchors its certificate (a site's self-signed
+ * certificate, or the pinned anchor of a peer) and an API key. They come from options or the
+ * environment (ANTENNA_URL, ANTENNA_CACERT, ANTENNA_API_KEY or ANTENNA_API_KEY_FILE). A key is
+ * never taken from the command line, where `ps` would show it. Certificate verification is
+ * never turned off. */
+#ifndef ANT_CLIENT_H
+#define ANT_CLIENT_H
+
+#include "crypto/base/base.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct ant_client_conf {
+    const char *url;      /* https://host:port; NULL: $ANTENNA_URL, else https://127.0.0.1:8443 */
+    const char *cacert;   /* NULL: $ANTENNA_CACERT, else the system store */
+    const char *key_file; /* NULL: $ANTENNA_API_KEY, else $ANTENNA_API_KEY_FILE */
+    const char *bearer;   /* a token to use instead of an API key (job tokens) */
+    bool progress;        /* draw a progress bar on stderr for uploads and downloads */
+};
+
+struct ant_client;
+
+ANT_MUST_CHECK int ant_client_open(const struct ant_client_conf *conf, struct ant_client **out,
+                                   struct ant_diag *d);
+void ant_client_close(struct ant_client *c); /* accepts NULL */
+
+/* Appends path segment `seg` to `url`, percent-encoded ("/" inside seg is kept as a separator
+ * when keep_slash). */
+ANT_MUST_CHECK int ant_client_path(struct ant_client *c, struct ant_buf *url, const char *seg,
+                                   bool keep_slash);
+
+/* A JSON request. body may be NULL. On an HTTP answer (any status) returns 0 with *status and
+ * *resp (the parsed body, or NULL); for a status >= 400 diag holds the server's message. -EIO
+ * with diag for transport failures (TLS, refused, timeout). */
+ANT_MUST_CHECK int ant_client_json(struct ant_client *c, const char *method, const char *path,
+                                   const json_t *body, long *status, json_t **resp,
+                                   struct ant_diag *d);
+
+/* PUT of `size` bytes read from fd (streamed). Answer as ant_client_json. */
+ANT_MUST_CHECK int ant_client_upload(struct ant_client *c, const char *path, int fd, uint64_t size,
+                                     long *status, json_t **resp, struct ant_diag *d);
+
+/* GET into a new file `dest` (relative to dirfd): written to a temporary name in the same folder,
+ * fsynced and renamed only after the whole body arrived with status 200; nothing is left behind
+ * otherwise. `out_fd_stdout` >= 0 streams to that fd instead. Returns 0 with *status, -EIO with
+ * diag on transport failures. */
+ANT_MUST_CHECK int ant_client_download(struct ant_client *c, const char *path, int dirfd,
+                                       const char *dest, int out_fd, long *status,
+                                       uint64_t *bytes, struct ant_diag *d);
+
+#endif
