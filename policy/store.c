@@ -152,6 +152,14 @@ static const char *const g_migrations[] = {
     "  audience TEXT NOT NULL,"
     "  principal_claim TEXT NOT NULL,"
     "  tenant_claim TEXT);",
+    /* 2: what a classification allows, as data: whether any authenticated principal may see a
+     * published dataset exists (catalogue discovery), and whether its plaintext may leave this
+     * site's scratch (DESIGN.md §5: `sensitive` never leaves the site decrypted). */
+    "CREATE TABLE classification_rules("
+    "  classification TEXT PRIMARY KEY CHECK(classification IN ('open','internal','sensitive')),"
+    "  public_describe INTEGER NOT NULL,"
+    "  plaintext_leaves INTEGER NOT NULL);"
+    "INSERT INTO classification_rules VALUES('open',1,1),('internal',0,1),('sensitive',0,0);",
 };
 
 int ant_store_schema_latest(void)

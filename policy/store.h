@@ -50,6 +50,7 @@ struct ant_principal {
     char id[ANT_NAME_MAX + 1];
     char tenant[ANT_NAME_MAX + 1]; /* "" for a site-wide principal or a peer site */
     unsigned roles;                /* ANT_ROLE_* */
+    char site[ANT_NAME_MAX + 1];   /* "" local; else the peer site a federated principal is from */
     char key_id[ANT_ID_MAX + 1];   /* the credential used (API key id, "oidc:<iss>"), for audit */
 };
 
@@ -147,6 +148,7 @@ struct ant_dataset_spec {
 };
 
 const char *ant_ds_state_name(enum ant_ds_state s);
+ANT_MUST_CHECK int ant_ds_state_parse(const char *s, enum ant_ds_state *out);
 const char *ant_ds_class_name(enum ant_ds_class c);
 ANT_MUST_CHECK int ant_ds_class_parse(const char *s, enum ant_ds_class *out);
 
@@ -159,8 +161,18 @@ ANT_MUST_CHECK int ant_store_dataset_get(struct ant_store *st, const char *id,
 ANT_MUST_CHECK int ant_store_dataset_publish(struct ant_store *st, const char *id,
                                              const uint8_t manifest_sha256[32]);
 ANT_MUST_CHECK int ant_store_dataset_withdraw(struct ant_store *st, const char *id);
-/* tenant NULL: all datasets. */
+/* tenant NULL: all datasets (admin listing; drafts included). Objects: id, tenant, name,
+ * description, state, classification, manifest_sha256 (hex or null), created, published_at,
+ * withdrawn_at, files, bytes, regions [], duo []. */
 ANT_MUST_CHECK int ant_store_dataset_list(struct ant_store *st, const char *tenant, json_t **out);
+/* The datasets `p` may describe (the same rule as ant_decide's describe, in one query): its own
+ * tenant's in any state; others' published or withdrawn ones that are `open`, or that a live
+ * grant names p, its tenant or its site in; for an admin all but drafts. For GET /v1/datasets. */
+ANT_MUST_CHECK int ant_store_dataset_list_visible(struct ant_store *st,
+                                                  const struct ant_principal *p, int64_t now,
+                                                  json_t **out);
+/* One dataset as an object of the list's shape; -ENOENT. Check ant_decide(DESCRIBE) first. */
+ANT_MUST_CHECK int ant_store_dataset_show(struct ant_store *st, const char *id, json_t **out);
 
 struct ant_file_spec {
     const char *dataset_id;
@@ -169,10 +181,26 @@ struct ant_file_spec {
     uint8_t sha256_plain[32];
     uint8_t sha256_c4gh[32];
 };
-/* Only into a draft (-EINVAL otherwise). id_out doubles as the storage id. */
+struct ant_file {
+    char id[ANT_ID_MAX + 1];
+    char path[ANT_PATH_MAX + 1];
+    char storage_id[ANT_ID_MAX + 1]; /* the archive name: archive/<dataset-id>/<storage_id>.c4gh */
+    uint64_t size;
+    uint8_t sha256_plain[32];
+    uint8_t sha256_c4gh[32];
+};
+/* A logical path: relative, '/'-separated, no empty / "." / ".." component, no control byte or
+ * backslash, at most ANT_PATH_MAX bytes. */
+bool ant_path_is_valid(const char *path);
+/* Only into a draft (-EINVAL otherwise, or for a bad path); -ENOENT unknown dataset; -EEXIST
+ * the path is already there. id_out doubles as the storage id. */
 ANT_MUST_CHECK int ant_store_file_add(struct ant_store *st, const struct ant_file_spec *spec,
                                       char id_out[ANT_ID_MAX + 1]);
+/* Objects: id, dataset_id, path, size, sha256, sha256_c4gh, storage_id, created; by path. */
 ANT_MUST_CHECK int ant_store_file_list(struct ant_store *st, const char *dataset_id, json_t **out);
+/* One file of a dataset, by logical path or by file id; -ENOENT. */
+ANT_MUST_CHECK int ant_store_file_get(struct ant_store *st, const char *dataset_id,
+                                      const char *path_or_id, struct ant_file *out);
 
 /* --- grants --- */
 enum ant_grantee_kind { ANT_GRANTEE_PRINCIPAL = 0, ANT_GRANTEE_TENANT = 1, ANT_GRANTEE_SITE = 2 };
@@ -210,8 +238,18 @@ ANT_MUST_CHECK int ant_store_grant_create(struct ant_store *st, const struct ant
                                           char id_out[ANT_ID_MAX + 1]);
 /* -ENOENT unknown; -EALREADY revoked before. */
 ANT_MUST_CHECK int ant_store_grant_revoke(struct ant_store *st, const char *grant_id, int64_t now);
-/* dataset NULL: all grants. */
+/* dataset NULL: all grants. Objects: id, dataset_id, tenant (the dataset's), grantee_kind,
+ * grantee_id, actions [], purpose, not_before, expires, revoked_at, created_by, created, state
+ * (active, pending, expired, revoked). */
 ANT_MUST_CHECK int ant_store_grant_list(struct ant_store *st, const char *dataset_id, json_t **out);
+/* The grants on all datasets of one tenant. */
+ANT_MUST_CHECK int ant_store_grant_list_tenant(struct ant_store *st, const char *tenant,
+                                               json_t **out);
+/* One grant; -ENOENT. Its "tenant" and "dataset_id" are what to authorize against
+ * (ant_decide(ANT_ACT_GRANT) on the dataset) before revoking it. */
+ANT_MUST_CHECK int ant_store_grant_show(struct ant_store *st, const char *grant_id, json_t **out);
+const char *ant_grantee_kind_name(enum ant_grantee_kind k);
+ANT_MUST_CHECK int ant_grantee_kind_parse(const char *s, enum ant_grantee_kind *out);
 
 /* --- OIDC issuers: claims of a verified token map to a principal --- */
 struct ant_oidc_issuer {
@@ -222,6 +260,7 @@ struct ant_oidc_issuer {
     const char *tenant_claim;    /* NULL: the principal must already exist */
 };
 ANT_MUST_CHECK int ant_store_oidc_issuer_add(struct ant_store *st, const struct ant_oidc_issuer *i);
+ANT_MUST_CHECK int ant_store_oidc_issuer_list(struct ant_store *st, json_t **out);
 /* The principal a verified token's claims name: claims must hold principal_claim (a valid name)
  * and, if tenant_claim is set, a tenant equal to the principal's. Unknown principal, disabled,
  * tenant mismatch: -EKEYREJECTED. `claims` is the token's verified payload. */

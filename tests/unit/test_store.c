@@ -261,6 +261,249 @@ static void test_pool_serves_more_threads_than_connections(void **state)
     ant_store_pool_free(pa.pool);
 }
 
+static void make_tenants(struct ant_store *st)
+{
+    assert_int_equal(ant_store_tenant_add(st, "acme"), 0);
+    assert_int_equal(ant_store_tenant_add(st, "beta"), 0);
+    assert_int_equal(ant_store_principal_add(st, "alice", "acme", ANT_ROLE_OWNER), 0);
+    assert_int_equal(ant_store_principal_add(st, "bob", "beta", ANT_ROLE_READER), 0);
+}
+
+static void make_dataset(struct ant_store *st, const char *name, enum ant_ds_class cls,
+                         char id[ANT_ID_MAX + 1])
+{
+    static const char *const regions[] = {"EU-MD", "EU-DE"};
+    static const char *const duo[] = {"DUO:0000006"};
+    struct ant_dataset_spec spec = {"acme", name, "a test set", cls, regions, 2, duo, 1};
+    assert_int_equal(ant_store_dataset_create(st, &spec, id), 0);
+}
+
+static void test_dataset_create_get_list_show(void **state)
+{
+    struct fx *f = *state;
+    char id[ANT_ID_MAX + 1];
+    struct ant_dataset d;
+    make_tenants(f->st);
+    make_dataset(f->st, "cohort", ANT_DS_SENSITIVE, id);
+    assert_int_equal(strncmp(id, "ds_", 3), 0);
+    assert_int_equal(ant_store_dataset_get(f->st, id, &d), 0);
+    assert_string_equal(d.tenant, "acme");
+    assert_string_equal(d.name, "cohort");
+    assert_int_equal(d.state, ANT_DS_DRAFT);
+    assert_int_equal(d.classification, ANT_DS_SENSITIVE);
+    assert_int_equal(d.nregions, 2);
+    assert_string_equal(d.regions[0], "EU-DE");
+    assert_int_equal(d.nduo, 1);
+    assert_string_equal(d.duo[0], "DUO:0000006");
+    assert_false(d.has_manifest);
+    assert_int_equal(ant_store_dataset_get(f->st, "ds_nope", &d), -ENOENT);
+
+    char id2[ANT_ID_MAX + 1];
+    struct ant_dataset_spec dup = {"acme", "cohort", NULL, ANT_DS_OPEN, NULL, 0, NULL, 0};
+    assert_int_equal(ant_store_dataset_create(f->st, &dup, id2), -EEXIST);
+    struct ant_dataset_spec nt = {"nope", "x", NULL, ANT_DS_OPEN, NULL, 0, NULL, 0};
+    assert_int_equal(ant_store_dataset_create(f->st, &nt, id2), -ENOENT);
+    static const char *const bad_duo[] = {"DUO:9999999"};
+    struct ant_dataset_spec bd = {"acme", "y", NULL, ANT_DS_OPEN, NULL, 0, bad_duo, 1};
+    assert_int_equal(ant_store_dataset_create(f->st, &bd, id2), -EINVAL);
+    static const char *const worse_duo[] = {"'; DROP TABLE x"};
+    bd.duo = worse_duo;
+    assert_int_equal(ant_store_dataset_create(f->st, &bd, id2), -EINVAL);
+    /* the failed creations left nothing behind */
+    json_t *a = NULL;
+    assert_int_equal(ant_store_dataset_list(f->st, NULL, &a), 0);
+    assert_int_equal(json_array_size(a), 1);
+    json_decref(a);
+    assert_int_equal(ant_store_dataset_list(f->st, "beta", &a), 0);
+    assert_int_equal(json_array_size(a), 0);
+    json_decref(a);
+    json_t *o = NULL;
+    assert_int_equal(ant_store_dataset_show(f->st, id, &o), 0);
+    assert_string_equal(json_string_value(json_object_get(o, "classification")), "sensitive");
+    assert_int_equal(json_array_size(json_object_get(o, "regions")), 2);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(o, "duo"), 0)),
+                        "DUO:0000006");
+    json_decref(o);
+    assert_int_equal(ant_store_dataset_show(f->st, "ds_nope", &o), -ENOENT);
+}
+
+static void test_dataset_state_moves_draft_published_withdrawn(void **state)
+{
+    struct fx *f = *state;
+    char id[ANT_ID_MAX + 1];
+    uint8_t m[32] = {1, 2, 3};
+    struct ant_dataset d;
+    make_tenants(f->st);
+    make_dataset(f->st, "cohort", ANT_DS_OPEN, id);
+    assert_int_equal(ant_store_dataset_withdraw(f->st, id), -EINVAL);
+    assert_int_equal(ant_store_dataset_publish(f->st, id, m), 0);
+    assert_int_equal(ant_store_dataset_publish(f->st, id, m), -EINVAL);
+    assert_int_equal(ant_store_dataset_get(f->st, id, &d), 0);
+    assert_int_equal(d.state, ANT_DS_PUBLISHED);
+    assert_true(d.has_manifest);
+    assert_memory_equal(d.manifest_sha256, m, 32);
+    assert_int_equal(ant_store_dataset_withdraw(f->st, id), 0);
+    assert_int_equal(ant_store_dataset_get(f->st, id, &d), 0);
+    assert_int_equal(d.state, ANT_DS_WITHDRAWN);
+    assert_int_equal(ant_store_dataset_publish(f->st, "ds_nope", m), -ENOENT);
+}
+
+static void test_files_only_into_drafts_with_safe_paths(void **state)
+{
+    struct fx *f = *state;
+    char id[ANT_ID_MAX + 1], fid[ANT_ID_MAX + 1];
+    uint8_t m[32] = {9};
+    make_tenants(f->st);
+    make_dataset(f->st, "cohort", ANT_DS_OPEN, id);
+    struct ant_file_spec fs = {id, "reads/a.bam", 1234, {1}, {2}};
+    assert_int_equal(ant_store_file_add(f->st, &fs, fid), 0);
+    assert_int_equal(strncmp(fid, "f_", 2), 0);
+    assert_int_equal(ant_store_file_add(f->st, &fs, fid), -EEXIST);
+    static const char *const bad[] = {"",      "/etc/passwd", "a/../../b", "..",     "a//b",
+                                      "a/./b", "a/",          "a\\b",      "a\nb",   "."};
+    for (size_t i = 0; i < ANT_ARRAY_LEN(bad); i++) {
+        fs.path = bad[i];
+        assert_int_equal(ant_store_file_add(f->st, &fs, fid), -EINVAL);
+    }
+    assert_true(ant_path_is_valid("a/..b/c.d"));
+    fs.path = "b.txt";
+    fs.dataset_id = "ds_nope";
+    assert_int_equal(ant_store_file_add(f->st, &fs, fid), -ENOENT);
+    struct ant_file file;
+    assert_int_equal(ant_store_file_get(f->st, id, "reads/a.bam", &file), 0);
+    assert_int_equal(file.size, 1234);
+    assert_int_equal(file.sha256_plain[0], 1);
+    assert_int_equal(file.sha256_c4gh[0], 2);
+    assert_int_equal(ant_store_file_get(f->st, id, file.id, &file), 0);
+    assert_int_equal(ant_store_file_get(f->st, id, "nope", &file), -ENOENT);
+    assert_int_equal(ant_store_dataset_publish(f->st, id, m), 0);
+    fs.dataset_id = id;
+    assert_int_equal(ant_store_file_add(f->st, &fs, fid), -EINVAL);
+    json_t *a = NULL;
+    assert_int_equal(ant_store_file_list(f->st, id, &a), 0);
+    assert_int_equal(json_array_size(a), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(a, 0), "path")),
+                        "reads/a.bam");
+    json_decref(a);
+}
+
+static void test_grants_create_list_revoke(void **state)
+{
+    struct fx *f = *state;
+    char id[ANT_ID_MAX + 1], gid[ANT_ID_MAX + 1];
+    unsigned acts = 0;
+    make_tenants(f->st);
+    make_dataset(f->st, "cohort", ANT_DS_OPEN, id);
+    assert_int_equal(ant_actions_parse_list("read,stage", &acts), 0);
+    assert_int_equal(acts, ANT_ACT_READ | ANT_ACT_STAGE);
+    assert_int_equal(ant_actions_parse_list("read,admin", &acts), -EINVAL);
+    assert_int_equal(ant_actions_parse_list("read,", &acts), -EINVAL);
+    assert_int_equal(ant_actions_parse_list("", &acts), -EINVAL);
+    struct ant_grant_spec g = {id, ANT_GRANTEE_TENANT, "beta", ANT_ACT_READ, "DUO:0000006",
+                               0, 0, "alice"};
+    assert_int_equal(ant_store_grant_create(f->st, &g, gid), 0);
+    g.actions = ANT_ACT_ADMIN;
+    assert_int_equal(ant_store_grant_create(f->st, &g, gid), -EINVAL);
+    g.actions = ANT_ACT_READ;
+    g.purpose = "DUO:1234567";
+    assert_int_equal(ant_store_grant_create(f->st, &g, gid), -EINVAL);
+    g.purpose = NULL;
+    g.expires = 100; /* in the past */
+    assert_int_equal(ant_store_grant_create(f->st, &g, gid), -EINVAL);
+    g.expires = 0;
+    g.dataset_id = "ds_nope";
+    assert_int_equal(ant_store_grant_create(f->st, &g, gid), -ENOENT);
+    json_t *a = NULL;
+    assert_int_equal(ant_store_grant_list(f->st, id, &a), 0);
+    assert_int_equal(json_array_size(a), 1);
+    json_t *o = json_array_get(a, 0);
+    char first[ANT_ID_MAX + 1];
+    snprintf(first, sizeof(first), "%s", json_string_value(json_object_get(o, "id")));
+    assert_string_equal(json_string_value(json_object_get(o, "state")), "active");
+    assert_string_equal(json_string_value(json_object_get(o, "tenant")), "acme");
+    json_decref(a);
+    assert_int_equal(ant_store_grant_revoke(f->st, first, 0), 0);
+    assert_int_equal(ant_store_grant_revoke(f->st, first, 0), -EALREADY);
+    assert_int_equal(ant_store_grant_revoke(f->st, "gr_nope", 0), -ENOENT);
+    assert_int_equal(ant_store_grant_show(f->st, first, &o), 0);
+    assert_string_equal(json_string_value(json_object_get(o, "state")), "revoked");
+    json_decref(o);
+    assert_int_equal(ant_store_grant_list_tenant(f->st, "acme", &a), 0);
+    assert_int_equal(json_array_size(a), 1);
+    json_decref(a);
+}
+
+static void test_dataset_list_visible_follows_tenant_grants_and_class(void **state)
+{
+    struct fx *f = *state;
+    char d_open[ANT_ID_MAX + 1], d_int[ANT_ID_MAX + 1], d_draft[ANT_ID_MAX + 1];
+    char gid[ANT_ID_MAX + 1];
+    uint8_t m[32] = {0};
+    struct ant_principal alice, bob, root;
+    json_t *a = NULL;
+    make_tenants(f->st);
+    assert_int_equal(ant_store_principal_add(f->st, "root", NULL, ANT_ROLE_ADMIN), 0);
+    make_dataset(f->st, "open", ANT_DS_OPEN, d_open);
+    make_dataset(f->st, "internal", ANT_DS_INTERNAL, d_int);
+    make_dataset(f->st, "draft", ANT_DS_INTERNAL, d_draft);
+    assert_int_equal(ant_store_dataset_publish(f->st, d_open, m), 0);
+    assert_int_equal(ant_store_dataset_publish(f->st, d_int, m), 0);
+    assert_int_equal(ant_store_principal_get(f->st, "alice", &alice), 0);
+    assert_int_equal(ant_store_principal_get(f->st, "bob", &bob), 0);
+    assert_int_equal(ant_store_principal_get(f->st, "root", &root), 0);
+    int64_t now = ant_now_unix();
+    assert_int_equal(ant_store_dataset_list_visible(f->st, &alice, now, &a), 0);
+    assert_int_equal(json_array_size(a), 3);
+    json_decref(a);
+    assert_int_equal(ant_store_dataset_list_visible(f->st, &bob, now, &a), 0);
+    assert_int_equal(json_array_size(a), 1); /* only the open one */
+    json_decref(a);
+    assert_int_equal(ant_store_dataset_list_visible(f->st, &root, now, &a), 0);
+    assert_int_equal(json_array_size(a), 2); /* no drafts */
+    json_decref(a);
+    struct ant_grant_spec g = {d_int, ANT_GRANTEE_PRINCIPAL, "bob", ANT_ACT_READ, NULL,
+                               0, 0, "alice"};
+    assert_int_equal(ant_store_grant_create(f->st, &g, gid), 0);
+    g.dataset_id = d_draft;
+    assert_int_equal(ant_store_grant_create(f->st, &g, gid), 0);
+    assert_int_equal(ant_store_dataset_list_visible(f->st, &bob, now, &a), 0);
+    assert_int_equal(json_array_size(a), 2); /* the granted draft stays invisible */
+    json_decref(a);
+    assert_int_equal(ant_store_dataset_list_visible(f->st, &bob, now + 1000000000, &a), 0);
+    assert_int_equal(json_array_size(a), 2);
+    json_decref(a);
+}
+
+static void test_oidc_claims_map_to_principal(void **state)
+{
+    struct fx *f = *state;
+    struct ant_principal p;
+    make_tenants(f->st);
+    struct ant_oidc_issuer iss = {"https://idp.example", "idp.jwks", "antenna", "preferred_username",
+                                  "tenant"};
+    assert_int_equal(ant_store_oidc_issuer_add(f->st, &iss), 0);
+    assert_int_equal(ant_store_oidc_issuer_add(f->st, &iss), -EEXIST);
+    json_t *c = json_pack("{s:s, s:s}", "preferred_username", "alice", "tenant", "acme");
+    assert_int_equal(ant_store_oidc_principal(f->st, "https://idp.example", c, &p), 0);
+    assert_string_equal(p.id, "alice");
+    assert_string_equal(p.key_id, "oidc:https://idp.example");
+    assert_int_equal(ant_store_oidc_principal(f->st, "https://other", c, &p), -EKEYREJECTED);
+    json_object_set_new(c, "tenant", json_string("beta"));
+    assert_int_equal(ant_store_oidc_principal(f->st, "https://idp.example", c, &p), -EKEYREJECTED);
+    json_object_del(c, "tenant");
+    assert_int_equal(ant_store_oidc_principal(f->st, "https://idp.example", c, &p), -EKEYREJECTED);
+    json_object_set_new(c, "tenant", json_string("acme"));
+    json_object_set_new(c, "preferred_username", json_string("mallory"));
+    assert_int_equal(ant_store_oidc_principal(f->st, "https://idp.example", c, &p), -EKEYREJECTED);
+    json_object_set_new(c, "preferred_username", json_integer(7));
+    assert_int_equal(ant_store_oidc_principal(f->st, "https://idp.example", c, &p), -EKEYREJECTED);
+    json_decref(c);
+    json_t *a = NULL;
+    assert_int_equal(ant_store_oidc_issuer_list(f->st, &a), 0);
+    assert_int_equal(json_array_size(a), 1);
+    json_decref(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -278,6 +521,15 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_pool_serves_more_threads_than_connections, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_dataset_create_get_list_show, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dataset_state_moves_draft_published_withdrawn, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_files_only_into_drafts_with_safe_paths, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_grants_create_list_revoke, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dataset_list_visible_follows_tenant_grants_and_class,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_oidc_claims_map_to_principal, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
