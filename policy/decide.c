@@ -1,0 +1,521 @@
+/* The decision function: rules in a fixed order over the catalog and the policy tables. */
+#include "policy/decide.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "policy/policy_internal.h"
+
+#define DATA_ACTIONS (ANT_ACT_READ | ANT_ACT_STAGE | ANT_ACT_TRANSFER)
+
+struct run {
+    struct ant_store *st;
+    const struct ant_principal *p;
+    unsigned action;
+    const struct ant_decide_ctx *ctx;
+    int64_t now;
+    struct ant_decision *d;
+    json_t *rules; /* NULL unless explaining */
+    struct ant_dataset ds;
+    bool member;          /* a local principal of the owner tenant */
+    bool public_describe; /* classification_rules */
+    bool plaintext_leaves;
+};
+
+static const char *grant_site(const struct ant_principal *p);
+static const char *grant_tenant(const struct ant_principal *p);
+
+static void note(struct run *r, const char *rule, const char *result, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void note(struct run *r, const char *rule, const char *result, const char *fmt, ...)
+{
+    char detail[256];
+    va_list ap;
+    if (r->rules == NULL) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof(detail), fmt, ap);
+    va_end(ap);
+    json_array_append_new(r->rules, json_pack("{s:s, s:s, s:s}", "rule", rule, "result", result,
+                                              "detail", detail));
+}
+
+static void decide_as(struct run *r, bool allow, const char *rule, const char *reason,
+                      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Records the deciding rule: its reason code and the sentence for people. */
+static void decide_as(struct run *r, bool allow, const char *rule, const char *reason,
+                      const char *fmt, ...)
+{
+    va_list ap;
+    r->d->allow = allow;
+    r->d->reason = reason;
+    va_start(ap, fmt);
+    vsnprintf(r->d->message, sizeof(r->d->message), fmt, ap);
+    va_end(ap);
+    note(r, rule, allow ? "allow" : "deny", "%s: %s", reason, r->d->message);
+}
+
+static bool in_list(const char *v, const char (*list)[ANT_NAME_MAX + 1], unsigned n)
+{
+    for (unsigned i = 0; v != NULL && i < n; i++) {
+        if (strcmp(list[i], v) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static int load_class_rules(struct run *r)
+{
+    sqlite3_stmt *s = ant_store_stmt(r->st, "SELECT public_describe, plaintext_leaves"
+                                            " FROM classification_rules WHERE classification = ?");
+    if (s == NULL) {
+        return -EIO;
+    }
+    ant_bind_text(s, 1, ant_ds_class_name(r->ds.classification));
+    int src = sqlite3_step(s);
+    int rc = src == SQLITE_ROW ? 0 : src == SQLITE_DONE ? -EBADMSG : ant_sqlite_err(src);
+    if (rc == 0) {
+        r->public_describe = sqlite3_column_int(s, 0) != 0;
+        r->plaintext_leaves = sqlite3_column_int(s, 1) != 0;
+    }
+    sqlite3_reset(s);
+    return rc;
+}
+
+/* Rule 7: the role_actions table. Returns 1 and the role name when a role allows. */
+static int role_allows(struct run *r, char role[16])
+{
+    if (r->p->site[0] != '\0' || r->p->roles == 0) {
+        return 0; /* a federated principal has no roles here */
+    }
+    sqlite3_stmt *s = ant_store_stmt(
+        r->st, "SELECT ra.role FROM role_actions ra JOIN roles ro ON ro.name = ra.role"
+               " JOIN actions a ON a.name = ra.action"
+               " WHERE a.bit = ?1 AND (ro.bit & ?2) != 0 AND (ra.scope = 'site' OR ?3)"
+               " ORDER BY ro.bit LIMIT 1");
+    if (s == NULL) {
+        return -EIO;
+    }
+    sqlite3_bind_int(s, 1, (int)r->action);
+    sqlite3_bind_int(s, 2, (int)r->p->roles);
+    sqlite3_bind_int(s, 3, r->member);
+    int src = sqlite3_step(s);
+    int rc = src == SQLITE_ROW ? 1 : src == SQLITE_DONE ? 0 : ant_sqlite_err(src);
+    if (rc == 1 && ant_col_copy(s, 0, role, 16) < 0) {
+        rc = -EBADMSG;
+    }
+    sqlite3_reset(s);
+    return rc;
+}
+
+/* Rule 10: the first machine-checkable DUO condition of the dataset that the purpose does not
+ * satisfy (duo_purpose), or "" when all are. */
+static int duo_unmet(struct run *r, const char *purpose, char code[ANT_DUO_CODE_MAX + 1])
+{
+    sqlite3_stmt *s = ant_store_stmt(
+        r->st, "SELECT u.code FROM dataset_duo u WHERE u.dataset_id = ?1"
+               " AND EXISTS(SELECT 1 FROM duo_purpose c WHERE c.condition = u.code)"
+               " AND NOT EXISTS(SELECT 1 FROM duo_purpose c WHERE c.condition = u.code"
+               "   AND c.purpose = ?2) ORDER BY u.code LIMIT 1");
+    if (s == NULL) {
+        return -EIO;
+    }
+    ant_bind_text(s, 1, r->ds.id);
+    ant_bind_text(s, 2, purpose);
+    int src = sqlite3_step(s);
+    int rc = src == SQLITE_ROW || src == SQLITE_DONE ? 0 : ant_sqlite_err(src);
+    code[0] = '\0';
+    if (src == SQLITE_ROW && ant_col_copy(s, 0, code, ANT_DUO_CODE_MAX + 1) < 0) {
+        rc = -EBADMSG;
+    }
+    sqlite3_reset(s);
+    return rc;
+}
+
+/* A grant that did not allow, ranked by how far it got: the reason of the best one is the most
+ * useful thing to tell the caller. */
+enum miss {
+    MISS_NONE = 0,
+    MISS_ACTION,
+    MISS_REVOKED,
+    MISS_EXPIRED,
+    MISS_NOT_YET,
+    MISS_PURPOSE,
+    MISS_DUO_NO_PURPOSE,
+    MISS_DUO,
+};
+
+static const char *const g_miss_reason[] = {
+    "no_grant",         "grant_action_not_covered", "grant_revoked",    "grant_expired",
+    "grant_not_yet_valid", "grant_purpose_mismatch", "purpose_required", "duo_incompatible",
+};
+
+/* Rules 9 and 10. Returns 1 when a grant allowed (out->grant_id set), 0 when none did (*best
+ * says why), negative errno on error. Also sets *live when some grant is live (visibility). */
+static int grant_allows(struct run *r, enum miss *best, bool *live, char unmet[ANT_DUO_CODE_MAX + 1])
+{
+    const char *purpose = r->ctx != NULL ? r->ctx->purpose : NULL;
+    int rc = 0;
+    int allowed = 0;
+    *best = MISS_NONE;
+    *live = false;
+    sqlite3_stmt *s = ant_store_stmt(
+        r->st, "SELECT id, actions, purpose, not_before, expires, revoked_at FROM grants"
+               " WHERE dataset_id = ?1 AND ((grantee_kind = 'principal' AND grantee_id = ?2)"
+               " OR (grantee_kind = 'tenant' AND grantee_id = ?3)"
+               " OR (grantee_kind = 'site' AND grantee_id = ?4)) ORDER BY created, id");
+    if (s == NULL) {
+        return -EIO;
+    }
+    ant_bind_text(s, 1, r->ds.id);
+    ant_bind_text(s, 2, r->p->kind == ANT_PRINCIPAL_SITE ? NULL : r->p->id);
+    ant_bind_text(s, 3, grant_tenant(r->p));
+    ant_bind_text(s, 4, grant_site(r->p));
+    int src = SQLITE_DONE;
+    while (allowed == 0 && (src = sqlite3_step(s)) == SQLITE_ROW) {
+        unsigned acts = (unsigned)sqlite3_column_int(s, 1);
+        const char *gp = (const char *)sqlite3_column_text(s, 2);
+        bool revoked = sqlite3_column_type(s, 5) != SQLITE_NULL;
+        bool expired = sqlite3_column_type(s, 4) != SQLITE_NULL && sqlite3_column_int64(s, 4) <= r->now;
+        bool not_yet = sqlite3_column_int64(s, 3) > r->now;
+        enum miss m = MISS_NONE;
+        const char *gid = (const char *)sqlite3_column_text(s, 0);
+        bool glive = !revoked && !expired && !not_yet;
+        *live = *live || glive;
+        if (r->action != ANT_ACT_DESCRIBE && (acts & r->action) == 0) {
+            m = MISS_ACTION;
+        } else if (revoked) {
+            m = MISS_REVOKED;
+        } else if (expired) {
+            m = MISS_EXPIRED;
+        } else if (not_yet) {
+            m = MISS_NOT_YET;
+        } else if (r->action != ANT_ACT_DESCRIBE && gp != NULL &&
+                   (purpose == NULL || strcmp(purpose, gp) != 0)) {
+            m = MISS_PURPOSE;
+        }
+        if (m == MISS_NONE && r->action != ANT_ACT_DESCRIBE) {
+            char code[ANT_DUO_CODE_MAX + 1];
+            rc = duo_unmet(r, purpose, code);
+            if (rc < 0) {
+                break;
+            }
+            if (code[0] != '\0') {
+                m = purpose == NULL ? MISS_DUO_NO_PURPOSE : MISS_DUO;
+                if (m > *best) {
+                    memcpy(unmet, code, sizeof(code));
+                }
+            }
+        }
+        note(r, "grant", m == MISS_NONE ? "allow" : "skip", "grant %s: %s", gid ? gid : "?",
+             m == MISS_NONE ? "live and covers the request" : g_miss_reason[m]);
+        if (m == MISS_NONE) {
+            snprintf(r->d->grant_id, sizeof(r->d->grant_id), "%s", gid ? gid : "");
+            allowed = 1;
+        } else if (m > *best) {
+            *best = m;
+        }
+    }
+    if (rc == 0 && allowed == 0 && src != SQLITE_DONE) {
+        rc = ant_sqlite_err(src);
+    }
+    sqlite3_reset(s);
+    return rc < 0 ? rc : allowed;
+}
+
+static const char *grant_site(const struct ant_principal *p)
+{
+    return p->kind == ANT_PRINCIPAL_SITE ? p->id : p->site[0] != '\0' ? p->site : NULL;
+}
+
+/* Tenant names are this site's: a federated principal's tenant is its home site's. */
+static const char *grant_tenant(const struct ant_principal *p)
+{
+    return p->site[0] != '\0' || p->tenant[0] == '\0' ? NULL : p->tenant;
+}
+
+/* Whether any live grant names the caller: such a caller may know the dataset exists. */
+static int has_live_grant(struct run *r)
+{
+    sqlite3_stmt *s = ant_store_stmt(
+        r->st, "SELECT 1 FROM grants WHERE dataset_id = ?1 AND revoked_at IS NULL"
+               " AND not_before <= ?5 AND (expires IS NULL OR expires > ?5)"
+               " AND ((grantee_kind = 'principal' AND grantee_id = ?2)"
+               " OR (grantee_kind = 'tenant' AND grantee_id = ?3)"
+               " OR (grantee_kind = 'site' AND grantee_id = ?4)) LIMIT 1");
+    if (s == NULL) {
+        return -EIO;
+    }
+    ant_bind_text(s, 1, r->ds.id);
+    ant_bind_text(s, 2, r->p->kind == ANT_PRINCIPAL_SITE ? NULL : r->p->id);
+    ant_bind_text(s, 3, grant_tenant(r->p));
+    ant_bind_text(s, 4, grant_site(r->p));
+    sqlite3_bind_int64(s, 5, r->now);
+    int src = sqlite3_step(s);
+    int rc = src == SQLITE_ROW ? 1 : src == SQLITE_DONE ? 0 : ant_sqlite_err(src);
+    sqlite3_reset(s);
+    return rc;
+}
+
+static int run_rules(struct run *r)
+{
+    const char *act = ant_action_name(r->action);
+    const struct ant_decide_ctx *ctx = r->ctx;
+    char role[16], unmet[ANT_DUO_CODE_MAX + 1] = "";
+    bool live = false;
+    enum miss best = MISS_NONE;
+    int rc;
+
+    /* 1 */
+    if (r->p == NULL || r->p->id[0] == '\0') {
+        decide_as(r, false, "principal", "no_principal", "no authenticated principal");
+        return 0;
+    }
+    note(r, "principal", "pass", "%s (tenant %s)", r->p->id, r->p->tenant[0] ? r->p->tenant : "-");
+    /* 2 */
+    rc = ant_store_dataset_get(r->st, r->ds.id, &r->ds);
+    if (rc == -ENOENT) {
+        decide_as(r, false, "dataset", "dataset_not_found", "no such dataset");
+        return 0;
+    }
+    if (rc < 0) {
+        return rc;
+    }
+    snprintf(r->d->tenant, sizeof(r->d->tenant), "%s", r->ds.tenant);
+    r->member = r->p->site[0] == '\0' && r->p->kind == ANT_PRINCIPAL_USER &&
+                r->p->tenant[0] != '\0' && strcmp(r->p->tenant, r->ds.tenant) == 0;
+    rc = load_class_rules(r);
+    if (rc < 0) {
+        return rc;
+    }
+    note(r, "dataset", "pass", "%s of tenant %s, %s, %s", r->ds.id, r->ds.tenant,
+         ant_ds_state_name(r->ds.state), ant_ds_class_name(r->ds.classification));
+    bool draft = r->ds.state == ANT_DS_DRAFT;
+    /* Whether the caller may learn the dataset exists: settled before any denial below. */
+    r->d->visible = r->member || (!draft && (r->public_describe || (r->p->roles & ANT_ROLE_ADMIN &&
+                                                                     r->p->site[0] == '\0')));
+    if (!r->d->visible && !draft) {
+        rc = has_live_grant(r);
+        if (rc < 0) {
+            return rc;
+        }
+        r->d->visible = rc == 1;
+    }
+    /* 3 */
+    if (draft && !r->member) {
+        r->d->visible = false;
+        decide_as(r, false, "draft", "dataset_not_found",
+                  "no such dataset (drafts are visible to their tenant only)");
+        return 0;
+    }
+    note(r, "draft", draft ? "pass" : "skip", draft ? "a draft, and the caller is of its tenant"
+                                                    : "not a draft");
+    /* 4 */
+    if ((r->action & (DATA_ACTIONS | ANT_ACT_GRANT)) && r->ds.state == ANT_DS_WITHDRAWN) {
+        decide_as(r, false, "state", "dataset_withdrawn", "the dataset was withdrawn: no %s", act);
+        return 0;
+    }
+    if ((r->action & (ANT_ACT_WRITE | ANT_ACT_PUBLISH)) && !draft) {
+        decide_as(r, false, "state", "dataset_not_draft", "%s needs a draft dataset", act);
+        return 0;
+    }
+    if (r->action == ANT_ACT_WITHDRAW && r->ds.state != ANT_DS_PUBLISHED) {
+        decide_as(r, false, "state", "dataset_not_published", "only a published dataset can be"
+                                                              " withdrawn");
+        return 0;
+    }
+    note(r, "state", "pass", "%s allows %s", ant_ds_state_name(r->ds.state), act);
+    /* 5 */
+    if (r->action == ANT_ACT_TRANSFER) {
+        const char *region = ctx != NULL ? ctx->dest_region : NULL;
+        if (!in_list(region, r->ds.regions, r->ds.nregions)) {
+            decide_as(r, false, "residency", "residency",
+                      "the dataset may not go to region %s (site %s)", region ? region : "(none)",
+                      ctx != NULL && ctx->dest_site ? ctx->dest_site : "?");
+            return 0;
+        }
+        note(r, "residency", "pass", "region %s is allowed", region);
+    } else {
+        note(r, "residency", "skip", "not a transfer");
+    }
+    /* 6 */
+    bool plain = ctx != NULL && ctx->plaintext && (r->action & (ANT_ACT_READ | ANT_ACT_TRANSFER));
+    if (plain && !r->plaintext_leaves) {
+        decide_as(r, false, "plaintext", "sensitive_plaintext",
+                  "%s data leaves the site only encrypted (decrypt into scratch by staging)",
+                  ant_ds_class_name(r->ds.classification));
+        return 0;
+    }
+    note(r, "plaintext", plain ? "pass" : "skip", plain ? "plaintext may leave for this class"
+                                                        : "no plaintext leaves the site");
+    /* 7 */
+    rc = role_allows(r, role);
+    if (rc < 0) {
+        return rc;
+    }
+    if (rc == 1) {
+        char reason[24];
+        snprintf(reason, sizeof(reason), "role_%s", role);
+        /* The reason must be a static string: pick it from the known roles. */
+        static const char *const reasons[] = {"role_owner", "role_reader", "role_auditor",
+                                              "role_admin"};
+        const char *rs = "role";
+        for (size_t i = 0; i < ANT_ARRAY_LEN(reasons); i++) {
+            if (strcmp(reasons[i], reason) == 0) {
+                rs = reasons[i];
+            }
+        }
+        decide_as(r, true, "role", rs, "role %s allows %s%s", role, act,
+                  r->member ? " on its tenant's datasets" : " site-wide");
+        return 0;
+    }
+    note(r, "role", "skip", "no role of the caller allows %s here", act);
+    /* 8 */
+    if (r->action == ANT_ACT_DESCRIBE && !draft && r->public_describe) {
+        decide_as(r, true, "public", "public_describe", "%s datasets are listed for everyone",
+                  ant_ds_class_name(r->ds.classification));
+        return 0;
+    }
+    note(r, "public", "skip", "not a describe of a public dataset");
+    /* 9, 10 */
+    if (r->action & (DATA_ACTIONS | ANT_ACT_DESCRIBE)) {
+        rc = grant_allows(r, &best, &live, unmet);
+        if (rc < 0) {
+            return rc;
+        }
+        r->d->visible = r->d->visible || live || rc == 1;
+        if (rc == 1) {
+            decide_as(r, true, "grant", "grant", "grant %s allows %s", r->d->grant_id, act);
+            return 0;
+        }
+        if (best == MISS_DUO || best == MISS_DUO_NO_PURPOSE) {
+            decide_as(r, false, "duo", g_miss_reason[best],
+                      best == MISS_DUO ? "purpose %s does not meet the data-use condition %s"
+                                       : "%sa stated purpose is needed for condition %s",
+                      best == MISS_DUO ? ctx->purpose : "", unmet);
+            return 0;
+        }
+        if (best != MISS_NONE) {
+            decide_as(r, false, "grant", g_miss_reason[best], "no live grant allows %s (%s)", act,
+                      g_miss_reason[best]);
+            return 0;
+        }
+    } else {
+        note(r, "grant", "skip", "%s is not grantable", act);
+    }
+    /* 11 */
+    decide_as(r, false, "default", "no_grant", "nothing allows %s on this dataset", act);
+    return 0;
+}
+
+static int decide_common(struct ant_store *st, const struct ant_principal *p, unsigned action,
+                         const char *dataset_id, const struct ant_decide_ctx *ctx,
+                         struct ant_decision *out, json_t *rules)
+{
+    struct ant_decision d;
+    struct run *r = NULL;
+    int rc = 0;
+    if (st == NULL || out == NULL || action == 0 || (action & (action - 1)) != 0 ||
+        action > ANT_ACT_ADMIN || dataset_id == NULL) {
+        return -EINVAL;
+    }
+    memset(&d, 0, sizeof(d));
+    r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        return -ENOMEM;
+    }
+    r->st = st;
+    r->p = p;
+    r->action = action;
+    r->ctx = ctx;
+    r->now = ctx != NULL && ctx->now != 0 ? ctx->now : ant_now_unix();
+    r->d = &d;
+    r->rules = rules;
+    if (snprintf(r->ds.id, sizeof(r->ds.id), "%s", dataset_id) >= (int)sizeof(r->ds.id)) {
+        r->ds.id[0] = '\0'; /* too long to be an id: not found */
+    }
+    rc = run_rules(r);
+    if (rc == 0) {
+        *out = d;
+    }
+    free(r);
+    return rc;
+}
+
+int ant_decide(struct ant_store *st, const struct ant_principal *p, unsigned action,
+               const char *dataset_id, const struct ant_decide_ctx *ctx, struct ant_decision *out)
+{
+    return decide_common(st, p, action, dataset_id, ctx, out, NULL);
+}
+
+int ant_explain(struct ant_store *st, const struct ant_principal *p, unsigned action,
+                const char *dataset_id, const struct ant_decide_ctx *ctx, struct ant_decision *out,
+                json_t **rules)
+{
+    json_t *a = json_array();
+    if (a == NULL) {
+        return -ENOMEM;
+    }
+    int rc = decide_common(st, p, action, dataset_id, ctx, out, a);
+    if (rc == 0) {
+        *rules = a;
+        a = NULL;
+    }
+    json_decref(a);
+    return rc;
+}
+
+json_t *ant_decision_json(const struct ant_decision *d)
+{
+    json_t *o = json_pack("{s:s, s:s, s:s}", "decision", d->allow ? "allow" : "deny", "reason",
+                          d->reason ? d->reason : "", "message", d->message);
+    if (o != NULL && d->grant_id[0] != '\0') {
+        json_object_set_new(o, "grant_id", json_string(d->grant_id));
+    }
+    return o;
+}
+
+int ant_decide_tenant(struct ant_store *st, const struct ant_principal *p, unsigned action,
+                      const char *tenant, struct ant_decision *out)
+{
+    struct ant_decision d;
+    struct run r;
+    char role[16];
+    if (st == NULL || out == NULL || (action != ANT_ACT_AUDIT && action != ANT_ACT_ADMIN)) {
+        return -EINVAL;
+    }
+    memset(&d, 0, sizeof(d));
+    memset(&r, 0, sizeof(r));
+    r.st = st;
+    r.p = p;
+    r.action = action;
+    r.d = &d;
+    if (p == NULL || p->id[0] == '\0') {
+        decide_as(&r, false, "principal", "no_principal", "no authenticated principal");
+        *out = d;
+        return 0;
+    }
+    r.member = tenant != NULL && p->site[0] == '\0' && p->kind == ANT_PRINCIPAL_USER &&
+               p->tenant[0] != '\0' && strcmp(p->tenant, tenant) == 0;
+    snprintf(d.tenant, sizeof(d.tenant), "%s", tenant != NULL ? tenant : "");
+    int rc = role_allows(&r, role);
+    if (rc < 0) {
+        return rc;
+    }
+    d.visible = true;
+    if (rc == 1) {
+        decide_as(&r, true, "role", strcmp(role, "admin") == 0 ? "role_admin" : "role_auditor",
+                  "role %s allows %s", role, ant_action_name(action));
+    } else {
+        decide_as(&r, false, "role", "no_role", "no role of the caller allows %s %s%s",
+                  ant_action_name(action), tenant != NULL ? "on tenant " : "site-wide",
+                  tenant != NULL ? tenant : "");
+    }
+    *out = d;
+    return 0;
+}

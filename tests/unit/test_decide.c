@@ -1,0 +1,498 @@
+/* policy/decide.h: one test per rule, then the table-driven matrix of callers x actions x
+ * dataset states. */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "policy/decide.h"
+#include "tests/unit/testutil.h"
+
+#define HMB "DUO:0000006"
+#define DS "DUO:0000007"
+#define POA "DUO:0000011"
+
+struct fx {
+    char *dir;
+    int dirfd;
+    struct ant_store *st;
+    int64_t now;
+    char draft[ANT_ID_MAX + 1], pub[ANT_ID_MAX + 1], wd[ANT_ID_MAX + 1];
+    char open_ds[ANT_ID_MAX + 1], sens[ANT_ID_MAX + 1];
+};
+
+static void add_principal(struct fx *f, const char *name, const char *tenant, unsigned roles)
+{
+    assert_int_equal(ant_store_principal_add(f->st, name, tenant, roles), 0);
+}
+
+static void make_ds(struct fx *f, const char *name, enum ant_ds_class cls, const char *duo,
+                    char id[ANT_ID_MAX + 1])
+{
+    static const char *const regions[] = {"EU-MD"};
+    const char *duos[] = {duo};
+    struct ant_dataset_spec spec = {"acme", name, NULL, cls, regions, 1, duos, duo ? 1u : 0u};
+    assert_int_equal(ant_store_dataset_create(f->st, &spec, id), 0);
+}
+
+static void grant(struct fx *f, const char *ds, enum ant_grantee_kind k, const char *who,
+                  unsigned acts, const char *purpose, int64_t nbf, int64_t exp, char *id_out)
+{
+    char id[ANT_ID_MAX + 1];
+    struct ant_grant_spec g = {ds, k, who, acts, purpose, nbf, exp, "alice"};
+    assert_int_equal(ant_store_grant_create(f->st, &g, id), 0);
+    if (id_out != NULL) {
+        strcpy(id_out, id);
+    }
+}
+
+/* Tenants acme (owns everything) and beta; one principal per caller kind of the matrix; three
+ * internal datasets (draft, published, withdrawn) with DUO HMB and region EU-MD, each with the
+ * same grants; an open and a sensitive published dataset. */
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    uint8_t m[32] = {7};
+    assert_non_null(f);
+    f->dir = test_tmpdir();
+    f->dirfd = open(f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_int_equal(ant_store_open(f->dirfd, "antenna.db", ANT_STORE_CREATE, &f->st), 0);
+    f->now = ant_now_unix();
+    assert_int_equal(ant_store_tenant_add(f->st, "acme"), 0);
+    assert_int_equal(ant_store_tenant_add(f->st, "beta"), 0);
+    add_principal(f, "alice", "acme", ANT_ROLE_OWNER);
+    add_principal(f, "rita", "acme", ANT_ROLE_READER);
+    add_principal(f, "audrey", "acme", ANT_ROLE_AUDITOR);
+    add_principal(f, "root", NULL, ANT_ROLE_ADMIN);
+    add_principal(f, "bob", "beta", ANT_ROLE_READER);
+    add_principal(f, "gina", "beta", ANT_ROLE_READER);
+    add_principal(f, "ed", "beta", ANT_ROLE_READER);
+    add_principal(f, "rex", "beta", ANT_ROLE_READER);
+    add_principal(f, "wendy", "beta", ANT_ROLE_READER);
+    add_principal(f, "kim", "beta", ANT_ROLE_READER);
+    make_ds(f, "draft", ANT_DS_INTERNAL, HMB, f->draft);
+    make_ds(f, "pub", ANT_DS_INTERNAL, HMB, f->pub);
+    make_ds(f, "wd", ANT_DS_INTERNAL, HMB, f->wd);
+    make_ds(f, "open", ANT_DS_OPEN, NULL, f->open_ds);
+    make_ds(f, "sens", ANT_DS_SENSITIVE, NULL, f->sens);
+    const char *all[] = {f->draft, f->pub, f->wd};
+    for (int i = 0; i < 3; i++) {
+        char gid[ANT_ID_MAX + 1];
+        grant(f, all[i], ANT_GRANTEE_PRINCIPAL, "gina", ANT_ACT_GRANTABLE, HMB, 0, 0, NULL);
+        grant(f, all[i], ANT_GRANTEE_PRINCIPAL, "ed", ANT_ACT_GRANTABLE, HMB, 0, f->now + 50, NULL);
+        grant(f, all[i], ANT_GRANTEE_PRINCIPAL, "rex", ANT_ACT_GRANTABLE, HMB, 0, 0, gid);
+        assert_int_equal(ant_store_grant_revoke(f->st, gid, 0), 0);
+        grant(f, all[i], ANT_GRANTEE_PRINCIPAL, "wendy", ANT_ACT_GRANTABLE, DS, 0, 0, NULL);
+    }
+    assert_int_equal(ant_store_dataset_publish(f->st, f->pub, m), 0);
+    assert_int_equal(ant_store_dataset_publish(f->st, f->wd, m), 0);
+    assert_int_equal(ant_store_dataset_withdraw(f->st, f->wd), 0);
+    assert_int_equal(ant_store_dataset_publish(f->st, f->open_ds, m), 0);
+    assert_int_equal(ant_store_dataset_publish(f->st, f->sens, m), 0);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    ant_store_close(f->st);
+    close(f->dirfd);
+    test_rmtree(f->dir);
+    free(f->dir);
+    free(f);
+    return 0;
+}
+
+static struct ant_principal who(struct fx *f, const char *name)
+{
+    struct ant_principal p;
+    assert_int_equal(ant_store_principal_get(f->st, name, &p), 0);
+    return p;
+}
+
+/* Decides with purpose HMB and destination EU-MD at f->now + 100 (past ed's grant expiry). */
+static struct ant_decision dec(struct fx *f, const struct ant_principal *p, unsigned act,
+                               const char *ds, const struct ant_decide_ctx *ctx_in)
+{
+    struct ant_decide_ctx ctx = {HMB, "EU-MD", "site-b", false, f->now + 100};
+    struct ant_decision d;
+    if (ctx_in != NULL) {
+        ctx = *ctx_in;
+    }
+    assert_int_equal(ant_decide(f->st, p, act, ds, &ctx, &d), 0);
+    assert_non_null(d.reason);
+    assert_true(d.message[0] != '\0');
+    return d;
+}
+
+static void assert_reason(struct ant_decision d, bool allow, const char *reason)
+{
+    if (d.allow != allow || strcmp(d.reason, reason) != 0) {
+        fail_msg("got %s %s (%s), want %s %s", d.allow ? "allow" : "deny", d.reason, d.message,
+                 allow ? "allow" : "deny", reason);
+    }
+}
+
+/* --- one test per rule --- */
+
+static void test_rule1_no_principal_is_denied(void **state)
+{
+    struct fx *f = *state;
+    struct ant_principal nobody;
+    memset(&nobody, 0, sizeof(nobody));
+    assert_reason(dec(f, &nobody, ANT_ACT_DESCRIBE, f->open_ds, NULL), false, "no_principal");
+    assert_reason(dec(f, NULL, ANT_ACT_DESCRIBE, f->open_ds, NULL), false, "no_principal");
+}
+
+static void test_rule2_unknown_dataset_is_not_found(void **state)
+{
+    struct fx *f = *state;
+    struct ant_principal p = who(f, "alice");
+    struct ant_decision d = dec(f, &p, ANT_ACT_READ, "ds_0000000000000000", NULL);
+    assert_reason(d, false, "dataset_not_found");
+    assert_false(d.visible);
+    char longid[300];
+    memset(longid, 'x', sizeof(longid) - 1);
+    longid[sizeof(longid) - 1] = '\0';
+    assert_reason(dec(f, &p, ANT_ACT_READ, longid, NULL), false, "dataset_not_found");
+    struct ant_decision out;
+    assert_int_equal(ant_decide(f->st, &p, ANT_ACT_READ | ANT_ACT_STAGE, f->pub, NULL, &out),
+                     -EINVAL);
+}
+
+static void test_rule3_draft_invisible_outside_tenant_even_with_grant(void **state)
+{
+    struct fx *f = *state;
+    struct ant_principal gina = who(f, "gina"), rita = who(f, "rita");
+    struct ant_decision d = dec(f, &gina, ANT_ACT_READ, f->draft, NULL);
+    assert_reason(d, false, "dataset_not_found");
+    assert_false(d.visible);
+    assert_reason(dec(f, &rita, ANT_ACT_READ, f->draft, NULL), true, "role_reader");
+}
+
+static void test_rule4_withdrawn_dataset_releases_nothing(void **state)
+{
+    struct fx *f = *state;
+    struct ant_principal alice = who(f, "alice");
+    assert_reason(dec(f, &alice, ANT_ACT_READ, f->wd, NULL), false, "dataset_withdrawn");
+    assert_reason(dec(f, &alice, ANT_ACT_GRANT, f->wd, NULL), false, "dataset_withdrawn");
+    assert_reason(dec(f, &alice, ANT_ACT_DESCRIBE, f->wd, NULL), true, "role_owner");
+    assert_reason(dec(f, &alice, ANT_ACT_WRITE, f->pub, NULL), false, "dataset_not_draft");
+    assert_reason(dec(f, &alice, ANT_ACT_WITHDRAW, f->draft, NULL), false,
+                  "dataset_not_published");
+}
+
+static void test_rule5_residency_beats_roles_and_grants(void **state)
+{
+    struct fx *f = *state;
+    struct ant_principal alice = who(f, "alice"), gina = who(f, "gina");
+    struct ant_decide_ctx us = {HMB, "US-CA", "site-us", false, f->now + 100};
+    struct ant_decide_ctx none = {HMB, NULL, NULL, false, f->now + 100};
+    assert_reason(dec(f, &alice, ANT_ACT_TRANSFER, f->pub, &us), false, "residency");
+    assert_reason(dec(f, &gina, ANT_ACT_TRANSFER, f->pub, &us), false, "residency");
+    assert_reason(dec(f, &gina, ANT_ACT_TRANSFER, f->pub, &none), false, "residency");
+    assert_reason(dec(f, &gina, ANT_ACT_TRANSFER, f->pub, NULL), true, "grant");
+    /* residency is about transfers: staging stays on this site */
+    assert_reason(dec(f, &gina, ANT_ACT_STAGE, f->pub, &us), true, "grant");
+}
+
+static void test_rule6_sensitive_never_leaves_decrypted(void **state)
+{
+    struct fx *f = *state;
+    struct ant_principal alice = who(f, "alice");
+    struct ant_decide_ctx plain = {NULL, "EU-MD", "site-b", true, 0};
+    assert_reason(dec(f, &alice, ANT_ACT_READ, f->sens, &plain), false, "sensitive_plaintext");
+    assert_reason(dec(f, &alice, ANT_ACT_TRANSFER, f->sens, &plain), false,
+                  "sensitive_plaintext");
+    /* decrypting into this site's scratch is allowed; encrypted reads too */
+    assert_reason(dec(f, &alice, ANT_ACT_STAGE, f->sens, &plain), true, "role_owner");
+    plain.plaintext = false;
+    assert_reason(dec(f, &alice, ANT_ACT_READ, f->sens, &plain), true, "role_owner");
+    plain.plaintext = true;
+    assert_reason(dec(f, &alice, ANT_ACT_READ, f->pub, &plain), true, "role_owner");
+}
+
+static void exec_sql(struct fx *f, const char *sql)
+{
+    char path[4096];
+    sqlite3 *db = NULL;
+    snprintf(path, sizeof(path), "%s/antenna.db", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    char *err = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
+        fail_msg("%s", err);
+    }
+    sqlite3_close(db);
+}
+
+static void test_rule7_roles_come_from_the_role_actions_table(void **state)
+{
+    struct fx *f = *state;
+    struct ant_principal rita = who(f, "rita"), root = who(f, "root"), audrey = who(f, "audrey");
+    assert_reason(dec(f, &rita, ANT_ACT_READ, f->pub, NULL), true, "role_reader");
+    assert_reason(dec(f, &rita, ANT_ACT_TRANSFER, f->pub, NULL), false, "no_grant");
+    assert_reason(dec(f, &root, ANT_ACT_DESCRIBE, f->pub, NULL), true, "role_admin");
+    assert_reason(dec(f, &root, ANT_ACT_READ, f->pub, NULL), false, "no_grant");
+    assert_reason(dec(f, &audrey, ANT_ACT_READ, f->pub, NULL), false, "no_grant");
+    /* Rules are data: take the row away and the role no longer allows. */
+    exec_sql(f, "DELETE FROM role_actions WHERE role = 'reader' AND action = 'read'");
+    assert_reason(dec(f, &rita, ANT_ACT_READ, f->pub, NULL), false, "no_grant");
+    assert_reason(dec(f, &rita, ANT_ACT_STAGE, f->pub, NULL), true, "role_reader");
+}
+
+static void test_rule8_open_datasets_are_describable_by_all(void **state)
+{
+    struct fx *f = *state;
+    struct ant_principal bob = who(f, "bob");
+    struct ant_decision d = dec(f, &bob, ANT_ACT_DESCRIBE, f->open_ds, NULL);
+    assert_reason(d, true, "public_describe");
+    d = dec(f, &bob, ANT_ACT_READ, f->open_ds, NULL);
+    assert_reason(d, false, "no_grant");
+    assert_true(d.visible);
+    d = dec(f, &bob, ANT_ACT_DESCRIBE, f->pub, NULL);
+    assert_reason(d, false, "no_grant");
+    assert_false(d.visible);
+}
+
+static void test_rule9_grant_validity_window_and_revocation(void **state)
+{
+    struct fx *f = *state;
+    struct ant_principal kim = who(f, "kim");
+    char gid[ANT_ID_MAX + 1];
+    grant(f, f->pub, ANT_GRANTEE_PRINCIPAL, "kim", ANT_ACT_READ, NULL, f->now + 1000, 0, gid);
+    assert_reason(dec(f, &kim, ANT_ACT_READ, f->pub, NULL), false, "grant_not_yet_valid");
+    struct ant_decide_ctx later = {HMB, "EU-MD", NULL, false, f->now + 1001};
+    struct ant_decision d = dec(f, &kim, ANT_ACT_READ, f->pub, &later);
+    assert_reason(d, true, "grant");
+    assert_string_equal(d.grant_id, gid);
+    assert_reason(dec(f, &kim, ANT_ACT_STAGE, f->pub, &later), false, "grant_action_not_covered");
+    /* a revocation takes effect at the next decision */
+    assert_int_equal(ant_store_grant_revoke(f->st, gid, 0), 0);
+    assert_reason(dec(f, &kim, ANT_ACT_READ, f->pub, &later), false, "grant_revoked");
+}
+
+static void test_rule9_tenant_and_site_grants(void **state)
+{
+    struct fx *f = *state;
+    struct ant_principal bob = who(f, "bob");
+    grant(f, f->pub, ANT_GRANTEE_TENANT, "beta", ANT_ACT_STAGE, NULL, 0, 0, NULL);
+    assert_reason(dec(f, &bob, ANT_ACT_STAGE, f->pub, NULL), true, "grant");
+    assert_reason(dec(f, &bob, ANT_ACT_READ, f->pub, NULL), false, "grant_action_not_covered");
+    /* A peer's principal: tenant grants do not apply (its tenant is the peer's), site ones do. */
+    struct ant_principal fed;
+    memset(&fed, 0, sizeof(fed));
+    snprintf(fed.id, sizeof(fed.id), "carol@site-b");
+    snprintf(fed.tenant, sizeof(fed.tenant), "beta");
+    snprintf(fed.site, sizeof(fed.site), "site-b");
+    assert_reason(dec(f, &fed, ANT_ACT_STAGE, f->pub, NULL), false, "no_grant");
+    grant(f, f->pub, ANT_GRANTEE_SITE, "site-b", ANT_ACT_TRANSFER, NULL, 0, 0, NULL);
+    assert_reason(dec(f, &fed, ANT_ACT_TRANSFER, f->pub, NULL), true, "grant");
+    struct ant_principal peer;
+    memset(&peer, 0, sizeof(peer));
+    peer.kind = ANT_PRINCIPAL_SITE;
+    snprintf(peer.id, sizeof(peer.id), "site-b");
+    assert_reason(dec(f, &peer, ANT_ACT_TRANSFER, f->pub, NULL), true, "grant");
+    /* a federated principal named like a local owner gets no role */
+    snprintf(fed.id, sizeof(fed.id), "alice");
+    snprintf(fed.tenant, sizeof(fed.tenant), "acme");
+    fed.roles = ANT_ROLE_OWNER;
+    assert_reason(dec(f, &fed, ANT_ACT_READ, f->pub, NULL), false, "grant_action_not_covered");
+}
+
+static void test_rule9_purpose_must_match_the_grant(void **state)
+{
+    struct fx *f = *state;
+    struct ant_principal wendy = who(f, "wendy");
+    struct ant_decide_ctx ds = {DS, "EU-MD", NULL, false, 0};
+    assert_reason(dec(f, &wendy, ANT_ACT_READ, f->pub, NULL), false, "grant_purpose_mismatch");
+    assert_reason(dec(f, &wendy, ANT_ACT_READ, f->pub, &ds), true, "grant");
+}
+
+static void test_rule10_purpose_checked_against_duo_conditions(void **state)
+{
+    struct fx *f = *state;
+    struct ant_principal kim = who(f, "kim");
+    grant(f, f->pub, ANT_GRANTEE_PRINCIPAL, "kim", ANT_ACT_READ, NULL, 0, 0, NULL);
+    struct ant_decide_ctx c = {NULL, NULL, NULL, false, 0};
+    assert_reason(dec(f, &kim, ANT_ACT_READ, f->pub, &c), false, "purpose_required");
+    c.purpose = POA; /* population origins: not health research */
+    assert_reason(dec(f, &kim, ANT_ACT_READ, f->pub, &c), false, "duo_incompatible");
+    c.purpose = DS; /* disease-specific research is health research */
+    assert_reason(dec(f, &kim, ANT_ACT_READ, f->pub, &c), true, "grant");
+    c.purpose = HMB;
+    assert_reason(dec(f, &kim, ANT_ACT_READ, f->pub, &c), true, "grant");
+    /* the compatibility table is data */
+    exec_sql(f, "INSERT INTO duo_purpose VALUES('DUO:0000006','DUO:0000011')");
+    c.purpose = POA;
+    assert_reason(dec(f, &kim, ANT_ACT_READ, f->pub, &c), true, "grant");
+}
+
+static void test_rule11_default_is_deny(void **state)
+{
+    struct fx *f = *state;
+    struct ant_principal bob = who(f, "bob");
+    assert_reason(dec(f, &bob, ANT_ACT_STAGE, f->open_ds, NULL), false, "no_grant");
+    assert_reason(dec(f, &bob, ANT_ACT_PUBLISH, f->open_ds, NULL), false, "dataset_not_draft");
+    assert_reason(dec(f, &bob, ANT_ACT_GRANT, f->open_ds, NULL), false, "no_grant");
+}
+
+static void test_explain_lists_rules_in_order_and_the_decider(void **state)
+{
+    struct fx *f = *state;
+    struct ant_principal gina = who(f, "gina");
+    struct ant_decide_ctx us = {HMB, "US-CA", "site-us", false, 0};
+    struct ant_decision d;
+    json_t *rules = NULL;
+    assert_int_equal(ant_explain(f->st, &gina, ANT_ACT_TRANSFER, f->pub, &us, &d, &rules), 0);
+    assert_false(d.allow);
+    assert_string_equal(d.reason, "residency");
+    static const char *const want[] = {"principal", "dataset", "draft", "state", "residency"};
+    assert_int_equal(json_array_size(rules), ANT_ARRAY_LEN(want));
+    for (size_t i = 0; i < ANT_ARRAY_LEN(want); i++) {
+        assert_string_equal(json_string_value(json_object_get(json_array_get(rules, i), "rule")),
+                            want[i]);
+    }
+    assert_string_equal(
+        json_string_value(json_object_get(json_array_get(rules, 4), "result")), "deny");
+    json_decref(rules);
+    struct ant_decide_ctx hmb = {HMB, NULL, NULL, false, 0};
+    assert_int_equal(ant_explain(f->st, &gina, ANT_ACT_READ, f->pub, &hmb, &d, &rules), 0);
+    assert_true(d.allow);
+    json_t *last = json_array_get(rules, json_array_size(rules) - 1);
+    assert_string_equal(json_string_value(json_object_get(last, "rule")), "grant");
+    assert_string_equal(json_string_value(json_object_get(last, "result")), "allow");
+    json_t *j = ant_decision_json(&d);
+    assert_string_equal(json_string_value(json_object_get(j, "decision")), "allow");
+    assert_string_equal(json_string_value(json_object_get(j, "grant_id")), d.grant_id);
+    json_decref(j);
+    json_decref(rules);
+}
+
+static void test_tenant_level_audit_and_admin(void **state)
+{
+    struct fx *f = *state;
+    struct ant_principal audrey = who(f, "audrey"), root = who(f, "root"), bob = who(f, "bob");
+    struct ant_decision d;
+    assert_int_equal(ant_decide_tenant(f->st, &audrey, ANT_ACT_AUDIT, "acme", &d), 0);
+    assert_reason(d, true, "role_auditor");
+    assert_int_equal(ant_decide_tenant(f->st, &audrey, ANT_ACT_AUDIT, "beta", &d), 0);
+    assert_reason(d, false, "no_role");
+    assert_int_equal(ant_decide_tenant(f->st, &audrey, ANT_ACT_AUDIT, NULL, &d), 0);
+    assert_reason(d, false, "no_role");
+    assert_int_equal(ant_decide_tenant(f->st, &root, ANT_ACT_AUDIT, NULL, &d), 0);
+    assert_reason(d, true, "role_admin");
+    assert_int_equal(ant_decide_tenant(f->st, &root, ANT_ACT_ADMIN, NULL, &d), 0);
+    assert_reason(d, true, "role_admin");
+    assert_int_equal(ant_decide_tenant(f->st, &bob, ANT_ACT_ADMIN, NULL, &d), 0);
+    assert_reason(d, false, "no_role");
+    assert_int_equal(ant_decide_tenant(f->st, &bob, ANT_ACT_READ, NULL, &d), -EINVAL);
+}
+
+/* --- the matrix --- */
+
+/* One row per caller kind, one string per dataset state (draft, published, withdrawn), one
+ * letter per action in g_matrix_actions: A allow, D deny (403: the caller may know it exists),
+ * N deny as not found (404), K the credential is rejected before any decision. */
+static const unsigned g_matrix_actions[] = {ANT_ACT_DESCRIBE, ANT_ACT_READ,    ANT_ACT_STAGE,
+                                            ANT_ACT_TRANSFER, ANT_ACT_WRITE,   ANT_ACT_PUBLISH,
+                                            ANT_ACT_WITHDRAW, ANT_ACT_GRANT};
+static const struct {
+    const char *caller;
+    const char *name;
+    const char *want[3];
+} g_matrix[] = {
+    /*                                      draft       published   withdrawn */
+    {"owner", "alice", {"AAAAAADA", "AAAADDAA", "ADDDDDDD"}},
+    {"reader of owner tenant", "rita", {"AAADDDDD", "AAADDDDD", "ADDDDDDD"}},
+    {"other tenant", "bob", {"NNNNNNNN", "NNNNNNNN", "NNNNNNNN"}},
+    {"other tenant with grant", "gina", {"NNNNNNNN", "AAAADDDD", "ADDDDDDD"}},
+    {"other tenant, expired grant", "ed", {"NNNNNNNN", "NNNNNNNN", "NNNNNNNN"}},
+    {"other tenant, revoked grant", "rex", {"NNNNNNNN", "NNNNNNNN", "NNNNNNNN"}},
+    {"other tenant, wrong purpose", "wendy", {"NNNNNNNN", "ADDDDDDD", "ADDDDDDD"}},
+    {"auditor", "audrey", {"ADDDDDDD", "ADDDDDDD", "ADDDDDDD"}},
+    {"admin", "root", {"NNNNNNNN", "ADDDDDDD", "ADDDDDDD"}},
+    {"revoked key", "alice", {"KKKKKKKK", "KKKKKKKK", "KKKKKKKK"}},
+};
+
+static void test_matrix_callers_actions_states(void **state)
+{
+    struct fx *f = *state;
+    const char *ds[3] = {f->draft, f->pub, f->wd};
+    struct ant_buf key = ANT_BUF_INIT(256);
+    char kid[ANT_KEY_ID_LEN + 1];
+    int failures = 0;
+    assert_int_equal(ant_store_key_create(f->st, "alice", 0, &key, kid), 0);
+    assert_int_equal(ant_store_key_revoke(f->st, kid), 0);
+    for (size_t c = 0; c < ANT_ARRAY_LEN(g_matrix); c++) {
+        struct ant_principal p;
+        int arc;
+        if (strcmp(g_matrix[c].caller, "revoked key") == 0) {
+            arc = ant_store_authenticate_key(f->st, ant_buf_view(&key), f->now, &p);
+        } else {
+            arc = ant_store_principal_get(f->st, g_matrix[c].name, &p);
+        }
+        for (int s = 0; s < 3; s++) {
+            for (size_t a = 0; a < ANT_ARRAY_LEN(g_matrix_actions); a++) {
+                char want = g_matrix[c].want[s][a], got;
+                const char *why = "";
+                if (arc < 0) {
+                    got = arc == -EKEYREJECTED ? 'K' : '?';
+                } else {
+                    struct ant_decision d = dec(f, &p, g_matrix_actions[a], ds[s], NULL);
+                    got = d.allow ? 'A' : d.visible ? 'D' : 'N';
+                    why = d.reason;
+                }
+                if (got != want) {
+                    print_error("%s x %s x %s: got %c (%s), want %c\n", g_matrix[c].caller,
+                                ant_action_name(g_matrix_actions[a]),
+                                ant_ds_state_name((enum ant_ds_state)s), got, why, want);
+                    failures++;
+                }
+            }
+        }
+    }
+    ant_buf_wipe_fini(&key);
+    assert_int_equal(failures, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_rule1_no_principal_is_denied, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rule2_unknown_dataset_is_not_found, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rule3_draft_invisible_outside_tenant_even_with_grant,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rule4_withdrawn_dataset_releases_nothing, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_rule5_residency_beats_roles_and_grants, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_rule6_sensitive_never_leaves_decrypted, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_rule7_roles_come_from_the_role_actions_table, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_rule8_open_datasets_are_describable_by_all, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_rule9_grant_validity_window_and_revocation, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_rule9_tenant_and_site_grants, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rule9_purpose_must_match_the_grant, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rule10_purpose_checked_against_duo_conditions, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_rule11_default_is_deny, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_explain_lists_rules_in_order_and_the_decider, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_tenant_level_audit_and_admin, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_matrix_callers_actions_states, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
