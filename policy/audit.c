@@ -1,0 +1,1142 @@
+/* The audit chain: audit.db, its writer thread and group commits, checkpoints, queries, export
+ * and live verification (the verifier itself is in audit_verify.c). */
+#include "policy/audit.h"
+
+#include "crypto/base/log.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_EVERY 1000u
+#define DEFAULT_SECONDS 60u
+#define DEFAULT_BATCH 1024u
+#define QUERY_MAX 1000u
+#define BUSY_TIMEOUT_MS 10000
+#define EXPORT_FLUSH (256 * 1024)
+
+/* The schema, one step per entry; PRAGMA user_version counts the steps applied. Later work
+ * appends steps, never edits these. */
+static const char *const k_migrations[] = {
+    "CREATE TABLE events ("
+    " seq INTEGER PRIMARY KEY,"
+    " time_ms INTEGER NOT NULL,"
+    " request_id TEXT, actor TEXT, tenant TEXT, credential TEXT, action TEXT,"
+    " resource_kind TEXT, resource_id TEXT, dataset_id TEXT,"
+    " decision INTEGER NOT NULL,"
+    " reason TEXT, transfer TEXT, detail TEXT,"
+    " hash BLOB NOT NULL);"
+    "CREATE INDEX events_time ON events(time_ms);"
+    "CREATE INDEX events_tenant_time ON events(tenant, time_ms);"
+    "CREATE INDEX events_actor_time ON events(actor, time_ms);"
+    "CREATE INDEX events_dataset_time ON events(dataset_id, time_ms);"
+    "CREATE TABLE checkpoints ("
+    " seq INTEGER PRIMARY KEY,"
+    " hash BLOB NOT NULL,"
+    " time_ms INTEGER NOT NULL,"
+    " prev_seq INTEGER NOT NULL,"
+    " sig BLOB NOT NULL);"
+    "CREATE TRIGGER events_no_update BEFORE UPDATE ON events"
+    " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;"
+    "CREATE TRIGGER events_no_delete BEFORE DELETE ON events"
+    " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;"
+    "CREATE TRIGGER checkpoints_no_update BEFORE UPDATE ON checkpoints"
+    " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;"
+    "CREATE TRIGGER checkpoints_no_delete BEFORE DELETE ON checkpoints"
+    " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;",
+};
+
+#define EVENT_COLS                                                                                 \
+    "seq, time_ms, request_id, actor, tenant, credential, action, resource_kind, resource_id, "    \
+    "dataset_id, decision, reason, transfer, detail, hash"
+
+/* One caller waiting in ant_audit_append: lives on the caller's stack, which is blocked until
+ * `done`, so the writer may read the borrowed event strings directly. n == 0 asks for a
+ * checkpoint. */
+struct audit_req {
+    const struct ant_audit_event *evs;
+    size_t n;
+    int64_t first_seq;
+    int rc;
+    bool done;
+    struct audit_req *next;
+};
+
+struct ant_audit {
+    sqlite3 *wdb; /* the writer thread's */
+    sqlite3 *rdb; /* queries, export, verify: under rlock */
+    pthread_mutex_t rlock;
+    const struct ant_signkey *sign;
+    struct ant_audit_opts opts;
+
+    pthread_mutex_t mu; /* guards everything below */
+    pthread_cond_t work_cv, done_cv;
+    struct audit_req *head, *tail;
+    int64_t queued_events;
+    bool stopping, has_thread;
+    pthread_t thread;
+    int fail_err;
+    uint64_t commits;
+    double commit_s; /* EWMA */
+
+    /* writer thread only */
+    EVP_MD_CTX *md;
+    struct ant_buf canon;
+    int64_t unsigned_since_ms; /* time of the oldest unsigned event we wrote; 0: none */
+};
+
+static int sqlerr(int src)
+{
+    switch (src & 0xff) {
+    case SQLITE_OK:
+    case SQLITE_ROW:
+    case SQLITE_DONE:
+        return 0;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return -EBUSY;
+    case SQLITE_FULL:
+        return -ENOSPC;
+    case SQLITE_READONLY:
+        return -EROFS;
+    case SQLITE_NOMEM:
+        return -ENOMEM;
+    case SQLITE_NOTADB:
+    case SQLITE_CORRUPT:
+        return -EBADMSG;
+    case SQLITE_CANTOPEN:
+        return -ENOENT;
+    case SQLITE_CONSTRAINT:
+        return -EPERM;
+    default:
+        return -EIO;
+    }
+}
+
+static int exec_sql(sqlite3 *db, const char *sql)
+{
+    int src = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    if (src != SQLITE_OK) {
+        ant_log(ANT_LOG_ERROR, "audit.sql", "%s", sqlite3_errmsg(db));
+    }
+    return sqlerr(src);
+}
+
+static int step_done(sqlite3_stmt *s)
+{
+    int src = sqlite3_step(s);
+    int rc = src == SQLITE_DONE || src == SQLITE_ROW ? 0 : sqlerr(src);
+    sqlite3_reset(s);
+    return rc;
+}
+
+static void bind_text(sqlite3_stmt *s, int i, const char *v)
+{
+    if (v == NULL) {
+        sqlite3_bind_null(s, i);
+    } else {
+        sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+    }
+}
+
+static int db_path(int dirfd, const char *name, char *path, size_t cap)
+{
+    int n;
+    if (name == NULL || name[0] == '\0') {
+        return -EINVAL;
+    }
+    if (name[0] == '/' || dirfd == AT_FDCWD) {
+        n = snprintf(path, cap, "%s", name);
+    } else {
+        /* SQLite takes a path and names its -wal and -shm files after it: use the folder's
+         * real path, read back from the fd. */
+        char link[64], dir[PATH_MAX];
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", dirfd);
+        ssize_t dl = readlink(link, dir, sizeof(dir) - 1);
+        if (dl <= 0) {
+            return dl < 0 ? -errno : -EINVAL;
+        }
+        dir[dl] = '\0';
+        n = snprintf(path, cap, "%s/%s", dir, name);
+    }
+    return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
+}
+
+static int db_open(const char *path, bool readonly, sqlite3 **out)
+{
+    sqlite3 *db = NULL;
+    int flags = (readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) | SQLITE_OPEN_NOMUTEX |
+                SQLITE_OPEN_NOFOLLOW;
+    int rc = sqlerr(sqlite3_open_v2(path, &db, flags, NULL));
+    if (rc < 0) {
+        goto out;
+    }
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+    *out = db;
+    db = NULL;
+out:
+    sqlite3_close(db);
+    return rc;
+}
+
+static int user_version(sqlite3 *db, int *v)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = sqlerr(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL));
+    if (rc == 0) {
+        rc = sqlite3_step(s) == SQLITE_ROW ? 0 : -EBADMSG;
+        *v = sqlite3_column_int(s, 0);
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* Each step runs in its own BEGIN IMMEDIATE with its user_version, so two processes opening a
+ * new file at once apply each step exactly once. */
+static int migrate(sqlite3 *db)
+{
+    int v = 0;
+    int rc = user_version(db, &v);
+    if (rc == 0 && (size_t)v > ANT_ARRAY_LEN(k_migrations)) {
+        rc = -ENOTSUP;
+    }
+    while (rc == 0 && (size_t)v < ANT_ARRAY_LEN(k_migrations)) {
+        char setv[48];
+        rc = exec_sql(db, "BEGIN IMMEDIATE");
+        rc = rc < 0 ? rc : user_version(db, &v);
+        if (rc == 0 && (size_t)v < ANT_ARRAY_LEN(k_migrations)) {
+            snprintf(setv, sizeof(setv), "PRAGMA user_version = %d", v + 1);
+            rc = exec_sql(db, k_migrations[v]);
+            rc = rc < 0 ? rc : exec_sql(db, setv);
+        }
+        rc = rc < 0 ? rc : exec_sql(db, "COMMIT");
+        if (rc < 0) {
+            (void)exec_sql(db, "ROLLBACK");
+            break;
+        }
+        rc = user_version(db, &v);
+    }
+    return rc;
+}
+
+/* --- validation: the log must never hold a secret --- */
+
+static bool utf8_ok(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        size_t k;
+        uint32_t cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if (c >= 0xc2 && c <= 0xdf) {
+            k = 1;
+            cp = c & 0x1f;
+        } else if ((c & 0xf0) == 0xe0) {
+            k = 2;
+            cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            k = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (n - i <= k) {
+            return false;
+        }
+        for (size_t j = 1; j <= k; j++) {
+            if ((s[i + j] & 0xc0) != 0x80) {
+                return false;
+            }
+            cp = (cp << 6) | (s[i + j] & 0x3f);
+        }
+        /* overlong forms, surrogates and values past U+10FFFF */
+        if ((k == 2 && cp < 0x800) || (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff ||
+            (k == 3 && cp < 0x10000)) {
+            return false;
+        }
+        i += k + 1;
+    }
+    return true;
+}
+
+static bool is_hexc(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+static bool is_b64url(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           c == '-' || c == '_' || c == '=';
+}
+
+/* API keys "ak_<hex id>_<64 hex>", "Bearer <...>", JWTs ("eyJ<b64>.eyJ<b64>...") and PEM
+ * blocks: what a careless caller might paste into a detail field. */
+static bool looks_secret(const char *s)
+{
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n; i++) {
+        const unsigned char *p = (const unsigned char *)s + i;
+        size_t left = n - i;
+        if (left >= 3 && memcmp(p, "ak_", 3) == 0) {
+            size_t j = 3, hex = 0;
+            while (j < left && is_hexc(p[j])) {
+                j++;
+            }
+            if (j > 3 && j < left && p[j] == '_') {
+                j++;
+                while (j < left && is_hexc(p[j])) {
+                    j++;
+                    hex++;
+                }
+                if (hex >= 32) {
+                    return true;
+                }
+            }
+        }
+        if (left >= 7 && strncasecmp((const char *)p, "bearer ", 7) == 0) {
+            return true;
+        }
+        if (left >= 10 && memcmp(p, "eyJ", 3) == 0) {
+            size_t j = 3;
+            while (j < left && is_b64url(p[j])) {
+                j++;
+            }
+            if (j < left && p[j] == '.' && left - j > 3 && memcmp(p + j + 1, "eyJ", 3) == 0) {
+                return true;
+            }
+        }
+        if (left >= 10 && memcmp(p, "-----BEGIN", 10) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static int check_field(const char *s, size_t max)
+{
+    if (s == NULL) {
+        return 0;
+    }
+    size_t n = strlen(s);
+    if (n > max) {
+        return -E2BIG;
+    }
+    if (!utf8_ok((const unsigned char *)s, n) || looks_secret(s)) {
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int check_event(const struct ant_audit_event *ev)
+{
+    const char *fields[] = {ev->request_id,  ev->actor,       ev->tenant,     ev->credential,
+                            ev->action,      ev->resource_kind, ev->resource_id, ev->dataset_id,
+                            ev->reason,      ev->transfer};
+    int rc = (unsigned)ev->decision > ANT_AUDIT_INFO ? -EINVAL : 0;
+    for (size_t i = 0; rc == 0 && i < ANT_ARRAY_LEN(fields); i++) {
+        rc = check_field(fields[i], ANT_AUDIT_FIELD_MAX);
+    }
+    rc = rc < 0 ? rc : check_field(ev->detail, ANT_AUDIT_DETAIL_MAX);
+    if (rc == 0 && ev->detail != NULL) {
+        json_error_t err;
+        json_t *o = json_loads(ev->detail, JSON_REJECT_DUPLICATES, &err);
+        rc = json_is_object(o) ? 0 : -EINVAL;
+        json_decref(o);
+    }
+    return rc;
+}
+
+/* --- the writer --- */
+
+struct chain_head {
+    int64_t seq, time_ms;
+    uint8_t hash[ANT_AUDIT_HASH_LEN];
+    int64_t ck_seq;
+};
+
+static int read_head(sqlite3 *db, struct chain_head *h)
+{
+    sqlite3_stmt *s = NULL;
+    memset(h, 0, sizeof(*h));
+    int rc = sqlerr(sqlite3_prepare_v2(
+        db, "SELECT seq, time_ms, hash FROM events ORDER BY seq DESC LIMIT 1", -1, &s, NULL));
+    int src = rc == 0 ? sqlite3_step(s) : SQLITE_ERROR;
+    if (rc == 0 && src == SQLITE_ROW) {
+        h->seq = sqlite3_column_int64(s, 0);
+        h->time_ms = sqlite3_column_int64(s, 1);
+        if (sqlite3_column_bytes(s, 2) != ANT_AUDIT_HASH_LEN) {
+            rc = -EBADMSG;
+        } else {
+            memcpy(h->hash, sqlite3_column_blob(s, 2), ANT_AUDIT_HASH_LEN);
+        }
+    } else if (rc == 0 && src != SQLITE_DONE) {
+        rc = sqlerr(src);
+    }
+    sqlite3_finalize(s);
+    s = NULL;
+    if (rc == 0) {
+        rc = sqlerr(sqlite3_prepare_v2(db, "SELECT max(seq) FROM checkpoints", -1, &s, NULL));
+        if (rc == 0) {
+            src = sqlite3_step(s);
+            rc = src == SQLITE_ROW ? 0 : sqlerr(src);
+            h->ck_seq = sqlite3_column_int64(s, 0);
+        }
+        sqlite3_finalize(s);
+    }
+    return rc;
+}
+
+static int write_checkpoint(struct ant_audit *a, const struct chain_head *h)
+{
+    uint8_t msg[ANT_AUDIT_CKPT_MSG_LEN], sig[ANT_SIG_LEN];
+    sqlite3_stmt *s = NULL;
+    ant_audit_checkpoint_msg(h->seq, h->hash, h->time_ms, h->ck_seq, msg);
+    int rc = ant_signkey_sign(a->sign, ant_bytes_of(msg, sizeof(msg)), sig);
+    rc = rc < 0 ? rc
+                : sqlerr(sqlite3_prepare_v2(a->wdb,
+                                            "INSERT INTO checkpoints(seq, hash, time_ms, "
+                                            "prev_seq, sig) VALUES (?, ?, ?, ?, ?)",
+                                            -1, &s, NULL));
+    if (rc == 0) {
+        sqlite3_bind_int64(s, 1, h->seq);
+        sqlite3_bind_blob(s, 2, h->hash, ANT_AUDIT_HASH_LEN, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 3, h->time_ms);
+        sqlite3_bind_int64(s, 4, h->ck_seq);
+        sqlite3_bind_blob(s, 5, sig, sizeof(sig), SQLITE_STATIC);
+        rc = step_done(s);
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+static int oldest_unsigned_ms(sqlite3 *db, int64_t ck_seq, int64_t *out)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = sqlerr(sqlite3_prepare_v2(db, "SELECT time_ms FROM events WHERE seq = ?", -1, &s,
+                                       NULL));
+    if (rc == 0) {
+        sqlite3_bind_int64(s, 1, ck_seq + 1);
+        int src = sqlite3_step(s);
+        *out = src == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+        rc = src == SQLITE_ROW || src == SQLITE_DONE ? 0 : sqlerr(src);
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+static int insert_event(struct ant_audit *a, sqlite3_stmt *ins, struct chain_head *h,
+                        const struct ant_audit_event *ev, int64_t now)
+{
+    uint8_t hash[ANT_AUDIT_HASH_LEN];
+    unsigned hl = 0;
+    int64_t seq = h->seq + 1;
+    int64_t t = now > h->time_ms ? now : h->time_ms;
+    a->canon.len = 0;
+    int rc = ant_audit_canonical(seq, t, ev, &a->canon);
+    if (rc < 0) {
+        return rc;
+    }
+    if (EVP_DigestInit_ex(a->md, EVP_sha256(), NULL) != 1 ||
+        EVP_DigestUpdate(a->md, h->hash, sizeof(h->hash)) != 1 ||
+        EVP_DigestUpdate(a->md, a->canon.p, a->canon.len) != 1 ||
+        EVP_DigestFinal_ex(a->md, hash, &hl) != 1) {
+        return -ENOMEM;
+    }
+    const char *texts[] = {ev->request_id, ev->actor,       ev->tenant,     ev->credential,
+                           ev->action,     ev->resource_kind, ev->resource_id, ev->dataset_id};
+    sqlite3_bind_int64(ins, 1, seq);
+    sqlite3_bind_int64(ins, 2, t);
+    for (int i = 0; i < (int)ANT_ARRAY_LEN(texts); i++) {
+        bind_text(ins, 3 + i, texts[i]);
+    }
+    sqlite3_bind_int(ins, 11, (int)ev->decision);
+    bind_text(ins, 12, ev->reason);
+    bind_text(ins, 13, ev->transfer);
+    bind_text(ins, 14, ev->detail);
+    sqlite3_bind_blob(ins, 15, hash, sizeof(hash), SQLITE_STATIC);
+    rc = step_done(ins);
+    sqlite3_clear_bindings(ins);
+    if (rc == 0) {
+        h->seq = seq;
+        h->time_ms = t;
+        memcpy(h->hash, hash, sizeof(hash));
+    }
+    return rc;
+}
+
+/* One group commit: all of `batch` or nothing. Checkpoints whenever checkpoint_every events are
+ * unsigned, and at the end if `force` or the oldest unsigned event is older than
+ * checkpoint_seconds. */
+static int write_batch(struct ant_audit *a, struct audit_req *batch, bool force, int fail_err)
+{
+    sqlite3_stmt *ins = NULL;
+    struct chain_head h;
+    int64_t now = ant_now_ms();
+    int rc = exec_sql(a->wdb, "BEGIN IMMEDIATE");
+    if (rc < 0) {
+        return rc;
+    }
+    rc = read_head(a->wdb, &h);
+    rc = rc < 0 ? rc
+                : sqlerr(sqlite3_prepare_v2(a->wdb,
+                                            "INSERT INTO events(" EVENT_COLS ") VALUES "
+                                            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                                            -1, &ins, NULL));
+    for (struct audit_req *r = batch; rc == 0 && r != NULL; r = r->next) {
+        r->first_seq = h.seq + 1;
+        for (size_t i = 0; rc == 0 && i < r->n; i++) {
+            rc = insert_event(a, ins, &h, &r->evs[i], now);
+            if (rc == 0 && h.seq - h.ck_seq >= (int64_t)a->opts.checkpoint_every) {
+                rc = write_checkpoint(a, &h);
+                h.ck_seq = h.seq;
+            }
+        }
+    }
+    int64_t oldest = 0;
+    if (rc == 0 && h.seq > h.ck_seq) {
+        rc = oldest_unsigned_ms(a->wdb, h.ck_seq, &oldest);
+        if (rc == 0 && (force || now - oldest >= (int64_t)a->opts.checkpoint_seconds * 1000)) {
+            rc = write_checkpoint(a, &h);
+            h.ck_seq = h.seq;
+        }
+    }
+    if (rc == 0 && fail_err < 0) {
+        rc = fail_err; /* testing only: as if the disk filled up under this batch */
+    }
+    sqlite3_finalize(ins);
+    rc = rc < 0 ? rc : exec_sql(a->wdb, "COMMIT");
+    if (rc < 0) {
+        /* Rolled back: no caller of this batch gets a seq, and the chain is as before. */
+        if (!sqlite3_get_autocommit(a->wdb)) {
+            (void)exec_sql(a->wdb, "ROLLBACK");
+        }
+        return rc;
+    }
+    a->unsigned_since_ms = h.seq > h.ck_seq ? oldest : 0;
+    return 0;
+}
+
+static void *writer_main(void *arg)
+{
+    struct ant_audit *a = arg;
+    pthread_mutex_lock(&a->mu);
+    for (;;) {
+        while (a->head == NULL && !a->stopping) {
+            if (a->unsigned_since_ms == 0) {
+                pthread_cond_wait(&a->work_cv, &a->mu);
+                continue;
+            }
+            /* Sleep until the oldest unsigned event is due for a checkpoint. */
+            int64_t due = a->unsigned_since_ms + (int64_t)a->opts.checkpoint_seconds * 1000;
+            if (ant_now_ms() >= due) {
+                break;
+            }
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            int64_t wait_ms = due - ant_now_ms();
+            wait_ms = wait_ms < 1 ? 1 : wait_ms;
+            ts.tv_sec += (time_t)(wait_ms / 1000);
+            ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&a->work_cv, &a->mu, &ts);
+        }
+        if (a->head == NULL && a->stopping) {
+            break;
+        }
+        /* Take up to max_batch events (at least one request) off the queue. */
+        struct audit_req *batch = a->head, *last = a->head;
+        bool force = false;
+        size_t n = 0;
+        for (struct audit_req *r = a->head; r != NULL; r = r->next) {
+            if (n > 0 && n + r->n > a->opts.max_batch) {
+                break;
+            }
+            n += r->n;
+            force |= r->n == 0;
+            last = r;
+        }
+        if (batch != NULL) {
+            a->head = last->next;
+            if (a->head == NULL) {
+                a->tail = NULL;
+            }
+            last->next = NULL;
+            a->queued_events -= (int64_t)n;
+        }
+        int fail_err = a->fail_err;
+        pthread_mutex_unlock(&a->mu);
+
+        int64_t t0 = ant_mono_ns();
+        int rc = write_batch(a, batch, force, fail_err);
+        double dt = (double)(ant_mono_ns() - t0) / 1e9;
+        if (rc < 0) {
+            ant_log(ANT_LOG_ERROR, "audit.write_failed", "group commit of %zu events failed: %s",
+                    n, strerror(-rc));
+        }
+
+        pthread_mutex_lock(&a->mu);
+        if (batch != NULL) {
+            a->commits++;
+            a->commit_s = a->commit_s < 0 ? dt : 0.9 * a->commit_s + 0.1 * dt;
+        }
+        for (struct audit_req *r = batch, *nx; r != NULL; r = nx) {
+            nx = r->next;
+            r->rc = rc;
+            r->done = true;
+        }
+        pthread_cond_broadcast(&a->done_cv);
+        if (batch == NULL && rc < 0) {
+            /* the timed checkpoint failed: try again one period later, not in a spin */
+            a->unsigned_since_ms = ant_now_ms();
+        }
+    }
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
+}
+
+static int64_t submit(struct ant_audit *a, const struct ant_audit_event *evs, size_t n)
+{
+    struct audit_req req = {.evs = evs, .n = n};
+    pthread_mutex_lock(&a->mu);
+    if (a->stopping || !a->has_thread) {
+        pthread_mutex_unlock(&a->mu);
+        return a->has_thread ? -ESHUTDOWN : -EROFS;
+    }
+    if (a->tail != NULL) {
+        a->tail->next = &req;
+    } else {
+        a->head = &req;
+    }
+    a->tail = &req;
+    a->queued_events += (int64_t)n;
+    pthread_cond_signal(&a->work_cv);
+    while (!req.done) {
+        pthread_cond_wait(&a->done_cv, &a->mu);
+    }
+    pthread_mutex_unlock(&a->mu);
+    return req.rc < 0 ? req.rc : req.first_seq;
+}
+
+int64_t ant_audit_append_many(struct ant_audit *a, const struct ant_audit_event *evs, size_t n)
+{
+    if (a == NULL || evs == NULL || n == 0) {
+        return -EINVAL;
+    }
+    if (n > a->opts.max_batch) {
+        return -E2BIG;
+    }
+    if (a->sign == NULL) {
+        return -EROFS;
+    }
+    for (size_t i = 0; i < n; i++) {
+        int rc = check_event(&evs[i]);
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    return submit(a, evs, n);
+}
+
+int64_t ant_audit_append(struct ant_audit *a, const struct ant_audit_event *ev)
+{
+    return ant_audit_append_many(a, ev, 1);
+}
+
+int ant_audit_checkpoint(struct ant_audit *a)
+{
+    if (a == NULL) {
+        return -EINVAL;
+    }
+    if (a->sign == NULL) {
+        return -EROFS;
+    }
+    int64_t rc = submit(a, NULL, 0);
+    return rc < 0 ? (int)rc : 0;
+}
+
+void ant_audit_stats(struct ant_audit *a, struct ant_audit_stats *out)
+{
+    pthread_mutex_lock(&a->mu);
+    out->queue_depth = a->queued_events;
+    out->commit_seconds = a->commit_s;
+    out->commits = a->commits;
+    pthread_mutex_unlock(&a->mu);
+}
+
+void ant_audit_test_fail_writes(struct ant_audit *a, int err)
+{
+    pthread_mutex_lock(&a->mu);
+    a->fail_err = err;
+    pthread_mutex_unlock(&a->mu);
+}
+
+/* --- open / close --- */
+
+int ant_audit_open(int dirfd, const char *name, unsigned flags, const struct ant_signkey *sign,
+                   const struct ant_audit_opts *opts, struct ant_audit **out)
+{
+    char path[PATH_MAX + 64];
+    bool created = false;
+    struct ant_audit *a = NULL;
+    int rc = db_path(dirfd, name, path, sizeof(path));
+    if (rc < 0) {
+        return rc;
+    }
+    if (flags & ANT_STORE_CREATE) {
+        int fd = openat(dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            return -errno;
+        }
+        ant_close(fd);
+        created = true;
+    } else {
+        struct stat sb;
+        if (fstatat(dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0) {
+            return -errno;
+        }
+        if (!S_ISREG(sb.st_mode)) {
+            return -EINVAL;
+        }
+    }
+    a = calloc(1, sizeof(*a));
+    if (a == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_mutex_init(&a->rlock, NULL);
+    pthread_cond_init(&a->work_cv, NULL);
+    pthread_cond_init(&a->done_cv, NULL);
+    a->sign = sign;
+    a->commit_s = -1;
+    a->opts.checkpoint_every = opts && opts->checkpoint_every ? opts->checkpoint_every
+                                                              : DEFAULT_EVERY;
+    a->opts.checkpoint_seconds = opts && opts->checkpoint_seconds ? opts->checkpoint_seconds
+                                                                  : DEFAULT_SECONDS;
+    a->opts.max_batch = opts && opts->max_batch ? opts->max_batch : DEFAULT_BATCH;
+    ant_buf_init(&a->canon, 64 * 1024);
+    a->md = EVP_MD_CTX_new();
+    if (a->md == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    rc = db_open(path, false, &a->wdb);
+    /* WAL lets queries and exports read while the writer commits; synchronous=FULL fsyncs the
+     * WAL at every commit, which is what makes an appended event durable (see audit.h). */
+    rc = rc < 0 ? rc : exec_sql(a->wdb, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;");
+    rc = rc < 0 ? rc : migrate(a->wdb);
+    rc = rc < 0 ? rc : db_open(path, false, &a->rdb);
+    rc = rc < 0 ? rc : exec_sql(a->rdb, "PRAGMA query_only=ON");
+    if (rc < 0) {
+        goto out;
+    }
+    if (sign != NULL) {
+        if (pthread_create(&a->thread, NULL, writer_main, a) != 0) {
+            rc = -EAGAIN;
+            goto out;
+        }
+        a->has_thread = true;
+        /* A previous run may have left an unsigned tail: sign it within checkpoint_seconds. */
+        a->unsigned_since_ms = 1;
+        pthread_mutex_lock(&a->mu);
+        pthread_cond_signal(&a->work_cv);
+        pthread_mutex_unlock(&a->mu);
+    }
+    *out = a;
+    a = NULL;
+out:
+    if (a != NULL) {
+        ant_audit_close(a);
+        if (created) {
+            (void)unlinkat(dirfd, name, 0);
+        }
+    }
+    return rc;
+}
+
+void ant_audit_close(struct ant_audit *a)
+{
+    if (a == NULL) {
+        return;
+    }
+    if (a->has_thread) {
+        int rc = ant_audit_checkpoint(a);
+        if (rc < 0) {
+            ant_log(ANT_LOG_WARN, "audit.final_checkpoint", "cannot sign the tail: %s",
+                    strerror(-rc));
+        }
+        pthread_mutex_lock(&a->mu);
+        a->stopping = true;
+        pthread_cond_signal(&a->work_cv);
+        pthread_mutex_unlock(&a->mu);
+        pthread_join(a->thread, NULL);
+    }
+    sqlite3_close(a->rdb);
+    sqlite3_close(a->wdb);
+    EVP_MD_CTX_free(a->md);
+    ant_buf_fini(&a->canon);
+    pthread_cond_destroy(&a->work_cv);
+    pthread_cond_destroy(&a->done_cv);
+    pthread_mutex_destroy(&a->rlock);
+    pthread_mutex_destroy(&a->mu);
+    free(a);
+}
+
+int ant_audit_test_drop_triggers(int dirfd, const char *name)
+{
+    char path[PATH_MAX + 64];
+    sqlite3 *db = NULL;
+    int rc = db_path(dirfd, name, path, sizeof(path));
+    rc = rc < 0 ? rc : db_open(path, false, &db);
+    rc = rc < 0 ? rc
+                : exec_sql(db, "DROP TRIGGER events_no_update; DROP TRIGGER events_no_delete;"
+                               "DROP TRIGGER checkpoints_no_update;"
+                               "DROP TRIGGER checkpoints_no_delete;");
+    sqlite3_close(db);
+    return rc;
+}
+
+/* --- reading: rows as JSON, queries, export, live verify --- */
+
+static const char *const k_text_cols[] = {
+    "request_id",    "actor",       "tenant",     "credential", "action",
+    "resource_kind", "resource_id", "dataset_id",
+};
+static const char *const k_decisions[] = {"deny", "allow", "info"};
+
+/* A row of EVENT_COLS as an export object (without "type"). */
+static json_t *event_json(sqlite3_stmt *s)
+{
+    char hex[2 * ANT_AUDIT_HASH_LEN + 1];
+    json_t *o = json_object();
+    int d = sqlite3_column_int(s, 10);
+    int rc = o == NULL ? -1 : 0;
+    rc = rc < 0 ? rc : json_object_set_new(o, "seq", json_integer(sqlite3_column_int64(s, 0)));
+    rc = rc < 0 ? rc : json_object_set_new(o, "time_ms", json_integer(sqlite3_column_int64(s, 1)));
+    for (int i = 0; rc == 0 && i < (int)ANT_ARRAY_LEN(k_text_cols); i++) {
+        const char *v = (const char *)sqlite3_column_text(s, 2 + i);
+        rc = v == NULL ? 0 : json_object_set_new(o, k_text_cols[i], json_string(v));
+    }
+    rc = rc < 0 ? rc
+                : json_object_set_new(o, "decision",
+                                      json_string(d >= 0 && d <= 2 ? k_decisions[d] : "?"));
+    const char *tail[] = {"reason", "transfer", "detail"};
+    for (int i = 0; rc == 0 && i < 3; i++) {
+        const char *v = (const char *)sqlite3_column_text(s, 11 + i);
+        rc = v == NULL ? 0 : json_object_set_new(o, tail[i], json_string(v));
+    }
+    if (rc == 0 && sqlite3_column_bytes(s, 14) == ANT_AUDIT_HASH_LEN) {
+        ant_hex_encode(sqlite3_column_blob(s, 14), ANT_AUDIT_HASH_LEN, hex);
+        rc = json_object_set_new(o, "hash", json_string(hex));
+    }
+    if (rc < 0) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+int ant_audit_query_run(struct ant_audit *a, const struct ant_audit_query *q, json_t **out,
+                        int64_t *next)
+{
+    struct ant_buf sql = ANT_BUF_INIT(4096);
+    sqlite3_stmt *s = NULL;
+    json_t *arr = NULL;
+    int decision = -1;
+    unsigned limit = q->limit ? q->limit : 100;
+    int rc = 0;
+    if (limit > QUERY_MAX || (q->to_ms != 0 && q->to_ms < q->from_ms) || q->after_seq < 0) {
+        return -EINVAL;
+    }
+    if (q->decision != NULL) {
+        for (int i = 0; i < 3; i++) {
+            decision = strcmp(q->decision, k_decisions[i]) == 0 ? i : decision;
+        }
+        if (decision < 0) {
+            return -EINVAL;
+        }
+    }
+    /* Time order equals seq order (the writer never lets time go back), so the cursor also
+     * bounds the time: an index on (filter, time_ms) serves every page. */
+    rc = ant_buf_append_str(&sql, "SELECT " EVENT_COLS " FROM events WHERE seq > ?1");
+    if (rc == 0 && q->after_seq > 0) {
+        rc = ant_buf_append_str(&sql,
+                                " AND time_ms >= (SELECT time_ms FROM events WHERE seq = ?1)");
+    }
+    if (rc == 0 && q->from_ms != 0) {
+        rc = ant_buf_append_str(&sql, " AND time_ms >= ?2");
+    }
+    if (rc == 0 && q->to_ms != 0) {
+        rc = ant_buf_append_str(&sql, " AND time_ms < ?3");
+    }
+    const char *cols[] = {"actor", "tenant", "dataset_id", "action"};
+    const char *vals[] = {q->actor, q->tenant, q->dataset_id, q->action};
+    for (int i = 0; rc == 0 && i < 4; i++) {
+        if (vals[i] != NULL) {
+            rc = ant_buf_printf(&sql, " AND %s = ?%d", cols[i], 4 + i);
+        }
+    }
+    if (rc == 0 && decision >= 0) {
+        rc = ant_buf_append_str(&sql, " AND decision = ?8");
+    }
+    rc = rc < 0 ? rc : ant_buf_append_str(&sql, " ORDER BY time_ms, seq LIMIT ?9");
+    rc = rc < 0 ? rc : ant_buf_terminate(&sql);
+    if (rc < 0) {
+        goto out_nolock;
+    }
+    arr = json_array();
+    if (arr == NULL) {
+        rc = -ENOMEM;
+        goto out_nolock;
+    }
+    pthread_mutex_lock(&a->rlock);
+    rc = sqlerr(sqlite3_prepare_v2(a->rdb, (const char *)sql.p, -1, &s, NULL));
+    if (rc < 0) {
+        goto out;
+    }
+    sqlite3_bind_int64(s, 1, q->after_seq);
+    sqlite3_bind_int64(s, 2, q->from_ms);
+    sqlite3_bind_int64(s, 3, q->to_ms);
+    for (int i = 0; i < 4; i++) {
+        bind_text(s, 4 + i, vals[i]);
+    }
+    sqlite3_bind_int(s, 8, decision);
+    sqlite3_bind_int64(s, 9, (int64_t)limit + 1);
+    int64_t last = 0;
+    int src;
+    *next = 0;
+    while ((src = sqlite3_step(s)) == SQLITE_ROW) {
+        if (json_array_size(arr) == limit) {
+            *next = last; /* one more row exists: there is a next page */
+            break;
+        }
+        json_t *o = event_json(s);
+        if (o == NULL || json_array_append_new(arr, o) < 0) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        last = sqlite3_column_int64(s, 0);
+    }
+    if (src != SQLITE_ROW && src != SQLITE_DONE) {
+        rc = sqlerr(src);
+        goto out;
+    }
+    *out = arr;
+    arr = NULL;
+out:
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&a->rlock);
+out_nolock:
+    json_decref(arr);
+    ant_buf_fini(&sql);
+    return rc;
+}
+
+/* Walks events and checkpoints in seq order inside one read transaction, calling back for
+ * each; the checkpoints of event n come right after it, and any past the last event at the
+ * end. */
+struct walk_ops {
+    int (*event)(void *ctx, sqlite3_stmt *row);
+    int (*checkpoint)(void *ctx, sqlite3_stmt *row); /* seq, hash, time_ms, prev_seq, sig */
+};
+
+static int walk(struct ant_audit *a, const struct walk_ops *ops, void *ctx)
+{
+    sqlite3_stmt *ev = NULL, *ck = NULL;
+    int rc = 0, esrc = SQLITE_DONE, csrc = SQLITE_DONE;
+    pthread_mutex_lock(&a->rlock);
+    rc = exec_sql(a->rdb, "BEGIN");
+    rc = rc < 0 ? rc
+                : sqlerr(sqlite3_prepare_v2(a->rdb,
+                                            "SELECT " EVENT_COLS " FROM events ORDER BY seq", -1,
+                                            &ev, NULL));
+    rc = rc < 0 ? rc
+                : sqlerr(sqlite3_prepare_v2(a->rdb,
+                                            "SELECT seq, hash, time_ms, prev_seq, sig FROM "
+                                            "checkpoints ORDER BY seq",
+                                            -1, &ck, NULL));
+    if (rc < 0) {
+        goto out;
+    }
+    csrc = sqlite3_step(ck);
+    while (rc == 0 && (esrc = sqlite3_step(ev)) == SQLITE_ROW) {
+        int64_t seq = sqlite3_column_int64(ev, 0);
+        /* checkpoints for seqs before this event (its predecessor was deleted) come first */
+        while (rc == 0 && csrc == SQLITE_ROW && sqlite3_column_int64(ck, 0) < seq) {
+            rc = ops->checkpoint(ctx, ck);
+            csrc = sqlite3_step(ck);
+        }
+        rc = rc < 0 ? rc : ops->event(ctx, ev);
+        while (rc == 0 && csrc == SQLITE_ROW && sqlite3_column_int64(ck, 0) == seq) {
+            rc = ops->checkpoint(ctx, ck);
+            csrc = sqlite3_step(ck);
+        }
+    }
+    while (rc == 0 && csrc == SQLITE_ROW) {
+        rc = ops->checkpoint(ctx, ck);
+        csrc = sqlite3_step(ck);
+    }
+    if (rc == 0 && esrc != SQLITE_ROW && esrc != SQLITE_DONE) {
+        rc = sqlerr(esrc);
+    }
+    if (rc == 0 && csrc != SQLITE_ROW && csrc != SQLITE_DONE) {
+        rc = sqlerr(csrc);
+    }
+out:
+    sqlite3_finalize(ev);
+    sqlite3_finalize(ck);
+    if (!sqlite3_get_autocommit(a->rdb)) {
+        (void)exec_sql(a->rdb, "COMMIT");
+    }
+    pthread_mutex_unlock(&a->rlock);
+    return rc;
+}
+
+/* --- export --- */
+
+struct export_ctx {
+    int fd;
+    struct ant_buf out;
+    int64_t lines;
+};
+
+static int export_line(struct export_ctx *x, json_t *o)
+{
+    int rc = o == NULL ? -ENOMEM : 0;
+    char *s = rc < 0 ? NULL : json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    rc = rc < 0 ? rc : s == NULL ? -ENOMEM : ant_buf_append_str(&x->out, s);
+    rc = rc < 0 ? rc : ant_buf_append(&x->out, "\n", 1);
+    free(s);
+    json_decref(o);
+    if (rc == 0 && x->out.len >= EXPORT_FLUSH) {
+        rc = ant_write_all(x->fd, x->out.p, x->out.len);
+        x->out.len = 0;
+    }
+    x->lines++;
+    return rc;
+}
+
+static int export_event(void *ctx, sqlite3_stmt *row)
+{
+    json_t *o = json_object();
+    json_t *e = event_json(row);
+    if (o == NULL || e == NULL || json_object_set_new(o, "type", json_string("event")) < 0 ||
+        json_object_update(o, e) < 0) {
+        json_decref(o);
+        json_decref(e);
+        return -ENOMEM;
+    }
+    json_decref(e);
+    return export_line(ctx, o);
+}
+
+static int export_checkpoint(void *ctx, sqlite3_stmt *row)
+{
+    char hash[2 * ANT_AUDIT_HASH_LEN + 1], sig[2 * ANT_SIG_LEN + 1];
+    if (sqlite3_column_bytes(row, 1) != ANT_AUDIT_HASH_LEN ||
+        sqlite3_column_bytes(row, 4) != ANT_SIG_LEN) {
+        hash[0] = sig[0] = '\0'; /* exported as found: the verifier will say it is bad */
+    } else {
+        ant_hex_encode(sqlite3_column_blob(row, 1), ANT_AUDIT_HASH_LEN, hash);
+        ant_hex_encode(sqlite3_column_blob(row, 4), ANT_SIG_LEN, sig);
+    }
+    json_t *o = json_pack("{s:s, s:I, s:s, s:I, s:I, s:s}", "type", "checkpoint", "seq",
+                          (json_int_t)sqlite3_column_int64(row, 0), "hash", hash, "time_ms",
+                          (json_int_t)sqlite3_column_int64(row, 2), "prev_seq",
+                          (json_int_t)sqlite3_column_int64(row, 3), "sig", sig);
+    return export_line(ctx, o);
+}
+
+int64_t ant_audit_export(struct ant_audit *a, int fd)
+{
+    static const struct walk_ops ops = {export_event, export_checkpoint};
+    struct export_ctx x = {.fd = fd, .out = ANT_BUF_INIT(EXPORT_FLUSH + 2 * ANT_AUDIT_EXPORT_LINE_MAX)};
+    int rc = 0;
+    if (a->sign != NULL) {
+        rc = ant_audit_checkpoint(a);
+    }
+    rc = rc < 0 ? rc : walk(a, &ops, &x);
+    if (rc == 0 && x.out.len > 0) {
+        rc = ant_write_all(fd, x.out.p, x.out.len);
+    }
+    ant_buf_fini(&x.out);
+    return rc < 0 ? rc : x.lines;
+}
+
+/* --- live verification --- */
+
+static int verify_event(void *ctx, sqlite3_stmt *row)
+{
+    struct ant_audit_verifier *v = ctx;
+    struct ant_audit_event ev = {0};
+    const char **slots[] = {&ev.request_id,  &ev.actor,       &ev.tenant,     &ev.credential,
+                            &ev.action,      &ev.resource_kind, &ev.resource_id, &ev.dataset_id};
+    for (int i = 0; i < (int)ANT_ARRAY_LEN(slots); i++) {
+        *slots[i] = (const char *)sqlite3_column_text(row, 2 + i);
+    }
+    ev.decision = (enum ant_audit_decision)sqlite3_column_int(row, 10);
+    ev.reason = (const char *)sqlite3_column_text(row, 11);
+    ev.transfer = (const char *)sqlite3_column_text(row, 12);
+    ev.detail = (const char *)sqlite3_column_text(row, 13);
+    int64_t seq = sqlite3_column_int64(row, 0);
+    if (sqlite3_column_bytes(row, 14) != ANT_AUDIT_HASH_LEN) {
+        ant_audit_verifier_fail(v, seq, "event %lld has no valid hash", (long long)seq);
+        return -EBADMSG;
+    }
+    int rc = ant_audit_verifier_event(v, seq, sqlite3_column_int64(row, 1), &ev,
+                                      sqlite3_column_blob(row, 14));
+    return rc == -EBADMSG ? 1 : rc; /* 1: stop walking, the report has it */
+}
+
+static int verify_checkpoint(void *ctx, sqlite3_stmt *row)
+{
+    struct ant_audit_verifier *v = ctx;
+    int64_t seq = sqlite3_column_int64(row, 0);
+    if (sqlite3_column_bytes(row, 1) != ANT_AUDIT_HASH_LEN ||
+        sqlite3_column_bytes(row, 4) != ANT_SIG_LEN) {
+        ant_audit_verifier_fail(v, seq, "checkpoint %lld is malformed", (long long)seq);
+        return 1;
+    }
+    if (seq > v->rep.last_seq) {
+        /* Walked before its event: the event it signs is gone (tail truncated or deleted). */
+        ant_audit_verifier_fail(v, v->rep.last_seq + 1,
+                                "event %lld is missing (checkpoint %lld signs up to it)",
+                                (long long)(v->rep.last_seq + 1), (long long)seq);
+        return 1;
+    }
+    int rc = ant_audit_verifier_checkpoint(v, seq, sqlite3_column_blob(row, 1),
+                                           sqlite3_column_int64(row, 2),
+                                           sqlite3_column_int64(row, 3),
+                                           sqlite3_column_blob(row, 4));
+    return rc == -EBADMSG ? 1 : rc;
+}
+
+int ant_audit_verify(struct ant_audit *a, const uint8_t pub[ANT_KEY_LEN], bool strict,
+                     struct ant_audit_report *rep)
+{
+    static const struct walk_ops ops = {verify_event, verify_checkpoint};
+    struct ant_audit_verifier v;
+    int rc = ant_audit_verifier_init(&v, pub);
+    rc = rc < 0 ? rc : walk(a, &ops, &v);
+    if (rc >= 0) {
+        rc = ant_audit_verifier_finish(&v, strict, rep);
+    }
+    ant_audit_verifier_fini(&v);
+    return rc;
+}

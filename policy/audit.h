@@ -1,0 +1,198 @@
+/* The audit chain in audit.db (DESIGN.md §6).
+ *
+ * Every event is hash-chained: h_n = SHA-256(h_{n-1} || canonical bytes of event n), h_0 = 32
+ * zero bytes. Whenever `checkpoint_every` events or `checkpoint_seconds` seconds have gone
+ * unsigned, the site signs (seq, h_seq, time, previous checkpoint seq) with its Ed25519 key;
+ * signing the previous checkpoint's seq makes a dropped checkpoint visible. Triggers refuse
+ * UPDATE and DELETE. One writer thread appends in group commits; ant_audit_append() returns only
+ * once its event is durable (WAL with synchronous=FULL: the WAL is fsynced at every commit, so a
+ * power loss cannot take back an event a caller was told about; NORMAL could), so a caller that
+ * gets an error releases nothing. Several processes may append to one file (the daemon and an
+ * admin command): each batch reads the chain head inside BEGIN IMMEDIATE, so the chain stays
+ * linear.
+ *
+ * The log never holds a secret: append refuses (-EINVAL) any field that looks like an API key,
+ * a bearer token, a JWT or a PEM block; put key ids in events, never keys.
+ *
+ * Threads: everything taking a `struct ant_audit *` may be called from any thread. */
+#ifndef ANT_AUDIT_H
+#define ANT_AUDIT_H
+
+#include <jansson.h>
+
+#include "crypto/base/base.h"
+#include "crypto/keys.h"
+
+#ifndef ANT_STORE_CREATE
+#define ANT_STORE_CREATE 1u /* as in policy/store.h: create the file (must not exist) */
+#endif
+
+struct ant_audit_opts {
+    unsigned checkpoint_every;   /* events; 0: 1000 */
+    unsigned checkpoint_seconds; /* 0: 60 */
+    unsigned max_batch;          /* events per group commit; 0: 1024 */
+};
+
+enum ant_audit_decision {
+    ANT_AUDIT_DENY = 0,
+    ANT_AUDIT_ALLOW = 1,
+    ANT_AUDIT_INFO = 2, /* not a decision: something happened (purge, start-up, key created) */
+};
+
+/* Field limits; longer values are refused with -E2BIG. */
+#define ANT_AUDIT_FIELD_MAX 256
+#define ANT_AUDIT_DETAIL_MAX 8192
+#define ANT_AUDIT_HASH_LEN 32
+
+/* One event. All strings are borrowed for the call, may be NULL (absent) and must be UTF-8.
+ * The writer sets the time (milliseconds since the epoch, never before the previous event of
+ * the file), so time order and sequence order agree. */
+struct ant_audit_event {
+    const char *request_id;
+    const char *actor;         /* principal id, or peer site id */
+    const char *tenant;        /* the actor's tenant */
+    const char *credential;    /* key id ("3fa9..."), "oidc:<issuer>", "job:<id>": never a secret */
+    const char *action;        /* "read", "stage", "admin.key.create", ... */
+    const char *resource_kind; /* "dataset", "file", "grant", "key", "tenant", "job", ... */
+    const char *resource_id;
+    const char *dataset_id;
+    enum ant_audit_decision decision;
+    const char *reason;   /* stable reason code from the decision function */
+    const char *transfer; /* transfer or stage job id, shared by both sites */
+    const char *detail;   /* a JSON object as text (kept byte for byte), or NULL */
+};
+
+struct ant_audit; /* thread-safe; owns the writer thread */
+
+/* Opens (ANT_STORE_CREATE: creates; the file must not exist) the audit database `name` under
+ * dirfd (AT_FDCWD: cwd) and brings its schema up to date (PRAGMA user_version migrations).
+ * `sign` is borrowed and must outlive the handle; NULL opens it for query, export and verify
+ * only (append gives -EROFS). `opts` may be NULL (defaults). Errors: -ENOENT / -EEXIST (file),
+ * -EBADMSG not an audit database, -ENOTSUP schema newer than this binary, -EBUSY, -EIO, -ENOMEM. */
+ANT_MUST_CHECK int ant_audit_open(int dirfd, const char *name, unsigned flags,
+                                  const struct ant_signkey *sign, const struct ant_audit_opts *opts,
+                                  struct ant_audit **out);
+/* Drains the queue, writes a final checkpoint if events are unsigned, stops the writer. Must
+ * not race with calls on the same handle. Accepts NULL. */
+void ant_audit_close(struct ant_audit *a);
+
+/* Blocks until the event is durable; returns its seq (>= 1) or a negative errno, and then the
+ * caller must release nothing: -EINVAL a field is malformed (bad UTF-8, detail not a JSON
+ * object, decision out of range) or looks like a secret, -E2BIG a field is too long, -EROFS
+ * opened without a key, -ESHUTDOWN closing, -EIO / -ENOSPC / -EBUSY the write failed (the whole
+ * group commit was rolled back: the chain is as before). */
+ANT_MUST_CHECK int64_t ant_audit_append(struct ant_audit *a, const struct ant_audit_event *ev);
+/* Appends n events (1..max_batch) atomically in one commit: they get consecutive seqs, the first
+ * is returned. Same errors; for bulk producers (imports, benchmarks) that cannot use threads. */
+ANT_MUST_CHECK int64_t ant_audit_append_many(struct ant_audit *a,
+                                             const struct ant_audit_event *evs, size_t n);
+/* Signs a checkpoint now if events are unsigned (also those of other processes); 0 or
+ * negative errno as append. */
+ANT_MUST_CHECK int ant_audit_checkpoint(struct ant_audit *a);
+
+/* For /metrics: events waiting, mean seconds of the last group commits (EWMA; -1 before the
+ * first), group commits so far. Never fails. */
+struct ant_audit_stats {
+    int64_t queue_depth;
+    double commit_seconds;
+    uint64_t commits;
+};
+void ant_audit_stats(struct ant_audit *a, struct ant_audit_stats *out);
+
+/* --- queries --- */
+struct ant_audit_query {
+    int64_t from_ms, to_ms; /* time in [from, to); 0: open */
+    const char *actor, *tenant, *dataset_id, *action; /* NULL: any; else exact match */
+    const char *decision;                             /* NULL: any; "allow" | "deny" | "info" */
+    int64_t after_seq;                                /* cursor: 0, or *next of the last page */
+    unsigned limit;                                   /* 1..1000; 0: 100 */
+};
+/* Sets *out to a new JSON array (caller json_decref()s) of event objects in sequence order,
+ * each as one export line (ant_audit_export) without the "type" member; *next to the cursor of
+ * the next page, or 0 when there is none. -EINVAL bad filter (limit > 1000, unknown decision,
+ * to < from), -EIO, -ENOMEM. Uses indexes on time, (tenant, time), (actor, time),
+ * (dataset_id, time). */
+ANT_MUST_CHECK int ant_audit_query_run(struct ant_audit *a, const struct ant_audit_query *q,
+                                       json_t **out, int64_t *next);
+
+/* --- verification --- */
+struct ant_audit_report {
+    int64_t events;        /* events checked */
+    int64_t checkpoints;   /* checkpoints whose signature and hash checked */
+    int64_t last_seq;      /* last event seq */
+    int64_t signed_seq;    /* last seq covered by a valid checkpoint */
+    int64_t first_bad_seq; /* 0: none; else the first event (or checkpoint) seq that fails */
+    int64_t line;          /* exports: the line of the first failure (1-based), else 0 */
+    char what[160];        /* what failed at first_bad_seq */
+};
+/* Recomputes the live chain (in one read transaction) and checks every checkpoint against
+ * `pub` (the site's Ed25519 public key). Returns 0 if intact, -EBADMSG if not (report says
+ * where), -EIO / -ENOMEM. `strict`: events after the last checkpoint count as a failure (a
+ * closed log is fully signed; a running one signs its tail within checkpoint_seconds). */
+ANT_MUST_CHECK int ant_audit_verify(struct ant_audit *a, const uint8_t pub[ANT_KEY_LEN],
+                                    bool strict, struct ant_audit_report *rep);
+
+/* Export: NDJSON, one JSON object per line, in seq order (one read transaction): events
+ *   {"type":"event","seq":N,"time_ms":T,<each present string field by its struct name>,
+ *    "decision":"allow|deny|info","hash":"<hex h_N>"}
+ * and, right after the event they sign, checkpoints
+ *   {"type":"checkpoint","seq":N,"hash":"<hex h_N>","time_ms":T,"prev_seq":P,"sig":"<hex>"}.
+ * Signs a checkpoint first when the handle can sign, so the export is fully covered. Returns
+ * the number of lines or a negative errno (write errors as -errno). */
+ANT_MUST_CHECK int64_t ant_audit_export(struct ant_audit *a, int fd);
+
+/* Verifies an export offline with only the site's public key; the input is untrusted (lines of
+ * at most ANT_AUDIT_EXPORT_LINE_MAX bytes, duplicate keys and unknown members refused, nesting
+ * bounded). Every event must chain from seq 1 on and be covered by a valid checkpoint (the last
+ * line is a checkpoint). 0, or -EBADMSG with the report naming the first bad seq and its line. */
+#define ANT_AUDIT_EXPORT_LINE_MAX (64 * 1024)
+ANT_MUST_CHECK int ant_audit_verify_export(struct ant_bytes ndjson, const uint8_t pub[ANT_KEY_LEN],
+                                           struct ant_audit_report *rep);
+
+/* The canonical bytes of an event (the hash input after h_{n-1}): "antenna-audit-event-v1",
+ * u64le seq, i64le time_ms, u8 decision, then each string field in struct order as u32le length
+ * + bytes (0xffffffff for absent). */
+ANT_MUST_CHECK int ant_audit_canonical(int64_t seq, int64_t time_ms,
+                                       const struct ant_audit_event *ev, struct ant_buf *out);
+/* The bytes a checkpoint signs: "antenna-audit-checkpoint-v1", u64le seq, h_seq, i64le time_ms,
+ * u64le prev_seq. out needs ANT_AUDIT_CKPT_MSG_LEN bytes. */
+#define ANT_AUDIT_CKPT_MSG_LEN (27 + 8 + ANT_AUDIT_HASH_LEN + 8 + 8)
+void ant_audit_checkpoint_msg(int64_t seq, const uint8_t hash[ANT_AUDIT_HASH_LEN], int64_t time_ms,
+                              int64_t prev_seq, uint8_t out[ANT_AUDIT_CKPT_MSG_LEN]);
+
+/* A streaming verifier, fed events and checkpoints in export order (what ant_audit_verify and
+ * ant_audit_verify_export use). It stops at the first failure: later feeds return -EBADMSG. */
+struct ant_audit_verifier {
+    uint8_t pub[ANT_KEY_LEN];
+    uint8_t head[ANT_AUDIT_HASH_LEN]; /* h of the last event fed */
+    int64_t last_ck_seq;
+    void *md_ctx; /* EVP_MD_CTX */
+    struct ant_buf canon;
+    struct ant_audit_report rep;
+};
+ANT_MUST_CHECK int ant_audit_verifier_init(struct ant_audit_verifier *v,
+                                           const uint8_t pub[ANT_KEY_LEN]);
+void ant_audit_verifier_fini(struct ant_audit_verifier *v);
+/* `hash`: the hash stored with the event (NULL: not stored). 0 or -EBADMSG (-ENOMEM). */
+ANT_MUST_CHECK int ant_audit_verifier_event(struct ant_audit_verifier *v, int64_t seq,
+                                            int64_t time_ms, const struct ant_audit_event *ev,
+                                            const uint8_t *hash);
+ANT_MUST_CHECK int ant_audit_verifier_checkpoint(struct ant_audit_verifier *v, int64_t seq,
+                                                 const uint8_t hash[ANT_AUDIT_HASH_LEN],
+                                                 int64_t time_ms, int64_t prev_seq,
+                                                 const uint8_t sig[ANT_SIG_LEN]);
+/* Marks a failure found by the feeder (a malformed line, a checkpoint past the last event). */
+void ant_audit_verifier_fail(struct ant_audit_verifier *v, int64_t seq, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* After the last feed: `strict` makes unsigned events a failure. Copies the report. */
+ANT_MUST_CHECK int ant_audit_verifier_finish(struct ant_audit_verifier *v, bool strict,
+                                             struct ant_audit_report *rep);
+
+/* testing only */
+/* Makes the next group commits fail with `err` (negative errno; 0 clears) after their inserts,
+ * as a full disk would: the batch is rolled back. */
+void ant_audit_test_fail_writes(struct ant_audit *a, int err);
+/* Drops the append-only triggers of a closed file so a test can tamper with it. */
+ANT_MUST_CHECK int ant_audit_test_drop_triggers(int dirfd, const char *name);
+
+#endif

@@ -1,0 +1,360 @@
+/* The audit chain's canonical encoding and its verifier, for the live database and for exports
+ * (untrusted input: an auditor runs this on a file someone handed them). */
+#include "policy/audit.h"
+
+#include "crypto/base/json.h"
+
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#define EVENT_MAGIC "antenna-audit-event-v1"
+#define CKPT_MAGIC "antenna-audit-checkpoint-v1"
+#define CANON_MAX (64 + 11 * (4 + ANT_AUDIT_FIELD_MAX) + 4 + ANT_AUDIT_DETAIL_MAX)
+/* Export lines hold objects of strings and numbers: nesting deeper than 2 is malformed. */
+#define EXPORT_DEPTH 2
+
+static int canon_str(struct ant_buf *b, const char *s)
+{
+    if (s == NULL) {
+        return ant_buf_u32le(b, 0xffffffffu);
+    }
+    size_t n = strlen(s);
+    if (n > ANT_AUDIT_DETAIL_MAX) {
+        return -E2BIG;
+    }
+    int rc = ant_buf_u32le(b, (uint32_t)n);
+    return rc < 0 ? rc : ant_buf_append(b, s, n);
+}
+
+int ant_audit_canonical(int64_t seq, int64_t time_ms, const struct ant_audit_event *ev,
+                        struct ant_buf *out)
+{
+    uint8_t d = (uint8_t)ev->decision;
+    const char *fields[] = {ev->request_id, ev->actor,       ev->tenant,     ev->credential,
+                            ev->action,     ev->resource_kind, ev->resource_id, ev->dataset_id};
+    const char *tail[] = {ev->reason, ev->transfer, ev->detail};
+    int rc = ant_buf_append(out, EVENT_MAGIC, sizeof(EVENT_MAGIC) - 1);
+    rc = rc < 0 ? rc : ant_buf_u64le(out, (uint64_t)seq);
+    rc = rc < 0 ? rc : ant_buf_u64le(out, (uint64_t)time_ms);
+    rc = rc < 0 ? rc : ant_buf_append(out, &d, 1);
+    for (size_t i = 0; rc == 0 && i < ANT_ARRAY_LEN(fields); i++) {
+        rc = canon_str(out, fields[i]);
+    }
+    for (size_t i = 0; rc == 0 && i < ANT_ARRAY_LEN(tail); i++) {
+        rc = canon_str(out, tail[i]);
+    }
+    return rc;
+}
+
+void ant_audit_checkpoint_msg(int64_t seq, const uint8_t hash[ANT_AUDIT_HASH_LEN], int64_t time_ms,
+                              int64_t prev_seq, uint8_t out[ANT_AUDIT_CKPT_MSG_LEN])
+{
+    size_t off = sizeof(CKPT_MAGIC) - 1;
+    memcpy(out, CKPT_MAGIC, off);
+    ant_store_u64le(out + off, (uint64_t)seq);
+    off += 8;
+    memcpy(out + off, hash, ANT_AUDIT_HASH_LEN);
+    off += ANT_AUDIT_HASH_LEN;
+    ant_store_u64le(out + off, (uint64_t)time_ms);
+    off += 8;
+    ant_store_u64le(out + off, (uint64_t)prev_seq);
+}
+
+/* --- the streaming verifier --- */
+
+int ant_audit_verifier_init(struct ant_audit_verifier *v, const uint8_t pub[ANT_KEY_LEN])
+{
+    memset(v, 0, sizeof(*v));
+    memcpy(v->pub, pub, ANT_KEY_LEN);
+    ant_buf_init(&v->canon, CANON_MAX);
+    v->md_ctx = EVP_MD_CTX_new();
+    return v->md_ctx == NULL ? -ENOMEM : 0;
+}
+
+void ant_audit_verifier_fini(struct ant_audit_verifier *v)
+{
+    EVP_MD_CTX_free(v->md_ctx);
+    v->md_ctx = NULL;
+    ant_buf_fini(&v->canon);
+}
+
+void ant_audit_verifier_fail(struct ant_audit_verifier *v, int64_t seq, const char *fmt, ...)
+{
+    if (v->rep.first_bad_seq != 0 || v->rep.what[0] != '\0') {
+        return; /* the first failure is the one that counts */
+    }
+    v->rep.first_bad_seq = seq > 0 ? seq : 1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(v->rep.what, sizeof(v->rep.what), fmt, ap);
+    va_end(ap);
+}
+
+static bool failed(const struct ant_audit_verifier *v)
+{
+    return v->rep.first_bad_seq != 0;
+}
+
+int ant_audit_verifier_event(struct ant_audit_verifier *v, int64_t seq, int64_t time_ms,
+                             const struct ant_audit_event *ev, const uint8_t *hash)
+{
+    uint8_t h[ANT_AUDIT_HASH_LEN];
+    unsigned hl = 0;
+    if (failed(v)) {
+        return -EBADMSG;
+    }
+    int64_t want = v->rep.last_seq + 1;
+    if (seq != want) {
+        ant_audit_verifier_fail(v, seq > want ? want : seq,
+                                seq > want ? "event %lld is missing (next is %lld)"
+                                           : "event %lld out of order (after %lld)",
+                                (long long)(seq > want ? want : seq),
+                                (long long)(seq > want ? seq : v->rep.last_seq));
+        return -EBADMSG;
+    }
+    if ((unsigned)ev->decision > ANT_AUDIT_INFO) {
+        ant_audit_verifier_fail(v, seq, "event %lld has an unknown decision", (long long)seq);
+        return -EBADMSG;
+    }
+    v->canon.len = 0;
+    int rc = ant_audit_canonical(seq, time_ms, ev, &v->canon);
+    if (rc < 0) {
+        ant_audit_verifier_fail(v, seq, "event %lld has a field over the limit", (long long)seq);
+        return -EBADMSG;
+    }
+    if (EVP_DigestInit_ex(v->md_ctx, EVP_sha256(), NULL) != 1 ||
+        EVP_DigestUpdate(v->md_ctx, v->head, sizeof(v->head)) != 1 ||
+        EVP_DigestUpdate(v->md_ctx, v->canon.p, v->canon.len) != 1 ||
+        EVP_DigestFinal_ex(v->md_ctx, h, &hl) != 1 || hl != sizeof(h)) {
+        return -ENOMEM;
+    }
+    if (hash != NULL && memcmp(hash, h, sizeof(h)) != 0) {
+        ant_audit_verifier_fail(v, seq,
+                                "event %lld does not match its hash (changed, swapped or "
+                                "inserted)",
+                                (long long)seq);
+        return -EBADMSG;
+    }
+    memcpy(v->head, h, sizeof(h));
+    v->rep.last_seq = seq;
+    v->rep.events++;
+    return 0;
+}
+
+int ant_audit_verifier_checkpoint(struct ant_audit_verifier *v, int64_t seq,
+                                  const uint8_t hash[ANT_AUDIT_HASH_LEN], int64_t time_ms,
+                                  int64_t prev_seq, const uint8_t sig[ANT_SIG_LEN])
+{
+    uint8_t msg[ANT_AUDIT_CKPT_MSG_LEN];
+    if (failed(v)) {
+        return -EBADMSG;
+    }
+    if (seq != v->rep.last_seq || seq <= v->last_ck_seq) {
+        ant_audit_verifier_fail(v, seq > v->rep.last_seq ? v->rep.last_seq + 1 : seq,
+                                "checkpoint %lld is out of place (last event %lld, last "
+                                "checkpoint %lld)",
+                                (long long)seq, (long long)v->rep.last_seq,
+                                (long long)v->last_ck_seq);
+        return -EBADMSG;
+    }
+    if (prev_seq != v->last_ck_seq) {
+        /* signed link to the previous checkpoint: one in between was dropped */
+        bool dropped = prev_seq > v->last_ck_seq && prev_seq < seq;
+        ant_audit_verifier_fail(v, dropped ? prev_seq : seq,
+                                dropped ? "checkpoint %lld is missing (checkpoint %lld follows it)"
+                                        : "checkpoint %lld names a wrong predecessor",
+                                (long long)(dropped ? prev_seq : seq), (long long)seq);
+        return -EBADMSG;
+    }
+    if (memcmp(hash, v->head, ANT_AUDIT_HASH_LEN) != 0) {
+        ant_audit_verifier_fail(v, seq, "checkpoint %lld does not match the chain (events "
+                                        "up to it were rewritten)",
+                                (long long)seq);
+        return -EBADMSG;
+    }
+    ant_audit_checkpoint_msg(seq, hash, time_ms, prev_seq, msg);
+    if (ant_sig_verify(v->pub, ant_bytes_of(msg, sizeof(msg)), sig) < 0) {
+        ant_audit_verifier_fail(v, seq, "checkpoint %lld has a bad signature", (long long)seq);
+        return -EBADMSG;
+    }
+    v->last_ck_seq = seq;
+    v->rep.signed_seq = seq;
+    v->rep.checkpoints++;
+    return 0;
+}
+
+int ant_audit_verifier_finish(struct ant_audit_verifier *v, bool strict,
+                              struct ant_audit_report *rep)
+{
+    if (!failed(v) && strict && v->rep.last_seq > v->rep.signed_seq) {
+        ant_audit_verifier_fail(v, v->rep.signed_seq + 1,
+                                "events %lld..%lld are not covered by a checkpoint",
+                                (long long)(v->rep.signed_seq + 1), (long long)v->rep.last_seq);
+    }
+    if (rep != NULL) {
+        *rep = v->rep;
+    }
+    return failed(v) ? -EBADMSG : 0;
+}
+
+/* --- exports --- */
+
+static const char *const k_event_fields[] = {
+    "request_id",  "actor",      "tenant", "credential", "action", "resource_kind",
+    "resource_id", "dataset_id", "reason", "transfer",   "detail",
+};
+
+static const char **event_slot(struct ant_audit_event *ev, size_t i)
+{
+    const char **slots[] = {&ev->request_id,  &ev->actor,      &ev->tenant, &ev->credential,
+                            &ev->action,      &ev->resource_kind, &ev->resource_id,
+                            &ev->dataset_id,  &ev->reason,     &ev->transfer, &ev->detail};
+    return slots[i];
+}
+
+static bool get_seq(json_t *o, const char *key, int64_t min, int64_t *out)
+{
+    json_t *v = json_object_get(o, key);
+    if (!json_is_integer(v) || json_integer_value(v) < min) {
+        return false;
+    }
+    *out = json_integer_value(v);
+    return true;
+}
+
+static bool get_hex(json_t *o, const char *key, uint8_t *out, size_t len)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_string(v) && json_string_length(v) == 2 * len &&
+           ant_hex_decode(ant_bytes_of(json_string_value(v), json_string_length(v)), out, len) ==
+               0;
+}
+
+static int parse_decision(const char *s, enum ant_audit_decision *out)
+{
+    static const char *const names[] = {"deny", "allow", "info"};
+    for (size_t i = 0; i < ANT_ARRAY_LEN(names); i++) {
+        if (strcmp(s, names[i]) == 0) {
+            *out = (enum ant_audit_decision)i;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+/* One event line: every member known, every type right, every length within limits. */
+static int feed_event_line(struct ant_audit_verifier *v, json_t *o, int64_t line)
+{
+    struct ant_audit_event ev = {0};
+    int64_t seq = 0, t = 0;
+    uint8_t hash[ANT_AUDIT_HASH_LEN];
+    size_t known = 5; /* type, seq, time_ms, decision, hash */
+    json_t *d = json_object_get(o, "decision");
+    int64_t at = v->rep.last_seq + 1;
+    if (!get_seq(o, "seq", 1, &seq) || !get_seq(o, "time_ms", 0, &t) || !json_is_string(d) ||
+        parse_decision(json_string_value(d), &ev.decision) < 0 ||
+        !get_hex(o, "hash", hash, sizeof(hash))) {
+        ant_audit_verifier_fail(v, at, "line %lld: malformed event", (long long)line);
+        return -EBADMSG;
+    }
+    for (size_t i = 0; i < ANT_ARRAY_LEN(k_event_fields); i++) {
+        json_t *f = json_object_get(o, k_event_fields[i]);
+        if (f == NULL) {
+            continue;
+        }
+        size_t max = i == ANT_ARRAY_LEN(k_event_fields) - 1 ? ANT_AUDIT_DETAIL_MAX
+                                                             : ANT_AUDIT_FIELD_MAX;
+        if (!json_is_string(f) || json_string_length(f) > max ||
+            strlen(json_string_value(f)) != json_string_length(f)) {
+            ant_audit_verifier_fail(v, at, "line %lld: malformed field %s", (long long)line,
+                                    k_event_fields[i]);
+            return -EBADMSG;
+        }
+        *event_slot(&ev, i) = json_string_value(f);
+        known++;
+    }
+    if (json_object_size(o) != known) {
+        ant_audit_verifier_fail(v, at, "line %lld: unknown member in event", (long long)line);
+        return -EBADMSG;
+    }
+    return ant_audit_verifier_event(v, seq, t, &ev, hash);
+}
+
+static int feed_checkpoint_line(struct ant_audit_verifier *v, json_t *o, int64_t line)
+{
+    int64_t seq = 0, t = 0, prev = 0;
+    uint8_t hash[ANT_AUDIT_HASH_LEN], sig[ANT_SIG_LEN];
+    if (json_object_size(o) != 6 || !get_seq(o, "seq", 1, &seq) ||
+        !get_seq(o, "time_ms", 0, &t) || !get_seq(o, "prev_seq", 0, &prev) ||
+        !get_hex(o, "hash", hash, sizeof(hash)) || !get_hex(o, "sig", sig, sizeof(sig))) {
+        ant_audit_verifier_fail(v, v->rep.last_seq + 1, "line %lld: malformed checkpoint",
+                                (long long)line);
+        return -EBADMSG;
+    }
+    return ant_audit_verifier_checkpoint(v, seq, hash, t, prev, sig);
+}
+
+int ant_audit_verify_export(struct ant_bytes ndjson, const uint8_t pub[ANT_KEY_LEN],
+                            struct ant_audit_report *rep)
+{
+    struct ant_audit_verifier v;
+    struct ant_rd rd = ant_rd_init(ndjson);
+    int64_t line = 0;
+    bool last_is_ckpt = false;
+    int rc = ant_audit_verifier_init(&v, pub);
+    while (rc == 0 && ant_rd_left(&rd) > 0) {
+        struct ant_bytes rest = ant_rd_rest(&rd);
+        const uint8_t *nl = memchr(rest.p, '\n', rest.len);
+        size_t n = nl != NULL ? (size_t)(nl - rest.p) : rest.len;
+        struct ant_diag diag = {{0}};
+        json_t *o = NULL;
+        /* rewind the cursor to just past this line */
+        rd = ant_rd_init(rest);
+        rc = ant_rd_skip(&rd, nl != NULL ? n + 1 : n);
+        line++;
+        if (rc < 0) {
+            break;
+        }
+        if (n > ANT_AUDIT_EXPORT_LINE_MAX ||
+            ant_json_parse(ant_bytes_of(rest.p, n), ANT_AUDIT_EXPORT_LINE_MAX, EXPORT_DEPTH, &o,
+                           &diag) < 0 ||
+            !json_is_object(o) || !json_is_string(json_object_get(o, "type"))) {
+            ant_audit_verifier_fail(&v, v.rep.last_seq + 1, "line %lld: not an export record%s%s",
+                                    (long long)line, diag.msg[0] ? ": " : "", diag.msg);
+            json_decref(o);
+            rc = -EBADMSG;
+            break;
+        }
+        const char *type = json_string_value(json_object_get(o, "type"));
+        if (strcmp(type, "event") == 0) {
+            rc = feed_event_line(&v, o, line);
+            last_is_ckpt = false;
+        } else if (strcmp(type, "checkpoint") == 0) {
+            rc = feed_checkpoint_line(&v, o, line);
+            last_is_ckpt = true;
+        } else {
+            ant_audit_verifier_fail(&v, v.rep.last_seq + 1, "line %lld: unknown record type",
+                                    (long long)line);
+            rc = -EBADMSG;
+        }
+        json_decref(o);
+    }
+    if (rc == 0 && v.rep.events > 0 && !last_is_ckpt) {
+        ant_audit_verifier_fail(&v, v.rep.signed_seq + 1,
+                                "the export does not end with a checkpoint: events %lld..%lld "
+                                "are not signed",
+                                (long long)(v.rep.signed_seq + 1), (long long)v.rep.last_seq);
+    }
+    if (rc == -ENOMEM) {
+        goto out;
+    }
+    if (rc == -EBADMSG || rc == 0) {
+        v.rep.line = v.rep.first_bad_seq != 0 ? line : 0;
+        rc = ant_audit_verifier_finish(&v, true, rep);
+    }
+out:
+    ant_audit_verifier_fini(&v);
+    return rc;
+}
