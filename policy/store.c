@@ -160,6 +160,49 @@ static const char *const g_migrations[] = {
     "  public_describe INTEGER NOT NULL,"
     "  plaintext_leaves INTEGER NOT NULL);"
     "INSERT INTO classification_rules VALUES('open',1,1),('internal',0,1),('sensitive',0,0);",
+    /* 3: stage jobs (staging/jobs.h), the files of each with their progress (a restarted daemon
+     * resumes from the files marked done), and per-tenant scratch quotas overriding the
+     * configured default. The file list is fixed at admission, so quota, totals and resume all
+     * see the same files even if the catalog changes. */
+    "CREATE TABLE stage_jobs("
+    "  id TEXT PRIMARY KEY,"
+    "  tenant_id TEXT NOT NULL REFERENCES tenants(id),"
+    "  principal_id TEXT NOT NULL,"
+    "  dataset_id TEXT NOT NULL REFERENCES datasets(id),"
+    "  mode TEXT NOT NULL CHECK(mode IN ('decrypt','reencrypt')),"
+    "  recipient_pk BLOB CHECK(recipient_pk IS NULL OR length(recipient_pk) = 32),"
+    "  paths TEXT NOT NULL DEFAULT '[]',"
+    "  state TEXT NOT NULL CHECK(state IN"
+    "    ('queued','running','ready','failed','cancelled','expired')),"
+    "  error TEXT,"
+    "  files_total INTEGER NOT NULL DEFAULT 0,"
+    "  files_done INTEGER NOT NULL DEFAULT 0,"
+    "  bytes_total INTEGER NOT NULL DEFAULT 0,"
+    "  bytes_done INTEGER NOT NULL DEFAULT 0,"
+    "  scratch_bytes INTEGER NOT NULL DEFAULT 0,"
+    "  ttl_s INTEGER NOT NULL CHECK(ttl_s > 0),"
+    "  created INTEGER NOT NULL,"
+    "  started INTEGER,"
+    "  finished INTEGER,"
+    "  expires INTEGER NOT NULL,"
+    "  purged INTEGER);"
+    "CREATE INDEX stage_jobs_tenant ON stage_jobs(tenant_id, state);"
+    "CREATE INDEX stage_jobs_state ON stage_jobs(state, expires);"
+    "CREATE TABLE stage_job_files("
+    "  job_id TEXT NOT NULL REFERENCES stage_jobs(id),"
+    "  idx INTEGER NOT NULL,"
+    "  file_id TEXT NOT NULL,"
+    "  storage_id TEXT NOT NULL,"
+    "  path TEXT NOT NULL,"
+    "  size INTEGER NOT NULL CHECK(size >= 0),"
+    "  sha256_plain BLOB NOT NULL CHECK(length(sha256_plain) = 32),"
+    "  state TEXT NOT NULL DEFAULT 'pending' CHECK(state IN ('pending','done','failed')),"
+    "  bytes_done INTEGER NOT NULL DEFAULT 0,"
+    "  error TEXT,"
+    "  PRIMARY KEY(job_id, idx)) WITHOUT ROWID;"
+    "CREATE TABLE scratch_quotas("
+    "  tenant_id TEXT PRIMARY KEY REFERENCES tenants(id),"
+    "  bytes INTEGER NOT NULL CHECK(bytes >= 0));",
 };
 
 int ant_store_schema_latest(void)
