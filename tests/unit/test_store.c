@@ -504,6 +504,97 @@ static void test_oidc_claims_map_to_principal(void **state)
     json_decref(a);
 }
 
+#ifdef ANT_HAVE_OIDC
+#include <sodium.h>
+
+#include "crypto/keys.h"
+#include "crypto/token.h"
+#include "policy/auth.h"
+
+static char *sign_token(const struct ant_signkey *k, const char *iss, const char *aud,
+                        const char *user, const char *tenant, int64_t exp)
+{
+    struct ant_buf out = ANT_BUF_INIT(ANT_TOKEN_MAX + 1);
+    json_t *c = json_pack("{s:s, s:s, s:s, s:I}", "iss", iss, "aud", aud, "preferred_username",
+                          user, "exp", (json_int_t)exp);
+    if (tenant != NULL) {
+        json_object_set_new(c, "tenant", json_string(tenant));
+    }
+    assert_int_equal(ant_token_sign_eddsa(k, "k1", c, "JWT", &out), 0);
+    json_decref(c);
+    size_t len = 0;
+    return (char *)ant_buf_take(&out, &len);
+}
+
+static void test_oidc_bearer_tokens_map_to_principals(void **state)
+{
+    struct fx *f = *state;
+    struct ant_signkey *idp = NULL, *other = NULL;
+    struct ant_oidc *o = NULL;
+    struct ant_principal p;
+    struct ant_diag d = {{0}};
+    char x[64], doc[256];
+    int64_t now = ant_now_unix();
+    make_tenants(f->st);
+    assert_int_equal(ant_signkey_generate(&idp), 0);
+    assert_int_equal(ant_signkey_generate(&other), 0);
+    sodium_bin2base64(x, sizeof(x), ant_signkey_public(idp), ANT_KEY_LEN,
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    int n = snprintf(doc, sizeof(doc),
+                     "{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"kid\":\"k1\",\"x\":\"%s\"}]}",
+                     x);
+    assert_int_equal(ant_write_new_file(f->dirfd, "idp.jwks", 0600, doc, (size_t)n), 0);
+    /* no issuer: a valid empty set, and tokens are rejected */
+    assert_int_equal(ant_oidc_load(f->st, f->dirfd, &o, &d), 0);
+    assert_int_equal(ant_oidc_count(o), 0);
+    ant_oidc_free(o);
+    o = NULL;
+    struct ant_oidc_issuer iss = {"https://idp.example", "idp.jwks", "antenna",
+                                  "preferred_username", "tenant"};
+    assert_int_equal(ant_store_oidc_issuer_add(f->st, &iss), 0);
+    assert_int_equal(ant_oidc_load(f->st, f->dirfd, &o, &d), 0);
+    assert_int_equal(ant_oidc_count(o), 1);
+
+    char *t = sign_token(idp, "https://idp.example", "antenna", "alice", "acme", now + 300);
+    assert_int_equal(ant_auth_bearer(f->st, o, ant_bytes_str(t), now, &p), 0);
+    assert_string_equal(p.id, "alice");
+    assert_string_equal(p.tenant, "acme");
+    assert_string_equal(p.key_id, "oidc:https://idp.example");
+    /* expired */
+    assert_int_equal(ant_auth_bearer(f->st, o, ant_bytes_str(t), now + 1000, &p), -EKEYREJECTED);
+    /* without OIDC configured */
+    assert_int_equal(ant_auth_bearer(f->st, NULL, ant_bytes_str(t), now, &p), -EKEYREJECTED);
+    free(t);
+    static const struct {
+        const char *iss, *aud, *user, *tenant;
+        bool other_key;
+    } bad[] = {
+        {"https://evil.example", "antenna", "alice", "acme", false},
+        {"https://idp.example", "someone-else", "alice", "acme", false},
+        {"https://idp.example", "antenna", "alice", "beta", false},
+        {"https://idp.example", "antenna", "mallory", "acme", false},
+        {"https://idp.example", "antenna", "alice", NULL, false},
+        {"https://idp.example", "antenna", "alice", "acme", true},
+    };
+    for (size_t i = 0; i < ANT_ARRAY_LEN(bad); i++) {
+        t = sign_token(bad[i].other_key ? other : idp, bad[i].iss, bad[i].aud, bad[i].user,
+                       bad[i].tenant, now + 300);
+        assert_int_equal(ant_auth_bearer(f->st, o, ant_bytes_str(t), now, &p), -EKEYREJECTED);
+        free(t);
+    }
+    assert_int_equal(ant_auth_bearer(f->st, o, ant_bytes_str("garbage"), now, &p), -EKEYREJECTED);
+    ant_oidc_free(o);
+    o = NULL;
+    /* an issuer whose JWKS is missing fails the load, naming it */
+    struct ant_oidc_issuer broken = {"https://broken.example", "nope.jwks", "antenna", "sub", NULL};
+    assert_int_equal(ant_store_oidc_issuer_add(f->st, &broken), 0);
+    assert_int_equal(ant_oidc_load(f->st, f->dirfd, &o, &d), -ENOENT);
+    assert_non_null(strstr(d.msg, "broken.example"));
+    ant_signkey_free(idp);
+    ant_signkey_free(other);
+}
+#endif
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -530,6 +621,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dataset_list_visible_follows_tenant_grants_and_class,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_oidc_claims_map_to_principal, setup, teardown),
+#ifdef ANT_HAVE_OIDC
+        cmocka_unit_test_setup_teardown(test_oidc_bearer_tokens_map_to_principals, setup,
+                                        teardown),
+#endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
