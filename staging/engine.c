@@ -1,0 +1,1181 @@
+/* The control thread of a staging job: admits files, hands chunks to the I/O backend and the
+ * crypto pool, hashes in order, publishes finished files and, at the end, the job folder.
+ *
+ * Life of a file: open source and <dst>/.J.tmp/<n> together; (Crypt4GH) read the source
+ * header into a chunk buffer and parse or build the header on a pool thread, write the new
+ * header; then for each chunk: read -> transform (pool) -> write, and, strictly in chunk
+ * order, SHA-256 (pool); when all chunks are written and hashed, compare the digest, close
+ * both files (fsync first with fsync_each), rename the temp file to its logical path inside
+ * .J.partial, and queue a checkpoint that is reported once a syncfs made it durable. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "crypto/base/log.h"
+#include "staging/engine_internal.h"
+
+#define REAP_TIMEOUT_MS 100
+
+/* --- options and the engine --- */
+
+void ant_engine_opts_init(struct ant_engine_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+}
+
+int ant_io_engine_parse(const char *s, enum ant_io_engine *out)
+{
+    if (s == NULL) {
+        return -EINVAL;
+    }
+    if (strcmp(s, "auto") == 0) {
+        *out = ANT_IO_ENGINE_AUTO;
+    } else if (strcmp(s, "uring") == 0 || strcmp(s, "io_uring") == 0) {
+        *out = ANT_IO_ENGINE_URING;
+    } else if (strcmp(s, "threads") == 0) {
+        *out = ANT_IO_ENGINE_THREADS;
+    } else {
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static const char *const g_ant_xform_names[] = {"raw", "decrypt", "reencrypt", "encrypt"};
+
+int ant_xform_parse(const char *s, enum ant_xform *out)
+{
+    for (size_t i = 0; s != NULL && i < ANT_ARRAY_LEN(g_ant_xform_names); i++) {
+        if (strcmp(s, g_ant_xform_names[i]) == 0) {
+            *out = (enum ant_xform)i;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+const char *ant_xform_name(enum ant_xform x)
+{
+    return (unsigned)x < ANT_ARRAY_LEN(g_ant_xform_names) ? g_ant_xform_names[x] : "?";
+}
+
+int ant_engine_new(const struct ant_engine_opts *o, struct ant_engine **out)
+{
+    struct ant_engine *e = calloc(1, sizeof(*e));
+    const char *env = getenv("ANTENNA_IO_ENGINE");
+    int rc = 0;
+    if (e == NULL) {
+        return -ENOMEM;
+    }
+    if (o != NULL) {
+        e->o = *o;
+    }
+    if (env != NULL && *env != '\0' && ant_io_engine_parse(env, &e->o.io_engine) < 0) {
+        ant_log(ANT_LOG_ERROR, "engine.config", "ANTENNA_IO_ENGINE=%s: expected auto, uring or threads", env);
+        rc = -EINVAL;
+        goto out;
+    }
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    e->o.queue_depth = e->o.queue_depth ? e->o.queue_depth : 256;
+    e->o.nbufs = e->o.nbufs ? e->o.nbufs : 32;
+    e->o.chunk_segments = e->o.chunk_segments ? e->o.chunk_segments : 8;
+    e->o.max_open_files = e->o.max_open_files ? e->o.max_open_files : 64;
+    e->o.crypto_threads = e->o.crypto_threads ? e->o.crypto_threads : (ncpu > 0 ? (unsigned)ncpu : 2);
+    e->o.io_threads = e->o.io_threads ? e->o.io_threads : 8;
+    e->o.checkpoint_bytes = e->o.checkpoint_bytes ? e->o.checkpoint_bytes : (1ull << 30);
+    e->o.checkpoint_files = e->o.checkpoint_files ? e->o.checkpoint_files : 1000;
+    /* a chunk must fit an io_uring length (unsigned) and stay a sane memory unit */
+    if (e->o.chunk_segments > 64 || e->o.nbufs > 4096 || e->o.queue_depth > 32768 ||
+        e->o.crypto_threads > 256 || e->o.io_threads > 256 || e->o.max_open_files > 65536) {
+        rc = -EINVAL;
+        goto out;
+    }
+    if (e->o.io_engine == ANT_IO_ENGINE_THREADS) {
+        e->be = &g_ant_threads_ops;
+    } else {
+        rc = uring_probe(e->o.queue_depth);
+        if (rc == 0) {
+            e->be = &g_ant_uring_ops;
+        } else if (e->o.io_engine == ANT_IO_ENGINE_AUTO) {
+            ant_log(ANT_LOG_WARN, "engine.fallback",
+                    "io_uring unavailable (%s), using %u pread/pwrite threads", strerror(-rc),
+                    e->o.io_threads);
+            e->be = &g_ant_threads_ops;
+            rc = 0;
+        } else {
+            ant_log(ANT_LOG_ERROR, "engine.uring_failed", "io_uring demanded but unavailable (%s)",
+                    strerror(-rc));
+            goto out;
+        }
+    }
+    ant_log(ANT_LOG_DEBUG, "engine.start", "backend %s", e->be->name);
+    *out = e;
+    e = NULL;
+out:
+    free(e);
+    return rc;
+}
+
+void ant_engine_free(struct ant_engine *e)
+{
+    free(e);
+}
+
+const char *ant_engine_backend(const struct ant_engine *e)
+{
+    return e->be->name;
+}
+
+/* --- slots --- */
+
+static struct slot *slot_get(struct run *r, struct sfile *f)
+{
+    struct slot *s = r->free_slots;
+    if (s == NULL) {
+        return NULL;
+    }
+    r->free_slots = s->next;
+    r->nfree--;
+    s->next = NULL;
+    s->f = f;
+    s->written = s->hashed = s->xformed = false;
+    s->busy = 0;
+    return s;
+}
+
+static void ready_remove(struct sfile *f, struct slot *s)
+{
+    for (struct slot **pp = &f->ready; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == s) {
+            *pp = s->next;
+            s->next = NULL;
+            return;
+        }
+    }
+}
+
+/* Returns a slot to the free list; a second call for a slot already free (a failing file
+ * releases its idle slots early) does nothing. */
+static void slot_put(struct run *r, struct slot *s)
+{
+    if (s->f == NULL) {
+        return;
+    }
+    ready_remove(s->f, s);
+    s->f = NULL;
+    s->next = r->free_slots;
+    r->free_slots = s;
+    r->nfree++;
+}
+
+/* --- submitting work --- */
+
+static void task_push(struct run *r, struct sfile *f, struct slot *s, struct ev *ev,
+                      enum ev_kind kind, void *obj)
+{
+    ev->kind = kind;
+    ev->obj = obj;
+    ev->rc = 0;
+    f->busy++;
+    if (s != NULL) {
+        s->busy++;
+    }
+    evq_push(&r->cq, ev);
+}
+
+static void file_fail(struct run *r, struct sfile *f, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void op_submit(struct run *r, struct io_op *op)
+{
+    int rc = r->be->submit(r, op);
+    if (rc < 0) {
+        file_fail(r, op->f, rc, "%s: could not queue I/O: %s", op->f->spec->dst, strerror(-rc));
+        return;
+    }
+    op->f->busy++;
+    if (op->s != NULL) {
+        op->s->busy++;
+    }
+}
+
+static void op_io(struct io_op *op, struct sfile *f, struct slot *s, enum op_kind kind, int fd,
+                  uint8_t *buf, size_t len, uint64_t off, int buf_index)
+{
+    op->kind = kind;
+    op->f = f;
+    op->s = s;
+    op->fd = fd;
+    op->buf = buf;
+    op->len = len;
+    op->off = off;
+    op->buf_index = buf_index;
+}
+
+/* --- ending a file --- */
+
+static void file_unlink(struct run *r, struct sfile *f)
+{
+    for (struct sfile **pp = &r->active; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == f) {
+            *pp = f->next;
+            break;
+        }
+    }
+    r->nactive--;
+    r->nended++;
+}
+
+static void file_free(struct sfile *f)
+{
+    if (f == NULL) {
+        return;
+    }
+    EVP_MD_CTX_free(f->md);
+    free(f->hdr_out);
+    xform_state_free(f->xs);
+    free(f);
+}
+
+static void report(struct run *r, size_t index, int rc, uint64_t bytes, const uint8_t *sha,
+                   const char *msg)
+{
+    const struct ant_stage_job *job = r->job;
+    struct ant_stage_file_result res = {.index = index, .rc = rc, .bytes = bytes, .msg = msg};
+    if (sha != NULL) {
+        memcpy(res.sha256, sha, ANT_SHA256_LEN);
+    }
+    if (job->progress != NULL) {
+        atomic_fetch_add(rc == 0 ? &job->progress->files_done : &job->progress->files_failed, 1);
+    }
+    if (job->on_file != NULL) {
+        job->on_file(job->cb_arg, &res);
+    }
+}
+
+/* Called when a failed file has nothing outstanding: closes, removes the temp file, reports. */
+static void file_end_failed(struct run *r, struct sfile *f)
+{
+    while (f->ready != NULL) {
+        slot_put(r, f->ready);
+    }
+    if (f->hdr_slot != NULL) {
+        slot_put(r, f->hdr_slot);
+        f->hdr_slot = NULL;
+    }
+    ant_close(f->srcfd);
+    ant_close(f->tmpfd);
+    f->srcfd = f->tmpfd = -1;
+    if (f->tmpname[0] != '\0' && unlinkat(r->tmp_fd, f->tmpname, 0) < 0 && errno != ENOENT) {
+        ant_log(ANT_LOG_WARN, "engine.cleanup", "could not remove temp file %s: %s", f->tmpname,
+                strerror(errno));
+    }
+    if (f->err != -ECANCELED) {
+        ant_log(ANT_LOG_WARN, "engine.file_failed", "%s", f->errmsg);
+        if (r->first_err == 0) {
+            r->first_err = f->err;
+            ant_diag_set(r->d, "%s", f->errmsg);
+        }
+        report(r, f->index, f->err, f->bytes_done, NULL, f->errmsg);
+    }
+    file_unlink(r, f);
+    file_free(f);
+}
+
+static void file_fail(struct run *r, struct sfile *f, int rc, const char *fmt, ...)
+{
+    if (f->err == 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(f->errmsg, sizeof(f->errmsg), fmt, ap);
+        va_end(ap);
+        f->err = rc;
+    }
+    if (f->busy == 0) {
+        file_end_failed(r, f);
+        return;
+    }
+    /* slots waiting only for their hash turn hold nothing in flight: free them now */
+    for (struct slot *s = f->ready, *next; s != NULL; s = next) {
+        next = s->next;
+        if (s->busy == 0) {
+            slot_put(r, s);
+        }
+    }
+}
+
+/* Makes completed files durable and reports them: the checkpoint a restarted job trusts. */
+static int ck_flush(struct run *r, bool sync)
+{
+    int rc = 0;
+    if (sync && syncfs(r->partial_fd) < 0) {
+        rc = -errno;
+    }
+    for (size_t i = 0; i < r->nck; i++) {
+        struct ckpt *c = &r->ck[i];
+        if (rc < 0) {
+            char msg[256];
+            snprintf(msg, sizeof(msg), "%s: could not make the staged copy durable: %s",
+                     r->job->files[c->index].dst, strerror(-rc));
+            if (r->first_err == 0) {
+                r->first_err = rc;
+                ant_diag_set(r->d, "%s", msg);
+            }
+            report(r, c->index, rc, c->bytes, NULL, msg);
+        } else {
+            report(r, c->index, 0, c->bytes, c->sha, NULL);
+        }
+    }
+    r->nck = 0;
+    r->ck_bytes = 0;
+    return rc;
+}
+
+static int ck_add(struct run *r, size_t index, uint64_t bytes, const uint8_t *sha)
+{
+    r->ck[r->nck].index = index;
+    r->ck[r->nck].bytes = bytes;
+    memcpy(r->ck[r->nck].sha, sha, ANT_SHA256_LEN);
+    r->nck++;
+    r->ck_bytes += bytes;
+    if (r->e->o.fsync_each) {
+        return ck_flush(r, false); /* each file was fsynced before its rename */
+    }
+    if (r->nck >= r->e->o.checkpoint_files || r->ck_bytes >= r->e->o.checkpoint_bytes) {
+        return ck_flush(r, true);
+    }
+    return 0;
+}
+
+/* The parent folder of a logical path inside the partial folder, confined; opened for
+ * reading so that it can also be fsynced. */
+static int open_parent(struct run *r, const char *path, const char **leaf)
+{
+    const char *slash = strrchr(path, '/');
+    char buf[ANT_STAGE_PATH_MAX + 1];
+    if (slash == NULL) {
+        *leaf = path;
+        int fd = fcntl(r->partial_fd, F_DUPFD_CLOEXEC, 0);
+        return fd < 0 ? -errno : fd;
+    }
+    size_t n = (size_t)(slash - path);
+    memcpy(buf, path, n);
+    buf[n] = '\0';
+    *leaf = slash + 1;
+    return ant_stage_openat(r->partial_fd, buf, O_RDONLY | O_DIRECTORY, 0);
+}
+
+/* Both files are closed: move the temp file to its logical name and queue the checkpoint. */
+static void file_publish(struct run *r, struct sfile *f)
+{
+    const char *leaf = NULL;
+    int pfd = open_parent(r, f->spec->dst, &leaf);
+    int rc = pfd;
+    if (pfd >= 0) {
+        rc = renameat(r->tmp_fd, f->tmpname, pfd, leaf) < 0 ? -errno : 0;
+        /* with fsync_each the checkpoint is reported now: its name must be durable too */
+        if (rc == 0 && r->e->o.fsync_each) {
+            rc = ant_fsync_dir(pfd);
+        }
+    }
+    ant_close(pfd);
+    if (rc < 0) {
+        file_fail(r, f, rc, "%s: could not move the finished file into place: %s", f->spec->dst,
+                  strerror(-rc));
+        return;
+    }
+    f->tmpname[0] = '\0';
+    rc = ck_add(r, f->index, f->bytes_done, f->sha);
+    (void)rc; /* a failed sync is reported per file and as the job's error */
+    file_unlink(r, f);
+    file_free(f);
+}
+
+static void file_close(struct run *r, struct sfile *f)
+{
+    f->state = F_CLOSING;
+    op_io(&f->op_close_src, f, NULL, OP_CLOSE, f->srcfd, NULL, 0, 0, -1);
+    f->srcfd = -1;
+    op_submit(r, &f->op_close_src);
+    op_io(&f->op_close_tmp, f, NULL, OP_CLOSE, f->tmpfd, NULL, 0, 0, -1);
+    f->tmpfd = -1;
+    op_submit(r, &f->op_close_tmp);
+}
+
+/* All chunks written and hashed (and the header): check the digest, then sync or close. */
+static void file_body_done(struct run *r, struct sfile *f)
+{
+    unsigned int mdlen = 0;
+    if (EVP_DigestFinal_ex(f->md, f->sha, &mdlen) != 1 || mdlen != ANT_SHA256_LEN) {
+        file_fail(r, f, -ENOMEM, "%s: SHA-256 failed", f->spec->dst);
+        return;
+    }
+    if (f->bytes_done != f->out_size) {
+        file_fail(r, f, -EIO, "%s: wrote %llu bytes, expected %llu", f->spec->dst,
+                  (unsigned long long)f->bytes_done, (unsigned long long)f->out_size);
+        return;
+    }
+    if (f->spec->has_sha256 && CRYPTO_memcmp(f->sha, f->spec->sha256, ANT_SHA256_LEN) != 0) {
+        char got[2 * ANT_SHA256_LEN + 1];
+        ant_hex_encode(f->sha, ANT_SHA256_LEN, got);
+        file_fail(r, f, -EBADMSG,
+                  "%s: checksum mismatch: the copy's SHA-256 is %s, not the expected value "
+                  "(source %s changed or is corrupt)",
+                  f->spec->dst, got, f->spec->src);
+        return;
+    }
+    if (r->e->o.fsync_each) {
+        f->state = F_CLOSING;
+        op_io(&f->op_fsync, f, NULL, OP_FSYNC, f->tmpfd, NULL, 0, 0, -1);
+        op_submit(r, &f->op_fsync);
+        return;
+    }
+    file_close(r, f);
+}
+
+static bool file_body_complete(const struct sfile *f)
+{
+    return f->state == F_BODY && f->chunks_done == f->nchunks &&
+           (f->hdr_out == NULL || f->hdr_written) && f->busy == 0;
+}
+
+/* --- events --- */
+
+static void chunk_try_hash(struct run *r, struct sfile *f)
+{
+    if (f->hashing || f->err != 0) {
+        return;
+    }
+    for (struct slot *s = f->ready; s != NULL; s = s->next) {
+        if (s->chunk == f->next_hash) {
+            ready_remove(f, s);
+            f->hashing = true;
+            task_push(r, f, s, &s->ev_h, EV_HASH, s);
+            return;
+        }
+    }
+}
+
+static void progress(struct run *r, struct sfile *f, uint64_t n)
+{
+    f->bytes_done += n;
+    r->total_bytes += n;
+    if (r->job->progress != NULL) {
+        atomic_fetch_add(&r->job->progress->bytes_done, n);
+    }
+    if (r->job->on_progress != NULL) {
+        r->job->on_progress(r->job->cb_arg, f->index, f->bytes_done, r->total_bytes);
+    }
+}
+
+static void slot_maybe_done(struct run *r, struct sfile *f, struct slot *s)
+{
+    if (f->err != 0) {
+        if (s->busy == 0) {
+            slot_put(r, s);
+        }
+        return;
+    }
+    if (s->written && s->hashed) {
+        slot_put(r, s);
+        f->chunks_done++;
+    }
+}
+
+static void chunk_write(struct run *r, struct sfile *f, struct slot *s)
+{
+    bool out = xform_changes_bytes(f->spec->xform);
+    uint64_t off = f->out_body_off + s->chunk * (uint64_t)f->out_chunk;
+    op_io(&s->op, f, s, OP_WRITE, f->tmpfd, out ? s->out : s->in, s->out_len, off,
+          (int)(2 * s->idx + (out ? 1 : 0)));
+    op_submit(r, &s->op);
+    /* hashing may run beside the write: both only read the buffer */
+    s->next = f->ready;
+    f->ready = s;
+    chunk_try_hash(r, f);
+}
+
+static void header_done(struct run *r, struct sfile *f, int rc)
+{
+    if (f->hdr_slot != NULL) {
+        slot_put(r, f->hdr_slot);
+        f->hdr_slot = NULL;
+    }
+    if (rc < 0) {
+        const char *what = rc == -ENOKEY ? "no header packet opens with the key (not encrypted "
+                                           "for this site, or the header is damaged)"
+                                         : "not a valid Crypt4GH file";
+        file_fail(r, f, rc, "%s: %s: %s", f->spec->src, what, strerror(-rc));
+        return;
+    }
+    f->nchunks = f->in_chunk ? (f->in_body_len + f->in_chunk - 1) / f->in_chunk : 0;
+    f->state = F_BODY;
+    if (f->hdr_out != NULL) {
+        if (EVP_DigestUpdate(f->md, f->hdr_out, f->hdr_out_len) != 1) {
+            file_fail(r, f, -ENOMEM, "%s: SHA-256 failed", f->spec->dst);
+            return;
+        }
+        op_io(&f->op_hdr, f, NULL, OP_WRITE, f->tmpfd, f->hdr_out, f->hdr_out_len, 0, -1);
+        op_submit(r, &f->op_hdr);
+    }
+    if (file_body_complete(f)) {
+        file_body_done(r, f);
+    }
+}
+
+void run_event(struct run *r, struct ev *ev)
+{
+    struct slot *s = NULL;
+    struct sfile *f;
+    if (ev->kind == EV_HDR) {
+        f = ev->obj;
+        f->busy--;
+        if (f->err != 0) {
+            if (f->busy == 0) {
+                file_end_failed(r, f);
+            }
+            return;
+        }
+        header_done(r, f, ev->rc);
+        return;
+    }
+    s = ev->obj;
+    f = s->f;
+    f->busy--;
+    s->busy--;
+    if (ev->kind == EV_XFORM) {
+        s->xformed = true;
+        if (f->err == 0 && ev->rc < 0) {
+            file_fail(r, f, ev->rc,
+                      ev->rc == -EBADMSG ? "%s: Crypt4GH segment %llu failed authentication "
+                                           "(MAC mismatch: the archive file is damaged or was "
+                                           "altered)%.0s"
+                                         : "%s: transform of chunk %llu failed: %s",
+                      f->spec->src,
+                      (unsigned long long)(s->chunk * (f->in_chunk / C4GH_SEG_ENC)),
+                      strerror(-ev->rc));
+        }
+        if (f->err == 0) {
+            chunk_write(r, f, s);
+            return;
+        }
+    } else {
+        s->hashed = true;
+        f->hashing = false;
+        f->next_hash++;
+        if (f->err == 0 && ev->rc < 0) {
+            file_fail(r, f, ev->rc, "%s: SHA-256 failed", f->spec->dst);
+        }
+        chunk_try_hash(r, f);
+    }
+    slot_maybe_done(r, f, s);
+    if (f->err != 0) {
+        if (f->busy == 0) {
+            file_end_failed(r, f);
+        }
+        return;
+    }
+    if (file_body_complete(f)) {
+        file_body_done(r, f);
+    }
+}
+
+static const char *io_what(int rc)
+{
+    switch (rc) {
+    case -ENOSPC:
+        return "the destination is full (ENOSPC)";
+    case -EDQUOT:
+        return "the destination quota is exceeded (EDQUOT)";
+    case -EIO:
+        return "I/O error (EIO)";
+    case -ENODATA:
+        return "the source file shrank while it was being copied";
+    default:
+        return strerror(-rc);
+    }
+}
+
+static void file_opened(struct run *r, struct sfile *f)
+{
+    struct stat st;
+    if (fstat(f->srcfd, &st) < 0) {
+        file_fail(r, f, -errno, "source %s: %s", f->spec->src, strerror(errno));
+        return;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        file_fail(r, f, -EINVAL, "source %s is not a regular file", f->spec->src);
+        return;
+    }
+    f->src_size = (uint64_t)st.st_size;
+    if (xform_has_header(f->spec->xform)) {
+        f->state = F_HEADER; /* the scheduler reads the header when a buffer is free */
+        return;
+    }
+    f->in_body_off = f->out_body_off = 0;
+    f->in_body_len = f->out_size = f->src_size;
+    f->in_chunk = f->out_chunk = r->plain_chunk;
+    header_done(r, f, 0);
+}
+
+void run_op_done(struct run *r, struct io_op *op, int res)
+{
+    struct sfile *f = op->f;
+    struct slot *s = op->s;
+    f->busy--;
+    if (s != NULL) {
+        s->busy--;
+    }
+    if ((res == -EAGAIN || res == -EINTR) && f->err == 0) {
+        op_submit(r, op);
+        return;
+    }
+    if ((op->kind == OP_READ || op->kind == OP_WRITE) && res >= 0) {
+        /* op->off ends where the op's bytes end: readers of the chunk length rely on it */
+        size_t n = (size_t)res < op->len ? (size_t)res : op->len;
+        op->buf += n;
+        op->off += n;
+        op->len -= n;
+        if (op->len > 0 && res == 0) {
+            /* a read of 0 before the end: the file shrank since fstat */
+            res = op->kind == OP_READ ? -ENODATA : -EIO;
+        } else if (op->len > 0 && f->err == 0) {
+            op_submit(r, op); /* short I/O: the rest */
+            return;
+        }
+    }
+    if (res < 0 && f->err == 0) {
+        if (op == &f->op_open_src || (op->kind == OP_READ)) {
+            const char *what = res == -ENOENT   ? "does not exist"
+                               : res == -ELOOP  ? "is a symlink (refused)"
+                               : res == -EXDEV  ? "escapes the source root (refused)"
+                               : res == -EACCES ? "is not readable (permission denied)"
+                                                : io_what(res);
+            file_fail(r, f, res, "source %s: %s", f->spec->src, what);
+        } else {
+            file_fail(r, f, res, "%s: %s", f->spec->dst, io_what(res));
+        }
+    }
+    if (op->kind == OP_OPEN && res >= 0) {
+        if (op == &f->op_open_src) {
+            f->srcfd = res;
+        } else {
+            f->tmpfd = res;
+        }
+    }
+    if (f->err != 0) {
+        if (s != NULL) {
+            slot_maybe_done(r, f, s);
+        }
+        if (f->busy == 0) {
+            file_end_failed(r, f);
+        }
+        return;
+    }
+    switch (f->state) {
+    case F_OPENING:
+        if (f->busy == 0) {
+            file_opened(r, f);
+        }
+        return;
+    case F_HEADER:
+        /* the header bytes are in: parse / build the header on a pool thread */
+        task_push(r, f, NULL, &f->ev_hdr, EV_HDR, f);
+        return;
+    case F_BODY:
+        if (op == &f->op_hdr) {
+            f->hdr_written = true;
+        } else if (op->kind == OP_READ) {
+            if (xform_changes_bytes(f->spec->xform)) {
+                task_push(r, f, s, &s->ev_x, EV_XFORM, s);
+            } else {
+                s->xformed = true;
+                s->out_len = (size_t)(op->off - (f->in_body_off + s->chunk * f->in_chunk));
+                chunk_write(r, f, s);
+            }
+            return;
+        } else {
+            s->written = true;
+            progress(r, f, s->out_len);
+            slot_maybe_done(r, f, s);
+        }
+        if (file_body_complete(f)) {
+            file_body_done(r, f);
+        }
+        return;
+    case F_CLOSING:
+        if (op == &f->op_fsync) {
+            file_close(r, f);
+        } else if (f->busy == 0) {
+            file_publish(r, f);
+        }
+        return;
+    case F_DONE:
+        return;
+    }
+}
+
+/* --- scheduling --- */
+
+static void chunk_read(struct run *r, struct sfile *f, struct slot *s)
+{
+    uint64_t c = f->next_read++;
+    uint64_t start = c * f->in_chunk;
+    uint64_t left = f->in_body_len - start;
+    size_t len = left < f->in_chunk ? (size_t)left : f->in_chunk;
+    s->chunk = c;
+    op_io(&s->op, f, s, OP_READ, f->srcfd, s->in, len, f->in_body_off + start, (int)(2 * s->idx));
+    op_submit(r, &s->op);
+}
+
+static void schedule(struct run *r)
+{
+    for (struct sfile *f = r->active, *next; f != NULL && r->nfree > 0; f = next) {
+        next = f->next;
+        if (f->err != 0) {
+            continue;
+        }
+        if (f->state == F_HEADER && f->hdr_slot == NULL && f->busy == 0) {
+            f->hdr_slot = slot_get(r, f);
+            size_t len = f->src_size < r->bufsize ? (size_t)f->src_size : r->bufsize;
+            if (len == 0) {
+                /* encrypt of an empty file still needs its header; decrypt needs bytes */
+                task_push(r, f, NULL, &f->ev_hdr, EV_HDR, f);
+                continue;
+            }
+            op_io(&f->hdr_slot->op, f, f->hdr_slot, OP_READ, f->srcfd, f->hdr_slot->in, len, 0,
+                  (int)(2 * f->hdr_slot->idx));
+            op_submit(r, &f->hdr_slot->op);
+            continue;
+        }
+        while (f->state == F_BODY && f->err == 0 && f->next_read < f->nchunks && r->nfree > 0) {
+            chunk_read(r, f, slot_get(r, f));
+        }
+    }
+}
+
+/* A file checkpointed by an earlier run: kept if it is there (and matches its digest). */
+static bool resume_verified(struct run *r, const struct ant_stage_file *spec, uint8_t sha[32],
+                            uint64_t *bytes)
+{
+    enum { RESUME_BUF = 1u << 20 };
+    int fd = ant_stage_openat(r->partial_fd, spec->dst, O_RDONLY, 0);
+    EVP_MD_CTX *md = NULL;
+    /* not a chunk slot: those may be in flight for other files */
+    uint8_t *buf = NULL;
+    bool ok = false;
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        goto out;
+    }
+    buf = malloc(RESUME_BUF);
+    if (buf == NULL) {
+        goto out;
+    }
+    *bytes = (uint64_t)st.st_size;
+    md = EVP_MD_CTX_new();
+    if (md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+        goto out;
+    }
+    for (;;) {
+        ssize_t n = read(fd, buf, RESUME_BUF);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 || (n > 0 && EVP_DigestUpdate(md, buf, (size_t)n) != 1)) {
+            goto out;
+        }
+        if (n == 0) {
+            break;
+        }
+    }
+    ok = EVP_DigestFinal_ex(md, sha, NULL) == 1 &&
+         (!spec->has_sha256 || CRYPTO_memcmp(sha, spec->sha256, ANT_SHA256_LEN) == 0);
+out:
+    free(buf);
+    EVP_MD_CTX_free(md);
+    ant_close(fd);
+    return ok;
+}
+
+static int admit(struct run *r)
+{
+    size_t i = r->next_file++;
+    const struct ant_stage_file *spec = &r->job->files[i];
+    const char *slash = strrchr(spec->dst, '/');
+    size_t plen = slash != NULL ? (size_t)(slash - spec->dst) : 0;
+    struct sfile *f = NULL;
+    int rc;
+    if (spec->done) {
+        uint8_t sha[ANT_SHA256_LEN];
+        uint64_t bytes = 0;
+        if (resume_verified(r, spec, sha, &bytes)) {
+            r->nended++;
+            report(r, i, 0, bytes, sha, NULL);
+            return 0;
+        }
+        ant_log(ANT_LOG_INFO, "engine.resume_recopy",
+                "%s: checkpointed copy missing or changed, copying again", spec->dst);
+        /* if the new copy fails, the stale one must not stay under the final name */
+        const char *leaf = NULL;
+        int pfd = open_parent(r, spec->dst, &leaf);
+        if (pfd >= 0) {
+            (void)unlinkat(pfd, leaf, 0);
+            ant_close(pfd);
+        }
+    }
+    if (!r->have_lastdir || plen != r->lastdir_len || memcmp(r->lastdir, spec->dst, plen) != 0) {
+        rc = stage_mkdirs(r->partial_fd, spec->dst, plen);
+        if (rc < 0) {
+            char msg[256];
+            snprintf(msg, sizeof(msg), "%s: could not create its folder: %s%s", spec->dst,
+                     strerror(-rc), rc == -ELOOP || rc == -ENOTDIR ? " (a symlink or file is in the way)" : "");
+            r->nended++;
+            if (r->first_err == 0) {
+                r->first_err = rc;
+                ant_diag_set(r->d, "%s", msg);
+            }
+            report(r, i, rc, 0, NULL, msg);
+            return 0;
+        }
+        memcpy(r->lastdir, spec->dst, plen);
+        r->lastdir_len = plen;
+        r->have_lastdir = true;
+    }
+    f = calloc(1, sizeof(*f));
+    if (f == NULL) {
+        return -ENOMEM;
+    }
+    f->index = i;
+    f->spec = spec;
+    f->srcfd = f->tmpfd = -1;
+    f->state = F_OPENING;
+    snprintf(f->tmpname, sizeof(f->tmpname), "%zu", i);
+    f->md = EVP_MD_CTX_new();
+    if (f->md == NULL || EVP_DigestInit_ex(f->md, EVP_sha256(), NULL) != 1) {
+        file_free(f);
+        return -ENOMEM;
+    }
+    f->next = NULL;
+    struct sfile **pp = &r->active;
+    while (*pp != NULL) {
+        pp = &(*pp)->next;
+    }
+    *pp = f;
+    r->nactive++;
+    f->op_open_src = (struct io_op){.kind = OP_OPEN, .f = f, .dirfd = r->job->src_root,
+                                    .path = spec->src, .oflags = O_RDONLY | O_NONBLOCK,
+                                    .buf_index = -1};
+    op_submit(r, &f->op_open_src);
+    if (f->err == 0) {
+        f->op_open_tmp = (struct io_op){.kind = OP_OPEN, .f = f, .dirfd = r->tmp_fd,
+                                        .path = f->tmpname,
+                                        .oflags = O_WRONLY | O_CREAT | O_TRUNC, .mode = 0640,
+                                        .buf_index = -1};
+        op_submit(r, &f->op_open_tmp);
+    }
+    return 0;
+}
+
+/* --- the pool threads --- */
+
+static void *cpool_main(void *arg)
+{
+    struct run *r = arg;
+    struct ev *ev;
+    while ((ev = evq_pop(&r->cq)) != NULL) {
+        if (ev->kind == EV_HDR) {
+            struct sfile *f = ev->obj;
+            const uint8_t *in = f->hdr_slot != NULL ? f->hdr_slot->in : NULL;
+            size_t len = f->hdr_slot != NULL ? (size_t)(f->hdr_slot->op.off) : 0;
+            ev->rc = xform_header(r, f, in, len);
+        } else if (ev->kind == EV_XFORM) {
+            struct slot *s = ev->obj;
+            struct sfile *f = s->f;
+            size_t in_len = (size_t)(s->op.off - (f->in_body_off + s->chunk * f->in_chunk));
+            ev->rc = xform_chunk(f, s->chunk, s->in, in_len, s->out, &s->out_len);
+        } else {
+            struct slot *s = ev->obj;
+            const uint8_t *p = xform_changes_bytes(s->f->spec->xform) ? s->out : s->in;
+            ev->rc = EVP_DigestUpdate(s->f->md, p, s->out_len) == 1 ? 0 : -ENOMEM;
+        }
+        evq_push(&r->evq, ev);
+    }
+    return NULL;
+}
+
+/* --- the run --- */
+
+static int check_job(const struct ant_stage_job *job, struct ant_diag *d)
+{
+    if (job->name == NULL || stage_name_check(job->name) < 0) {
+        ant_diag_set(d, "job name must be one path component not starting with '.'");
+        return -EINVAL;
+    }
+    if (job->nfiles > 0 && job->files == NULL) {
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < job->nfiles; i++) {
+        const struct ant_stage_file *f = &job->files[i];
+        if (f->src == NULL || ant_stage_path_check(ant_bytes_str(f->src)) < 0) {
+            ant_diag_set(d, "file %zu: source path is not an acceptable relative path", i);
+            return -EINVAL;
+        }
+        if (f->dst == NULL || ant_stage_path_check(ant_bytes_str(f->dst)) < 0) {
+            ant_diag_set(d, "file %zu: destination path is not an acceptable relative path", i);
+            return -EINVAL;
+        }
+        if ((unsigned)f->xform > ANT_XFORM_ENCRYPT) {
+            return -EINVAL;
+        }
+        int rc = xform_check_job(job, f->xform);
+        if (rc < 0) {
+            ant_diag_set(d, "file %zu (%s): %s needs %s", i, f->dst, ant_xform_name(f->xform),
+                         rc == -ENOKEY ? "a key / recipient public key" : "Crypt4GH support");
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* Opens (creating if needed) a work folder directly under dst_root, never through a link. */
+static int open_workdir(int root, const char *name)
+{
+    if (mkdirat(root, name, 0750) < 0 && errno != EEXIST) {
+        return -errno;
+    }
+    int fd = openat(root, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+/* Before the backend stops: a pool thread may still push to the run's event queue, whose
+ * eventfd the io_uring backend closes. */
+static void run_stop_crypto(struct run *r)
+{
+    if (r->cthreads != NULL) {
+        evq_stop(&r->cq);
+        for (unsigned i = 0; i < r->ncthreads; i++) {
+            pthread_join(r->cthreads[i], NULL);
+        }
+        free(r->cthreads);
+        r->cthreads = NULL;
+    }
+}
+
+static void run_fini(struct run *r)
+{
+    run_stop_crypto(r);
+    free(r->slots);
+    free(r->bufmem);
+    free(r->ck);
+    ant_close(r->partial_fd);
+    ant_close(r->tmp_fd);
+}
+
+static int run_init(struct run *r)
+{
+    const struct ant_engine_opts *o = &r->e->o;
+    int rc;
+    r->plain_chunk = (size_t)o->chunk_segments * C4GH_SEG;
+    r->bufsize = (size_t)o->chunk_segments * C4GH_SEG_ENC;
+    if (r->bufsize < STAGE_HDR_READ_MAX) {
+        r->bufsize = STAGE_HDR_READ_MAX;
+    }
+    r->bufsize = (r->bufsize + 4095) & ~(size_t)4095;
+    r->nslots = o->nbufs;
+    r->slots = calloc(r->nslots, sizeof(*r->slots));
+    r->bufmem = aligned_alloc(4096, r->bufsize * 2 * r->nslots);
+    r->ck = calloc(o->checkpoint_files, sizeof(*r->ck));
+    r->cthreads = calloc(o->crypto_threads, sizeof(*r->cthreads));
+    if (r->slots == NULL || r->bufmem == NULL || r->ck == NULL || r->cthreads == NULL) {
+        return -ENOMEM;
+    }
+    for (unsigned i = r->nslots; i-- > 0;) {
+        struct slot *s = &r->slots[i];
+        s->idx = i;
+        s->in = r->bufmem + (size_t)2 * i * r->bufsize;
+        s->out = s->in + r->bufsize;
+        s->next = r->free_slots;
+        r->free_slots = s;
+    }
+    r->nfree = r->nslots;
+    for (; r->ncthreads < o->crypto_threads; r->ncthreads++) {
+        rc = -pthread_create(&r->cthreads[r->ncthreads], NULL, cpool_main, r);
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static int work_folders(struct run *r, char *partial, char *tmp, size_t cap)
+{
+    const struct ant_stage_job *job = r->job;
+    struct stat st;
+    if (fstatat(job->dst_root, job->name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        ant_diag_set(r->d, "%s already exists in the destination", job->name);
+        return -EEXIST;
+    }
+    int n1 = snprintf(partial, cap, ".%s.partial", job->name);
+    int n2 = snprintf(tmp, cap, ".%s.tmp", job->name);
+    if (n1 < 0 || (size_t)n1 >= cap || n2 < 0 || (size_t)n2 >= cap) {
+        return -EINVAL;
+    }
+    r->partial_fd = open_workdir(job->dst_root, partial);
+    if (r->partial_fd < 0) {
+        ant_diag_set(r->d, "cannot create %s: %s", partial, strerror(-r->partial_fd));
+        return r->partial_fd;
+    }
+    r->tmp_fd = open_workdir(job->dst_root, tmp);
+    if (r->tmp_fd < 0) {
+        ant_diag_set(r->d, "cannot create %s: %s", tmp, strerror(-r->tmp_fd));
+        return r->tmp_fd;
+    }
+    return 0;
+}
+
+static void remove_tree(int dirfd, const char *name)
+{
+    int rc = ant_rmtree_at(dirfd, name);
+    if (rc < 0 && rc != -ENOENT) {
+        ant_log(ANT_LOG_WARN, "engine.cleanup", "could not remove %s: %s", name, strerror(-rc));
+    }
+}
+
+static int publish(struct run *r, const char *partial, const char *tmp)
+{
+    const struct ant_stage_job *job = r->job;
+    int rc = ant_rmtree_at(job->dst_root, tmp);
+    if (rc < 0 && rc != -ENOENT) {
+        return rc;
+    }
+    /* everything under .J.partial is durable (ck_flush synced it): now make it visible */
+    if (renameat2(job->dst_root, partial, job->dst_root, job->name, RENAME_NOREPLACE) < 0) {
+        rc = -errno;
+        ant_diag_set(r->d, "could not publish %s: %s", job->name, strerror(errno));
+        return rc;
+    }
+    rc = ant_fsync_dir(job->dst_root);
+    if (rc < 0) {
+        ant_diag_set(r->d, "could not sync the destination folder: %s", strerror(-rc));
+    }
+    return rc;
+}
+
+int ant_engine_run(struct ant_engine *e, const struct ant_stage_job *job, struct ant_diag *d)
+{
+    struct run r;
+    char partial[ANT_STAGE_NAME_MAX + 16], tmp[ANT_STAGE_NAME_MAX + 16];
+    bool be_started = false, made_folders = false;
+    int rc;
+    memset(&r, 0, sizeof(r));
+    r.e = e;
+    r.job = job;
+    r.be = e->be;
+    r.d = d;
+    r.partial_fd = r.tmp_fd = -1;
+    rc = evq_init(&r.evq);
+    if (rc < 0) {
+        return rc;
+    }
+    rc = evq_init(&r.cq);
+    if (rc < 0) {
+        evq_fini(&r.evq);
+        return rc;
+    }
+    rc = check_job(job, d);
+    if (rc < 0) {
+        goto out;
+    }
+    rc = work_folders(&r, partial, tmp, sizeof(partial));
+    made_folders = r.partial_fd >= 0;
+    if (rc < 0) {
+        goto out;
+    }
+    rc = run_init(&r);
+    if (rc < 0) {
+        goto out;
+    }
+    rc = r.be->start(&r);
+    if (rc < 0) {
+        ant_diag_set(d, "the %s backend did not start: %s", r.be->name, strerror(-rc));
+        goto out;
+    }
+    be_started = true;
+    for (;;) {
+        if (!r.cancelled && job->cancel != NULL && atomic_load(job->cancel)) {
+            r.cancelled = true;
+            for (struct sfile *f = r.active, *next; f != NULL; f = next) {
+                next = f->next;
+                file_fail(&r, f, -ECANCELED, "cancelled");
+            }
+        }
+        while (!r.cancelled && r.nactive < e->o.max_open_files && r.next_file < job->nfiles) {
+            rc = admit(&r);
+            if (rc < 0) {
+                goto out;
+            }
+        }
+        schedule(&r);
+        if (r.nactive == 0 && (r.cancelled || r.next_file >= job->nfiles)) {
+            break;
+        }
+        rc = r.be->reap(&r, REAP_TIMEOUT_MS);
+        if (rc < 0) {
+            ant_log(ANT_LOG_ERROR, "engine.backend_failed", "%s: %s", r.be->name, strerror(-rc));
+            ant_diag_set(d, "the %s backend failed: %s", r.be->name, strerror(-rc));
+            goto out;
+        }
+    }
+    r.be->stop(&r);
+    be_started = false;
+    if (r.cancelled) {
+        ant_log(ANT_LOG_INFO, "engine.cancelled", "job %s cancelled, partial output removed",
+                job->name);
+        rc = -ECANCELED;
+        ant_diag_set(d, "job %s was cancelled", job->name);
+        goto out;
+    }
+    /* One syncfs covers the data, the renames into .J.partial and the folders made for them;
+     * only then are the last checkpoints reported and the job folder published. */
+    rc = ck_flush(&r, true);
+    if (rc < 0) {
+        ant_diag_set(d, "could not make the staged files durable: %s", strerror(-rc));
+    }
+    if (rc == 0 && r.first_err == 0) {
+        rc = publish(&r, partial, tmp);
+    }
+    if (rc == 0) {
+        rc = r.first_err;
+    }
+out:
+    run_stop_crypto(&r);
+    if (be_started) {
+        r.be->stop(&r);
+        /* the ring is gone (its ops cancelled) or the pool joined: release what files hold */
+        while (r.active != NULL) {
+            struct sfile *f = r.active;
+            ant_close(f->srcfd);
+            ant_close(f->tmpfd);
+            r.active = f->next;
+            file_free(f);
+        }
+    }
+    run_fini(&r);
+    if (made_folders && rc == -ECANCELED) {
+        remove_tree(job->dst_root, partial);
+        remove_tree(job->dst_root, tmp);
+    } else if (made_folders && rc < 0) {
+        /* .J.partial keeps the checkpointed files for a resumed run */
+        remove_tree(job->dst_root, tmp);
+    }
+    evq_fini(&r.evq);
+    evq_fini(&r.cq);
+    return rc;
+}

@@ -1,0 +1,233 @@
+/* Shared by the files of the staging engine: the job run, its files, chunk slots, I/O
+ * operations, the event queue and the backends' ops table. Only the run's own thread (the
+ * "control thread") touches run, sfile and slot state; pool threads get a task, do it, and
+ * hand it back through the run's event queue. */
+#ifndef ANT_STAGING_ENGINE_INTERNAL_H
+#define ANT_STAGING_ENGINE_INTERNAL_H
+
+#include <linux/openat2.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <openssl/evp.h>
+
+#include "staging/engine.h"
+
+#define C4GH_SEG 65536u
+#define C4GH_SEG_OVERHEAD 28u
+#define C4GH_SEG_ENC (C4GH_SEG + C4GH_SEG_OVERHEAD)
+/* A Crypt4GH header is read into one chunk buffer; a longer one is refused. */
+#define STAGE_HDR_READ_MAX (256u * 1024u)
+
+struct run;
+struct sfile;
+struct slot;
+
+/* A completion handed to the control thread. */
+enum ev_kind {
+    EV_IO,       /* an io_op finished (threads backend) */
+    EV_XFORM,    /* a chunk's transform finished */
+    EV_HASH,     /* a chunk was hashed */
+    EV_HDR,      /* a file's header task finished */
+};
+
+struct ev {
+    struct ev *next;
+    enum ev_kind kind;
+    void *obj;
+    int rc;
+};
+
+/* A mutex-protected FIFO of events (also the task queue of the pools). */
+struct evq {
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    struct ev *head, *tail;
+    bool stop;
+    int efd; /* eventfd poked on push, or -1 */
+};
+
+ANT_MUST_CHECK int evq_init(struct evq *q);
+void evq_fini(struct evq *q);
+void evq_push(struct evq *q, struct ev *e);
+/* Everything queued, oldest first; NULL when empty. */
+struct ev *evq_take_all(struct evq *q);
+/* Waits up to timeout_ms for events; returns them (oldest first) or NULL. */
+struct ev *evq_wait_all(struct evq *q, int timeout_ms);
+/* For pool threads: one item, waiting while empty; NULL once stopped. */
+struct ev *evq_pop(struct evq *q);
+void evq_stop(struct evq *q);
+
+enum op_kind {
+    OP_OPEN,  /* openat2(dirfd, path, oflags, mode), confined */
+    OP_READ,
+    OP_WRITE,
+    OP_FSYNC,
+    OP_CLOSE,
+};
+
+struct io_op {
+    struct ev ev; /* threads backend: queue link and completion */
+    enum op_kind kind;
+    struct sfile *f;
+    struct slot *s; /* chunk I/O; NULL for a file's own ops */
+    int fd;
+    int dirfd;
+    const char *path;
+    int oflags;
+    unsigned mode;
+    uint8_t *buf;
+    size_t len;    /* bytes still to move */
+    uint64_t off;  /* where the next byte goes */
+    int buf_index; /* registered buffer, or -1 */
+    struct open_how how; /* io_uring reads it at submission */
+    int res;
+};
+
+/* Runs an op with plain syscalls (threads backend, and ring ops the kernel lacks). Returns
+ * the syscall's result: an fd, a byte count (one call, may be short), 0 or -errno. */
+int op_exec_sync(struct io_op *op);
+
+/* The backend's ops table (STYLE.md §7): chosen once per engine. */
+struct backend_ops {
+    const char *name;
+    ANT_MUST_CHECK int (*start)(struct run *r);
+    /* Queues an op; it completes later through run_op_done(). */
+    ANT_MUST_CHECK int (*submit)(struct run *r, struct io_op *op);
+    /* Sends queued ops, waits up to timeout_ms for completions and delivers them (and pool
+     * events) to the run. Returns 0 or -errno for a broken backend. */
+    ANT_MUST_CHECK int (*reap)(struct run *r, int timeout_ms);
+    void (*stop)(struct run *r);
+};
+
+extern const struct backend_ops g_ant_uring_ops;
+extern const struct backend_ops g_ant_threads_ops;
+/* Probes for a ring at engine start-up: 0 or the -errno io_uring_queue_init gave. */
+ANT_MUST_CHECK int uring_probe(unsigned depth);
+
+/* The engine: options and the chosen backend. Immutable after ant_engine_new. */
+struct ant_engine {
+    struct ant_engine_opts o;
+    const struct backend_ops *be;
+};
+
+enum file_state {
+    F_OPENING,
+    F_HEADER,  /* reading / transforming / writing the Crypt4GH header */
+    F_BODY,
+    F_CLOSING,
+    F_DONE,
+};
+
+/* Per-file Crypt4GH state, owned by xform.c. */
+struct xform_state;
+
+struct sfile {
+    struct sfile *next; /* run's active list */
+    size_t index;
+    const struct ant_stage_file *spec;
+    enum file_state state;
+    int err;            /* first failure; the file stops issuing work */
+    char errmsg[200];
+    int srcfd, tmpfd;
+    char tmpname[24];
+    unsigned busy;      /* ops and tasks outstanding */
+    uint64_t src_size;
+    uint64_t in_body_off;  /* where the body starts in the source */
+    uint64_t in_body_len;
+    uint64_t out_body_off; /* where it starts in the output */
+    uint64_t out_size;     /* expected bytes written */
+    size_t in_chunk;       /* source bytes per chunk */
+    size_t out_chunk;
+    uint64_t nchunks, next_read, next_hash, chunks_done;
+    bool hdr_written;
+    struct slot *ready;    /* transformed, waiting for their turn to be hashed */
+    bool hashing;
+    EVP_MD_CTX *md;
+    uint8_t sha[ANT_SHA256_LEN];
+    uint64_t bytes_done;
+    uint8_t *hdr_out;      /* header to write (encrypt, reencrypt) */
+    size_t hdr_out_len;
+    struct slot *hdr_slot; /* holds the source header while it is parsed */
+    struct xform_state *xs;
+    struct io_op op_open_src, op_open_tmp, op_hdr, op_fsync, op_close_src, op_close_tmp;
+    struct ev ev_hdr;
+};
+
+struct slot {
+    struct slot *next;   /* free list / file's ready list */
+    unsigned idx;
+    uint8_t *in, *out;   /* out == in when the transform leaves bytes alone */
+    struct sfile *f;
+    uint64_t chunk;
+    size_t out_len;
+    bool written, hashed, xformed;
+    unsigned busy;
+    struct io_op op;
+    struct ev ev_x, ev_h;
+};
+
+/* A durable-pending finished file: reported to on_file after the next sync. */
+struct ckpt {
+    size_t index;
+    uint64_t bytes;
+    uint8_t sha[ANT_SHA256_LEN];
+};
+
+struct run {
+    struct ant_engine *e;
+    const struct ant_stage_job *job;
+    const struct backend_ops *be;
+    void *be_state;
+    struct evq evq;      /* completions to the control thread */
+    struct evq cq;       /* crypto / hash tasks */
+    pthread_t *cthreads;
+    unsigned ncthreads;
+    struct slot *slots;
+    struct slot *free_slots;
+    unsigned nslots, nfree;
+    uint8_t *bufmem;
+    size_t bufsize;      /* each of in / out */
+    size_t plain_chunk;  /* chunk_segments * 64 KiB */
+    int partial_fd, tmp_fd;
+    struct sfile *active;
+    unsigned nactive;
+    size_t next_file;
+    size_t nended;       /* files done or failed */
+    int first_err;
+    struct ant_diag *d;
+    struct ckpt *ck;
+    size_t nck;
+    uint64_t ck_bytes;
+    uint64_t total_bytes;
+    bool cancelled;
+    char lastdir[ANT_STAGE_PATH_MAX + 1];
+    size_t lastdir_len;
+    bool have_lastdir;
+};
+
+/* Delivered by backends: an op finished with `res` (fd, bytes, 0 or -errno). */
+void run_op_done(struct run *r, struct io_op *op, int res);
+/* Delivered by backends for events from the pools. */
+void run_event(struct run *r, struct ev *ev);
+
+/* path.c */
+ANT_MUST_CHECK int stage_name_check(const char *name);
+/* Creates the folders of path[0..len) under rootfd (confined); 0 if they exist. */
+ANT_MUST_CHECK int stage_mkdirs(int rootfd, const char *path, size_t len);
+
+/* xform.c: the transforms, run on pool threads. */
+ANT_MUST_CHECK int xform_check_job(const struct ant_stage_job *job, enum ant_xform x);
+/* Header step (pool thread): reads the source header from in[0..len), fills f->in_body_off,
+ * f->in_body_len, f->hdr_out, f->out_body_off, f->out_size, chunk sizes and f->xs. */
+ANT_MUST_CHECK int xform_header(const struct run *r, struct sfile *f, const uint8_t *in,
+                                size_t len);
+/* Body chunk (pool thread): chunk `c` of f from in[0..in_len) to out; *out_len set. */
+ANT_MUST_CHECK int xform_chunk(const struct sfile *f, uint64_t c, const uint8_t *in, size_t in_len,
+                               uint8_t *out, size_t *out_len);
+void xform_state_free(struct xform_state *xs);
+bool xform_has_header(enum ant_xform x);
+bool xform_changes_bytes(enum ant_xform x);
+
+#endif

@@ -1,0 +1,752 @@
+/* Unit tests for staging/engine.h: the logical-path validator, confined opens, and staging
+ * jobs on each backend (io_uring is skipped where no ring sets up). */
+#include "tests/unit/testutil.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "staging/engine.h"
+
+/* --- fixtures --- */
+
+struct fx {
+    enum ant_io_engine eng;
+    char *dir;
+    int src, dst; /* <dir>/src and <dir>/dst */
+    struct ant_engine *e;
+    char mnt[512]; /* a tmpfs a test mounted, unmounted by teardown even when it fails */
+};
+
+struct results {
+    size_t nok, nfail;
+    int last_rc;
+    char last_msg[256];
+    uint64_t last_total;
+    size_t ncalls;
+    const atomic_bool *cancel_flag; /* set after the first progress callback */
+    atomic_bool *to_set;
+    int *seen;                      /* per-file count of on_file calls */
+};
+
+static void on_file(void *arg, const struct ant_stage_file_result *r)
+{
+    struct results *res = arg;
+    if (res->seen != NULL) {
+        res->seen[r->index]++;
+    }
+    if (r->rc == 0) {
+        res->nok++;
+    } else {
+        res->nfail++;
+        res->last_rc = r->rc;
+        snprintf(res->last_msg, sizeof(res->last_msg), "%s", r->msg ? r->msg : "");
+    }
+}
+
+static void on_progress(void *arg, size_t index, uint64_t file_bytes, uint64_t total)
+{
+    struct results *res = arg;
+    (void)index;
+    (void)file_bytes;
+    assert_true(total >= res->last_total);
+    res->last_total = total;
+    res->ncalls++;
+    if (res->to_set != NULL) {
+        atomic_store(res->to_set, true);
+    }
+}
+
+static int fx_open(void **state, enum ant_io_engine eng, const struct ant_engine_opts *opts)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    struct ant_engine_opts o;
+    char p[512];
+    assert_non_null(f);
+    f->eng = eng;
+    f->dir = test_tmpdir();
+    snprintf(p, sizeof(p), "%s/src", f->dir);
+    assert_int_equal(mkdir(p, 0755), 0);
+    f->src = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    snprintf(p, sizeof(p), "%s/dst", f->dir);
+    assert_int_equal(mkdir(p, 0755), 0);
+    f->dst = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(f->src >= 0 && f->dst >= 0);
+    if (opts != NULL) {
+        o = *opts;
+    } else {
+        ant_engine_opts_init(&o);
+        o.crypto_threads = 2;
+        o.io_threads = 4;
+    }
+    o.io_engine = eng;
+    *state = f;
+    return ant_engine_new(&o, &f->e);
+}
+
+static int setup_uring(void **state)
+{
+    int rc = fx_open(state, ANT_IO_ENGINE_URING, NULL);
+    /* a ring that does not set up leaves f->e NULL: the test skip()s */
+    (void)rc;
+    return 0;
+}
+
+static int setup_threads(void **state)
+{
+    assert_int_equal(fx_open(state, ANT_IO_ENGINE_THREADS, NULL), 0);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    if (f->mnt[0] != '\0' && umount2(f->mnt, MNT_DETACH) != 0) {
+        fprintf(stderr, "could not unmount %s\n", f->mnt);
+    }
+    ant_engine_free(f->e);
+    close(f->src);
+    close(f->dst);
+    test_rmtree(f->dir);
+    free(f->dir);
+    free(f);
+    return 0;
+}
+
+static struct fx *fx_get(void **state)
+{
+    struct fx *f = *state;
+    if (f->e == NULL) {
+        skip(); /* io_uring demanded but unavailable here */
+    }
+    return f;
+}
+
+static void fill_random(uint8_t *p, size_t n, uint64_t seed)
+{
+    /* cheap and deterministic: the bytes only need to differ from file to file */
+    uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        p[i] = (uint8_t)x;
+    }
+}
+
+static void mkdirs_at(int root, const char *path)
+{
+    char buf[1024];
+    snprintf(buf, sizeof(buf), "%s", path);
+    for (char *s = buf; (s = strchr(s, '/')) != NULL; s++) {
+        *s = '\0';
+        if (mkdirat(root, buf, 0755) < 0) {
+            assert_int_equal(errno, EEXIST);
+        }
+        *s = '/';
+    }
+}
+
+static void write_at(int root, const char *path, const void *p, size_t n)
+{
+    mkdirs_at(root, path);
+    int fd = openat(root, path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    assert_true(fd >= 0);
+    assert_int_equal(ant_write_all(fd, p, n), 0);
+    close(fd);
+}
+
+static uint8_t *read_at(int root, const char *path, size_t *len)
+{
+    int fd = openat(root, path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return NULL;
+    }
+    struct ant_buf b = ANT_BUF_INIT(1u << 30);
+    assert_int_equal(ant_read_all(fd, &b), 0);
+    close(fd);
+    *len = b.len;
+    uint8_t *p = ant_buf_take(&b, len);
+    return p != NULL ? p : calloc(1, 1);
+}
+
+static bool exists_at(int root, const char *path)
+{
+    struct stat st;
+    return fstatat(root, path, &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+static void sha256(const void *p, size_t n, uint8_t out[ANT_SHA256_LEN])
+{
+    unsigned len = 0;
+    assert_int_equal(EVP_Digest(p, n, out, &len, EVP_sha256(), NULL), 1);
+}
+
+/* Only the published job folder (if any) and nothing else remains in dst. */
+static size_t count_entries(int root)
+{
+    int fd = openat(root, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = fdopendir(fd);
+    size_t n = 0;
+    assert_non_null(d);
+    for (struct dirent *de; (de = readdir(d)) != NULL;) {
+        n += strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0;
+    }
+    closedir(d);
+    return n;
+}
+
+static void job_init(struct ant_stage_job *job, struct fx *f, const char *name,
+                     const struct ant_stage_file *files, size_t n, struct results *res)
+{
+    memset(job, 0, sizeof(*job));
+    job->name = name;
+    job->src_root = f->src;
+    job->dst_root = f->dst;
+    job->files = files;
+    job->nfiles = n;
+    job->on_file = on_file;
+    job->on_progress = on_progress;
+    job->cb_arg = res;
+}
+
+/* --- the validator and confined opens (no backend) --- */
+
+static void test_path_check_accepts_plain_paths(void **state)
+{
+    (void)state;
+    const char *good[] = {"a", "a/b/c.txt", "...", "a/.hidden", "x..y/z", "caf\xc3\xa9",
+                          "a b/c d", "-rf"};
+    for (size_t i = 0; i < ANT_ARRAY_LEN(good); i++) {
+        size_t n = strlen(good[i]);
+        uint8_t *p = test_memdup(good[i], n);
+        assert_int_equal(ant_stage_path_check((struct ant_bytes){p, n}), 0);
+        free(p);
+    }
+}
+
+static void test_path_check_refuses_hostile_paths(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *p;
+        size_t n;
+    } bad[] = {
+        {"", 0},          {"/", 1},         {"/etc/passwd", 11}, {"..", 2},
+        {"../x", 4},      {"a/../../x", 9}, {"a/..", 4},         {".", 1},
+        {"./a", 3},       {"a/./b", 5},     {"a//b", 4},         {"a/", 2},
+        {"a\0b", 3},      {"a/b\0", 4},     {"a\nb", 3},         {"a\x7f", 2},
+        {"a\x1b[31m", 6}, {"//a", 3},       {"a/\t", 3},
+    };
+    for (size_t i = 0; i < ANT_ARRAY_LEN(bad); i++) {
+        uint8_t *p = test_memdup(bad[i].p, bad[i].n);
+        if (ant_stage_path_check((struct ant_bytes){p, bad[i].n}) != -EINVAL) {
+            fail_msg("accepted bad path %zu", i);
+        }
+        free(p);
+    }
+    assert_int_equal(ant_stage_path_check((struct ant_bytes){NULL, 0}), -EINVAL);
+}
+
+static void test_path_check_limits(void **state)
+{
+    (void)state;
+    uint8_t *p = malloc(ANT_STAGE_PATH_MAX + 1);
+    assert_non_null(p);
+    /* a component of exactly the maximum, then one more byte */
+    memset(p, 'n', ANT_STAGE_NAME_MAX + 1);
+    assert_int_equal(ant_stage_path_check((struct ant_bytes){p, ANT_STAGE_NAME_MAX}), 0);
+    assert_int_equal(ant_stage_path_check((struct ant_bytes){p, ANT_STAGE_NAME_MAX + 1}), -EINVAL);
+    /* depth: "d/d/.../d" with ANT_STAGE_DEPTH_MAX components, then one more */
+    size_t n = 0;
+    for (int i = 0; i < ANT_STAGE_DEPTH_MAX + 1; i++) {
+        p[n++] = 'd';
+        p[n++] = '/';
+    }
+    assert_int_equal(ant_stage_path_check((struct ant_bytes){p, 2 * ANT_STAGE_DEPTH_MAX - 1}), 0);
+    assert_int_equal(ant_stage_path_check((struct ant_bytes){p, 2 * ANT_STAGE_DEPTH_MAX + 1}),
+                     -EINVAL);
+    /* total length: 16 components of 255 bytes joined is over 4095 */
+    for (size_t i = 0; i < ANT_STAGE_PATH_MAX + 1; i++) {
+        p[i] = (i % 256 == 255) ? '/' : 'x';
+    }
+    assert_int_equal(ant_stage_path_check((struct ant_bytes){p, ANT_STAGE_PATH_MAX}), 0);
+    assert_int_equal(ant_stage_path_check((struct ant_bytes){p, ANT_STAGE_PATH_MAX + 1}), -EINVAL);
+    /* every truncation of a long valid path either passes or is refused, never over-reads */
+    for (size_t k = 0; k <= 600; k++) {
+        uint8_t *c = test_memdup(p, k);
+        int rc = ant_stage_path_check((struct ant_bytes){c, k});
+        assert_true(rc == 0 || rc == -EINVAL);
+        free(c);
+    }
+    free(p);
+}
+
+static void test_openat_refuses_symlinks_and_escapes(void **state)
+{
+    struct fx *f;
+    assert_int_equal(fx_open(state, ANT_IO_ENGINE_THREADS, NULL), 0);
+    f = *state;
+    write_at(f->src, "d/real", "x", 1);
+    assert_int_equal(symlinkat("/etc", f->src, "d/out"), 0);
+    assert_int_equal(symlinkat("real", f->src, "d/in"), 0);
+    int fd = ant_stage_openat(f->src, "d/real", O_RDONLY, 0);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(ant_stage_openat(f->src, "d/out/passwd", O_RDONLY, 0), -ELOOP);
+    assert_int_equal(ant_stage_openat(f->src, "d/in", O_RDONLY, 0), -ELOOP);
+    assert_int_equal(ant_stage_openat(f->src, "../src/d/real", O_RDONLY, 0), -EINVAL);
+    assert_int_equal(ant_stage_openat(f->src, "/etc/passwd", O_RDONLY, 0), -EINVAL);
+    assert_int_equal(ant_stage_openat(f->src, "d/out/new", O_WRONLY | O_CREAT, 0600), -ELOOP);
+    teardown(state);
+}
+
+static void test_parse_names(void **state)
+{
+    (void)state;
+    enum ant_io_engine e;
+    enum ant_xform x;
+    assert_int_equal(ant_io_engine_parse("auto", &e), 0);
+    assert_int_equal(e, ANT_IO_ENGINE_AUTO);
+    assert_int_equal(ant_io_engine_parse("uring", &e), 0);
+    assert_int_equal(e, ANT_IO_ENGINE_URING);
+    assert_int_equal(ant_io_engine_parse("threads", &e), 0);
+    assert_int_equal(e, ANT_IO_ENGINE_THREADS);
+    assert_int_equal(ant_io_engine_parse("epoll", &e), -EINVAL);
+    assert_int_equal(ant_io_engine_parse(NULL, &e), -EINVAL);
+    for (int i = ANT_XFORM_RAW; i <= ANT_XFORM_ENCRYPT; i++) {
+        assert_int_equal(ant_xform_parse(ant_xform_name((enum ant_xform)i), &x), 0);
+        assert_int_equal(x, i);
+    }
+    assert_int_equal(ant_xform_parse("gzip", &x), -EINVAL);
+}
+
+static void test_env_overrides_engine(void **state)
+{
+    (void)state;
+    struct ant_engine *e = NULL;
+    struct ant_engine_opts o;
+    const char *old = getenv("ANTENNA_IO_ENGINE");
+    char *saved = old != NULL ? strdup(old) : NULL;
+    ant_engine_opts_init(&o);
+    o.io_engine = ANT_IO_ENGINE_URING;
+    assert_int_equal(setenv("ANTENNA_IO_ENGINE", "threads", 1), 0);
+    assert_int_equal(ant_engine_new(&o, &e), 0);
+    assert_string_equal(ant_engine_backend(e), "threads");
+    ant_engine_free(e);
+    e = NULL;
+    assert_int_equal(setenv("ANTENNA_IO_ENGINE", "bogus", 1), 0);
+    assert_int_equal(ant_engine_new(&o, &e), -EINVAL);
+    assert_null(e);
+    if (saved != NULL) {
+        assert_int_equal(setenv("ANTENNA_IO_ENGINE", saved, 1), 0);
+    } else {
+        assert_int_equal(unsetenv("ANTENNA_IO_ENGINE"), 0);
+    }
+    free(saved);
+}
+
+/* --- jobs, per backend --- */
+
+static void test_big_file_copied_identically(void **state)
+{
+    struct fx *f = fx_get(state);
+    const size_t n = (size_t)64 << 20;
+    uint8_t *data = malloc(n);
+    uint8_t *got;
+    size_t got_len = 0;
+    struct results res = {0};
+    struct ant_stage_progress prog = {0};
+    struct ant_stage_file file = {.src = "in/big.bin", .dst = "out/big.bin"};
+    struct ant_stage_job job;
+    struct ant_diag d = {{0}};
+    assert_non_null(data);
+    fill_random(data, n - 17, 1);
+    fill_random(data + n - 17, 17, 2);
+    write_at(f->src, "in/big.bin", data, n - 17); /* not a whole number of chunks */
+    sha256(data, n - 17, file.sha256);
+    file.has_sha256 = true;
+    job_init(&job, f, "job1", &file, 1, &res);
+    job.progress = &prog;
+    int rc = ant_engine_run(f->e, &job, &d);
+    if (rc != 0) {
+        fail_msg("run: %d %s", rc, d.msg);
+    }
+    got = read_at(f->dst, "job1/out/big.bin", &got_len);
+    assert_non_null(got);
+    assert_int_equal(got_len, n - 17);
+    assert_memory_equal(got, data, n - 17);
+    assert_int_equal(res.nok, 1);
+    assert_int_equal(res.nfail, 0);
+    assert_int_equal(res.last_total, n - 17);
+    assert_int_equal(atomic_load(&prog.bytes_done), n - 17);
+    assert_int_equal(atomic_load(&prog.files_done), 1);
+    assert_true(res.ncalls > 1);
+    /* nothing but the published job folder is left */
+    assert_int_equal(count_entries(f->dst), 1);
+    free(got);
+    free(data);
+}
+
+static void test_many_small_files(void **state)
+{
+    struct fx *f = fx_get(state);
+    enum { NFILES = 2000, FSIZE = 16384, NDIRS = 20 };
+    struct ant_stage_file *files = calloc(NFILES, sizeof(*files));
+    char (*names)[64] = calloc(NFILES, sizeof(*names));
+    int *seen = calloc(NFILES, sizeof(*seen));
+    uint8_t buf[FSIZE];
+    struct results res = {0};
+    struct ant_stage_job job;
+    struct ant_diag d = {{0}};
+    assert_true(files != NULL && names != NULL && seen != NULL);
+    for (int i = 0; i < NFILES; i++) {
+        snprintf(names[i], sizeof(names[i]), "dir%02d/file%04d", i % NDIRS, i);
+        fill_random(buf, FSIZE, (uint64_t)i + 100);
+        write_at(f->src, names[i], buf, FSIZE);
+        files[i].src = names[i];
+        files[i].dst = names[i];
+    }
+    job_init(&job, f, "small", files, NFILES, &res);
+    res.seen = seen;
+    int rc = ant_engine_run(f->e, &job, &d);
+    if (rc != 0) {
+        fail_msg("run: %d %s", rc, d.msg);
+    }
+    assert_int_equal(res.nok, NFILES);
+    for (int i = 0; i < NFILES; i++) {
+        char p[128];
+        size_t len = 0;
+        assert_int_equal(seen[i], 1); /* each file reported exactly once */
+        snprintf(p, sizeof(p), "small/%s", names[i]);
+        uint8_t *got = read_at(f->dst, p, &len);
+        assert_non_null(got);
+        fill_random(buf, FSIZE, (uint64_t)i + 100);
+        assert_int_equal(len, FSIZE);
+        assert_memory_equal(got, buf, FSIZE);
+        free(got);
+    }
+    assert_int_equal(count_entries(f->dst), 1);
+    free(files);
+    free(names);
+    free(seen);
+}
+
+static void test_empty_file_and_empty_job(void **state)
+{
+    struct fx *f = fx_get(state);
+    struct ant_stage_file file = {.src = "empty", .dst = "a/b/empty"};
+    struct results res = {0};
+    struct ant_stage_job job;
+    struct ant_diag d = {{0}};
+    uint8_t sha[ANT_SHA256_LEN];
+    size_t len = 1;
+    write_at(f->src, "empty", "", 0);
+    sha256("", 0, sha);
+    memcpy(file.sha256, sha, sizeof(sha));
+    file.has_sha256 = true;
+    job_init(&job, f, "e1", &file, 1, &res);
+    assert_int_equal(ant_engine_run(f->e, &job, &d), 0);
+    uint8_t *got = read_at(f->dst, "e1/a/b/empty", &len);
+    assert_non_null(got);
+    assert_int_equal(len, 0);
+    free(got);
+    assert_int_equal(res.nok, 1);
+    /* a job without files publishes an empty folder */
+    job_init(&job, f, "e2", NULL, 0, &res);
+    assert_int_equal(ant_engine_run(f->e, &job, &d), 0);
+    assert_true(exists_at(f->dst, "e2"));
+    /* the same name twice is refused and the first is untouched */
+    job_init(&job, f, "e1", &file, 1, &res);
+    assert_int_equal(ant_engine_run(f->e, &job, &d), -EEXIST);
+    assert_true(exists_at(f->dst, "e1/a/b/empty"));
+    assert_int_equal(count_entries(f->dst), 2);
+}
+
+static void test_checksum_mismatch_leaves_no_file_and_resumes(void **state)
+{
+    struct fx *f = fx_get(state);
+    uint8_t data[100000];
+    struct ant_stage_file files[3] = {
+        {.src = "good1", .dst = "good1"},
+        {.src = "bad", .dst = "sub/bad"},
+        {.src = "good2", .dst = "sub/good2"},
+    };
+    struct results res = {0};
+    struct ant_stage_job job;
+    struct ant_diag d = {{0}};
+    fill_random(data, sizeof(data), 7);
+    write_at(f->src, "good1", data, sizeof(data));
+    write_at(f->src, "bad", data, sizeof(data));
+    write_at(f->src, "good2", data, 5);
+    sha256(data, sizeof(data), files[0].sha256);
+    files[0].has_sha256 = true;
+    memset(files[1].sha256, 0xab, ANT_SHA256_LEN); /* not what the file holds */
+    files[1].has_sha256 = true;
+    job_init(&job, f, "ck", files, 3, &res);
+    assert_int_equal(ant_engine_run(f->e, &job, &d), -EBADMSG);
+    assert_non_null(strstr(d.msg, "sub/bad"));
+    assert_non_null(strstr(d.msg, "checksum"));
+    assert_int_equal(res.nok, 2);
+    assert_int_equal(res.nfail, 1);
+    assert_int_equal(res.last_rc, -EBADMSG);
+    assert_non_null(strstr(res.last_msg, "sub/bad"));
+    /* not published; the good files wait in the partial folder, the bad one nowhere */
+    assert_false(exists_at(f->dst, "ck"));
+    assert_false(exists_at(f->dst, ".ck.tmp"));
+    assert_true(exists_at(f->dst, ".ck.partial/good1"));
+    assert_true(exists_at(f->dst, ".ck.partial/sub/good2"));
+    assert_false(exists_at(f->dst, ".ck.partial/sub/bad"));
+    /* a resumed run keeps the checkpointed files and copies the one that failed */
+    files[0].done = true;
+    files[2].done = true;
+    sha256(data, sizeof(data), files[1].sha256);
+    memset(&res, 0, sizeof(res));
+    job_init(&job, f, "ck", files, 3, &res);
+    int rc = ant_engine_run(f->e, &job, &d);
+    if (rc != 0) {
+        fail_msg("resume: %d %s", rc, d.msg);
+    }
+    assert_int_equal(res.nok, 3);
+    assert_int_equal(res.last_total, sizeof(data)); /* only the failed file was copied */
+    assert_true(exists_at(f->dst, "ck/sub/bad"));
+    assert_int_equal(count_entries(f->dst), 1);
+}
+
+static void test_missing_source_is_reported(void **state)
+{
+    struct fx *f = fx_get(state);
+    struct ant_stage_file files[2] = {
+        {.src = "there", .dst = "there"},
+        {.src = "not/there", .dst = "gone"},
+    };
+    struct results res = {0};
+    struct ant_stage_job job;
+    struct ant_diag d = {{0}};
+    write_at(f->src, "there", "abc", 3);
+    job_init(&job, f, "m", files, 2, &res);
+    assert_int_equal(ant_engine_run(f->e, &job, &d), -ENOENT);
+    assert_int_equal(res.nok, 1);
+    assert_int_equal(res.nfail, 1);
+    assert_non_null(strstr(res.last_msg, "not/there"));
+    assert_non_null(strstr(res.last_msg, "does not exist"));
+    assert_false(exists_at(f->dst, "m"));
+    assert_false(exists_at(f->dst, ".m.partial/gone"));
+}
+
+static void test_path_escapes_refused(void **state)
+{
+    struct fx *f = fx_get(state);
+    const char *bad[] = {"../escape", "/tmp/escape", "a/../../escape", "a//b", ""};
+    struct results res = {0};
+    struct ant_stage_job job;
+    struct ant_diag d = {{0}};
+    write_at(f->src, "ok", "x", 1);
+    for (size_t i = 0; i < ANT_ARRAY_LEN(bad); i++) {
+        struct ant_stage_file file = {.src = "ok", .dst = bad[i]};
+        job_init(&job, f, "esc", &file, 1, &res);
+        assert_int_equal(ant_engine_run(f->e, &job, &d), -EINVAL);
+        struct ant_stage_file file2 = {.src = bad[i], .dst = "ok"};
+        job_init(&job, f, "esc", &file2, 1, &res);
+        assert_int_equal(ant_engine_run(f->e, &job, &d), -EINVAL);
+    }
+    /* hostile job names: nothing may be made outside dst either */
+    const char *bad_names[] = {"..", ".", "a/b", ".hidden", "../x", ""};
+    for (size_t i = 0; i < ANT_ARRAY_LEN(bad_names); i++) {
+        struct ant_stage_file file = {.src = "ok", .dst = "ok"};
+        job_init(&job, f, bad_names[i], &file, 1, &res);
+        assert_int_equal(ant_engine_run(f->e, &job, &d), -EINVAL);
+    }
+    assert_int_equal(count_entries(f->dst), 0);
+    assert_int_equal(res.nok + res.nfail, 0);
+}
+
+static void test_symlinks_not_followed(void **state)
+{
+    struct fx *f = fx_get(state);
+    char outside[400];
+    struct results res = {0};
+    struct ant_stage_job job;
+    struct ant_diag d = {{0}};
+    snprintf(outside, sizeof(outside), "%s/outside", f->dir);
+    assert_int_equal(mkdir(outside, 0755), 0);
+    write_at(f->src, "data", "secret-ish", 10);
+    /* planted in the destination: a resumed job's partial folder with a link in it */
+    assert_int_equal(mkdirat(f->dst, ".sl.partial", 0750), 0);
+    assert_int_equal(symlinkat(outside, f->dst, ".sl.partial/sub"), 0);
+    struct ant_stage_file file = {.src = "data", .dst = "sub/data"};
+    job_init(&job, f, "sl", &file, 1, &res);
+    int rc = ant_engine_run(f->e, &job, &d);
+    assert_true(rc == -ELOOP || rc == -ENOTDIR || rc == -EEXIST);
+    assert_int_equal(res.nfail, 1);
+    assert_non_null(strstr(res.last_msg, "sub/data"));
+    /* a link as the leaf name in the partial folder is replaced, never written through */
+    char target[600];
+    assert_true((size_t)snprintf(target, sizeof(target), "%s/leaf", outside) < sizeof(target));
+    assert_int_equal(symlinkat(target, f->dst, ".sl.partial/leaf"), 0);
+    struct ant_stage_file file2 = {.src = "data", .dst = "leaf"};
+    job_init(&job, f, "sl", &file2, 1, &res);
+    int rc2 = ant_engine_run(f->e, &job, &d);
+    assert_true(rc2 == 0 || rc2 < 0);
+    /* the source side: a link in the source root is refused */
+    assert_int_equal(symlinkat(outside, f->src, "link"), 0);
+    write_at(f->src, "../outside/x", "y", 1);
+    struct ant_stage_file file3 = {.src = "link/x", .dst = "x"};
+    memset(&res, 0, sizeof(res));
+    job_init(&job, f, "sl2", &file3, 1, &res);
+    assert_int_equal(ant_engine_run(f->e, &job, &d), -ELOOP);
+    assert_non_null(strstr(res.last_msg, "link/x"));
+    /* the outside folder still holds only what the test put there */
+    int ofd = open(outside, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(ofd >= 0);
+    assert_false(exists_at(ofd, "data"));
+    assert_false(exists_at(ofd, "leaf"));
+    assert_int_equal(count_entries(ofd), 1);
+    close(ofd);
+}
+
+static void test_cancel_leaves_nothing(void **state)
+{
+    struct fx *f = fx_get(state);
+    enum { N = 40, SZ = 1 << 20 };
+    struct ant_stage_file files[N];
+    char names[N][16];
+    uint8_t *data = malloc(SZ);
+    struct results res = {0};
+    struct ant_stage_job job;
+    struct ant_diag d = {{0}};
+    atomic_bool cancel = false;
+    assert_non_null(data);
+    fill_random(data, SZ, 3);
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], sizeof(names[i]), "d/f%02d", i);
+        write_at(f->src, names[i], data, SZ);
+        files[i] = (struct ant_stage_file){.src = names[i], .dst = names[i]};
+    }
+    job_init(&job, f, "c", files, N, &res);
+    job.cancel = &cancel;
+    res.to_set = &cancel; /* cancel once the first chunk is written */
+    assert_int_equal(ant_engine_run(f->e, &job, &d), -ECANCELED);
+    assert_true(res.ncalls >= 1);
+    assert_int_equal(count_entries(f->dst), 0);
+    free(data);
+}
+
+static void test_enospc_is_reported(void **state)
+{
+    struct fx *f = fx_get(state);
+    char *mnt = f->mnt;
+    struct results res = {0};
+    struct ant_stage_job job;
+    struct ant_diag d = {{0}};
+    const size_t n = 3u << 20;
+    uint8_t *data = malloc(n);
+    assert_non_null(data);
+    snprintf(mnt, sizeof(f->mnt), "%s/small", f->dir);
+    assert_int_equal(mkdir(mnt, 0755), 0);
+    if (mount("tmpfs", mnt, "tmpfs", 0, "size=1m") != 0) {
+        mnt[0] = '\0';
+        free(data);
+        skip(); /* not root, or no mount namespace rights */
+    }
+    int dfd = open(mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(dfd >= 0);
+    fill_random(data, n, 9);
+    write_at(f->src, "big", data, n);
+    write_at(f->src, "tiny", data, 10);
+    struct ant_stage_file files[2] = {{.src = "tiny", .dst = "tiny"}, {.src = "big", .dst = "big"}};
+    job_init(&job, f, "full", files, 2, &res);
+    job.dst_root = dfd;
+    int rc = ant_engine_run(f->e, &job, &d);
+    assert_int_equal(rc, -ENOSPC);
+    /* big fills the disk; tiny may be the one whose write finds it full */
+    assert_true(res.nfail >= 1);
+    assert_non_null(strstr(res.last_msg, "ENOSPC"));
+    assert_true(strstr(d.msg, "big") != NULL || strstr(d.msg, "tiny") != NULL);
+    assert_false(exists_at(dfd, "full"));
+    assert_false(exists_at(dfd, ".full.partial/big"));
+    assert_false(exists_at(dfd, ".full.tmp"));
+    close(dfd);
+    assert_int_equal(umount(mnt), 0);
+    mnt[0] = '\0';
+    free(data);
+}
+
+static void test_fsync_each_and_small_limits(void **state)
+{
+    struct fx *f = fx_get(state);
+    struct ant_engine_opts o;
+    struct ant_engine *e = NULL;
+    enum { N = 30 };
+    struct ant_stage_file files[N];
+    char names[N][16];
+    uint8_t data[300000];
+    struct results res = {0};
+    struct ant_stage_job job;
+    struct ant_diag d = {{0}};
+    /* one buffer, one file at a time, one segment per chunk, checkpoint every file */
+    ant_engine_opts_init(&o);
+    o.io_engine = f->eng;
+    o.nbufs = 1;
+    o.max_open_files = 1;
+    o.chunk_segments = 1;
+    o.crypto_threads = 1;
+    o.io_threads = 1;
+    o.checkpoint_files = 1;
+    o.fsync_each = true;
+    assert_int_equal(ant_engine_new(&o, &e), 0);
+    fill_random(data, sizeof(data), 11);
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], sizeof(names[i]), "f%02d", i);
+        write_at(f->src, names[i], data, (size_t)i * 10000);
+        files[i] = (struct ant_stage_file){.src = names[i], .dst = names[i]};
+    }
+    job_init(&job, f, "fe", files, N, &res);
+    assert_int_equal(ant_engine_run(e, &job, &d), 0);
+    assert_int_equal(res.nok, N);
+    for (int i = 0; i < N; i++) {
+        char p[512];
+        size_t len = 0;
+        snprintf(p, sizeof(p), "fe/%s", names[i]);
+        uint8_t *got = read_at(f->dst, p, &len);
+        assert_non_null(got);
+        assert_int_equal(len, (size_t)i * 10000);
+        assert_memory_equal(got, data, len);
+        free(got);
+    }
+    ant_engine_free(e);
+}
+
+#define PER_BACKEND(fn)                                                                           \
+    cmocka_unit_test_setup_teardown(fn, setup_uring, teardown),                                   \
+        cmocka_unit_test_setup_teardown(fn, setup_threads, teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_path_check_accepts_plain_paths),
+        cmocka_unit_test(test_path_check_refuses_hostile_paths),
+        cmocka_unit_test(test_path_check_limits),
+        cmocka_unit_test(test_openat_refuses_symlinks_and_escapes),
+        cmocka_unit_test(test_parse_names),
+        cmocka_unit_test(test_env_overrides_engine),
+        PER_BACKEND(test_big_file_copied_identically),
+        PER_BACKEND(test_many_small_files),
+        PER_BACKEND(test_empty_file_and_empty_job),
+        PER_BACKEND(test_checksum_mismatch_leaves_no_file_and_resumes),
+        PER_BACKEND(test_missing_source_is_reported),
+        PER_BACKEND(test_path_escapes_refused),
+        PER_BACKEND(test_symlinks_not_followed),
+        PER_BACKEND(test_cancel_leaves_nothing),
+        PER_BACKEND(test_enospc_is_reported),
+        PER_BACKEND(test_fsync_each_and_small_limits),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
