@@ -5,6 +5,8 @@
 #include "policy/audit.h"
 
 #include <fcntl.h>
+#include <jansson.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -375,6 +377,602 @@ static void test_append_many_is_one_commit(void **state)
     expect_intact(f, false, 60);
 }
 
+/* --- tampering, live: a closed, fully signed base file; each case tampers with a copy --- */
+
+#define BASE_N 30 /* checkpoints at 10, 20, 30 */
+
+static void make_base(struct fx *f)
+{
+    append_n(f->a, 0, BASE_N);
+    ant_audit_close(f->a);
+    f->a = NULL;
+}
+
+static void copy_file(struct fx *f, const char *from, const char *to)
+{
+    char src[4096], dst[4096];
+    snprintf(src, sizeof(src), "%s/%s", f->dir, from);
+    snprintf(dst, sizeof(dst), "%s/%s", f->dir, to);
+    size_t len = 0;
+    uint8_t *p = test_read_file(src, &len);
+    unlink(dst);
+    int fd = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(ant_write_all(fd, p, len), 0);
+    close(fd);
+    free(p);
+}
+
+/* Applies `sql` to a copy of the base with the triggers dropped; verifies it strictly. */
+static int64_t tampered_bad_seq(struct fx *f, const char *sql, char *what, size_t wlen)
+{
+    char path[4096];
+    copy_file(f, "audit.db", "t.db");
+    assert_int_equal(ant_audit_test_drop_triggers(f->dirfd, "t.db"), 0);
+    snprintf(path, sizeof(path), "%s/t.db", f->dir);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    char *err = NULL;
+    int src = sqlite3_exec(db, sql, NULL, NULL, &err);
+    if (src != SQLITE_OK) {
+        fprintf(stderr, "tamper sql: %s: %s\n", sql, err);
+    }
+    assert_int_equal(src, SQLITE_OK);
+    sqlite3_close(db);
+    struct ant_audit *ro = NULL;
+    assert_int_equal(ant_audit_open(f->dirfd, "t.db", 0, NULL, NULL, &ro), 0);
+    struct ant_audit_report rep;
+    int rc = ant_audit_verify(ro, ant_signkey_public(f->sk), true, &rep);
+    ant_audit_close(ro);
+    if (what != NULL) {
+        snprintf(what, wlen, "%s", rep.what);
+    }
+    assert_int_equal(rc == 0, rep.first_bad_seq == 0);
+    return rep.first_bad_seq;
+}
+
+static void expect_live_bad(struct fx *f, int64_t want, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void expect_live_bad(struct fx *f, int64_t want, const char *fmt, ...)
+{
+    char sql[1024], what[160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sql, sizeof(sql), fmt, ap);
+    va_end(ap);
+    int64_t got = tampered_bad_seq(f, sql, what, sizeof(what));
+    if (got != want) {
+        fprintf(stderr, "%s: want bad seq %lld, got %lld (%s)\n", sql, (long long)want,
+                (long long)got, what);
+    }
+    assert_int_equal(got, want);
+}
+
+static const char *const k_cols[] = {
+    "time_ms",     "request_id", "actor",  "tenant",   "credential", "action", "resource_kind",
+    "resource_id", "dataset_id", "reason", "transfer", "detail",     "decision", "hash",
+};
+
+static void test_live_tamper_each_field_is_named(void **state)
+{
+    struct fx *f = *state;
+    make_base(f);
+    assert_int_equal(tampered_bad_seq(f, "SELECT 1", NULL, 0), 0); /* the copy itself is good */
+    srand(12345);
+    for (size_t i = 0; i < sizeof(k_cols) / sizeof(k_cols[0]); i++) {
+        int seq = 1 + rand() % BASE_N;
+        const char *c = k_cols[i];
+        if (strcmp(c, "time_ms") == 0) {
+            expect_live_bad(f, seq, "UPDATE events SET time_ms = time_ms + 1 WHERE seq = %d", seq);
+        } else if (strcmp(c, "decision") == 0) {
+            expect_live_bad(f, seq, "UPDATE events SET decision = (decision + 1) %% 3 WHERE seq = %d",
+                            seq);
+        } else if (strcmp(c, "hash") == 0) {
+            expect_live_bad(f, seq, "UPDATE events SET hash = randomblob(32) WHERE seq = %d", seq);
+        } else {
+            /* absent -> present and present -> changed both break the chain */
+            expect_live_bad(f, seq, "UPDATE events SET %s = COALESCE(%s, '') || 'x' WHERE seq = %d",
+                            c, c, seq);
+            expect_live_bad(f, seq, "UPDATE events SET %s = NULL WHERE seq = %d AND %s IS NOT NULL;"
+                            "UPDATE events SET %s = 'y' WHERE seq = %d AND %s IS NULL",
+                            c, seq, c, c, seq, c);
+        }
+    }
+}
+
+static void test_live_tamper_structure_is_named(void **state)
+{
+    struct fx *f = *state;
+    make_base(f);
+    /* delete an event (also one a checkpoint signs) */
+    expect_live_bad(f, 7, "DELETE FROM events WHERE seq = 7");
+    expect_live_bad(f, 20, "DELETE FROM events WHERE seq = 20");
+    /* swap the contents of two events, hashes included */
+    expect_live_bad(f, 4,
+                    "CREATE TEMP TABLE t AS SELECT * FROM events WHERE seq IN (4, 17);"
+                    "UPDATE events SET (time_ms, request_id, actor, tenant, credential, action,"
+                    " resource_kind, resource_id, dataset_id, decision, reason, transfer, detail,"
+                    " hash) = (SELECT time_ms, request_id, actor, tenant, credential, action,"
+                    " resource_kind, resource_id, dataset_id, decision, reason, transfer, detail,"
+                    " hash FROM t WHERE t.seq = 21 - events.seq) WHERE seq IN (4, 17)");
+    /* truncate the tail: checkpoint 30 still names the missing events */
+    expect_live_bad(f, 26, "DELETE FROM events WHERE seq > 25");
+    /* truncate events and the checkpoints past them: the rest is an unsigned tail */
+    expect_live_bad(f, 21, "DELETE FROM events WHERE seq > 25; DELETE FROM checkpoints WHERE seq > 25");
+    /* a forged event appended (with a hash that chains): not covered by any checkpoint */
+    expect_live_bad(f, 31,
+                    "INSERT INTO events SELECT 31, time_ms + 1, request_id, actor, tenant,"
+                    " credential, action, resource_kind, resource_id, dataset_id, decision, reason,"
+                    " transfer, detail, hash FROM events WHERE seq = 30");
+    /* a forged event inserted in the middle: the later ones shift up by one */
+    expect_live_bad(f, 12,
+                    "UPDATE events SET seq = seq + 1000 WHERE seq >= 12;"
+                    "UPDATE events SET seq = seq - 999 WHERE seq >= 1000;"
+                    "INSERT INTO events SELECT 12, time_ms, request_id, 'mallory', tenant,"
+                    " credential, action, resource_kind, resource_id, dataset_id, 1, reason,"
+                    " transfer, detail, hash FROM events WHERE seq = 11");
+    /* forge a checkpoint: another signature, another hash, a new one */
+    expect_live_bad(f, 20, "UPDATE checkpoints SET sig = randomblob(64) WHERE seq = 20");
+    expect_live_bad(f, 10, "UPDATE checkpoints SET hash = (SELECT hash FROM events WHERE seq = 9)"
+                           " WHERE seq = 10");
+    expect_live_bad(f, 20, "UPDATE checkpoints SET time_ms = time_ms + 1 WHERE seq = 20");
+    expect_live_bad(f, 15,
+                    "INSERT INTO checkpoints SELECT 15, hash, time_ms, 10, randomblob(64) FROM"
+                    " events WHERE seq = 15");
+    /* drop a checkpoint: the next one's signed link names it; the last one leaves a tail */
+    expect_live_bad(f, 10, "DELETE FROM checkpoints WHERE seq = 10");
+    expect_live_bad(f, 21, "DELETE FROM checkpoints WHERE seq = 30");
+    expect_live_bad(f, 1, "DELETE FROM checkpoints");
+}
+
+static void test_live_rewrite_of_the_whole_chain_is_caught_by_checkpoints(void **state)
+{
+    /* An attacker who rewrites event 5 and recomputes every later hash still cannot sign. */
+    struct fx *f = *state;
+    make_base(f);
+    copy_file(f, "audit.db", "t.db");
+    assert_int_equal(ant_audit_test_drop_triggers(f->dirfd, "t.db"), 0);
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/t.db", f->dir);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "UPDATE events SET actor = 'mallory' WHERE seq = 5", NULL,
+                                  NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_stmt *rd = NULL, *up = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT seq, time_ms, request_id, actor, tenant, "
+                                        "credential, action, resource_kind, resource_id, "
+                                        "dataset_id, decision, reason, transfer, detail FROM "
+                                        "events ORDER BY seq",
+                                        -1, &rd, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "UPDATE events SET hash = ? WHERE seq = ?", -1, &up,
+                                        NULL),
+                     SQLITE_OK);
+    struct ant_audit_verifier v;
+    uint8_t zero[ANT_KEY_LEN] = {0};
+    assert_int_equal(ant_audit_verifier_init(&v, zero), 0);
+    while (sqlite3_step(rd) == SQLITE_ROW) {
+        struct ant_audit_event ev = {0};
+        const char **slots[] = {&ev.request_id,    &ev.actor,       &ev.tenant,
+                                &ev.credential,    &ev.action,      &ev.resource_kind,
+                                &ev.resource_id,   &ev.dataset_id};
+        for (int i = 0; i < 8; i++) {
+            *slots[i] = (const char *)sqlite3_column_text(rd, 2 + i);
+        }
+        ev.decision = (enum ant_audit_decision)sqlite3_column_int(rd, 10);
+        ev.reason = (const char *)sqlite3_column_text(rd, 11);
+        ev.transfer = (const char *)sqlite3_column_text(rd, 12);
+        ev.detail = (const char *)sqlite3_column_text(rd, 13);
+        int64_t seq = sqlite3_column_int64(rd, 0);
+        assert_int_equal(ant_audit_verifier_event(&v, seq, sqlite3_column_int64(rd, 1), &ev, NULL),
+                         0);
+        sqlite3_bind_blob(up, 1, v.head, sizeof(v.head), SQLITE_TRANSIENT);
+        sqlite3_bind_int64(up, 2, seq);
+        assert_int_equal(sqlite3_step(up), SQLITE_DONE);
+        sqlite3_reset(up);
+    }
+    ant_audit_verifier_fini(&v);
+    sqlite3_finalize(rd);
+    sqlite3_finalize(up);
+    sqlite3_close(db);
+    struct ant_audit *ro = NULL;
+    assert_int_equal(ant_audit_open(f->dirfd, "t.db", 0, NULL, NULL, &ro), 0);
+    struct ant_audit_report rep;
+    assert_int_equal(ant_audit_verify(ro, ant_signkey_public(f->sk), false, &rep), -EBADMSG);
+    assert_int_equal(rep.first_bad_seq, 10); /* the first checkpoint after the rewrite */
+    ant_audit_close(ro);
+}
+
+/* --- export --- */
+
+static uint8_t *export_to_mem(struct fx *f, struct ant_audit *a, size_t *len)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/export.ndjson", f->dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    int64_t lines = ant_audit_export(a, fd);
+    assert_true(lines > 0);
+    close(fd);
+    return test_read_file(path, len);
+}
+
+static void test_export_verifies_offline(void **state)
+{
+    struct fx *f = *state;
+    append_n(f->a, 0, 25);
+    size_t len = 0;
+    uint8_t *p = export_to_mem(f, f->a, &len);
+    struct ant_audit_report rep;
+    uint8_t *copy = test_memdup(p, len);
+    assert_int_equal(ant_audit_verify_export(ant_bytes_of(copy, len), ant_signkey_public(f->sk),
+                                             &rep),
+                     0);
+    assert_int_equal(rep.events, 25);
+    assert_int_equal(rep.checkpoints, 3); /* 10, 20 and the one export wrote at 25 */
+    assert_int_equal(rep.signed_seq, 25);
+    /* another site's key */
+    struct ant_signkey *other = NULL;
+    assert_int_equal(ant_signkey_generate(&other), 0);
+    assert_int_equal(ant_audit_verify_export(ant_bytes_of(copy, len), ant_signkey_public(other),
+                                             &rep),
+                     -EBADMSG);
+    assert_int_equal(rep.first_bad_seq, 10);
+    ant_signkey_free(other);
+    free(copy);
+    free(p);
+}
+
+static void test_export_every_truncation_fails_unless_at_a_checkpoint(void **state)
+{
+    struct fx *f = *state;
+    append_n(f->a, 0, 12);
+    size_t len = 0;
+    uint8_t *p = export_to_mem(f, f->a, &len);
+    for (size_t n = 0; n < len; n++) {
+        uint8_t *cut = test_memdup(p, n);
+        struct ant_audit_report rep;
+        int rc = ant_audit_verify_export(ant_bytes_of(cut, n), ant_signkey_public(f->sk), &rep);
+        /* a prefix ending right after a checkpoint line is a valid export of an earlier state */
+        bool at_ckpt = n == 0;
+        if (n > 0) {
+            size_t end = p[n - 1] == '\n' ? n - 1 : n;
+            size_t start = end;
+            while (start > 0 && p[start - 1] != '\n') {
+                start--;
+            }
+            at_ckpt = (n == len || p[n] == '\n' || p[n - 1] == '\n') &&
+                      memmem(p + start, end - start, "\"type\":\"checkpoint\"", 19) != NULL;
+        }
+        if (rc != (at_ckpt ? 0 : -EBADMSG)) {
+            fprintf(stderr, "prefix %zu: rc %d (%s)\n", n, rc, rep.what);
+        }
+        assert_int_equal(rc, at_ckpt ? 0 : -EBADMSG);
+        free(cut);
+    }
+    free(p);
+}
+
+/* The export as an array of JSON objects, one per line, for the tamper cases. */
+static json_t *export_lines(const uint8_t *p, size_t len)
+{
+    json_t *arr = json_array();
+    size_t i = 0;
+    while (i < len) {
+        const uint8_t *nl = memchr(p + i, '\n', len - i);
+        size_t n = nl ? (size_t)(nl - (p + i)) : len - i;
+        json_error_t err;
+        json_t *o = json_loadb((const char *)p + i, n, 0, &err);
+        assert_non_null(o);
+        json_array_append_new(arr, o);
+        i += n + 1;
+    }
+    return arr;
+}
+
+static int64_t lines_bad_seq(const json_t *lines, const uint8_t pub[ANT_KEY_LEN])
+{
+    struct ant_buf b = ANT_BUF_INIT(1 << 24);
+    size_t i;
+    json_t *o;
+    json_array_foreach(lines, i, o)
+    {
+        char *s = json_dumps(o, JSON_COMPACT);
+        assert_int_equal(ant_buf_append_str(&b, s), 0);
+        assert_int_equal(ant_buf_append(&b, "\n", 1), 0);
+        free(s);
+    }
+    uint8_t *copy = test_memdup(b.p, b.len);
+    struct ant_audit_report rep;
+    int rc = ant_audit_verify_export(ant_bytes_of(copy, b.len), pub, &rep);
+    assert_int_equal(rc == 0, rep.first_bad_seq == 0);
+    free(copy);
+    ant_buf_fini(&b);
+    return rep.first_bad_seq;
+}
+
+/* Index of the line of event `seq` (or checkpoint `seq` with ckpt). */
+static size_t line_of(const json_t *lines, int64_t seq, bool ckpt)
+{
+    size_t i;
+    json_t *o;
+    json_array_foreach(lines, i, o)
+    {
+        if (json_integer_value(json_object_get(o, "seq")) == seq &&
+            strcmp(json_string_value(json_object_get(o, "type")), ckpt ? "checkpoint" : "event") ==
+                0) {
+            return i;
+        }
+    }
+    fail();
+    return 0;
+}
+
+static void test_export_tamper_is_named(void **state)
+{
+    struct fx *f = *state;
+    append_n(f->a, 0, BASE_N);
+    size_t len = 0;
+    uint8_t *p = export_to_mem(f, f->a, &len);
+    json_t *base = export_lines(p, len);
+    const uint8_t *pub = ant_signkey_public(f->sk);
+    assert_int_equal(lines_bad_seq(base, pub), 0);
+    srand(777);
+    /* change each field of a random event */
+    const char *fields[] = {"seq",           "time_ms",     "request_id", "actor",  "tenant",
+                            "credential",    "action",      "resource_kind", "resource_id",
+                            "dataset_id",    "reason",      "transfer",   "detail", "decision",
+                            "hash"};
+    for (size_t k = 0; k < sizeof(fields) / sizeof(fields[0]); k++) {
+        int64_t seq = 1 + rand() % BASE_N;
+        json_t *t = json_deep_copy(base);
+        json_t *o = json_array_get(t, line_of(t, seq, false));
+        const char *fk = fields[k];
+        json_t *cur = json_object_get(o, fk);
+        if (strcmp(fk, "seq") == 0 || strcmp(fk, "time_ms") == 0) {
+            json_object_set_new(o, fk, json_integer(json_integer_value(cur) + 1));
+        } else if (strcmp(fk, "decision") == 0) {
+            json_object_set_new(o, fk, json_string(strcmp(json_string_value(cur), "allow") == 0
+                                                       ? "deny"
+                                                       : "allow"));
+        } else if (strcmp(fk, "hash") == 0) {
+            char h[65];
+            snprintf(h, sizeof(h), "%s", json_string_value(cur));
+            h[0] = h[0] == '0' ? '1' : '0';
+            json_object_set_new(o, fk, json_string(h));
+        } else if (cur == NULL) {
+            json_object_set_new(o, fk, json_string("x"));
+        } else {
+            json_object_del(o, fk);
+        }
+        int64_t got = lines_bad_seq(t, pub);
+        if (got != seq) {
+            fprintf(stderr, "export field %s of %lld: got %lld\n", fk, (long long)seq,
+                    (long long)got);
+        }
+        assert_int_equal(got, seq);
+        json_decref(t);
+    }
+    json_t *t;
+    /* delete an event */
+    t = json_deep_copy(base);
+    json_array_remove(t, line_of(t, 14, false));
+    assert_int_equal(lines_bad_seq(t, pub), 14);
+    json_decref(t);
+    /* swap the contents of two events but keep their seqs */
+    t = json_deep_copy(base);
+    {
+        json_t *a = json_array_get(t, line_of(t, 3, false));
+        json_t *b = json_array_get(t, line_of(t, 22, false));
+        json_t *ac = json_deep_copy(a);
+        json_object_update(a, b);
+        json_object_update(b, ac);
+        json_object_set_new(a, "seq", json_integer(3));
+        json_object_set_new(b, "seq", json_integer(22));
+        json_decref(ac);
+    }
+    assert_int_equal(lines_bad_seq(t, pub), 3);
+    json_decref(t);
+    /* swap two lines */
+    t = json_deep_copy(base);
+    {
+        size_t i5 = line_of(t, 5, false), i6 = line_of(t, 6, false);
+        json_t *a = json_incref(json_array_get(t, i5));
+        json_t *b = json_incref(json_array_get(t, i6));
+        json_array_set_new(t, i5, b);
+        json_array_set_new(t, i6, a);
+    }
+    assert_int_equal(lines_bad_seq(t, pub), 5);
+    json_decref(t);
+    /* truncate the tail (not at a checkpoint): the rest is unsigned */
+    t = json_deep_copy(base);
+    while (json_array_size(t) > line_of(t, 26, false) + 1) {
+        json_array_remove(t, json_array_size(t) - 1);
+    }
+    assert_int_equal(lines_bad_seq(t, pub), 21);
+    json_decref(t);
+    /* insert a forged event after event 8 */
+    t = json_deep_copy(base);
+    {
+        json_t *forged = json_deep_copy(json_array_get(t, line_of(t, 8, false)));
+        json_object_set_new(forged, "seq", json_integer(9));
+        json_object_set_new(forged, "actor", json_string("mallory"));
+        json_array_insert_new(t, line_of(t, 8, false) + 1, forged);
+    }
+    assert_int_equal(lines_bad_seq(t, pub), 9);
+    json_decref(t);
+    /* forge a checkpoint's signature; add a forged checkpoint; drop one */
+    t = json_deep_copy(base);
+    {
+        json_t *c = json_array_get(t, line_of(t, 20, true));
+        char sig[129];
+        snprintf(sig, sizeof(sig), "%s", json_string_value(json_object_get(c, "sig")));
+        sig[5] = sig[5] == 'a' ? 'b' : 'a';
+        json_object_set_new(c, "sig", json_string(sig));
+    }
+    assert_int_equal(lines_bad_seq(t, pub), 20);
+    json_decref(t);
+    t = json_deep_copy(base);
+    {
+        json_t *c = json_deep_copy(json_array_get(t, line_of(t, 10, true)));
+        json_t *e = json_array_get(t, line_of(t, 15, false));
+        json_object_set_new(c, "seq", json_integer(15));
+        json_object_set(c, "hash", json_object_get(e, "hash"));
+        json_array_insert_new(t, line_of(t, 15, false) + 1, c);
+    }
+    assert_int_equal(lines_bad_seq(t, pub), 15);
+    json_decref(t);
+    t = json_deep_copy(base);
+    json_array_remove(t, line_of(t, 10, true));
+    assert_int_equal(lines_bad_seq(t, pub), 10);
+    json_decref(t);
+    t = json_deep_copy(base);
+    json_array_remove(t, line_of(t, 30, true));
+    assert_int_equal(lines_bad_seq(t, pub), 21);
+    json_decref(t);
+    json_decref(base);
+    free(p);
+}
+
+static void test_export_hostile_lines_are_refused(void **state)
+{
+    (void)state;
+    uint8_t pub[ANT_KEY_LEN] = {1};
+    const char *bad[] = {
+        "not json\n",
+        "[]\n",
+        "{\"type\":\"event\",\"type\":\"event\"}\n",
+        "{\"type\":\"event\",\"seq\":1,\"time_ms\":1,\"decision\":\"allow\",\"hash\":\"00\"}\n",
+        "{\"type\":\"event\",\"seq\":1,\"time_ms\":1,\"decision\":\"allow\",\"hash\":"
+        "\"0000000000000000000000000000000000000000000000000000000000000000\",\"x\":\"1\"}\n",
+        "{\"type\":\"event\",\"seq\":1,\"time_ms\":1,\"decision\":\"allow\",\"actor\":{\"a\":[1]},"
+        "\"hash\":\"0000000000000000000000000000000000000000000000000000000000000000\"}\n",
+        "{\"type\":\"checkpoint\",\"seq\":-1}\n",
+        "{\"type\":\"nope\"}\n",
+        "{\"type\":\"event\",\"seq\":1.5}\n",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        size_t n = strlen(bad[i]);
+        uint8_t *c = test_memdup(bad[i], n);
+        struct ant_audit_report rep;
+        assert_int_equal(ant_audit_verify_export(ant_bytes_of(c, n), pub, &rep), -EBADMSG);
+        assert_int_equal(rep.first_bad_seq, 1);
+        assert_int_equal(rep.line, 1);
+        free(c);
+    }
+    /* a line over the limit */
+    size_t n = ANT_AUDIT_EXPORT_LINE_MAX + 10;
+    uint8_t *big = malloc(n);
+    assert_non_null(big);
+    memset(big, ' ', n);
+    big[0] = '{';
+    big[n - 1] = '}';
+    struct ant_audit_report rep;
+    assert_int_equal(ant_audit_verify_export(ant_bytes_of(big, n), pub, &rep), -EBADMSG);
+    free(big);
+    /* deep nesting */
+    char deep[512];
+    memset(deep, '[', sizeof(deep));
+    uint8_t *d = test_memdup(deep, sizeof(deep));
+    assert_int_equal(ant_audit_verify_export(ant_bytes_of(d, sizeof(deep)), pub, &rep), -EBADMSG);
+    free(d);
+    /* empty input: nothing to check */
+    assert_int_equal(ant_audit_verify_export(ant_bytes_of("", 0), pub, &rep), 0);
+}
+
+/* --- queries --- */
+
+static int count_matching(int n, const char *tenant, const char *action, int decision)
+{
+    int c = 0;
+    for (int i = 0; i < n; i++) {
+        char rid[32];
+        struct ant_audit_event ev = make_event(i, rid, sizeof(rid));
+        if ((tenant == NULL || strcmp(ev.tenant, tenant) == 0) &&
+            (action == NULL || strcmp(ev.action, action) == 0) &&
+            (decision < 0 || (int)ev.decision == decision)) {
+            c++;
+        }
+    }
+    return c;
+}
+
+static void test_query_filters_and_pages(void **state)
+{
+    struct fx *f = *state;
+    append_n(f->a, 0, 60);
+    json_t *res = NULL;
+    int64_t next = -1;
+    struct ant_audit_query q = {.tenant = "tenant-b"};
+    assert_int_equal(ant_audit_query_run(f->a, &q, &res, &next), 0);
+    assert_int_equal(json_array_size(res), count_matching(60, "tenant-b", NULL, -1));
+    assert_int_equal(next, 0);
+    size_t i;
+    json_t *o;
+    json_array_foreach(res, i, o)
+    {
+        assert_string_equal(json_string_value(json_object_get(o, "tenant")), "tenant-b");
+        assert_null(json_object_get(o, "type"));
+    }
+    json_decref(res);
+
+    q = (struct ant_audit_query){.tenant = "tenant-a", .action = "read", .decision = "allow"};
+    assert_int_equal(ant_audit_query_run(f->a, &q, &res, &next), 0);
+    assert_int_equal(json_array_size(res), count_matching(60, "tenant-a", "read", 1));
+    json_decref(res);
+
+    q = (struct ant_audit_query){.actor = "alice", .dataset_id = "ds_0123456789abcdef"};
+    assert_int_equal(ant_audit_query_run(f->a, &q, &res, &next), 0);
+    json_array_foreach(res, i, o)
+    {
+        int64_t seq = json_integer_value(json_object_get(o, "seq"));
+        assert_true((seq - 1) % 2 == 1 && (seq - 1) % 5 != 0);
+    }
+    json_decref(res);
+
+    /* pages of 7 give exactly the unpaged result, in order */
+    q = (struct ant_audit_query){.decision = "deny"};
+    json_t *all = NULL;
+    assert_int_equal(ant_audit_query_run(f->a, &q, &all, &next), 0);
+    assert_int_equal(json_array_size(all), count_matching(60, NULL, NULL, 0));
+    q.limit = 7;
+    size_t got = 0;
+    int pages = 0;
+    do {
+        assert_int_equal(ant_audit_query_run(f->a, &q, &res, &next), 0);
+        json_array_foreach(res, i, o)
+        {
+            assert_true(json_equal(o, json_array_get(all, got)));
+            got++;
+        }
+        json_decref(res);
+        q.after_seq = next;
+        pages++;
+    } while (next != 0);
+    assert_int_equal(got, json_array_size(all));
+    assert_int_equal(pages, (got + 6) / 7);
+    json_decref(all);
+
+    /* time range: everything so far is in [first, last] */
+    q = (struct ant_audit_query){.from_ms = 1, .to_ms = ant_now_ms() + 1000, .limit = 1000};
+    assert_int_equal(ant_audit_query_run(f->a, &q, &res, &next), 0);
+    assert_int_equal(json_array_size(res), 60);
+    json_decref(res);
+    q = (struct ant_audit_query){.from_ms = ant_now_ms() + 1000};
+    assert_int_equal(ant_audit_query_run(f->a, &q, &res, &next), 0);
+    assert_int_equal(json_array_size(res), 0);
+    json_decref(res);
+
+    q = (struct ant_audit_query){.limit = 1001};
+    assert_int_equal(ant_audit_query_run(f->a, &q, &res, &next), -EINVAL);
+    q = (struct ant_audit_query){.decision = "maybe"};
+    assert_int_equal(ant_audit_query_run(f->a, &q, &res, &next), -EINVAL);
+    q = (struct ant_audit_query){.from_ms = 10, .to_ms = 5};
+    assert_int_equal(ant_audit_query_run(f->a, &q, &res, &next), -EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -394,6 +992,16 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_64_threads_append_a_valid_chain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_handles_append_one_linear_chain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append_many_is_one_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_live_tamper_each_field_is_named, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_live_tamper_structure_is_named, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_live_rewrite_of_the_whole_chain_is_caught_by_checkpoints, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_export_verifies_offline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_export_every_truncation_fails_unless_at_a_checkpoint,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_export_tamper_is_named, setup, teardown),
+        cmocka_unit_test(test_export_hostile_lines_are_refused),
+        cmocka_unit_test_setup_teardown(test_query_filters_and_pages, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
