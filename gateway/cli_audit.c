@@ -1,0 +1,467 @@
+/* antenna audit: verify the live chain or an export, export, query.
+ *
+ *   antenna audit verify --dir DIR [--strict]
+ *   antenna audit verify --export FILE --site-key site.pub
+ *   antenna audit export --dir DIR [-o FILE]
+ *   antenna audit query --dir DIR [--since T] [--until T] [--principal P] [--tenant T]
+ *                       [--dataset D] [--action A] [--decision allow|deny|info] [--limit N]
+ *                       [--cursor C] [-o json]
+ *
+ * Exit codes: 0 success (verify: intact), 1 failure (verify: names the first bad seq), 2 usage. */
+#include "crypto/base/log.h"
+#include "crypto/keys.h"
+#include "gateway/cli.h"
+#include "policy/audit.h"
+
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+struct aopts {
+    const char *dir, *export_file, *site_key, *out;
+    const char *since, *until, *principal, *tenant, *dataset, *action, *decision, *limit, *cursor;
+    bool strict, json;
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage:\n"
+               "  antenna audit verify --dir DIR [--strict]\n"
+               "  antenna audit verify --export FILE --site-key site.pub\n"
+               "  antenna audit export --dir DIR [-o FILE]\n"
+               "  antenna audit query --dir DIR [--since T] [--until T] [--principal P]\n"
+               "                      [--tenant T] [--dataset D] [--action A]\n"
+               "                      [--decision allow|deny|info] [--limit N] [--cursor C]\n"
+               "                      [-o json]\n\n"
+               "--dir defaults to ./var. Times are RFC 3339 UTC (2026-11-27T03:00:00Z), a date\n"
+               "(2026-11-27) or Unix seconds. verify --strict also fails on events not yet\n"
+               "covered by a signed checkpoint (a running site signs its tail within\n"
+               "checkpoint_seconds). export signs the tail first when it can load the site key\n"
+               "($ANTENNA_KEY_PASSPHRASE if it is encrypted).\n");
+}
+
+static int parse_opts(int argc, char **argv, struct aopts *o)
+{
+    static const struct option opts[] = {
+        {"dir", required_argument, NULL, 'd'},
+        {"export", required_argument, NULL, 'e'},
+        {"site-key", required_argument, NULL, 'k'},
+        {"strict", no_argument, NULL, 'S'},
+        {"since", required_argument, NULL, 's'},
+        {"until", required_argument, NULL, 'u'},
+        {"principal", required_argument, NULL, 'p'},
+        {"tenant", required_argument, NULL, 't'},
+        {"dataset", required_argument, NULL, 'D'},
+        {"action", required_argument, NULL, 'a'},
+        {"decision", required_argument, NULL, 'x'},
+        {"limit", required_argument, NULL, 'l'},
+        {"cursor", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char **slot[128] = {0};
+    slot['d'] = &o->dir;
+    slot['e'] = &o->export_file;
+    slot['k'] = &o->site_key;
+    slot['s'] = &o->since;
+    slot['u'] = &o->until;
+    slot['p'] = &o->principal;
+    slot['t'] = &o->tenant;
+    slot['D'] = &o->dataset;
+    slot['a'] = &o->action;
+    slot['x'] = &o->decision;
+    slot['l'] = &o->limit;
+    slot['c'] = &o->cursor;
+    slot['o'] = &o->out;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+        if (c == 'S') {
+            o->strict = true;
+        } else if (c > 0 && c < 128 && slot[c] != NULL) {
+            if (*slot[c] != NULL) {
+                fprintf(stderr, "antenna audit: an option is given twice\n");
+                return -1;
+            }
+            *slot[c] = optarg;
+        } else if (c == 'h') {
+            usage(stdout);
+            return -2;
+        } else {
+            fprintf(stderr, "antenna audit: unknown option or missing value: %s\n",
+                    argv[optind - 1]);
+            return -1;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "antenna audit: unexpected argument %s\n", argv[optind]);
+        return -1;
+    }
+    if (o->dir == NULL) {
+        o->dir = "./var";
+    }
+    return 0;
+}
+
+static int open_site(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        fprintf(stderr, "antenna audit: cannot open %s: %s\n", dir, strerror(errno));
+    }
+    return fd;
+}
+
+/* The site's Ed25519 public key: the ANTENNA ED25519 PUBLIC KEY block of a site.pub file. */
+static int load_sign_pub(int dirfd, const char *path, uint8_t pub[ANT_KEY_LEN])
+{
+    struct ant_buf raw = ANT_BUF_INIT(ANT_KEYFILE_MAX);
+    struct ant_diag d = {{0}};
+    int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
+    int rc = fd < 0 ? -errno : ant_read_all(fd, &raw);
+    rc = rc < 0 ? rc
+                : ant_keyfile_public_decode(ant_buf_view(&raw), ANT_KEYFILE_ED25519_PUBLIC, pub,
+                                            &d);
+    if (rc < 0) {
+        fprintf(stderr, "antenna audit: cannot read the site's Ed25519 public key from %s: %s\n",
+                path, ant_diag_msg(&d, strerror(-rc)));
+    }
+    ant_close(fd);
+    ant_buf_fini(&raw);
+    return rc;
+}
+
+static int open_audit(int dirfd, const struct ant_signkey *sign, struct ant_audit **out)
+{
+    int rc = ant_audit_open(dirfd, "audit.db", 0, sign, NULL, out);
+    if (rc < 0) {
+        fprintf(stderr, "antenna audit: cannot open audit.db: %s\n", strerror(-rc));
+    }
+    return rc;
+}
+
+static void print_report(const char *what, int rc, const struct ant_audit_report *rep)
+{
+    if (rc == 0) {
+        printf("%s: intact: %lld events, %lld checkpoints, last seq %lld, signed up to %lld\n",
+               what, (long long)rep->events, (long long)rep->checkpoints, (long long)rep->last_seq,
+               (long long)rep->signed_seq);
+        if (rep->last_seq > rep->signed_seq) {
+            printf("%s: events %lld..%lld are not yet covered by a checkpoint\n", what,
+                   (long long)(rep->signed_seq + 1), (long long)rep->last_seq);
+        }
+    } else if (rc == -EBADMSG) {
+        printf("%s: BROKEN at seq %lld", what, (long long)rep->first_bad_seq);
+        if (rep->line > 0) {
+            printf(" (line %lld)", (long long)rep->line);
+        }
+        printf(": %s\n%s: %lld events and %lld checkpoints checked before it\n", rep->what, what,
+               (long long)rep->events, (long long)rep->checkpoints);
+    } else {
+        fprintf(stderr, "antenna audit: %s: %s\n", what, strerror(-rc));
+    }
+}
+
+static int verify_export(const struct aopts *o)
+{
+    uint8_t pub[ANT_KEY_LEN];
+    struct ant_audit_report rep = {0};
+    void *map = NULL;
+    size_t len = 0;
+    struct stat st;
+    int rc = load_sign_pub(AT_FDCWD, o->site_key, pub);
+    if (rc < 0) {
+        return 1;
+    }
+    int fd = open(o->export_file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        fprintf(stderr, "antenna audit: cannot read %s: %s\n", o->export_file,
+                fd < 0 ? strerror(errno) : "not a regular file");
+        ant_close(fd);
+        return 1;
+    }
+    len = (size_t)st.st_size;
+    if (len > 0) {
+        map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (map == MAP_FAILED) {
+            fprintf(stderr, "antenna audit: cannot map %s: %s\n", o->export_file,
+                    strerror(errno));
+            ant_close(fd);
+            return 1;
+        }
+    }
+    rc = ant_audit_verify_export(ant_bytes_of(map, len), pub, &rep);
+    print_report(o->export_file, rc, &rep);
+    if (map != NULL) {
+        munmap(map, len);
+    }
+    ant_close(fd);
+    return rc == 0 ? 0 : 1;
+}
+
+static int verify_live(const struct aopts *o)
+{
+    uint8_t pub[ANT_KEY_LEN];
+    struct ant_audit_report rep = {0};
+    struct ant_audit *a = NULL;
+    int ret = 1;
+    int dirfd = open_site(o->dir);
+    if (dirfd < 0 || load_sign_pub(dirfd, "keys/site.pub", pub) < 0 ||
+        open_audit(dirfd, NULL, &a) < 0) {
+        goto out;
+    }
+    int rc = ant_audit_verify(a, pub, o->strict, &rep);
+    print_report("audit.db", rc, &rep);
+    ret = rc == 0 ? 0 : 1;
+out:
+    ant_audit_close(a);
+    ant_close(dirfd);
+    return ret;
+}
+
+static int do_export(const struct aopts *o)
+{
+    struct ant_site_keys keys = {0};
+    struct ant_diag d = {{0}};
+    struct ant_audit *a = NULL;
+    int ret = 1, out = STDOUT_FILENO, keysfd = -1;
+    int dirfd = open_site(o->dir);
+    if (dirfd < 0) {
+        goto out;
+    }
+    keysfd = openat(dirfd, "keys", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = keysfd < 0 ? -errno
+                        : ant_site_keys_load(keysfd, getenv("ANTENNA_KEY_PASSPHRASE"), &keys, &d);
+    if (rc < 0) {
+        /* An auditor may export without the secret key; the unsigned tail then fails verify
+         * until the daemon signs it (within checkpoint_seconds). */
+        fprintf(stderr, "antenna audit: exporting without signing the tail (%s)\n",
+                ant_diag_msg(&d, strerror(-rc)));
+    }
+    if (open_audit(dirfd, keys.sign, &a) < 0) {
+        goto out;
+    }
+    if (o->out != NULL && strcmp(o->out, "-") != 0) {
+        out = open(o->out, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0640);
+        if (out < 0) {
+            fprintf(stderr, "antenna audit: cannot create %s: %s\n", o->out, strerror(errno));
+            goto out;
+        }
+    }
+    int64_t lines = ant_audit_export(a, out);
+    if (lines >= 0 && out != STDOUT_FILENO && fsync(out) < 0) {
+        lines = -errno;
+    }
+    if (lines < 0) {
+        fprintf(stderr, "antenna audit: export failed: %s\n", strerror((int)-lines));
+        goto out;
+    }
+    if (out != STDOUT_FILENO) {
+        fprintf(stderr, "antenna audit: wrote %lld lines to %s\n", (long long)lines, o->out);
+    }
+    ret = 0;
+out:
+    if (out != STDOUT_FILENO) {
+        ant_close(out);
+    }
+    ant_audit_close(a);
+    ant_site_keys_fini(&keys);
+    ant_close(keysfd);
+    ant_close(dirfd);
+    return ret;
+}
+
+static bool digits(const char *s, size_t off, size_t n, uint64_t max, uint64_t *v)
+{
+    return ant_parse_u64(ant_bytes_of(s + off, n), 0, max, v) == 0;
+}
+
+/* RFC 3339 UTC ("2026-11-27T03:00:00Z", fraction not accepted), a date, or Unix seconds:
+ * milliseconds since the epoch, or -EINVAL. */
+static int parse_time(const char *s, int64_t *ms)
+{
+    size_t n = strlen(s);
+    uint64_t v[6] = {0};
+    if (n > 0 && n <= 12 && digits(s, 0, n, 1ull << 40, &v[0])) {
+        *ms = (int64_t)v[0] * 1000;
+        return 0;
+    }
+    bool date = n >= 10 && s[4] == '-' && s[7] == '-' && digits(s, 0, 4, 9999, &v[0]) &&
+                digits(s, 5, 2, 12, &v[1]) && digits(s, 8, 2, 31, &v[2]) && v[1] >= 1 &&
+                v[2] >= 1;
+    if (!date || (n != 10 && !(n == 20 && (s[10] == 'T' || s[10] == 't') && s[13] == ':' &&
+                               s[16] == ':' && (s[19] == 'Z' || s[19] == 'z') &&
+                               digits(s, 11, 2, 23, &v[3]) && digits(s, 14, 2, 59, &v[4]) &&
+                               digits(s, 17, 2, 60, &v[5])))) {
+        return -EINVAL;
+    }
+    struct tm tm = {.tm_year = (int)v[0] - 1900,
+                    .tm_mon = (int)v[1] - 1,
+                    .tm_mday = (int)v[2],
+                    .tm_hour = (int)v[3],
+                    .tm_min = (int)v[4],
+                    .tm_sec = (int)v[5]};
+    time_t t = timegm(&tm);
+    if (t == (time_t)-1) {
+        return -EINVAL;
+    }
+    *ms = (int64_t)t * 1000;
+    return 0;
+}
+
+static const char *str_or(json_t *o, const char *key, const char *dflt)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    return v != NULL ? v : dflt;
+}
+
+static void print_table(json_t *events, int64_t next)
+{
+    size_t i;
+    json_t *e;
+    printf("%-8s %-20s %-16s %-12s %-18s %-28s %-6s %s\n", "SEQ", "TIME", "PRINCIPAL", "TENANT",
+           "ACTION", "RESOURCE", "DEC", "REASON");
+    json_array_foreach(events, i, e)
+    {
+        char when[32], res[64];
+        int64_t t = json_integer_value(json_object_get(e, "time_ms"));
+        ant_fmt_time(t / 1000, when);
+        snprintf(res, sizeof(res), "%s:%s", str_or(e, "resource_kind", "-"),
+                 str_or(e, "resource_id", "-"));
+        printf("%-8lld %-20s %-16s %-12s %-18s %-28s %-6s %s\n",
+               (long long)json_integer_value(json_object_get(e, "seq")), when,
+               str_or(e, "actor", "-"), str_or(e, "tenant", "-"), str_or(e, "action", "-"), res,
+               str_or(e, "decision", "-"), str_or(e, "reason", "-"));
+    }
+    if (next != 0) {
+        printf("more: --cursor %lld\n", (long long)next);
+    }
+}
+
+static int do_query(const struct aopts *o)
+{
+    struct ant_audit_query q = {
+        .actor = o->principal,
+        .tenant = o->tenant,
+        .dataset_id = o->dataset,
+        .action = o->action,
+        .decision = o->decision,
+    };
+    uint64_t v = 0;
+    if ((o->since != NULL && parse_time(o->since, &q.from_ms) < 0) ||
+        (o->until != NULL && parse_time(o->until, &q.to_ms) < 0)) {
+        fprintf(stderr, "antenna audit: bad time (use 2026-11-27T03:00:00Z, 2026-11-27 or Unix "
+                        "seconds)\n");
+        usage(stderr);
+        return 2;
+    }
+    if (o->limit != NULL) {
+        if (ant_parse_u64(ant_bytes_str(o->limit), 1, 1000, &v) < 0) {
+            fprintf(stderr, "antenna audit: --limit takes 1..1000\n");
+            return 2;
+        }
+        q.limit = (unsigned)v;
+    }
+    if (o->cursor != NULL) {
+        if (ant_parse_u64(ant_bytes_str(o->cursor), 0, INT64_MAX, &v) < 0) {
+            fprintf(stderr, "antenna audit: bad --cursor\n");
+            return 2;
+        }
+        q.after_seq = (int64_t)v;
+    }
+    if (o->decision != NULL && strcmp(o->decision, "allow") != 0 &&
+        strcmp(o->decision, "deny") != 0 && strcmp(o->decision, "info") != 0) {
+        fprintf(stderr, "antenna audit: --decision takes allow, deny or info\n");
+        return 2;
+    }
+    if (q.to_ms != 0 && q.to_ms < q.from_ms) {
+        fprintf(stderr, "antenna audit: --until is before --since\n");
+        return 2;
+    }
+    struct ant_audit *a = NULL;
+    json_t *res = NULL;
+    int64_t next = 0;
+    int ret = 1;
+    int dirfd = open_site(o->dir);
+    if (dirfd < 0 || open_audit(dirfd, NULL, &a) < 0) {
+        goto out;
+    }
+    int rc = ant_audit_query_run(a, &q, &res, &next);
+    if (rc < 0) {
+        fprintf(stderr, "antenna audit: query failed: %s\n", strerror(-rc));
+        goto out;
+    }
+    if (o->json) {
+        json_t *doc = json_pack("{s:O, s:o}", "events", res, "next_cursor",
+                                next != 0 ? json_integer(next) : json_null());
+        char *s = doc != NULL ? json_dumps(doc, JSON_INDENT(2)) : NULL;
+        if (s == NULL) {
+            json_decref(doc);
+            goto out;
+        }
+        printf("%s\n", s);
+        free(s);
+        json_decref(doc);
+    } else {
+        print_table(res, next);
+    }
+    ret = 0;
+out:
+    json_decref(res);
+    ant_audit_close(a);
+    ant_close(dirfd);
+    return ret;
+}
+
+int ant_cli_audit(int argc, char **argv)
+{
+    struct aopts o = {0};
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    int prc = parse_opts(argc - 1, argv + 1, &o);
+    if (prc == -2) {
+        return 0;
+    }
+    if (prc < 0) {
+        usage(stderr);
+        return 2;
+    }
+    bool query_opts = o.since || o.until || o.principal || o.tenant || o.dataset || o.action ||
+                      o.decision || o.limit || o.cursor;
+    if (strcmp(cmd, "verify") == 0 && !query_opts && o.out == NULL) {
+        if (o.export_file != NULL && o.site_key != NULL && !o.strict) {
+            return verify_export(&o);
+        }
+        if (o.export_file == NULL && o.site_key == NULL) {
+            return verify_live(&o);
+        }
+    } else if (strcmp(cmd, "export") == 0 && !query_opts && !o.strict && o.export_file == NULL &&
+               o.site_key == NULL) {
+        return do_export(&o);
+    } else if (strcmp(cmd, "query") == 0 && !o.strict && o.export_file == NULL &&
+               o.site_key == NULL) {
+        if (o.out != NULL && strcmp(o.out, "json") != 0) {
+            fprintf(stderr, "antenna audit: -o takes json\n");
+            return 2;
+        }
+        o.json = o.out != NULL;
+        return do_query(&o);
+    }
+    fprintf(stderr, "antenna audit: bad command or options for '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}
