@@ -3,8 +3,12 @@
 #include "tests/unit/testutil.h"
 
 #include <fcntl.h>
+#include <openssl/core_names.h>
+#include <openssl/ecdsa.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/pem.h>
+#include <unistd.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +23,9 @@
 static struct ant_signkey *g_ed;
 static struct ant_signkey *g_ed_other;
 static struct ant_jwks *g_ed_set; /* g_ed's public key, kid "ed1" */
+static EVP_PKEY *g_rsa, *g_ec;    /* RSA 2048 and P-256, as an identity provider's */
+static char *g_jwks_json;         /* kids "rsa1", "ec1", "ed1" */
+static struct ant_jwks *g_idp;    /* parsed from g_jwks_json */
 
 typedef size_t (*signer_fn)(const uint8_t *in, size_t len, uint8_t *sig);
 
@@ -42,6 +49,42 @@ static size_t sign_nothing(const uint8_t *in, size_t len, uint8_t *sig)
     (void)len;
     (void)sig;
     return 0;
+}
+
+static size_t evp_sign(EVP_PKEY *pk, const uint8_t *in, size_t len, uint8_t *sig, size_t cap)
+{
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    size_t n = cap;
+    assert_non_null(m);
+    assert_int_equal(EVP_DigestSignInit_ex(m, NULL, "SHA256", NULL, NULL, pk, NULL), 1);
+    assert_int_equal(EVP_DigestSign(m, sig, &n, in, len), 1);
+    EVP_MD_CTX_free(m);
+    return n;
+}
+
+static size_t sign_rs256(const uint8_t *in, size_t len, uint8_t *sig)
+{
+    return evp_sign(g_rsa, in, len, sig, 1024);
+}
+
+/* EVP gives ECDSA signatures in DER; JWS wants r||s, 32 bytes each (RFC 7518 §3.4). */
+static size_t sign_es256(const uint8_t *in, size_t len, uint8_t *sig)
+{
+    uint8_t der[128];
+    size_t n = evp_sign(g_ec, in, len, der, sizeof(der));
+    const uint8_t *p = der;
+    ECDSA_SIG *es = d2i_ECDSA_SIG(NULL, &p, (long)n);
+    assert_non_null(es);
+    assert_int_equal(BN_bn2binpad(ECDSA_SIG_get0_r(es), sig, 32), 32);
+    assert_int_equal(BN_bn2binpad(ECDSA_SIG_get0_s(es), sig + 32, 32), 32);
+    ECDSA_SIG_free(es);
+    return 64;
+}
+
+/* The DER form a careless signer would send. */
+static size_t sign_es256_der(const uint8_t *in, size_t len, uint8_t *sig)
+{
+    return evp_sign(g_ec, in, len, sig, 128);
 }
 
 /* header.payload.signature from literal JSON texts, signed by `sign` (may sign anything: the
@@ -126,12 +169,95 @@ static char *sign_claims(const char *payload, const char *typ)
     return (char *)ant_buf_take(&out, &n);
 }
 
+static EVP_PKEY *keygen(const char *type, unsigned rsa_bits)
+{
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, type, NULL);
+    EVP_PKEY *pk = NULL;
+    if (ctx == NULL || EVP_PKEY_keygen_init(ctx) <= 0 ||
+        (rsa_bits != 0 && EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, (int)rsa_bits) <= 0) ||
+        (rsa_bits == 0 && EVP_PKEY_CTX_set_group_name(ctx, "P-256") <= 0) ||
+        EVP_PKEY_keygen(ctx, &pk) <= 0) {
+        pk = NULL;
+    }
+    EVP_PKEY_CTX_free(ctx);
+    return pk;
+}
+
+static char *bn_param_b64(const EVP_PKEY *pk, const char *name)
+{
+    BIGNUM *bn = NULL;
+    uint8_t buf[1024];
+    if (EVP_PKEY_get_bn_param(pk, name, &bn) != 1 || BN_num_bytes(bn) > (int)sizeof(buf)) {
+        return NULL;
+    }
+    int n = BN_bn2bin(bn, buf);
+    BN_free(bn);
+    return b64url(buf, (size_t)n);
+}
+
+/* The JWK members of a public key, as an identity provider publishes them. */
+static char *jwk_json(const EVP_PKEY *pk, const char *kid)
+{
+    char *out = malloc(2048);
+    assert_non_null(out);
+    if (EVP_PKEY_is_a(pk, "RSA")) {
+        char *n = bn_param_b64(pk, OSSL_PKEY_PARAM_RSA_N), *e = bn_param_b64(pk, OSSL_PKEY_PARAM_RSA_E);
+        assert_non_null(n);
+        assert_non_null(e);
+        snprintf(out, 2048, "{\"kty\":\"RSA\",\"use\":\"sig\",\"kid\":\"%s\",\"n\":\"%s\",\"e\":\"%s\"}", kid,
+                 n, e);
+        free(n);
+        free(e);
+    } else {
+        uint8_t pt[65];
+        size_t len = 0;
+        assert_int_equal(EVP_PKEY_get_octet_string_param(pk, OSSL_PKEY_PARAM_PUB_KEY, pt,
+                                                         sizeof(pt), &len),
+                         1);
+        assert_int_equal(len, 65);
+        char *x = b64url(pt + 1, 32), *y = b64url(pt + 33, 32);
+        snprintf(out, 2048,
+                 "{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"%s\",\"x\":\"%s\",\"y\":\"%s\"}", kid,
+                 x, y);
+        free(x);
+        free(y);
+    }
+    return out;
+}
+
+static char *ed_jwk_json(const uint8_t pk[ANT_KEY_LEN], const char *kid)
+{
+    char *out = malloc(256), *x = b64url(pk, ANT_KEY_LEN);
+    assert_non_null(out);
+    snprintf(out, 256, "{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"kid\":\"%s\",\"x\":\"%s\"}", kid, x);
+    free(x);
+    return out;
+}
+
 static int group_setup(void **state)
 {
     (void)state;
+    struct ant_diag d = {{0}};
     if (ant_signkey_generate(&g_ed) != 0 || ant_signkey_generate(&g_ed_other) != 0 ||
         ant_jwks_new(&g_ed_set) != 0 ||
         ant_jwks_add_ed25519(g_ed_set, "ed1", ant_signkey_public(g_ed)) != 0) {
+        return -1;
+    }
+    g_rsa = keygen("RSA", 2048);
+    g_ec = keygen("EC", 0);
+    if (g_rsa == NULL || g_ec == NULL) {
+        return -1;
+    }
+    char *r = jwk_json(g_rsa, "rsa1"), *e = jwk_json(g_ec, "ec1");
+    char *o = ed_jwk_json(ant_signkey_public(g_ed), "ed1");
+    size_t n = strlen(r) + strlen(e) + strlen(o) + 32;
+    g_jwks_json = malloc(n);
+    snprintf(g_jwks_json, n, "{\"keys\":[%s,%s,%s]}", r, e, o);
+    free(r);
+    free(e);
+    free(o);
+    if (ant_jwks_parse(ant_bytes_str(g_jwks_json), &g_idp, &d) != 0) {
+        fprintf(stderr, "jwks: %s\n", d.msg);
         return -1;
     }
     return 0;
@@ -143,6 +269,10 @@ static int group_teardown(void **state)
     ant_signkey_free(g_ed);
     ant_signkey_free(g_ed_other);
     ant_jwks_free(g_ed_set);
+    ant_jwks_free(g_idp);
+    EVP_PKEY_free(g_rsa);
+    EVP_PKEY_free(g_ec);
+    free(g_jwks_json);
     return 0;
 }
 
@@ -620,6 +750,349 @@ static void test_key_selection(void **state)
     ant_jwks_free(two);
 }
 
+/* --- RS256, ES256 and JWKS --- */
+
+#define IDP_PAYLOAD                                                                                \
+    "{\"iss\":\"https://idp.example/realms/ls\",\"aud\":[\"antenna\",\"account\"],"               \
+    "\"sub\":\"u-1\",\"preferred_username\":\"alice\",\"iat\":1799999990,\"exp\":1800000600}"
+#define IDP_ISS "https://idp.example/realms/ls"
+
+static int verify_oidc(const char *tok, json_t **claims)
+{
+    size_t n = strlen(tok);
+    uint8_t *copy = test_memdup(tok, n);
+    json_t *c = NULL;
+    struct ant_diag d = {{0}};
+    int rc = ant_token_oidc_verify(ant_bytes_of(copy, n), g_idp, IDP_ISS, "antenna", NOW, &c, &d);
+    free(copy);
+    if (claims != NULL) {
+        *claims = c;
+    } else {
+        json_decref(c);
+    }
+    return rc;
+}
+
+static void test_rs256_and_es256_round_trip(void **state)
+{
+    (void)state;
+    char *rs = raw_token("{\"alg\":\"RS256\",\"typ\":\"JWT\",\"kid\":\"rsa1\"}", IDP_PAYLOAD,
+                         sign_rs256);
+    char *es = raw_token("{\"alg\":\"ES256\",\"typ\":\"at+jwt\",\"kid\":\"ec1\"}", IDP_PAYLOAD,
+                         sign_es256);
+    char *es_nokid = raw_token("{\"alg\":\"ES256\"}", IDP_PAYLOAD, sign_es256);
+    json_t *c = NULL;
+    assert_int_equal(verify_oidc(rs, &c), 0);
+    assert_string_equal(json_string_value(json_object_get(c, "preferred_username")), "alice");
+    json_decref(c);
+    assert_int_equal(verify_oidc(es, NULL), 0);
+    /* without a kid: the only key of the alg's type */
+    assert_int_equal(verify_oidc(es_nokid, NULL), 0);
+    /* the general verifier agrees */
+    struct ant_token_expect ex = {.algs = ANT_TOKEN_RS256, .iss = IDP_ISS, .aud = "account",
+                                  .typ = "JWT", .now = NOW};
+    assert_int_equal(verify_str(rs, g_idp, &ex, NULL, NULL), 0);
+    ex.algs = ANT_TOKEN_ES256; /* RS256 not in the allowlist */
+    assert_int_equal(verify_str(rs, g_idp, &ex, NULL, NULL), -EKEYREJECTED);
+    /* wrong issuer / audience / expired */
+    struct ant_diag d = {{0}};
+    json_t *out = NULL;
+    assert_int_equal(ant_token_oidc_verify(ant_bytes_str(rs), g_idp, "https://idp.example",
+                                           "antenna", NOW, &out, &d),
+                     -EKEYREJECTED);
+    assert_int_equal(ant_token_oidc_verify(ant_bytes_str(rs), g_idp, IDP_ISS, "other", NOW,
+                                           &out, &d),
+                     -EKEYREJECTED);
+    assert_int_equal(ant_token_oidc_verify(ant_bytes_str(rs), g_idp, IDP_ISS, "antenna",
+                                           NOW + 3600, &out, &d),
+                     -EKEYEXPIRED);
+    assert_int_equal(ant_token_oidc_verify(ant_bytes_str(rs), g_idp, IDP_ISS, NULL, NOW, &out,
+                                           &d),
+                     -EINVAL);
+    assert_null(out);
+    free(rs);
+    free(es);
+    free(es_nokid);
+}
+
+static void test_rs256_es256_signature_tampering(void **state)
+{
+    (void)state;
+    char *rs = raw_token("{\"alg\":\"RS256\",\"kid\":\"rsa1\"}", IDP_PAYLOAD, sign_rs256);
+    char *es = raw_token("{\"alg\":\"ES256\",\"kid\":\"ec1\"}", IDP_PAYLOAD, sign_es256);
+    char *der = raw_token("{\"alg\":\"ES256\",\"kid\":\"ec1\"}", IDP_PAYLOAD, sign_es256_der);
+    assert_int_equal(verify_oidc(der, NULL), -EKEYREJECTED);
+    char *toks[] = {rs, es};
+    for (size_t t = 0; t < 2; t++) {
+        size_t n = strlen(toks[t]);
+        size_t sigstart = (size_t)(strrchr(toks[t], '.') - toks[t]) + 1;
+        /* flip one character in each of a handful of places of the payload and signature */
+        for (size_t i = sigstart - 40; i < n; i += 7) {
+            if (toks[t][i] == '.') {
+                continue;
+            }
+            char *m = strdup(toks[t]);
+            m[i] = m[i] == 'A' ? 'B' : 'A';
+            assert_int_not_equal(verify_oidc(m, NULL), 0);
+            free(m);
+        }
+    }
+    /* an ES256 signature of zeros (r = s = 0) */
+    const char *dot = strrchr(es, '.');
+    uint8_t zeros[64] = {0};
+    char *z = b64url(zeros, sizeof(zeros));
+    size_t n = (size_t)(dot - es) + 1 + strlen(z) + 1;
+    char *zt = malloc(n);
+    snprintf(zt, n, "%.*s.%s", (int)(dot - es), es, z);
+    assert_int_equal(verify_oidc(zt, NULL), -EKEYREJECTED);
+    free(z);
+    free(zt);
+    free(rs);
+    free(es);
+    free(der);
+}
+
+static void test_alg_must_fit_key_type(void **state)
+{
+    (void)state;
+    /* an RS256 token naming the EC key, an ES256 token naming the RSA key, an EdDSA token
+     * naming either: refused before any signature arithmetic */
+    char *rs_ec = raw_token("{\"alg\":\"RS256\",\"kid\":\"ec1\"}", IDP_PAYLOAD, sign_rs256);
+    char *es_rsa = raw_token("{\"alg\":\"ES256\",\"kid\":\"rsa1\"}", IDP_PAYLOAD, sign_es256);
+    char *ed_rsa = raw_token("{\"alg\":\"EdDSA\",\"kid\":\"rsa1\"}", IDP_PAYLOAD, sign_ed);
+    struct ant_token_expect ex = {.algs = ANT_TOKEN_EDDSA | ANT_TOKEN_RS256 | ANT_TOKEN_ES256,
+                                  .iss = IDP_ISS, .now = NOW};
+    struct ant_diag d = {{0}};
+    assert_int_equal(verify_str(rs_ec, g_idp, &ex, NULL, &d), -EKEYREJECTED);
+    assert_non_null(strstr(d.msg, "alg does not fit"));
+    assert_int_equal(verify_str(es_rsa, g_idp, &ex, NULL, &d), -EKEYREJECTED);
+    assert_int_equal(verify_str(ed_rsa, g_idp, &ex, NULL, &d), -EKEYREJECTED);
+    /* an EdDSA token with a key the IdP set does hold: OIDC allows RS256/ES256 only */
+    char *ed = raw_token("{\"alg\":\"EdDSA\",\"kid\":\"ed1\"}", IDP_PAYLOAD, sign_ed);
+    assert_int_equal(verify_str(ed, g_idp, &ex, NULL, &d), 0);
+    assert_int_equal(verify_oidc(ed, NULL), -EKEYREJECTED);
+    /* HS256 keyed with the RSA public key as a PEM text and as the raw modulus */
+    BIO *bio = BIO_new(BIO_s_mem());
+    assert_int_equal(PEM_write_bio_PUBKEY(bio, g_rsa), 1);
+    char *pem = NULL;
+    long pemlen = BIO_get_mem_data(bio, &pem);
+    g_hmac_secret = (const uint8_t *)pem;
+    g_hmac_secret_len = (size_t)pemlen;
+    char *hs = raw_token("{\"alg\":\"HS256\",\"kid\":\"rsa1\"}", IDP_PAYLOAD, sign_hs256);
+    assert_int_equal(verify_str(hs, g_idp, &ex, NULL, &d), -EKEYREJECTED);
+    assert_int_equal(verify_oidc(hs, NULL), -EKEYREJECTED);
+    BIO_free(bio);
+    free(hs);
+    free(rs_ec);
+    free(es_rsa);
+    free(ed_rsa);
+    free(ed);
+}
+
+static void test_oidc_refuses_antenna_tokens(void **state)
+{
+    (void)state;
+    char *job = raw_token("{\"alg\":\"RS256\",\"typ\":\"antenna-job+jwt\",\"kid\":\"rsa1\"}",
+                          IDP_PAYLOAD, sign_rs256);
+    char *fed = raw_token("{\"alg\":\"ES256\",\"typ\":\"application/Antenna-Fed+JWT\"}",
+                          IDP_PAYLOAD, sign_es256);
+    assert_int_equal(verify_oidc(job, NULL), -EKEYREJECTED);
+    assert_int_equal(verify_oidc(fed, NULL), -EKEYREJECTED);
+    free(job);
+    free(fed);
+}
+
+static int parse_jwks(const char *doc, struct ant_jwks **out)
+{
+    size_t n = strlen(doc);
+    uint8_t *copy = test_memdup(doc, n);
+    struct ant_diag d = {{0}};
+    struct ant_jwks *set = NULL;
+    int rc = ant_jwks_parse(ant_bytes_of(copy, n), &set, &d);
+    free(copy);
+    if (rc == 0) {
+        assert_non_null(set);
+        assert_true(ant_jwks_count(set) > 0);
+    } else {
+        assert_null(set);
+        assert_true(d.msg[0] != '\0');
+    }
+    if (out != NULL && rc == 0) {
+        *out = set;
+    } else {
+        ant_jwks_free(set);
+    }
+    return rc;
+}
+
+static void test_jwks_parse_accepts_and_skips(void **state)
+{
+    (void)state;
+    struct ant_jwks *set = NULL;
+    assert_int_equal(ant_jwks_count(g_idp), 3);
+    /* encryption keys, unknown kty / crv and foreign algs are skipped */
+    assert_int_equal(
+        parse_jwks("{\"keys\":[{\"kty\":\"oct\",\"k\":\"AAAA\"},"
+                   "{\"kty\":\"EC\",\"crv\":\"P-384\",\"x\":\"AA\",\"y\":\"AA\"},"
+                   "{\"kty\":\"OKP\",\"crv\":\"X25519\",\"x\":\"AA\"},"
+                   "{\"kty\":\"RSA\",\"use\":\"enc\",\"n\":\"AA\",\"e\":\"AQAB\"},"
+                   "{\"kty\":\"RSA\",\"alg\":\"PS256\",\"n\":\"AA\",\"e\":\"AQAB\"},"
+                   "{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"kid\":\"k\","
+                   "\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"}],\"extra\":1}",
+                   &set),
+        0);
+    assert_int_equal(ant_jwks_count(set), 1);
+    ant_jwks_free(set);
+    assert_int_equal(parse_jwks("{\"keys\":[{\"kty\":\"oct\",\"k\":\"AAAA\"}]}", NULL), -ENOENT);
+    assert_int_equal(parse_jwks("{\"keys\":[]}", NULL), -ENOENT);
+}
+
+/* g_jwks_json with its first occurrence of `from` replaced by `to` */
+static char *jwks_with(const char *from, const char *to)
+{
+    const char *at = strstr(g_jwks_json, from);
+    assert_non_null(at);
+    size_t n = strlen(g_jwks_json) - strlen(from) + strlen(to) + 1;
+    char *s = malloc(n);
+    snprintf(s, n, "%.*s%s%s", (int)(at - g_jwks_json), g_jwks_json, to, at + strlen(from));
+    return s;
+}
+
+static void test_jwks_parse_rejects_bad_keys(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "",
+        "[]",
+        "{}",
+        "{\"keys\":{}}",
+        "{\"keys\":[1]}",
+        "{\"keys\":[]}x",
+        "{\"keys\":[],\"keys\":[]}",
+        "{\"keys\":[{\"kty\":7}]}",
+        "{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"AAAA\"}]}",
+        "{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\","
+        "\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo=\"}]}",
+        "{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"alg\":\"RS256\","
+        "\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"}]}",
+        "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"AA\"}]}",
+        "{\"keys\":[{\"kty\":\"RSA\",\"n\":\"AQAB\",\"e\":\"AQAB\"}]}",
+        "{\"keys\":[{\"kty\":\"RSA\",\"e\":\"AQAB\"}]}",
+        "{\"keys\":[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]}",
+    };
+    for (size_t i = 0; i < ANT_ARRAY_LEN(bad); i++) {
+        int rc = parse_jwks(bad[i], NULL);
+        if (rc != -EBADMSG) {
+            fail_msg("case %zu: %d", i, rc);
+        }
+    }
+    /* the EC point moved off the curve; its x given 33 bytes; the RSA e too long */
+    const char *y = strstr(g_jwks_json, "\"y\":\"") + 5;
+    char from[8], to[8];
+    snprintf(from, sizeof(from), "\"y\":\"%.2s", y);
+    snprintf(to, sizeof(to), "\"y\":\"%s", y[0] == 'A' ? "BB" : "AA");
+    char *off = jwks_with(from, to);
+    assert_int_equal(parse_jwks(off, NULL), -EBADMSG);
+    free(off);
+    char *x33 = jwks_with("\"x\":\"", "\"x\":\"AAAA");
+    assert_int_equal(parse_jwks(x33, NULL), -EBADMSG);
+    free(x33);
+    char *elong = jwks_with("\"e\":\"AQAB\"", "\"e\":\"AQABAQABAQAB\"");
+    assert_int_equal(parse_jwks(elong, NULL), -EBADMSG);
+    free(elong);
+    /* RSA under 2048 bits */
+    EVP_PKEY *small = keygen("RSA", 1024);
+    assert_non_null(small);
+    char *jwk = jwk_json(small, "small");
+    char doc[2200];
+    snprintf(doc, sizeof(doc), "{\"keys\":[%s]}", jwk);
+    assert_int_equal(parse_jwks(doc, NULL), -EBADMSG);
+    free(jwk);
+    EVP_PKEY_free(small);
+}
+
+static void test_jwks_limits(void **state)
+{
+    (void)state;
+    struct ant_buf b = ANT_BUF_INIT(ANT_JWKS_MAX * 2);
+    char *one = ed_jwk_json(ant_signkey_public(g_ed), "k");
+    assert_int_equal(ant_buf_append_str(&b, "{\"keys\":["), 0);
+    for (int i = 0; i < ANT_JWKS_KEYS_MAX; i++) {
+        assert_int_equal(ant_buf_printf(&b, "%s%s", i ? "," : "", one), 0);
+    }
+    assert_int_equal(ant_buf_append_str(&b, "]}"), 0);
+    assert_int_equal(ant_buf_terminate(&b), 0);
+    assert_int_equal(parse_jwks((const char *)b.p, NULL), 0);
+    b.len -= 2;
+    assert_int_equal(ant_buf_printf(&b, ",%s]}", one), 0);
+    assert_int_equal(ant_buf_terminate(&b), 0);
+    assert_int_equal(parse_jwks((const char *)b.p, NULL), -E2BIG);
+    /* size: padding whitespace past ANT_JWKS_MAX */
+    b.len = 0;
+    assert_int_equal(ant_buf_printf(&b, "{\"keys\":[%s]", one), 0);
+    while (b.len <= ANT_JWKS_MAX) {
+        assert_int_equal(ant_buf_append_str(&b, "        "), 0);
+    }
+    assert_int_equal(ant_buf_append_str(&b, "}"), 0);
+    assert_int_equal(ant_buf_terminate(&b), 0);
+    assert_int_equal(parse_jwks((const char *)b.p, NULL), -E2BIG);
+    free(one);
+    ant_buf_fini(&b);
+    /* the builder's own limits */
+    struct ant_jwks *set = NULL;
+    char kid[300];
+    memset(kid, 'k', sizeof(kid) - 1);
+    kid[sizeof(kid) - 1] = '\0';
+    assert_int_equal(ant_jwks_new(&set), 0);
+    assert_int_equal(ant_jwks_add_ed25519(set, kid, ant_signkey_public(g_ed)), -EINVAL);
+    for (int i = 0; i < ANT_JWKS_KEYS_MAX; i++) {
+        assert_int_equal(ant_jwks_add_ed25519(set, NULL, ant_signkey_public(g_ed)), 0);
+    }
+    assert_int_equal(ant_jwks_add_ed25519(set, NULL, ant_signkey_public(g_ed)), -E2BIG);
+    ant_jwks_free(set);
+}
+
+static void test_jwks_load_from_file(void **state)
+{
+    (void)state;
+    char *dir = test_tmpdir();
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/jwks.json", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(g_jwks_json, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+    struct ant_jwks *set = NULL;
+    struct ant_diag d = {{0}};
+    assert_int_equal(ant_jwks_load(AT_FDCWD, path, &set, &d), 0);
+    assert_int_equal(ant_jwks_count(set), 3);
+    ant_jwks_free(set);
+    set = NULL;
+    snprintf(path, sizeof(path), "%s/missing.json", dir);
+    assert_int_equal(ant_jwks_load(AT_FDCWD, path, &set, &d), -ENOENT);
+    assert_null(set);
+    test_rmtree(dir);
+    free(dir);
+}
+
+static void test_b64url_is_strict(void **state)
+{
+    (void)state;
+    uint8_t out[8];
+    size_t n = 0;
+    assert_int_equal(ant_b64url_decode(ant_bytes_str("AQAB"), out, sizeof(out), &n), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(ant_b64url_decode(ant_bytes_str("AQ"), out, sizeof(out), &n), 0);
+    assert_int_equal(n, 1);
+    /* non-zero unused bits, padding, the standard alphabet, a lone char, too long, empty */
+    static const char *const bad[] = {"AR", "AQ==", "A+B/", "A", "AAAAAAAAAAAAAAAA", "",
+                                      "AQ AB", "AQ\nAB"};
+    for (size_t i = 0; i < ANT_ARRAY_LEN(bad); i++) {
+        assert_int_equal(ant_b64url_decode(ant_bytes_str(bad[i]), out, sizeof(out), &n),
+                         -EBADMSG);
+    }
+}
+
 /* --- antenna's own tokens --- */
 
 static void test_kid_is_rfc8037_thumbprint(void **state)
@@ -830,6 +1303,15 @@ int main(void)
         cmocka_unit_test(test_wrong_segment_count_is_rejected),
         cmocka_unit_test(test_crit_header_is_rejected),
         cmocka_unit_test(test_key_selection),
+        cmocka_unit_test(test_rs256_and_es256_round_trip),
+        cmocka_unit_test(test_rs256_es256_signature_tampering),
+        cmocka_unit_test(test_alg_must_fit_key_type),
+        cmocka_unit_test(test_oidc_refuses_antenna_tokens),
+        cmocka_unit_test(test_jwks_parse_accepts_and_skips),
+        cmocka_unit_test(test_jwks_parse_rejects_bad_keys),
+        cmocka_unit_test(test_jwks_limits),
+        cmocka_unit_test(test_jwks_load_from_file),
+        cmocka_unit_test(test_b64url_is_strict),
         cmocka_unit_test(test_kid_is_rfc8037_thumbprint),
         cmocka_unit_test(test_job_token_round_trip),
         cmocka_unit_test(test_job_token_scope_must_be_read),
