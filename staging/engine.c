@@ -613,6 +613,12 @@ static void file_opened(struct run *r, struct sfile *f)
         file_fail(r, f, -EINVAL, "source %s is not a regular file", f->spec->src);
         return;
     }
+    /* O_NONBLOCK kept a FIFO from blocking the open; on a regular file it would make io_uring
+     * answer -EAGAIN instead of waiting for the disk */
+    if (fcntl(f->srcfd, F_SETFL, O_RDONLY) < 0) {
+        file_fail(r, f, -errno, "source %s: %s", f->spec->src, strerror(errno));
+        return;
+    }
     f->src_size = (uint64_t)st.st_size;
     if (xform_has_header(f->spec->xform)) {
         f->state = F_HEADER; /* the scheduler reads the header when a buffer is free */

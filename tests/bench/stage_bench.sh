@@ -1,0 +1,144 @@
+#!/bin/sh
+# Staging engine benchmark: for each backend (io_uring, threads), (a) one big Crypt4GH file
+# decrypted, (b) the same file re-encrypted (new header, body copied), (c) many 16 KiB files in
+# 100 folders decrypted; then cp, cp -r, rsync -a, tar | tar and fio's copy limit on the same
+# bytes. Page caches are dropped before every run when permitted; every time includes
+# durability (the engine syncs before it publishes; the tools are followed by sync).
+#
+#   tests/bench/stage_bench.sh [BUILD_DIR] [WORK_DIR]
+#   STAGE_BENCH_SIZE_MB=4096 STAGE_BENCH_FILES=20000 (defaults)
+#
+# Prints a markdown table on stdout (for docs/benchmarks.md); progress on stderr. Needs root
+# for drop_caches (otherwise says so), python3 to write the small files, fio and rsync.
+set -eu
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BUILD=${1:-$ROOT/build}
+W=${2:-/var/tmp/antenna-stage-bench}
+SIZE_MB=${STAGE_BENCH_SIZE_MB:-4096}
+NFILES=${STAGE_BENCH_FILES:-20000}
+BIN=$BUILD/staging/stage_bench
+KEYS=$ROOT/../shared/c4gh-vectors/keys
+SITE_SEC=$KEYS/recipient1.sec
+SITE_PUB=$KEYS/recipient1.pub
+PEER_PUB=$KEYS/recipient2.pub
+
+[ -x "$BIN" ] || { echo "no $BIN: build first" >&2; exit 1; }
+case "$W" in /tmp/*|/var/tmp/*) ;; *) echo "work dir must be under /tmp or /var/tmp" >&2; exit 1;; esac
+
+log() { printf '%s\n' "$*" >&2; }
+now() { date +%s.%N; }
+secs() { python3 -c "import sys; print('%.2f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$1" "$2"; }
+mbps() { python3 -c "import sys; s=float(sys.argv[2]); print('%.0f' % (float(sys.argv[1]) / 1e6 / s) if s > 0 else '-')" "$1" "$2"; }
+
+DROP=yes
+dropc() {
+    sync
+    if ! { echo 3 > /proc/sys/vm/drop_caches; } 2>/dev/null; then
+        DROP=no
+    fi
+}
+
+rm -rf "$W"
+mkdir -p "$W/plain/big" "$W/plain/small" "$W/arch" "$W/out"
+
+# --- inputs ---
+log "writing ${SIZE_MB} MiB of random plaintext and $NFILES files of 16 KiB in 100 folders"
+head -c $((SIZE_MB * 1024 * 1024)) /dev/urandom > "$W/plain/big/big.bin"
+python3 - "$W/plain/small" "$NFILES" <<'EOF'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+blob = os.urandom(16384 + 4096)
+for i in range(n):
+    d = os.path.join(root, "d%03d" % (i % 100))
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "f%05d" % i), "wb") as f:
+        f.write(blob[i % 4096:i % 4096 + 16384])
+EOF
+BIG_BYTES=$(stat -c %s "$W/plain/big/big.bin")
+SMALL_BYTES=$((NFILES * 16384))
+
+# Encrypt both sets for the site key with the engine itself (also a measurement).
+C4GH=yes
+XD=decrypt
+XR=reencrypt
+KEYARGS="-k $SITE_SEC"
+dropc
+if out=$("$BIN" -x encrypt -p "$SITE_PUB" "$W/plain/big" "$W/arch" big 2>/dev/null); then
+    ENC_BIG=$out
+    "$BIN" -x encrypt -p "$SITE_PUB" "$W/plain/small" "$W/arch" small > /dev/null
+else
+    log "Crypt4GH transforms unavailable in this build: raw copies instead"
+    C4GH=no
+    XD=raw
+    XR=raw
+    KEYARGS=""
+    ENC_BIG=
+    cp -r "$W/plain/big" "$W/arch/big"
+    cp -r "$W/plain/small" "$W/arch/small"
+fi
+sync
+ARCH_BIG_BYTES=$(stat -c %s "$W/arch/big/big.bin")
+
+ROWS=""
+row() { ROWS="$ROWS| $1 | $2 | $3 | $4 | $5 |
+"; }
+
+# engine NAME BACKEND XFORM SRC BYTES [extra args]
+engine() {
+    name=$1 be=$2 x=$3 src=$4 bytes=$5
+    shift 5
+    rm -rf "$W/out/job"
+    dropc
+    log "engine: $name ($be, $x)"
+    # shellcheck disable=SC2086
+    json=$("$BIN" -e "$be" -x "$x" $KEYARGS "$@" "$src" "$W/out" job)
+    s=$(printf '%s' "$json" | python3 -c "import json,sys; print(json.load(sys.stdin)['seconds'])")
+    backend=$(printf '%s' "$json" | python3 -c "import json,sys; print(json.load(sys.stdin)['backend'])")
+    row "$name" "antenna $backend, $x" "$bytes" "$s" "$(mbps "$bytes" "$s")"
+}
+
+# tool NAME WHAT BYTES command...
+tool() {
+    name=$1 what=$2 bytes=$3
+    shift 3
+    rm -rf "$W/out/t"
+    mkdir -p "$W/out/t"
+    dropc
+    log "tool: $name ($what)"
+    t0=$(now)
+    "$@"
+    sync
+    t1=$(now)
+    s=$(secs "$t0" "$t1")
+    row "$name" "$what" "$bytes" "$s" "$(mbps "$bytes" "$s")"
+}
+
+for be in uring threads; do
+    engine "(a) ${SIZE_MB} MiB file" "$be" "$XD" "$W/arch/big" "$ARCH_BIG_BYTES"
+    engine "(b) ${SIZE_MB} MiB file" "$be" "$XR" "$W/arch/big" "$ARCH_BIG_BYTES" -p "$PEER_PUB"
+    engine "(c) $NFILES x 16 KiB" "$be" "$XD" "$W/arch/small" "$SMALL_BYTES"
+    engine "(a') ${SIZE_MB} MiB file" "$be" raw "$W/arch/big" "$ARCH_BIG_BYTES"
+    engine "(c') $NFILES x 16 KiB" "$be" raw "$W/arch/small" "$SMALL_BYTES"
+done
+
+tool "${SIZE_MB} MiB file" "cp" "$ARCH_BIG_BYTES" cp "$W/arch/big/big.bin" "$W/out/t/"
+tool "${SIZE_MB} MiB file" "rsync -a" "$ARCH_BIG_BYTES" rsync -a "$W/arch/big/" "$W/out/t/"
+tool "$NFILES x 16 KiB" "cp -r" "$SMALL_BYTES" cp -r "$W/arch/small" "$W/out/t/"
+tool "$NFILES x 16 KiB" "rsync -a" "$SMALL_BYTES" rsync -a "$W/arch/small/" "$W/out/t/"
+tool "$NFILES x 16 KiB" "tar \\| tar" "$SMALL_BYTES" \
+    sh -c "tar -C '$W/arch' -cf - small | tar -C '$W/out/t' -xf -"
+tool "${SIZE_MB} MiB file" "fio copy limit (io_uring, 1 MiB, QD 64, read job + write job)" \
+    "$ARCH_BIG_BYTES" fio --output=/dev/null --ioengine=io_uring --bs=1M --iodepth=64 \
+    --name=rd --rw=read --filename="$W/arch/big/big.bin" --size="${SIZE_MB}M" \
+    --name=wr --rw=write --filename="$W/out/t/fio.out" --size="${SIZE_MB}M" --end_fsync=1
+
+echo "| input | what | bytes | seconds | MB/s |"
+echo "|---|---|---:|---:|---:|"
+printf '%s' "$ROWS"
+echo
+echo "- Crypt4GH transforms: $C4GH$([ "$C4GH" = no ] && echo ' (rows marked decrypt/reencrypt ran as raw copies)')"
+echo "- page caches dropped before each run: $DROP"
+[ -n "$ENC_BIG" ] && echo "- encrypting the input with the engine: $ENC_BIG"
+echo "- machine: $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p' | head -1)), $(free -g | awk '/Mem:/{print $2}') GiB RAM, kernel $(uname -r), $(findmnt -no FSTYPE,SOURCE -T "$W" | tr -s ' ')"
+rm -rf "$W"
