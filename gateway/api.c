@@ -1,0 +1,309 @@
+/* Helpers shared by the /v1 handlers; see api.h. */
+#include "gateway/api.h"
+
+#include "crypto/base/json.h"
+#include "crypto/base/log.h"
+#include "gateway/site.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+int ant_api_param(const struct ant_req *r, unsigned i, char *out, size_t cap)
+{
+    if (i >= r->nparams || r->params[i].len >= cap ||
+        memchr(r->params[i].p, '\0', r->params[i].len) != NULL) {
+        return -ENOENT;
+    }
+    memcpy(out, r->params[i].p, r->params[i].len);
+    out[r->params[i].len] = '\0';
+    return 0;
+}
+
+int ant_api_fail(struct ant_req *r, unsigned status, const char *code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    int rc = ant_req_error(r, status, code, "%s", msg);
+    return rc < 0 ? rc : ANT_API_DONE;
+}
+
+int ant_api_body(struct ant_req *r, const char *const *allowed, bool optional, json_t **out)
+{
+    struct ant_diag d = {{0}};
+    json_t *doc = NULL;
+    int rc;
+    if (r->body.len == 0) {
+        if (!optional) {
+            return ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_json", "a JSON object is required");
+        }
+        doc = json_object();
+        if (doc == NULL) {
+            return -ENOMEM;
+        }
+        *out = doc;
+        return 0;
+    }
+    rc = ant_json_parse(ant_buf_view(&r->body), r->site->cfg.max_json_body, ANT_JSON_MAX_DEPTH,
+                        &doc, &d);
+    if (rc == -E2BIG) {
+        return ant_api_fail(r, MHD_HTTP_CONTENT_TOO_LARGE, NULL, "%s",
+                            ant_diag_msg(&d, "JSON body too large"));
+    }
+    if (rc < 0) {
+        return ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_json", "%s",
+                            ant_diag_msg(&d, "malformed JSON"));
+    }
+    if (!json_is_object(doc)) {
+        rc = ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_json", "the body must be a JSON object");
+        goto out;
+    }
+    const char *key;
+    json_t *val;
+    json_object_foreach(doc, key, val) {
+        bool known = false;
+        for (size_t i = 0; allowed != NULL && allowed[i] != NULL && !known; i++) {
+            known = strcmp(allowed[i], key) == 0;
+        }
+        if (!known) {
+            /* the key is untrusted: print a bounded, escaped-enough form */
+            rc = ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_request", "unknown member \"%.64s\"",
+                              strpbrk(key, "\"\\\n\r") == NULL ? key : "?");
+            goto out;
+        }
+    }
+    *out = doc;
+    doc = NULL;
+    rc = 0;
+out:
+    json_decref(doc);
+    return rc;
+}
+
+int ant_api_str(struct ant_req *r, const json_t *doc, const char *key, bool required, size_t max,
+                const char **out)
+{
+    const json_t *v = json_object_get(doc, key);
+    if (v == NULL || json_is_null(v)) {
+        if (required) {
+            return ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_request", "\"%s\" is required", key);
+        }
+        *out = NULL;
+        return 0;
+    }
+    if (!json_is_string(v)) {
+        return ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_request", "\"%s\" must be a string", key);
+    }
+    /* jansson allows NUL inside strings: such a value could mean two things to two readers */
+    if (json_string_length(v) > max || strlen(json_string_value(v)) != json_string_length(v)) {
+        return ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_request",
+                            "\"%s\" must be at most %zu bytes without NUL", key, max);
+    }
+    *out = json_string_value(v);
+    return 0;
+}
+
+int ant_api_int(struct ant_req *r, const json_t *doc, const char *key, int64_t min, int64_t max,
+                bool *present, int64_t *out)
+{
+    const json_t *v = json_object_get(doc, key);
+    *present = false;
+    if (v == NULL || json_is_null(v)) {
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
+        return ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_request",
+                            "\"%s\" must be an integer in [%lld, %lld]", key, (long long)min,
+                            (long long)max);
+    }
+    *present = true;
+    *out = json_integer_value(v);
+    return 0;
+}
+
+int ant_api_bool(struct ant_req *r, const json_t *doc, const char *key, bool *out)
+{
+    const json_t *v = json_object_get(doc, key);
+    if (v == NULL || json_is_null(v)) {
+        return 0;
+    }
+    if (!json_is_boolean(v)) {
+        return ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_request", "\"%s\" must be a boolean",
+                            key);
+    }
+    *out = json_is_true(v);
+    return 0;
+}
+
+int ant_api_strv(struct ant_req *r, const json_t *doc, const char *key, unsigned max, size_t len,
+                 const char **v, unsigned *n)
+{
+    const json_t *a = json_object_get(doc, key);
+    *n = 0;
+    if (a == NULL || json_is_null(a)) {
+        return 0;
+    }
+    if (!json_is_array(a) || json_array_size(a) > max) {
+        return ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_request",
+                            "\"%s\" must be an array of at most %u strings", key, max);
+    }
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        const json_t *s = json_array_get(a, i);
+        if (!json_is_string(s) || json_string_length(s) > len ||
+            strlen(json_string_value(s)) != json_string_length(s)) {
+            return ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_request",
+                                "\"%s\" must hold strings of at most %zu bytes", key, len);
+        }
+        v[i] = json_string_value(s);
+    }
+    *n = (unsigned)json_array_size(a);
+    return 0;
+}
+
+static const char *nonempty(const char *s)
+{
+    return s != NULL && s[0] != '\0' ? s : NULL;
+}
+
+int ant_api_audit(struct ant_req *r, const char *action, const char *kind, const char *id,
+                  const char *dataset_id, enum ant_audit_decision decision, const char *reason,
+                  const json_t *detail)
+{
+    char *det = NULL;
+    if (detail != NULL) {
+        det = json_dumps(detail, JSON_COMPACT);
+        if (det == NULL) {
+            return -ENOMEM;
+        }
+    }
+    struct ant_audit_event ev = {
+        .request_id = r->request_id,
+        .actor = nonempty(r->who.id),
+        .tenant = nonempty(r->who.tenant),
+        .credential = nonempty(r->who.key_id),
+        .action = action,
+        .resource_kind = kind,
+        .resource_id = nonempty(id),
+        .dataset_id = nonempty(dataset_id),
+        .decision = decision,
+        .reason = reason,
+        .detail = det,
+    };
+    int64_t seq = ant_audit_append(r->site->audit, &ev);
+    free(det);
+    if (seq < 0) {
+        ant_log_kv(ANT_LOG_ERROR, "audit.append_failed",
+                   ((const char *[]){"request_id", r->request_id, NULL}),
+                   "cannot record %s: %s; request refused", action, strerror((int)-seq));
+        return ant_api_fail(r, MHD_HTTP_SERVICE_UNAVAILABLE, "audit_unavailable",
+                            "the audit log cannot record this request; nothing was done");
+    }
+    return 0;
+}
+
+int ant_api_decide(struct ant_req *r, struct ant_store *st, unsigned action, const char *ds,
+                   const char *kind, const char *id, const struct ant_decide_ctx *ctx,
+                   struct ant_decision *d)
+{
+    struct ant_decide_ctx none = {0};
+    int rc = ant_decide(st, &r->who, action, ds, ctx != NULL ? ctx : &none, d);
+    if (rc < 0) {
+        return rc; /* could not decide: not a decision, nothing to audit; never an allow */
+    }
+    rc = ant_api_audit(r, ant_action_name(action), kind != NULL ? kind : "dataset",
+                       id != NULL ? id : ds, ds, d->allow ? ANT_AUDIT_ALLOW : ANT_AUDIT_DENY,
+                       d->reason, NULL);
+    if (rc != 0) {
+        return rc;
+    }
+    if (d->allow) {
+        return 0;
+    }
+    if (!d->visible) {
+        return ant_api_fail(r, MHD_HTTP_NOT_FOUND, NULL, "no such dataset");
+    }
+    return ant_api_fail(r, MHD_HTTP_FORBIDDEN, d->reason, "%s", d->message);
+}
+
+int ant_api_decide_site(struct ant_req *r, unsigned action, const char *tenant,
+                        const char *event, const char *kind, const char *id)
+{
+    struct ant_decision d;
+    struct ant_store *st = ant_store_pool_acquire(r->site->pool);
+    int rc = ant_decide_tenant(st, &r->who, action, tenant, &d);
+    ant_store_pool_release(r->site->pool, st);
+    if (rc < 0) {
+        return rc;
+    }
+    rc = ant_api_audit(r, event, kind, id, NULL, d.allow ? ANT_AUDIT_ALLOW : ANT_AUDIT_DENY,
+                       d.reason, NULL);
+    if (rc != 0 || d.allow) {
+        return rc;
+    }
+    return ant_api_fail(r, MHD_HTTP_FORBIDDEN, "forbidden", "%s",
+                        action == ANT_ACT_ADMIN ? "this needs the admin role"
+                                                : "this needs the auditor role (or admin)");
+}
+
+int ant_api_json_take(struct ant_req *r, unsigned status, json_t *doc)
+{
+    if (doc == NULL) {
+        return -ENOMEM;
+    }
+    int rc = ant_req_json(r, status, doc);
+    json_decref(doc);
+    return rc;
+}
+
+int ant_api_list_take(struct ant_req *r, const char *key, json_t *list)
+{
+    json_t *doc = json_object();
+    if (doc == NULL || list == NULL || json_object_set_new(doc, key, list) < 0) {
+        json_decref(doc);
+        return -ENOMEM;
+    }
+    return ant_api_json_take(r, MHD_HTTP_OK, doc);
+}
+
+int ant_api_parse_time(const char *s, int64_t *out)
+{
+    uint64_t v;
+    size_t len = strlen(s);
+    if (ant_parse_u64(ant_bytes_of(s, len), 0, 253402300799ull, &v) == 0) {
+        *out = (int64_t)v;
+        return 0;
+    }
+    /* RFC 3339 in UTC only: "YYYY-MM-DDTHH:MM:SSZ", each field a fixed slice */
+    static const struct {
+        size_t off, len;
+        uint64_t min, max;
+    } f[6] = {{0, 4, 1970, 9999}, {5, 2, 1, 12}, {8, 2, 1, 31},
+              {11, 2, 0, 23},     {14, 2, 0, 59}, {17, 2, 0, 60}};
+    uint64_t part[6];
+    if (len != 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' ||
+        s[16] != ':' || s[19] != 'Z') {
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < 6; i++) {
+        if (ant_parse_u64(ant_bytes_of(s + f[i].off, f[i].len), f[i].min, f[i].max, &part[i]) <
+            0) {
+            return -EINVAL;
+        }
+    }
+    struct tm tm = {
+        .tm_year = (int)part[0],
+        .tm_mon = (int)part[1],
+        .tm_mday = (int)part[2],
+        .tm_hour = (int)part[3],
+        .tm_min = (int)part[4],
+        .tm_sec = (int)part[5],
+    };
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    *out = (int64_t)timegm(&tm);
+    return 0;
+}
