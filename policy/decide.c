@@ -21,6 +21,7 @@ struct run {
     bool member;          /* a local principal of the owner tenant */
     bool public_describe; /* classification_rules */
     bool plaintext_leaves;
+    bool vis_known; /* d->visible is final */
 };
 
 static const char *grant_site(const struct ant_principal *p);
@@ -59,30 +60,48 @@ static void decide_as(struct run *r, bool allow, const char *rule, const char *r
     note(r, rule, allow ? "allow" : "deny", "%s: %s", reason, r->d->message);
 }
 
-static bool in_list(const char *v, const char (*list)[ANT_NAME_MAX + 1], unsigned n)
+/* Rule 2: the dataset row and its classification's rules in one query (the hot path). */
+static int load_dataset(struct run *r)
 {
-    for (unsigned i = 0; v != NULL && i < n; i++) {
-        if (strcmp(list[i], v) == 0) {
-            return true;
-        }
-    }
-    return false;
-}
-
-static int load_class_rules(struct run *r)
-{
-    sqlite3_stmt *s = ant_store_stmt(r->st, "SELECT public_describe, plaintext_leaves"
-                                            " FROM classification_rules WHERE classification = ?");
+    sqlite3_stmt *s = ant_store_stmt(
+        r->st, "SELECT d.tenant_id, d.state, d.classification, c.public_describe,"
+               " c.plaintext_leaves FROM datasets d"
+               " JOIN classification_rules c ON c.classification = d.classification"
+               " WHERE d.id = ?");
     if (s == NULL) {
         return -EIO;
     }
-    ant_bind_text(s, 1, ant_ds_class_name(r->ds.classification));
+    ant_bind_text(s, 1, r->ds.id);
     int src = sqlite3_step(s);
-    int rc = src == SQLITE_ROW ? 0 : src == SQLITE_DONE ? -EBADMSG : ant_sqlite_err(src);
+    int rc = src == SQLITE_ROW ? 0 : src == SQLITE_DONE ? -ENOENT : ant_sqlite_err(src);
     if (rc == 0) {
-        r->public_describe = sqlite3_column_int(s, 0) != 0;
-        r->plaintext_leaves = sqlite3_column_int(s, 1) != 0;
+        const char *state = (const char *)sqlite3_column_text(s, 1);
+        const char *cls = (const char *)sqlite3_column_text(s, 2);
+        rc = ant_col_copy(s, 0, r->ds.tenant, sizeof(r->ds.tenant));
+        rc = rc < 0 ? rc : ant_ds_state_parse(state, &r->ds.state);
+        rc = rc < 0 ? rc : ant_ds_class_parse(cls, &r->ds.classification);
+        r->public_describe = sqlite3_column_int(s, 3) != 0;
+        r->plaintext_leaves = sqlite3_column_int(s, 4) != 0;
     }
+    sqlite3_reset(s);
+    return rc;
+}
+
+/* Rule 5: whether `region` is one the dataset may go to. */
+static int region_allowed(struct run *r, const char *region)
+{
+    if (region == NULL) {
+        return 0;
+    }
+    sqlite3_stmt *s = ant_store_stmt(r->st, "SELECT 1 FROM dataset_regions"
+                                            " WHERE dataset_id = ? AND region = ?");
+    if (s == NULL) {
+        return -EIO;
+    }
+    ant_bind_text(s, 1, r->ds.id);
+    ant_bind_text(s, 2, region);
+    int src = sqlite3_step(s);
+    int rc = src == SQLITE_ROW ? 1 : src == SQLITE_DONE ? 0 : ant_sqlite_err(src);
     sqlite3_reset(s);
     return rc;
 }
@@ -278,7 +297,7 @@ static int run_rules(struct run *r)
     }
     note(r, "principal", "pass", "%s (tenant %s)", r->p->id, r->p->tenant[0] ? r->p->tenant : "-");
     /* 2 */
-    rc = ant_store_dataset_get(r->st, r->ds.id, &r->ds);
+    rc = load_dataset(r);
     if (rc == -ENOENT) {
         decide_as(r, false, "dataset", "dataset_not_found", "no such dataset");
         return 0;
@@ -289,23 +308,15 @@ static int run_rules(struct run *r)
     snprintf(r->d->tenant, sizeof(r->d->tenant), "%s", r->ds.tenant);
     r->member = r->p->site[0] == '\0' && r->p->kind == ANT_PRINCIPAL_USER &&
                 r->p->tenant[0] != '\0' && strcmp(r->p->tenant, r->ds.tenant) == 0;
-    rc = load_class_rules(r);
-    if (rc < 0) {
-        return rc;
-    }
     note(r, "dataset", "pass", "%s of tenant %s, %s, %s", r->ds.id, r->ds.tenant,
          ant_ds_state_name(r->ds.state), ant_ds_class_name(r->ds.classification));
     bool draft = r->ds.state == ANT_DS_DRAFT;
-    /* Whether the caller may learn the dataset exists: settled before any denial below. */
+    /* Whether the caller may learn the dataset exists. When this leaves it open (a stranger
+     * to a non-public dataset), a live grant decides it: looked up only if the answer is a
+     * denial (decide_common), or on the way by rule 9. */
     r->d->visible = r->member || (!draft && (r->public_describe || (r->p->roles & ANT_ROLE_ADMIN &&
                                                                      r->p->site[0] == '\0')));
-    if (!r->d->visible && !draft) {
-        rc = has_live_grant(r);
-        if (rc < 0) {
-            return rc;
-        }
-        r->d->visible = rc == 1;
-    }
+    r->vis_known = r->d->visible || draft;
     /* 3 */
     if (draft && !r->member) {
         r->d->visible = false;
@@ -333,7 +344,11 @@ static int run_rules(struct run *r)
     /* 5 */
     if (r->action == ANT_ACT_TRANSFER) {
         const char *region = ctx != NULL ? ctx->dest_region : NULL;
-        if (!in_list(region, r->ds.regions, r->ds.nregions)) {
+        rc = region_allowed(r, region);
+        if (rc < 0) {
+            return rc;
+        }
+        if (rc == 0) {
             decide_as(r, false, "residency", "residency",
                       "the dataset may not go to region %s (site %s)", region ? region : "(none)",
                       ctx != NULL && ctx->dest_site ? ctx->dest_site : "?");
@@ -389,6 +404,7 @@ static int run_rules(struct run *r)
             return rc;
         }
         r->d->visible = r->d->visible || live || rc == 1;
+        r->vis_known = true;
         if (rc == 1) {
             decide_as(r, true, "grant", "grant", "grant %s allows %s", r->d->grant_id, act);
             return 0;
@@ -439,7 +455,27 @@ static int decide_common(struct ant_store *st, const struct ant_principal *p, un
     if (snprintf(r->ds.id, sizeof(r->ds.id), "%s", dataset_id) >= (int)sizeof(r->ds.id)) {
         r->ds.id[0] = '\0'; /* too long to be an id: not found */
     }
+    /* One read transaction around all the rule queries: one snapshot of the catalog for the
+     * whole decision, and one round of WAL locking instead of one per query. */
+    bool txn = sqlite3_get_autocommit(st->db) != 0;
+    sqlite3_stmt *b = txn ? ant_store_stmt(st, "BEGIN") : NULL;
+    if (txn && (b == NULL || ant_store_exec_stmt(b) < 0)) {
+        txn = false; /* decide without: each query is then its own snapshot */
+    }
     rc = run_rules(r);
+    if (rc == 0 && d.allow) {
+        d.visible = true;
+    } else if (rc == 0 && !r->vis_known && r->ds.tenant[0] != '\0') {
+        rc = has_live_grant(r);
+        d.visible = rc == 1;
+        rc = rc < 0 ? rc : 0;
+    }
+    if (txn) {
+        sqlite3_stmt *e = ant_store_stmt(st, "COMMIT");
+        if (e == NULL || ant_store_exec_stmt(e) < 0) {
+            ant_store_rollback(st);
+        }
+    }
     if (rc == 0) {
         *out = d;
     }
