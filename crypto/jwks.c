@@ -429,8 +429,8 @@ int ant_jwks_verify(const struct ant_jwks *set, unsigned alg, const char *kid,
                     struct ant_bytes input, struct ant_bytes sig, struct ant_diag *d)
 {
     const struct jwk *k;
-    if (set == NULL || (alg != ANT_TOKEN_EDDSA && alg != ANT_TOKEN_RS256 &&
-                        alg != ANT_TOKEN_ES256)) {
+    if (set == NULL ||
+        (alg != ANT_TOKEN_EDDSA && alg != ANT_TOKEN_RS256 && alg != ANT_TOKEN_ES256)) {
         return -EKEYREJECTED;
     }
     k = select_key(set, alg, kid);

@@ -18,8 +18,8 @@
 
 static bool is_b64url_char(uint8_t c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_';
 }
 
 /* base64url segment -> JSON object: no duplicate member names (a second "alg" or "aud" is a
@@ -42,8 +42,10 @@ static int segment_json(struct ant_bytes seg, const char *what, json_t **out, st
      * may quote the text, which must not reach ours. jansson refuses "\u0000" in strings. */
     if (ant_json_parse(ant_bytes_of(buf, n), ANT_TOKEN_MAX, ANT_TOKEN_JSON_DEPTH_MAX, &j,
                        &scratch) < 0) {
-        ant_diag_set(d, "token %s is not valid JSON (duplicate members, nesting over %d, "
-                        "trailing data)", what, ANT_TOKEN_JSON_DEPTH_MAX);
+        ant_diag_set(d,
+                     "token %s is not valid JSON (duplicate members, nesting over %d, "
+                     "trailing data)",
+                     what, ANT_TOKEN_JSON_DEPTH_MAX);
         goto out;
     }
     if (!json_is_object(j)) {
@@ -157,15 +159,14 @@ static bool string_claim_is(json_t *claims, const char *name, const char *want)
 static bool aud_contains(json_t *aud, const char *want)
 {
     if (json_is_string(aud)) {
-        return json_string_length(aud) == strlen(want) &&
-               strcmp(json_string_value(aud), want) == 0;
+        return json_string_length(aud) == strlen(want) && strcmp(json_string_value(aud), want) == 0;
     }
     if (!json_is_array(aud) || json_array_size(aud) > AUD_MAX) {
         return false;
     }
     size_t i;
     json_t *v;
-    json_array_foreach(aud, i, v) {
+    json_array_foreach (aud, i, v) {
         if (json_is_string(v) && json_string_length(v) == strlen(want) &&
             strcmp(json_string_value(v), want) == 0) {
             return true;
@@ -291,8 +292,10 @@ static int verify_impl(struct ant_bytes token, const struct ant_jwks *keys,
     const char *kid = NULL;
     unsigned alg = 0;
     int rc;
+    /* now is bounded so that now + skew cannot overflow */
     if (keys == NULL || expect == NULL || claims == NULL || expect->algs == 0 ||
-        (expect->algs & ~(unsigned)(ANT_TOKEN_EDDSA | ANT_TOKEN_RS256 | ANT_TOKEN_ES256)) != 0) {
+        (expect->algs & ~(unsigned)(ANT_TOKEN_EDDSA | ANT_TOKEN_RS256 | ANT_TOKEN_ES256)) != 0 ||
+        expect->now < 0 || expect->now > NUMERIC_DATE_MAX) {
         return -EINVAL;
     }
     rc = split_token(token, &sg, d);
@@ -311,8 +314,8 @@ static int verify_impl(struct ant_bytes token, const struct ant_jwks *keys,
      * even if some key would verify it (cross-JWT confusion). */
     if (refuse_antenna_typ) {
         const char *typ = json_string_value(json_object_get(hdr, "typ"));
-        if (typ != NULL && (typ_matches(typ, ANT_TOKEN_TYP_JOB) ||
-                            typ_matches(typ, ANT_TOKEN_TYP_FED))) {
+        if (typ != NULL &&
+            (typ_matches(typ, ANT_TOKEN_TYP_JOB) || typ_matches(typ, ANT_TOKEN_TYP_FED))) {
             ant_diag_set(d, "an antenna token is not an OIDC token");
             rc = -EKEYREJECTED;
             goto out;
@@ -628,7 +631,8 @@ int ant_token_fed_verify(struct ant_bytes token, const uint8_t peer_pk[ANT_KEY_L
     }
     if ((rc = claim_id(c, "iss", t.iss, d)) < 0 || (rc = claim_id(c, "sub", t.principal, d)) < 0 ||
         (rc = claim_id(c, "tenant", t.tenant, d)) < 0 ||
-        (rc = claim_id(c, "purpose", t.purpose, d)) < 0 || (rc = claim_id(c, "jti", t.jti, d)) < 0) {
+        (rc = claim_id(c, "purpose", t.purpose, d)) < 0 ||
+        (rc = claim_id(c, "jti", t.jti, d)) < 0) {
         goto out;
     }
     /* aud may be an array naming self_id among others; report the one that matched */

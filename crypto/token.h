@@ -49,12 +49,15 @@ void ant_jwks_free(struct ant_jwks *set); /* accepts NULL */
 ANT_MUST_CHECK int ant_jwks_add_ed25519(struct ant_jwks *set, const char *kid,
                                         const uint8_t pk[ANT_KEY_LEN]);
 /* Parses a JWKS document ({"keys":[...]}): kty RSA (n, e), EC crv P-256 (x, y), OKP crv
- * Ed25519 (x). Keys with "use" other than "sig", or an unknown kty / crv, are skipped; a
- * known key that is malformed (bad base64url, point not on the curve, RSA under 2048 bits)
- * makes the whole document -EBADMSG. -E2BIG past ANT_JWKS_MAX or ANT_JWKS_KEYS_MAX. A set with
- * no usable key is -ENOENT. diag says which key and why. */
-ANT_MUST_CHECK int ant_jwks_parse(struct ant_bytes doc, struct ant_jwks **out,
-                                  struct ant_diag *d);
+ * Ed25519 (x). Keys with "use" other than "sig", an unknown kty / crv, or an "alg" that is
+ * not RS256 / ES256 / EdDSA are skipped; a known key that is malformed (bad base64url, wrong
+ * length, point not on the curve, RSA under 2048 bits or a bad exponent, an "alg" of another
+ * key type) makes the whole document -EBADMSG, as does JSON that is not an object with a
+ * "keys" array (duplicate members, nesting over ANT_TOKEN_JSON_DEPTH_MAX, trailing data).
+ * -E2BIG past ANT_JWKS_MAX bytes, ANT_JWKS_KEYS_MAX usable keys or 4 * that many entries.
+ * A set with no usable key is -ENOENT; -ENOMEM. diag says which key and why. On success the
+ * caller owns *out (ant_jwks_free). */
+ANT_MUST_CHECK int ant_jwks_parse(struct ant_bytes doc, struct ant_jwks **out, struct ant_diag *d);
 size_t ant_jwks_count(const struct ant_jwks *set);
 /* Verifies `sig` over `input` for `alg` (one ANT_TOKEN_* bit) with the key chosen by kid: the
  * key whose kid matches; without a match (or without a kid in the token), the only key of the
@@ -66,19 +69,19 @@ ANT_MUST_CHECK int ant_jwks_verify(const struct ant_jwks *set, unsigned alg, con
 
 /* Base64url without padding (RFC 7515 §2), strict: no '=', no whitespace, zero unused bits.
  * 0, or -EBADMSG (also when the result would exceed max). */
-ANT_MUST_CHECK int ant_b64url_decode(struct ant_bytes in, uint8_t *out, size_t max,
-                                     size_t *outlen);
+ANT_MUST_CHECK int ant_b64url_decode(struct ant_bytes in, uint8_t *out, size_t max, size_t *outlen);
 
 /* --- verification --- */
 struct ant_token_expect {
-    unsigned algs;           /* allowlist, ANT_TOKEN_* bits; 0 is -EINVAL */
-    const char *iss;         /* exact match required; NULL: not checked */
-    const char *aud;         /* aud (string, or array holding it) must contain it; NULL: not checked */
-    const char *typ;         /* header typ must equal it (case-insensitive, "application/"
-                              * prefix allowed, RFC 7515 §4.1.9); NULL: not checked */
-    const char *sub;         /* exact match required; NULL: not checked */
-    int64_t now;             /* Unix seconds; 0: the current time */
-    uint32_t skew_s;         /* allowed clock skew for exp, nbf, iat; capped at ANT_TOKEN_SKEW_MAX */
+    unsigned algs;   /* allowlist, ANT_TOKEN_* bits; 0 is -EINVAL */
+    const char *iss; /* exact match required; NULL: not checked */
+    const char *aud; /* aud (string, or array holding it) must contain it; NULL: not checked */
+    const char *typ; /* header typ must equal it (case-insensitive, "application/"
+                      * prefix allowed, RFC 7515 §4.1.9); NULL: not checked */
+    const char *sub; /* exact match required; NULL: not checked */
+    int64_t now;     /* Unix seconds; 0: the current time (< 0, or past the year
+                      * 9999: -EINVAL) */
+    uint32_t skew_s; /* allowed clock skew for exp, nbf, iat; capped at ANT_TOKEN_SKEW_MAX */
     uint32_t max_lifetime_s; /* if non-zero: iat required and exp - iat <= this */
     bool require_jti;        /* a non-empty string jti must be present */
 };
@@ -149,8 +152,8 @@ ANT_MUST_CHECK int ant_token_job_sign(const struct ant_signkey *k, const struct 
  * ANT_TOKEN_JOB_LIFETIME_MAX, skew ANT_TOKEN_SKEW_DEFAULT. now 0: the current time. Fills
  * *out only on success. Errors as ant_token_verify (-EKEYREJECTED, -EKEYEXPIRED, -E2BIG). */
 ANT_MUST_CHECK int ant_token_job_verify(struct ant_bytes token, const uint8_t site_pk[ANT_KEY_LEN],
-                                        const char *site_id, int64_t now,
-                                        struct ant_job_token *out, struct ant_diag *d);
+                                        const char *site_id, int64_t now, struct ant_job_token *out,
+                                        struct ant_diag *d);
 
 /* A federation token: site `iss` asks site `aud` on behalf of one of its principals.
  * Payload {"iss","aud","sub":principal,"tenant","purpose","jti","iat","exp"}, header

@@ -13,15 +13,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define NOW 1800000100
 
 static const char jwks_doc[] =
-    "{\"keys\":[{\"kty\":\"RSA\",\"use\":\"sig\",\"kid\":\"rsa1\",\"alg\":\"RS256\",\"n\":\"rMMGdwJXRKR9Bz"
-    "PYH5lp6MpkGVzO3HsxXysXuOYpnJBkuL6gqUiVchQLZHxVBBcKtXNZUwP7l8j0aUC4MPzJa5Wka-hICm"
-    "SAqWS8KrpyK3Z61vCHf-mY21IG5EDaRBgC1zGQFnLegBhETV-Iuk66mRsKErlTgSPrz-Etiw4f2l1URs"
-    "8Rc0HSZYtwDO8DsYqvmlKIvKInlHszUdTtBO5EUjCtPt5-YUm2AIQG5KEz3hILOmEtl3JSAB_isEgCNo"
-    "8KrlC193AzrG2E2nj2jilaOCGrPwgTrGm1xICHvAloEIfnlGlm5X66_cQF76sERJLOBZJI0GKk9vw6FS"
-    "mgIUtXJw\",\"e\":\"AQAB\"},{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"ec1\",\"x\":\"C40pkuCEMwsx3oC"
-    "oYJ5jy29pnAUw8s1GhA0DNSec5xs\",\"y\":\"D_r_XoZ3PVmT5sMjkAgc89cq90oIZGTWbtqtg_4kZJU\"}"
-    ",{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"kid\":\"ed1\",\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlr"
-    "wIaaPcHURo\"}]}";
+    "{\"keys\":[{\"kty\":\"RSA\",\"use\":\"sig\",\"kid\":\"rsa1\",\"alg\":\"RS256\",\"n\":\"r"
+    "MMGdwJXRKR9BzPYH5lp6MpkGVzO3HsxXysXuOYpnJBkuL6gqUiVchQLZHxVBBcKtXNZUwP7l8j0aUC4MPzJa5Wka"
+    "-hICmSAqWS8KrpyK3Z61vCHf-mY21IG5EDaRBgC1zGQFnLegBhETV-Iuk66mRsKErlTgSPrz-Etiw4f2l1URs8Rc"
+    "0HSZYtwDO8DsYqvmlKIvKInlHszUdTtBO5EUjCtPt5-YUm2AIQG5KEz3hILOmEtl3JSAB_isEgCNo8KrlC193Azr"
+    "G2E2nj2jilaOCGrPwgTrGm1xICHvAloEIfnlGlm5X66_cQF76sERJLOBZJI0GKk9vw6FSmgIUtXJw\",\"e\":\""
+    "AQAB\"},{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"ec1\",\"x\":\"C40pkuCEMwsx3oCoYJ5jy2"
+    "9pnAUw8s1GhA0DNSec5xs\",\"y\":\"D_r_XoZ3PVmT5sMjkAgc89cq90oIZGTWbtqtg_4kZJU\"},{\"kty\":"
+    "\"OKP\",\"crv\":\"Ed25519\",\"kid\":\"ed1\",\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIa"
+    "aPcHURo\"}]}";
 
 static struct ant_jwks *g_set;
 static uint8_t g_ed_pk[ANT_KEY_LEN];

@@ -201,19 +201,20 @@ static char *jwk_json(const EVP_PKEY *pk, const char *kid)
     char *out = malloc(2048);
     assert_non_null(out);
     if (EVP_PKEY_is_a(pk, "RSA")) {
-        char *n = bn_param_b64(pk, OSSL_PKEY_PARAM_RSA_N), *e = bn_param_b64(pk, OSSL_PKEY_PARAM_RSA_E);
+        char *n = bn_param_b64(pk, OSSL_PKEY_PARAM_RSA_N),
+             *e = bn_param_b64(pk, OSSL_PKEY_PARAM_RSA_E);
         assert_non_null(n);
         assert_non_null(e);
-        snprintf(out, 2048, "{\"kty\":\"RSA\",\"use\":\"sig\",\"kid\":\"%s\",\"n\":\"%s\",\"e\":\"%s\"}", kid,
+        snprintf(out, 2048,
+                 "{\"kty\":\"RSA\",\"use\":\"sig\",\"kid\":\"%s\",\"n\":\"%s\",\"e\":\"%s\"}", kid,
                  n, e);
         free(n);
         free(e);
     } else {
         uint8_t pt[65];
         size_t len = 0;
-        assert_int_equal(EVP_PKEY_get_octet_string_param(pk, OSSL_PKEY_PARAM_PUB_KEY, pt,
-                                                         sizeof(pt), &len),
-                         1);
+        assert_int_equal(
+            EVP_PKEY_get_octet_string_param(pk, OSSL_PKEY_PARAM_PUB_KEY, pt, sizeof(pt), &len), 1);
         assert_int_equal(len, 65);
         char *x = b64url(pt + 1, 32), *y = b64url(pt + 33, 32);
         snprintf(out, 2048,
@@ -608,8 +609,8 @@ static void test_duplicate_json_keys_are_rejected(void **state)
 {
     (void)state;
     struct ant_token_expect ex = expect_ed();
-    char *h = raw_token("{\"alg\":\"EdDSA\",\"alg\":\"EdDSA\",\"typ\":\"JWT\"}", GOOD_PAYLOAD,
-                        sign_ed);
+    char *h =
+        raw_token("{\"alg\":\"EdDSA\",\"alg\":\"EdDSA\",\"typ\":\"JWT\"}", GOOD_PAYLOAD, sign_ed);
     char *p = raw_token(ED_HDR,
                         "{\"iss\":\"https://site-a.example\",\"aud\":\"site-a\",\"exp\":1800000600,"
                         "\"exp\":1900000000}",
@@ -630,10 +631,10 @@ static char *nested_payload(int depth)
 {
     /* the top-level object is depth 1; "x" adds depth - 1 more levels */
     struct ant_buf b = ANT_BUF_INIT(4096);
-    assert_int_equal(
-        ant_buf_append_str(&b, "{\"iss\":\"https://site-a.example\",\"aud\":\"site-a\","
-                               "\"exp\":1800000600,\"x\":"),
-        0);
+    assert_int_equal(ant_buf_append_str(&b,
+                                        "{\"iss\":\"https://site-a.example\",\"aud\":\"site-a\","
+                                        "\"exp\":1800000600,\"x\":"),
+                     0);
     for (int i = 1; i < depth; i++) {
         assert_int_equal(ant_buf_append_str(&b, "["), 0);
     }
@@ -688,9 +689,9 @@ static void test_non_base64url_characters_are_rejected(void **state)
     /* a NUL inside the view */
     uint8_t *withnul = test_memdup(tok, n);
     withnul[5] = '\0';
-    assert_int_equal(ant_token_verify(ant_bytes_of(withnul, n), g_ed_set, &ex,
-                                      &(json_t *){NULL}, NULL),
-                     -EKEYREJECTED);
+    assert_int_equal(
+        ant_token_verify(ant_bytes_of(withnul, n), g_ed_set, &ex, &(json_t *){NULL}, NULL),
+        -EKEYREJECTED);
     free(withnul);
     free(tok);
 }
@@ -722,8 +723,8 @@ static void test_crit_header_is_rejected(void **state)
 {
     (void)state;
     struct ant_token_expect ex = expect_ed();
-    char *tok = raw_token("{\"alg\":\"EdDSA\",\"typ\":\"JWT\",\"crit\":[\"exp\"]}", GOOD_PAYLOAD,
-                          sign_ed);
+    char *tok =
+        raw_token("{\"alg\":\"EdDSA\",\"typ\":\"JWT\",\"crit\":[\"exp\"]}", GOOD_PAYLOAD, sign_ed);
     assert_int_equal(verify_ed(tok, &ex), -EKEYREJECTED);
     free(tok);
 }
@@ -738,7 +739,8 @@ static void test_key_selection(void **state)
     assert_int_equal(ant_jwks_add_ed25519(two, "ed1", ant_signkey_public(g_ed)), 0);
     char *kid = raw_token(ED_HDR, GOOD_PAYLOAD, sign_ed);
     char *nokid = raw_token("{\"alg\":\"EdDSA\",\"typ\":\"JWT\"}", GOOD_PAYLOAD, sign_ed);
-    char *badkid = raw_token("{\"alg\":\"EdDSA\",\"typ\":\"JWT\",\"kid\":7}", GOOD_PAYLOAD, sign_ed);
+    char *badkid =
+        raw_token("{\"alg\":\"EdDSA\",\"typ\":\"JWT\",\"kid\":7}", GOOD_PAYLOAD, sign_ed);
     assert_int_equal(verify_str(kid, two, &ex, NULL, NULL), 0);
     /* two Ed25519 keys and no kid: ambiguous, refused rather than tried in turn */
     assert_int_equal(verify_str(nokid, two, &ex, NULL, NULL), -EKEYREJECTED);
@@ -753,7 +755,7 @@ static void test_key_selection(void **state)
 /* --- RS256, ES256 and JWKS --- */
 
 #define IDP_PAYLOAD                                                                                \
-    "{\"iss\":\"https://idp.example/realms/ls\",\"aud\":[\"antenna\",\"account\"],"               \
+    "{\"iss\":\"https://idp.example/realms/ls\",\"aud\":[\"antenna\",\"account\"],"                \
     "\"sub\":\"u-1\",\"preferred_username\":\"alice\",\"iat\":1799999990,\"exp\":1800000600}"
 #define IDP_ISS "https://idp.example/realms/ls"
 
@@ -776,8 +778,8 @@ static int verify_oidc(const char *tok, json_t **claims)
 static void test_rs256_and_es256_round_trip(void **state)
 {
     (void)state;
-    char *rs = raw_token("{\"alg\":\"RS256\",\"typ\":\"JWT\",\"kid\":\"rsa1\"}", IDP_PAYLOAD,
-                         sign_rs256);
+    char *rs =
+        raw_token("{\"alg\":\"RS256\",\"typ\":\"JWT\",\"kid\":\"rsa1\"}", IDP_PAYLOAD, sign_rs256);
     char *es = raw_token("{\"alg\":\"ES256\",\"typ\":\"at+jwt\",\"kid\":\"ec1\"}", IDP_PAYLOAD,
                          sign_es256);
     char *es_nokid = raw_token("{\"alg\":\"ES256\"}", IDP_PAYLOAD, sign_es256);
@@ -789,8 +791,8 @@ static void test_rs256_and_es256_round_trip(void **state)
     /* without a kid: the only key of the alg's type */
     assert_int_equal(verify_oidc(es_nokid, NULL), 0);
     /* the general verifier agrees */
-    struct ant_token_expect ex = {.algs = ANT_TOKEN_RS256, .iss = IDP_ISS, .aud = "account",
-                                  .typ = "JWT", .now = NOW};
+    struct ant_token_expect ex = {
+        .algs = ANT_TOKEN_RS256, .iss = IDP_ISS, .aud = "account", .typ = "JWT", .now = NOW};
     assert_int_equal(verify_str(rs, g_idp, &ex, NULL, NULL), 0);
     ex.algs = ANT_TOKEN_ES256; /* RS256 not in the allowlist */
     assert_int_equal(verify_str(rs, g_idp, &ex, NULL, NULL), -EKEYREJECTED);
@@ -800,14 +802,13 @@ static void test_rs256_and_es256_round_trip(void **state)
     assert_int_equal(ant_token_oidc_verify(ant_bytes_str(rs), g_idp, "https://idp.example",
                                            "antenna", NOW, &out, &d),
                      -EKEYREJECTED);
-    assert_int_equal(ant_token_oidc_verify(ant_bytes_str(rs), g_idp, IDP_ISS, "other", NOW,
-                                           &out, &d),
-                     -EKEYREJECTED);
-    assert_int_equal(ant_token_oidc_verify(ant_bytes_str(rs), g_idp, IDP_ISS, "antenna",
-                                           NOW + 3600, &out, &d),
-                     -EKEYEXPIRED);
-    assert_int_equal(ant_token_oidc_verify(ant_bytes_str(rs), g_idp, IDP_ISS, NULL, NOW, &out,
-                                           &d),
+    assert_int_equal(
+        ant_token_oidc_verify(ant_bytes_str(rs), g_idp, IDP_ISS, "other", NOW, &out, &d),
+        -EKEYREJECTED);
+    assert_int_equal(
+        ant_token_oidc_verify(ant_bytes_str(rs), g_idp, IDP_ISS, "antenna", NOW + 3600, &out, &d),
+        -EKEYEXPIRED);
+    assert_int_equal(ant_token_oidc_verify(ant_bytes_str(rs), g_idp, IDP_ISS, NULL, NOW, &out, &d),
                      -EINVAL);
     assert_null(out);
     free(rs);
@@ -860,8 +861,8 @@ static void test_alg_must_fit_key_type(void **state)
     char *rs_ec = raw_token("{\"alg\":\"RS256\",\"kid\":\"ec1\"}", IDP_PAYLOAD, sign_rs256);
     char *es_rsa = raw_token("{\"alg\":\"ES256\",\"kid\":\"rsa1\"}", IDP_PAYLOAD, sign_es256);
     char *ed_rsa = raw_token("{\"alg\":\"EdDSA\",\"kid\":\"rsa1\"}", IDP_PAYLOAD, sign_ed);
-    struct ant_token_expect ex = {.algs = ANT_TOKEN_EDDSA | ANT_TOKEN_RS256 | ANT_TOKEN_ES256,
-                                  .iss = IDP_ISS, .now = NOW};
+    struct ant_token_expect ex = {
+        .algs = ANT_TOKEN_EDDSA | ANT_TOKEN_RS256 | ANT_TOKEN_ES256, .iss = IDP_ISS, .now = NOW};
     struct ant_diag d = {{0}};
     assert_int_equal(verify_str(rs_ec, g_idp, &ex, NULL, &d), -EKEYREJECTED);
     assert_non_null(strstr(d.msg, "alg does not fit"));
@@ -1085,11 +1086,10 @@ static void test_b64url_is_strict(void **state)
     assert_int_equal(ant_b64url_decode(ant_bytes_str("AQ"), out, sizeof(out), &n), 0);
     assert_int_equal(n, 1);
     /* non-zero unused bits, padding, the standard alphabet, a lone char, too long, empty */
-    static const char *const bad[] = {"AR", "AQ==", "A+B/", "A", "AAAAAAAAAAAAAAAA", "",
-                                      "AQ AB", "AQ\nAB"};
+    static const char *const bad[] = {"AR", "AQ==",  "A+B/",  "A", "AAAAAAAAAAAAAAAA",
+                                      "",   "AQ AB", "AQ\nAB"};
     for (size_t i = 0; i < ANT_ARRAY_LEN(bad); i++) {
-        assert_int_equal(ant_b64url_decode(ant_bytes_str(bad[i]), out, sizeof(out), &n),
-                         -EBADMSG);
+        assert_int_equal(ant_b64url_decode(ant_bytes_str(bad[i]), out, sizeof(out), &n), -EBADMSG);
     }
 }
 
@@ -1112,8 +1112,8 @@ static void test_kid_is_rfc8037_thumbprint(void **state)
 static void test_job_token_round_trip(void **state)
 {
     (void)state;
-    struct ant_job_token t = {.site = "site-a", .principal = "alice", .job_id = "j-42",
-                              .iat = NOW, .exp = NOW + 3600};
+    struct ant_job_token t = {
+        .site = "site-a", .principal = "alice", .job_id = "j-42", .iat = NOW, .exp = NOW + 3600};
     struct ant_buf out = ANT_BUF_INIT(ANT_TOKEN_MAX + 1);
     assert_int_equal(ant_token_job_sign(g_ed, &t, &out), 0);
     struct ant_job_token got;
@@ -1139,8 +1139,12 @@ static void test_job_token_round_trip(void **state)
         ant_token_job_verify(tok, ant_signkey_public(g_ed), "site-a", NOW + 3660, &got, &d),
         -EKEYEXPIRED);
     /* a federation token is not a job token */
-    struct ant_fed_token f = {.iss = "site-a", .aud = "site-a", .principal = "alice",
-                              .tenant = "lab@site-a", .purpose = "research", .iat = NOW};
+    struct ant_fed_token f = {.iss = "site-a",
+                              .aud = "site-a",
+                              .principal = "alice",
+                              .tenant = "lab@site-a",
+                              .purpose = "research",
+                              .iat = NOW};
     struct ant_buf fo = ANT_BUF_INIT(ANT_TOKEN_MAX + 1);
     assert_int_equal(ant_token_fed_sign(g_ed, &f, &fo), 0);
     assert_int_equal(ant_token_job_verify(ant_buf_view(&fo), ant_signkey_public(g_ed), "site-a",
@@ -1161,8 +1165,12 @@ static void test_job_token_round_trip(void **state)
 static void test_job_token_scope_must_be_read(void **state)
 {
     (void)state;
-    struct ant_job_token t = {.site = "site-a", .principal = "alice", .job_id = "j-42",
-                              .scope = "write", .iat = NOW, .exp = NOW + 3600};
+    struct ant_job_token t = {.site = "site-a",
+                              .principal = "alice",
+                              .job_id = "j-42",
+                              .scope = "write",
+                              .iat = NOW,
+                              .exp = NOW + 3600};
     struct ant_buf out = ANT_BUF_INIT(ANT_TOKEN_MAX + 1);
     struct ant_job_token got;
     assert_int_equal(ant_token_job_sign(g_ed, &t, &out), 0);
@@ -1184,8 +1192,12 @@ static void test_job_token_scope_must_be_read(void **state)
 static void test_fed_token_round_trip(void **state)
 {
     (void)state;
-    struct ant_fed_token f = {.iss = "site-b", .aud = "site-a", .principal = "alice",
-                              .tenant = "lab@site-b", .purpose = "cancer-research", .iat = NOW};
+    struct ant_fed_token f = {.iss = "site-b",
+                              .aud = "site-a",
+                              .principal = "alice",
+                              .tenant = "lab@site-b",
+                              .purpose = "cancer-research",
+                              .iat = NOW};
     struct ant_buf out = ANT_BUF_INIT(ANT_TOKEN_MAX + 1);
     assert_int_equal(ant_token_fed_sign(g_ed, &f, &out), 0);
     struct ant_bytes tok = ant_buf_view(&out);
@@ -1194,8 +1206,8 @@ static void test_fed_token_round_trip(void **state)
     assert_string_equal(iss, "site-b");
     struct ant_fed_token got;
     struct ant_diag d = {{0}};
-    int rc = ant_token_fed_verify(tok, ant_signkey_public(g_ed), "site-b", "site-a", NOW + 1,
-                                  &got, &d);
+    int rc =
+        ant_token_fed_verify(tok, ant_signkey_public(g_ed), "site-b", "site-a", NOW + 1, &got, &d);
     if (rc != 0) {
         fail_msg("%d %s", rc, d.msg);
     }
@@ -1215,18 +1227,18 @@ static void test_fed_token_round_trip(void **state)
                      0);
     assert_string_not_equal(got.jti, got2.jti);
     /* wrong audience (a token for site-c replayed at site-a), wrong peer, expired */
-    assert_int_equal(ant_token_fed_verify(tok, ant_signkey_public(g_ed), "site-b", "site-c",
-                                          NOW + 1, &got, &d),
-                     -EKEYREJECTED);
-    assert_int_equal(ant_token_fed_verify(tok, ant_signkey_public(g_ed), "site-x", "site-a",
-                                          NOW + 1, &got, &d),
-                     -EKEYREJECTED);
+    assert_int_equal(
+        ant_token_fed_verify(tok, ant_signkey_public(g_ed), "site-b", "site-c", NOW + 1, &got, &d),
+        -EKEYREJECTED);
+    assert_int_equal(
+        ant_token_fed_verify(tok, ant_signkey_public(g_ed), "site-x", "site-a", NOW + 1, &got, &d),
+        -EKEYREJECTED);
     assert_int_equal(ant_token_fed_verify(tok, ant_signkey_public(g_ed), "site-b", "site-a",
                                           NOW + 300 + 60, &got, &d),
                      -EKEYEXPIRED);
     /* a job token is not a federation token */
-    struct ant_job_token t = {.site = "site-a", .principal = "alice", .job_id = "j",
-                              .iat = NOW, .exp = NOW + 60};
+    struct ant_job_token t = {
+        .site = "site-a", .principal = "alice", .job_id = "j", .iat = NOW, .exp = NOW + 60};
     struct ant_buf jo = ANT_BUF_INIT(ANT_TOKEN_MAX + 1);
     assert_int_equal(ant_token_job_sign(g_ed, &t, &jo), 0);
     assert_int_equal(ant_token_fed_verify(ant_buf_view(&jo), ant_signkey_public(g_ed), "site-a",
@@ -1240,8 +1252,12 @@ static void test_fed_token_round_trip(void **state)
 static void test_fed_token_limits(void **state)
 {
     (void)state;
-    struct ant_fed_token f = {.iss = "site-b", .aud = "site-a", .principal = "alice",
-                              .tenant = "lab@site-b", .purpose = "p", .iat = NOW,
+    struct ant_fed_token f = {.iss = "site-b",
+                              .aud = "site-a",
+                              .principal = "alice",
+                              .tenant = "lab@site-b",
+                              .purpose = "p",
+                              .iat = NOW,
                               .exp = NOW + 301};
     struct ant_buf out = ANT_BUF_INIT(ANT_TOKEN_MAX + 1);
     struct ant_fed_token got;
@@ -1269,8 +1285,8 @@ static void test_fed_token_limits(void **state)
         "\"jti\":\"j\",\"iat\":1800000000,\"exp\":1800000300}",
     };
     for (size_t i = 0; i < ANT_ARRAY_LEN(payloads); i++) {
-        char *tok = raw_token("{\"alg\":\"EdDSA\",\"typ\":\"antenna-fed+jwt\"}", payloads[i],
-                              sign_ed);
+        char *tok =
+            raw_token("{\"alg\":\"EdDSA\",\"typ\":\"antenna-fed+jwt\"}", payloads[i], sign_ed);
         assert_int_equal(ant_token_fed_verify(ant_bytes_str(tok), ant_signkey_public(g_ed),
                                               "site-b", "site-a", NOW, &got, NULL),
                          -EKEYREJECTED);
