@@ -10,6 +10,35 @@
 
 #define GRANT_TIME_MAX 253402300799ll /* 9999-12-31 */
 
+/* A grant to a principal or tenant that does not exist would wait for whoever takes the name
+ * later: refuse it. Peer sites are checked by the federation layer when they connect. */
+static int grantee_exists(struct ant_store *st, enum ant_grantee_kind kind, const char *id)
+{
+    struct ant_principal p;
+    json_t *list = NULL, *t;
+    size_t i;
+    int rc = 0;
+    if (kind == ANT_GRANTEE_PRINCIPAL) {
+        return ant_store_principal_get(st, id, &p);
+    }
+    if (kind != ANT_GRANTEE_TENANT) {
+        return 0;
+    }
+    rc = ant_store_tenant_list(st, &list);
+    if (rc < 0) {
+        return rc;
+    }
+    rc = -ENOENT;
+    json_array_foreach(list, i, t) {
+        const char *name = json_string_value(json_object_get(t, "tenant"));
+        if (name != NULL && strcmp(name, id) == 0) {
+            rc = 0;
+        }
+    }
+    json_decref(list);
+    return rc;
+}
+
 int ant_route_grant_create(struct ant_req *r)
 {
     static const char *const allowed[] = {"grantee_kind", "grantee", "actions",   "purpose",
@@ -69,6 +98,14 @@ int ant_route_grant_create(struct ant_req *r)
         rc = ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_request",
                           "a grant needs grantee_kind (principal, tenant or site), a grantee, at "
                           "least one action, and at most one of expires / expires_in");
+        goto out;
+    }
+    rc = grantee_exists(st, kind, grantee);
+    if (rc == -ENOENT) {
+        rc = ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "unknown_grantee", "no %s named %s",
+                          ant_grantee_kind_name(kind), grantee);
+    }
+    if (rc != 0) {
         goto out;
     }
     struct ant_grant_spec spec = {
