@@ -1,0 +1,1580 @@
+/* Stage jobs: admission, the job table, the runner threads and the purger; see jobs.h. */
+#include "staging/jobs.h"
+
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "crypto/base/log.h"
+#include "policy/audit.h"
+
+/* Per-file progress is written in batches: one commit (an fsync with synchronous=FULL) per file
+ * would bound a job of many small files by the database, not the disks. A crash loses at most
+ * one batch of `done` marks; those files are verified and kept by the engine on resume anyway. */
+#define FLUSH_FILES 512
+#define FLUSH_NS (1000LL * 1000 * 1000)
+#define DB_BUSY_MS 10000
+#define C4GH_SEGMENT 65536u
+#define C4GH_SEGMENT_OVERHEAD 28u /* nonce + MAC */
+#define C4GH_HEADER_ALLOWANCE 1024u
+
+static const char *const g_state_names[] = {"queued", "running", "ready",
+                                            "failed", "cancelled", "expired"};
+
+const char *ant_job_state_name(enum ant_job_state s)
+{
+    return (unsigned)s < ANT_ARRAY_LEN(g_state_names) ? g_state_names[s] : "unknown";
+}
+
+int ant_job_state_parse(const char *s, enum ant_job_state *out)
+{
+    for (unsigned i = 0; s != NULL && i < ANT_ARRAY_LEN(g_state_names); i++) {
+        if (strcmp(s, g_state_names[i]) == 0) {
+            *out = (enum ant_job_state)i;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+bool ant_job_transition_is_allowed(enum ant_job_state from, enum ant_job_state to)
+{
+    switch (from) {
+    case ANT_JOB_QUEUED:
+        return to == ANT_JOB_RUNNING || to == ANT_JOB_CANCELLED || to == ANT_JOB_EXPIRED;
+    case ANT_JOB_RUNNING:
+        /* back to queued: the daemon stopped or crashed while it ran */
+        return to == ANT_JOB_READY || to == ANT_JOB_FAILED || to == ANT_JOB_CANCELLED ||
+               to == ANT_JOB_QUEUED;
+    case ANT_JOB_READY:
+        return to == ANT_JOB_EXPIRED || to == ANT_JOB_CANCELLED;
+    default:
+        return false;
+    }
+}
+
+bool ant_job_state_is_final(enum ant_job_state s)
+{
+    return s != ANT_JOB_QUEUED && s != ANT_JOB_RUNNING;
+}
+
+const char *ant_job_mode_name(enum ant_job_mode m)
+{
+    return m == ANT_JOB_REENCRYPT ? "reencrypt" : "decrypt";
+}
+
+int ant_job_mode_parse(const char *s, enum ant_job_mode *out)
+{
+    if (s != NULL && strcmp(s, "decrypt") == 0) {
+        *out = ANT_JOB_DECRYPT;
+    } else if (s != NULL && strcmp(s, "reencrypt") == 0) {
+        *out = ANT_JOB_REENCRYPT;
+    } else {
+        return -EINVAL;
+    }
+    return 0;
+}
+
+uint64_t ant_job_output_size(enum ant_job_mode m, uint64_t size)
+{
+    if (m == ANT_JOB_DECRYPT) {
+        return size;
+    }
+    uint64_t segs = size / C4GH_SEGMENT + (size % C4GH_SEGMENT != 0);
+    return size + segs * C4GH_SEGMENT_OVERHEAD + C4GH_HEADER_ALLOWANCE;
+}
+
+/* One job being run by a worker: what cancel and the status document need from outside. */
+struct job_run {
+    struct job_run *next;
+    char id[ANT_JOB_ID_LEN + 1];
+    atomic_bool cancel;
+    bool user_cancel; /* under mu: a DELETE, not a shutdown */
+    struct ant_stage_progress progress;
+    uint64_t bytes_prev; /* bytes of files done before this run */
+    int64_t t0_ns;
+};
+
+struct ant_jobs {
+    struct ant_jobs_conf conf;
+    char site_id[ANT_NAME_MAX + 1];
+    sqlite3 *db;
+    pthread_mutex_t mu; /* the connection, runs, stopping */
+    pthread_cond_t cv;  /* a job was queued, a run ended, or stop */
+    struct ant_engine *engine;
+    struct job_run *runs;
+    pthread_t *threads;
+    unsigned nthreads;
+    pthread_t purger;
+    bool purger_started;
+    bool started;
+    bool stopping;
+};
+
+/* --- the connection --- */
+
+static int sqlerr(int src)
+{
+    switch (src & 0xff) {
+    case SQLITE_OK:
+    case SQLITE_ROW:
+    case SQLITE_DONE:
+        return 0;
+    case SQLITE_CONSTRAINT:
+        return (src == SQLITE_CONSTRAINT_FOREIGNKEY) ? -ENOENT : -EEXIST;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return -EBUSY;
+    case SQLITE_FULL:
+        return -ENOSPC;
+    case SQLITE_NOMEM:
+        return -ENOMEM;
+    case SQLITE_READONLY:
+        return -EROFS;
+    default:
+        return -EIO;
+    }
+}
+
+static int db_prepare(struct ant_jobs *j, const char *sql, sqlite3_stmt **s)
+{
+    int src = sqlite3_prepare_v2(j->db, sql, -1, s, NULL);
+    if (src != SQLITE_OK) {
+        ant_log(ANT_LOG_ERROR, "jobs.sql", "%s", sqlite3_errmsg(j->db));
+        return sqlerr(src);
+    }
+    return 0;
+}
+
+/* Steps a statement that returns no rows and finalizes it. */
+static int db_done(sqlite3_stmt *s)
+{
+    int src = sqlite3_step(s);
+    int rc = (src == SQLITE_DONE || src == SQLITE_ROW) ? 0 : sqlerr(src);
+    sqlite3_finalize(s);
+    return rc;
+}
+
+static int db_exec(struct ant_jobs *j, const char *sql)
+{
+    int src = sqlite3_exec(j->db, sql, NULL, NULL, NULL);
+    if (src != SQLITE_OK) {
+        ant_log(ANT_LOG_ERROR, "jobs.sql", "%s", sqlite3_errmsg(j->db));
+    }
+    return sqlerr(src);
+}
+
+static void col_copy(sqlite3_stmt *s, int i, char *dst, size_t n)
+{
+    const unsigned char *t = sqlite3_column_text(s, i);
+    snprintf(dst, n, "%s", t != NULL ? (const char *)t : "");
+}
+
+static int db_open(int dirfd, const char *name, sqlite3 **out)
+{
+    char link[64], dir[4096], path[4200];
+    sqlite3 *db = NULL;
+    int rc = 0;
+    if (dirfd == AT_FDCWD || name[0] == '/') {
+        snprintf(path, sizeof(path), "%s", name);
+    } else {
+        /* SQLite takes a path: the folder's real path, read back from the fd */
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", dirfd);
+        ssize_t dl = readlink(link, dir, sizeof(dir) - 1);
+        if (dl <= 0) {
+            return dl < 0 ? -errno : -EINVAL;
+        }
+        dir[dl] = '\0';
+        int n = snprintf(path, sizeof(path), "%s/%s", dir, name);
+        if (n < 0 || (size_t)n >= sizeof(path)) {
+            return -ENAMETOOLONG;
+        }
+    }
+    int src = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX |
+                                             SQLITE_OPEN_NOFOLLOW, NULL);
+    if (src != SQLITE_OK) {
+        rc = src == SQLITE_CANTOPEN ? -ENOENT : sqlerr(src);
+        goto out;
+    }
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, DB_BUSY_MS);
+    /* synchronous=FULL: a job marked ready survives a power cut (issue 6) */
+    src = sqlite3_exec(db, "PRAGMA foreign_keys=ON; PRAGMA synchronous=FULL;", NULL, NULL, NULL);
+    if (src != SQLITE_OK) {
+        rc = sqlerr(src);
+        goto out;
+    }
+    src = sqlite3_exec(db, "SELECT 1 FROM stage_jobs LIMIT 0", NULL, NULL, NULL);
+    if (src != SQLITE_OK) {
+        ant_log(ANT_LOG_ERROR, "jobs.schema", "antenna.db has no stage_jobs table: %s",
+                sqlite3_errmsg(db));
+        rc = -ENOTSUP;
+        goto out;
+    }
+    *out = db;
+    db = NULL;
+out:
+    sqlite3_close(db);
+    return rc;
+}
+
+/* --- reading jobs (under mu) --- */
+
+#define JOB_COLS                                                                                \
+    "id, tenant_id, principal_id, dataset_id, mode, state, error, files_total, files_done,"    \
+    " bytes_total, bytes_done, scratch_bytes, ttl_s, created, started, finished, expires"
+
+static int job_from_row(sqlite3_stmt *s, struct ant_job_info *o)
+{
+    memset(o, 0, sizeof(*o));
+    col_copy(s, 0, o->id, sizeof(o->id));
+    col_copy(s, 1, o->tenant, sizeof(o->tenant));
+    col_copy(s, 2, o->principal, sizeof(o->principal));
+    col_copy(s, 3, o->dataset_id, sizeof(o->dataset_id));
+    col_copy(s, 6, o->error, sizeof(o->error));
+    if (ant_job_mode_parse((const char *)sqlite3_column_text(s, 4), &o->mode) < 0 ||
+        ant_job_state_parse((const char *)sqlite3_column_text(s, 5), &o->state) < 0) {
+        return -EBADMSG;
+    }
+    o->files_total = (uint64_t)sqlite3_column_int64(s, 7);
+    o->files_done = (uint64_t)sqlite3_column_int64(s, 8);
+    o->bytes_total = (uint64_t)sqlite3_column_int64(s, 9);
+    o->bytes_done = (uint64_t)sqlite3_column_int64(s, 10);
+    o->scratch_bytes = (uint64_t)sqlite3_column_int64(s, 11);
+    o->ttl_s = (uint64_t)sqlite3_column_int64(s, 12);
+    o->created = sqlite3_column_int64(s, 13);
+    o->started = sqlite3_column_int64(s, 14);
+    o->finished = sqlite3_column_int64(s, 15);
+    o->expires = sqlite3_column_int64(s, 16);
+    return 0;
+}
+
+static int job_get_locked(struct ant_jobs *j, const char *id, struct ant_job_info *out)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = db_prepare(j, "SELECT " JOB_COLS " FROM stage_jobs WHERE id = ?", &s);
+    if (rc < 0) {
+        return rc;
+    }
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    int src = sqlite3_step(s);
+    rc = src == SQLITE_ROW ? job_from_row(s, out) : src == SQLITE_DONE ? -ENOENT : sqlerr(src);
+    sqlite3_finalize(s);
+    return rc;
+}
+
+static struct job_run *run_find(struct ant_jobs *j, const char *id)
+{
+    for (struct job_run *r = j->runs; r != NULL; r = r->next) {
+        if (strcmp(r->id, id) == 0) {
+            return r;
+        }
+    }
+    return NULL;
+}
+
+/* Moves a job from `from` to `to` (checked against the state machine) with the extra SET
+ * clause `set` (a literal; ?3 may be bound by the caller through the int64 `v`). -ESTALE when
+ * the job was no longer in `from`. */
+static int job_move(struct ant_jobs *j, const char *id, enum ant_job_state from,
+                    enum ant_job_state to, const char *set, int64_t v)
+{
+    char sql[512];
+    sqlite3_stmt *s = NULL;
+    if (!ant_job_transition_is_allowed(from, to)) {
+        ant_log(ANT_LOG_ERROR, "jobs.bad_transition", "%s: %s -> %s refused", id,
+                ant_job_state_name(from), ant_job_state_name(to));
+        return -EINVAL;
+    }
+    snprintf(sql, sizeof(sql), "UPDATE stage_jobs SET state = ?4%s%s WHERE id = ?1 AND state = ?2",
+             set != NULL ? ", " : "", set != NULL ? set : "");
+    int rc = db_prepare(j, sql, &s);
+    if (rc < 0) {
+        return rc;
+    }
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, ant_job_state_name(from), -1, SQLITE_STATIC);
+    if (sqlite3_bind_parameter_count(s) >= 3) {
+        sqlite3_bind_int64(s, 3, v);
+    }
+    sqlite3_bind_text(s, 4, ant_job_state_name(to), -1, SQLITE_STATIC);
+    rc = db_done(s);
+    if (rc == 0 && sqlite3_changes(j->db) == 0) {
+        rc = -ESTALE;
+    }
+    if (rc == 0) {
+        ant_log_kv(ANT_LOG_INFO, "jobs.state", ((const char *[]){"job_id", id, NULL}), "%s -> %s",
+                   ant_job_state_name(from), ant_job_state_name(to));
+    }
+    return rc;
+}
+
+/* --- opening and closing --- */
+
+int ant_jobs_open(const struct ant_jobs_conf *c, struct ant_jobs **out)
+{
+    struct ant_jobs *j = NULL;
+    struct ant_engine_opts eo;
+    int rc;
+    if (c == NULL || c->archive_fd < 0 || c->scratch_fd < 0 ||
+        (c->kx == NULL && !c->test_raw) || c->audit == NULL) {
+        return -EINVAL;
+    }
+    j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        return -ENOMEM;
+    }
+    j->conf = *c;
+    snprintf(j->site_id, sizeof(j->site_id), "%s", c->site_id != NULL ? c->site_id : "");
+    j->conf.site_id = j->site_id;
+    j->conf.engine = NULL;
+    if (j->conf.workers == 0) {
+        j->conf.workers = 2;
+    }
+    if (j->conf.default_ttl_s == 0) {
+        j->conf.default_ttl_s = 7 * 86400;
+    }
+    if (j->conf.purge_interval_s == 0) {
+        j->conf.purge_interval_s = 10;
+    }
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->cv, NULL);
+    rc = db_open(c->dirfd, c->db_name != NULL ? c->db_name : "antenna.db", &j->db);
+    if (rc < 0) {
+        goto out;
+    }
+    if (c->engine != NULL) {
+        eo = *c->engine;
+    } else {
+        ant_engine_opts_init(&eo);
+    }
+    rc = ant_engine_new(&eo, &j->engine);
+    if (rc < 0) {
+        goto out;
+    }
+    /* A job left running was interrupted (stop or crash): it resumes from its done files. */
+    rc = db_exec(j, "UPDATE stage_jobs SET state = 'queued' WHERE state = 'running'");
+    if (rc < 0) {
+        goto out;
+    }
+    int requeued = sqlite3_changes(j->db);
+    if (requeued > 0) {
+        ant_log(ANT_LOG_INFO, "jobs.resume", "%d interrupted job(s) queued to resume", requeued);
+    }
+    *out = j;
+    j = NULL;
+out:
+    ant_jobs_close(j);
+    return rc;
+}
+
+const char *ant_jobs_backend(const struct ant_jobs *j)
+{
+    return ant_engine_backend(j->engine);
+}
+
+static void *worker_main(void *arg);
+static void *purger_main(void *arg);
+
+int ant_jobs_start(struct ant_jobs *j)
+{
+    int rc = 0;
+    if (j->started) {
+        return -EALREADY;
+    }
+    j->threads = calloc(j->conf.workers, sizeof(*j->threads));
+    if (j->threads == NULL) {
+        return -ENOMEM;
+    }
+    j->started = true;
+    j->stopping = false;
+    for (unsigned i = 0; i < j->conf.workers; i++) {
+        int e = pthread_create(&j->threads[i], NULL, worker_main, j);
+        if (e != 0) {
+            rc = -e;
+            goto out;
+        }
+        j->nthreads++;
+    }
+    int e = pthread_create(&j->purger, NULL, purger_main, j);
+    if (e != 0) {
+        rc = -e;
+        goto out;
+    }
+    j->purger_started = true;
+    ant_log(ANT_LOG_INFO, "jobs.started", "%u stage worker(s), engine %s, purge every %us",
+            j->nthreads, ant_engine_backend(j->engine), j->conf.purge_interval_s);
+out:
+    if (rc < 0) {
+        ant_jobs_stop(j);
+    }
+    return rc;
+}
+
+void ant_jobs_stop(struct ant_jobs *j)
+{
+    if (j == NULL || !j->started) {
+        return;
+    }
+    pthread_mutex_lock(&j->mu);
+    j->stopping = true;
+    for (struct job_run *r = j->runs; r != NULL; r = r->next) {
+        atomic_store(&r->cancel, true);
+    }
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    for (unsigned i = 0; i < j->nthreads; i++) {
+        pthread_join(j->threads[i], NULL);
+    }
+    if (j->purger_started) {
+        pthread_join(j->purger, NULL);
+    }
+    free(j->threads);
+    j->threads = NULL;
+    j->nthreads = 0;
+    j->purger_started = false;
+    j->started = false;
+}
+
+void ant_jobs_close(struct ant_jobs *j)
+{
+    if (j == NULL) {
+        return;
+    }
+    ant_jobs_stop(j);
+    ant_engine_free(j->engine);
+    sqlite3_close(j->db);
+    pthread_cond_destroy(&j->cv);
+    pthread_mutex_destroy(&j->mu);
+    free(j);
+}
+
+/* --- quota --- */
+
+static int quota_get_locked(struct ant_jobs *j, const char *tenant, uint64_t *quota,
+                            uint64_t *used)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = db_prepare(j,
+                        "SELECT (SELECT bytes FROM scratch_quotas WHERE tenant_id = ?1),"
+                        " (SELECT COALESCE(SUM(scratch_bytes), 0) FROM stage_jobs"
+                        "  WHERE tenant_id = ?1 AND state IN ('queued','running','ready'))",
+                        &s);
+    if (rc < 0) {
+        return rc;
+    }
+    sqlite3_bind_text(s, 1, tenant, -1, SQLITE_STATIC);
+    int src = sqlite3_step(s);
+    if (src == SQLITE_ROW) {
+        *quota = sqlite3_column_type(s, 0) == SQLITE_NULL ? j->conf.default_quota
+                                                           : (uint64_t)sqlite3_column_int64(s, 0);
+        *used = (uint64_t)sqlite3_column_int64(s, 1);
+    } else {
+        rc = sqlerr(src);
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int ant_jobs_quota_get(struct ant_jobs *j, const char *tenant, uint64_t *quota, uint64_t *used)
+{
+    pthread_mutex_lock(&j->mu);
+    int rc = quota_get_locked(j, tenant, quota, used);
+    pthread_mutex_unlock(&j->mu);
+    return rc;
+}
+
+int ant_jobs_quota_set(struct ant_jobs *j, const char *tenant, uint64_t bytes)
+{
+    sqlite3_stmt *s = NULL;
+    if (tenant == NULL || !ant_name_is_valid(tenant) || bytes > INT64_MAX) {
+        return -EINVAL;
+    }
+    pthread_mutex_lock(&j->mu);
+    int rc = db_prepare(j,
+                        "INSERT INTO scratch_quotas(tenant_id, bytes) VALUES(?1, ?2)"
+                        " ON CONFLICT(tenant_id) DO UPDATE SET bytes = ?2",
+                        &s);
+    if (rc == 0) {
+        sqlite3_bind_text(s, 1, tenant, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 2, (int64_t)bytes);
+        rc = db_done(s);
+    }
+    pthread_mutex_unlock(&j->mu);
+    return rc;
+}
+
+/* --- admission --- */
+
+struct pick {
+    const char *file_id, *storage_id, *path;
+    uint64_t size;
+    uint8_t sha[32];
+};
+
+static bool glob_match(const struct ant_job_request *rq, const char *path)
+{
+    if (rq->nglobs == 0) {
+        return true;
+    }
+    for (unsigned i = 0; i < rq->nglobs; i++) {
+        if (fnmatch(rq->globs[i], path, 0) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static int check_request(const struct ant_jobs *j, const struct ant_job_request *rq,
+                         uint64_t *ttl, struct ant_diag *d)
+{
+    if (rq->who == NULL || rq->who->tenant[0] == '\0' || !ant_name_is_valid(rq->who->tenant)) {
+        ant_diag_set(d, "only a member of a tenant can stage: scratch belongs to a tenant");
+        return -EINVAL;
+    }
+    if (rq->dataset_id == NULL || rq->dataset_id[0] == '\0') {
+        ant_diag_set(d, "a dataset is required");
+        return -EINVAL;
+    }
+    if (rq->mode == ANT_JOB_REENCRYPT && rq->recipient_pk == NULL) {
+        ant_diag_set(d, "mode reencrypt needs a recipient public key");
+        return -EINVAL;
+    }
+    if (rq->mode == ANT_JOB_DECRYPT && rq->recipient_pk != NULL) {
+        ant_diag_set(d, "a recipient public key is only for mode reencrypt");
+        return -EINVAL;
+    }
+    if (rq->mode != ANT_JOB_DECRYPT && rq->mode != ANT_JOB_REENCRYPT) {
+        ant_diag_set(d, "mode must be decrypt or reencrypt");
+        return -EINVAL;
+    }
+    *ttl = rq->ttl_s != 0 ? rq->ttl_s : j->conf.default_ttl_s;
+    if (*ttl < ANT_JOB_TTL_MIN || *ttl > ANT_JOB_TTL_MAX) {
+        ant_diag_set(d, "ttl must be between %d s and %d days", ANT_JOB_TTL_MIN,
+                     ANT_JOB_TTL_MAX / 86400);
+        return -EINVAL;
+    }
+    if (rq->nglobs > ANT_JOB_GLOBS_MAX) {
+        ant_diag_set(d, "at most %d path patterns", ANT_JOB_GLOBS_MAX);
+        return -EINVAL;
+    }
+    for (unsigned i = 0; i < rq->nglobs; i++) {
+        size_t n = rq->globs[i] != NULL ? strnlen(rq->globs[i], ANT_JOB_GLOB_MAX + 1) : 0;
+        if (n == 0 || n > ANT_JOB_GLOB_MAX) {
+            ant_diag_set(d, "path pattern %u is empty or longer than %d bytes", i + 1,
+                         ANT_JOB_GLOB_MAX);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+static int insert_job(struct ant_jobs *j, const struct ant_job_request *rq, const char *id,
+                      const struct pick *picks, size_t n, uint64_t bytes, uint64_t scratch,
+                      uint64_t ttl, int64_t now)
+{
+    sqlite3_stmt *s = NULL;
+    json_t *globs = json_array();
+    char *gtext = NULL;
+    int rc = -ENOMEM;
+    for (unsigned i = 0; globs != NULL && i < rq->nglobs; i++) {
+        json_array_append_new(globs, json_string(rq->globs[i]));
+    }
+    gtext = globs != NULL ? json_dumps(globs, JSON_COMPACT) : NULL;
+    if (gtext == NULL) {
+        goto out;
+    }
+    rc = db_prepare(j,
+                    "INSERT INTO stage_jobs(id, tenant_id, principal_id, dataset_id, mode,"
+                    " recipient_pk, paths, state, files_total, bytes_total, scratch_bytes, ttl_s,"
+                    " created, expires) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9,"
+                    " ?10, ?11, ?12, ?12 + ?11)",
+                    &s);
+    if (rc < 0) {
+        goto out;
+    }
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, rq->who->tenant, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, rq->who->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 4, rq->dataset_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 5, ant_job_mode_name(rq->mode), -1, SQLITE_STATIC);
+    if (rq->recipient_pk != NULL) {
+        sqlite3_bind_blob(s, 6, rq->recipient_pk, ANT_KEY_LEN, SQLITE_STATIC);
+    }
+    sqlite3_bind_text(s, 7, gtext, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 8, (int64_t)n);
+    sqlite3_bind_int64(s, 9, (int64_t)bytes);
+    sqlite3_bind_int64(s, 10, (int64_t)scratch);
+    sqlite3_bind_int64(s, 11, (int64_t)ttl);
+    sqlite3_bind_int64(s, 12, now);
+    rc = db_done(s);
+    s = NULL;
+    if (rc < 0) {
+        goto out;
+    }
+    rc = db_prepare(j,
+                    "INSERT INTO stage_job_files(job_id, idx, file_id, storage_id, path, size,"
+                    " sha256_plain) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    &s);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        sqlite3_reset(s);
+        sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 2, (int64_t)i);
+        sqlite3_bind_text(s, 3, picks[i].file_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 4, picks[i].storage_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 5, picks[i].path, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 6, (int64_t)picks[i].size);
+        sqlite3_bind_blob(s, 7, picks[i].sha, 32, SQLITE_STATIC);
+        int src = sqlite3_step(s);
+        rc = src == SQLITE_DONE ? 0 : sqlerr(src);
+    }
+out:
+    sqlite3_finalize(s);
+    free(gtext);
+    json_decref(globs);
+    return rc;
+}
+
+static void fmt_bytes(uint64_t v, char out[32])
+{
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    double x = (double)v;
+    unsigned u = 0;
+    while (x >= 1024.0 && u + 1 < ANT_ARRAY_LEN(units)) {
+        x /= 1024.0;
+        u++;
+    }
+    if (u == 0) {
+        snprintf(out, 32, "%llu B", (unsigned long long)v);
+    } else {
+        snprintf(out, 32, "%.1f %s", x, units[u]);
+    }
+}
+
+int ant_jobs_submit(struct ant_jobs *j, struct ant_store *st, const struct ant_job_request *rq,
+                    char id_out[ANT_JOB_ID_LEN + 1], struct ant_diag *d)
+{
+    json_t *files = NULL;
+    struct pick *picks = NULL;
+    size_t n = 0;
+    uint64_t ttl = 0, bytes = 0, scratch = 0, quota = 0, used = 0;
+    int64_t now = rq->now != 0 ? rq->now : ant_now_unix();
+    char id[ANT_JOB_ID_LEN + 1];
+    bool locked = false, in_tx = false;
+    int rc = check_request(j, rq, &ttl, d);
+    if (rc < 0) {
+        goto out;
+    }
+    rc = ant_store_file_list(st, rq->dataset_id, &files);
+    if (rc < 0) {
+        goto out;
+    }
+    size_t total = json_array_size(files);
+    picks = calloc(total > 0 ? total : 1, sizeof(*picks));
+    if (picks == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < total; i++) {
+        json_t *f = json_array_get(files, i);
+        const char *path = json_string_value(json_object_get(f, "path"));
+        const char *sha = json_string_value(json_object_get(f, "sha256"));
+        struct pick *p = &picks[n];
+        if (path == NULL || sha == NULL || !glob_match(rq, path)) {
+            continue;
+        }
+        p->path = path;
+        p->file_id = json_string_value(json_object_get(f, "id"));
+        p->storage_id = json_string_value(json_object_get(f, "storage_id"));
+        json_int_t size = json_integer_value(json_object_get(f, "size"));
+        if (p->file_id == NULL || p->storage_id == NULL || size < 0 ||
+            ant_hex_decode(ant_bytes_str(sha), p->sha, sizeof(p->sha)) < 0) {
+            rc = -EBADMSG; /* the catalog row is not what policy/ writes */
+            goto out;
+        }
+        p->size = (uint64_t)size;
+        bytes += p->size;
+        scratch += ant_job_output_size(rq->mode, p->size);
+        if (++n > ANT_JOB_FILES_MAX) {
+            ant_diag_set(d, "more than %d files match: stage the dataset in parts (paths)",
+                         ANT_JOB_FILES_MAX);
+            rc = -E2BIG;
+            goto out;
+        }
+    }
+    if (n == 0) {
+        if (total == 0) {
+            ant_diag_set(d, "dataset %s has no files to stage", rq->dataset_id);
+        } else {
+            ant_diag_set(d, "none of the %zu files of dataset %s matches the given paths", total,
+                         rq->dataset_id);
+        }
+        rc = -ENOENT;
+        goto out;
+    }
+    uint8_t rnd[8];
+    randombytes_buf(rnd, sizeof(rnd));
+    memcpy(id, "job_", 4);
+    ant_hex_encode(rnd, sizeof(rnd), id + 4);
+
+    pthread_mutex_lock(&j->mu);
+    locked = true;
+    rc = db_exec(j, "BEGIN IMMEDIATE");
+    if (rc < 0) {
+        goto out;
+    }
+    in_tx = true;
+    /* Checked and reserved in one transaction: two admissions cannot both take the last bytes. */
+    rc = quota_get_locked(j, rq->who->tenant, &quota, &used);
+    if (rc < 0) {
+        goto out;
+    }
+    if (quota != 0 && (scratch > quota || used > quota - scratch)) {
+        char need[32], inuse[32], lim[32];
+        fmt_bytes(scratch, need);
+        fmt_bytes(used, inuse);
+        fmt_bytes(quota, lim);
+        ant_diag_set(d,
+                     "scratch quota of tenant %s exceeded: this job needs %s, %s of %s are in "
+                     "use; cancel finished jobs (DELETE /v1/stage/{id}), stage fewer paths, or "
+                     "ask an admin for more",
+                     rq->who->tenant, need, inuse, lim);
+        rc = -EDQUOT;
+        goto out;
+    }
+    rc = insert_job(j, rq, id, picks, n, bytes, scratch, ttl, now);
+    if (rc < 0) {
+        goto out;
+    }
+    rc = db_exec(j, "COMMIT");
+    if (rc < 0) {
+        goto out;
+    }
+    in_tx = false;
+    pthread_cond_broadcast(&j->cv);
+    memcpy(id_out, id, sizeof(id));
+    ant_log_kv(ANT_LOG_INFO, "jobs.queued", ((const char *[]){"job_id", id, NULL}),
+               "%zu file(s), %llu bytes of %s, %s, for %s@%s", n, (unsigned long long)bytes,
+               rq->dataset_id, ant_job_mode_name(rq->mode), rq->who->id, rq->who->tenant);
+out:
+    if (in_tx) {
+        (void)db_exec(j, "ROLLBACK");
+    }
+    if (locked) {
+        pthread_mutex_unlock(&j->mu);
+    }
+    free(picks);
+    json_decref(files);
+    return rc;
+}
+
+/* --- queries --- */
+
+int ant_jobs_get(struct ant_jobs *j, const char *id, struct ant_job_info *out)
+{
+    pthread_mutex_lock(&j->mu);
+    int rc = job_get_locked(j, id, out);
+    pthread_mutex_unlock(&j->mu);
+    return rc;
+}
+
+static json_t *time_json(int64_t t)
+{
+    char s[32];
+    if (t <= 0) {
+        return json_null();
+    }
+    ant_fmt_time(t, s);
+    return json_string(s);
+}
+
+static int files_json_locked(struct ant_jobs *j, const char *id, json_t *arr)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = db_prepare(j,
+                        "SELECT path, size, state, bytes_done, error FROM stage_job_files"
+                        " WHERE job_id = ? ORDER BY state = 'failed' DESC, idx LIMIT ?",
+                        &s);
+    if (rc < 0) {
+        return rc;
+    }
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 2, ANT_JOB_STATUS_FILES_MAX);
+    int src;
+    while ((src = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *err = (const char *)sqlite3_column_text(s, 4);
+        json_t *o = json_pack("{s:s, s:I, s:s, s:I, s:s?}", "path", sqlite3_column_text(s, 0),
+                              "size", (json_int_t)sqlite3_column_int64(s, 1), "state",
+                              sqlite3_column_text(s, 2), "bytes_done",
+                              (json_int_t)sqlite3_column_int64(s, 3), "error", err);
+        if (o == NULL || json_array_append_new(arr, o) < 0) {
+            rc = -ENOMEM;
+            break;
+        }
+    }
+    if (rc == 0 && src != SQLITE_DONE) {
+        rc = sqlerr(src);
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int ant_jobs_status_json(struct ant_jobs *j, const char *id, int64_t now, json_t **out)
+{
+    struct ant_job_info info;
+    json_t *doc = NULL, *files = json_array();
+    double rate = 0;
+    char path[2 * ANT_NAME_MAX + 8];
+    if (files == NULL) {
+        return -ENOMEM;
+    }
+    if (now == 0) {
+        now = ant_now_unix();
+    }
+    pthread_mutex_lock(&j->mu);
+    int rc = job_get_locked(j, id, &info);
+    if (rc == 0) {
+        struct job_run *r = run_find(j, id);
+        if (r != NULL) {
+            uint64_t now_bytes = atomic_load(&r->progress.bytes_done);
+            double secs = (double)(ant_mono_ns() - r->t0_ns) / 1e9;
+            uint64_t done = r->bytes_prev + now_bytes;
+            info.bytes_done = done < info.bytes_total ? done : info.bytes_total;
+            uint64_t fdone = atomic_load(&r->progress.files_done);
+            info.files_done = fdone > info.files_done ? fdone : info.files_done;
+            rate = secs > 0.2 ? (double)now_bytes / secs : 0;
+        }
+        rc = files_json_locked(j, id, files);
+    }
+    pthread_mutex_unlock(&j->mu);
+    if (rc < 0) {
+        json_decref(files);
+        return rc;
+    }
+    snprintf(path, sizeof(path), "%s/%s", info.tenant, info.id);
+    doc = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "id", info.id,
+                    "dataset_id", info.dataset_id, "tenant", info.tenant, "owner",
+                    info.principal, "mode", ant_job_mode_name(info.mode), "state",
+                    ant_job_state_name(info.state), "files_total", (json_int_t)info.files_total,
+                    "files_done", (json_int_t)info.files_done, "bytes_total",
+                    (json_int_t)info.bytes_total, "bytes_done", (json_int_t)info.bytes_done,
+                    "scratch_bytes", (json_int_t)info.scratch_bytes, "ttl_s",
+                    (json_int_t)info.ttl_s);
+    if (doc == NULL) {
+        json_decref(files);
+        return -ENOMEM;
+    }
+    json_object_set_new(doc, "error", info.error[0] ? json_string(info.error) : json_null());
+    json_object_set_new(doc, "rate_bytes_per_s", json_integer((json_int_t)rate));
+    if (info.state == ANT_JOB_RUNNING && rate > 0) {
+        double left = (double)(info.bytes_total - info.bytes_done) / rate;
+        json_object_set_new(doc, "eta_s", json_integer((json_int_t)(left + 0.5)));
+    } else {
+        json_object_set_new(doc, "eta_s",
+                            info.state == ANT_JOB_READY ? json_integer(0) : json_null());
+    }
+    json_object_set_new(doc, "created", time_json(info.created));
+    json_object_set_new(doc, "started", time_json(info.started));
+    json_object_set_new(doc, "finished", time_json(info.finished));
+    json_object_set_new(doc, "expires", time_json(info.expires));
+    json_object_set_new(doc, "expires_in_s",
+                        json_integer(info.expires > now ? (json_int_t)(info.expires - now) : 0));
+    json_object_set_new(doc, "scratch_path",
+                        info.state == ANT_JOB_READY ? json_string(path) : json_null());
+    json_object_set_new(doc, "files", files);
+    *out = doc;
+    return 0;
+}
+
+/* --- scratch folders --- */
+
+/* Opens <scratch>/<tenant>, creating it (0700) when `create`. */
+static int tenant_dir(struct ant_jobs *j, const char *tenant, bool create, int *out)
+{
+    if (!ant_name_is_valid(tenant)) {
+        return -EINVAL;
+    }
+    if (create && mkdirat(j->conf.scratch_fd, tenant, 0700) < 0 && errno != EEXIST) {
+        return -errno;
+    }
+    int fd = ant_stage_openat(j->conf.scratch_fd, tenant, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    if (fd < 0) {
+        return fd;
+    }
+    *out = fd;
+    return 0;
+}
+
+/* Removes everything a job may have in scratch: its folder and the engine's partial and
+ * temporary folders. */
+static int remove_output(struct ant_jobs *j, const char *tenant, const char *id)
+{
+    char name[ANT_JOB_ID_LEN + 16];
+    int tfd = -1;
+    int rc = tenant_dir(j, tenant, false, &tfd);
+    if (rc == -ENOENT) {
+        return 0;
+    }
+    if (rc < 0) {
+        return rc;
+    }
+    const char *pre[] = {"", ".", "."}, *suf[] = {"", ".partial", ".tmp"};
+    for (size_t i = 0; i < ANT_ARRAY_LEN(pre); i++) {
+        snprintf(name, sizeof(name), "%s%s%s", pre[i], id, suf[i]);
+        int e = ant_rmtree_at(tfd, name);
+        if (e < 0 && e != -ENOENT && rc == 0) {
+            rc = e;
+        }
+    }
+    if (rc == 0) {
+        rc = ant_fsync_dir(tfd);
+    }
+    ant_close(tfd);
+    return rc;
+}
+
+int ant_jobs_open_output(struct ant_jobs *j, const struct ant_job_info *info, int *fd_out)
+{
+    char rel[2 * ANT_NAME_MAX + 8];
+    if (info->state != ANT_JOB_READY) {
+        return -ENOENT;
+    }
+    snprintf(rel, sizeof(rel), "%s/%s", info->tenant, info->id);
+    int fd = ant_stage_openat(j->conf.scratch_fd, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    if (fd < 0) {
+        return fd == -ENOTDIR ? -ENOENT : fd;
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+/* --- audit --- */
+
+static int audit_job(struct ant_jobs *j, const struct ant_job_info *info, const char *action,
+                     const char *reason, const char *detail)
+{
+    struct ant_audit_event ev = {
+        .actor = j->site_id[0] ? j->site_id : "antenna",
+        .tenant = info->tenant,
+        .action = action,
+        .resource_kind = "job",
+        .resource_id = info->id,
+        .dataset_id = info->dataset_id,
+        .decision = ANT_AUDIT_INFO,
+        .reason = reason,
+        .transfer = info->id,
+        .detail = detail,
+    };
+    int64_t seq = ant_audit_append(j->conf.audit, &ev);
+    return seq < 0 ? (int)seq : 0;
+}
+
+/* --- cancel and purge --- */
+
+int ant_jobs_cancel(struct ant_jobs *j, const char *id, int64_t now)
+{
+    struct ant_job_info info;
+    (void)now;
+    pthread_mutex_lock(&j->mu);
+    int rc = job_get_locked(j, id, &info);
+    if (rc < 0) {
+        goto out;
+    }
+    if (info.state == ANT_JOB_RUNNING) {
+        struct job_run *r = run_find(j, id);
+        if (r != NULL) {
+            r->user_cancel = true;
+            atomic_store(&r->cancel, true);
+            /* the worker moves it to cancelled and removes its partial output */
+            while (run_find(j, id) != NULL) {
+                pthread_cond_wait(&j->cv, &j->mu);
+            }
+            rc = job_get_locked(j, id, &info);
+            if (rc == 0 && info.state != ANT_JOB_CANCELLED) {
+                /* it ended on its own meanwhile: cancel what it ended as */
+                rc = info.state == ANT_JOB_READY ? 1 : -EALREADY;
+            }
+            if (rc <= 0) {
+                goto out;
+            }
+        }
+    }
+    if (info.state != ANT_JOB_QUEUED && info.state != ANT_JOB_RUNNING &&
+        info.state != ANT_JOB_READY) {
+        rc = -EALREADY;
+        goto out;
+    }
+    /* cancelled first, then removed: no reader is handed a file that is about to go */
+    rc = job_move(j, id, info.state, ANT_JOB_CANCELLED, "finished = ?3", ant_now_unix());
+    if (rc < 0) {
+        goto out;
+    }
+    pthread_mutex_unlock(&j->mu);
+    rc = remove_output(j, info.tenant, id);
+    if (rc < 0) {
+        ant_log_kv(ANT_LOG_ERROR, "jobs.cancel_cleanup", ((const char *[]){"job_id", id, NULL}),
+                   "cannot remove output: %s", strerror(-rc));
+    }
+    return rc;
+out:
+    pthread_mutex_unlock(&j->mu);
+    return rc;
+}
+
+int ant_jobs_purge(struct ant_jobs *j, int64_t now)
+{
+    struct ant_job_info *due = NULL;
+    size_t n = 0, cap = 0;
+    int purged = 0;
+    sqlite3_stmt *s = NULL;
+    if (now == 0) {
+        now = ant_now_unix();
+    }
+    pthread_mutex_lock(&j->mu);
+    int rc = db_prepare(j,
+                        "SELECT " JOB_COLS " FROM stage_jobs WHERE state IN ('queued','ready')"
+                        " AND expires <= ? ORDER BY expires LIMIT 256",
+                        &s);
+    if (rc == 0) {
+        sqlite3_bind_int64(s, 1, now);
+        int src;
+        while ((src = sqlite3_step(s)) == SQLITE_ROW) {
+            if (n == cap) {
+                size_t nc = cap ? cap * 2 : 16;
+                struct ant_job_info *g = realloc(due, nc * sizeof(*g));
+                if (g == NULL) {
+                    rc = -ENOMEM;
+                    break;
+                }
+                due = g;
+                cap = nc;
+            }
+            if (job_from_row(s, &due[n]) == 0) {
+                n++;
+            }
+        }
+        if (rc == 0 && src != SQLITE_DONE) {
+            rc = sqlerr(src);
+        }
+        sqlite3_finalize(s);
+    }
+    pthread_mutex_unlock(&j->mu);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const struct ant_job_info *info = &due[i];
+        char detail[256];
+        snprintf(detail, sizeof(detail),
+                 "{\"state\":\"%s\",\"files\":%llu,\"bytes\":%llu,\"expired_at\":%lld}",
+                 ant_job_state_name(info->state), (unsigned long long)info->files_total,
+                 (unsigned long long)info->scratch_bytes, (long long)info->expires);
+        /* Audited before anything changes: if the log cannot take the event, the job stays as
+         * it is and the next pass tries again (the log fails closed). */
+        int e = audit_job(j, info, "stage.purge", "ttl_expired", detail);
+        if (e < 0) {
+            ant_log_kv(ANT_LOG_ERROR, "jobs.purge_unaudited",
+                       ((const char *[]){"job_id", info->id, NULL}),
+                       "purge postponed: audit log refused the event: %s", strerror(-e));
+            continue;
+        }
+        pthread_mutex_lock(&j->mu);
+        e = job_move(j, info->id, info->state, ANT_JOB_EXPIRED, "purged = ?3", now);
+        pthread_mutex_unlock(&j->mu);
+        if (e == -ESTALE) {
+            continue; /* a worker took it, or it was cancelled, in between */
+        }
+        if (e < 0) {
+            rc = e;
+            break;
+        }
+        e = remove_output(j, info->tenant, info->id);
+        if (e < 0) {
+            ant_log_kv(ANT_LOG_ERROR, "jobs.purge_failed",
+                       ((const char *[]){"job_id", info->id, NULL}),
+                       "cannot remove the output: %s", strerror(-e));
+        }
+        ant_log_kv(ANT_LOG_INFO, "jobs.purged", ((const char *[]){"job_id", info->id, NULL}),
+                   "time to live over: output removed");
+        purged++;
+    }
+    free(due);
+    return rc < 0 ? rc : purged;
+}
+
+/* --- running a job --- */
+
+struct pending {
+    size_t idx;
+    int rc;
+    uint64_t bytes;
+    char err[256];
+};
+
+struct runctx {
+    struct ant_jobs *j;
+    struct job_run *run;
+    const char *id;
+    struct pending *pend;
+    size_t npend, cap;
+    int64_t last_flush_ns;
+    const struct ant_stage_file *files; /* the engine's list: logical paths for messages */
+    size_t nfiles;
+    uint64_t ndone;    /* files reported done in this run */
+    char first_err[256];
+    int flush_rc;
+};
+
+/* Writes the pending per-file results in one transaction. */
+static int flush_files(struct runctx *c)
+{
+    struct ant_jobs *j = c->j;
+    sqlite3_stmt *s = NULL;
+    if (c->npend == 0) {
+        return 0;
+    }
+    pthread_mutex_lock(&j->mu);
+    int rc = db_exec(j, "BEGIN IMMEDIATE");
+    if (rc == 0) {
+        rc = db_prepare(j,
+                        "UPDATE stage_job_files SET state = ?3, bytes_done = ?4, error = ?5"
+                        " WHERE job_id = ?1 AND idx = ?2",
+                        &s);
+    }
+    for (size_t i = 0; rc == 0 && i < c->npend; i++) {
+        const struct pending *p = &c->pend[i];
+        sqlite3_reset(s);
+        sqlite3_bind_text(s, 1, c->id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 2, (int64_t)p->idx);
+        sqlite3_bind_text(s, 3, p->rc == 0 ? "done" : "failed", -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 4, (int64_t)p->bytes);
+        if (p->rc == 0) {
+            sqlite3_bind_null(s, 5);
+        } else {
+            sqlite3_bind_text(s, 5, p->err, -1, SQLITE_STATIC);
+        }
+        int src = sqlite3_step(s);
+        rc = src == SQLITE_DONE ? 0 : sqlerr(src);
+    }
+    sqlite3_finalize(s);
+    if (rc == 0) {
+        sqlite3_stmt *u = NULL;
+        rc = db_prepare(j,
+                        "UPDATE stage_jobs SET"
+                        " files_done = (SELECT count(*) FROM stage_job_files"
+                        "   WHERE job_id = ?1 AND state = 'done'),"
+                        " bytes_done = (SELECT COALESCE(SUM(size), 0) FROM stage_job_files"
+                        "   WHERE job_id = ?1 AND state = 'done')"
+                        " WHERE id = ?1",
+                        &u);
+        if (rc == 0) {
+            sqlite3_bind_text(u, 1, c->id, -1, SQLITE_STATIC);
+            rc = db_done(u);
+        }
+    }
+    rc = rc < 0 ? rc : db_exec(j, "COMMIT");
+    if (rc < 0) {
+        (void)db_exec(j, "ROLLBACK");
+    }
+    pthread_mutex_unlock(&j->mu);
+    c->npend = 0;
+    c->last_flush_ns = ant_mono_ns();
+    if (rc < 0 && c->flush_rc == 0) {
+        c->flush_rc = rc;
+        ant_log_kv(ANT_LOG_ERROR, "jobs.progress", ((const char *[]){"job_id", c->id, NULL}),
+                   "cannot record progress: %s", strerror(-rc));
+    }
+    return rc;
+}
+
+static void on_file(void *arg, const struct ant_stage_file_result *r)
+{
+    struct runctx *c = arg;
+    if (c->npend == c->cap) {
+        size_t nc = c->cap ? c->cap * 2 : 64;
+        struct pending *p = realloc(c->pend, nc * sizeof(*p));
+        if (p == NULL) {
+            /* progress is an optimisation for resume: losing a mark only means a re-check */
+            (void)flush_files(c);
+            if (c->npend == c->cap) {
+                return;
+            }
+        } else {
+            c->pend = p;
+            c->cap = nc;
+        }
+    }
+    struct pending *p = &c->pend[c->npend++];
+    p->idx = r->index;
+    p->rc = r->rc;
+    p->bytes = r->bytes;
+    p->err[0] = '\0';
+    if (r->rc < 0) {
+        /* the user knows the file by its logical path, not by its archive name */
+        const char *path = r->index < c->nfiles ? c->files[r->index].dst : "?";
+        const char *msg = r->msg != NULL ? r->msg : strerror(-r->rc);
+        if (strstr(msg, path) != NULL) {
+            snprintf(p->err, sizeof(p->err), "%s", msg);
+        } else {
+            snprintf(p->err, sizeof(p->err), "%s: %s", path, msg);
+        }
+    }
+    if (r->rc < 0 && c->first_err[0] == '\0') {
+        snprintf(c->first_err, sizeof(c->first_err), "%s", p->err);
+    }
+    if (r->rc == 0) {
+        c->ndone++;
+        if (c->j->conf.test_file_done != NULL) {
+            (void)flush_files(c);
+            c->j->conf.test_file_done(c->j->conf.test_arg, c->id, c->ndone);
+        }
+    }
+    if (c->npend >= FLUSH_FILES || ant_mono_ns() - c->last_flush_ns >= FLUSH_NS) {
+        (void)flush_files(c);
+    }
+}
+
+struct filelist {
+    struct ant_stage_file *files;
+    char **strs; /* 2 per file: src, dst */
+    size_t n;
+    uint64_t bytes_prev;
+    uint8_t recipient[ANT_KEY_LEN];
+    bool has_recipient;
+};
+
+static void filelist_fini(struct filelist *fl)
+{
+    for (size_t i = 0; fl->strs != NULL && i < 2 * fl->n; i++) {
+        free(fl->strs[i]);
+    }
+    free(fl->strs);
+    free(fl->files);
+    memset(fl, 0, sizeof(*fl));
+}
+
+static int load_files_locked(struct ant_jobs *j, const struct ant_job_info *info,
+                             struct filelist *fl)
+{
+    sqlite3_stmt *s = NULL;
+    enum ant_xform x = j->conf.test_raw               ? ANT_XFORM_RAW
+                       : info->mode == ANT_JOB_DECRYPT ? ANT_XFORM_DECRYPT
+                                                       : ANT_XFORM_REENCRYPT;
+    size_t n = info->files_total;
+    int rc = db_prepare(j, "SELECT recipient_pk FROM stage_jobs WHERE id = ?", &s);
+    if (rc < 0) {
+        return rc;
+    }
+    sqlite3_bind_text(s, 1, info->id, -1, SQLITE_STATIC);
+    if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_bytes(s, 0) == ANT_KEY_LEN) {
+        memcpy(fl->recipient, sqlite3_column_blob(s, 0), ANT_KEY_LEN);
+        fl->has_recipient = true;
+    }
+    sqlite3_finalize(s);
+    s = NULL;
+    fl->files = calloc(n > 0 ? n : 1, sizeof(*fl->files));
+    fl->strs = calloc(2 * (n > 0 ? n : 1), sizeof(*fl->strs));
+    if (fl->files == NULL || fl->strs == NULL) {
+        return -ENOMEM;
+    }
+    rc = db_prepare(j,
+                    "SELECT idx, storage_id, path, size, sha256_plain, state FROM stage_job_files"
+                    " WHERE job_id = ? ORDER BY idx",
+                    &s);
+    if (rc < 0) {
+        return rc;
+    }
+    sqlite3_bind_text(s, 1, info->id, -1, SQLITE_STATIC);
+    int src;
+    while ((src = sqlite3_step(s)) == SQLITE_ROW) {
+        size_t i = fl->n;
+        if (i >= n || (size_t)sqlite3_column_int64(s, 0) != i ||
+            sqlite3_column_bytes(s, 4) != ANT_SHA256_LEN) {
+            rc = -EBADMSG;
+            break;
+        }
+        struct ant_stage_file *f = &fl->files[i];
+        const char *sid = (const char *)sqlite3_column_text(s, 1);
+        const char *path = (const char *)sqlite3_column_text(s, 2);
+        const char *st = (const char *)sqlite3_column_text(s, 5);
+        char *src_path = NULL;
+        if (sid == NULL || path == NULL ||
+            asprintf(&src_path, "%s/%s.c4gh", info->dataset_id, sid) < 0) {
+            rc = -ENOMEM;
+            break;
+        }
+        fl->strs[2 * i] = src_path;
+        fl->strs[2 * i + 1] = strdup(path);
+        fl->n++;
+        if (fl->strs[2 * i + 1] == NULL) {
+            rc = -ENOMEM;
+            break;
+        }
+        f->src = fl->strs[2 * i];
+        f->dst = fl->strs[2 * i + 1];
+        f->xform = x;
+        /* The catalog's SHA-256 is of the plaintext: it checks a decrypted copy. A re-encrypted
+         * copy has a new header, so its hash is new; its body is authenticated segment by
+         * segment (MAC) instead. */
+        f->has_sha256 = x != ANT_XFORM_REENCRYPT;
+        memcpy(f->sha256, sqlite3_column_blob(s, 4), ANT_SHA256_LEN);
+        f->done = st != NULL && strcmp(st, "done") == 0;
+        if (f->done) {
+            fl->bytes_prev += (uint64_t)sqlite3_column_int64(s, 3);
+        }
+    }
+    if (rc == 0 && src != SQLITE_DONE) {
+        rc = sqlerr(src);
+    }
+    if (rc == 0 && fl->n != n) {
+        rc = -EBADMSG;
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* Runs one claimed job and records how it ended. */
+static void run_job(struct ant_jobs *j, struct job_run *run)
+{
+    struct ant_job_info info;
+    struct filelist fl;
+    struct runctx c;
+    struct ant_diag diag = {{0}};
+    int tfd = -1;
+    memset(&fl, 0, sizeof(fl));
+    memset(&c, 0, sizeof(c));
+    c.j = j;
+    c.run = run;
+    c.id = run->id;
+    c.last_flush_ns = ant_mono_ns();
+
+    pthread_mutex_lock(&j->mu);
+    int rc = job_get_locked(j, run->id, &info);
+    rc = rc < 0 ? rc : load_files_locked(j, &info, &fl);
+    pthread_mutex_unlock(&j->mu);
+    if (rc < 0) {
+        ant_diag_set(&diag, "cannot read the job's file list: %s", strerror(-rc));
+        goto end;
+    }
+    run->bytes_prev = fl.bytes_prev;
+    c.files = fl.files;
+    c.nfiles = fl.n;
+    rc = tenant_dir(j, info.tenant, true, &tfd);
+    if (rc < 0) {
+        ant_diag_set(&diag, "cannot open the tenant's scratch folder: %s", strerror(-rc));
+        goto end;
+    }
+    struct ant_stage_job job = {
+        .name = info.id,
+        .src_root = j->conf.archive_fd,
+        .dst_root = tfd,
+        .files = fl.files,
+        .nfiles = fl.n,
+        .key = j->conf.kx,
+        .recipient_pk = fl.has_recipient ? fl.recipient : NULL,
+        .on_file = on_file,
+        .cb_arg = &c,
+        .progress = &run->progress,
+        .cancel = &run->cancel,
+    };
+    rc = ant_engine_run(j->engine, &job, &diag);
+    (void)flush_files(&c);
+    if (rc == -EEXIST) {
+        /* The folder appears only complete and durable (engine.h): an earlier run finished it
+         * and the daemon stopped before recording so. */
+        rc = 0;
+    }
+end:
+    ant_close(tfd);
+    pthread_mutex_lock(&j->mu);
+    int64_t now = ant_now_unix();
+    enum ant_job_state to;
+    const char *why = NULL;
+    if (rc == 0) {
+        to = ANT_JOB_READY;
+        /* time to live runs from when the data is there to use */
+        rc = job_move(j, run->id, ANT_JOB_RUNNING, to,
+                      "finished = ?3, expires = ?3 + ttl_s, error = NULL,"
+                      " files_done = files_total, bytes_done = bytes_total",
+                      now);
+    } else if (rc == -ECANCELED && !run->user_cancel) {
+        to = ANT_JOB_QUEUED;
+        rc = job_move(j, run->id, ANT_JOB_RUNNING, to, NULL, 0);
+    } else if (rc == -ECANCELED) {
+        to = ANT_JOB_CANCELLED;
+        rc = job_move(j, run->id, ANT_JOB_RUNNING, to, "finished = ?3", now);
+    } else {
+        to = ANT_JOB_FAILED;
+        why = c.first_err[0] ? c.first_err : ant_diag_msg(&diag, strerror(-rc));
+        sqlite3_stmt *s = NULL;
+        int e = job_move(j, run->id, ANT_JOB_RUNNING, to, "finished = ?3", now);
+        if (e == 0 && db_prepare(j, "UPDATE stage_jobs SET error = ? WHERE id = ?", &s) == 0) {
+            sqlite3_bind_text(s, 1, why, -1, SQLITE_STATIC);
+            sqlite3_bind_text(s, 2, run->id, -1, SQLITE_STATIC);
+            e = db_done(s);
+        }
+        rc = e;
+    }
+    pthread_mutex_unlock(&j->mu);
+    if (rc < 0) {
+        ant_log_kv(ANT_LOG_ERROR, "jobs.record", ((const char *[]){"job_id", run->id, NULL}),
+                   "cannot record the end of the job (%s): %s", ant_job_state_name(to),
+                   strerror(-rc));
+    }
+    if (to == ANT_JOB_FAILED || to == ANT_JOB_CANCELLED) {
+        /* nothing of a failed job stays in scratch: its quota is released with it */
+        (void)remove_output(j, info.tenant, run->id);
+    }
+    if (to == ANT_JOB_READY || to == ANT_JOB_FAILED) {
+        char detail[512];
+        json_t *dj = json_pack("{s:I, s:I, s:s?}", "files", (json_int_t)info.files_total,
+                               "bytes", (json_int_t)info.bytes_total, "error", why);
+        char *ds = dj != NULL ? json_dumps(dj, JSON_COMPACT) : NULL;
+        snprintf(detail, sizeof(detail), "%s", ds != NULL ? ds : "{}");
+        free(ds);
+        json_decref(dj);
+        int e = audit_job(j, &info, to == ANT_JOB_READY ? "stage.ready" : "stage.failed",
+                          to == ANT_JOB_READY ? "complete" : "failed", detail);
+        if (e < 0) {
+            ant_log_kv(ANT_LOG_ERROR, "jobs.unaudited", ((const char *[]){"job_id", run->id, NULL}),
+                       "audit log refused the job's end: %s", strerror(-e));
+        }
+    }
+    if (why != NULL) {
+        ant_log_kv(ANT_LOG_WARN, "jobs.failed", ((const char *[]){"job_id", run->id, NULL}), "%s",
+                   why);
+    }
+    free(c.pend);
+    filelist_fini(&fl);
+}
+
+/* Claims the oldest queued job (under mu); NULL when there is none. */
+static struct job_run *claim_locked(struct ant_jobs *j, int *err)
+{
+    sqlite3_stmt *s = NULL;
+    char id[ANT_JOB_ID_LEN + 1] = "";
+    *err = db_prepare(j,
+                      "SELECT id FROM stage_jobs WHERE state = 'queued' ORDER BY created, rowid"
+                      " LIMIT 1",
+                      &s);
+    if (*err < 0) {
+        return NULL;
+    }
+    int src = sqlite3_step(s);
+    if (src == SQLITE_ROW) {
+        col_copy(s, 0, id, sizeof(id));
+    } else if (src != SQLITE_DONE) {
+        *err = sqlerr(src);
+    }
+    sqlite3_finalize(s);
+    if (id[0] == '\0') {
+        return NULL;
+    }
+    struct job_run *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    *err = job_move(j, id, ANT_JOB_QUEUED, ANT_JOB_RUNNING, "started = COALESCE(started, ?3)",
+                    ant_now_unix());
+    if (*err < 0) {
+        free(r);
+        return NULL;
+    }
+    memcpy(r->id, id, sizeof(id));
+    r->t0_ns = ant_mono_ns();
+    atomic_init(&r->cancel, false);
+    r->next = j->runs;
+    j->runs = r;
+    return r;
+}
+
+static void run_release_locked(struct ant_jobs *j, struct job_run *run)
+{
+    for (struct job_run **pp = &j->runs; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == run) {
+            *pp = run->next;
+            break;
+        }
+    }
+    free(run);
+    pthread_cond_broadcast(&j->cv);
+}
+
+int ant_jobs_run_next(struct ant_jobs *j, bool *ran)
+{
+    int rc = 0;
+    pthread_mutex_lock(&j->mu);
+    struct job_run *run = claim_locked(j, &rc);
+    pthread_mutex_unlock(&j->mu);
+    *ran = run != NULL;
+    if (run == NULL) {
+        return rc;
+    }
+    run_job(j, run);
+    pthread_mutex_lock(&j->mu);
+    run_release_locked(j, run);
+    pthread_mutex_unlock(&j->mu);
+    return 0;
+}
+
+static void timed_wait(struct ant_jobs *j, unsigned secs)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += secs;
+    (void)pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+}
+
+static void *worker_main(void *arg)
+{
+    struct ant_jobs *j = arg;
+    pthread_mutex_lock(&j->mu);
+    while (!j->stopping) {
+        int err = 0;
+        struct job_run *run = claim_locked(j, &err);
+        if (run == NULL) {
+            if (err < 0 && err != -ESTALE) {
+                ant_log(ANT_LOG_ERROR, "jobs.claim", "cannot take a job: %s", strerror(-err));
+            }
+            timed_wait(j, 1);
+            continue;
+        }
+        if (j->stopping) {
+            atomic_store(&run->cancel, true);
+        }
+        pthread_mutex_unlock(&j->mu);
+        run_job(j, run);
+        pthread_mutex_lock(&j->mu);
+        run_release_locked(j, run);
+    }
+    pthread_mutex_unlock(&j->mu);
+    return NULL;
+}
+
+static void *purger_main(void *arg)
+{
+    struct ant_jobs *j = arg;
+    pthread_mutex_lock(&j->mu);
+    while (!j->stopping) {
+        pthread_mutex_unlock(&j->mu);
+        int n = ant_jobs_purge(j, 0);
+        if (n < 0) {
+            ant_log(ANT_LOG_ERROR, "jobs.purge", "purge pass failed: %s", strerror(-n));
+        }
+        pthread_mutex_lock(&j->mu);
+        /* the condition is also signalled for every job queued or ended: wait out the interval */
+        int64_t until = ant_mono_ns() + (int64_t)j->conf.purge_interval_s * 1000000000LL;
+        while (!j->stopping && ant_mono_ns() < until) {
+            timed_wait(j, 1);
+        }
+    }
+    pthread_mutex_unlock(&j->mu);
+    return NULL;
+}

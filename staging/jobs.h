@@ -1,0 +1,177 @@
+/* Stage jobs (DESIGN.md §7, issue 6): put (part of) a dataset into this site's scratch, decrypted
+ * or re-encrypted for a recipient, on the daemon's worker threads.
+ *
+ * A job lives in antenna.db (tables stage_jobs and stage_job_files, schema step 3). Its file list
+ * is fixed at admission from the catalog (optionally narrowed by path globs), which also reserves
+ * its output size against the tenant's scratch quota. States:
+ *
+ *     queued -> running -> ready -> expired            (ready: output visible, token issued)
+ *        |         |  \-> failed -> expired            (failed: nothing left in scratch)
+ *        |         \---> queued                        (daemon stopped or crashed: resumes)
+ *        \-> cancelled / expired      running|ready -> cancelled (output removed)
+ *
+ * Output: <scratch>/<tenant>/<job-id>/<logical path>, written by the engine (staging/engine.h)
+ * into <scratch>/<tenant>/.<job-id>.partial and renamed once complete and durable, so a reader
+ * never sees a partial job. Each file checkpointed durable by the engine is marked `done`; a
+ * restarted daemon requeues its running jobs and the engine keeps their done files.
+ *
+ * Time to live: a job expires `ttl` after it became ready (after admission while not ready); the
+ * purger removes its output, marks it expired and audits the purge (action "stage.purge").
+ *
+ * Threads: every function may be called from any thread (one mutex guards the job connection);
+ * ant_jobs_start/stop/close from the owning thread only. */
+#ifndef ANT_STAGING_JOBS_H
+#define ANT_STAGING_JOBS_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "crypto/base/base.h"
+#include "crypto/keys.h"
+#include "policy/store.h"
+#include "staging/engine.h"
+
+struct ant_audit;
+
+/* "job_" + 16 hex */
+#define ANT_JOB_ID_LEN 20
+#define ANT_JOB_GLOBS_MAX 32
+#define ANT_JOB_GLOB_MAX 1024
+/* At most this many files per job (a bound on the admission transaction and the status body). */
+#define ANT_JOB_FILES_MAX 200000
+/* The status document lists at most this many files (failed ones first). */
+#define ANT_JOB_STATUS_FILES_MAX 1000
+#define ANT_JOB_TTL_MIN 1
+#define ANT_JOB_TTL_MAX (90 * 86400)
+
+enum ant_job_state {
+    ANT_JOB_QUEUED = 0,
+    ANT_JOB_RUNNING,
+    ANT_JOB_READY,
+    ANT_JOB_FAILED,
+    ANT_JOB_CANCELLED,
+    ANT_JOB_EXPIRED,
+};
+const char *ant_job_state_name(enum ant_job_state s);
+ANT_MUST_CHECK int ant_job_state_parse(const char *s, enum ant_job_state *out);
+/* The state machine above: may a job in `from` move to `to`? */
+bool ant_job_transition_is_allowed(enum ant_job_state from, enum ant_job_state to);
+/* ready, failed, cancelled and expired: no worker will touch the job again. */
+bool ant_job_state_is_final(enum ant_job_state s);
+
+enum ant_job_mode {
+    ANT_JOB_DECRYPT = 0, /* plaintext into this site's scratch */
+    ANT_JOB_REENCRYPT,   /* Crypt4GH for recipient_pk, body unchanged */
+};
+const char *ant_job_mode_name(enum ant_job_mode m);
+ANT_MUST_CHECK int ant_job_mode_parse(const char *s, enum ant_job_mode *out);
+
+/* The scratch bytes a file of `size` plaintext bytes takes in `mode` (a Crypt4GH copy carries a
+ * header and 28 bytes per 64 KiB segment): what admission reserves against the quota. */
+uint64_t ant_job_output_size(enum ant_job_mode m, uint64_t size);
+
+struct ant_jobs_conf {
+    int dirfd;               /* the site folder, holding antenna.db (migrated) */
+    const char *db_name;     /* NULL: "antenna.db" */
+    int archive_fd;          /* archive root: <dataset-id>/<storage-id>.c4gh */
+    int scratch_fd;          /* scratch root: <tenant>/<job-id>/... */
+    const struct ant_key *kx;  /* the site's X25519 key the archive is encrypted for */
+    struct ant_audit *audit; /* purge and completion events; required */
+    const char *site_id;     /* for audit details; copied */
+    unsigned workers;        /* job runner threads; 0: 2 */
+    uint64_t default_quota;  /* scratch bytes per tenant without a scratch_quotas row; 0: none */
+    unsigned default_ttl_s;  /* 0: 7 days */
+    unsigned purge_interval_s; /* 0: 10 */
+    const struct ant_engine_opts *engine; /* NULL: defaults (io_engine auto) */
+    /* testing only: copy archive files as they are (ANT_XFORM_RAW, catalog SHA-256 checked),
+     * so the runner can be tested without Crypt4GH; kx may then be NULL */
+    bool test_raw;
+    /* testing only: called on the runner thread after each file is checkpointed done */
+    void (*test_file_done)(void *arg, const char *job_id, uint64_t files_done);
+    void *test_arg;
+};
+
+struct ant_jobs;
+
+/* Opens the job table on its own connection, creates the engine, and requeues jobs left running
+ * by a stopped or crashed daemon (they resume when the workers start). Errors: -ENOTSUP the
+ * database has no job tables (schema older than step 3), -EINVAL bad conf, errors of
+ * ant_engine_new, -EIO / -ENOMEM. */
+ANT_MUST_CHECK int ant_jobs_open(const struct ant_jobs_conf *c, struct ant_jobs **out);
+/* Starts the runner threads and the purger. -EALREADY if started; -errno of pthread_create. */
+ANT_MUST_CHECK int ant_jobs_start(struct ant_jobs *j);
+/* Stops the threads: running jobs are interrupted and go back to queued (their checkpointed
+ * files are kept for the next start). Accepts a jobs table that was never started. */
+void ant_jobs_stop(struct ant_jobs *j);
+void ant_jobs_close(struct ant_jobs *j); /* stops first; accepts NULL */
+/* "io_uring" or "threads". */
+const char *ant_jobs_backend(const struct ant_jobs *j);
+
+struct ant_job_request {
+    const struct ant_principal *who; /* owner; its tenant pays the quota and owns the scratch */
+    const char *dataset_id;          /* the caller has checked ant_decide(ANT_ACT_STAGE) */
+    const char *const *globs;        /* fnmatch(3) patterns, no flags: '*' also matches '/' */
+    unsigned nglobs;                 /* 0: every file of the dataset */
+    enum ant_job_mode mode;
+    const uint8_t *recipient_pk;     /* reencrypt: 32-byte X25519 public key; else NULL */
+    uint64_t ttl_s;                  /* 0: the default */
+    int64_t now;                     /* unix s; 0: now */
+};
+
+/* Admits a job: lists the dataset's files through `st` (the catalog), keeps those matching a
+ * glob, checks the tenant's scratch quota and records the job as queued. id_out receives the
+ * job id. Errors, each with diag saying what to change: -EINVAL bad request (no tenant, bad
+ * glob, recipient missing or given for decrypt, ttl out of range), -ENOENT the dataset has no
+ * file matching (or no file at all), -E2BIG more than ANT_JOB_FILES_MAX files, -EDQUOT the
+ * job's output would exceed the tenant's quota, -EBUSY / -EIO database. */
+ANT_MUST_CHECK int ant_jobs_submit(struct ant_jobs *j, struct ant_store *st,
+                                   const struct ant_job_request *rq,
+                                   char id_out[ANT_JOB_ID_LEN + 1], struct ant_diag *d);
+
+/* A snapshot of one job. */
+struct ant_job_info {
+    char id[ANT_JOB_ID_LEN + 1];
+    char tenant[ANT_NAME_MAX + 1];
+    char principal[ANT_NAME_MAX + 1];
+    char dataset_id[ANT_ID_MAX + 1];
+    enum ant_job_state state;
+    enum ant_job_mode mode;
+    uint64_t files_total, files_done, bytes_total, bytes_done, scratch_bytes;
+    uint64_t ttl_s;
+    int64_t created, started, finished, expires; /* unix s; 0: not yet */
+    char error[256];
+};
+
+/* -ENOENT unknown job. */
+ANT_MUST_CHECK int ant_jobs_get(struct ant_jobs *j, const char *id, struct ant_job_info *out);
+/* The status document of GET /v1/stage/{id}: id, dataset_id, tenant, owner, mode, state, error,
+ * files_total, files_done, bytes_total, bytes_done, rate_bytes_per_s, eta_s, created, started,
+ * finished, expires (RFC 3339), scratch_path (relative to the scratch root) and files [{path,
+ * size, state, bytes_done, error}] (at most ANT_JOB_STATUS_FILES_MAX, failed first). -ENOENT. */
+ANT_MUST_CHECK int ant_jobs_status_json(struct ant_jobs *j, const char *id, int64_t now,
+                                        json_t **out);
+/* Cancels a queued or running job, or withdraws a ready one: its output (partial or complete)
+ * is removed and it becomes cancelled. Waits until a running job has stopped. -ENOENT unknown,
+ * -EALREADY failed, cancelled or expired already. */
+ANT_MUST_CHECK int ant_jobs_cancel(struct ant_jobs *j, const char *id, int64_t now);
+/* One purge pass: every job past its expiry (not running) loses its output, becomes expired, and
+ * the purge is audited. A job whose event cannot be audited is left for the next pass. Returns
+ * the number of jobs purged or a negative errno. The purger thread calls it every interval. */
+ANT_MUST_CHECK int ant_jobs_purge(struct ant_jobs *j, int64_t now);
+/* Runs the oldest queued job to its end on the calling thread (what a worker does); *ran says
+ * whether there was one. Returns 0 or a database error; the job's own outcome is in its state. */
+ANT_MUST_CHECK int ant_jobs_run_next(struct ant_jobs *j, bool *ran);
+
+/* Scratch quota of a tenant: a row in scratch_quotas, else the configured default. */
+ANT_MUST_CHECK int ant_jobs_quota_set(struct ant_jobs *j, const char *tenant, uint64_t bytes);
+/* *quota (0: unlimited) and *used: the reserved output of its queued, running and ready jobs. */
+ANT_MUST_CHECK int ant_jobs_quota_get(struct ant_jobs *j, const char *tenant, uint64_t *quota,
+                                      uint64_t *used);
+
+/* Opens the output folder of a ready job, <scratch>/<tenant>/<id>, O_DIRECTORY beneath the
+ * scratch root (no symlink followed): for serving its files. -ENOENT not ready or gone. */
+ANT_MUST_CHECK int ant_jobs_open_output(struct ant_jobs *j, const struct ant_job_info *info,
+                                        int *fd_out);
+
+#endif
