@@ -568,6 +568,14 @@ out:
     return rc;
 }
 
+/* A federation token speaks for the asking site's own tenants only: "lab@site-b" from
+ * site-b. Otherwise site-b could name a tenant of the serving site, or of a third site. */
+static bool tenant_is_of(const char *tenant, const char *site)
+{
+    size_t tl = strlen(tenant), sl = strlen(site);
+    return tl > sl + 1 && tenant[tl - sl - 1] == '@' && strcmp(tenant + tl - sl, site) == 0;
+}
+
 int ant_token_fed_sign(const struct ant_signkey *k, const struct ant_fed_token *t,
                        struct ant_buf *out)
 {
@@ -575,7 +583,7 @@ int ant_token_fed_sign(const struct ant_signkey *k, const struct ant_fed_token *
     uint8_t rnd[16];
     if (k == NULL || t == NULL || out == NULL || !id_ok(t->iss) || !id_ok(t->aud) ||
         !id_ok(t->principal) || !id_ok(t->tenant) || !id_ok(t->purpose) ||
-        (t->jti[0] != '\0' && !id_ok(t->jti))) {
+        (t->jti[0] != '\0' && !id_ok(t->jti)) || !tenant_is_of(t->tenant, t->iss)) {
         return -EINVAL;
     }
     int64_t iat = t->iat != 0 ? t->iat : ant_now_unix();
@@ -633,6 +641,11 @@ int ant_token_fed_verify(struct ant_bytes token, const uint8_t peer_pk[ANT_KEY_L
         (rc = claim_id(c, "tenant", t.tenant, d)) < 0 ||
         (rc = claim_id(c, "purpose", t.purpose, d)) < 0 ||
         (rc = claim_id(c, "jti", t.jti, d)) < 0) {
+        goto out;
+    }
+    if (!tenant_is_of(t.tenant, t.iss)) {
+        ant_diag_set(d, "federation token tenant is not one of the asking site's");
+        rc = -EKEYREJECTED;
         goto out;
     }
     /* aud may be an array naming self_id among others; report the one that matched */

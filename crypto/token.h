@@ -162,22 +162,24 @@ struct ant_fed_token {
     char iss[ANT_TOKEN_ID_MAX + 1];       /* the asking site's id */
     char aud[ANT_TOKEN_ID_MAX + 1];       /* the serving site's id */
     char principal[ANT_TOKEN_ID_MAX + 1]; /* sub, e.g. "alice" */
-    char tenant[ANT_TOKEN_ID_MAX + 1];    /* e.g. "lab@site-b" */
+    char tenant[ANT_TOKEN_ID_MAX + 1];    /* "<name>@<iss>", e.g. "lab@site-b" */
     char purpose[ANT_TOKEN_ID_MAX + 1];   /* the stated purpose, checked against data-use terms */
     char jti[ANT_TOKEN_ID_MAX + 1];       /* single-use id; "" when signing: 128 random bits */
     int64_t iat, exp;
 };
 
 /* Signs a federation token (iat 0: now; exp 0: iat + ANT_TOKEN_FED_LIFETIME_MAX) and appends
- * it to out. Every string but jti is required. -EINVAL for a missing or too long field or a
+ * it to out. Every string but jti is required, and tenant must be "<name>@<iss>": a site
+ * speaks only for its own tenants. -EINVAL for a missing, too long or foreign field or a
  * lifetime outside (0, ANT_TOKEN_FED_LIFETIME_MAX]; -E2BIG, -ENOMEM. */
 ANT_MUST_CHECK int ant_token_fed_sign(const struct ant_signkey *k, const struct ant_fed_token *t,
                                       struct ant_buf *out);
 /* Verifies a federation token with the asking peer's public key: alg EdDSA only, typ
- * antenna-fed+jwt, iss = peer_id, aud = self_id, sub, tenant, purpose and jti present, iat
- * required, exp - iat <= ANT_TOKEN_FED_LIFETIME_MAX, skew ANT_TOKEN_SKEW_DEFAULT. The caller
- * then enforces single use: it records (out->iss, out->jti) until out->exp and refuses a jti
- * it has already seen. Errors as ant_token_verify. */
+ * antenna-fed+jwt, iss = peer_id, aud = self_id, sub, tenant ("<name>@<peer_id>"), purpose
+ * and jti present, iat required, exp - iat <= ANT_TOKEN_FED_LIFETIME_MAX, skew
+ * ANT_TOKEN_SKEW_DEFAULT. sub names the peer's principal, never a local one. The caller then
+ * enforces single use: it records (out->iss, out->jti) until out->exp and refuses a pair it
+ * has already seen. Errors as ant_token_verify. */
 ANT_MUST_CHECK int ant_token_fed_verify(struct ant_bytes token, const uint8_t peer_pk[ANT_KEY_LEN],
                                         const char *peer_id, const char *self_id, int64_t now,
                                         struct ant_fed_token *out, struct ant_diag *d);

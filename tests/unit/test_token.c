@@ -1263,27 +1263,52 @@ static void test_fed_token_limits(void **state)
     struct ant_fed_token got;
     assert_int_equal(ant_token_fed_sign(g_ed, &f, &out), -EINVAL);
     f.exp = 0;
+    snprintf(f.tenant, sizeof(f.tenant), "lab@site-a"); /* not the signer's tenant */
+    assert_int_equal(ant_token_fed_sign(g_ed, &f, &out), -EINVAL);
     f.tenant[0] = '\0';
     assert_int_equal(ant_token_fed_sign(g_ed, &f, &out), -EINVAL);
     assert_int_equal(out.len, 0);
     /* hand-made tokens a careless peer might send */
     static const char *const payloads[] = {
         /* 301 s */
-        "{\"iss\":\"site-b\",\"aud\":\"site-a\",\"sub\":\"a\",\"tenant\":\"t\",\"purpose\":\"p\","
+        "{\"iss\":\"site-b\",\"aud\":\"site-a\",\"sub\":\"a\",\"tenant\":\"t@site-b\",\"purpose\":"
+        "\"p\","
         "\"jti\":\"j\",\"iat\":1800000000,\"exp\":1800000301}",
         /* no jti */
-        "{\"iss\":\"site-b\",\"aud\":\"site-a\",\"sub\":\"a\",\"tenant\":\"t\",\"purpose\":\"p\","
+        "{\"iss\":\"site-b\",\"aud\":\"site-a\",\"sub\":\"a\",\"tenant\":\"t@site-b\",\"purpose\":"
+        "\"p\","
         "\"iat\":1800000000,\"exp\":1800000300}",
         /* no iat */
-        "{\"iss\":\"site-b\",\"aud\":\"site-a\",\"sub\":\"a\",\"tenant\":\"t\",\"purpose\":\"p\","
+        "{\"iss\":\"site-b\",\"aud\":\"site-a\",\"sub\":\"a\",\"tenant\":\"t@site-b\",\"purpose\":"
+        "\"p\","
         "\"jti\":\"j\",\"exp\":1800000300}",
         /* no tenant */
         "{\"iss\":\"site-b\",\"aud\":\"site-a\",\"sub\":\"a\",\"purpose\":\"p\","
         "\"jti\":\"j\",\"iat\":1800000000,\"exp\":1800000300}",
+        /* a tenant of the serving site, of no site, of nobody, of a look-alike site */
+        "{\"iss\":\"site-b\",\"aud\":\"site-a\",\"sub\":\"a\",\"tenant\":\"lab@site-a\","
+        "\"purpose\":\"p\",\"jti\":\"j\",\"iat\":1800000000,\"exp\":1800000300}",
+        "{\"iss\":\"site-b\",\"aud\":\"site-a\",\"sub\":\"a\",\"tenant\":\"lab\","
+        "\"purpose\":\"p\",\"jti\":\"j\",\"iat\":1800000000,\"exp\":1800000300}",
+        "{\"iss\":\"site-b\",\"aud\":\"site-a\",\"sub\":\"a\",\"tenant\":\"@site-b\","
+        "\"purpose\":\"p\",\"jti\":\"j\",\"iat\":1800000000,\"exp\":1800000300}",
+        "{\"iss\":\"site-b\",\"aud\":\"site-a\",\"sub\":\"a\",\"tenant\":\"x@xsite-b\","
+        "\"purpose\":\"p\",\"jti\":\"j\",\"iat\":1800000000,\"exp\":1800000300}",
         /* empty sub */
-        "{\"iss\":\"site-b\",\"aud\":\"site-a\",\"sub\":\"\",\"tenant\":\"t\",\"purpose\":\"p\","
+        "{\"iss\":\"site-b\",\"aud\":\"site-a\",\"sub\":\"\",\"tenant\":\"t@site-b\",\"purpose\":"
+        "\"p\","
         "\"jti\":\"j\",\"iat\":1800000000,\"exp\":1800000300}",
     };
+    /* the control: the same hand-made shape, all claims right */
+    char *good = raw_token("{\"alg\":\"EdDSA\",\"typ\":\"antenna-fed+jwt\"}",
+                           "{\"iss\":\"site-b\",\"aud\":\"site-a\",\"sub\":\"a\","
+                           "\"tenant\":\"t@site-b\",\"purpose\":\"p\",\"jti\":\"j\","
+                           "\"iat\":1800000000,\"exp\":1800000300}",
+                           sign_ed);
+    assert_int_equal(ant_token_fed_verify(ant_bytes_str(good), ant_signkey_public(g_ed), "site-b",
+                                          "site-a", NOW, &got, NULL),
+                     0);
+    free(good);
     for (size_t i = 0; i < ANT_ARRAY_LEN(payloads); i++) {
         char *tok =
             raw_token("{\"alg\":\"EdDSA\",\"typ\":\"antenna-fed+jwt\"}", payloads[i], sign_ed);
