@@ -519,6 +519,11 @@ static void test_alg_outside_allowlist_is_rejected(void **state)
     assert_int_equal(verify_ed(tok, &ex), -EINVAL);
     ex.algs = 1u << 7;
     assert_int_equal(verify_ed(tok, &ex), -EINVAL);
+    ex = expect_ed();
+    ex.now = -1; /* a clock the skew arithmetic cannot take */
+    assert_int_equal(verify_ed(tok, &ex), -EINVAL);
+    ex.now = INT64_MAX;
+    assert_int_equal(verify_ed(tok, &ex), -EINVAL);
     free(tok);
 }
 
