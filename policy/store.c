@@ -741,6 +741,31 @@ int ant_store_principal_list(struct ant_store *st, const char *tenant, unsigned 
     return rc;
 }
 
+int ant_store_principal_disable(struct ant_store *st, const char *name)
+{
+    sqlite3_stmt *s = ant_store_stmt(st, "SELECT disabled_at FROM principals WHERE id = ?");
+    if (s == NULL) {
+        return -EIO;
+    }
+    ant_bind_text(s, 1, name);
+    int src = sqlite3_step(s);
+    int rc = src == SQLITE_ROW ? 0 : src == SQLITE_DONE ? -ENOENT : ant_sqlite_err(src);
+    if (rc == 0 && sqlite3_column_type(s, 0) != SQLITE_NULL) {
+        rc = -EALREADY;
+    }
+    sqlite3_reset(s);
+    if (rc < 0) {
+        return rc;
+    }
+    s = ant_store_stmt(st, "UPDATE principals SET disabled_at = ? WHERE id = ?");
+    if (s == NULL) {
+        return -EIO;
+    }
+    sqlite3_bind_int64(s, 1, ant_now_unix());
+    ant_bind_text(s, 2, name);
+    return ant_store_exec_stmt(s);
+}
+
 int ant_store_principal_get(struct ant_store *st, const char *name, struct ant_principal *out)
 {
     struct ant_principal p;

@@ -91,6 +91,9 @@ ANT_MUST_CHECK int ant_store_principal_add(struct ant_store *st, const char *nam
 /* tenant NULL: all; role 0: any. */
 ANT_MUST_CHECK int ant_store_principal_list(struct ant_store *st, const char *tenant, unsigned role,
                                             json_t **out);
+/* Disables a principal at once: its keys and tokens are rejected from the next request on
+ * (there is no cache). -ENOENT unknown; -EALREADY already disabled. */
+ANT_MUST_CHECK int ant_store_principal_disable(struct ant_store *st, const char *name);
 /* -ENOENT unknown or disabled. */
 ANT_MUST_CHECK int ant_store_principal_get(struct ant_store *st, const char *name,
                                            struct ant_principal *out);

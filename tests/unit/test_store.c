@@ -22,6 +22,19 @@ struct fx {
     struct ant_store *st;
 };
 
+/* A second, raw connection for edits the API does not offer; closed at teardown. */
+static sqlite3 *g_raw;
+
+static sqlite3 *raw_db(struct fx *f)
+{
+    char path[4096];
+    if (g_raw == NULL) {
+        snprintf(path, sizeof(path), "%s/antenna.db", f->dir);
+        assert_int_equal(sqlite3_open(path, &g_raw), SQLITE_OK);
+    }
+    return g_raw;
+}
+
 static int setup(void **state)
 {
     struct fx *f = calloc(1, sizeof(*f));
@@ -37,6 +50,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fx *f = *state;
+    sqlite3_close(g_raw);
+    g_raw = NULL;
     ant_store_close(f->st);
     close(f->dirfd);
     test_rmtree(f->dir);
@@ -184,6 +199,17 @@ static void test_key_unknown_revoked_expired_all_rejected_alike(void **state)
                          -EKEYREJECTED);
         free(cut);
     }
+    /* a disabled principal's keys stop working at once */
+    assert_int_equal(ant_store_principal_disable(f->st, "alice"), 0);
+    assert_int_equal(ant_store_principal_disable(f->st, "alice"), -EALREADY);
+    assert_int_equal(ant_store_principal_disable(f->st, "nobody"), -ENOENT);
+    assert_int_equal(ant_store_authenticate_key(f->st, ant_buf_view(&good), now, &p),
+                     -EKEYREJECTED);
+    assert_int_equal(ant_store_principal_get(f->st, "alice", &p), -ENOENT);
+    assert_int_equal(sqlite3_exec(raw_db(f), "UPDATE principals SET disabled_at = NULL",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    assert_int_equal(ant_store_authenticate_key(f->st, ant_buf_view(&good), now, &p), 0);
     /* revoked */
     assert_int_equal(ant_store_key_revoke(f->st, id), 0);
     assert_int_equal(ant_store_key_revoke(f->st, id), -EALREADY);
