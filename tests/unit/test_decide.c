@@ -398,6 +398,37 @@ static void test_tenant_level_audit_and_admin(void **state)
     assert_int_equal(ant_decide_tenant(f->st, &bob, ANT_ACT_READ, NULL, &d), -EINVAL);
 }
 
+/* The catalogue listing and the describe decision are one rule written twice (SQL for lists,
+ * rules for single objects): they must agree for every caller and dataset. */
+static void test_visible_listing_agrees_with_describe(void **state)
+{
+    struct fx *f = *state;
+    static const char *const callers[] = {"alice", "rita", "audrey", "root", "bob",
+                                          "gina",  "ed",   "rex",    "wendy", "kim"};
+    const char *all[] = {f->draft, f->pub, f->wd, f->open_ds, f->sens};
+    struct ant_decide_ctx ctx = {HMB, "EU-MD", NULL, false, f->now + 100};
+    for (size_t c = 0; c < ANT_ARRAY_LEN(callers); c++) {
+        struct ant_principal p = who(f, callers[c]);
+        json_t *list = NULL;
+        assert_int_equal(ant_store_dataset_list_visible(f->st, &p, f->now + 100, &list), 0);
+        for (size_t i = 0; i < ANT_ARRAY_LEN(all); i++) {
+            bool listed = false;
+            size_t k;
+            json_t *o;
+            json_array_foreach(list, k, o)
+            {
+                listed = listed || strcmp(json_string_value(json_object_get(o, "id")), all[i]) == 0;
+            }
+            struct ant_decision d = dec(f, &p, ANT_ACT_DESCRIBE, all[i], &ctx);
+            if (listed != d.allow) {
+                fail_msg("%s, dataset %zu: listed %d, describe %s (%s)", callers[c], i, listed,
+                         d.allow ? "allow" : "deny", d.reason);
+            }
+        }
+        json_decref(list);
+    }
+}
+
 /* --- the matrix --- */
 
 /* One row per caller kind, one string per dataset state (draft, published, withdrawn), one
@@ -492,6 +523,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_explain_lists_rules_in_order_and_the_decider, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_tenant_level_audit_and_admin, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_visible_listing_agrees_with_describe, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_matrix_callers_actions_states, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
