@@ -656,6 +656,362 @@ static void test_encode_refuses_bad_recipients(void **state)
     ant_buf_fini(&b);
 }
 
+
+/* --- streaming --- */
+
+static int buf_sink(void *arg, const uint8_t *p, size_t len)
+{
+    return ant_buf_append(arg, p, len);
+}
+
+/* Decrypts `in` through the reader, fed in chunks of `chunk` bytes. */
+static int stream_decrypt(struct ant_bytes in, const struct ant_key *key, const uint8_t *sender,
+                          size_t chunk, struct ant_buf *out, struct ant_c4gh_digests *dg,
+                          char *diag, size_t diaglen)
+{
+    struct ant_c4gh_reader *r = NULL;
+    int rc = ant_c4gh_reader_new(key, sender, buf_sink, out, &r);
+    assert_int_equal(rc, 0);
+    for (size_t off = 0; rc == 0 && off < in.len; off += chunk) {
+        size_t n = in.len - off < chunk ? in.len - off : chunk;
+        rc = ant_c4gh_reader_write(r, ant_bytes_of(in.p + off, n));
+    }
+    if (rc == 0) {
+        rc = ant_c4gh_reader_finish(r, dg);
+    }
+    if (diag != NULL) {
+        snprintf(diag, diaglen, "%s", ant_c4gh_reader_diag(r));
+    }
+    ant_c4gh_reader_free(r);
+    return rc;
+}
+
+static void sha256(const uint8_t *p, size_t len, uint8_t md[32])
+{
+    unsigned int mdlen = 32;
+    assert_int_equal(EVP_Digest(p, len, md, &mdlen, EVP_sha256(), NULL), 1);
+}
+
+static void stream_expect(const char *name, const struct ant_key *key, const char *expected)
+{
+    static const size_t chunks[] = {1, 7, 4096, 65564, 1u << 30};
+    struct file f = vec(name);
+    for (size_t i = 0; i < ANT_ARRAY_LEN(chunks); i++) {
+        struct ant_buf out = ANT_BUF_INIT(64u << 20);
+        struct ant_c4gh_digests dg;
+        uint8_t md[32];
+        if (chunks[i] < 4096 && f.len > 200000) {
+            continue; /* byte-at-a-time on the small files only */
+        }
+        int rc = stream_decrypt(ant_bytes_of(f.p, f.len), key, NULL, chunks[i], &out, &dg, NULL, 0);
+        if (rc != 0) {
+            fail_msg("%s chunk %zu: %d", name, chunks[i], rc);
+        }
+        if (!file_eq(out.p, out.len, expected)) {
+            fail_msg("%s chunk %zu: output differs from %s", name, chunks[i], expected);
+        }
+        assert_int_equal(dg.plain_len, out.len);
+        assert_int_equal(dg.header_len + dg.body_len, f.len);
+        sha256(out.p, out.len, md);
+        assert_memory_equal(md, dg.sha256_plain, 32);
+        sha256(f.p + dg.header_len, dg.body_len, md);
+        assert_memory_equal(md, dg.sha256_body, 32);
+        ant_buf_fini(&out);
+    }
+    free(f.p);
+}
+
+static void test_vectors_decrypt_with_stream_reader(void **state)
+{
+    struct keys *k = *state;
+    stream_expect("empty.c4gh", k->r1, "empty.bin");
+    stream_expect("one-byte.c4gh", k->r1, "one-byte.bin");
+    stream_expect("exact-65536.c4gh", k->r1, "exact-65536.bin");
+    stream_expect("plus1-65537.c4gh", k->r1, "plus1-65537.bin");
+    stream_expect("rand-1MiB-plus17.c4gh", k->r1, "rand-1MiB-plus17.bin");
+    stream_expect("two-recipients.c4gh", k->r2, "plus1-65537.bin");
+    stream_expect("reencrypted-keep-foreign.c4gh", k->sender, "plus1-65537.bin");
+    stream_expect("editlist-range.c4gh", k->r1, "editlist-range.expected.bin");
+    stream_expect("editlist-open-end.c4gh", k->r1, "editlist-open-end.expected.bin");
+    stream_expect("editlist-multi.c4gh", k->r1, "editlist-multi.expected.bin");
+}
+
+static void test_stream_reader_refuses_bad_vectors(void **state)
+{
+    struct keys *k = *state;
+    static const struct {
+        const char *name;
+        int rc;
+        const char *msg;
+    } bad[] = {
+        {"bad-segment-mac.c4gh", -EBADMSG, "segment 0"},
+        {"bad-header-mac.c4gh", -ENOKEY, "not encrypted for this key"},
+        {"bad-empty-last-segment.c4gh", -EBADMSG, "segment 1 is 28 bytes"},
+        {"bad-truncated-header.c4gh", -EBADMSG, "ended inside"},
+        {"bad-magic.c4gh", -EBADMSG, "magic"},
+        {"bad-version.c4gh", -EBADMSG, "version 2"},
+        {"one-byte.c4gh", -ENOKEY, "not encrypted for this key"},
+    };
+    for (size_t i = 0; i < ANT_ARRAY_LEN(bad); i++) {
+        struct file f = vec(bad[i].name);
+        struct ant_buf out = ANT_BUF_INIT(1u << 20);
+        char diag[256];
+        const struct ant_key *key = strcmp(bad[i].name, "one-byte.c4gh") == 0 ? k->r2 : k->r1;
+        int rc = stream_decrypt(ant_bytes_of(f.p, f.len), key, NULL, 1000, &out, NULL, diag,
+                                sizeof(diag));
+        if (rc != bad[i].rc || strstr(diag, bad[i].msg) == NULL) {
+            fail_msg("%s: %d (%s)", bad[i].name, rc, diag);
+        }
+        free(f.p);
+        ant_buf_fini(&out);
+    }
+}
+
+/* Writer → reader, at the sizes where segments begin and end. */
+static void stream_roundtrip(const struct keys *k, size_t size, size_t chunk)
+{
+    struct ant_c4gh_writer *w = NULL;
+    struct ant_buf file = ANT_BUF_INIT(64u << 20), back = ANT_BUF_INIT(64u << 20);
+    struct ant_c4gh_digests wd, rd;
+    uint8_t rec[2 * 32], md[32];
+    uint8_t *plain = malloc(size ? size : 1);
+    randombytes_buf(plain, size);
+    memcpy(rec, ant_key_public(k->r1), 32);
+    memcpy(rec + 32, ant_key_public(k->r2), 32);
+    assert_int_equal(ant_c4gh_writer_new(k->sender, rec, 2, NULL, 0, buf_sink, &file, &w), 0);
+    for (size_t off = 0; off < size; off += chunk) {
+        size_t n = size - off < chunk ? size - off : chunk;
+        assert_int_equal(ant_c4gh_writer_write(w, ant_bytes_of(plain + off, n)), 0);
+    }
+    assert_int_equal(ant_c4gh_writer_finish(w, &wd), 0);
+    assert_int_equal(ant_c4gh_writer_write(w, ant_bytes_of(plain, 0)), -EINVAL);
+    ant_c4gh_writer_free(w);
+    assert_int_equal(wd.header_len, 16 + 2 * 108);
+    assert_int_equal(wd.plain_len, size);
+    assert_int_equal(wd.body_len, ant_c4gh_body_len(size));
+    assert_int_equal(file.len, wd.header_len + wd.body_len);
+    sha256(plain, size, md);
+    assert_memory_equal(md, wd.sha256_plain, 32);
+    for (int who = 0; who < 2; who++) {
+        back.len = 0;
+        assert_int_equal(stream_decrypt(ant_buf_view(&file), who ? k->r2 : k->r1,
+                                        ant_key_public(k->sender), 65536 + 11, &back, &rd, NULL, 0),
+                         0);
+        assert_int_equal(back.len, size);
+        assert_true(size == 0 || memcmp(back.p, plain, size) == 0);
+        assert_memory_equal(rd.sha256_plain, wd.sha256_plain, 32);
+        assert_memory_equal(rd.sha256_body, wd.sha256_body, 32);
+    }
+    ant_buf_fini(&file);
+    ant_buf_fini(&back);
+    free(plain);
+}
+
+static void test_stream_roundtrips(void **state)
+{
+    static const size_t sizes[] = {0, 1, 65535, 65536, 65537, 3 * 65536, 10485760 + 3};
+    for (size_t i = 0; i < ANT_ARRAY_LEN(sizes); i++) {
+        stream_roundtrip(*state, sizes[i], 1u << 20);
+        if (sizes[i] <= 3 * 65536) {
+            stream_roundtrip(*state, sizes[i], 1000);
+        }
+    }
+}
+
+/* An encrypted file of `size` random bytes for r1, into file; plaintext returned. */
+static uint8_t *make_file(const struct keys *k, size_t size, const uint64_t *edits, size_t nedits,
+                          struct ant_buf *file, struct ant_c4gh_digests *dg)
+{
+    struct ant_c4gh_writer *w = NULL;
+    uint8_t *plain = malloc(size ? size : 1);
+    randombytes_buf(plain, size);
+    assert_int_equal(ant_c4gh_writer_new(k->sender, ant_key_public(k->r1), 1, edits, nedits,
+                                         buf_sink, file, &w),
+                     0);
+    assert_int_equal(ant_c4gh_writer_write(w, ant_bytes_of(plain, size)), 0);
+    assert_int_equal(ant_c4gh_writer_finish(w, dg), 0);
+    ant_c4gh_writer_free(w);
+    return plain;
+}
+
+static void test_reordered_and_dropped_segments_change_body_hash(void **state)
+{
+    struct keys *k = *state;
+    struct ant_buf file = ANT_BUF_INIT(1u << 20), back = ANT_BUF_INIT(1u << 20);
+    struct ant_c4gh_digests wd, rd;
+    const size_t S = ANT_C4GH_CIPHER_SEGMENT_LEN;
+    uint8_t *plain = make_file(k, 3 * 65536, NULL, 0, &file, &wd);
+    size_t hl = wd.header_len;
+    /* swap segments 0 and 1: every tag still verifies */
+    uint8_t *sw = test_memdup(file.p, file.len);
+    memcpy(sw + hl, file.p + hl + S, S);
+    memcpy(sw + hl + S, file.p + hl, S);
+    assert_int_equal(stream_decrypt(ant_bytes_of(sw, file.len), k->r1, NULL, 5000, &back, &rd,
+                                    NULL, 0),
+                     0);
+    assert_int_equal(back.len, 3 * 65536);
+    assert_memory_not_equal(rd.sha256_body, wd.sha256_body, 32);
+    assert_memory_not_equal(rd.sha256_plain, wd.sha256_plain, 32);
+    free(sw);
+    /* drop the middle segment; and cut after the first (truncation at a boundary) */
+    uint8_t *dr = test_memdup(file.p, file.len - S);
+    memcpy(dr + hl + S, file.p + hl + 2 * S, S);
+    back.len = 0;
+    assert_int_equal(stream_decrypt(ant_bytes_of(dr, file.len - S), k->r1, NULL, 5000, &back, &rd,
+                                    NULL, 0),
+                     0);
+    assert_int_equal(back.len, 2 * 65536);
+    assert_memory_not_equal(rd.sha256_body, wd.sha256_body, 32);
+    back.len = 0;
+    assert_int_equal(stream_decrypt(ant_bytes_of(file.p, hl + S), k->r1, NULL, 5000, &back, &rd,
+                                    NULL, 0),
+                     0);
+    assert_int_equal(back.len, 65536);
+    assert_memory_not_equal(rd.sha256_body, wd.sha256_body, 32);
+    free(dr);
+    free(plain);
+    ant_buf_fini(&file);
+    ant_buf_fini(&back);
+}
+
+static void test_final_segment_of_1_to_28_bytes_is_corrupt(void **state)
+{
+    struct keys *k = *state;
+    struct ant_buf file = ANT_BUF_INIT(1u << 20), back = ANT_BUF_INIT(1u << 20);
+    struct ant_c4gh_digests wd;
+    uint8_t *plain = make_file(k, 65536 + 100, NULL, 0, &file, &wd);
+    size_t full = wd.header_len + ANT_C4GH_CIPHER_SEGMENT_LEN;
+    for (size_t r = 1; r <= 28; r++) {
+        uint8_t *cut = test_memdup(file.p, full + r);
+        char diag[256];
+        back.len = 0;
+        assert_int_equal(stream_decrypt(ant_bytes_of(cut, full + r), k->r1, NULL, 65536, &back,
+                                        NULL, diag, sizeof(diag)),
+                         -EBADMSG);
+        assert_non_null(strstr(diag, "segment 1"));
+        free(cut);
+    }
+    /* 29..127 bytes: a short segment whose tag does not verify */
+    uint8_t *cut = test_memdup(file.p, full + 29);
+    assert_int_equal(stream_decrypt(ant_bytes_of(cut, full + 29), k->r1, NULL, 65536, &back, NULL,
+                                    NULL, 0),
+                     -EBADMSG);
+    free(cut);
+    free(plain);
+    ant_buf_fini(&file);
+    ant_buf_fini(&back);
+}
+
+static void test_segment_byte_flips_through_reader(void **state)
+{
+    struct keys *k = *state;
+    struct ant_buf file = ANT_BUF_INIT(1u << 20), back = ANT_BUF_INIT(1u << 20);
+    struct ant_c4gh_digests wd;
+    uint8_t *plain = make_file(k, 300, NULL, 0, &file, &wd);
+    for (size_t i = wd.header_len; i < file.len; i++) {
+        uint8_t *cp = test_memdup(file.p, file.len);
+        cp[i] ^= 0x04;
+        back.len = 0;
+        assert_int_equal(stream_decrypt(ant_bytes_of(cp, file.len), k->r1, NULL, 4096, &back, NULL,
+                                        NULL, 0),
+                         -EBADMSG);
+        assert_int_equal(back.len, 0);
+        free(cp);
+    }
+    free(plain);
+    ant_buf_fini(&file);
+    ant_buf_fini(&back);
+}
+
+static void check_edits(const struct keys *k, size_t size, const uint64_t *e, size_t ne)
+{
+    struct ant_buf file = ANT_BUF_INIT(8u << 20), back = ANT_BUF_INIT(8u << 20);
+    struct ant_buf want = ANT_BUF_INIT(8u << 20);
+    struct ant_c4gh_digests wd;
+    uint8_t *plain = make_file(k, size, e, ne, &file, &wd);
+    /* the expected output, computed the slow way */
+    uint64_t pos = 0;
+    for (size_t i = 0; i < ne && pos < size; i++) {
+        uint64_t n = e[i] < size - pos ? e[i] : size - pos;
+        if (i % 2 == 1) {
+            assert_int_equal(ant_buf_append(&want, plain + pos, (size_t)n), 0);
+        }
+        pos += n;
+    }
+    if ((ne == 0 || ne % 2 == 1) && pos < size) {
+        assert_int_equal(ant_buf_append(&want, plain + pos, size - (size_t)pos), 0);
+    }
+    assert_int_equal(stream_decrypt(ant_buf_view(&file), k->r1, NULL, 3000, &back, NULL, NULL, 0),
+                     0);
+    assert_int_equal(back.len, want.len);
+    assert_true(want.len == 0 || memcmp(back.p, want.p, want.len) == 0);
+    free(plain);
+    ant_buf_fini(&file);
+    ant_buf_fini(&back);
+    ant_buf_fini(&want);
+}
+
+static void test_edit_lists_written_and_applied(void **state)
+{
+    const uint64_t a[] = {10, 20};                       /* even: drop the rest */
+    const uint64_t b[] = {70000};                        /* odd: keep everything after */
+    const uint64_t c[] = {0, 5, 131072, 65536, 0, 3};    /* zeros, whole skipped segments */
+    const uint64_t d[] = {100, 1000000};                 /* runs past the data */
+    const uint64_t e[] = {0};                            /* keep all */
+    check_edits(*state, 300000, a, ANT_ARRAY_LEN(a));
+    check_edits(*state, 300000, b, ANT_ARRAY_LEN(b));
+    check_edits(*state, 300000, c, ANT_ARRAY_LEN(c));
+    check_edits(*state, 300000, d, ANT_ARRAY_LEN(d));
+    check_edits(*state, 300000, e, ANT_ARRAY_LEN(e));
+    check_edits(*state, 65536, b, ANT_ARRAY_LEN(b));
+}
+
+static void test_reencrypt_fd_keeps_body(void **state)
+{
+    struct keys *k = *state;
+    char *dir = test_tmpdir();
+    char in[4200], outp[4200];
+    struct file f = vec("two-recipients.c4gh");
+    uint8_t spk[32];
+    struct ant_diag d = {{0}};
+    pub_of(SENDER_PK, spk);
+    snprintf(in, sizeof(in), "%s/in", dir);
+    snprintf(outp, sizeof(outp), "%s/out", dir);
+    int fd = open(in, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_int_equal(ant_write_all(fd, f.p, f.len), 0);
+    close(fd);
+    int ifd = open(in, O_RDONLY), ofd = open(outp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_int_equal(ant_c4gh_reencrypt_fd(ifd, ofd, k->r1, spk, 1, true, &d), 0);
+    close(ifd);
+    close(ofd);
+    size_t len;
+    uint8_t *o = test_read_file(outp, &len);
+    assert_int_equal(len, f.len - 108);
+    assert_memory_equal(o + 124, f.p + 232, f.len - 232);
+    struct ant_buf back = ANT_BUF_INIT(1u << 20);
+    assert_int_equal(stream_decrypt(ant_bytes_of(o, len), k->sender, ant_key_public(k->r1), 999,
+                                    &back, NULL, NULL, 0),
+                     0);
+    assert_true(file_eq(back.p, back.len, "plus1-65537.bin"));
+    free(o);
+    /* a truncated header and a wrong key */
+    fd = open(in, O_WRONLY | O_TRUNC);
+    assert_int_equal(ant_write_all(fd, f.p, 200), 0);
+    close(fd);
+    ifd = open(in, O_RDONLY);
+    ofd = open(outp, O_WRONLY | O_TRUNC);
+    assert_int_equal(ant_c4gh_reencrypt_fd(ifd, ofd, k->r1, spk, 1, true, &d), -EBADMSG);
+    close(ifd);
+    ifd = open(test_vector_path("one-byte.c4gh"), O_RDONLY);
+    assert_int_equal(ant_c4gh_reencrypt_fd(ifd, ofd, k->r2, spk, 1, true, &d), -ENOKEY);
+    close(ifd);
+    close(ofd);
+    ant_buf_fini(&back);
+    free(f.p);
+    test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -676,6 +1032,14 @@ int main(void)
         cmocka_unit_test(test_reencrypt_header_keep_and_trim),
         cmocka_unit_test(test_reencrypt_header_only_vector_input),
         cmocka_unit_test(test_encode_refuses_bad_recipients),
+        cmocka_unit_test(test_vectors_decrypt_with_stream_reader),
+        cmocka_unit_test(test_stream_reader_refuses_bad_vectors),
+        cmocka_unit_test(test_stream_roundtrips),
+        cmocka_unit_test(test_reordered_and_dropped_segments_change_body_hash),
+        cmocka_unit_test(test_final_segment_of_1_to_28_bytes_is_corrupt),
+        cmocka_unit_test(test_segment_byte_flips_through_reader),
+        cmocka_unit_test(test_edit_lists_written_and_applied),
+        cmocka_unit_test(test_reencrypt_fd_keeps_body),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
