@@ -22,6 +22,7 @@
 #define QUERY_MAX 1000u
 #define BUSY_TIMEOUT_MS 10000
 #define EXPORT_FLUSH (256 * 1024)
+#define GATHER_NS 200000L
 
 /* The schema, one step per entry; PRAGMA user_version counts the steps applied. Later work
  * appends steps, never edits these. */
@@ -67,6 +68,7 @@ struct audit_req {
     int64_t first_seq;
     int rc;
     bool done;
+    pthread_cond_t cv; /* signalled once, when done: no thundering herd among 64 writers */
     struct audit_req *next;
 };
 
@@ -78,19 +80,25 @@ struct ant_audit {
     struct ant_audit_opts opts;
 
     pthread_mutex_t mu; /* guards everything below */
-    pthread_cond_t work_cv, done_cv;
+    pthread_cond_t work_cv;
     struct audit_req *head, *tail;
     int64_t queued_events;
     bool stopping, has_thread;
     pthread_t thread;
     int fail_err;
+    size_t last_reqs; /* requests in the last group commit */
+    bool gathering;   /* the writer waits for stragglers: wake it only when the batch is full */
     uint64_t commits;
     double commit_s; /* EWMA */
 
     /* writer thread only */
     EVP_MD_CTX *md;
+    EVP_MD *sha256; /* fetched once (see ant_audit_verifier) */
     struct ant_buf canon;
     int64_t unsigned_since_ms; /* time of the oldest unsigned event we wrote; 0: none */
+    sqlite3_stmt *ws[8];           /* WS_*: prepared once */
+    int64_t (*clock)(void *ctx); /* testing only: the events' time source */
+    void *clock_ctx;
 };
 
 static int sqlerr(int src)
@@ -306,7 +314,7 @@ static bool looks_secret(const char *s)
                 }
             }
         }
-        if (left >= 7 && strncasecmp((const char *)p, "bearer ", 7) == 0) {
+        if ((p[0] | 0x20) == 'b' && left >= 7 && strncasecmp((const char *)p, "bearer ", 7) == 0) {
             return true;
         }
         if (left >= 10 && memcmp(p, "eyJ", 3) == 0) {
@@ -367,12 +375,58 @@ struct chain_head {
     int64_t ck_seq;
 };
 
-static int read_head(sqlite3 *db, struct chain_head *h)
+/* The writer's statements, prepared once (a group commit runs about eight). */
+enum {
+    WS_BEGIN,
+    WS_COMMIT,
+    WS_ROLLBACK,
+    WS_HEAD,
+    WS_CK_MAX,
+    WS_INSERT,
+    WS_OLDEST,
+    WS_CK_INSERT,
+    WS_COUNT,
+};
+_Static_assert(WS_COUNT == ANT_ARRAY_LEN(((struct ant_audit *)0)->ws), "one slot per statement");
+
+static const char *const k_wsql[WS_COUNT] = {
+    [WS_BEGIN] = "BEGIN IMMEDIATE",
+    [WS_COMMIT] = "COMMIT",
+    [WS_ROLLBACK] = "ROLLBACK",
+    [WS_HEAD] = "SELECT seq, time_ms, hash FROM events ORDER BY seq DESC LIMIT 1",
+    [WS_CK_MAX] = "SELECT max(seq) FROM checkpoints",
+    [WS_INSERT] = "INSERT INTO events(" EVENT_COLS ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+    [WS_OLDEST] = "SELECT time_ms FROM events WHERE seq = ?",
+    [WS_CK_INSERT] = "INSERT INTO checkpoints(seq, hash, time_ms, prev_seq, sig) "
+                     "VALUES (?, ?, ?, ?, ?)",
+};
+
+static int wstmt(struct ant_audit *a, int which, sqlite3_stmt **out)
+{
+    if (a->ws[which] == NULL) {
+        int src = sqlite3_prepare_v3(a->wdb, k_wsql[which], -1, SQLITE_PREPARE_PERSISTENT,
+                                     &a->ws[which], NULL);
+        if (src != SQLITE_OK) {
+            ant_log(ANT_LOG_ERROR, "audit.sql", "%s", sqlite3_errmsg(a->wdb));
+            return sqlerr(src);
+        }
+    }
+    *out = a->ws[which];
+    return 0;
+}
+
+static int wexec(struct ant_audit *a, int which)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = wstmt(a, which, &s);
+    return rc < 0 ? rc : step_done(s);
+}
+
+static int read_head(struct ant_audit *a, struct chain_head *h)
 {
     sqlite3_stmt *s = NULL;
     memset(h, 0, sizeof(*h));
-    int rc = sqlerr(sqlite3_prepare_v2(
-        db, "SELECT seq, time_ms, hash FROM events ORDER BY seq DESC LIMIT 1", -1, &s, NULL));
+    int rc = wstmt(a, WS_HEAD, &s);
     int src = rc == 0 ? sqlite3_step(s) : SQLITE_ERROR;
     if (rc == 0 && src == SQLITE_ROW) {
         h->seq = sqlite3_column_int64(s, 0);
@@ -385,16 +439,15 @@ static int read_head(sqlite3 *db, struct chain_head *h)
     } else if (rc == 0 && src != SQLITE_DONE) {
         rc = sqlerr(src);
     }
-    sqlite3_finalize(s);
-    s = NULL;
+    if (s != NULL) {
+        sqlite3_reset(s);
+    }
+    rc = rc < 0 ? rc : wstmt(a, WS_CK_MAX, &s);
     if (rc == 0) {
-        rc = sqlerr(sqlite3_prepare_v2(db, "SELECT max(seq) FROM checkpoints", -1, &s, NULL));
-        if (rc == 0) {
-            src = sqlite3_step(s);
-            rc = src == SQLITE_ROW ? 0 : sqlerr(src);
-            h->ck_seq = sqlite3_column_int64(s, 0);
-        }
-        sqlite3_finalize(s);
+        src = sqlite3_step(s);
+        rc = src == SQLITE_ROW ? 0 : sqlerr(src);
+        h->ck_seq = sqlite3_column_int64(s, 0);
+        sqlite3_reset(s);
     }
     return rc;
 }
@@ -405,11 +458,7 @@ static int write_checkpoint(struct ant_audit *a, const struct chain_head *h)
     sqlite3_stmt *s = NULL;
     ant_audit_checkpoint_msg(h->seq, h->hash, h->time_ms, h->ck_seq, msg);
     int rc = ant_signkey_sign(a->sign, ant_bytes_of(msg, sizeof(msg)), sig);
-    rc = rc < 0 ? rc
-                : sqlerr(sqlite3_prepare_v2(a->wdb,
-                                            "INSERT INTO checkpoints(seq, hash, time_ms, "
-                                            "prev_seq, sig) VALUES (?, ?, ?, ?, ?)",
-                                            -1, &s, NULL));
+    rc = rc < 0 ? rc : wstmt(a, WS_CK_INSERT, &s);
     if (rc == 0) {
         sqlite3_bind_int64(s, 1, h->seq);
         sqlite3_bind_blob(s, 2, h->hash, ANT_AUDIT_HASH_LEN, SQLITE_STATIC);
@@ -417,23 +466,22 @@ static int write_checkpoint(struct ant_audit *a, const struct chain_head *h)
         sqlite3_bind_int64(s, 4, h->ck_seq);
         sqlite3_bind_blob(s, 5, sig, sizeof(sig), SQLITE_STATIC);
         rc = step_done(s);
+        sqlite3_clear_bindings(s);
     }
-    sqlite3_finalize(s);
     return rc;
 }
 
-static int oldest_unsigned_ms(sqlite3 *db, int64_t ck_seq, int64_t *out)
+static int oldest_unsigned_ms(struct ant_audit *a, int64_t ck_seq, int64_t *out)
 {
     sqlite3_stmt *s = NULL;
-    int rc = sqlerr(sqlite3_prepare_v2(db, "SELECT time_ms FROM events WHERE seq = ?", -1, &s,
-                                       NULL));
+    int rc = wstmt(a, WS_OLDEST, &s);
     if (rc == 0) {
         sqlite3_bind_int64(s, 1, ck_seq + 1);
         int src = sqlite3_step(s);
         *out = src == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
         rc = src == SQLITE_ROW || src == SQLITE_DONE ? 0 : sqlerr(src);
+        sqlite3_reset(s);
     }
-    sqlite3_finalize(s);
     return rc;
 }
 
@@ -449,7 +497,7 @@ static int insert_event(struct ant_audit *a, sqlite3_stmt *ins, struct chain_hea
     if (rc < 0) {
         return rc;
     }
-    if (EVP_DigestInit_ex(a->md, EVP_sha256(), NULL) != 1 ||
+    if (EVP_DigestInit_ex(a->md, a->sha256, NULL) != 1 ||
         EVP_DigestUpdate(a->md, h->hash, sizeof(h->hash)) != 1 ||
         EVP_DigestUpdate(a->md, a->canon.p, a->canon.len) != 1 ||
         EVP_DigestFinal_ex(a->md, hash, &hl) != 1) {
@@ -480,21 +528,17 @@ static int insert_event(struct ant_audit *a, sqlite3_stmt *ins, struct chain_hea
 /* One group commit: all of `batch` or nothing. Checkpoints whenever checkpoint_every events are
  * unsigned, and at the end if `force` or the oldest unsigned event is older than
  * checkpoint_seconds. */
-static int write_batch(struct ant_audit *a, struct audit_req *batch, bool force, int fail_err)
+static int write_batch(struct ant_audit *a, struct audit_req *batch, bool force, int fail_err,
+                       int64_t now)
 {
     sqlite3_stmt *ins = NULL;
     struct chain_head h;
-    int64_t now = ant_now_ms();
-    int rc = exec_sql(a->wdb, "BEGIN IMMEDIATE");
+    int rc = wexec(a, WS_BEGIN);
     if (rc < 0) {
         return rc;
     }
-    rc = read_head(a->wdb, &h);
-    rc = rc < 0 ? rc
-                : sqlerr(sqlite3_prepare_v2(a->wdb,
-                                            "INSERT INTO events(" EVENT_COLS ") VALUES "
-                                            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                                            -1, &ins, NULL));
+    rc = read_head(a, &h);
+    rc = rc < 0 ? rc : wstmt(a, WS_INSERT, &ins);
     for (struct audit_req *r = batch; rc == 0 && r != NULL; r = r->next) {
         r->first_seq = h.seq + 1;
         for (size_t i = 0; rc == 0 && i < r->n; i++) {
@@ -507,7 +551,7 @@ static int write_batch(struct ant_audit *a, struct audit_req *batch, bool force,
     }
     int64_t oldest = 0;
     if (rc == 0 && h.seq > h.ck_seq) {
-        rc = oldest_unsigned_ms(a->wdb, h.ck_seq, &oldest);
+        rc = oldest_unsigned_ms(a, h.ck_seq, &oldest);
         if (rc == 0 && (force || now - oldest >= (int64_t)a->opts.checkpoint_seconds * 1000)) {
             rc = write_checkpoint(a, &h);
             h.ck_seq = h.seq;
@@ -516,12 +560,12 @@ static int write_batch(struct ant_audit *a, struct audit_req *batch, bool force,
     if (rc == 0 && fail_err < 0) {
         rc = fail_err; /* testing only: as if the disk filled up under this batch */
     }
-    sqlite3_finalize(ins);
-    rc = rc < 0 ? rc : exec_sql(a->wdb, "COMMIT");
+    rc = rc < 0 ? rc : wexec(a, WS_COMMIT);
     if (rc < 0) {
         /* Rolled back: no caller of this batch gets a seq, and the chain is as before. */
+        ant_log(ANT_LOG_DEBUG, "audit.rollback", "%s", sqlite3_errmsg(a->wdb));
         if (!sqlite3_get_autocommit(a->wdb)) {
-            (void)exec_sql(a->wdb, "ROLLBACK");
+            (void)wexec(a, WS_ROLLBACK);
         }
         return rc;
     }
@@ -559,6 +603,22 @@ static void *writer_main(void *arg)
         if (a->head == NULL && a->stopping) {
             break;
         }
+        if (a->head != NULL && a->last_reqs > 1 && a->queued_events < (int64_t)a->opts.max_batch &&
+            !a->stopping) {
+            /* Concurrent callers: the ones the last commit released are about to come back.
+             * Waiting a moment for them merges two half-size group commits into one (as
+             * MySQL's binlog_group_commit_sync_delay); alone, a caller never waits. */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += GATHER_NS;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            a->gathering = true;
+            pthread_cond_timedwait(&a->work_cv, &a->mu, &ts);
+            a->gathering = false;
+        }
         /* Take up to max_batch events (at least one request) off the queue. */
         struct audit_req *batch = a->head, *last = a->head;
         bool force = false;
@@ -571,6 +631,10 @@ static void *writer_main(void *arg)
             force |= r->n == 0;
             last = r;
         }
+        a->last_reqs = 0;
+        for (struct audit_req *r = batch; r != NULL && r != last->next; r = r->next) {
+            a->last_reqs++;
+        }
         if (batch != NULL) {
             a->head = last->next;
             if (a->head == NULL) {
@@ -580,10 +644,12 @@ static void *writer_main(void *arg)
             a->queued_events -= (int64_t)n;
         }
         int fail_err = a->fail_err;
+        int64_t (*clk)(void *) = a->clock;
+        void *clk_ctx = a->clock_ctx;
         pthread_mutex_unlock(&a->mu);
 
         int64_t t0 = ant_mono_ns();
-        int rc = write_batch(a, batch, force, fail_err);
+        int rc = write_batch(a, batch, force, fail_err, clk != NULL ? clk(clk_ctx) : ant_now_ms());
         double dt = (double)(ant_mono_ns() - t0) / 1e9;
         if (rc < 0) {
             ant_log(ANT_LOG_ERROR, "audit.write_failed", "group commit of %zu events failed: %s",
@@ -596,11 +662,11 @@ static void *writer_main(void *arg)
             a->commit_s = a->commit_s < 0 ? dt : 0.9 * a->commit_s + 0.1 * dt;
         }
         for (struct audit_req *r = batch, *nx; r != NULL; r = nx) {
-            nx = r->next;
+            nx = r->next; /* r lives on a stack that may unwind once done is seen */
             r->rc = rc;
             r->done = true;
+            pthread_cond_signal(&r->cv);
         }
-        pthread_cond_broadcast(&a->done_cv);
         if (batch == NULL && rc < 0) {
             /* the timed checkpoint failed: try again one period later, not in a spin */
             a->unsigned_since_ms = ant_now_ms();
@@ -618,6 +684,7 @@ static int64_t submit(struct ant_audit *a, const struct ant_audit_event *evs, si
         pthread_mutex_unlock(&a->mu);
         return a->has_thread ? -ESHUTDOWN : -EROFS;
     }
+    pthread_cond_init(&req.cv, NULL);
     if (a->tail != NULL) {
         a->tail->next = &req;
     } else {
@@ -625,11 +692,14 @@ static int64_t submit(struct ant_audit *a, const struct ant_audit_event *evs, si
     }
     a->tail = &req;
     a->queued_events += (int64_t)n;
-    pthread_cond_signal(&a->work_cv);
+    if (!a->gathering || a->queued_events >= (int64_t)a->opts.max_batch) {
+        pthread_cond_signal(&a->work_cv);
+    }
     while (!req.done) {
-        pthread_cond_wait(&a->done_cv, &a->mu);
+        pthread_cond_wait(&req.cv, &a->mu);
     }
     pthread_mutex_unlock(&a->mu);
+    pthread_cond_destroy(&req.cv);
     return req.rc < 0 ? req.rc : req.first_seq;
 }
 
@@ -686,6 +756,14 @@ void ant_audit_test_fail_writes(struct ant_audit *a, int err)
     pthread_mutex_unlock(&a->mu);
 }
 
+void ant_audit_test_clock(struct ant_audit *a, int64_t (*clock)(void *ctx), void *ctx)
+{
+    pthread_mutex_lock(&a->mu);
+    a->clock = clock;
+    a->clock_ctx = ctx;
+    pthread_mutex_unlock(&a->mu);
+}
+
 /* --- open / close --- */
 
 int ant_audit_open(int dirfd, const char *name, unsigned flags, const struct ant_signkey *sign,
@@ -722,7 +800,6 @@ int ant_audit_open(int dirfd, const char *name, unsigned flags, const struct ant
     pthread_mutex_init(&a->mu, NULL);
     pthread_mutex_init(&a->rlock, NULL);
     pthread_cond_init(&a->work_cv, NULL);
-    pthread_cond_init(&a->done_cv, NULL);
     a->sign = sign;
     a->commit_s = -1;
     a->opts.checkpoint_every = opts && opts->checkpoint_every ? opts->checkpoint_every
@@ -732,17 +809,20 @@ int ant_audit_open(int dirfd, const char *name, unsigned flags, const struct ant
     a->opts.max_batch = opts && opts->max_batch ? opts->max_batch : DEFAULT_BATCH;
     ant_buf_init(&a->canon, 64 * 1024);
     a->md = EVP_MD_CTX_new();
-    if (a->md == NULL) {
+    a->sha256 = EVP_MD_fetch(NULL, "SHA2-256", NULL);
+    if (a->md == NULL || a->sha256 == NULL) {
         rc = -ENOMEM;
         goto out;
     }
     rc = db_open(path, false, &a->wdb);
     /* WAL lets queries and exports read while the writer commits; synchronous=FULL fsyncs the
      * WAL at every commit, which is what makes an appended event durable (see audit.h). */
-    rc = rc < 0 ? rc : exec_sql(a->wdb, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;");
+    rc = rc < 0 ? rc : exec_sql(a->wdb, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                                         " PRAGMA cache_size=-32768;");
     rc = rc < 0 ? rc : migrate(a->wdb);
     rc = rc < 0 ? rc : db_open(path, false, &a->rdb);
-    rc = rc < 0 ? rc : exec_sql(a->rdb, "PRAGMA query_only=ON");
+    rc = rc < 0 ? rc : exec_sql(a->rdb, "PRAGMA query_only=ON; PRAGMA mmap_size=268435456;"
+                                         " PRAGMA cache_size=-32768;");
     if (rc < 0) {
         goto out;
     }
@@ -787,12 +867,15 @@ void ant_audit_close(struct ant_audit *a)
         pthread_mutex_unlock(&a->mu);
         pthread_join(a->thread, NULL);
     }
+    for (size_t i = 0; i < ANT_ARRAY_LEN(a->ws); i++) {
+        sqlite3_finalize(a->ws[i]);
+    }
     sqlite3_close(a->rdb);
     sqlite3_close(a->wdb);
     EVP_MD_CTX_free(a->md);
+    EVP_MD_free(a->sha256);
     ant_buf_fini(&a->canon);
     pthread_cond_destroy(&a->work_cv);
-    pthread_cond_destroy(&a->done_cv);
     pthread_mutex_destroy(&a->rlock);
     pthread_mutex_destroy(&a->mu);
     free(a);

@@ -167,6 +167,7 @@ struct ant_audit_verifier {
     uint8_t head[ANT_AUDIT_HASH_LEN]; /* h of the last event fed */
     int64_t last_ck_seq;
     void *md_ctx; /* EVP_MD_CTX */
+    void *md;     /* EVP_MD, fetched once: an implicit fetch per event costs a lock and a malloc */
     struct ant_buf canon;
     struct ant_audit_report rep;
 };
@@ -192,6 +193,10 @@ ANT_MUST_CHECK int ant_audit_verifier_finish(struct ant_audit_verifier *v, bool 
 /* Makes the next group commits fail with `err` (negative errno; 0 clears) after their inserts,
  * as a full disk would: the batch is rolled back. */
 void ant_audit_test_fail_writes(struct ant_audit *a, int err);
+/* Replaces the clock that stamps events (NULL: the wall clock), so a benchmark can spread events
+ * over days. Called from the writer thread, under no lock of ours: `clock` must be thread-safe.
+ * Set it before the first append. */
+void ant_audit_test_clock(struct ant_audit *a, int64_t (*clock)(void *ctx), void *ctx);
 /* Drops the append-only triggers of a closed file so a test can tamper with it. */
 ANT_MUST_CHECK int ant_audit_test_drop_triggers(int dirfd, const char *name);
 

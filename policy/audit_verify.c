@@ -15,37 +15,43 @@
 /* Export lines hold objects of strings and numbers: nesting deeper than 2 is malformed. */
 #define EXPORT_DEPTH 2
 
-static int canon_str(struct ant_buf *b, const char *s)
-{
-    if (s == NULL) {
-        return ant_buf_u32le(b, 0xffffffffu);
-    }
-    size_t n = strlen(s);
-    if (n > ANT_AUDIT_DETAIL_MAX) {
-        return -E2BIG;
-    }
-    int rc = ant_buf_u32le(b, (uint32_t)n);
-    return rc < 0 ? rc : ant_buf_append(b, s, n);
-}
-
 int ant_audit_canonical(int64_t seq, int64_t time_ms, const struct ant_audit_event *ev,
                         struct ant_buf *out)
 {
-    uint8_t d = (uint8_t)ev->decision;
-    const char *fields[] = {ev->request_id, ev->actor,       ev->tenant,     ev->credential,
-                            ev->action,     ev->resource_kind, ev->resource_id, ev->dataset_id};
-    const char *tail[] = {ev->reason, ev->transfer, ev->detail};
-    int rc = ant_buf_append(out, EVENT_MAGIC, sizeof(EVENT_MAGIC) - 1);
-    rc = rc < 0 ? rc : ant_buf_u64le(out, (uint64_t)seq);
-    rc = rc < 0 ? rc : ant_buf_u64le(out, (uint64_t)time_ms);
-    rc = rc < 0 ? rc : ant_buf_append(out, &d, 1);
-    for (size_t i = 0; rc == 0 && i < ANT_ARRAY_LEN(fields); i++) {
-        rc = canon_str(out, fields[i]);
+    const char *fields[] = {ev->request_id,  ev->actor,       ev->tenant,     ev->credential,
+                            ev->action,      ev->resource_kind, ev->resource_id, ev->dataset_id,
+                            ev->reason,      ev->transfer,    ev->detail};
+    size_t lens[ANT_ARRAY_LEN(fields)];
+    size_t need = sizeof(EVENT_MAGIC) - 1 + 8 + 8 + 1;
+    /* One reservation, then plain stores: this runs once per event on append and verify. */
+    for (size_t i = 0; i < ANT_ARRAY_LEN(fields); i++) {
+        lens[i] = fields[i] != NULL ? strlen(fields[i]) : 0;
+        if (lens[i] > ANT_AUDIT_DETAIL_MAX) {
+            return -E2BIG;
+        }
+        need += 4 + lens[i];
     }
-    for (size_t i = 0; rc == 0 && i < ANT_ARRAY_LEN(tail); i++) {
-        rc = canon_str(out, tail[i]);
+    int rc = ant_buf_reserve(out, need);
+    if (rc < 0) {
+        return rc;
     }
-    return rc;
+    uint8_t *p = out->p + out->len;
+    memcpy(p, EVENT_MAGIC, sizeof(EVENT_MAGIC) - 1);
+    p += sizeof(EVENT_MAGIC) - 1;
+    ant_store_u64le(p, (uint64_t)seq);
+    ant_store_u64le(p + 8, (uint64_t)time_ms);
+    p[16] = (uint8_t)ev->decision;
+    p += 17;
+    for (size_t i = 0; i < ANT_ARRAY_LEN(fields); i++) {
+        ant_store_u32le(p, fields[i] != NULL ? (uint32_t)lens[i] : 0xffffffffu);
+        p += 4;
+        if (lens[i] > 0) {
+            memcpy(p, fields[i], lens[i]);
+            p += lens[i];
+        }
+    }
+    out->len += need;
+    return 0;
 }
 
 void ant_audit_checkpoint_msg(int64_t seq, const uint8_t hash[ANT_AUDIT_HASH_LEN], int64_t time_ms,
@@ -70,13 +76,16 @@ int ant_audit_verifier_init(struct ant_audit_verifier *v, const uint8_t pub[ANT_
     memcpy(v->pub, pub, ANT_KEY_LEN);
     ant_buf_init(&v->canon, CANON_MAX);
     v->md_ctx = EVP_MD_CTX_new();
-    return v->md_ctx == NULL ? -ENOMEM : 0;
+    v->md = EVP_MD_fetch(NULL, "SHA2-256", NULL);
+    return v->md_ctx == NULL || v->md == NULL ? -ENOMEM : 0;
 }
 
 void ant_audit_verifier_fini(struct ant_audit_verifier *v)
 {
     EVP_MD_CTX_free(v->md_ctx);
+    EVP_MD_free(v->md);
     v->md_ctx = NULL;
+    v->md = NULL;
     ant_buf_fini(&v->canon);
 }
 
@@ -124,7 +133,7 @@ int ant_audit_verifier_event(struct ant_audit_verifier *v, int64_t seq, int64_t 
         ant_audit_verifier_fail(v, seq, "event %lld has a field over the limit", (long long)seq);
         return -EBADMSG;
     }
-    if (EVP_DigestInit_ex(v->md_ctx, EVP_sha256(), NULL) != 1 ||
+    if (EVP_DigestInit_ex(v->md_ctx, v->md, NULL) != 1 ||
         EVP_DigestUpdate(v->md_ctx, v->head, sizeof(v->head)) != 1 ||
         EVP_DigestUpdate(v->md_ctx, v->canon.p, v->canon.len) != 1 ||
         EVP_DigestFinal_ex(v->md_ctx, h, &hl) != 1 || hl != sizeof(h)) {
