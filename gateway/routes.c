@@ -1,5 +1,6 @@
 /* The route table and the path matcher. */
 #include "gateway/routes.h"
+#include "gateway/routes_stage.h"
 
 #include <string.h>
 
@@ -32,6 +33,13 @@ const struct ant_route g_ant_routes[] = {
     {"GET", "/v1/audit/status", "audit.status", ant_route_audit_status, NULL, 0},
     {"GET", "/v1/audit/checkpoints", "audit.checkpoints", ant_route_audit_checkpoints, NULL, 0},
     {"GET", "/v1/audit/export", "audit.export", ant_route_audit_export, NULL, 0},
+    {"POST", "/v1/stage", "stage.create", ant_route_stage_create, NULL, 0},
+    {"GET", "/v1/stage/{}", "stage.show", ant_route_stage_show, NULL, 0},
+    {"DELETE", "/v1/stage/{}", "stage.cancel", ant_route_stage_cancel, NULL, 0},
+    /* job tokens are not API keys: these handlers verify the token themselves */
+    {"GET", "/v1/stage/{}/files", "stage.files", ant_route_stage_files, NULL, ANT_ROUTE_PUBLIC},
+    {"GET", "/v1/stage/{}/files/{*}", "stage.file", ant_route_stage_file, NULL,
+     ANT_ROUTE_PUBLIC},
 };
 const size_t g_ant_nroutes = ANT_ARRAY_LEN(g_ant_routes);
 

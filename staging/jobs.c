@@ -895,6 +895,53 @@ int ant_jobs_status_json(struct ant_jobs *j, const char *id, int64_t now, json_t
     return 0;
 }
 
+int ant_jobs_manifest_json(struct ant_jobs *j, const char *id, json_t **out)
+{
+    struct ant_job_info info;
+    sqlite3_stmt *s = NULL;
+    json_t *arr = json_array();
+    if (arr == NULL) {
+        return -ENOMEM;
+    }
+    pthread_mutex_lock(&j->mu);
+    int rc = job_get_locked(j, id, &info);
+    rc = rc < 0 ? rc
+                : db_prepare(j,
+                             "SELECT path, size, sha256_plain FROM stage_job_files"
+                             " WHERE job_id = ? ORDER BY idx",
+                             &s);
+    if (rc == 0) {
+        sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+        int src;
+        while ((src = sqlite3_step(s)) == SQLITE_ROW) {
+            char hex[2 * ANT_SHA256_LEN + 1];
+            bool has = info.mode == ANT_JOB_DECRYPT &&
+                       sqlite3_column_bytes(s, 2) == ANT_SHA256_LEN;
+            if (has) {
+                ant_hex_encode(sqlite3_column_blob(s, 2), ANT_SHA256_LEN, hex);
+            }
+            json_t *o = json_pack("{s:s, s:I, s:s?}", "path", sqlite3_column_text(s, 0), "size",
+                                  (json_int_t)sqlite3_column_int64(s, 1), "sha256",
+                                  has ? hex : NULL);
+            if (o == NULL || json_array_append_new(arr, o) < 0) {
+                rc = -ENOMEM;
+                break;
+            }
+        }
+        if (rc == 0 && src != SQLITE_DONE) {
+            rc = sqlerr(src);
+        }
+        sqlite3_finalize(s);
+    }
+    pthread_mutex_unlock(&j->mu);
+    if (rc < 0) {
+        json_decref(arr);
+        return rc;
+    }
+    *out = arr;
+    return 0;
+}
+
 /* --- scratch folders --- */
 
 /* Opens <scratch>/<tenant>, creating it (0700) when `create`. */

@@ -151,6 +151,9 @@ ANT_MUST_CHECK int ant_jobs_get(struct ant_jobs *j, const char *id, struct ant_j
  * size, state, bytes_done, error}] (at most ANT_JOB_STATUS_FILES_MAX, failed first). -ENOENT. */
 ANT_MUST_CHECK int ant_jobs_status_json(struct ant_jobs *j, const char *id, int64_t now,
                                         json_t **out);
+/* The files of a job for a puller: [{path, size, sha256}] in job order, sha256 (hex, of the
+ * plaintext) only for decrypt jobs. -ENOENT unknown job. */
+ANT_MUST_CHECK int ant_jobs_manifest_json(struct ant_jobs *j, const char *id, json_t **out);
 /* Cancels a queued or running job, or withdraws a ready one: its output (partial or complete)
  * is removed and it becomes cancelled. Waits until a running job has stopped. -ENOENT unknown,
  * -EALREADY failed, cancelled or expired already. */

@@ -1,0 +1,608 @@
+/* Stage jobs over HTTP: admit (POST /v1/stage), status with the job token once ready (GET),
+ * cancel (DELETE), and the job's files for compute nodes that do not mount scratch (GET
+ * /v1/stage/{id}/files/{path} with the job token, Range supported).
+ *
+ * The routes find the running `struct ant_jobs` of their site in a small registry filled by
+ * ant_gw_stage_start: struct ant_site has no field for it (yet). */
+#include "gateway/routes_stage.h"
+
+#include "crypto/base/log.h"
+#include "crypto/token.h"
+#include "gateway/api.h"
+#include "gateway/routes.h"
+#include "gateway/site.h"
+#include "policy/audit.h"
+#include "staging/jobs.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define STAGE_SITES_MAX 8
+
+static pthread_mutex_t g_ant_stage_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    const struct ant_site *site;
+    struct ant_jobs *jobs;
+} g_ant_stage_reg[STAGE_SITES_MAX];
+
+int ant_gw_stage_start(struct ant_site *site, struct ant_jobs **out, struct ant_diag *d)
+{
+    struct ant_engine_opts eo;
+    struct ant_jobs *jobs = NULL;
+    ant_engine_opts_init(&eo);
+    int rc = ant_io_engine_parse(site->cfg.io_engine, &eo.io_engine);
+    if (rc < 0) {
+        ant_diag_set(d, "[staging] io_engine: '%s' is not auto, uring or threads",
+                     site->cfg.io_engine);
+        return rc;
+    }
+    struct ant_jobs_conf c = {
+        .dirfd = site->dirfd,
+        .archive_fd = site->archive_fd,
+        .scratch_fd = site->scratch_fd,
+        .kx = site->keys.kx,
+        .audit = site->audit,
+        .site_id = site->cfg.site_id,
+        .workers = site->cfg.stage_workers,
+        .default_quota = site->cfg.default_scratch_quota,
+        .default_ttl_s = site->cfg.default_ttl_s,
+        .engine = &eo,
+    };
+    rc = ant_jobs_open(&c, &jobs);
+    if (rc < 0) {
+        ant_diag_set(d, "cannot open the stage jobs: %s%s", strerror(-rc),
+                     rc == -ENOTSUP ? " (antenna.db predates stage jobs)" : "");
+        return rc;
+    }
+    pthread_mutex_lock(&g_ant_stage_mu);
+    rc = -ENOSPC;
+    for (size_t i = 0; i < STAGE_SITES_MAX; i++) {
+        if (g_ant_stage_reg[i].site == NULL) {
+            g_ant_stage_reg[i].site = site;
+            g_ant_stage_reg[i].jobs = jobs;
+            rc = 0;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&g_ant_stage_mu);
+    if (rc == 0) {
+        rc = ant_jobs_start(jobs);
+    }
+    if (rc < 0) {
+        ant_diag_set(d, "cannot start the stage workers: %s", strerror(-rc));
+        ant_gw_stage_stop(jobs);
+        return rc;
+    }
+    *out = jobs;
+    return 0;
+}
+
+void ant_gw_stage_stop(struct ant_jobs *jobs)
+{
+    if (jobs == NULL) {
+        return;
+    }
+    ant_jobs_stop(jobs);
+    pthread_mutex_lock(&g_ant_stage_mu);
+    for (size_t i = 0; i < STAGE_SITES_MAX; i++) {
+        if (g_ant_stage_reg[i].jobs == jobs) {
+            g_ant_stage_reg[i].site = NULL;
+            g_ant_stage_reg[i].jobs = NULL;
+        }
+    }
+    pthread_mutex_unlock(&g_ant_stage_mu);
+    ant_jobs_close(jobs);
+}
+
+/* The jobs of the request's site, or NULL with a 503 answered. */
+static struct ant_jobs *jobs_of(struct ant_req *r)
+{
+    struct ant_jobs *jobs = NULL;
+    pthread_mutex_lock(&g_ant_stage_mu);
+    for (size_t i = 0; i < STAGE_SITES_MAX; i++) {
+        if (g_ant_stage_reg[i].site == r->site) {
+            jobs = g_ant_stage_reg[i].jobs;
+        }
+    }
+    pthread_mutex_unlock(&g_ant_stage_mu);
+    if (jobs == NULL && ant_api_fail(r, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
+                                     "staging is not running on this site") < 0) {
+        ant_log(ANT_LOG_ERROR, "stage.unavailable", "cannot answer: out of memory");
+    }
+    return jobs;
+}
+
+/* --- POST /v1/stage --- */
+
+static int parse_ttl(struct ant_req *r, const json_t *doc, uint64_t *ttl)
+{
+    const json_t *v = json_object_get(doc, "ttl");
+    *ttl = 0;
+    if (v == NULL || json_is_null(v)) {
+        return 0;
+    }
+    if (json_is_integer(v) && json_integer_value(v) >= ANT_JOB_TTL_MIN &&
+        json_integer_value(v) <= ANT_JOB_TTL_MAX) {
+        *ttl = (uint64_t)json_integer_value(v);
+        return 0;
+    }
+    if (json_is_string(v) && ant_parse_duration(ant_bytes_str(json_string_value(v)),
+                                                ANT_JOB_TTL_MAX, ttl) == 0 &&
+        *ttl >= ANT_JOB_TTL_MIN) {
+        return 0;
+    }
+    return ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_request",
+                        "ttl is seconds or a duration such as \"30m\", \"2h\", \"7d\" (at most "
+                        "%d days)",
+                        ANT_JOB_TTL_MAX / 86400);
+}
+
+int ant_route_stage_create(struct ant_req *r)
+{
+    static const char *const allowed[] = {"dataset", "paths", "mode", "recipient",
+                                          "ttl",     "purpose", NULL};
+    const char *ds = NULL, *mode_s = NULL, *recip_s = NULL, *purpose = NULL;
+    const char *globs[ANT_JOB_GLOBS_MAX];
+    unsigned nglobs = 0;
+    uint8_t recip[ANT_KEY_LEN];
+    uint64_t ttl = 0;
+    enum ant_job_mode mode = ANT_JOB_DECRYPT;
+    char id[ANT_JOB_ID_LEN + 1];
+    struct ant_diag diag = {{0}};
+    struct ant_decision dec;
+    struct ant_store *st = NULL;
+    json_t *doc = NULL;
+    struct ant_jobs *jobs = jobs_of(r);
+    int rc = jobs == NULL ? ANT_API_DONE : 0;
+    if (rc == 0) {
+        rc = ant_api_body(r, allowed, false, &doc);
+    }
+    if (rc == 0) {
+        rc = ant_api_str(r, doc, "dataset", true, ANT_ID_MAX, &ds);
+    }
+    if (rc == 0) {
+        rc = ant_api_strv(r, doc, "paths", ANT_JOB_GLOBS_MAX, ANT_JOB_GLOB_MAX, globs, &nglobs);
+    }
+    if (rc == 0) {
+        rc = ant_api_str(r, doc, "mode", false, 16, &mode_s);
+    }
+    if (rc == 0) {
+        rc = ant_api_str(r, doc, "recipient", false, 64, &recip_s);
+    }
+    if (rc == 0) {
+        rc = ant_api_str(r, doc, "purpose", false, ANT_DUO_CODE_MAX, &purpose);
+    }
+    if (rc == 0) {
+        rc = parse_ttl(r, doc, &ttl);
+    }
+    if (rc != 0) {
+        goto out;
+    }
+    if (mode_s != NULL && ant_job_mode_parse(mode_s, &mode) < 0) {
+        rc = ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_request",
+                          "mode is decrypt or reencrypt");
+        goto out;
+    }
+    if (mode == ANT_JOB_REENCRYPT &&
+        (recip_s == NULL || ant_key_b64_decode(ant_bytes_str(recip_s), recip) < 0)) {
+        rc = ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_request",
+                          "mode reencrypt needs recipient: the base64 of a 32-byte X25519 "
+                          "public key");
+        goto out;
+    }
+    if (mode == ANT_JOB_DECRYPT && recip_s != NULL) {
+        rc = ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_request",
+                          "recipient is only for mode reencrypt");
+        goto out;
+    }
+    st = ant_store_pool_acquire(r->site->pool);
+    /* Decrypting into this site's scratch is not plaintext leaving the site (decide.h rule 6):
+     * the plaintext stays on this site's storage, readable by the job's token only. */
+    struct ant_decide_ctx ctx = {.purpose = purpose, .plaintext = false};
+    rc = ant_api_decide(r, st, ANT_ACT_STAGE, ds, "dataset", ds, &ctx, &dec);
+    if (rc != 0) {
+        goto out;
+    }
+    struct ant_job_request rq = {
+        .who = &r->who,
+        .dataset_id = ds,
+        .globs = globs,
+        .nglobs = nglobs,
+        .mode = mode,
+        .recipient_pk = mode == ANT_JOB_REENCRYPT ? recip : NULL,
+        .ttl_s = ttl,
+    };
+    rc = ant_jobs_submit(jobs, st, &rq, id, &diag);
+    switch (rc) {
+    case 0:
+        break;
+    case -EDQUOT:
+        rc = ant_api_fail(r, MHD_HTTP_INSUFFICIENT_STORAGE, "quota_exceeded", "%s",
+                          ant_diag_msg(&diag, "scratch quota exceeded"));
+        goto out;
+    case -EINVAL:
+    case -ENOENT:
+        rc = ant_api_fail(r, MHD_HTTP_BAD_REQUEST, rc == -ENOENT ? "no_files" : "bad_request",
+                          "%s", ant_diag_msg(&diag, "bad stage request"));
+        goto out;
+    case -E2BIG:
+        rc = ant_api_fail(r, MHD_HTTP_CONTENT_TOO_LARGE, NULL, "%s",
+                          ant_diag_msg(&diag, "too many files"));
+        goto out;
+    default:
+        goto out;
+    }
+    struct ant_job_info info;
+    rc = ant_jobs_get(jobs, id, &info);
+    if (rc < 0) {
+        goto out;
+    }
+    char url[64];
+    snprintf(url, sizeof(url), "/v1/stage/%s", id);
+    json_t *ans = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s}", "id", id, "state",
+                            ant_job_state_name(info.state), "dataset_id", ds, "mode",
+                            ant_job_mode_name(mode), "files_total", (json_int_t)info.files_total,
+                            "bytes_total", (json_int_t)info.bytes_total, "ttl_s",
+                            (json_int_t)info.ttl_s, "status_url", url);
+    if (ans == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    rc = ant_api_json_take(r, MHD_HTTP_ACCEPTED, ans);
+    if (rc == 0 && r->resp != NULL) {
+        MHD_add_response_header(r->resp, MHD_HTTP_HEADER_LOCATION, url);
+    }
+out:
+    if (st != NULL) {
+        ant_store_pool_release(r->site->pool, st);
+    }
+    json_decref(doc);
+    return ant_api_end(rc);
+}
+
+/* --- GET and DELETE /v1/stage/{id} --- */
+
+/* The job of the route for its owner (an admin may see and cancel any). Another caller gets the
+ * same 404 as for a job that does not exist; both are audited. */
+static int job_for_caller(struct ant_req *r, struct ant_jobs *jobs, const char *action,
+                          struct ant_job_info *info, bool *owner)
+{
+    char id[ANT_JOB_ID_LEN + 1];
+    int rc = ant_api_param(r, 0, id, sizeof(id));
+    rc = rc < 0 ? rc : ant_jobs_get(jobs, id, info);
+    if (rc == -ENOENT) {
+        rc = ant_api_audit(r, action, "job", NULL, NULL, ANT_AUDIT_DENY, "job_not_found", NULL);
+        return rc != 0 ? rc : ant_api_fail(r, MHD_HTTP_NOT_FOUND, NULL, "no such stage job");
+    }
+    if (rc < 0) {
+        return rc;
+    }
+    *owner = strcmp(info->principal, r->who.id) == 0 && strcmp(info->tenant, r->who.tenant) == 0;
+    bool admin = (r->who.roles & ANT_ROLE_ADMIN) != 0;
+    if (!*owner && !admin) {
+        rc = ant_api_audit(r, action, "job", info->id, info->dataset_id, ANT_AUDIT_DENY,
+                           "not_owner", NULL);
+        return rc != 0 ? rc : ant_api_fail(r, MHD_HTTP_NOT_FOUND, NULL, "no such stage job");
+    }
+    return ant_api_audit(r, action, "job", info->id, info->dataset_id, ANT_AUDIT_ALLOW,
+                         *owner ? "job_owner" : "role_admin", NULL);
+}
+
+int ant_route_stage_show(struct ant_req *r)
+{
+    struct ant_job_info info;
+    struct ant_buf tok = ANT_BUF_INIT(ANT_TOKEN_MAX + 1);
+    json_t *doc = NULL;
+    bool owner = false;
+    struct ant_jobs *jobs = jobs_of(r);
+    int rc = jobs == NULL ? ANT_API_DONE : job_for_caller(r, jobs, "stage.status", &info, &owner);
+    if (rc != 0) {
+        goto out;
+    }
+    int64_t now = ant_now_unix();
+    rc = ant_jobs_status_json(jobs, info.id, now, &doc);
+    if (rc < 0) {
+        goto out;
+    }
+    const char *state = json_string_value(json_object_get(doc, "state"));
+    char files_url[64];
+    snprintf(files_url, sizeof(files_url), "/v1/stage/%s/files/", info.id);
+    if (owner && state != NULL && strcmp(state, "ready") == 0 && info.expires > now) {
+        /* The token reads this job's files and nothing else, and dies with the job (or after
+         * the longest lifetime a job token may have; a later GET gives a fresh one). */
+        int64_t exp = info.expires;
+        if (exp - now > ANT_TOKEN_JOB_LIFETIME_MAX) {
+            exp = now + ANT_TOKEN_JOB_LIFETIME_MAX;
+        }
+        struct ant_job_token t = {.iat = now, .exp = exp};
+        snprintf(t.site, sizeof(t.site), "%s", r->site->cfg.site_id);
+        snprintf(t.principal, sizeof(t.principal), "%s", info.principal);
+        snprintf(t.job_id, sizeof(t.job_id), "%s", info.id);
+        rc = ant_token_job_sign(r->site->keys.sign, &t, &tok);
+        if (rc < 0) {
+            goto out;
+        }
+        char when[32];
+        ant_fmt_time(exp, when);
+        json_object_set_new(doc, "token", json_string((const char *)tok.p));
+        json_object_set_new(doc, "token_expires", json_string(when));
+        json_object_set_new(doc, "files_url", json_string(files_url));
+        /* where the output is on this site's filesystem, for jobs that mount scratch */
+        char link[64], dir[4096];
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", r->site->scratch_fd);
+        ssize_t dl = readlink(link, dir, sizeof(dir) - 1);
+        if (dl > 0) {
+            dir[dl] = '\0';
+            json_t *abs = json_sprintf("%s/%s/%s", dir, info.tenant, info.id);
+            if (abs != NULL) {
+                json_object_set_new(doc, "scratch_dir", abs);
+            }
+        }
+    }
+    rc = ant_api_json_take(r, MHD_HTTP_OK, doc);
+    doc = NULL;
+out:
+    json_decref(doc);
+    ant_buf_wipe_fini(&tok);
+    return ant_api_end(rc);
+}
+
+int ant_route_stage_cancel(struct ant_req *r)
+{
+    struct ant_job_info info;
+    bool owner = false;
+    struct ant_jobs *jobs = jobs_of(r);
+    int rc = jobs == NULL ? ANT_API_DONE : job_for_caller(r, jobs, "stage.cancel", &info, &owner);
+    if (rc != 0) {
+        return ant_api_end(rc);
+    }
+    rc = ant_jobs_cancel(jobs, info.id, 0);
+    if (rc == -EALREADY) {
+        if (ant_jobs_get(jobs, info.id, &info) < 0) {
+            info.state = ANT_JOB_CANCELLED;
+        }
+        rc = ant_api_fail(r, MHD_HTTP_CONFLICT, "conflict", "the job is already %s",
+                          ant_job_state_name(info.state));
+    } else if (rc == 0) {
+        json_t *ans = json_pack("{s:s, s:s}", "id", info.id, "state", "cancelled");
+        rc = ans != NULL ? ant_api_json_take(r, MHD_HTTP_OK, ans) : -ENOMEM;
+    }
+    return ant_api_end(rc);
+}
+
+/* --- GET /v1/stage/{id}/files/{path} with the job token --- */
+
+static int token_fail(struct ant_req *r, const char *why)
+{
+    ant_log_kv(ANT_LOG_DEBUG, "stage.token_rejected",
+               ((const char *[]){"request_id", r->request_id, NULL}), "%s", why);
+    int rc = ant_api_fail(r, MHD_HTTP_UNAUTHORIZED, NULL,
+                          "a valid job token for this job is required (Authorization: Bearer; "
+                          "GET /v1/stage/{id} gives one to the job's owner once it is ready)");
+    if (r->resp != NULL) {
+        MHD_add_response_header(r->resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                "Bearer realm=\"antenna\", error=\"invalid_token\"");
+    }
+    return rc;
+}
+
+/* A single "bytes=a-b" / "bytes=a-" / "bytes=-n" range of a file of `size` bytes. Returns 1 and
+ * [*off, *off + *len) when satisfiable, 0 to serve the whole file (no Range, or a form this
+ * server ignores, RFC 9110 §14.2), -ERANGE when unsatisfiable. */
+static int parse_range(const char *h, uint64_t size, uint64_t *off, uint64_t *len)
+{
+    uint64_t a = 0, b = 0;
+    if (h == NULL || strncmp(h, "bytes=", 6) != 0 || strchr(h, ',') != NULL) {
+        return 0;
+    }
+    const char *spec = h + 6;
+    const char *dash = strchr(spec, '-');
+    if (dash == NULL) {
+        return 0;
+    }
+    struct ant_bytes first = ant_bytes_of(spec, (size_t)(dash - spec));
+    struct ant_bytes last = ant_bytes_str(dash + 1);
+    if (first.len == 0) {
+        if (ant_parse_u64(last, 1, UINT64_MAX, &b) < 0) {
+            return 0;
+        }
+        if (size == 0) {
+            return -ERANGE;
+        }
+        *len = b < size ? b : size;
+        *off = size - *len;
+        return 1;
+    }
+    if (ant_parse_u64(first, 0, UINT64_MAX, &a) < 0) {
+        return 0;
+    }
+    if (last.len == 0) {
+        b = size > 0 ? size - 1 : 0;
+    } else if (ant_parse_u64(last, 0, UINT64_MAX, &b) < 0 || b < a) {
+        return 0;
+    }
+    if (a >= size) {
+        return -ERANGE;
+    }
+    if (b >= size) {
+        b = size - 1;
+    }
+    *off = a;
+    *len = b - a + 1;
+    return 1;
+}
+
+/* Authenticates a request of the job-token routes: the bearer must be a job token of this site
+ * for the job the route names, whose owner still owns it. Fills *info and the request's who
+ * (the token's principal, credential "job:<id>") for the audit. 0, ANT_API_DONE (401 or 503
+ * answered) or a negative errno. */
+static int job_token_auth(struct ant_req *r, struct ant_jobs *jobs, struct ant_job_info *info)
+{
+    char id[ANT_JOB_ID_LEN + 1];
+    struct ant_job_token t;
+    struct ant_diag diag = {{0}};
+    const char *h = ant_req_header(r, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0) {
+        return token_fail(r, "no bearer token");
+    }
+    const char *tok = h + 7;
+    while (*tok == ' ') {
+        tok++;
+    }
+    int rc = ant_token_job_verify(ant_bytes_str(tok), ant_signkey_public(r->site->keys.sign),
+                                  r->site->cfg.site_id, 0, &t, &diag);
+    if (rc == -EKEYREJECTED || rc == -EKEYEXPIRED || rc == -E2BIG) {
+        return token_fail(r, ant_diag_msg(&diag, "token rejected"));
+    }
+    if (rc < 0) {
+        return rc;
+    }
+    if (ant_api_param(r, 0, id, sizeof(id)) < 0 || strcmp(id, t.job_id) != 0) {
+        return token_fail(r, "token of another job");
+    }
+    if (strlen(t.principal) > ANT_NAME_MAX) {
+        return token_fail(r, "principal name too long");
+    }
+    /* from here the request is the token's: its owner, for the audit event and the log */
+    memcpy(r->who.id, t.principal, strlen(t.principal) + 1);
+    snprintf(r->who.key_id, sizeof(r->who.key_id), "job:%s", id);
+    snprintf(r->principal, sizeof(r->principal), "%s (job %s)", r->who.id, id);
+    rc = ant_jobs_get(jobs, id, info);
+    if (rc == -ENOENT || (rc == 0 && strcmp(info->principal, t.principal) != 0)) {
+        return token_fail(r, "no such job for this token");
+    }
+    if (rc < 0) {
+        return rc;
+    }
+    snprintf(r->who.tenant, sizeof(r->who.tenant), "%s", info->tenant);
+    return 0;
+}
+
+/* The output of a job that is not ready cannot be read: 404, or 410 once purged. */
+static int not_ready(struct ant_req *r, const struct ant_job_info *info, const char *what)
+{
+    int rc = ant_api_audit(r, "stage.read", "job", what, info->dataset_id, ANT_AUDIT_DENY,
+                           "job_not_ready", NULL);
+    if (rc == 0) {
+        rc = ant_api_fail(r, info->state == ANT_JOB_EXPIRED ? MHD_HTTP_GONE : MHD_HTTP_NOT_FOUND,
+                          NULL, "the job's output is not available: the job is %s",
+                          ant_job_state_name(info->state));
+    }
+    return rc;
+}
+
+int ant_route_stage_files(struct ant_req *r)
+{
+    struct ant_job_info info;
+    json_t *list = NULL;
+    struct ant_jobs *jobs = jobs_of(r);
+    int rc = jobs == NULL ? ANT_API_DONE : job_token_auth(r, jobs, &info);
+    if (rc == 0 && info.state != ANT_JOB_READY) {
+        rc = not_ready(r, &info, info.id);
+    }
+    if (rc == 0) {
+        rc = ant_api_audit(r, "stage.list", "job", info.id, info.dataset_id, ANT_AUDIT_ALLOW,
+                           "job_token", NULL);
+    }
+    if (rc == 0) {
+        rc = ant_jobs_manifest_json(jobs, info.id, &list);
+    }
+    if (rc == 0) {
+        json_t *doc = json_pack("{s:s, s:s, s:o}", "id", info.id, "mode",
+                                ant_job_mode_name(info.mode), "files", list);
+        rc = doc != NULL ? ant_api_json_take(r, MHD_HTTP_OK, doc) : -ENOMEM;
+    }
+    return ant_api_end(rc);
+}
+
+int ant_route_stage_file(struct ant_req *r)
+{
+    char path[ANT_STAGE_PATH_MAX + 1];
+    struct ant_job_info info;
+    int dirfd = -1, fd = -1;
+    struct MHD_Response *resp = NULL;
+    struct ant_jobs *jobs = jobs_of(r);
+    int rc = jobs == NULL ? ANT_API_DONE : job_token_auth(r, jobs, &info);
+    if (rc != 0) {
+        goto out;
+    }
+    struct ant_bytes p = r->params[1];
+    if (r->nparams < 2 || p.len > ANT_STAGE_PATH_MAX || ant_stage_path_check(p) < 0) {
+        rc = ant_api_fail(r, MHD_HTTP_NOT_FOUND, NULL, "no such file in this job");
+        goto out;
+    }
+    memcpy(path, p.p, p.len);
+    path[p.len] = '\0';
+    if (info.state != ANT_JOB_READY) {
+        rc = not_ready(r, &info, path);
+        goto out;
+    }
+    rc = ant_jobs_open_output(jobs, &info, &dirfd);
+    fd = rc < 0 ? rc : ant_stage_openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY, 0);
+    struct stat sb;
+    if (fd >= 0 && (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode))) {
+        ant_close(fd);
+        fd = -ENOENT;
+    }
+    if (fd < 0) {
+        fd = -1;
+        rc = ant_api_fail(r, MHD_HTTP_NOT_FOUND, NULL, "no such file in this job");
+        goto out;
+    }
+    uint64_t size = (uint64_t)sb.st_size, off = 0, len = size;
+    int range = parse_range(ant_req_header(r, MHD_HTTP_HEADER_RANGE), size, &off, &len);
+    json_t *det = json_pack("{s:I, s:I}", "offset", (json_int_t)off, "length", (json_int_t)len);
+    /* fail closed: nothing is sent unless its event is durable */
+    rc = ant_api_audit(r, "stage.read", "file", path, info.dataset_id,
+                       range == -ERANGE ? ANT_AUDIT_DENY : ANT_AUDIT_ALLOW,
+                       range == -ERANGE ? "range_not_satisfiable" : "job_token", det);
+    json_decref(det);
+    if (rc != 0) {
+        goto out;
+    }
+    if (range == -ERANGE) {
+        rc = ant_api_fail(r, MHD_HTTP_RANGE_NOT_SATISFIABLE, NULL,
+                          "the range is outside the file (%llu bytes)",
+                          (unsigned long long)size);
+        if (r->resp != NULL) {
+            char cr[64];
+            snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)size);
+            MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONTENT_RANGE, cr);
+        }
+        goto out;
+    }
+    if (len == 0) {
+        resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    } else {
+        /* the response owns fd from here and closes it once sent */
+        resp = MHD_create_response_from_fd_at_offset64(len, fd, off);
+        if (resp != NULL) {
+            fd = -1;
+        }
+    }
+    if (resp == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes");
+    if (range == 1) {
+        char cr[96];
+        snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu", (unsigned long long)off,
+                 (unsigned long long)(off + len - 1), (unsigned long long)size);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_RANGE, cr);
+    }
+    ant_req_respond(r, range == 1 ? MHD_HTTP_PARTIAL_CONTENT : MHD_HTTP_OK, resp);
+    r->bytes_out = len;
+    rc = 0;
+out:
+    ant_close(fd);
+    ant_close(dirfd);
+    return ant_api_end(rc);
+}

@@ -1,0 +1,30 @@
+/* Stage jobs over HTTP (issue 6): the four /v1/stage routes and the runner's start and stop for
+ * `antenna serve`. */
+#ifndef ANT_ROUTES_STAGE_H
+#define ANT_ROUTES_STAGE_H
+
+#include "crypto/base/base.h"
+#include "gateway/http.h"
+
+struct ant_site;
+struct ant_jobs;
+
+/* Opens the job table of `site` and starts its runner threads and purger (workers, quota, time
+ * to live and engine from the [staging] configuration); the routes of this site find it from
+ * then on. Call after ant_site_open, before or after ant_server_start. Errors as ant_jobs_open
+ * and ant_jobs_start, with diag saying what failed. */
+ANT_MUST_CHECK int ant_gw_stage_start(struct ant_site *site, struct ant_jobs **out,
+                                      struct ant_diag *d);
+/* Stops the runner (running jobs go back to queued and resume at the next start) and closes
+ * the table. Call after ant_server_stop and before ant_site_close. Accepts NULL. */
+void ant_gw_stage_stop(struct ant_jobs *jobs);
+
+int ant_route_stage_create(struct ant_req *r); /* POST /v1/stage */
+int ant_route_stage_show(struct ant_req *r);   /* GET /v1/stage/{id} */
+int ant_route_stage_cancel(struct ant_req *r); /* DELETE /v1/stage/{id} */
+/* GET /v1/stage/{id}/files and /v1/stage/{id}/files/{*}: ANT_ROUTE_PUBLIC, authenticated here
+ * by the job token (job tokens are not API keys: gateway/auth.c need not know them). */
+int ant_route_stage_files(struct ant_req *r);
+int ant_route_stage_file(struct ant_req *r);
+
+#endif
