@@ -2,10 +2,12 @@
  * writer and fd re-encryption are in c4gh_stream.c. */
 #include "crypto/c4gh.h"
 
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define HDR_METHOD_X25519_CHACHA 0u
 #define DATA_METHOD_CHACHA 0u
@@ -740,4 +742,52 @@ int ant_c4gh_segment_span(uint64_t header_len, uint64_t body_len, uint64_t i, ui
     *off = header_len + start;
     *len = left < ANT_C4GH_CIPHER_SEGMENT_LEN ? (size_t)left : ANT_C4GH_CIPHER_SEGMENT_LEN;
     return 0;
+}
+
+/* --- key files --- */
+
+int ant_c4gh_keygen_files(int dirfd, const char *sk_path, const char *pk_path,
+                          const char *passphrase, const char *comment, struct ant_diag *d)
+{
+    struct ant_key *k = NULL;
+    struct ant_buf sk = ANT_BUF_INIT(ANT_KEYFILE_MAX), pk = ANT_BUF_INIT(ANT_KEYFILE_MAX);
+    bool sk_written = false;
+    int rc = ant_key_generate(&k);
+    if (rc < 0) {
+        goto out;
+    }
+    rc = ant_keyfile_secret_encode(ant_key_secret(k), ANT_KEYFILE_C4GH_SECRET, passphrase, comment,
+                                   &sk);
+    if (rc == 0) {
+        rc = ant_keyfile_public_encode(ant_key_public(k), ANT_KEYFILE_C4GH_PUBLIC, &pk);
+    }
+    if (rc < 0) {
+        ant_diag_set(d, "cannot encode the key (comment or passphrase too long?)");
+        goto out;
+    }
+    /* Refuse before writing anything if the public file is already there. */
+    if (faccessat(dirfd, pk_path, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+        ant_diag_set(d, "%s already exists; not overwriting it", pk_path);
+        rc = -EEXIST;
+        goto out;
+    }
+    rc = ant_write_new_file(dirfd, sk_path, 0600, sk.p, sk.len);
+    if (rc < 0) {
+        ant_diag_set(d, "cannot create %s: %s", sk_path, strerror(-rc));
+        goto out;
+    }
+    sk_written = true;
+    rc = ant_write_new_file(dirfd, pk_path, 0644, pk.p, pk.len);
+    if (rc < 0) {
+        ant_diag_set(d, "cannot create %s: %s", pk_path, strerror(-rc));
+        goto out;
+    }
+out:
+    if (rc < 0 && sk_written) {
+        (void)unlinkat(dirfd, sk_path, 0);
+    }
+    ant_buf_wipe_fini(&sk);
+    ant_buf_fini(&pk);
+    ant_key_free(k);
+    return rc;
 }

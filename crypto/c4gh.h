@@ -233,12 +233,35 @@ const struct ant_c4gh_header *ant_c4gh_reader_header(const struct ant_c4gh_reade
 const char *ant_c4gh_reader_diag(const struct ant_c4gh_reader *r);
 void ant_c4gh_reader_free(struct ant_c4gh_reader *r); /* accepts NULL; wipes */
 
+/* Reads exactly the header from fd (walking the packet lengths, never a byte of the body) into
+ * `hdr` (appended; bounded by ANT_C4GH_MAX_HEADER_LEN). Errors: those of
+ * ant_c4gh_header_measure except -EAGAIN; -EBADMSG when the input ends inside the header;
+ * -errno from read. */
+ANT_MUST_CHECK int ant_c4gh_header_read_fd(int fd, struct ant_buf *hdr, struct ant_diag *d);
+
+/* Flags of ant_c4gh_reencrypt_fd. */
+enum {
+    ANT_C4GH_REENC_TRIM = 1u << 0,        /* drop the packets meant for others */
+    ANT_C4GH_REENC_HEADER_ONLY = 1u << 1, /* write only the new header, read no body */
+};
+
 /* Full re-encryption between fds: reads the header from in_fd, writes the re-encrypted header
- * (see ant_c4gh_reencrypt_header) and copies the body byte for byte. Memory: header + 64 KiB.
- * Errors: those of ant_c4gh_reencrypt_header, -EBADMSG input ends inside the header, -errno
- * from read/write. */
+ * (see ant_c4gh_reencrypt_header) and then, unless HEADER_ONLY, copies the body byte for byte.
+ * Memory: header + 64 KiB. Errors: those of ant_c4gh_header_read_fd and
+ * ant_c4gh_reencrypt_header, -errno from read/write. */
 ANT_MUST_CHECK int ant_c4gh_reencrypt_fd(int in_fd, int out_fd, const struct ant_key *key,
-                                         const uint8_t *recipients, size_t n,
-                                         bool trim, struct ant_diag *d);
+                                         const uint8_t *recipients, size_t n, unsigned flags,
+                                         struct ant_diag *d);
+
+/* --- key files for `antenna c4gh keygen` --- */
+
+/* Generates an X25519 key pair and writes the secret key file (c4gh-v1; scrypt +
+ * chacha20_poly1305 when passphrase is non-empty, else unencrypted; mode 0600) and the public key
+ * file (0644), both created exclusively relative to dirfd. The secret never leaves crypto/.
+ * Errors: -EEXIST either file exists (nothing is written), -EINVAL comment or passphrase too
+ * long, -errno from the file system (a half-written pair is removed). */
+ANT_MUST_CHECK int ant_c4gh_keygen_files(int dirfd, const char *sk_path, const char *pk_path,
+                                         const char *passphrase, const char *comment,
+                                         struct ant_diag *d);
 
 #endif

@@ -531,30 +531,27 @@ int ant_c4gh_reader_finish(struct ant_c4gh_reader *r, struct ant_c4gh_digests *d
 
 /* --- re-encryption between fds --- */
 
-int ant_c4gh_reencrypt_fd(int in_fd, int out_fd, const struct ant_key *key,
-                          const uint8_t *recipients, size_t n, bool trim, struct ant_diag *d)
+int ant_c4gh_header_read_fd(int fd, struct ant_buf *hdr, struct ant_diag *d)
 {
-    struct ant_buf hdr = ANT_BUF_INIT(ANT_C4GH_MAX_HEADER_LEN);
-    struct ant_buf nh = ANT_BUF_INIT(ANT_C4GH_MAX_HEADER_LEN);
-    uint8_t *buf = malloc(ANT_C4GH_CIPHER_SEGMENT_LEN);
-    size_t need = ANT_C4GH_PREAMBLE_LEN, old_len = 0;
-    int rc = buf == NULL ? -ENOMEM : 0;
-    /* Read exactly as much as the header needs, so nothing of the body is consumed twice. */
+    size_t base = hdr->len, need = ANT_C4GH_PREAMBLE_LEN;
+    int rc = 0;
+    /* Read exactly as much as the header needs, so nothing of the body is consumed. */
     while (rc == 0) {
-        size_t hl = 0;
-        rc = ant_buf_reserve(&hdr, need - hdr.len);
+        size_t hl = 0, have = hdr->len - base;
+        rc = ant_buf_reserve(hdr, need - have);
         if (rc < 0) {
             break;
         }
-        ssize_t got = ant_read_full(in_fd, hdr.p + hdr.len, need - hdr.len);
+        ssize_t got = ant_read_full(fd, hdr->p + hdr->len, need - have);
         if (got < 0) {
             rc = (int)got;
             break;
         }
-        hdr.len += (size_t)got;
-        rc = ant_c4gh_header_measure(ant_buf_view(&hdr), &hl, d);
-        if (rc == -EAGAIN && hdr.len < need) {
-            ant_diag_set(d, "the input ended inside the Crypt4GH header (%zu bytes read)", hdr.len);
+        hdr->len += (size_t)got;
+        have += (size_t)got;
+        rc = ant_c4gh_header_measure(ant_bytes_of(hdr->p + base, have), &hl, d);
+        if (rc == -EAGAIN && have < need) {
+            ant_diag_set(d, "the input ended inside the Crypt4GH header (%zu bytes read)", have);
             rc = -EBADMSG;
         } else if (rc == -EAGAIN) {
             need = hl;
@@ -563,17 +560,28 @@ int ant_c4gh_reencrypt_fd(int in_fd, int out_fd, const struct ant_key *key,
             break; /* 0: complete, or an error */
         }
     }
+    return rc;
+}
+
+int ant_c4gh_reencrypt_fd(int in_fd, int out_fd, const struct ant_key *key,
+                          const uint8_t *recipients, size_t n, unsigned flags, struct ant_diag *d)
+{
+    struct ant_buf hdr = ANT_BUF_INIT(ANT_C4GH_MAX_HEADER_LEN);
+    struct ant_buf nh = ANT_BUF_INIT(ANT_C4GH_MAX_HEADER_LEN);
+    uint8_t *buf = malloc(ANT_C4GH_CIPHER_SEGMENT_LEN);
+    int rc = buf == NULL ? -ENOMEM : ant_c4gh_header_read_fd(in_fd, &hdr, d);
     if (rc < 0) {
         goto out;
     }
-    rc = ant_c4gh_reencrypt_header(ant_buf_view(&hdr), key, recipients, n, trim, &nh, &old_len, d);
+    rc = ant_c4gh_reencrypt_header(ant_buf_view(&hdr), key, recipients, n,
+                                   (flags & ANT_C4GH_REENC_TRIM) != 0, &nh, NULL, d);
     if (rc < 0) {
         goto out;
     }
     rc = ant_write_all(out_fd, nh.p, nh.len);
     /* The body is copied byte for byte: its segments are sealed with the data key, which a
      * change of recipient does not touch. */
-    while (rc == 0) {
+    while (rc == 0 && !(flags & ANT_C4GH_REENC_HEADER_ONLY)) {
         ssize_t got = ant_read_full(in_fd, buf, ANT_C4GH_CIPHER_SEGMENT_LEN);
         if (got <= 0) {
             rc = (int)got;

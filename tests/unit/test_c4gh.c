@@ -981,7 +981,7 @@ static void test_reencrypt_fd_keeps_body(void **state)
     assert_int_equal(ant_write_all(fd, f.p, f.len), 0);
     close(fd);
     int ifd = open(in, O_RDONLY), ofd = open(outp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    assert_int_equal(ant_c4gh_reencrypt_fd(ifd, ofd, k->r1, spk, 1, true, &d), 0);
+    assert_int_equal(ant_c4gh_reencrypt_fd(ifd, ofd, k->r1, spk, 1, ANT_C4GH_REENC_TRIM, &d), 0);
     close(ifd);
     close(ofd);
     size_t len;
@@ -1000,14 +1000,77 @@ static void test_reencrypt_fd_keeps_body(void **state)
     close(fd);
     ifd = open(in, O_RDONLY);
     ofd = open(outp, O_WRONLY | O_TRUNC);
-    assert_int_equal(ant_c4gh_reencrypt_fd(ifd, ofd, k->r1, spk, 1, true, &d), -EBADMSG);
+    assert_int_equal(ant_c4gh_reencrypt_fd(ifd, ofd, k->r1, spk, 1, ANT_C4GH_REENC_TRIM, &d),
+                     -EBADMSG);
     close(ifd);
     ifd = open(test_vector_path("one-byte.c4gh"), O_RDONLY);
-    assert_int_equal(ant_c4gh_reencrypt_fd(ifd, ofd, k->r2, spk, 1, true, &d), -ENOKEY);
+    assert_int_equal(ant_c4gh_reencrypt_fd(ifd, ofd, k->r2, spk, 1, ANT_C4GH_REENC_TRIM, &d),
+                     -ENOKEY);
     close(ifd);
     close(ofd);
     ant_buf_fini(&back);
     free(f.p);
+    test_rmtree(dir);
+    free(dir);
+}
+
+static void test_header_read_fd_stops_at_body_and_header_only(void **state)
+{
+    struct keys *k = *state;
+    struct ant_buf hdr = ANT_BUF_INIT(ANT_C4GH_MAX_HEADER_LEN);
+    struct ant_diag d = {{0}};
+    int fd = open(test_vector_path("editlist-multi.c4gh"), O_RDONLY);
+    assert_int_equal(ant_c4gh_header_read_fd(fd, &hdr, &d), 0);
+    assert_int_equal(hdr.len, 296);
+    assert_int_equal(lseek(fd, 0, SEEK_CUR), 296);
+    close(fd);
+    ant_buf_fini(&hdr);
+    /* --header-only on a whole file: only the new header comes out */
+    char *dir = test_tmpdir();
+    char outp[4200];
+    snprintf(outp, sizeof(outp), "%s/hdr", dir);
+    int ifd = open(test_vector_path("plus1-65537.c4gh"), O_RDONLY);
+    int ofd = open(outp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_int_equal(ant_c4gh_reencrypt_fd(ifd, ofd, k->r1, ant_key_public(k->r2), 1,
+                                           ANT_C4GH_REENC_HEADER_ONLY, &d),
+                     0);
+    close(ifd);
+    close(ofd);
+    size_t len;
+    uint8_t *o = test_read_file(outp, &len);
+    assert_int_equal(len, 124);
+    free(o);
+    /* an empty input */
+    ifd = open("/dev/null", O_RDONLY);
+    hdr = (struct ant_buf)ANT_BUF_INIT(ANT_C4GH_MAX_HEADER_LEN);
+    assert_int_equal(ant_c4gh_header_read_fd(ifd, &hdr, &d), -EBADMSG);
+    close(ifd);
+    ant_buf_fini(&hdr);
+    test_rmtree(dir);
+    free(dir);
+}
+
+static void test_keygen_files(void **state)
+{
+    (void)state;
+    char *dir = test_tmpdir();
+    struct ant_diag d = {{0}};
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    struct ant_key *k = NULL;
+    uint8_t pub[32];
+    assert_int_equal(ant_c4gh_keygen_files(dfd, "a.sec", "a.pub", NULL, "cmt", &d), 0);
+    assert_int_equal(ant_c4gh_keygen_files(dfd, "b.sec", "b.pub", "pw", NULL, &d), 0);
+    assert_int_equal(ant_c4gh_keygen_files(dfd, "c.sec", "a.pub", NULL, NULL, &d), -EEXIST);
+    assert_int_equal(faccessat(dfd, "c.sec", F_OK, 0), -1);
+    assert_int_equal(ant_c4gh_keygen_files(dfd, "a.sec", "c.pub", NULL, NULL, &d), -EEXIST);
+    assert_int_equal(ant_key_load(dfd, "a.sec", NULL, &k, &d), 0);
+    assert_int_equal(ant_pubkey_load(dfd, "a.pub", pub, &d), 0);
+    assert_memory_equal(pub, ant_key_public(k), 32);
+    ant_key_free(k);
+    assert_int_equal(ant_key_load(dfd, "b.sec", NULL, &k, &d), -ENOKEY);
+    assert_int_equal(ant_key_load(dfd, "b.sec", "pw", &k, &d), 0);
+    ant_key_free(k);
+    close(dfd);
     test_rmtree(dir);
     free(dir);
 }
@@ -1040,6 +1103,8 @@ int main(void)
         cmocka_unit_test(test_segment_byte_flips_through_reader),
         cmocka_unit_test(test_edit_lists_written_and_applied),
         cmocka_unit_test(test_reencrypt_fd_keeps_body),
+        cmocka_unit_test(test_header_read_fd_stops_at_body_and_header_only),
+        cmocka_unit_test(test_keygen_files),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
