@@ -195,7 +195,9 @@ static const char *const g_migrations[] = {
     "  storage_id TEXT NOT NULL,"
     "  path TEXT NOT NULL,"
     "  size INTEGER NOT NULL CHECK(size >= 0),"
-    "  sha256_plain BLOB NOT NULL CHECK(length(sha256_plain) = 32),"
+    /* the digest the copy is checked against: the plaintext's (decrypt) or the encrypted
+     * body's (reencrypt: the body is copied unchanged, the header is new) */
+    "  sha256 BLOB NOT NULL CHECK(length(sha256) = 32),"
     "  state TEXT NOT NULL DEFAULT 'pending' CHECK(state IN ('pending','done','failed')),"
     "  bytes_done INTEGER NOT NULL DEFAULT 0,"
     "  error TEXT,"

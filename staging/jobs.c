@@ -623,7 +623,7 @@ static int insert_job(struct ant_jobs *j, const struct ant_job_request *rq, cons
     }
     rc = db_prepare(j,
                     "INSERT INTO stage_job_files(job_id, idx, file_id, storage_id, path, size,"
-                    " sha256_plain) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    " sha256) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     &s);
     for (size_t i = 0; rc == 0 && i < n; i++) {
         sqlite3_reset(s);
@@ -687,7 +687,10 @@ int ant_jobs_submit(struct ant_jobs *j, struct ant_store *st, const struct ant_j
     for (size_t i = 0; i < total; i++) {
         json_t *f = json_array_get(files, i);
         const char *path = json_string_value(json_object_get(f, "path"));
-        const char *sha = json_string_value(json_object_get(f, "sha256"));
+        /* what the engine checks (engine.h): a decrypted copy against the plaintext's digest,
+         * a re-encrypted one against its body's, which the new header does not change */
+        const char *sha = json_string_value(
+            json_object_get(f, rq->mode == ANT_JOB_DECRYPT ? "sha256" : "sha256_c4gh"));
         struct pick *p = &picks[n];
         if (path == NULL || sha == NULL || !glob_match(rq, path)) {
             continue;
@@ -907,7 +910,7 @@ int ant_jobs_manifest_json(struct ant_jobs *j, const char *id, json_t **out)
     int rc = job_get_locked(j, id, &info);
     rc = rc < 0 ? rc
                 : db_prepare(j,
-                             "SELECT path, size, sha256_plain FROM stage_job_files"
+                             "SELECT path, size, sha256 FROM stage_job_files"
                              " WHERE job_id = ? ORDER BY idx",
                              &s);
     if (rc == 0) {
@@ -1331,7 +1334,7 @@ static int load_files_locked(struct ant_jobs *j, const struct ant_job_info *info
         return -ENOMEM;
     }
     rc = db_prepare(j,
-                    "SELECT idx, storage_id, path, size, sha256_plain, state FROM stage_job_files"
+                    "SELECT idx, storage_id, path, size, sha256, state FROM stage_job_files"
                     " WHERE job_id = ? ORDER BY idx",
                     &s);
     if (rc < 0) {
@@ -1366,10 +1369,7 @@ static int load_files_locked(struct ant_jobs *j, const struct ant_job_info *info
         f->src = fl->strs[2 * i];
         f->dst = fl->strs[2 * i + 1];
         f->xform = x;
-        /* The catalog's SHA-256 is of the plaintext: it checks a decrypted copy. A re-encrypted
-         * copy has a new header, so its hash is new; its body is authenticated segment by
-         * segment (MAC) instead. */
-        f->has_sha256 = x != ANT_XFORM_REENCRYPT;
+        f->has_sha256 = true;
         memcpy(f->sha256, sqlite3_column_blob(s, 4), ANT_SHA256_LEN);
         f->done = st != NULL && strcmp(st, "done") == 0;
         if (f->done) {
