@@ -131,6 +131,27 @@ static int create_site(int fd, const struct ant_config *cfg, const char *const *
     if (rc < 0) {
         goto out;
     }
+    /* the chain starts with the site's creation and its first admin (by key id, never the key) */
+    char key_id[ANT_KEY_ID_LEN + 1] = "";
+    if (admin_key->len > 3 + ANT_KEY_ID_LEN) {
+        memcpy(key_id, admin_key->p + 3, ANT_KEY_ID_LEN);
+    }
+    const struct ant_audit_event evs[] = {
+        {.actor = "antenna-init", .action = "site.init", .resource_kind = "site",
+         .resource_id = cfg->site_id, .decision = ANT_AUDIT_INFO, .reason = "init"},
+        {.actor = "antenna-init", .action = "admin.principal.create",
+         .resource_kind = "principal", .resource_id = "admin", .decision = ANT_AUDIT_INFO,
+         .reason = "bootstrap"},
+        {.actor = "antenna-init", .action = "admin.key.create", .resource_kind = "key",
+         .resource_id = key_id, .decision = ANT_AUDIT_INFO, .reason = "bootstrap"},
+    };
+    for (size_t i = 0; i < ANT_ARRAY_LEN(evs); i++) {
+        int64_t seq = ant_audit_append(audit, &evs[i]);
+        if (seq < 0) {
+            rc = (int)seq;
+            goto out;
+        }
+    }
 out:
     if (rc < 0) {
         fprintf(stderr, "antenna init: cannot create %s: %s\n", step, strerror(-rc));

@@ -10,24 +10,6 @@ static int not_built(const char *what)
     return 1;
 }
 
-#ifndef ANT_HAVE_CLI_INIT
-int ant_cli_init(int argc, char **argv)
-{
-    (void)argc;
-    (void)argv;
-    return not_built("init");
-}
-#endif
-
-#ifndef ANT_HAVE_CLI_SERVE
-int ant_cli_serve(int argc, char **argv)
-{
-    (void)argc;
-    (void)argv;
-    return not_built("serve");
-}
-#endif
-
 #ifndef ANT_HAVE_CLI_C4GH
 int ant_cli_c4gh(int argc, char **argv)
 {

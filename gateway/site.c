@@ -52,6 +52,8 @@ int ant_site_open(const char *dir, const char *config, struct ant_site **out, st
     rc = ant_config_load(config ? AT_FDCWD : s->dirfd, config ? config : "antenna.conf", &s->cfg,
                          d);
     if (rc < 0) {
+        /* a configuration that cannot be read is a configuration error, like a bad line */
+        rc = rc == -ENOMEM ? rc : -EINVAL;
         goto out;
     }
     g_ant_log_level = s->cfg.log_level;

@@ -27,7 +27,8 @@ struct ant_site {
 
 /* Opens the site in `dir` with the configuration file `config` (NULL: DIR/antenna.conf). The key
  * passphrase, if the site key is encrypted, comes from $ANTENNA_KEY_PASSPHRASE.
- * Returns 0, -EINVAL for a bad configuration (diag names file, line and key), or another
+ * Returns 0, -EINVAL for a bad, missing or unreadable configuration (diag names file, line and
+ * key, or why it cannot be read), or another
  * negative errno with diag saying what could not be opened. */
 ANT_MUST_CHECK int ant_site_open(const char *dir, const char *config, struct ant_site **out,
                                  struct ant_diag *d);
