@@ -26,6 +26,8 @@ static void usage(FILE *out)
             "  principal add NAME [--tenant T] --role R [--role R]...   (owner, reader, auditor,"
             " admin)\n"
             "  principal list [--tenant T] [--role R]\n"
+            "  principal disable NAME                                   (its keys and tokens"
+            " stop working at once)\n"
             "  key create --principal P [--ttl DURATION]                (the key is shown once)\n"
             "  key revoke KEY_ID\n"
             "  key list [--principal P]\n"
@@ -307,6 +309,11 @@ static int do_principal_add(struct ctx *c)
     return ant_store_principal_add(c->st, c->a->pos[2], c->a->tenant, c->a->roles);
 }
 
+static int do_principal_disable(struct ctx *c)
+{
+    return ant_store_principal_disable(c->st, c->a->pos[2]);
+}
+
 static int do_key_revoke(struct ctx *c)
 {
     return ant_store_key_revoke(c->st, c->a->pos[2]);
@@ -412,6 +419,14 @@ static int run(struct ctx *c)
     } else if (IS("principal", "list")) {
         rc = ant_store_principal_list(c->st, a->tenant, a->roles, &rows);
         rc = rc < 0 ? rc : list_cmd(c, "admin.principal.list", "principal", rows, principal_cols, 6);
+    } else if (IS("principal", "disable")) {
+        rc = audited_change(c, "admin.principal.disable", "principal", a->pos[2], NULL,
+                            do_principal_disable);
+        if (rc == 0) {
+            printf(a->json ? "{\"principal\": \"%s\", \"disabled\": true}\n"
+                           : "principal %s disabled\n",
+                   a->pos[2]);
+        }
     } else if (IS("key", "create")) {
         rc = key_create(c);
     } else if (IS("key", "revoke")) {
@@ -455,7 +470,8 @@ static bool args_fit(const struct args *a)
         return false;
     }
     const char *obj = a->pos[0], *verb = a->pos[1];
-    bool add_or_revoke = strcmp(verb, "add") == 0 || strcmp(verb, "revoke") == 0;
+    bool add_or_revoke = strcmp(verb, "add") == 0 || strcmp(verb, "revoke") == 0 ||
+                         strcmp(verb, "disable") == 0;
     int want_pos = (add_or_revoke && strcmp(obj, "oidc") != 0) ? 3 : 2;
     if (a->npos != want_pos) {
         return false;
@@ -464,7 +480,8 @@ static bool args_fit(const struct args *a)
         return strcmp(verb, "add") == 0 || strcmp(verb, "list") == 0;
     }
     if (strcmp(obj, "principal") == 0) {
-        return (strcmp(verb, "add") == 0 && a->roles != 0) || strcmp(verb, "list") == 0;
+        return (strcmp(verb, "add") == 0 && a->roles != 0) || strcmp(verb, "list") == 0 ||
+               strcmp(verb, "disable") == 0;
     }
     if (strcmp(obj, "key") == 0) {
         return (strcmp(verb, "create") == 0 && a->principal != NULL) ||
@@ -494,7 +511,7 @@ static const char *explain_err(int rc)
         return "invalid value (names: 1-64 of A-Z a-z 0-9 . _ @ -, starting alphanumeric;"
                " owner/reader/auditor need --tenant)";
     case -EALREADY:
-        return "already revoked";
+        return "already revoked or disabled";
     case -EBUSY:
         return "the database stayed locked; try again";
     default:
