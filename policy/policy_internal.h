@@ -6,7 +6,7 @@
 
 #include "policy/store.h"
 
-#define STORE_STMT_MAX 64
+#define STORE_STMT_MAX 128
 
 struct ant_store {
     sqlite3 *db;
