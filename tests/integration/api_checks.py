@@ -92,6 +92,15 @@ def q(s):
 
 ADMIN = A.key
 
+
+def c4gh_body(b):
+    """The bytes after a Crypt4GH header: magic(8) version(4) count(4), then length-prefixed
+    packets (each length counts its own 4 bytes)."""
+    off, n = 16, int.from_bytes(b[12:16], "little")
+    for _ in range(n):
+        off += int.from_bytes(b[off:off + 4], "little")
+    return b[off:]
+
 # ---------------------------------------------------------------- setup through the API
 for t in ["hospital", "lab", "other"]:
     r = req("POST", "/v1/tenants", ADMIN, {"name": t})
@@ -189,13 +198,13 @@ else:
     src = os.path.join(A.site, "..", "pre.txt")
     with open(src, "wb") as f:
         f.write(b"already encrypted by the owner\n" * 1000)
-    enc = subprocess.run([A.bin, "c4gh", "encrypt", "--recipient-pk", pubfile],
+    enc = subprocess.run([A.bin, "c4gh", "encrypt", "--recipient_pk", pubfile],
                          stdin=open(src, "rb"), capture_output=True)
     if enc.returncode == 0 and enc.stdout.startswith(b"crypt4gh"):
         r = req("PUT", f"/v1/datasets/{DS_PUB}/files/pre.c4gh", OA, enc.stdout)
         j = r.json() or {}
         check("Crypt4GH for the site's key is stored as is (201)", r.status == 201 and
-              j.get("sha256_c4gh") == hashlib.sha256(enc.stdout).hexdigest() and
+              j.get("sha256_c4gh") == hashlib.sha256(c4gh_body(enc.stdout)).hexdigest() and
               j.get("sha256") == hashlib.sha256(open(src, "rb").read()).hexdigest(), r)
     else:
         print("skip pre-encrypted upload: antenna c4gh encrypt unavailable")
@@ -294,6 +303,9 @@ if FILES_OK:
     check("grantee downloads Crypt4GH for its key (200)", r.status == 200 and
           r.body.startswith(b"crypt4gh"), r)
     full = r.body
+    want_body = [f["sha256_c4gh"] for f in MANIFEST_FILES if f["path"] == "dir/a.bin"]
+    check("the body is sent unchanged (SHA-256 of the body = catalog's sha256_c4gh)",
+          r.status == 200 and [hashlib.sha256(c4gh_body(full)).hexdigest()] == want_body)
     etag = r.header("etag")
     check("strong ETag", etag is not None and not etag.startswith("W/"), r.headers)
     etag = etag or "missing"
@@ -685,10 +697,19 @@ if FILES_OK:
     check("a download cut off mid-body leaves the server serving", r.status == 200, r)
 
 # offline verification of the export made above, when the CLI has it
-v = subprocess.run([A.bin, "audit", "verify", "--export", exp, "--dir", A.site],
-                   capture_output=True, text=True)
-if v.returncode in (0, 1) and "usage" not in (v.stdout + v.stderr).lower():
-    check("the exported chain verifies offline", v.returncode == 0, v.stdout + v.stderr)
+v = subprocess.run([A.bin, "audit", "verify", "--export", exp, "--site-key",
+                    os.path.join(A.site, "keys", "site.pub")], capture_output=True, text=True)
+if "usage" not in (v.stdout + v.stderr).lower():
+    check("the exported chain verifies offline with the site's public key", v.returncode == 0,
+          v.stdout + v.stderr)
+    lines = open(exp).read().split("\n")
+    ev = next(i for i, x in enumerate(lines) if '"type":"event"' in x and '"actor"' in x)
+    lines[ev] = lines[ev].replace('"actor":"', '"actor":"x', 1)
+    bad = os.path.join(A.site, "..", "export-bad.ndjson")
+    open(bad, "w").write("\n".join(lines))
+    v = subprocess.run([A.bin, "audit", "verify", "--export", bad, "--site-key",
+                        os.path.join(A.site, "keys", "site.pub")], capture_output=True, text=True)
+    check("a tampered export does not verify", v.returncode != 0, v.stdout + v.stderr)
 
 print(f"{len(FAILS)} failed")
 sys.exit(1 if FAILS else 0)
