@@ -621,6 +621,49 @@ static void test_oidc_bearer_tokens_map_to_principals(void **state)
 }
 #endif
 
+struct open_arg {
+    int dirfd;
+    int rc;
+};
+
+static void *open_worker(void *arg)
+{
+    struct open_arg *oa = arg;
+    struct ant_store *st = NULL;
+    oa->rc = ant_store_open(oa->dirfd, "fresh.db", 0, &st);
+    json_t *a = NULL;
+    if (oa->rc == 0) {
+        oa->rc = ant_store_tenant_list(st, &a) < 0 ? -EIO : 0;
+    }
+    json_decref(a);
+    ant_store_close(st);
+    return NULL;
+}
+
+/* The daemon and an admin command may open a new (empty) file at once: each migration step
+ * runs once, under BEGIN IMMEDIATE, and everyone ends on the latest schema. */
+static void test_concurrent_openers_migrate_once(void **state)
+{
+    struct fx *f = *state;
+    struct open_arg oa[6];
+    pthread_t th[6];
+    int fd = openat(f->dirfd, "fresh.db", O_RDWR | O_CREAT | O_EXCL, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    for (unsigned i = 0; i < ANT_ARRAY_LEN(th); i++) {
+        oa[i] = (struct open_arg){f->dirfd, 1};
+        assert_int_equal(pthread_create(&th[i], NULL, open_worker, &oa[i]), 0);
+    }
+    for (unsigned i = 0; i < ANT_ARRAY_LEN(th); i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(oa[i].rc, 0);
+    }
+    struct ant_store *st = NULL;
+    assert_int_equal(ant_store_open(f->dirfd, "fresh.db", 0, &st), 0);
+    assert_int_equal(ant_store_tenant_add(st, "acme"), 0);
+    ant_store_close(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -638,6 +681,7 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_pool_serves_more_threads_than_connections, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_openers_migrate_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dataset_create_get_list_show, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dataset_state_moves_draft_published_withdrawn, setup,
                                         teardown),
