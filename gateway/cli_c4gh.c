@@ -137,16 +137,31 @@ static int load_secret(const char *path, struct ant_key **out)
 struct output {
     int fd;
     const char *path; /* NULL: stdout */
+    bool direct;      /* a device or pipe, written in place */
     char tmp[4096];
 };
 
 static int output_open(struct output *o, const char *path)
 {
     o->path = path;
+    o->direct = false;
     o->tmp[0] = '\0';
     if (path == NULL || strcmp(path, "-") == 0) {
         o->path = NULL;
         o->fd = STDOUT_FILENO;
+        return 0;
+    }
+    /* A device or a pipe (-o /dev/null, -o /dev/stdout) is written in place: a temporary
+     * name beside it would be created in /dev and renamed over the device. */
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        o->fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
+        if (o->fd < 0) {
+            int rc = -errno;
+            fprintf(stderr, "antenna c4gh: cannot open %s: %s\n", path, strerror(-rc));
+            return rc;
+        }
+        o->direct = true;
         return 0;
     }
     char copy[4096];
@@ -174,6 +189,11 @@ static int output_close(struct output *o, bool ok)
 {
     int rc = 0;
     if (o->path == NULL) {
+        return 0;
+    }
+    if (o->direct) {
+        ant_close(o->fd);
+        o->fd = -1;
         return 0;
     }
     /* mkostemp made it 0600, which it keeps: decrypted data stays private to its owner */

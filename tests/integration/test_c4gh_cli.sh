@@ -55,6 +55,9 @@ C4GH_PASSPHRASE=antenna-test "$A" c4gh decrypt --sk "$R2" -i "$T/hdr-only.c4gh" 
     cmp -s "$T/hdr-only.out" "$V/plus1-65537.bin" && ok "header-only vector (-i/-o)" ||
     bad "header-only vector (-i/-o)"
 
+"$A" c4gh decrypt --sk "$R1" -i "$V/one-byte.c4gh" -o /dev/null && [ -c /dev/null ] &&
+    ok "-o /dev/null writes the device in place" || bad "-o /dev/null"
+
 # 2. wrong key: plain words, exit 1, no output file
 if "$A" c4gh decrypt --sk "$R1" -i "$V/reencrypted-trim.c4gh" -o "$T/wrong.out" 2>"$T/err"; then
     bad "wrong key accepted"
