@@ -8,6 +8,9 @@ A=${1:?usage: test_c4gh_cli.sh ANTENNA}
 V=${ANT_VECTORS:-$(dirname "$0")/../../../shared/c4gh-vectors}
 [ -x "$A" ] || { echo "no antenna binary at $A"; exit 77; }
 [ -f "$V/one-byte.c4gh" ] || { echo "no vectors at $V"; exit 77; }
+# both may be relative (meson passes gateway/antenna); the script changes folder below
+A=$(cd "$(dirname "$A")" && pwd)/$(basename "$A")
+V=$(cd "$V" && pwd)
 "$A" c4gh --help >/dev/null 2>&1 || { echo "antenna c4gh not built"; exit 77; }
 
 T=$(mktemp -d /tmp/antenna-c4gh-cli-XXXXXX)
