@@ -469,7 +469,6 @@ static int cmd_pull(struct sopts *o, const char *job)
         ant_buf_fini(&p);
         ant_buf_init(&p, 8192);
         int e = job_path(c, job, "/files", &p);
-        e = e < 0 ? e : ant_buf_append_str(&p, "/");
         e = e < 0 ? e : ant_client_path(c, &p, path, true);
         e = e < 0 ? e : ant_buf_terminate(&p);
         e = e < 0 ? e : mkparents(dirfd, path);

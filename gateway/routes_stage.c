@@ -52,6 +52,8 @@ int ant_gw_stage_start(struct ant_site *site, struct ant_jobs **out, struct ant_
         .workers = site->cfg.stage_workers,
         .default_quota = site->cfg.default_scratch_quota,
         .default_ttl_s = site->cfg.default_ttl_s,
+        /* a pass is one indexed query when nothing is due: purge within seconds of expiry */
+        .purge_interval_s = 2,
         .engine = &eo,
     };
     rc = ant_jobs_open(&c, &jobs);

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Integration test of stage jobs against a real daemon on 127.0.0.1 (port 0): upload a dataset,
+# stage it decrypted with --wait and compare with the originals, pull it with the job token
+# (ranges, bad tokens), owner-only status, cancel, the scratch quota's 507, the time-to-live
+# purge and its audit event, and kill -9 of the daemon at random moments of a job: the restarted
+# daemon resumes it and the output verifies. $1 = the antenna binary. Exit 0 pass, 1 fail,
+# 77 skip. ANTENNA_IO_ENGINE=threads (deploy/test.sh's second pass) is passed on to the daemon.
+set -u
+BIN=$1
+command -v curl >/dev/null || { echo "no curl"; exit 77; }
+command -v python3 >/dev/null || { echo "no python3"; exit 77; }
+"$BIN" help 2>&1 | grep -q '^  stage' || { echo "antenna built without stage"; exit 77; }
+T=$(mktemp -d /tmp/antenna-stage-XXXXXX)
+PID=
+cleanup() {
+    [ -n "$PID" ] && kill -9 "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
+    [ -n "${ANT_KEEP_TMP:-}" ] || rm -rf "$T"
+}
+trap cleanup EXIT
+fail() {
+    echo "FAIL $*"
+    echo "--- last server log lines ---"
+    grep -v '"http.request"' "$T"/serve*.log 2>/dev/null | tail -25
+    exit 1
+}
+
+"$BIN" init --dir "$T/site" --site-id site-s --region EU >"$T/init.out" 2>&1 ||
+    { cat "$T/init.out"; fail init; }
+# a quota that holds the bulk dataset, or the small one, but not both
+sed -i 's/^default_scratch_quota = .*/default_scratch_quota = 64M/' "$T/site/antenna.conf"
+
+start() {
+    "$BIN" serve --dir "$T/site" --listen "127.0.0.1:${PORT:-0}" >"$T/serve.out" 2>>"$T/serve$1.log" &
+    PID=$!
+    for _ in $(seq 100); do grep -q serving "$T/serve.out" 2>/dev/null && break; sleep 0.1; done
+    PORT=$(sed -n 's|.*https://127.0.0.1:\([0-9]*\).*|\1|p' "$T/serve.out")
+    [ -n "$PORT" ] || fail "serve did not start"
+    export ANTENNA_URL=https://127.0.0.1:$PORT
+}
+start 0
+export ANTENNA_CACERT=$T/site/tls/cert.pem
+A="$BIN admin --dir $T/site"
+$A tenant add lab >/dev/null && $A tenant add other >/dev/null &&
+    $A principal add alice --tenant lab --role owner >/dev/null &&
+    $A principal add bob --tenant other --role owner >/dev/null || fail "admin setup"
+ALICE=$($A key create --principal alice | awk '/^key /{print $2}')
+BOB=$($A key create --principal bob | awk '/^key /{print $2}')
+export ANTENNA_API_KEY=$ALICE
+URL=$ANTENNA_URL
+
+# the dataset: one 5 MiB file and a folder of small ones
+mkdir -p "$T/data/reads" "$T/data/meta"
+head -c $((5 * 1024 * 1024 + 17)) /dev/urandom >"$T/data/reads/big.bin"
+for i in $(seq 1 12); do head -c $((RANDOM * 3 + i)) /dev/urandom >"$T/data/meta/m$i.txt"; done
+: >"$T/data/meta/empty.txt"
+"$BIN" dataset create cohort --classification sensitive >"$T/ds.json" || fail "dataset create"
+DS=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/ds.json")
+(cd "$T/data" && find . -type f | sed 's|^\./||' | sort) >"$T/files.txt"
+while read -r f; do
+    "$BIN" put "$DS" "$T/data/$f" "$f" >/dev/null 2>"$T/put.err" || { cat "$T/put.err"; fail "put $f"; }
+done <"$T/files.txt"
+
+# a bulk dataset, long enough to stage that a kill -9 lands in the middle
+mkdir -p "$T/bulk"
+for i in 1 2 3 4 5; do head -c $((12 * 1024 * 1024 + i)) /dev/urandom >"$T/bulk/part$i.bin"; done
+"$BIN" dataset create bulk --classification internal >"$T/ds2.json" || fail "dataset create"
+DS2=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/ds2.json")
+for i in 1 2 3 4 5; do
+    "$BIN" put "$DS2" "$T/bulk/part$i.bin" "part$i.bin" >/dev/null 2>"$T/put.err" ||
+        { cat "$T/put.err"; fail "put part$i"; }
+done
+
+same_tree() { # $1: a folder that must hold exactly the dataset's files, byte for byte
+    while read -r f; do cmp -s "$T/data/$f" "$1/$f" || return 1; done <"$T/files.txt"
+    [ "$(cd "$1" && find . -type f | wc -l)" -eq "$(wc -l <"$T/files.txt")" ]
+}
+same_bulk() {
+    for i in 1 2 3 4 5; do cmp -s "$T/bulk/part$i.bin" "$1/part$i.bin" || return 1; done
+}
+code() { curl -s -o "$T/body" -w '%{http_code}' --cacert "$ANTENNA_CACERT" "$@"; }
+
+# --- stage --wait, output in scratch, pull with the token ---
+"$BIN" stage "$DS" --mode decrypt --ttl 1h --wait >"$T/st1.out" 2>"$T/st1.err" ||
+    { cat "$T/st1.err"; fail "stage --wait"; }
+J1=$(awk '/^job:/{print $2}' "$T/st1.out")
+TOK1=$(awk '/^token:/{print $2}' "$T/st1.out")
+DIR1=$(awk '/^scratch:/{print $2}' "$T/st1.out")
+[ -n "$J1" ] && [ -n "$TOK1" ] || fail "stage printed no job or token"
+[ "$DIR1" = "$(cd "$T/site/scratch" && pwd -P)/lab/$J1" ] || fail "scratch path $DIR1"
+same_tree "$DIR1" || fail "staged files differ from the originals"
+ls -a "$T/site/scratch/lab" | grep -q partial && fail "a partial folder is left"
+"$BIN" pull "$J1" --token "$TOK1" -o "$T/pulled" 2>"$T/pull.err" || { cat "$T/pull.err"; fail pull; }
+same_tree "$T/pulled" || fail "pulled files differ"
+
+F=$URL/v1/stage/$J1/files/reads/big.bin
+[ "$(code -H "Authorization: Bearer $TOK1" -r 10-19 "$F")" = 206 ] || fail "range not 206"
+cmp -s "$T/body" <(tail -c +11 "$T/data/reads/big.bin" | head -c 10) || fail "range bytes"
+[ "$(code -H "Authorization: Bearer $TOK1" -r 999999999- "$F")" = 416 ] || fail "416"
+[ "$(code "$F")" = 401 ] || fail "no token is not 401"
+curl -s -D - -o /dev/null --cacert "$ANTENNA_CACERT" "$F" | grep -qi '^www-authenticate: Bearer' ||
+    fail "401 without WWW-Authenticate"
+[ "$(code -H "Authorization: Bearer $ALICE" "$F")" = 401 ] || fail "an API key read a job file"
+[ "$(code -H "Authorization: Bearer ${TOK1%?}x" "$F")" = 401 ] || fail "a forged token worked"
+[ "$(code -H "Authorization: Bearer $TOK1" "$URL/v1/stage/$J1/files/../../etc/passwd")" != 200 ] ||
+    fail "path escape"
+# the job's owner sees it; another tenant's owner gets the answer of a missing job
+[ "$(code -H "Authorization: Bearer $BOB" "$URL/v1/stage/$J1")" = 404 ] || fail "bob saw the job"
+[ "$(code -H "Authorization: Bearer $BOB" -X DELETE "$URL/v1/stage/$J1")" = 404 ] ||
+    fail "bob cancelled the job"
+[ "$(code -H "Authorization: Bearer $BOB" -H 'Content-Type: application/json' \
+    -d "{\"dataset\":\"$DS\"}" "$URL/v1/stage")" = 404 ] || fail "bob staged lab's dataset"
+
+# --- quota: the bulk copy does not fit beside the first job; cancelling that frees it ---
+[ "$(code -H "Authorization: Bearer $ALICE" -H 'Content-Type: application/json' \
+    -d "{\"dataset\":\"$DS2\"}" "$URL/v1/stage")" = 507 ] || fail "quota not 507"
+grep -q 'scratch quota of tenant lab exceeded' "$T/body" || fail "507 message: $(cat "$T/body")"
+"$BIN" stage "$DS" --path 'meta/*' --wait >"$T/st3.out" 2>&1 || fail "a small job within the quota"
+"$BIN" stage cancel "$(awk '/^job:/{print $2}' "$T/st3.out")" >/dev/null || fail "cancel small"
+"$BIN" stage cancel "$J1" >/dev/null || fail "cancel"
+[ -e "$DIR1" ] && fail "cancel left the output"
+[ "$(code -H "Authorization: Bearer $TOK1" "$F")" = 404 ] || fail "a cancelled job's file"
+"$BIN" stage cancel "$J1" >/dev/null 2>&1 && fail "cancel twice"
+
+# --- time to live: purged, audited, the token no longer reads ---
+"$BIN" stage "$DS" --path 'meta/m1*' --ttl 2s --wait >"$T/st2.out" 2>&1 || fail "stage ttl"
+J2=$(awk '/^job:/{print $2}' "$T/st2.out")
+TOK2=$(awk '/^token:/{print $2}' "$T/st2.out")
+for _ in $(seq 60); do
+    "$BIN" stage status "$J2" | grep -q '"state": "expired"' && break
+    sleep 0.2
+done
+"$BIN" stage status "$J2" | grep -q '"state": "expired"' || fail "not purged"
+[ -e "$T/site/scratch/lab/$J2" ] && fail "expired output left"
+[ "$(code -H "Authorization: Bearer $TOK2" "$URL/v1/stage/$J2/files/meta/m1.txt")" != 200 ] ||
+    fail "an expired job's file"
+"$BIN" audit query --dir "$T/site" --action stage.purge 2>/dev/null | grep -q "$J2" ||
+    fail "the purge is not in the audit log"
+
+# --- kill -9 during a job, restart: it resumes and its output verifies ---
+for round in 1 2 3; do
+    code -H "Authorization: Bearer $ALICE" -H 'Content-Type: application/json' \
+        -d "{\"dataset\":\"$DS2\"}" "$URL/v1/stage" >"$T/k.code"
+    [ "$(cat "$T/k.code")" = 202 ] || fail "round $round: stage $(cat "$T/body")"
+    sleep "0.$((RANDOM % 2))$((RANDOM % 10))" # a random moment of the job (or after it)
+    { kill -9 "$PID" && wait "$PID"; } 2>/dev/null
+    JK=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/body")
+    PID=
+    start "$round"
+    "$BIN" stage status "$JK" --wait >"$T/k.out" 2>"$T/k.err" ||
+        { cat "$T/k.err"; fail "round $round: the job did not resume to ready"; }
+    same_bulk "$T/site/scratch/lab/$JK" || fail "round $round: resumed output differs"
+    ls -a "$T/site/scratch/lab" | grep -q "\.$JK\." && fail "round $round: partial left"
+    "$BIN" stage cancel "$JK" >/dev/null || fail "round $round: cancel"
+done
+grep -q '"jobs.resume"' "$T"/serve[123].log || echo "note: no kill landed while a job ran"
+
+kill "$PID"
+wait "$PID" 2>/dev/null
+PID=
+echo "stage: all checks passed"
+exit 0
