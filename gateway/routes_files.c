@@ -437,6 +437,15 @@ int ant_route_file_put_body(struct ant_req *r, const uint8_t *p, size_t n)
     if (rc != 0) {
         return up_fail(r, rc);
     }
+    if (u->in_bytes == 0) {
+        /* a declared length past the limit is refused before anything is stored */
+        const char *cl = ant_req_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        uint64_t len;
+        if (cl != NULL && ant_parse_u64(ant_bytes_str(cl), 0, UINT64_MAX, &len) == 0 &&
+            len > r->site->cfg.max_upload_bytes) {
+            return up_fail(r, -E2BIG);
+        }
+    }
     u->in_bytes += n;
     if (u->in_bytes > r->site->cfg.max_upload_bytes) {
         return up_fail(r, -E2BIG);
@@ -500,18 +509,35 @@ static int up_finish(struct ant_req *r, struct up *u)
         rc = ant_fsync_dir(u->dirfd);
     }
     if (rc == 0) {
+        /* what was stored, with its checksums, is on the record before the row is visible */
+        char hp[65], hc[65];
+        ant_hex_encode(spec.sha256_plain, 32, hp);
+        ant_hex_encode(spec.sha256_c4gh, 32, hc);
+        json_t *det = json_pack("{s:s, s:I, s:s, s:s, s:s}", "path", u->path, "size",
+                                (json_int_t)u->plain_len, "sha256", hp, "sha256_c4gh", hc,
+                                "stored_as", u->mode == UP_C4GH ? "crypt4gh" : "encrypted");
+        rc = det == NULL ? -ENOMEM
+                         : ant_api_audit(r, "file.store", "file", id, u->ds, ANT_AUDIT_INFO,
+                                         "stored", det);
+        json_decref(det);
+    }
+    if (rc == 0) {
         rc = ant_store_commit(st);
         in_tx = rc != 0;
     }
     if (rc == 0) {
         u->committed = true;
     } else if (renamed) {
+        /* the temporary name is gone: remove the stored file itself */
         (void)unlinkat(u->dirfd, name, 0);
     }
     if (in_tx) {
         ant_store_rollback(st);
     }
     ant_store_pool_release(r->site->pool, st);
+    if (rc > 0) {
+        return -ECANCELED; /* answered (503: the audit log could not take the event) */
+    }
     if (rc == -EEXIST) {
         return ant_api_fail(r, MHD_HTTP_CONFLICT, "file_exists", "the dataset has this path");
     }

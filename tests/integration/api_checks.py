@@ -15,6 +15,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 
@@ -25,6 +26,9 @@ ap.add_argument("--key", required=True)
 ap.add_argument("--site", required=True)
 ap.add_argument("--src", required=True)
 ap.add_argument("--bin", required=True)
+ap.add_argument("--pid", type=int, required=True)
+ap.add_argument("--max-upload-mib", type=int, required=True)
+ap.add_argument("--big-mib", type=int, default=256)
 A = ap.parse_args()
 
 CTX = ssl.create_default_context(cafile=A.cacert)
@@ -184,7 +188,7 @@ else:
     check("upload into the open dataset", r.status == 201, r)
     r = req("PUT", f"/v1/datasets/{DS_WD}/files/x.txt", OA, b"x")
     check("upload into the soon withdrawn dataset", r.status == 201, r)
-    r = req("PUT", f"/v1/datasets/{DS_PUB}/files/big.bin", OA, b"\0" * (9 << 20))
+    r = req("PUT", f"/v1/datasets/{DS_PUB}/files/big.bin", OA, b"\0" * ((A.max_upload_mib << 20) + 1))
     check("upload over max_upload is 413", r.status == 413, r)
     r = req("PUT", f"/v1/datasets/{DS_PUB}/files/bad.c4gh", OA,
             b"crypt4gh" + b"\x01\0\0\0\x01\0\0\0" + os.urandom(200))
@@ -662,6 +666,63 @@ if FILES_OK:
                     ("absolute", "/etc/passwd")]:
         r = req("GET", f"/v1/datasets/{DS_UP}/files/{p}?format=plain", OA)
         check(f"download path attack, {name}: refused", r.status in (400, 404), r)
+
+# ---------------------------------------------------------------- a big upload, bounded memory
+def rss_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class RssWatch(threading.Thread):
+    """Samples the server's resident size while a transfer runs."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.base, self.peak, self.stop = pid, rss_kib(pid), 0, False
+
+    def run(self):
+        while not self.stop:
+            self.peak = max(self.peak, rss_kib(self.pid))
+            time.sleep(0.02)
+
+
+def streamed_put(path, key, total, block):
+    c = http.client.HTTPSConnection("127.0.0.1", A.port, context=CTX, timeout=120)
+    c.putrequest("PUT", path, skip_accept_encoding=True)
+    c.putheader("Authorization", f"Bearer {key}")
+    c.putheader("Content-Length", str(total))
+    c.endheaders()
+    sent, h = 0, hashlib.sha256()
+    while sent < total:
+        b = block[:min(len(block), total - sent)]
+        c.send(b)
+        h.update(b)
+        sent += len(b)
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r.status, body, h.hexdigest()
+
+
+if FILES_OK and A.big_mib > 0:
+    watch = RssWatch(A.pid)
+    watch.start()
+    t0 = time.time()
+    st_, body, digest = streamed_put(f"/v1/datasets/{DS_UP}/files/big.bin", OA,
+                                     (A.big_mib << 20) + 12345, os.urandom(1 << 20))
+    dt = time.time() - t0
+    watch.stop = True
+    watch.join()
+    grew = (watch.peak - watch.base) / 1024
+    j = json.loads(body) if st_ == 201 else {}
+    check(f"a {A.big_mib} MiB upload (201, {dt:.1f} s, peak RSS +{grew:.0f} MiB) with its SHA-256",
+          st_ == 201 and j.get("sha256") == digest, body[:200])
+    check("the server's memory grew less than 64 MiB during it", grew < 64, f"{grew:.0f} MiB")
+    r = req("HEAD", f"/v1/datasets/{DS_UP}/files/big.bin?format=plain", OA)
+    check("its plaintext length is served", r.header("content-length") ==
+          str((A.big_mib << 20) + 12345), r.headers)
 
 # ---------------------------------------------------------------- client gone mid-upload
 if FILES_OK:

@@ -17,8 +17,9 @@ trap cleanup EXIT
 "$BIN" init --dir "$T/site" --site-id site-a --region EU >"$T/init.out" 2>&1 ||
     { echo "FAIL init"; cat "$T/init.out"; exit 1; }
 KEY=$(grep -E '^ak_' "$T/init.out")
-# a small upload limit so that 413 is cheap to reach
-sed -i 's/^max_upload = .*/max_upload = 8M/' "$T/site/antenna.conf"
+# an upload limit that the big upload fits under and 413 is cheap to reach past
+MAXUP=${ANT_API_MAX_UPLOAD_MIB:-300}
+sed -i "s/^max_upload = .*/max_upload = ${MAXUP}M/" "$T/site/antenna.conf"
 "$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/serve.out" 2>"$T/serve.log" &
 PID=$!
 for _ in $(seq 100); do grep -q serving "$T/serve.out" 2>/dev/null && break; sleep 0.1; done
@@ -26,7 +27,8 @@ PORT=$(sed -n 's|.*https://127.0.0.1:\([0-9]*\).*|\1|p' "$T/serve.out")
 [ -n "$PORT" ] || { echo "FAIL serve did not start"; cat "$T/serve.log"; exit 1; }
 
 python3 "$HERE/api_checks.py" --port "$PORT" --cacert "$T/site/tls/cert.pem" --key "$KEY" \
-    --site "$T/site" --src "$SRC" --bin "$BIN"
+    --site "$T/site" --src "$SRC" --bin "$BIN" --pid "$PID" --max-upload-mib "$MAXUP" \
+    --big-mib "${ANT_API_BIG_MIB:-256}"
 rc=$?
 if [ $rc -ne 0 ] && [ $rc -ne 77 ]; then
     echo "--- last server log lines ---"
@@ -35,4 +37,10 @@ fi
 kill "$PID" 2>/dev/null
 wait "$PID" 2>/dev/null
 PID=
+# a sanitizer build reports at exit (leaks) or aborts: either is a failure
+if grep -qE "ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:" "$T/serve.log"; then
+    echo "FAIL the server's sanitizers reported:"
+    grep -E -A12 "ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:" "$T/serve.log" | head -60
+    rc=1
+fi
 exit $rc
