@@ -42,8 +42,9 @@ static void usage(FILE *f)
                "--dir defaults to ./var. Times are RFC 3339 UTC (2026-11-27T03:00:00Z), a date\n"
                "(2026-11-27) or Unix seconds. verify --strict also fails on events not yet\n"
                "covered by a signed checkpoint (a running site signs its tail within\n"
-               "checkpoint_seconds). export signs the tail first when it can load the site key\n"
-               "($ANTENNA_KEY_PASSPHRASE if it is encrypted).\n");
+               "checkpoint_seconds). An export ends at the last checkpoint; export signs the\n"
+               "tail first when it can load the site key ($ANTENNA_KEY_PASSPHRASE if it is\n"
+               "encrypted).\n");
 }
 
 static int parse_opts(int argc, char **argv, struct aopts *o)
@@ -240,9 +241,11 @@ static int do_export(const struct aopts *o)
     int rc = keysfd < 0 ? -errno
                         : ant_site_keys_load(keysfd, getenv("ANTENNA_KEY_PASSPHRASE"), &keys, &d);
     if (rc < 0) {
-        /* An auditor may export without the secret key; the unsigned tail then fails verify
-         * until the daemon signs it (within checkpoint_seconds). */
-        fprintf(stderr, "antenna audit: exporting without signing the tail (%s)\n",
+        /* An auditor may export without the secret key: the export then ends at the last
+         * checkpoint, and the daemon signs the rest within checkpoint_seconds. */
+        fprintf(stderr,
+                "antenna audit: cannot load the site key (%s): exporting up to the last "
+                "checkpoint\n",
                 ant_diag_msg(&d, strerror(-rc)));
     }
     if (open_audit(dirfd, keys.sign, &a) < 0) {

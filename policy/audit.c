@@ -74,7 +74,8 @@ struct audit_req {
 
 struct ant_audit {
     sqlite3 *wdb; /* the writer thread's */
-    sqlite3 *rdb; /* queries, export, verify: under rlock */
+    sqlite3 *rdb; /* queries and checkpoint lists: under rlock */
+    char *path;   /* for the connection of each export and verify */
     pthread_mutex_t rlock;
     const struct ant_signkey *sign;
     struct ant_audit_opts opts;
@@ -86,7 +87,8 @@ struct ant_audit {
     bool stopping, has_thread;
     pthread_t thread;
     int fail_err;
-    size_t last_reqs; /* requests in the last group commit */
+    size_t queued_reqs;
+    size_t expect_reqs; /* callers seen in the last round: the size of the next group */
     bool gathering;   /* the writer waits for stragglers: wake it only when the batch is full */
     uint64_t commits;
     double commit_s; /* EWMA */
@@ -603,11 +605,11 @@ static void *writer_main(void *arg)
         if (a->head == NULL && a->stopping) {
             break;
         }
-        if (a->head != NULL && a->last_reqs > 1 && a->queued_events < (int64_t)a->opts.max_batch &&
-            !a->stopping) {
-            /* Concurrent callers: the ones the last commit released are about to come back.
-             * Waiting a moment for them merges two half-size group commits into one (as
-             * MySQL's binlog_group_commit_sync_delay); alone, a caller never waits. */
+        if (a->head != NULL && a->expect_reqs > 1 && !a->stopping) {
+            /* Concurrent callers: those the last commit released are about to come back.
+             * Waiting (at most GATHER_NS) until as many requests are queued as took part in the
+             * last round merges two half-size group commits into one, as MySQL's
+             * binlog_group_commit_sync_delay does; a lone caller never waits. */
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_nsec += GATHER_NS;
@@ -616,7 +618,10 @@ static void *writer_main(void *arg)
                 ts.tv_nsec -= 1000000000L;
             }
             a->gathering = true;
-            pthread_cond_timedwait(&a->work_cv, &a->mu, &ts);
+            while (a->queued_reqs < a->expect_reqs &&
+                   a->queued_events < (int64_t)a->opts.max_batch && !a->stopping &&
+                   pthread_cond_timedwait(&a->work_cv, &a->mu, &ts) == 0) {
+            }
             a->gathering = false;
         }
         /* Take up to max_batch events (at least one request) off the queue. */
@@ -631,10 +636,11 @@ static void *writer_main(void *arg)
             force |= r->n == 0;
             last = r;
         }
-        a->last_reqs = 0;
+        size_t taken = 0;
         for (struct audit_req *r = batch; r != NULL && r != last->next; r = r->next) {
-            a->last_reqs++;
+            taken++;
         }
+        a->queued_reqs -= taken;
         if (batch != NULL) {
             a->head = last->next;
             if (a->head == NULL) {
@@ -657,6 +663,7 @@ static void *writer_main(void *arg)
         }
 
         pthread_mutex_lock(&a->mu);
+        a->expect_reqs = taken + a->queued_reqs;
         if (batch != NULL) {
             a->commits++;
             a->commit_s = a->commit_s < 0 ? dt : 0.9 * a->commit_s + 0.1 * dt;
@@ -692,7 +699,9 @@ static int64_t submit(struct ant_audit *a, const struct ant_audit_event *evs, si
     }
     a->tail = &req;
     a->queued_events += (int64_t)n;
-    if (!a->gathering || a->queued_events >= (int64_t)a->opts.max_batch) {
+    a->queued_reqs++;
+    if (!a->gathering || a->queued_reqs >= a->expect_reqs ||
+        a->queued_events >= (int64_t)a->opts.max_batch) {
         pthread_cond_signal(&a->work_cv);
     }
     while (!req.done) {
@@ -820,6 +829,8 @@ int ant_audit_open(int dirfd, const char *name, unsigned flags, const struct ant
     rc = rc < 0 ? rc : exec_sql(a->wdb, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
                                          " PRAGMA cache_size=-32768;");
     rc = rc < 0 ? rc : migrate(a->wdb);
+    a->path = strdup(path);
+    rc = rc < 0 ? rc : a->path == NULL ? -ENOMEM : 0;
     rc = rc < 0 ? rc : db_open(path, false, &a->rdb);
     rc = rc < 0 ? rc : exec_sql(a->rdb, "PRAGMA query_only=ON; PRAGMA mmap_size=268435456;"
                                          " PRAGMA cache_size=-32768;");
@@ -827,16 +838,14 @@ int ant_audit_open(int dirfd, const char *name, unsigned flags, const struct ant
         goto out;
     }
     if (sign != NULL) {
+        /* A previous run (or another process) may have left an unsigned tail: the writer's
+         * first tick signs it if it is older than checkpoint_seconds. */
+        a->unsigned_since_ms = 1;
         if (pthread_create(&a->thread, NULL, writer_main, a) != 0) {
             rc = -EAGAIN;
             goto out;
         }
         a->has_thread = true;
-        /* A previous run may have left an unsigned tail: sign it within checkpoint_seconds. */
-        a->unsigned_since_ms = 1;
-        pthread_mutex_lock(&a->mu);
-        pthread_cond_signal(&a->work_cv);
-        pthread_mutex_unlock(&a->mu);
     }
     *out = a;
     a = NULL;
@@ -872,6 +881,7 @@ void ant_audit_close(struct ant_audit *a)
     }
     sqlite3_close(a->rdb);
     sqlite3_close(a->wdb);
+    free(a->path);
     EVP_MD_CTX_free(a->md);
     EVP_MD_free(a->sha256);
     ant_buf_fini(&a->canon);
@@ -1039,24 +1049,49 @@ struct walk_ops {
     int (*checkpoint)(void *ctx, sqlite3_stmt *row); /* seq, hash, time_ms, prev_seq, sig */
 };
 
-static int walk(struct ant_audit *a, const struct walk_ops *ops, void *ctx)
+static int walk(struct ant_audit *a, const struct walk_ops *ops, bool signed_only, void *ctx)
 {
     sqlite3_stmt *ev = NULL, *ck = NULL;
-    int rc = 0, esrc = SQLITE_DONE, csrc = SQLITE_DONE;
-    pthread_mutex_lock(&a->rlock);
-    rc = exec_sql(a->rdb, "BEGIN");
+    sqlite3 *db = NULL;
+    int esrc = SQLITE_DONE, csrc = SQLITE_DONE;
+    /* A connection of its own: an export to a slow reader must not hold up queries, and one
+     * read transaction gives a consistent snapshot while the writer goes on appending. */
+    int rc = db_open(a->path, false, &db);
     rc = rc < 0 ? rc
-                : sqlerr(sqlite3_prepare_v2(a->rdb,
-                                            "SELECT " EVENT_COLS " FROM events ORDER BY seq", -1,
-                                            &ev, NULL));
+                : exec_sql(db, "PRAGMA query_only=ON; PRAGMA mmap_size=268435456;"
+                               " PRAGMA cache_size=-32768;");
+    rc = rc < 0 ? rc : exec_sql(db, "BEGIN");
     rc = rc < 0 ? rc
-                : sqlerr(sqlite3_prepare_v2(a->rdb,
+                : sqlerr(sqlite3_prepare_v2(db,
+                                            "SELECT " EVENT_COLS " FROM events WHERE seq <= ?1 "
+                                            "ORDER BY seq",
+                                            -1, &ev, NULL));
+    rc = rc < 0 ? rc
+                : sqlerr(sqlite3_prepare_v2(db,
                                             "SELECT seq, hash, time_ms, prev_seq, sig FROM "
-                                            "checkpoints ORDER BY seq",
+                                            "checkpoints WHERE seq <= ?1 ORDER BY seq",
                                             -1, &ck, NULL));
     if (rc < 0) {
         goto out;
     }
+    int64_t upto = INT64_MAX;
+    if (signed_only) {
+        /* An export ends at the last checkpoint of its snapshot: events appended since the
+         * caller's checkpoint are not signed yet and belong to the next export. */
+        sqlite3_stmt *m = NULL;
+        rc = sqlerr(sqlite3_prepare_v2(db, "SELECT coalesce(max(seq), 0) FROM checkpoints", -1,
+                                       &m, NULL));
+        if (rc == 0) {
+            rc = sqlite3_step(m) == SQLITE_ROW ? 0 : -EIO;
+            upto = sqlite3_column_int64(m, 0);
+        }
+        sqlite3_finalize(m);
+        if (rc < 0) {
+            goto out;
+        }
+    }
+    sqlite3_bind_int64(ev, 1, upto);
+    sqlite3_bind_int64(ck, 1, upto);
     csrc = sqlite3_step(ck);
     while (rc == 0 && (esrc = sqlite3_step(ev)) == SQLITE_ROW) {
         int64_t seq = sqlite3_column_int64(ev, 0);
@@ -1084,17 +1119,18 @@ static int walk(struct ant_audit *a, const struct walk_ops *ops, void *ctx)
 out:
     sqlite3_finalize(ev);
     sqlite3_finalize(ck);
-    if (!sqlite3_get_autocommit(a->rdb)) {
-        (void)exec_sql(a->rdb, "COMMIT");
+    if (db != NULL && !sqlite3_get_autocommit(db)) {
+        (void)exec_sql(db, "COMMIT");
     }
-    pthread_mutex_unlock(&a->rlock);
+    sqlite3_close(db);
     return rc;
 }
 
 /* --- export --- */
 
 struct export_ctx {
-    int fd;
+    int (*write)(void *ctx, const uint8_t *p, size_t len);
+    void *ctx;
     struct ant_buf out;
     int64_t lines;
 };
@@ -1108,7 +1144,7 @@ static int export_line(struct export_ctx *x, json_t *o)
     free(s);
     json_decref(o);
     if (rc == 0 && x->out.len >= EXPORT_FLUSH) {
-        rc = ant_write_all(x->fd, x->out.p, x->out.len);
+        rc = x->write(x->ctx, x->out.p, x->out.len);
         x->out.len = 0;
     }
     x->lines++;
@@ -1146,20 +1182,111 @@ static int export_checkpoint(void *ctx, sqlite3_stmt *row)
     return export_line(ctx, o);
 }
 
-int64_t ant_audit_export(struct ant_audit *a, int fd)
+int64_t ant_audit_export_cb(struct ant_audit *a,
+                            int (*write)(void *ctx, const uint8_t *p, size_t len), void *ctx)
 {
     static const struct walk_ops ops = {export_event, export_checkpoint};
-    struct export_ctx x = {.fd = fd, .out = ANT_BUF_INIT(EXPORT_FLUSH + 2 * ANT_AUDIT_EXPORT_LINE_MAX)};
+    struct export_ctx x = {.write = write,
+                           .ctx = ctx,
+                           .out = ANT_BUF_INIT(EXPORT_FLUSH + 2 * ANT_AUDIT_EXPORT_LINE_MAX)};
     int rc = 0;
     if (a->sign != NULL) {
         rc = ant_audit_checkpoint(a);
     }
-    rc = rc < 0 ? rc : walk(a, &ops, &x);
+    rc = rc < 0 ? rc : walk(a, &ops, true, &x);
     if (rc == 0 && x.out.len > 0) {
-        rc = ant_write_all(fd, x.out.p, x.out.len);
+        rc = write(ctx, x.out.p, x.out.len);
     }
     ant_buf_fini(&x.out);
     return rc < 0 ? rc : x.lines;
+}
+
+static int write_fd(void *ctx, const uint8_t *p, size_t len)
+{
+    return ant_write_all(*(const int *)ctx, p, len);
+}
+
+int64_t ant_audit_export(struct ant_audit *a, int fd)
+{
+    return ant_audit_export_cb(a, write_fd, &fd);
+}
+
+/* --- checkpoints and status --- */
+
+int ant_audit_checkpoints(struct ant_audit *a, unsigned limit, json_t **out)
+{
+    sqlite3_stmt *s = NULL;
+    json_t *arr = json_array();
+    int rc = arr == NULL ? -ENOMEM : 0;
+    int src = SQLITE_DONE;
+    limit = limit ? limit : 100;
+    if (limit > QUERY_MAX) {
+        json_decref(arr);
+        return -EINVAL;
+    }
+    pthread_mutex_lock(&a->rlock);
+    rc = rc < 0 ? rc
+                : sqlerr(sqlite3_prepare_v2(a->rdb,
+                                            "SELECT seq, hash, time_ms, prev_seq, sig FROM ("
+                                            "SELECT * FROM checkpoints ORDER BY seq DESC LIMIT ?)"
+                                            " ORDER BY seq",
+                                            -1, &s, NULL));
+    if (rc == 0) {
+        sqlite3_bind_int(s, 1, (int)limit);
+    }
+    while (rc == 0 && (src = sqlite3_step(s)) == SQLITE_ROW) {
+        char hash[2 * ANT_AUDIT_HASH_LEN + 1] = "", sig[2 * ANT_SIG_LEN + 1] = "";
+        if (sqlite3_column_bytes(s, 1) == ANT_AUDIT_HASH_LEN &&
+            sqlite3_column_bytes(s, 4) == ANT_SIG_LEN) {
+            ant_hex_encode(sqlite3_column_blob(s, 1), ANT_AUDIT_HASH_LEN, hash);
+            ant_hex_encode(sqlite3_column_blob(s, 4), ANT_SIG_LEN, sig);
+        }
+        json_t *o = json_pack("{s:I, s:s, s:I, s:I, s:s}", "seq",
+                              (json_int_t)sqlite3_column_int64(s, 0), "hash", hash, "time_ms",
+                              (json_int_t)sqlite3_column_int64(s, 2), "prev_seq",
+                              (json_int_t)sqlite3_column_int64(s, 3), "sig", sig);
+        rc = o == NULL || json_array_append_new(arr, o) < 0 ? -ENOMEM : 0;
+    }
+    if (rc == 0 && src != SQLITE_DONE) {
+        rc = sqlerr(src);
+    }
+    sqlite3_finalize(s);
+    pthread_mutex_unlock(&a->rlock);
+    if (rc == 0) {
+        *out = arr;
+        arr = NULL;
+    }
+    json_decref(arr);
+    return rc;
+}
+
+int ant_audit_status(struct ant_audit *a, const uint8_t *pub, json_t **out)
+{
+    struct ant_audit_report rep;
+    struct ant_audit_stats st;
+    if (pub == NULL && a->sign == NULL) {
+        return -EINVAL;
+    }
+    int rc = ant_audit_verify(a, pub != NULL ? pub : ant_signkey_public(a->sign), false, &rep);
+    if (rc < 0 && rc != -EBADMSG) {
+        return rc;
+    }
+    ant_audit_stats(a, &st);
+    json_t *o = json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I}", "intact", rc == 0, "events",
+                          (json_int_t)rep.events, "checkpoints", (json_int_t)rep.checkpoints,
+                          "last_seq", (json_int_t)rep.last_seq, "signed_seq",
+                          (json_int_t)rep.signed_seq, "first_bad_seq",
+                          (json_int_t)rep.first_bad_seq, "queue_depth",
+                          (json_int_t)st.queue_depth);
+    if (o != NULL && rc != 0 && json_object_set_new(o, "what", json_string(rep.what)) < 0) {
+        json_decref(o);
+        o = NULL;
+    }
+    if (o == NULL) {
+        return -ENOMEM;
+    }
+    *out = o;
+    return 0;
 }
 
 /* --- live verification --- */
@@ -1216,7 +1343,7 @@ int ant_audit_verify(struct ant_audit *a, const uint8_t pub[ANT_KEY_LEN], bool s
     static const struct walk_ops ops = {verify_event, verify_checkpoint};
     struct ant_audit_verifier v;
     int rc = ant_audit_verifier_init(&v, pub);
-    rc = rc < 0 ? rc : walk(a, &ops, &v);
+    rc = rc < 0 ? rc : walk(a, &ops, false, &v);
     if (rc >= 0) {
         rc = ant_audit_verifier_finish(&v, strict, rep);
     }

@@ -125,7 +125,7 @@ struct ant_audit_report {
     int64_t line;          /* exports: the line of the first failure (1-based), else 0 */
     char what[160];        /* what failed at first_bad_seq */
 };
-/* Recomputes the live chain (in one read transaction) and checks every checkpoint against
+/* Recomputes the live chain (in one read transaction, on a connection of its own) and checks every checkpoint against
  * `pub` (the site's Ed25519 public key). Returns 0 if intact, -EBADMSG if not (report says
  * where), -EIO / -ENOMEM. `strict`: events after the last checkpoint count as a failure (a
  * closed log is fully signed; a running one signs its tail within checkpoint_seconds). */
@@ -137,9 +137,28 @@ ANT_MUST_CHECK int ant_audit_verify(struct ant_audit *a, const uint8_t pub[ANT_K
  *    "decision":"allow|deny|info","hash":"<hex h_N>"}
  * and, right after the event they sign, checkpoints
  *   {"type":"checkpoint","seq":N,"hash":"<hex h_N>","time_ms":T,"prev_seq":P,"sig":"<hex>"}.
- * Signs a checkpoint first when the handle can sign, so the export is fully covered. Returns
- * the number of lines or a negative errno (write errors as -errno). */
+ * The export ends at the last checkpoint, so every line of it verifies; a handle that can sign
+ * first signs the tail, so it holds every event appended before the call (events appended
+ * during it belong to the next export). Without a key, an unsigned tail is left out until the
+ * daemon signs it (within checkpoint_seconds). Returns the number of lines or a negative errno
+ * (write errors as -errno). */
 ANT_MUST_CHECK int64_t ant_audit_export(struct ant_audit *a, int fd);
+/* The same, handing the bytes to `write` (in pieces of up to ~256 KiB) instead of an fd, e.g.
+ * for an HTTP response; `write` returns 0 or a negative errno, which stops the export and is
+ * returned. Runs on a connection of its own, so a slow consumer holds up nobody else. */
+ANT_MUST_CHECK int64_t ant_audit_export_cb(struct ant_audit *a,
+                                           int (*write)(void *ctx, const uint8_t *p, size_t len),
+                                           void *ctx);
+
+/* The last `limit` (1..1000; 0: 100) checkpoints, oldest first: *out is a new JSON array of
+ * {"seq","hash","time_ms","prev_seq","sig"} (hex strings). -EINVAL, -EIO, -ENOMEM. */
+ANT_MUST_CHECK int ant_audit_checkpoints(struct ant_audit *a, unsigned limit, json_t **out);
+
+/* Chain status, recomputed now (ant_audit_verify, not strict) with `pub`, or with the handle's
+ * own key when pub is NULL (-EINVAL if it has none): *out = {"intact", "events",
+ * "checkpoints", "last_seq", "signed_seq", "first_bad_seq", "what" (when broken),
+ * "queue_depth"}. A broken chain is a successful call with "intact": false. */
+ANT_MUST_CHECK int ant_audit_status(struct ant_audit *a, const uint8_t *pub, json_t **out);
 
 /* Verifies an export offline with only the site's public key; the input is untrusted (lines of
  * at most ANT_AUDIT_EXPORT_LINE_MAX bytes, duplicate keys and unknown members refused, nesting

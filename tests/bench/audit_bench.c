@@ -211,6 +211,20 @@ int main(int argc, char **argv)
     dt = secs(t0);
     printf("export: %8.0f lines/s (%lld lines in %.2f s)\n", (double)lines / dt,
            (long long)lines, dt);
+    {
+        struct ant_buf ex = ANT_BUF_INIT((size_t)1 << 34);
+        fd = openat(dirfd, "big.ndjson", O_RDONLY | O_CLOEXEC);
+        rc = fd < 0 ? -errno : ant_read_all(fd, &ex);
+        ant_close(fd);
+        t0 = ant_mono_ns();
+        rc = rc < 0 ? rc : ant_audit_verify_export(ant_buf_view(&ex), ant_signkey_public(sk), &rep);
+        dt = secs(t0);
+        printf("verify export offline: %8.0f events/s (%lld events, %.1f MB in %.2f s)%s\n",
+               (double)rep.events / dt, (long long)rep.events, (double)ex.len / 1e6, dt,
+               rc == 0 ? "" : " BROKEN");
+        fails += rc != 0;
+        ant_buf_fini(&ex);
+    }
 
     /* one tenant, one day: 20 random (tenant, day) pairs, after one warm-up query */
     double worst = 0, sum = 0;

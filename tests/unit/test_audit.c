@@ -625,6 +625,23 @@ static void test_export_verifies_offline(void **state)
     free(p);
 }
 
+static void test_export_without_key_leaves_out_the_unsigned_tail(void **state)
+{
+    struct fx *f = *state;
+    append_n(f->a, 0, 25); /* signed up to 20 */
+    struct ant_audit *ro = NULL;
+    assert_int_equal(ant_audit_open(f->dirfd, "audit.db", 0, NULL, NULL, &ro), 0);
+    size_t len = 0;
+    uint8_t *p = export_to_mem(f, ro, &len);
+    struct ant_audit_report rep;
+    assert_int_equal(ant_audit_verify_export(ant_bytes_of(p, len), ant_signkey_public(f->sk), &rep),
+                     0);
+    assert_int_equal(rep.last_seq, 20);
+    assert_int_equal(rep.signed_seq, 20);
+    ant_audit_close(ro);
+    free(p);
+}
+
 static void test_export_every_truncation_fails_unless_at_a_checkpoint(void **state)
 {
     struct fx *f = *state;
@@ -973,6 +990,95 @@ static void test_query_filters_and_pages(void **state)
     assert_int_equal(ant_audit_query_run(f->a, &q, &res, &next), -EINVAL);
 }
 
+/* --- the gateway's calls: checkpoints, status, export to a callback --- */
+
+static void test_checkpoints_lists_the_last_ones_oldest_first(void **state)
+{
+    struct fx *f = *state;
+    append_n(f->a, 0, 35);
+    json_t *arr = NULL;
+    assert_int_equal(ant_audit_checkpoints(f->a, 2, &arr), 0);
+    assert_int_equal(json_array_size(arr), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(arr, 0), "seq")), 20);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(arr, 1), "seq")), 30);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(arr, 1), "prev_seq")), 20);
+    assert_int_equal(strlen(json_string_value(json_object_get(json_array_get(arr, 1), "sig"))),
+                     128);
+    json_decref(arr);
+    assert_int_equal(ant_audit_checkpoints(f->a, 0, &arr), 0);
+    assert_int_equal(json_array_size(arr), 3);
+    json_decref(arr);
+    assert_int_equal(ant_audit_checkpoints(f->a, 1001, &arr), -EINVAL);
+}
+
+static void test_status_reports_intact_and_broken(void **state)
+{
+    struct fx *f = *state;
+    append_n(f->a, 0, 12);
+    json_t *st = NULL;
+    assert_int_equal(ant_audit_status(f->a, NULL, &st), 0);
+    assert_true(json_is_true(json_object_get(st, "intact")));
+    assert_int_equal(json_integer_value(json_object_get(st, "last_seq")), 12);
+    assert_int_equal(json_integer_value(json_object_get(st, "signed_seq")), 10);
+    assert_int_equal(json_integer_value(json_object_get(st, "queue_depth")), 0);
+    assert_null(json_object_get(st, "what"));
+    json_decref(st);
+    /* with another site's key, the first checkpoint fails */
+    struct ant_signkey *other = NULL;
+    assert_int_equal(ant_signkey_generate(&other), 0);
+    assert_int_equal(ant_audit_status(f->a, ant_signkey_public(other), &st), 0);
+    assert_true(json_is_false(json_object_get(st, "intact")));
+    assert_int_equal(json_integer_value(json_object_get(st, "first_bad_seq")), 10);
+    assert_non_null(json_string_value(json_object_get(st, "what")));
+    json_decref(st);
+    ant_signkey_free(other);
+    struct ant_audit *ro = NULL;
+    assert_int_equal(ant_audit_open(f->dirfd, "audit.db", 0, NULL, NULL, &ro), 0);
+    assert_int_equal(ant_audit_status(ro, NULL, &st), -EINVAL);
+    ant_audit_close(ro);
+}
+
+struct sink {
+    struct ant_buf b;
+    int fail_after;
+};
+
+static int sink_write(void *ctx, const uint8_t *p, size_t len)
+{
+    struct sink *s = ctx;
+    if (s->fail_after-- == 0) {
+        return -EPIPE;
+    }
+    return ant_buf_append(&s->b, p, len);
+}
+
+static void test_export_to_callback_while_appending(void **state)
+{
+    struct fx *f = *state;
+    append_n(f->a, 0, 7);
+    struct sink s = {.b = ANT_BUF_INIT(1 << 24), .fail_after = -1};
+    /* appenders keep going during the export: it sees one consistent snapshot */
+    pthread_t t;
+    struct thr_arg arg = {.a = f->a, .id = 9, .n = 30};
+    assert_int_equal(pthread_create(&t, NULL, appender, &arg), 0);
+    int64_t lines = ant_audit_export_cb(f->a, sink_write, &s);
+    pthread_join(t, NULL);
+    assert_true(lines >= 8);
+    struct ant_audit_report rep;
+    uint8_t *copy = test_memdup(s.b.p, s.b.len);
+    assert_int_equal(ant_audit_verify_export(ant_bytes_of(copy, s.b.len), ant_signkey_public(f->sk),
+                                             &rep),
+                     0);
+    assert_true(rep.events >= 7);
+    free(copy);
+    ant_buf_fini(&s.b);
+    /* a consumer that goes away stops the export with its error */
+    struct sink bad = {.b = ANT_BUF_INIT(1 << 24), .fail_after = 0};
+    assert_int_equal(ant_audit_export_cb(f->a, sink_write, &bad), -EPIPE);
+    ant_buf_fini(&bad.b);
+    expect_intact(f, false, 37);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -997,11 +1103,17 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_live_rewrite_of_the_whole_chain_is_caught_by_checkpoints, setup, teardown),
         cmocka_unit_test_setup_teardown(test_export_verifies_offline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_export_without_key_leaves_out_the_unsigned_tail, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_export_every_truncation_fails_unless_at_a_checkpoint,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_export_tamper_is_named, setup, teardown),
         cmocka_unit_test(test_export_hostile_lines_are_refused),
         cmocka_unit_test_setup_teardown(test_query_filters_and_pages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoints_lists_the_last_ones_oldest_first, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_status_reports_intact_and_broken, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_export_to_callback_while_appending, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
