@@ -368,7 +368,11 @@ if FILES_OK:
 PK = q(base64.b64encode(os.urandom(32)).decode())
 FP = f"dir/a.bin?recipient={PK}&purpose=DUO:0000042"
 CALLERS = {"admin": ADMIN, "owner_a": OA, "reader_a": RA, "auditor_a": AA, "owner_b": OB,
-           "reader_b": RB, "auditor_b": AB, "reader_c": RC}
+           "reader_b": RB, "auditor_b": AB, "reader_c": RC, "anonymous": None}
+# routes that take no API key: the rest answer an anonymous caller 401 before anything else
+NO_KEY = {("GET", "/v1/health"): 200, ("GET", "/v1/site"): 200,
+          ("GET", "/v1/stage/{}/files"): (401, 404, 503),
+          ("GET", "/v1/stage/{}/files/{*}"): (401, 404, 503)}
 # (method, pattern, concrete path, body, {caller: expected status}); "*" is the default
 M = [
     ("GET", "/v1/health", "/v1/health", None, {"*": 200}),
@@ -479,6 +483,8 @@ for method, pattern, path, body, expect in M:
         continue
     for caller, key in CALLERS.items():
         want = expect.get(caller, expect.get("*"))
+        if caller == "anonymous":
+            want = NO_KEY.get((method, pattern), 401)
         if want is None:
             continue  # the state-changing happy case is covered elsewhere
         p = path.replace("{caller}", caller)
@@ -493,6 +499,8 @@ for method, pattern, path, body, expect in M:
         COVERED.add((method, pattern))
         if r.status not in (want if isinstance(want, tuple) else (want,)):
             check(f"matrix {method} {p} as {caller}: {want}", False, f"got {r}")
+        if r.status == 401 and not (r.header("www-authenticate") or "").startswith("Bearer"):
+            check(f"matrix {method} {p} as {caller}: 401 with WWW-Authenticate", False, r.headers)
         if want == 404 and r.status == 404:
             j = r.json() or {}
             if j.get("error") != "not_found":
