@@ -1268,7 +1268,16 @@ static void on_file(void *arg, const struct ant_stage_file_result *r)
     if (r->rc < 0) {
         /* the user knows the file by its logical path, not by its archive name */
         const char *path = r->index < c->nfiles ? c->files[r->index].dst : "?";
+        const char *src = r->index < c->nfiles ? c->files[r->index].src : NULL;
         const char *msg = r->msg != NULL ? r->msg : strerror(-r->rc);
+        char clean[192];
+        /* storage names are the archive's business: say "the archive copy" instead */
+        const char *at = src != NULL ? strstr(msg, src) : NULL;
+        if (at != NULL) {
+            snprintf(clean, sizeof(clean), "%.*sthe archive copy%s", (int)(at - msg), msg,
+                     at + strlen(src));
+            msg = clean;
+        }
         if (strstr(msg, path) != NULL) {
             snprintf(p->err, sizeof(p->err), "%s", msg);
         } else {

@@ -703,6 +703,65 @@ static void test_decrypt_vectors_into_scratch(void **state)
     ant_key_free(rk);
 }
 
+/* A flipped byte in an archived body: the segment's MAC fails, the job fails naming the file by
+ * its logical path, and nothing of it is left in scratch. */
+static void test_corrupt_archive_file_fails_the_job(void **state)
+{
+    struct fx *f = *state;
+    uint8_t sk[ANT_KEY_LEN];
+    struct ant_store *st = NULL;
+    char ds[ANT_ID_MAX + 1], sid[ANT_ID_MAX + 1], id[ANT_JOB_ID_LEN + 1];
+    char name[2 * ANT_ID_MAX + 16];
+    struct ant_diag d = {{0}};
+    struct ant_job_info info;
+    size_t pn = 0, cn = 0, hl = 0;
+    assert_int_equal(ant_hex_decode(ant_bytes_str("159f288f433e9541760da05c22ada9f6e4e00f6b28317c"
+                                                  "7ba83371b1fd475d56"),
+                                    sk, sizeof(sk)),
+                     0);
+    assert_int_equal(ant_key_from_secret(sk, &f->kx), 0);
+    f->raw = false;
+    uint8_t *plain = test_read_file(test_vector_path("plus1-65537.bin"), &pn);
+    uint8_t *enc = test_read_file(test_vector_path("plus1-65537.c4gh"), &cn);
+    assert_int_equal(ant_c4gh_header_measure(ant_bytes_of(enc, cn), &hl, NULL), 0);
+    assert_int_equal(ant_store_open(f->dirfd, "antenna.db", 0, &st), 0);
+    struct ant_dataset_spec spec = {.tenant = "lab", .name = "bad",
+                                    .classification = ANT_DS_SENSITIVE};
+    assert_int_equal(ant_store_dataset_create(st, &spec, ds), 0);
+    struct ant_file_spec fs = {.dataset_id = ds, .path = "x/broken.bin", .size = pn};
+    sha256(plain, pn, fs.sha256_plain);
+    sha256(enc + hl, cn - hl, fs.sha256_c4gh);
+    assert_int_equal(ant_store_file_add(st, &fs, sid), 0);
+    ant_store_close(st);
+    enc[hl + 100] ^= 0x01;
+    assert_int_equal(mkdirat(f->archive_fd, ds, 0700), 0);
+    snprintf(name, sizeof(name), "%s/%s.c4gh", ds, sid);
+    int fd = openat(f->archive_fd, name, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(ant_write_all(fd, enc, cn), 0);
+    close(fd);
+    open_jobs(f);
+    struct ant_job_request r = req(f);
+    r.dataset_id = ds;
+    assert_int_equal(submit(f, &r, id, &d), 0);
+    run_all(f);
+    assert_int_equal(ant_jobs_get(f->jobs, id, &info), 0);
+    assert_int_equal(info.state, ANT_JOB_FAILED);
+    if (strstr(info.error, "needs Crypt4GH support") != NULL) {
+        free(plain);
+        free(enc);
+        skip(); /* the engine has no Crypt4GH transforms in this tree yet */
+    }
+    assert_non_null(strstr(info.error, "x/broken.bin"));
+    char rel[64];
+    snprintf(rel, sizeof(rel), "lab/%s", id);
+    assert_false(exists_at(f->scratch_fd, rel));
+    snprintf(rel, sizeof(rel), "lab/.%s.partial", id);
+    assert_false(exists_at(f->scratch_fd, rel));
+    free(plain);
+    free(enc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -719,6 +778,7 @@ int main(void)
         T(test_resume_after_crash_keeps_finished_files),
         T(test_workers_run_jobs_and_stop_requeues),
         T(test_decrypt_vectors_into_scratch),
+        T(test_corrupt_archive_file_fails_the_job),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
