@@ -169,9 +169,11 @@ static const char *const g_migrations[] = {
     "  tenant_id TEXT NOT NULL REFERENCES tenants(id),"
     "  principal_id TEXT NOT NULL,"
     "  dataset_id TEXT NOT NULL REFERENCES datasets(id),"
-    "  mode TEXT NOT NULL CHECK(mode IN ('decrypt','reencrypt')),"
+    "  mode TEXT NOT NULL CHECK(mode IN ('decrypt','reencrypt','encrypt')),"
     "  recipient_pk BLOB CHECK(recipient_pk IS NULL OR length(recipient_pk) = 32),"
     "  paths TEXT NOT NULL DEFAULT '[]',"
+    /* stage-out (mode encrypt): the folder under the tenant's scratch it reads */
+    "  source TEXT,"
     "  state TEXT NOT NULL CHECK(state IN"
     "    ('queued','running','ready','failed','cancelled','expired')),"
     "  error TEXT,"
@@ -198,6 +200,8 @@ static const char *const g_migrations[] = {
     /* the digest the copy is checked against: the plaintext's (decrypt) or the encrypted
      * body's (reencrypt: the body is copied unchanged, the header is new) */
     "  sha256 BLOB NOT NULL CHECK(length(sha256) = 32),"
+    /* stage-out: the digest of the encrypted body written, for the catalog */
+    "  sha256_body BLOB CHECK(sha256_body IS NULL OR length(sha256_body) = 32),"
     "  state TEXT NOT NULL DEFAULT 'pending' CHECK(state IN ('pending','done','failed')),"
     "  bytes_done INTEGER NOT NULL DEFAULT 0,"
     "  error TEXT,"
