@@ -675,6 +675,37 @@ if FILES_OK:
         r = req("GET", f"/v1/datasets/{DS_UP}/files/{p}?format=plain", OA)
         check(f"download path attack, {name}: refused", r.status in (400, 404), r)
 
+# ---------------------------------------------------------------- grants end, datasets end
+if FILES_OK:
+    req("POST", "/v1/tenants", ADMIN, {"name": "late"})
+    req("POST", "/v1/principals", ADMIN, {"name": "late_r", "tenant": "late", "roles": ["reader"]})
+    LK = req("POST", "/v1/principals/late_r/keys", ADMIN, {}).json()["key"]
+    g = req("POST", f"/v1/datasets/{DS_PUB}/grants", OA,
+            {"grantee_kind": "principal", "grantee": "late_r", "actions": ["read"]}).json()["id"]
+    lp = f"/v1/datasets/{DS_PUB}/files/dir/a.bin?recipient={PK}&purpose=DUO:0000042"
+    r = req("GET", lp, LK)
+    check("a fresh grantee downloads (200)", r.status == 200, r)
+    r = req("DELETE", f"/v1/grants/{g}", OA)
+    check("the owner revokes the grant (200, revoked)", r.status == 200 and
+          r.json()["state"] == "revoked", r)
+    r = req("GET", lp, LK)
+    check("after the revocation the dataset is unknown to the ex-grantee (404)", r.status == 404, r)
+    r = req("DELETE", f"/v1/grants/{g}", OA)
+    check("revoking a grant twice is 409", r.status == 409, r)
+
+    # concurrent first downloads for one new recipient agree on one header and one ETag
+    fresh_pk = q(base64.b64encode(os.urandom(32)).decode())
+    fp = f"/v1/datasets/{DS_PUB}/files/dir/a.bin?recipient={fresh_pk}&purpose=DUO:0000042"
+    tags = []
+    ths = [threading.Thread(target=lambda: tags.append(req("GET", fp, RB).header("etag")))
+           for _ in range(6)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join()
+    check("concurrent first downloads for one recipient get one ETag",
+          len(tags) == 6 and None not in tags and len(set(tags)) == 1, tags)
+
 # ---------------------------------------------------------------- a big upload, bounded memory
 def rss_kib(pid):
     for line in open(f"/proc/{pid}/status"):
@@ -764,6 +795,14 @@ if FILES_OK:
     s.close()
     r = req("GET", "/v1/health")
     check("a download cut off mid-body leaves the server serving", r.status == 200, r)
+
+# withdrawal stops data leaving
+if FILES_OK:
+    r = req("POST", f"/v1/datasets/{DS_PUB}/withdraw", OA)
+    check("withdraw the granted dataset (200)", r.status == 200, r)
+    r = req("GET", f"/v1/datasets/{DS_PUB}/files/dir/a.bin?recipient={PK}&purpose=DUO:0000042", RB)
+    check("no download from a withdrawn dataset (403 dataset_withdrawn)", r.status == 403 and
+          r.json()["error"] == "dataset_withdrawn", r)
 
 # offline verification of the export made above, when the CLI has it
 v = subprocess.run([A.bin, "audit", "verify", "--export", exp, "--site-key",
