@@ -533,6 +533,13 @@ r = req("GET", "/v1/audit/events?decision=deny&limit=1000", AA)
 evs = r.json()["events"] if r.status == 200 else []
 check("a tenant auditor sees only its tenant's events", r.status == 200 and len(evs) > 0 and
       all(e.get("tenant") == "hospital" for e in evs), r)
+r = req("GET", f"/v1/audit/events?dataset={DS_PUB}&limit=1000", AA)
+check("the owner tenant's auditor sees the grantees' events on its dataset", r.status == 200 and
+      any(e.get("actor") == "reader_b" for e in r.json()["events"]) and
+      all(e.get("dataset_id") == DS_PUB for e in r.json()["events"]), r)
+r = req("GET", f"/v1/audit/events?dataset={DS_PUB}&limit=1000", AB)
+check("another tenant's auditor sees only its own actors' events on it", r.status == 200 and
+      all(e.get("tenant") == "lab" for e in r.json()["events"]), r)
 r = req("GET", f"/v1/audit/events?principal=reader_b&dataset={DS_PUB}&action=describe", ADMIN)
 check("filters by principal, dataset and action", r.status == 200 and len(r.json()["events"]) > 0
       and all(e["actor"] == "reader_b" and e["action"] == "describe"
