@@ -208,6 +208,9 @@ ANT_MUST_CHECK int ant_c4gh_writer_write(struct ant_c4gh_writer *w, struct ant_b
  * Fills *dg (may be NULL). */
 ANT_MUST_CHECK int ant_c4gh_writer_finish(struct ant_c4gh_writer *w, struct ant_c4gh_digests *dg);
 void ant_c4gh_writer_free(struct ant_c4gh_writer *w); /* accepts NULL */
+/* For callers that do not need the SHA-256 digests (the CLI): they cost more than the AEAD.
+ * The sha256_* fields are then left zero. Call before the first write. */
+void ant_c4gh_writer_skip_digests(struct ant_c4gh_writer *w);
 
 /* Decrypts a stream: buffers and opens the header with `key` (and `sender_pk` if not NULL),
  * then decrypts segment by segment and sends the plaintext, with the edit list applied, to the
@@ -232,6 +235,8 @@ const struct ant_c4gh_header *ant_c4gh_reader_header(const struct ant_c4gh_reade
 /* A message saying what went wrong (which segment, not for this key, ...). */
 const char *ant_c4gh_reader_diag(const struct ant_c4gh_reader *r);
 void ant_c4gh_reader_free(struct ant_c4gh_reader *r); /* accepts NULL; wipes */
+/* As ant_c4gh_writer_skip_digests; call before the first write. */
+void ant_c4gh_reader_skip_digests(struct ant_c4gh_reader *r);
 
 /* Reads exactly the header from fd (walking the packet lengths, never a byte of the body) into
  * `hdr` (appended; bounded by ANT_C4GH_MAX_HEADER_LEN). Errors: those of

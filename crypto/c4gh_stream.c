@@ -63,7 +63,7 @@ struct ant_c4gh_writer {
     uint8_t *seg;
     struct sha_pair sha;
     struct ant_c4gh_digests dg;
-    bool header_sent, done;
+    bool header_sent, done, no_digests;
 };
 
 int ant_c4gh_writer_new(const struct ant_key *sender, const uint8_t *recipients, size_t n,
@@ -157,8 +157,11 @@ static int writer_segment(struct ant_c4gh_writer *w, const uint8_t *p, size_t le
         return rc;
     }
     size_t n = (size_t)rc;
-    rc = sha_update(w->sha.plain, p, len);
-    if (rc == 0) {
+    rc = 0;
+    if (!w->no_digests) {
+        rc = sha_update(w->sha.plain, p, len);
+    }
+    if (rc == 0 && !w->no_digests) {
         rc = sha_update(w->sha.body, w->seg, n);
     }
     if (rc == 0) {
@@ -169,6 +172,11 @@ static int writer_segment(struct ant_c4gh_writer *w, const uint8_t *p, size_t le
         w->dg.body_len += n;
     }
     return rc;
+}
+
+void ant_c4gh_writer_skip_digests(struct ant_c4gh_writer *w)
+{
+    w->no_digests = true;
 }
 
 int ant_c4gh_writer_write(struct ant_c4gh_writer *w, struct ant_bytes plain)
@@ -220,7 +228,7 @@ int ant_c4gh_writer_finish(struct ant_c4gh_writer *w, struct ant_c4gh_digests *d
         rc = writer_segment(w, w->plain, w->fill);
         w->fill = 0;
     }
-    if (rc == 0) {
+    if (rc == 0 && !w->no_digests) {
         rc = sha_pair_final(&w->sha, &w->dg);
     }
     if (rc == 0 && dg != NULL) {
@@ -254,6 +262,7 @@ struct ant_c4gh_reader {
     uint64_t left;
     bool editing;
     struct sha_pair sha;
+    bool no_digests;
     struct ant_c4gh_digests dg;
     struct ant_diag diag;
 };
@@ -319,6 +328,11 @@ void ant_c4gh_reader_free(struct ant_c4gh_reader *r)
     free(r);
 }
 
+void ant_c4gh_reader_skip_digests(struct ant_c4gh_reader *r)
+{
+    r->no_digests = true;
+}
+
 const struct ant_c4gh_header *ant_c4gh_reader_header(const struct ant_c4gh_reader *r)
 {
     return r->h;
@@ -352,7 +366,7 @@ static int emit_plain(struct ant_c4gh_reader *r, const uint8_t *p, size_t len)
             }
         }
         if (keep && n > 0) {
-            rc = sha_update(r->sha.plain, p, n);
+            rc = r->no_digests ? 0 : sha_update(r->sha.plain, p, n);
             if (rc == 0) {
                 rc = r->sink(r->arg, p, n);
             }
@@ -384,7 +398,7 @@ static bool edit_skips(struct ant_c4gh_reader *r, size_t len)
 
 static int reader_segment(struct ant_c4gh_reader *r, const uint8_t *p, size_t len)
 {
-    int rc = sha_update(r->sha.body, p, len);
+    int rc = r->no_digests ? 0 : sha_update(r->sha.body, p, len);
     if (rc < 0) {
         return rc;
     }
@@ -515,7 +529,7 @@ int ant_c4gh_reader_finish(struct ant_c4gh_reader *r, struct ant_c4gh_digests *d
         rc = reader_segment(r, r->seg, r->fill);
         r->fill = 0;
     }
-    if (rc == 0) {
+    if (rc == 0 && !r->no_digests) {
         rc = sha_pair_final(&r->sha, &r->dg);
     }
     if (rc < 0) {

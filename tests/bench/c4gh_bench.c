@@ -2,7 +2,7 @@
  * buffers, in the same run: 1 thread and N threads (segment API, one cipher per thread), plus
  * the single-threaded stream reader and writer (which also hash plaintext and body).
  *
- *   c4gh_bench [SECONDS_PER_CASE (default 1.5)] [THREADS (default: online CPUs)]
+ *   c4gh_bench [SECONDS_PER_CASE (default 2.5)] [THREADS (default: online CPUs)]
  *
  * Prints a markdown table (GB/s = 10^9 plaintext bytes per second). */
 #include <openssl/evp.h>
@@ -16,7 +16,8 @@
 #include "crypto/c4gh.h"
 
 #define SEG ANT_C4GH_SEGMENT_LEN
-#define NBUF 16 /* 1 MiB of distinct plaintext per thread */
+#define NBUF 16  /* 1 MiB of distinct plaintext per thread */
+#define ROUNDS 5 /* per case; the best is kept */
 
 enum kind { RAW_ENC, RAW_DEC, C4GH_ENC, C4GH_DEC };
 
@@ -194,6 +195,7 @@ static int run_stream(double *enc_gbs, double *dec_gbs)
         goto out;
     }
     randombytes_buf(plain, 1u << 20);
+    memset(cap.p, 0, cap.cap); /* fault the pages in before the clock starts */
     rc = ant_c4gh_writer_new(sender, ant_key_public(reader), 1, NULL, 0, capture_sink, &cap, &w);
     int64_t t0 = ant_mono_ns();
     for (size_t off = 0; rc == 0 && off < total; off += 1u << 20) {
@@ -227,7 +229,7 @@ out:
 
 int main(int argc, char **argv)
 {
-    double seconds = argc > 1 ? atof(argv[1]) : 1.5;
+    double seconds = argc > 1 ? atof(argv[1]) : 2.5;
     long nproc = sysconf(_SC_NPROCESSORS_ONLN);
     int nthreads = argc > 2 ? atoi(argv[2]) : (int)(nproc > 0 ? nproc : 1);
     struct ant_c4gh_header *h = NULL;
@@ -243,14 +245,21 @@ int main(int argc, char **argv)
     printf("|---|---|---|---|---|\n");
     int counts[2] = {1, nthreads};
     double c4gh_1[2] = {0, 0};
+    /* The machine may be shared: each case runs ROUNDS times, raw and c4gh alternating, and the
+     * best of each is kept (interference only ever slows a run down). */
     for (int t = 0; t < (nthreads > 1 ? 2 : 1); t++) {
         for (int dir = 0; dir < 2; dir++) {
-            double raw = run(dir ? RAW_DEC : RAW_ENC, counts[t], seconds, h, key);
-            double ours = run(dir ? C4GH_DEC : C4GH_ENC, counts[t], seconds, h, key);
-            if (raw < 0 || ours < 0) {
-                fprintf(stderr, "c4gh_bench: a worker failed\n");
-                ant_c4gh_header_free(h);
-                return 1;
+            double raw = 0, ours = 0;
+            for (int round = 0; round < ROUNDS; round++) {
+                double a = run(dir ? RAW_DEC : RAW_ENC, counts[t], seconds / ROUNDS, h, key);
+                double b = run(dir ? C4GH_DEC : C4GH_ENC, counts[t], seconds / ROUNDS, h, key);
+                if (a < 0 || b < 0) {
+                    fprintf(stderr, "c4gh_bench: a worker failed\n");
+                    ant_c4gh_header_free(h);
+                    return 1;
+                }
+                raw = a > raw ? a : raw;
+                ours = b > ours ? b : ours;
             }
             if (t == 0) {
                 c4gh_1[dir] = ours;
@@ -258,7 +267,7 @@ int main(int argc, char **argv)
             printf("| segment %s | %d | %.2f | %.2f | %.2f |\n", dir ? "decrypt" : "encrypt",
                    counts[t], raw, ours, ours / raw);
             if (t == 1) {
-                printf("| segment %s scaling | %d | | %.2fx of 1 thread | |\n",
+                printf("| segment %s, %d threads / 1 thread | | | %.2fx | |\n",
                        dir ? "decrypt" : "encrypt", counts[t], ours / c4gh_1[dir]);
             }
             fflush(stdout);

@@ -4,7 +4,7 @@
 # cache: the file was just written), and `antenna c4gh encrypt` of the same plaintext.
 #
 #   tests/bench/c4gh_bench.sh [BUILD_DIR] [WORK_DIR]
-#   C4GH_BENCH_MB=1024 C4GH_BENCH_SECONDS=1.5 (defaults)
+#   C4GH_BENCH_MB=1024 C4GH_BENCH_SECONDS=2.5 (defaults)
 #
 # Prints markdown on stdout (for docs/benchmarks.md); progress on stderr.
 set -eu
@@ -13,7 +13,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${1:-$ROOT/build}
 W=${2:-/var/tmp/antenna-c4gh-bench}
 MB=${C4GH_BENCH_MB:-1024}
-SECS=${C4GH_BENCH_SECONDS:-1.5}
+SECS=${C4GH_BENCH_SECONDS:-2.5}
 A=$BUILD/gateway/antenna
 B=$BUILD/tests/bench/c4gh_bench
 KEYS=$ROOT/../shared/c4gh-vectors/keys

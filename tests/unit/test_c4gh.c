@@ -1075,6 +1075,40 @@ static void test_keygen_files(void **state)
     free(dir);
 }
 
+static void test_skip_digests(void **state)
+{
+    struct keys *k = *state;
+    struct ant_buf file = ANT_BUF_INIT(1u << 20), back = ANT_BUF_INIT(1u << 20);
+    struct ant_c4gh_writer *w = NULL;
+    struct ant_c4gh_reader *r = NULL;
+    struct ant_c4gh_digests dg;
+    static const uint8_t zero[32];
+    uint8_t plain[1000] = {1, 2, 3};
+    assert_int_equal(ant_c4gh_writer_new(k->sender, ant_key_public(k->r1), 1, NULL, 0, buf_sink,
+                                         &file, &w),
+                     0);
+    ant_c4gh_writer_skip_digests(w);
+    assert_int_equal(ant_c4gh_writer_write(w, ant_bytes_of(plain, sizeof(plain))), 0);
+    assert_int_equal(ant_c4gh_writer_finish(w, &dg), 0);
+    assert_memory_equal(dg.sha256_plain, zero, 32);
+    assert_int_equal(dg.plain_len, sizeof(plain));
+    ant_c4gh_writer_free(w);
+    assert_int_equal(ant_c4gh_reader_new(k->r1, NULL, buf_sink, &back, &r), 0);
+    ant_c4gh_reader_skip_digests(r);
+    assert_null(ant_c4gh_reader_header(r));
+    assert_int_equal(ant_c4gh_reader_write(r, ant_buf_view(&file)), 0);
+    assert_non_null(ant_c4gh_reader_header(r));
+    assert_int_equal(ant_c4gh_reader_finish(r, &dg), 0);
+    assert_memory_equal(dg.sha256_body, zero, 32);
+    assert_int_equal(back.len, sizeof(plain));
+    assert_memory_equal(back.p, plain, sizeof(plain));
+    /* finished: no more input */
+    assert_int_equal(ant_c4gh_reader_write(r, ant_buf_view(&file)), -EINVAL);
+    ant_c4gh_reader_free(r);
+    ant_buf_fini(&file);
+    ant_buf_fini(&back);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1105,6 +1139,7 @@ int main(void)
         cmocka_unit_test(test_reencrypt_fd_keeps_body),
         cmocka_unit_test(test_header_read_fd_stops_at_body_and_header_only),
         cmocka_unit_test(test_keygen_files),
+        cmocka_unit_test(test_skip_digests),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
