@@ -64,7 +64,8 @@ int ant_api_body(struct ant_req *r, const char *const *allowed, bool optional, j
     }
     const char *key;
     json_t *val;
-    json_object_foreach(doc, key, val) {
+    json_object_foreach(doc, key, val)
+    {
         bool known = false;
         for (size_t i = 0; allowed != NULL && allowed[i] != NULL && !known; i++) {
             known = strcmp(allowed[i], key) == 0;
@@ -229,8 +230,8 @@ int ant_api_decide(struct ant_req *r, struct ant_store *st, unsigned action, con
     return ant_api_fail(r, MHD_HTTP_FORBIDDEN, d->reason, "%s", d->message);
 }
 
-int ant_api_decide_site(struct ant_req *r, unsigned action, const char *tenant,
-                        const char *event, const char *kind, const char *id)
+int ant_api_decide_site(struct ant_req *r, unsigned action, const char *tenant, const char *event,
+                        const char *kind, const char *id)
 {
     struct ant_decision d;
     struct ant_store *st = ant_store_pool_acquire(r->site->pool);
@@ -281,16 +282,15 @@ int ant_api_parse_time(const char *s, int64_t *out)
     static const struct {
         size_t off, len;
         uint64_t min, max;
-    } f[6] = {{0, 4, 1970, 9999}, {5, 2, 1, 12}, {8, 2, 1, 31},
+    } f[6] = {{0, 4, 1970, 9999}, {5, 2, 1, 12},  {8, 2, 1, 31},
               {11, 2, 0, 23},     {14, 2, 0, 59}, {17, 2, 0, 60}};
     uint64_t part[6];
-    if (len != 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' ||
-        s[16] != ':' || s[19] != 'Z') {
+    if (len != 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' ||
+        s[19] != 'Z') {
         return -EINVAL;
     }
     for (size_t i = 0; i < 6; i++) {
-        if (ant_parse_u64(ant_bytes_of(s + f[i].off, f[i].len), f[i].min, f[i].max, &part[i]) <
-            0) {
+        if (ant_parse_u64(ant_bytes_of(s + f[i].off, f[i].len), f[i].min, f[i].max, &part[i]) < 0) {
             return -EINVAL;
         }
     }

@@ -36,14 +36,14 @@ ANT_MUST_CHECK int ant_api_body(struct ant_req *r, const char *const *allowed, b
 
 /* Member accessors that answer 400 naming the member when it has the wrong type, is missing
  * (required) or is too long. An absent optional member leaves *out as NULL / untouched. */
-ANT_MUST_CHECK int ant_api_str(struct ant_req *r, const json_t *doc, const char *key,
-                               bool required, size_t max, const char **out);
-ANT_MUST_CHECK int ant_api_int(struct ant_req *r, const json_t *doc, const char *key,
-                               int64_t min, int64_t max, bool *present, int64_t *out);
+ANT_MUST_CHECK int ant_api_str(struct ant_req *r, const json_t *doc, const char *key, bool required,
+                               size_t max, const char **out);
+ANT_MUST_CHECK int ant_api_int(struct ant_req *r, const json_t *doc, const char *key, int64_t min,
+                               int64_t max, bool *present, int64_t *out);
 ANT_MUST_CHECK int ant_api_bool(struct ant_req *r, const json_t *doc, const char *key, bool *out);
 /* An array of at most `max` strings of at most `len` bytes; v[] borrows from doc. */
-ANT_MUST_CHECK int ant_api_strv(struct ant_req *r, const json_t *doc, const char *key,
-                                unsigned max, size_t len, const char **v, unsigned *n);
+ANT_MUST_CHECK int ant_api_strv(struct ant_req *r, const json_t *doc, const char *key, unsigned max,
+                                size_t len, const char **v, unsigned *n);
 
 /* Appends the audit event for this request (actor, tenant, credential and request id from the
  * caller). Returns 0 once the event is durable; if the log cannot take it the request fails

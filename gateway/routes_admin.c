@@ -66,7 +66,8 @@ int ant_route_principal_create(struct ant_req *r)
     json_t *doc = NULL;
     const char *name = NULL, *tenant = NULL, *rolev[4];
     unsigned nroles = 0, roles = 0;
-    int rc = ant_api_decide_site(r, ANT_ACT_ADMIN, NULL, "admin.principal.create", "principal", NULL);
+    int rc =
+        ant_api_decide_site(r, ANT_ACT_ADMIN, NULL, "admin.principal.create", "principal", NULL);
     if (rc == 0) {
         rc = ant_api_body(r, allowed, false, &doc);
     }
@@ -91,8 +92,7 @@ int ant_route_principal_create(struct ant_req *r)
         }
         roles |= bit;
     }
-    if (!ant_name_is_valid(name) || (tenant != NULL && !ant_name_is_valid(tenant)) ||
-        roles == 0) {
+    if (!ant_name_is_valid(name) || (tenant != NULL && !ant_name_is_valid(tenant)) || roles == 0) {
         rc = ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_request",
                           "a principal needs a valid name, at least one role, and a valid tenant "
                           "name when it has one");
@@ -245,7 +245,8 @@ static int key_is_own(struct ant_store *st, const char *principal, const char *k
     if (rc < 0) {
         return rc;
     }
-    json_array_foreach(list, i, k) {
+    json_array_foreach(list, i, k)
+    {
         const char *id = json_string_value(json_object_get(k, "key_id"));
         if (id != NULL && strcmp(id, key_id) == 0) {
             *own = true;
@@ -266,8 +267,8 @@ int ant_route_key_revoke(struct ant_req *r)
     }
     if (rc == -ENOENT || (rc == 0 && !admin && !own)) {
         /* another principal's key: the same answer as an unknown one */
-        rc = ant_api_audit(r, "admin.key.revoke", "key", rc == 0 ? id : NULL, NULL,
-                           ANT_AUDIT_DENY, "not_found", NULL);
+        rc = ant_api_audit(r, "admin.key.revoke", "key", rc == 0 ? id : NULL, NULL, ANT_AUDIT_DENY,
+                           "not_found", NULL);
         if (rc == 0) {
             rc = ant_api_fail(r, MHD_HTTP_NOT_FOUND, NULL, "no such key");
         }
@@ -284,8 +285,7 @@ int ant_route_key_revoke(struct ant_req *r)
     if (rc == -ENOENT) {
         rc = ant_api_fail(r, MHD_HTTP_NOT_FOUND, NULL, "no such key");
     } else if (rc == -EALREADY) {
-        rc = ant_api_fail(r, MHD_HTTP_CONFLICT, "already_revoked", "key %s was revoked before",
-                          id);
+        rc = ant_api_fail(r, MHD_HTTP_CONFLICT, "already_revoked", "key %s was revoked before", id);
     } else if (rc == 0) {
         rc = ant_api_json_take(r, MHD_HTTP_OK,
                                json_pack("{s:s, s:s}", "key_id", id, "state", "revoked"));

@@ -85,9 +85,9 @@ static int query_time(struct ant_req *r, const char *name, int64_t *ms)
 }
 
 static const char *const k_csv_cols[] = {
-    "seq",       "time_ms",  "request_id", "actor",  "tenant",   "credential",
-    "action",    "resource_kind", "resource_id", "dataset_id", "decision", "reason",
-    "transfer",  "detail",   "hash",
+    "seq",        "time_ms", "request_id",    "actor",       "tenant",
+    "credential", "action",  "resource_kind", "resource_id", "dataset_id",
+    "decision",   "reason",  "transfer",      "detail",      "hash",
 };
 
 /* RFC 4180 quoting; a cell that a spreadsheet would run as a formula gets a leading quote
@@ -128,7 +128,8 @@ static int render(enum fmt f, const json_t *events, struct ant_buf *b)
         }
         rc = rc < 0 ? rc : ant_buf_append(b, "\r\n", 2);
     }
-    json_array_foreach(events, i, e) {
+    json_array_foreach(events, i, e)
+    {
         if (rc < 0) {
             break;
         }
@@ -266,12 +267,11 @@ int ant_route_audit_status(struct ant_req *r)
         return v;
     }
     ant_audit_stats(r->site->audit, &stats);
-    json_t *doc = json_pack("{s:b, s:I, s:I, s:I, s:I, s:I, s:I}", "intact", v == 0, "events",
-                            (json_int_t)rep.events, "checkpoints", (json_int_t)rep.checkpoints,
-                            "last_seq", (json_int_t)rep.last_seq, "signed_seq",
-                            (json_int_t)rep.signed_seq, "first_bad_seq",
-                            (json_int_t)rep.first_bad_seq, "queue_depth",
-                            (json_int_t)stats.queue_depth);
+    json_t *doc = json_pack(
+        "{s:b, s:I, s:I, s:I, s:I, s:I, s:I}", "intact", v == 0, "events", (json_int_t)rep.events,
+        "checkpoints", (json_int_t)rep.checkpoints, "last_seq", (json_int_t)rep.last_seq,
+        "signed_seq", (json_int_t)rep.signed_seq, "first_bad_seq", (json_int_t)rep.first_bad_seq,
+        "queue_depth", (json_int_t)stats.queue_depth);
     if (doc != NULL && v != 0) {
         json_object_set_new(doc, "what", json_string(rep.what));
     }

@@ -30,8 +30,8 @@ int ant_route_dataset_create(struct ant_req *r)
     int rc = 0;
     if (r->who.tenant[0] == '\0') {
         /* a site-wide principal owns no data: datasets belong to tenants */
-        rc = ant_api_audit(r, "dataset.create", "dataset", NULL, NULL, ANT_AUDIT_DENY,
-                           "no_tenant", NULL);
+        rc = ant_api_audit(r, "dataset.create", "dataset", NULL, NULL, ANT_AUDIT_DENY, "no_tenant",
+                           NULL);
         if (rc == 0) {
             rc = ant_api_fail(r, MHD_HTTP_FORBIDDEN, "forbidden",
                               "datasets belong to tenants: this principal has none");
@@ -173,7 +173,8 @@ int ant_route_file_list(struct ant_req *r)
         /* storage ids are the archive's business, not the caller's */
         size_t i;
         json_t *f;
-        json_array_foreach(list, i, f) {
+        json_array_foreach(list, i, f)
+        {
             json_object_del(f, "storage_id");
         }
         rc = ant_api_list_take(r, "files", list);

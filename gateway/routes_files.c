@@ -42,6 +42,8 @@
 #include <unistd.h>
 
 #define DL_BLOCK (256u * 1024u)
+/* 422 Unprocessable Content: libmicrohttpd renamed its macro between 0.9.75 and 1.0 */
+#define HTTP_UNPROCESSABLE 422
 #define HDR_CACHE_DIR ".hdr"
 
 /* ------------------------------------------------------------------ logical paths */
@@ -286,8 +288,8 @@ static int up_feed_c4gh(struct up *u, const uint8_t *p, size_t n)
         }
         const uint64_t *edits;
         size_t nedits;
-        rc = ant_c4gh_header_parse(ant_buf_view(&u->hbuf), u->site->keys.kx, NULL, 0, &u->hdr,
-                                   NULL);
+        rc =
+            ant_c4gh_header_parse(ant_buf_view(&u->hbuf), u->site->keys.kx, NULL, 0, &u->hdr, NULL);
         if (rc < 0) {
             return rc == -ENOMEM ? rc : -EBADMSG;
         }
@@ -325,8 +327,8 @@ static int up_choose_mode(struct up *u)
     u->mode = UP_PLAIN;
     rc = ant_c4gh_header_generate(&u->hdr);
     if (rc == 0) {
-        rc = ant_c4gh_header_encode(u->hdr, u->site->keys.kx, ant_key_public(u->site->keys.kx),
-                                    1, false, &h);
+        rc = ant_c4gh_header_encode(u->hdr, u->site->keys.kx, ant_key_public(u->site->keys.kx), 1,
+                                    false, &h);
     }
     if (rc == 0) {
         rc = ant_write_all(u->fd, h.p, h.len);
@@ -397,8 +399,8 @@ static int up_start(struct ant_req *r)
     memcpy(u->tmpname, ".up-", 4);
     ant_hex_encode(rnd, sizeof(rnd), u->tmpname + 4);
     memcpy(u->tmpname + 4 + 16, ".tmp", 5);
-    u->fd = openat(u->dirfd, u->tmpname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                   0600);
+    u->fd =
+        openat(u->dirfd, u->tmpname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     return u->fd < 0 ? -errno : 0;
 }
 
@@ -409,7 +411,7 @@ static int up_fail(struct ant_req *r, int rc)
         return -ECANCELED; /* answered already */
     }
     if (rc == -EBADMSG) {
-        rc = ant_api_fail(r, 422 /* Unprocessable Content; the macro's name differs across libmicrohttpd versions */, "bad_crypt4gh",
+        rc = ant_api_fail(r, HTTP_UNPROCESSABLE, "bad_crypt4gh",
                           "the body starts as Crypt4GH but is not a valid Crypt4GH file for this "
                           "site's key (without edit list)");
     } else if (rc == -E2BIG) {
@@ -516,9 +518,9 @@ static int up_finish(struct ant_req *r, struct up *u)
         json_t *det = json_pack("{s:s, s:I, s:s, s:s, s:s}", "path", u->path, "size",
                                 (json_int_t)u->plain_len, "sha256", hp, "sha256_c4gh", hc,
                                 "stored_as", u->mode == UP_C4GH ? "crypt4gh" : "encrypted");
-        rc = det == NULL ? -ENOMEM
-                         : ant_api_audit(r, "file.store", "file", id, u->ds, ANT_AUDIT_INFO,
-                                         "stored", det);
+        rc = det == NULL
+                 ? -ENOMEM
+                 : ant_api_audit(r, "file.store", "file", id, u->ds, ANT_AUDIT_INFO, "stored", det);
         json_decref(det);
     }
     if (rc == 0) {
@@ -559,8 +561,7 @@ static int up_finish(struct ant_req *r, struct up *u)
                              json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:s}", "id", id,
                                        "dataset_id", u->ds, "path", u->path, "size",
                                        (json_int_t)u->plain_len, "sha256", h1, "sha256_c4gh", h2,
-                                       "stored_as",
-                                       u->mode == UP_C4GH ? "crypt4gh" : "encrypted"));
+                                       "stored_as", u->mode == UP_C4GH ? "crypt4gh" : "encrypted"));
 }
 
 int ant_route_file_put(struct ant_req *r)
@@ -821,8 +822,8 @@ static int dl_prepare(struct ant_req *r, struct dl *d, const char *ds, const str
         const uint64_t *edits;
         size_t nedits;
         uint64_t plain_len;
-        rc = ant_c4gh_header_parse(ant_bytes_of(stored.p, shlen), r->site->keys.kx, NULL, 0,
-                                   &d->h, NULL);
+        rc = ant_c4gh_header_parse(ant_bytes_of(stored.p, shlen), r->site->keys.kx, NULL, 0, &d->h,
+                                   NULL);
         if (rc == 0 && ant_c4gh_header_edits(d->h, &edits, &nedits) && nedits > 0) {
             rc = -ENOTSUP;
         }
@@ -846,8 +847,7 @@ static int dl_prepare(struct ant_req *r, struct dl *d, const char *ds, const str
         memcpy(etag + 3 + 40, "\"", 2); /* 40 hex digits identify the content well enough */
         goto out;
     }
-    rc = recipient_header(r->site, dsfd, f->storage_id, ant_bytes_of(stored.p, shlen), pk,
-                          &served);
+    rc = recipient_header(r->site, dsfd, f->storage_id, ant_bytes_of(stored.p, shlen), pk, &served);
     if (rc < 0) {
         goto out;
     }
@@ -940,7 +940,8 @@ int ant_route_file_get(struct ant_req *r)
     }
     const char *range = ant_req_header(r, MHD_HTTP_HEADER_RANGE);
     const char *ifr = ant_req_header(r, MHD_HTTP_HEADER_IF_RANGE);
-    int pr = (ifr != NULL && strcmp(ifr, etag) != 0) ? 0 : parse_range(range, d->total, &first, &last);
+    int pr =
+        (ifr != NULL && strcmp(ifr, etag) != 0) ? 0 : parse_range(range, d->total, &first, &last);
     char cr[96];
     if (pr == -ERANGE) {
         snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)d->total);
@@ -959,8 +960,8 @@ int ant_route_file_get(struct ant_req *r)
                  (unsigned long long)last, (unsigned long long)d->total);
     }
     struct dl *keep = d;
-    struct MHD_Response *resp = MHD_create_response_from_callback(len, DL_BLOCK, dl_read, d,
-                                                                  dl_free);
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(len, DL_BLOCK, dl_read, d, dl_free);
     if (resp == NULL) {
         rc = -ENOMEM;
         goto out;

@@ -29,7 +29,8 @@ static int grantee_exists(struct ant_store *st, enum ant_grantee_kind kind, cons
         return rc;
     }
     rc = -ENOENT;
-    json_array_foreach(list, i, t) {
+    json_array_foreach(list, i, t)
+    {
         const char *name = json_string_value(json_object_get(t, "tenant"));
         if (name != NULL && strcmp(name, id) == 0) {
             rc = 0;
@@ -41,7 +42,7 @@ static int grantee_exists(struct ant_store *st, enum ant_grantee_kind kind, cons
 
 int ant_route_grant_create(struct ant_req *r)
 {
-    static const char *const allowed[] = {"grantee_kind", "grantee", "actions",   "purpose",
+    static const char *const allowed[] = {"grantee_kind", "grantee", "actions",    "purpose",
                                           "not_before",   "expires", "expires_in", NULL};
     char ds[ANT_ID_MAX + 1], gid[ANT_ID_MAX + 1];
     const char *kind_s = NULL, *grantee = NULL, *purpose = NULL, *actv[8];
@@ -286,8 +287,8 @@ int ant_route_policy_explain(struct ant_req *r)
         }
         goto out;
     }
-    json_t *detail = json_pack("{s:s, s:s, s:s}", "principal", target.id, "action", act_s,
-                               "result", d.allow ? "allow" : "deny");
+    json_t *detail = json_pack("{s:s, s:s, s:s}", "principal", target.id, "action", act_s, "result",
+                               d.allow ? "allow" : "deny");
     rc = ant_api_audit(r, "policy.explain", "dataset", ds, ds, ANT_AUDIT_INFO, d.reason, detail);
     json_decref(detail);
     if (rc != 0) {
