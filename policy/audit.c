@@ -1297,63 +1297,260 @@ int ant_audit_status(struct ant_audit *a, const uint8_t *pub, json_t **out)
     return 0;
 }
 
-/* --- live verification --- */
+/* --- live verification ---
+ * Two threads: the walk (SQLite stepping and copying each row's fields out, about half of the
+ * work) runs on a helper thread and fills chunks, while the caller's thread rebuilds the
+ * canonical bytes, chains the SHA-256 and checks the signatures. Double buffering keeps both
+ * busy; verify runs at about twice the speed of either half alone. */
 
-static int verify_event(void *ctx, sqlite3_stmt *row)
+#define VCHUNK_ROWS 1024
+#define VCHUNK_TEXT (1024 * 1024)
+#define VFIELDS 11
+
+enum { VROW_EVENT, VROW_CKPT, VROW_BAD_HASH, VROW_BAD_CKPT };
+
+struct vrow {
+    int kind;
+    int decision;
+    int64_t seq, time_ms, prev_seq;
+    uint32_t off[VFIELDS]; /* into the chunk's text; UINT32_MAX: absent */
+    uint8_t hash[ANT_AUDIT_HASH_LEN];
+    uint8_t sig[ANT_SIG_LEN];
+};
+
+struct vchunk {
+    struct vrow rows[VCHUNK_ROWS];
+    size_t n;
+    struct ant_buf text;
+};
+
+struct vpipe {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct vchunk chunk[2];
+    bool full[2];
+    int fill;       /* the chunk the producer fills */
+    bool eof, stop; /* producer finished; consumer wants no more */
+    int rc;         /* the walk's result */
+    struct ant_audit *a;
+    pthread_t producer;
+};
+
+/* Producer: hands the current chunk over and waits for the other one to be free. */
+static int vpipe_flush(struct vpipe *p)
 {
-    struct ant_audit_verifier *v = ctx;
-    struct ant_audit_event ev = {0};
-    const char **slots[] = {&ev.request_id,  &ev.actor,       &ev.tenant,     &ev.credential,
-                            &ev.action,      &ev.resource_kind, &ev.resource_id, &ev.dataset_id};
-    for (int i = 0; i < (int)ANT_ARRAY_LEN(slots); i++) {
-        *slots[i] = (const char *)sqlite3_column_text(row, 2 + i);
+    int rc = 0;
+    pthread_mutex_lock(&p->mu);
+    p->full[p->fill] = true;
+    pthread_cond_broadcast(&p->cv);
+    p->fill ^= 1;
+    while (p->full[p->fill] && !p->stop) {
+        pthread_cond_wait(&p->cv, &p->mu);
     }
-    ev.decision = (enum ant_audit_decision)sqlite3_column_int(row, 10);
-    ev.reason = (const char *)sqlite3_column_text(row, 11);
-    ev.transfer = (const char *)sqlite3_column_text(row, 12);
-    ev.detail = (const char *)sqlite3_column_text(row, 13);
-    int64_t seq = sqlite3_column_int64(row, 0);
-    if (sqlite3_column_bytes(row, 14) != ANT_AUDIT_HASH_LEN) {
-        ant_audit_verifier_fail(v, seq, "event %lld has no valid hash", (long long)seq);
-        return -EBADMSG;
-    }
-    int rc = ant_audit_verifier_event(v, seq, sqlite3_column_int64(row, 1), &ev,
-                                      sqlite3_column_blob(row, 14));
-    return rc == -EBADMSG ? 1 : rc; /* 1: stop walking, the report has it */
+    rc = p->stop ? 1 : 0; /* 1: the consumer found a failure, stop walking */
+    pthread_mutex_unlock(&p->mu);
+    p->chunk[p->fill].n = 0;
+    p->chunk[p->fill].text.len = 0;
+    return rc;
 }
 
-static int verify_checkpoint(void *ctx, sqlite3_stmt *row)
+static int vpipe_room(struct vpipe *p, struct vrow **row)
 {
-    struct ant_audit_verifier *v = ctx;
-    int64_t seq = sqlite3_column_int64(row, 0);
+    struct vchunk *c = &p->chunk[p->fill];
+    int rc = 0;
+    if (c->n == VCHUNK_ROWS || c->text.len > VCHUNK_TEXT) {
+        rc = vpipe_flush(p);
+        c = &p->chunk[p->fill];
+    }
+    *row = &c->rows[c->n];
+    return rc;
+}
+
+static int vcopy_text(struct vchunk *c, struct vrow *r, int field, const unsigned char *t)
+{
+    if (t == NULL) {
+        r->off[field] = UINT32_MAX;
+        return 0;
+    }
+    /* as strlen would see it; one byte over the limit is enough for the canonical encoder to
+     * refuse the field, so a huge tampered value costs no more than that */
+    size_t n = strnlen((const char *)t, ANT_AUDIT_DETAIL_MAX + 1);
+    r->off[field] = (uint32_t)c->text.len;
+    int rc = ant_buf_append(&c->text, t, n);
+    return rc < 0 ? rc : ant_buf_append(&c->text, "", 1);
+}
+
+static int vproduce_event(void *ctx, sqlite3_stmt *row)
+{
+    struct vpipe *p = ctx;
+    struct vrow *r = NULL;
+    int rc = vpipe_room(p, &r);
+    if (rc != 0) {
+        return rc;
+    }
+    struct vchunk *c = &p->chunk[p->fill];
+    static const int cols[VFIELDS] = {2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13};
+    r->seq = sqlite3_column_int64(row, 0);
+    r->time_ms = sqlite3_column_int64(row, 1);
+    r->decision = sqlite3_column_int(row, 10);
+    for (int i = 0; rc == 0 && i < VFIELDS; i++) {
+        rc = vcopy_text(c, r, i, sqlite3_column_text(row, cols[i]));
+    }
+    if (rc < 0) {
+        return rc;
+    }
+    if (sqlite3_column_bytes(row, 14) != ANT_AUDIT_HASH_LEN) {
+        r->kind = VROW_BAD_HASH;
+    } else {
+        r->kind = VROW_EVENT;
+        memcpy(r->hash, sqlite3_column_blob(row, 14), ANT_AUDIT_HASH_LEN);
+    }
+    c->n++;
+    return 0;
+}
+
+static int vproduce_checkpoint(void *ctx, sqlite3_stmt *row)
+{
+    struct vpipe *p = ctx;
+    struct vrow *r = NULL;
+    int rc = vpipe_room(p, &r);
+    if (rc != 0) {
+        return rc;
+    }
+    r->seq = sqlite3_column_int64(row, 0);
+    r->time_ms = sqlite3_column_int64(row, 2);
+    r->prev_seq = sqlite3_column_int64(row, 3);
     if (sqlite3_column_bytes(row, 1) != ANT_AUDIT_HASH_LEN ||
         sqlite3_column_bytes(row, 4) != ANT_SIG_LEN) {
-        ant_audit_verifier_fail(v, seq, "checkpoint %lld is malformed", (long long)seq);
-        return 1;
+        r->kind = VROW_BAD_CKPT;
+    } else {
+        r->kind = VROW_CKPT;
+        memcpy(r->hash, sqlite3_column_blob(row, 1), ANT_AUDIT_HASH_LEN);
+        memcpy(r->sig, sqlite3_column_blob(row, 4), ANT_SIG_LEN);
     }
-    if (seq > v->rep.last_seq) {
+    p->chunk[p->fill].n++;
+    return 0;
+}
+
+static void *vproducer_main(void *arg)
+{
+    static const struct walk_ops ops = {vproduce_event, vproduce_checkpoint};
+    struct vpipe *p = arg;
+    int rc = walk(p->a, &ops, false, p);
+    pthread_mutex_lock(&p->mu);
+    p->full[p->fill] = p->chunk[p->fill].n > 0 && !p->stop;
+    p->rc = rc < 0 ? rc : 0;
+    p->eof = true;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* Consumer: one row through the verifier; 1 when it failed (the report says where). */
+static int vconsume(struct ant_audit_verifier *v, const struct vchunk *c, const struct vrow *r)
+{
+    int rc;
+    if (r->kind == VROW_EVENT) {
+        const char *f[VFIELDS];
+        for (int i = 0; i < VFIELDS; i++) {
+            f[i] = r->off[i] == UINT32_MAX ? NULL : (const char *)c->text.p + r->off[i];
+        }
+        struct ant_audit_event ev = {
+            .request_id = f[0],
+            .actor = f[1],
+            .tenant = f[2],
+            .credential = f[3],
+            .action = f[4],
+            .resource_kind = f[5],
+            .resource_id = f[6],
+            .dataset_id = f[7],
+            .decision = (enum ant_audit_decision)r->decision,
+            .reason = f[8],
+            .transfer = f[9],
+            .detail = f[10],
+        };
+        rc = ant_audit_verifier_event(v, r->seq, r->time_ms, &ev, r->hash);
+    } else if (r->kind == VROW_BAD_HASH) {
+        ant_audit_verifier_fail(v, r->seq, "event %lld has no valid hash", (long long)r->seq);
+        rc = -EBADMSG;
+    } else if (r->kind == VROW_BAD_CKPT) {
+        ant_audit_verifier_fail(v, r->seq, "checkpoint %lld is malformed", (long long)r->seq);
+        rc = -EBADMSG;
+    } else if (r->seq > v->rep.last_seq) {
         /* Walked before its event: the event it signs is gone (tail truncated or deleted). */
         ant_audit_verifier_fail(v, v->rep.last_seq + 1,
                                 "event %lld is missing (checkpoint %lld signs up to it)",
-                                (long long)(v->rep.last_seq + 1), (long long)seq);
-        return 1;
+                                (long long)(v->rep.last_seq + 1), (long long)r->seq);
+        rc = -EBADMSG;
+    } else {
+        rc = ant_audit_verifier_checkpoint(v, r->seq, r->hash, r->time_ms, r->prev_seq, r->sig);
     }
-    int rc = ant_audit_verifier_checkpoint(v, seq, sqlite3_column_blob(row, 1),
-                                           sqlite3_column_int64(row, 2),
-                                           sqlite3_column_int64(row, 3),
-                                           sqlite3_column_blob(row, 4));
     return rc == -EBADMSG ? 1 : rc;
 }
 
 int ant_audit_verify(struct ant_audit *a, const uint8_t pub[ANT_KEY_LEN], bool strict,
                      struct ant_audit_report *rep)
 {
-    static const struct walk_ops ops = {verify_event, verify_checkpoint};
     struct ant_audit_verifier v;
-    int rc = ant_audit_verifier_init(&v, pub);
-    rc = rc < 0 ? rc : walk(a, &ops, false, &v);
+    struct vpipe *p = calloc(1, sizeof(*p));
+    bool started = false;
+    int rc = p == NULL ? -ENOMEM : ant_audit_verifier_init(&v, pub);
+    if (p == NULL) {
+        return rc;
+    }
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    p->a = a;
+    ant_buf_init(&p->chunk[0].text, 2 * VCHUNK_TEXT + 16 * (ANT_AUDIT_DETAIL_MAX + 2));
+    ant_buf_init(&p->chunk[1].text, 2 * VCHUNK_TEXT + 16 * (ANT_AUDIT_DETAIL_MAX + 2));
+    if (rc == 0) {
+        rc = pthread_create(&p->producer, NULL, vproducer_main, p) == 0 ? 0 : -EAGAIN;
+        started = rc == 0;
+    }
+    int take = 0;
+    while (rc == 0) {
+        pthread_mutex_lock(&p->mu);
+        while (!p->full[take] && !p->eof) {
+            pthread_cond_wait(&p->cv, &p->mu);
+        }
+        bool have = p->full[take];
+        bool done = p->eof && !have;
+        pthread_mutex_unlock(&p->mu);
+        if (done) {
+            break;
+        }
+        const struct vchunk *c = &p->chunk[take];
+        for (size_t i = 0; rc == 0 && i < c->n; i++) {
+            rc = vconsume(&v, c, &c->rows[i]);
+        }
+        pthread_mutex_lock(&p->mu);
+        p->full[take] = false;
+        p->stop = rc != 0;
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+        take ^= 1;
+    }
+    if (started) {
+        if (rc != 0) {
+            pthread_mutex_lock(&p->mu);
+            p->stop = true;
+            pthread_cond_broadcast(&p->cv);
+            pthread_mutex_unlock(&p->mu);
+        }
+        pthread_join(p->producer, NULL);
+        if (rc == 0 && p->rc < 0) {
+            rc = p->rc;
+        }
+    }
     if (rc >= 0) {
         rc = ant_audit_verifier_finish(&v, strict, rep);
+    }
+    if (p != NULL) {
+        ant_buf_fini(&p->chunk[0].text);
+        ant_buf_fini(&p->chunk[1].text);
+        pthread_cond_destroy(&p->cv);
+        pthread_mutex_destroy(&p->mu);
+        free(p);
     }
     ant_audit_verifier_fini(&v);
     return rc;
