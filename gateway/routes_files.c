@@ -669,6 +669,7 @@ static int read_stored_header(int fd, struct ant_buf *hb, size_t *hlen)
 {
     size_t want = 4096;
     for (;;) {
+        hb->len = 0;
         int rc = ant_buf_reserve(hb, want);
         if (rc < 0) {
             return rc == -E2BIG ? -EBADMSG : rc;
@@ -848,6 +849,16 @@ static int dl_prepare(struct ant_req *r, struct dl *d, const char *ds, const str
         goto out;
     }
     rc = recipient_header(r->site, dsfd, f->storage_id, ant_bytes_of(stored.p, shlen), pk, &served);
+    if (rc == -EBADMSG) {
+        /* the stored header or the recipient key? If the header opens, it is the key (a
+         * low-order X25519 point): the caller's mistake, not a damaged archive */
+        struct ant_c4gh_header *probe = NULL;
+        if (ant_c4gh_header_parse(ant_bytes_of(stored.p, shlen), r->site->keys.kx, NULL, 0, &probe,
+                                  NULL) == 0) {
+            rc = -EDOM;
+        }
+        ant_c4gh_header_free(probe);
+    }
     if (rc < 0) {
         goto out;
     }
@@ -930,6 +941,11 @@ int ant_route_file_get(struct ant_req *r)
     if (rc == -ENOTSUP) {
         rc = ant_api_fail(r, MHD_HTTP_CONFLICT, "edited_file",
                           "this file carries a Crypt4GH edit list: download it encrypted");
+        goto out;
+    }
+    if (rc == -EDOM) {
+        rc = ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_recipient",
+                          "the recipient key cannot be used (a low-order X25519 point)");
         goto out;
     }
     if (rc == -EBADMSG) {

@@ -358,6 +358,11 @@ if FILES_OK:
     check("download without recipient or format is 400", r.status == 400, r)
     r = req("GET", f"/v1/datasets/{DS_PUB}/files/dir/a.bin?recipient=AAAA", RB)
     check("bad recipient key is 400", r.status == 400, r)
+    zero = q(base64.b64encode(bytes(32)).decode())
+    r = req("GET", f"/v1/datasets/{DS_PUB}/files/dir/a.bin?recipient={zero}&purpose=DUO:0000042",
+            RB)
+    check("a low-order recipient key is 400", r.status == 400 and
+          r.json()["error"] == "bad_recipient", r)
     r = req("GET", f"/v1/datasets/{DS_PUB}/files/nope.bin?recipient={q(my_pk)}"
             "&purpose=DUO:0000042", RB)
     check("unknown file is 404", r.status == 404, r)
