@@ -458,6 +458,7 @@ M = [
     # a job: an unknown job is unknown to everyone, an API key is not a job token; 503 while
     # the daemon runs no staging engine
     ("POST", "/v1/stage", "/v1/stage", {}, {"*": (400, 403, 404, 503)}),
+    ("POST", "/v1/stage-out", "/v1/stage-out", {}, {"*": (400, 403, 404, 503)}),
     ("GET", "/v1/stage/{}", "/v1/stage/job_0000000000000000", None, {"*": (404, 503)}),
     ("DELETE", "/v1/stage/{}", "/v1/stage/job_0000000000000000", None, {"*": (404, 503)}),
     ("GET", "/v1/stage/{}/files", "/v1/stage/job_0000000000000000/files", None,
