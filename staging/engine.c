@@ -22,6 +22,8 @@
 #include "staging/engine_internal.h"
 
 #define REAP_TIMEOUT_MS 100
+/* The job_id member of a run's log lines. */
+#define JOB_FIELDS(r) ((const char *const[]){"job_id", (r)->job->name, NULL})
 
 /* --- options and the engine --- */
 
@@ -77,7 +79,8 @@ int ant_engine_new(const struct ant_engine_opts *o, struct ant_engine **out)
         e->o = *o;
     }
     if (env != NULL && *env != '\0' && ant_io_engine_parse(env, &e->o.io_engine) < 0) {
-        ant_log(ANT_LOG_ERROR, "engine.config", "ANTENNA_IO_ENGINE=%s: expected auto, uring or threads", env);
+        ant_log(ANT_LOG_ERROR, "engine.config",
+                "ANTENNA_IO_ENGINE=%s: expected auto, uring or threads", env);
         rc = -EINVAL;
         goto out;
     }
@@ -238,18 +241,23 @@ static void file_free(struct sfile *f)
         return;
     }
     EVP_MD_CTX_free(f->md);
+    EVP_MD_CTX_free(f->md_body);
     free(f->hdr_out);
     xform_state_free(f->xs);
     free(f);
 }
 
 static void report(struct run *r, size_t index, int rc, uint64_t bytes, const uint8_t *sha,
-                   const char *msg)
+                   const uint8_t *sha_body, const char *msg)
 {
     const struct ant_stage_job *job = r->job;
     struct ant_stage_file_result res = {.index = index, .rc = rc, .bytes = bytes, .msg = msg};
     if (sha != NULL) {
         memcpy(res.sha256, sha, ANT_SHA256_LEN);
+    }
+    if (sha_body != NULL) {
+        res.has_sha256_body = true;
+        memcpy(res.sha256_body, sha_body, ANT_SHA256_LEN);
     }
     if (job->progress != NULL) {
         atomic_fetch_add(rc == 0 ? &job->progress->files_done : &job->progress->files_failed, 1);
@@ -273,21 +281,22 @@ static void file_end_failed(struct run *r, struct sfile *f)
     ant_close(f->tmpfd);
     f->srcfd = f->tmpfd = -1;
     if (f->tmpname[0] != '\0' && unlinkat(r->tmp_fd, f->tmpname, 0) < 0 && errno != ENOENT) {
-        ant_log(ANT_LOG_WARN, "engine.cleanup", "could not remove temp file %s: %s", f->tmpname,
+        ant_log_kv(ANT_LOG_WARN, "engine.cleanup", JOB_FIELDS(r), "could not remove temp file %s: %s", f->tmpname,
                 strerror(errno));
     }
     if (f->err != -ECANCELED) {
-        ant_log(ANT_LOG_WARN, "engine.file_failed", "%s", f->errmsg);
+        ant_log_kv(ANT_LOG_WARN, "engine.file_failed", JOB_FIELDS(r), "%s", f->errmsg);
         if (r->first_err == 0) {
             r->first_err = f->err;
             ant_diag_set(r->d, "%s", f->errmsg);
         }
-        report(r, f->index, f->err, f->bytes_done, NULL, f->errmsg);
+        report(r, f->index, f->err, f->bytes_done, NULL, NULL, f->errmsg);
     }
     file_unlink(r, f);
     file_free(f);
 }
 
+/* Records the file's first failure; it stops issuing work and ends once idle. */
 static void file_fail(struct run *r, struct sfile *f, int rc, const char *fmt, ...)
 {
     if (f->err == 0) {
@@ -297,15 +306,24 @@ static void file_fail(struct run *r, struct sfile *f, int rc, const char *fmt, .
         va_end(ap);
         f->err = rc;
     }
-    if (f->busy == 0) {
-        file_end_failed(r, f);
-        return;
-    }
-    /* slots waiting only for their hash turn hold nothing in flight: free them now */
+    /* Never frees f (callers go on reading it): a handler whose completion leaves the file
+     * idle ends it, and sweep_failed() catches the rest. Slots waiting only for their hash
+     * turn hold nothing in flight: free them now. */
     for (struct slot *s = f->ready, *next; s != NULL; s = next) {
         next = s->next;
         if (s->busy == 0) {
             slot_put(r, s);
+        }
+    }
+}
+
+/* Ends the failed files that have nothing in flight. */
+static void sweep_failed(struct run *r)
+{
+    for (struct sfile *f = r->active, *next; f != NULL; f = next) {
+        next = f->next;
+        if (f->err != 0 && f->busy == 0) {
+            file_end_failed(r, f);
         }
     }
 }
@@ -327,9 +345,9 @@ static int ck_flush(struct run *r, bool sync)
                 r->first_err = rc;
                 ant_diag_set(r->d, "%s", msg);
             }
-            report(r, c->index, rc, c->bytes, NULL, msg);
+            report(r, c->index, rc, c->bytes, NULL, NULL, msg);
         } else {
-            report(r, c->index, 0, c->bytes, c->sha, NULL);
+            report(r, c->index, 0, c->bytes, c->sha, c->has_body ? c->sha_body : NULL, NULL);
         }
     }
     r->nck = 0;
@@ -337,11 +355,15 @@ static int ck_flush(struct run *r, bool sync)
     return rc;
 }
 
-static int ck_add(struct run *r, size_t index, uint64_t bytes, const uint8_t *sha)
+static int ck_add(struct run *r, const struct sfile *f)
 {
-    r->ck[r->nck].index = index;
-    r->ck[r->nck].bytes = bytes;
-    memcpy(r->ck[r->nck].sha, sha, ANT_SHA256_LEN);
+    struct ckpt *c = &r->ck[r->nck];
+    c->index = f->index;
+    c->bytes = f->bytes_done;
+    memcpy(c->sha, f->sha, ANT_SHA256_LEN);
+    c->has_body = f->spec->xform == ANT_XFORM_ENCRYPT || f->spec->xform == ANT_XFORM_REENCRYPT;
+    memcpy(c->sha_body, f->sha_body, ANT_SHA256_LEN);
+    uint64_t bytes = f->bytes_done;
     r->nck++;
     r->ck_bytes += bytes;
     if (r->e->o.fsync_each) {
@@ -391,7 +413,7 @@ static void file_publish(struct run *r, struct sfile *f)
         return;
     }
     f->tmpname[0] = '\0';
-    rc = ck_add(r, f->index, f->bytes_done, f->sha);
+    rc = ck_add(r, f);
     (void)rc; /* a failed sync is reported per file and as the job's error */
     file_unlink(r, f);
     file_free(f);
@@ -412,9 +434,13 @@ static void file_close(struct run *r, struct sfile *f)
 static void file_body_done(struct run *r, struct sfile *f)
 {
     unsigned int mdlen = 0;
-    if (EVP_DigestFinal_ex(f->md, f->sha, &mdlen) != 1 || mdlen != ANT_SHA256_LEN) {
+    if (EVP_DigestFinal_ex(f->md, f->sha, &mdlen) != 1 || mdlen != ANT_SHA256_LEN ||
+        (f->md_body != NULL && EVP_DigestFinal_ex(f->md_body, f->sha_body, NULL) != 1)) {
         file_fail(r, f, -ENOMEM, "%s: SHA-256 failed", f->spec->dst);
         return;
+    }
+    if (f->spec->xform == ANT_XFORM_REENCRYPT) {
+        memcpy(f->sha_body, f->sha, ANT_SHA256_LEN); /* the checked digest is the body's */
     }
     if (f->bytes_done != f->out_size) {
         file_fail(r, f, -EIO, "%s: wrote %llu bytes, expected %llu", f->spec->dst,
@@ -491,7 +517,7 @@ static void slot_maybe_done(struct run *r, struct sfile *f, struct slot *s)
 static void chunk_write(struct run *r, struct sfile *f, struct slot *s)
 {
     bool out = xform_changes_bytes(f->spec->xform);
-    uint64_t off = f->out_body_off + s->chunk * (uint64_t)f->out_chunk;
+    uint64_t off = xform_out_off(f, s->chunk);
     op_io(&s->op, f, s, OP_WRITE, f->tmpfd, out ? s->out : s->in, s->out_len, off,
           (int)(2 * s->idx + (out ? 1 : 0)));
     op_submit(r, &s->op);
@@ -517,10 +543,7 @@ static void header_done(struct run *r, struct sfile *f, int rc)
     f->nchunks = f->in_chunk ? (f->in_body_len + f->in_chunk - 1) / f->in_chunk : 0;
     f->state = F_BODY;
     if (f->hdr_out != NULL) {
-        if (EVP_DigestUpdate(f->md, f->hdr_out, f->hdr_out_len) != 1) {
-            file_fail(r, f, -ENOMEM, "%s: SHA-256 failed", f->spec->dst);
-            return;
-        }
+        /* the header is not hashed: a new one differs on every run (fresh nonces) */
         op_io(&f->op_hdr, f, NULL, OP_WRITE, f->tmpfd, f->hdr_out, f->hdr_out_len, 0, -1);
         op_submit(r, &f->op_hdr);
     }
@@ -697,6 +720,7 @@ void run_op_done(struct run *r, struct io_op *op, int res)
     case F_BODY:
         if (op == &f->op_hdr) {
             f->hdr_written = true;
+            progress(r, f, f->hdr_out_len);
         } else if (op->kind == OP_READ) {
             if (xform_changes_bytes(f->spec->xform)) {
                 task_push(r, f, s, &s->ev_x, EV_XFORM, s);
@@ -749,6 +773,7 @@ static void schedule(struct run *r)
         }
         if (f->state == F_HEADER && f->hdr_slot == NULL && f->busy == 0) {
             f->hdr_slot = slot_get(r, f);
+            f->hdr_slot->op.off = 0; /* the header task reads this many bytes of the slot */
             size_t len = f->src_size < r->bufsize ? (size_t)f->src_size : r->bufsize;
             if (len == 0) {
                 /* encrypt of an empty file still needs its header; decrypt needs bytes */
@@ -823,10 +848,10 @@ static int admit(struct run *r)
         uint64_t bytes = 0;
         if (resume_verified(r, spec, sha, &bytes)) {
             r->nended++;
-            report(r, i, 0, bytes, sha, NULL);
+            report(r, i, 0, bytes, sha, NULL, NULL);
             return 0;
         }
-        ant_log(ANT_LOG_INFO, "engine.resume_recopy",
+        ant_log_kv(ANT_LOG_INFO, "engine.resume_recopy", JOB_FIELDS(r),
                 "%s: checkpointed copy missing or changed, copying again", spec->dst);
         /* if the new copy fails, the stale one must not stay under the final name */
         const char *leaf = NULL;
@@ -847,7 +872,7 @@ static int admit(struct run *r)
                 r->first_err = rc;
                 ant_diag_set(r->d, "%s", msg);
             }
-            report(r, i, rc, 0, NULL, msg);
+            report(r, i, rc, 0, NULL, NULL, msg);
             return 0;
         }
         memcpy(r->lastdir, spec->dst, plen);
@@ -867,6 +892,14 @@ static int admit(struct run *r)
     if (f->md == NULL || EVP_DigestInit_ex(f->md, EVP_sha256(), NULL) != 1) {
         file_free(f);
         return -ENOMEM;
+    }
+    if (spec->xform == ANT_XFORM_ENCRYPT) {
+        /* the check digest is the plaintext's; the catalog also wants the new body's */
+        f->md_body = EVP_MD_CTX_new();
+        if (f->md_body == NULL || EVP_DigestInit_ex(f->md_body, EVP_sha256(), NULL) != 1) {
+            file_free(f);
+            return -ENOMEM;
+        }
     }
     f->next = NULL;
     struct sfile **pp = &r->active;
@@ -894,6 +927,7 @@ static int admit(struct run *r)
 static void *cpool_main(void *arg)
 {
     struct run *r = arg;
+    struct xform_tls tls = {0};
     struct ev *ev;
     while ((ev = evq_pop(&r->cq)) != NULL) {
         if (ev->kind == EV_HDR) {
@@ -905,14 +939,26 @@ static void *cpool_main(void *arg)
             struct slot *s = ev->obj;
             struct sfile *f = s->f;
             size_t in_len = (size_t)(s->op.off - (f->in_body_off + s->chunk * f->in_chunk));
-            ev->rc = xform_chunk(f, s->chunk, s->in, in_len, s->out, &s->out_len);
+            s->in_len = in_len;
+            ev->rc = xform_chunk(&tls, f, s->chunk, s->in, in_len, s->out, r->bufsize,
+                                 &s->out_len);
         } else {
+            /* the checked digest: of the plaintext (decrypt: as written; encrypt: as read),
+             * else of the bytes copied (raw: the file; reencrypt: the body) */
             struct slot *s = ev->obj;
-            const uint8_t *p = xform_changes_bytes(s->f->spec->xform) ? s->out : s->in;
-            ev->rc = EVP_DigestUpdate(s->f->md, p, s->out_len) == 1 ? 0 : -ENOMEM;
+            struct sfile *f = s->f;
+            bool dec = f->spec->xform == ANT_XFORM_DECRYPT;
+            const uint8_t *p = dec ? s->out : s->in;
+            size_t n = f->spec->xform == ANT_XFORM_ENCRYPT ? s->in_len : s->out_len;
+            ev->rc = EVP_DigestUpdate(f->md, p, n) == 1 ? 0 : -ENOMEM;
+            if (ev->rc == 0 && f->md_body != NULL &&
+                EVP_DigestUpdate(f->md_body, s->out, s->out_len) != 1) {
+                ev->rc = -ENOMEM;
+            }
         }
         evq_push(&r->evq, ev);
     }
+    xform_tls_fini(&tls);
     return NULL;
 }
 
@@ -1128,13 +1174,15 @@ int ant_engine_run(struct ant_engine *e, const struct ant_stage_job *job, struct
                 goto out;
             }
         }
+        sweep_failed(&r);
         schedule(&r);
         if (r.nactive == 0 && (r.cancelled || r.next_file >= job->nfiles)) {
             break;
         }
         rc = r.be->reap(&r, REAP_TIMEOUT_MS);
         if (rc < 0) {
-            ant_log(ANT_LOG_ERROR, "engine.backend_failed", "%s: %s", r.be->name, strerror(-rc));
+            ant_log_kv(ANT_LOG_ERROR, "engine.backend_failed", JOB_FIELDS(&r), "%s: %s", r.be->name,
+                       strerror(-rc));
             ant_diag_set(d, "the %s backend failed: %s", r.be->name, strerror(-rc));
             goto out;
         }
@@ -1142,7 +1190,7 @@ int ant_engine_run(struct ant_engine *e, const struct ant_stage_job *job, struct
     r.be->stop(&r);
     be_started = false;
     if (r.cancelled) {
-        ant_log(ANT_LOG_INFO, "engine.cancelled", "job %s cancelled, partial output removed",
+        ant_log_kv(ANT_LOG_INFO, "engine.cancelled", JOB_FIELDS(&r), "job %s cancelled, partial output removed",
                 job->name);
         rc = -ECANCELED;
         ant_diag_set(d, "job %s was cancelled", job->name);

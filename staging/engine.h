@@ -52,6 +52,9 @@ ANT_MUST_CHECK int ant_io_engine_parse(const char *s, enum ant_io_engine *out);
 /* "raw" | "decrypt" | "reencrypt" | "encrypt"; -EINVAL otherwise. */
 ANT_MUST_CHECK int ant_xform_parse(const char *s, enum ant_xform *out);
 const char *ant_xform_name(enum ant_xform x);
+/* False for the Crypt4GH transforms in a build without crypto/c4gh.c (jobs then fail with
+ * -ENOTSUP). */
+bool ant_xform_is_available(enum ant_xform x);
 
 struct ant_engine_opts {
     enum ant_io_engine io_engine;
@@ -82,7 +85,7 @@ struct ant_stage_file {
     const char *src;       /* logical path under job->src_root */
     const char *dst;       /* logical path under the job folder */
     enum ant_xform xform;
-    bool has_sha256;       /* compare the written file's SHA-256 with sha256 */
+    bool has_sha256;       /* compare the file's digest (see ant_stage_file_result) */
     uint8_t sha256[ANT_SHA256_LEN];
     bool done;             /* checkpointed by an earlier run: kept if present (and matching
                               sha256 when given), else copied again */
@@ -95,12 +98,17 @@ struct ant_stage_progress {
     _Atomic uint64_t files_failed;
 };
 
+/* The digest a file is checked against (ant_stage_file.sha256) and reported with is the
+ * catalog's: raw, the file; decrypt, the plaintext written; encrypt, the plaintext read;
+ * reencrypt, the encrypted body (unchanged; the new header differs on every run). */
 struct ant_stage_file_result {
     size_t index;      /* into job->files */
     int rc;            /* 0, or negative errno */
     uint64_t bytes;    /* bytes written */
-    uint8_t sha256[ANT_SHA256_LEN]; /* of the written file, when rc == 0 */
+    uint8_t sha256[ANT_SHA256_LEN]; /* the checked digest (above), when rc == 0 */
     const char *msg;   /* what went wrong, for a user: names the file; valid during the call */
+    bool has_sha256_body;               /* encrypt, reencrypt: */
+    uint8_t sha256_body[ANT_SHA256_LEN]; /* SHA-256 of the written body (after the header) */
 };
 
 struct ant_stage_job {

@@ -144,8 +144,10 @@ struct sfile {
     bool hdr_written;
     struct slot *ready;    /* transformed, waiting for their turn to be hashed */
     bool hashing;
-    EVP_MD_CTX *md;
+    EVP_MD_CTX *md;      /* the checked digest (see ant_stage_file_result) */
+    EVP_MD_CTX *md_body; /* encrypt: the new body's */
     uint8_t sha[ANT_SHA256_LEN];
+    uint8_t sha_body[ANT_SHA256_LEN];
     uint64_t bytes_done;
     uint8_t *hdr_out;      /* header to write (encrypt, reencrypt) */
     size_t hdr_out_len;
@@ -161,7 +163,7 @@ struct slot {
     uint8_t *in, *out;   /* out == in when the transform leaves bytes alone */
     struct sfile *f;
     uint64_t chunk;
-    size_t out_len;
+    size_t in_len, out_len;
     bool written, hashed, xformed;
     unsigned busy;
     struct io_op op;
@@ -172,7 +174,9 @@ struct slot {
 struct ckpt {
     size_t index;
     uint64_t bytes;
+    bool has_body;
     uint8_t sha[ANT_SHA256_LEN];
+    uint8_t sha_body[ANT_SHA256_LEN];
 };
 
 struct run {
@@ -223,9 +227,18 @@ ANT_MUST_CHECK int xform_check_job(const struct ant_stage_job *job, enum ant_xfo
  * f->in_body_len, f->hdr_out, f->out_body_off, f->out_size, chunk sizes and f->xs. */
 ANT_MUST_CHECK int xform_header(const struct run *r, struct sfile *f, const uint8_t *in,
                                 size_t len);
-/* Body chunk (pool thread): chunk `c` of f from in[0..in_len) to out; *out_len set. */
-ANT_MUST_CHECK int xform_chunk(const struct sfile *f, uint64_t c, const uint8_t *in, size_t in_len,
-                               uint8_t *out, size_t *out_len);
+/* A pool thread's own transform context (its AEAD context), made on first use. */
+struct ant_c4gh_cipher;
+struct xform_tls {
+    struct ant_c4gh_cipher *cipher;
+};
+void xform_tls_fini(struct xform_tls *t);
+/* Body chunk (pool thread): chunk `c` of f from in[0..in_len) to out[0..outcap); *out_len set. */
+ANT_MUST_CHECK int xform_chunk(struct xform_tls *t, const struct sfile *f, uint64_t c,
+                               const uint8_t *in, size_t in_len, uint8_t *out, size_t outcap,
+                               size_t *out_len);
+/* Where chunk c's output starts in the written file. */
+uint64_t xform_out_off(const struct sfile *f, uint64_t c);
 void xform_state_free(struct xform_state *xs);
 bool xform_has_header(enum ant_xform x);
 bool xform_changes_bytes(enum ant_xform x);

@@ -1,6 +1,7 @@
 /* Stage jobs: admission, the job table, the runner threads and the purger; see jobs.h. */
 #include "staging/jobs.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <pthread.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "crypto/base/log.h"
+#include "crypto/c4gh.h"
 #include "policy/audit.h"
 
 /* Per-file progress is written in batches: one commit (an fsync with synchronous=FULL) per file
@@ -69,7 +71,7 @@ bool ant_job_state_is_final(enum ant_job_state s)
 
 const char *ant_job_mode_name(enum ant_job_mode m)
 {
-    return m == ANT_JOB_REENCRYPT ? "reencrypt" : "decrypt";
+    return m == ANT_JOB_REENCRYPT ? "reencrypt" : m == ANT_JOB_ENCRYPT ? "encrypt" : "decrypt";
 }
 
 int ant_job_mode_parse(const char *s, enum ant_job_mode *out)
@@ -78,6 +80,8 @@ int ant_job_mode_parse(const char *s, enum ant_job_mode *out)
         *out = ANT_JOB_DECRYPT;
     } else if (s != NULL && strcmp(s, "reencrypt") == 0) {
         *out = ANT_JOB_REENCRYPT;
+    } else if (s != NULL && strcmp(s, "encrypt") == 0) {
+        *out = ANT_JOB_ENCRYPT;
     } else {
         return -EINVAL;
     }
@@ -780,6 +784,201 @@ out:
     return rc;
 }
 
+static int tenant_dir(struct ant_jobs *j, const char *tenant, bool create, int *out);
+
+/* --- stage-out admission --- */
+
+struct walk {
+    struct pick *picks;
+    char **names; /* owned logical paths */
+    size_t n, cap;
+    uint64_t bytes;
+    struct ant_diag *d;
+};
+
+/* Lists the regular files beneath dirfd (whose logical path is `prefix`), refusing symlinks and
+ * names the catalog would refuse. */
+static int walk_dir(struct walk *w, int dirfd, const char *prefix, unsigned depth)
+{
+    DIR *dir = NULL;
+    int rc = 0;
+    if (depth > ANT_STAGE_DEPTH_MAX) {
+        ant_diag_set(w->d, "%s: folders nest too deep", prefix);
+        return -EINVAL;
+    }
+    int fd = dup(dirfd);
+    dir = fd >= 0 ? fdopendir(fd) : NULL;
+    if (dir == NULL) {
+        rc = -errno;
+        ant_close(fd);
+        return rc;
+    }
+    struct dirent *de;
+    while (rc == 0 && (de = readdir(dir)) != NULL) {
+        char rel[ANT_PATH_MAX + 2];
+        struct stat sb;
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) {
+            continue;
+        }
+        int n = snprintf(rel, sizeof(rel), "%s%s%s", prefix, prefix[0] ? "/" : "", de->d_name);
+        if (n < 0 || (size_t)n > ANT_PATH_MAX || !ant_path_is_valid(rel)) {
+            ant_diag_set(w->d, "%s%s%.64s: not a name a dataset can hold", prefix,
+                         prefix[0] ? "/" : "", de->d_name);
+            rc = -EINVAL;
+            break;
+        }
+        if (fstatat(dirfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0) {
+            rc = -errno;
+            break;
+        }
+        if (S_ISLNK(sb.st_mode)) {
+            ant_diag_set(w->d, "%s is a symbolic link: copy the file itself into the folder", rel);
+            rc = -EINVAL;
+        } else if (S_ISDIR(sb.st_mode)) {
+            int sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            rc = sub < 0 ? -errno : walk_dir(w, sub, rel, depth + 1);
+            ant_close(sub);
+        } else if (S_ISREG(sb.st_mode)) {
+            if (w->n == ANT_JOB_FILES_MAX) {
+                ant_diag_set(w->d, "more than %d files: stage out in parts", ANT_JOB_FILES_MAX);
+                rc = -E2BIG;
+                break;
+            }
+            if (w->n == w->cap) {
+                size_t nc = w->cap ? w->cap * 2 : 64;
+                struct pick *p = realloc(w->picks, nc * sizeof(*p));
+                char **nm = p != NULL ? realloc(w->names, nc * sizeof(*nm)) : NULL;
+                if (p != NULL) {
+                    w->picks = p;
+                }
+                if (nm == NULL) {
+                    rc = -ENOMEM;
+                    break;
+                }
+                w->names = nm;
+                w->cap = nc;
+            }
+            w->names[w->n] = strdup(rel);
+            if (w->names[w->n] == NULL) {
+                rc = -ENOMEM;
+                break;
+            }
+            memset(&w->picks[w->n], 0, sizeof(w->picks[w->n]));
+            w->picks[w->n].path = w->names[w->n];
+            w->picks[w->n].file_id = "";
+            w->picks[w->n].storage_id = "";
+            w->picks[w->n].size = (uint64_t)sb.st_size;
+            w->bytes += (uint64_t)sb.st_size;
+            w->n++;
+        }
+        /* sockets, fifos and devices are not data: skipped */
+    }
+    closedir(dir);
+    return rc;
+}
+
+int ant_jobs_submit_out(struct ant_jobs *j, struct ant_store *st,
+                        const struct ant_job_out_request *rq, char id_out[ANT_JOB_ID_LEN + 1],
+                        struct ant_diag *d)
+{
+    struct walk w = {.d = d};
+    int tfd = -1, sfd = -1;
+    int64_t now = rq->now != 0 ? rq->now : ant_now_unix();
+    char id[ANT_JOB_ID_LEN + 1];
+    bool locked = false, in_tx = false;
+    int rc = 0;
+    if (j->conf.pool == NULL) {
+        ant_diag_set(d, "stage-out is not enabled on this site");
+        return -ENOTSUP;
+    }
+    if (rq->who == NULL || rq->who->tenant[0] == '\0' || !ant_name_is_valid(rq->who->tenant)) {
+        ant_diag_set(d, "only a member of a tenant has scratch to stage out from");
+        return -EINVAL;
+    }
+    if (rq->dataset_id == NULL || rq->dataset_id[0] == '\0' || rq->source == NULL ||
+        ant_stage_path_check(ant_bytes_str(rq->source)) < 0) {
+        ant_diag_set(d, "path must be a folder relative to your tenant's scratch (no '..')");
+        return -EINVAL;
+    }
+    rc = tenant_dir(j, rq->who->tenant, false, &tfd);
+    if (rc == 0) {
+        sfd = ant_stage_openat(tfd, rq->source, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+        rc = sfd < 0 ? sfd : 0;
+    }
+    if (rc < 0) {
+        ant_diag_set(d, "no folder %s in the scratch of tenant %s%s", rq->source,
+                     rq->who->tenant, rc == -ELOOP || rc == -EXDEV ? " (symlinks are refused)" : "");
+        rc = rc == -ENOTDIR || rc == -ELOOP || rc == -EXDEV ? -ENOENT : rc;
+        goto out;
+    }
+    rc = walk_dir(&w, sfd, "", 0);
+    if (rc < 0) {
+        goto out;
+    }
+    if (w.n == 0) {
+        ant_diag_set(d, "folder %s holds no files", rq->source);
+        rc = -ENOENT;
+        goto out;
+    }
+    for (size_t i = 0; i < w.n; i++) {
+        struct ant_file f;
+        int e = ant_store_file_get(st, rq->dataset_id, w.picks[i].path, &f);
+        if (e == 0) {
+            ant_diag_set(d, "dataset %s has %s already", rq->dataset_id, w.picks[i].path);
+            rc = -EEXIST;
+            goto out;
+        }
+    }
+    uint8_t rnd[8];
+    randombytes_buf(rnd, sizeof(rnd));
+    memcpy(id, "job_", 4);
+    ant_hex_encode(rnd, sizeof(rnd), id + 4);
+    struct ant_job_request jr = {.who = rq->who, .dataset_id = rq->dataset_id,
+                                 .mode = ANT_JOB_ENCRYPT};
+    pthread_mutex_lock(&j->mu);
+    locked = true;
+    rc = db_exec(j, "BEGIN IMMEDIATE");
+    if (rc < 0) {
+        goto out;
+    }
+    in_tx = true;
+    rc = insert_job(j, &jr, id, w.picks, w.n, w.bytes, 0, j->conf.default_ttl_s, now);
+    if (rc == 0) {
+        sqlite3_stmt *s = NULL;
+        rc = db_prepare(j, "UPDATE stage_jobs SET source = ? WHERE id = ?", &s);
+        if (rc == 0) {
+            sqlite3_bind_text(s, 1, rq->source, -1, SQLITE_STATIC);
+            sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
+            rc = db_done(s);
+        }
+    }
+    rc = rc < 0 ? rc : db_exec(j, "COMMIT");
+    if (rc < 0) {
+        goto out;
+    }
+    in_tx = false;
+    pthread_cond_broadcast(&j->cv);
+    memcpy(id_out, id, sizeof(id));
+    ant_log_kv(ANT_LOG_INFO, "jobs.queued", ((const char *[]){"job_id", id, NULL}),
+               "stage-out of %zu file(s), %llu bytes from %s/%s into %s", w.n,
+               (unsigned long long)w.bytes, rq->who->tenant, rq->source, rq->dataset_id);
+out:
+    if (in_tx) {
+        (void)db_exec(j, "ROLLBACK");
+    }
+    if (locked) {
+        pthread_mutex_unlock(&j->mu);
+    }
+    for (size_t i = 0; i < w.n; i++) {
+        free(w.names[i]);
+    }
+    free(w.names);
+    free(w.picks);
+    ant_close(sfd);
+    ant_close(tfd);
+    return rc;
+}
+
 /* --- queries --- */
 
 int ant_jobs_get(struct ant_jobs *j, const char *id, struct ant_job_info *out)
@@ -891,8 +1090,10 @@ int ant_jobs_status_json(struct ant_jobs *j, const char *id, int64_t now, json_t
     json_object_set_new(doc, "expires", time_json(info.expires));
     json_object_set_new(doc, "expires_in_s",
                         json_integer(info.expires > now ? (json_int_t)(info.expires - now) : 0));
-    json_object_set_new(doc, "scratch_path",
-                        info.state == ANT_JOB_READY ? json_string(path) : json_null());
+    json_object_set_new(doc, "scratch_path", info.state == ANT_JOB_READY &&
+                                                     info.mode != ANT_JOB_ENCRYPT
+                                                 ? json_string(path)
+                                                 : json_null());
     json_object_set_new(doc, "files", files);
     *out = doc;
     return 0;
@@ -964,22 +1165,49 @@ static int tenant_dir(struct ant_jobs *j, const char *tenant, bool create, int *
     return 0;
 }
 
-/* Removes everything a job may have in scratch: its folder and the engine's partial and
- * temporary folders. */
-static int remove_output(struct ant_jobs *j, const char *tenant, const char *id)
+/* The engine's job name: the output folder. A stage-out job writes beside the archive's files
+ * under a prefix no file id has. */
+static void engine_name(const struct ant_job_info *info, char out[ANT_JOB_ID_LEN + 8])
 {
-    char name[ANT_JOB_ID_LEN + 16];
+    snprintf(out, ANT_JOB_ID_LEN + 8, "%s%s", info->mode == ANT_JOB_ENCRYPT ? "so-" : "",
+             info->id);
+}
+
+/* Opens <archive>/<dataset>, creating it (0700) when `create`. */
+static int archive_dir(struct ant_jobs *j, const char *ds, bool create, int *out)
+{
+    if (ant_stage_path_check(ant_bytes_str(ds)) < 0 || strchr(ds, '/') != NULL) {
+        return -EINVAL;
+    }
+    if (create && mkdirat(j->conf.archive_fd, ds, 0700) < 0 && errno != EEXIST) {
+        return -errno;
+    }
+    int fd = ant_stage_openat(j->conf.archive_fd, ds, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    if (fd < 0) {
+        return fd;
+    }
+    *out = fd;
+    return 0;
+}
+
+/* Removes everything a job may have written: its folder and the engine's partial and temporary
+ * folders (in the tenant's scratch, or for a stage-out beside the dataset's archive files). */
+static int remove_output(struct ant_jobs *j, const struct ant_job_info *info)
+{
+    char name[ANT_JOB_ID_LEN + 24], base[ANT_JOB_ID_LEN + 8];
     int tfd = -1;
-    int rc = tenant_dir(j, tenant, false, &tfd);
+    int rc = info->mode == ANT_JOB_ENCRYPT ? archive_dir(j, info->dataset_id, false, &tfd)
+                                           : tenant_dir(j, info->tenant, false, &tfd);
     if (rc == -ENOENT) {
         return 0;
     }
     if (rc < 0) {
         return rc;
     }
+    engine_name(info, base);
     const char *pre[] = {"", ".", "."}, *suf[] = {"", ".partial", ".tmp"};
     for (size_t i = 0; i < ANT_ARRAY_LEN(pre); i++) {
-        snprintf(name, sizeof(name), "%s%s%s", pre[i], id, suf[i]);
+        snprintf(name, sizeof(name), "%s%s%s", pre[i], base, suf[i]);
         int e = ant_rmtree_at(tfd, name);
         if (e < 0 && e != -ENOENT && rc == 0) {
             rc = e;
@@ -1069,7 +1297,7 @@ int ant_jobs_cancel(struct ant_jobs *j, const char *id, int64_t now)
         goto out;
     }
     pthread_mutex_unlock(&j->mu);
-    rc = remove_output(j, info.tenant, id);
+    rc = remove_output(j, &info);
     if (rc < 0) {
         ant_log_kv(ANT_LOG_ERROR, "jobs.cancel_cleanup", ((const char *[]){"job_id", id, NULL}),
                    "cannot remove output: %s", strerror(-rc));
@@ -1092,7 +1320,7 @@ int ant_jobs_purge(struct ant_jobs *j, int64_t now)
     pthread_mutex_lock(&j->mu);
     int rc = db_prepare(j,
                         "SELECT " JOB_COLS " FROM stage_jobs WHERE state IN ('queued','ready')"
-                        " AND expires <= ? ORDER BY expires LIMIT 256",
+                        " AND mode != 'encrypt' AND expires <= ? ORDER BY expires LIMIT 256",
                         &s);
     if (rc == 0) {
         sqlite3_bind_int64(s, 1, now);
@@ -1144,7 +1372,7 @@ int ant_jobs_purge(struct ant_jobs *j, int64_t now)
             rc = e;
             break;
         }
-        e = remove_output(j, info->tenant, info->id);
+        e = remove_output(j, info);
         if (e < 0) {
             ant_log_kv(ANT_LOG_ERROR, "jobs.purge_failed",
                        ((const char *[]){"job_id", info->id, NULL}),
@@ -1164,6 +1392,8 @@ struct pending {
     size_t idx;
     int rc;
     uint64_t bytes;
+    bool has_sha, has_body; /* stage-out: the digests the catalog will record */
+    uint8_t sha[ANT_SHA256_LEN], body[ANT_SHA256_LEN];
     char err[256];
 };
 
@@ -1174,8 +1404,10 @@ struct runctx {
     struct pending *pend;
     size_t npend, cap;
     int64_t last_flush_ns;
-    const struct ant_stage_file *files; /* the engine's list: logical paths for messages */
+    const struct ant_stage_file *files; /* the engine's list */
+    const char *const *logical;         /* logical paths, for messages */
     size_t nfiles;
+    bool encrypt;      /* a stage-out */
     uint64_t ndone;    /* files reported done in this run */
     char first_err[256];
     int flush_rc;
@@ -1193,7 +1425,8 @@ static int flush_files(struct runctx *c)
     int rc = db_exec(j, "BEGIN IMMEDIATE");
     if (rc == 0) {
         rc = db_prepare(j,
-                        "UPDATE stage_job_files SET state = ?3, bytes_done = ?4, error = ?5"
+                        "UPDATE stage_job_files SET state = ?3, bytes_done = ?4, error = ?5,"
+                        " sha256 = COALESCE(?6, sha256), sha256_body = COALESCE(?7, sha256_body)"
                         " WHERE job_id = ?1 AND idx = ?2",
                         &s);
     }
@@ -1208,6 +1441,12 @@ static int flush_files(struct runctx *c)
             sqlite3_bind_null(s, 5);
         } else {
             sqlite3_bind_text(s, 5, p->err, -1, SQLITE_STATIC);
+        }
+        if (p->has_sha) {
+            sqlite3_bind_blob(s, 6, p->sha, ANT_SHA256_LEN, SQLITE_STATIC);
+        }
+        if (p->has_body) {
+            sqlite3_bind_blob(s, 7, p->body, ANT_SHA256_LEN, SQLITE_STATIC);
         }
         int src = sqlite3_step(s);
         rc = src == SQLITE_DONE ? 0 : sqlerr(src);
@@ -1264,10 +1503,18 @@ static void on_file(void *arg, const struct ant_stage_file_result *r)
     p->idx = r->index;
     p->rc = r->rc;
     p->bytes = r->bytes;
+    p->has_sha = c->encrypt && r->rc == 0;
+    p->has_body = c->encrypt && r->rc == 0 && r->has_sha256_body;
+    if (p->has_sha) {
+        memcpy(p->sha, r->sha256, ANT_SHA256_LEN);
+    }
+    if (p->has_body) {
+        memcpy(p->body, r->sha256_body, ANT_SHA256_LEN);
+    }
     p->err[0] = '\0';
     if (r->rc < 0) {
         /* the user knows the file by its logical path, not by its archive name */
-        const char *path = r->index < c->nfiles ? c->files[r->index].dst : "?";
+        const char *path = r->index < c->nfiles ? c->logical[r->index] : "?";
         const char *src = r->index < c->nfiles ? c->files[r->index].src : NULL;
         const char *msg = r->msg != NULL ? r->msg : strerror(-r->rc);
         char clean[192];
@@ -1302,6 +1549,9 @@ static void on_file(void *arg, const struct ant_stage_file_result *r)
 struct filelist {
     struct ant_stage_file *files;
     char **strs; /* 2 per file: src, dst */
+    const char **logical; /* per file: its logical path (dst, or for a stage-out its path) */
+    char **paths;         /* stage-out: the logical paths */
+    char *source;         /* stage-out: the folder under the tenant's scratch */
     size_t n;
     uint64_t bytes_prev;
     uint8_t recipient[ANT_KEY_LEN];
@@ -1313,7 +1563,13 @@ static void filelist_fini(struct filelist *fl)
     for (size_t i = 0; fl->strs != NULL && i < 2 * fl->n; i++) {
         free(fl->strs[i]);
     }
+    for (size_t i = 0; fl->paths != NULL && i < fl->n; i++) {
+        free(fl->paths[i]);
+    }
     free(fl->strs);
+    free(fl->paths);
+    free(fl->logical);
+    free(fl->source);
     free(fl->files);
     memset(fl, 0, sizeof(*fl));
 }
@@ -1322,11 +1578,13 @@ static int load_files_locked(struct ant_jobs *j, const struct ant_job_info *info
                              struct filelist *fl)
 {
     sqlite3_stmt *s = NULL;
-    enum ant_xform x = j->conf.test_raw               ? ANT_XFORM_RAW
+    bool out = info->mode == ANT_JOB_ENCRYPT;
+    enum ant_xform x = out                            ? ANT_XFORM_ENCRYPT
+                       : j->conf.test_raw              ? ANT_XFORM_RAW
                        : info->mode == ANT_JOB_DECRYPT ? ANT_XFORM_DECRYPT
                                                        : ANT_XFORM_REENCRYPT;
     size_t n = info->files_total;
-    int rc = db_prepare(j, "SELECT recipient_pk FROM stage_jobs WHERE id = ?", &s);
+    int rc = db_prepare(j, "SELECT recipient_pk, source FROM stage_jobs WHERE id = ?", &s);
     if (rc < 0) {
         return rc;
     }
@@ -1335,11 +1593,19 @@ static int load_files_locked(struct ant_jobs *j, const struct ant_job_info *info
         memcpy(fl->recipient, sqlite3_column_blob(s, 0), ANT_KEY_LEN);
         fl->has_recipient = true;
     }
+    if (out && sqlite3_column_text(s, 1) != NULL) {
+        fl->source = strdup((const char *)sqlite3_column_text(s, 1));
+    }
     sqlite3_finalize(s);
     s = NULL;
+    if (out && fl->source == NULL) {
+        return -EBADMSG;
+    }
     fl->files = calloc(n > 0 ? n : 1, sizeof(*fl->files));
     fl->strs = calloc(2 * (n > 0 ? n : 1), sizeof(*fl->strs));
-    if (fl->files == NULL || fl->strs == NULL) {
+    fl->paths = calloc(n > 0 ? n : 1, sizeof(*fl->paths));
+    fl->logical = calloc(n > 0 ? n : 1, sizeof(*fl->logical));
+    if (fl->files == NULL || fl->strs == NULL || fl->paths == NULL || fl->logical == NULL) {
         return -ENOMEM;
     }
     rc = db_prepare(j,
@@ -1362,23 +1628,30 @@ static int load_files_locked(struct ant_jobs *j, const struct ant_job_info *info
         const char *sid = (const char *)sqlite3_column_text(s, 1);
         const char *path = (const char *)sqlite3_column_text(s, 2);
         const char *st = (const char *)sqlite3_column_text(s, 5);
-        char *src_path = NULL;
-        if (sid == NULL || path == NULL ||
-            asprintf(&src_path, "%s/%s.c4gh", info->dataset_id, sid) < 0) {
-            rc = -ENOMEM;
-            break;
+        char *src_path = NULL, *dst_path = NULL;
+        int e1 = -1, e2 = 0;
+        if (sid != NULL && path != NULL && out) {
+            /* stage-out: from <source>/<path> to a flat name the registration renames */
+            e1 = asprintf(&src_path, "%s/%s", fl->source, path);
+            e2 = asprintf(&dst_path, "%zu.c4gh", i);
+        } else if (sid != NULL && path != NULL) {
+            e1 = asprintf(&src_path, "%s/%s.c4gh", info->dataset_id, sid);
+            dst_path = strdup(path);
         }
-        fl->strs[2 * i] = src_path;
-        fl->strs[2 * i + 1] = strdup(path);
+        fl->strs[2 * i] = e1 < 0 ? NULL : src_path;
+        fl->strs[2 * i + 1] = e2 < 0 ? NULL : dst_path;
+        fl->paths[i] = path != NULL ? strdup(path) : NULL;
         fl->n++;
-        if (fl->strs[2 * i + 1] == NULL) {
+        if (fl->strs[2 * i] == NULL || fl->strs[2 * i + 1] == NULL || fl->paths[i] == NULL) {
             rc = -ENOMEM;
             break;
         }
         f->src = fl->strs[2 * i];
         f->dst = fl->strs[2 * i + 1];
+        fl->logical[i] = fl->paths[i];
         f->xform = x;
-        f->has_sha256 = true;
+        /* a stage-out's digests are learnt as it runs: the catalog records what was read */
+        f->has_sha256 = !out;
         memcpy(f->sha256, sqlite3_column_blob(s, 4), ANT_SHA256_LEN);
         f->done = st != NULL && strcmp(st, "done") == 0;
         if (f->done) {
@@ -1395,6 +1668,171 @@ static int load_files_locked(struct ant_jobs *j, const struct ant_job_info *info
     return rc;
 }
 
+/* The catalog size of a stored Crypt4GH file: the plaintext length of its body. */
+static int stored_plain_len(int fd, uint64_t *plain)
+{
+    struct ant_buf hdr = ANT_BUF_INIT(ANT_C4GH_MAX_HEADER_LEN);
+    struct stat sb;
+    int rc = ant_c4gh_header_read_fd(fd, &hdr, NULL);
+    if (rc == 0 && fstat(fd, &sb) < 0) {
+        rc = -errno;
+    }
+    if (rc == 0 && (uint64_t)sb.st_size < hdr.len) {
+        rc = -EBADMSG;
+    }
+    rc = rc < 0 ? rc : ant_c4gh_plain_len((uint64_t)sb.st_size - hdr.len, plain);
+    ant_buf_fini(&hdr);
+    return rc;
+}
+
+struct out_file {
+    size_t idx;
+    char path[ANT_PATH_MAX + 1];
+    uint8_t sha[ANT_SHA256_LEN], body[ANT_SHA256_LEN];
+};
+
+/* Registers one encrypted file of a stage-out: the catalog row, its audit event, the rename to
+ * <file-id>.c4gh and the folder's fsync, the row committed last (as an upload does). */
+static int register_one(struct ant_jobs *j, struct ant_store *st, const struct ant_job_info *info,
+                        const struct out_file *of, int afd, const char *ename,
+                        char id[ANT_ID_MAX + 1])
+{
+    char from[ANT_JOB_ID_LEN + 40], to[ANT_ID_MAX + 8];
+    struct ant_file_spec spec = {.dataset_id = info->dataset_id, .path = of->path};
+    bool renamed = false;
+    snprintf(from, sizeof(from), "%s/%zu.c4gh", ename, of->idx);
+    int fd = openat(afd, from, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    int rc = fd < 0 ? -errno : stored_plain_len(fd, &spec.size);
+    ant_close(fd);
+    if (rc < 0) {
+        return rc;
+    }
+    memcpy(spec.sha256_plain, of->sha, ANT_SHA256_LEN);
+    memcpy(spec.sha256_c4gh, of->body, ANT_SHA256_LEN);
+    rc = ant_store_begin(st);
+    if (rc < 0) {
+        return rc;
+    }
+    rc = ant_store_file_add(st, &spec, id);
+    if (rc == 0) {
+        char detail[160];
+        snprintf(detail, sizeof(detail), "{\"size\":%llu,\"job\":\"%s\"}",
+                 (unsigned long long)spec.size, info->id);
+        struct ant_audit_event ev = {
+            .actor = info->principal,
+            .tenant = info->tenant,
+            .credential = "job",
+            .action = "stage_out.register",
+            .resource_kind = "file",
+            .resource_id = id,
+            .dataset_id = info->dataset_id,
+            .decision = ANT_AUDIT_INFO,
+            .reason = "stage_out",
+            .transfer = info->id,
+            .detail = detail,
+        };
+        int64_t seq = ant_audit_append(j->conf.audit, &ev);
+        rc = seq < 0 ? (int)seq : 0;
+    }
+    if (rc == 0) {
+        snprintf(to, sizeof(to), "%s.c4gh", id);
+        rc = renameat(afd, from, afd, to) < 0 ? -errno : 0;
+        renamed = rc == 0;
+    }
+    rc = rc < 0 ? rc : ant_fsync_dir(afd);
+    rc = rc < 0 ? rc : ant_store_commit(st);
+    if (rc < 0) {
+        ant_store_rollback(st);
+        if (renamed && renameat(afd, to, afd, from) < 0) {
+            ant_log(ANT_LOG_ERROR, "jobs.stage_out_orphan", "%s/%s left unregistered: %s",
+                    info->dataset_id, to, strerror(errno));
+        }
+    }
+    return rc;
+}
+
+/* After a stage-out's engine run: registers every file not registered yet. */
+static int register_out(struct ant_jobs *j, const struct ant_job_info *info,
+                        const struct filelist *fl, int afd, const char *ename,
+                        struct runctx *c, struct ant_diag *d)
+{
+    struct out_file *todo = calloc(fl->n > 0 ? fl->n : 1, sizeof(*todo));
+    sqlite3_stmt *s = NULL;
+    size_t n = 0;
+    int rc = todo != NULL ? 0 : -ENOMEM;
+    if (j->conf.pool == NULL) {
+        rc = -ENOTSUP;
+    }
+    pthread_mutex_lock(&j->mu);
+    rc = rc < 0 ? rc
+                : db_prepare(j,
+                             "SELECT idx, path, sha256, sha256_body FROM stage_job_files"
+                             " WHERE job_id = ? AND file_id = '' ORDER BY idx",
+                             &s);
+    if (rc == 0) {
+        sqlite3_bind_text(s, 1, info->id, -1, SQLITE_STATIC);
+        while (n < fl->n && sqlite3_step(s) == SQLITE_ROW) {
+            struct out_file *of = &todo[n];
+            of->idx = (size_t)sqlite3_column_int64(s, 0);
+            col_copy(s, 1, of->path, sizeof(of->path));
+            if (sqlite3_column_bytes(s, 2) != ANT_SHA256_LEN ||
+                sqlite3_column_bytes(s, 3) != ANT_SHA256_LEN) {
+                ant_diag_set(d, "%s: its digests were not recorded; stage out again", of->path);
+                rc = -EIO;
+                break;
+            }
+            memcpy(of->sha, sqlite3_column_blob(s, 2), ANT_SHA256_LEN);
+            memcpy(of->body, sqlite3_column_blob(s, 3), ANT_SHA256_LEN);
+            n++;
+        }
+        sqlite3_finalize(s);
+    }
+    pthread_mutex_unlock(&j->mu);
+    struct ant_store *st = rc == 0 ? ant_store_pool_acquire(j->conf.pool) : NULL;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        char id[ANT_ID_MAX + 1];
+        rc = register_one(j, st, info, &todo[i], afd, ename, id);
+        if (rc < 0) {
+            ant_diag_set(d, "%s: cannot add it to dataset %s: %s", todo[i].path, info->dataset_id,
+                         rc == -EEXIST   ? "the dataset has this path already"
+                         : rc == -EINVAL ? "the dataset is no longer a draft"
+                         : rc == -ENOENT ? "its encrypted copy is gone (interrupted)"
+                                         : strerror(-rc));
+            snprintf(c->first_err, sizeof(c->first_err), "%s", ant_diag_msg(d, "?"));
+            break;
+        }
+        pthread_mutex_lock(&j->mu);
+        int e = db_prepare(j,
+                           "UPDATE stage_job_files SET file_id = ?3, storage_id = ?3"
+                           " WHERE job_id = ?1 AND idx = ?2",
+                           &s);
+        if (e == 0) {
+            sqlite3_bind_text(s, 1, info->id, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(s, 2, (int64_t)todo[i].idx);
+            sqlite3_bind_text(s, 3, id, -1, SQLITE_TRANSIENT);
+            e = db_done(s);
+        }
+        pthread_mutex_unlock(&j->mu);
+        if (e < 0) {
+            ant_log_kv(ANT_LOG_ERROR, "jobs.record", ((const char *[]){"job_id", info->id, NULL}),
+                       "%s registered as %s but not recorded: %s", todo[i].path, id,
+                       strerror(-e));
+        }
+    }
+    if (st != NULL) {
+        ant_store_pool_release(j->conf.pool, st);
+    }
+    if (rc == 0) {
+        /* every file was renamed out of it: the folder is empty */
+        int e = ant_rmtree_at(afd, ename);
+        if (e < 0 && e != -ENOENT) {
+            ant_log(ANT_LOG_WARN, "jobs.cleanup", "%s: %s", ename, strerror(-e));
+        }
+    }
+    free(todo);
+    return rc;
+}
+
 /* Runs one claimed job and records how it ended. */
 static void run_job(struct ant_jobs *j, struct job_run *run)
 {
@@ -1402,7 +1840,7 @@ static void run_job(struct ant_jobs *j, struct job_run *run)
     struct filelist fl;
     struct runctx c;
     struct ant_diag diag = {{0}};
-    int tfd = -1;
+    int tfd = -1, afd = -1;
     memset(&fl, 0, sizeof(fl));
     memset(&c, 0, sizeof(c));
     c.j = j;
@@ -1420,20 +1858,33 @@ static void run_job(struct ant_jobs *j, struct job_run *run)
     }
     run->bytes_prev = fl.bytes_prev;
     c.files = fl.files;
+    c.logical = fl.logical;
     c.nfiles = fl.n;
-    rc = tenant_dir(j, info.tenant, true, &tfd);
+    c.encrypt = info.mode == ANT_JOB_ENCRYPT;
+    bool out = info.mode == ANT_JOB_ENCRYPT;
+    char ename[ANT_JOB_ID_LEN + 8];
+    engine_name(&info, ename);
+    rc = tenant_dir(j, info.tenant, !out, &tfd);
     if (rc < 0) {
         ant_diag_set(&diag, "cannot open the tenant's scratch folder: %s", strerror(-rc));
         goto end;
     }
+    if (out) {
+        rc = archive_dir(j, info.dataset_id, true, &afd);
+        if (rc < 0) {
+            ant_diag_set(&diag, "cannot open the dataset's archive folder: %s", strerror(-rc));
+            goto end;
+        }
+    }
     struct ant_stage_job job = {
-        .name = info.id,
-        .src_root = j->conf.archive_fd,
-        .dst_root = tfd,
+        .name = ename,
+        .src_root = out ? tfd : j->conf.archive_fd,
+        .dst_root = out ? afd : tfd,
         .files = fl.files,
         .nfiles = fl.n,
         .key = j->conf.kx,
-        .recipient_pk = fl.has_recipient ? fl.recipient : NULL,
+        .recipient_pk = out ? ant_key_public(j->conf.kx)
+                            : fl.has_recipient ? fl.recipient : NULL,
         .on_file = on_file,
         .cb_arg = &c,
         .progress = &run->progress,
@@ -1446,8 +1897,12 @@ static void run_job(struct ant_jobs *j, struct job_run *run)
          * and the daemon stopped before recording so. */
         rc = 0;
     }
+    if (rc == 0 && out) {
+        rc = register_out(j, &info, &fl, afd, ename, &c, &diag);
+    }
 end:
     ant_close(tfd);
+    ant_close(afd);
     pthread_mutex_lock(&j->mu);
     int64_t now = ant_now_unix();
     enum ant_job_state to;
@@ -1485,7 +1940,7 @@ end:
     }
     if (to == ANT_JOB_FAILED || to == ANT_JOB_CANCELLED) {
         /* nothing of a failed job stays in scratch: its quota is released with it */
-        (void)remove_output(j, info.tenant, run->id);
+        (void)remove_output(j, &info);
     }
     if (to == ANT_JOB_READY || to == ANT_JOB_FAILED) {
         char detail[512];

@@ -63,6 +63,7 @@ bool ant_job_state_is_final(enum ant_job_state s);
 enum ant_job_mode {
     ANT_JOB_DECRYPT = 0, /* plaintext into this site's scratch */
     ANT_JOB_REENCRYPT,   /* Crypt4GH for recipient_pk, body unchanged */
+    ANT_JOB_ENCRYPT,     /* stage-out: scratch files encrypted into a draft dataset */
 };
 const char *ant_job_mode_name(enum ant_job_mode m);
 ANT_MUST_CHECK int ant_job_mode_parse(const char *s, enum ant_job_mode *out);
@@ -84,6 +85,8 @@ struct ant_jobs_conf {
     unsigned default_ttl_s;  /* 0: 7 days */
     unsigned purge_interval_s; /* 0: 10 */
     const struct ant_engine_opts *engine; /* NULL: defaults (io_engine auto) */
+    struct ant_store_pool *pool; /* the catalog, where stage-out registers files; NULL: no
+                                    stage-out (-ENOTSUP) */
     /* testing only: copy archive files as they are (ANT_XFORM_RAW, catalog SHA-256 checked),
      * so the runner can be tested without Crypt4GH; kx may then be NULL */
     bool test_raw;
@@ -128,6 +131,23 @@ struct ant_job_request {
 ANT_MUST_CHECK int ant_jobs_submit(struct ant_jobs *j, struct ant_store *st,
                                    const struct ant_job_request *rq,
                                    char id_out[ANT_JOB_ID_LEN + 1], struct ant_diag *d);
+
+/* Stage-out (issue 6 part 4): the regular files beneath <scratch>/<tenant>/<source> become
+ * files of a draft dataset, encrypted for the site's key into <archive>/<dataset-id>/, each
+ * registered in the catalog with its digests as an upload is (the row is committed only after
+ * the file is in place and durable). Logical paths are the files' paths inside `source`. */
+struct ant_job_out_request {
+    const struct ant_principal *who; /* owner; `source` is in its tenant's scratch */
+    const char *source;              /* a folder, relative to <scratch>/<tenant> */
+    const char *dataset_id;          /* a draft; the caller has checked ant_decide(WRITE) */
+    int64_t now;                     /* unix s; 0: now */
+};
+/* Admits a stage-out job. Errors with diag: -EINVAL bad source path, a symlink or a file name
+ * the catalog refuses beneath it; -ENOENT no such folder or no file in it; -EEXIST a path is
+ * already in the dataset; -E2BIG too many files; -ENOTSUP no catalog pool configured. */
+ANT_MUST_CHECK int ant_jobs_submit_out(struct ant_jobs *j, struct ant_store *st,
+                                       const struct ant_job_out_request *rq,
+                                       char id_out[ANT_JOB_ID_LEN + 1], struct ant_diag *d);
 
 /* A snapshot of one job. */
 struct ant_job_info {
