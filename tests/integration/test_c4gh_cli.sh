@@ -152,5 +152,65 @@ else
     echo "skip reference-tool direction: python3 crypt4gh not installed"
 fi
 
+# 8. an independent reader (python3-cryptography + hashlib, no antenna or reference code) opens
+#    files antenna wrote: several recipients, edit lists, 64 KiB-aligned sizes
+if python3 -c 'import cryptography.hazmat.primitives.ciphers.aead' 2>/dev/null; then
+    cat >indep.py <<'PY'
+import base64, hashlib, struct, sys
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives import serialization
+def sk_of(path):  # unencrypted c4gh-v1 only
+    lines = [l for l in open(path).read().split("\n") if l and not l.startswith("-----")]
+    blob = base64.b64decode("".join(lines))
+    # "c4gh-v1", kdf "none", cipher "none", then the 32-byte key (FORMAT-NOTES §9)
+    assert blob[:7] == b"c4gh-v1" and blob[7:19] == b"\x00\x04none" * 2
+    off = 19 + 2
+    return blob[off:off + 32]
+sk = sk_of(sys.argv[1]); data = open(sys.argv[2], "rb").read()
+priv = X25519PrivateKey.from_private_bytes(sk)
+pk = priv.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+assert data[:8] == b"crypt4gh" and struct.unpack("<I", data[8:12])[0] == 1
+n = struct.unpack("<I", data[12:16])[0]; off = 16; keys = []; edits = None
+for _ in range(n):
+    plen = struct.unpack("<I", data[off:off + 4])[0]; pkt = data[off:off + plen]; off += plen
+    wpk = pkt[8:40]
+    dh = priv.exchange(X25519PublicKey.from_public_bytes(wpk))
+    k = hashlib.blake2b(dh + pk + wpk, digest_size=64).digest()[:32]
+    try:
+        pt = ChaCha20Poly1305(k).decrypt(pkt[40:52], pkt[52:], None)
+    except Exception:
+        continue
+    t = struct.unpack("<I", pt[:4])[0]
+    if t == 0:
+        keys.append(pt[8:40])
+    else:
+        c = struct.unpack("<I", pt[4:8])[0]
+        edits = list(struct.unpack("<%dQ" % c, pt[8:8 + 8 * c]))
+assert keys, "no key"
+out = b""; body = data[off:]
+for i in range(0, len(body), 65564):
+    seg = body[i:i + 65564]
+    out += ChaCha20Poly1305(keys[0]).decrypt(seg[:12], seg[12:], None)
+if edits is not None:
+    res = b""; pos = 0
+    for j, e in enumerate(edits):
+        if j % 2: res += out[pos:pos + e]
+        pos += e
+    if len(edits) % 2: res += out[pos:]
+    out = res
+sys.stdout.buffer.write(out)
+PY
+    ind=0
+    for n in 0 1 65536 65537 1048579; do
+        python3 indep.py a.sec p$n.c4gh | cmp -s - p$n || { bad "independent reader, $n bytes"; ind=1; }
+    done
+    python3 indep.py a.sec r.c4gh | cmp -s - <(tail -c +70001 p196608 | head -c 30000) ||
+        { bad "independent reader, edit list"; ind=1; }
+    [ $ind = 0 ] && ok "independent reader opens antenna's files (recipients, sizes, edit list)"
+else
+    echo "skip independent-reader direction: python3 cryptography not installed"
+fi
+
 echo "$fails failure(s)"
 [ $fails = 0 ]
