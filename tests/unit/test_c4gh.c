@@ -1109,6 +1109,34 @@ static void test_skip_digests(void **state)
     ant_buf_fini(&back);
 }
 
+/* The key files of MANIFEST.md (unencrypted, scrypt, pbkdf2) open the files made for them. */
+static void test_vectors_with_key_files(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *key, *file, *plain;
+    } cases[] = {
+        {"keys/recipient1.sec", "one-byte.c4gh", "one-byte.bin"},
+        {"keys/recipient2.sec", "two-recipients.c4gh", "plus1-65537.bin"},
+        {"keys/recipient2.pbkdf2.sec", "reencrypted-r1-to-r2.c4gh", "plus1-65537.bin"},
+        {"keys/sender.sec", "reencrypted-trim.c4gh", "plus1-65537.bin"},
+    };
+    for (size_t i = 0; i < ANT_ARRAY_LEN(cases); i++) {
+        struct ant_key *k = NULL;
+        struct ant_diag d = {{0}};
+        struct ant_buf out = ANT_BUF_INIT(1u << 20);
+        char path[4200];
+        snprintf(path, sizeof(path), "%s", test_vector_path(cases[i].key));
+        if (ant_key_load(AT_FDCWD, path, "antenna-test", &k, &d) != 0) {
+            fail_msg("%s: %s", cases[i].key, d.msg);
+        }
+        assert_int_equal(seg_decrypt_vec(cases[i].file, k, NULL, &out), 0);
+        assert_true(file_eq(out.p, out.len, cases[i].plain));
+        ant_buf_fini(&out);
+        ant_key_free(k);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1140,6 +1168,7 @@ int main(void)
         cmocka_unit_test(test_header_read_fd_stops_at_body_and_header_only),
         cmocka_unit_test(test_keygen_files),
         cmocka_unit_test(test_skip_digests),
+        cmocka_unit_test(test_vectors_with_key_files),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
