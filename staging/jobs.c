@@ -1897,6 +1897,15 @@ static void run_job(struct ant_jobs *j, struct job_run *run)
          * and the daemon stopped before recording so. */
         rc = 0;
     }
+    if (rc == 0) {
+        /* what a crashed earlier run may have left beside the finished folder */
+        char tmp[ANT_JOB_ID_LEN + 16];
+        snprintf(tmp, sizeof(tmp), ".%s.tmp", ename);
+        int rrc = ant_rmtree_at(out ? afd : tfd, tmp);
+        if (rrc < 0 && rrc != -ENOENT) {
+            ant_log(ANT_LOG_WARN, "jobs.leftover", "cannot remove %s: %s", tmp, strerror(-rrc));
+        }
+    }
     if (rc == 0 && out) {
         rc = register_out(j, &info, &fl, afd, ename, &c, &diag);
     }
