@@ -127,9 +127,9 @@ static int load_sign_pub(int dirfd, const char *path, uint8_t pub[ANT_KEY_LEN])
     struct ant_diag d = {{0}};
     int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
     int rc = fd < 0 ? -errno : ant_read_all(fd, &raw);
-    rc = rc < 0 ? rc
-                : ant_keyfile_public_decode(ant_buf_view(&raw), ANT_KEYFILE_ED25519_PUBLIC, pub,
-                                            &d);
+    rc = rc < 0
+             ? rc
+             : ant_keyfile_public_decode(ant_buf_view(&raw), ANT_KEYFILE_ED25519_PUBLIC, pub, &d);
     if (rc < 0) {
         fprintf(stderr, "antenna audit: cannot read the site's Ed25519 public key from %s: %s\n",
                 path, ant_diag_msg(&d, strerror(-rc)));
@@ -192,8 +192,7 @@ static int verify_export(const struct aopts *o)
     if (len > 0) {
         map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
         if (map == MAP_FAILED) {
-            fprintf(stderr, "antenna audit: cannot map %s: %s\n", o->export_file,
-                    strerror(errno));
+            fprintf(stderr, "antenna audit: cannot map %s: %s\n", o->export_file, strerror(errno));
             ant_close(fd);
             return 1;
         }
@@ -297,12 +296,11 @@ static int parse_time(const char *s, int64_t *ms)
         return 0;
     }
     bool date = n >= 10 && s[4] == '-' && s[7] == '-' && digits(s, 0, 4, 9999, &v[0]) &&
-                digits(s, 5, 2, 12, &v[1]) && digits(s, 8, 2, 31, &v[2]) && v[1] >= 1 &&
-                v[2] >= 1;
-    if (!date || (n != 10 && !(n == 20 && (s[10] == 'T' || s[10] == 't') && s[13] == ':' &&
-                               s[16] == ':' && (s[19] == 'Z' || s[19] == 'z') &&
-                               digits(s, 11, 2, 23, &v[3]) && digits(s, 14, 2, 59, &v[4]) &&
-                               digits(s, 17, 2, 60, &v[5])))) {
+                digits(s, 5, 2, 12, &v[1]) && digits(s, 8, 2, 31, &v[2]) && v[1] >= 1 && v[2] >= 1;
+    if (!date ||
+        (n != 10 && !(n == 20 && (s[10] == 'T' || s[10] == 't') && s[13] == ':' && s[16] == ':' &&
+                      (s[19] == 'Z' || s[19] == 'z') && digits(s, 11, 2, 23, &v[3]) &&
+                      digits(s, 14, 2, 59, &v[4]) && digits(s, 17, 2, 60, &v[5])))) {
         return -EINVAL;
     }
     struct tm tm = {.tm_year = (int)v[0] - 1900,

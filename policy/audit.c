@@ -2,6 +2,7 @@
  * and live verification (the verifier itself is in audit_verify.c). */
 #include "policy/audit.h"
 
+#include "crypto/base/json.h"
 #include "crypto/base/log.h"
 
 #include <fcntl.h>
@@ -93,7 +94,7 @@ struct ant_audit {
     int fail_err;
     size_t queued_reqs;
     size_t expect_reqs; /* callers seen in the last round: the size of the next group */
-    bool gathering;   /* the writer waits for stragglers: wake it only when the batch is full */
+    bool gathering;     /* the writer waits for stragglers: wake it only when the batch is full */
     uint64_t commits;
     double commit_s; /* EWMA */
 
@@ -101,8 +102,8 @@ struct ant_audit {
     EVP_MD_CTX *md;
     EVP_MD *sha256; /* fetched once (see ant_audit_verifier) */
     struct ant_buf canon;
-    int64_t unsigned_since_ms; /* time of the oldest unsigned event we wrote; 0: none */
-    sqlite3_stmt *ws[8];           /* WS_*: prepared once */
+    int64_t unsigned_since_ms;   /* time of the oldest unsigned event we wrote; 0: none */
+    sqlite3_stmt *ws[8];         /* WS_*: prepared once */
     int64_t (*clock)(void *ctx); /* testing only: the events' time source */
     void *clock_ctx;
 };
@@ -292,8 +293,8 @@ static bool is_hexc(unsigned char c)
 
 static bool is_b64url(unsigned char c)
 {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           c == '-' || c == '_' || c == '=';
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-' ||
+           c == '_' || c == '=';
 }
 
 /* API keys "ak_<hex id>_<64 hex>", "Bearer <...>", JWTs ("eyJ<b64>.eyJ<b64>...") and PEM
@@ -320,8 +321,17 @@ static bool looks_secret(const char *s)
                 }
             }
         }
-        if ((p[0] | 0x20) == 'b' && left >= 7 && strncasecmp((const char *)p, "bearer ", 7) == 0) {
-            return true;
+        if ((p[0] | 0x20) == 'b' && left >= 7 + 16 &&
+            strncasecmp((const char *)p, "bearer ", 7) == 0) {
+            /* a credential follows, not prose such as "bearer token expired" */
+            size_t j = 7;
+            while (j < left &&
+                   (is_b64url(p[j]) || p[j] == '.' || p[j] == '+' || p[j] == '/' || p[j] == '~')) {
+                j++;
+            }
+            if (j - 7 >= 16) {
+                return true;
+            }
         }
         if (left >= 10 && memcmp(p, "eyJ", 3) == 0) {
             size_t j = 3;
@@ -356,18 +366,19 @@ static int check_field(const char *s, size_t max)
 
 static int check_event(const struct ant_audit_event *ev)
 {
-    const char *fields[] = {ev->request_id,  ev->actor,       ev->tenant,     ev->credential,
-                            ev->action,      ev->resource_kind, ev->resource_id, ev->dataset_id,
-                            ev->reason,      ev->transfer};
+    const char *fields[] = {ev->request_id, ev->actor,         ev->tenant,      ev->credential,
+                            ev->action,     ev->resource_kind, ev->resource_id, ev->dataset_id,
+                            ev->reason,     ev->transfer};
     int rc = (unsigned)ev->decision > ANT_AUDIT_INFO ? -EINVAL : 0;
     for (size_t i = 0; rc == 0 && i < ANT_ARRAY_LEN(fields); i++) {
         rc = check_field(fields[i], ANT_AUDIT_FIELD_MAX);
     }
     rc = rc < 0 ? rc : check_field(ev->detail, ANT_AUDIT_DETAIL_MAX);
     if (rc == 0 && ev->detail != NULL) {
-        json_error_t err;
-        json_t *o = json_loads(ev->detail, JSON_REJECT_DUPLICATES, &err);
-        rc = json_is_object(o) ? 0 : -EINVAL;
+        json_t *o = NULL;
+        rc = ant_json_parse(ant_bytes_str(ev->detail), ANT_AUDIT_DETAIL_MAX, ANT_JSON_MAX_DEPTH, &o,
+                            NULL);
+        rc = rc < 0 ? rc : json_is_object(o) ? 0 : -EINVAL;
         json_decref(o);
     }
     return rc;
@@ -509,7 +520,7 @@ static int insert_event(struct ant_audit *a, sqlite3_stmt *ins, struct chain_hea
         EVP_DigestFinal_ex(a->md, hash, &hl) != 1) {
         return -ENOMEM;
     }
-    const char *texts[] = {ev->request_id, ev->actor,       ev->tenant,     ev->credential,
+    const char *texts[] = {ev->request_id, ev->actor,         ev->tenant,      ev->credential,
                            ev->action,     ev->resource_kind, ev->resource_id, ev->dataset_id};
     sqlite3_bind_int64(ins, 1, seq);
     sqlite3_bind_int64(ins, 2, t);
@@ -662,8 +673,8 @@ static void *writer_main(void *arg)
         int rc = write_batch(a, batch, force, fail_err, clk != NULL ? clk(clk_ctx) : ant_now_ms());
         double dt = (double)(ant_mono_ns() - t0) / 1e9;
         if (rc < 0) {
-            ant_log(ANT_LOG_ERROR, "audit.write_failed", "group commit of %zu events failed: %s",
-                    n, strerror(-rc));
+            ant_log(ANT_LOG_ERROR, "audit.write_failed", "group commit of %zu events failed: %s", n,
+                    strerror(-rc));
         }
 
         /* The batch is off the queue and ours alone: release its callers without the lock.
@@ -819,10 +830,10 @@ int ant_audit_open(int dirfd, const char *name, unsigned flags, const struct ant
     pthread_cond_init(&a->work_cv, NULL);
     a->sign = sign;
     a->commit_s = -1;
-    a->opts.checkpoint_every = opts && opts->checkpoint_every ? opts->checkpoint_every
-                                                              : DEFAULT_EVERY;
-    a->opts.checkpoint_seconds = opts && opts->checkpoint_seconds ? opts->checkpoint_seconds
-                                                                  : DEFAULT_SECONDS;
+    a->opts.checkpoint_every =
+        opts && opts->checkpoint_every ? opts->checkpoint_every : DEFAULT_EVERY;
+    a->opts.checkpoint_seconds =
+        opts && opts->checkpoint_seconds ? opts->checkpoint_seconds : DEFAULT_SECONDS;
     a->opts.max_batch = opts && opts->max_batch ? opts->max_batch : DEFAULT_BATCH;
     ant_buf_init(&a->canon, 64 * 1024);
     a->md = EVP_MD_CTX_new();
@@ -834,14 +845,16 @@ int ant_audit_open(int dirfd, const char *name, unsigned flags, const struct ant
     rc = db_open(path, false, &a->wdb);
     /* WAL lets queries and exports read while the writer commits; synchronous=FULL fsyncs the
      * WAL at every commit, which is what makes an appended event durable (see audit.h). */
-    rc = rc < 0 ? rc : exec_sql(a->wdb, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                                         " PRAGMA cache_size=-32768;");
+    rc = rc < 0 ? rc
+                : exec_sql(a->wdb, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                                   " PRAGMA cache_size=-32768;");
     rc = rc < 0 ? rc : migrate(a->wdb);
     a->path = strdup(path);
     rc = rc < 0 ? rc : a->path == NULL ? -ENOMEM : 0;
     rc = rc < 0 ? rc : db_open(path, false, &a->rdb);
-    rc = rc < 0 ? rc : exec_sql(a->rdb, "PRAGMA query_only=ON; PRAGMA mmap_size=268435456;"
-                                         " PRAGMA cache_size=-32768;");
+    rc = rc < 0 ? rc
+                : exec_sql(a->rdb, "PRAGMA query_only=ON; PRAGMA mmap_size=268435456;"
+                                   " PRAGMA cache_size=-32768;");
     if (rc < 0) {
         goto out;
     }
@@ -916,8 +929,8 @@ int ant_audit_test_drop_triggers(int dirfd, const char *name)
 /* --- reading: rows as JSON, queries, export, live verify --- */
 
 static const char *const k_text_cols[] = {
-    "request_id",    "actor",       "tenant",     "credential", "action",
-    "resource_kind", "resource_id", "dataset_id",
+    "request_id", "actor",         "tenant",      "credential",
+    "action",     "resource_kind", "resource_id", "dataset_id",
 };
 static const char *const k_decisions[] = {"deny", "allow", "info"};
 
@@ -977,8 +990,8 @@ int ant_audit_query_run(struct ant_audit *a, const struct ant_audit_query *q, js
      * bounds the time: an index on (filter, time_ms) serves every page. */
     rc = ant_buf_append_str(&sql, "SELECT " EVENT_COLS " FROM events WHERE seq > ?1");
     if (rc == 0 && q->after_seq > 0) {
-        rc = ant_buf_append_str(&sql,
-                                " AND time_ms >= (SELECT time_ms FROM events WHERE seq = ?1)");
+        rc =
+            ant_buf_append_str(&sql, " AND time_ms >= (SELECT time_ms FROM events WHERE seq = ?1)");
     }
     if (rc == 0 && q->from_ms != 0) {
         rc = ant_buf_append_str(&sql, " AND time_ms >= ?2");
@@ -1087,8 +1100,8 @@ static int walk(struct ant_audit *a, const struct walk_ops *ops, bool signed_onl
         /* An export ends at the last checkpoint of its snapshot: events appended since the
          * caller's checkpoint are not signed yet and belong to the next export. */
         sqlite3_stmt *m = NULL;
-        rc = sqlerr(sqlite3_prepare_v2(db, "SELECT coalesce(max(seq), 0) FROM checkpoints", -1,
-                                       &m, NULL));
+        rc = sqlerr(
+            sqlite3_prepare_v2(db, "SELECT coalesce(max(seq), 0) FROM checkpoints", -1, &m, NULL));
         if (rc == 0) {
             rc = sqlite3_step(m) == SQLITE_ROW ? 0 : -EIO;
             upto = sqlite3_column_int64(m, 0);
@@ -1249,10 +1262,10 @@ int ant_audit_checkpoints(struct ant_audit *a, unsigned limit, json_t **out)
             ant_hex_encode(sqlite3_column_blob(s, 1), ANT_AUDIT_HASH_LEN, hash);
             ant_hex_encode(sqlite3_column_blob(s, 4), ANT_SIG_LEN, sig);
         }
-        json_t *o = json_pack("{s:I, s:s, s:I, s:I, s:s}", "seq",
-                              (json_int_t)sqlite3_column_int64(s, 0), "hash", hash, "time_ms",
-                              (json_int_t)sqlite3_column_int64(s, 2), "prev_seq",
-                              (json_int_t)sqlite3_column_int64(s, 3), "sig", sig);
+        json_t *o =
+            json_pack("{s:I, s:s, s:I, s:I, s:s}", "seq", (json_int_t)sqlite3_column_int64(s, 0),
+                      "hash", hash, "time_ms", (json_int_t)sqlite3_column_int64(s, 2), "prev_seq",
+                      (json_int_t)sqlite3_column_int64(s, 3), "sig", sig);
         rc = o == NULL || json_array_append_new(arr, o) < 0 ? -ENOMEM : 0;
     }
     if (rc == 0 && src != SQLITE_DONE) {
@@ -1284,8 +1297,7 @@ int ant_audit_status(struct ant_audit *a, const uint8_t *pub, json_t **out)
                           (json_int_t)rep.events, "checkpoints", (json_int_t)rep.checkpoints,
                           "last_seq", (json_int_t)rep.last_seq, "signed_seq",
                           (json_int_t)rep.signed_seq, "first_bad_seq",
-                          (json_int_t)rep.first_bad_seq, "queue_depth",
-                          (json_int_t)st.queue_depth);
+                          (json_int_t)rep.first_bad_seq, "queue_depth", (json_int_t)st.queue_depth);
     if (o != NULL && rc != 0 && json_object_set_new(o, "what", json_string(rep.what)) < 0) {
         json_decref(o);
         o = NULL;

@@ -84,8 +84,8 @@ void ant_audit_close(struct ant_audit *a);
 ANT_MUST_CHECK int64_t ant_audit_append(struct ant_audit *a, const struct ant_audit_event *ev);
 /* Appends n events (1..max_batch) atomically in one commit: they get consecutive seqs, the first
  * is returned. Same errors; for bulk producers (imports, benchmarks) that cannot use threads. */
-ANT_MUST_CHECK int64_t ant_audit_append_many(struct ant_audit *a,
-                                             const struct ant_audit_event *evs, size_t n);
+ANT_MUST_CHECK int64_t ant_audit_append_many(struct ant_audit *a, const struct ant_audit_event *evs,
+                                             size_t n);
 /* Signs a checkpoint now if events are unsigned (also those of other processes); 0 or
  * negative errno as append. */
 ANT_MUST_CHECK int ant_audit_checkpoint(struct ant_audit *a);
@@ -101,7 +101,7 @@ void ant_audit_stats(struct ant_audit *a, struct ant_audit_stats *out);
 
 /* --- queries --- */
 struct ant_audit_query {
-    int64_t from_ms, to_ms; /* time in [from, to); 0: open */
+    int64_t from_ms, to_ms;                           /* time in [from, to); 0: open */
     const char *actor, *tenant, *dataset_id, *action; /* NULL: any; else exact match */
     const char *decision;                             /* NULL: any; "allow" | "deny" | "info" */
     int64_t after_seq;                                /* cursor: 0, or *next of the last page */
@@ -125,10 +125,11 @@ struct ant_audit_report {
     int64_t line;          /* exports: the line of the first failure (1-based), else 0 */
     char what[160];        /* what failed at first_bad_seq */
 };
-/* Recomputes the live chain (in one read transaction, on a connection of its own) and checks every checkpoint against
- * `pub` (the site's Ed25519 public key). Returns 0 if intact, -EBADMSG if not (report says
- * where), -EIO / -ENOMEM. `strict`: events after the last checkpoint count as a failure (a
- * closed log is fully signed; a running one signs its tail within checkpoint_seconds). */
+/* Recomputes the live chain (in one read transaction, on a connection of its own) and checks every
+ * checkpoint against `pub` (the site's Ed25519 public key). Returns 0 if intact, -EBADMSG if not
+ * (report says where), -EIO / -ENOMEM. `strict`: events after the last checkpoint count as a
+ * failure (a closed log is fully signed; a running one signs its tail within checkpoint_seconds).
+ */
 ANT_MUST_CHECK int ant_audit_verify(struct ant_audit *a, const uint8_t pub[ANT_KEY_LEN],
                                     bool strict, struct ant_audit_report *rep);
 

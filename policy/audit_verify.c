@@ -18,9 +18,9 @@
 int ant_audit_canonical(int64_t seq, int64_t time_ms, const struct ant_audit_event *ev,
                         struct ant_buf *out)
 {
-    const char *fields[] = {ev->request_id,  ev->actor,       ev->tenant,     ev->credential,
-                            ev->action,      ev->resource_kind, ev->resource_id, ev->dataset_id,
-                            ev->reason,      ev->transfer,    ev->detail};
+    const char *fields[] = {ev->request_id, ev->actor,         ev->tenant,      ev->credential,
+                            ev->action,     ev->resource_kind, ev->resource_id, ev->dataset_id,
+                            ev->reason,     ev->transfer,      ev->detail};
     size_t lens[ANT_ARRAY_LEN(fields)];
     size_t need = sizeof(EVENT_MAGIC) - 1 + 8 + 8 + 1;
     /* One reservation, then plain stores: this runs once per event on append and verify. */
@@ -178,8 +178,9 @@ int ant_audit_verifier_checkpoint(struct ant_audit_verifier *v, int64_t seq,
         return -EBADMSG;
     }
     if (memcmp(hash, v->head, ANT_AUDIT_HASH_LEN) != 0) {
-        ant_audit_verifier_fail(v, seq, "checkpoint %lld does not match the chain (events "
-                                        "up to it were rewritten)",
+        ant_audit_verifier_fail(v, seq,
+                                "checkpoint %lld does not match the chain (events "
+                                "up to it were rewritten)",
                                 (long long)seq);
         return -EBADMSG;
     }
@@ -217,9 +218,9 @@ static const char *const k_event_fields[] = {
 
 static const char **event_slot(struct ant_audit_event *ev, size_t i)
 {
-    const char **slots[] = {&ev->request_id,  &ev->actor,      &ev->tenant, &ev->credential,
-                            &ev->action,      &ev->resource_kind, &ev->resource_id,
-                            &ev->dataset_id,  &ev->reason,     &ev->transfer, &ev->detail};
+    const char **slots[] = {&ev->request_id, &ev->actor,         &ev->tenant,      &ev->credential,
+                            &ev->action,     &ev->resource_kind, &ev->resource_id, &ev->dataset_id,
+                            &ev->reason,     &ev->transfer,      &ev->detail};
     return slots[i];
 }
 
@@ -237,8 +238,7 @@ static bool get_hex(json_t *o, const char *key, uint8_t *out, size_t len)
 {
     json_t *v = json_object_get(o, key);
     return json_is_string(v) && json_string_length(v) == 2 * len &&
-           ant_hex_decode(ant_bytes_of(json_string_value(v), json_string_length(v)), out, len) ==
-               0;
+           ant_hex_decode(ant_bytes_of(json_string_value(v), json_string_length(v)), out, len) == 0;
 }
 
 static int parse_decision(const char *s, enum ant_audit_decision *out)
@@ -273,8 +273,8 @@ static int feed_event_line(struct ant_audit_verifier *v, json_t *o, int64_t line
         if (f == NULL) {
             continue;
         }
-        size_t max = i == ANT_ARRAY_LEN(k_event_fields) - 1 ? ANT_AUDIT_DETAIL_MAX
-                                                             : ANT_AUDIT_FIELD_MAX;
+        size_t max =
+            i == ANT_ARRAY_LEN(k_event_fields) - 1 ? ANT_AUDIT_DETAIL_MAX : ANT_AUDIT_FIELD_MAX;
         if (!json_is_string(f) || json_string_length(f) > max ||
             strlen(json_string_value(f)) != json_string_length(f)) {
             ant_audit_verifier_fail(v, at, "line %lld: malformed field %s", (long long)line,
@@ -295,9 +295,9 @@ static int feed_checkpoint_line(struct ant_audit_verifier *v, json_t *o, int64_t
 {
     int64_t seq = 0, t = 0, prev = 0;
     uint8_t hash[ANT_AUDIT_HASH_LEN], sig[ANT_SIG_LEN];
-    if (json_object_size(o) != 6 || !get_seq(o, "seq", 1, &seq) ||
-        !get_seq(o, "time_ms", 0, &t) || !get_seq(o, "prev_seq", 0, &prev) ||
-        !get_hex(o, "hash", hash, sizeof(hash)) || !get_hex(o, "sig", sig, sizeof(sig))) {
+    if (json_object_size(o) != 6 || !get_seq(o, "seq", 1, &seq) || !get_seq(o, "time_ms", 0, &t) ||
+        !get_seq(o, "prev_seq", 0, &prev) || !get_hex(o, "hash", hash, sizeof(hash)) ||
+        !get_hex(o, "sig", sig, sizeof(sig))) {
         ant_audit_verifier_fail(v, v->rep.last_seq + 1, "line %lld: malformed checkpoint",
                                 (long long)line);
         return -EBADMSG;

@@ -209,8 +209,8 @@ int main(int argc, char **argv)
     int64_t lines = fd < 0 ? -errno : ant_audit_export(a, fd);
     ant_close(fd);
     dt = secs(t0);
-    printf("export: %8.0f lines/s (%lld lines in %.2f s)\n", (double)lines / dt,
-           (long long)lines, dt);
+    printf("export: %8.0f lines/s (%lld lines in %.2f s)\n", (double)lines / dt, (long long)lines,
+           dt);
     {
         struct ant_buf ex = ANT_BUF_INIT((size_t)1 << 34);
         fd = openat(dirfd, "big.ndjson", O_RDONLY | O_CLOEXEC);

@@ -193,9 +193,8 @@ static void test_triggers_refuse_update_and_delete(void **state)
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     sqlite3_busy_timeout(db, 5000);
-    assert_int_not_equal(sqlite3_exec(db, "UPDATE events SET actor='eve' WHERE seq=2", NULL, NULL,
-                                      NULL),
-                         SQLITE_OK);
+    assert_int_not_equal(
+        sqlite3_exec(db, "UPDATE events SET actor='eve' WHERE seq=2", NULL, NULL, NULL), SQLITE_OK);
     assert_int_not_equal(sqlite3_exec(db, "DELETE FROM events WHERE seq=2", NULL, NULL, NULL),
                          SQLITE_OK);
     assert_int_not_equal(sqlite3_exec(db, "DELETE FROM checkpoints", NULL, NULL, NULL), SQLITE_OK);
@@ -213,7 +212,7 @@ static void test_append_refuses_secrets_and_bad_fields(void **state)
     big[sizeof(big) - 1] = '\0';
     const char *secrets[] = {
         "ak_3fa9c0ffee000001_00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
-        "Bearer abc.def",
+        "Bearer abcdefghijklmnop.qrstuvwx",
         "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.sig",
         "-----BEGIN PRIVATE KEY-----",
     };
@@ -242,6 +241,10 @@ static void test_append_refuses_secrets_and_bad_fields(void **state)
     ev.decision = (enum ant_audit_decision)7;
     assert_int_equal(ant_audit_append(f->a, &ev), -EINVAL);
     ev = make_event(1, rid, sizeof(rid));
+    ev.detail = "{\"a\":[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]}";
+    assert_int_equal(ant_audit_append(f->a, &ev), -EINVAL);
+    ev = make_event(1, rid, sizeof(rid));
+    ev.reason = "bearer token expired"; /* prose about a credential is not one */
     ev.actor = "ünïcode-ok";
     assert_int_equal(ant_audit_append(f->a, &ev), 1);
     expect_intact(f, false, 1);
@@ -372,7 +375,7 @@ static void test_append_many_is_one_commit(void **state)
     assert_int_equal(ant_audit_append_many(f->a, evs, 30), 1);
     assert_int_equal(ant_audit_append_many(f->a, evs, 30), 31);
     assert_int_equal(ant_audit_append_many(f->a, evs, 65), -E2BIG);
-    evs[3].credential = "Bearer x";
+    evs[3].credential = "Bearer 0123456789abcdef0123";
     assert_int_equal(ant_audit_append_many(f->a, evs, 30), -EINVAL);
     expect_intact(f, false, 60);
 }
@@ -449,7 +452,7 @@ static void expect_live_bad(struct fx *f, int64_t want, const char *fmt, ...)
 }
 
 static const char *const k_cols[] = {
-    "time_ms",     "request_id", "actor",  "tenant",   "credential", "action", "resource_kind",
+    "time_ms",     "request_id", "actor",  "tenant",   "credential", "action",   "resource_kind",
     "resource_id", "dataset_id", "reason", "transfer", "detail",     "decision", "hash",
 };
 
@@ -465,15 +468,16 @@ static void test_live_tamper_each_field_is_named(void **state)
         if (strcmp(c, "time_ms") == 0) {
             expect_live_bad(f, seq, "UPDATE events SET time_ms = time_ms + 1 WHERE seq = %d", seq);
         } else if (strcmp(c, "decision") == 0) {
-            expect_live_bad(f, seq, "UPDATE events SET decision = (decision + 1) %% 3 WHERE seq = %d",
-                            seq);
+            expect_live_bad(f, seq,
+                            "UPDATE events SET decision = (decision + 1) %% 3 WHERE seq = %d", seq);
         } else if (strcmp(c, "hash") == 0) {
             expect_live_bad(f, seq, "UPDATE events SET hash = randomblob(32) WHERE seq = %d", seq);
         } else {
             /* absent -> present and present -> changed both break the chain */
             expect_live_bad(f, seq, "UPDATE events SET %s = COALESCE(%s, '') || 'x' WHERE seq = %d",
                             c, c, seq);
-            expect_live_bad(f, seq, "UPDATE events SET %s = NULL WHERE seq = %d AND %s IS NOT NULL;"
+            expect_live_bad(f, seq,
+                            "UPDATE events SET %s = NULL WHERE seq = %d AND %s IS NOT NULL;"
                             "UPDATE events SET %s = 'y' WHERE seq = %d AND %s IS NULL",
                             c, seq, c, c, seq, c);
         }
@@ -498,7 +502,8 @@ static void test_live_tamper_structure_is_named(void **state)
     /* truncate the tail: checkpoint 30 still names the missing events */
     expect_live_bad(f, 26, "DELETE FROM events WHERE seq > 25");
     /* truncate events and the checkpoints past them: the rest is an unsigned tail */
-    expect_live_bad(f, 21, "DELETE FROM events WHERE seq > 25; DELETE FROM checkpoints WHERE seq > 25");
+    expect_live_bad(f, 21,
+                    "DELETE FROM events WHERE seq > 25; DELETE FROM checkpoints WHERE seq > 25");
     /* a forged event appended (with a hash that chains): not covered by any checkpoint */
     expect_live_bad(f, 31,
                     "INSERT INTO events SELECT 31, time_ms + 1, request_id, actor, tenant,"
@@ -513,8 +518,9 @@ static void test_live_tamper_structure_is_named(void **state)
                     " transfer, detail, hash FROM events WHERE seq = 11");
     /* forge a checkpoint: another signature, another hash, a new one */
     expect_live_bad(f, 20, "UPDATE checkpoints SET sig = randomblob(64) WHERE seq = 20");
-    expect_live_bad(f, 10, "UPDATE checkpoints SET hash = (SELECT hash FROM events WHERE seq = 9)"
-                           " WHERE seq = 10");
+    expect_live_bad(f, 10,
+                    "UPDATE checkpoints SET hash = (SELECT hash FROM events WHERE seq = 9)"
+                    " WHERE seq = 10");
     expect_live_bad(f, 20, "UPDATE checkpoints SET time_ms = time_ms + 1 WHERE seq = 20");
     expect_live_bad(f, 15,
                     "INSERT INTO checkpoints SELECT 15, hash, time_ms, 10, randomblob(64) FROM"
@@ -536,9 +542,9 @@ static void test_live_rewrite_of_the_whole_chain_is_caught_by_checkpoints(void *
     snprintf(path, sizeof(path), "%s/t.db", f->dir);
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "UPDATE events SET actor = 'mallory' WHERE seq = 5", NULL,
-                                  NULL, NULL),
-                     SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db, "UPDATE events SET actor = 'mallory' WHERE seq = 5", NULL, NULL, NULL),
+        SQLITE_OK);
     sqlite3_stmt *rd = NULL, *up = NULL;
     assert_int_equal(sqlite3_prepare_v2(db,
                                         "SELECT seq, time_ms, request_id, actor, tenant, "
@@ -547,17 +553,16 @@ static void test_live_rewrite_of_the_whole_chain_is_caught_by_checkpoints(void *
                                         "events ORDER BY seq",
                                         -1, &rd, NULL),
                      SQLITE_OK);
-    assert_int_equal(sqlite3_prepare_v2(db, "UPDATE events SET hash = ? WHERE seq = ?", -1, &up,
-                                        NULL),
-                     SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "UPDATE events SET hash = ? WHERE seq = ?", -1, &up, NULL),
+        SQLITE_OK);
     struct ant_audit_verifier v;
     uint8_t zero[ANT_KEY_LEN] = {0};
     assert_int_equal(ant_audit_verifier_init(&v, zero), 0);
     while (sqlite3_step(rd) == SQLITE_ROW) {
         struct ant_audit_event ev = {0};
-        const char **slots[] = {&ev.request_id,    &ev.actor,       &ev.tenant,
-                                &ev.credential,    &ev.action,      &ev.resource_kind,
-                                &ev.resource_id,   &ev.dataset_id};
+        const char **slots[] = {&ev.request_id, &ev.actor,         &ev.tenant,      &ev.credential,
+                                &ev.action,     &ev.resource_kind, &ev.resource_id, &ev.dataset_id};
         for (int i = 0; i < 8; i++) {
             *slots[i] = (const char *)sqlite3_column_text(rd, 2 + i);
         }
@@ -607,18 +612,17 @@ static void test_export_verifies_offline(void **state)
     uint8_t *p = export_to_mem(f, f->a, &len);
     struct ant_audit_report rep;
     uint8_t *copy = test_memdup(p, len);
-    assert_int_equal(ant_audit_verify_export(ant_bytes_of(copy, len), ant_signkey_public(f->sk),
-                                             &rep),
-                     0);
+    assert_int_equal(
+        ant_audit_verify_export(ant_bytes_of(copy, len), ant_signkey_public(f->sk), &rep), 0);
     assert_int_equal(rep.events, 25);
     assert_int_equal(rep.checkpoints, 3); /* 10, 20 and the one export wrote at 25 */
     assert_int_equal(rep.signed_seq, 25);
     /* another site's key */
     struct ant_signkey *other = NULL;
     assert_int_equal(ant_signkey_generate(&other), 0);
-    assert_int_equal(ant_audit_verify_export(ant_bytes_of(copy, len), ant_signkey_public(other),
-                                             &rep),
-                     -EBADMSG);
+    assert_int_equal(
+        ant_audit_verify_export(ant_bytes_of(copy, len), ant_signkey_public(other), &rep),
+        -EBADMSG);
     assert_int_equal(rep.first_bad_seq, 10);
     ant_signkey_free(other);
     free(copy);
@@ -738,10 +742,9 @@ static void test_export_tamper_is_named(void **state)
     assert_int_equal(lines_bad_seq(base, pub), 0);
     srand(777);
     /* change each field of a random event */
-    const char *fields[] = {"seq",           "time_ms",     "request_id", "actor",  "tenant",
-                            "credential",    "action",      "resource_kind", "resource_id",
-                            "dataset_id",    "reason",      "transfer",   "detail", "decision",
-                            "hash"};
+    const char *fields[] = {"seq",        "time_ms",  "request_id",    "actor",       "tenant",
+                            "credential", "action",   "resource_kind", "resource_id", "dataset_id",
+                            "reason",     "transfer", "detail",        "decision",    "hash"};
     for (size_t k = 0; k < sizeof(fields) / sizeof(fields[0]); k++) {
         int64_t seq = 1 + rand() % BASE_N;
         json_t *t = json_deep_copy(base);
@@ -751,9 +754,9 @@ static void test_export_tamper_is_named(void **state)
         if (strcmp(fk, "seq") == 0 || strcmp(fk, "time_ms") == 0) {
             json_object_set_new(o, fk, json_integer(json_integer_value(cur) + 1));
         } else if (strcmp(fk, "decision") == 0) {
-            json_object_set_new(o, fk, json_string(strcmp(json_string_value(cur), "allow") == 0
-                                                       ? "deny"
-                                                       : "allow"));
+            json_object_set_new(
+                o, fk,
+                json_string(strcmp(json_string_value(cur), "allow") == 0 ? "deny" : "allow"));
         } else if (strcmp(fk, "hash") == 0) {
             char h[65];
             snprintf(h, sizeof(h), "%s", json_string_value(cur));
@@ -1066,9 +1069,8 @@ static void test_export_to_callback_while_appending(void **state)
     assert_true(lines >= 8);
     struct ant_audit_report rep;
     uint8_t *copy = test_memdup(s.b.p, s.b.len);
-    assert_int_equal(ant_audit_verify_export(ant_bytes_of(copy, s.b.len), ant_signkey_public(f->sk),
-                                             &rep),
-                     0);
+    assert_int_equal(
+        ant_audit_verify_export(ant_bytes_of(copy, s.b.len), ant_signkey_public(f->sk), &rep), 0);
     assert_true(rep.events >= 7);
     free(copy);
     ant_buf_fini(&s.b);
