@@ -3,6 +3,7 @@
 
 #include "crypto/base/log.h"
 #include "gateway/site.h"
+#include "policy/auth.h"
 #include "policy/store.h"
 
 #include <stdio.h>
@@ -38,13 +39,10 @@ int ant_gw_authenticate(struct ant_req *r)
     }
     int rc;
     struct ant_store *st = ant_store_pool_acquire(r->site->pool);
-    if (strncmp(cred, "ak_", 3) == 0) {
-        rc = ant_store_authenticate_key(st, ant_bytes_of(cred, len), ant_now_ms() / 1000, &r->who);
-    } else {
-        rc = -EKEYREJECTED; /* OIDC bearer tokens: not yet */
-    }
+    rc = ant_auth_bearer(st, r->site->oidc, ant_bytes_of(cred, len), ant_now_ms() / 1000,
+                         &r->who);
     ant_store_pool_release(r->site->pool, st);
-    if (rc == -EKEYREJECTED) {
+    if (rc == -EKEYREJECTED || rc == -E2BIG) {
         return reject(r, "credential not accepted");
     }
     if (rc < 0) {

@@ -2,8 +2,8 @@
  * `Authorization: Bearer <credential>` where the credential is an API key ("ak_...") or a JWT
  * from a configured OIDC issuer. Every failure is the same -EKEYREJECTED with the same message
  * (ANT_AUTH_REJECTED_MSG): the response never tells an unknown key from a revoked one. */
-#ifndef ANT_AUTH_H
-#define ANT_AUTH_H
+#ifndef ANT_GW_AUTH_H
+#define ANT_GW_AUTH_H
 
 #include "gateway/http.h"
 

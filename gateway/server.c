@@ -420,6 +420,42 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     atomic_fetch_sub(&s->inflight, 1);
 }
 
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+/* Percent-decoding of the path and the query arguments. A decoded NUL would silently cut the
+ * string short ("a%00b" becoming "a"), so it becomes 0x01 instead, which every path and name
+ * check refuses as a control byte. */
+static size_t on_unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    char *w = s;
+    for (const char *p = s; *p != '\0'; p++) {
+        int hi, lo;
+        if (p[0] == '%' && (hi = hexval(p[1])) >= 0 && (lo = hexval(p[2])) >= 0) {
+            char c = (char)(hi << 4 | lo);
+            *w++ = c == '\0' ? '\x01' : c;
+            p += 2;
+        } else {
+            *w++ = *p;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
+}
+
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char msg[512];
@@ -488,7 +524,7 @@ int ant_server_start(struct ant_site *site, struct ant_server **out, struct ant_
         site->cfg.per_ip_connection_limit, MHD_OPTION_CONNECTION_TIMEOUT,
         site->cfg.connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)site->cfg.max_header_bytes, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, MHD_OPTION_STRICT_FOR_CLIENT, 1,
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, s, MHD_OPTION_STRICT_FOR_CLIENT, 1,
         MHD_OPTION_END);
     if (s->d == NULL) {
         ant_diag_set(d, "cannot listen on %s:%u (address in use, or a bad TLS key/certificate)",

@@ -4,6 +4,7 @@
 #include "crypto/base/log.h"
 #include "gateway/tlscert.h"
 #include "policy/audit.h"
+#include "policy/auth.h"
 #include "policy/store.h"
 
 #include <fcntl.h>
@@ -86,6 +87,12 @@ int ant_site_open(const char *dir, const char *config, struct ant_site **out, st
         ant_diag_set(d, "cannot open antenna.db: %s", strerror(-rc));
         goto out;
     }
+    struct ant_store *st = ant_store_pool_acquire(s->pool);
+    rc = ant_oidc_load(st, s->dirfd, &s->oidc, d);
+    ant_store_pool_release(s->pool, st);
+    if (rc < 0) {
+        goto out;
+    }
     struct ant_audit_opts ao = {
         .checkpoint_every = s->cfg.checkpoint_every,
         .checkpoint_seconds = s->cfg.checkpoint_seconds,
@@ -110,6 +117,7 @@ void ant_site_close(struct ant_site *s)
         return;
     }
     ant_audit_close(s->audit);
+    ant_oidc_free(s->oidc);
     ant_store_pool_free(s->pool);
     ant_site_keys_fini(&s->keys);
     ant_buf_fini(&s->cert_pem);

@@ -9,6 +9,7 @@
 
 struct ant_store_pool;
 struct ant_audit;
+struct ant_oidc;
 
 struct ant_site {
     struct ant_config cfg;
@@ -18,6 +19,7 @@ struct ant_site {
     struct ant_site_keys keys;
     struct ant_store_pool *pool;
     struct ant_audit *audit;
+    struct ant_oidc *oidc; /* the OIDC issuers of the catalog, loaded at start-up */
     struct ant_buf cert_pem;
     struct ant_buf key_pem; /* wiped on close */
     char cert_sha256[65];

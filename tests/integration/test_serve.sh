@@ -82,18 +82,20 @@ check "an API route without a key is 401 with WWW-Authenticate" bash -c "$(print
 check "the admin key reaches /metrics" bash -c "$(printf '%q ' "${C[@]}") -H 'Authorization: Bearer $KEY' $U/metrics | grep -q antenna_http_requests_total"
 check "a bad key is 401" test "$("${C[@]}" -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ak_0000000000000000_00" "$U/metrics")" = 401
 # a slow request in flight when SIGTERM arrives still gets its answer
-python3 - "$PORT" "$T/site/tls/cert.pem" >"$T/slow.out" 2>&1 <<'PY' &
+python3 - "$PORT" "$T/site/tls/cert.pem" "$T/slow.ready" >"$T/slow.out" 2>&1 <<'PY' &
 import socket, ssl, sys, time
 ctx = ssl.create_default_context(cafile=sys.argv[2])
 s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1]))), server_hostname="127.0.0.1")
 # headers complete, body still on its way: the request is in flight
 s.sendall(b"POST /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\nConnection: close\r\n\r\n01234")
-time.sleep(1.0)  # the server receives SIGTERM now
+time.sleep(0.3)  # let the server read the headers
+open(sys.argv[3], "w").close()
+time.sleep(1.5)  # the server receives SIGTERM now
 s.sendall(b"56789")
 print(s.recv(4096).decode(errors="replace").split("\r\n")[0])
 PY
 SLOW=$!
-sleep 0.5
+for _ in $(seq 100); do [ -e "$T/slow.ready" ] && break; sleep 0.1; done
 kill -TERM "$PID"; wait "$PID"; rc=$?; PID=
 wait $SLOW
 check "a request in flight at SIGTERM is answered" grep -q "HTTP/1.1 405" "$T/slow.out"
