@@ -3,6 +3,7 @@
  *   antenna stage DATASET [--mode decrypt|reencrypt] [--recipient-pk FILE] [--path GLOB]...
  *                         [--ttl 1h] [--purpose DUO] [--wait] [--json]
  *   antenna stage status JOB | cancel JOB
+ *   antenna stage out FOLDER DATASET [--wait]      (scratch folder -> draft dataset, encrypted)
  *   antenna pull JOB (--token T | --token-file F | $ANTENNA_JOB_TOKEN) -o DIR
  *
  * stage and status use an API key (client.h); pull uses only the job token, as a batch job on
@@ -40,12 +41,14 @@ static void usage(FILE *f)
             "usage:\n"
             "  antenna stage DATASET [--mode decrypt|reencrypt] [--recipient-pk FILE]\n"
             "                [--path GLOB]... [--ttl 1h] [--purpose DUO] [--wait] [--json]\n"
-            "  antenna stage status JOB | cancel JOB\n"
+            "  antenna stage status JOB [--wait] | cancel JOB\n"
+            "  antenna stage out FOLDER DATASET [--wait]\n"
             "  antenna pull JOB (--token T | --token-file FILE) -o DIR\n\n"
             "stage puts a dataset (or the files matching GLOBs, where '*' also matches '/')\n"
             "into this site's scratch: decrypted, or re-encrypted for --recipient-pk. --wait\n"
             "shows progress and prints the scratch folder and the job token. pull fetches a\n"
-            "ready job's files with its token ($ANTENNA_JOB_TOKEN also works).\n\n"
+            "ready job's files with its token ($ANTENNA_JOB_TOKEN also works). stage out\n"
+            "encrypts the files under FOLDER (relative to your tenant's scratch) into a draft.\n\n"
             "connection: --url https://HOST:PORT (or $ANTENNA_URL), --cacert FILE (or\n"
             "$ANTENNA_CACERT), --key-file FILE (or $ANTENNA_API_KEY / $ANTENNA_API_KEY_FILE).\n");
 }
@@ -319,6 +322,24 @@ out:
     return rc == 0 ? 0 : 1;
 }
 
+static int cmd_out(const struct sopts *o, const char *folder, const char *dataset)
+{
+    struct ant_client *c = NULL;
+    json_t *ans = NULL;
+    json_t *body = json_pack("{s:s, s:s}", "path", folder, "dataset", dataset);
+    int rc = body != NULL ? open_client(o, &c) : -ENOMEM;
+    rc = rc < 0 ? rc : request(c, "POST", "/v1/stage-out", body, &ans);
+    if (rc == 0 && (!o->wait || jstr(ans, "id") == NULL)) {
+        print_json(ans);
+    } else if (rc == 0) {
+        rc = wait_job(c, jstr(ans, "id"), o->json);
+    }
+    json_decref(ans);
+    json_decref(body);
+    ant_client_close(c);
+    return rc == 0 ? 0 : 1;
+}
+
 static int cmd_job(const struct sopts *o, const char *verb, const char *job)
 {
     struct ant_client *c = NULL;
@@ -530,6 +551,9 @@ int ant_cli_stage(int argc, char **argv)
             return 2;
         }
         return cmd_pull(&o, argv[i]);
+    }
+    if (argc - i == 3 && strcmp(argv[i], "out") == 0) {
+        return cmd_out(&o, argv[i + 1], argv[i + 2]);
     }
     if (argc - i == 2 && (strcmp(argv[i], "status") == 0 || strcmp(argv[i], "cancel") == 0)) {
         return cmd_job(&o, argv[i], argv[i + 1]);

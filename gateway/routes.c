@@ -36,6 +36,7 @@ const struct ant_route g_ant_routes[] = {
     {"POST", "/v1/stage", "stage.create", ant_route_stage_create, NULL, 0},
     {"GET", "/v1/stage/{}", "stage.show", ant_route_stage_show, NULL, 0},
     {"DELETE", "/v1/stage/{}", "stage.cancel", ant_route_stage_cancel, NULL, 0},
+    {"POST", "/v1/stage-out", "stage.out", ant_route_stage_out, NULL, 0},
     /* job tokens are not API keys: these handlers verify the token themselves */
     {"GET", "/v1/stage/{}/files", "stage.files", ant_route_stage_files, NULL, ANT_ROUTE_PUBLIC},
     {"GET", "/v1/stage/{}/files/{*}", "stage.file", ant_route_stage_file, NULL,

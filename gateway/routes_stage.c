@@ -55,6 +55,7 @@ int ant_gw_stage_start(struct ant_site *site, struct ant_jobs **out, struct ant_
         /* a pass is one indexed query when nothing is due: purge within seconds of expiry */
         .purge_interval_s = 2,
         .engine = &eo,
+        .pool = site->pool,
     };
     rc = ant_jobs_open(&c, &jobs);
     if (rc < 0) {
@@ -268,6 +269,65 @@ out:
     return ant_api_end(rc);
 }
 
+/* --- POST /v1/stage-out --- */
+
+int ant_route_stage_out(struct ant_req *r)
+{
+    static const char *const allowed[] = {"path", "dataset", NULL};
+    const char *src = NULL, *ds = NULL;
+    char id[ANT_JOB_ID_LEN + 1];
+    struct ant_diag diag = {{0}};
+    struct ant_decision dec;
+    struct ant_store *st = NULL;
+    json_t *doc = NULL;
+    struct ant_jobs *jobs = jobs_of(r);
+    int rc = jobs == NULL ? ANT_API_DONE : 0;
+    if (rc == 0) {
+        rc = ant_api_body(r, allowed, false, &doc);
+    }
+    if (rc == 0) {
+        rc = ant_api_str(r, doc, "path", true, ANT_STAGE_PATH_MAX, &src);
+    }
+    if (rc == 0) {
+        rc = ant_api_str(r, doc, "dataset", true, ANT_ID_MAX, &ds);
+    }
+    if (rc != 0) {
+        goto out;
+    }
+    st = ant_store_pool_acquire(r->site->pool);
+    /* adding files to a dataset is `write`, which only a draft allows (decide.h rule 4) */
+    rc = ant_api_decide(r, st, ANT_ACT_WRITE, ds, "dataset", ds, NULL, &dec);
+    if (rc != 0) {
+        goto out;
+    }
+    struct ant_job_out_request rq = {.who = &r->who, .source = src, .dataset_id = ds};
+    rc = ant_jobs_submit_out(jobs, st, &rq, id, &diag);
+    if (rc == -EINVAL || rc == -ENOENT || rc == -EEXIST || rc == -E2BIG) {
+        unsigned status = rc == -EEXIST   ? MHD_HTTP_CONFLICT
+                          : rc == -E2BIG ? MHD_HTTP_CONTENT_TOO_LARGE
+                                         : MHD_HTTP_BAD_REQUEST;
+        rc = ant_api_fail(r, status, NULL, "%s", ant_diag_msg(&diag, "bad stage-out request"));
+        goto out;
+    }
+    if (rc < 0) {
+        goto out;
+    }
+    char url[64];
+    snprintf(url, sizeof(url), "/v1/stage/%s", id);
+    json_t *ans = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "id", id, "state", "queued",
+                            "dataset_id", ds, "path", src, "mode", "encrypt", "status_url", url);
+    rc = ans != NULL ? ant_api_json_take(r, MHD_HTTP_ACCEPTED, ans) : -ENOMEM;
+    if (rc == 0 && r->resp != NULL) {
+        MHD_add_response_header(r->resp, MHD_HTTP_HEADER_LOCATION, url);
+    }
+out:
+    if (st != NULL) {
+        ant_store_pool_release(r->site->pool, st);
+    }
+    json_decref(doc);
+    return ant_api_end(rc);
+}
+
 /* --- GET and DELETE /v1/stage/{id} --- */
 
 /* The job of the route for its owner (an admin may see and cancel any). Another caller gets the
@@ -315,7 +375,8 @@ int ant_route_stage_show(struct ant_req *r)
     const char *state = json_string_value(json_object_get(doc, "state"));
     char files_url[64];
     snprintf(files_url, sizeof(files_url), "/v1/stage/%s/files/", info.id);
-    if (owner && state != NULL && strcmp(state, "ready") == 0 && info.expires > now) {
+    if (owner && state != NULL && strcmp(state, "ready") == 0 && info.expires > now &&
+        info.mode != ANT_JOB_ENCRYPT) {
         /* The token reads this job's files and nothing else, and dies with the job (or after
          * the longest lifetime a job token may have; a later GET gives a fresh one). */
         int64_t exp = info.expires;

@@ -22,6 +22,7 @@ void ant_gw_stage_stop(struct ant_jobs *jobs);
 int ant_route_stage_create(struct ant_req *r); /* POST /v1/stage */
 int ant_route_stage_show(struct ant_req *r);   /* GET /v1/stage/{id} */
 int ant_route_stage_cancel(struct ant_req *r); /* DELETE /v1/stage/{id} */
+int ant_route_stage_out(struct ant_req *r);    /* POST /v1/stage-out */
 /* GET /v1/stage/{id}/files and /v1/stage/{id}/files/{*}: ANT_ROUTE_PUBLIC, authenticated here
  * by the job token (job tokens are not API keys: gateway/auth.c need not know them). */
 int ant_route_stage_files(struct ant_req *r);

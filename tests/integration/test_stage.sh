@@ -30,12 +30,14 @@ fail() {
 sed -i 's/^default_scratch_quota = .*/default_scratch_quota = 64M/' "$T/site/antenna.conf"
 
 start() {
-    "$BIN" serve --dir "$T/site" --listen "127.0.0.1:${PORT:-0}" >"$T/serve.out" 2>>"$T/serve$1.log" &
+    : >"$T/serve.out"
+    "$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/serve.out" 2>>"$T/serve$1.log" &
     PID=$!
     for _ in $(seq 100); do grep -q serving "$T/serve.out" 2>/dev/null && break; sleep 0.1; done
     PORT=$(sed -n 's|.*https://127.0.0.1:\([0-9]*\).*|\1|p' "$T/serve.out")
     [ -n "$PORT" ] || fail "serve did not start"
     export ANTENNA_URL=https://127.0.0.1:$PORT
+    URL=$ANTENNA_URL
 }
 start 0
 export ANTENNA_CACERT=$T/site/tls/cert.pem
@@ -46,7 +48,6 @@ $A tenant add lab >/dev/null && $A tenant add other >/dev/null &&
 ALICE=$($A key create --principal alice | awk '/^key /{print $2}')
 BOB=$($A key create --principal bob | awk '/^key /{print $2}')
 export ANTENNA_API_KEY=$ALICE
-URL=$ANTENNA_URL
 
 # the dataset: one 5 MiB file and a folder of small ones
 mkdir -p "$T/data/reads" "$T/data/meta"
@@ -135,6 +136,21 @@ done
     fail "an expired job's file"
 "$BIN" audit query --dir "$T/site" --action stage.purge 2>/dev/null | grep -q "$J2" ||
     fail "the purge is not in the audit log"
+
+# --- stage-out: results in scratch become a draft dataset, which stages back the same ---
+mkdir -p "$T/site/scratch/lab/results/plots"
+head -c 300000 /dev/urandom >"$T/site/scratch/lab/results/plots/p1.png"
+echo "summary" >"$T/site/scratch/lab/results/summary.txt"
+"$BIN" dataset create derived >"$T/ds3.json" || fail "dataset create derived"
+DS3=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/ds3.json")
+"$BIN" stage out results "$DS3" --wait >"$T/so.out" 2>"$T/so.err" || { cat "$T/so.err"; fail "stage out"; }
+"$BIN" dataset files "$DS3" | grep -q '"plots/p1.png"' || fail "stage-out did not register"
+"$BIN" stage out results "$DS3" >/dev/null 2>&1 && fail "stage-out twice into the same paths"
+"$BIN" stage "$DS3" --wait >"$T/st4.out" 2>&1 || fail "stage the stage-out"
+J4=$(awk '/^job:/{print $2}' "$T/st4.out")
+cmp -s "$T/site/scratch/lab/results/plots/p1.png" "$T/site/scratch/lab/$J4/plots/p1.png" ||
+    fail "stage-out round trip differs"
+"$BIN" stage cancel "$J4" >/dev/null || fail "cancel J4"
 
 # --- kill -9 during a job, restart: it resumes and its output verifies ---
 for round in 1 2 3; do

@@ -33,6 +33,7 @@ struct fx {
     struct ant_key *kx;
     struct ant_audit *audit;
     struct ant_jobs *jobs;
+    struct ant_store_pool *pool;
     struct ant_principal alice;
     bool raw;
     unsigned kill_after; /* SIGKILL the runner after this many files are done (child only) */
@@ -143,6 +144,7 @@ static void open_jobs(struct fx *f)
         .purge_interval_s = 1,
         .engine = &eo,
         .test_raw = f->raw,
+        .pool = f->pool,
         .test_file_done = kill_hook,
         .test_arg = f,
     };
@@ -161,6 +163,7 @@ static int teardown(void **state)
 {
     struct fx *f = *state;
     close_jobs(f);
+    ant_store_pool_free(f->pool);
     ant_key_free(f->kx);
     ant_site_keys_fini(&f->keys);
     close(f->archive_fd);
@@ -762,6 +765,100 @@ static void test_corrupt_archive_file_fails_the_job(void **state)
     free(enc);
 }
 
+static void write_at(int dirfd, const char *rel, const void *p, size_t n)
+{
+    assert_int_equal(ant_write_new_file(dirfd, rel, 0600, p, n), 0);
+}
+
+/* Stage-out: files under the tenant's scratch become files of a draft, encrypted for the site's
+ * key and registered with their digests; staging that dataset decrypted gives them back. */
+static void test_stage_out_registers_files_that_stage_back(void **state)
+{
+    struct fx *f = *state;
+    uint8_t sk[ANT_KEY_LEN], want[32];
+    struct ant_store *st = NULL;
+    char ds[ANT_ID_MAX + 1], id[ANT_JOB_ID_LEN + 1], back[ANT_JOB_ID_LEN + 1];
+    struct ant_diag d = {{0}};
+    struct ant_job_info info;
+    static const char big_name[] = "sub/deeper/b.bin";
+    size_t big_len = 200001;
+    uint8_t *big = malloc(big_len);
+    assert_non_null(big);
+    content(7, big, big_len);
+    assert_int_equal(ant_hex_decode(ant_bytes_str("159f288f433e9541760da05c22ada9f6e4e00f6b28317c"
+                                                  "7ba83371b1fd475d56"),
+                                    sk, sizeof(sk)),
+                     0);
+    assert_int_equal(ant_key_from_secret(sk, &f->kx), 0);
+    f->raw = false;
+    assert_int_equal(ant_store_pool_new(f->dirfd, "antenna.db", 2, &f->pool), 0);
+    assert_int_equal(mkdirat(f->scratch_fd, "lab", 0700), 0);
+    assert_int_equal(mkdirat(f->scratch_fd, "lab/results", 0700), 0);
+    assert_int_equal(mkdirat(f->scratch_fd, "lab/results/sub", 0700), 0);
+    assert_int_equal(mkdirat(f->scratch_fd, "lab/results/sub/deeper", 0700), 0);
+    write_at(f->scratch_fd, "lab/results/a.txt", "hello\n", 6);
+    write_at(f->scratch_fd, "lab/results/empty", "", 0);
+    write_at(f->scratch_fd, "lab/results/sub/deeper/b.bin", big, big_len);
+    assert_int_equal(ant_store_open(f->dirfd, "antenna.db", 0, &st), 0);
+    struct ant_dataset_spec spec = {.tenant = "lab", .name = "derived",
+                                    .classification = ANT_DS_INTERNAL};
+    assert_int_equal(ant_store_dataset_create(st, &spec, ds), 0);
+    open_jobs(f);
+    struct ant_job_out_request rq = {.who = &f->alice, .source = "results", .dataset_id = ds};
+    assert_int_equal(ant_jobs_submit_out(f->jobs, st, &rq, id, &d), 0);
+    run_all(f);
+    assert_int_equal(ant_jobs_get(f->jobs, id, &info), 0);
+    if (strstr(info.error, "needs Crypt4GH support") != NULL) {
+        ant_store_close(st);
+        free(big);
+        skip();
+    }
+    assert_string_equal(info.error, "");
+    assert_int_equal(info.state, ANT_JOB_READY);
+    assert_int_equal(info.mode, ANT_JOB_ENCRYPT);
+    assert_int_equal(info.files_total, 3);
+    struct ant_file af;
+    assert_int_equal(ant_store_file_get(st, ds, big_name, &af), 0);
+    assert_int_equal(af.size, big_len);
+    sha256(big, big_len, want);
+    assert_memory_equal(af.sha256_plain, want, 32);
+    char rel[2 * ANT_ID_MAX + 16];
+    snprintf(rel, sizeof(rel), "%s/%s.c4gh", ds, af.storage_id);
+    assert_true(exists_at(f->archive_fd, rel));
+    snprintf(rel, sizeof(rel), "%s/so-%s", ds, id);
+    assert_false(exists_at(f->archive_fd, rel));
+    assert_int_equal(ant_store_file_get(st, ds, "empty", &af), 0);
+    assert_int_equal(af.size, 0);
+    /* again: the paths are in the dataset now */
+    assert_int_equal(ant_jobs_submit_out(f->jobs, st, &rq, back, &d), -EEXIST);
+    assert_non_null(strstr(d.msg, "already"));
+    /* a symlink in the folder is refused; so is a folder that is not there */
+    assert_int_equal(symlinkat("/etc/passwd", f->scratch_fd, "lab/results/sub/link"), 0);
+    assert_int_equal(ant_jobs_submit_out(f->jobs, st, &rq, back, &d), -EINVAL);
+    assert_non_null(strstr(d.msg, "symbolic link"));
+    rq.source = "nothing";
+    assert_int_equal(ant_jobs_submit_out(f->jobs, st, &rq, back, &d), -ENOENT);
+    rq.source = "../lab";
+    assert_int_equal(ant_jobs_submit_out(f->jobs, st, &rq, back, &d), -EINVAL);
+    /* round trip: stage the new dataset decrypted */
+    struct ant_job_request r = req(f);
+    r.dataset_id = ds;
+    assert_int_equal(ant_jobs_submit(f->jobs, st, &r, back, &d), 0);
+    ant_store_close(st);
+    run_all(f);
+    assert_int_equal(ant_jobs_get(f->jobs, back, &info), 0);
+    assert_string_equal(info.error, "");
+    assert_int_equal(info.state, ANT_JOB_READY);
+    char out[512];
+    size_t n = 0;
+    snprintf(out, sizeof(out), "%s/scratch/lab/%s/%s", f->dir, back, big_name);
+    uint8_t *got = test_read_file(out, &n);
+    assert_int_equal(n, big_len);
+    assert_memory_equal(got, big, big_len);
+    free(got);
+    free(big);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -779,6 +876,7 @@ int main(void)
         T(test_workers_run_jobs_and_stop_requeues),
         T(test_decrypt_vectors_into_scratch),
         T(test_corrupt_archive_file_fails_the_job),
+        T(test_stage_out_registers_files_that_stage_back),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
