@@ -125,11 +125,11 @@ struct ant_audit_report {
     int64_t line;          /* exports: the line of the first failure (1-based), else 0 */
     char what[160];        /* what failed at first_bad_seq */
 };
-/* Recomputes the live chain (in one read transaction, on a connection of its own) and checks every
- * checkpoint against `pub` (the site's Ed25519 public key). Returns 0 if intact, -EBADMSG if not
- * (report says where), -EIO / -ENOMEM. `strict`: events after the last checkpoint count as a
- * failure (a closed log is fully signed; a running one signs its tail within checkpoint_seconds).
- */
+/* Recomputes the live chain (in one read transaction, on a connection of its own, reading on a
+ * helper thread while the caller's thread hashes) and checks every checkpoint against `pub`
+ * (the site's Ed25519 public key). Returns 0 if intact, -EBADMSG if not (report says where),
+ * -EIO / -ENOMEM / -EAGAIN. `strict`: events after the last checkpoint count as a failure (a
+ * closed log is fully signed; a running one signs its tail within checkpoint_seconds). */
 ANT_MUST_CHECK int ant_audit_verify(struct ant_audit *a, const uint8_t pub[ANT_KEY_LEN],
                                     bool strict, struct ant_audit_report *rep);
 
