@@ -557,6 +557,10 @@ int ant_c4gh_header_encode(const struct ant_c4gh_header *h, const struct ant_key
             rc = ant_buf_append(out, h->raw + h->packets[i].off, h->packets[i].len);
         }
     }
+    /* Never write a header that a reader (ours included) would refuse as too large. */
+    if (rc == 0 && out->len - start > ANT_C4GH_MAX_HEADER_LEN) {
+        rc = -E2BIG;
+    }
 out:
     if (rc < 0 && out->len > start) {
         out->len = start; /* no half header */

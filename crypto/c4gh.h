@@ -123,8 +123,10 @@ ANT_MUST_CHECK int ant_c4gh_header_packet(const struct ant_c4gh_header *h, size_
  * type-0 packet per data key, then the edit list if there is one. With keep_foreign, the
  * packets of a parsed header that this reader could not open follow unchanged (re-encryption
  * without --trim). Appends the whole header to `out`.
- * Errors: -EINVAL n == 0 or n > ANT_C4GH_MAX_RECIPIENTS, or the result would have more than
- * ANT_C4GH_MAX_PACKETS packets; -EBADMSG a recipient key is low-order; -E2BIG/-ENOMEM from out. */
+ * Errors: -EINVAL n == 0 or n > ANT_C4GH_MAX_RECIPIENTS, no data key, or the result would have
+ * more than ANT_C4GH_MAX_PACKETS packets; -E2BIG the result would pass ANT_C4GH_MAX_HEADER_LEN
+ * (or out's own ceiling); -EBADMSG a recipient key is low-order; -ENOMEM. Nothing is appended on
+ * failure. */
 ANT_MUST_CHECK int ant_c4gh_header_encode(const struct ant_c4gh_header *h,
                                           const struct ant_key *writer,
                                           const uint8_t *recipients, size_t n,

@@ -652,6 +652,25 @@ static void test_encode_refuses_bad_recipients(void **state)
     assert_int_equal(ant_c4gh_header_encode(h, k->sender, zero, 1, false, &b),
                      -EBADMSG);
     assert_int_equal(b.len, 0);
+    /* 64 recipients of a maximal edit list: more than a reader would accept */
+    uint64_t *edits = calloc(ANT_C4GH_MAX_EDITS, sizeof(*edits));
+    uint8_t *rec = malloc(ANT_C4GH_MAX_RECIPIENTS * 32);
+    for (size_t i = 0; i < ANT_C4GH_MAX_RECIPIENTS; i++) {
+        memcpy(rec + 32 * i, ant_key_public(k->r1), 32);
+    }
+    assert_int_equal(ant_c4gh_header_set_edits(h, edits, ANT_C4GH_MAX_EDITS + 1), -E2BIG);
+    assert_int_equal(ant_c4gh_header_set_edits(h, edits, ANT_C4GH_MAX_EDITS), 0);
+    assert_int_equal(ant_c4gh_header_encode(h, k->sender, rec, 1, false, &b), 0);
+    assert_int_equal(b.len, 16 + 108 + ANT_C4GH_MAX_PACKET_LEN - 4);
+    b.len = 0;
+    assert_int_equal(ant_c4gh_header_encode(h, k->sender, rec, ANT_C4GH_MAX_RECIPIENTS, false, &b),
+                     -E2BIG);
+    assert_int_equal(b.len, 0);
+    assert_int_equal(ant_c4gh_header_encode(h, k->sender, rec, ANT_C4GH_MAX_RECIPIENTS + 1, false,
+                                            &b),
+                     -EINVAL);
+    free(edits);
+    free(rec);
     ant_c4gh_header_free(h);
     ant_buf_fini(&b);
 }
