@@ -5,6 +5,7 @@
 #include "gateway/metrics.h"
 #include "gateway/server.h"
 #include "gateway/site.h"
+#include "policy/audit.h"
 
 #include <stdlib.h>
 
@@ -42,10 +43,13 @@ int ant_route_metrics(struct ant_req *r)
     }
     struct ant_buf out;
     ant_buf_init(&out, 4u << 20);
+    struct ant_audit_stats as;
+    ant_audit_stats(r->site->audit, &as);
     struct ant_metrics_gauges g = {
         .inflight = ant_server_inflight(r->srv),
-        .audit_queue_depth = -1,
-        .audit_commit_seconds = -1,
+        .audit_queue_depth = as.queue_depth,
+        .audit_commit_seconds = as.commit_seconds,
+        .audit_commits = as.commits,
     };
     int rc = ant_metrics_render(ant_server_metrics(r->srv), &g, &out);
     if (rc == 0) {
