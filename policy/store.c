@@ -209,6 +209,35 @@ static const char *const g_migrations[] = {
     "CREATE TABLE scratch_quotas("
     "  tenant_id TEXT PRIMARY KEY REFERENCES tenants(id),"
     "  bytes INTEGER NOT NULL CHECK(bytes >= 0));",
+    /* 4: federation (policy/peers.h). A peer is trusted only through this row: its keys and
+     * TLS anchor are pinned when an admin adds it. fed_jti remembers each federation token's
+     * (issuer, jti) until it expires, so a token is accepted once. fed_cache maps a peer's
+     * file (by the body digest its signed manifest gives) to the encrypted copy kept here,
+     * so staging the same dataset again transfers nothing. */
+    "CREATE TABLE peers("
+    "  id TEXT PRIMARY KEY,"
+    "  url TEXT NOT NULL,"
+    "  region TEXT NOT NULL,"
+    "  x25519_pk BLOB NOT NULL CHECK(length(x25519_pk) = 32),"
+    "  ed25519_pk BLOB NOT NULL CHECK(length(ed25519_pk) = 32),"
+    "  tls_anchor TEXT NOT NULL,"
+    "  added INTEGER NOT NULL,"
+    "  added_by TEXT NOT NULL);"
+    "CREATE TABLE fed_jti("
+    "  iss TEXT NOT NULL,"
+    "  jti TEXT NOT NULL,"
+    "  expires INTEGER NOT NULL,"
+    "  PRIMARY KEY(iss, jti)) WITHOUT ROWID;"
+    "CREATE INDEX fed_jti_expires ON fed_jti(expires);"
+    "CREATE TABLE fed_cache("
+    "  peer_id TEXT NOT NULL,"
+    "  dataset_id TEXT NOT NULL,"
+    "  path TEXT NOT NULL,"
+    "  sha256_c4gh BLOB NOT NULL CHECK(length(sha256_c4gh) = 32),"
+    "  size INTEGER NOT NULL CHECK(size >= 0),"
+    "  storage TEXT NOT NULL,"
+    "  created INTEGER NOT NULL,"
+    "  PRIMARY KEY(peer_id, dataset_id, path)) WITHOUT ROWID;",
 };
 
 int ant_store_schema_latest(void)
