@@ -1,0 +1,292 @@
+/* Peers, single use of federation tokens, and the cache of peers' files; see peers.h. */
+#include "policy/peers.h"
+
+#include "policy/policy_internal.h"
+
+#include <sodium.h>
+#include <string.h>
+
+bool ant_peer_url_is_valid(const char *url)
+{
+    static const char scheme[] = "https://";
+    if (url == NULL || strncmp(url, scheme, sizeof(scheme) - 1) != 0) {
+        return false;
+    }
+    size_t len = strnlen(url, ANT_PEER_URL_MAX + 1);
+    if (len > ANT_PEER_URL_MAX || len == sizeof(scheme) - 1 || url[len - 1] == '/') {
+        return false;
+    }
+    const char *host = url + sizeof(scheme) - 1;
+    if (*host == '/' || *host == ':') {
+        return false;
+    }
+    for (const char *c = host; *c != '\0'; c++) {
+        /* userinfo ('@') would let a URL look like one host and reach another; a query or
+         * fragment has no place in a base URL that paths are appended to */
+        if (*c <= ' ' || *c >= 0x7f || *c == '@' || *c == '?' || *c == '#' || *c == '\\') {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool key_is_zero(const uint8_t k[ANT_KEY_LEN])
+{
+    return sodium_is_zero(k, ANT_KEY_LEN) == 1;
+}
+
+static bool anchor_is_valid(struct ant_bytes pem)
+{
+    static const char begin[] = "-----BEGIN CERTIFICATE-----";
+    if (pem.len == 0 || pem.len > ANT_PEER_ANCHOR_MAX) {
+        return false;
+    }
+    for (size_t i = 0; i < pem.len; i++) {
+        if (pem.p[i] == 0) {
+            return false;
+        }
+    }
+    return memmem(pem.p, pem.len, begin, sizeof(begin) - 1) != NULL;
+}
+
+int ant_peer_add(struct ant_store *st, const struct ant_peer *p, struct ant_bytes anchor_pem)
+{
+    if (p == NULL || !ant_name_is_valid(p->id) || !ant_name_is_valid(p->region) ||
+        !ant_peer_url_is_valid(p->url) || key_is_zero(p->x25519_pk) ||
+        key_is_zero(p->ed25519_pk) || !anchor_is_valid(anchor_pem) ||
+        memchr(p->added_by, 0, sizeof(p->added_by)) == NULL) {
+        return -EINVAL;
+    }
+    sqlite3_stmt *s = ant_store_stmt(st, "INSERT INTO peers(id, url, region, x25519_pk,"
+                                         " ed25519_pk, tls_anchor, added, added_by)"
+                                         " VALUES(?, ?, ?, ?, ?, ?, ?, ?)");
+    if (s == NULL) {
+        return -EIO;
+    }
+    ant_bind_text(s, 1, p->id);
+    ant_bind_text(s, 2, p->url);
+    ant_bind_text(s, 3, p->region);
+    sqlite3_bind_blob(s, 4, p->x25519_pk, ANT_KEY_LEN, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(s, 5, p->ed25519_pk, ANT_KEY_LEN, SQLITE_TRANSIENT);
+    sqlite3_bind_text(s, 6, (const char *)anchor_pem.p, (int)anchor_pem.len, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 7, p->added != 0 ? p->added : ant_now_unix());
+    ant_bind_text(s, 8, p->added_by[0] != '\0' ? p->added_by : "unknown");
+    return ant_store_exec_stmt(s);
+}
+
+static int copy_blob32(sqlite3_stmt *s, int i, uint8_t out[ANT_KEY_LEN])
+{
+    if (sqlite3_column_bytes(s, i) != ANT_KEY_LEN || sqlite3_column_blob(s, i) == NULL) {
+        return -EBADMSG;
+    }
+    memcpy(out, sqlite3_column_blob(s, i), ANT_KEY_LEN);
+    return 0;
+}
+
+int ant_peer_get(struct ant_store *st, const char *id, struct ant_peer *out)
+{
+    if (!ant_name_is_valid(id)) {
+        return -ENOENT;
+    }
+    sqlite3_stmt *s = ant_store_stmt(st, "SELECT id, url, region, x25519_pk, ed25519_pk, added,"
+                                         " added_by FROM peers WHERE id = ?");
+    if (s == NULL) {
+        return -EIO;
+    }
+    struct ant_peer p;
+    memset(&p, 0, sizeof(p));
+    ant_bind_text(s, 1, id);
+    int src = sqlite3_step(s);
+    int rc;
+    if (src == SQLITE_DONE) {
+        rc = -ENOENT;
+    } else if (src != SQLITE_ROW) {
+        rc = ant_sqlite_err(src);
+    } else {
+        rc = ant_col_copy(s, 0, p.id, sizeof(p.id));
+        rc = rc < 0 ? rc : ant_col_copy(s, 1, p.url, sizeof(p.url));
+        rc = rc < 0 ? rc : ant_col_copy(s, 2, p.region, sizeof(p.region));
+        rc = rc < 0 ? rc : copy_blob32(s, 3, p.x25519_pk);
+        rc = rc < 0 ? rc : copy_blob32(s, 4, p.ed25519_pk);
+        p.added = sqlite3_column_int64(s, 5);
+        rc = rc < 0 ? rc : ant_col_copy(s, 6, p.added_by, sizeof(p.added_by));
+    }
+    sqlite3_reset(s);
+    if (rc == 0) {
+        *out = p;
+    }
+    return rc;
+}
+
+int ant_peer_anchor(struct ant_store *st, const char *id, struct ant_buf *out)
+{
+    if (!ant_name_is_valid(id)) {
+        return -ENOENT;
+    }
+    sqlite3_stmt *s = ant_store_stmt(st, "SELECT tls_anchor FROM peers WHERE id = ?");
+    if (s == NULL) {
+        return -EIO;
+    }
+    ant_bind_text(s, 1, id);
+    int src = sqlite3_step(s);
+    int rc;
+    if (src == SQLITE_DONE) {
+        rc = -ENOENT;
+    } else if (src != SQLITE_ROW) {
+        rc = ant_sqlite_err(src);
+    } else {
+        const void *t = sqlite3_column_text(s, 0);
+        int n = sqlite3_column_bytes(s, 0);
+        rc = t == NULL ? -EBADMSG : ant_buf_append(out, t, (size_t)n);
+        rc = rc < 0 ? rc : ant_buf_terminate(out);
+    }
+    sqlite3_reset(s);
+    return rc;
+}
+
+int ant_peer_remove(struct ant_store *st, const char *id)
+{
+    if (!ant_name_is_valid(id)) {
+        return -ENOENT;
+    }
+    sqlite3_stmt *s = ant_store_stmt(st, "DELETE FROM peers WHERE id = ?");
+    if (s == NULL) {
+        return -EIO;
+    }
+    ant_bind_text(s, 1, id);
+    int rc = ant_store_exec_stmt(s);
+    if (rc == 0 && sqlite3_changes(st->db) == 0) {
+        rc = -ENOENT;
+    }
+    return rc;
+}
+
+int ant_peer_list(struct ant_store *st, json_t **out)
+{
+    sqlite3_stmt *s = ant_store_stmt(st, "SELECT id, url, region, x25519_pk, ed25519_pk, added,"
+                                         " added_by FROM peers ORDER BY id");
+    json_t *a = json_array();
+    int rc = (s == NULL || a == NULL) ? -ENOMEM : 0;
+    int src = SQLITE_DONE;
+    while (rc == 0 && (src = sqlite3_step(s)) == SQLITE_ROW) {
+        uint8_t kx[ANT_KEY_LEN], ked[ANT_KEY_LEN];
+        char bx[48], bed[48];
+        rc = copy_blob32(s, 3, kx);
+        rc = rc < 0 ? rc : copy_blob32(s, 4, ked);
+        if (rc < 0) {
+            break;
+        }
+        ant_key_b64(kx, bx);
+        ant_key_b64(ked, bed);
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:s}", "id",
+                              (const char *)sqlite3_column_text(s, 0), "url",
+                              (const char *)sqlite3_column_text(s, 1), "region",
+                              (const char *)sqlite3_column_text(s, 2), "x25519", bx, "ed25519",
+                              bed, "added", (json_int_t)sqlite3_column_int64(s, 5), "added_by",
+                              (const char *)sqlite3_column_text(s, 6));
+        if (o == NULL || json_array_append_new(a, o) != 0) {
+            rc = -ENOMEM;
+        }
+    }
+    if (rc == 0 && src != SQLITE_DONE) {
+        rc = ant_sqlite_err(src);
+    }
+    if (s != NULL) {
+        sqlite3_reset(s);
+    }
+    if (rc == 0) {
+        *out = a;
+        a = NULL;
+    }
+    json_decref(a);
+    return rc;
+}
+
+int ant_peer_jti_use(struct ant_store *st, const char *iss, const char *jti, int64_t exp,
+                     int64_t now)
+{
+    if (iss == NULL || jti == NULL || iss[0] == '\0' || jti[0] == '\0' ||
+        strnlen(iss, 256) > 255 || strnlen(jti, 256) > 255) {
+        return -EINVAL;
+    }
+    sqlite3_stmt *purge = ant_store_stmt(st, "DELETE FROM fed_jti WHERE expires < ?");
+    sqlite3_stmt *ins =
+        ant_store_stmt(st, "INSERT INTO fed_jti(iss, jti, expires) VALUES(?, ?, ?)");
+    if (purge == NULL || ins == NULL) {
+        return -EIO;
+    }
+    sqlite3_bind_int64(purge, 1, now);
+    int rc = ant_store_exec_stmt(purge);
+    if (rc < 0) {
+        return rc;
+    }
+    ant_bind_text(ins, 1, iss);
+    ant_bind_text(ins, 2, jti);
+    /* kept at least until now: a token the verifier accepted within its skew must still be
+     * remembered when the next copy of it arrives */
+    sqlite3_bind_int64(ins, 3, exp > now ? exp : now);
+    rc = ant_store_exec_stmt(ins);
+    return rc == -EEXIST ? -EALREADY : rc;
+}
+
+int ant_fed_cache_get(struct ant_store *st, const char *peer_id, const char *dataset_id,
+                      const char *path, const uint8_t sha256_c4gh[32], struct ant_fed_cached *out)
+{
+    if (!ant_name_is_valid(peer_id) || dataset_id == NULL || !ant_path_is_valid(path)) {
+        return -ENOENT;
+    }
+    sqlite3_stmt *s = ant_store_stmt(st, "SELECT storage, size, sha256_c4gh FROM fed_cache"
+                                         " WHERE peer_id = ? AND dataset_id = ? AND path = ?"
+                                         " AND peer_id IN (SELECT id FROM peers)");
+    if (s == NULL) {
+        return -EIO;
+    }
+    struct ant_fed_cached c;
+    memset(&c, 0, sizeof(c));
+    ant_bind_text(s, 1, peer_id);
+    ant_bind_text(s, 2, dataset_id);
+    ant_bind_text(s, 3, path);
+    int src = sqlite3_step(s);
+    int rc;
+    if (src == SQLITE_DONE) {
+        rc = -ENOENT;
+    } else if (src != SQLITE_ROW) {
+        rc = ant_sqlite_err(src);
+    } else {
+        rc = ant_col_copy(s, 0, c.storage, sizeof(c.storage));
+        c.size = (uint64_t)sqlite3_column_int64(s, 1);
+        rc = rc < 0 ? rc : copy_blob32(s, 2, c.sha256_c4gh);
+        if (rc == 0 && sodium_memcmp(c.sha256_c4gh, sha256_c4gh, 32) != 0) {
+            rc = -ENOENT;
+        }
+    }
+    sqlite3_reset(s);
+    if (rc == 0) {
+        *out = c;
+    }
+    return rc;
+}
+
+int ant_fed_cache_put(struct ant_store *st, const char *peer_id, const char *dataset_id,
+                      const char *path, const struct ant_fed_cached *c)
+{
+    if (!ant_name_is_valid(peer_id) || dataset_id == NULL || dataset_id[0] == '\0' ||
+        strnlen(dataset_id, ANT_ID_MAX + 1) > ANT_ID_MAX || !ant_path_is_valid(path) ||
+        c == NULL || c->storage[0] == '\0' || c->size > INT64_MAX) {
+        return -EINVAL;
+    }
+    sqlite3_stmt *s = ant_store_stmt(st, "INSERT OR REPLACE INTO fed_cache(peer_id, dataset_id,"
+                                         " path, sha256_c4gh, size, storage, created)"
+                                         " VALUES(?, ?, ?, ?, ?, ?, ?)");
+    if (s == NULL) {
+        return -EIO;
+    }
+    ant_bind_text(s, 1, peer_id);
+    ant_bind_text(s, 2, dataset_id);
+    ant_bind_text(s, 3, path);
+    sqlite3_bind_blob(s, 4, c->sha256_c4gh, 32, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 5, (int64_t)c->size);
+    ant_bind_text(s, 6, c->storage);
+    sqlite3_bind_int64(s, 7, ant_now_unix());
+    return ant_store_exec_stmt(s);
+}

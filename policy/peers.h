@@ -1,0 +1,80 @@
+/* Peers (DESIGN.md §8): the other sites this site trusts, in the `peers` table of antenna.db.
+ * A peer is trusted only through its row: its Ed25519 key verifies the federation tokens it
+ * sends and the manifests it signs, its X25519 key is what its files' headers are re-encrypted
+ * for, and its TLS anchor (a PEM certificate) is the only thing the libcurl client trusts when
+ * talking to it. An admin pins all of them once, when the peer is added.
+ *
+ * Also here: single use of federation tokens (`fed_jti`) and the local cache of peers' files
+ * (`fed_cache`).
+ *
+ * Threads: as the `struct ant_store` given (one thread per connection).
+ * Errors: as policy/store.h (-EEXIST, -ENOENT, -EINVAL, -EBUSY, -EIO, -ENOMEM). */
+#ifndef ANT_PEERS_H
+#define ANT_PEERS_H
+
+#include <jansson.h>
+
+#include "crypto/keys.h"
+#include "policy/store.h"
+
+/* An https:// URL of at most this many bytes (no credentials, no query, no control byte). */
+#define ANT_PEER_URL_MAX 512
+/* A PEM trust anchor (a certificate or a short chain) of at most this many bytes. */
+#define ANT_PEER_ANCHOR_MAX 32768
+
+/* A peer as the catalog holds it; a value type. The anchor is read separately
+ * (ant_peer_anchor) since most callers only need the keys. */
+struct ant_peer {
+    char id[ANT_NAME_MAX + 1];
+    char url[ANT_PEER_URL_MAX + 1];
+    char region[ANT_NAME_MAX + 1];
+    uint8_t x25519_pk[ANT_KEY_LEN];
+    uint8_t ed25519_pk[ANT_KEY_LEN];
+    int64_t added;
+    char added_by[ANT_NAME_MAX + 1];
+};
+
+/* "https://" then a host[:port] and optional path of printable ASCII without spaces, '@', '?'
+ * or '#', at most ANT_PEER_URL_MAX bytes, no trailing '/'. */
+bool ant_peer_url_is_valid(const char *url);
+
+/* Adds peer `p` (id and region valid names, url valid, keys not all zero) with its TLS anchor
+ * (PEM text holding "-----BEGIN CERTIFICATE-----", at most ANT_PEER_ANCHOR_MAX bytes).
+ * p->added 0: now. -EINVAL for a bad field, -EEXIST for a peer id already there. */
+ANT_MUST_CHECK int ant_peer_add(struct ant_store *st, const struct ant_peer *p,
+                                struct ant_bytes anchor_pem);
+/* -ENOENT unknown peer. */
+ANT_MUST_CHECK int ant_peer_get(struct ant_store *st, const char *id, struct ant_peer *out);
+/* Appends the peer's PEM anchor to out (NUL-terminated, not counted). -ENOENT, -E2BIG. */
+ANT_MUST_CHECK int ant_peer_anchor(struct ant_store *st, const char *id, struct ant_buf *out);
+/* Removes the peer (its tokens fail from the next request on). Cached files stay (they are
+ * this site's encrypted copies) but are no longer served from cache for that peer.
+ * -ENOENT unknown. */
+ANT_MUST_CHECK int ant_peer_remove(struct ant_store *st, const char *id);
+/* Objects: id, url, region, x25519, ed25519 (standard base64), added, added_by; by id. */
+ANT_MUST_CHECK int ant_peer_list(struct ant_store *st, json_t **out);
+
+/* Single use of a federation token (ant_token_fed_verify's contract): records (iss, jti) until
+ * exp and returns 0 the first time, -EALREADY for a pair seen before. Rows whose exp has passed
+ * (now) are purged on the way, so the table stays as small as the tokens still alive.
+ * -EINVAL for an empty or over-long iss / jti. */
+ANT_MUST_CHECK int ant_peer_jti_use(struct ant_store *st, const char *iss, const char *jti,
+                                    int64_t exp, int64_t now);
+
+/* --- the local encrypted copies of peers' files --- */
+struct ant_fed_cached {
+    char storage[ANT_ID_MAX + 1]; /* archive/fed/<storage>.c4gh */
+    uint64_t size;
+    uint8_t sha256_c4gh[32];
+};
+/* The copy of (peer, dataset, path) whose body digest is sha256_c4gh; -ENOENT if none (or
+ * only one with another digest: the peer's dataset changed, or the copy is stale). */
+ANT_MUST_CHECK int ant_fed_cache_get(struct ant_store *st, const char *peer_id,
+                                     const char *dataset_id, const char *path,
+                                     const uint8_t sha256_c4gh[32], struct ant_fed_cached *out);
+/* Records (or replaces) the copy. -EINVAL for a bad name / path. */
+ANT_MUST_CHECK int ant_fed_cache_put(struct ant_store *st, const char *peer_id,
+                                     const char *dataset_id, const char *path,
+                                     const struct ant_fed_cached *c);
+
+#endif
