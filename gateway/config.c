@@ -96,8 +96,8 @@ void ant_config_defaults(struct ant_config *c)
     c->max_header_bytes = 32 * 1024;
     c->max_json_body = 1024 * 1024;
     c->shutdown_grace_s = 10;
-    c->rate_limit_per_s = 0;
-    c->rate_limit_burst = 200;
+    c->rate_limit_per_s = 1000;
+    c->rate_limit_burst = 2000;
     snprintf(c->tls_cert, sizeof(c->tls_cert), "tls/cert.pem");
     snprintf(c->tls_key, sizeof(c->tls_key), "tls/key.pem");
     snprintf(c->archive_dir, sizeof(c->archive_dir), "archive");

@@ -101,5 +101,21 @@ wait $SLOW
 check "a request in flight at SIGTERM is answered" grep -q "HTTP/1.1 405" "$T/slow.out"
 check "SIGTERM exits 0" test $rc -eq 0
 check "request log is JSON lines" bash -c "grep '\"event\":\"http.request\"' '$T/serve.log' | python3 -c 'import json,sys; [json.loads(l) for l in sys.stdin]'"
+# --- per-principal rate limit: 2 requests at once, 1 per second after that ---
+sed -e 's/^rate_limit = .*/rate_limit = 1/' -e 's/^rate_burst = .*/rate_burst = 2/' \
+  "$T/site/antenna.conf" >"$T/rl.conf"
+"$BIN" serve --dir "$T/site" --config "$T/rl.conf" --listen 127.0.0.1:0 >"$T/rl.out" 2>/dev/null &
+PID=$!
+for _ in $(seq 100); do grep -q serving "$T/rl.out" 2>/dev/null && break; sleep 0.1; done
+PORT=$(sed -n 's|.*https://127.0.0.1:\([0-9]*\).*|\1|p' "$T/rl.out")
+codes=""
+for _ in 1 2 3 4; do
+  codes="$codes $("${C[@]}" -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $KEY" "https://127.0.0.1:$PORT/metrics")"
+done
+check "past the burst: 429 ($codes)" bash -c "[[ '$codes' == ' 200 200 429'* ]]"
+check "429 carries Retry-After" bash -c "$(printf '%q ' "${C[@]}") -D - -o /dev/null -H 'Authorization: Bearer $KEY' https://127.0.0.1:$PORT/metrics | grep -qi '^retry-after: [1-9]'"
+check "health is not rate limited" test "$("${C[@]}" -o /dev/null -w '%{http_code}' "https://127.0.0.1:$PORT/v1/health")" = 200
+kill -TERM "$PID"; wait "$PID"; PID=
+
 echo "integration serve: $fails failed"
 [ "$fails" -eq 0 ]
