@@ -455,10 +455,7 @@ static int token_fail(struct ant_req *r, const char *why)
     return rc;
 }
 
-/* A single "bytes=a-b" / "bytes=a-" / "bytes=-n" range of a file of `size` bytes. Returns 1 and
- * [*off, *off + *len) when satisfiable, 0 to serve the whole file (no Range, or a form this
- * server ignores, RFC 9110 §14.2), -ERANGE when unsatisfiable. */
-static int parse_range(const char *h, uint64_t size, uint64_t *off, uint64_t *len)
+int ant_stage_range_parse(const char *h, uint64_t size, uint64_t *off, uint64_t *len)
 {
     uint64_t a = 0, b = 0;
     if (h == NULL || strncmp(h, "bytes=", 6) != 0 || strchr(h, ',') != NULL) {
@@ -619,7 +616,7 @@ int ant_route_stage_file(struct ant_req *r)
         goto out;
     }
     uint64_t size = (uint64_t)sb.st_size, off = 0, len = size;
-    int range = parse_range(ant_req_header(r, MHD_HTTP_HEADER_RANGE), size, &off, &len);
+    int range = ant_stage_range_parse(ant_req_header(r, MHD_HTTP_HEADER_RANGE), size, &off, &len);
     json_t *det = json_pack("{s:I, s:I}", "offset", (json_int_t)off, "length", (json_int_t)len);
     /* fail closed: nothing is sent unless its event is durable */
     rc = ant_api_audit(r, "stage.read", "file", path, info.dataset_id,
