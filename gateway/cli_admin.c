@@ -519,8 +519,16 @@ static const char *explain_err(int rc)
     }
 }
 
+int ant_cli_peer(int argc, char **argv); /* gateway/cli_peer.c: admin peer add|list|remove */
 int ant_cli_admin(int argc, char **argv)
 {
+    int first = 1; /* the first word after the options: "peer" belongs to cli_peer.c */
+    while (first + 1 < argc && argv[first][0] == '-' && strcmp(argv[first], "--yes") != 0) {
+        first += 2;
+    }
+    if (first < argc && strcmp(argv[first], "peer") == 0) {
+        return ant_cli_peer(argc, argv);
+    }
     struct args a;
     struct ctx c;
     struct ant_diag d = {{0}};
