@@ -493,6 +493,13 @@ static int cmd_pull(struct sopts *o, const char *job)
         e = e < 0 ? e : ant_client_path(c, &p, path, true);
         e = e < 0 ? e : ant_buf_terminate(&p);
         e = e < 0 ? e : mkparents(dirfd, path);
+        /* a pull run again (after a failure) keeps what it verified already */
+        if (e == 0 && want != NULL && file_sha256(dirfd, path, hex) == 0 &&
+            strcmp(hex, want) == 0) {
+            fprintf(stderr, "[%zu/%zu] %s: already here, checksum verified\n", i + 1, n, path);
+            got += jint(f, "size");
+            continue;
+        }
         if (e == 0 && !o->conf.progress) {
             fprintf(stderr, "[%zu/%zu] %s\n", i + 1, n, path);
         }

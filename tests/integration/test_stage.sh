@@ -92,6 +92,9 @@ same_tree "$DIR1" || fail "staged files differ from the originals"
 ls -a "$T/site/scratch/lab" | grep -q partial && fail "a partial folder is left"
 "$BIN" pull "$J1" --token "$TOK1" -o "$T/pulled" 2>"$T/pull.err" || { cat "$T/pull.err"; fail pull; }
 same_tree "$T/pulled" || fail "pulled files differ"
+# pulled again: what is there and verifies is kept
+"$BIN" pull "$J1" --token "$TOK1" -o "$T/pulled" 2>"$T/pull.err" || { cat "$T/pull.err"; fail "pull again"; }
+grep -q "already here" "$T/pull.err" || fail "pull again fetched everything"
 
 F=$URL/v1/stage/$J1/files/reads/big.bin
 [ "$(code -H "Authorization: Bearer $TOK1" -r 10-19 "$F")" = 206 ] || fail "range not 206"
