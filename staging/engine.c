@@ -791,9 +791,11 @@ static void schedule(struct run *r)
     }
 }
 
-/* A file checkpointed by an earlier run: kept if it is there (and matches its digest). */
+/* A file checkpointed by an earlier run: kept if it is there and its digest (the checked one,
+ * see ant_stage_file_result) matches. An encrypted copy's plaintext cannot be checked without
+ * the recipient's key: it is kept if present, and *sha_known is false. */
 static bool resume_verified(struct run *r, const struct ant_stage_file *spec, uint8_t sha[32],
-                            uint64_t *bytes)
+                            bool *sha_known, uint64_t *bytes)
 {
     enum { RESUME_BUF = 1u << 20 };
     int fd = ant_stage_openat(r->partial_fd, spec->dst, O_RDONLY, 0);
@@ -802,14 +804,28 @@ static bool resume_verified(struct run *r, const struct ant_stage_file *spec, ui
     uint8_t *buf = NULL;
     bool ok = false;
     struct stat st;
+    uint64_t skip = 0;
+    *sha_known = false;
     if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        goto out;
+    }
+    *bytes = (uint64_t)st.st_size;
+    if (spec->xform == ANT_XFORM_ENCRYPT) {
+        ok = true;
         goto out;
     }
     buf = malloc(RESUME_BUF);
     if (buf == NULL) {
         goto out;
     }
-    *bytes = (uint64_t)st.st_size;
+    if (spec->xform == ANT_XFORM_REENCRYPT) {
+        /* the digest is the body's: skip the header */
+        ssize_t n = ant_pread_full(fd, buf, RESUME_BUF, 0);
+        if (n < 0 || xform_header_len(buf, (size_t)n, &skip) < 0 ||
+            lseek(fd, (off_t)skip, SEEK_SET) < 0) {
+            goto out;
+        }
+    }
     md = EVP_MD_CTX_new();
     if (md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
         goto out;
@@ -828,6 +844,7 @@ static bool resume_verified(struct run *r, const struct ant_stage_file *spec, ui
     }
     ok = EVP_DigestFinal_ex(md, sha, NULL) == 1 &&
          (!spec->has_sha256 || CRYPTO_memcmp(sha, spec->sha256, ANT_SHA256_LEN) == 0);
+    *sha_known = ok;
 out:
     free(buf);
     EVP_MD_CTX_free(md);
@@ -846,9 +863,10 @@ static int admit(struct run *r)
     if (spec->done) {
         uint8_t sha[ANT_SHA256_LEN];
         uint64_t bytes = 0;
-        if (resume_verified(r, spec, sha, &bytes)) {
+        bool known = false;
+        if (resume_verified(r, spec, sha, &known, &bytes)) {
             r->nended++;
-            report(r, i, 0, bytes, sha, NULL, NULL);
+            report(r, i, 0, bytes, known ? sha : NULL, NULL, NULL);
             return 0;
         }
         ant_log_kv(ANT_LOG_INFO, "engine.resume_recopy", JOB_FIELDS(r),

@@ -240,6 +240,9 @@ ANT_MUST_CHECK int xform_chunk(struct xform_tls *t, const struct sfile *f, uint6
 /* Where chunk c's output starts in the written file. */
 uint64_t xform_out_off(const struct sfile *f, uint64_t c);
 void xform_state_free(struct xform_state *xs);
+/* Length of the Crypt4GH header at the start of p[0..len) (-EBADMSG if it is not one or does
+ * not fit; -ENOTSUP without Crypt4GH support). */
+ANT_MUST_CHECK int xform_header_len(const uint8_t *p, size_t len, uint64_t *hdr_len);
 bool xform_has_header(enum ant_xform x);
 bool xform_changes_bytes(enum ant_xform x);
 

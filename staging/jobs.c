@@ -1286,8 +1286,10 @@ int ant_jobs_cancel(struct ant_jobs *j, const char *id, int64_t now)
             }
         }
     }
-    if (info.state != ANT_JOB_QUEUED && info.state != ANT_JOB_RUNNING &&
-        info.state != ANT_JOB_READY) {
+    if ((info.state != ANT_JOB_QUEUED && info.state != ANT_JOB_RUNNING &&
+         info.state != ANT_JOB_READY) ||
+        (info.state == ANT_JOB_READY && info.mode == ANT_JOB_ENCRYPT)) {
+        /* a finished stage-out's files belong to the dataset now, not to the job */
         rc = -EALREADY;
         goto out;
     }
@@ -1353,24 +1355,46 @@ int ant_jobs_purge(struct ant_jobs *j, int64_t now)
                  "{\"state\":\"%s\",\"files\":%llu,\"bytes\":%llu,\"expired_at\":%lld}",
                  ant_job_state_name(info->state), (unsigned long long)info->files_total,
                  (unsigned long long)info->scratch_bytes, (long long)info->expires);
-        /* Audited before anything changes: if the log cannot take the event, the job stays as
-         * it is and the next pass tries again (the log fails closed). */
-        int e = audit_job(j, info, "stage.purge", "ttl_expired", detail);
-        if (e < 0) {
+        /* A queued job has no output: it is taken first, so that a worker cannot start it
+         * after the event says it expired. A ready job's output is data: its purge is audited
+         * before anything changes, and if the log cannot take the event the job stays as it is
+         * until the next pass (the log fails closed). */
+        bool queued = info->state == ANT_JOB_QUEUED;
+        int e = 0;
+        if (queued) {
+            pthread_mutex_lock(&j->mu);
+            e = job_move(j, info->id, ANT_JOB_QUEUED, ANT_JOB_EXPIRED, "purged = ?3", now);
+            pthread_mutex_unlock(&j->mu);
+            if (e == -ESTALE) {
+                continue; /* a worker took it, or it was cancelled, in between */
+            }
+            if (e < 0) {
+                rc = e;
+                break;
+            }
+        }
+        e = audit_job(j, info, "stage.purge", "ttl_expired", detail);
+        if (e < 0 && !queued) {
             ant_log_kv(ANT_LOG_ERROR, "jobs.purge_unaudited",
                        ((const char *[]){"job_id", info->id, NULL}),
                        "purge postponed: audit log refused the event: %s", strerror(-e));
             continue;
         }
-        pthread_mutex_lock(&j->mu);
-        e = job_move(j, info->id, info->state, ANT_JOB_EXPIRED, "purged = ?3", now);
-        pthread_mutex_unlock(&j->mu);
-        if (e == -ESTALE) {
-            continue; /* a worker took it, or it was cancelled, in between */
-        }
         if (e < 0) {
-            rc = e;
-            break;
+            ant_log_kv(ANT_LOG_ERROR, "jobs.unaudited", ((const char *[]){"job_id", info->id, NULL}),
+                       "a queued job expired unaudited: %s", strerror(-e));
+        }
+        if (!queued) {
+            pthread_mutex_lock(&j->mu);
+            e = job_move(j, info->id, info->state, ANT_JOB_EXPIRED, "purged = ?3", now);
+            pthread_mutex_unlock(&j->mu);
+            if (e == -ESTALE) {
+                continue; /* cancelled in between: its output is gone already */
+            }
+            if (e < 0) {
+                rc = e;
+                break;
+            }
         }
         e = remove_output(j, info);
         if (e < 0) {

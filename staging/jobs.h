@@ -176,7 +176,8 @@ ANT_MUST_CHECK int ant_jobs_status_json(struct ant_jobs *j, const char *id, int6
 ANT_MUST_CHECK int ant_jobs_manifest_json(struct ant_jobs *j, const char *id, json_t **out);
 /* Cancels a queued or running job, or withdraws a ready one: its output (partial or complete)
  * is removed and it becomes cancelled. Waits until a running job has stopped. -ENOENT unknown,
- * -EALREADY failed, cancelled or expired already. */
+ * -EALREADY failed, cancelled or expired already, or a stage-out that has finished (its files
+ * are the dataset's). */
 ANT_MUST_CHECK int ant_jobs_cancel(struct ant_jobs *j, const char *id, int64_t now);
 /* One purge pass: every job past its expiry (not running) loses its output, becomes expired, and
  * the purge is audited. A job whose event cannot be audited is left for the next pass. Returns

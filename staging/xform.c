@@ -124,6 +124,17 @@ void xform_tls_fini(struct xform_tls *t)
     t->cipher = NULL;
 }
 
+int xform_header_len(const uint8_t *p, size_t len, uint64_t *hdr_len)
+{
+    size_t n = 0;
+    int rc = ant_c4gh_header_measure((struct ant_bytes){p, len}, &n, NULL);
+    if (rc < 0) {
+        return -EBADMSG;
+    }
+    *hdr_len = n;
+    return 0;
+}
+
 /* -EAGAIN from the header parser: the source ends inside the header (it is shorter than the
  * header says), or the header is longer than one chunk buffer. */
 static int header_short(const struct sfile *f, size_t len)
@@ -329,6 +340,14 @@ void xform_state_free(struct xform_state *xs)
 void xform_tls_fini(struct xform_tls *t)
 {
     (void)t;
+}
+
+int xform_header_len(const uint8_t *p, size_t len, uint64_t *hdr_len)
+{
+    (void)p;
+    (void)len;
+    (void)hdr_len;
+    return -ENOTSUP;
 }
 
 int xform_header(const struct run *r, struct sfile *f, const uint8_t *in, size_t len)

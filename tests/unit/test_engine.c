@@ -971,6 +971,52 @@ static void test_c4gh_reencrypt_then_decrypt(void **state)
     ant_key_free(k2);
 }
 
+/* Checkpointed Crypt4GH outputs survive a failed run and are kept by the resumed one: a
+ * re-encrypted copy is checked by its body digest, an encrypted one by presence. */
+static void test_c4gh_resume_keeps_checkpointed_outputs(void **state)
+{
+    struct fx *f = c4gh_fx(state);
+    struct ant_key *k1 = vector_key("keys/recipient1.sec", NULL);
+    uint8_t pk1[ANT_KEY_LEN];
+    size_t clen = 0;
+    uint8_t *c = vector_bytes("plus1-65537.c4gh", &clen);
+    int vfd = vectors_dir();
+    struct ant_stage_file files[3] = {
+        {.src = "plus1-65537.c4gh", .dst = "re", .xform = ANT_XFORM_REENCRYPT, .has_sha256 = true},
+        {.src = "one-byte.bin", .dst = "enc", .xform = ANT_XFORM_ENCRYPT},
+        {.src = "empty.bin", .dst = "raw", .has_sha256 = true},
+    };
+    struct results res = {0};
+    struct ant_stage_job job;
+    struct ant_diag d = {{0}};
+    vector_pub("keys/recipient1.pub", pk1);
+    sha256(c + 124, clen - 124, files[0].sha256);
+    memset(files[2].sha256, 1, ANT_SHA256_LEN); /* wrong: the run fails */
+    job_init(&job, f, "rs", files, 3, &res);
+    job.src_root = vfd;
+    job.key = k1;
+    job.recipient_pk = pk1;
+    assert_int_equal(ant_engine_run(f->e, &job, &d), -EBADMSG);
+    assert_int_equal(res.nok, 2);
+    files[0].done = files[1].done = true;
+    sha256("", 0, files[2].sha256);
+    memset(&res, 0, sizeof(res));
+    job_init(&job, f, "rs", files, 3, &res);
+    job.src_root = vfd;
+    job.key = k1;
+    job.recipient_pk = pk1;
+    int rc = ant_engine_run(f->e, &job, &d);
+    if (rc != 0) {
+        fail_msg("resume: %d %s", rc, d.msg);
+    }
+    assert_int_equal(res.nok, 3);
+    assert_int_equal(res.last_total, 0); /* nothing copied again */
+    assert_true(exists_at(f->dst, "rs/re") && exists_at(f->dst, "rs/enc"));
+    close(vfd);
+    free(c);
+    ant_key_free(k1);
+}
+
 static void on_file_body(void *arg, const struct ant_stage_file_result *r)
 {
     uint8_t (*bodies)[ANT_SHA256_LEN] = arg;
@@ -1074,6 +1120,7 @@ int main(void)
         PER_BACKEND(test_c4gh_bad_inputs_fail_cleanly),
         PER_BACKEND(test_c4gh_reencrypt_then_decrypt),
         PER_BACKEND(test_c4gh_encrypt_then_decrypt),
+        PER_BACKEND(test_c4gh_resume_keeps_checkpointed_outputs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
