@@ -817,6 +817,9 @@ static void test_stage_out_registers_files_that_stage_back(void **state)
     assert_int_equal(info.state, ANT_JOB_READY);
     assert_int_equal(info.mode, ANT_JOB_ENCRYPT);
     assert_int_equal(info.files_total, 3);
+    /* its files are the dataset's now: nothing to cancel, and no purge touches them */
+    assert_int_equal(ant_jobs_cancel(f->jobs, id, 0), -EALREADY);
+    assert_int_equal(ant_jobs_purge(f->jobs, info.expires + 1), 0);
     struct ant_file af;
     assert_int_equal(ant_store_file_get(st, ds, big_name, &af), 0);
     assert_int_equal(af.size, big_len);
