@@ -540,6 +540,17 @@ static int job_token_auth(struct ant_req *r, struct ant_jobs *jobs, struct ant_j
     if (rc < 0) {
         return rc;
     }
+    /* a principal disabled since (ant_store_principal_disable) loses its job tokens at once */
+    struct ant_principal p;
+    struct ant_store *st = ant_store_pool_acquire(r->site->pool);
+    rc = ant_store_principal_get(st, t.principal, &p);
+    ant_store_pool_release(r->site->pool, st);
+    if (rc == -ENOENT || (rc == 0 && strcmp(p.tenant, info->tenant) != 0)) {
+        return token_fail(r, "the token's principal is disabled or gone");
+    }
+    if (rc < 0) {
+        return rc;
+    }
     snprintf(r->who.tenant, sizeof(r->who.tenant), "%s", info->tenant);
     return 0;
 }

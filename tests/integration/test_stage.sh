@@ -140,6 +140,19 @@ done
 "$BIN" audit query --dir "$T/site" --action stage.purge 2>/dev/null | grep -q "$J2" ||
     fail "the purge is not in the audit log"
 
+# --- a principal disabled since loses its job tokens at once ---
+$A principal add carol --tenant lab --role reader >/dev/null || fail "add carol"
+CAROL=$($A key create --principal carol | awk '/^key /{print $2}')
+ANTENNA_API_KEY=$CAROL "$BIN" stage "$DS" --path 'meta/m2*' --wait >"$T/st5.out" 2>&1 ||
+    fail "carol stage"
+J5=$(awk '/^job:/{print $2}' "$T/st5.out")
+TOK5=$(awk '/^token:/{print $2}' "$T/st5.out")
+[ "$(code -H "Authorization: Bearer $TOK5" "$URL/v1/stage/$J5/files")" = 200 ] || fail "carol list"
+$A principal disable carol >/dev/null || fail "disable carol"
+[ "$(code -H "Authorization: Bearer $TOK5" "$URL/v1/stage/$J5/files")" = 401 ] ||
+    fail "a disabled principal's job token still reads"
+"$BIN" stage cancel "$J5" >/dev/null 2>&1 && fail "alice cancelled carol's job"
+
 # --- stage-out: results in scratch become a draft dataset, which stages back the same ---
 mkdir -p "$T/site/scratch/lab/results/plots"
 head -c 300000 /dev/urandom >"$T/site/scratch/lab/results/plots/p1.png"
