@@ -64,6 +64,11 @@ ANT_MUST_CHECK int ant_config_load(int dirfd, const char *path, struct ant_confi
 /* Writes the full, commented configuration for a new site into out. */
 ANT_MUST_CHECK int ant_config_render(const struct ant_config *c, struct ant_buf *out);
 
+/* The HTTP worker threads to run: `threads`, or for 0, 16 per core (at least 32). Workers wait
+ * for their audit events' group commit, so the commit batches, and the request rate, grow with
+ * the number of requests in flight (DESIGN.md §6). */
+unsigned ant_config_http_threads(const struct ant_config *c);
+
 /* Parses "ADDR:PORT" / "[V6]:PORT"; -EINVAL otherwise. addr needs 64 bytes. */
 ANT_MUST_CHECK int ant_listen_parse(struct ant_bytes s, char addr[64], uint16_t *port);
 

@@ -509,8 +509,7 @@ int ant_server_start(struct ant_site *site, struct ant_server **out, struct ant_
         server_free(s);
         return -EINVAL;
     }
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    unsigned threads = site->cfg.threads ? site->cfg.threads : (unsigned)(ncpu > 0 ? ncpu : 2);
+    unsigned threads = ant_config_http_threads(&site->cfg);
     if (ant_buf_terminate(&site->cert_pem) < 0 || ant_buf_terminate(&site->key_pem) < 0) {
         server_free(s);
         return -ENOMEM;

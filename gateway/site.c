@@ -80,8 +80,8 @@ int ant_site_open(const char *dir, const char *config, struct ant_site **out, st
         ant_diag_set(d, "%s: no PEM certificate", s->cfg.tls_cert);
         goto out;
     }
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    unsigned nconn = (s->cfg.threads ? s->cfg.threads : (unsigned)(ncpu > 0 ? ncpu : 2)) + 2;
+    /* one connection per HTTP worker, and a few for the stage runner and the purger */
+    unsigned nconn = ant_config_http_threads(&s->cfg) + 4;
     rc = ant_store_pool_new(s->dirfd, "antenna.db", nconn, &s->pool);
     if (rc < 0) {
         ant_diag_set(d, "cannot open antenna.db: %s", strerror(-rc));

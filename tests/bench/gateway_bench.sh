@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Gateway benchmark (issue 5): on one machine, in one run, against nginx over HTTPS with the same
+# certificate:
+#   1. download of a 2 GiB file: antenna (Crypt4GH, header re-encrypted for the caller, body
+#      streamed from the archive) vs nginx serving the same stored .c4gh file;
+#   2. authenticated small requests (GET /v1/datasets/{id}, API key checked and the decision
+#      audited on every request) with wrk at 64 connections vs nginx `return 200`;
+#   3. upload throughput (plaintext encrypted on arrival) and the server's memory growth.
+# Usage: tests/bench/gateway_bench.sh [BUILD_DIR] (default build). SIZE_MIB=2048 by default.
+# Needs nginx-light and wrk (deploy/deps.sh with ANTENNA_WITH_BENCH=1). Everything on 127.0.0.1.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BUILD=${1:-$ROOT/build}
+BIN=$BUILD/gateway/antenna
+SIZE_MIB=${SIZE_MIB:-2048}
+DUR=${DUR:-10}
+for t in nginx wrk curl python3; do
+  command -v $t >/dev/null || { echo "needs $t (ANTENNA_WITH_BENCH=1 deploy/deps.sh)"; exit 77; }
+done
+T=$(mktemp -d /tmp/antenna-gwbench-XXXXXX)
+SPID= NPID=
+cleanup() {
+  [ -n "$SPID" ] && kill "$SPID" 2>/dev/null
+  [ -n "$NPID" ] && kill "$NPID" 2>/dev/null
+  rm -rf "$T"
+}
+trap cleanup EXIT
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+"$BIN" init --dir "$T/site" --site-id bench --region EU >/dev/null 2>&1
+# the rate limit would measure itself, not the gateway
+sed -i -e 's/^rate_limit = .*/rate_limit = 0/' -e "s/^threads = .*/threads = ${THREADS:-0}/" "$T/site/antenna.conf"
+"$BIN" admin --dir "$T/site" tenant add bench >/dev/null
+"$BIN" admin --dir "$T/site" principal add owner --tenant bench --role owner >/dev/null
+"$BIN" admin --dir "$T/site" -o json key create --principal owner |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])' >"$T/owner.key"
+KEY=$(cat "$T/owner.key")
+"$BIN" c4gh keygen --sk "$T/me.sec" --pk "$T/me.pub" --nocrypt >/dev/null 2>&1
+
+"$BIN" serve --dir "$T/site" --listen "127.0.0.1:$(freeport)" >"$T/serve.out" 2>"$T/serve.log" &
+SPID=$!
+for _ in $(seq 100); do grep -q serving "$T/serve.out" 2>/dev/null && break; sleep 0.1; done
+AURL=$(sed -n 's|.*\(https://[0-9.:]*\).*|\1|p' "$T/serve.out")
+export ANTENNA_URL=$AURL ANTENNA_CACERT=$T/site/tls/cert.pem ANTENNA_API_KEY_FILE=$T/owner.key
+rss() { awk '/VmRSS/{print $2}' "/proc/$SPID/status"; }
+hwm() { awk '/VmHWM/{print $2}' "/proc/$SPID/status"; }
+
+DS=$("$BIN" dataset create big --classification internal |
+     python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+echo "== machine"
+echo "cpu: $(lscpu | sed -n 's/^Model name: *//p') ($(nproc) cores); kernel $(uname -r)"
+echo "nginx: $(nginx -v 2>&1 | sed 's/.*: //'); wrk: $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
+
+echo "== upload: $SIZE_MIB MiB of plaintext, encrypted on arrival"
+head -c $((SIZE_MIB * 1048576)) /dev/urandom >"$T/big.bin"
+sync
+RSS0=$(rss)
+t0=$(date +%s.%N)
+"$BIN" put "$DS" "$T/big.bin" big.bin >/dev/null
+t1=$(date +%s.%N)
+RSS1=$(hwm)
+python3 - "$t0" "$t1" "$SIZE_MIB" "$RSS0" "$RSS1" <<'PY'
+import sys
+t0, t1, mib, r0, r1 = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+print(f"upload: {mib/(t1-t0):.0f} MiB/s ({t1-t0:.2f} s); server RSS before {r0/1024:.1f} MiB, peak {r1/1024:.1f} MiB (growth {(r1-r0)/1024:.1f} MiB)")
+PY
+rm -f "$T/big.bin"
+"$BIN" dataset publish "$DS" >/dev/null
+STORED=$(find "$T/site/archive" -name '*.c4gh' -size +1M | head -1)
+
+# nginx on the same certificate, serving the archive folder and a `return 200`
+NPORT=$(freeport)
+mkdir -p "$T/nginx"
+cat >"$T/nginx/nginx.conf" <<NGX
+worker_processes auto;
+pid $T/nginx/nginx.pid;
+error_log $T/nginx/error.log;
+events { worker_connections 1024; }
+$( [ "$(id -u)" = 0 ] && echo "user root;" )
+http {
+  access_log $T/nginx/access.log;
+  sendfile on;
+  client_body_temp_path $T/nginx/body;
+  proxy_temp_path $T/nginx/proxy;
+  fastcgi_temp_path $T/nginx/fastcgi;
+  uwsgi_temp_path $T/nginx/uwsgi;
+  scgi_temp_path $T/nginx/scgi;
+  server {
+    listen 127.0.0.1:$NPORT ssl;
+    ssl_certificate $T/site/tls/cert.pem;
+    ssl_certificate_key $T/site/tls/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location = /ok { return 200 "ok\n"; }
+    location /archive/ { alias $(dirname "$STORED")/; }
+  }
+}
+NGX
+nginx -c "$T/nginx/nginx.conf" -g 'daemon off;' &
+NPID=$!
+sleep 0.5
+NURL=https://127.0.0.1:$NPORT
+
+echo "== download: the stored $SIZE_MIB MiB file"
+PUB=$(python3 - "$T/me.pub" <<'PY'
+import sys, urllib.parse
+lines = [l.strip() for l in open(sys.argv[1]) if l.strip() and not l.startswith("-----")]
+print(urllib.parse.quote(lines[0], safe=""))
+PY
+)
+dl() { curl -sS --cacert "$T/site/tls/cert.pem" -o /dev/null -w '%{speed_download} %{size_download}\n' "$@"; }
+for i in 1 2 3; do
+  a=$(dl -H "Authorization: Bearer $KEY" "$AURL/v1/datasets/$DS/files/big.bin?recipient=$PUB")
+  n=$(dl "$NURL/archive/$(basename "$STORED")")
+  echo "run $i: antenna $a  nginx $n"
+done | python3 -c '
+import sys
+best_a = best_n = 0
+for line in sys.stdin:
+    print(line.rstrip())
+    f = line.split()
+    best_a = max(best_a, float(f[3])); best_n = max(best_n, float(f[6]))
+print(f"download best of 3: antenna {best_a/1e6:.0f} MB/s, nginx {best_n/1e6:.0f} MB/s, ratio {best_a/best_n:.2f} (target >= 0.8)")'
+
+echo "== small authenticated requests: wrk, 64 connections, ${DUR}s each"
+wrk -t2 -c64 -d"${DUR}s" --latency -H "Authorization: Bearer $KEY" "$AURL/v1/datasets/$DS" >"$T/wrk-a.txt"
+wrk -t2 -c64 -d"${DUR}s" --latency "$NURL/ok" >"$T/wrk-n.txt"
+python3 - "$T/wrk-a.txt" "$T/wrk-n.txt" <<'PY'
+import re, sys
+def parse(p):
+    s = open(p).read()
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", s).group(1))
+    m = re.search(r"99%\s+([\d.]+)(us|ms|s)", s)
+    p99 = float(m.group(1)) * {"us": 1e-3, "ms": 1, "s": 1e3}[m.group(2)]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", s)
+    return rate, p99, int(non2xx.group(1)) if non2xx else 0
+a, n = parse(sys.argv[1]), parse(sys.argv[2])
+print(f"antenna GET /v1/datasets/{{id}}: {a[0]:.0f} req/s, p99 {a[1]:.2f} ms, non-2xx {a[2]}")
+print(f"nginx return 200:             {n[0]:.0f} req/s, p99 {n[1]:.2f} ms")
+print(f"ratio {a[0]/n[0]:.2f} (target >= 0.5), p99 target < 10 ms")
+PY
+EVENTS=$(sqlite3 "$T/site/audit.db" 'SELECT count(*) FROM events')
+echo "audit events written during the run: $EVENTS (each authenticated request is a durable decision)"
