@@ -2,7 +2,7 @@
  *
  *   antenna stage DATASET [--mode decrypt|reencrypt] [--recipient-pk FILE] [--path GLOB]...
  *                         [--ttl 1h] [--purpose DUO] [--wait] [--json]
- *   antenna stage status JOB | cancel JOB
+ *   antenna stage status JOB | cancel JOB | list
  *   antenna stage out FOLDER DATASET [--wait]      (scratch folder -> draft dataset, encrypted)
  *   antenna pull JOB (--token T | --token-file F | $ANTENNA_JOB_TOKEN) -o DIR
  *
@@ -41,7 +41,7 @@ static void usage(FILE *f)
             "usage:\n"
             "  antenna stage DATASET [--mode decrypt|reencrypt] [--recipient-pk FILE]\n"
             "                [--path GLOB]... [--ttl 1h] [--purpose DUO] [--wait] [--json]\n"
-            "  antenna stage status JOB [--wait] | cancel JOB\n"
+            "  antenna stage status JOB [--wait] | cancel JOB | list\n"
             "  antenna stage out FOLDER DATASET [--wait]\n"
             "  antenna pull JOB (--token T | --token-file FILE) -o DIR\n\n"
             "stage puts a dataset (or the files matching GLOBs, where '*' also matches '/')\n"
@@ -558,6 +558,18 @@ int ant_cli_stage(int argc, char **argv)
             return 2;
         }
         return cmd_pull(&o, argv[i]);
+    }
+    if (argc - i == 1 && strcmp(argv[i], "list") == 0) {
+        struct ant_client *c = NULL;
+        json_t *ans = NULL;
+        int rc = open_client(&o, &c);
+        rc = rc < 0 ? rc : request(c, "GET", "/v1/stage", NULL, &ans);
+        if (rc == 0) {
+            print_json(ans);
+        }
+        json_decref(ans);
+        ant_client_close(c);
+        return rc == 0 ? 0 : 1;
     }
     if (argc - i == 3 && strcmp(argv[i], "out") == 0) {
         return cmd_out(&o, argv[i + 1], argv[i + 2]);

@@ -328,6 +328,34 @@ out:
     return ant_api_end(rc);
 }
 
+/* --- GET /v1/stage --- */
+
+int ant_route_stage_list(struct ant_req *r)
+{
+    json_t *list = NULL;
+    uint64_t limit = 100;
+    const char *q = ant_req_query(r, "limit");
+    bool admin = (r->who.roles & ANT_ROLE_ADMIN) != 0;
+    struct ant_jobs *jobs = jobs_of(r);
+    int rc = jobs == NULL ? ANT_API_DONE : 0;
+    if (rc == 0 && q != NULL && ant_parse_u64(ant_bytes_str(q), 1, 1000, &limit) < 0) {
+        rc = ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_request", "limit is 1..1000");
+    }
+    if (rc == 0) {
+        /* one's own jobs; an admin sees every tenant's */
+        rc = ant_api_audit(r, "stage.list", "job", NULL, NULL, ANT_AUDIT_ALLOW,
+                           admin ? "role_admin" : "own_jobs", NULL);
+    }
+    if (rc == 0) {
+        rc = ant_jobs_list_json(jobs, admin ? NULL : r->who.tenant, admin ? NULL : r->who.id,
+                                (unsigned)limit, &list);
+    }
+    if (rc == 0) {
+        rc = ant_api_list_take(r, "jobs", list);
+    }
+    return ant_api_end(rc);
+}
+
 /* --- GET and DELETE /v1/stage/{id} --- */
 
 /* The job of the route for its owner (an admin may see and cancel any). Another caller gets the

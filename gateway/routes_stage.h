@@ -22,6 +22,7 @@ ANT_MUST_CHECK int ant_gw_stage_start(struct ant_site *site, struct ant_jobs **o
 void ant_gw_stage_stop(struct ant_jobs *jobs);
 
 int ant_route_stage_create(struct ant_req *r); /* POST /v1/stage */
+int ant_route_stage_list(struct ant_req *r);   /* GET /v1/stage */
 int ant_route_stage_show(struct ant_req *r);   /* GET /v1/stage/{id} */
 int ant_route_stage_cancel(struct ant_req *r); /* DELETE /v1/stage/{id} */
 int ant_route_stage_out(struct ant_req *r);    /* POST /v1/stage-out */

@@ -1099,6 +1099,61 @@ int ant_jobs_status_json(struct ant_jobs *j, const char *id, int64_t now, json_t
     return 0;
 }
 
+int ant_jobs_list_json(struct ant_jobs *j, const char *tenant, const char *principal,
+                       unsigned limit, json_t **out)
+{
+    sqlite3_stmt *s = NULL;
+    json_t *arr = json_array();
+    if (limit == 0 || limit > 1000) {
+        json_decref(arr);
+        return -EINVAL;
+    }
+    if (arr == NULL) {
+        return -ENOMEM;
+    }
+    pthread_mutex_lock(&j->mu);
+    int rc = db_prepare(j,
+                        "SELECT " JOB_COLS " FROM stage_jobs"
+                        " WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR principal_id = ?2)"
+                        " ORDER BY created DESC, rowid DESC LIMIT ?3",
+                        &s);
+    if (rc == 0) {
+        sqlite3_bind_text(s, 1, tenant, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, principal, -1, SQLITE_STATIC);
+        sqlite3_bind_int(s, 3, (int)limit);
+        int src;
+        while ((src = sqlite3_step(s)) == SQLITE_ROW) {
+            struct ant_job_info info;
+            if (job_from_row(s, &info) < 0) {
+                continue;
+            }
+            json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:o, s:o, s:s?}", "id",
+                                  info.id, "dataset_id", info.dataset_id, "owner",
+                                  info.principal, "mode", ant_job_mode_name(info.mode), "state",
+                                  ant_job_state_name(info.state), "files_total",
+                                  (json_int_t)info.files_total, "bytes_total",
+                                  (json_int_t)info.bytes_total, "created",
+                                  time_json(info.created), "expires", time_json(info.expires),
+                                  "error", info.error[0] ? info.error : NULL);
+            if (o == NULL || json_array_append_new(arr, o) < 0) {
+                rc = -ENOMEM;
+                break;
+            }
+        }
+        if (rc == 0 && src != SQLITE_DONE) {
+            rc = sqlerr(src);
+        }
+        sqlite3_finalize(s);
+    }
+    pthread_mutex_unlock(&j->mu);
+    if (rc < 0) {
+        json_decref(arr);
+        return rc;
+    }
+    *out = arr;
+    return 0;
+}
+
 int ant_jobs_manifest_json(struct ant_jobs *j, const char *id, json_t **out)
 {
     struct ant_job_info info;

@@ -5,6 +5,8 @@
  * is fixed at admission from the catalog (optionally narrowed by path globs), which also reserves
  * its output size against the tenant's scratch quota. States:
  *
+ * A stage-out (mode encrypt, ant_jobs_submit_out) goes the other way, into a draft dataset.
+ *
  *     queued -> running -> ready -> expired            (ready: output visible, token issued)
  *        |         |  \-> failed -> expired            (failed: nothing left in scratch)
  *        |         \---> queued                        (daemon stopped or crashed: resumes)
@@ -171,6 +173,11 @@ ANT_MUST_CHECK int ant_jobs_get(struct ant_jobs *j, const char *id, struct ant_j
  * size, state, bytes_done, error}] (at most ANT_JOB_STATUS_FILES_MAX, failed first). -ENOENT. */
 ANT_MUST_CHECK int ant_jobs_status_json(struct ant_jobs *j, const char *id, int64_t now,
                                         json_t **out);
+/* The jobs of one owner (principal NULL: every job of the tenant; tenant NULL too: all), newest
+ * first, at most `limit` (1..1000): [{id, dataset_id, mode, state, files_total, bytes_total,
+ * created, expires, error}]. */
+ANT_MUST_CHECK int ant_jobs_list_json(struct ant_jobs *j, const char *tenant,
+                                      const char *principal, unsigned limit, json_t **out);
 /* The files of a job for a puller: [{path, size, sha256}] in job order, sha256 (hex, of the
  * plaintext) only for decrypt jobs. -ENOENT unknown job. */
 ANT_MUST_CHECK int ant_jobs_manifest_json(struct ant_jobs *j, const char *id, json_t **out);

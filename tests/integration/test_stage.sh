@@ -107,6 +107,8 @@ curl -s -D - -o /dev/null --cacert "$ANTENNA_CACERT" "$F" | grep -qi '^www-authe
 [ "$(code -H "Authorization: Bearer ${TOK1%?}x" "$F")" = 401 ] || fail "a forged token worked"
 [ "$(code -H "Authorization: Bearer $TOK1" "$URL/v1/stage/$J1/files/../../etc/passwd")" != 200 ] ||
     fail "path escape"
+"$BIN" stage list | grep -q "\"$J1\"" || fail "the owner's list lacks the job"
+ANTENNA_API_KEY=$BOB "$BIN" stage list | grep -q "$J1" && fail "bob's list shows alice's job"
 # the job's owner sees it; another tenant's owner gets the answer of a missing job
 [ "$(code -H "Authorization: Bearer $BOB" "$URL/v1/stage/$J1")" = 404 ] || fail "bob saw the job"
 [ "$(code -H "Authorization: Bearer $BOB" -X DELETE "$URL/v1/stage/$J1")" = 404 ] ||

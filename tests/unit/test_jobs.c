@@ -325,6 +325,16 @@ static void test_globs_select_files_and_status_counts_them(void **state)
     assert_true(json_is_null(json_object_get(doc, "scratch_path")));
     json_decref(doc);
     assert_int_equal(ant_jobs_get(f->jobs, "job_ffffffffffffffff", &info), -ENOENT);
+    /* listed for its owner and tenant, not for others */
+    json_t *list = NULL;
+    assert_int_equal(ant_jobs_list_json(f->jobs, "lab", "alice", 10, &list), 0);
+    assert_int_equal(json_array_size(list), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(list, 0), "id")), id);
+    json_decref(list);
+    assert_int_equal(ant_jobs_list_json(f->jobs, "lab", "bob", 10, &list), 0);
+    assert_int_equal(json_array_size(list), 0);
+    json_decref(list);
+    assert_int_equal(ant_jobs_list_json(f->jobs, NULL, NULL, 0, &list), -EINVAL);
 }
 
 static void test_quota_is_checked_at_admission(void **state)
