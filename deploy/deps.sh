@@ -9,9 +9,12 @@ PKGS=(
   libmicrohttpd-dev libjansson-dev libcmocka-dev
   curl sqlite3 openssl ca-certificates
   libclang-rt-14-dev
+  python3 python3-cryptography
 )
+# python3 runs the integration tests' HTTP checks; python3-cryptography is the independent
+# Crypt4GH reader that checks files antenna writes (the reference tool is not packaged).
 # Optional tools for benchmarks and checks; their absence skips, never fails, a test.
-OPT_PKGS=(fio rsync wrk nginx-light systemd procps python3 xxd)
+OPT_PKGS=(fio rsync wrk nginx-light systemd procps xxd)
 
 missing=()
 for p in "${PKGS[@]}" ${ANTENNA_WITH_BENCH:+"${OPT_PKGS[@]}"}; do
