@@ -9,10 +9,10 @@ PKGS=(
   libmicrohttpd-dev libjansson-dev libcmocka-dev
   curl sqlite3 openssl ca-certificates
   libclang-rt-14-dev
+  # the integration tests' HTTP checks, and the independent Crypt4GH reader that checks the
+  # files antenna writes (the reference crypt4gh tool is not packaged for Debian)
   python3 python3-cryptography
 )
-# python3 runs the integration tests' HTTP checks; python3-cryptography is the independent
-# Crypt4GH reader that checks files antenna writes (the reference tool is not packaged).
 # Optional tools for benchmarks and checks; their absence skips, never fails, a test.
 OPT_PKGS=(fio rsync wrk nginx-light systemd procps xxd)
 
