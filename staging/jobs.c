@@ -1316,6 +1316,7 @@ static int audit_job(struct ant_jobs *j, const struct ant_job_info *info, const 
 int ant_jobs_cancel(struct ant_jobs *j, const char *id, int64_t now)
 {
     struct ant_job_info info;
+    bool locked = true;
     (void)now;
     pthread_mutex_lock(&j->mu);
     int rc = job_get_locked(j, id, &info);
@@ -1354,14 +1355,16 @@ int ant_jobs_cancel(struct ant_jobs *j, const char *id, int64_t now)
         goto out;
     }
     pthread_mutex_unlock(&j->mu);
+    locked = false;
     rc = remove_output(j, &info);
     if (rc < 0) {
         ant_log_kv(ANT_LOG_ERROR, "jobs.cancel_cleanup", ((const char *[]){"job_id", id, NULL}),
                    "cannot remove output: %s", strerror(-rc));
     }
-    return rc;
 out:
-    pthread_mutex_unlock(&j->mu);
+    if (locked) {
+        pthread_mutex_unlock(&j->mu);
+    }
     return rc;
 }
 

@@ -37,6 +37,7 @@ struct fx {
     struct ant_principal alice;
     bool raw;
     unsigned kill_after; /* SIGKILL the runner after this many files are done (child only) */
+    unsigned slow_ms;    /* sleep this long after each file: a job that stays running */
 };
 
 static void sha256(const void *p, size_t n, uint8_t out[32])
@@ -112,6 +113,9 @@ static void kill_hook(void *arg, const char *job_id, uint64_t files_done)
     (void)job_id;
     if (f->kill_after != 0 && files_done >= f->kill_after) {
         raise(SIGKILL); /* a crash: nothing is cleaned up, nothing more is recorded */
+    }
+    if (f->slow_ms != 0) {
+        usleep(f->slow_ms * 1000);
     }
 }
 
@@ -621,6 +625,42 @@ static void test_workers_run_jobs_and_stop_requeues(void **state)
     assert_non_null(ant_jobs_backend(f->jobs));
 }
 
+static void test_cancel_of_a_running_job_stops_it_and_cleans_up(void **state)
+{
+    struct fx *f = *state;
+    char id[ANT_JOB_ID_LEN + 1];
+    struct ant_diag d = {{0}};
+    struct ant_job_info info;
+    json_t *doc = NULL;
+    f->slow_ms = 100;
+    open_jobs(f);
+    assert_int_equal(ant_jobs_start(f->jobs), 0);
+    struct ant_job_request r = req(f);
+    assert_int_equal(submit(f, &r, id, &d), 0);
+    for (int i = 0; i < 500; i++) {
+        assert_int_equal(ant_jobs_get(f->jobs, id, &info), 0);
+        if (info.state == ANT_JOB_RUNNING) {
+            break;
+        }
+        usleep(2000);
+    }
+    assert_int_equal(info.state, ANT_JOB_RUNNING);
+    /* the status of a running job carries its progress */
+    assert_int_equal(ant_jobs_status_json(f->jobs, id, 0, &doc), 0);
+    assert_string_equal(json_string_value(json_object_get(doc, "state")), "running");
+    assert_non_null(json_object_get(doc, "rate_bytes_per_s"));
+    json_decref(doc);
+    assert_int_equal(ant_jobs_cancel(f->jobs, id, 0), 0);
+    assert_int_equal(ant_jobs_get(f->jobs, id, &info), 0);
+    assert_int_equal(info.state, ANT_JOB_CANCELLED);
+    char rel[64];
+    snprintf(rel, sizeof(rel), "lab/%s", id);
+    assert_false(exists_at(f->scratch_fd, rel));
+    snprintf(rel, sizeof(rel), "lab/.%s.partial", id);
+    assert_false(exists_at(f->scratch_fd, rel));
+    ant_jobs_stop(f->jobs);
+}
+
 static void test_decrypt_vectors_into_scratch(void **state)
 {
     struct fx *f = *state;
@@ -887,6 +927,7 @@ int main(void)
         T(test_purge_waits_while_the_audit_log_fails),
         T(test_resume_after_crash_keeps_finished_files),
         T(test_workers_run_jobs_and_stop_requeues),
+        T(test_cancel_of_a_running_job_stops_it_and_cleans_up),
         T(test_decrypt_vectors_into_scratch),
         T(test_corrupt_archive_file_fails_the_job),
         T(test_stage_out_registers_files_that_stage_back),
