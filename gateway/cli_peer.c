@@ -11,6 +11,8 @@
 #include "crypto/base/json.h"
 #include "crypto/base/log.h"
 #include "crypto/keys.h"
+#include "crypto/token.h"
+#include "gateway/config.h"
 #include "gateway/tlscert.h"
 #include "policy/audit.h"
 #include "policy/peers.h"
@@ -34,6 +36,7 @@ int ant_cli_peer(int argc, char **argv);
 
 struct peer_args {
     const char *dir, *id, *url, *region, *pubkeys, *ca;
+    const char *peer, *principal, *tenant, *purpose, *iat, *ttl;
     const char *pos[3];
     int npos;
     bool yes, json;
@@ -49,7 +52,10 @@ static void usage(FILE *out)
             "  peer add --id ID --url URL --region R --pubkeys SITE.PUB --ca CERT.PEM\n"
             "      pins keys and certificate received out of band (no network)\n"
             "  peer list\n"
-            "  peer remove ID\n");
+            "  peer remove ID\n"
+            "  peer token --peer ID --principal P --tenant T --purpose DUO [--ttl S] [--iat UNIX]\n"
+            "      prints a federation token of this site for peer ID on behalf of P of tenant T\n"
+            "      (for tests and scripts; the pulling side makes its own)\n");
 }
 
 static int parse_args(int argc, char **argv, struct peer_args *a)
@@ -64,6 +70,12 @@ static int parse_args(int argc, char **argv, struct peer_args *a)
         {"--region", offsetof(struct peer_args, region)},
         {"--pubkeys", offsetof(struct peer_args, pubkeys)},
         {"--ca", offsetof(struct peer_args, ca)},
+        {"--peer", offsetof(struct peer_args, peer)},
+        {"--principal", offsetof(struct peer_args, principal)},
+        {"--tenant", offsetof(struct peer_args, tenant)},
+        {"--purpose", offsetof(struct peer_args, purpose)},
+        {"--iat", offsetof(struct peer_args, iat)},
+        {"--ttl", offsetof(struct peer_args, ttl)},
     };
     a->dir = "./var";
     for (int i = 1; i < argc; i++) {
@@ -119,6 +131,9 @@ static int parse_args(int argc, char **argv, struct peer_args *a)
     }
     if (strcmp(verb, "remove") == 0) {
         return a->npos == 3 ? 0 : 2;
+    }
+    if (strcmp(verb, "token") == 0) {
+        return (a->npos == 2 && a->peer && a->principal && a->tenant && a->purpose) ? 0 : 2;
     }
     return 2;
 }
@@ -495,6 +510,55 @@ static int peer_remove(struct pctx *c)
     return fflush(stdout) == 0 ? 0 : -EIO;
 }
 
+/* A federation token signed with this site's key, audited (its claims; never the token). */
+static int peer_token(struct pctx *c)
+{
+    struct peer_args *a = c->a;
+    struct ant_config cfg;
+    struct ant_diag d = {{0}};
+    struct ant_fed_token t;
+    struct ant_buf out = ANT_BUF_INIT(ANT_TOKEN_MAX + 1);
+    uint64_t iat = 0, ttl = ANT_TOKEN_FED_LIFETIME_MAX;
+    char detail[1200];
+    memset(&t, 0, sizeof(t));
+    ant_config_defaults(&cfg);
+    int rc = ant_config_load(c->dirfd, "antenna.conf", &cfg, &d);
+    if (rc < 0) {
+        fprintf(stderr, "antenna admin peer: %s\n", ant_diag_msg(&d, strerror(-rc)));
+        return rc;
+    }
+    if ((a->iat != NULL && ant_parse_u64(ant_bytes_str(a->iat), 1, INT64_MAX, &iat) < 0) ||
+        (a->ttl != NULL &&
+         ant_parse_u64(ant_bytes_str(a->ttl), 1, ANT_TOKEN_FED_LIFETIME_MAX, &ttl) < 0)) {
+        fprintf(stderr, "antenna admin peer: --iat is unix seconds, --ttl 1..%d seconds\n",
+                ANT_TOKEN_FED_LIFETIME_MAX);
+        return -EINVAL;
+    }
+    snprintf(t.iss, sizeof(t.iss), "%s", cfg.site_id);
+    snprintf(t.aud, sizeof(t.aud), "%s", a->peer);
+    snprintf(t.principal, sizeof(t.principal), "%s", a->principal);
+    snprintf(t.tenant, sizeof(t.tenant), "%s@%s", a->tenant, cfg.site_id);
+    snprintf(t.purpose, sizeof(t.purpose), "%s", a->purpose);
+    t.iat = iat != 0 ? (int64_t)iat : ant_now_unix();
+    t.exp = t.iat + (int64_t)ttl;
+    rc = ant_token_fed_sign(c->keys.sign, &t, &out);
+    if (rc < 0) {
+        fprintf(stderr, "antenna admin peer: cannot sign: %s\n", strerror(-rc));
+        goto out;
+    }
+    snprintf(detail, sizeof(detail),
+             "{\"aud\":\"%s\",\"sub\":\"%s\",\"tenant\":\"%s\",\"purpose\":\"%s\"}", t.aud,
+             t.principal, t.tenant, t.purpose);
+    rc = audit(c, "admin.peer.token", a->peer, detail);
+    if (rc == 0) {
+        printf("%s\n", (const char *)out.p);
+        rc = fflush(stdout) == 0 ? 0 : -EIO;
+    }
+out:
+    ant_buf_wipe_fini(&out);
+    return rc;
+}
+
 static void set_actor(struct pctx *c)
 {
     struct passwd *pw = getpwuid(geteuid());
@@ -557,6 +621,8 @@ int ant_cli_peer(int argc, char **argv)
         rc = peer_add(&c);
     } else if (strcmp(a.pos[1], "list") == 0) {
         rc = peer_list(&c);
+    } else if (strcmp(a.pos[1], "token") == 0) {
+        rc = peer_token(&c);
     } else {
         rc = peer_remove(&c);
     }

@@ -1,5 +1,6 @@
 /* The route table and the path matcher. */
 #include "gateway/routes.h"
+#include "gateway/routes_fed.h"
 #include "gateway/routes_stage.h"
 
 #include <string.h>
@@ -41,6 +42,13 @@ const struct ant_route g_ant_routes[] = {
     /* job tokens are not API keys: these handlers verify the token themselves */
     {"GET", "/v1/stage/{}/files", "stage.files", ant_route_stage_files, NULL, ANT_ROUTE_PUBLIC},
     {"GET", "/v1/stage/{}/files/{*}", "stage.file", ant_route_stage_file, NULL,
+     ANT_ROUTE_PUBLIC},
+    /* federation tokens are not local credentials: these handlers verify them themselves */
+    {"GET", "/v1/federation/datasets", "fed.datasets", ant_route_fed_datasets, NULL,
+     ANT_ROUTE_PUBLIC},
+    {"GET", "/v1/federation/datasets/{}/manifest", "fed.manifest", ant_route_fed_manifest, NULL,
+     ANT_ROUTE_PUBLIC},
+    {"GET", "/v1/federation/datasets/{}/files/{*}", "fed.file", ant_route_fed_file, NULL,
      ANT_ROUTE_PUBLIC},
 };
 const size_t g_ant_nroutes = ANT_ARRAY_LEN(g_ant_routes);

@@ -1,0 +1,758 @@
+/* The federation fetcher; see fetch.h. */
+#include "staging/fetch.h"
+
+#include "crypto/base/json.h"
+#include "crypto/base/log.h"
+#include "crypto/c4gh.h"
+#include "policy/store.h"
+
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define FETCH_ERRBODY_MAX 4096
+#define FETCH_BACKOFF_CAP_MS 8000
+#define FETCH_HASH_BLOCK (1u << 20)
+
+void ant_fetch_manifest_fini(struct ant_fetch_manifest *m)
+{
+    if (m != NULL) {
+        free(m->files);
+        m->files = NULL;
+        m->nfiles = 0;
+    }
+}
+
+/* --- one request's common setup --- */
+
+struct req {
+    CURL *h;
+    struct curl_slist *hdrs;
+    struct ant_buf token;
+};
+
+static int percent_path(CURL *h, const char *path, struct ant_buf *url)
+{
+    const char *seg = path;
+    int rc = 0;
+    while (rc == 0 && *seg != '\0') {
+        size_t n = strcspn(seg, "/");
+        char *e = curl_easy_escape(h, seg, (int)n);
+        rc = e == NULL ? -ENOMEM : ant_buf_printf(url, "%s%s", seg == path ? "" : "/", e);
+        curl_free(e);
+        seg += n;
+        if (*seg == '/') {
+            seg++;
+        }
+    }
+    return rc;
+}
+
+static void req_fini(struct req *q)
+{
+    if (q->h != NULL) {
+        curl_easy_cleanup(q->h);
+    }
+    curl_slist_free_all(q->hdrs);
+    ant_buf_wipe_fini(&q->token);
+    memset(q, 0, sizeof(*q));
+}
+
+/* A GET of p->url + `path` (already encoded) with a fresh token and the transfer id, trusting
+ * only the pinned anchor. */
+static int req_init(struct req *q, const struct ant_fetch_peer *p, const char *path,
+                    long low_speed_s)
+{
+    struct ant_buf line = ANT_BUF_INIT(16384);
+    struct ant_buf url = ANT_BUF_INIT(8192);
+    int rc;
+    memset(q, 0, sizeof(*q));
+    ant_buf_init(&q->token, 16384);
+    q->h = curl_easy_init();
+    rc = q->h == NULL ? -ENOMEM : p->token(p->token_ctx, &q->token);
+    rc = rc < 0 ? rc : ant_buf_printf(&line, "Authorization: Bearer %s", (const char *)q->token.p);
+    rc = rc < 0 ? rc : ant_buf_terminate(&line);
+    if (rc == 0) {
+        struct curl_slist *a = curl_slist_append(NULL, (const char *)line.p);
+        char tid[128];
+        snprintf(tid, sizeof(tid), "X-Antenna-Transfer-Id: %s", p->transfer_id);
+        struct curl_slist *b = a != NULL ? curl_slist_append(a, tid) : NULL;
+        if (b == NULL) {
+            curl_slist_free_all(a);
+            rc = -ENOMEM;
+        }
+        q->hdrs = b;
+    }
+    rc = rc < 0 ? rc : ant_buf_printf(&url, "%s%s", p->url, path);
+    rc = rc < 0 ? rc : ant_buf_terminate(&url);
+    if (rc < 0) {
+        goto out;
+    }
+    struct curl_blob blob = {(void *)(uintptr_t)p->anchor.p, p->anchor.len, CURL_BLOB_COPY};
+    curl_easy_setopt(q->h, CURLOPT_URL, (const char *)url.p);
+    curl_easy_setopt(q->h, CURLOPT_PROTOCOLS_STR, "https");
+    curl_easy_setopt(q->h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    curl_easy_setopt(q->h, CURLOPT_CAINFO_BLOB, &blob);
+    curl_easy_setopt(q->h, CURLOPT_CAPATH, NULL);
+    curl_easy_setopt(q->h, CURLOPT_HTTPHEADER, q->hdrs);
+    curl_easy_setopt(q->h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(q->h, CURLOPT_CONNECTTIMEOUT, 10L);
+    curl_easy_setopt(q->h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+    curl_easy_setopt(q->h, CURLOPT_LOW_SPEED_TIME, low_speed_s);
+    curl_easy_setopt(q->h, CURLOPT_BUFFERSIZE, 256L * 1024L);
+out:
+    ant_buf_wipe_fini(&line);
+    ant_buf_fini(&url);
+    return rc;
+}
+
+/* The peer's JSON error message, into diag; the errno for its status. */
+static int peer_refusal(long status, struct ant_bytes body, struct ant_diag *d)
+{
+    json_t *doc = NULL;
+    const char *msg = NULL, *code = NULL;
+    if (ant_json_parse(body, FETCH_ERRBODY_MAX, 4, &doc, NULL) == 0) {
+        msg = json_string_value(json_object_get(doc, "message"));
+        code = json_string_value(json_object_get(doc, "error"));
+    }
+    ant_diag_set(d, "the peer answered %ld%s%s%s%s", status, code ? " " : "", code ? code : "",
+                 msg ? ": " : "", msg ? msg : "");
+    json_decref(doc);
+    switch (status) {
+    case 401:
+        return -EPERM;
+    case 403:
+        return -EACCES;
+    case 404:
+        return -ENOENT;
+    default:
+        return -EIO;
+    }
+}
+
+/* --- the manifest --- */
+
+struct mget {
+    struct ant_buf body;
+    char sig[128];
+};
+
+static size_t mget_body(char *p, size_t sz, size_t n, void *ctx)
+{
+    struct mget *g = ctx;
+    return ant_buf_append(&g->body, p, sz * n) == 0 ? sz * n : 0;
+}
+
+static size_t mget_header(char *p, size_t sz, size_t n, void *ctx)
+{
+    struct mget *g = ctx;
+    static const char name[] = "x-antenna-signature:";
+    size_t len = sz * n;
+    if (len > sizeof(name) - 1 && strncasecmp(p, name, sizeof(name) - 1) == 0) {
+        size_t i = sizeof(name) - 1, j = 0;
+        while (i < len && p[i] == ' ') {
+            i++;
+        }
+        while (i < len && p[i] != '\r' && p[i] != '\n' && j + 1 < sizeof(g->sig)) {
+            g->sig[j++] = p[i++];
+        }
+        g->sig[j] = '\0';
+    }
+    return len;
+}
+
+static int hex32(json_t *v, uint8_t out[32])
+{
+    const char *s = json_string_value(v);
+    return s != NULL && strlen(s) == 64 ? ant_hex_decode(ant_bytes_str(s), out, 32) : -EBADMSG;
+}
+
+static int parse_manifest(struct ant_bytes body, const struct ant_fetch_peer *p,
+                          const char *dataset, struct ant_fetch_manifest *out, struct ant_diag *d)
+{
+    json_t *doc = NULL, *files, *e;
+    size_t i;
+    int rc = ant_json_parse(body, ANT_FETCH_MANIFEST_MAX, 6, &doc, d);
+    if (rc < 0) {
+        return -EBADMSG;
+    }
+    const char *site = json_string_value(json_object_get(doc, "site"));
+    json_t *ds = json_object_get(doc, "dataset");
+    const char *dsid = json_string_value(json_object_get(ds, "id"));
+    const char *dsname = json_string_value(json_object_get(ds, "name"));
+    files = json_object_get(doc, "files");
+    if (site == NULL || strcmp(site, p->id) != 0 || dsid == NULL || strcmp(dsid, dataset) != 0 ||
+        dsname == NULL || strlen(dsname) >= sizeof(out->dataset_name) ||
+        strlen(dsid) >= sizeof(out->dataset_id) || !json_is_array(files) ||
+        json_array_size(files) > ANT_FETCH_FILES_MAX) {
+        ant_diag_set(d, "the manifest is not for dataset %s of %s", dataset, p->id);
+        rc = -EBADMSG;
+        goto out;
+    }
+    out->nfiles = json_array_size(files);
+    out->files = calloc(out->nfiles + 1, sizeof(*out->files));
+    if (out->files == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    json_array_foreach(files, i, e)
+    {
+        struct ant_fetch_file *f = &out->files[i];
+        const char *path = json_string_value(json_object_get(e, "path"));
+        json_t *size = json_object_get(e, "size"), *bsize = json_object_get(e, "body_size");
+        if (path == NULL || !ant_path_is_valid(path) || strlen(path) >= sizeof(f->path) ||
+            !json_is_integer(size) || json_integer_value(size) < 0 || !json_is_integer(bsize) ||
+            json_integer_value(bsize) < 0 || hex32(json_object_get(e, "sha256"), f->sha256) < 0 ||
+            hex32(json_object_get(e, "sha256_c4gh"), f->sha256_c4gh) < 0) {
+            ant_diag_set(d, "manifest entry %zu is malformed", i);
+            rc = -EBADMSG;
+            goto out;
+        }
+        snprintf(f->path, sizeof(f->path), "%s", path);
+        f->size = (uint64_t)json_integer_value(size);
+        f->body_size = (uint64_t)json_integer_value(bsize);
+    }
+    snprintf(out->dataset_id, sizeof(out->dataset_id), "%s", dsid);
+    snprintf(out->dataset_name, sizeof(out->dataset_name), "%s", dsname);
+out:
+    if (rc < 0) {
+        ant_fetch_manifest_fini(out);
+    }
+    json_decref(doc);
+    return rc;
+}
+
+int ant_fetch_manifest_get(const struct ant_fetch_peer *p, const char *dataset,
+                           struct ant_fetch_manifest *out, struct ant_diag *d)
+{
+    struct mget g = {ANT_BUF_INIT(ANT_FETCH_MANIFEST_MAX), ""};
+    struct ant_buf path = ANT_BUF_INIT(1024);
+    struct req q;
+    uint8_t sig[ANT_SIG_LEN];
+    size_t siglen = 0;
+    long status = 0;
+    memset(&q, 0, sizeof(q));
+    memset(out, 0, sizeof(*out));
+    int rc = ant_buf_append_str(&path, "/v1/federation/datasets/");
+    CURL *tmp = curl_easy_init();
+    rc = rc < 0 ? rc : tmp == NULL ? -ENOMEM : percent_path(tmp, dataset, &path);
+    if (tmp != NULL) {
+        curl_easy_cleanup(tmp);
+    }
+    rc = rc < 0 ? rc : ant_buf_append_str(&path, "/manifest");
+    rc = rc < 0 ? rc : ant_buf_terminate(&path);
+    rc = rc < 0 ? rc : req_init(&q, p, (const char *)path.p, 30);
+    if (rc < 0) {
+        goto out;
+    }
+    curl_easy_setopt(q.h, CURLOPT_WRITEFUNCTION, mget_body);
+    curl_easy_setopt(q.h, CURLOPT_WRITEDATA, &g);
+    curl_easy_setopt(q.h, CURLOPT_HEADERFUNCTION, mget_header);
+    curl_easy_setopt(q.h, CURLOPT_HEADERDATA, &g);
+    curl_easy_setopt(q.h, CURLOPT_TIMEOUT, 120L);
+    CURLcode cc = curl_easy_perform(q.h);
+    if (cc != CURLE_OK) {
+        ant_diag_set(d, "%s: %s", p->url, curl_easy_strerror(cc));
+        rc = cc == CURLE_WRITE_ERROR ? -E2BIG : -EIO;
+        goto out;
+    }
+    curl_easy_getinfo(q.h, CURLINFO_RESPONSE_CODE, &status);
+    if (status != 200) {
+        rc = peer_refusal(status, ant_buf_view(&g.body), d);
+        goto out;
+    }
+    /* the signature first: nothing the peer sent is parsed before it checks */
+    if (g.sig[0] == '\0' ||
+        sodium_base642bin(sig, sizeof(sig), g.sig, strlen(g.sig), NULL, &siglen, NULL,
+                          sodium_base64_VARIANT_ORIGINAL) != 0 ||
+        siglen != ANT_SIG_LEN || ant_sig_verify(p->ed25519_pk, ant_buf_view(&g.body), sig) < 0) {
+        ant_diag_set(d, "the manifest's signature does not verify with the key pinned for %s",
+                     p->id);
+        rc = -EKEYREJECTED;
+        goto out;
+    }
+    rc = parse_manifest(ant_buf_view(&g.body), p, dataset, out, d);
+out:
+    req_fini(&q);
+    ant_buf_fini(&g.body);
+    ant_buf_fini(&path);
+    return rc;
+}
+
+/* --- files --- */
+
+enum pstate { P_WAIT, P_RUN, P_DONE };
+
+struct ffile;
+
+struct piece {
+    struct ffile *f;
+    bool header;
+    uint64_t off, end, cur; /* body offsets: [off, end), cur the next byte to write */
+    uint64_t cur0;          /* cur when this attempt started */
+    unsigned attempt;
+    int64_t next_ms;
+    enum pstate state;
+    struct req q;
+    long status;
+    struct ant_buf err; /* the body of an error answer */
+};
+
+struct ffile {
+    size_t idx;
+    const char *name;
+    char tmp[64];
+    int fd;
+    bool active, header_done, done, refetched;
+    struct ant_buf hdr;
+    size_t npieces, pieces_left;
+    struct piece *first; /* its body pieces, contiguous */
+};
+
+struct run {
+    const struct ant_fetch_peer *p;
+    const char *dataset;
+    const struct ant_fetch_manifest *m;
+    const struct ant_key *self;
+    struct ant_fetch_opts o;
+    struct ant_fetch_stats *st;
+    struct ant_diag *d;
+    int dirfd;
+    CURLM *multi;
+    struct ffile *files;
+    size_t nfiles, nactive, next_file, ndone;
+    struct piece *pieces;
+    size_t npieces;
+    unsigned inflight;
+};
+
+static size_t on_data(char *p, size_t sz, size_t n, void *ctx)
+{
+    struct piece *pc = ctx;
+    size_t len = sz * n;
+    if (pc->status == 0) {
+        curl_easy_getinfo(pc->q.h, CURLINFO_RESPONSE_CODE, &pc->status);
+    }
+    if (pc->status != 200 && pc->status != 206) {
+        return ant_buf_append(&pc->err, p, len) == 0 ? len : 0;
+    }
+    if (pc->header) {
+        return ant_buf_append(&pc->f->hdr, p, len) == 0 ? len : 0;
+    }
+    if (len > pc->end - pc->cur) {
+        return 0; /* more than asked for: the transfer fails and is retried */
+    }
+    uint64_t at = pc->f->hdr.len + pc->cur;
+    if (ant_pwrite_all(pc->f->fd, p, len, (off_t)at) < 0) {
+        return 0;
+    }
+    pc->cur += len;
+    return len;
+}
+
+static int64_t now_ms(void)
+{
+    return ant_mono_ns() / 1000000;
+}
+
+static int piece_start(struct run *r, struct piece *pc)
+{
+    struct ant_buf path = ANT_BUF_INIT(8192);
+    const struct ant_fetch_file *mf = &r->m->files[pc->f->idx];
+    char range[64];
+    int rc = ant_buf_append_str(&path, "/v1/federation/datasets/");
+    CURL *tmp = curl_easy_init();
+    rc = rc < 0 ? rc : tmp == NULL ? -ENOMEM : percent_path(tmp, r->dataset, &path);
+    rc = rc < 0 ? rc : ant_buf_append_str(&path, "/files/");
+    rc = rc < 0 ? rc : percent_path(tmp, mf->path, &path);
+    if (tmp != NULL) {
+        curl_easy_cleanup(tmp);
+    }
+    rc = rc < 0 ? rc : ant_buf_append_str(&path, pc->header ? "?part=header" : "?part=body");
+    rc = rc < 0 ? rc : ant_buf_terminate(&path);
+    rc = rc < 0 ? rc : req_init(&pc->q, r->p, (const char *)path.p, r->o.low_speed_s);
+    ant_buf_fini(&path);
+    if (rc < 0) {
+        req_fini(&pc->q);
+        return rc;
+    }
+    pc->status = 0;
+    pc->err.len = 0;
+    pc->cur0 = pc->cur;
+    if (pc->header) {
+        pc->f->hdr.len = 0;
+    } else {
+        snprintf(range, sizeof(range), "%llu-%llu", (unsigned long long)pc->cur,
+                 (unsigned long long)(pc->end - 1));
+        curl_easy_setopt(pc->q.h, CURLOPT_RANGE, range);
+    }
+    curl_easy_setopt(pc->q.h, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(pc->q.h, CURLOPT_WRITEDATA, pc);
+    curl_easy_setopt(pc->q.h, CURLOPT_PRIVATE, pc);
+    if (curl_multi_add_handle(r->multi, pc->q.h) != CURLM_OK) {
+        req_fini(&pc->q);
+        return -ENOMEM;
+    }
+    pc->state = P_RUN;
+    r->inflight++;
+    r->st->requests++;
+    return 0;
+}
+
+static bool retryable(CURLcode cc, long status)
+{
+    if (cc == CURLE_OK) {
+        return status >= 500 || status == 429 || status == 200 || status == 206;
+    }
+    switch (cc) {
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_GOT_NOTHING:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Exponential backoff with full jitter: a random wait in [0, min(cap, base * 2^attempt)]. */
+static int64_t backoff_ms(const struct run *r, unsigned attempt)
+{
+    uint64_t ceil = r->o.backoff_ms;
+    for (unsigned i = 1; i < attempt && ceil < FETCH_BACKOFF_CAP_MS; i++) {
+        ceil *= 2;
+    }
+    if (ceil > FETCH_BACKOFF_CAP_MS) {
+        ceil = FETCH_BACKOFF_CAP_MS;
+    }
+    return (int64_t)randombytes_uniform((uint32_t)ceil + 1);
+}
+
+static int body_verify(struct ffile *f, const uint8_t want[32])
+{
+    uint8_t *buf = malloc(FETCH_HASH_BLOCK);
+    uint8_t h[32];
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int rc = (buf == NULL || md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
+                 ? -ENOMEM
+                 : 0;
+    off_t off = (off_t)f->hdr.len;
+    for (;;) {
+        if (rc < 0) {
+            break;
+        }
+        ssize_t n = ant_pread_full(f->fd, buf, FETCH_HASH_BLOCK, off);
+        if (n < 0) {
+            rc = (int)n;
+            break;
+        }
+        if (n == 0) {
+            break;
+        }
+        rc = EVP_DigestUpdate(md, buf, (size_t)n) == 1 ? 0 : -ENOMEM;
+        off += n;
+    }
+    if (rc == 0) {
+        rc = EVP_DigestFinal_ex(md, h, NULL) == 1 ? 0 : -ENOMEM;
+    }
+    if (rc == 0 && sodium_memcmp(h, want, 32) != 0) {
+        rc = -EBADMSG;
+    }
+    EVP_MD_CTX_free(md);
+    free(buf);
+    return rc;
+}
+
+static void file_close(struct run *r, struct ffile *f)
+{
+    if (f->fd >= 0) {
+        ant_close(f->fd);
+        f->fd = -1;
+        (void)unlinkat(r->dirfd, f->tmp, 0);
+    }
+    if (f->active) {
+        f->active = false;
+        r->nactive--;
+    }
+}
+
+/* All pieces of f are in: check, make durable, rename; or fetch the body again once. */
+static int file_finish(struct run *r, struct ffile *f)
+{
+    const struct ant_fetch_file *mf = &r->m->files[f->idx];
+    int rc = body_verify(f, mf->sha256_c4gh);
+    if (rc == -EBADMSG && !f->refetched) {
+        ant_log(ANT_LOG_WARN, "fetch.body_mismatch", "%s: body digest differs from the signed"
+                " manifest; fetching it again", mf->path);
+        f->refetched = true;
+        r->st->refetched++;
+        f->pieces_left = f->npieces;
+        for (size_t i = 0; i < f->npieces; i++) {
+            f->first[i].cur = f->first[i].off;
+            f->first[i].state = P_WAIT;
+            f->first[i].attempt = 0;
+            f->first[i].next_ms = 0;
+        }
+        return 0;
+    }
+    if (rc == -EBADMSG) {
+        ant_diag_set(r->d, "%s: the body does not match the signed manifest (fetched twice)",
+                     mf->path);
+    }
+    if (rc == 0 && fsync(f->fd) < 0) {
+        rc = -errno;
+    }
+    if (rc == 0 && renameat(r->dirfd, f->tmp, r->dirfd, f->name) < 0) {
+        rc = -errno;
+    }
+    if (rc == 0) {
+        ant_close(f->fd);
+        f->fd = -1;
+        f->done = true;
+        r->ndone++;
+    }
+    file_close(r, f);
+    return rc;
+}
+
+static int header_done(struct run *r, struct ffile *f)
+{
+    struct ant_c4gh_header *h = NULL;
+    size_t hlen = 0;
+    int rc = ant_c4gh_header_measure(ant_buf_view(&f->hdr), &hlen, NULL);
+    if (rc == 0 && hlen != f->hdr.len) {
+        rc = -EBADMSG;
+    }
+    /* the peer re-encrypted it for our key: it must open with it, or nothing is written */
+    rc = rc < 0 ? rc : ant_c4gh_header_parse(ant_buf_view(&f->hdr), r->self, NULL, 0, &h, NULL);
+    ant_c4gh_header_free(h);
+    if (rc < 0) {
+        ant_diag_set(r->d, "%s: the header the peer sent does not open with this site's key",
+                     r->m->files[f->idx].path);
+        return -EBADMSG;
+    }
+    uint8_t rnd[8];
+    randombytes_buf(rnd, sizeof(rnd));
+    memcpy(f->tmp, ".fetch-", 7);
+    ant_hex_encode(rnd, sizeof(rnd), f->tmp + 7);
+    memcpy(f->tmp + 23, ".tmp", 5);
+    f->fd = openat(r->dirfd, f->tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (f->fd < 0) {
+        return -errno;
+    }
+    rc = ant_pwrite_all(f->fd, f->hdr.p, f->hdr.len, 0);
+    if (rc < 0) {
+        return rc;
+    }
+    f->header_done = true;
+    return f->pieces_left == 0 ? file_finish(r, f) : 0;
+}
+
+static int piece_done(struct run *r, struct piece *pc, CURLcode cc)
+{
+    int rc = 0;
+    long status = pc->status;
+    if (status == 0) {
+        curl_easy_getinfo(pc->q.h, CURLINFO_RESPONSE_CODE, &status);
+    }
+    r->st->bytes += pc->header ? pc->f->hdr.len : pc->cur - pc->cur0;
+    curl_multi_remove_handle(r->multi, pc->q.h);
+    r->inflight--;
+    bool complete = cc == CURLE_OK && (pc->header ? status == 200 : status == 206) &&
+                    (pc->header || pc->cur == pc->end);
+    if (complete) {
+        req_fini(&pc->q);
+        pc->state = P_DONE;
+        if (pc->header) {
+            return header_done(r, pc->f);
+        }
+        pc->f->pieces_left--;
+        return pc->f->pieces_left == 0 ? file_finish(r, pc->f) : 0;
+    }
+    if (!retryable(cc, status) || pc->attempt + 1 > r->o.max_retries) {
+        if (cc == CURLE_OK && status >= 400) {
+            rc = peer_refusal(status, ant_buf_view(&pc->err), r->d);
+        } else {
+            ant_diag_set(r->d, "%s: %s after %u attempts", r->m->files[pc->f->idx].path,
+                         cc != CURLE_OK ? curl_easy_strerror(cc) : "incomplete answer",
+                         pc->attempt + 1);
+            rc = -EIO;
+        }
+        req_fini(&pc->q);
+        return rc;
+    }
+    /* again later, from the bytes already written (a header is small: it starts over) */
+    pc->attempt++;
+    r->st->retries++;
+    pc->next_ms = now_ms() + backoff_ms(r, pc->attempt);
+    pc->state = P_WAIT;
+    ant_log(ANT_LOG_INFO, "fetch.retry", "%s: %s (HTTP %ld), retry %u from byte %llu",
+            r->m->files[pc->f->idx].path, cc != CURLE_OK ? curl_easy_strerror(cc) : "incomplete",
+            status, pc->attempt, (unsigned long long)pc->cur);
+    req_fini(&pc->q);
+    return 0;
+}
+
+/* Starts what may start: files in order up to the active cap, then their waiting pieces. */
+static int schedule(struct run *r)
+{
+    size_t cap = r->o.max_conns * 2u < 16u ? 16u : r->o.max_conns * 2u;
+    int64_t now = now_ms();
+    while (r->nactive < cap && r->next_file < r->nfiles) {
+        struct ffile *f = &r->files[r->next_file++];
+        if (f->name != NULL) {
+            f->active = true;
+            r->nactive++;
+        }
+    }
+    for (size_t i = 0; i < r->npieces && r->inflight < r->o.max_conns; i++) {
+        struct piece *pc = &r->pieces[i];
+        if (pc->state != P_WAIT || !pc->f->active || pc->next_ms > now ||
+            (!pc->header && !pc->f->header_done)) {
+            continue;
+        }
+        int rc = piece_start(r, pc);
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static int build(struct run *r, const bool *want, const char *const *names)
+{
+    uint64_t rs = r->o.range_size;
+    size_t n = 0;
+    r->nfiles = r->m->nfiles;
+    r->files = calloc(r->nfiles + 1, sizeof(*r->files));
+    if (r->files == NULL) {
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < r->nfiles; i++) {
+        r->files[i].fd = -1;
+        ant_buf_init(&r->files[i].hdr, ANT_C4GH_MAX_HEADER_LEN);
+        if (want != NULL && !want[i]) {
+            continue;
+        }
+        const struct ant_fetch_file *mf = &r->m->files[i];
+        n += 1 + (size_t)((mf->body_size + rs - 1) / rs);
+    }
+    r->pieces = calloc(n + 1, sizeof(*r->pieces));
+    if (r->pieces == NULL) {
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < r->nfiles; i++) {
+        struct ffile *f = &r->files[i];
+        const struct ant_fetch_file *mf = &r->m->files[i];
+        f->idx = i;
+        if (want != NULL && !want[i]) {
+            f->done = true;
+            r->ndone++;
+            continue;
+        }
+        f->name = names[i];
+        struct piece *h = &r->pieces[r->npieces++];
+        h->f = f;
+        h->header = true;
+        ant_buf_init(&h->err, FETCH_ERRBODY_MAX);
+        f->first = &r->pieces[r->npieces];
+        for (uint64_t off = 0; off < mf->body_size; off += rs) {
+            struct piece *pc = &r->pieces[r->npieces++];
+            pc->f = f;
+            pc->off = pc->cur = off;
+            pc->end = mf->body_size - off < rs ? mf->body_size : off + rs;
+            ant_buf_init(&pc->err, FETCH_ERRBODY_MAX);
+            f->npieces++;
+        }
+        f->pieces_left = f->npieces;
+    }
+    return 0;
+}
+
+int ant_fetch_files(const struct ant_fetch_peer *p, const char *dataset,
+                    const struct ant_fetch_manifest *m, const bool *want,
+                    const char *const *names, int dirfd, const struct ant_key *self,
+                    const struct ant_fetch_opts *o, struct ant_fetch_stats *st,
+                    struct ant_diag *d)
+{
+    struct ant_fetch_stats dummy;
+    struct run r;
+    memset(&r, 0, sizeof(r));
+    memset(&dummy, 0, sizeof(dummy));
+    r.p = p;
+    r.dataset = dataset;
+    r.m = m;
+    r.self = self;
+    r.st = st != NULL ? st : &dummy;
+    r.d = d;
+    r.dirfd = dirfd;
+    if (o != NULL) {
+        r.o = *o;
+    }
+    r.o.max_conns = r.o.max_conns == 0 ? 8 : r.o.max_conns > 256 ? 256 : r.o.max_conns;
+    r.o.max_retries = r.o.max_retries == 0 ? 6 : r.o.max_retries;
+    r.o.backoff_ms = r.o.backoff_ms == 0 ? 100 : r.o.backoff_ms;
+    r.o.low_speed_s = r.o.low_speed_s <= 0 ? 30 : r.o.low_speed_s;
+    /* whole cipher segments: each range starts on a segment, so a piece is a run of them */
+    uint64_t segs = r.o.range_size == 0 ? 128 : r.o.range_size / ANT_C4GH_CIPHER_SEGMENT_LEN;
+    r.o.range_size = (segs == 0 ? 1 : segs) * ANT_C4GH_CIPHER_SEGMENT_LEN;
+    int rc = build(&r, want, names);
+    r.multi = rc == 0 ? curl_multi_init() : NULL;
+    if (rc == 0 && r.multi == NULL) {
+        rc = -ENOMEM;
+    }
+    if (rc == 0) {
+        curl_multi_setopt(r.multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)r.o.max_conns);
+    }
+    while (rc == 0 && r.ndone < r.nfiles) {
+        int running = 0, left = 0;
+        CURLMsg *msg;
+        rc = schedule(&r);
+        if (rc < 0) {
+            break;
+        }
+        if (curl_multi_perform(r.multi, &running) != CURLM_OK) {
+            rc = -EIO;
+            break;
+        }
+        while (rc == 0 && (msg = curl_multi_info_read(r.multi, &left)) != NULL) {
+            if (msg->msg == CURLMSG_DONE) {
+                char *priv = NULL;
+                curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+                rc = piece_done(&r, (struct piece *)(void *)priv, msg->data.result);
+            }
+        }
+        if (rc == 0 && curl_multi_poll(r.multi, NULL, 0, r.inflight > 0 ? 100 : 20, NULL) !=
+                           CURLM_OK) {
+            rc = -EIO;
+        }
+    }
+    for (size_t i = 0; i < r.npieces; i++) {
+        if (r.pieces[i].q.h != NULL) {
+            curl_multi_remove_handle(r.multi, r.pieces[i].q.h);
+        }
+        req_fini(&r.pieces[i].q);
+        ant_buf_fini(&r.pieces[i].err);
+    }
+    for (size_t i = 0; r.files != NULL && i < r.nfiles; i++) {
+        file_close(&r, &r.files[i]);
+        ant_buf_fini(&r.files[i].hdr);
+    }
+    if (r.multi != NULL) {
+        curl_multi_cleanup(r.multi);
+    }
+    free(r.pieces);
+    free(r.files);
+    return rc;
+}

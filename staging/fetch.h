@@ -1,0 +1,93 @@
+/* The pulling side of federation (DESIGN.md §8, docs/federation.md): fetches a peer's signed
+ * manifest and files over HTTPS with libcurl's multi interface.
+ *
+ * Trust: the only certificate trusted is the peer's pinned anchor, the manifest's signature is
+ * checked with the peer's pinned Ed25519 key before a byte of it is parsed, and each file's
+ * body is checked against the manifest's sha256_c4gh before the file is renamed into place.
+ * Every request carries a fresh federation token (they are single use) and the transfer id.
+ *
+ * Transfer: many files at once, bodies larger than `range_size` split into segment-aligned
+ * ranges over several connections; a piece that fails with a timeout, a connection error, a
+ * 5xx or 429 is retried (exponential backoff with full jitter, bounded), resuming by Range
+ * from the bytes already written. A body whose digest does not match is fetched again once
+ * (a byte corrupted in transit); a 4xx ends the transfer with the peer's message.
+ *
+ * Threads: one call runs on the caller's thread; calls may run on several threads at once. */
+#ifndef ANT_STAGING_FETCH_H
+#define ANT_STAGING_FETCH_H
+
+#include <jansson.h>
+
+#include "crypto/base/base.h"
+#include "crypto/keys.h"
+
+/* A manifest larger than this is refused. */
+#define ANT_FETCH_MANIFEST_MAX (16u << 20)
+/* At most this many files in one manifest. */
+#define ANT_FETCH_FILES_MAX 200000
+
+/* Signs a fresh federation token for one request and appends it to out (NUL-terminated). */
+typedef int (*ant_fetch_token_fn)(void *ctx, struct ant_buf *out);
+
+struct ant_fetch_peer {
+    const char *id;          /* the peer's site id */
+    const char *url;         /* its base URL, https://host:port */
+    struct ant_bytes anchor; /* its pinned PEM trust anchor */
+    const uint8_t *ed25519_pk;
+    ant_fetch_token_fn token;
+    void *token_ctx;
+    const char *transfer_id; /* sent as X-Antenna-Transfer-Id on every request */
+};
+
+struct ant_fetch_opts {
+    unsigned max_conns;   /* transfers in flight; 0: 8 */
+    uint64_t range_size;  /* body pieces, rounded to whole cipher segments; 0: 8 MiB */
+    unsigned max_retries; /* per piece; 0: 6 */
+    unsigned backoff_ms;  /* first backoff; doubles, capped at 8 s, full jitter; 0: 100 */
+    long low_speed_s;     /* a piece slower than 1 KiB/s for this long is a timeout; 0: 30 */
+};
+
+/* One file of a verified manifest. */
+struct ant_fetch_file {
+    char path[1025];
+    uint64_t size;      /* plaintext */
+    uint64_t body_size; /* encrypted body */
+    uint8_t sha256[32];
+    uint8_t sha256_c4gh[32];
+};
+
+struct ant_fetch_manifest {
+    char dataset_id[65];
+    char dataset_name[65];
+    size_t nfiles;
+    struct ant_fetch_file *files;
+};
+void ant_fetch_manifest_fini(struct ant_fetch_manifest *m); /* accepts zeroed storage */
+
+/* GET /v1/federation/datasets/{id}/manifest; checks the signature over the exact bytes with
+ * p->ed25519_pk, then that it names p->id as site, `dataset` and sane files. -EKEYREJECTED bad
+ * or missing signature; -EBADMSG malformed; -EACCES / -ENOENT / -EPERM the peer refused (403 /
+ * 404 / 401, diag holds its message); -EIO transport; -E2BIG. */
+ANT_MUST_CHECK int ant_fetch_manifest_get(const struct ant_fetch_peer *p, const char *dataset,
+                                          struct ant_fetch_manifest *out, struct ant_diag *d);
+
+struct ant_fetch_stats {
+    uint64_t bytes;     /* body and header bytes received (retries included) */
+    unsigned requests;  /* HTTP requests made */
+    unsigned retries;   /* pieces retried */
+    unsigned refetched; /* bodies fetched again after a digest mismatch */
+};
+
+/* Fetches the files of m whose want[i] is true (want NULL: all) into dirfd as complete
+ * Crypt4GH files named names[i] (each: the header the peer re-encrypted for `self`, checked to
+ * open with it, then the body). Each goes to a temporary name, is checked against the
+ * manifest, fsynced and renamed. 0, or the first error (files already renamed stay): -EIO
+ * transport after retries, -EBADMSG a body still wrong after a refetch or a header that does
+ * not open, -EACCES / -ENOENT / -EPERM refused by the peer (diag). */
+ANT_MUST_CHECK int ant_fetch_files(const struct ant_fetch_peer *p, const char *dataset,
+                                   const struct ant_fetch_manifest *m, const bool *want,
+                                   const char *const *names, int dirfd, const struct ant_key *self,
+                                   const struct ant_fetch_opts *o, struct ant_fetch_stats *st,
+                                   struct ant_diag *d);
+
+#endif
