@@ -112,14 +112,6 @@ static int parse_opts(int argc, char **argv, struct copts *o)
     return optind;
 }
 
-static void print_json(const json_t *v)
-{
-    if (v != NULL) {
-        json_dumpf(v, stdout, JSON_INDENT(2) | JSON_ENCODE_ANY);
-        fputc('\n', stdout);
-    }
-}
-
 /* One JSON request; prints the answer; exit code 0 or 1. */
 static int call(const struct copts *o, const char *method, const char *path, const json_t *body)
 {
@@ -137,7 +129,7 @@ static int call(const struct copts *o, const char *method, const char *path, con
     if (rc < 0) {
         fprintf(stderr, "antenna: %s\n", ant_diag_msg(&d, strerror(-rc)));
     } else {
-        print_json(resp);
+        ant_client_print_json(resp);
     }
     json_decref(resp);
     ant_client_close(c);
@@ -265,7 +257,7 @@ static int cmd_put(int argc, char **argv, struct copts *o, int i)
                 ant_diag_msg(&d, strerror(-rc)));
         goto out;
     }
-    print_json(resp);
+    ant_client_print_json(resp);
     ret = 0;
 out:
     if (fd >= 0) {

@@ -101,14 +101,6 @@ static int parse_opts(int argc, char **argv, struct sopts *o)
     return optind;
 }
 
-static void print_json(const json_t *v)
-{
-    if (v != NULL) {
-        json_dumpf(v, stdout, JSON_INDENT(2) | JSON_ENCODE_ANY);
-        fputc('\n', stdout);
-    }
-}
-
 static void fmt_bytes(double v, char out[24])
 {
     static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -236,7 +228,7 @@ static int wait_job(struct ant_client *c, const char *job, bool json)
     if (rc == 0) {
         const char *state = jstr(st, "state");
         if (json) {
-            print_json(st);
+            ant_client_print_json(st);
         } else {
             const char *dir = jstr(st, "scratch_dir");
             printf("job: %s\nstate: %s\n", job, state);
@@ -307,7 +299,7 @@ static int cmd_stage(const struct sopts *o, const char *dataset)
         goto out;
     }
     if (!o->wait) {
-        print_json(ans);
+        ant_client_print_json(ans);
         goto out;
     }
     fprintf(stderr, "antenna: job %s queued: %llu file(s), %llu bytes\n", id,
@@ -330,7 +322,7 @@ static int cmd_out(const struct sopts *o, const char *folder, const char *datase
     int rc = body != NULL ? open_client(o, &c) : -ENOMEM;
     rc = rc < 0 ? rc : request(c, "POST", "/v1/stage-out", body, &ans);
     if (rc == 0 && (!o->wait || jstr(ans, "id") == NULL)) {
-        print_json(ans);
+        ant_client_print_json(ans);
     } else if (rc == 0) {
         rc = wait_job(c, jstr(ans, "id"), o->json);
     }
@@ -353,7 +345,7 @@ static int cmd_job(const struct sopts *o, const char *verb, const char *job)
         rc = request(c, strcmp(verb, "cancel") == 0 ? "DELETE" : "GET", (const char *)p.p, NULL,
                      &ans);
         if (rc == 0) {
-            print_json(ans);
+            ant_client_print_json(ans);
         }
     }
     json_decref(ans);
@@ -565,7 +557,7 @@ int ant_cli_stage(int argc, char **argv)
         int rc = open_client(&o, &c);
         rc = rc < 0 ? rc : request(c, "GET", "/v1/stage", NULL, &ans);
         if (rc == 0) {
-            print_json(ans);
+            ant_client_print_json(ans);
         }
         json_decref(ans);
         ant_client_close(c);

@@ -274,6 +274,20 @@ static int full_url(struct ant_client *c, const char *path, char **out)
     return 0;
 }
 
+/* A successful answer's body as JSON (NULL when empty). */
+static int parse_answer(const struct ant_buf *in, json_t **resp, struct ant_diag *d)
+{
+    struct ant_diag jd;
+    if (in->len == 0) {
+        return 0;
+    }
+    if (ant_json_parse(ant_buf_view(in), CLIENT_JSON_MAX, ANT_JSON_MAX_DEPTH, resp, &jd) < 0) {
+        ant_diag_set(d, "the server's answer is not JSON: %s", ant_diag_msg(&jd, "?"));
+        return -EBADMSG;
+    }
+    return 0;
+}
+
 int ant_client_json(struct ant_client *c, const char *method, const char *path,
                     const json_t *body, long *status, json_t **resp, struct ant_diag *d)
 {
@@ -300,13 +314,8 @@ int ant_client_json(struct ant_client *c, const char *method, const char *path,
         curl_easy_setopt(c->h, CURLOPT_POSTFIELDS, payload);
     }
     rc = perform(c, &s, status, d);
-    if (rc == 0 && *status < 400 && in.len > 0) {
-        struct ant_diag jd;
-        if (ant_json_parse(ant_buf_view(&in), CLIENT_JSON_MAX, ANT_JSON_MAX_DEPTH, resp, &jd) <
-            0) {
-            ant_diag_set(d, "the server's answer is not JSON: %s", ant_diag_msg(&jd, "?"));
-            rc = -EBADMSG;
-        }
+    if (rc == 0 && *status < 400) {
+        rc = parse_answer(&in, resp, d);
     }
 out:
     curl_slist_free_all(h);
@@ -361,13 +370,8 @@ int ant_client_upload(struct ant_client *c, const char *path, int fd, uint64_t s
         ant_diag_set(d, "cannot read the file being uploaded: %s", strerror(-u.err));
         rc = u.err;
     }
-    if (rc == 0 && *status < 400 && in.len > 0) {
-        struct ant_diag jd;
-        if (ant_json_parse(ant_buf_view(&in), CLIENT_JSON_MAX, ANT_JSON_MAX_DEPTH, resp, &jd) <
-            0) {
-            ant_diag_set(d, "the server's answer is not JSON: %s", ant_diag_msg(&jd, "?"));
-            rc = -EBADMSG;
-        }
+    if (rc == 0 && *status < 400) {
+        rc = parse_answer(&in, resp, d);
     }
 out:
     curl_slist_free_all(h);
@@ -436,4 +440,12 @@ out:
     free(url);
     ant_buf_fini(&err);
     return rc;
+}
+
+void ant_client_print_json(const json_t *v)
+{
+    if (v != NULL) {
+        json_dumpf(v, stdout, JSON_INDENT(2) | JSON_ENCODE_ANY);
+        fputc('\n', stdout);
+    }
 }

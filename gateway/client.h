@@ -52,4 +52,7 @@ ANT_MUST_CHECK int ant_client_download(struct ant_client *c, const char *path, i
                                        const char *dest, int out_fd, long *status,
                                        uint64_t *bytes, struct ant_diag *d);
 
+/* Prints an answer for people and scripts alike: indented JSON on stdout (nothing for NULL). */
+void ant_client_print_json(const json_t *v);
+
 #endif
