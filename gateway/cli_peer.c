@@ -11,17 +11,20 @@
 #include "crypto/base/json.h"
 #include "crypto/base/log.h"
 #include "crypto/keys.h"
+#include "crypto/c4gh.h"
 #include "crypto/token.h"
 #include "gateway/config.h"
 #include "gateway/tlscert.h"
 #include "policy/audit.h"
 #include "policy/peers.h"
 #include "policy/store.h"
+#include "staging/fetch.h"
 
 #include <curl/curl.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <pwd.h>
+#include <sys/stat.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,7 +39,8 @@ int ant_cli_peer(int argc, char **argv);
 
 struct peer_args {
     const char *dir, *id, *url, *region, *pubkeys, *ca;
-    const char *peer, *principal, *tenant, *purpose, *iat, *ttl;
+    const char *peer, *principal, *tenant, *purpose, *iat, *ttl, *dataset, *out, *conns;
+    bool encrypted;
     const char *pos[3];
     int npos;
     bool yes, json;
@@ -55,7 +59,12 @@ static void usage(FILE *out)
             "  peer remove ID\n"
             "  peer token --peer ID --principal P --tenant T --purpose DUO [--ttl S] [--iat UNIX]\n"
             "      prints a federation token of this site for peer ID on behalf of P of tenant T\n"
-            "      (for tests and scripts; the pulling side makes its own)\n");
+            "      (for tests and scripts; the pulling side makes its own)\n"
+            "  peer pull --peer ID --dataset DS --principal P --tenant T --purpose DUO --out DIR\n"
+            "            [--encrypted] [--connections N]\n"
+            "      pulls the peer's dataset for P (kept encrypted once in the archive: a second\n"
+            "      pull transfers nothing) and writes it decrypted into DIR (or as Crypt4GH for\n"
+            "      this site's key with --encrypted)\n");
 }
 
 static int parse_args(int argc, char **argv, struct peer_args *a)
@@ -76,6 +85,9 @@ static int parse_args(int argc, char **argv, struct peer_args *a)
         {"--purpose", offsetof(struct peer_args, purpose)},
         {"--iat", offsetof(struct peer_args, iat)},
         {"--ttl", offsetof(struct peer_args, ttl)},
+        {"--dataset", offsetof(struct peer_args, dataset)},
+        {"--out", offsetof(struct peer_args, out)},
+        {"--connections", offsetof(struct peer_args, conns)},
     };
     a->dir = "./var";
     for (int i = 1; i < argc; i++) {
@@ -86,6 +98,10 @@ static int parse_args(int argc, char **argv, struct peer_args *a)
         }
         if (strcmp(s, "--yes") == 0 || strcmp(s, "-y") == 0) {
             a->yes = true;
+            continue;
+        }
+        if (strcmp(s, "--encrypted") == 0) {
+            a->encrypted = true;
             continue;
         }
         if (s[0] != '-') {
@@ -131,6 +147,12 @@ static int parse_args(int argc, char **argv, struct peer_args *a)
     }
     if (strcmp(verb, "remove") == 0) {
         return a->npos == 3 ? 0 : 2;
+    }
+    if (strcmp(verb, "pull") == 0) {
+        return (a->npos == 2 && a->peer && a->dataset && a->principal && a->tenant &&
+                a->purpose && a->out)
+                   ? 0
+                   : 2;
     }
     if (strcmp(verb, "token") == 0) {
         return (a->npos == 2 && a->peer && a->principal && a->tenant && a->purpose) ? 0 : 2;
@@ -559,6 +581,168 @@ out:
     return rc;
 }
 
+/* --- peer pull --- */
+
+struct sink {
+    int fd;
+    uint64_t off;
+};
+
+static int to_fd(void *arg, const uint8_t *p, size_t len)
+{
+    struct sink *k = arg;
+    int rc = ant_write_all(k->fd, p, len);
+    k->off += len;
+    return rc;
+}
+
+/* Creates the parent folders of rel under dirfd (no symlink followed). */
+static int make_parents(int dirfd, const char *rel)
+{
+    char buf[ANT_PATH_MAX + 1];
+    snprintf(buf, sizeof(buf), "%s", rel);
+    for (char *s = strchr(buf, '/'); s != NULL; s = strchr(s + 1, '/')) {
+        *s = '\0';
+        if (mkdirat(dirfd, buf, 0700) < 0 && errno != EEXIST) {
+            return -errno;
+        }
+        *s = '/';
+    }
+    return 0;
+}
+
+/* Writes one pulled file into outfd at its logical path: decrypted (checked against the
+ * manifest's plaintext digest before it is renamed into place) or copied encrypted. */
+static int write_out(int archive_fd, int outfd, const struct ant_fed_pulled_file *pf,
+                     const struct ant_key *kx, bool encrypted)
+{
+    char tmp[64];
+    uint8_t rnd[8], buf[65536];
+    struct ant_c4gh_reader *rd = NULL;
+    struct ant_c4gh_digests dg;
+    struct sink k = {-1, 0};
+    randombytes_buf(rnd, sizeof(rnd));
+    memcpy(tmp, ".pull-", 6);
+    ant_hex_encode(rnd, sizeof(rnd), tmp + 6);
+    int in = openat(archive_fd, pf->archive_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int rc = in < 0 ? -errno : make_parents(outfd, pf->path);
+    if (rc == 0) {
+        k.fd = openat(outfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        rc = k.fd < 0 ? -errno : 0;
+    }
+    rc = rc < 0 || encrypted ? rc : ant_c4gh_reader_new(kx, NULL, to_fd, &k, &rd);
+    while (rc == 0) {
+        ssize_t n = ant_read_full(in, buf, sizeof(buf));
+        if (n <= 0) {
+            rc = (int)n;
+            break;
+        }
+        rc = encrypted ? to_fd(&k, buf, (size_t)n)
+                       : ant_c4gh_reader_write(rd, ant_bytes_of(buf, (size_t)n));
+    }
+    if (rc == 0 && !encrypted) {
+        rc = ant_c4gh_reader_finish(rd, &dg);
+        if (rc == 0 && sodium_memcmp(dg.sha256_plain, pf->sha256, 32) != 0) {
+            rc = -EBADMSG; /* not what the peer's signed manifest says */
+        }
+    }
+    if (rc == 0 && fsync(k.fd) < 0) {
+        rc = -errno;
+    }
+    if (rc == 0) {
+        char final[ANT_PATH_MAX + 8];
+        snprintf(final, sizeof(final), "%s%s", pf->path, encrypted ? ".c4gh" : "");
+        rc = renameat(outfd, tmp, outfd, final) < 0 ? -errno : 0;
+    }
+    if (rc < 0 && k.fd >= 0) {
+        (void)unlinkat(outfd, tmp, 0);
+    }
+    ant_c4gh_reader_free(rd);
+    ant_close(k.fd);
+    ant_close(in);
+    sodium_memzero(buf, sizeof(buf));
+    return rc;
+}
+
+static int peer_pull(struct pctx *c)
+{
+    struct peer_args *a = c->a;
+    struct ant_config cfg;
+    struct ant_diag d = {{0}};
+    struct ant_fed_pulled res;
+    struct ant_fetch_opts o = {0};
+    uint64_t conns = 0;
+    int archive_fd = -1, outfd = -1;
+    memset(&res, 0, sizeof(res));
+    ant_config_defaults(&cfg);
+    int rc = ant_config_load(c->dirfd, "antenna.conf", &cfg, &d);
+    if (rc == 0 && a->conns != NULL &&
+        ant_parse_u64(ant_bytes_str(a->conns), 1, 64, &conns) < 0) {
+        ant_diag_set(&d, "--connections is 1..64");
+        rc = -EINVAL;
+    }
+    o.max_conns = (unsigned)conns;
+    if (rc == 0) {
+        archive_fd = openat(c->dirfd, cfg.archive_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        rc = archive_fd < 0 ? -errno : 0;
+    }
+    if (rc == 0 && mkdir(a->out, 0700) < 0 && errno != EEXIST) {
+        rc = -errno;
+    }
+    if (rc == 0) {
+        outfd = open(a->out, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        rc = outfd < 0 ? -errno : 0;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "antenna admin peer pull: %s\n", ant_diag_msg(&d, strerror(-rc)));
+        goto out;
+    }
+    struct ant_fed_pull_req q = {
+        .st = c->st,
+        .audit = c->audit,
+        .keys = &c->keys,
+        .self_id = cfg.site_id,
+        .archive_fd = archive_fd,
+        .peer_id = a->peer,
+        .dataset = a->dataset,
+        .principal = a->principal,
+        .tenant = a->tenant,
+        .purpose = a->purpose,
+        .opts = &o,
+    };
+    rc = ant_fed_pull(&q, &res, &d);
+    if (rc < 0) {
+        fprintf(stderr, "antenna admin peer pull: transfer %s: %s\n", res.transfer_id,
+                ant_diag_msg(&d, strerror(-rc)));
+        goto out;
+    }
+    for (size_t i = 0; rc == 0 && i < res.nfiles; i++) {
+        rc = write_out(archive_fd, outfd, &res.files[i], c->keys.kx, a->encrypted);
+        if (rc < 0) {
+            fprintf(stderr, "antenna admin peer pull: %s: %s\n", res.files[i].path,
+                    rc == -EBADMSG ? "does not match the signed manifest" : strerror(-rc));
+        }
+    }
+    if (rc == 0) {
+        size_t cached = 0;
+        for (size_t i = 0; i < res.nfiles; i++) {
+            cached += res.files[i].cached ? 1 : 0;
+        }
+        printf(a->json ? "{\"transfer_id\": \"%s\", \"files\": %zu, \"cached\": %zu,"
+                         " \"bytes\": %llu, \"retries\": %u, \"refetched\": %u}\n"
+                       : "transfer %s: %zu files (%zu from the cache), %llu bytes received,"
+                         " %u retries, %u refetched\n",
+               res.transfer_id, res.nfiles, cached, (unsigned long long)res.stats.bytes,
+               res.stats.retries, res.stats.refetched);
+        rc = fflush(stdout) == 0 ? 0 : -EIO;
+    }
+out:
+    ant_fed_pulled_fini(&res);
+    ant_close(archive_fd);
+    ant_close(outfd);
+    return rc;
+}
+
 static void set_actor(struct pctx *c)
 {
     struct passwd *pw = getpwuid(geteuid());
@@ -623,6 +807,8 @@ int ant_cli_peer(int argc, char **argv)
         rc = peer_list(&c);
     } else if (strcmp(a.pos[1], "token") == 0) {
         rc = peer_token(&c);
+    } else if (strcmp(a.pos[1], "pull") == 0) {
+        rc = peer_pull(&c);
     } else {
         rc = peer_remove(&c);
     }

@@ -4,10 +4,14 @@
 #include "crypto/base/json.h"
 #include "crypto/base/log.h"
 #include "crypto/c4gh.h"
+#include "crypto/token.h"
+#include "policy/audit.h"
+#include "policy/peers.h"
 #include "policy/store.h"
 
 #include <curl/curl.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <openssl/evp.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -754,5 +758,236 @@ int ant_fetch_files(const struct ant_fetch_peer *p, const char *dataset,
     }
     free(r.pieces);
     free(r.files);
+    return rc;
+}
+
+/* --- a whole pull --- */
+
+void ant_fed_pulled_fini(struct ant_fed_pulled *p)
+{
+    if (p != NULL) {
+        free(p->files);
+        p->files = NULL;
+        p->nfiles = 0;
+    }
+}
+
+struct tokctx {
+    const struct ant_fed_pull_req *q;
+};
+
+static int make_token(void *arg, struct ant_buf *out)
+{
+    const struct ant_fed_pull_req *q = ((struct tokctx *)arg)->q;
+    struct ant_fed_token t;
+    memset(&t, 0, sizeof(t));
+    snprintf(t.iss, sizeof(t.iss), "%s", q->self_id);
+    snprintf(t.aud, sizeof(t.aud), "%s", q->peer_id);
+    snprintf(t.principal, sizeof(t.principal), "%s", q->principal);
+    snprintf(t.tenant, sizeof(t.tenant), "%s@%s", q->tenant, q->self_id);
+    snprintf(t.purpose, sizeof(t.purpose), "%s", q->purpose);
+    /* short-lived: each token is for one request sent at once */
+    t.iat = ant_now_unix();
+    t.exp = t.iat + 120;
+    int rc = ant_token_fed_sign(q->keys->sign, &t, out);
+    return rc < 0 ? rc : ant_buf_terminate(out);
+}
+
+static int pull_audit(const struct ant_fed_pull_req *q, const char *transfer, bool ok,
+                      const char *reason, const struct ant_fed_pulled *res, int err,
+                      const struct ant_diag *d)
+{
+    char id[2 * ANT_NAME_MAX + 4], detail[1024];
+    snprintf(id, sizeof(id), "%s:%s", q->peer_id, q->dataset);
+    if (ok) {
+        size_t cached = 0;
+        for (size_t i = 0; i < res->nfiles; i++) {
+            cached += res->files[i].cached ? 1 : 0;
+        }
+        snprintf(detail, sizeof(detail),
+                 "{\"peer\":\"%s\",\"files\":%zu,\"cached\":%zu,\"bytes\":%llu,"
+                 "\"requests\":%u,\"retries\":%u,\"refetched\":%u,\"purpose\":\"%s\"}",
+                 q->peer_id, res->nfiles, cached, (unsigned long long)res->stats.bytes,
+                 res->stats.requests, res->stats.retries, res->stats.refetched, q->purpose);
+    } else {
+        /* the peer's message is free text: keep only characters that need no escaping */
+        char why[256];
+        const char *m = ant_diag_msg(d, strerror(-err));
+        size_t j = 0;
+        for (size_t i = 0; m[i] != '\0' && j + 1 < sizeof(why); i++) {
+            why[j++] = (m[i] == '"' || m[i] == '\\' || (unsigned char)m[i] < 0x20) ? '\'' : m[i];
+        }
+        why[j] = '\0';
+        snprintf(detail, sizeof(detail), "{\"peer\":\"%s\",\"error\":\"%s\",\"purpose\":\"%s\"}",
+                 q->peer_id, why, q->purpose);
+    }
+    struct ant_audit_event ev = {
+        .request_id = q->request_id,
+        .actor = q->principal,
+        .tenant = q->tenant,
+        .credential = "local",
+        .action = "fed.pull",
+        .resource_kind = "peer_dataset",
+        .resource_id = id,
+        .decision = ok ? ANT_AUDIT_INFO : ANT_AUDIT_DENY,
+        .reason = reason,
+        .transfer = transfer,
+        .detail = detail,
+    };
+    int64_t seq = ant_audit_append(q->audit, &ev);
+    return seq < 0 ? (int)seq : 0;
+}
+
+static const char *pull_reason(int rc)
+{
+    switch (rc) {
+    case -EPERM:
+        return "peer_refused_token";
+    case -EACCES:
+        return "peer_denied";
+    case -ENOENT:
+        return "not_found";
+    case -EKEYREJECTED:
+        return "bad_manifest_signature";
+    case -EBADMSG:
+        return "integrity";
+    default:
+        return "transfer_failed";
+    }
+}
+
+int ant_fed_pull(const struct ant_fed_pull_req *q, struct ant_fed_pulled *out, struct ant_diag *d)
+{
+    struct ant_peer peer;
+    struct ant_buf anchor = ANT_BUF_INIT(ANT_PEER_ANCHOR_MAX + 1);
+    struct ant_fetch_manifest m;
+    struct ant_fed_pulled res;
+    struct tokctx tc = {q};
+    bool *want = NULL;
+    char **names = NULL;
+    int fedfd = -1;
+    memset(&m, 0, sizeof(m));
+    memset(&res, 0, sizeof(res));
+    if (q->transfer_id != NULL) {
+        snprintf(res.transfer_id, sizeof(res.transfer_id), "%s", q->transfer_id);
+    } else {
+        uint8_t rnd[12];
+        randombytes_buf(rnd, sizeof(rnd));
+        memcpy(res.transfer_id, "tr_", 3);
+        ant_hex_encode(rnd, sizeof(rnd), res.transfer_id + 3);
+    }
+    int rc = ant_peer_get(q->st, q->peer_id, &peer);
+    if (rc == -ENOENT) {
+        ant_diag_set(d, "%s is not a peer of this site", q->peer_id);
+    }
+    rc = rc < 0 ? rc : ant_peer_anchor(q->st, q->peer_id, &anchor);
+    if (rc < 0) {
+        goto out;
+    }
+    struct ant_fetch_peer fp = {
+        .id = peer.id,
+        .url = peer.url,
+        .anchor = ant_buf_view(&anchor),
+        .ed25519_pk = peer.ed25519_pk,
+        .token = make_token,
+        .token_ctx = &tc,
+        .transfer_id = res.transfer_id,
+    };
+    rc = ant_fetch_manifest_get(&fp, q->dataset, &m, d);
+    if (rc < 0) {
+        goto out;
+    }
+    if (mkdirat(q->archive_fd, "fed", 0700) < 0 && errno != EEXIST) {
+        rc = -errno;
+        goto out;
+    }
+    fedfd = openat(q->archive_fd, "fed", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fedfd < 0) {
+        rc = -errno;
+        goto out;
+    }
+    res.nfiles = m.nfiles;
+    snprintf(res.dataset_name, sizeof(res.dataset_name), "%s", m.dataset_name);
+    res.files = calloc(m.nfiles + 1, sizeof(*res.files));
+    want = calloc(m.nfiles + 1, sizeof(*want));
+    names = calloc(m.nfiles + 1, sizeof(*names));
+    if (res.files == NULL || want == NULL || names == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < m.nfiles; i++) {
+        struct ant_fed_pulled_file *pf = &res.files[i];
+        struct ant_fed_cached c;
+        struct stat sb;
+        snprintf(pf->path, sizeof(pf->path), "%s", m.files[i].path);
+        pf->size = m.files[i].size;
+        memcpy(pf->sha256, m.files[i].sha256, 32);
+        int cr = ant_fed_cache_get(q->st, peer.id, q->dataset, m.files[i].path,
+                                   m.files[i].sha256_c4gh, &c);
+        char name[ANT_ID_MAX + 8];
+        if (cr == 0) {
+            snprintf(name, sizeof(name), "%s.c4gh", c.storage);
+            /* a row without its file (removed by hand) is fetched again */
+            pf->cached = fstatat(fedfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(sb.st_mode);
+        } else if (cr != -ENOENT) {
+            rc = cr;
+            goto out;
+        }
+        if (!pf->cached) {
+            uint8_t rnd[8];
+            randombytes_buf(rnd, sizeof(rnd));
+            memcpy(c.storage, "fc_", 3);
+            ant_hex_encode(rnd, sizeof(rnd), c.storage + 3);
+            snprintf(name, sizeof(name), "%s.c4gh", c.storage);
+            names[i] = strdup(name);
+            if (names[i] == NULL) {
+                rc = -ENOMEM;
+                goto out;
+            }
+            want[i] = true;
+        }
+        snprintf(pf->archive_name, sizeof(pf->archive_name), "fed/%s.c4gh", c.storage);
+    }
+    rc = ant_fetch_files(&fp, q->dataset, &m, want, (const char *const *)names, fedfd, q->keys->kx,
+                         q->opts, &res.stats, d);
+    for (size_t i = 0; rc == 0 && i < m.nfiles; i++) {
+        if (!want[i]) {
+            continue;
+        }
+        struct ant_fed_cached c;
+        memset(&c, 0, sizeof(c));
+        snprintf(c.storage, sizeof(c.storage), "%.*s", (int)(strlen(names[i]) - 5), names[i]);
+        c.size = m.files[i].body_size;
+        memcpy(c.sha256_c4gh, m.files[i].sha256_c4gh, 32);
+        rc = ant_fed_cache_put(q->st, peer.id, q->dataset, m.files[i].path, &c);
+    }
+    if (rc == 0) {
+        rc = ant_fsync_dir(fedfd);
+    }
+out:
+    if (rc == 0) {
+        rc = pull_audit(q, res.transfer_id, true, "pulled", &res, 0, d);
+        if (rc < 0) {
+            ant_diag_set(d, "the audit log cannot record the pull: nothing is released");
+        }
+    } else if (pull_audit(q, res.transfer_id, false, pull_reason(rc), &res, rc, d) < 0) {
+        ant_log(ANT_LOG_ERROR, "fed.pull", "cannot audit the failed pull of %s:%s", q->peer_id,
+                q->dataset);
+    }
+    if (rc == 0) {
+        *out = res;
+        memset(&res, 0, sizeof(res));
+    } else {
+        snprintf(out->transfer_id, sizeof(out->transfer_id), "%s", res.transfer_id);
+    }
+    for (size_t i = 0; names != NULL && i < m.nfiles; i++) {
+        free(names[i]);
+    }
+    free(names);
+    free(want);
+    ant_fed_pulled_fini(&res);
+    ant_fetch_manifest_fini(&m);
+    ant_buf_fini(&anchor);
+    ant_close(fedfd);
     return rc;
 }

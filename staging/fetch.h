@@ -25,6 +25,8 @@
 #define ANT_FETCH_MANIFEST_MAX (16u << 20)
 /* At most this many files in one manifest. */
 #define ANT_FETCH_FILES_MAX 200000
+/* "fed/fc_<16 hex>.c4gh" and a NUL, rounded up. */
+#define ANT_FED_ARCHIVE_NAME_MAX 40
 
 /* Signs a fresh federation token for one request and appends it to out (NUL-terminated). */
 typedef int (*ant_fetch_token_fn)(void *ctx, struct ant_buf *out);
@@ -89,5 +91,53 @@ ANT_MUST_CHECK int ant_fetch_files(const struct ant_fetch_peer *p, const char *d
                                    const char *const *names, int dirfd, const struct ant_key *self,
                                    const struct ant_fetch_opts *o, struct ant_fetch_stats *st,
                                    struct ant_diag *d);
+
+/* --- a whole pull into this site's archive (the hook for stage jobs and the CLI) --- */
+struct ant_store;
+struct ant_audit;
+struct ant_site_keys;
+
+struct ant_fed_pull_req {
+    struct ant_store *st;        /* peers and fed_cache (this thread's connection) */
+    struct ant_audit *audit;     /* the pull is audited here, with the transfer id */
+    const struct ant_site_keys *keys; /* signs the tokens; opens the headers */
+    const char *self_id;         /* this site's id: the tokens' iss */
+    int archive_fd;              /* copies go to archive/fed/<storage>.c4gh */
+    const char *peer_id;
+    const char *dataset;         /* the peer's dataset id */
+    const char *principal;       /* this site's principal the pull is for (token sub) */
+    const char *tenant;          /* its tenant here; the token says "<tenant>@<self_id>" */
+    const char *purpose;         /* the stated purpose (a DUO code) */
+    const char *transfer_id;     /* NULL: a new "tr_..." */
+    const char *request_id;      /* for the audit event, may be NULL */
+    const struct ant_fetch_opts *opts;
+};
+
+struct ant_fed_pulled_file {
+    char path[1025];
+    char archive_name[ANT_FED_ARCHIVE_NAME_MAX]; /* "fed/<storage>.c4gh" under the archive */
+    uint64_t size;
+    uint8_t sha256[32]; /* of the plaintext, from the signed manifest */
+    bool cached;        /* already here: nothing was transferred */
+};
+
+struct ant_fed_pulled {
+    char transfer_id[65];
+    char dataset_name[65];
+    size_t nfiles;
+    struct ant_fed_pulled_file *files;
+    struct ant_fetch_stats stats;
+};
+void ant_fed_pulled_fini(struct ant_fed_pulled *p); /* accepts zeroed storage */
+
+/* Pulls dataset `dataset` of peer `peer_id` for `principal`: the signed manifest, then every
+ * file not already in the cache (fed_cache, matched on the body digest), into the archive, and
+ * records the copies. Audits one event "fed.pull" (allow with counts, or deny with the reason)
+ * under the transfer id, which the peer's events carry too; an event that cannot be written
+ * fails the pull. Errors: -ENOENT unknown peer (or the peer's 404), others as
+ * ant_fetch_manifest_get / ant_fetch_files; diag says what. On success *out is filled (the
+ * caller calls ant_fed_pulled_fini). */
+ANT_MUST_CHECK int ant_fed_pull(const struct ant_fed_pull_req *q, struct ant_fed_pulled *out,
+                                struct ant_diag *d);
 
 #endif
