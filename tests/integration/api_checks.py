@@ -459,6 +459,14 @@ M = [
     # the daemon runs no staging engine
     ("POST", "/v1/stage", "/v1/stage", {}, {"*": (400, 403, 404, 503)}),
     ("POST", "/v1/stage-out", "/v1/stage-out", {}, {"*": (400, 403, 404, 503)}),
+    # everyone lists only their own jobs: nobody here has one
+    ("GET", "/v1/stage", "/v1/stage", None, {"*": (200, 503)}),
+    # federation routes take a peer site's federation token, never an API key
+    ("GET", "/v1/federation/datasets", "/v1/federation/datasets", None, {"*": 401}),
+    ("GET", "/v1/federation/datasets/{}/manifest", f"/v1/federation/datasets/{DS_PUB}/manifest",
+     None, {"*": 401}),
+    ("GET", "/v1/federation/datasets/{}/files/{*}",
+     f"/v1/federation/datasets/{DS_PUB}/files/a.txt", None, {"*": 401}),
     ("GET", "/v1/stage/{}", "/v1/stage/job_0000000000000000", None, {"*": (404, 503)}),
     ("DELETE", "/v1/stage/{}", "/v1/stage/job_0000000000000000", None, {"*": (404, 503)}),
     ("GET", "/v1/stage/{}/files", "/v1/stage/job_0000000000000000/files", None,
