@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# OIDC bearer tokens against a real daemon: an issuer registered with `antenna admin oidc add`
+# (its JWKS in a file), tokens made here with python3-cryptography (RS256 and ES256), mapped to
+# an existing principal; and every token failure refused with the same 401 + WWW-Authenticate:
+# expired, not yet valid, wrong issuer, wrong audience, tampered payload, bad signature, alg
+# none, HS256 keyed with the public key, a key not in the JWKS, an unknown principal, oversized.
+# $1 = the antenna binary. Exit 0 pass, 1 fail, 77 skip.
+set -u
+BIN=$(realpath "$1")
+python3 -c 'import cryptography' 2>/dev/null || { echo "skip: python3-cryptography missing"; exit 77; }
+T=$(mktemp -d /tmp/antenna-oidc-XXXXXX)
+PID=
+cleanup() { [ -n "$PID" ] && kill -9 "$PID" 2>/dev/null; rm -rf "$T"; }
+trap cleanup EXIT
+
+"$BIN" init --dir "$T/site" --site-id site-o --region EU >/dev/null 2>&1 || { echo "FAIL init"; exit 1; }
+"$BIN" admin --dir "$T/site" tenant add lab >/dev/null
+"$BIN" admin --dir "$T/site" principal add carol --tenant lab --role reader >/dev/null
+
+# the identity provider's keys: an RSA and a P-256 key in a JWKS; a stranger's key outside it
+python3 - "$T" <<'PY'
+import base64, json, sys
+from cryptography.hazmat.primitives.asymmetric import rsa, ec
+from cryptography.hazmat.primitives import serialization
+t = sys.argv[1]
+def b64(n, l=None):
+    b = n.to_bytes(l or (n.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+r = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+e = ec.generate_private_key(ec.SECP256R1())
+s = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+for name, k in (("rsa", r), ("ec", e), ("stranger", s)):
+    open(f"{t}/{name}.pem", "wb").write(k.private_bytes(serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+rn = r.public_key().public_numbers(); en = e.public_key().public_numbers()
+jwks = {"keys": [
+    {"kty": "RSA", "kid": "r1", "use": "sig", "alg": "RS256", "n": b64(rn.n), "e": b64(rn.e)},
+    {"kty": "EC", "kid": "e1", "use": "sig", "crv": "P-256", "x": b64(en.x, 32), "y": b64(en.y, 32)},
+]}
+open(f"{t}/site/idp-jwks.json", "w").write(json.dumps(jwks))
+PY
+"$BIN" admin --dir "$T/site" oidc add --issuer https://idp.example.org --jwks idp-jwks.json \
+    --audience antenna-site-o --principal-claim preferred_username --tenant-claim group >/dev/null ||
+    { echo "FAIL oidc add"; exit 1; }
+
+"$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/serve.out" 2>"$T/serve.log" &
+PID=$!
+for _ in $(seq 100); do grep -q serving "$T/serve.out" 2>/dev/null && break; sleep 0.1; done
+PORT=$(sed -n 's|.*https://127.0.0.1:\([0-9]*\).*|\1|p' "$T/serve.out")
+[ -n "$PORT" ] || { echo "FAIL serve"; tail "$T/serve.log"; exit 1; }
+
+python3 - "$T" "$PORT" <<'PY'
+import base64, hashlib, hmac, http.client, json, ssl, sys, time
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, ec, utils
+t, port = sys.argv[1], int(sys.argv[2])
+ctx = ssl.create_default_context(cafile=f"{t}/site/tls/cert.pem")
+key = lambda n: serialization.load_pem_private_key(open(f"{t}/{n}.pem", "rb").read(), None)
+RSA, EC, STRANGER = key("rsa"), key("ec"), key("stranger")
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+now = int(time.time())
+def claims(**kw):
+    c = {"iss": "https://idp.example.org", "aud": "antenna-site-o", "sub": "u-123",
+         "preferred_username": "carol", "group": "lab", "iat": now, "exp": now + 300}
+    c.update(kw)
+    return {k: v for k, v in c.items() if v is not None}
+def jwt(c, alg="RS256", kid="r1", k=None, hdr=None):
+    h = {"alg": alg, "typ": "JWT", "kid": kid}
+    h.update(hdr or {})
+    si = (b64(json.dumps(h).encode()) + "." + b64(json.dumps(c).encode())).encode()
+    if alg == "RS256":
+        sig = (k or RSA).sign(si, padding.PKCS1v15(), hashes.SHA256())
+    elif alg == "ES256":
+        r, s = utils.decode_dss_signature((k or EC).sign(si, ec.ECDSA(hashes.SHA256())))
+        sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    elif alg == "HS256":
+        sig = hmac.new(k, si, hashlib.sha256).digest()
+    else:
+        sig = b""
+    return si.decode() + "." + b64(sig)
+def get(token):
+    c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+    c.request("GET", "/v1/datasets", headers={"Authorization": f"Bearer {token}"})
+    r = c.getresponse(); body = r.read(); c.close()
+    return r.status, r.getheader("WWW-Authenticate"), body
+fails = 0
+def check(name, ok):
+    global fails
+    print(("ok   " if ok else "FAIL ") + name)
+    fails += 0 if ok else 1
+st, _, body = get(jwt(claims()))
+check("RS256 token maps to carol@lab: 200", st == 200)
+st, _, _ = get(jwt(claims(), alg="ES256", kid="e1"))
+check("ES256 token: 200", st == 200)
+good = jwt(claims())
+h, p, s = good.split(".")
+pub_pem = RSA.public_key().public_bytes(serialization.Encoding.PEM,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+bad = {
+    "expired": jwt(claims(exp=now - 600, iat=now - 900)),
+    "not yet valid": jwt(claims(nbf=now + 600)),
+    "wrong issuer": jwt(claims(iss="https://evil.example.org")),
+    "wrong audience": jwt(claims(aud="another-site")),
+    "no exp": jwt(claims(exp=None)),
+    "tampered payload": h + "." + b64(json.dumps(claims(preferred_username="admin")).encode()) + "." + s,
+    "bad signature": h + "." + p + "." + s[:-4] + ("AAAA" if not s.endswith("AAAA") else "BBBB"),
+    "alg none": jwt(claims(), alg="none"),
+    "HS256 keyed with the public key": jwt(claims(), alg="HS256", k=pub_pem),
+    "key not in the JWKS": jwt(claims(), k=STRANGER),
+    "ES256 header on the RSA key (confusion)": jwt(claims(), alg="ES256", kid="r1"),
+    "unknown principal": jwt(claims(preferred_username="mallory")),
+    "tenant claim mismatch": jwt(claims(group="other")),
+    "oversized": jwt(claims(pad="x" * 9000)),
+    "garbage": "not.a.jwt",
+}
+for name, tok in bad.items():
+    st, www, body = get(tok)
+    same = b"invalid credentials" in body
+    check(f"{name}: 401 + WWW-Authenticate, same message", st == 401 and www and www.startswith("Bearer") and same)
+sys.exit(1 if fails else 0)
+PY
+rc=$?
+grep -q '"principal":"carol@lab"' "$T/serve.log" || { echo "FAIL request log names carol@lab"; rc=1; }
+exit $rc
