@@ -39,7 +39,8 @@ int ant_cli_peer(int argc, char **argv);
 
 struct peer_args {
     const char *dir, *id, *url, *region, *pubkeys, *ca;
-    const char *peer, *principal, *tenant, *purpose, *iat, *ttl, *dataset, *out, *conns;
+    const char *peer, *principal, *tenant, *purpose, *iat, *ttl, *dataset, *out, *conns,
+        *rate, *range;
     bool encrypted;
     const char *pos[3];
     int npos;
@@ -61,7 +62,7 @@ static void usage(FILE *out)
             "      prints a federation token of this site for peer ID on behalf of P of tenant T\n"
             "      (for tests and scripts; the pulling side makes its own)\n"
             "  peer pull --peer ID --dataset DS --principal P --tenant T --purpose DUO --out DIR\n"
-            "            [--encrypted] [--connections N]\n"
+            "            [--encrypted] [--connections N] [--range-size SIZE] [--max-rate SIZE]\n"
             "      pulls the peer's dataset for P (kept encrypted once in the archive: a second\n"
             "      pull transfers nothing) and writes it decrypted into DIR (or as Crypt4GH for\n"
             "      this site's key with --encrypted)\n");
@@ -88,6 +89,8 @@ static int parse_args(int argc, char **argv, struct peer_args *a)
         {"--dataset", offsetof(struct peer_args, dataset)},
         {"--out", offsetof(struct peer_args, out)},
         {"--connections", offsetof(struct peer_args, conns)},
+        {"--max-rate", offsetof(struct peer_args, rate)},
+        {"--range-size", offsetof(struct peer_args, range)},
     };
     a->dir = "./var";
     for (int i = 1; i < argc; i++) {
@@ -682,6 +685,13 @@ static int peer_pull(struct pctx *c)
         rc = -EINVAL;
     }
     o.max_conns = (unsigned)conns;
+    if (rc == 0 && ((a->rate != NULL && ant_parse_size(ant_bytes_str(a->rate), 1ull << 40,
+                                                       &o.max_rate) < 0) ||
+                    (a->range != NULL && ant_parse_size(ant_bytes_str(a->range), 1ull << 40,
+                                                        &o.range_size) < 0))) {
+        ant_diag_set(&d, "--max-rate and --range-size are sizes (64K, 8M, ...)");
+        rc = -EINVAL;
+    }
     if (rc == 0) {
         archive_fd = openat(c->dirfd, cfg.archive_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         rc = archive_fd < 0 ? -errno : 0;
@@ -815,7 +825,7 @@ int ant_cli_peer(int argc, char **argv)
     if (rc == -EEXIST) {
         fprintf(stderr, "antenna admin peer: that peer is already pinned (remove it first to"
                         " pin new keys)\n");
-    } else if (rc == -ENOENT) {
+    } else if (rc == -ENOENT && strcmp(a.pos[1], "remove") == 0) {
         fprintf(stderr, "antenna admin peer: no such peer\n");
     }
 out:

@@ -27,6 +27,7 @@
 #include "policy/peers.h"
 
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,13 @@
 #include <unistd.h>
 
 #define FED_BLOCK (256u * 1024u)
+/* Test hook (tests/integration/test_federation.sh): when this environment variable names a
+ * logical path, the first body served for it has one byte flipped, once per process, as a
+ * byte corrupted in transit would be. The puller must detect it against the signed manifest
+ * and fetch the body again. */
+#define FED_CORRUPT_ENV "ANTENNA_TEST_FED_CORRUPT"
+
+static atomic_bool g_ant_fed_corrupted;
 /* A manifest is at most this big (about 40,000 files): larger datasets are split. */
 #define FED_MANIFEST_MAX (16u << 20)
 
@@ -437,6 +445,7 @@ struct fdl {
     uint64_t stored_hlen; /* where the body starts in the stored file */
     uint64_t total;       /* bytes of the whole representation (header? + body) */
     uint64_t start;       /* first byte served */
+    bool corrupt;         /* the test hook: flip one body byte */
 };
 
 static void fdl_free(void *arg)
@@ -465,6 +474,10 @@ static ssize_t fdl_read(void *cls, uint64_t pos, char *buf, size_t max)
         return (ssize_t)n;
     }
     ssize_t n = ant_pread_full(d->fd, buf, max, (off_t)(d->stored_hlen + off - d->hlen));
+    if (n > 0 && d->corrupt) {
+        buf[0] ^= 0x01;
+        d->corrupt = false;
+    }
     return n > 0 ? n : MHD_CONTENT_READER_END_WITH_ERROR; /* 0: the file shrank */
 }
 
@@ -528,6 +541,12 @@ static int fdl_prepare(struct ant_req *r, const struct fed *f, const char *ds,
         d->hdr = ant_buf_take(&served, &d->hlen);
     }
     d->total = d->hlen + (want_body ? body_len : 0);
+    const char *hook = getenv(FED_CORRUPT_ENV);
+    if (want_body && body_len > 0 && hook != NULL && strcmp(hook, file->path) == 0 &&
+        !atomic_exchange(&g_ant_fed_corrupted, true)) {
+        ant_log(ANT_LOG_WARN, "fed.test_corrupt", "test hook: one byte of %s flipped", hook);
+        d->corrupt = true;
+    }
 out:
     ant_buf_fini(&stored);
     ant_buf_fini(&served);

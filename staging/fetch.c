@@ -396,6 +396,9 @@ static int piece_start(struct run *r, struct piece *pc)
                  (unsigned long long)(pc->end - 1));
         curl_easy_setopt(pc->q.h, CURLOPT_RANGE, range);
     }
+    if (r->o.max_rate > 0) {
+        curl_easy_setopt(pc->q.h, CURLOPT_MAX_RECV_SPEED_LARGE, (curl_off_t)r->o.max_rate);
+    }
     curl_easy_setopt(pc->q.h, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(pc->q.h, CURLOPT_WRITEDATA, pc);
     curl_easy_setopt(pc->q.h, CURLOPT_PRIVATE, pc);

@@ -47,6 +47,7 @@ struct ant_fetch_opts {
     unsigned max_retries; /* per piece; 0: 6 */
     unsigned backoff_ms;  /* first backoff; doubles, capped at 8 s, full jitter; 0: 100 */
     long low_speed_s;     /* a piece slower than 1 KiB/s for this long is a timeout; 0: 30 */
+    uint64_t max_rate;    /* bytes/s per connection; 0: unlimited (shares a link politely) */
 };
 
 /* One file of a verified manifest. */
