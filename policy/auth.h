@@ -32,7 +32,7 @@ void ant_oidc_free(struct ant_oidc *o); /* accepts NULL */
 size_t ant_oidc_count(const struct ant_oidc *o);
 
 /* Verifies an OIDC token (RS256, ES256 or EdDSA; exp required; aud must name the issuer's
- * configured audience) against each configured issuer and maps it to a principal;
+ * configured audience) with the keys of the issuer its `iss` names, and maps it to a principal;
  * p->key_id is "oidc:<issuer>". 0 or -EKEYREJECTED (also for an expired token), -E2BIG for a
  * token over ANT_TOKEN_MAX, -ENOMEM, -EIO. */
 ANT_MUST_CHECK int ant_oidc_authenticate(const struct ant_oidc *o, struct ant_store *st,

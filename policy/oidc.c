@@ -106,12 +106,22 @@ out:
 int ant_oidc_authenticate(const struct ant_oidc *o, struct ant_store *st, struct ant_bytes token,
                           int64_t now, struct ant_principal *out)
 {
-    int rc = -EKEYREJECTED;
     if (token.len > ANT_TOKEN_MAX) {
         return -E2BIG;
     }
-    for (size_t i = 0; o != NULL && i < o->n; i++) {
+    /* The unverified iss only picks which issuer's keys to verify with: one signature check per
+     * token, whatever the number of issuers. */
+    char iss[ANT_TOKEN_ID_MAX + 1];
+    struct ant_diag d = {{0}};
+    if (o == NULL || ant_token_peek_iss(token, iss, &d) < 0) {
+        return -EKEYREJECTED;
+    }
+    for (size_t i = 0; i < o->n; i++) {
         const struct oidc_issuer *e = &o->iss[i];
+        if (strcmp(e->issuer, iss) != 0) {
+            continue;
+        }
+        /* EdDSA too: identity providers offer it (RFC 8037); the keys are only the issuer's */
         struct ant_token_expect ex = {
             .algs = ANT_TOKEN_RS256 | ANT_TOKEN_ES256 | ANT_TOKEN_EDDSA,
             .iss = e->issuer,
@@ -120,22 +130,16 @@ int ant_oidc_authenticate(const struct ant_oidc *o, struct ant_store *st, struct
             .skew_s = ANT_OIDC_SKEW_S,
         };
         json_t *claims = NULL;
-        struct ant_diag d = {{0}};
-        int vrc = ant_token_verify(token, e->jwks, &ex, &claims, &d);
-        if (vrc == -ENOMEM) {
-            return vrc;
+        int rc = ant_token_verify(token, e->jwks, &ex, &claims, &d);
+        if (rc == -ENOMEM) {
+            return rc;
         }
-        if (vrc < 0) {
-            continue; /* another issuer's token, or a bad one: try the next */
+        if (rc < 0) {
+            return -EKEYREJECTED;
         }
         rc = ant_store_oidc_principal(st, e->issuer, claims, out);
         json_decref(claims);
-        if (rc < 0 && rc != -EKEYREJECTED) {
-            return rc;
-        }
-        if (rc == 0) {
-            return 0;
-        }
+        return rc;
     }
     return -EKEYREJECTED;
 }
