@@ -177,8 +177,8 @@ static int hex32(json_t *v, uint8_t out[32])
     return s != NULL && strlen(s) == 64 ? ant_hex_decode(ant_bytes_str(s), out, 32) : -EBADMSG;
 }
 
-static int parse_manifest(struct ant_bytes body, const struct ant_fetch_peer *p,
-                          const char *dataset, struct ant_fetch_manifest *out, struct ant_diag *d)
+int ant_fetch_manifest_parse(struct ant_bytes body, const char *peer_id, const char *dataset,
+                             struct ant_fetch_manifest *out, struct ant_diag *d)
 {
     json_t *doc = NULL, *files, *e;
     size_t i;
@@ -191,11 +191,12 @@ static int parse_manifest(struct ant_bytes body, const struct ant_fetch_peer *p,
     const char *dsid = json_string_value(json_object_get(ds, "id"));
     const char *dsname = json_string_value(json_object_get(ds, "name"));
     files = json_object_get(doc, "files");
-    if (site == NULL || strcmp(site, p->id) != 0 || dsid == NULL || strcmp(dsid, dataset) != 0 ||
+    memset(out, 0, sizeof(*out));
+    if (site == NULL || strcmp(site, peer_id) != 0 || dsid == NULL || strcmp(dsid, dataset) != 0 ||
         dsname == NULL || strlen(dsname) >= sizeof(out->dataset_name) ||
         strlen(dsid) >= sizeof(out->dataset_id) || !json_is_array(files) ||
         json_array_size(files) > ANT_FETCH_FILES_MAX) {
-        ant_diag_set(d, "the manifest is not for dataset %s of %s", dataset, p->id);
+        ant_diag_set(d, "the manifest is not for dataset %s of %s", dataset, peer_id);
         rc = -EBADMSG;
         goto out;
     }
@@ -281,7 +282,7 @@ int ant_fetch_manifest_get(const struct ant_fetch_peer *p, const char *dataset,
         rc = -EKEYREJECTED;
         goto out;
     }
-    rc = parse_manifest(ant_buf_view(&g.body), p, dataset, out, d);
+    rc = ant_fetch_manifest_parse(ant_buf_view(&g.body), p->id, dataset, out, d);
 out:
     req_fini(&q);
     ant_buf_fini(&g.body);

@@ -67,6 +67,14 @@ struct ant_fetch_manifest {
 };
 void ant_fetch_manifest_fini(struct ant_fetch_manifest *m); /* accepts zeroed storage */
 
+/* Parses a manifest's JSON (after its signature was checked): it must name peer_id as site
+ * and `dataset`, and list at most ANT_FETCH_FILES_MAX files with valid logical paths, sizes
+ * and hex digests. -EBADMSG otherwise (diag says what), -ENOMEM. On success the caller calls
+ * ant_fetch_manifest_fini. */
+ANT_MUST_CHECK int ant_fetch_manifest_parse(struct ant_bytes body, const char *peer_id,
+                                            const char *dataset, struct ant_fetch_manifest *out,
+                                            struct ant_diag *d);
+
 /* GET /v1/federation/datasets/{id}/manifest; checks the signature over the exact bytes with
  * p->ed25519_pk, then that it names p->id as site, `dataset` and sane files. -EKEYREJECTED bad
  * or missing signature; -EBADMSG malformed; -EACCES / -ENOENT / -EPERM the peer refused (403 /
