@@ -1173,6 +1173,14 @@ int ant_engine_run(struct ant_engine *e, const struct ant_stage_job *job, struct
         goto out;
     }
     rc = r.be->start(&r);
+    if (rc < 0 && r.be == &g_ant_uring_ops && e->o.io_engine == ANT_IO_ENGINE_AUTO) {
+        /* the probe at start-up passed, but this ring did not set up (memory, limits) */
+        ant_log_kv(ANT_LOG_WARN, "engine.fallback", JOB_FIELDS(&r),
+                   "io_uring ring failed (%s), this job uses %u pread/pwrite threads",
+                   strerror(-rc), e->o.io_threads);
+        r.be = &g_ant_threads_ops;
+        rc = r.be->start(&r);
+    }
     if (rc < 0) {
         ant_diag_set(d, "the %s backend did not start: %s", r.be->name, strerror(-rc));
         goto out;
