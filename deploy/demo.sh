@@ -80,6 +80,14 @@ ANTENNA_API_KEY_FILE=$W/bob.key "$BIN" dataset show "$DS" || echo "(refused, as 
 run "$BIN" grant create "$DS" --tenant "lab-$RUN" --actions read,stage --purpose DUO:0000042 \
   --expires 30d
 
+step "bob registers his Crypt4GH key and downloads a file encrypted for it (re-encrypted header, same body)"
+export ANTENNA_API_KEY_FILE=$W/bob.key
+"$BIN" c4gh keygen --sk "$W/bob.sec" --pk "$W/bob.pub" --nocrypt >/dev/null
+run "$BIN" pubkey set "bob-$RUN" "$W/bob.pub" >/dev/null
+run "$BIN" get "$DS" samples.tsv --purpose DUO:0000042 -o "$W/samples.tsv.c4gh"
+run "$BIN" c4gh decrypt --sk "$W/bob.sec" -i "$W/samples.tsv.c4gh" -o "$W/samples.dl.tsv"
+run cmp "$W/samples.tsv" "$W/samples.dl.tsv"
+
 step "bob stages it decrypted into this site's scratch, and a batch job pulls it with the job token"
 export ANTENNA_API_KEY_FILE=$W/bob.key
 "$BIN" stage "$DS" --mode decrypt --purpose DUO:0000042 --wait --json >"$W/job.json"

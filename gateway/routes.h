@@ -25,6 +25,8 @@ int ant_route_principal_list(struct ant_req *r);
 int ant_route_key_create(struct ant_req *r);
 int ant_route_key_list(struct ant_req *r);
 int ant_route_key_revoke(struct ant_req *r);
+int ant_route_principal_pubkey_put(struct ant_req *r);
+int ant_route_principal_pubkey_get(struct ant_req *r);
 /* routes_datasets.c */
 int ant_route_dataset_create(struct ant_req *r);
 int ant_route_dataset_list(struct ant_req *r);

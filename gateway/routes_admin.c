@@ -294,3 +294,99 @@ out:
     ant_store_pool_release(r->site->pool, st);
     return ant_api_end(rc);
 }
+
+/* May the caller manage `name`'s own Crypt4GH key? Itself, or a site admin; for anyone else the
+ * principal does not exist (audited as a denial). Returns 0 (allowed, audited) or an answered
+ * request / error. */
+static int pubkey_access(struct ant_req *r, const char *action, const char *name)
+{
+    bool self = r->who.kind == ANT_PRINCIPAL_USER && strcmp(r->who.id, name) == 0;
+    bool admin = (r->who.roles & ANT_ROLE_ADMIN) != 0;
+    int rc = ant_api_audit(r, action, "principal", name, NULL,
+                           self || admin ? ANT_AUDIT_ALLOW : ANT_AUDIT_DENY,
+                           self ? "self" : admin ? "role_admin" : "not_found", NULL);
+    if (rc == 0 && !self && !admin) {
+        rc = ant_api_fail(r, MHD_HTTP_NOT_FOUND, NULL, "no such principal");
+    }
+    return rc;
+}
+
+/* PUT /v1/principals/{name}/c4gh-key {"public_key": "<base64 X25519>"}: the key downloads are
+ * re-encrypted for when they name no ?recipient=. */
+int ant_route_principal_pubkey_put(struct ant_req *r)
+{
+    static const char *const allowed[] = {"public_key", NULL};
+    char name[ANT_NAME_MAX + 1], b64[64];
+    const char *pk_s = NULL;
+    uint8_t pk[ANT_KEY_LEN];
+    struct ant_store *st = NULL;
+    json_t *doc = NULL;
+    int rc = ant_api_param(r, 0, name, sizeof(name));
+    if (rc < 0) {
+        rc = ant_api_fail(r, MHD_HTTP_NOT_FOUND, NULL, "no such principal");
+        goto out;
+    }
+    rc = ant_api_body(r, allowed, false, &doc);
+    if (rc == 0) {
+        rc = ant_api_str(r, doc, "public_key", true, 60, &pk_s);
+    }
+    if (rc == 0 && ant_key_b64_decode(ant_bytes_str(pk_s), pk) < 0) {
+        rc = ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_public_key",
+                          "public_key must be the base64 of a 32-byte X25519 public key");
+    }
+    if (rc == 0) {
+        rc = pubkey_access(r, "principal.c4gh_key.set", name);
+    }
+    if (rc != 0) {
+        goto out;
+    }
+    st = ant_store_pool_acquire(r->site->pool);
+    rc = ant_store_principal_set_pubkey(st, name, pk);
+    if (rc == -ENOENT) {
+        rc = ant_api_fail(r, MHD_HTTP_NOT_FOUND, NULL, "no such principal");
+    } else if (rc == 0) {
+        ant_key_b64(pk, b64);
+        rc = ant_api_json_take(r, MHD_HTTP_OK,
+                               json_pack("{s:s, s:s}", "principal", name, "public_key", b64));
+    }
+out:
+    if (st != NULL) {
+        ant_store_pool_release(r->site->pool, st);
+    }
+    json_decref(doc);
+    return ant_api_end(rc);
+}
+
+/* GET /v1/principals/{name}/c4gh-key */
+int ant_route_principal_pubkey_get(struct ant_req *r)
+{
+    char name[ANT_NAME_MAX + 1], b64[64];
+    uint8_t pk[ANT_KEY_LEN];
+    struct ant_store *st = NULL;
+    int rc = ant_api_param(r, 0, name, sizeof(name));
+    if (rc < 0) {
+        rc = ant_api_fail(r, MHD_HTTP_NOT_FOUND, NULL, "no such principal");
+        goto out;
+    }
+    rc = pubkey_access(r, "principal.c4gh_key.show", name);
+    if (rc != 0) {
+        goto out;
+    }
+    st = ant_store_pool_acquire(r->site->pool);
+    rc = ant_store_principal_pubkey(st, name, pk);
+    if (rc == -ENOENT) {
+        rc = ant_api_fail(r, MHD_HTTP_NOT_FOUND, NULL, "no such principal");
+    } else if (rc == -ENODATA) {
+        rc = ant_api_fail(r, MHD_HTTP_NOT_FOUND, "no_public_key",
+                          "%s has no Crypt4GH public key registered", name);
+    } else if (rc == 0) {
+        ant_key_b64(pk, b64);
+        rc = ant_api_json_take(r, MHD_HTTP_OK,
+                               json_pack("{s:s, s:s}", "principal", name, "public_key", b64));
+    }
+out:
+    if (st != NULL) {
+        ant_store_pool_release(r->site->pool, st);
+    }
+    return ant_api_end(rc);
+}

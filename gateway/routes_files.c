@@ -906,10 +906,10 @@ int ant_route_file_get(struct ant_req *r)
     ctx.plaintext = fmt != NULL && strcmp(fmt, "plain") == 0;
     ctx.purpose = ant_req_query(r, "purpose"); /* what a grant's purpose is checked against */
     if ((fmt != NULL && !ctx.plaintext && strcmp(fmt, "c4gh") != 0) ||
-        (ctx.plaintext && rcpt != NULL) || (!ctx.plaintext && rcpt == NULL)) {
+        (ctx.plaintext && rcpt != NULL)) {
         rc = ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_request",
-                          "say whom the file is for (?recipient=<base64 X25519 public key>) or "
-                          "ask for plaintext (?format=plain)");
+                          "say whom the file is for (?recipient=<base64 X25519 public key>, or "
+                          "none for your registered key) or ask for plaintext (?format=plain)");
         goto out;
     }
     if (rcpt != NULL && ant_key_b64_decode(ant_bytes_str(rcpt), pk) < 0) {
@@ -918,6 +918,21 @@ int ant_route_file_get(struct ant_req *r)
         goto out;
     }
     st = ant_store_pool_acquire(r->site->pool);
+    if (!ctx.plaintext && rcpt == NULL) {
+        /* no recipient named: the key the caller registered (PUT .../c4gh-key) */
+        rc = r->who.kind == ANT_PRINCIPAL_USER ? ant_store_principal_pubkey(st, r->who.id, pk)
+                                               : -ENODATA;
+        if (rc == -ENODATA || rc == -ENOENT) {
+            rc = ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "no_recipient",
+                              "name a recipient (?recipient=<base64 X25519 public key>) or "
+                              "register your key first (PUT /v1/principals/%s/c4gh-key)",
+                              r->who.id);
+        }
+        if (rc != 0) {
+            ant_store_pool_release(r->site->pool, st);
+            goto out;
+        }
+    }
     /* decided and audited before anything of the file is read */
     rc = ant_api_decide(r, st, ANT_ACT_READ, ds, "file", path, &ctx, &dec);
     if (rc == 0) {
@@ -937,7 +952,7 @@ int ant_route_file_get(struct ant_req *r)
     }
     d->fd = -1;
     d->plain = ctx.plaintext;
-    rc = dl_prepare(r, d, ds, &f, rcpt != NULL ? pk : NULL, etag);
+    rc = dl_prepare(r, d, ds, &f, ctx.plaintext ? NULL : pk, etag);
     if (rc == -ENOTSUP) {
         rc = ant_api_fail(r, MHD_HTTP_CONFLICT, "edited_file",
                           "this file carries a Crypt4GH edit list: download it encrypted");

@@ -238,6 +238,10 @@ static const char *const g_migrations[] = {
     "  storage TEXT NOT NULL,"
     "  created INTEGER NOT NULL,"
     "  PRIMARY KEY(peer_id, dataset_id, path)) WITHOUT ROWID;",
+    /* 5: a principal's own Crypt4GH public key, what downloads are re-encrypted for when the
+     * request names no recipient */
+    "ALTER TABLE principals ADD COLUMN c4gh_pubkey BLOB"
+    "  CHECK(c4gh_pubkey IS NULL OR length(c4gh_pubkey) = 32);",
 };
 
 int ant_store_schema_latest(void)
@@ -827,6 +831,48 @@ int ant_store_principal_get(struct ant_store *st, const char *name, struct ant_p
     if (rc == 0) {
         *out = p;
     }
+    return rc;
+}
+
+int ant_store_principal_set_pubkey(struct ant_store *st, const char *name,
+                                   const uint8_t pub[32])
+{
+    sqlite3_stmt *s = ant_store_stmt(
+        st, "UPDATE principals SET c4gh_pubkey = ? WHERE id = ? AND disabled_at IS NULL");
+    if (s == NULL) {
+        return -EIO;
+    }
+    if (pub != NULL) {
+        sqlite3_bind_blob(s, 1, pub, 32, SQLITE_TRANSIENT);
+    } else {
+        sqlite3_bind_null(s, 1);
+    }
+    ant_bind_text(s, 2, name);
+    int rc = ant_store_exec_stmt(s);
+    if (rc == 0 && sqlite3_changes(st->db) == 0) {
+        rc = -ENOENT;
+    }
+    return rc;
+}
+
+int ant_store_principal_pubkey(struct ant_store *st, const char *name, uint8_t pub[32])
+{
+    sqlite3_stmt *s = ant_store_stmt(
+        st, "SELECT c4gh_pubkey FROM principals WHERE id = ? AND disabled_at IS NULL");
+    if (s == NULL) {
+        return -EIO;
+    }
+    ant_bind_text(s, 1, name);
+    int src = sqlite3_step(s);
+    int rc = src == SQLITE_ROW ? 0 : src == SQLITE_DONE ? -ENOENT : ant_sqlite_err(src);
+    if (rc == 0) {
+        if (sqlite3_column_bytes(s, 0) == 32) {
+            memcpy(pub, sqlite3_column_blob(s, 0), 32);
+        } else {
+            rc = -ENODATA;
+        }
+    }
+    sqlite3_reset(s);
     return rc;
 }
 

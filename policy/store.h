@@ -98,6 +98,14 @@ ANT_MUST_CHECK int ant_store_principal_disable(struct ant_store *st, const char 
 ANT_MUST_CHECK int ant_store_principal_get(struct ant_store *st, const char *name,
                                            struct ant_principal *out);
 
+/* A principal's own Crypt4GH (X25519) public key, which downloads are re-encrypted for when a
+ * request names no recipient. NULL clears it. -ENOENT unknown or disabled principal. */
+ANT_MUST_CHECK int ant_store_principal_set_pubkey(struct ant_store *st, const char *name,
+                                                  const uint8_t pub[32]);
+/* -ENOENT unknown principal, -ENODATA none registered. */
+ANT_MUST_CHECK int ant_store_principal_pubkey(struct ant_store *st, const char *name,
+                                              uint8_t pub[32]);
+
 /* Creates tenant-less principal `name` with role admin and an API key (no expiry); appends
  * "ak_<id>_<secret>" to key_out (which must not need to grow past its max: -E2BIG). */
 ANT_MUST_CHECK int ant_store_bootstrap_admin(struct ant_store *st, const char *name,

@@ -338,6 +338,20 @@ if FILES_OK:
     r = req("GET", f"/v1/datasets/{DS_PUB}/files/dir/a.bin?recipient={q(other)}"
             "&purpose=DUO:0000042", RB)
     check("another recipient, another ETag", r.status == 200 and r.header("etag") != etag, r)
+    # no ?recipient=: the key the caller registered, or a 400 saying how to register one
+    nr = f"/v1/datasets/{DS_PUB}/files/dir/a.bin?purpose=DUO:0000042"
+    r = req("GET", nr, RB)
+    check("no recipient and none registered: 400 no_recipient", r.status == 400 and
+          r.json()["error"] == "no_recipient", r)
+    r = req("PUT", "/v1/principals/reader_b/c4gh-key", RB, {"public_key": "AAAA"})
+    check("registering a malformed key: 400", r.status == 400, r)
+    r = req("PUT", "/v1/principals/reader_b/c4gh-key", RB, {"public_key": my_pk})
+    check("a principal registers its Crypt4GH key (200)", r.status == 200, r)
+    r = req("GET", "/v1/principals/reader_b/c4gh-key", RB)
+    check("and reads it back", r.status == 200 and r.json()["public_key"] == my_pk, r)
+    r = req("GET", nr, RB)
+    check("no recipient: re-encrypted for the registered key (same ETag and bytes)",
+          r.status == 200 and r.header("etag") == etag and r.body == full, r)
     if rk.returncode == 0:
         out = os.path.join(A.site, "..", "dl.c4gh")
         open(out, "wb").write(full)
@@ -354,8 +368,8 @@ if FILES_OK:
     r = req("GET", f"/v1/datasets/{DS_OPEN}/files/readme.txt?format=plain", OA,
             headers={"Range": "bytes=6-9"})
     check("plaintext range (206)", r.status == 206 and r.body == b"open", r)
-    r = req("GET", f"/v1/datasets/{DS_PUB}/files/dir/a.bin", RB)
-    check("download without recipient or format is 400", r.status == 400, r)
+    r = req("GET", f"/v1/datasets/{DS_PUB}/files/dir/a.bin", OA)
+    check("download without recipient or format, no key registered, is 400", r.status == 400, r)
     r = req("GET", f"/v1/datasets/{DS_PUB}/files/dir/a.bin?recipient=AAAA", RB)
     check("bad recipient key is 400", r.status == 400, r)
     zero = q(base64.b64encode(bytes(32)).decode())
@@ -390,6 +404,11 @@ M = [
     ("GET", "/v1/principals", "/v1/principals", None, {"admin": 200, "*": 403}),
     ("POST", "/v1/principals/{}/keys", "/v1/principals/reader_a/keys", {},
      {"admin": 201, "*": 403}),
+    ("PUT", "/v1/principals/{}/c4gh-key", "/v1/principals/reader_c/c4gh-key",
+     {"public_key": base64.b64encode(os.urandom(32)).decode()},
+     {"admin": 200, "reader_c": 200, "*": 404}),
+    ("GET", "/v1/principals/{}/c4gh-key", "/v1/principals/reader_c/c4gh-key", None,
+     {"admin": 200, "reader_c": 200, "*": 404}),
     ("GET", "/v1/keys", "/v1/keys", None, {"*": 200}),
     ("GET", "/v1/keys", "/v1/keys?principal=owner_a", None,
      {"admin": 200, "owner_a": 200, "*": 403}),

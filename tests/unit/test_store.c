@@ -664,6 +664,24 @@ static void test_concurrent_openers_migrate_once(void **state)
     ant_store_close(st);
 }
 
+static void test_principal_c4gh_pubkey(void **state)
+{
+    struct fx *f = *state;
+    uint8_t pk[32], got[32];
+    make_tenants(f->st);
+    for (int i = 0; i < 32; i++) {
+        pk[i] = (uint8_t)(i * 7 + 1);
+    }
+    assert_int_equal(ant_store_principal_pubkey(f->st, "alice", got), -ENODATA);
+    assert_int_equal(ant_store_principal_set_pubkey(f->st, "alice", pk), 0);
+    assert_int_equal(ant_store_principal_pubkey(f->st, "alice", got), 0);
+    assert_memory_equal(got, pk, 32);
+    assert_int_equal(ant_store_principal_set_pubkey(f->st, "nobody", pk), -ENOENT);
+    assert_int_equal(ant_store_principal_pubkey(f->st, "nobody", got), -ENOENT);
+    assert_int_equal(ant_store_principal_set_pubkey(f->st, "alice", NULL), 0);
+    assert_int_equal(ant_store_principal_pubkey(f->st, "alice", got), -ENODATA);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -691,6 +709,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dataset_list_visible_follows_tenant_grants_and_class,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_oidc_claims_map_to_principal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_principal_c4gh_pubkey, setup, teardown),
 #ifdef ANT_HAVE_OIDC
         cmocka_unit_test_setup_teardown(test_oidc_bearer_tokens_map_to_principals, setup,
                                         teardown),
