@@ -982,6 +982,37 @@ static void *cpool_main(void *arg)
 
 /* --- the run --- */
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Two files with one destination would race for its name: refused up front. */
+static int check_duplicates(const struct ant_stage_job *job, struct ant_diag *d)
+{
+    const char **dst = NULL;
+    int rc = 0;
+    if (job->nfiles < 2) {
+        return 0;
+    }
+    dst = calloc(job->nfiles, sizeof(*dst));
+    if (dst == NULL) {
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < job->nfiles; i++) {
+        dst[i] = job->files[i].dst;
+    }
+    qsort(dst, job->nfiles, sizeof(*dst), cmp_str);
+    for (size_t i = 1; i < job->nfiles && rc == 0; i++) {
+        if (strcmp(dst[i - 1], dst[i]) == 0) {
+            ant_diag_set(d, "two files have the same destination %s", dst[i]);
+            rc = -EINVAL;
+        }
+    }
+    free(dst);
+    return rc;
+}
+
 static int check_job(const struct ant_stage_job *job, struct ant_diag *d)
 {
     if (job->name == NULL || stage_name_check(job->name) < 0) {
@@ -1011,7 +1042,7 @@ static int check_job(const struct ant_stage_job *job, struct ant_diag *d)
             return rc;
         }
     }
-    return 0;
+    return check_duplicates(job, d);
 }
 
 /* Opens (creating if needed) a work folder directly under dst_root, never through a link. */
@@ -1108,6 +1139,27 @@ static int work_folders(struct run *r, char *partial, char *tmp, size_t cap)
         return r->tmp_fd;
     }
     return 0;
+}
+
+int ant_engine_discard(int dst_root, const char *name)
+{
+    char p[ANT_STAGE_NAME_MAX + 16];
+    int rc = 0;
+    if (name == NULL || stage_name_check(name) < 0) {
+        return -EINVAL;
+    }
+    for (int i = 0; i < 2 && rc >= 0; i++) {
+        int n = snprintf(p, sizeof(p), i == 0 ? ".%s.tmp" : ".%s.partial", name);
+        if (n < 0 || (size_t)n >= sizeof(p)) {
+            return -EINVAL;
+        }
+        rc = ant_rmtree_at(dst_root, p);
+        rc = rc == -ENOENT ? 0 : rc;
+    }
+    if (rc == 0) {
+        rc = ant_fsync_dir(dst_root);
+    }
+    return rc;
 }
 
 static void remove_tree(int dirfd, const char *name)

@@ -130,14 +130,20 @@ struct ant_stage_job {
 
 /* Runs a job to completion on the calling thread. Returns 0 when every file succeeded and
  * <dst>/<name> is visible and durable. On cancellation returns -ECANCELED and removes
- * .<name>.partial and .<name>.tmp. When files failed (each reported to on_file with its
- * code and message) returns the first failure's code and keeps .<name>.partial with the
- * completed files, so a later run with their `done` flags set resumes; nothing is left under
- * a failed file's name. Other errors: -EINVAL bad job or logical path (diag names it),
- * -EEXIST <name> already exists, -ENOKEY a key or recipient is missing for a transform,
- * -errno from the filesystem. */
+ * .<name>.partial and .<name>.tmp. When files failed (each reported to on_file with its code
+ * and message) returns the first failure's code and keeps .<name>.partial with the completed
+ * files, so that a later run with their `done` flags set resumes (ant_engine_discard() drops
+ * them instead); nothing is left under a failed file's name. Other errors: -EINVAL bad job,
+ * logical path, or two files with one destination (diag names it); -EEXIST <name> already
+ * exists; -ENOKEY a key or recipient is missing for a transform; -ENOTSUP a Crypt4GH
+ * transform in a build without it; -errno from the filesystem. */
 ANT_MUST_CHECK int ant_engine_run(struct ant_engine *e, const struct ant_stage_job *job,
                                   struct ant_diag *d);
+
+/* Removes what a failed or interrupted run of job `name` left under dst_root (.<name>.partial
+ * with its checkpointed files, .<name>.tmp), for a job that is given up. The published
+ * <name> is not touched. 0 (also when there was nothing), -EINVAL bad name, -errno. */
+ANT_MUST_CHECK int ant_engine_discard(int dst_root, const char *name);
 
 /* 0 if `path` is an acceptable logical path: 1..ANT_STAGE_PATH_MAX bytes, relative, no NUL
  * or control bytes, no empty, "." or ".." component, components of at most

@@ -512,6 +512,7 @@ static void test_checksum_mismatch_leaves_no_file_and_resumes(void **state)
     assert_true(exists_at(f->dst, ".ck.partial/good1"));
     assert_true(exists_at(f->dst, ".ck.partial/sub/good2"));
     assert_false(exists_at(f->dst, ".ck.partial/sub/bad"));
+    assert_int_equal(ant_engine_discard(f->dst, "../x"), -EINVAL);
     /* a resumed run keeps the checkpointed files and copies the one that failed */
     files[0].done = true;
     files[2].done = true;
@@ -547,6 +548,11 @@ static void test_missing_source_is_reported(void **state)
     assert_non_null(strstr(res.last_msg, "does not exist"));
     assert_false(exists_at(f->dst, "m"));
     assert_false(exists_at(f->dst, ".m.partial/gone"));
+    /* a job given up: its leftovers go, and discarding twice is fine */
+    assert_true(exists_at(f->dst, ".m.partial/there"));
+    assert_int_equal(ant_engine_discard(f->dst, "m"), 0);
+    assert_int_equal(ant_engine_discard(f->dst, "m"), 0);
+    assert_int_equal(count_entries(f->dst), 0);
 }
 
 static void test_path_escapes_refused(void **state)
@@ -565,6 +571,11 @@ static void test_path_escapes_refused(void **state)
         job_init(&job, f, "esc", &file2, 1, &res);
         assert_int_equal(ant_engine_run(f->e, &job, &d), -EINVAL);
     }
+    /* two files for one destination */
+    struct ant_stage_file two[2] = {{.src = "ok", .dst = "same"}, {.src = "ok", .dst = "same"}};
+    job_init(&job, f, "dup", two, 2, &res);
+    assert_int_equal(ant_engine_run(f->e, &job, &d), -EINVAL);
+    assert_non_null(strstr(d.msg, "same"));
     /* hostile job names: nothing may be made outside dst either */
     const char *bad_names[] = {"..", ".", "a/b", ".hidden", "../x", ""};
     for (size_t i = 0; i < ANT_ARRAY_LEN(bad_names); i++) {
