@@ -434,7 +434,8 @@ static bool retryable(CURLcode cc, long status)
     }
 }
 
-/* Exponential backoff with full jitter: a random wait in [0, min(cap, base * 2^attempt)]. */
+/* Exponential backoff with jitter: half of min(cap, base * 2^attempt) fixed, half random, so
+ * that retries spread out yet a short outage is always waited out (6 attempts span >= 3 s). */
 static int64_t backoff_ms(const struct run *r, unsigned attempt)
 {
     uint64_t ceil = r->o.backoff_ms;
@@ -444,7 +445,7 @@ static int64_t backoff_ms(const struct run *r, unsigned attempt)
     if (ceil > FETCH_BACKOFF_CAP_MS) {
         ceil = FETCH_BACKOFF_CAP_MS;
     }
-    return (int64_t)randombytes_uniform((uint32_t)ceil + 1);
+    return (int64_t)(ceil / 2 + randombytes_uniform((uint32_t)(ceil / 2) + 1));
 }
 
 static int body_verify(struct ffile *f, const uint8_t want[32])
@@ -709,7 +710,7 @@ int ant_fetch_files(const struct ant_fetch_peer *p, const char *dataset,
         r.o = *o;
     }
     r.o.max_conns = r.o.max_conns == 0 ? 8 : r.o.max_conns > 256 ? 256 : r.o.max_conns;
-    r.o.max_retries = r.o.max_retries == 0 ? 6 : r.o.max_retries;
+    r.o.max_retries = r.o.max_retries == 0 ? 8 : r.o.max_retries;
     r.o.backoff_ms = r.o.backoff_ms == 0 ? 100 : r.o.backoff_ms;
     r.o.low_speed_s = r.o.low_speed_s <= 0 ? 30 : r.o.low_speed_s;
     /* whole cipher segments: each range starts on a segment, so a piece is a run of them */

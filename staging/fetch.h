@@ -8,7 +8,7 @@
  *
  * Transfer: many files at once, bodies larger than `range_size` split into segment-aligned
  * ranges over several connections; a piece that fails with a timeout, a connection error, a
- * 5xx or 429 is retried (exponential backoff with full jitter, bounded), resuming by Range
+ * 5xx or 429 is retried (exponential backoff with jitter, bounded), resuming by Range
  * from the bytes already written. A body whose digest does not match is fetched again once
  * (a byte corrupted in transit); a 4xx ends the transfer with the peer's message.
  *
@@ -44,8 +44,8 @@ struct ant_fetch_peer {
 struct ant_fetch_opts {
     unsigned max_conns;   /* transfers in flight; 0: 8 */
     uint64_t range_size;  /* body pieces, rounded to whole cipher segments; 0: 8 MiB */
-    unsigned max_retries; /* per piece; 0: 6 */
-    unsigned backoff_ms;  /* first backoff; doubles, capped at 8 s, full jitter; 0: 100 */
+    unsigned max_retries; /* per piece; 0: 8 */
+    unsigned backoff_ms;  /* first backoff; doubles, capped at 8 s, half of it jitter; 0: 100 */
     long low_speed_s;     /* a piece slower than 1 KiB/s for this long is a timeout; 0: 30 */
     uint64_t max_rate;    /* bytes/s per connection; 0: unlimited (shares a link politely) */
 };

@@ -111,10 +111,14 @@ ok "corrupted byte detected against the signed manifest, refetched, files verify
 # the serving site killed mid-transfer and restarted: the pull resumes
 clear_cache
 "$BIN" admin --dir "$W/b" peer pull --peer site-a --dataset "$DS" --principal alice --tenant lab \
-    --purpose DUO:0000042 --out "$T/out-kill" --connections 2 --range-size 1M --max-rate 3M \
+    --purpose DUO:0000042 --out "$T/out-kill" --connections 2 --range-size 1M --max-rate 2M \
     >"$T/pull-kill.out" 2>"$T/pull-kill.err" &
 PULL=$!
-sleep 1.5
+# kill it once the big file is partly written (its temporary copy holds more than 2 MiB)
+for _ in $(seq 200); do
+    [ -n "$(find "$W/b/archive/fed" -name '.fetch-*' -size +2048k 2>/dev/null)" ] && break
+    sleep 0.05
+done
 kill -9 "$PID_a"
 wait "$PID_a" 2>/dev/null
 sleep 0.5
