@@ -658,6 +658,56 @@ static void test_cancel_leaves_nothing(void **state)
     free(data);
 }
 
+struct shrink {
+    struct results res;
+    int fd; /* the source, cut to 0 bytes at the first progress report */
+};
+
+static void on_progress_shrink(void *arg, size_t index, uint64_t file_bytes, uint64_t total)
+{
+    struct shrink *sh = arg;
+    on_progress(&sh->res, index, file_bytes, total);
+    if (sh->fd >= 0) {
+        if (ftruncate(sh->fd, 0) != 0) {
+            sh->res.backwards = true; /* reported by the test */
+        }
+        close(sh->fd);
+        sh->fd = -1;
+    }
+}
+
+static void on_file_shrink(void *arg, const struct ant_stage_file_result *r)
+{
+    struct shrink *sh = arg;
+    on_file(&sh->res, r);
+}
+
+static void test_source_shrinking_fails_the_file(void **state)
+{
+    struct fx *f = fx_get(state);
+    const size_t n = (size_t)48 << 20; /* more than the 16 MiB of buffers in flight */
+    uint8_t *data = calloc(1, n);
+    struct shrink sh = {.fd = -1};
+    struct ant_stage_file file = {.src = "shrinks", .dst = "shrinks"};
+    struct ant_stage_job job;
+    struct ant_diag d = {{0}};
+    assert_non_null(data);
+    write_at(f->src, "shrinks", data, n);
+    free(data);
+    sh.fd = openat(f->src, "shrinks", O_WRONLY | O_CLOEXEC);
+    assert_true(sh.fd >= 0);
+    job_init(&job, f, "sh", &file, 1, NULL);
+    job.on_progress = on_progress_shrink;
+    job.on_file = on_file_shrink;
+    job.cb_arg = &sh;
+    assert_int_equal(ant_engine_run(f->e, &job, &d), -ENODATA);
+    assert_false(sh.res.backwards);
+    assert_int_equal(sh.res.nfail, 1);
+    assert_non_null(strstr(sh.res.last_msg, "shrank"));
+    assert_false(exists_at(f->dst, ".sh.partial/shrinks"));
+    assert_false(exists_at(f->dst, "sh"));
+}
+
 static void test_enospc_is_reported(void **state)
 {
     struct fx *f = fx_get(state);
@@ -1125,6 +1175,7 @@ int main(void)
         PER_BACKEND(test_path_escapes_refused),
         PER_BACKEND(test_symlinks_not_followed),
         PER_BACKEND(test_cancel_leaves_nothing),
+        PER_BACKEND(test_source_shrinking_fails_the_file),
         PER_BACKEND(test_enospc_is_reported),
         PER_BACKEND(test_fsync_each_and_small_limits),
         PER_BACKEND(test_c4gh_decrypt_vectors),
