@@ -322,6 +322,24 @@ static int admit(struct ant_req *r)
     return 0;
 }
 
+/* An upload whose declared Content-Length is past max_upload is refused at once with 413,
+ * before any of it is read (a client sending `Expect: 100-continue` sends none). JSON bodies,
+ * at most max_json_body, are read and then refused: the client gets its 413 cleanly instead
+ * of a connection closed under it. Returns true when answered. */
+static bool declared_too_large(struct ant_req *r)
+{
+    const char *cl = ant_req_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    uint64_t len, max = r->site->cfg.max_upload_bytes;
+    if (r->route->body == NULL || cl == NULL ||
+        ant_parse_u64(ant_bytes_of(cl, strlen(cl)), 0, UINT64_MAX, &len) < 0 || len <= max) {
+        return false;
+    }
+    int rc = ant_req_error(r, MHD_HTTP_CONTENT_TOO_LARGE, NULL,
+                           "request body of %llu bytes is over the limit of %llu bytes",
+                           (unsigned long long)len, (unsigned long long)max);
+    return rc == 0;
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
                                  const char *method, const char *version,
                                  const char *upload_data, size_t *upload_data_size,
@@ -340,7 +358,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         bool known;
         r->route = route_find(r, &known);
         r->path_known = known;
-        if (r->route != NULL && (r->route->flags & ANT_ROUTE_PUBLIC) == 0 && admit(r) < 0) {
+        if (r->route != NULL && (((r->route->flags & ANT_ROUTE_PUBLIC) == 0 && admit(r) < 0) ||
+                                 declared_too_large(r))) {
             /* refused before any body is read: answering now also skips "100 Continue" */
             return MHD_queue_response(conn, r->status, r->resp);
         }

@@ -19,7 +19,8 @@ if ! "$BIN" init --dir "$T/site" --site-id site-a --region EU >"$T/init.out" 2>&
 fi
 KEY=$(grep -E '^ak_' "$T/init.out")
 # an upload limit that the big upload fits under and 413 is cheap to reach past
-MAXUP=${ANT_API_MAX_UPLOAD_MIB:-300}
+BIG=${ANT_API_BIG_MIB:-2048}
+MAXUP=${ANT_API_MAX_UPLOAD_MIB:-$((BIG + 16))}
 sed -i "s/^max_upload = .*/max_upload = ${MAXUP}M/" "$T/site/antenna.conf"
 "$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/serve.out" 2>"$T/serve.log" &
 PID=$!
@@ -29,7 +30,7 @@ PORT=$(sed -n 's|.*https://127.0.0.1:\([0-9]*\).*|\1|p' "$T/serve.out")
 
 python3 "$HERE/api_checks.py" --port "$PORT" --cacert "$T/site/tls/cert.pem" --key "$KEY" \
     --site "$T/site" --src "$SRC" --bin "$BIN" --pid "$PID" --max-upload-mib "$MAXUP" \
-    --big-mib "${ANT_API_BIG_MIB:-256}"
+    --big-mib "$BIG"
 rc=$?
 if [ $rc -ne 0 ] && [ $rc -ne 77 ]; then
     echo "--- last server log lines ---"
