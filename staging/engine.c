@@ -527,16 +527,38 @@ static void chunk_write(struct run *r, struct sfile *f, struct slot *s)
     chunk_try_hash(r, f);
 }
 
+/* The source's only chunk is already in the header slot (a small file read whole): hand it
+ * on as if chunk 0 had just been read, saving a second read of the same bytes. */
+static bool header_slot_reuse(struct run *r, struct sfile *f, struct slot *s)
+{
+    if (f->nchunks != 1 || s->op.off != f->src_size || f->in_body_len > f->in_chunk) {
+        return false;
+    }
+    memmove(s->in, s->in + f->in_body_off, (size_t)f->in_body_len);
+    s->chunk = 0;
+    s->op.off = f->in_body_off + f->in_body_len; /* where chunk 0's read would have ended */
+    f->next_read = 1;
+    if (xform_changes_bytes(f->spec->xform)) {
+        task_push(r, f, s, &s->ev_x, EV_XFORM, s);
+    } else {
+        s->xformed = true;
+        s->out_len = (size_t)f->in_body_len;
+        chunk_write(r, f, s);
+    }
+    return true;
+}
+
 static void header_done(struct run *r, struct sfile *f, int rc)
 {
-    if (f->hdr_slot != NULL) {
-        slot_put(r, f->hdr_slot);
-        f->hdr_slot = NULL;
-    }
+    struct slot *hs = f->hdr_slot;
+    f->hdr_slot = NULL;
     if (rc < 0) {
         const char *what = rc == -ENOKEY ? "no header packet opens with the key (not encrypted "
                                            "for this site, or the header is damaged)"
                                          : "not a valid Crypt4GH file";
+        if (hs != NULL) {
+            slot_put(r, hs);
+        }
         file_fail(r, f, rc, "%s: %s: %s", f->spec->src, what, strerror(-rc));
         return;
     }
@@ -546,6 +568,9 @@ static void header_done(struct run *r, struct sfile *f, int rc)
         /* the header is not hashed: a new one differs on every run (fresh nonces) */
         op_io(&f->op_hdr, f, NULL, OP_WRITE, f->tmpfd, f->hdr_out, f->hdr_out_len, 0, -1);
         op_submit(r, &f->op_hdr);
+    }
+    if (hs != NULL && (f->err != 0 || !header_slot_reuse(r, f, hs))) {
+        slot_put(r, hs);
     }
     if (file_body_complete(f)) {
         file_body_done(r, f);
@@ -643,6 +668,8 @@ static void file_opened(struct run *r, struct sfile *f)
         return;
     }
     f->src_size = (uint64_t)st.st_size;
+    /* read front to back: a larger readahead window (advice only, errors do not matter) */
+    (void)posix_fadvise(f->srcfd, 0, 0, POSIX_FADV_SEQUENTIAL);
     if (xform_has_header(f->spec->xform)) {
         f->state = F_HEADER; /* the scheduler reads the header when a buffer is free */
         return;
