@@ -3,6 +3,8 @@
 
 #include "crypto/base/json.h"
 #include "crypto/base/log.h"
+#include "gateway/metrics.h"
+#include "gateway/server.h"
 #include "gateway/site.h"
 
 #include <stdarg.h>
@@ -194,6 +196,9 @@ int ant_api_audit(struct ant_req *r, const char *action, const char *kind, const
         .reason = reason,
         .detail = det,
     };
+    if (decision != ANT_AUDIT_INFO) {
+        ant_metrics_decision(ant_server_metrics(r->srv), decision == ANT_AUDIT_ALLOW);
+    }
     int64_t seq = ant_audit_append(r->site->audit, &ev);
     free(det);
     if (seq < 0) {

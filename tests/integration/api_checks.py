@@ -566,6 +566,19 @@ if not FILES_OK:
 missing = served - COVERED
 check("every served route has matrix rows", not missing, sorted(missing))
 
+# /metrics counts what the matrix did: decisions both ways, requests by route and status
+r = req("GET", "/metrics", ADMIN)
+text = r.body.decode(errors="replace")
+def metric(name):
+    m = re.search(r"^" + re.escape(name) + r" (\d+)", text, re.M)
+    return int(m.group(1)) if m else 0
+check("/metrics counts allowed and denied decisions",
+      metric('antenna_policy_decisions_total{decision="allow"}') > 0 and
+      metric('antenna_policy_decisions_total{decision="deny"}') > 0, text[:300])
+check("/metrics counts requests by route and status",
+      metric('antenna_http_requests_total{route="datasets.show",status="404"}') > 0 and
+      "antenna_audit_commits_total" in text, text[:300])
+
 # ---------------------------------------------------------------- audit happy paths
 r = req("GET", "/v1/audit/events?limit=5", ADMIN)
 j = r.json() or {}
