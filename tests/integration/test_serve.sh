@@ -103,6 +103,8 @@ check "SIGTERM exits 0" test $rc -eq 0
 check "request log is JSON lines" bash -c "grep '\"event\":\"http.request\"' '$T/serve.log' | python3 -c 'import json,sys; [json.loads(l) for l in sys.stdin]'"
 # --- per-principal rate limit: 2 requests at once, 1 per second after that ---
 sed -e 's/^rate_limit = .*/rate_limit = 1/' -e 's/^rate_burst = .*/rate_burst = 2/' \
+  -e 's/^connection_timeout = .*/connection_timeout = 2s/' \
+  -e 's/^per_ip_connection_limit = .*/per_ip_connection_limit = 4/' \
   "$T/site/antenna.conf" >"$T/rl.conf"
 "$BIN" serve --dir "$T/site" --config "$T/rl.conf" --listen 127.0.0.1:0 >"$T/rl.out" 2>/dev/null &
 PID=$!
@@ -115,6 +117,35 @@ done
 check "past the burst: 429 ($codes)" bash -c "[[ '$codes' == ' 200 200 429'* ]]"
 check "429 carries Retry-After" bash -c "$(printf '%q ' "${C[@]}") -D - -o /dev/null -H 'Authorization: Bearer $KEY' https://127.0.0.1:$PORT/metrics | grep -qi '^retry-after: [1-9]'"
 check "health is not rate limited" test "$("${C[@]}" -o /dev/null -w '%{http_code}' "https://127.0.0.1:$PORT/v1/health")" = 200
+# slow clients are dropped after connection_timeout; one address holds at most 4 connections
+python3 - "$PORT" >"$T/limits.out" 2>&1 <<'PY'
+import socket, sys, time
+port = int(sys.argv[1])
+idle = socket.create_connection(("127.0.0.1", port))
+idle.settimeout(8)
+t0 = time.time()
+try:
+    idle.recv(16)  # a TLS alert, then the close; or the close alone
+    gone = True
+except ConnectionResetError:
+    gone = True
+except socket.timeout:
+    gone = False
+print("idle-closed" if gone and time.time() - t0 < 7 else "idle-kept")
+socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(6)]
+closed = kept = 0
+for s in socks:
+    s.settimeout(0.5)
+    try:
+        closed += s.recv(1) == b""
+    except ConnectionResetError:
+        closed += 1
+    except socket.timeout:
+        kept += 1
+print(f"kept={kept} refused={closed}")
+PY
+check "an idle connection is closed after connection_timeout" grep -q idle-closed "$T/limits.out"
+check "4 connections per address kept, the rest refused" grep -q "kept=4 refused=2" "$T/limits.out"
 kill -TERM "$PID"; wait "$PID"; PID=
 
 echo "integration serve: $fails failed"
