@@ -218,6 +218,9 @@ void run_event(struct run *r, struct ev *ev);
 
 /* path.c */
 ANT_MUST_CHECK int stage_name_check(const char *name);
+/* The confined open for kernels without openat2 (a validated path, each component opened
+ * with O_NOFOLLOW); ant_stage_openat uses it on -ENOSYS. Returns the fd or -errno. */
+ANT_MUST_CHECK int stage_walk_open(int rootfd, const char *path, int flags, unsigned mode);
 /* Creates the folders of path[0..len) under rootfd (confined); 0 if they exist. */
 ANT_MUST_CHECK int stage_mkdirs(int rootfd, const char *path, size_t len);
 

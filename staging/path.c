@@ -53,7 +53,7 @@ int stage_name_check(const char *name)
 /* The component walk for kernels before 5.6: every component but the last is opened as a
  * directory with O_NOFOLLOW, so neither a symlink nor ".." (refused by the validator) can
  * lead out of rootfd. */
-static int walk_open(int rootfd, const char *path, int flags, unsigned mode)
+int stage_walk_open(int rootfd, const char *path, int flags, unsigned mode)
 {
     char comp[ANT_STAGE_NAME_MAX + 1];
     int dfd = -1;
@@ -100,7 +100,7 @@ int ant_stage_openat(int rootfd, const char *path, int flags, unsigned mode)
     if (errno != ENOSYS) {
         return -errno;
     }
-    return walk_open(rootfd, path, flags, mode);
+    return stage_walk_open(rootfd, path, flags, mode);
 }
 
 int stage_mkdirs(int rootfd, const char *path, size_t len)

@@ -15,6 +15,7 @@
 
 #include "crypto/keys.h"
 #include "staging/engine.h"
+#include "staging/engine_internal.h" /* stage_walk_open: the openat2 fallback */
 
 /* --- fixtures --- */
 
@@ -313,6 +314,30 @@ static void test_openat_refuses_symlinks_and_escapes(void **state)
     assert_int_equal(ant_stage_openat(f->src, "../src/d/real", O_RDONLY, 0), -EINVAL);
     assert_int_equal(ant_stage_openat(f->src, "/etc/passwd", O_RDONLY, 0), -EINVAL);
     assert_int_equal(ant_stage_openat(f->src, "d/out/new", O_WRONLY | O_CREAT, 0600), -ELOOP);
+    teardown(state);
+}
+
+/* The fallback for kernels without openat2 refuses the same things. */
+static void test_walk_open_refuses_symlinks(void **state)
+{
+    struct fx *f;
+    assert_int_equal(fx_open(state, ANT_IO_ENGINE_THREADS, NULL), 0);
+    f = *state;
+    write_at(f->src, "d/e/real", "x", 1);
+    assert_int_equal(symlinkat("/etc", f->src, "d/out"), 0);
+    assert_int_equal(symlinkat("real", f->src, "d/e/in"), 0);
+    int fd = stage_walk_open(f->src, "d/e/real", O_RDONLY, 0);
+    assert_true(fd >= 0);
+    close(fd);
+    fd = stage_walk_open(f->src, "d/e/new", O_WRONLY | O_CREAT | O_EXCL, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    int rc = stage_walk_open(f->src, "d/out/passwd", O_RDONLY, 0);
+    assert_true(rc == -ENOTDIR || rc == -ELOOP);
+    assert_int_equal(stage_walk_open(f->src, "d/e/in", O_RDONLY, 0), -ELOOP);
+    rc = stage_walk_open(f->src, "d/out/new", O_WRONLY | O_CREAT, 0600);
+    assert_true(rc == -ENOTDIR || rc == -ELOOP);
+    assert_int_equal(stage_walk_open(f->src, "d/missing/x", O_RDONLY, 0), -ENOENT);
     teardown(state);
 }
 
@@ -1165,6 +1190,7 @@ int main(void)
         cmocka_unit_test(test_path_check_refuses_hostile_paths),
         cmocka_unit_test(test_path_check_limits),
         cmocka_unit_test(test_openat_refuses_symlinks_and_escapes),
+        cmocka_unit_test(test_walk_open_refuses_symlinks),
         cmocka_unit_test(test_parse_names),
         cmocka_unit_test(test_env_overrides_engine),
         PER_BACKEND(test_big_file_copied_identically),
