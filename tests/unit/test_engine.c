@@ -7,7 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -384,6 +390,77 @@ static void test_env_overrides_engine(void **state)
         assert_int_equal(unsetenv("ANTENNA_IO_ENGINE"), 0);
     }
     free(saved);
+}
+
+/* In a child whose io_uring_setup fails with `err` (a seccomp filter, as container profiles
+ * do): auto falls back to threads and still copies, uring reports the error. Returns the
+ * child's exit status: 0 when all of that held. */
+static int child_without_uring(int err, const char *dir)
+{
+    struct sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ((unsigned)err & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = ANT_ARRAY_LEN(filter), .filter = filter};
+    struct ant_engine_opts o;
+    struct ant_engine *e = NULL;
+    struct ant_diag d = {{0}};
+    char p[600];
+    if (unsetenv("ANTENNA_IO_ENGINE") != 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) {
+        return 10;
+    }
+    ant_engine_opts_init(&o);
+    o.io_engine = ANT_IO_ENGINE_URING;
+    if (ant_engine_new(&o, &e) != -err) {
+        return 11;
+    }
+    o.io_engine = ANT_IO_ENGINE_AUTO;
+    if (ant_engine_new(&o, &e) != 0 || strcmp(ant_engine_backend(e), "threads") != 0) {
+        return 12;
+    }
+    snprintf(p, sizeof(p), "%s/src", dir);
+    int sfd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    snprintf(p, sizeof(p), "%s/dst", dir);
+    int dfd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    struct ant_stage_file file = {.src = "x", .dst = "x"};
+    struct ant_stage_job job = {.name = err == ENOSYS ? "nosys" : "perm", .src_root = sfd,
+                                .dst_root = dfd, .files = &file, .nfiles = 1};
+    int rc = ant_engine_run(e, &job, &d);
+    ant_engine_free(e);
+    return rc == 0 ? 0 : 13;
+}
+
+static void test_no_uring_falls_back_to_threads(void **state)
+{
+    struct fx *f;
+#ifndef __x86_64__
+    skip(); /* the filter checks the x86_64 syscall number only */
+#endif
+    assert_int_equal(fx_open(state, ANT_IO_ENGINE_THREADS, NULL), 0);
+    f = *state;
+    write_at(f->src, "x", "data", 4);
+    const int errs[] = {ENOSYS, EPERM};
+    for (size_t i = 0; i < ANT_ARRAY_LEN(errs); i++) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            _exit(child_without_uring(errs[i], f->dir));
+        }
+        int st = 0;
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        assert_true(WIFEXITED(st));
+        if (WEXITSTATUS(st) != 0) {
+            fail_msg("errno %d: child step %d failed", errs[i], WEXITSTATUS(st));
+        }
+    }
+    assert_true(exists_at(f->dst, "nosys/x") && exists_at(f->dst, "perm/x"));
+    teardown(state);
 }
 
 /* --- jobs, per backend --- */
@@ -1193,6 +1270,7 @@ int main(void)
         cmocka_unit_test(test_walk_open_refuses_symlinks),
         cmocka_unit_test(test_parse_names),
         cmocka_unit_test(test_env_overrides_engine),
+        cmocka_unit_test(test_no_uring_falls_back_to_threads),
         PER_BACKEND(test_big_file_copied_identically),
         PER_BACKEND(test_many_small_files),
         PER_BACKEND(test_empty_file_and_empty_job),
