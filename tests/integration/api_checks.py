@@ -831,7 +831,13 @@ if FILES_OK and A.big_mib > 0:
     j = json.loads(body) if st_ == 201 else {}
     check(f"a {A.big_mib} MiB upload (201, {dt:.1f} s, peak RSS +{grew:.0f} MiB) with its SHA-256",
           st_ == 201 and j.get("sha256") == digest, body[:200])
-    check("the server's memory grew less than 64 MiB during it", grew < 64, f"{grew:.0f} MiB")
+    # under AddressSanitizer RSS counts its quarantine of freed blocks and shadow memory, not
+    # what the server keeps: the bound is checked in the normal build
+    asan = "libasan" in open(f"/proc/{A.pid}/maps").read()
+    if asan:
+        print(f"skip the 64 MiB bound under AddressSanitizer (RSS grew {grew:.0f} MiB)")
+    else:
+        check("the server's memory grew less than 64 MiB during it", grew < 64, f"{grew:.0f} MiB")
     r = req("HEAD", f"/v1/datasets/{DS_UP}/files/big.bin?format=plain", OA)
     check("its plaintext length is served", r.header("content-length") ==
           str((A.big_mib << 20) + 12345), r.headers)
