@@ -61,11 +61,11 @@ static void usage(FILE *out)
             "  peer token --peer ID --principal P --tenant T --purpose DUO [--ttl S] [--iat UNIX]\n"
             "      prints a federation token of this site for peer ID on behalf of P of tenant T\n"
             "      (for tests and scripts; the pulling side makes its own)\n"
-            "  peer pull --peer ID --dataset DS --principal P --tenant T --purpose DUO --out DIR\n"
+            "  peer pull --peer ID --dataset DS --principal P --tenant T --purpose DUO [--out DIR]\n"
             "            [--encrypted] [--connections N] [--range-size SIZE] [--max-rate SIZE]\n"
             "      pulls the peer's dataset for P (kept encrypted once in the archive: a second\n"
             "      pull transfers nothing) and writes it decrypted into DIR (or as Crypt4GH for\n"
-            "      this site's key with --encrypted)\n");
+            "      this site's key with --encrypted); without --out, only into the archive\n");
 }
 
 static int parse_args(int argc, char **argv, struct peer_args *a)
@@ -153,7 +153,7 @@ static int parse_args(int argc, char **argv, struct peer_args *a)
     }
     if (strcmp(verb, "pull") == 0) {
         return (a->npos == 2 && a->peer && a->dataset && a->principal && a->tenant &&
-                a->purpose && a->out)
+                a->purpose)
                    ? 0
                    : 2;
     }
@@ -696,10 +696,10 @@ static int peer_pull(struct pctx *c)
         archive_fd = openat(c->dirfd, cfg.archive_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         rc = archive_fd < 0 ? -errno : 0;
     }
-    if (rc == 0 && mkdir(a->out, 0700) < 0 && errno != EEXIST) {
+    if (rc == 0 && a->out != NULL && mkdir(a->out, 0700) < 0 && errno != EEXIST) {
         rc = -errno;
     }
-    if (rc == 0) {
+    if (rc == 0 && a->out != NULL) {
         outfd = open(a->out, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         rc = outfd < 0 ? -errno : 0;
     }
@@ -726,7 +726,7 @@ static int peer_pull(struct pctx *c)
                 ant_diag_msg(&d, strerror(-rc)));
         goto out;
     }
-    for (size_t i = 0; rc == 0 && i < res.nfiles; i++) {
+    for (size_t i = 0; rc == 0 && a->out != NULL && i < res.nfiles; i++) {
         rc = write_out(archive_fd, outfd, &res.files[i], c->keys.kx, a->encrypted);
         if (rc < 0) {
             fprintf(stderr, "antenna admin peer pull: %s: %s\n", res.files[i].path,
