@@ -296,9 +296,16 @@ enum pstate { P_WAIT, P_RUN, P_DONE };
 
 struct ffile;
 
+struct run;
+
+/* A request: the header alone, a range of the body, or (files whose body fits in one range)
+ * the whole file, header then body, in one request. */
 struct piece {
+    struct run *run;
     struct ffile *f;
     bool header;
+    bool whole;
+    int fatal; /* an error found while receiving that no retry can fix */
     uint64_t off, end, cur; /* body offsets: [off, end), cur the next byte to write */
     uint64_t cur0;          /* cur when this attempt started */
     unsigned attempt;
@@ -337,6 +344,41 @@ struct run {
     unsigned inflight;
 };
 
+static int header_done(struct run *r, struct ffile *f);
+
+/* A whole-file answer: bytes go to the header until it is complete (its length is in its
+ * packets), then the rest is body. */
+static size_t on_whole_header(struct piece *pc, const char *p, size_t len)
+{
+    struct ffile *f = pc->f;
+    size_t hlen = 0;
+    if (ant_buf_append(&f->hdr, p, len) < 0) {
+        pc->fatal = -EBADMSG;
+        return 0;
+    }
+    int rc = ant_c4gh_header_measure(ant_buf_view(&f->hdr), &hlen, NULL);
+    if (rc == -EAGAIN) {
+        return len;
+    }
+    if (rc < 0 || hlen > f->hdr.len) {
+        pc->fatal = -EBADMSG;
+        return 0;
+    }
+    size_t extra = f->hdr.len - hlen;
+    f->hdr.len = hlen; /* the body bytes stay in the buffer past len until written below */
+    rc = header_done(pc->run, f);
+    if (rc < 0) {
+        pc->fatal = rc;
+        return 0;
+    }
+    if (extra > pc->end - pc->cur ||
+        (extra > 0 && ant_pwrite_all(f->fd, f->hdr.p + hlen, extra, (off_t)(hlen + pc->cur)) < 0)) {
+        return 0;
+    }
+    pc->cur += extra;
+    return len;
+}
+
 static size_t on_data(char *p, size_t sz, size_t n, void *ctx)
 {
     struct piece *pc = ctx;
@@ -349,6 +391,9 @@ static size_t on_data(char *p, size_t sz, size_t n, void *ctx)
     }
     if (pc->header) {
         return ant_buf_append(&pc->f->hdr, p, len) == 0 ? len : 0;
+    }
+    if (pc->whole && !pc->f->header_done) {
+        return on_whole_header(pc, p, len);
     }
     if (len > pc->end - pc->cur) {
         return 0; /* more than asked for: the transfer fails and is retried */
@@ -379,7 +424,10 @@ static int piece_start(struct run *r, struct piece *pc)
     if (tmp != NULL) {
         curl_easy_cleanup(tmp);
     }
-    rc = rc < 0 ? rc : ant_buf_append_str(&path, pc->header ? "?part=header" : "?part=body");
+    rc = rc < 0 ? rc
+                : ant_buf_append_str(&path, pc->whole    ? ""
+                                            : pc->header ? "?part=header"
+                                                         : "?part=body");
     rc = rc < 0 ? rc : ant_buf_terminate(&path);
     rc = rc < 0 ? rc : req_init(&pc->q, r->p, (const char *)path.p, r->o.low_speed_s);
     ant_buf_fini(&path);
@@ -390,7 +438,8 @@ static int piece_start(struct run *r, struct piece *pc)
     pc->status = 0;
     pc->err.len = 0;
     pc->cur0 = pc->cur;
-    if (pc->header) {
+    pc->fatal = 0;
+    if (pc->header || pc->whole) {
         pc->f->hdr.len = 0;
     } else {
         snprintf(range, sizeof(range), "%llu-%llu", (unsigned long long)pc->cur,
@@ -501,13 +550,14 @@ static int file_finish(struct run *r, struct ffile *f)
 {
     const struct ant_fetch_file *mf = &r->m->files[f->idx];
     int rc = body_verify(f, mf->sha256_c4gh);
-    if (rc == -EBADMSG && !f->refetched) {
+    if (rc == -EBADMSG && !f->refetched && mf->body_size > 0) {
         ant_log(ANT_LOG_WARN, "fetch.body_mismatch", "%s: body digest differs from the signed"
                 " manifest; fetching it again", mf->path);
         f->refetched = true;
         r->st->refetched++;
         f->pieces_left = f->npieces;
         for (size_t i = 0; i < f->npieces; i++) {
+            f->first[i].whole = false; /* the header is kept: the body alone, by range */
             f->first[i].cur = f->first[i].off;
             f->first[i].state = P_WAIT;
             f->first[i].attempt = 0;
@@ -575,11 +625,20 @@ static int piece_done(struct run *r, struct piece *pc, CURLcode cc)
     if (status == 0) {
         curl_easy_getinfo(pc->q.h, CURLINFO_RESPONSE_CODE, &status);
     }
-    r->st->bytes += pc->header ? pc->f->hdr.len : pc->cur - pc->cur0;
+    r->st->bytes += (pc->header || pc->whole ? pc->f->hdr.len : 0) + pc->cur - pc->cur0;
     curl_multi_remove_handle(r->multi, pc->q.h);
     r->inflight--;
-    bool complete = cc == CURLE_OK && (pc->header ? status == 200 : status == 206) &&
-                    (pc->header || pc->cur == pc->end);
+    bool complete = cc == CURLE_OK && pc->fatal == 0 &&
+                    (pc->header || pc->whole ? status == 200 : status == 206) &&
+                    (pc->header || (pc->cur == pc->end && pc->f->header_done));
+    if (pc->fatal != 0) {
+        if (pc->fatal == -EBADMSG) {
+            ant_diag_set(r->d, "%s: the peer sent a malformed header",
+                         r->m->files[pc->f->idx].path);
+        }
+        req_fini(&pc->q);
+        return pc->fatal;
+    }
     if (complete) {
         req_fini(&pc->q);
         pc->state = P_DONE;
@@ -601,7 +660,11 @@ static int piece_done(struct run *r, struct piece *pc, CURLcode cc)
         req_fini(&pc->q);
         return rc;
     }
-    /* again later, from the bytes already written (a header is small: it starts over) */
+    /* again later, from the bytes already written (a header is small: it starts over; a whole
+     * file whose header arrived goes on as a body range) */
+    if (pc->whole && pc->f->header_done) {
+        pc->whole = false;
+    }
     pc->attempt++;
     r->st->retries++;
     pc->next_ms = now_ms() + backoff_ms(r, pc->attempt);
@@ -628,7 +691,7 @@ static int schedule(struct run *r)
     for (size_t i = 0; i < r->npieces && r->inflight < r->o.max_conns; i++) {
         struct piece *pc = &r->pieces[i];
         if (pc->state != P_WAIT || !pc->f->active || pc->next_ms > now ||
-            (!pc->header && !pc->f->header_done)) {
+            (!pc->header && !pc->whole && !pc->f->header_done)) {
             continue;
         }
         int rc = piece_start(r, pc);
@@ -655,7 +718,7 @@ static int build(struct run *r, const bool *want, const char *const *names)
             continue;
         }
         const struct ant_fetch_file *mf = &r->m->files[i];
-        n += 1 + (size_t)((mf->body_size + rs - 1) / rs);
+        n += mf->body_size <= rs ? 1 : 1 + (size_t)((mf->body_size + rs - 1) / rs);
     }
     r->pieces = calloc(n + 1, sizeof(*r->pieces));
     if (r->pieces == NULL) {
@@ -671,13 +734,27 @@ static int build(struct run *r, const bool *want, const char *const *names)
             continue;
         }
         f->name = names[i];
+        if (mf->body_size <= rs) {
+            /* one request for header and body: half the requests for small files */
+            struct piece *w = &r->pieces[r->npieces++];
+            w->run = r;
+            w->f = f;
+            w->whole = true;
+            w->end = mf->body_size;
+            ant_buf_init(&w->err, FETCH_ERRBODY_MAX);
+            f->first = w;
+            f->npieces = f->pieces_left = 1;
+            continue;
+        }
         struct piece *h = &r->pieces[r->npieces++];
+        h->run = r;
         h->f = f;
         h->header = true;
         ant_buf_init(&h->err, FETCH_ERRBODY_MAX);
         f->first = &r->pieces[r->npieces];
         for (uint64_t off = 0; off < mf->body_size; off += rs) {
             struct piece *pc = &r->pieces[r->npieces++];
+            pc->run = r;
             pc->f = f;
             pc->off = pc->cur = off;
             pc->end = mf->body_size - off < rs ? mf->body_size : off + rs;

@@ -92,21 +92,26 @@ restart_a() { # $1 log suffix; extra environment before the call
     grep -q serving "$W/a-$1.out" || fail "site-a did not restart"
 }
 same() { # $1 output folder
-    while read -r f; do cmp -s "$W/data/$f" "$1/$f" || return 1; done <"$W/files.txt"
+    local g
+    while read -r g; do cmp -s "$W/data/$g" "$1/$g" || return 1; done <"$W/files.txt"
 }
 clear_cache() { rm -f "$W"/b/archive/fed/*.c4gh; }
 
-# a byte flipped in transit (the serving site's test hook): detected, fetched again
-kill -TERM "$PID_a"
-wait "$PID_a" 2>/dev/null
-ANTENNA_TEST_FED_CORRUPT=reads/sample1.bin restart_a corrupt
-clear_cache
-"$BIN" admin --dir "$W/b" peer pull --peer site-a --dataset "$DS" --principal alice --tenant lab \
-    --purpose DUO:0000042 --out "$T/out-corrupt" >"$T/pull-corrupt.out" 2>&1 ||
-    { cat "$T/pull-corrupt.out"; fail "pull with a corrupted byte"; }
-grep -q '1 refetched' "$T/pull-corrupt.out" || fail "corruption not detected: $(cat "$T/pull-corrupt.out")"
-same "$T/out-corrupt" || fail "files differ after refetch"
-ok "corrupted byte detected against the signed manifest, refetched, files verify"
+# a byte flipped in transit (the serving site's test hook): detected, fetched again; in a
+# big file fetched by ranges, and in a small one fetched whole (header and body at once)
+for f in reads/sample1.bin samples.tsv; do
+    kill -TERM "$PID_a"
+    wait "$PID_a" 2>/dev/null
+    ANTENNA_TEST_FED_CORRUPT=$f restart_a "corrupt-${f##*/}"
+    clear_cache
+    rm -rf "$T/out-corrupt"
+    "$BIN" admin --dir "$W/b" peer pull --peer site-a --dataset "$DS" --principal alice --tenant lab \
+        --purpose DUO:0000042 --out "$T/out-corrupt" >"$T/pull-corrupt.out" 2>&1 ||
+        { cat "$T/pull-corrupt.out"; fail "pull with a corrupted byte in $f"; }
+    grep -q '1 refetched' "$T/pull-corrupt.out" || fail "corruption of $f not detected: $(cat "$T/pull-corrupt.out")"
+    same "$T/out-corrupt" || fail "files differ after refetch of $f"
+    ok "corrupted byte in $f detected against the signed manifest, refetched, files verify"
+done
 
 # the serving site killed mid-transfer and restarted: the pull resumes
 clear_cache
