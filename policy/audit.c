@@ -414,8 +414,8 @@ static const char *const k_wsql[WS_COUNT] = {
     [WS_CK_MAX] = "SELECT max(seq) FROM checkpoints",
     [WS_INSERT] = "INSERT INTO events(" EVENT_COLS ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
     [WS_OLDEST] = "SELECT time_ms FROM events WHERE seq = ?",
-    [WS_CK_INSERT] = "INSERT INTO checkpoints(seq, hash, time_ms, prev_seq, sig) "
-                     "VALUES (?, ?, ?, ?, ?)",
+    [WS_CK_INSERT] = ("INSERT INTO checkpoints(seq, hash, time_ms, prev_seq, sig) "
+                      "VALUES (?, ?, ?, ?, ?)"),
 };
 
 static int wstmt(struct ant_audit *a, int which, sqlite3_stmt **out)

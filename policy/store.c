@@ -240,8 +240,8 @@ static const char *const g_migrations[] = {
     "  PRIMARY KEY(peer_id, dataset_id, path)) WITHOUT ROWID;",
     /* 5: a principal's own Crypt4GH public key, what downloads are re-encrypted for when the
      * request names no recipient */
-    "ALTER TABLE principals ADD COLUMN c4gh_pubkey BLOB"
-    "  CHECK(c4gh_pubkey IS NULL OR length(c4gh_pubkey) = 32);",
+    ("ALTER TABLE principals ADD COLUMN c4gh_pubkey BLOB"
+     "  CHECK(c4gh_pubkey IS NULL OR length(c4gh_pubkey) = 32);"),
 };
 
 int ant_store_schema_latest(void)
