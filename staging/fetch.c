@@ -317,6 +317,8 @@ struct piece {
 };
 
 struct ffile {
+    EVP_MD_CTX *md;    /* SHA-256 of the body so far: pieces hashed in order as they land */
+    size_t hashed;     /* pieces hashed */
     size_t idx;
     const char *name;
     char tmp[64];
@@ -497,38 +499,61 @@ static int64_t backoff_ms(const struct run *r, unsigned attempt)
     return (int64_t)(ceil / 2 + randombytes_uniform((uint32_t)(ceil / 2) + 1));
 }
 
+/* Hashes the pieces of f that have landed, in order, from the page cache, and starts their
+ * writeback, so that the end of a big file costs neither a full re-read nor a long fsync. */
+static int hash_ready(struct ffile *f)
+{
+    uint8_t *buf = NULL;
+    int rc = 0;
+    if (f->md == NULL) {
+        f->md = EVP_MD_CTX_new();
+        if (f->md == NULL || EVP_DigestInit_ex(f->md, EVP_sha256(), NULL) != 1) {
+            return -ENOMEM;
+        }
+    }
+    while (rc == 0 && f->hashed < f->npieces && f->first[f->hashed].state == P_DONE) {
+        const struct piece *pc = &f->first[f->hashed];
+        if (buf == NULL && (buf = malloc(FETCH_HASH_BLOCK)) == NULL) {
+            rc = -ENOMEM;
+            break;
+        }
+        for (uint64_t off = pc->off; rc == 0 && off < pc->end;) {
+            size_t want = pc->end - off < FETCH_HASH_BLOCK ? (size_t)(pc->end - off)
+                                                           : FETCH_HASH_BLOCK;
+            ssize_t n = ant_pread_full(f->fd, buf, want, (off_t)(f->hdr.len + off));
+            if (n != (ssize_t)want) {
+                rc = n < 0 ? (int)n : -EIO;
+            } else if (EVP_DigestUpdate(f->md, buf, want) != 1) {
+                rc = -ENOMEM;
+            }
+            off += want;
+        }
+        if (rc == 0 && pc->end > pc->off) {
+            (void)sync_file_range(f->fd, (off_t)(f->hdr.len + pc->off),
+                                  (off_t)(pc->end - pc->off), SYNC_FILE_RANGE_WRITE);
+        }
+        f->hashed++;
+    }
+    free(buf);
+    return rc;
+}
+
 static int body_verify(struct ffile *f, const uint8_t want[32])
 {
-    uint8_t *buf = malloc(FETCH_HASH_BLOCK);
     uint8_t h[32];
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    int rc = (buf == NULL || md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
-                 ? -ENOMEM
-                 : 0;
-    off_t off = (off_t)f->hdr.len;
-    for (;;) {
-        if (rc < 0) {
-            break;
-        }
-        ssize_t n = ant_pread_full(f->fd, buf, FETCH_HASH_BLOCK, off);
-        if (n < 0) {
-            rc = (int)n;
-            break;
-        }
-        if (n == 0) {
-            break;
-        }
-        rc = EVP_DigestUpdate(md, buf, (size_t)n) == 1 ? 0 : -ENOMEM;
-        off += n;
+    int rc = hash_ready(f);
+    if (rc == 0 && f->hashed != f->npieces) {
+        rc = -EIO;
     }
     if (rc == 0) {
-        rc = EVP_DigestFinal_ex(md, h, NULL) == 1 ? 0 : -ENOMEM;
+        rc = EVP_DigestFinal_ex(f->md, h, NULL) == 1 ? 0 : -ENOMEM;
     }
+    EVP_MD_CTX_free(f->md);
+    f->md = NULL;
+    f->hashed = 0;
     if (rc == 0 && sodium_memcmp(h, want, 32) != 0) {
         rc = -EBADMSG;
     }
-    EVP_MD_CTX_free(md);
-    free(buf);
     return rc;
 }
 
@@ -646,7 +671,10 @@ static int piece_done(struct run *r, struct piece *pc, CURLcode cc)
             return header_done(r, pc->f);
         }
         pc->f->pieces_left--;
-        return pc->f->pieces_left == 0 ? file_finish(r, pc->f) : 0;
+        if (pc->f->pieces_left == 0) {
+            return file_finish(r, pc->f);
+        }
+        return hash_ready(pc->f);
     }
     if (!retryable(cc, status) || pc->attempt + 1 > r->o.max_retries) {
         if (cc == CURLE_OK && status >= 400) {
@@ -834,6 +862,7 @@ int ant_fetch_files(const struct ant_fetch_peer *p, const char *dataset,
     for (size_t i = 0; r.files != NULL && i < r.nfiles; i++) {
         file_close(&r, &r.files[i]);
         ant_buf_fini(&r.files[i].hdr);
+        EVP_MD_CTX_free(r.files[i].md);
     }
     if (r.multi != NULL) {
         curl_multi_cleanup(r.multi);
