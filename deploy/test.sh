@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds twice (a normal build and one with AddressSanitizer and
-# UndefinedBehaviorSanitizer that does not recover), runs every suite in both, and ends with
+# UndefinedBehaviorSanitizer that does not recover), runs every suite in both (the staging
+# suites a third time on the thread backend), builds the libFuzzer targets with clang and runs
+# each a few seconds, and ends with
 # one summary line: "tests: N passed, N failed, N skipped". Exits non-zero if anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -64,6 +66,35 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 run_suite normal build-test
 run_suite sanitize build-test-san -Db_sanitize=address,undefined -Db_lundef=false \
   -Dc_args=-fno-sanitize-recover=all
+
+# The libFuzzer targets (clang, -Dfuzz=true): each must build, and runs a few seconds from its
+# seed corpus (in a scratch copy: new inputs are not added to the repository's corpus).
+fuzz_suite() {
+  local dir=build-test-fuzz
+  command -v clang >/dev/null || { echo "=== fuzz: no clang, skipped"; SKIP=$((SKIP + 1)); return; }
+  echo "=== fuzz: configure and build ($dir, clang, libFuzzer)"
+  rm -rf "$dir"
+  if ! CC=clang meson setup "$dir" -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false \
+       >"$dir.setup.log" 2>&1 ||
+     ! ninja -C "$dir" >"$dir.build.log" 2>&1; then
+    echo "=== fuzz: BUILD FAILED"; tail -40 "$dir.setup.log" "$dir.build.log" 2>/dev/null
+    FAIL=$((FAIL + 1)); return
+  fi
+  local secs=${ANTENNA_FUZZ_SECONDS:-3} t name work
+  for t in "$dir"/tests/fuzz/fuzz_*; do
+    [ -x "$t" ] && [ -f "$t" ] || continue
+    name=${t##*/fuzz_}
+    work=$(mktemp -d)
+    cp -r "tests/fuzz/corpus/$name/." "$work/" 2>/dev/null
+    if "$t" -max_total_time="$secs" -rss_limit_mb=2048 "$work" >"$dir/fuzz_$name.log" 2>&1; then
+      echo "ok   fuzz_$name ($secs s)"; PASS=$((PASS + 1))
+    else
+      echo "FAIL fuzz_$name"; tail -30 "$dir/fuzz_$name.log"; FAIL=$((FAIL + 1))
+    fi
+    rm -rf "$work"
+  done
+}
+fuzz_suite
 
 echo "tests: $PASS passed, $FAIL failed, $SKIP skipped"
 [ "$FAIL" -eq 0 ]

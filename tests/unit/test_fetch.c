@@ -77,8 +77,8 @@ static void test_manifest_rejects_other_site_dataset_and_bad_entries(void **stat
         "\"x\",\"size\":1,\"body_size\":29,\"sha256\":\"00\",\"sha256_c4gh\":\"" Z64 "\"}]}",
         "{\"site\":\"site-a\",\"dataset\":{\"id\":\"ds_1\",\"name\":\"c\"},\"files\":[{\"path\":"
         "\"x\",\"size\":1,\"body_size\":29,\"sha256\":\"" Z64 "\"}]}",
-        "{\"site\":\"site-a\",\"site\":\"site-a\",\"dataset\":{\"id\":\"ds_1\",\"name\":\"c\"},"
-        "\"files\":[]}",
+        ("{\"site\":\"site-a\",\"site\":\"site-a\",\"dataset\":{\"id\":\"ds_1\",\"name\":\"c\"},"
+         "\"files\":[]}"),
         "[]",
     };
     for (size_t i = 0; i < ANT_ARRAY_LEN(bad); i++) {
