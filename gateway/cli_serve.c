@@ -88,12 +88,11 @@ int ant_cli_serve(int argc, char **argv)
         site->cfg.listen_port = port;
     }
     /* the stage runner first: the stage routes need it from the first request on */
-    struct ant_jobs *jobs = NULL;
-    rc = ant_gw_stage_start(site, &jobs, &diag);
+    rc = ant_gw_stage_start(site, &diag);
     rc = rc < 0 ? rc : ant_server_start(site, &srv, &diag);
     if (rc < 0) {
         fprintf(stderr, "antenna serve: %s\n", ant_diag_msg(&diag, strerror(-rc)));
-        ant_gw_stage_stop(jobs);
+        ant_gw_stage_stop(site);
         ant_site_close(site);
         return 1;
     }
@@ -119,7 +118,7 @@ int ant_cli_serve(int argc, char **argv)
         }
     }
     ant_server_stop(srv, site->cfg.shutdown_grace_s);
-    ant_gw_stage_stop(jobs); /* running jobs go back to queued and resume at the next start */
+    ant_gw_stage_stop(site); /* running jobs go back to queued and resume at the next start */
     ant_site_close(site);
     ant_log(ANT_LOG_INFO, "server.stopped", "bye");
     return 0;

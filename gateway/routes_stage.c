@@ -2,8 +2,8 @@
  * cancel (DELETE), and the job's files for compute nodes that do not mount scratch (GET
  * /v1/stage/{id}/files/{path} with the job token, Range supported).
  *
- * The routes find the running `struct ant_jobs` of their site in a small registry filled by
- * ant_gw_stage_start: struct ant_site has no field for it (yet). */
+ * The routes find the running `struct ant_jobs` in their site (site->jobs), set by
+ * ant_gw_stage_start before the server starts and cleared after it stopped. */
 #include "gateway/routes_stage.h"
 
 #include "crypto/base/log.h"
@@ -15,7 +15,6 @@
 #include "staging/jobs.h"
 
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,15 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define STAGE_SITES_MAX 8
-
-static pthread_mutex_t g_ant_stage_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct {
-    const struct ant_site *site;
-    struct ant_jobs *jobs;
-} g_ant_stage_reg[STAGE_SITES_MAX];
-
-int ant_gw_stage_start(struct ant_site *site, struct ant_jobs **out, struct ant_diag *d)
+int ant_gw_stage_start(struct ant_site *site, struct ant_diag *d)
 {
     struct ant_engine_opts eo;
     struct ant_jobs *jobs = NULL;
@@ -63,57 +54,30 @@ int ant_gw_stage_start(struct ant_site *site, struct ant_jobs **out, struct ant_
                      rc == -ENOTSUP ? " (antenna.db predates stage jobs)" : "");
         return rc;
     }
-    pthread_mutex_lock(&g_ant_stage_mu);
-    rc = -ENOSPC;
-    for (size_t i = 0; i < STAGE_SITES_MAX; i++) {
-        if (g_ant_stage_reg[i].site == NULL) {
-            g_ant_stage_reg[i].site = site;
-            g_ant_stage_reg[i].jobs = jobs;
-            rc = 0;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&g_ant_stage_mu);
-    if (rc == 0) {
-        rc = ant_jobs_start(jobs);
-    }
+    site->jobs = jobs;
+    rc = ant_jobs_start(jobs);
     if (rc < 0) {
         ant_diag_set(d, "cannot start the stage workers: %s", strerror(-rc));
-        ant_gw_stage_stop(jobs);
+        ant_gw_stage_stop(site);
         return rc;
     }
-    *out = jobs;
     return 0;
 }
 
-void ant_gw_stage_stop(struct ant_jobs *jobs)
+void ant_gw_stage_stop(struct ant_site *site)
 {
-    if (jobs == NULL) {
+    if (site == NULL || site->jobs == NULL) {
         return;
     }
-    ant_jobs_stop(jobs);
-    pthread_mutex_lock(&g_ant_stage_mu);
-    for (size_t i = 0; i < STAGE_SITES_MAX; i++) {
-        if (g_ant_stage_reg[i].jobs == jobs) {
-            g_ant_stage_reg[i].site = NULL;
-            g_ant_stage_reg[i].jobs = NULL;
-        }
-    }
-    pthread_mutex_unlock(&g_ant_stage_mu);
-    ant_jobs_close(jobs);
+    ant_jobs_stop(site->jobs);
+    ant_jobs_close(site->jobs);
+    site->jobs = NULL;
 }
 
 /* The jobs of the request's site, or NULL with a 503 answered. */
 static struct ant_jobs *jobs_of(struct ant_req *r)
 {
-    struct ant_jobs *jobs = NULL;
-    pthread_mutex_lock(&g_ant_stage_mu);
-    for (size_t i = 0; i < STAGE_SITES_MAX; i++) {
-        if (g_ant_stage_reg[i].site == r->site) {
-            jobs = g_ant_stage_reg[i].jobs;
-        }
-    }
-    pthread_mutex_unlock(&g_ant_stage_mu);
+    struct ant_jobs *jobs = r->site->jobs;
     if (jobs == NULL && ant_api_fail(r, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
                                      "staging is not running on this site") < 0) {
         ant_log(ANT_LOG_ERROR, "stage.unavailable", "cannot answer: out of memory");

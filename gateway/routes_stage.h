@@ -12,14 +12,13 @@ struct ant_site;
 struct ant_jobs;
 
 /* Opens the job table of `site` and starts its runner threads and purger (workers, quota, time
- * to live and engine from the [staging] configuration); the routes of this site find it from
- * then on. Call after ant_site_open, before or after ant_server_start. Errors as ant_jobs_open
- * and ant_jobs_start, with diag saying what failed. */
-ANT_MUST_CHECK int ant_gw_stage_start(struct ant_site *site, struct ant_jobs **out,
-                                      struct ant_diag *d);
-/* Stops the runner (running jobs go back to queued and resume at the next start) and closes
- * the table. Call after ant_server_stop and before ant_site_close. Accepts NULL. */
-void ant_gw_stage_stop(struct ant_jobs *jobs);
+ * to live and engine from the [staging] configuration) as site->jobs, where the routes find
+ * it. Call after ant_site_open and before ant_server_start. Errors as ant_jobs_open and
+ * ant_jobs_start, with diag saying what failed. */
+ANT_MUST_CHECK int ant_gw_stage_start(struct ant_site *site, struct ant_diag *d);
+/* Stops the runner (running jobs go back to queued and resume at the next start), closes the
+ * table and clears site->jobs. Call after ant_server_stop and before ant_site_close. */
+void ant_gw_stage_stop(struct ant_site *site);
 
 int ant_route_stage_create(struct ant_req *r); /* POST /v1/stage */
 int ant_route_stage_list(struct ant_req *r);   /* GET /v1/stage */

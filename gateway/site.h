@@ -10,6 +10,7 @@
 struct ant_store_pool;
 struct ant_audit;
 struct ant_oidc;
+struct ant_jobs;
 
 struct ant_site {
     struct ant_config cfg;
@@ -20,6 +21,7 @@ struct ant_site {
     struct ant_store_pool *pool;
     struct ant_audit *audit;
     struct ant_oidc *oidc; /* the OIDC issuers of the catalog, loaded at start-up */
+    struct ant_jobs *jobs; /* the stage runner, while serving (gateway/routes_stage.h) */
     struct ant_buf cert_pem;
     struct ant_buf key_pem; /* wiped on close */
     char cert_sha256[65];
