@@ -40,6 +40,8 @@ const struct ant_route g_ant_routes[] = {
     {"GET", "/v1/audit/export", "audit.export", ant_route_audit_export, NULL, 0},
     {"POST", "/v1/stage", "stage.create", ant_route_stage_create, NULL, 0},
     {"GET", "/v1/stage", "stage.list", ant_route_stage_list, NULL, 0},
+    {"PUT", "/v1/tenants/{}/scratch-quota", "stage.quota.set", ant_route_quota_put, NULL, 0},
+    {"GET", "/v1/tenants/{}/scratch-quota", "stage.quota.show", ant_route_quota_get, NULL, 0},
     {"GET", "/v1/stage/{}", "stage.show", ant_route_stage_show, NULL, 0},
     {"DELETE", "/v1/stage/{}", "stage.cancel", ant_route_stage_cancel, NULL, 0},
     {"POST", "/v1/stage-out", "stage.out", ant_route_stage_out, NULL, 0},

@@ -669,3 +669,93 @@ out:
     ant_close(dirfd);
     return ant_api_end(rc);
 }
+
+/* --- scratch quotas: PUT (admin) and GET (admin or the tenant's members)
+ *     /v1/tenants/{name}/scratch-quota --- */
+
+static int quota_answer(struct ant_req *r, struct ant_jobs *jobs, const char *tenant,
+                        unsigned status)
+{
+    uint64_t quota = 0, used = 0;
+    int rc = ant_jobs_quota_get(jobs, tenant, &quota, &used);
+    if (rc < 0) {
+        return rc;
+    }
+    return ant_api_json_take(r, status,
+                             json_pack("{s:s, s:I, s:I}", "tenant", tenant, "quota",
+                                       (json_int_t)quota, "used", (json_int_t)used));
+}
+
+int ant_route_quota_put(struct ant_req *r)
+{
+    static const char *const allowed[] = {"bytes", NULL};
+    char tenant[ANT_NAME_MAX + 1];
+    struct ant_jobs *jobs = jobs_of(r);
+    json_t *doc = NULL;
+    int64_t bytes = 0;
+    bool has = false;
+    int rc = jobs == NULL ? ANT_API_DONE : ant_api_param(r, 0, tenant, sizeof(tenant));
+    if (rc < 0) {
+        rc = ant_api_fail(r, MHD_HTTP_NOT_FOUND, NULL, "no such tenant");
+    }
+    if (rc == 0) {
+        rc = ant_api_decide_site(r, ANT_ACT_ADMIN, NULL, "admin.quota.set", "tenant", tenant);
+    }
+    if (rc == 0) {
+        rc = ant_api_body(r, allowed, false, &doc);
+    }
+    if (rc == 0) {
+        /* bytes: a number, or a size such as "500G"; 0 means no limit */
+        const json_t *b = json_object_get(doc, "bytes");
+        uint64_t v;
+        if (json_is_string(b)) {
+            if (ant_parse_size(ant_bytes_str(json_string_value(b)), INT64_MAX, &v) < 0) {
+                rc = ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_request",
+                                  "\"bytes\" must be a number or a size such as 500G");
+            } else {
+                bytes = (int64_t)v;
+                has = true;
+            }
+        } else {
+            rc = ant_api_int(r, doc, "bytes", 0, INT64_MAX, &has, &bytes);
+        }
+        if (rc == 0 && !has) {
+            rc = ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_request", "\"bytes\" is required");
+        }
+    }
+    if (rc == 0) {
+        rc = ant_jobs_quota_set(jobs, tenant, (uint64_t)bytes);
+        if (rc == -ENOENT || rc == -EINVAL) {
+            rc = ant_api_fail(r, MHD_HTTP_NOT_FOUND, NULL, "no such tenant");
+        }
+    }
+    if (rc == 0) {
+        rc = quota_answer(r, jobs, tenant, MHD_HTTP_OK);
+    }
+    json_decref(doc);
+    return ant_api_end(rc);
+}
+
+int ant_route_quota_get(struct ant_req *r)
+{
+    char tenant[ANT_NAME_MAX + 1];
+    struct ant_jobs *jobs = jobs_of(r);
+    int rc = jobs == NULL ? ANT_API_DONE : ant_api_param(r, 0, tenant, sizeof(tenant));
+    if (rc < 0) {
+        rc = ant_api_fail(r, MHD_HTTP_NOT_FOUND, NULL, "no such tenant");
+    }
+    if (rc == 0) {
+        bool admin = (r->who.roles & ANT_ROLE_ADMIN) != 0;
+        bool member = r->who.tenant[0] != '\0' && strcmp(r->who.tenant, tenant) == 0;
+        rc = ant_api_audit(r, "stage.quota.show", "tenant", tenant, NULL,
+                           admin || member ? ANT_AUDIT_ALLOW : ANT_AUDIT_DENY,
+                           admin ? "role_admin" : member ? "member" : "not_found", NULL);
+        if (rc == 0 && !admin && !member) {
+            rc = ant_api_fail(r, MHD_HTTP_NOT_FOUND, NULL, "no such tenant");
+        }
+    }
+    if (rc == 0) {
+        rc = quota_answer(r, jobs, tenant, MHD_HTTP_OK);
+    }
+    return ant_api_end(rc);
+}

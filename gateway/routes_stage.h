@@ -22,6 +22,8 @@ void ant_gw_stage_stop(struct ant_site *site);
 
 int ant_route_stage_create(struct ant_req *r); /* POST /v1/stage */
 int ant_route_stage_list(struct ant_req *r);   /* GET /v1/stage */
+int ant_route_quota_put(struct ant_req *r);    /* PUT /v1/tenants/{name}/scratch-quota */
+int ant_route_quota_get(struct ant_req *r);    /* GET /v1/tenants/{name}/scratch-quota */
 int ant_route_stage_show(struct ant_req *r);   /* GET /v1/stage/{id} */
 int ant_route_stage_cancel(struct ant_req *r); /* DELETE /v1/stage/{id} */
 int ant_route_stage_out(struct ant_req *r);    /* POST /v1/stage-out */

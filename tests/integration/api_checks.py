@@ -419,6 +419,11 @@ M = [
     ("GET", "/metrics", "/metrics", None, {"admin": 200, "*": 403}),
     ("POST", "/v1/tenants", "/v1/tenants", {"name": "m-{caller}"}, {"admin": 201, "*": 403}),
     ("GET", "/v1/tenants", "/v1/tenants", None, {"admin": 200, "*": 403}),
+    ("PUT", "/v1/tenants/{}/scratch-quota", "/v1/tenants/other/scratch-quota", {"bytes": "5G"},
+     {"admin": (200, 503), "*": (403, 503)}),
+    ("GET", "/v1/tenants/{}/scratch-quota", "/v1/tenants/hospital/scratch-quota", None,
+     {"admin": (200, 503), "owner_a": (200, 503), "reader_a": (200, 503),
+      "auditor_a": (200, 503), "*": (404, 503)}),
     ("POST", "/v1/principals", "/v1/principals",
      {"name": "p-{caller}", "tenant": "hospital", "roles": ["reader"]}, {"admin": 201, "*": 403}),
     ("GET", "/v1/principals", "/v1/principals", None, {"admin": 200, "*": 403}),
@@ -565,6 +570,17 @@ if not FILES_OK:
     served = {s for s in served if "/files/" not in s[1]}
 missing = served - COVERED
 check("every served route has matrix rows", not missing, sorted(missing))
+
+# scratch quotas: set by an admin (a size or bytes), shown to the tenant's members
+r = req("PUT", "/v1/tenants/lab/scratch-quota", ADMIN, {"bytes": "2G"})
+check("admin sets a tenant's scratch quota", r.status == 200 and r.json()["quota"] == 2 << 30, r)
+r = req("GET", "/v1/tenants/lab/scratch-quota", RB)
+check("a member reads it with what is used", r.status == 200 and r.json()["quota"] == 2 << 30
+      and "used" in r.json(), r)
+r = req("PUT", "/v1/tenants/nope/scratch-quota", ADMIN, {"bytes": 1})
+check("quota for an unknown tenant: 404", r.status == 404, r)
+r = req("PUT", "/v1/tenants/lab/scratch-quota", ADMIN, {"bytes": "lots"})
+check("quota that is not a size: 400", r.status == 400, r)
 
 # /metrics counts what the matrix did: decisions both ways, requests by route and status
 r = req("GET", "/metrics", ADMIN)
