@@ -134,6 +134,29 @@ grep -Eq ' [1-9][0-9]* retries' "$T/pull-kill.out" || fail "no retry seen: $(cat
 same "$T/out-kill" || fail "files differ after the restart"
 ok "serving site killed and restarted mid-transfer: resumed ($(grep -o '[0-9]* retries' "$T/pull-kill.out")), files verify"
 
+# the pulling side: a serving peer whose key no longer matches the pin (here: site-a pinned at
+# site-b with site-c's keys), and a site that is not a peer, are refused with the reason
+"$BIN" admin --dir "$W/b" peer remove site-a >/dev/null || fail "peer remove"
+"$BIN" admin --dir "$W/b" peer add --id site-a --url "https://127.0.0.1:$PORT_a" --region EU-IT \
+    --pubkeys "$W/c/keys/site.pub" --ca "$W/a/tls/cert.pem" >/dev/null || fail "re-pin"
+if "$BIN" admin --dir "$W/b" peer pull --peer site-a --dataset "$DS" --principal alice \
+    --tenant lab --purpose DUO:0000042 --out "$T/out-badkey" 2>"$T/badkey.err"; then
+    fail "a manifest signed by another key was accepted"
+fi
+grep -q 'signature does not verify' "$T/badkey.err" || fail "bad key: $(cat "$T/badkey.err")"
+ok "manifest signed by a key other than the pinned one refused (signature)"
+if "$BIN" admin --dir "$W/b" peer pull --peer site-x --dataset "$DS" --principal alice \
+    --tenant lab --purpose DUO:0000042 2>"$T/nopeer.err"; then
+    fail "pull from a non-peer"
+fi
+grep -q 'not a peer' "$T/nopeer.err" || fail "non-peer: $(cat "$T/nopeer.err")"
+ok "pull from a site that is not a peer refused"
+"$BIN" audit query --dir "$W/b" --action fed.pull --decision deny -o json >"$T/bdeny.json" ||
+    fail "audit query b"
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); ev=d if isinstance(d,list) else d.get("events",[]); r={e.get("reason") for e in ev}; sys.exit(0 if {"bad_manifest_signature","not_found"} <= r else 1)' "$T/bdeny.json" ||
+    fail "failed pulls not audited at site-b with their reasons"
+ok "failed pulls audited at site-b with their reasons"
+
 "$BIN" audit verify --dir "$W/a" >/dev/null || fail "site-a audit verify"
 "$BIN" audit verify --dir "$W/b" >/dev/null || fail "site-b audit verify"
 ok "both audit chains verify"
