@@ -196,6 +196,17 @@ static int fed_auth(struct ant_req *r, struct ant_store *st, struct fed *f)
         !ant_name_is_valid(f->tok.tenant) || strlen(f->tok.tenant) >= sizeof(p->tenant)) {
         return refuse(r, f, iss, "fed_token_rejected", "principal or tenant is not a valid name");
     }
+    /* a local principal of the same name would share its grants: never let one name two */
+    struct ant_principal local;
+    rc = ant_store_principal_get(st, p->id, &local);
+    if (rc == 0) {
+        memset(p, 0, sizeof(*p));
+        return refuse(r, f, iss, "fed_token_rejected",
+                      "the principal's name is taken by a local principal of this site");
+    }
+    if (rc != -ENOENT) {
+        return rc;
+    }
     p->kind = ANT_PRINCIPAL_USER;
     snprintf(p->tenant, sizeof(p->tenant), "%s", f->tok.tenant);
     snprintf(p->site, sizeof(p->site), "%s", f->peer.id);

@@ -5,7 +5,9 @@
 # changed), replayed and wrongly addressed federation tokens and an unknown peer are refused
 # with their reason and audited at the serving site; a byte corrupted in transit is detected
 # against the signed manifest and fetched again; the serving site killed mid-transfer and
-# restarted: the pull resumes by Range and the files verify. $1 = the antenna binary.
+# restarted: the pull resumes by Range and the files verify; on the pulling side, a manifest
+# signed by a key other than the pinned one and a non-peer are refused and audited.
+# $1 = the antenna binary.
 # Exit 0 pass, 1 fail, 77 skip.
 set -u
 BIN=$(readlink -f "$1")
@@ -73,6 +75,11 @@ ok "forged token / changed key refused (signature)"
 r=$(get "$(tok "$T/d")")
 [ "$r" = "401 fed_unknown_peer" ] || fail "unknown peer: $r"
 ok "unknown peer refused (fed_unknown_peer)"
+"$BIN" admin --dir "$W/a" principal add alice@site-b --role admin >/dev/null || fail "local alice@site-b"
+r=$(get "$(tok "$W/b")")
+[ "$r" = "401 fed_token_rejected" ] && grep -q 'local principal' "$T/body" || fail "name collision: $r"
+"$BIN" admin --dir "$W/a" principal disable alice@site-b >/dev/null || fail "disable"
+ok "a federated name taken by a local principal is refused"
 "$BIN" audit query --dir "$W/a" --action fed.auth --decision deny -o json >"$T/denied.json" ||
     fail "audit query"
 python3 - "$T/denied.json" <<'EOF' || fail "refusals not audited with their reasons"
