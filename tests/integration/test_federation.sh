@@ -18,7 +18,16 @@ command -v python3 >/dev/null || { echo "no python3"; exit 77; }
 T=$(mktemp -d /tmp/antenna-fed-XXXXXX)
 W=$T/demo
 cleanup() {
+    local left
     for p in ${PID_a:-} ${PID_b:-} ${PID_c:-} ${PULL:-}; do kill -TERM "$p" 2>/dev/null; done
+    # the demo's daemons are not our children: wait for them by pid, then make sure
+    for _ in $(seq 50); do
+        left=
+        for p in ${PID_a:-} ${PID_b:-} ${PID_c:-}; do kill -0 "$p" 2>/dev/null && left=1; done
+        [ -z "$left" ] && break
+        sleep 0.1
+    done
+    for p in ${PID_a:-} ${PID_b:-} ${PID_c:-}; do kill -9 "$p" 2>/dev/null; done
     wait 2>/dev/null
     [ -n "${ANT_KEEP_TMP:-}" ] || rm -rf "$T"
 }
