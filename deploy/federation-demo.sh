@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Three antenna sites on loopback, federated (docs/federation.md): site-a (EU-IT), site-b
 # (EU-MD) and site-c (US) pin each other as peers; site-a publishes a `sensitive` dataset that
-# may go to EU-IT and EU-MD and grants `transfer` to site-b and to site-c; a job at site-b pulls
-# it (encrypted on the wire, re-encrypted header only) and reads it decrypted in site-b's
+# may go to EU-IT and EU-MD and grants `transfer` to lab@site-b and lab@site-c; a job at site-b
+# pulls it (encrypted on the wire, re-encrypted header only) and reads it decrypted in site-b's
 # scratch; a second pull comes from site-b's archive cache; the same request from site-c is
 # refused by residency whatever the grant says; both sites' audit trails are shown, joined by
 # transfer id, and verified.
@@ -75,9 +75,9 @@ DS=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$W/
 (cd "$W/data" && find . -type f | sed 's|^\./||' | sort) >"$W/files.txt"
 while read -r f; do "$BIN" put "$DS" "$W/data/$f" "$f" >/dev/null; done <"$W/files.txt"
 run "$BIN" dataset publish "$DS" >/dev/null
-run "$BIN" grant create "$DS" --site site-b --actions transfer >/dev/null
-run "$BIN" grant create "$DS" --site site-c --actions transfer >/dev/null
-say "dataset $DS: $(wc -l <"$W/files.txt") files, granted to site-b and site-c"
+run "$BIN" grant create "$DS" --tenant lab@site-b --actions transfer >/dev/null
+run "$BIN" grant create "$DS" --tenant lab@site-c --actions transfer >/dev/null
+say "dataset $DS: $(wc -l <"$W/files.txt") files, transfer granted to lab@site-b and lab@site-c"
 
 step "site-b: a job of lab member alice stages it, decrypted, into site-b's scratch"
 SCRATCH="$W/b/scratch/lab/job-demo"

@@ -5,6 +5,7 @@
 #include "gateway/api.h"
 #include "gateway/routes.h"
 #include "gateway/site.h"
+#include "policy/peers.h"
 
 #include <string.h>
 
@@ -12,6 +13,17 @@
 
 /* A grant to a principal or tenant that does not exist would wait for whoever takes the name
  * later: refuse it. Peer sites are checked by the federation layer when they connect. */
+/* "name@peer" names a principal or tenant of a peer site: valid when the peer is one of ours. */
+static int peer_qualified(struct ant_store *st, const char *id)
+{
+    const char *at = strrchr(id, '@');
+    struct ant_peer peer;
+    if (at == NULL || at == id || at[1] == '\0') {
+        return -ENOENT;
+    }
+    return ant_peer_get(st, at + 1, &peer);
+}
+
 static int grantee_exists(struct ant_store *st, enum ant_grantee_kind kind, const char *id)
 {
     struct ant_principal p;
@@ -19,10 +31,15 @@ static int grantee_exists(struct ant_store *st, enum ant_grantee_kind kind, cons
     size_t i;
     int rc = 0;
     if (kind == ANT_GRANTEE_PRINCIPAL) {
-        return ant_store_principal_get(st, id, &p);
+        rc = ant_store_principal_get(st, id, &p);
+        return rc == -ENOENT ? peer_qualified(st, id) : rc;
     }
-    if (kind != ANT_GRANTEE_TENANT) {
-        return 0;
+    if (kind == ANT_GRANTEE_SITE) {
+        struct ant_peer peer;
+        return ant_peer_get(st, id, &peer);
+    }
+    if (strchr(id, '@') != NULL) {
+        return peer_qualified(st, id);
     }
     rc = ant_store_tenant_list(st, &list);
     if (rc < 0) {

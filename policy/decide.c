@@ -256,10 +256,21 @@ static const char *grant_site(const struct ant_principal *p)
     return p->kind == ANT_PRINCIPAL_SITE ? p->id : p->site[0] != '\0' ? p->site : NULL;
 }
 
-/* Tenant names are this site's: a federated principal's tenant is its home site's. */
+/* A local principal's tenant is one of this site's. A federated principal's is its home site's,
+ * qualified "lab@site-b": a grant to that name reaches it, and only when the qualifier is the
+ * very site that vouched for the principal (a peer speaks only for its own tenants). */
 static const char *grant_tenant(const struct ant_principal *p)
 {
-    return p->site[0] != '\0' || p->tenant[0] == '\0' ? NULL : p->tenant;
+    if (p->tenant[0] == '\0') {
+        return NULL;
+    }
+    if (p->site[0] == '\0') {
+        return p->tenant;
+    }
+    size_t tl = strlen(p->tenant), sl = strlen(p->site);
+    bool qualified = tl > sl + 1 && p->tenant[tl - sl - 1] == '@' &&
+                     strcmp(p->tenant + tl - sl, p->site) == 0;
+    return qualified ? p->tenant : NULL;
 }
 
 /* Whether any live grant names the caller: such a caller may know the dataset exists. */

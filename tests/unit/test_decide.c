@@ -302,6 +302,16 @@ static void test_rule9_tenant_and_site_grants(void **state)
     peer.kind = ANT_PRINCIPAL_SITE;
     snprintf(peer.id, sizeof(peer.id), "site-b");
     assert_reason(dec(f, &peer, ANT_ACT_TRANSFER, f->pub, NULL), true, "grant");
+    /* a grant to a peer's tenant, qualified "lab@site-b", reaches that site's members only */
+    struct ant_principal lab;
+    memset(&lab, 0, sizeof(lab));
+    snprintf(lab.id, sizeof(lab.id), "dana@site-b");
+    snprintf(lab.tenant, sizeof(lab.tenant), "lab@site-b");
+    snprintf(lab.site, sizeof(lab.site), "site-b");
+    grant(f, f->pub, ANT_GRANTEE_TENANT, "lab@site-b", ANT_ACT_STAGE, NULL, 0, 0, NULL);
+    assert_reason(dec(f, &lab, ANT_ACT_STAGE, f->pub, NULL), true, "grant");
+    snprintf(lab.site, sizeof(lab.site), "site-c"); /* site-c cannot speak for site-b's lab */
+    assert_reason(dec(f, &lab, ANT_ACT_STAGE, f->pub, NULL), false, "no_grant");
     /* a federated principal named like a local owner gets no role */
     snprintf(fed.id, sizeof(fed.id), "alice");
     snprintf(fed.tenant, sizeof(fed.tenant), "acme");
