@@ -8,6 +8,8 @@ int ant_cli_serve(int argc, char **argv);
 int ant_cli_c4gh(int argc, char **argv);
 int ant_cli_admin(int argc, char **argv);
 int ant_cli_audit(int argc, char **argv);
+/* admin peer add|list|remove|token|pull, dispatched from ant_cli_admin (argv[0] is "peer") */
+int ant_cli_peer(int argc, char **argv);
 /* dataset, put, get, grant: the client commands (argv[0] names which). */
 int ant_cli_client(int argc, char **argv);
 /* stage, pull: stage jobs and pulling their files with the job token (argv[0] names which). */

@@ -519,7 +519,6 @@ static const char *explain_err(int rc)
     }
 }
 
-int ant_cli_peer(int argc, char **argv); /* gateway/cli_peer.c: admin peer add|list|remove */
 int ant_cli_admin(int argc, char **argv)
 {
     int first = 1; /* the first word after the options: "peer" belongs to cli_peer.c */

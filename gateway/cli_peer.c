@@ -13,6 +13,7 @@
 #include "crypto/keys.h"
 #include "crypto/c4gh.h"
 #include "crypto/token.h"
+#include "gateway/cli.h"
 #include "gateway/config.h"
 #include "gateway/tlscert.h"
 #include "policy/audit.h"
@@ -32,7 +33,6 @@
 #include <unistd.h>
 
 /* Declared in gateway/cli.h once its owner adds it; ant_cli_admin dispatches "peer" here. */
-int ant_cli_peer(int argc, char **argv);
 
 /* /v1/site is a small JSON document. */
 #define SITE_DOC_MAX 16384

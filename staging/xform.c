@@ -6,18 +6,14 @@
  * transforms on its own, in any order, on any thread. An edit list (decrypt only) maps each
  * chunk's plaintext range to the bytes it keeps; where those land follows from the list alone,
  * so chunks still need no knowledge of each other.
- *
- * The Crypt4GH transforms are compiled in when crypto/c4gh.c is part of the tree
- * (ANT_STAGE_HAVE_C4GH, set by staging/meson.build); without it only `raw` is available. */
+ */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "staging/engine_internal.h"
 
-#ifdef ANT_STAGE_HAVE_C4GH
 #include "crypto/c4gh.h"
-#endif
 
 bool xform_has_header(enum ant_xform x)
 {
@@ -32,11 +28,7 @@ bool xform_changes_bytes(enum ant_xform x)
 
 bool ant_xform_is_available(enum ant_xform x)
 {
-#ifdef ANT_STAGE_HAVE_C4GH
     return (unsigned)x <= ANT_XFORM_ENCRYPT;
-#else
-    return x == ANT_XFORM_RAW;
-#endif
 }
 
 int xform_check_job(const struct ant_stage_job *job, enum ant_xform x)
@@ -101,7 +93,6 @@ static size_t edit_apply(const uint64_t *lens, size_t n, uint64_t base, uint8_t 
     return w;
 }
 
-#ifdef ANT_STAGE_HAVE_C4GH
 
 struct xform_state {
     struct ant_c4gh_header *h; /* decrypt: the parsed header; encrypt: the generated one */
@@ -330,54 +321,3 @@ uint64_t xform_out_off(const struct sfile *f, uint64_t c)
     return f->out_body_off + c * (uint64_t)f->out_chunk;
 }
 
-#else /* only raw */
-
-void xform_state_free(struct xform_state *xs)
-{
-    free(xs);
-}
-
-void xform_tls_fini(struct xform_tls *t)
-{
-    (void)t;
-}
-
-int xform_header_len(const uint8_t *p, size_t len, uint64_t *hdr_len)
-{
-    (void)p;
-    (void)len;
-    (void)hdr_len;
-    return -ENOTSUP;
-}
-
-int xform_header(const struct run *r, struct sfile *f, const uint8_t *in, size_t len)
-{
-    (void)r;
-    (void)f;
-    (void)in;
-    (void)len;
-    return -ENOTSUP;
-}
-
-int xform_chunk(struct xform_tls *t, const struct sfile *f, uint64_t c, const uint8_t *in,
-                size_t in_len, uint8_t *out, size_t outcap, size_t *out_len)
-{
-    (void)t;
-    (void)f;
-    (void)c;
-    (void)in;
-    (void)in_len;
-    (void)out;
-    (void)outcap;
-    (void)out_len;
-    (void)edit_apply;
-    (void)edit_kept;
-    return -ENOTSUP;
-}
-
-uint64_t xform_out_off(const struct sfile *f, uint64_t c)
-{
-    return f->out_body_off + c * (uint64_t)f->out_chunk;
-}
-
-#endif

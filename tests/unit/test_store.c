@@ -530,7 +530,6 @@ static void test_oidc_claims_map_to_principal(void **state)
     json_decref(a);
 }
 
-#ifdef ANT_HAVE_OIDC
 #include <sodium.h>
 
 #include "crypto/keys.h"
@@ -619,7 +618,6 @@ static void test_oidc_bearer_tokens_map_to_principals(void **state)
     ant_signkey_free(idp);
     ant_signkey_free(other);
 }
-#endif
 
 struct open_arg {
     int dirfd;
@@ -710,10 +708,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_oidc_claims_map_to_principal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_principal_c4gh_pubkey, setup, teardown),
-#ifdef ANT_HAVE_OIDC
         cmocka_unit_test_setup_teardown(test_oidc_bearer_tokens_map_to_principals, setup,
                                         teardown),
-#endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
