@@ -78,6 +78,12 @@ const char *ant_req_header(const struct ant_req *r, const char *name);
 /* A query argument (decoded), or NULL. */
 const char *ant_req_query(const struct ant_req *r, const char *name);
 
+/* A Range header (RFC 9110 §14.1.2: one "bytes=a-b", "bytes=a-" or "bytes=-n") against a body
+ * of `size` bytes; h may be NULL. Returns 1 with the satisfiable [*first, *last] inside the
+ * body, 0 to send the whole body (no Range, several ranges, or a form it ignores, as §14.2
+ * allows), -ERANGE when the range starts past the end (416). Untrusted input: fuzzed. */
+int ant_http_range(const char *h, uint64_t size, uint64_t *first, uint64_t *last);
+
 /* STYLE.md §2's one mapping of error codes to HTTP statuses; anything unlisted is 500. */
 unsigned ant_http_status_of(int err);
 /* The machine-readable error code for a status ("not_found", ...). */

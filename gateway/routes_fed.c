@@ -492,45 +492,6 @@ static ssize_t fdl_read(void *cls, uint64_t pos, char *buf, size_t max)
     return n > 0 ? n : MHD_CONTENT_READER_END_WITH_ERROR; /* 0: the file shrank */
 }
 
-/* bytes=a-b | a- | -n; 1 with the range, 0 none (or ignored), -ERANGE unsatisfiable. */
-static int fed_range(const char *h, uint64_t total, uint64_t *first, uint64_t *last)
-{
-    if (h == NULL || strncmp(h, "bytes=", 6) != 0 || strchr(h, ',') != NULL) {
-        return 0;
-    }
-    const char *spec = h + 6, *dash = strchr(spec, '-');
-    uint64_t a, b;
-    if (dash == NULL) {
-        return 0;
-    }
-    struct ant_bytes left = ant_bytes_of(spec, (size_t)(dash - spec));
-    struct ant_bytes right = ant_bytes_str(dash + 1);
-    if (left.len == 0) {
-        if (ant_parse_u64(right, 1, UINT64_MAX, &b) < 0) {
-            return 0;
-        }
-        if (total == 0) {
-            return -ERANGE;
-        }
-        *first = b >= total ? 0 : total - b;
-        *last = total - 1;
-        return 1;
-    }
-    if (ant_parse_u64(left, 0, UINT64_MAX, &a) < 0) {
-        return 0;
-    }
-    b = UINT64_MAX;
-    if (right.len > 0 && (ant_parse_u64(right, 0, UINT64_MAX, &b) < 0 || b < a)) {
-        return 0;
-    }
-    if (a >= total) {
-        return -ERANGE;
-    }
-    *first = a;
-    *last = b >= total ? total - 1 : b;
-    return 1;
-}
-
 static int fdl_prepare(struct ant_req *r, const struct fed *f, const char *ds,
                        const struct ant_file *file, bool want_hdr, bool want_body, struct fdl *d)
 {
@@ -608,7 +569,7 @@ int ant_route_fed_file(struct ant_req *r)
         rc = rc == -EBADMSG ? -EIO : rc; /* our own archive is damaged: a 500, logged */
         goto out;
     }
-    int pr = fed_range(ant_req_header(r, MHD_HTTP_HEADER_RANGE), d->total, &first, &last);
+    int pr = ant_http_range(ant_req_header(r, MHD_HTTP_HEADER_RANGE), d->total, &first, &last);
     if (pr == -ERANGE) {
         snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)d->total);
         rc = ant_api_fail(r, MHD_HTTP_RANGE_NOT_SATISFIABLE, NULL, "range outside 0-%llu",

@@ -747,47 +747,6 @@ out:
     return rc;
 }
 
-/* Range: bytes=a-b | a- | -n (one range; anything else is ignored as RFC 9110 §14.2 allows).
- * Returns 1 with [*first, *last] for a satisfiable range, 0 for none, -ERANGE unsatisfiable. */
-static int parse_range(const char *h, uint64_t total, uint64_t *first, uint64_t *last)
-{
-    if (h == NULL || strncmp(h, "bytes=", 6) != 0 || strchr(h, ',') != NULL) {
-        return 0;
-    }
-    const char *spec = h + 6, *dash = strchr(spec, '-');
-    uint64_t a, b;
-    if (dash == NULL) {
-        return 0;
-    }
-    struct ant_bytes left = ant_bytes_of(spec, (size_t)(dash - spec));
-    struct ant_bytes right = ant_bytes_str(dash + 1);
-    if (left.len == 0) {
-        if (ant_parse_u64(right, 1, UINT64_MAX, &b) < 0) {
-            return 0;
-        }
-        if (total == 0) {
-            return -ERANGE;
-        }
-        *first = b >= total ? 0 : total - b;
-        *last = total - 1;
-        return 1;
-    }
-    if (ant_parse_u64(left, 0, UINT64_MAX, &a) < 0) {
-        return 0;
-    }
-    if (right.len == 0) {
-        b = UINT64_MAX;
-    } else if (ant_parse_u64(right, 0, UINT64_MAX, &b) < 0 || b < a) {
-        return 0;
-    }
-    if (a >= total) {
-        return -ERANGE;
-    }
-    *first = a;
-    *last = b >= total ? total - 1 : b;
-    return 1;
-}
-
 /* Opens the stored file and prepares what is served. */
 static int dl_prepare(struct ant_req *r, struct dl *d, const char *ds, const struct ant_file *f,
                       const uint8_t *pk, char etag[70])
@@ -972,7 +931,7 @@ int ant_route_file_get(struct ant_req *r)
     const char *range = ant_req_header(r, MHD_HTTP_HEADER_RANGE);
     const char *ifr = ant_req_header(r, MHD_HTTP_HEADER_IF_RANGE);
     int pr =
-        (ifr != NULL && strcmp(ifr, etag) != 0) ? 0 : parse_range(range, d->total, &first, &last);
+        (ifr != NULL && strcmp(ifr, etag) != 0) ? 0 : ant_http_range(range, d->total, &first, &last);
     char cr[96];
     if (pr == -ERANGE) {
         snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)d->total);

@@ -447,49 +447,6 @@ static int token_fail(struct ant_req *r, const char *why)
     return rc;
 }
 
-int ant_stage_range_parse(const char *h, uint64_t size, uint64_t *off, uint64_t *len)
-{
-    uint64_t a = 0, b = 0;
-    if (h == NULL || strncmp(h, "bytes=", 6) != 0 || strchr(h, ',') != NULL) {
-        return 0;
-    }
-    const char *spec = h + 6;
-    const char *dash = strchr(spec, '-');
-    if (dash == NULL) {
-        return 0;
-    }
-    struct ant_bytes first = ant_bytes_of(spec, (size_t)(dash - spec));
-    struct ant_bytes last = ant_bytes_str(dash + 1);
-    if (first.len == 0) {
-        if (ant_parse_u64(last, 1, UINT64_MAX, &b) < 0) {
-            return 0;
-        }
-        if (size == 0) {
-            return -ERANGE;
-        }
-        *len = b < size ? b : size;
-        *off = size - *len;
-        return 1;
-    }
-    if (ant_parse_u64(first, 0, UINT64_MAX, &a) < 0) {
-        return 0;
-    }
-    if (last.len == 0) {
-        b = size > 0 ? size - 1 : 0;
-    } else if (ant_parse_u64(last, 0, UINT64_MAX, &b) < 0 || b < a) {
-        return 0;
-    }
-    if (a >= size) {
-        return -ERANGE;
-    }
-    if (b >= size) {
-        b = size - 1;
-    }
-    *off = a;
-    *len = b - a + 1;
-    return 1;
-}
-
 /* Authenticates a request of the job-token routes: the bearer must be a job token of this site
  * for the job the route names, whose owner still owns it. Fills *info and the request's who
  * (the token's principal, credential "job:<id>") for the audit. 0, ANT_API_DONE (401 or 503
@@ -618,8 +575,13 @@ int ant_route_stage_file(struct ant_req *r)
         rc = ant_api_fail(r, MHD_HTTP_NOT_FOUND, NULL, "no such file in this job");
         goto out;
     }
-    uint64_t size = (uint64_t)sb.st_size, off = 0, len = size;
-    int range = ant_stage_range_parse(ant_req_header(r, MHD_HTTP_HEADER_RANGE), size, &off, &len);
+    uint64_t size = (uint64_t)sb.st_size, off = 0, len = size, last = 0;
+    int range = ant_http_range(ant_req_header(r, MHD_HTTP_HEADER_RANGE), size, &off, &last);
+    if (range == 1) {
+        len = last - off + 1;
+    } else {
+        off = 0;
+    }
     json_t *det = json_pack("{s:I, s:I}", "offset", (json_int_t)off, "length", (json_int_t)len);
     /* fail closed: nothing is sent unless its event is durable */
     rc = ant_api_audit(r, "stage.read", "file", path, info.dataset_id,

@@ -29,11 +29,6 @@ int ant_route_stage_cancel(struct ant_req *r); /* DELETE /v1/stage/{id} */
 int ant_route_stage_out(struct ant_req *r);    /* POST /v1/stage-out */
 /* GET /v1/stage/{id}/files and /v1/stage/{id}/files/{*}: ANT_ROUTE_PUBLIC, authenticated here
  * by the job token (job tokens are not API keys: gateway/auth.c need not know them). */
-/* A Range header (RFC 9110 §14.1.2: one "bytes=a-b", "bytes=a-" or "bytes=-n") against a file of
- * `size` bytes; h may be NULL. Returns 1 with [*off, *off + *len) inside the file, 0 to serve
- * the whole file (no Range, several ranges, or a form it ignores, as §14.2 allows), -ERANGE
- * when the range starts past the end (416). */
-int ant_stage_range_parse(const char *h, uint64_t size, uint64_t *off, uint64_t *len);
 int ant_route_stage_files(struct ant_req *r);
 int ant_route_stage_file(struct ant_req *r);
 

@@ -161,6 +161,45 @@ int ant_req_error(struct ant_req *r, unsigned status, const char *code, const ch
     return rc;
 }
 
+int ant_http_range(const char *h, uint64_t size, uint64_t *first, uint64_t *last)
+{
+    uint64_t a, b;
+    if (h == NULL || strncmp(h, "bytes=", 6) != 0 || strchr(h, ',') != NULL) {
+        return 0;
+    }
+    const char *spec = h + 6, *dash = strchr(spec, '-');
+    if (dash == NULL) {
+        return 0;
+    }
+    struct ant_bytes left = ant_bytes_of(spec, (size_t)(dash - spec));
+    struct ant_bytes right = ant_bytes_of(dash + 1, strlen(dash + 1));
+    if (left.len == 0) {
+        /* the last n bytes */
+        if (ant_parse_u64(right, 1, UINT64_MAX, &b) < 0) {
+            return 0;
+        }
+        if (size == 0) {
+            return -ERANGE;
+        }
+        *first = b >= size ? 0 : size - b;
+        *last = size - 1;
+        return 1;
+    }
+    if (ant_parse_u64(left, 0, UINT64_MAX, &a) < 0) {
+        return 0;
+    }
+    b = UINT64_MAX;
+    if (right.len > 0 && (ant_parse_u64(right, 0, UINT64_MAX, &b) < 0 || b < a)) {
+        return 0;
+    }
+    if (a >= size) {
+        return -ERANGE;
+    }
+    *first = a;
+    *last = b >= size ? size - 1 : b;
+    return 1;
+}
+
 const char *ant_req_header(const struct ant_req *r, const char *name)
 {
     return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
@@ -439,20 +478,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     atomic_fetch_sub(&s->inflight, 1);
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
 /* Percent-decoding of the path and the query arguments. A decoded NUL would silently cut the
  * string short ("a%00b" becoming "a"), so it becomes 0x01 instead, which every path and name
  * check refuses as a control byte. */
@@ -462,10 +487,10 @@ static size_t on_unescape(void *cls, struct MHD_Connection *conn, char *s)
     (void)conn;
     char *w = s;
     for (const char *p = s; *p != '\0'; p++) {
-        int hi, lo;
-        if (p[0] == '%' && (hi = hexval(p[1])) >= 0 && (lo = hexval(p[2])) >= 0) {
-            char c = (char)(hi << 4 | lo);
-            *w++ = c == '\0' ? '\x01' : c;
+        uint8_t c;
+        if (p[0] == '%' && p[1] != '\0' && p[2] != '\0' &&
+            ant_hex_decode(ant_bytes_of(p + 1, 2), &c, 1) == 0) {
+            *w++ = c == 0 ? '\x01' : (char)c;
             p += 2;
         } else {
             *w++ = *p;

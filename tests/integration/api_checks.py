@@ -742,12 +742,10 @@ if FILES_OK:
     for name, p in ATTACKS:
         r = req("PUT", f"/v1/datasets/{DS_UP}/files/{p}", OA, b"attack")
         check(f"path attack, {name}: refused", r.status in (400, 404), r)
-    # libmicrohttpd decodes %00 into the URL string, which then ends there: "a%00b.txt" arrives
-    # as "a". Refusing it needs an unescape callback in server.c (reported); until then this is
-    # an expected failure, reported without failing the run.
+    # a decoded NUL would end the path string early ("nul%00b.txt" arriving as "nul"): the
+    # server's unescape callback turns it into a control byte that path checks refuse
     r = req("PUT", f"/v1/datasets/{DS_UP}/files/nul%00b.txt", OA, b"attack")
-    print(("XPASS" if r.status in (400, 404) else "XFAIL") +
-          f" path attack, NUL: refused (got {r.status})")
+    check("path attack, NUL: refused", r.status in (400, 404), r)
     r = req("GET", f"/v1/datasets/{DS_UP}/files", OA)
     names = [f["path"] for f in r.json()["files"] if f["path"] != "nul"]
     check("no attack path reached the catalog",

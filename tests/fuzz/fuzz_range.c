@@ -1,7 +1,7 @@
-/* Fuzz target for ant_stage_range_parse (the Range header of job file reads): the first 8 bytes
- * are the file size (little-endian), the rest the header value up to its first NUL. Whatever
- * it returns, a satisfiable range must lie inside the file. */
-#include "gateway/routes_stage.h"
+/* Fuzz target for ant_http_range (the Range header of every download: files, job files,
+ * federation): the first 8 bytes are the body size (little-endian), the rest the header value
+ * up to its first NUL. Whatever it returns, a satisfiable range must lie inside the body. */
+#include "gateway/http.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -11,7 +11,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    uint64_t fsize = 0, off = 0, len = 0;
+    uint64_t fsize = 0, first = 0, last = 0;
     if (size < 8) {
         return 0;
     }
@@ -23,8 +23,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     memcpy(h, data + 8, size - 8);
-    int rc = ant_stage_range_parse(h, fsize, &off, &len);
-    if (rc == 1 && (len == 0 || off >= fsize || len > fsize - off)) {
+    int rc = ant_http_range(h, fsize, &first, &last);
+    if (rc == 1 && (first > last || last >= fsize)) {
         abort();
     }
     if (rc != 1 && rc != 0 && rc != -ERANGE) {
