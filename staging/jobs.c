@@ -1838,10 +1838,10 @@ static int register_out(struct ant_jobs *j, const struct ant_job_info *info,
                         const struct filelist *fl, int afd, const char *ename,
                         struct runctx *c, struct ant_diag *d)
 {
-    struct out_file *todo = calloc(fl->n > 0 ? fl->n : 1, sizeof(*todo));
+    struct out_file *pending = calloc(fl->n > 0 ? fl->n : 1, sizeof(*pending));
     sqlite3_stmt *s = NULL;
     size_t n = 0;
-    int rc = todo != NULL ? 0 : -ENOMEM;
+    int rc = pending != NULL ? 0 : -ENOMEM;
     if (j->conf.pool == NULL) {
         rc = -ENOTSUP;
     }
@@ -1854,7 +1854,7 @@ static int register_out(struct ant_jobs *j, const struct ant_job_info *info,
     if (rc == 0) {
         sqlite3_bind_text(s, 1, info->id, -1, SQLITE_STATIC);
         while (n < fl->n && sqlite3_step(s) == SQLITE_ROW) {
-            struct out_file *of = &todo[n];
+            struct out_file *of = &pending[n];
             of->idx = (size_t)sqlite3_column_int64(s, 0);
             col_copy(s, 1, of->path, sizeof(of->path));
             if (sqlite3_column_bytes(s, 2) != ANT_SHA256_LEN ||
@@ -1873,9 +1873,9 @@ static int register_out(struct ant_jobs *j, const struct ant_job_info *info,
     struct ant_store *st = rc == 0 ? ant_store_pool_acquire(j->conf.pool) : NULL;
     for (size_t i = 0; rc == 0 && i < n; i++) {
         char id[ANT_ID_MAX + 1];
-        rc = register_one(j, st, info, &todo[i], afd, ename, id);
+        rc = register_one(j, st, info, &pending[i], afd, ename, id);
         if (rc < 0) {
-            ant_diag_set(d, "%s: cannot add it to dataset %s: %s", todo[i].path, info->dataset_id,
+            ant_diag_set(d, "%s: cannot add it to dataset %s: %s", pending[i].path, info->dataset_id,
                          rc == -EEXIST   ? "the dataset has this path already"
                          : rc == -EINVAL ? "the dataset is no longer a draft"
                          : rc == -ENOENT ? "its encrypted copy is gone (interrupted)"
@@ -1890,14 +1890,14 @@ static int register_out(struct ant_jobs *j, const struct ant_job_info *info,
                            &s);
         if (e == 0) {
             sqlite3_bind_text(s, 1, info->id, -1, SQLITE_STATIC);
-            sqlite3_bind_int64(s, 2, (int64_t)todo[i].idx);
+            sqlite3_bind_int64(s, 2, (int64_t)pending[i].idx);
             sqlite3_bind_text(s, 3, id, -1, SQLITE_TRANSIENT);
             e = db_done(s);
         }
         pthread_mutex_unlock(&j->mu);
         if (e < 0) {
             ant_log_kv(ANT_LOG_ERROR, "jobs.record", ((const char *[]){"job_id", info->id, NULL}),
-                       "%s registered as %s but not recorded: %s", todo[i].path, id,
+                       "%s registered as %s but not recorded: %s", pending[i].path, id,
                        strerror(-e));
         }
     }
@@ -1911,7 +1911,7 @@ static int register_out(struct ant_jobs *j, const struct ant_job_info *info,
             ant_log(ANT_LOG_WARN, "jobs.cleanup", "%s: %s", ename, strerror(-e));
         }
     }
-    free(todo);
+    free(pending);
     return rc;
 }
 
