@@ -312,3 +312,43 @@ int ant_api_parse_time(const char *s, int64_t *out)
     *out = (int64_t)timegm(&tm);
     return 0;
 }
+
+int ant_api_range(struct ant_req *r, const char *etag, uint64_t total, struct ant_api_span *sp)
+{
+    const char *ifr = ant_req_header(r, MHD_HTTP_HEADER_IF_RANGE);
+    uint64_t first = 0, last = 0;
+    int pr = etag != NULL && ifr != NULL && strcmp(ifr, etag) != 0
+                 ? 0
+                 : ant_http_range(ant_req_header(r, MHD_HTTP_HEADER_RANGE), total, &first, &last);
+    memset(sp, 0, sizeof(*sp));
+    sp->len = total;
+    if (pr == -ERANGE) {
+        snprintf(sp->content_range, sizeof(sp->content_range), "bytes */%llu",
+                 (unsigned long long)total);
+        int rc = ant_api_fail(r, MHD_HTTP_RANGE_NOT_SATISFIABLE, NULL, "range outside 0-%llu",
+                              (unsigned long long)total);
+        if (rc > 0) {
+            MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONTENT_RANGE, sp->content_range);
+        }
+        return rc;
+    }
+    if (pr == 1) {
+        sp->start = first;
+        sp->len = last - first + 1;
+        sp->partial = true;
+        snprintf(sp->content_range, sizeof(sp->content_range), "bytes %llu-%llu/%llu",
+                 (unsigned long long)first, (unsigned long long)last, (unsigned long long)total);
+    }
+    return 0;
+}
+
+void ant_api_respond_span(struct ant_req *r, struct MHD_Response *resp,
+                          const struct ant_api_span *sp)
+{
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes");
+    if (sp->partial) {
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_RANGE, sp->content_range);
+    }
+    ant_req_respond(r, sp->partial ? MHD_HTTP_PARTIAL_CONTENT : MHD_HTTP_OK, resp);
+    r->bytes_out = strcmp(r->method, "HEAD") == 0 ? 0 : sp->len;
+}

@@ -78,4 +78,19 @@ ANT_MUST_CHECK int ant_api_fail(struct ant_req *r, unsigned status, const char *
 /* Unix seconds from an integer or an RFC 3339 UTC time ("2026-11-27T03:00:00Z"); -EINVAL. */
 ANT_MUST_CHECK int ant_api_parse_time(const char *s, int64_t *out);
 
+/* The part of a body of `total` bytes a download sends: the Range header's (unless If-Range
+ * names another ETag than `etag`; etag NULL: If-Range ignored), else the whole body. */
+struct ant_api_span {
+    uint64_t start, len;
+    bool partial;           /* 206 with content_range */
+    char content_range[96];
+};
+/* 0 with *sp, or ANT_API_DONE with 416 (and Content-Range: bytes * /total) answered. */
+ANT_MUST_CHECK int ant_api_range(struct ant_req *r, const char *etag, uint64_t total,
+                                 struct ant_api_span *sp);
+/* Answers with a streamed body response (owned from here): 200, or 206 with Content-Range;
+ * Accept-Ranges; bytes_out for the log. */
+void ant_api_respond_span(struct ant_req *r, struct MHD_Response *resp,
+                          const struct ant_api_span *sp);
+
 #endif

@@ -141,30 +141,15 @@ static int call(const struct copts *o, const char *method, const char *path, con
 }
 
 /* "/v1/datasets/ID[/rest]" with ID and REMOTE percent-encoded. */
-static int ds_path(const struct copts *o, const char *id, const char *tail, const char *file,
-                   struct ant_buf *p)
+static int ds_path(const char *id, const char *tail, const char *file, struct ant_buf *p)
 {
-    struct ant_client *c = NULL;
-    struct ant_diag d;
-    int rc = ant_client_open(&o->conf, &c, &d);
-    if (rc == 0) {
-        rc = ant_buf_append_str(p, "/v1/datasets");
-    }
-    if (rc == 0) {
-        rc = ant_client_path(c, p, id, false);
-    }
-    if (rc == 0 && tail != NULL) {
-        rc = ant_buf_append_str(p, tail);
-    }
-    if (rc == 0 && file != NULL) {
-        rc = ant_client_path(c, p, file, true);
-    }
-    if (rc == 0) {
-        rc = ant_buf_terminate(p);
-    }
-    ant_client_close(c);
+    int rc = ant_buf_append_str(p, "/v1/datasets");
+    rc = rc < 0 ? rc : ant_client_path(p, id, false);
+    rc = rc < 0 || tail == NULL ? rc : ant_buf_append_str(p, tail);
+    rc = rc < 0 || file == NULL ? rc : ant_client_path(p, file, true);
+    rc = rc < 0 ? rc : ant_buf_terminate(p);
     if (rc < 0) {
-        fprintf(stderr, "antenna: %s\n", ant_diag_msg(&d, strerror(-rc)));
+        fprintf(stderr, "antenna: cannot build the request: %s\n", strerror(-rc));
     }
     return rc;
 }
@@ -214,7 +199,7 @@ static int cmd_dataset(int argc, char **argv, struct copts *o, int i)
     };
     for (size_t k = 0; k < ANT_ARRAY_LEN(simple); k++) {
         if (strcmp(sub, simple[k].sub) == 0) {
-            ret = ds_path(o, arg, simple[k].tail, NULL, &p) < 0
+            ret = ds_path(arg, simple[k].tail, NULL, &p) < 0
                       ? 1
                       : call(o, simple[k].method, (const char *)p.p, NULL);
             goto out;
@@ -248,7 +233,7 @@ static int cmd_put(int argc, char **argv, struct copts *o, int i)
                 fd < 0 ? strerror(errno) : "not a regular file");
         goto out;
     }
-    if (ds_path(o, ds, "/files", remote, &p) < 0) {
+    if (ds_path(ds, "/files", remote, &p) < 0) {
         goto out;
     }
     o->conf.progress = true;
@@ -292,7 +277,7 @@ static int cmd_get(int argc, char **argv, struct copts *o, int i)
     int ret = 1, rc;
     char b64[64];
     ant_buf_init(&p, 8192);
-    if (ds_path(o, ds, "/files", remote, &p) < 0) {
+    if (ds_path(ds, "/files", remote, &p) < 0) {
         goto out;
     }
     rc = 0;
@@ -358,16 +343,12 @@ static int cmd_grant(int argc, char **argv, struct copts *o, int i)
         return 2;
     }
     if (strcmp(sub, "list") == 0) {
-        ret = ds_path(o, arg, "/grants", NULL, &p) < 0 ? 1 : call(o, "GET", (const char *)p.p, NULL);
+        ret = ds_path(arg, "/grants", NULL, &p) < 0 ? 1 : call(o, "GET", (const char *)p.p, NULL);
     } else if (strcmp(sub, "revoke") == 0) {
-        struct ant_client *c = NULL;
-        struct ant_diag d;
-        ret = 1;
-        if (ant_client_open(&o->conf, &c, &d) == 0 && ant_buf_append_str(&p, "/v1/grants") == 0 &&
-            ant_client_path(c, &p, arg, false) == 0 && ant_buf_terminate(&p) == 0) {
-            ret = call(o, "DELETE", (const char *)p.p, NULL);
-        }
-        ant_client_close(c);
+        ret = ant_buf_append_str(&p, "/v1/grants") == 0 && ant_client_path(&p, arg, false) == 0 &&
+                      ant_buf_terminate(&p) == 0
+                  ? call(o, "DELETE", (const char *)p.p, NULL)
+                  : 1;
     } else if (strcmp(sub, "create") == 0) {
         const char *kind = o->principal ? "principal" : o->tenant ? "tenant" : "site";
         const char *who = o->principal ? o->principal : o->tenant ? o->tenant : o->site;
@@ -398,7 +379,7 @@ static int cmd_grant(int argc, char **argv, struct copts *o, int i)
             }
             json_object_set_new(b, "expires_in", json_integer((json_int_t)secs));
         }
-        ret = b != NULL && ds_path(o, arg, "/grants", NULL, &p) == 0
+        ret = b != NULL && ds_path(arg, "/grants", NULL, &p) == 0
                   ? call(o, "POST", (const char *)p.p, b)
                   : 1;
         json_decref(b);
@@ -436,12 +417,11 @@ static int cmd_pubkey(int argc, char **argv, struct copts *o, int i)
         ant_key_b64(pk, b64);
         b = json_pack("{s:s}", "public_key", b64);
     }
-    if (ant_client_open(&o->conf, &c, &d) == 0 && ant_buf_append_str(&p, "/v1/principals") == 0 &&
-        ant_client_path(c, &p, who, false) == 0 && ant_buf_append_str(&p, "/c4gh-key") == 0 &&
-        ant_buf_terminate(&p) == 0) {
+    if (ant_buf_append_str(&p, "/v1/principals") == 0 && ant_client_path(&p, who, false) == 0 &&
+        ant_buf_append_str(&p, "/c4gh-key") == 0 && ant_buf_terminate(&p) == 0) {
         ret = call(o, set ? "PUT" : "GET", (const char *)p.p, b);
     } else {
-        fprintf(stderr, "antenna: %s\n", ant_diag_msg(&d, "cannot build the request"));
+        fprintf(stderr, "antenna: cannot build the request\n");
     }
 out:
     json_decref(b);

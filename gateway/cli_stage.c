@@ -147,10 +147,10 @@ static int open_client(const struct sopts *o, struct ant_client **c)
 }
 
 /* "/v1/stage/JOB[tail]" with JOB percent-encoded. */
-static int job_path(struct ant_client *c, const char *job, const char *tail, struct ant_buf *p)
+static int job_path(const char *job, const char *tail, struct ant_buf *p)
 {
     int rc = ant_buf_append_str(p, "/v1/stage");
-    rc = rc < 0 ? rc : ant_client_path(c, p, job, false);
+    rc = rc < 0 ? rc : ant_client_path(p, job, false);
     rc = rc < 0 || tail == NULL ? rc : ant_buf_append_str(p, tail);
     return rc < 0 ? rc : ant_buf_terminate(p);
 }
@@ -195,7 +195,7 @@ static int wait_job(struct ant_client *c, const char *job, bool json)
     struct ant_buf p = ANT_BUF_INIT(4096);
     json_t *st = NULL;
     bool tty = isatty(STDERR_FILENO) == 1, drew = false;
-    int rc = job_path(c, job, NULL, &p);
+    int rc = job_path(job, NULL, &p);
     while (rc == 0) {
         json_decref(st);
         st = NULL;
@@ -338,7 +338,7 @@ static int cmd_job(const struct sopts *o, const char *verb, const char *job)
     struct ant_buf p = ANT_BUF_INIT(4096);
     json_t *ans = NULL;
     int rc = open_client(o, &c);
-    rc = rc < 0 ? rc : job_path(c, job, NULL, &p);
+    rc = rc < 0 ? rc : job_path(job, NULL, &p);
     if (rc == 0 && strcmp(verb, "status") == 0 && o->wait) {
         rc = wait_job(c, job, o->json);
     } else if (rc == 0) {
@@ -454,7 +454,7 @@ static int cmd_pull(struct sopts *o, const char *job)
     o->conf.bearer = (const char *)tok.p;
     o->conf.progress = isatty(STDERR_FILENO) == 1;
     rc = open_client(o, &c);
-    rc = rc < 0 ? rc : job_path(c, job, "/files", &p);
+    rc = rc < 0 ? rc : job_path(job, "/files", &p);
     rc = rc < 0 ? rc : request(c, "GET", (const char *)p.p, NULL, &list);
     if (rc < 0) {
         goto out;
@@ -481,8 +481,8 @@ static int cmd_pull(struct sopts *o, const char *job)
         }
         ant_buf_fini(&p);
         ant_buf_init(&p, 8192);
-        int e = job_path(c, job, "/files", &p);
-        e = e < 0 ? e : ant_client_path(c, &p, path, true);
+        int e = job_path(job, "/files", &p);
+        e = e < 0 ? e : ant_client_path(&p, path, true);
         e = e < 0 ? e : ant_buf_terminate(&p);
         e = e < 0 ? e : mkparents(dirfd, path);
         /* a pull run again (after a failure) keeps what it verified already */

@@ -131,13 +131,13 @@ void ant_client_close(struct ant_client *c)
     free(c);
 }
 
-int ant_client_path(struct ant_client *c, struct ant_buf *url, const char *seg, bool keep_slash)
+int ant_client_path(struct ant_buf *url, const char *seg, bool keep_slash)
 {
     int rc = 0;
     const char *p = seg;
     while (rc == 0) {
         size_t n = keep_slash ? strcspn(p, "/") : strlen(p);
-        char *esc = curl_easy_escape(c->h, p, (int)n);
+        char *esc = curl_easy_escape(NULL, p, (int)n); /* the handle is unused (curl >= 7.82) */
         if (esc == NULL) {
             return -ENOMEM;
         }

@@ -30,7 +30,7 @@ void ant_client_close(struct ant_client *c); /* accepts NULL */
 
 /* Appends path segment `seg` to `url`, percent-encoded ("/" inside seg is kept as a separator
  * when keep_slash). */
-ANT_MUST_CHECK int ant_client_path(struct ant_client *c, struct ant_buf *url, const char *seg,
+ANT_MUST_CHECK int ant_client_path(struct ant_buf *url, const char *seg,
                                    bool keep_slash);
 
 /* A JSON request. body may be NULL. On an HTTP answer (any status) returns 0 with *status and

@@ -528,10 +528,9 @@ out:
 int ant_route_fed_file(struct ant_req *r)
 {
     struct fed f;
-    char ds[ANT_ID_MAX + 1], path[ANT_PATH_MAX + 1], cr[96];
+    char ds[ANT_ID_MAX + 1], path[ANT_PATH_MAX + 1];
     struct ant_file file;
     struct fdl *d = NULL;
-    uint64_t first = 0, last = 0;
     const char *part = ant_req_query(r, "part");
     bool want_hdr = part == NULL || strcmp(part, "header") == 0;
     bool want_body = part == NULL || strcmp(part, "body") == 0;
@@ -569,25 +568,14 @@ int ant_route_fed_file(struct ant_req *r)
         rc = rc == -EBADMSG ? -EIO : rc; /* our own archive is damaged: a 500, logged */
         goto out;
     }
-    int pr = ant_http_range(ant_req_header(r, MHD_HTTP_HEADER_RANGE), d->total, &first, &last);
-    if (pr == -ERANGE) {
-        snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)d->total);
-        rc = ant_api_fail(r, MHD_HTTP_RANGE_NOT_SATISFIABLE, NULL, "range outside 0-%llu",
-                          (unsigned long long)d->total);
-        if (rc > 0) {
-            MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONTENT_RANGE, cr);
-        }
+    struct ant_api_span sp;
+    rc = ant_api_range(r, NULL, d->total, &sp);
+    if (rc != 0) {
         goto out;
     }
-    uint64_t len = d->total;
-    if (pr == 1) {
-        d->start = first;
-        len = last - first + 1;
-        snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu", (unsigned long long)first,
-                 (unsigned long long)last, (unsigned long long)d->total);
-    }
+    d->start = sp.start;
     struct MHD_Response *resp =
-        MHD_create_response_from_callback(len, FED_BLOCK, fdl_read, d, fdl_free);
+        MHD_create_response_from_callback(sp.len, FED_BLOCK, fdl_read, d, fdl_free);
     if (resp == NULL) {
         rc = -ENOMEM;
         goto out;
@@ -596,7 +584,6 @@ int ant_route_fed_file(struct ant_req *r)
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
                             want_body && !want_hdr ? "application/octet-stream"
                                                    : "application/crypt4gh");
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes");
     if (!want_hdr) {
         char etag[70];
         etag[0] = '"';
@@ -604,11 +591,7 @@ int ant_route_fed_file(struct ant_req *r)
         memcpy(etag + 65, "\"", 2);
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
     }
-    if (pr == 1) {
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_RANGE, cr);
-    }
-    ant_req_respond(r, pr == 1 ? MHD_HTTP_PARTIAL_CONTENT : MHD_HTTP_OK, resp);
-    r->bytes_out = strcmp(r->method, "HEAD") == 0 ? 0 : len;
+    ant_api_respond_span(r, resp, &sp);
     rc = 0;
 out:
     fdl_free(d);

@@ -851,7 +851,6 @@ int ant_route_file_get(struct ant_req *r)
     struct ant_decision dec;
     struct ant_file f;
     struct dl *d = NULL;
-    uint64_t first = 0, last = 0;
     struct ant_store *st = NULL;
     int rc;
     if (ant_api_param(r, 0, ds, sizeof(ds)) < 0) {
@@ -928,30 +927,15 @@ int ant_route_file_get(struct ant_req *r)
     if (rc < 0) {
         goto out;
     }
-    const char *range = ant_req_header(r, MHD_HTTP_HEADER_RANGE);
-    const char *ifr = ant_req_header(r, MHD_HTTP_HEADER_IF_RANGE);
-    int pr =
-        (ifr != NULL && strcmp(ifr, etag) != 0) ? 0 : ant_http_range(range, d->total, &first, &last);
-    char cr[96];
-    if (pr == -ERANGE) {
-        snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)d->total);
-        rc = ant_api_fail(r, MHD_HTTP_RANGE_NOT_SATISFIABLE, NULL, "range outside 0-%llu",
-                          (unsigned long long)d->total);
-        if (rc > 0) {
-            MHD_add_response_header(r->resp, MHD_HTTP_HEADER_CONTENT_RANGE, cr);
-        }
+    struct ant_api_span sp;
+    rc = ant_api_range(r, etag, d->total, &sp);
+    if (rc != 0) {
         goto out;
     }
-    uint64_t len = d->total;
-    if (pr == 1) {
-        d->start = first;
-        len = last - first + 1;
-        snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu", (unsigned long long)first,
-                 (unsigned long long)last, (unsigned long long)d->total);
-    }
+    d->start = sp.start;
     struct dl *keep = d;
     struct MHD_Response *resp =
-        MHD_create_response_from_callback(len, DL_BLOCK, dl_read, d, dl_free);
+        MHD_create_response_from_callback(sp.len, DL_BLOCK, dl_read, d, dl_free);
     if (resp == NULL) {
         rc = -ENOMEM;
         goto out;
@@ -960,12 +944,7 @@ int ant_route_file_get(struct ant_req *r)
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
                             keep->plain ? "application/octet-stream" : "application/crypt4gh");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCEPT_RANGES, "bytes");
-    if (pr == 1) {
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_RANGE, cr);
-    }
-    ant_req_respond(r, pr == 1 ? MHD_HTTP_PARTIAL_CONTENT : MHD_HTTP_OK, resp);
-    r->bytes_out = strcmp(r->method, "HEAD") == 0 ? 0 : len;
+    ant_api_respond_span(r, resp, &sp);
     rc = 0;
 out:
     dl_free(d);
