@@ -242,6 +242,73 @@ static const char *const g_migrations[] = {
      * request names no recipient */
     ("ALTER TABLE principals ADD COLUMN c4gh_pubkey BLOB"
      "  CHECK(c4gh_pubkey IS NULL OR length(c4gh_pubkey) = 32);"),
+    /* 6: stage jobs whose source is a peer's dataset (issue 7 part 4). Such a job names the
+     * peer, the peer's dataset (id and name, from its signed manifest) and the transfer id
+     * both sites audit under, and has no local dataset: dataset_id loses NOT NULL, and
+     * exactly one of dataset_id and peer_id is set. SQLite cannot change a column's
+     * constraint in place, so both job tables are rebuilt (the file table first dropped, so
+     * that no foreign key points into the old job table when it goes) and renamed back; a
+     * rename rewrites the file table's reference to the new job table. Local jobs keep every
+     * column as it was. */
+    ("CREATE TABLE stage_jobs_v6("
+     "  id TEXT PRIMARY KEY,"
+     "  tenant_id TEXT NOT NULL REFERENCES tenants(id),"
+     "  principal_id TEXT NOT NULL,"
+     "  dataset_id TEXT REFERENCES datasets(id),"
+     "  mode TEXT NOT NULL CHECK(mode IN ('decrypt','reencrypt','encrypt')),"
+     "  recipient_pk BLOB CHECK(recipient_pk IS NULL OR length(recipient_pk) = 32),"
+     "  paths TEXT NOT NULL DEFAULT '[]',"
+     "  source TEXT,"
+     "  state TEXT NOT NULL CHECK(state IN"
+     "    ('queued','running','ready','failed','cancelled','expired')),"
+     "  error TEXT,"
+     "  files_total INTEGER NOT NULL DEFAULT 0,"
+     "  files_done INTEGER NOT NULL DEFAULT 0,"
+     "  bytes_total INTEGER NOT NULL DEFAULT 0,"
+     "  bytes_done INTEGER NOT NULL DEFAULT 0,"
+     "  scratch_bytes INTEGER NOT NULL DEFAULT 0,"
+     "  ttl_s INTEGER NOT NULL CHECK(ttl_s > 0),"
+     "  created INTEGER NOT NULL,"
+     "  started INTEGER,"
+     "  finished INTEGER,"
+     "  expires INTEGER NOT NULL,"
+     "  purged INTEGER,"
+     /* a remote job: no foreign key to peers, so that removing a peer keeps its jobs' history */
+     "  peer_id TEXT,"
+     "  remote_dataset TEXT,"
+     "  remote_name TEXT,"
+     "  transfer_id TEXT,"
+     "  purpose TEXT,"
+     "  CHECK((dataset_id IS NULL) <> (peer_id IS NULL)),"
+     "  CHECK(peer_id IS NULL OR (remote_dataset IS NOT NULL AND transfer_id IS NOT NULL"
+     "    AND mode <> 'encrypt')));"
+     "INSERT INTO stage_jobs_v6(id, tenant_id, principal_id, dataset_id, mode, recipient_pk,"
+     "  paths, source, state, error, files_total, files_done, bytes_total, bytes_done,"
+     "  scratch_bytes, ttl_s, created, started, finished, expires, purged)"
+     " SELECT id, tenant_id, principal_id, dataset_id, mode, recipient_pk, paths, source, state,"
+     "  error, files_total, files_done, bytes_total, bytes_done, scratch_bytes, ttl_s, created,"
+     "  started, finished, expires, purged FROM stage_jobs;"
+     "CREATE TABLE stage_job_files_v6("
+     "  job_id TEXT NOT NULL REFERENCES stage_jobs_v6(id),"
+     "  idx INTEGER NOT NULL,"
+     "  file_id TEXT NOT NULL,"
+     "  storage_id TEXT NOT NULL,"
+     "  path TEXT NOT NULL,"
+     "  size INTEGER NOT NULL CHECK(size >= 0),"
+     "  sha256 BLOB NOT NULL CHECK(length(sha256) = 32),"
+     "  sha256_body BLOB CHECK(sha256_body IS NULL OR length(sha256_body) = 32),"
+     "  state TEXT NOT NULL DEFAULT 'pending' CHECK(state IN ('pending','done','failed')),"
+     "  bytes_done INTEGER NOT NULL DEFAULT 0,"
+     "  error TEXT,"
+     "  PRIMARY KEY(job_id, idx)) WITHOUT ROWID;"
+     "INSERT INTO stage_job_files_v6 SELECT job_id, idx, file_id, storage_id, path, size,"
+     "  sha256, sha256_body, state, bytes_done, error FROM stage_job_files;"
+     "DROP TABLE stage_job_files;"
+     "DROP TABLE stage_jobs;"
+     "ALTER TABLE stage_jobs_v6 RENAME TO stage_jobs;"
+     "ALTER TABLE stage_job_files_v6 RENAME TO stage_job_files;"
+     "CREATE INDEX stage_jobs_tenant ON stage_jobs(tenant_id, state);"
+     "CREATE INDEX stage_jobs_state ON stage_jobs(state, expires);"),
 };
 
 int ant_store_schema_latest(void)
