@@ -61,14 +61,17 @@ static const char *const k_migrations[] = {
     "seq, time_ms, request_id, actor, tenant, credential, action, resource_kind, resource_id, "    \
     "dataset_id, decision, reason, transfer, detail, hash"
 
-/* One caller waiting in ant_audit_append: lives on the caller's stack, which is blocked until
- * `done`, so the writer may read the borrowed event strings directly. n == 0 asks for a
- * checkpoint. */
+/* One queued append. Synchronous (done_fn NULL): lives on the caller's stack, which is blocked
+ * until `done` is posted, so the writer may read the borrowed event strings directly.
+ * Asynchronous: one heap block holding the request, a copy of the event and its strings,
+ * freed by the writer after done_fn. n == 0 asks for a checkpoint. */
 struct audit_req {
     const struct ant_audit_event *evs;
     size_t n;
     int64_t first_seq;
     int rc;
+    ant_audit_done_fn done_fn;
+    void *arg;
     /* Posted once, when done, after the writer let go of the queue's mutex: the caller wakes
      * straight into its own return, not into a queue on a lock (64 callers on 2 cores spend
      * their time in context switches otherwise). glibc's sem_post does not touch the
@@ -681,8 +684,13 @@ static void *writer_main(void *arg)
          * sem_post orders our writes of rc and first_seq before the caller reads them. */
         for (struct audit_req *r = batch, *nx; r != NULL; r = nx) {
             nx = r->next; /* r lives on a stack that unwinds once it is posted */
-            r->rc = rc;
-            sem_post(&r->done);
+            if (r->done_fn != NULL) {
+                r->done_fn(r->arg, rc < 0 ? rc : r->first_seq);
+                free(r);
+            } else {
+                r->rc = rc;
+                sem_post(&r->done);
+            }
         }
         pthread_mutex_lock(&a->mu);
         a->expect_reqs = taken + a->queued_reqs;
@@ -699,31 +707,48 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* Puts req at the tail of the queue; -ESHUTDOWN / -EROFS (no writer) / -ENOMEM (async and
+ * the queue is full), and then req is not queued. */
+static int enqueue(struct ant_audit *a, struct audit_req *req)
+{
+    int rc = 0;
+    pthread_mutex_lock(&a->mu);
+    if (a->stopping || !a->has_thread) {
+        rc = a->has_thread ? -ESHUTDOWN : -EROFS;
+        goto out;
+    }
+    if (req->done_fn != NULL && a->queued_events + (int64_t)req->n > ANT_AUDIT_QUEUE_MAX) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    if (a->tail != NULL) {
+        a->tail->next = req;
+    } else {
+        a->head = req;
+    }
+    a->tail = req;
+    a->queued_events += (int64_t)req->n;
+    a->queued_reqs++;
+    if (!a->gathering || a->queued_reqs >= a->expect_reqs ||
+        a->queued_events >= (int64_t)a->opts.max_batch) {
+        pthread_cond_signal(&a->work_cv);
+    }
+out:
+    pthread_mutex_unlock(&a->mu);
+    return rc;
+}
+
 static int64_t submit(struct ant_audit *a, const struct ant_audit_event *evs, size_t n)
 {
     struct audit_req req = {.evs = evs, .n = n};
     if (sem_init(&req.done, 0, 0) < 0) {
         return -errno;
     }
-    pthread_mutex_lock(&a->mu);
-    if (a->stopping || !a->has_thread) {
-        pthread_mutex_unlock(&a->mu);
+    int rc = enqueue(a, &req);
+    if (rc < 0) {
         sem_destroy(&req.done);
-        return a->has_thread ? -ESHUTDOWN : -EROFS;
+        return rc;
     }
-    if (a->tail != NULL) {
-        a->tail->next = &req;
-    } else {
-        a->head = &req;
-    }
-    a->tail = &req;
-    a->queued_events += (int64_t)n;
-    a->queued_reqs++;
-    if (!a->gathering || a->queued_reqs >= a->expect_reqs ||
-        a->queued_events >= (int64_t)a->opts.max_batch) {
-        pthread_cond_signal(&a->work_cv);
-    }
-    pthread_mutex_unlock(&a->mu);
     while (sem_wait(&req.done) < 0) {
         /* EINTR only: a signal handler ran; the event is still on its way */
     }
@@ -754,6 +779,73 @@ int64_t ant_audit_append_many(struct ant_audit *a, const struct ant_audit_event 
 int64_t ant_audit_append(struct ant_audit *a, const struct ant_audit_event *ev)
 {
     return ant_audit_append_many(a, ev, 1);
+}
+
+/* The string fields of an event, in struct order, as slots to fill. */
+static void event_fields(struct ant_audit_event *ev, const char **f[12])
+{
+    const char **slots[12] = {&ev->request_id,  &ev->actor,       &ev->tenant,
+                              &ev->credential,  &ev->action,      &ev->resource_kind,
+                              &ev->resource_id, &ev->dataset_id,  &ev->reason,
+                              &ev->transfer,    &ev->detail,      NULL};
+    memcpy(f, slots, sizeof(slots));
+}
+
+/* One heap block: the request, the copied event, then its strings (NUL-terminated). The
+ * fields were checked, so each is at most ANT_AUDIT_DETAIL_MAX bytes. */
+static int async_req_new(const struct ant_audit_event *ev, struct audit_req **out)
+{
+    struct ant_audit_event copy = *ev;
+    const char **f[12];
+    size_t need = sizeof(struct audit_req) + sizeof(struct ant_audit_event);
+    event_fields(&copy, f);
+    for (size_t i = 0; f[i] != NULL; i++) {
+        need += *f[i] != NULL ? strlen(*f[i]) + 1 : 0;
+    }
+    struct audit_req *r = calloc(1, need);
+    if (r == NULL) {
+        return -ENOMEM;
+    }
+    struct ant_audit_event *e = (struct ant_audit_event *)(r + 1);
+    char *p = (char *)(e + 1);
+    *e = copy;
+    event_fields(e, f);
+    for (size_t i = 0; f[i] != NULL; i++) {
+        if (*f[i] != NULL) {
+            size_t len = strlen(*f[i]) + 1;
+            memcpy(p, *f[i], len);
+            *f[i] = p;
+            p += len;
+        }
+    }
+    r->evs = e;
+    r->n = 1;
+    *out = r;
+    return 0;
+}
+
+int ant_audit_append_async(struct ant_audit *a, const struct ant_audit_event *ev,
+                           ant_audit_done_fn done, void *arg)
+{
+    struct audit_req *r = NULL;
+    if (a == NULL || ev == NULL || done == NULL) {
+        return -EINVAL;
+    }
+    if (a->sign == NULL) {
+        return -ENOTSUP;
+    }
+    int rc = check_event(ev);
+    rc = rc < 0 ? rc : async_req_new(ev, &r);
+    if (rc < 0) {
+        return rc;
+    }
+    r->done_fn = done;
+    r->arg = arg;
+    rc = enqueue(a, r);
+    if (rc < 0) {
+        free(r); /* not queued: done is never called */
+    }
+    return rc;
 }
 
 int ant_audit_checkpoint(struct ant_audit *a)

@@ -82,6 +82,21 @@ void ant_audit_close(struct ant_audit *a);
  * opened without a key, -ESHUTDOWN closing, -EIO / -ENOSPC / -EBUSY the write failed (the whole
  * group commit was rolled back: the chain is as before). */
 ANT_MUST_CHECK int64_t ant_audit_append(struct ant_audit *a, const struct ant_audit_event *ev);
+/* Called exactly once, on the audit writer thread, when the event is durable (seq > 0) or its
+ * group commit failed (negative errno; nothing of it is in the chain). It must not block and
+ * must not call the audit API. */
+typedef void (*ant_audit_done_fn)(void *arg, int64_t seq);
+/* Queues a copy of ev (fields copied: ev may be freed on return) and returns 0; done(arg, seq)
+ * follows. A negative errno (-EINVAL a secret-looking field, -ENOTSUP no key, -ESHUTDOWN
+ * closing, -ENOMEM) means refused now and done is never called. */
+ANT_MUST_CHECK int ant_audit_append_async(struct ant_audit *a, const struct ant_audit_event *ev,
+                                          ant_audit_done_fn done, void *arg);
+/* The fine print of ant_audit_append_async: the event goes through the same checks, queue and
+ * group commits as ant_audit_append (so -EINVAL also covers any malformed field and -E2BIG a
+ * field that is too long); -ENOMEM is also the answer while ANT_AUDIT_QUEUE_MAX events wait,
+ * which bounds the memory a stalled disk can pin. ant_audit_close() first writes every event
+ * queued before it, so each done still comes (with a seq, or the error of its commit). */
+#define ANT_AUDIT_QUEUE_MAX (64 * 1024)
 /* Appends n events (1..max_batch) atomically in one commit: they get consecutive seqs, the first
  * is returned. Same errors; for bulk producers (imports, benchmarks) that cannot use threads. */
 ANT_MUST_CHECK int64_t ant_audit_append_many(struct ant_audit *a, const struct ant_audit_event *evs,

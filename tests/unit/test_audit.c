@@ -8,6 +8,7 @@
 #include <jansson.h>
 #include <stdarg.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1081,6 +1082,319 @@ static void test_export_to_callback_while_appending(void **state)
     expect_intact(f, false, 37);
 }
 
+/* --- asynchronous append --- */
+
+/* What one async event's done saw; `t` collects the calls of one test. */
+struct async_track {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int calls;
+    pthread_t writer; /* the thread of the first done */
+    bool writer_seen, other_thread;
+    sem_t *hold; /* the queue-bound test holds the writer in its first done */
+};
+
+struct async_slot {
+    struct async_track *t;
+    int64_t seq;
+    int calls;
+    pthread_t submitter;
+};
+
+static void async_done(void *arg, int64_t seq)
+{
+    struct async_slot *s = arg;
+    struct async_track *t = s->t;
+    pthread_mutex_lock(&t->mu);
+    s->seq = seq;
+    s->calls++;
+    if (pthread_equal(pthread_self(), s->submitter)) {
+        t->other_thread = true; /* must run on the writer, never inside the submit */
+    }
+    if (!t->writer_seen) {
+        t->writer = pthread_self();
+        t->writer_seen = true;
+    } else if (!pthread_equal(t->writer, pthread_self())) {
+        t->other_thread = true;
+    }
+    t->calls++;
+    sem_t *hold = t->hold;
+    t->hold = NULL;
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+    if (hold != NULL) {
+        while (sem_wait(hold) < 0) {
+        }
+    }
+}
+
+static void async_track_init(struct async_track *t)
+{
+    memset(t, 0, sizeof(*t));
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->cv, NULL);
+}
+
+static void async_wait(struct async_track *t, int calls)
+{
+    pthread_mutex_lock(&t->mu);
+    while (t->calls < calls) {
+        pthread_cond_wait(&t->cv, &t->mu);
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+static void async_track_fini(struct async_track *t)
+{
+    pthread_cond_destroy(&t->cv);
+    pthread_mutex_destroy(&t->mu);
+}
+
+/* Submits events from..from+n with every string in a heap copy that is wiped and freed right
+ * after the call returns, so ASan catches a writer that kept a borrowed pointer. */
+static void submit_async(struct ant_audit *a, struct async_slot *slots, int from, int n)
+{
+    for (int i = 0; i < n; i++) {
+        char rid[32];
+        struct ant_audit_event ev = make_event(from + i, rid, sizeof(rid));
+        const char **f[] = {&ev.request_id, &ev.actor,       &ev.tenant,
+                            &ev.credential, &ev.action,      &ev.resource_kind,
+                            &ev.resource_id, &ev.dataset_id, &ev.reason,
+                            &ev.transfer,   &ev.detail};
+        char *copies[ANT_ARRAY_LEN(f)];
+        for (size_t k = 0; k < ANT_ARRAY_LEN(f); k++) {
+            copies[k] = *f[k] != NULL ? (char *)test_memdup(*f[k], strlen(*f[k]) + 1) : NULL;
+            *f[k] = copies[k];
+        }
+        slots[i].submitter = pthread_self();
+        assert_int_equal(ant_audit_append_async(a, &ev, async_done, &slots[i]), 0);
+        for (size_t k = 0; k < ANT_ARRAY_LEN(f); k++) {
+            if (copies[k] != NULL) {
+                memset(copies[k], 'Z', strlen(copies[k]));
+                free(copies[k]);
+            }
+        }
+    }
+}
+
+struct async_thr {
+    struct ant_audit *a;
+    struct async_slot *slots;
+    int id, n;
+};
+
+static void *async_submitter(void *p)
+{
+    struct async_thr *t = p;
+    submit_async(t->a, t->slots, t->id * 1000, t->n);
+    return NULL;
+}
+
+static void test_async_from_threads_completes_once_in_order(void **state)
+{
+    struct fx *f = *state;
+    enum { NT = 6, PER = 150, SYNC_NT = 4, SYNC_PER = 30 };
+    struct async_track t;
+    async_track_init(&t);
+    struct async_slot *slots = calloc(NT * PER, sizeof(*slots));
+    assert_non_null(slots);
+    pthread_t th[NT + SYNC_NT];
+    struct async_thr args[NT];
+    struct thr_arg sargs[SYNC_NT];
+    for (int i = 0; i < NT * PER; i++) {
+        slots[i].t = &t;
+    }
+    for (int i = 0; i < NT; i++) {
+        args[i] = (struct async_thr){.a = f->a, .slots = slots + i * PER, .id = i, .n = PER};
+        assert_int_equal(pthread_create(&th[i], NULL, async_submitter, &args[i]), 0);
+    }
+    /* synchronous callers share the queue and the group commits */
+    for (int i = 0; i < SYNC_NT; i++) {
+        sargs[i] = (struct thr_arg){.a = f->a, .id = 100 + i, .n = SYNC_PER};
+        assert_int_equal(pthread_create(&th[NT + i], NULL, appender, &sargs[i]), 0);
+    }
+    for (int i = 0; i < NT + SYNC_NT; i++) {
+        pthread_join(th[i], NULL);
+    }
+    for (int i = 0; i < SYNC_NT; i++) {
+        assert_int_equal(sargs[i].errors, 0);
+    }
+    async_wait(&t, NT * PER);
+    const int total = NT * PER + SYNC_NT * SYNC_PER;
+    bool *seen = calloc(total + 1, sizeof(*seen));
+    assert_non_null(seen);
+    for (int i = 0; i < NT; i++) {
+        int64_t prev = 0;
+        for (int k = 0; k < PER; k++) {
+            const struct async_slot *s = &slots[i * PER + k];
+            assert_int_equal(s->calls, 1);
+            assert_true(s->seq > prev && s->seq <= total); /* one thread's events in order */
+            assert_false(seen[s->seq]);
+            seen[s->seq] = true;
+            prev = s->seq;
+        }
+    }
+    assert_false(t.other_thread);
+    struct ant_audit_stats st;
+    ant_audit_stats(f->a, &st);
+    assert_int_equal(st.queue_depth, 0);
+    assert_int_equal(ant_audit_checkpoint(f->a), 0);
+    expect_intact(f, true, total);
+    /* what was stored is the copy taken at submit time, not the wiped caller memory */
+    struct ant_audit_query q = {.limit = 1000};
+    json_t *rows = NULL;
+    int64_t next = 0;
+    assert_int_equal(ant_audit_query_run(f->a, &q, &rows, &next), 0);
+    size_t idx;
+    json_t *row;
+    int checked = 0;
+    json_array_foreach(rows, idx, row) {
+        const char *rid = json_string_value(json_object_get(row, "request_id"));
+        int64_t seq = json_integer_value(json_object_get(row, "seq"));
+        assert_non_null(rid);
+        uint64_t id64 = 0;
+        assert_int_equal(ant_parse_u64(ant_bytes_str(rid + 4), 0, 1000000, &id64), 0);
+        int id = (int)id64;
+        if (id >= NT * 1000) {
+            continue; /* a synchronous caller's */
+        }
+        const struct async_slot *s = &slots[(id / 1000) * PER + id % 1000];
+        assert_int_equal(s->seq, seq);
+        char want_rid[32];
+        struct ant_audit_event want = make_event(id, want_rid, sizeof(want_rid));
+        assert_string_equal(json_string_value(json_object_get(row, "actor")), want.actor);
+        assert_string_equal(json_string_value(json_object_get(row, "tenant")), want.tenant);
+        if (want.detail != NULL) {
+            assert_string_equal(json_string_value(json_object_get(row, "detail")), want.detail);
+        } else {
+            assert_null(json_object_get(row, "detail"));
+        }
+        checked++;
+    }
+    assert_int_equal(checked, NT * PER);
+    json_decref(rows);
+    free(seen);
+    free(slots);
+    async_track_fini(&t);
+}
+
+static void test_async_write_failure_reaches_every_callback(void **state)
+{
+    struct fx *f = *state;
+    enum { N = 150 }; /* over max_batch (64): several group commits fail */
+    struct async_track t;
+    async_track_init(&t);
+    struct async_slot slots[N] = {{0}};
+    for (int i = 0; i < N; i++) {
+        slots[i].t = &t;
+    }
+    append_n(f->a, 0, 5);
+    ant_audit_test_fail_writes(f->a, -EIO);
+    submit_async(f->a, slots, 5, N);
+    async_wait(&t, N);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(slots[i].calls, 1);
+        assert_int_equal(slots[i].seq, -EIO);
+    }
+    ant_audit_test_fail_writes(f->a, 0);
+    expect_intact(f, false, 5);
+    /* after the fault clears, the next event follows the last durable one */
+    struct async_slot one = {.t = &t};
+    submit_async(f->a, &one, 200, 1);
+    async_wait(&t, N + 1);
+    assert_int_equal(one.seq, 6);
+    assert_int_equal(ant_audit_checkpoint(f->a), 0);
+    expect_intact(f, true, 6);
+    async_track_fini(&t);
+}
+
+static void test_async_close_writes_what_is_queued(void **state)
+{
+    struct fx *f = *state;
+    enum { N = 300 };
+    struct async_track t;
+    async_track_init(&t);
+    struct async_slot slots[N] = {{0}};
+    for (int i = 0; i < N; i++) {
+        slots[i].t = &t;
+    }
+    submit_async(f->a, slots, 0, N);
+    ant_audit_close(f->a); /* returns once every queued event is written and signed */
+    f->a = NULL;
+    assert_int_equal(t.calls, N);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(slots[i].calls, 1);
+        assert_int_equal(slots[i].seq, i + 1);
+    }
+    assert_int_equal(ant_audit_open(f->dirfd, "audit.db", 0, f->sk, &k_opts, &f->a), 0);
+    expect_intact(f, true, N);
+    async_track_fini(&t);
+}
+
+static void test_async_refusals_never_call_back(void **state)
+{
+    struct fx *f = *state;
+    struct async_track t;
+    async_track_init(&t);
+    struct async_slot s = {.t = &t};
+    char rid[32];
+    struct ant_audit_event ev = make_event(1, rid, sizeof(rid));
+    ev.credential = "Bearer abcdefghijklmnop.qrstuvwx";
+    assert_int_equal(ant_audit_append_async(f->a, &ev, async_done, &s), -EINVAL);
+    ev = make_event(1, rid, sizeof(rid));
+    ev.detail = "[1]";
+    assert_int_equal(ant_audit_append_async(f->a, &ev, async_done, &s), -EINVAL);
+    ev = make_event(1, rid, sizeof(rid));
+    assert_int_equal(ant_audit_append_async(f->a, &ev, NULL, &s), -EINVAL);
+    struct ant_audit *ro = NULL;
+    assert_int_equal(ant_audit_open(f->dirfd, "audit.db", 0, NULL, NULL, &ro), 0);
+    assert_int_equal(ant_audit_append_async(ro, &ev, async_done, &s), -ENOTSUP);
+    ant_audit_close(ro);
+    assert_int_equal(ant_audit_checkpoint(f->a), 0);
+    assert_int_equal(t.calls, 0);
+    assert_int_equal(s.calls, 0);
+    async_track_fini(&t);
+}
+
+static void test_async_queue_is_bounded(void **state)
+{
+    struct fx *f = *state;
+    /* The first done holds the writer (as a stalled disk would), so the queue fills up. */
+    enum { N = ANT_AUDIT_QUEUE_MAX + 1 };
+    struct async_track t;
+    sem_t hold;
+    async_track_init(&t);
+    assert_int_equal(sem_init(&hold, 0, 0), 0);
+    t.hold = &hold;
+    struct async_slot *slots = calloc(N + 1, sizeof(*slots));
+    assert_non_null(slots);
+    for (int i = 0; i <= N; i++) {
+        slots[i].t = &t;
+    }
+    char rid[32];
+    struct ant_audit_event ev = make_event(0, rid, sizeof(rid));
+    assert_int_equal(ant_audit_append_async(f->a, &ev, async_done, &slots[0]), 0);
+    async_wait(&t, 1); /* the writer now sits in the first done */
+    int queued = 0, rc = 0;
+    for (int i = 1; i <= N && rc == 0; i++) {
+        rc = ant_audit_append_async(f->a, &ev, async_done, &slots[i]);
+        queued += rc == 0;
+    }
+    assert_int_equal(rc, -ENOMEM);
+    assert_int_equal(queued, ANT_AUDIT_QUEUE_MAX);
+    sem_post(&hold);
+    async_wait(&t, 1 + queued);
+    for (int i = 0; i <= queued; i++) {
+        assert_int_equal(slots[i].seq, i + 1);
+    }
+    assert_int_equal(slots[queued + 1].calls, 0);
+    assert_int_equal(ant_audit_checkpoint(f->a), 0);
+    expect_intact(f, true, 1 + queued);
+    sem_destroy(&hold);
+    free(slots);
+    async_track_fini(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1100,6 +1414,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_64_threads_append_a_valid_chain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_handles_append_one_linear_chain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append_many_is_one_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_async_from_threads_completes_once_in_order, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_async_write_failure_reaches_every_callback, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_async_close_writes_what_is_queued, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_async_refusals_never_call_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_async_queue_is_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_live_tamper_each_field_is_named, setup, teardown),
         cmocka_unit_test_setup_teardown(test_live_tamper_structure_is_named, setup, teardown),
         cmocka_unit_test_setup_teardown(
