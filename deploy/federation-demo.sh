@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Three antenna sites on loopback, federated (docs/federation.md): site-a (EU-IT), site-b
 # (EU-MD) and site-c (US) pin each other as peers; site-a publishes a `sensitive` dataset that
-# may go to EU-IT and EU-MD and grants `transfer` to lab@site-b and lab@site-c; a job at site-b
-# pulls it (encrypted on the wire, re-encrypted header only) and reads it decrypted in site-b's
-# scratch; a second pull comes from site-b's archive cache; the same request from site-c is
-# refused by residency whatever the grant says; both sites' audit trails are shown, joined by
-# transfer id, and verified.
+# may go to EU-IT and EU-MD and grants `transfer` to lab@site-b and lab@site-c; lab member
+# alice at site-b stages it with `antenna stage site-a:DATASET --decrypt` through site-b's API
+# (site-b's job pulls it encrypted on the wire, header re-encrypted only, keeps it once in its
+# archive and decrypts it into site-b's scratch with its staging engine) and the "job" reads the
+# files; staging it again transfers nothing; the same request from site-c is refused by
+# residency whatever the grant says, with the reason shown; both sites' audit trails are shown,
+# joined by transfer id, and verified.
 #
 # For tests: ANTENNA_BIN (a built binary: skips installing and building), FED_DEMO_DIR (the
 # folder for the three sites; default ./var-federation, recreated), FED_DEMO_KEEP=1 (leave the
@@ -79,23 +81,47 @@ run "$BIN" grant create "$DS" --tenant lab@site-b --actions transfer >/dev/null
 run "$BIN" grant create "$DS" --tenant lab@site-c --actions transfer >/dev/null
 say "dataset $DS: $(wc -l <"$W/files.txt") files, transfer granted to lab@site-b and lab@site-c"
 
-step "site-b: a job of lab member alice stages it, decrypted, into site-b's scratch"
-SCRATCH="$W/b/scratch/lab/job-demo"
-mkdir -p "$W/b/scratch/lab" "$W/c/scratch/lab"
-run "$BIN" admin --dir "$W/b" peer pull --peer site-a --dataset "$DS" --principal alice \
-    --tenant lab --purpose DUO:0000042 --out "$SCRATCH" --connections 4 --range-size 4M |
-    tee "$W/pull1.out"
+step "site-b: lab member alice stages it, decrypted, into site-b's scratch (through the API)"
+# alice is a member of tenant lab at site-b: that is all site-b asks of her; whether the data
+# may come to site-b is site-a's decision (transfer to lab@site-b, residency, purpose)
+for s in b c; do
+    "$BIN" admin --dir "$W/$s" tenant add lab >/dev/null
+done
+"$BIN" admin --dir "$W/b" principal add alice --tenant lab --role reader >/dev/null
+"$BIN" admin --dir "$W/c" principal add carol --tenant lab --role reader >/dev/null
+KEY_b=$("$BIN" admin --dir "$W/b" key create --principal alice | awk '/^key /{print $2}')
+KEY_c=$("$BIN" admin --dir "$W/c" key create --principal carol | awk '/^key /{print $2}')
+as_b() { ANTENNA_URL="https://127.0.0.1:${PORT[b]}" ANTENNA_CACERT="$W/b/tls/cert.pem" \
+    ANTENNA_API_KEY=$KEY_b "$@"; }
+as_c() { ANTENNA_URL="https://127.0.0.1:${PORT[c]}" ANTENNA_CACERT="$W/c/tls/cert.pem" \
+    ANTENNA_API_KEY=$KEY_c "$@"; }
+as_b run "$BIN" stage "site-a:$DS" --decrypt --purpose DUO:0000042 --wait | tee "$W/stage1.out"
+SCRATCH=$(sed -n 's/^scratch: //p' "$W/stage1.out")
+JOB1=$(sed -n 's/^job: //p' "$W/stage1.out")
+[ -d "$SCRATCH" ] || { echo "no scratch folder in the job's answer"; exit 1; }
 while read -r f; do cmp -s "$W/data/$f" "$SCRATCH/$f" || { echo "MISMATCH $f"; exit 1; }; done <"$W/files.txt"
-say "the job reads $(find "$SCRATCH" -type f | wc -l) files; all equal to site-a's originals"
+say "the job reads $(find "$SCRATCH" -type f | wc -l) files in $SCRATCH; all equal to site-a's originals"
 run head -2 "$SCRATCH/samples.tsv"
 
-step "site-b: the same dataset again comes from site-b's archive (kept encrypted once)"
-run "$BIN" admin --dir "$W/b" peer pull --peer site-a --dataset "$DS" --principal alice \
-    --tenant lab --purpose DUO:0000042 --out "$W/b/scratch/lab/job-demo2" | tee "$W/pull2.out"
+step "site-b: staging the same dataset again transfers nothing (site-b's archive keeps it encrypted once)"
+as_b run "$BIN" stage "site-a:$DS" --decrypt --purpose DUO:0000042 --wait | tee "$W/stage2.out"
+JOB2=$(sed -n 's/^job: //p' "$W/stage2.out")
+"$BIN" audit query --dir "$W/b" --action fed.pull -o json >"$W/pulls-b.json"
+python3 - "$W/pulls-b.json" "$(sed -n 's/^transfer: //p' "$W/stage2.out")" <<'EOF' | tee "$W/cache.out"
+import json, sys
+doc = json.load(open(sys.argv[1]))
+ev = doc if isinstance(doc, list) else doc.get("events", [])
+for e in ev:
+    if e.get("transfer") == sys.argv[2]:
+        d = e.get("detail") or {}
+        d = json.loads(d) if isinstance(d, str) else d
+        print(f"transfer {sys.argv[2]}: {d.get('files')} files, {d.get('cached')} from the cache, "
+              f"{d.get('bytes')} bytes received")
+EOF
 
 step "site-c (US): the same request is refused by residency, whatever the grant says"
-if run "$BIN" admin --dir "$W/c" peer pull --peer site-a --dataset "$DS" --principal carol \
-    --tenant lab --purpose DUO:0000042 --out "$W/c/scratch/lab/job-demo" 2>"$W/pull-c.err"; then
+if as_c run "$BIN" stage "site-a:$DS" --decrypt --purpose DUO:0000042 --wait \
+    >"$W/stage-c.out" 2>"$W/pull-c.err"; then
     echo "site-c was not refused"
     exit 1
 fi
@@ -115,11 +141,16 @@ def load(p):
     except FileNotFoundError:
         return []
 a, b = load(sys.argv[1]), load(sys.argv[2])
-pulls = [e for e in b if e.get("action") == "fed.pull"]
-for e in pulls:
-    t = e.get("transfer")
+transfers = []
+for e in b:
+    if e.get("action") in ("stage.remote", "fed.pull") and e.get("transfer") not in transfers:
+        transfers.append(e.get("transfer"))
+for t in transfers:
     print(f"transfer {t}")
-    print(f"  site-b  {e['decision']:5} {e['action']:12} {e.get('resource_id','')} {e.get('reason','')}")
+    for e in b:
+        if e.get("transfer") == t:
+            print(f"  site-b  {e['decision']:5} {e['action']:12} {e.get('resource_id','')} "
+                  f"{e.get('reason','')} actor={e.get('actor','')}")
     seen = {}
     for x in a:
         if x.get("transfer") == t:
@@ -134,6 +165,10 @@ EOF
 if [ -n "${FED_DEMO_KEEP:-}" ]; then
     {
         echo "DS=$DS"
+        echo "KEY_b=$KEY_b"
+        echo "KEY_c=$KEY_c"
+        echo "JOB1=$JOB1"
+        echo "JOB2=$JOB2"
         for s in a b c; do echo "PORT_$s=${PORT[$s]}"; echo "PID_$s=${PID[$s]}"; done
     } >"$W/env"
 fi

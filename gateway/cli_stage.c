@@ -1,7 +1,9 @@
 /* The stage and pull commands, through a site's HTTPS API.
  *
- *   antenna stage DATASET [--mode decrypt|reencrypt] [--recipient-pk FILE] [--path GLOB]...
- *                         [--ttl 1h] [--purpose DUO] [--wait] [--json]
+ *   antenna stage [SITE:]DATASET [--mode decrypt|reencrypt | --decrypt | --encrypted]
+ *                         [--recipient-pk FILE] [--path GLOB]... [--ttl 1h] [--purpose DUO]
+ *                         [--wait] [--json]
+ *       (SITE: a peer of this site; the job pulls the peer's dataset, then stages it)
  *   antenna stage status JOB | cancel JOB | list
  *   antenna stage out FOLDER DATASET [--wait]      (scratch folder -> draft dataset, encrypted)
  *   antenna pull JOB (--token T | --token-file F | $ANTENNA_JOB_TOKEN) -o DIR
@@ -11,6 +13,7 @@
 #include "crypto/keys.h"
 #include "gateway/cli.h"
 #include "gateway/client.h"
+#include "policy/store.h"
 #include "staging/engine.h"
 
 #include <fcntl.h>
@@ -39,14 +42,18 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage:\n"
-            "  antenna stage DATASET [--mode decrypt|reencrypt] [--recipient-pk FILE]\n"
-            "                [--path GLOB]... [--ttl 1h] [--purpose DUO] [--wait] [--json]\n"
+            "  antenna stage [SITE:]DATASET [--mode decrypt|reencrypt | --decrypt | --encrypted]\n"
+            "                [--recipient-pk FILE] [--path GLOB]... [--ttl 1h] [--purpose DUO]\n"
+            "                [--wait] [--json]\n"
             "  antenna stage status JOB [--wait] | cancel JOB | list\n"
             "  antenna stage out FOLDER DATASET [--wait]\n"
             "  antenna pull JOB (--token T | --token-file FILE) -o DIR\n\n"
             "stage puts a dataset (or the files matching GLOBs, where '*' also matches '/')\n"
             "into this site's scratch: decrypted, or re-encrypted for --recipient-pk. --wait\n"
-            "shows progress and prints the scratch folder and the job token. pull fetches a\n"
+            "shows progress and prints the scratch folder and the job token. SITE:DATASET\n"
+            "stages a peer's dataset (--purpose is then required: the peer checks it); the\n"
+            "peer decides whether it may come here. --decrypt is --mode decrypt, --encrypted\n"
+            "is --mode reencrypt (with --recipient-pk). pull fetches a\n"
             "ready job's files with its token ($ANTENNA_JOB_TOKEN also works). stage out\n"
             "encrypts the files under FOLDER (relative to your tenant's scratch) into a draft.\n\n"
             "connection: --url https://HOST:PORT (or $ANTENNA_URL), --cacert FILE (or\n"
@@ -67,6 +74,8 @@ static int parse_opts(int argc, char **argv, struct sopts *o)
         {"token", required_argument, NULL, 'T'},
         {"token-file", required_argument, NULL, 'F'},
         {"wait", no_argument, NULL, 'w'},
+        {"decrypt", no_argument, NULL, 'd'},
+        {"encrypted", no_argument, NULL, 'e'},
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -78,7 +87,17 @@ static int parse_opts(int argc, char **argv, struct sopts *o)
         case 'U': o->conf.url = optarg; break;
         case 'C': o->conf.cacert = optarg; break;
         case 'K': o->conf.key_file = optarg; break;
-        case 'm': o->mode = optarg; break;
+        case 'm':
+        case 'd':
+        case 'e': {
+            const char *m = c == 'd' ? "decrypt" : c == 'e' ? "reencrypt" : optarg;
+            if (o->mode != NULL && strcmp(o->mode, m) != 0) {
+                fprintf(stderr, "antenna: give one mode (--mode, --decrypt or --encrypted)\n");
+                return -1;
+            }
+            o->mode = m;
+            break;
+        }
         case 'R': o->recipient_pk = optarg; break;
         case 'p':
             if (o->nglobs == MAX_GLOBS) {
@@ -211,9 +230,15 @@ static int wait_job(struct ant_client *c, const char *job, bool json)
         bool end = strcmp(state, "queued") != 0 && strcmp(state, "running") != 0;
         if (tty || end) {
             const json_t *eta = json_object_get(st, "eta_s");
-            draw_bar(state, jint(st, "bytes_done"), jint(st, "bytes_total"),
-                     (double)jint(st, "rate_bytes_per_s"),
-                     json_is_integer(eta) ? (long)json_integer_value(eta) : -1);
+            const char *phase = jstr(st, "phase");
+            if (phase != NULL && strcmp(phase, "transfer") == 0) {
+                /* a remote job pulling from its peer: bytes received, no rate yet */
+                draw_bar("transfer", jint(st, "bytes_received"), jint(st, "bytes_total"), 0, -1);
+            } else {
+                draw_bar(state, jint(st, "bytes_done"), jint(st, "bytes_total"),
+                         (double)jint(st, "rate_bytes_per_s"),
+                         json_is_integer(eta) ? (long)json_integer_value(eta) : -1);
+            }
             drew = true;
         }
         if (end) {
@@ -232,6 +257,12 @@ static int wait_job(struct ant_client *c, const char *job, bool json)
         } else {
             const char *dir = jstr(st, "scratch_dir");
             printf("job: %s\nstate: %s\n", job, state);
+            if (jstr(st, "site") != NULL) {
+                printf("site: %s\ndataset: %s (%s)\ntransfer: %s\n", jstr(st, "site"),
+                       jstr(st, "dataset_id") ? jstr(st, "dataset_id") : "?",
+                       jstr(st, "dataset_name") ? jstr(st, "dataset_name") : "?",
+                       jstr(st, "transfer_id") ? jstr(st, "transfer_id") : "?");
+            }
             if (dir != NULL || jstr(st, "scratch_path") != NULL) {
                 printf("scratch: %s\n", dir != NULL ? dir : jstr(st, "scratch_path"));
             }
@@ -252,13 +283,27 @@ static int wait_job(struct ant_client *c, const char *job, bool json)
     return rc;
 }
 
-static int cmd_stage(const struct sopts *o, const char *dataset)
+static int cmd_stage(const struct sopts *o, const char *arg)
 {
     struct ant_client *c = NULL;
     json_t *body = NULL, *ans = NULL, *paths = json_array();
     uint8_t pk[ANT_KEY_LEN];
-    char b64[48];
+    char b64[48], site[ANT_NAME_MAX + 1] = "";
+    const char *dataset = arg;
     int rc = paths != NULL ? 0 : -ENOMEM;
+    /* SITE:DATASET names a peer's dataset (neither a site id nor a dataset id holds ':') */
+    const char *colon = strchr(arg, ':');
+    if (colon != NULL) {
+        size_t n = (size_t)(colon - arg);
+        if (n == 0 || n > ANT_NAME_MAX || colon[1] == '\0') {
+            fprintf(stderr, "antenna: '%s' is not SITE:DATASET\n", arg);
+            rc = -EINVAL;
+            goto out;
+        }
+        memcpy(site, arg, n);
+        site[n] = '\0';
+        dataset = colon + 1;
+    }
     for (unsigned i = 0; rc == 0 && i < o->nglobs; i++) {
         rc = json_array_append_new(paths, json_string(o->globs[i])) < 0 ? -ENOMEM : 0;
     }
@@ -285,6 +330,9 @@ static int cmd_stage(const struct sopts *o, const char *dataset)
     if (o->purpose != NULL) {
         json_object_set_new(body, "purpose", json_string(o->purpose));
     }
+    if (site[0] != '\0') {
+        json_object_set_new(body, "site", json_string(site));
+    }
     rc = open_client(o, &c);
     if (rc == 0) {
         rc = request(c, "POST", "/v1/stage", body, &ans);
@@ -302,9 +350,14 @@ static int cmd_stage(const struct sopts *o, const char *dataset)
         ant_client_print_json(ans);
         goto out;
     }
-    fprintf(stderr, "antenna: job %s queued: %llu file(s), %llu bytes\n", id,
+    fprintf(stderr, "antenna: job %s queued: %llu file(s), %llu bytes", id,
             (unsigned long long)jint(ans, "files_total"),
             (unsigned long long)jint(ans, "bytes_total"));
+    if (jstr(ans, "transfer_id") != NULL) {
+        fprintf(stderr, " from %s (transfer %s)", jstr(ans, "site") ? jstr(ans, "site") : "?",
+                jstr(ans, "transfer_id"));
+    }
+    fputc('\n', stderr);
     rc = wait_job(c, id, o->json);
 out:
     json_decref(ans);

@@ -9,7 +9,9 @@
 #include "crypto/base/log.h"
 #include "crypto/token.h"
 #include "gateway/api.h"
+#include "gateway/metrics.h"
 #include "gateway/routes.h"
+#include "gateway/server.h"
 #include "gateway/site.h"
 #include "policy/audit.h"
 #include "staging/jobs.h"
@@ -22,15 +24,47 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* Remote stage jobs pull with the fetcher's defaults; two environment variables tune them
+ * (docs/federation.md): ANTENNA_FED_CONNECTIONS (transfers at once) and ANTENNA_FED_MAX_RATE
+ * (bytes/s per connection, a size such as 10M: to share a link, and for the tests that stop a
+ * site in the middle of a pull). */
+static int fetch_env(struct ant_fetch_opts *o, struct ant_diag *d)
+{
+    const char *c = getenv("ANTENNA_FED_CONNECTIONS");
+    const char *m = getenv("ANTENNA_FED_MAX_RATE");
+    uint64_t v = 0;
+    memset(o, 0, sizeof(*o));
+    if (c != NULL && c[0] != '\0') {
+        if (ant_parse_u64(ant_bytes_str(c), 1, 256, &v) < 0) {
+            ant_diag_set(d, "ANTENNA_FED_CONNECTIONS: '%s' is not 1..256", c);
+            return -EINVAL;
+        }
+        o->max_conns = (unsigned)v;
+    }
+    if (m != NULL && m[0] != '\0') {
+        if (ant_parse_size(ant_bytes_str(m), UINT64_C(1) << 40, &v) < 0) {
+            ant_diag_set(d, "ANTENNA_FED_MAX_RATE: '%s' is not a size such as 10M", m);
+            return -EINVAL;
+        }
+        o->max_rate = v;
+    }
+    return 0;
+}
+
 int ant_gw_stage_start(struct ant_site *site, struct ant_diag *d)
 {
     struct ant_engine_opts eo;
+    struct ant_fetch_opts fo;
     struct ant_jobs *jobs = NULL;
     ant_engine_opts_init(&eo);
     int rc = ant_io_engine_parse(site->cfg.io_engine, &eo.io_engine);
     if (rc < 0) {
         ant_diag_set(d, "[staging] io_engine: '%s' is not auto, uring or threads",
                      site->cfg.io_engine);
+        return rc;
+    }
+    rc = fetch_env(&fo, d);
+    if (rc < 0) {
         return rc;
     }
     struct ant_jobs_conf c = {
@@ -47,6 +81,8 @@ int ant_gw_stage_start(struct ant_site *site, struct ant_diag *d)
         .purge_interval_s = 2,
         .engine = &eo,
         .pool = site->pool,
+        .keys = &site->keys,
+        .fetch = &fo,
     };
     rc = ant_jobs_open(&c, &jobs);
     if (rc < 0) {
@@ -110,11 +146,169 @@ static int parse_ttl(struct ant_req *r, const json_t *doc, uint64_t *ttl)
                         ANT_JOB_TTL_MAX / 86400);
 }
 
+/* The event of a remote stage's admission: as ant_api_audit, with the transfer id the peer's
+ * events carry too, so that the two sites' logs join. Fails closed (503, ANT_API_DONE). */
+static int remote_audit(struct ant_req *r, const char *peer, const char *ds, const char *job,
+                        const char *transfer, enum ant_audit_decision decision,
+                        const char *reason, const json_t *detail)
+{
+    char res[2 * ANT_NAME_MAX + 4];
+    char *det = detail != NULL ? json_dumps(detail, JSON_COMPACT) : NULL;
+    if (detail != NULL && det == NULL) {
+        return -ENOMEM;
+    }
+    snprintf(res, sizeof(res), "%s:%s", peer, ds);
+    struct ant_audit_event ev = {
+        .request_id = r->request_id,
+        .actor = r->who.id[0] ? r->who.id : NULL,
+        .tenant = r->who.tenant[0] ? r->who.tenant : NULL,
+        .credential = r->who.key_id[0] ? r->who.key_id : NULL,
+        .action = "stage.remote",
+        .resource_kind = job != NULL ? "job" : "peer_dataset",
+        .resource_id = job != NULL ? job : res,
+        .dataset_id = res,
+        .decision = decision,
+        .reason = reason,
+        .transfer = transfer != NULL && transfer[0] ? transfer : NULL,
+        .detail = det,
+    };
+    ant_metrics_decision(ant_server_metrics(r->srv), decision == ANT_AUDIT_ALLOW);
+    int64_t seq = ant_audit_append(r->site->audit, &ev);
+    free(det);
+    if (seq < 0) {
+        ant_log_kv(ANT_LOG_ERROR, "audit.append_failed",
+                   ((const char *[]){"request_id", r->request_id, NULL}),
+                   "cannot record stage.remote: %s; request refused", strerror((int)-seq));
+        return ant_api_fail(r, MHD_HTTP_SERVICE_UNAVAILABLE, "audit_unavailable",
+                            "the audit log cannot record this request; nothing was done");
+    }
+    return 0;
+}
+
+/* The HTTP answer to a refused remote admission: the serving site's own refusals keep their
+ * meaning (its 403 and 404 with its reason); what is wrong between the two sites is a 502. */
+static int remote_refusal(struct ant_req *r, int rc, const char *msg, const char **reason)
+{
+    unsigned status;
+    const char *code;
+    switch (rc) {
+    case -ENXIO:
+        status = MHD_HTTP_NOT_FOUND, code = "unknown_peer", *reason = "unknown_peer";
+        break;
+    case -EACCES:
+        status = MHD_HTTP_FORBIDDEN, code = "peer_denied", *reason = "peer_denied";
+        break;
+    case -ENOENT:
+        status = MHD_HTTP_NOT_FOUND, code = "not_found", *reason = "peer_not_found";
+        break;
+    case -EPERM:
+        status = MHD_HTTP_BAD_GATEWAY, code = "peer_refused_token", *reason = "peer_refused_token";
+        break;
+    case -EKEYREJECTED:
+        status = MHD_HTTP_BAD_GATEWAY, code = "bad_manifest_signature",
+        *reason = "bad_manifest_signature";
+        break;
+    case -EBADMSG:
+        status = MHD_HTTP_BAD_GATEWAY, code = "bad_manifest", *reason = "bad_manifest";
+        break;
+    case -EIO:
+        status = MHD_HTTP_BAD_GATEWAY, code = "peer_unreachable", *reason = "peer_unreachable";
+        break;
+    case -EDQUOT:
+        status = MHD_HTTP_INSUFFICIENT_STORAGE, code = "quota_exceeded",
+        *reason = "quota_exceeded";
+        break;
+    case -EINVAL:
+        status = MHD_HTTP_BAD_REQUEST, code = "bad_request", *reason = "bad_request";
+        break;
+    case -E2BIG:
+        status = MHD_HTTP_CONTENT_TOO_LARGE, code = "too_large", *reason = "too_many_files";
+        break;
+    case -ENOTSUP:
+        status = MHD_HTTP_NOT_IMPLEMENTED, code = "unsupported", *reason = "not_enabled";
+        break;
+    default:
+        *reason = "error";
+        return rc;
+    }
+    return ant_api_fail(r, status, code, "%s", msg);
+}
+
+/* POST /v1/stage with "site": a peer's dataset. The local right is only membership of a tenant
+ * (the job is the caller's, in its tenant's scratch, under its quota); whether the data may
+ * come is the serving site's decision (`transfer`, residency, purpose), asked before the job is
+ * recorded. */
+static int stage_create_remote(struct ant_req *r, struct ant_jobs *jobs,
+                               const struct ant_job_request *rq)
+{
+    char id[ANT_JOB_ID_LEN + 1], transfer[65] = "";
+    struct ant_diag diag = {{0}};
+    const char *reason = "admitted";
+    struct ant_store *st = ant_store_pool_acquire(r->site->pool);
+    int rc = ant_jobs_submit_remote(jobs, st, rq, id, transfer, &diag);
+    ant_store_pool_release(r->site->pool, st);
+    if (rc < 0) {
+        const char *msg = ant_diag_msg(&diag, strerror(-rc));
+        int arc = rc;
+        if (rc != -EINVAL) {
+            json_t *det = json_pack("{s:s, s:s?}", "message", msg, "purpose", rq->purpose);
+            arc = remote_audit(r, rq->peer_id, rq->dataset_id, NULL, transfer, ANT_AUDIT_DENY,
+                               rc == -ENXIO ? "unknown_peer" : "refused", det);
+            json_decref(det);
+        } else {
+            arc = 0;
+        }
+        if (arc != 0) {
+            return arc;
+        }
+        rc = remote_refusal(r, rc, msg, &reason);
+        return rc;
+    }
+    struct ant_job_info info;
+    rc = ant_jobs_get(jobs, id, &info);
+    if (rc < 0) {
+        return rc;
+    }
+    json_t *det = json_pack("{s:s, s:s, s:I, s:I, s:s}", "mode", ant_job_mode_name(rq->mode),
+                            "purpose", rq->purpose, "files", (json_int_t)info.files_total,
+                            "bytes", (json_int_t)info.bytes_total, "rule", "tenant_member");
+    rc = remote_audit(r, rq->peer_id, info.dataset_id, id, transfer, ANT_AUDIT_ALLOW, reason,
+                      det);
+    json_decref(det);
+    if (rc != 0) {
+        /* fail closed: a job nobody can account for does not run */
+        int crc = ant_jobs_cancel(jobs, id, 0);
+        if (crc < 0) {
+            ant_log_kv(ANT_LOG_ERROR, "stage.unaudited_job", ((const char *[]){"job_id", id, NULL}),
+                       "cannot withdraw the unaudited job: %s", strerror(-crc));
+        }
+        return rc;
+    }
+    char url[64];
+    snprintf(url, sizeof(url), "/v1/stage/%s", id);
+    json_t *ans = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s}", "id", id,
+                            "state", ant_job_state_name(info.state), "site", info.peer_id,
+                            "dataset_id", info.dataset_id, "dataset_name", info.remote_name,
+                            "transfer_id", info.transfer_id, "mode",
+                            ant_job_mode_name(rq->mode), "files_total",
+                            (json_int_t)info.files_total, "bytes_total",
+                            (json_int_t)info.bytes_total, "ttl_s", (json_int_t)info.ttl_s,
+                            "status_url", url);
+    if (ans == NULL) {
+        return -ENOMEM;
+    }
+    rc = ant_api_json_take(r, MHD_HTTP_ACCEPTED, ans);
+    if (rc == 0 && r->resp != NULL) {
+        MHD_add_response_header(r->resp, MHD_HTTP_HEADER_LOCATION, url);
+    }
+    return rc;
+}
+
 int ant_route_stage_create(struct ant_req *r)
 {
-    static const char *const allowed[] = {"dataset", "paths", "mode", "recipient",
-                                          "ttl",     "purpose", NULL};
-    const char *ds = NULL, *mode_s = NULL, *recip_s = NULL, *purpose = NULL;
+    static const char *const allowed[] = {"dataset", "paths",   "mode", "recipient",
+                                          "ttl",     "purpose", "site", NULL};
+    const char *ds = NULL, *mode_s = NULL, *recip_s = NULL, *purpose = NULL, *site = NULL;
     const char *globs[ANT_JOB_GLOBS_MAX];
     unsigned nglobs = 0;
     uint8_t recip[ANT_KEY_LEN];
@@ -146,12 +340,18 @@ int ant_route_stage_create(struct ant_req *r)
         rc = ant_api_str(r, doc, "purpose", false, ANT_DUO_CODE_MAX, &purpose);
     }
     if (rc == 0) {
+        rc = ant_api_str(r, doc, "site", false, ANT_NAME_MAX, &site);
+    }
+    if (rc == 0) {
         rc = parse_ttl(r, doc, &ttl);
     }
     if (rc != 0) {
         goto out;
     }
-    if (mode_s != NULL && ant_job_mode_parse(mode_s, &mode) < 0) {
+    if (site != NULL && strcmp(site, r->site->cfg.site_id) == 0) {
+        site = NULL; /* this site's own dataset: a local job */
+    }
+    if (mode_s != NULL && (ant_job_mode_parse(mode_s, &mode) < 0 || mode == ANT_JOB_ENCRYPT)) {
         rc = ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_request",
                           "mode is decrypt or reencrypt");
         goto out;
@@ -166,6 +366,21 @@ int ant_route_stage_create(struct ant_req *r)
     if (mode == ANT_JOB_DECRYPT && recip_s != NULL) {
         rc = ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_request",
                           "recipient is only for mode reencrypt");
+        goto out;
+    }
+    if (site != NULL) {
+        struct ant_job_request rrq = {
+            .who = &r->who,
+            .dataset_id = ds,
+            .globs = globs,
+            .nglobs = nglobs,
+            .mode = mode,
+            .recipient_pk = mode == ANT_JOB_REENCRYPT ? recip : NULL,
+            .ttl_s = ttl,
+            .peer_id = site,
+            .purpose = purpose,
+        };
+        rc = stage_create_remote(r, jobs, &rrq);
         goto out;
     }
     st = ant_store_pool_acquire(r->site->pool);

@@ -405,6 +405,9 @@ static size_t on_data(char *p, size_t sz, size_t n, void *ctx)
         return 0;
     }
     pc->cur += len;
+    if (pc->run->o.received != NULL) {
+        atomic_fetch_add(pc->run->o.received, len);
+    }
     return len;
 }
 
@@ -832,6 +835,11 @@ int ant_fetch_files(const struct ant_fetch_peer *p, const char *dataset,
     while (rc == 0 && r.ndone < r.nfiles) {
         int running = 0, left = 0;
         CURLMsg *msg;
+        if (r.o.cancel != NULL && atomic_load(r.o.cancel)) {
+            ant_diag_set(d, "the transfer was cancelled");
+            rc = -ECANCELED;
+            break;
+        }
         rc = schedule(&r);
         if (rc < 0) {
             break;
@@ -911,14 +919,15 @@ static int pull_audit(const struct ant_fed_pull_req *q, const char *transfer, bo
     char id[2 * ANT_NAME_MAX + 4], detail[1024];
     snprintf(id, sizeof(id), "%s:%s", q->peer_id, q->dataset);
     if (ok) {
-        size_t cached = 0;
+        size_t cached = 0, files = 0;
         for (size_t i = 0; i < res->nfiles; i++) {
             cached += res->files[i].cached ? 1 : 0;
+            files += res->files[i].skipped ? 0 : 1;
         }
         snprintf(detail, sizeof(detail),
                  "{\"peer\":\"%s\",\"files\":%zu,\"cached\":%zu,\"bytes\":%llu,"
                  "\"requests\":%u,\"retries\":%u,\"refetched\":%u,\"purpose\":\"%s\"}",
-                 q->peer_id, res->nfiles, cached, (unsigned long long)res->stats.bytes,
+                 q->peer_id, files, cached, (unsigned long long)res->stats.bytes,
                  res->stats.requests, res->stats.retries, res->stats.refetched, q->purpose);
     } else {
         /* the peer's message is free text: keep only characters that need no escaping */
@@ -962,9 +971,53 @@ static const char *pull_reason(int rc)
         return "bad_manifest_signature";
     case -EBADMSG:
         return "integrity";
+    case -ECANCELED:
+        return "cancelled";
     default:
         return "transfer_failed";
     }
+}
+
+/* The pinned row of q->peer_id as a fetch peer: fp borrows from peer, anchor and tc. */
+static int fed_peer(const struct ant_fed_pull_req *q, const char *transfer_id,
+                    struct ant_peer *peer, struct ant_buf *anchor, struct tokctx *tc,
+                    struct ant_fetch_peer *fp, struct ant_diag *d)
+{
+    int rc = ant_peer_get(q->st, q->peer_id, peer);
+    if (rc == -ENOENT) {
+        ant_diag_set(d, "%s is not a peer of this site (antenna admin peer list)", q->peer_id);
+    }
+    rc = rc < 0 ? rc : ant_peer_anchor(q->st, q->peer_id, anchor);
+    if (rc < 0) {
+        return rc;
+    }
+    tc->q = q;
+    *fp = (struct ant_fetch_peer){
+        .id = peer->id,
+        .url = peer->url,
+        .anchor = ant_buf_view(anchor),
+        .ed25519_pk = peer->ed25519_pk,
+        .token = make_token,
+        .token_ctx = tc,
+        .transfer_id = transfer_id,
+    };
+    return 0;
+}
+
+int ant_fed_manifest(const struct ant_fed_pull_req *q, struct ant_fetch_manifest *out,
+                     struct ant_diag *d)
+{
+    struct ant_peer peer;
+    struct ant_buf anchor = ANT_BUF_INIT(ANT_PEER_ANCHOR_MAX + 1);
+    struct tokctx tc;
+    struct ant_fetch_peer fp;
+    if (q->transfer_id == NULL || q->transfer_id[0] == '\0') {
+        return -EINVAL;
+    }
+    int rc = fed_peer(q, q->transfer_id, &peer, &anchor, &tc, &fp, d);
+    rc = rc < 0 ? rc : ant_fetch_manifest_get(&fp, q->dataset, out, d);
+    ant_buf_fini(&anchor);
+    return rc;
 }
 
 int ant_fed_pull(const struct ant_fed_pull_req *q, struct ant_fed_pulled *out, struct ant_diag *d)
@@ -973,7 +1026,8 @@ int ant_fed_pull(const struct ant_fed_pull_req *q, struct ant_fed_pulled *out, s
     struct ant_buf anchor = ANT_BUF_INIT(ANT_PEER_ANCHOR_MAX + 1);
     struct ant_fetch_manifest m;
     struct ant_fed_pulled res;
-    struct tokctx tc = {q};
+    struct tokctx tc;
+    struct ant_fetch_peer fp;
     bool *want = NULL;
     char **names = NULL;
     int fedfd = -1;
@@ -987,23 +1041,10 @@ int ant_fed_pull(const struct ant_fed_pull_req *q, struct ant_fed_pulled *out, s
         memcpy(res.transfer_id, "tr_", 3);
         ant_hex_encode(rnd, sizeof(rnd), res.transfer_id + 3);
     }
-    int rc = ant_peer_get(q->st, q->peer_id, &peer);
-    if (rc == -ENOENT) {
-        ant_diag_set(d, "%s is not a peer of this site", q->peer_id);
-    }
-    rc = rc < 0 ? rc : ant_peer_anchor(q->st, q->peer_id, &anchor);
+    int rc = fed_peer(q, res.transfer_id, &peer, &anchor, &tc, &fp, d);
     if (rc < 0) {
         goto out;
     }
-    struct ant_fetch_peer fp = {
-        .id = peer.id,
-        .url = peer.url,
-        .anchor = ant_buf_view(&anchor),
-        .ed25519_pk = peer.ed25519_pk,
-        .token = make_token,
-        .token_ctx = &tc,
-        .transfer_id = res.transfer_id,
-    };
     rc = ant_fetch_manifest_get(&fp, q->dataset, &m, d);
     if (rc < 0) {
         goto out;
@@ -1033,6 +1074,11 @@ int ant_fed_pull(const struct ant_fed_pull_req *q, struct ant_fed_pulled *out, s
         snprintf(pf->path, sizeof(pf->path), "%s", m.files[i].path);
         pf->size = m.files[i].size;
         memcpy(pf->sha256, m.files[i].sha256, 32);
+        memcpy(pf->sha256_c4gh, m.files[i].sha256_c4gh, 32);
+        if (q->want != NULL && !q->want(q->want_arg, pf->path)) {
+            pf->skipped = true;
+            continue;
+        }
         int cr = ant_fed_cache_get(q->st, peer.id, q->dataset, m.files[i].path,
                                    m.files[i].sha256_c4gh, &c);
         char name[ANT_ID_MAX + 8];

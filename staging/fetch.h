@@ -17,6 +17,8 @@
 #define ANT_STAGING_FETCH_H
 
 #include <jansson.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 
 #include "crypto/base/base.h"
 #include "crypto/keys.h"
@@ -48,6 +50,12 @@ struct ant_fetch_opts {
     unsigned backoff_ms;  /* first backoff; doubles, capped at 8 s, half of it jitter; 0: 100 */
     long low_speed_s;     /* a piece slower than 1 KiB/s for this long is a timeout; 0: 30 */
     uint64_t max_rate;    /* bytes/s per connection; 0: unlimited (shares a link politely) */
+    /* NULL, or a flag set from any thread: the transfer stops within ~100 ms with -ECANCELED
+     * (files already renamed into place stay; the unfinished ones' temporary files go) */
+    const atomic_bool *cancel;
+    /* NULL, or a counter the body and header bytes received are added to as they land (a
+     * stage job's status shows the transfer's progress from it) */
+    atomic_uint_least64_t *received;
 };
 
 /* One file of a verified manifest. */
@@ -120,6 +128,10 @@ struct ant_fed_pull_req {
     const char *transfer_id;     /* NULL: a new "tr_..." */
     const char *request_id;      /* for the audit event, may be NULL */
     const struct ant_fetch_opts *opts;
+    /* NULL, or which files of the manifest to pull: the others are listed with skipped set
+     * and not fetched (a stage job narrowed by path patterns) */
+    bool (*want)(void *arg, const char *path);
+    void *want_arg;
 };
 
 struct ant_fed_pulled_file {
@@ -127,7 +139,9 @@ struct ant_fed_pulled_file {
     char archive_name[ANT_FED_ARCHIVE_NAME_MAX]; /* "fed/<storage>.c4gh" under the archive */
     uint64_t size;
     uint8_t sha256[32]; /* of the plaintext, from the signed manifest */
+    uint8_t sha256_c4gh[32]; /* of the encrypted body, from the signed manifest */
     bool cached;        /* already here: nothing was transferred */
+    bool skipped;       /* not wanted (want): not pulled, archive_name empty */
 };
 
 struct ant_fed_pulled {
@@ -148,5 +162,14 @@ void ant_fed_pulled_fini(struct ant_fed_pulled *p); /* accepts zeroed storage */
  * caller calls ant_fed_pulled_fini). */
 ANT_MUST_CHECK int ant_fed_pull(const struct ant_fed_pull_req *q, struct ant_fed_pulled *out,
                                 struct ant_diag *d);
+
+/* The verified manifest of q->dataset at peer q->peer_id for q->principal, with a token as
+ * ant_fed_pull would send, under q->transfer_id (required here): what a stage job's admission
+ * checks before it records the job (the peer decides and audits under that id). Nothing is
+ * audited here (the caller audits its admission). Errors: -ENOENT the peer is not in the peers
+ * table (diag says so) or the peer's 404, -EINVAL no transfer id, others as
+ * ant_fetch_manifest_get. The caller calls ant_fetch_manifest_fini on success. */
+ANT_MUST_CHECK int ant_fed_manifest(const struct ant_fed_pull_req *q,
+                                    struct ant_fetch_manifest *out, struct ant_diag *d);
 
 #endif

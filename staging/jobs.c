@@ -18,6 +18,7 @@
 #include "crypto/base/log.h"
 #include "crypto/c4gh.h"
 #include "policy/audit.h"
+#include "policy/peers.h"
 
 /* Per-file progress is written in batches: one commit (an fsync with synchronous=FULL) per file
  * would bound a job of many small files by the database, not the disks. A crash loses at most
@@ -104,12 +105,15 @@ struct job_run {
     atomic_bool cancel;
     bool user_cancel; /* under mu: a DELETE, not a shutdown */
     struct ant_stage_progress progress;
+    atomic_uint_least64_t received; /* a remote job: bytes its pull received in this run */
+    atomic_bool staging;            /* a remote job: the pull is over, the engine writes */
     uint64_t bytes_prev; /* bytes of files done before this run */
     int64_t t0_ns;
 };
 
 struct ant_jobs {
     struct ant_jobs_conf conf;
+    struct ant_fetch_opts fetch;
     char site_id[ANT_NAME_MAX + 1];
     sqlite3 *db;
     pthread_mutex_t mu; /* the connection, runs, stopping */
@@ -233,9 +237,11 @@ out:
 
 /* --- reading jobs (under mu) --- */
 
+/* a remote job has no local dataset: the peer's dataset id stands in its place */
 #define JOB_COLS                                                                                \
-    "id, tenant_id, principal_id, dataset_id, mode, state, error, files_total, files_done,"    \
-    " bytes_total, bytes_done, scratch_bytes, ttl_s, created, started, finished, expires"
+    "id, tenant_id, principal_id, COALESCE(dataset_id, remote_dataset), mode, state, error,"   \
+    " files_total, files_done, bytes_total, bytes_done, scratch_bytes, ttl_s, created, started," \
+    " finished, expires, peer_id, remote_name, transfer_id, purpose"
 
 static int job_from_row(sqlite3_stmt *s, struct ant_job_info *o)
 {
@@ -259,6 +265,10 @@ static int job_from_row(sqlite3_stmt *s, struct ant_job_info *o)
     o->started = sqlite3_column_int64(s, 14);
     o->finished = sqlite3_column_int64(s, 15);
     o->expires = sqlite3_column_int64(s, 16);
+    col_copy(s, 17, o->peer_id, sizeof(o->peer_id));
+    col_copy(s, 18, o->remote_name, sizeof(o->remote_name));
+    col_copy(s, 19, o->transfer_id, sizeof(o->transfer_id));
+    col_copy(s, 20, o->purpose, sizeof(o->purpose));
     return 0;
 }
 
@@ -338,6 +348,10 @@ int ant_jobs_open(const struct ant_jobs_conf *c, struct ant_jobs **out)
         return -ENOMEM;
     }
     j->conf = *c;
+    if (c->fetch != NULL) {
+        j->fetch = *c->fetch;
+    }
+    j->conf.fetch = &j->fetch;
     snprintf(j->site_id, sizeof(j->site_id), "%s", c->site_id != NULL ? c->site_id : "");
     j->conf.site_id = j->site_id;
     j->conf.engine = NULL;
@@ -582,9 +596,14 @@ static int check_request(const struct ant_jobs *j, const struct ant_job_request 
     return 0;
 }
 
+/* What a remote job records instead of a local dataset. */
+struct remote_src {
+    const char *peer_id, *dataset, *name, *transfer, *purpose;
+};
+
 static int insert_job(struct ant_jobs *j, const struct ant_job_request *rq, const char *id,
                       const struct pick *picks, size_t n, uint64_t bytes, uint64_t scratch,
-                      uint64_t ttl, int64_t now)
+                      uint64_t ttl, int64_t now, const struct remote_src *rs)
 {
     sqlite3_stmt *s = NULL;
     json_t *globs = json_array();
@@ -600,8 +619,9 @@ static int insert_job(struct ant_jobs *j, const struct ant_job_request *rq, cons
     rc = db_prepare(j,
                     "INSERT INTO stage_jobs(id, tenant_id, principal_id, dataset_id, mode,"
                     " recipient_pk, paths, state, files_total, bytes_total, scratch_bytes, ttl_s,"
-                    " created, expires) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9,"
-                    " ?10, ?11, ?12, ?12 + ?11)",
+                    " created, expires, peer_id, remote_dataset, remote_name, transfer_id,"
+                    " purpose) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9,"
+                    " ?10, ?11, ?12, ?12 + ?11, ?13, ?14, ?15, ?16, ?17)",
                     &s);
     if (rc < 0) {
         goto out;
@@ -609,7 +629,15 @@ static int insert_job(struct ant_jobs *j, const struct ant_job_request *rq, cons
     sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, rq->who->tenant, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 3, rq->who->id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 4, rq->dataset_id, -1, SQLITE_STATIC);
+    if (rs == NULL) {
+        sqlite3_bind_text(s, 4, rq->dataset_id, -1, SQLITE_STATIC);
+    } else {
+        sqlite3_bind_text(s, 13, rs->peer_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 14, rs->dataset, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 15, rs->name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 16, rs->transfer, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 17, rs->purpose, -1, SQLITE_STATIC);
+    }
     sqlite3_bind_text(s, 5, ant_job_mode_name(rq->mode), -1, SQLITE_STATIC);
     if (rq->recipient_pk != NULL) {
         sqlite3_bind_blob(s, 6, rq->recipient_pk, ANT_KEY_LEN, SQLITE_STATIC);
@@ -664,18 +692,114 @@ static void fmt_bytes(uint64_t v, char out[32])
     }
 }
 
+/* Checks the tenant's quota and records the job, in one transaction: two admissions cannot
+ * both take the last bytes. */
+static int admit(struct ant_jobs *j, const struct ant_job_request *rq, const struct pick *picks,
+                 size_t n, uint64_t bytes, uint64_t scratch, uint64_t ttl,
+                 const struct remote_src *rs, char id_out[ANT_JOB_ID_LEN + 1], struct ant_diag *d)
+{
+    int64_t now = rq->now != 0 ? rq->now : ant_now_unix();
+    uint64_t quota = 0, used = 0;
+    char id[ANT_JOB_ID_LEN + 1];
+    bool in_tx = false;
+    uint8_t rnd[8];
+    randombytes_buf(rnd, sizeof(rnd));
+    memcpy(id, "job_", 4);
+    ant_hex_encode(rnd, sizeof(rnd), id + 4);
+
+    pthread_mutex_lock(&j->mu);
+    int rc = db_exec(j, "BEGIN IMMEDIATE");
+    if (rc < 0) {
+        goto out;
+    }
+    in_tx = true;
+    rc = quota_get_locked(j, rq->who->tenant, &quota, &used);
+    if (rc < 0) {
+        goto out;
+    }
+    if (quota != 0 && (scratch > quota || used > quota - scratch)) {
+        char need[32], inuse[32], lim[32];
+        fmt_bytes(scratch, need);
+        fmt_bytes(used, inuse);
+        fmt_bytes(quota, lim);
+        ant_diag_set(d,
+                     "scratch quota of tenant %s exceeded: this job needs %s, %s of %s are in "
+                     "use; cancel finished jobs (DELETE /v1/stage/{id}), stage fewer paths, or "
+                     "ask an admin for more",
+                     rq->who->tenant, need, inuse, lim);
+        rc = -EDQUOT;
+        goto out;
+    }
+    rc = insert_job(j, rq, id, picks, n, bytes, scratch, ttl, now, rs);
+    if (rc < 0) {
+        goto out;
+    }
+    rc = db_exec(j, "COMMIT");
+    if (rc < 0) {
+        goto out;
+    }
+    in_tx = false;
+    pthread_cond_broadcast(&j->cv);
+    memcpy(id_out, id, sizeof(id));
+    if (rs != NULL) {
+        ant_log_kv(ANT_LOG_INFO, "jobs.queued", ((const char *[]){"job_id", id, NULL}),
+                   "%zu file(s), %llu bytes of %s:%s (transfer %s), %s, for %s@%s", n,
+                   (unsigned long long)bytes, rs->peer_id, rs->dataset, rs->transfer,
+                   ant_job_mode_name(rq->mode), rq->who->id, rq->who->tenant);
+    } else {
+        ant_log_kv(ANT_LOG_INFO, "jobs.queued", ((const char *[]){"job_id", id, NULL}),
+                   "%zu file(s), %llu bytes of %s, %s, for %s@%s", n, (unsigned long long)bytes,
+                   rq->dataset_id, ant_job_mode_name(rq->mode), rq->who->id, rq->who->tenant);
+    }
+out:
+    if (in_tx) {
+        (void)db_exec(j, "ROLLBACK");
+    }
+    pthread_mutex_unlock(&j->mu);
+    return rc;
+}
+
+/* Adds one file to the admission list; -E2BIG past ANT_JOB_FILES_MAX. */
+static int pick_add(const struct ant_job_request *rq, struct pick *p, size_t *n, uint64_t *bytes,
+                    uint64_t *scratch, struct ant_diag *d)
+{
+    *bytes += p->size;
+    *scratch += ant_job_output_size(rq->mode, p->size);
+    if (++*n > ANT_JOB_FILES_MAX) {
+        ant_diag_set(d, "more than %d files match: stage the dataset in parts (paths)",
+                     ANT_JOB_FILES_MAX);
+        return -E2BIG;
+    }
+    return 0;
+}
+
+static int no_match(const struct ant_job_request *rq, size_t total, const char *what,
+                    struct ant_diag *d)
+{
+    if (total == 0) {
+        ant_diag_set(d, "dataset %s has no files to stage", what);
+    } else {
+        ant_diag_set(d, "none of the %zu files of dataset %s matches the given paths", total,
+                     what);
+    }
+    (void)rq;
+    return -ENOENT;
+}
+
 int ant_jobs_submit(struct ant_jobs *j, struct ant_store *st, const struct ant_job_request *rq,
                     char id_out[ANT_JOB_ID_LEN + 1], struct ant_diag *d)
 {
     json_t *files = NULL;
     struct pick *picks = NULL;
     size_t n = 0;
-    uint64_t ttl = 0, bytes = 0, scratch = 0, quota = 0, used = 0;
-    int64_t now = rq->now != 0 ? rq->now : ant_now_unix();
-    char id[ANT_JOB_ID_LEN + 1];
-    bool locked = false, in_tx = false;
+    uint64_t ttl = 0, bytes = 0, scratch = 0;
     int rc = check_request(j, rq, &ttl, d);
     if (rc < 0) {
+        goto out;
+    }
+    if (rq->peer_id != NULL) {
+        ant_diag_set(d, "a peer's dataset is staged with ant_jobs_submit_remote");
+        rc = -EINVAL;
         goto out;
     }
     rc = ant_store_file_list(st, rq->dataset_id, &files);
@@ -709,78 +833,125 @@ int ant_jobs_submit(struct ant_jobs *j, struct ant_store *st, const struct ant_j
             goto out;
         }
         p->size = (uint64_t)size;
-        bytes += p->size;
-        scratch += ant_job_output_size(rq->mode, p->size);
-        if (++n > ANT_JOB_FILES_MAX) {
-            ant_diag_set(d, "more than %d files match: stage the dataset in parts (paths)",
-                         ANT_JOB_FILES_MAX);
-            rc = -E2BIG;
+        rc = pick_add(rq, p, &n, &bytes, &scratch, d);
+        if (rc < 0) {
             goto out;
         }
     }
     if (n == 0) {
-        if (total == 0) {
-            ant_diag_set(d, "dataset %s has no files to stage", rq->dataset_id);
-        } else {
-            ant_diag_set(d, "none of the %zu files of dataset %s matches the given paths", total,
-                         rq->dataset_id);
-        }
-        rc = -ENOENT;
+        rc = no_match(rq, total, rq->dataset_id, d);
         goto out;
     }
-    uint8_t rnd[8];
-    randombytes_buf(rnd, sizeof(rnd));
-    memcpy(id, "job_", 4);
-    ant_hex_encode(rnd, sizeof(rnd), id + 4);
-
-    pthread_mutex_lock(&j->mu);
-    locked = true;
-    rc = db_exec(j, "BEGIN IMMEDIATE");
-    if (rc < 0) {
-        goto out;
-    }
-    in_tx = true;
-    /* Checked and reserved in one transaction: two admissions cannot both take the last bytes. */
-    rc = quota_get_locked(j, rq->who->tenant, &quota, &used);
-    if (rc < 0) {
-        goto out;
-    }
-    if (quota != 0 && (scratch > quota || used > quota - scratch)) {
-        char need[32], inuse[32], lim[32];
-        fmt_bytes(scratch, need);
-        fmt_bytes(used, inuse);
-        fmt_bytes(quota, lim);
-        ant_diag_set(d,
-                     "scratch quota of tenant %s exceeded: this job needs %s, %s of %s are in "
-                     "use; cancel finished jobs (DELETE /v1/stage/{id}), stage fewer paths, or "
-                     "ask an admin for more",
-                     rq->who->tenant, need, inuse, lim);
-        rc = -EDQUOT;
-        goto out;
-    }
-    rc = insert_job(j, rq, id, picks, n, bytes, scratch, ttl, now);
-    if (rc < 0) {
-        goto out;
-    }
-    rc = db_exec(j, "COMMIT");
-    if (rc < 0) {
-        goto out;
-    }
-    in_tx = false;
-    pthread_cond_broadcast(&j->cv);
-    memcpy(id_out, id, sizeof(id));
-    ant_log_kv(ANT_LOG_INFO, "jobs.queued", ((const char *[]){"job_id", id, NULL}),
-               "%zu file(s), %llu bytes of %s, %s, for %s@%s", n, (unsigned long long)bytes,
-               rq->dataset_id, ant_job_mode_name(rq->mode), rq->who->id, rq->who->tenant);
+    rc = admit(j, rq, picks, n, bytes, scratch, ttl, NULL, id_out, d);
 out:
-    if (in_tx) {
-        (void)db_exec(j, "ROLLBACK");
-    }
-    if (locked) {
-        pthread_mutex_unlock(&j->mu);
-    }
     free(picks);
     json_decref(files);
+    return rc;
+}
+
+int ant_jobs_submit_remote(struct ant_jobs *j, struct ant_store *st,
+                           const struct ant_job_request *rq, char id_out[ANT_JOB_ID_LEN + 1],
+                           char transfer_out[65], struct ant_diag *d)
+{
+    struct ant_fetch_manifest m;
+    struct ant_peer peer;
+    struct pick *picks = NULL;
+    size_t n = 0;
+    uint64_t ttl = 0, bytes = 0, scratch = 0;
+    char transfer[65];
+    memset(&m, 0, sizeof(m));
+    transfer_out[0] = '\0';
+    int rc = check_request(j, rq, &ttl, d);
+    if (rc < 0) {
+        goto out;
+    }
+    if (j->conf.keys == NULL || j->conf.pool == NULL) {
+        ant_diag_set(d, "staging from peers is not enabled on this site");
+        rc = -ENOTSUP;
+        goto out;
+    }
+    if (rq->peer_id == NULL || !ant_name_is_valid(rq->peer_id) ||
+        strlen(rq->dataset_id) > ANT_ID_MAX) {
+        ant_diag_set(d, "a site id and the site's dataset id are required");
+        rc = -EINVAL;
+        goto out;
+    }
+    if (rq->purpose == NULL || rq->purpose[0] == '\0' ||
+        strlen(rq->purpose) > ANT_DUO_CODE_MAX) {
+        ant_diag_set(d, "staging from a peer needs purpose (a DUO code such as DUO:0000042): "
+                        "the serving site checks it against the dataset's data-use conditions");
+        rc = -EINVAL;
+        goto out;
+    }
+    rc = ant_peer_get(st, rq->peer_id, &peer);
+    if (rc == -ENOENT) {
+        ant_diag_set(d, "%s is not a peer of this site: an admin adds it with antenna admin "
+                        "peer add",
+                     rq->peer_id);
+        rc = -ENXIO;
+    }
+    if (rc < 0) {
+        goto out;
+    }
+    uint8_t rnd[12];
+    randombytes_buf(rnd, sizeof(rnd));
+    memcpy(transfer, "tr_", 3);
+    ant_hex_encode(rnd, sizeof(rnd), transfer + 3);
+    memcpy(transfer_out, transfer, sizeof(transfer));
+    struct ant_fed_pull_req q = {
+        .st = st,
+        .keys = j->conf.keys,
+        .self_id = j->site_id,
+        .peer_id = rq->peer_id,
+        .dataset = rq->dataset_id,
+        .principal = rq->who->id,
+        .tenant = rq->who->tenant,
+        .purpose = rq->purpose,
+        .transfer_id = transfer,
+    };
+    rc = ant_fed_manifest(&q, &m, d);
+    if (rc < 0) {
+        goto out;
+    }
+    picks = calloc(m.nfiles > 0 ? m.nfiles : 1, sizeof(*picks));
+    if (picks == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < m.nfiles; i++) {
+        const struct ant_fetch_file *f = &m.files[i];
+        struct pick *p = &picks[n];
+        if (!glob_match(rq, f->path)) {
+            continue;
+        }
+        /* the storage is known once pulled: the runner fills it in */
+        p->path = f->path;
+        p->file_id = "";
+        p->storage_id = "";
+        p->size = f->size;
+        memcpy(p->sha, rq->mode == ANT_JOB_DECRYPT ? f->sha256 : f->sha256_c4gh, sizeof(p->sha));
+        rc = pick_add(rq, p, &n, &bytes, &scratch, d);
+        if (rc < 0) {
+            goto out;
+        }
+    }
+    if (n == 0) {
+        char what[2 * ANT_NAME_MAX + 4];
+        snprintf(what, sizeof(what), "%s:%s", rq->peer_id, rq->dataset_id);
+        rc = no_match(rq, m.nfiles, what, d);
+        goto out;
+    }
+    struct remote_src rs = {
+        .peer_id = rq->peer_id,
+        .dataset = m.dataset_id[0] ? m.dataset_id : rq->dataset_id,
+        .name = m.dataset_name,
+        .transfer = transfer,
+        .purpose = rq->purpose,
+    };
+    rc = admit(j, rq, picks, n, bytes, scratch, ttl, &rs, id_out, d);
+out:
+    free(picks);
+    ant_fetch_manifest_fini(&m);
     return rc;
 }
 
@@ -942,7 +1113,7 @@ int ant_jobs_submit_out(struct ant_jobs *j, struct ant_store *st,
         goto out;
     }
     in_tx = true;
-    rc = insert_job(j, &jr, id, w.picks, w.n, w.bytes, 0, j->conf.default_ttl_s, now);
+    rc = insert_job(j, &jr, id, w.picks, w.n, w.bytes, 0, j->conf.default_ttl_s, now, NULL);
     if (rc == 0) {
         sqlite3_stmt *s = NULL;
         rc = db_prepare(j, "UPDATE stage_jobs SET source = ? WHERE id = ?", &s);
@@ -1035,6 +1206,8 @@ int ant_jobs_status_json(struct ant_jobs *j, const char *id, int64_t now, json_t
     struct ant_job_info info;
     json_t *doc = NULL, *files = json_array();
     double rate = 0;
+    uint64_t received = 0;
+    bool running = false, staging = false;
     char path[2 * ANT_NAME_MAX + 8];
     if (files == NULL) {
         return -ENOMEM;
@@ -1054,6 +1227,9 @@ int ant_jobs_status_json(struct ant_jobs *j, const char *id, int64_t now, json_t
             uint64_t fdone = atomic_load(&r->progress.files_done);
             info.files_done = fdone > info.files_done ? fdone : info.files_done;
             rate = secs > 0.2 ? (double)now_bytes / secs : 0;
+            running = true;
+            received = atomic_load(&r->received);
+            staging = atomic_load(&r->staging);
         }
         rc = files_json_locked(j, id, files);
     }
@@ -1095,6 +1271,15 @@ int ant_jobs_status_json(struct ant_jobs *j, const char *id, int64_t now, json_t
                                                  ? json_string(path)
                                                  : json_null());
     json_object_set_new(doc, "files", files);
+    if (info.peer_id[0] != '\0') {
+        json_object_set_new(doc, "site", json_string(info.peer_id));
+        json_object_set_new(doc, "dataset_name", json_string(info.remote_name));
+        json_object_set_new(doc, "transfer_id", json_string(info.transfer_id));
+        json_object_set_new(doc, "purpose", json_string(info.purpose));
+        json_object_set_new(doc, "phase", running ? json_string(staging ? "stage" : "transfer")
+                                                  : json_null());
+        json_object_set_new(doc, "bytes_received", json_integer((json_int_t)received));
+    }
     *out = doc;
     return 0;
 }
@@ -1127,8 +1312,9 @@ int ant_jobs_list_json(struct ant_jobs *j, const char *tenant, const char *princ
             if (job_from_row(s, &info) < 0) {
                 continue;
             }
-            json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:o, s:o, s:s?}", "id",
-                                  info.id, "dataset_id", info.dataset_id, "owner",
+            json_t *o = json_pack("{s:s, s:s, s:s?, s:s, s:s, s:s, s:I, s:I, s:o, s:o, s:s?}",
+                                  "id", info.id, "dataset_id", info.dataset_id, "site",
+                                  info.peer_id[0] ? info.peer_id : NULL, "owner",
                                   info.principal, "mode", ant_job_mode_name(info.mode), "state",
                                   ant_job_state_name(info.state), "files_total",
                                   (json_int_t)info.files_total, "bytes_total",
@@ -1295,16 +1481,22 @@ int ant_jobs_open_output(struct ant_jobs *j, const struct ant_job_info *info, in
 static int audit_job(struct ant_jobs *j, const struct ant_job_info *info, const char *action,
                      const char *reason, const char *detail)
 {
+    /* a remote job's events carry the transfer id, which the serving site's events carry too,
+     * and name the dataset as peer:dataset (it is not one of this site's) */
+    bool remote = info->peer_id[0] != '\0';
+    char ds[2 * ANT_NAME_MAX + 4];
+    snprintf(ds, sizeof(ds), "%s%s%s", remote ? info->peer_id : "", remote ? ":" : "",
+             info->dataset_id);
     struct ant_audit_event ev = {
         .actor = j->site_id[0] ? j->site_id : "antenna",
         .tenant = info->tenant,
         .action = action,
         .resource_kind = "job",
         .resource_id = info->id,
-        .dataset_id = info->dataset_id,
+        .dataset_id = ds,
         .decision = ANT_AUDIT_INFO,
         .reason = reason,
-        .transfer = info->id,
+        .transfer = remote ? info->transfer_id : info->id,
         .detail = detail,
     };
     int64_t seq = ant_audit_append(j->conf.audit, &ev);
@@ -1716,6 +1908,11 @@ static int load_files_locked(struct ant_jobs *j, const struct ant_job_info *info
             /* stage-out: from <source>/<path> to a flat name the registration renames */
             e1 = asprintf(&src_path, "%s/%s", fl->source, path);
             e2 = asprintf(&dst_path, "%zu.c4gh", i);
+        } else if (sid != NULL && path != NULL && info->peer_id[0] != '\0') {
+            /* a remote job's source is its copy in the archive cache, known once pulled */
+            src_path = strdup("");
+            e1 = src_path != NULL ? 0 : -1;
+            dst_path = strdup(path);
         } else if (sid != NULL && path != NULL) {
             e1 = asprintf(&src_path, "%s/%s.c4gh", info->dataset_id, sid);
             dst_path = strdup(path);
@@ -1915,6 +2112,111 @@ static int register_out(struct ant_jobs *j, const struct ant_job_info *info,
     return rc;
 }
 
+/* --- a remote job's pull --- */
+
+struct want_set {
+    const char **paths; /* sorted */
+    size_t n;
+};
+
+static int cmp_path(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static bool want_path(void *arg, const char *path)
+{
+    const struct want_set *w = arg;
+    return bsearch(&path, w->paths, w->n, sizeof(*w->paths), cmp_path) != NULL;
+}
+
+/* Pulls a remote job's files from its peer into the archive cache (files already there are not
+ * transferred: ant_fed_pull) and points the engine's sources at those copies. The peer decides
+ * again, under the job's transfer id: a grant revoked since admission stops the job here. A
+ * file whose digest differs from the one admitted (the peer's dataset changed) fails the job. */
+static int remote_pull(struct ant_jobs *j, struct job_run *run, const struct ant_job_info *info,
+                       struct filelist *fl, struct ant_diag *d)
+{
+    struct ant_fed_pulled res;
+    struct want_set w = {.paths = calloc(fl->n > 0 ? fl->n : 1, sizeof(*w.paths)), .n = fl->n};
+    struct ant_store *st = NULL;
+    int rc = 0;
+    memset(&res, 0, sizeof(res));
+    if (w.paths == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    if (j->conf.keys == NULL || j->conf.pool == NULL) {
+        ant_diag_set(d, "staging from peers is not enabled on this site");
+        rc = -ENOTSUP;
+        goto out;
+    }
+    memcpy(w.paths, fl->logical, fl->n * sizeof(*w.paths));
+    qsort(w.paths, w.n, sizeof(*w.paths), cmp_path);
+    struct ant_fetch_opts o = j->fetch;
+    o.cancel = &run->cancel;
+    o.received = &run->received;
+    st = ant_store_pool_acquire(j->conf.pool);
+    struct ant_fed_pull_req q = {
+        .st = st,
+        .audit = j->conf.audit,
+        .keys = j->conf.keys,
+        .self_id = j->site_id,
+        .archive_fd = j->conf.archive_fd,
+        .peer_id = info->peer_id,
+        .dataset = info->dataset_id,
+        .principal = info->principal,
+        .tenant = info->tenant,
+        .purpose = info->purpose,
+        .transfer_id = info->transfer_id,
+        .request_id = info->id,
+        .opts = &o,
+        .want = want_path,
+        .want_arg = &w,
+    };
+    rc = ant_fed_pull(&q, &res, d);
+    if (rc < 0) {
+        goto out;
+    }
+    /* both lists are in the manifest's order: one walk pairs them */
+    size_t k = 0;
+    for (size_t i = 0; i < fl->n; i++) {
+        const char *path = fl->logical[i];
+        while (k < res.nfiles && (res.files[k].skipped || strcmp(res.files[k].path, path) != 0)) {
+            k++;
+        }
+        const struct ant_fed_pulled_file *pf = k < res.nfiles ? &res.files[k++] : NULL;
+        const uint8_t *got = pf == NULL                      ? NULL
+                             : info->mode == ANT_JOB_DECRYPT ? pf->sha256
+                                                             : pf->sha256_c4gh;
+        if (got == NULL || memcmp(got, fl->files[i].sha256, ANT_SHA256_LEN) != 0) {
+            ant_diag_set(d, "%s: %s at %s since the job was admitted; stage it again", path,
+                         got == NULL ? "no longer in the dataset" : "changed", info->peer_id);
+            rc = -ESTALE;
+            goto out;
+        }
+        char *src = strdup(pf->archive_name);
+        if (src == NULL) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        free(fl->strs[2 * i]);
+        fl->strs[2 * i] = src;
+        fl->files[i].src = src;
+    }
+    ant_log_kv(ANT_LOG_INFO, "jobs.pulled", ((const char *[]){"job_id", info->id, NULL}),
+               "%s:%s (transfer %s): %zu file(s), %llu bytes received, %u retries",
+               info->peer_id, info->dataset_id, info->transfer_id, fl->n,
+               (unsigned long long)res.stats.bytes, res.stats.retries);
+out:
+    if (st != NULL) {
+        ant_store_pool_release(j->conf.pool, st);
+    }
+    ant_fed_pulled_fini(&res);
+    free(w.paths);
+    return rc;
+}
+
 /* Runs one claimed job and records how it ended. */
 static void run_job(struct ant_jobs *j, struct job_run *run)
 {
@@ -1939,6 +2241,13 @@ static void run_job(struct ant_jobs *j, struct job_run *run)
         goto end;
     }
     run->bytes_prev = fl.bytes_prev;
+    if (info.peer_id[0] != '\0') {
+        rc = remote_pull(j, run, &info, &fl, &diag);
+        if (rc < 0) {
+            goto end;
+        }
+    }
+    atomic_store(&run->staging, true);
     c.files = fl.files;
     c.logical = fl.logical;
     c.nfiles = fl.n;

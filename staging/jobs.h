@@ -7,6 +7,12 @@
  *
  * A stage-out (mode encrypt, ant_jobs_submit_out) goes the other way, into a draft dataset.
  *
+ * A remote job (ant_jobs_submit_remote, issue 7 part 4) stages a peer's dataset: admission
+ * fetches and verifies the peer's signed manifest (the peer decides and audits), the runner
+ * first pulls the files with ant_fed_pull (staging/fetch.h) into the archive cache (archive/fed,
+ * kept once: a file already there is not transferred again), then the engine writes scratch
+ * from those copies exactly as for a local job. Same states, token, purge and resume.
+ *
  *     queued -> running -> ready -> expired            (ready: output visible, token issued)
  *        |         |  \-> failed -> expired            (failed: nothing left in scratch)
  *        |         \---> queued                        (daemon stopped or crashed: resumes)
@@ -33,6 +39,7 @@
 #include "crypto/keys.h"
 #include "policy/store.h"
 #include "staging/engine.h"
+#include "staging/fetch.h"
 
 struct ant_audit;
 
@@ -89,6 +96,10 @@ struct ant_jobs_conf {
     const struct ant_engine_opts *engine; /* NULL: defaults (io_engine auto) */
     struct ant_store_pool *pool; /* the catalog, where stage-out registers files; NULL: no
                                     stage-out (-ENOTSUP) */
+    /* remote jobs: this site's keys sign the federation tokens (as site_id) and open the
+     * copies; with `pool` (peers, fed_cache). NULL: remote jobs are refused (-ENOTSUP). */
+    const struct ant_site_keys *keys;
+    const struct ant_fetch_opts *fetch; /* remote pulls; NULL: defaults; copied */
     /* testing only: copy archive files as they are (ANT_XFORM_RAW, catalog SHA-256 checked),
      * so the runner can be tested without Crypt4GH; kx may then be NULL */
     bool test_raw;
@@ -122,6 +133,9 @@ struct ant_job_request {
     const uint8_t *recipient_pk;     /* reencrypt: 32-byte X25519 public key; else NULL */
     uint64_t ttl_s;                  /* 0: the default */
     int64_t now;                     /* unix s; 0: now */
+    /* remote jobs only (ant_jobs_submit_remote): dataset_id is the peer's dataset */
+    const char *peer_id;             /* the peer holding it, a row of the peers table */
+    const char *purpose;             /* the stated purpose (a DUO code) the token carries */
 };
 
 /* Admits a job: lists the dataset's files through `st` (the catalog), keeps those matching a
@@ -133,6 +147,21 @@ struct ant_job_request {
 ANT_MUST_CHECK int ant_jobs_submit(struct ant_jobs *j, struct ant_store *st,
                                    const struct ant_job_request *rq,
                                    char id_out[ANT_JOB_ID_LEN + 1], struct ant_diag *d);
+
+/* Admits a remote job for rq->who (a member of a tenant: the local right to stage a peer's
+ * dataset is only that; the peer decides `transfer` under its own policy). Fetches the peer's
+ * signed manifest with a federation token for rq->who (sub = its id, tenant "<tenant>@<site>",
+ * rq->purpose) under a new transfer id, written to transfer_out (also on failure, once drawn),
+ * keeps the files matching a glob, checks the quota against the manifest's sizes and records
+ * the job with the files' digests. Errors with diag: -ENOTSUP remote jobs not configured,
+ * -EINVAL bad request (no purpose, ...), -ENXIO rq->peer_id is not a peer of this site, the
+ * peer's refusals as ant_fetch_manifest_get (-EACCES its 403 with its reason, -ENOENT its 404,
+ * -EPERM it refused this site's token, -EKEYREJECTED bad signature, -EIO unreachable), then as
+ * ant_jobs_submit. */
+ANT_MUST_CHECK int ant_jobs_submit_remote(struct ant_jobs *j, struct ant_store *st,
+                                          const struct ant_job_request *rq,
+                                          char id_out[ANT_JOB_ID_LEN + 1], char transfer_out[65],
+                                          struct ant_diag *d);
 
 /* Stage-out (issue 6 part 4): the regular files beneath <scratch>/<tenant>/<source> become
  * files of a draft dataset, encrypted for the site's key into <archive>/<dataset-id>/, each
@@ -156,7 +185,11 @@ struct ant_job_info {
     char id[ANT_JOB_ID_LEN + 1];
     char tenant[ANT_NAME_MAX + 1];
     char principal[ANT_NAME_MAX + 1];
-    char dataset_id[ANT_ID_MAX + 1];
+    char dataset_id[ANT_ID_MAX + 1]; /* remote job: the peer's dataset id */
+    char peer_id[ANT_NAME_MAX + 1];  /* remote job: the peer; "" for a local job */
+    char remote_name[ANT_NAME_MAX + 1];
+    char transfer_id[65];            /* remote job: the id both sites audit under */
+    char purpose[ANT_DUO_CODE_MAX + 1];
     enum ant_job_state state;
     enum ant_job_mode mode;
     uint64_t files_total, files_done, bytes_total, bytes_done, scratch_bytes;
@@ -170,7 +203,9 @@ ANT_MUST_CHECK int ant_jobs_get(struct ant_jobs *j, const char *id, struct ant_j
 /* The status document of GET /v1/stage/{id}: id, dataset_id, tenant, owner, mode, state, error,
  * files_total, files_done, bytes_total, bytes_done, rate_bytes_per_s, eta_s, created, started,
  * finished, expires (RFC 3339), scratch_path (relative to the scratch root) and files [{path,
- * size, state, bytes_done, error}] (at most ANT_JOB_STATUS_FILES_MAX, failed first). -ENOENT. */
+ * size, state, bytes_done, error}] (at most ANT_JOB_STATUS_FILES_MAX, failed first); a remote
+ * job also site, dataset_name, transfer_id, purpose, phase ("transfer" while pulling,
+ * "stage" while writing scratch) and bytes_received (this run's pull). -ENOENT. */
 ANT_MUST_CHECK int ant_jobs_status_json(struct ant_jobs *j, const char *id, int64_t now,
                                         json_t **out);
 /* The jobs of one owner (principal NULL: every job of the tenant; tenant NULL too: all), newest

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Federation against three real daemons on 127.0.0.1 (docs/federation.md): the demo's core
-# (deploy/federation-demo.sh: peering, a pull decrypted at site-b, the cache, residency refusal
-# for site-c, audits joined and verified), then the faults: expired, forged (a peer whose key
+# (deploy/federation-demo.sh: peering, `antenna stage site-a:DS --decrypt` through site-b's API
+# read back from site-b's scratch, the cache on a second stage, residency refusal for site-c,
+# audits joined and verified), then the remote stage jobs' faults (an unknown peer, a byte
+# corrupted in transit, the serving site and the pulling site each killed mid-pull and
+# restarted: the job completes and the files verify), then the faults of the pull itself: expired, forged (a peer whose key
 # changed), replayed and wrongly addressed federation tokens and an unknown peer are refused
 # with their reason and audited at the serving site; a byte corrupted in transit is detected
 # against the signed manifest and fetched again; the serving site killed mid-transfer and
@@ -42,11 +45,16 @@ ok() { echo "ok $*"; }
 ANTENNA_BIN=$BIN FED_DEMO_DIR=$W FED_DEMO_KEEP=1 FED_DEMO_QUIET=1 \
     "$ROOT/deploy/federation-demo.sh" >"$T/demo.out" 2>&1 || { cat "$T/demo.out"; fail "demo"; }
 . "$W/env"
-ok "demo: peered, pulled decrypted at site-b, refused for site-c by residency"
-grep -q '(8 from the cache), 0 bytes received' "$W/pull2.out" || fail "second pull not from cache"
-ok "second pull served from site-b's archive cache"
-grep -q 'residency' "$W/pull-c.err" || fail "site-c refusal does not say residency"
-ok "site-c told the reason (residency)"
+ok "demo: peered, staged site-a:DS decrypted at site-b through its API, refused for site-c by residency"
+grep -q '8 files, 8 from the cache, 0 bytes received' "$W/cache.out" ||
+    fail "second stage not from the cache: $(cat "$W/cache.out")"
+ok "second stage of the same dataset transferred nothing (site-b's archive cache)"
+grep -q 'residency' "$W/pull-c.err" && grep -q 'HTTP 403' "$W/pull-c.err" ||
+    fail "site-c refusal does not say residency: $(cat "$W/pull-c.err")"
+"$BIN" audit query --dir "$W/c" --action stage.remote --decision deny -o json >"$T/cdeny.json" ||
+    fail "audit query c"
+grep -q 'residency' "$T/cdeny.json" || fail "site-c's refused stage not audited with the reason"
+ok "site-c told the reason (residency, 403), and its refused stage audited there"
 [ "$(grep -c '^transfer ' "$W/joined.txt")" -ge 2 ] &&
     grep -q 'site-a  allow transfer' "$W/joined.txt" || fail "audits not joined by transfer id"
 ok "both sites' audit events share the transfer id"
@@ -111,7 +119,8 @@ same() { # $1 output folder
     local g
     while read -r g; do cmp -s "$W/data/$g" "$1/$g" || return 1; done <"$W/files.txt"
 }
-clear_cache() { rm -f "$W"/b/archive/fed/*.c4gh; }
+# (also the temporary copy a killed pulling site leaves behind)
+clear_cache() { rm -f "$W"/b/archive/fed/*.c4gh "$W"/b/archive/fed/.fetch-*; }
 
 # a byte flipped in transit (the serving site's test hook): detected, fetched again; in a
 # big file fetched by ranges, and in a small one fetched whole (header and body at once)
@@ -128,6 +137,101 @@ for f in reads/sample1.bin samples.tsv; do
     same "$T/out-corrupt" || fail "files differ after refetch of $f"
     ok "corrupted byte in $f detected against the signed manifest, refetched, files verify"
 done
+
+# --- remote stage jobs: site-b's API, site-b's staging engine ---
+as_b() { ANTENNA_URL="https://127.0.0.1:$PORT_b" ANTENNA_CACERT="$W/b/tls/cert.pem" \
+    ANTENNA_API_KEY=$KEY_b "$@"; }
+jval() { python3 -c 'import json,sys;print(json.load(open(sys.argv[1])).get(sys.argv[2],""))' "$@"; }
+pull_event() { # $1 transfer id: prints the fed.pull event's detail at site-b as JSON
+    "$BIN" audit query --dir "$W/b" --action fed.pull -o json >"$T/pulls.json"
+    python3 - "$T/pulls.json" "$1" <<'EOF'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+ev = doc if isinstance(doc, list) else doc.get("events", [])
+for e in ev:
+    if e.get("transfer") == sys.argv[2]:
+        d = e.get("detail") or {}
+        print(json.dumps(json.loads(d) if isinstance(d, str) else d))
+EOF
+}
+stage_async() { # $1 name: submits site-a:$DS decrypted, job answer in $T/$1.json
+    as_b "$BIN" stage "site-a:$DS" --decrypt --purpose DUO:0000042 >"$T/$1.json" 2>"$T/$1.err" ||
+        fail "stage $1: $(cat "$T/$1.err")"
+}
+stage_wait() { # $1 name: waits for the job of $T/$1.json, its answer in $T/$1.out
+    as_b "$BIN" stage status "$(jval "$T/$1.json" id)" --wait >"$T/$1.out" 2>"$T/$1.werr" ||
+        fail "job $1 did not become ready: $(cat "$T/$1.werr")"
+}
+staged_same() { # $1 name: the job's scratch folder holds the originals
+    same "$(sed -n 's/^scratch: //p' "$T/$1.out")"
+}
+fetching() { # a temporary copy at site-b holds more than 2 MiB
+    [ -n "$(find "$W/b/archive/fed" -name '.fetch-*' -size +2048k 2>/dev/null)" ]
+}
+
+if as_b "$BIN" stage "site-x:$DS" --decrypt --purpose DUO:0000042 2>"$T/unknown.err" >/dev/null; then
+    fail "a stage from a site that is not a peer was admitted"
+fi
+grep -q 'not a peer' "$T/unknown.err" && grep -q 'HTTP 404' "$T/unknown.err" ||
+    fail "unknown peer: $(cat "$T/unknown.err")"
+if as_b "$BIN" stage "site-a:$DS" --decrypt 2>"$T/nopurpose.err" >/dev/null; then
+    fail "a remote stage without purpose was admitted"
+fi
+grep -q 'purpose' "$T/nopurpose.err" || fail "no purpose: $(cat "$T/nopurpose.err")"
+ok "remote stage: an unknown peer (404, 'not a peer') and a missing purpose refused clearly"
+
+# site-a corrupts one byte of samples.tsv in transit (once): the job's pull detects, refetches
+kill -TERM "$PID_a"
+wait "$PID_a" 2>/dev/null
+ANTENNA_TEST_FED_CORRUPT=samples.tsv restart_a stage-corrupt
+clear_cache
+stage_async corrupt
+stage_wait corrupt
+staged_same corrupt || fail "staged files differ after a corrupted byte"
+pull_event "$(jval "$T/corrupt.json" transfer_id)" | grep -q '"refetched": 1' ||
+    fail "corruption not refetched by the job's pull: $(pull_event "$(jval "$T/corrupt.json" transfer_id)")"
+ok "remote stage: a byte corrupted in transit detected, refetched, staged files verify"
+
+# the serving site killed (-9) mid-pull and restarted: the job's pull resumes, the job completes
+kill -TERM "$PID_a"
+wait "$PID_a" 2>/dev/null
+restart_a stage
+restart_b() { # $1 log suffix; pulls slowed down so that a kill lands mid-pull
+    ANTENNA_FED_MAX_RATE=2M ANTENNA_FED_CONNECTIONS=2 \
+        "$BIN" serve --dir "$W/b" --listen "127.0.0.1:$PORT_b" >"$W/b-$1.out" 2>"$W/b-$1.log" &
+    PID_b=$!
+    for _ in $(seq 100); do grep -q serving "$W/b-$1.out" 2>/dev/null && break; sleep 0.1; done
+    grep -q serving "$W/b-$1.out" || fail "site-b did not restart"
+}
+kill -TERM "$PID_b"
+for _ in $(seq 100); do kill -0 "$PID_b" 2>/dev/null || break; sleep 0.1; done
+restart_b slow
+clear_cache
+stage_async killa
+for _ in $(seq 200); do fetching && break; sleep 0.05; done
+fetching || fail "the job's pull was not seen in progress"
+kill -9 "$PID_a"
+wait "$PID_a" 2>/dev/null
+sleep 0.5
+restart_a stage-killed
+stage_wait killa
+staged_same killa || fail "staged files differ after the serving site's restart"
+r=$(pull_event "$(jval "$T/killa.json" transfer_id)")
+echo "$r" | grep -Eq '"retries": [1-9]' || fail "no retry seen in the job's pull: $r"
+ok "remote stage: serving site killed mid-pull and restarted, job ready, files verify ($r)"
+
+# the pulling site killed (-9) mid-pull and restarted: the job is requeued and completes
+clear_cache
+stage_async killb
+for _ in $(seq 200); do fetching && break; sleep 0.05; done
+fetching || fail "the job's pull was not seen in progress (site-b)"
+kill -9 "$PID_b"
+wait "$PID_b" 2>/dev/null
+restart_b killed
+stage_wait killb
+staged_same killb || fail "staged files differ after the pulling site's restart"
+grep -q 'jobs.resume' "$W/b-killed.log" || fail "site-b did not requeue the interrupted job"
+ok "remote stage: pulling site killed mid-pull and restarted, job requeued, ready, files verify"
 
 # the serving site killed mid-transfer and restarted: the pull resumes
 clear_cache
