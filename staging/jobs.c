@@ -2175,6 +2175,12 @@ static int remote_pull(struct ant_jobs *j, struct job_run *run, const struct ant
         .want_arg = &w,
     };
     rc = ant_fed_pull(&q, &res, d);
+    if (rc < 0 && rc != -ECANCELED) {
+        char why[200];
+        snprintf(why, sizeof(why), "%s", ant_diag_msg(d, strerror(-rc)));
+        ant_diag_set(d, "cannot pull %s from %s (transfer %s): %s", info->dataset_id,
+                     info->peer_id, info->transfer_id, why);
+    }
     if (rc < 0) {
         goto out;
     }

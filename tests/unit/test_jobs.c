@@ -1,5 +1,6 @@
 /* Unit tests for staging/jobs.h: the state machine, admission (globs, validation, quota), the
- * runner, cancel, the time-to-live purge and its audit event, and resume after a crash. Most
+ * runner, cancel, the time-to-live purge and its audit event, resume after a crash, and the
+ * local side of remote jobs (admission refusals, the schema's rule, a peer gone). Most
  * jobs copy raw files (test_raw) so they run without Crypt4GH; the decrypt test uses the
  * reference vectors and is skipped while the engine has no Crypt4GH transforms. */
 #include "tests/unit/testutil.h"
@@ -14,10 +15,12 @@
 #include <unistd.h>
 
 #include <openssl/evp.h>
+#include <sqlite3.h>
 
 #include "crypto/c4gh.h"
 #include "crypto/keys.h"
 #include "policy/audit.h"
+#include "policy/peers.h"
 #include "policy/store.h"
 #include "staging/jobs.h"
 
@@ -151,6 +154,9 @@ static void open_jobs(struct fx *f)
         .pool = f->pool,
         .test_file_done = kill_hook,
         .test_arg = f,
+        .keys = &f->keys,
+        /* a remote pull that cannot connect gives up at once */
+        .fetch = &(struct ant_fetch_opts){.max_retries = 1, .backoff_ms = 1},
     };
     assert_int_equal(ant_jobs_open(&c, &f->jobs), 0);
 }
@@ -912,6 +918,161 @@ static void test_stage_out_registers_files_that_stage_back(void **state)
     free(big);
 }
 
+/* --- remote jobs: what can be checked without a peer --- */
+
+static const char g_pem[] = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+static int submit_remote(struct fx *f, const struct ant_job_request *r,
+                         char id[ANT_JOB_ID_LEN + 1], char tr[65], struct ant_diag *d)
+{
+    struct ant_store *st = NULL;
+    assert_int_equal(ant_store_open(f->dirfd, "antenna.db", 0, &st), 0);
+    int rc = ant_jobs_submit_remote(f->jobs, st, r, id, tr, d);
+    ant_store_close(st);
+    return rc;
+}
+
+/* A peer whose URL refuses connections (port 1 on loopback). */
+static void add_dead_peer(struct fx *f, const char *id)
+{
+    struct ant_store *st = NULL;
+    struct ant_peer p;
+    memset(&p, 0, sizeof(p));
+    snprintf(p.id, sizeof(p.id), "%s", id);
+    snprintf(p.url, sizeof(p.url), "https://127.0.0.1:1");
+    snprintf(p.region, sizeof(p.region), "EU-IT");
+    memset(p.x25519_pk, 7, sizeof(p.x25519_pk));
+    memset(p.ed25519_pk, 9, sizeof(p.ed25519_pk));
+    snprintf(p.added_by, sizeof(p.added_by), "test");
+    assert_int_equal(ant_store_open(f->dirfd, "antenna.db", 0, &st), 0);
+    assert_int_equal(ant_peer_add(st, &p, ant_bytes_str(g_pem)), 0);
+    ant_store_close(st);
+}
+
+static void test_remote_admission_refuses_clearly(void **state)
+{
+    struct fx *f = *state;
+    char id[ANT_JOB_ID_LEN + 1], tr[65];
+    struct ant_diag d = {{0}};
+    struct ant_job_request r = req(f);
+    r.peer_id = "site-x";
+    r.purpose = "DUO:0000042";
+    r.dataset_id = "ds_0123456789abcdef";
+    /* without the catalog pool (peers, cache) a site cannot stage from peers */
+    open_jobs(f);
+    assert_int_equal(submit_remote(f, &r, id, tr, &d), -ENOTSUP);
+    close_jobs(f);
+    assert_int_equal(ant_store_pool_new(f->dirfd, "antenna.db", 2, &f->pool), 0);
+    open_jobs(f);
+    memset(&d, 0, sizeof(d));
+    assert_int_equal(submit_remote(f, &r, id, tr, &d), -ENXIO);
+    assert_non_null(strstr(ant_diag_msg(&d, ""), "site-x is not a peer"));
+    r.purpose = NULL;
+    memset(&d, 0, sizeof(d));
+    assert_int_equal(submit_remote(f, &r, id, tr, &d), -EINVAL);
+    assert_non_null(strstr(ant_diag_msg(&d, ""), "purpose"));
+    r.purpose = "DUO:0000042";
+    /* the local admission does not take a peer's dataset */
+    assert_int_equal(submit(f, &r, id, &d), -EINVAL);
+    /* a peer that cannot be reached: refused before any job is recorded, with a transfer id */
+    add_dead_peer(f, "site-x");
+    memset(&d, 0, sizeof(d));
+    assert_int_equal(submit_remote(f, &r, id, tr, &d), -EIO);
+    assert_int_equal(strncmp(tr, "tr_", 3), 0);
+    json_t *list = NULL;
+    assert_int_equal(ant_jobs_list_json(f->jobs, "lab", NULL, 10, &list), 0);
+    assert_int_equal(json_array_size(list), 0);
+    json_decref(list);
+}
+
+/* The schema (step 6) records exactly one source per job: a local dataset or a peer's. */
+static void test_schema_wants_one_source_per_job(void **state)
+{
+    struct fx *f = *state;
+    sqlite3 *db = NULL;
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/antenna.db", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    static const char *const bad[] = {
+        /* neither */
+        "INSERT INTO stage_jobs(id, tenant_id, principal_id, mode, state, ttl_s, created, expires)"
+        " VALUES('job_a', 'lab', 'alice', 'decrypt', 'queued', 60, 1, 61)",
+        /* both */
+        "INSERT INTO stage_jobs(id, tenant_id, principal_id, dataset_id, peer_id, remote_dataset,"
+        " transfer_id, mode, state, ttl_s, created, expires) VALUES('job_b', 'lab', 'alice',"
+        " (SELECT id FROM datasets), 'site-x', 'ds_1', 'tr_1', 'decrypt', 'queued', 60, 1, 61)",
+        /* a peer without its transfer id */
+        "INSERT INTO stage_jobs(id, tenant_id, principal_id, peer_id, remote_dataset, mode,"
+        " state, ttl_s, created, expires) VALUES('job_c', 'lab', 'alice', 'site-x', 'ds_1',"
+        " 'decrypt', 'queued', 60, 1, 61)",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(sqlite3_exec(db, bad[i], NULL, NULL, NULL), SQLITE_CONSTRAINT);
+    }
+    sqlite3_close(db);
+}
+
+/* A remote job whose peer is gone by the time it runs fails with the transport's reason, and
+ * says which peer, dataset and transfer it was. */
+static void test_remote_job_fails_when_its_peer_is_gone(void **state)
+{
+    struct fx *f = *state;
+    sqlite3 *db = NULL;
+    char path[4200];
+    uint8_t sha[32] = {1};
+    assert_int_equal(ant_store_pool_new(f->dirfd, "antenna.db", 2, &f->pool), 0);
+    add_dead_peer(f, "site-x");
+    /* what admission records for a peer's dataset of one file (admission itself needs the
+     * peer's signed manifest: tests/integration/test_federation.sh) */
+    snprintf(path, sizeof(path), "%s/antenna.db", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db,
+                     "INSERT INTO stage_jobs(id, tenant_id, principal_id, peer_id,"
+                     " remote_dataset, remote_name, transfer_id, purpose, mode, state,"
+                     " files_total, bytes_total, scratch_bytes, ttl_s, created, expires)"
+                     " VALUES('job_00000000000000aa', 'lab', 'alice', 'site-x', 'ds_remote',"
+                     " 'cohort', 'tr_0123', 'DUO:0000042', 'decrypt', 'queued', 1, 5, 5, 60,"
+                     " strftime('%s','now'), strftime('%s','now') + 60)",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_stmt *s = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "INSERT INTO stage_job_files(job_id, idx, file_id,"
+                                        " storage_id, path, size, sha256) VALUES("
+                                        "'job_00000000000000aa', 0, '', '', 'a.txt', 5, ?)",
+                                        -1, &s, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_blob(s, 1, sha, sizeof(sha), SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(s), SQLITE_DONE);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    f->raw = false;
+    assert_int_equal(ant_key_generate(&f->kx), 0);
+    open_jobs(f);
+    uint64_t quota = 0, used = 0;
+    assert_int_equal(ant_jobs_quota_get(f->jobs, "lab", &quota, &used), 0);
+    assert_int_equal(used, 5);
+    run_all(f);
+    struct ant_job_info info;
+    assert_int_equal(ant_jobs_get(f->jobs, "job_00000000000000aa", &info), 0);
+    assert_int_equal(info.state, ANT_JOB_FAILED);
+    assert_string_equal(info.peer_id, "site-x");
+    assert_string_equal(info.dataset_id, "ds_remote");
+    assert_non_null(strstr(info.error, "cannot pull ds_remote from site-x (transfer tr_0123)"));
+    json_t *doc = NULL;
+    assert_int_equal(ant_jobs_status_json(f->jobs, info.id, 0, &doc), 0);
+    assert_string_equal(json_string_value(json_object_get(doc, "site")), "site-x");
+    assert_string_equal(json_string_value(json_object_get(doc, "transfer_id")), "tr_0123");
+    assert_string_equal(json_string_value(json_object_get(doc, "dataset_name")), "cohort");
+    assert_true(json_is_null(json_object_get(doc, "scratch_path")));
+    json_decref(doc);
+    /* nothing was left in scratch, and the quota it held is free again */
+    assert_int_equal(ant_jobs_quota_get(f->jobs, "lab", &quota, &used), 0);
+    assert_int_equal(used, 0);
+    assert_false(exists_at(f->scratch_fd, "lab/job_00000000000000aa"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -931,6 +1092,9 @@ int main(void)
         T(test_decrypt_vectors_into_scratch),
         T(test_corrupt_archive_file_fails_the_job),
         T(test_stage_out_registers_files_that_stage_back),
+        T(test_remote_admission_refuses_clearly),
+        T(test_schema_wants_one_source_per_job),
+        T(test_remote_job_fails_when_its_peer_is_gone),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
