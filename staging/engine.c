@@ -1,12 +1,14 @@
 /* The control thread of a staging job: admits files, hands chunks to the I/O backend and the
  * crypto pool, hashes in order, publishes finished files and, at the end, the job folder.
  *
- * Life of a file: open source and <dst>/.J.tmp/<n> together; (Crypt4GH) read the source
- * header into a chunk buffer and parse or build the header on a pool thread, write the new
- * header; then for each chunk: read -> transform (pool) -> write, and, strictly in chunk
- * order, SHA-256 (pool); when all chunks are written and hashed, compare the digest, close
- * both files (fsync first with fsync_each), rename the temp file to its logical path inside
- * .J.partial, and queue a checkpoint that is reported once a syncfs made it durable. */
+ * Life of a file: open the source and its output together (the output under its logical path
+ * inside <dst>/.J.partial, or <dst>/.J.tmp/<n> for a re-copy of a checkpointed file);
+ * (Crypt4GH) read the source header into a chunk buffer and parse or build the header on a
+ * pool thread, write the new header; then for each chunk: read -> transform (pool) -> write,
+ * and, strictly in chunk order, SHA-256 (pool); when all chunks are written and hashed, compare
+ * the digest, close both files (fsync first with fsync_each), rename a temp file into place,
+ * and queue a checkpoint that is reported once a syncfs made it durable. A failed file's
+ * output is removed. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -267,6 +269,30 @@ static void report(struct run *r, size_t index, int rc, uint64_t bytes, const ui
     }
 }
 
+static int open_parent(struct run *r, const char *path, const char **leaf);
+
+/* Removes what a failed file wrote: its temp file, or (written in place) the file under its
+ * logical name inside .J.partial, which is not visible to anyone until the job is published. */
+static void output_remove(struct run *r, struct sfile *f)
+{
+    const char *leaf = f->tmpname;
+    int dfd = -1;
+    if (!f->out_created) {
+        return;
+    }
+    if (f->via_tmp) {
+        dfd = fcntl(r->tmp_fd, F_DUPFD_CLOEXEC, 0);
+    } else {
+        dfd = open_parent(r, f->spec->dst, &leaf);
+    }
+    if (dfd < 0 || (unlinkat(dfd, leaf, 0) < 0 && errno != ENOENT)) {
+        ant_log_kv(ANT_LOG_WARN, "engine.cleanup", JOB_FIELDS(r), "could not remove the partial copy of %s: %s",
+                   f->spec->dst, strerror(dfd < 0 ? -dfd : errno));
+    }
+    ant_close(dfd);
+    f->out_created = false;
+}
+
 /* Called when a failed file has nothing outstanding: closes, removes the temp file, reports. */
 static void file_end_failed(struct run *r, struct sfile *f)
 {
@@ -280,10 +306,7 @@ static void file_end_failed(struct run *r, struct sfile *f)
     ant_close(f->srcfd);
     ant_close(f->tmpfd);
     f->srcfd = f->tmpfd = -1;
-    if (f->tmpname[0] != '\0' && unlinkat(r->tmp_fd, f->tmpname, 0) < 0 && errno != ENOENT) {
-        ant_log_kv(ANT_LOG_WARN, "engine.cleanup", JOB_FIELDS(r), "could not remove temp file %s: %s", f->tmpname,
-                strerror(errno));
-    }
+    output_remove(r, f);
     if (f->err != -ECANCELED) {
         ant_log_kv(ANT_LOG_WARN, "engine.file_failed", JOB_FIELDS(r), "%s", f->errmsg);
         if (r->first_err == 0) {
@@ -397,14 +420,19 @@ static int open_parent(struct run *r, const char *path, const char **leaf)
 static void file_publish(struct run *r, struct sfile *f)
 {
     const char *leaf = NULL;
-    int pfd = open_parent(r, f->spec->dst, &leaf);
-    int rc = pfd;
-    if (pfd >= 0) {
+    int pfd = -1;
+    int rc = 0;
+    /* written in place: nothing to move; its name is durable with the next syncfs, or now
+     * (fsync_each: the checkpoint is reported at once, so its directory entry must be durable) */
+    if (f->via_tmp || r->e->o.fsync_each) {
+        pfd = open_parent(r, f->spec->dst, &leaf);
+        rc = pfd;
+    }
+    if (pfd >= 0 && f->via_tmp) {
         rc = renameat(r->tmp_fd, f->tmpname, pfd, leaf) < 0 ? -errno : 0;
-        /* with fsync_each the checkpoint is reported now: its name must be durable too */
-        if (rc == 0 && r->e->o.fsync_each) {
-            rc = ant_fsync_dir(pfd);
-        }
+    }
+    if (pfd >= 0 && rc >= 0 && r->e->o.fsync_each) {
+        rc = ant_fsync_dir(pfd);
     }
     ant_close(pfd);
     if (rc < 0) {
@@ -412,7 +440,7 @@ static void file_publish(struct run *r, struct sfile *f)
                   strerror(-rc));
         return;
     }
-    f->tmpname[0] = '\0';
+    f->out_created = false; /* it is the finished copy now */
     rc = ck_add(r, f);
     (void)rc; /* a failed sync is reported per file and as the job's error */
     file_unlink(r, f);
@@ -886,6 +914,7 @@ static int admit(struct run *r)
     const char *slash = strrchr(spec->dst, '/');
     size_t plen = slash != NULL ? (size_t)(slash - spec->dst) : 0;
     struct sfile *f = NULL;
+    bool recopy = false;
     int rc;
     if (spec->done) {
         uint8_t sha[ANT_SHA256_LEN];
@@ -905,6 +934,7 @@ static int admit(struct run *r)
             (void)unlinkat(pfd, leaf, 0);
             ant_close(pfd);
         }
+        recopy = true;
     }
     if (!r->have_lastdir || plen != r->lastdir_len || memcmp(r->lastdir, spec->dst, plen) != 0) {
         rc = stage_mkdirs(r->partial_fd, spec->dst, plen);
@@ -933,6 +963,12 @@ static int admit(struct run *r)
     f->srcfd = f->tmpfd = -1;
     f->state = F_OPENING;
     snprintf(f->tmpname, sizeof(f->tmpname), "%zu", i);
+    /* A file is written in place under its logical name inside .J.partial, which nobody sees
+     * before the job is published: no temp file, no rename, and its inode is allocated beside
+     * its folder (one shared temp folder put 20,000 creates and renames under one directory
+     * lock). Only a re-copy of a checkpointed file goes through .J.tmp: a crash in the middle
+     * must not leave a partial file under a name that the jobs table says is done. */
+    f->via_tmp = recopy;
     f->md = EVP_MD_CTX_new();
     if (f->md == NULL || EVP_DigestInit_ex(f->md, EVP_sha256(), NULL) != 1) {
         file_free(f);
@@ -958,10 +994,12 @@ static int admit(struct run *r)
                                     .buf_index = -1};
     op_submit(r, &f->op_open_src);
     if (f->err == 0) {
-        f->op_open_tmp = (struct io_op){.kind = OP_OPEN, .f = f, .dirfd = r->tmp_fd,
-                                        .path = f->tmpname,
+        f->op_open_tmp = (struct io_op){.kind = OP_OPEN, .f = f,
+                                        .dirfd = f->via_tmp ? r->tmp_fd : r->partial_fd,
+                                        .path = f->via_tmp ? f->tmpname : spec->dst,
                                         .oflags = O_WRONLY | O_CREAT | O_TRUNC, .mode = 0640,
                                         .buf_index = -1};
+        f->out_created = true; /* from here on a failure removes it */
         op_submit(r, &f->op_open_tmp);
     }
     return 0;
@@ -1322,6 +1360,7 @@ out:
             struct sfile *f = r.active;
             ant_close(f->srcfd);
             ant_close(f->tmpfd);
+            output_remove(&r, f);
             r.active = f->next;
             file_free(f);
         }

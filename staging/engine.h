@@ -7,11 +7,13 @@
  * worker threads, never on the I/O thread.
  *
  * Visibility and durability (docs/staging.md): a job named J writes into <dst>/.J.partial/,
- * each file first under <dst>/.J.tmp/<n> and renamed to its logical path once all its bytes
- * are written and its SHA-256 matched. Completed files are made durable in batches (syncfs),
- * and only then reported to on_file (a checkpoint a restarted job may trust). When every file
- * is done, .J.partial is renamed to J and <dst> is fsynced: J appears complete and durable or
- * not at all. Every path under a root is opened with openat2(RESOLVE_BENEATH |
+ * which no reader uses: each file is written in place under its logical path there (a re-copy
+ * of a checkpointed file goes through <dst>/.J.tmp/<n> and a rename, so that a name once
+ * reported done never holds a partial copy), and removed if it fails. Completed files are made
+ * durable in batches (syncfs), and only then reported to on_file (a checkpoint a restarted job
+ * may trust; a file not yet reported is copied again from its start). When every file is done,
+ * .J.partial is renamed to J and <dst> is fsynced: J appears complete and durable or not at
+ * all. Every path under a root is opened with openat2(RESOLVE_BENEATH |
  * RESOLVE_NO_SYMLINKS) (an O_NOFOLLOW walk on kernels without openat2).
  *
  * Threads: an engine may be shared; each ant_engine_run() call is independent and runs its

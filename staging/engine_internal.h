@@ -130,8 +130,10 @@ struct sfile {
     enum file_state state;
     int err;            /* first failure; the file stops issuing work */
     char errmsg[200];
-    int srcfd, tmpfd;
-    char tmpname[24];
+    int srcfd, tmpfd;      /* tmpfd: the output being written */
+    char tmpname[24];      /* its name in .J.tmp, when via_tmp */
+    bool via_tmp;          /* written in .J.tmp and renamed (a re-copy), else in place */
+    bool out_created;      /* an output may exist that a failure must remove */
     unsigned busy;      /* ops and tasks outstanding */
     uint64_t src_size;
     uint64_t in_body_off;  /* where the body starts in the source */

@@ -670,6 +670,69 @@ static void test_checksum_mismatch_leaves_no_file_and_resumes(void **state)
     assert_int_equal(count_entries(f->dst), 1);
 }
 
+/* What a killed run leaves in .J.partial: files written in place but never checkpointed
+ * (overwritten from the start: O_TRUNC), and a checkpointed file changed since (copied again
+ * through .J.tmp, so that a failure of that copy leaves nothing under its name). */
+static void test_resume_over_crash_leftovers(void **state)
+{
+    struct fx *f = fx_get(state);
+    uint8_t a[70000], b[3000], c[5];
+    struct ant_stage_file files[3] = {
+        {.src = "a", .dst = "a", .has_sha256 = true},
+        {.src = "b", .dst = "sub/b", .has_sha256 = true, .done = true},
+        {.src = "c", .dst = "c", .has_sha256 = true, .done = true},
+    };
+    struct results res = {0};
+    struct ant_stage_job job;
+    struct ant_diag d = {{0}};
+    uint8_t junk[200000];
+    size_t len = 0;
+    fill_random(a, sizeof(a), 11);
+    fill_random(b, sizeof(b), 12);
+    fill_random(c, sizeof(c), 13);
+    fill_random(junk, sizeof(junk), 14);
+    write_at(f->src, "a", a, sizeof(a));
+    write_at(f->src, "b", b, sizeof(b));
+    write_at(f->src, "c", c, sizeof(c));
+    sha256(a, sizeof(a), files[0].sha256);
+    sha256(b, sizeof(b), files[1].sha256);
+    sha256(c, sizeof(c), files[2].sha256);
+    mkdirs_at(f->dst, ".cr.partial/sub");
+    write_at(f->dst, ".cr.partial/a", junk, sizeof(junk)); /* longer than a: must be cut */
+    write_at(f->dst, ".cr.partial/sub/b", junk, sizeof(b)); /* checkpointed, then damaged */
+    write_at(f->dst, ".cr.partial/c", c, sizeof(c));
+    job_init(&job, f, "cr", files, 3, &res);
+    int rc = ant_engine_run(f->e, &job, &d);
+    if (rc != 0) {
+        fail_msg("resume: %d %s", rc, d.msg);
+    }
+    assert_int_equal(res.nok, 3);
+    assert_int_equal(res.last_total, sizeof(a) + sizeof(b)); /* c was kept */
+    uint8_t *got = read_at(f->dst, "cr/a", &len);
+    assert_non_null(got);
+    assert_int_equal(len, sizeof(a));
+    assert_memory_equal(got, a, sizeof(a));
+    free(got);
+    got = read_at(f->dst, "cr/sub/b", &len);
+    assert_non_null(got);
+    assert_int_equal(len, sizeof(b));
+    assert_memory_equal(got, b, sizeof(b));
+    free(got);
+    assert_int_equal(count_entries(f->dst), 1);
+
+    /* a damaged checkpointed copy whose new copy fails too: nothing under its name */
+    mkdirs_at(f->dst, ".cf.partial");
+    write_at(f->dst, ".cf.partial/c", junk, 7);
+    files[2].sha256[0] ^= 1; /* the source no longer matches either */
+    memset(&res, 0, sizeof(res));
+    job_init(&job, f, "cf", &files[2], 1, &res);
+    assert_int_equal(ant_engine_run(f->e, &job, &d), -EBADMSG);
+    assert_int_equal(res.nfail, 1);
+    assert_false(exists_at(f->dst, ".cf.partial/c"));
+    assert_false(exists_at(f->dst, ".cf.tmp"));
+    assert_false(exists_at(f->dst, "cf"));
+}
+
 static void test_missing_source_is_reported(void **state)
 {
     struct fx *f = fx_get(state);
@@ -1314,6 +1377,7 @@ int main(void)
         PER_BACKEND(test_many_small_files),
         PER_BACKEND(test_empty_file_and_empty_job),
         PER_BACKEND(test_checksum_mismatch_leaves_no_file_and_resumes),
+        PER_BACKEND(test_resume_over_crash_leftovers),
         PER_BACKEND(test_missing_source_is_reported),
         PER_BACKEND(test_path_escapes_refused),
         PER_BACKEND(test_symlinks_not_followed),
