@@ -111,8 +111,15 @@ struct job_run {
     int64_t t0_ns;
 };
 
+/* A peer's dataset being pulled by one of the runners. */
+struct pulling {
+    struct pulling *next;
+    char key[ANT_NAME_MAX + ANT_ID_MAX + 2]; /* "<peer>:<dataset>" */
+};
+
 struct ant_jobs {
     struct ant_jobs_conf conf;
+    struct pulling *pulling; /* under mu */
     struct ant_fetch_opts fetch;
     char site_id[ANT_NAME_MAX + 1];
     sqlite3 *db;
@@ -2114,6 +2121,8 @@ static int register_out(struct ant_jobs *j, const struct ant_job_info *info,
 
 /* --- a remote job's pull --- */
 
+static void timed_wait(struct ant_jobs *j, unsigned secs);
+
 struct want_set {
     const char **paths; /* sorted */
     size_t n;
@@ -2140,6 +2149,8 @@ static int remote_pull(struct ant_jobs *j, struct job_run *run, const struct ant
     struct ant_fed_pulled res;
     struct want_set w = {.paths = calloc(fl->n > 0 ? fl->n : 1, sizeof(*w.paths)), .n = fl->n};
     struct ant_store *st = NULL;
+    struct pulling mine = {0};
+    bool registered = false;
     int rc = 0;
     memset(&res, 0, sizeof(res));
     if (w.paths == NULL) {
@@ -2153,6 +2164,30 @@ static int remote_pull(struct ant_jobs *j, struct job_run *run, const struct ant
     }
     memcpy(w.paths, fl->logical, fl->n * sizeof(*w.paths));
     qsort(w.paths, w.n, sizeof(*w.paths), cmp_path);
+    /* One pull of a peer's dataset at a time: a second job of the same dataset waits, then
+     * finds the first one's copies in the cache and transfers nothing. */
+    snprintf(mine.key, sizeof(mine.key), "%s:%s", info->peer_id, info->dataset_id);
+    pthread_mutex_lock(&j->mu);
+    for (;;) {
+        struct pulling *p = j->pulling;
+        while (p != NULL && strcmp(p->key, mine.key) != 0) {
+            p = p->next;
+        }
+        if (p == NULL || atomic_load(&run->cancel)) {
+            break;
+        }
+        timed_wait(j, 1);
+    }
+    if (!atomic_load(&run->cancel)) {
+        mine.next = j->pulling;
+        j->pulling = &mine;
+        registered = true;
+    }
+    pthread_mutex_unlock(&j->mu);
+    if (!registered) {
+        rc = -ECANCELED;
+        goto out;
+    }
     struct ant_fetch_opts o = j->fetch;
     o.cancel = &run->cancel;
     o.received = &run->received;
@@ -2217,6 +2252,17 @@ static int remote_pull(struct ant_jobs *j, struct job_run *run, const struct ant
 out:
     if (st != NULL) {
         ant_store_pool_release(j->conf.pool, st);
+    }
+    if (registered) {
+        pthread_mutex_lock(&j->mu);
+        for (struct pulling **pp = &j->pulling; *pp != NULL; pp = &(*pp)->next) {
+            if (*pp == &mine) {
+                *pp = mine.next;
+                break;
+            }
+        }
+        pthread_cond_broadcast(&j->cv);
+        pthread_mutex_unlock(&j->mu);
     }
     ant_fed_pulled_fini(&res);
     free(w.paths);

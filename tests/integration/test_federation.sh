@@ -225,13 +225,26 @@ clear_cache
 stage_async killb
 for _ in $(seq 200); do fetching && break; sleep 0.05; done
 fetching || fail "the job's pull was not seen in progress (site-b)"
-kill -9 "$PID_b"
-wait "$PID_b" 2>/dev/null
+{ kill -9 "$PID_b" && wait "$PID_b"; } 2>/dev/null
 restart_b killed
 stage_wait killb
 staged_same killb || fail "staged files differ after the pulling site's restart"
 grep -q 'jobs.resume' "$W/b-killed.log" || fail "site-b did not requeue the interrupted job"
 ok "remote stage: pulling site killed mid-pull and restarted, job requeued, ready, files verify"
+
+# two jobs of the same dataset at once, cache empty: one pulls, the other waits for it and
+# takes everything from the cache
+clear_cache
+stage_async twin1
+stage_async twin2
+stage_wait twin1
+stage_wait twin2
+staged_same twin1 && staged_same twin2 || fail "staged files differ (concurrent jobs)"
+p1=$(pull_event "$(jval "$T/twin1.json" transfer_id)")
+p2=$(pull_event "$(jval "$T/twin2.json" transfer_id)")
+python3 -c 'import json,sys; a,b=(json.loads(x) for x in sys.argv[1:3]); sys.exit(0 if sorted([a["cached"],b["cached"]])==[0,8] and min(a["bytes"],b["bytes"])==0 else 1)' "$p1" "$p2" ||
+    fail "concurrent jobs of one dataset transferred it twice: $p1 / $p2"
+ok "remote stage: two jobs of one dataset at once transfer it once"
 
 # the serving site killed mid-transfer and restarted: the pull resumes
 clear_cache
