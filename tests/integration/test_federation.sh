@@ -210,8 +210,7 @@ clear_cache
 stage_async killa
 for _ in $(seq 200); do fetching && break; sleep 0.05; done
 fetching || fail "the job's pull was not seen in progress"
-kill -9 "$PID_a"
-wait "$PID_a" 2>/dev/null
+{ kill -9 "$PID_a" && wait "$PID_a"; } 2>/dev/null
 sleep 0.5
 restart_a stage-killed
 stage_wait killa
@@ -246,6 +245,20 @@ python3 -c 'import json,sys; a,b=(json.loads(x) for x in sys.argv[1:3]); sys.exi
     fail "concurrent jobs of one dataset transferred it twice: $p1 / $p2"
 ok "remote stage: two jobs of one dataset at once transfer it once"
 
+# kept encrypted, for the user's own key, and only some paths
+"$BIN" c4gh keygen --sk "$T/u.sec" --pk "$T/u.pub" --nocrypt >/dev/null 2>&1 || fail "keygen"
+as_b "$BIN" stage "site-a:$DS" --encrypted --recipient-pk "$T/u.pub" --path 'reads/part*' \
+    --purpose DUO:0000042 >"$T/enc.json" 2>"$T/enc.err" || fail "encrypted stage: $(cat "$T/enc.err")"
+[ "$(jval "$T/enc.json" files_total)" = 6 ] || fail "paths not applied: $(cat "$T/enc.json")"
+stage_wait enc
+E=$(sed -n 's/^scratch: //p' "$T/enc.out")
+[ "$(find "$E" -type f | wc -l)" = 6 ] || fail "encrypted stage wrote $(find "$E" -type f | wc -l) files"
+for i in 1 2 3 4 5 6; do
+    "$BIN" c4gh decrypt --sk "$T/u.sec" -i "$E/reads/part$i.bin" -o "$T/part$i.dec" 2>/dev/null &&
+        cmp -s "$T/part$i.dec" "$W/data/reads/part$i.bin" || fail "reads/part$i.bin does not decrypt to the original"
+done
+ok "remote stage --encrypted --path: 6 files re-encrypted for the user's key, each decrypts to the original"
+
 # the serving site killed mid-transfer and restarted: the pull resumes
 clear_cache
 "$BIN" admin --dir "$W/b" peer pull --peer site-a --dataset "$DS" --principal alice --tenant lab \
@@ -257,8 +270,7 @@ for _ in $(seq 200); do
     [ -n "$(find "$W/b/archive/fed" -name '.fetch-*' -size +2048k 2>/dev/null)" ] && break
     sleep 0.05
 done
-kill -9 "$PID_a"
-wait "$PID_a" 2>/dev/null
+{ kill -9 "$PID_a" && wait "$PID_a"; } 2>/dev/null
 sleep 0.5
 restart_a killed
 wait "$PULL" || { cat "$T/pull-kill.out" "$T/pull-kill.err"; fail "pull did not survive the restart"; }
