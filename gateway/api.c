@@ -199,7 +199,11 @@ int ant_api_audit(struct ant_req *r, const char *action, const char *kind, const
     if (decision != ANT_AUDIT_INFO) {
         ant_metrics_decision(ant_server_metrics(r->srv), decision == ANT_AUDIT_ALLOW);
     }
-    int64_t seq = ant_audit_append(r->site->audit, &ev);
+    /* a handler that holds its answer gets its event queued, not waited for (server.h) */
+    int64_t seq = ant_req_audit_hold(r, &ev);
+    if (seq == -EAGAIN) {
+        seq = ant_audit_append(r->site->audit, &ev);
+    }
     free(det);
     if (seq < 0) {
         ant_log_kv(ANT_LOG_ERROR, "audit.append_failed",

@@ -8,6 +8,7 @@
  * inside a path and the encoding is unambiguous. */
 #include "gateway/api.h"
 #include "gateway/routes.h"
+#include "gateway/server.h"
 #include "gateway/site.h"
 
 #include <openssl/evp.h>
@@ -114,6 +115,7 @@ out:
 int ant_route_dataset_list(struct ant_req *r)
 {
     json_t *list = NULL;
+    ant_req_allow_hold(r); /* read-only: the answer waits for the event, the thread does not */
     int rc = ant_api_audit(r, "dataset.list", "dataset", NULL, NULL, ANT_AUDIT_ALLOW,
                            "visible_only", NULL);
     if (rc == 0) {
@@ -141,6 +143,7 @@ int ant_route_dataset_show(struct ant_req *r)
     char id[ANT_ID_MAX + 1];
     struct ant_decision d;
     json_t *shown = NULL;
+    ant_req_allow_hold(r); /* read-only: the answer waits for the event, the thread does not */
     struct ant_store *st = ant_store_pool_acquire(r->site->pool);
     int rc = ds_param(r, id);
     if (rc == 0) {
@@ -161,6 +164,7 @@ int ant_route_file_list(struct ant_req *r)
     char id[ANT_ID_MAX + 1];
     struct ant_decision d;
     json_t *list = NULL;
+    ant_req_allow_hold(r); /* read-only: the answer waits for the event, the thread does not */
     struct ant_store *st = ant_store_pool_acquire(r->site->pool);
     int rc = ds_param(r, id);
     if (rc == 0) {

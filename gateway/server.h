@@ -9,6 +9,7 @@
 
 struct ant_site;
 struct ant_server;
+struct ant_authcache;
 
 /* Starts listening on the site's configured address. Returns 0, or -errno with diag set. The
  * site must outlive the server. */
@@ -21,6 +22,22 @@ uint16_t ant_server_port(const struct ant_server *s);
 void ant_server_stop(struct ant_server *s, unsigned grace_s);
 /* The server's counters, for /metrics and for handlers counting decisions. */
 struct ant_metrics *ant_server_metrics(struct ant_server *s);
+/* Holding an answer for its audit event. A handler whose answer releases nothing before its
+ * audit event is durable, and that changes nothing after it, calls ant_req_allow_hold(); the
+ * first event it audits (ant_api_audit) is then queued with ant_audit_append_async instead of
+ * waited for, the handler goes on preparing its answer, and the server sends it only once the
+ * event is durable. The worker thread serves other connections meanwhile: the connection is
+ * suspended and the audit writer resumes it. If the event cannot be written, the answer is
+ * replaced by a 503 (fail closed, as with a synchronous append). */
+struct ant_req;
+struct ant_audit_event;
+void ant_req_allow_hold(struct ant_req *r);
+/* Queues ev for r's held answer: 0, -EAGAIN when r holds no answer (not allowed, or its one
+ * event is already queued: append synchronously), or the refusal of ant_audit_append_async. */
+ANT_MUST_CHECK int ant_req_audit_hold(struct ant_req *r, const struct ant_audit_event *ev);
+
+/* The authentication cache (gateway/auth.h); NULL for NULL. */
+struct ant_authcache *ant_server_authcache(struct ant_server *s);
 /* Requests being served right now. */
 unsigned ant_server_inflight(const struct ant_server *s);
 

@@ -5,8 +5,9 @@
  *
  * Every failure a caller could learn from is the same -EKEYREJECTED with
  * ANT_AUTH_REJECTED_MSG: unknown, malformed, revoked or expired key; bad, expired or foreign
- * token; unknown principal. Nothing is cached: a revoked key or a disabled principal fails at
- * the next request.
+ * token; unknown principal. Nothing is cached here: a revoked key or a disabled principal
+ * fails at the next call. (The gateway keeps successful authentications for at most one second,
+ * gateway/auth.h.)
  *
  * Threads: a struct ant_oidc is read-only once loaded; any number of threads may use it at
  * once, each with its own struct ant_store. */

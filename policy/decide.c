@@ -112,10 +112,13 @@ static int role_allows(struct run *r, char role[16])
     if (r->p->site[0] != '\0' || r->p->roles == 0) {
         return 0; /* a federated principal has no roles here */
     }
+    /* Roles walked in bit order on their unique index, each probed on role_actions' key: a
+     * join ordered by ro.bit instead sorted into a temporary b-tree on every request (11 % of
+     * the CPU of a small authenticated request). */
     sqlite3_stmt *s = ant_store_stmt(
-        r->st, "SELECT ra.role FROM role_actions ra JOIN roles ro ON ro.name = ra.role"
-               " JOIN actions a ON a.name = ra.action"
-               " WHERE a.bit = ?1 AND (ro.bit & ?2) != 0 AND (ra.scope = 'site' OR ?3)"
+        r->st, "SELECT ro.name FROM roles ro WHERE (ro.bit & ?2) != 0"
+               " AND EXISTS(SELECT 1 FROM role_actions ra JOIN actions a ON a.name = ra.action"
+               "   WHERE ra.role = ro.name AND a.bit = ?1 AND (ra.scope = 'site' OR ?3))"
                " ORDER BY ro.bit LIMIT 1");
     if (s == NULL) {
         return -EIO;
