@@ -3,7 +3,10 @@
 # dataset of one big file and one of many 1 MiB files (`antenna admin peer pull`, into site-b's
 # archive, encrypted as it travels), against curl downloading the same bytes (the stored
 # Crypt4GH files) from nginx over HTTPS in the same run: one curl for the big file, a
-# sequential loop of curl for the many files. Both write to disk.
+# sequential loop of curl for the many files. Both write to disk. The big file is also staged
+# the way users do it, `antenna stage site-a:BIG --decrypt` through site-b's API: the job's pull
+# phase (into the archive cache, from the job's start to its last file checked and renamed) and
+# the whole job (pull, then decrypted into scratch by the engine, durable) are timed.
 #   tests/bench/fed_bench.sh BUILD/gateway/antenna
 # FED_BENCH_MB (default 2048) and FED_BENCH_FILES (default 2000) size the two datasets;
 # FED_BENCH_CONNS (default 8) the puller's connections.
@@ -29,7 +32,8 @@ rate() { python3 -c "import sys; b,t=float(sys.argv[1]),float(sys.argv[2]); prin
 for s in a:EU-IT b:EU-MD; do
     n=${s%%:*}
     "$BIN" init --dir "$T/$n" --site-id "site-$n" --region "${s#*:}" >/dev/null 2>&1
-    "$BIN" serve --dir "$T/$n" --listen 127.0.0.1:0 >"$T/$n.out" 2>"$T/$n.log" &
+    ANTENNA_FED_CONNECTIONS=$CONNS \
+        "$BIN" serve --dir "$T/$n" --listen 127.0.0.1:0 >"$T/$n.out" 2>"$T/$n.log" &
     PIDS+=($!)
 done
 for n in a b; do
@@ -114,6 +118,41 @@ pull "$BIG"
 t1=$(now)
 echo "  antenna pull ($CONNS conns) $(rate "$BIGBYTES" "$(echo "$t1 - $t0" | bc)")   $(cat "$T/pull.out")"
 rm -f "$T"/b/archive/fed/*.c4gh
+
+# the same file staged by a user of site-b through its API: a remote stage job
+B="$BIN admin --dir $T/b"
+$B tenant add lab >/dev/null
+$B principal add u --tenant lab --role reader >/dev/null
+KB=$($B key create --principal u | awk '/^key /{print $2}')
+sync
+t0=$(now)
+ANTENNA_URL=https://127.0.0.1:$PB ANTENNA_CACERT=$T/b/tls/cert.pem ANTENNA_API_KEY=$KB \
+    "$BIN" stage "site-a:$BIG" --decrypt --purpose DUO:0000042 --wait >"$T/stage.out" 2>/dev/null
+t1=$(now)
+JOB=$(sed -n 's/^job: //p' "$T/stage.out")
+# the pull phase, from site-b's log: the job moved to running .. the job's pull ended
+PULL_S=$(python3 - "$T/b.log" "$JOB" <<'PY'
+import json, sys
+from datetime import datetime
+t = {}
+for line in open(sys.argv[1]):
+    try:
+        e = json.loads(line)
+    except ValueError:
+        continue
+    if e.get("job_id") != sys.argv[2]:
+        continue
+    ts = datetime.strptime(e["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
+    if e.get("event") == "jobs.state" and "queued -> running" in e.get("msg", ""):
+        t["start"] = ts
+    if e.get("event") == "jobs.pulled":
+        t["pulled"] = ts
+print(f"{t['pulled'] - t['start']:.3f}")
+PY
+)
+echo "  stage job, pull phase $(rate "$BIGBYTES" "$PULL_S")"
+echo "  stage job, whole job  $(rate "$BIGBYTES" "$(echo "$t1 - $t0" | bc)")   (pull, then decrypt into scratch, durable; $(sed -n 's/^state: //p' "$T/stage.out"))"
+rm -rf "$T"/b/archive/fed/*.c4gh "$T/b/scratch/lab"
 
 echo "$NF files ($MANYBYTES bytes)"
 t0=$(now)
