@@ -187,51 +187,46 @@ static int remote_audit(struct ant_req *r, const char *peer, const char *ds, con
 
 /* The HTTP answer to a refused remote admission: the serving site's own refusals keep their
  * meaning (its 403 and 404 with its reason); what is wrong between the two sites is a 502. */
-static int remote_refusal(struct ant_req *r, int rc, const char *msg, const char **reason)
-{
+static const struct {
+    int rc;
     unsigned status;
     const char *code;
-    switch (rc) {
-    case -ENXIO:
-        status = MHD_HTTP_NOT_FOUND, code = "unknown_peer", *reason = "unknown_peer";
-        break;
-    case -EACCES:
-        status = MHD_HTTP_FORBIDDEN, code = "peer_denied", *reason = "peer_denied";
-        break;
-    case -ENOENT:
-        status = MHD_HTTP_NOT_FOUND, code = "not_found", *reason = "peer_not_found";
-        break;
-    case -EPERM:
-        status = MHD_HTTP_BAD_GATEWAY, code = "peer_refused_token", *reason = "peer_refused_token";
-        break;
-    case -EKEYREJECTED:
-        status = MHD_HTTP_BAD_GATEWAY, code = "bad_manifest_signature",
-        *reason = "bad_manifest_signature";
-        break;
-    case -EBADMSG:
-        status = MHD_HTTP_BAD_GATEWAY, code = "bad_manifest", *reason = "bad_manifest";
-        break;
-    case -EIO:
-        status = MHD_HTTP_BAD_GATEWAY, code = "peer_unreachable", *reason = "peer_unreachable";
-        break;
-    case -EDQUOT:
-        status = MHD_HTTP_INSUFFICIENT_STORAGE, code = "quota_exceeded",
-        *reason = "quota_exceeded";
-        break;
-    case -EINVAL:
-        status = MHD_HTTP_BAD_REQUEST, code = "bad_request", *reason = "bad_request";
-        break;
-    case -E2BIG:
-        status = MHD_HTTP_CONTENT_TOO_LARGE, code = "too_large", *reason = "too_many_files";
-        break;
-    case -ENOTSUP:
-        status = MHD_HTTP_NOT_IMPLEMENTED, code = "unsupported", *reason = "not_enabled";
-        break;
-    default:
-        *reason = "error";
-        return rc;
+} g_remote_refusals[] = {
+    {-ENXIO, MHD_HTTP_NOT_FOUND, "unknown_peer"},
+    {-EACCES, MHD_HTTP_FORBIDDEN, "peer_denied"},
+    {-ENOENT, MHD_HTTP_NOT_FOUND, "not_found"},
+    {-EPERM, MHD_HTTP_BAD_GATEWAY, "peer_refused_token"},
+    {-EKEYREJECTED, MHD_HTTP_BAD_GATEWAY, "bad_manifest_signature"},
+    {-EBADMSG, MHD_HTTP_BAD_GATEWAY, "bad_manifest"},
+    {-EIO, MHD_HTTP_BAD_GATEWAY, "peer_unreachable"},
+    {-EDQUOT, MHD_HTTP_INSUFFICIENT_STORAGE, "quota_exceeded"},
+    {-EINVAL, MHD_HTTP_BAD_REQUEST, "bad_request"},
+    {-E2BIG, MHD_HTTP_CONTENT_TOO_LARGE, "too_large"},
+    {-ENOTSUP, MHD_HTTP_NOT_IMPLEMENTED, "unsupported"},
+};
+
+/* The error code of a refusal, as audited ("refused" for one the table does not name). */
+static const char *remote_refusal_code(int rc)
+{
+    for (size_t i = 0; i < ANT_ARRAY_LEN(g_remote_refusals); i++) {
+        if (g_remote_refusals[i].rc == rc) {
+            return g_remote_refusals[i].code;
+        }
     }
-    return ant_api_fail(r, status, code, "%s", msg);
+    return "refused";
+}
+
+/* Answers the refusal with its status, code and message; an unlisted code is returned for the
+ * caller's logged 500. */
+static int remote_refusal(struct ant_req *r, int rc, const char *msg)
+{
+    for (size_t i = 0; i < ANT_ARRAY_LEN(g_remote_refusals); i++) {
+        if (g_remote_refusals[i].rc == rc) {
+            return ant_api_fail(r, g_remote_refusals[i].status, g_remote_refusals[i].code, "%s",
+                                msg);
+        }
+    }
+    return rc; /* a logged 500 */
 }
 
 /* POST /v1/stage with "site": a peer's dataset. The local right is only membership of a tenant
@@ -243,7 +238,6 @@ static int stage_create_remote(struct ant_req *r, struct ant_jobs *jobs,
 {
     char id[ANT_JOB_ID_LEN + 1], transfer[65] = "";
     struct ant_diag diag = {{0}};
-    const char *reason = "admitted";
     struct ant_store *st = ant_store_pool_acquire(r->site->pool);
     int rc = ant_jobs_submit_remote(jobs, st, rq, id, transfer, &diag);
     ant_store_pool_release(r->site->pool, st);
@@ -253,7 +247,7 @@ static int stage_create_remote(struct ant_req *r, struct ant_jobs *jobs,
         if (rc != -EINVAL) {
             json_t *det = json_pack("{s:s, s:s?}", "message", msg, "purpose", rq->purpose);
             arc = remote_audit(r, rq->peer_id, rq->dataset_id, NULL, transfer, ANT_AUDIT_DENY,
-                               rc == -ENXIO ? "unknown_peer" : "refused", det);
+                               remote_refusal_code(rc), det);
             json_decref(det);
         } else {
             arc = 0;
@@ -261,8 +255,7 @@ static int stage_create_remote(struct ant_req *r, struct ant_jobs *jobs,
         if (arc != 0) {
             return arc;
         }
-        rc = remote_refusal(r, rc, msg, &reason);
-        return rc;
+        return remote_refusal(r, rc, msg);
     }
     struct ant_job_info info;
     rc = ant_jobs_get(jobs, id, &info);
@@ -272,8 +265,8 @@ static int stage_create_remote(struct ant_req *r, struct ant_jobs *jobs,
     json_t *det = json_pack("{s:s, s:s, s:I, s:I, s:s}", "mode", ant_job_mode_name(rq->mode),
                             "purpose", rq->purpose, "files", (json_int_t)info.files_total,
                             "bytes", (json_int_t)info.bytes_total, "rule", "tenant_member");
-    rc = remote_audit(r, rq->peer_id, info.dataset_id, id, transfer, ANT_AUDIT_ALLOW, reason,
-                      det);
+    rc = remote_audit(r, rq->peer_id, info.dataset_id, id, transfer, ANT_AUDIT_ALLOW,
+                      "admitted", det);
     json_decref(det);
     if (rc != 0) {
         /* fail closed: a job nobody can account for does not run */
