@@ -341,6 +341,41 @@ static int job_move(struct ant_jobs *j, const char *id, enum ant_job_state from,
 
 /* --- opening and closing --- */
 
+/* A pull killed with its process leaves its temporary copies in archive/fed (staging/fetch.c
+ * names them ".fetch-..."); the next pull starts those files over under new names. At start-up
+ * the ones nobody has written to for FETCH_STALE_S are removed: a live pull writes within
+ * seconds, or times out after 30 s without progress. */
+#define FETCH_STALE_S 600
+
+static void sweep_fetch_leftovers(struct ant_jobs *j)
+{
+    int fd = openat(j->conf.archive_fd, "fed", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+    struct dirent *de;
+    unsigned n = 0;
+    if (dir == NULL) {
+        ant_close(fd);
+        return;
+    }
+    time_t now = time(NULL);
+    while ((de = readdir(dir)) != NULL) {
+        struct stat sb;
+        if (strncmp(de->d_name, ".fetch-", 7) != 0 ||
+            fstatat(fd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(sb.st_mode) ||
+            now - sb.st_mtime < FETCH_STALE_S) {
+            continue;
+        }
+        if (unlinkat(fd, de->d_name, 0) == 0) {
+            n++;
+        }
+    }
+    closedir(dir); /* closes fd */
+    if (n > 0) {
+        ant_log(ANT_LOG_INFO, "jobs.fetch_leftovers",
+                "removed %u stale partial copies from archive/fed", n);
+    }
+}
+
 int ant_jobs_open(const struct ant_jobs_conf *c, struct ant_jobs **out)
 {
     struct ant_jobs *j = NULL;
@@ -395,6 +430,7 @@ int ant_jobs_open(const struct ant_jobs_conf *c, struct ant_jobs **out)
     if (requeued > 0) {
         ant_log(ANT_LOG_INFO, "jobs.resume", "%d interrupted job(s) queued to resume", requeued);
     }
+    sweep_fetch_leftovers(j);
     *out = j;
     j = NULL;
 out:

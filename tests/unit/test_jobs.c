@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -1073,6 +1074,27 @@ static void test_remote_job_fails_when_its_peer_is_gone(void **state)
     assert_false(exists_at(f->scratch_fd, "lab/job_00000000000000aa"));
 }
 
+/* Partial copies of a pull killed with its process are swept at start-up once stale; a copy
+ * being written (recent) is left alone. */
+static void test_open_sweeps_stale_partial_copies(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(mkdirat(f->archive_fd, "fed", 0700), 0);
+    int fed = openat(f->archive_fd, "fed", O_RDONLY | O_DIRECTORY);
+    assert_true(fed >= 0);
+    assert_int_equal(ant_write_new_file(fed, ".fetch-old", 0600, (const uint8_t *)"x", 1), 0);
+    assert_int_equal(ant_write_new_file(fed, ".fetch-new", 0600, (const uint8_t *)"y", 1), 0);
+    assert_int_equal(ant_write_new_file(fed, "fc_0123.c4gh", 0600, (const uint8_t *)"z", 1), 0);
+    struct timespec old[2] = {{.tv_sec = time(NULL) - 3600}, {.tv_sec = time(NULL) - 3600}};
+    assert_int_equal(utimensat(fed, ".fetch-old", old, 0), 0);
+    assert_int_equal(utimensat(fed, "fc_0123.c4gh", old, 0), 0);
+    open_jobs(f);
+    assert_false(exists_at(fed, ".fetch-old"));
+    assert_true(exists_at(fed, ".fetch-new"));
+    assert_true(exists_at(fed, "fc_0123.c4gh")); /* a cached copy is data, never swept */
+    close(fed);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1095,6 +1117,7 @@ int main(void)
         T(test_remote_admission_refuses_clearly),
         T(test_schema_wants_one_source_per_job),
         T(test_remote_job_fails_when_its_peer_is_gone),
+        T(test_open_sweeps_stale_partial_copies),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
