@@ -913,9 +913,11 @@ int ant_jobs_submit_remote(struct ant_jobs *j, struct ant_store *st,
         rc = -ENOTSUP;
         goto out;
     }
+    /* the dataset id goes into the peer's URL: a plain name, no '/' or dot segments */
     if (rq->peer_id == NULL || !ant_name_is_valid(rq->peer_id) ||
-        strlen(rq->dataset_id) > ANT_ID_MAX) {
-        ant_diag_set(d, "a site id and the site's dataset id are required");
+        !ant_name_is_valid(rq->dataset_id) || strlen(rq->dataset_id) > ANT_ID_MAX) {
+        ant_diag_set(d, "a site id and the site's dataset id are required (letters, digits, "
+                        "'.', '_', '-')");
         rc = -EINVAL;
         goto out;
     }

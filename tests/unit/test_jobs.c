@@ -973,6 +973,10 @@ static void test_remote_admission_refuses_clearly(void **state)
     assert_int_equal(submit_remote(f, &r, id, tr, &d), -EINVAL);
     assert_non_null(strstr(ant_diag_msg(&d, ""), "purpose"));
     r.purpose = "DUO:0000042";
+    /* the dataset id goes into the peer's URL: no path of its own */
+    r.dataset_id = "../v1/tenants";
+    assert_int_equal(submit_remote(f, &r, id, tr, &d), -EINVAL);
+    r.dataset_id = "ds_0123456789abcdef";
     /* the local admission does not take a peer's dataset */
     assert_int_equal(submit(f, &r, id, &d), -EINVAL);
     /* a peer that cannot be reached: refused before any job is recorded, with a transfer id */
