@@ -816,8 +816,7 @@ static int pick_add(const struct ant_job_request *rq, struct pick *p, size_t *n,
     return 0;
 }
 
-static int no_match(const struct ant_job_request *rq, size_t total, const char *what,
-                    struct ant_diag *d)
+static int no_match(size_t total, const char *what, struct ant_diag *d)
 {
     if (total == 0) {
         ant_diag_set(d, "dataset %s has no files to stage", what);
@@ -825,7 +824,6 @@ static int no_match(const struct ant_job_request *rq, size_t total, const char *
         ant_diag_set(d, "none of the %zu files of dataset %s matches the given paths", total,
                      what);
     }
-    (void)rq;
     return -ENOENT;
 }
 
@@ -882,7 +880,7 @@ int ant_jobs_submit(struct ant_jobs *j, struct ant_store *st, const struct ant_j
         }
     }
     if (n == 0) {
-        rc = no_match(rq, total, rq->dataset_id, d);
+        rc = no_match(total, rq->dataset_id, d);
         goto out;
     }
     rc = admit(j, rq, picks, n, bytes, scratch, ttl, NULL, id_out, d);
@@ -983,7 +981,7 @@ int ant_jobs_submit_remote(struct ant_jobs *j, struct ant_store *st,
     if (n == 0) {
         char what[2 * ANT_NAME_MAX + 4];
         snprintf(what, sizeof(what), "%s:%s", rq->peer_id, rq->dataset_id);
-        rc = no_match(rq, m.nfiles, what, d);
+        rc = no_match(m.nfiles, what, d);
         goto out;
     }
     struct remote_src rs = {
