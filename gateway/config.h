@@ -20,7 +20,7 @@ struct ant_config {
     /* [server] */
     char listen_addr[64]; /* IPv4 or IPv6 literal */
     uint16_t listen_port;
-    unsigned threads; /* 0: one per core */
+    unsigned threads; /* 0: ant_config_http_threads() picks */
     unsigned connection_limit;
     unsigned per_ip_connection_limit;
     unsigned connection_timeout_s;
@@ -64,9 +64,12 @@ ANT_MUST_CHECK int ant_config_load(int dirfd, const char *path, struct ant_confi
 /* Writes the full, commented configuration for a new site into out. */
 ANT_MUST_CHECK int ant_config_render(const struct ant_config *c, struct ant_buf *out);
 
-/* The HTTP worker threads to run: `threads`, or for 0, 16 per core (at least 32). Workers wait
- * for their audit events' group commit, so the commit batches, and the request rate, grow with
- * the number of requests in flight (DESIGN.md §6). */
+/* The HTTP worker threads to run: `threads`, or for 0, 4 per core (at least 8). The read-only
+ * routes no longer wait on a thread for their audit event's group commit (their answers are held
+ * and the connection suspended: gateway/server.h), so the requests in flight, and the commit
+ * batches, grow without threads; writes and downloads still wait on theirs, and a few workers
+ * per core keep one slow commit from stalling the others. 16 per core cost ~20 % more CPU per
+ * small request in thread switches (docs/benchmarks.md). */
 unsigned ant_config_http_threads(const struct ant_config *c);
 
 /* Parses "ADDR:PORT" / "[V6]:PORT"; -EINVAL otherwise. addr needs 64 bytes. */
