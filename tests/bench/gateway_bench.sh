@@ -122,9 +122,13 @@ for line in sys.stdin:
 print(f"download best of 3: antenna {best_a/1e6:.0f} MB/s, nginx {best_n/1e6:.0f} MB/s, ratio {best_a/best_n:.2f} (target >= 0.8)")'
 
 echo "== small authenticated requests: wrk, 64 connections, ${DUR}s each"
+# the server's CPU time (user + system, clock ticks) over its wrk run: CPU per request
+cpu() { awk '{print $14 + $15}' "/proc/$SPID/stat"; }
+C0=$(cpu)
 wrk -t2 -c64 -d"${DUR}s" --latency -H "Authorization: Bearer $KEY" "$AURL/v1/datasets/$DS" >"$T/wrk-a.txt"
+C1=$(cpu)
 wrk -t2 -c64 -d"${DUR}s" --latency "$NURL/ok" >"$T/wrk-n.txt"
-python3 - "$T/wrk-a.txt" "$T/wrk-n.txt" <<'PY'
+python3 - "$T/wrk-a.txt" "$T/wrk-n.txt" "$((C1 - C0))" "$(getconf CLK_TCK)" "$DUR" <<'PY'
 import re, sys
 def parse(p):
     s = open(p).read()
@@ -137,6 +141,9 @@ a, n = parse(sys.argv[1]), parse(sys.argv[2])
 print(f"antenna GET /v1/datasets/{{id}}: {a[0]:.0f} req/s, p99 {a[1]:.2f} ms, non-2xx {a[2]}")
 print(f"nginx return 200:             {n[0]:.0f} req/s, p99 {n[1]:.2f} ms")
 print(f"ratio {a[0]/n[0]:.2f} (target >= 0.5), p99 target < 10 ms")
+ticks, hz, dur = int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+print(f"antenna server CPU: {ticks / hz / dur * 100:.0f} % of one core, "
+      f"{ticks / hz * 1e6 / (a[0] * dur):.0f} us per request")
 PY
 EVENTS=$(sqlite3 "$T/site/audit.db" 'SELECT count(*) FROM events')
 echo "audit events written during the run: $EVENTS (each authenticated request is a durable decision)"
