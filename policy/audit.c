@@ -100,6 +100,14 @@ struct ant_audit {
     bool gathering;     /* the writer waits for stragglers: wake it only when the batch is full */
     uint64_t commits;
     double commit_s; /* EWMA */
+    /* Committed batches (rc set) waiting for the releaser thread, in commit order. Waking 64
+     * callers costs about as much as a group commit; on a thread of its own it overlaps with
+     * the next commit instead of delaying it. */
+    struct audit_req *done_head, *done_tail;
+    int64_t pending_events; /* queued, being written or waiting for release: bounds async memory */
+    pthread_cond_t done_cv;
+    bool writer_exited, has_releaser;
+    pthread_t releaser;
 
     /* writer thread only */
     EVP_MD_CTX *md;
@@ -680,19 +688,20 @@ static void *writer_main(void *arg)
                     strerror(-rc));
         }
 
-        /* The batch is off the queue and ours alone: release its callers without the lock.
-         * sem_post orders our writes of rc and first_seq before the caller reads them. */
-        for (struct audit_req *r = batch, *nx; r != NULL; r = nx) {
-            nx = r->next; /* r lives on a stack that unwinds once it is posted */
-            if (r->done_fn != NULL) {
-                r->done_fn(r->arg, rc < 0 ? rc : r->first_seq);
-                free(r);
-            } else {
-                r->rc = rc;
-                sem_post(&r->done);
-            }
+        /* The batch is off the queue and ours alone until handed to the releaser. */
+        for (struct audit_req *r = batch; r != NULL; r = r->next) {
+            r->rc = rc;
         }
         pthread_mutex_lock(&a->mu);
+        if (batch != NULL) {
+            if (a->done_tail != NULL) {
+                a->done_tail->next = batch;
+            } else {
+                a->done_head = batch;
+            }
+            a->done_tail = last;
+            pthread_cond_signal(&a->done_cv);
+        }
         a->expect_reqs = taken + a->queued_reqs;
         if (batch != NULL) {
             a->commits++;
@@ -702,6 +711,43 @@ static void *writer_main(void *arg)
             /* the timed checkpoint failed: try again one period later, not in a spin */
             a->unsigned_since_ms = ant_now_ms();
         }
+    }
+    a->writer_exited = true;
+    pthread_cond_signal(&a->done_cv);
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
+}
+
+/* Releases the callers of committed batches, in commit order, off the queue's lock: posts the
+ * waiting ones (sem_post orders the writer's rc and first_seq before the caller reads them) and
+ * calls back the asynchronous ones. */
+static void *releaser_main(void *arg)
+{
+    struct ant_audit *a = arg;
+    pthread_mutex_lock(&a->mu);
+    for (;;) {
+        while (a->done_head == NULL && !a->writer_exited) {
+            pthread_cond_wait(&a->done_cv, &a->mu);
+        }
+        struct audit_req *batch = a->done_head;
+        if (batch == NULL) {
+            break;
+        }
+        a->done_head = a->done_tail = NULL;
+        pthread_mutex_unlock(&a->mu);
+        int64_t released = 0;
+        for (struct audit_req *r = batch, *nx; r != NULL; r = nx) {
+            nx = r->next; /* r lives on a stack that unwinds once it is posted */
+            released += (int64_t)r->n;
+            if (r->done_fn != NULL) {
+                r->done_fn(r->arg, r->rc < 0 ? r->rc : r->first_seq);
+                free(r);
+            } else {
+                sem_post(&r->done);
+            }
+        }
+        pthread_mutex_lock(&a->mu);
+        a->pending_events -= released;
     }
     pthread_mutex_unlock(&a->mu);
     return NULL;
@@ -717,7 +763,7 @@ static int enqueue(struct ant_audit *a, struct audit_req *req)
         rc = a->has_thread ? -ESHUTDOWN : -EROFS;
         goto out;
     }
-    if (req->done_fn != NULL && a->queued_events + (int64_t)req->n > ANT_AUDIT_QUEUE_MAX) {
+    if (req->done_fn != NULL && a->pending_events + (int64_t)req->n > ANT_AUDIT_QUEUE_MAX) {
         rc = -ENOMEM;
         goto out;
     }
@@ -728,6 +774,7 @@ static int enqueue(struct ant_audit *a, struct audit_req *req)
     }
     a->tail = req;
     a->queued_events += (int64_t)req->n;
+    a->pending_events += (int64_t)req->n;
     a->queued_reqs++;
     if (!a->gathering || a->queued_reqs >= a->expect_reqs ||
         a->queued_events >= (int64_t)a->opts.max_batch) {
@@ -920,6 +967,7 @@ int ant_audit_open(int dirfd, const char *name, unsigned flags, const struct ant
     pthread_mutex_init(&a->mu, NULL);
     pthread_mutex_init(&a->rlock, NULL);
     pthread_cond_init(&a->work_cv, NULL);
+    pthread_cond_init(&a->done_cv, NULL);
     a->sign = sign;
     a->commit_s = -1;
     a->opts.checkpoint_every =
@@ -954,6 +1002,11 @@ int ant_audit_open(int dirfd, const char *name, unsigned flags, const struct ant
         /* A previous run (or another process) may have left an unsigned tail: the writer's
          * first tick signs it if it is older than checkpoint_seconds. */
         a->unsigned_since_ms = 1;
+        if (pthread_create(&a->releaser, NULL, releaser_main, a) != 0) {
+            rc = -EAGAIN;
+            goto out;
+        }
+        a->has_releaser = true;
         if (pthread_create(&a->thread, NULL, writer_main, a) != 0) {
             rc = -EAGAIN;
             goto out;
@@ -989,6 +1042,14 @@ void ant_audit_close(struct ant_audit *a)
         pthread_mutex_unlock(&a->mu);
         pthread_join(a->thread, NULL);
     }
+    if (a->has_releaser) {
+        /* the writer has handed over its last batch (or never started) */
+        pthread_mutex_lock(&a->mu);
+        a->writer_exited = true;
+        pthread_cond_signal(&a->done_cv);
+        pthread_mutex_unlock(&a->mu);
+        pthread_join(a->releaser, NULL);
+    }
     for (size_t i = 0; i < ANT_ARRAY_LEN(a->ws); i++) {
         sqlite3_finalize(a->ws[i]);
     }
@@ -999,6 +1060,7 @@ void ant_audit_close(struct ant_audit *a)
     EVP_MD_free(a->sha256);
     ant_buf_fini(&a->canon);
     pthread_cond_destroy(&a->work_cv);
+    pthread_cond_destroy(&a->done_cv);
     pthread_mutex_destroy(&a->rlock);
     pthread_mutex_destroy(&a->mu);
     free(a);

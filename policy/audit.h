@@ -9,7 +9,9 @@
  * power loss cannot take back an event a caller was told about; NORMAL could), so a caller that
  * gets an error releases nothing. Several processes may append to one file (the daemon and an
  * admin command): each batch reads the chain head inside BEGIN IMMEDIATE, so the chain stays
- * linear.
+ * linear. A second thread of the handle releases the callers of each durable (or failed) group
+ * commit, so that waking them overlaps with the next commit; it is the "audit writer thread" on
+ * which the callbacks of ant_audit_append_async run.
  *
  * The log never holds a secret: append refuses (-EINVAL) any field that looks like an API key,
  * a bearer token, a JWT or a PEM block; put key ids in events, never keys.
@@ -94,8 +96,9 @@ ANT_MUST_CHECK int ant_audit_append_async(struct ant_audit *a, const struct ant_
 /* The fine print of ant_audit_append_async: the event goes through the same checks, queue and
  * group commits as ant_audit_append (so -EINVAL also covers any malformed field and -E2BIG a
  * field that is too long); -ENOMEM is also the answer while ANT_AUDIT_QUEUE_MAX events wait,
- * which bounds the memory a stalled disk can pin. ant_audit_close() first writes every event
- * queued before it, so each done still comes (with a seq, or the error of its commit). */
+ * which bounds the memory a stalled disk can pin (an event counts until its done returned).
+ * A done that blocks holds up every caller behind it. ant_audit_close() first writes every
+ * event queued before it, so each done still comes (with a seq, or the error of its commit). */
 #define ANT_AUDIT_QUEUE_MAX (64 * 1024)
 /* Appends n events (1..max_batch) atomically in one commit: they get consecutive seqs, the first
  * is returned. Same errors; for bulk producers (imports, benchmarks) that cannot use threads. */

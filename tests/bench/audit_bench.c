@@ -11,9 +11,11 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -48,6 +50,16 @@ static struct ant_audit_event event_for(uint64_t i)
 static double secs(int64_t t0)
 {
     return (double)(ant_mono_ns() - t0) / 1e9;
+}
+
+/* CPU seconds (user + system) of the whole process so far: over a phase's wall time, how many
+ * of the cores it kept busy. */
+static double cpu_secs(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 static int open_fresh(int dirfd, const char *name, struct ant_signkey *sk, struct ant_audit **a)
@@ -89,6 +101,7 @@ static int bench_writers(int dirfd, struct ant_signkey *sk, unsigned nthreads, u
         fprintf(stderr, "open: %s\n", strerror(-rc));
         return 1;
     }
+    double c0 = cpu_secs();
     int64_t t0 = ant_mono_ns();
     for (unsigned i = 0; i < nthreads; i++) {
         w[i] = (struct writer){.a = a, .from = i * per, .n = per};
@@ -100,14 +113,81 @@ static int bench_writers(int dirfd, struct ant_signkey *sk, unsigned nthreads, u
         errors += w[i].errors;
     }
     double dt = secs(t0);
+    double cpu = cpu_secs() - c0;
     struct ant_audit_stats st;
     ant_audit_stats(a, &st);
     printf("append, %2u writer(s): %8.0f durable events/s (%llu events in %.2f s, %llu group "
-           "commits, %.2f ms mean commit)%s\n",
+           "commits, %.2f ms mean commit, %.2f cores busy)%s\n",
            nthreads, (double)(nthreads * per) / dt, (unsigned long long)(nthreads * per), dt,
-           (unsigned long long)st.commits, st.commit_seconds * 1e3, errors ? " ERRORS" : "");
+           (unsigned long long)st.commits, st.commit_seconds * 1e3, cpu / dt,
+           errors ? " ERRORS" : "");
     ant_audit_close(a);
     return errors ? 1 : 0;
+}
+
+/* One thread keeps `depth` async appends in flight (as a gateway thread serving many requests
+ * would): a token per slot, returned by the done callback. */
+struct async_bench {
+    sem_t tokens;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t done, errors;
+};
+
+static void async_bench_done(void *arg, int64_t seq)
+{
+    struct async_bench *b = arg;
+    pthread_mutex_lock(&b->mu);
+    b->done++;
+    b->errors += seq <= 0;
+    pthread_cond_signal(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    sem_post(&b->tokens);
+}
+
+static int bench_async(int dirfd, struct ant_signkey *sk, unsigned depth, uint64_t total)
+{
+    struct ant_audit *a = NULL;
+    struct async_bench b = {.done = 0};
+    int rc = open_fresh(dirfd, "async.db", sk, &a);
+    if (rc < 0) {
+        fprintf(stderr, "open: %s\n", strerror(-rc));
+        return 1;
+    }
+    sem_init(&b.tokens, 0, depth);
+    pthread_mutex_init(&b.mu, NULL);
+    pthread_cond_init(&b.cv, NULL);
+    uint64_t refused = 0;
+    double c0 = cpu_secs();
+    int64_t t0 = ant_mono_ns();
+    for (uint64_t i = 0; i < total; i++) {
+        while (sem_wait(&b.tokens) < 0) {
+        }
+        struct ant_audit_event ev = event_for(i);
+        if (ant_audit_append_async(a, &ev, async_bench_done, &b) < 0) {
+            refused++;
+            sem_post(&b.tokens);
+        }
+    }
+    pthread_mutex_lock(&b.mu);
+    while (b.done < total - refused) {
+        pthread_cond_wait(&b.cv, &b.mu);
+    }
+    pthread_mutex_unlock(&b.mu);
+    double dt = secs(t0);
+    double cpu = cpu_secs() - c0;
+    struct ant_audit_stats st;
+    ant_audit_stats(a, &st);
+    printf("append_async, 1 thread, %u in flight: %8.0f durable events/s (%llu events in %.2f s, "
+           "%llu group commits, %.2f ms mean commit, %.2f cores busy)%s\n",
+           depth, (double)total / dt, (unsigned long long)total, dt,
+           (unsigned long long)st.commits, st.commit_seconds * 1e3, cpu / dt,
+           refused || b.errors ? " ERRORS" : "");
+    ant_audit_close(a);
+    sem_destroy(&b.tokens);
+    pthread_cond_destroy(&b.cv);
+    pthread_mutex_destroy(&b.mu);
+    return refused || b.errors ? 1 : 0;
 }
 
 struct fake_clock {
@@ -163,6 +243,16 @@ int main(int argc, char **argv)
     }
     int fails = bench_writers(dirfd, sk, 1, 2000);
     fails += bench_writers(dirfd, sk, 64, 1000);
+    fails += bench_async(dirfd, sk, 64, 64000);
+    if (getenv("AUDIT_BENCH_WRITERS_ONLY") != NULL) {
+        /* profiling the append paths: skip the big log */
+        ant_signkey_free(sk);
+        ant_close(dirfd);
+        if (argc <= 2 && ant_rmtree_at(AT_FDCWD, dir) < 0) {
+            fprintf(stderr, "cannot remove %s\n", dir);
+        }
+        return fails ? 1 : 0;
+    }
 
     /* the big log, in batches of 1,024 */
     struct fake_clock clk = {0, total};
