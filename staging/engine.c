@@ -696,8 +696,11 @@ static void file_opened(struct run *r, struct sfile *f)
         return;
     }
     f->src_size = (uint64_t)st.st_size;
-    /* read front to back: a larger readahead window (advice only, errors do not matter) */
-    (void)posix_fadvise(f->srcfd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    /* read front to back: a larger readahead window (advice only, errors do not matter); a
+     * file read in one chunk needs none, and a syscall per small file adds up */
+    if (f->src_size > r->bufsize) {
+        (void)posix_fadvise(f->srcfd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    }
     if (xform_has_header(f->spec->xform)) {
         f->state = F_HEADER; /* the scheduler reads the header when a buffer is free */
         return;

@@ -43,6 +43,7 @@ dropc() {
     fi
 }
 
+UPTIME0=$(uptime)
 rm -rf "$W"
 mkdir -p "$W/plain/big" "$W/plain/small" "$W/arch" "$W/out"
 
@@ -158,5 +159,7 @@ echo
 echo "- Crypt4GH transforms: $C4GH$([ "$C4GH" = no ] && echo ' (rows marked decrypt/reencrypt ran as raw copies)')"
 echo "- page caches dropped before each run: $DROP; best of $ROUNDS runs per row"
 [ -n "$ENC_BIG" ] && echo "- encrypting the input with the engine: $ENC_BIG"
+echo "- uptime before: $UPTIME0"
+echo "- uptime after: $(uptime)"
 echo "- machine: $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p' | head -1)), $(free -g | awk '/Mem:/{print $2}') GiB RAM, kernel $(uname -r), $(findmnt -no FSTYPE,SOURCE -T "$W" | tr -s ' ')"
 rm -rf "$W"
