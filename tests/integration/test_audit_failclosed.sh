@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# A held answer whose audit event cannot be written is a 503 and releases nothing: another
+# process holds audit.db's write lock, so the writer's group commit fails with -EBUSY.
+set -uo pipefail
+BIN=$1
+T=$(mktemp -d /tmp/antenna-fc-XXXX); SPID=
+trap '[ -n "$SPID" ] && kill $SPID; wait; rm -rf $T' EXIT
+"$BIN" init --dir "$T/site" --site-id fc --region EU >/dev/null 2>&1
+"$BIN" admin --dir "$T/site" tenant add t >/dev/null
+"$BIN" admin --dir "$T/site" principal add u --tenant t --role owner >/dev/null
+KEY=$("$BIN" admin --dir "$T/site" -o json key create --principal u | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+"$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/out" 2>"$T/log" & SPID=$!
+for _ in $(seq 100); do grep -q serving "$T/out" 2>/dev/null && break; sleep 0.1; done
+U=$(sed -n 's|.*\(https://[0-9.:]*\).*|\1|p' "$T/out")
+python3 - "$U" "$KEY" "$T/site/tls/cert.pem" "$T/site/audit.db" <<'PY'
+import http.client, json, sqlite3, ssl, sys, time
+u, key, ca, audit = sys.argv[1:]
+host, port = u[len("https://"):].split(":")
+ctx = ssl.create_default_context(cafile=ca); ctx.check_hostname = False
+def req(m, p, body=None):
+    c = http.client.HTTPSConnection(host, int(port), context=ctx, timeout=60)
+    c.request(m, p, body=json.dumps(body) if body is not None else None,
+              headers={"Authorization": "Bearer " + key})
+    r = c.getresponse(); b = r.read(); return r.status, b
+s, b = req("POST", "/v1/datasets", {"name": "d1"})
+ds = json.loads(b)["id"]
+assert req("GET", "/v1/datasets/" + ds)[0] == 200
+db = sqlite3.connect(audit, isolation_level=None, timeout=1)
+db.execute("BEGIN IMMEDIATE")
+t = time.monotonic()
+s, b = req("GET", "/v1/datasets/" + ds)
+print("while audit.db is locked:", s, b[:120], f"after {time.monotonic()-t:.1f} s")
+ok = s == 503 and ds.encode() not in b and b"audit_unavailable" in b
+s2, b2 = req("GET", "/v1/datasets/nope")
+print("unknown dataset while locked:", s2, b2[:80])
+ok = ok and s2 == 503
+db.execute("ROLLBACK"); db.close()
+s3, _ = req("GET", "/v1/datasets/" + ds)
+print("after the lock is gone:", s3)
+sys.exit(0 if ok and s3 == 200 else 1)
+PY
