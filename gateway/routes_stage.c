@@ -361,19 +361,20 @@ int ant_route_stage_create(struct ant_req *r)
                           "recipient is only for mode reencrypt");
         goto out;
     }
+    /* one request for both sources: peer_id NULL is a local job (purpose is then unused) */
+    struct ant_job_request rq = {
+        .who = &r->who,
+        .dataset_id = ds,
+        .globs = globs,
+        .nglobs = nglobs,
+        .mode = mode,
+        .recipient_pk = mode == ANT_JOB_REENCRYPT ? recip : NULL,
+        .ttl_s = ttl,
+        .peer_id = site,
+        .purpose = purpose,
+    };
     if (site != NULL) {
-        struct ant_job_request rrq = {
-            .who = &r->who,
-            .dataset_id = ds,
-            .globs = globs,
-            .nglobs = nglobs,
-            .mode = mode,
-            .recipient_pk = mode == ANT_JOB_REENCRYPT ? recip : NULL,
-            .ttl_s = ttl,
-            .peer_id = site,
-            .purpose = purpose,
-        };
-        rc = stage_create_remote(r, jobs, &rrq);
+        rc = stage_create_remote(r, jobs, &rq);
         goto out;
     }
     st = ant_store_pool_acquire(r->site->pool);
@@ -384,15 +385,6 @@ int ant_route_stage_create(struct ant_req *r)
     if (rc != 0) {
         goto out;
     }
-    struct ant_job_request rq = {
-        .who = &r->who,
-        .dataset_id = ds,
-        .globs = globs,
-        .nglobs = nglobs,
-        .mode = mode,
-        .recipient_pk = mode == ANT_JOB_REENCRYPT ? recip : NULL,
-        .ttl_s = ttl,
-    };
     rc = ant_jobs_submit(jobs, st, &rq, id, &diag);
     switch (rc) {
     case 0:
