@@ -511,8 +511,9 @@ static int user_version(sqlite3 *db, int *v)
 }
 
 /* Each step runs in its own BEGIN IMMEDIATE transaction together with the new user_version, so
- * two processes opening the same file at once apply it once, and a crash leaves no half step. */
-static int migrate(sqlite3 *db)
+ * two processes opening the same file at once apply it once, and a crash leaves no half step.
+ * `target` is the number of steps wanted: ant_store_schema_latest() but for upgrade tests. */
+static int migrate(sqlite3 *db, int target)
 {
     int v = 0;
     int rc = user_version(db, &v);
@@ -524,14 +525,14 @@ static int migrate(sqlite3 *db)
                 ant_store_schema_latest());
         return -ENOTSUP;
     }
-    while (v < ant_store_schema_latest()) {
+    while (v < target) {
         char setv[64];
         rc = exec_sql(db, "BEGIN IMMEDIATE");
         if (rc < 0) {
             return rc;
         }
         rc = user_version(db, &v);
-        if (rc == 0 && v < ant_store_schema_latest()) {
+        if (rc == 0 && v < target) {
             rc = exec_sql(db, g_migrations[v]);
             snprintf(setv, sizeof(setv), "PRAGMA user_version = %d", v + 1);
             rc = rc < 0 ? rc : exec_sql(db, setv);
@@ -541,7 +542,7 @@ static int migrate(sqlite3 *db)
             (void)exec_sql(db, "ROLLBACK");
             return rc;
         }
-        if (v < ant_store_schema_latest()) {
+        if (v < target) {
             ant_log(ANT_LOG_INFO, "store.migrated", "schema step %d applied", v + 1);
         }
         rc = user_version(db, &v);
@@ -552,7 +553,8 @@ static int migrate(sqlite3 *db)
     return 0;
 }
 
-int ant_store_open(int dirfd, const char *name, unsigned flags, struct ant_store **out)
+static int store_open(int dirfd, const char *name, unsigned flags, int target,
+                      struct ant_store **out)
 {
     struct ant_store *st = calloc(1, sizeof(*st));
     int rc = st == NULL ? -ENOMEM : 0;
@@ -572,13 +574,29 @@ int ant_store_open(int dirfd, const char *name, unsigned flags, struct ant_store
     rc = exec_sql(st->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
                           "PRAGMA foreign_keys=ON; PRAGMA trusted_schema=OFF;"
                           "PRAGMA mmap_size=1073741824;");
-    rc = rc < 0 ? rc : migrate(st->db);
+    rc = rc < 0 ? rc : migrate(st->db, target);
     if (rc < 0) {
         goto out;
     }
     *out = st;
     st = NULL;
 out:
+    ant_store_close(st);
+    return rc;
+}
+
+int ant_store_open(int dirfd, const char *name, unsigned flags, struct ant_store **out)
+{
+    return store_open(dirfd, name, flags, ant_store_schema_latest(), out);
+}
+
+int ant_store_create_at_step(int dirfd, const char *name, int steps)
+{
+    struct ant_store *st = NULL;
+    if (steps < 0 || steps > ant_store_schema_latest()) {
+        return -EINVAL;
+    }
+    int rc = store_open(dirfd, name, ANT_STORE_CREATE, steps, &st);
     ant_store_close(st);
     return rc;
 }

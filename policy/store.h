@@ -65,6 +65,10 @@ ANT_MUST_CHECK int ant_store_open(int dirfd, const char *name, unsigned flags,
 void ant_store_close(struct ant_store *st); /* accepts NULL */
 /* The schema version this binary migrates to (number of migration steps). */
 int ant_store_schema_latest(void);
+/* Creates `name` (which must not exist) with only the first `steps` schema steps applied, as a
+ * site made by an older antenna holds it, and closes it: for upgrade tests; the next
+ * ant_store_open applies the rest. -EINVAL for a step count this binary does not know. */
+ANT_MUST_CHECK int ant_store_create_at_step(int dirfd, const char *name, int steps);
 
 /* A fixed-size pool of connections for the HTTP worker threads. acquire blocks until one is
  * free; release gives it back (a connection left inside a transaction is rolled back). */

@@ -104,6 +104,113 @@ static void test_store_migrations_set_user_version_and_reopen(void **state)
     assert_int_equal(ant_store_open(f->dirfd, "antenna.db", 0, &st), -ENOTSUP);
 }
 
+/* A site made by an older antenna (schema step 5: stage jobs always name a local dataset) is
+ * upgraded in place by step 6: its jobs and their files keep every column, the foreign keys
+ * still hold, and the new rule (exactly one of a local dataset and a peer) is enforced. */
+static void test_store_upgrade_from_step5_keeps_stage_jobs(void **state)
+{
+    struct fx *f = *state;
+    char path[4096];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    struct ant_store *st = NULL;
+    assert_true(ant_store_schema_latest() >= 6);
+    assert_int_equal(ant_store_create_at_step(f->dirfd, "old.db", 99), -EINVAL);
+    assert_int_equal(ant_store_create_at_step(f->dirfd, "old.db", 5), 0);
+    assert_int_equal(ant_store_create_at_step(f->dirfd, "old.db", 5), -EEXIST);
+
+    snprintf(path, sizeof(path), "%s/old.db", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(s, 0), 5);
+    sqlite3_finalize(s);
+    /* step 5's stage_jobs refuses a job without a dataset: the column is NOT NULL there */
+    const char *fill =
+        "PRAGMA foreign_keys=ON;"
+        "INSERT INTO tenants VALUES('lab', 1);"
+        "INSERT INTO datasets(id, tenant_id, name, classification, created)"
+        "  VALUES('ds1', 'lab', 'genomes', 'sensitive', 2);"
+        "INSERT INTO stage_jobs(id, tenant_id, principal_id, dataset_id, mode, paths, state,"
+        "  files_total, files_done, bytes_total, bytes_done, scratch_bytes, ttl_s, created,"
+        "  started, finished, expires)"
+        "  VALUES('job1', 'lab', 'alice', 'ds1', 'decrypt', '[\"a\"]', 'ready', 2, 2, 300, 300,"
+        "  300, 3600, 10, 11, 12, 3610);"
+        "INSERT INTO stage_job_files(job_id, idx, file_id, storage_id, path, size, sha256,"
+        "  state, bytes_done)"
+        "  VALUES('job1', 0, 'f0', 's0', 'a/x', 100, zeroblob(32), 'done', 100),"
+        "        ('job1', 1, 'f1', 's1', 'a/y', 200, zeroblob(32), 'done', 200);";
+    assert_int_equal(sqlite3_exec(db, fill, NULL, NULL, NULL), SQLITE_OK);
+    assert_int_not_equal(sqlite3_exec(db,
+                                      "INSERT INTO stage_jobs(id, tenant_id, principal_id, mode,"
+                                      " state, ttl_s, created, expires) VALUES('j', 'lab', 'a',"
+                                      " 'decrypt', 'queued', 1, 1, 2)",
+                                      NULL, NULL, NULL),
+                         SQLITE_OK);
+    sqlite3_close(db);
+    db = NULL;
+
+    assert_int_equal(ant_store_open(f->dirfd, "old.db", 0, &st), 0);
+    ant_store_close(st);
+
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA foreign_keys=ON", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(s, 0), ant_store_schema_latest());
+    sqlite3_finalize(s);
+    /* the job kept every column, and gained empty federation columns */
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT dataset_id, state, files_done, bytes_done,"
+                                        " scratch_bytes, started, expires, paths, peer_id,"
+                                        " transfer_id FROM stage_jobs WHERE id = 'job1'",
+                                        -1, &s, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(s, 0), "ds1");
+    assert_string_equal((const char *)sqlite3_column_text(s, 1), "ready");
+    assert_int_equal(sqlite3_column_int64(s, 2), 2);
+    assert_int_equal(sqlite3_column_int64(s, 3), 300);
+    assert_int_equal(sqlite3_column_int64(s, 4), 300);
+    assert_int_equal(sqlite3_column_int64(s, 5), 11);
+    assert_int_equal(sqlite3_column_int64(s, 6), 3610);
+    assert_string_equal((const char *)sqlite3_column_text(s, 7), "[\"a\"]");
+    assert_int_equal(sqlite3_column_type(s, 8), SQLITE_NULL);
+    assert_int_equal(sqlite3_column_type(s, 9), SQLITE_NULL);
+    sqlite3_finalize(s);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT count(*), sum(size) FROM stage_job_files"
+                                        " WHERE job_id = 'job1' AND state = 'done'",
+                                        -1, &s, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int64(s, 0), 2);
+    assert_int_equal(sqlite3_column_int64(s, 1), 300);
+    sqlite3_finalize(s);
+    /* nothing dangles, and the file table points at the renamed job table */
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA foreign_key_check", -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_DONE);
+    sqlite3_finalize(s);
+    assert_int_not_equal(sqlite3_exec(db,
+                                      "INSERT INTO stage_job_files(job_id, idx, file_id,"
+                                      " storage_id, path, size, sha256) VALUES('nojob', 0, 'f',"
+                                      " 's', 'p', 1, zeroblob(32))",
+                                      NULL, NULL, NULL),
+                         SQLITE_OK);
+    /* step 6's rule: a job names a local dataset or a peer's, exactly one */
+    const char *both = "INSERT INTO stage_jobs(id, tenant_id, principal_id, dataset_id, mode,"
+                       " state, ttl_s, created, expires, peer_id, remote_dataset, transfer_id)"
+                       " VALUES('j2', 'lab', 'a', 'ds1', 'decrypt', 'queued', 1, 1, 2, 'site-a',"
+                       " 'r', 't')";
+    assert_int_not_equal(sqlite3_exec(db, both, NULL, NULL, NULL), SQLITE_OK);
+    const char *remote = "INSERT INTO stage_jobs(id, tenant_id, principal_id, mode, state, ttl_s,"
+                         " created, expires, peer_id, remote_dataset, transfer_id)"
+                         " VALUES('j3', 'lab', 'a', 'decrypt', 'queued', 1, 1, 2, 'site-a', 'r',"
+                         " 't')";
+    assert_int_equal(sqlite3_exec(db, remote, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
 static void test_store_rejects_non_database(void **state)
 {
     struct fx *f = *state;
@@ -686,6 +793,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_store_create_refuses_existing_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_open_missing_file_is_enoent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_migrations_set_user_version_and_reopen, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_store_upgrade_from_step5_keeps_stage_jobs, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_store_rejects_non_database, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tenant_and_principal_names_validated, setup,
