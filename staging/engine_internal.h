@@ -19,6 +19,12 @@
 #define C4GH_SEG_ENC (C4GH_SEG + C4GH_SEG_OVERHEAD)
 /* A Crypt4GH header is read into one chunk buffer; a longer one is refused. */
 #define STAGE_HDR_READ_MAX (256u * 1024u)
+/* O_DIRECT output: offsets, lengths and buffers aligned to this (a multiple of every DIO
+ * alignment statx reports on the filesystems we meet); only for outputs of at least
+ * STAGE_DIRECT_MIN bytes (a small file's page-cache copy costs less than waiting for the
+ * device on each write). */
+#define STAGE_DIRECT_ALIGN 4096u
+#define STAGE_DIRECT_MIN (1024u * 1024u)
 
 struct run;
 struct sfile;
@@ -134,6 +140,8 @@ struct sfile {
     char tmpname[24];      /* its name in .J.tmp, when via_tmp */
     bool via_tmp;          /* written in .J.tmp and renamed (a re-copy), else in place */
     bool out_created;      /* an output may exist that a failure must remove */
+    bool direct;           /* output written with O_DIRECT, preallocated to out_alloc bytes */
+    uint64_t out_alloc;    /* out_size rounded up to STAGE_DIRECT_ALIGN; cut back at the end */
     unsigned busy;      /* ops and tasks outstanding */
     uint64_t src_size;
     uint64_t in_body_off;  /* where the body starts in the source */
@@ -211,6 +219,7 @@ struct run {
     char lastdir[ANT_STAGE_PATH_MAX + 1];
     size_t lastdir_len;
     bool have_lastdir;
+    int dio;             /* O_DIRECT on the destination: 0 not probed, 1 usable, -1 not */
 };
 
 /* Delivered by backends: an op finished with `res` (fd, bytes, 0 or -errno). */

@@ -2,7 +2,10 @@
  * one JSON line with the time (durability included: the engine syncs before it publishes).
  *
  *   stage_bench [-e auto|uring|threads] [-x raw|decrypt|reencrypt|encrypt] [-k SECKEY]
- *               [-p RECIPIENT.pub] [-s SEGMENTS] [-b NBUFS] [-f MAXFILES] SRC DST JOB
+ *               [-p RECIPIENT.pub] [-s SEGMENTS] [-b NBUFS] [-f MAXFILES] [-c CRYPTO_THREADS]
+ *               [-B] SRC DST JOB
+ *
+ * -B: no O_DIRECT output (ant_engine_opts.buffered_only), for before / after comparisons.
  *
  * SECKEY's passphrase comes from C4GH_PASSPHRASE when the key is encrypted. Used by
  * tests/bench/stage_bench.sh; not a test. */
@@ -47,7 +50,7 @@ static int collect(const char *path, const struct stat *st, int type, struct FTW
 static void usage(void)
 {
     fprintf(stderr, "usage: stage_bench [-e engine] [-x xform] [-k seckey] [-p recipient.pub] "
-                    "[-s segments] [-b nbufs] [-f maxfiles] SRC DST JOB\n");
+                    "[-s segments] [-b nbufs] [-f maxfiles] [-c crypto_threads] [-B] SRC DST JOB\n");
     exit(2);
 }
 
@@ -72,7 +75,7 @@ int main(int argc, char **argv)
     struct ant_stage_progress prog = {0};
     int c, rc = 1;
     ant_engine_opts_init(&o);
-    while ((c = getopt(argc, argv, "e:x:k:p:s:b:f:")) != -1) {
+    while ((c = getopt(argc, argv, "e:x:k:p:s:b:f:c:B")) != -1) {
         switch (c) {
         case 'e':
             if (ant_io_engine_parse(optarg, &o.io_engine) < 0) {
@@ -105,6 +108,12 @@ int main(int argc, char **argv)
             break;
         case 'f':
             o.max_open_files = num(optarg);
+            break;
+        case 'c':
+            o.crypto_threads = num(optarg);
+            break;
+        case 'B':
+            o.buffered_only = true;
             break;
         default:
             usage();

@@ -1358,6 +1358,149 @@ static void test_c4gh_encrypt_then_decrypt(void **state)
     ant_key_free(k1);
 }
 
+/* Big outputs go out with O_DIRECT where the destination takes it (ext4 under /tmp here),
+ * through the page cache where it does not (a tmpfs reports no DIO alignment) or when
+ * buffered_only is set; raw and decrypt give the same bytes either way. Sizes: below the
+ * O_DIRECT threshold, whole segments (1 MiB: one aligned chunk boundary), and tails of 1,
+ * 4095, 4096, 4097 and 65535 bytes past whole chunks. */
+static const size_t g_direct_sizes[] = {
+    0, (1u << 20) - 1, 1u << 20, (2u << 20) + 1, (2u << 20) + 4095, (2u << 20) + 4096,
+    (2u << 20) + 4097, (2u << 20) + 65535, (3u << 20) + 100000,
+};
+enum { NDIRECT = ANT_ARRAY_LEN(g_direct_sizes) };
+
+/* Stages every size raw and decrypted into dst_root; returns how many went out direct. */
+static uint64_t direct_round(struct fx *f, struct ant_engine *e, int dst_root, const char *tag,
+                             const struct ant_key *k)
+{
+    struct ant_stage_file raw[NDIRECT], dec[NDIRECT];
+    char names[NDIRECT][32], job_raw[32], job_dec[32];
+    struct ant_stage_progress prog = {0};
+    struct ant_stage_job job;
+    struct ant_diag d = {{0}};
+    struct results res = {0};
+    int efd = openat(f->dst, "enc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(efd >= 0);
+    for (size_t i = 0; i < NDIRECT; i++) {
+        snprintf(names[i], sizeof(names[i]), "d/s%zu", g_direct_sizes[i]);
+        raw[i] = (struct ant_stage_file){.src = names[i], .dst = names[i], .xform = ANT_XFORM_RAW};
+        dec[i] = (struct ant_stage_file){.src = names[i], .dst = names[i],
+                                         .xform = ANT_XFORM_DECRYPT, .has_sha256 = true};
+    }
+    snprintf(job_raw, sizeof(job_raw), "raw-%s", tag);
+    snprintf(job_dec, sizeof(job_dec), "dec-%s", tag);
+    job_init(&job, f, job_raw, raw, NDIRECT, &res);
+    job.dst_root = dst_root;
+    job.progress = &prog;
+    int rc = ant_engine_run(e, &job, &d);
+    if (rc != 0) {
+        fail_msg("raw %s: %d %s", tag, rc, d.msg);
+    }
+    for (size_t i = 0; i < NDIRECT; i++) {
+        uint8_t *want = malloc(g_direct_sizes[i] + 1);
+        assert_non_null(want);
+        fill_random(want, g_direct_sizes[i], 100 + i);
+        sha256(want, g_direct_sizes[i], dec[i].sha256);
+        free(want);
+    }
+    job_init(&job, f, job_dec, dec, NDIRECT, &res);
+    job.dst_root = dst_root;
+    job.src_root = efd;
+    job.key = k;
+    job.progress = &prog;
+    rc = ant_engine_run(e, &job, &d);
+    if (rc != 0) {
+        fail_msg("decrypt %s: %d %s", tag, rc, d.msg);
+    }
+    assert_int_equal(res.nok, 2 * NDIRECT);
+    for (size_t i = 0; i < NDIRECT; i++) {
+        char p[400];
+        size_t n = 0;
+        uint8_t *want = malloc(g_direct_sizes[i] + 1);
+        assert_non_null(want);
+        fill_random(want, g_direct_sizes[i], 100 + i);
+        for (int j = 0; j < 2; j++) {
+            snprintf(p, sizeof(p), "%s/%s", j == 0 ? job_raw : job_dec, names[i]);
+            uint8_t *got = read_at(dst_root, p, &n);
+            assert_non_null(got);
+            assert_int_equal(n, g_direct_sizes[i]);
+            assert_memory_equal(got, want, n);
+            free(got);
+        }
+        free(want);
+    }
+    close(efd);
+    return atomic_load(&prog.files_direct);
+}
+
+static void test_direct_output_and_fallback(void **state)
+{
+    struct fx *f = c4gh_fx(state);
+    struct ant_key *k1 = vector_key("keys/recipient1.sec", NULL);
+    uint8_t pk1[ANT_KEY_LEN];
+    struct ant_stage_file enc[NDIRECT];
+    char names[NDIRECT][32];
+    struct ant_stage_job job;
+    struct ant_diag d = {{0}};
+    struct ant_engine_opts o;
+    struct ant_engine *buffered = NULL;
+    /* files at or over 1 MiB: 7 of the sizes, each staged raw and decrypted */
+    const uint64_t nbig = 2 * (NDIRECT - 2);
+    vector_pub("keys/recipient1.pub", pk1);
+    for (size_t i = 0; i < NDIRECT; i++) {
+        uint8_t *p = malloc(g_direct_sizes[i] + 1);
+        assert_non_null(p);
+        fill_random(p, g_direct_sizes[i], 100 + i);
+        snprintf(names[i], sizeof(names[i]), "d/s%zu", g_direct_sizes[i]);
+        write_at(f->src, names[i], p, g_direct_sizes[i]);
+        enc[i] = (struct ant_stage_file){.src = names[i], .dst = names[i],
+                                         .xform = ANT_XFORM_ENCRYPT};
+        free(p);
+    }
+    job_init(&job, f, "enc", enc, NDIRECT, NULL);
+    job.on_progress = NULL;
+    job.on_file = NULL;
+    job.recipient_pk = pk1;
+    int rc = ant_engine_run(f->e, &job, &d);
+    if (rc != 0) {
+        fail_msg("encrypt: %d %s", rc, d.msg);
+    }
+    /* ext4 (or whatever /tmp is): direct where statx reports DIO alignment */
+    struct statx stx;
+    write_at(f->dst, "probe", "x", 1); /* statx reports DIO alignment for regular files */
+    bool dio = statx(f->dst, "probe", 0, STATX_DIOALIGN, &stx) == 0 &&
+               (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_offset_align != 0 &&
+               4096 % stx.stx_dio_offset_align == 0 && 4096 % stx.stx_dio_mem_align == 0;
+    assert_int_equal(direct_round(f, f->e, f->dst, "disk", k1), dio ? nbig : 0);
+    if (!dio) {
+        fprintf(stderr, "note: /tmp has no O_DIRECT: the direct path was not exercised\n");
+    }
+    /* buffered_only: the same bytes through the page cache */
+    ant_engine_opts_init(&o);
+    o.io_engine = f->eng;
+    o.crypto_threads = 2;
+    o.io_threads = 4;
+    o.buffered_only = true;
+    assert_int_equal(ant_engine_new(&o, &buffered), 0);
+    assert_int_equal(direct_round(f, buffered, f->dst, "buf", k1), 0);
+    ant_engine_free(buffered);
+    /* a tmpfs: statx reports no DIO alignment, the engine falls back to buffered writes */
+    snprintf(f->mnt, sizeof(f->mnt), "%s/shm", f->dir);
+    assert_int_equal(mkdir(f->mnt, 0755), 0);
+    if (mount("tmpfs", f->mnt, "tmpfs", 0, "size=64m") != 0) {
+        f->mnt[0] = '\0';
+        ant_key_free(k1);
+        skip(); /* not root, or no mount namespace rights */
+    }
+    int tfd = open(f->mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(tfd >= 0);
+    assert_int_equal(direct_round(f, f->e, tfd, "tmpfs", k1), 0);
+    close(tfd);
+    assert_int_equal(umount2(f->mnt, MNT_DETACH), 0);
+    f->mnt[0] = '\0';
+    ant_key_free(k1);
+}
+
 #define PER_BACKEND(fn)                                                                           \
     cmocka_unit_test_setup_teardown(fn, setup_uring, teardown),                                   \
         cmocka_unit_test_setup_teardown(fn, setup_threads, teardown)
@@ -1390,6 +1533,7 @@ int main(void)
         PER_BACKEND(test_c4gh_reencrypt_then_decrypt),
         PER_BACKEND(test_c4gh_encrypt_then_decrypt),
         PER_BACKEND(test_c4gh_resume_keeps_checkpointed_outputs),
+        PER_BACKEND(test_direct_output_and_fallback),
     };
     /* ANT_TEST_FILTER=test_many_small_files runs only the tests whose name matches */
     if (getenv("ANT_TEST_FILTER") != NULL) {
