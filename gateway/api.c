@@ -215,12 +215,37 @@ int ant_api_audit(struct ant_req *r, const char *action, const char *kind, const
     return 0;
 }
 
-int ant_api_decide(struct ant_req *r, struct ant_store *st, unsigned action, const char *ds,
-                   const char *kind, const char *id, const struct ant_decide_ctx *ctx,
-                   struct ant_decision *d)
+/* The store a cache miss decides with: the caller's, or one taken from the pool and kept in
+ * *st for the caller to release. */
+struct lazy_store {
+    struct ant_req *r;
+    struct ant_store **st;
+};
+
+static struct ant_store *lazy_store_get(void *arg)
 {
-    struct ant_decide_ctx none = {0};
-    int rc = ant_decide(st, &r->who, action, ds, ctx != NULL ? ctx : &none, d);
+    struct lazy_store *l = arg;
+    if (*l->st == NULL) {
+        *l->st = ant_store_pool_acquire(l->r->site->pool);
+    }
+    return *l->st;
+}
+
+static bool read_only(const struct ant_req *r)
+{
+    return strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0;
+}
+
+int ant_api_decide_lazy(struct ant_req *r, struct ant_store **st, unsigned action, const char *ds,
+                        const char *kind, const char *id, const struct ant_decide_ctx *ctx,
+                        struct ant_decision *d)
+{
+    struct lazy_store l = {r, st};
+    /* Only a read-only request decides from the cache: a write decides on the catalog as it
+     * is, and empties the cache once done (server.c). */
+    struct ant_hotcache *c = read_only(r) ? ant_server_decisions(r->srv) : NULL;
+    int rc = ant_decide_cached(c, lazy_store_get, &l, &r->who, action, ds, ctx, ant_now_unix(),
+                               ant_mono_ns(), d, NULL);
     if (rc < 0) {
         return rc; /* could not decide: not a decision, nothing to audit; never an allow */
     }
@@ -237,6 +262,16 @@ int ant_api_decide(struct ant_req *r, struct ant_store *st, unsigned action, con
         return ant_api_fail(r, MHD_HTTP_NOT_FOUND, NULL, "no such dataset");
     }
     return ant_api_fail(r, MHD_HTTP_FORBIDDEN, d->reason, "%s", d->message);
+}
+
+int ant_api_decide(struct ant_req *r, struct ant_store *st, unsigned action, const char *ds,
+                   const char *kind, const char *id, const struct ant_decide_ctx *ctx,
+                   struct ant_decision *d)
+{
+    if (st == NULL) {
+        return -EINVAL;
+    }
+    return ant_api_decide_lazy(r, &st, action, ds, kind, id, ctx, d);
 }
 
 int ant_api_decide_site(struct ant_req *r, unsigned action, const char *tenant, const char *event,

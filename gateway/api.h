@@ -64,6 +64,14 @@ ANT_MUST_CHECK int ant_api_decide(struct ant_req *r, struct ant_store *st, unsig
                                   const char *ds, const char *kind, const char *id,
                                   const struct ant_decide_ctx *ctx, struct ant_decision *d);
 
+/* The same with the store taken from the pool only when the catalog must be read: *st is NULL
+ * or the caller's; on return, a non-NULL *st is to be released by the caller. A GET or HEAD
+ * request decides through the server's decision cache (at most 1 s old, policy/decide.h); any
+ * other decides on the catalog. ctx->now must be 0. */
+ANT_MUST_CHECK int ant_api_decide_lazy(struct ant_req *r, struct ant_store **st, unsigned action,
+                                       const char *ds, const char *kind, const char *id,
+                                       const struct ant_decide_ctx *ctx, struct ant_decision *d);
+
 /* ant_decide_tenant for the routes that name no dataset: ANT_ACT_ADMIN (tenant NULL) or
  * ANT_ACT_AUDIT (the tenant whose log is read, NULL: the whole site), audited as `event` on
  * (kind, id). 0 when allowed, else 403 and ANT_API_DONE. */

@@ -10,6 +10,7 @@
 #include "gateway/routes.h"
 #include "gateway/server.h"
 #include "gateway/site.h"
+#include "policy/decide.h"
 
 #include <openssl/evp.h>
 #include <stdlib.h>
@@ -138,24 +139,62 @@ static int ds_param(struct ant_req *r, char id[ANT_ID_MAX + 1])
     return 0;
 }
 
+/* The dataset's JSON answer (the bytes ant_req_json sends: compact, then a newline), from the
+ * server's cache or built from the catalog and kept there. A dataset's object is the same for
+ * every caller allowed to describe it; the cache keeps it at most 1 s and loses it with any
+ * write request (policy/decide.h). */
+static int dataset_json(struct ant_req *r, struct ant_store **st, const char *id)
+{
+    struct ant_hotcache *c = ant_server_datasets(r->srv);
+    char *buf = NULL;
+    json_t *shown = NULL;
+    size_t len = 0;
+    int rc = 0;
+    int64_t t0 = ant_mono_ns();
+    char cached[ANT_DATASET_JSON_CACHE_MAX];
+    if (ant_hotcache_get(c, id, strlen(id), t0, ant_now_unix(), cached, sizeof(cached), &len)) {
+        return ant_req_json_bytes(r, MHD_HTTP_OK, cached, len);
+    }
+    uint64_t gen = ant_hotcache_gen(c); /* before the catalog read */
+    if (*st == NULL) {
+        *st = ant_store_pool_acquire(r->site->pool);
+    }
+    rc = ant_store_dataset_show(*st, id, &shown);
+    if (rc < 0) {
+        goto out;
+    }
+    buf = json_dumps(shown, JSON_COMPACT);
+    if (buf == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    len = strlen(buf);
+    buf[len] = '\n'; /* replaces the NUL, as ant_req_json does */
+    len++;
+    ant_hotcache_put(c, id, strlen(id), gen, t0, INT64_MAX, buf, len);
+    rc = ant_req_json_bytes(r, MHD_HTTP_OK, buf, len);
+out:
+    free(buf);
+    json_decref(shown);
+    return rc;
+}
+
 int ant_route_dataset_show(struct ant_req *r)
 {
     char id[ANT_ID_MAX + 1];
     struct ant_decision d;
-    json_t *shown = NULL;
+    struct ant_store *st = NULL; /* taken from the pool only when a cache misses */
     ant_req_allow_hold(r); /* read-only: the answer waits for the event, the thread does not */
-    struct ant_store *st = ant_store_pool_acquire(r->site->pool);
     int rc = ds_param(r, id);
     if (rc == 0) {
-        rc = ant_api_decide(r, st, ANT_ACT_DESCRIBE, id, NULL, NULL, NULL, &d);
+        rc = ant_api_decide_lazy(r, &st, ANT_ACT_DESCRIBE, id, NULL, NULL, NULL, &d);
     }
     if (rc == 0) {
-        rc = ant_store_dataset_show(st, id, &shown);
+        rc = dataset_json(r, &st, id);
     }
-    if (rc == 0) {
-        rc = ant_api_json_take(r, MHD_HTTP_OK, shown);
+    if (st != NULL) {
+        ant_store_pool_release(r->site->pool, st);
     }
-    ant_store_pool_release(r->site->pool, st);
     return ant_api_end(rc);
 }
 

@@ -13,6 +13,7 @@
 #include "gateway/site.h"
 
 #include "policy/audit.h"
+#include "policy/decide.h"
 
 #include <arpa/inet.h>
 #include <pthread.h>
@@ -30,6 +31,11 @@
 /* How long ant_server_stop waits, after its grace period, for answers held for their audit. */
 #define HOLD_STOP_WAIT_NS (10LL * 1000 * 1000 * 1000)
 
+/* The hot-path caches: enough slots for the questions asked within one second by the clients
+ * of a busy site; a collision only costs a catalog read. */
+#define DECISION_SLOTS 1024
+#define DATASET_SLOTS 256
+
 /* GnuTLS priorities: TLS 1.3 and 1.2 only, the server's order. */
 #define TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:%SERVER_PRECEDENCE"
 
@@ -41,6 +47,10 @@ struct ant_server {
     struct ant_ratelimit *rl;
     struct ant_metrics *metrics;
     struct ant_authcache *auth;
+    /* Decisions and serialised datasets for read-only requests, at most 1 s (policy/decide.h);
+     * emptied with the authentication cache by every request that may write. */
+    struct ant_hotcache *decisions;
+    struct ant_hotcache *datasets;
     /* Answers held for their audit event (see ant_req_audit_hold): hold_mu orders the
      * worker's suspend against the audit writer's resume. */
     pthread_mutex_t hold_mu;
@@ -174,6 +184,19 @@ int ant_req_json(struct ant_req *r, unsigned status, const json_t *doc)
     size_t len = strlen(s);
     s[len] = '\n'; /* replaces the NUL: a trailing newline is friendlier to curl users */
     return respond_bytes(r, status, "application/json", s, len + 1);
+}
+
+int ant_req_json_bytes(struct ant_req *r, unsigned status, const char *p, size_t len)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)(uintptr_t)p, MHD_RESPMEM_MUST_COPY);
+    if (resp == NULL) {
+        return -ENOMEM;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    ant_req_respond(r, status, resp);
+    r->bytes_out = len;
+    return 0;
 }
 
 int ant_req_error(struct ant_req *r, unsigned status, const char *code, const char *fmt, ...)
@@ -437,6 +460,8 @@ static void dispatch(struct ant_req *r, bool path_known)
             /* This request may have revoked a key or disabled a principal: the next request
              * must not be let in by a cached authentication (before this answer is sent). */
             ant_authcache_invalidate(r->srv->auth);
+            ant_hotcache_invalidate(r->srv->decisions);
+            ant_hotcache_invalidate(r->srv->datasets);
         }
         if (rc < 0) {
             unsigned st = ant_http_status_of(rc);
@@ -732,6 +757,8 @@ __attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const ch
 static void server_free(struct ant_server *s)
 {
     ant_authcache_free(s->auth);
+    ant_hotcache_free(s->decisions);
+    ant_hotcache_free(s->datasets);
     pthread_mutex_destroy(&s->hold_mu);
     ant_ratelimit_free(s->rl);
     ant_metrics_free(s->metrics);
@@ -753,7 +780,9 @@ int ant_server_start(struct ant_site *site, struct ant_server **out, struct ant_
     pthread_mutex_init(&s->hold_mu, NULL);
     randombytes_buf(s->id_key, sizeof(s->id_key));
     if (ant_ratelimit_new(site->cfg.rate_limit_per_s, site->cfg.rate_limit_burst, &s->rl) < 0 ||
-        ant_metrics_new(g_ant_nroutes, &s->metrics) < 0 || ant_authcache_new(&s->auth) < 0) {
+        ant_metrics_new(g_ant_nroutes, &s->metrics) < 0 || ant_authcache_new(&s->auth) < 0 ||
+        ant_hotcache_new(DECISION_SLOTS, sizeof(struct ant_decision), &s->decisions) < 0 ||
+        ant_hotcache_new(DATASET_SLOTS, ANT_DATASET_JSON_CACHE_MAX, &s->datasets) < 0) {
         server_free(s);
         return -ENOMEM;
     }
@@ -814,6 +843,16 @@ struct ant_metrics *ant_server_metrics(struct ant_server *s)
 struct ant_authcache *ant_server_authcache(struct ant_server *s)
 {
     return s != NULL ? s->auth : NULL;
+}
+
+struct ant_hotcache *ant_server_decisions(struct ant_server *s)
+{
+    return s != NULL ? s->decisions : NULL;
+}
+
+struct ant_hotcache *ant_server_datasets(struct ant_server *s)
+{
+    return s != NULL ? s->datasets : NULL;
 }
 
 unsigned ant_server_inflight(const struct ant_server *s)

@@ -38,6 +38,17 @@ ANT_MUST_CHECK int ant_req_audit_hold(struct ant_req *r, const struct ant_audit_
 
 /* The authentication cache (gateway/auth.h); NULL for NULL. */
 struct ant_authcache *ant_server_authcache(struct ant_server *s);
+/* The caches of decisions and of serialised datasets (policy/decide.h: at most 1 s, emptied by
+ * every request other than GET/HEAD); NULL for NULL. */
+struct ant_hotcache;
+struct ant_hotcache *ant_server_decisions(struct ant_server *s);
+struct ant_hotcache *ant_server_datasets(struct ant_server *s);
+/* The largest serialised dataset the cache keeps (bigger ones are built per request). */
+#define ANT_DATASET_JSON_CACHE_MAX 8192
+
+/* Answers with JSON already serialised (copied). */
+ANT_MUST_CHECK int ant_req_json_bytes(struct ant_req *r, unsigned status, const char *p,
+                                      size_t len);
 /* Requests being served right now. */
 unsigned ant_server_inflight(const struct ant_server *s);
 

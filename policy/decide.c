@@ -1,8 +1,13 @@
 /* The decision function: rules in a fixed order over the catalog and the policy tables. */
 #include "policy/decide.h"
 
+#include <pthread.h>
+#include <sodium.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "policy/policy_internal.h"
@@ -29,6 +34,22 @@ static const char *grant_tenant(const struct ant_principal *p);
 
 static void note(struct run *r, const char *rule, const char *result, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* A grant row the decision looked at: its future not-before and expiry are times at which the
+ * same question may get another answer (valid_until). Column nbf, then exp (NULL: none). */
+static void grant_boundaries(struct run *r, sqlite3_stmt *s, int nbf_col, int exp_col)
+{
+    int64_t nbf = sqlite3_column_int64(s, nbf_col);
+    if (nbf > r->now && nbf < r->d->valid_until) {
+        r->d->valid_until = nbf;
+    }
+    if (sqlite3_column_type(s, exp_col) != SQLITE_NULL) {
+        int64_t exp = sqlite3_column_int64(s, exp_col);
+        if (exp > r->now && exp < r->d->valid_until) {
+            r->d->valid_until = exp;
+        }
+    }
+}
 
 static void note(struct run *r, const char *rule, const char *result, const char *fmt, ...)
 {
@@ -213,6 +234,9 @@ static int grant_allows(struct run *r, enum miss *best, bool *live, char unmet[A
         const char *gid = (const char *)sqlite3_column_text(s, 0);
         bool glive = !revoked && !expired && !not_yet;
         *live = *live || glive;
+        if (!revoked) {
+            grant_boundaries(r, s, 3, 4); /* a revocation is for good: no boundary */
+        }
         if (r->action != ANT_ACT_DESCRIBE && (acts & r->action) == 0) {
             m = MISS_ACTION;
         } else if (revoked) {
@@ -276,19 +300,18 @@ static const char *grant_tenant(const struct ant_principal *p)
     return qualified ? p->tenant : NULL;
 }
 
-/* Whether any live grant names the caller: such a caller may know the dataset exists. */
+/* Whether any live grant names the caller: such a caller may know the dataset exists. The
+ * unrevoked grants are walked here rather than filtered by time in SQL, so that their
+ * not-before and expiry bound how long the answer holds (valid_until). */
 static int has_live_grant(struct run *r)
 {
     sqlite3_stmt *s = ant_store_stmt(
-        r->st, "SELECT 1 FROM grants WHERE dataset_id = ?1 AND grantee_kind = 'principal'"
-               " AND grantee_id = ?2 AND revoked_at IS NULL AND not_before <= ?5"
-               " AND (expires IS NULL OR expires > ?5)"
-               " UNION ALL SELECT 1 FROM grants WHERE dataset_id = ?1 AND grantee_kind = 'tenant'"
-               " AND grantee_id = ?3 AND revoked_at IS NULL AND not_before <= ?5"
-               " AND (expires IS NULL OR expires > ?5)"
-               " UNION ALL SELECT 1 FROM grants WHERE dataset_id = ?1 AND grantee_kind = 'site'"
-               " AND grantee_id = ?4 AND revoked_at IS NULL AND not_before <= ?5"
-               " AND (expires IS NULL OR expires > ?5) LIMIT 1");
+        r->st, "SELECT not_before, expires FROM grants WHERE dataset_id = ?1"
+               " AND grantee_kind = 'principal' AND grantee_id = ?2 AND revoked_at IS NULL"
+               " UNION ALL SELECT not_before, expires FROM grants WHERE dataset_id = ?1"
+               " AND grantee_kind = 'tenant' AND grantee_id = ?3 AND revoked_at IS NULL"
+               " UNION ALL SELECT not_before, expires FROM grants WHERE dataset_id = ?1"
+               " AND grantee_kind = 'site' AND grantee_id = ?4 AND revoked_at IS NULL");
     if (s == NULL) {
         return -EIO;
     }
@@ -296,9 +319,14 @@ static int has_live_grant(struct run *r)
     ant_bind_text(s, 2, r->p->kind == ANT_PRINCIPAL_SITE ? NULL : r->p->id);
     ant_bind_text(s, 3, grant_tenant(r->p));
     ant_bind_text(s, 4, grant_site(r->p));
-    sqlite3_bind_int64(s, 5, r->now);
-    int src = sqlite3_step(s);
-    int rc = src == SQLITE_ROW ? 1 : src == SQLITE_DONE ? 0 : ant_sqlite_err(src);
+    int src = SQLITE_DONE, live = 0;
+    while (live == 0 && (src = sqlite3_step(s)) == SQLITE_ROW) {
+        bool expired = sqlite3_column_type(s, 1) != SQLITE_NULL &&
+                       sqlite3_column_int64(s, 1) <= r->now;
+        live = !expired && sqlite3_column_int64(s, 0) <= r->now;
+        grant_boundaries(r, s, 0, 1);
+    }
+    int rc = live == 1 ? 1 : src == SQLITE_DONE ? 0 : ant_sqlite_err(src);
     sqlite3_reset(s);
     return rc;
 }
@@ -463,6 +491,7 @@ static int decide_common(struct ant_store *st, const struct ant_principal *p, un
         return -EINVAL;
     }
     memset(&d, 0, sizeof(d));
+    d.valid_until = INT64_MAX;
     r = calloc(1, sizeof(*r));
     if (r == NULL) {
         return -ENOMEM;
@@ -549,6 +578,7 @@ int ant_decide_tenant(struct ant_store *st, const struct ant_principal *p, unsig
     }
     memset(&d, 0, sizeof(d));
     memset(&r, 0, sizeof(r));
+    d.valid_until = INT64_MAX;
     r.st = st;
     r.p = p;
     r.action = action;
@@ -576,4 +606,225 @@ int ant_decide_tenant(struct ant_store *st, const struct ant_principal *p, unsig
     }
     *out = d;
     return 0;
+}
+
+/* --- the hot-path cache (decide.h) --- */
+
+#define HOT_DIGEST 32
+#define HOT_LOCKS 16
+
+struct hot_slot {
+    uint8_t digest[HOT_DIGEST]; /* keyed BLAKE2b of the key */
+    uint64_t gen;               /* the cache generation read before the catalog was */
+    int64_t expires_ns;         /* monotonic; 0: empty */
+    int64_t valid_until;        /* unix seconds */
+    size_t len;
+    uint8_t *value; /* value_max bytes, allocated at the first put */
+};
+
+struct ant_hotcache {
+    uint8_t key[crypto_generichash_KEYBYTES]; /* per process: digests mean nothing elsewhere */
+    _Atomic uint64_t gen;
+    size_t nslots; /* a power of two */
+    size_t value_max;
+    pthread_mutex_t mu[HOT_LOCKS];
+    struct hot_slot *slot;
+};
+
+int ant_hotcache_new(size_t slots, size_t value_max, struct ant_hotcache **out)
+{
+    if (slots == 0 || slots > (1u << 20) || value_max == 0 || value_max > (1u << 20)) {
+        return -EINVAL;
+    }
+    size_t n = 16;
+    while (n < slots) {
+        n <<= 1;
+    }
+    struct ant_hotcache *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        return -ENOMEM;
+    }
+    c->slot = calloc(n, sizeof(*c->slot));
+    if (c->slot == NULL) {
+        free(c);
+        return -ENOMEM;
+    }
+    c->nslots = n;
+    c->value_max = value_max;
+    randombytes_buf(c->key, sizeof(c->key));
+    atomic_init(&c->gen, 1);
+    for (size_t i = 0; i < HOT_LOCKS; i++) {
+        pthread_mutex_init(&c->mu[i], NULL);
+    }
+    *out = c;
+    return 0;
+}
+
+void ant_hotcache_free(struct ant_hotcache *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < c->nslots; i++) {
+        free(c->slot[i].value);
+    }
+    for (size_t i = 0; i < HOT_LOCKS; i++) {
+        pthread_mutex_destroy(&c->mu[i]);
+    }
+    free(c->slot);
+    sodium_memzero(c->key, sizeof(c->key));
+    free(c);
+}
+
+void ant_hotcache_invalidate(struct ant_hotcache *c)
+{
+    if (c != NULL) {
+        atomic_fetch_add(&c->gen, 1);
+    }
+}
+
+uint64_t ant_hotcache_gen(struct ant_hotcache *c)
+{
+    return c != NULL ? atomic_load(&c->gen) : 0;
+}
+
+static size_t hot_slot_of(const struct ant_hotcache *c, const uint8_t d[HOT_DIGEST])
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < 8; i++) {
+        v |= (uint64_t)d[i] << (8 * i);
+    }
+    return (size_t)(v & (c->nslots - 1));
+}
+
+bool ant_hotcache_get(struct ant_hotcache *c, const void *key, size_t keylen, int64_t now_ns,
+                      int64_t now_unix, void *out, size_t cap, size_t *len)
+{
+    uint8_t d[HOT_DIGEST];
+    bool hit = false;
+    if (c == NULL) {
+        return false;
+    }
+    crypto_generichash(d, sizeof(d), key, keylen, c->key, sizeof(c->key));
+    size_t i = hot_slot_of(c, d);
+    uint64_t gen = atomic_load(&c->gen);
+    pthread_mutex_lock(&c->mu[i % HOT_LOCKS]);
+    struct hot_slot *s = &c->slot[i];
+    if (s->expires_ns > now_ns && s->gen == gen && s->valid_until > now_unix && s->len <= cap &&
+        sodium_memcmp(s->digest, d, sizeof(d)) == 0) {
+        memcpy(out, s->value, s->len);
+        *len = s->len;
+        hit = true;
+    }
+    pthread_mutex_unlock(&c->mu[i % HOT_LOCKS]);
+    return hit;
+}
+
+void ant_hotcache_put(struct ant_hotcache *c, const void *key, size_t keylen, uint64_t gen,
+                      int64_t t0_ns, int64_t valid_until, const void *value, size_t len)
+{
+    uint8_t d[HOT_DIGEST];
+    if (c == NULL || len > c->value_max) {
+        return;
+    }
+    crypto_generichash(d, sizeof(d), key, keylen, c->key, sizeof(c->key));
+    size_t i = hot_slot_of(c, d);
+    pthread_mutex_lock(&c->mu[i % HOT_LOCKS]);
+    struct hot_slot *s = &c->slot[i];
+    if (s->value == NULL) {
+        s->value = malloc(c->value_max);
+    }
+    if (s->value != NULL) {
+        memcpy(s->digest, d, sizeof(d));
+        memcpy(s->value, value, len);
+        s->len = len;
+        s->gen = gen;
+        s->valid_until = valid_until;
+        s->expires_ns = t0_ns + ANT_HOTCACHE_NS;
+    }
+    pthread_mutex_unlock(&c->mu[i % HOT_LOCKS]);
+}
+
+/* The key of a question: each part NUL-terminated, a NULL string told from "" by a leading
+ * byte, so that no two questions share a key. */
+struct qkey {
+    uint8_t p[8 * (ANT_NAME_MAX + 2) + ANT_ID_MAX + 64];
+    size_t len;
+    bool full;
+};
+
+static void qkey_str(struct qkey *k, const char *s)
+{
+    size_t n = s != NULL ? strlen(s) : 0;
+    if (k->full || n + 2 > sizeof(k->p) - k->len) {
+        k->full = true;
+        return;
+    }
+    k->p[k->len++] = s != NULL ? 's' : 'n';
+    memcpy(k->p + k->len, s != NULL ? s : "", n);
+    k->len += n;
+    k->p[k->len++] = '\0';
+}
+
+static void qkey_uint(struct qkey *k, uint32_t v)
+{
+    if (k->full || sizeof(v) > sizeof(k->p) - k->len) {
+        k->full = true;
+        return;
+    }
+    memcpy(k->p + k->len, &v, sizeof(v));
+    k->len += sizeof(v);
+}
+
+int ant_decide_cached(struct ant_hotcache *c, struct ant_store *(*get_store)(void *arg), void *arg,
+                      const struct ant_principal *p, unsigned action, const char *dataset_id,
+                      const struct ant_decide_ctx *ctx, int64_t now_unix, int64_t now_ns,
+                      struct ant_decision *out, bool *hit)
+{
+    struct ant_decide_ctx q = {0};
+    struct qkey k;
+    size_t len = 0;
+    if (ctx != NULL) {
+        if (ctx->now != 0) {
+            return -EINVAL; /* the time is now_unix */
+        }
+        q = *ctx;
+    }
+    q.now = now_unix;
+    if (hit != NULL) {
+        *hit = false;
+    }
+    k.len = 0;
+    k.full = p == NULL || dataset_id == NULL;
+    if (!k.full) {
+        qkey_uint(&k, action);
+        qkey_str(&k, dataset_id);
+        qkey_uint(&k, (uint32_t)p->kind);
+        qkey_uint(&k, p->roles);
+        qkey_str(&k, p->id);
+        qkey_str(&k, p->tenant);
+        qkey_str(&k, p->site);
+        qkey_uint(&k, q.plaintext);
+        qkey_str(&k, q.purpose);
+        qkey_str(&k, q.dest_region);
+        qkey_str(&k, q.dest_site);
+    }
+    bool cacheable = c != NULL && !k.full; /* an oversized question is only decided */
+    if (cacheable && ant_hotcache_get(c, k.p, k.len, now_ns, now_unix, out, sizeof(*out), &len) &&
+        len == sizeof(*out)) {
+        if (hit != NULL) {
+            *hit = true;
+        }
+        return 0;
+    }
+    uint64_t gen = ant_hotcache_gen(c); /* before the catalog read */
+    struct ant_store *st = get_store(arg);
+    if (st == NULL) {
+        return -EBUSY;
+    }
+    int rc = ant_decide(st, p, action, dataset_id, &q, out);
+    if (rc == 0 && cacheable) {
+        ant_hotcache_put(c, k.p, k.len, gen, now_ns, out->valid_until, out, sizeof(*out));
+    }
+    return rc;
 }

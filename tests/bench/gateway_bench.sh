@@ -7,6 +7,10 @@
 #      audited on every request) with wrk at 64 connections vs nginx `return 200`;
 #   3. upload throughput (plaintext encrypted on arrival) and the server's memory growth.
 # Usage: tests/bench/gateway_bench.sh [BUILD_DIR] (default build). SIZE_MIB=2048 by default.
+# SMALL_ONLY=1 skips 1 and 3 (a published dataset of one small file is then shown). For an A/B
+# of the small requests in one run: COMPARE=/other/antenna runs ROUNDS (default 3) rounds, each
+# the build's server, the other binary's server (on the same site, one after the other) and
+# nginx; THREADS_B sets the HTTP workers of B (default THREADS; both default 0: automatic).
 # Needs nginx-light and wrk (deploy/deps.sh with ANTENNA_WITH_BENCH=1). Everything on 127.0.0.1.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -51,6 +55,12 @@ echo "== machine"
 echo "cpu: $(lscpu | sed -n 's/^Model name: *//p') ($(nproc) cores); kernel $(uname -r)"
 echo "nginx: $(nginx -v 2>&1 | sed 's/.*: //'); wrk: $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
 
+if [ -n "${SMALL_ONLY:-}" ]; then
+  echo '{"hello": "world"}' >"$T/small.json"
+  "$BIN" put "$DS" "$T/small.json" small.json >/dev/null
+  "$BIN" dataset publish "$DS" >/dev/null
+  STORED=$(find "$T/site/archive" -name '*.c4gh' | head -1)
+else
 echo "== upload: $SIZE_MIB MiB of plaintext, encrypted on arrival"
 head -c $((SIZE_MIB * 1048576)) /dev/urandom >"$T/big.bin"
 sync
@@ -67,6 +77,7 @@ PY
 rm -f "$T/big.bin"
 "$BIN" dataset publish "$DS" >/dev/null
 STORED=$(find "$T/site/archive" -name '*.c4gh' -size +1M | head -1)
+fi
 
 # nginx on the same certificate, serving the archive folder and a `return 200`
 NPORT=$(freeport)
@@ -100,6 +111,7 @@ NPID=$!
 sleep 0.5
 NURL=https://127.0.0.1:$NPORT
 
+if [ -z "${SMALL_ONLY:-}" ]; then
 echo "== download: the stored $SIZE_MIB MiB file"
 PUB=$(python3 - "$T/me.pub" <<'PY'
 import sys, urllib.parse
@@ -121,29 +133,81 @@ for line in sys.stdin:
     best_a = max(best_a, float(f[3])); best_n = max(best_n, float(f[6]))
 print(f"download best of 3: antenna {best_a/1e6:.0f} MB/s, nginx {best_n/1e6:.0f} MB/s, ratio {best_a/best_n:.2f} (target >= 0.8)")'
 
+fi
+
 echo "== small authenticated requests: wrk, 64 connections, ${DUR}s each"
 # the server's CPU time (user + system, clock ticks) over its wrk run: CPU per request
 cpu() { awk '{print $14 + $15}' "/proc/$SPID/stat"; }
-C0=$(cpu)
-wrk -t2 -c64 -d"${DUR}s" --latency -H "Authorization: Bearer $KEY" "$AURL/v1/datasets/$DS" >"$T/wrk-a.txt"
-C1=$(cpu)
-wrk -t2 -c64 -d"${DUR}s" --latency "$NURL/ok" >"$T/wrk-n.txt"
-python3 - "$T/wrk-a.txt" "$T/wrk-n.txt" "$((C1 - C0))" "$(getconf CLK_TCK)" "$DUR" <<'PY'
+# starts `antenna serve` of binary $1 with $2 HTTP workers on the site (the running one stopped)
+serve_with() {
+  kill "$SPID" 2>/dev/null; wait "$SPID" 2>/dev/null || true
+  sed -i "s/^threads = .*/threads = $2/" "$T/site/antenna.conf"
+  : >"$T/serve.out"
+  "$1" serve --dir "$T/site" --listen "127.0.0.1:$(freeport)" >"$T/serve.out" 2>"$T/serve.log" &
+  SPID=$!
+  for _ in $(seq 100); do grep -q serving "$T/serve.out" 2>/dev/null && break; sleep 0.1; done
+  AURL=$(sed -n 's|.*\(https://[0-9.:]*\).*|\1|p' "$T/serve.out")
+}
+# one wrk run of the running antenna server, labelled $1: "label req/s p99_ms non2xx us/req"
+small_antenna() {
+  local c0 c1
+  c0=$(cpu)
+  wrk -t2 -c64 -d"${DUR}s" --latency -H "Authorization: Bearer $KEY" "$AURL/v1/datasets/$DS" >"$T/wrk-a.txt"
+  c1=$(cpu)
+  python3 - "$1" "$T/wrk-a.txt" "$((c1 - c0))" "$(getconf CLK_TCK)" "$DUR" <<'PY'
 import re, sys
-def parse(p):
-    s = open(p).read()
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", s).group(1))
-    m = re.search(r"99%\s+([\d.]+)(us|ms|s)", s)
-    p99 = float(m.group(1)) * {"us": 1e-3, "ms": 1, "s": 1e3}[m.group(2)]
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", s)
-    return rate, p99, int(non2xx.group(1)) if non2xx else 0
-a, n = parse(sys.argv[1]), parse(sys.argv[2])
-print(f"antenna GET /v1/datasets/{{id}}: {a[0]:.0f} req/s, p99 {a[1]:.2f} ms, non-2xx {a[2]}")
-print(f"nginx return 200:             {n[0]:.0f} req/s, p99 {n[1]:.2f} ms")
-print(f"ratio {a[0]/n[0]:.2f} (target >= 0.5), p99 target < 10 ms")
+s = open(sys.argv[2]).read()
+rate = float(re.search(r"Requests/sec:\s+([\d.]+)", s).group(1))
+m = re.search(r"99%\s+([\d.]+)(us|ms|s)", s)
+p99 = float(m.group(1)) * {"us": 1e-3, "ms": 1, "s": 1e3}[m.group(2)]
+non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", s)
 ticks, hz, dur = int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
-print(f"antenna server CPU: {ticks / hz / dur * 100:.0f} % of one core, "
-      f"{ticks / hz * 1e6 / (a[0] * dur):.0f} us per request")
+print(f"{sys.argv[1]} {rate:.0f} {p99:.2f} {int(non2xx.group(1)) if non2xx else 0} "
+      f"{ticks / hz * 1e6 / (rate * dur):.0f} {ticks / hz / dur * 100:.0f}")
+PY
+}
+small_nginx() {
+  wrk -t2 -c64 -d"${DUR}s" --latency "$NURL/ok" >"$T/wrk-n.txt"
+  python3 - "$T/wrk-n.txt" <<'PY'
+import re, sys
+s = open(sys.argv[1]).read()
+rate = float(re.search(r"Requests/sec:\s+([\d.]+)", s).group(1))
+m = re.search(r"99%\s+([\d.]+)(us|ms|s)", s)
+p99 = float(m.group(1)) * {"us": 1e-3, "ms": 1, "s": 1e3}[m.group(2)]
+print(f"nginx {rate:.0f} {p99:.2f} 0 - -")
+PY
+}
+{
+  if [ -n "${COMPARE:-}" ]; then
+    for i in $(seq "${ROUNDS:-3}"); do
+      serve_with "$BIN" "${THREADS:-0}"; small_antenna "A"
+      serve_with "$COMPARE" "${THREADS_B:-${THREADS:-0}}"; small_antenna "B"
+      small_nginx
+    done
+  else
+    small_antenna "antenna"
+    small_nginx
+  fi
+} >"$T/small.txt" # not a pipe: serve_with must run in this shell (the EXIT trap stops SPID)
+cat "$T/small.txt"
+python3 - "$T/small.txt" <<'PY'
+import sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+ng = None
+for r in rows:
+    if r[0] == "nginx":
+        ng = float(r[1])
+# each antenna row against the nginx row of its round (the next one)
+for i, r in enumerate(rows):
+    if r[0] == "nginx":
+        continue
+    n = next(float(x[1]) for x in rows[i:] if x[0] == "nginx")
+    print(f"{r[0]:8s} GET /v1/datasets/{{id}}: {float(r[1]):.0f} req/s, p99 {r[2]} ms, non-2xx {r[3]}, "
+          f"{r[4]} us CPU per request ({r[5]} % of a core); ratio to nginx {float(r[1])/n:.2f}"
+          " (target >= 0.5, p99 < 10 ms)")
+for r in rows:
+    if r[0] == "nginx":
+        print(f"nginx    return 200: {float(r[1]):.0f} req/s, p99 {r[2]} ms")
 PY
 EVENTS=$(sqlite3 "$T/site/audit.db" 'SELECT count(*) FROM events')
 echo "audit events written during the run: $EVENTS (each authenticated request is a durable decision)"

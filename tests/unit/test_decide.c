@@ -506,6 +506,202 @@ static void test_matrix_callers_actions_states(void **state)
     assert_int_equal(failures, 0);
 }
 
+/* --- how long a decision holds, and the hot-path cache --- */
+
+/* get_store for ant_decide_cached: the fixture's store, counting the catalog reads. */
+struct store_arg {
+    struct fx *f;
+    int reads;
+};
+
+static struct ant_store *get_store(void *arg)
+{
+    struct store_arg *a = arg;
+    a->reads++;
+    return a->f->st;
+}
+
+static struct ant_decision dec_at(struct fx *f, const struct ant_principal *p, unsigned act,
+                                  const char *ds, const char *purpose, int64_t now)
+{
+    struct ant_decide_ctx ctx = {purpose, NULL, NULL, false, now};
+    return dec(f, p, act, ds, &ctx);
+}
+
+static void test_valid_until_is_the_next_grant_boundary(void **state)
+{
+    struct fx *f = *state;
+    add_principal(f, "val", "beta", ANT_ROLE_READER);
+    struct ant_principal val = who(f, "val");
+    grant(f, f->pub, ANT_GRANTEE_PRINCIPAL, "val", ANT_ACT_READ, HMB, f->now + 10, f->now + 20,
+          NULL);
+    struct ant_decision d = dec_at(f, &val, ANT_ACT_READ, f->pub, HMB, f->now);
+    assert_reason(d, false, "grant_not_yet_valid");
+    assert_int_equal(d.valid_until, f->now + 10);
+    d = dec_at(f, &val, ANT_ACT_READ, f->pub, HMB, f->now + 10);
+    assert_reason(d, true, "grant");
+    assert_int_equal(d.valid_until, f->now + 20);
+    d = dec_at(f, &val, ANT_ACT_READ, f->pub, HMB, f->now + 20);
+    assert_reason(d, false, "grant_expired");
+    assert_int_equal(d.valid_until, INT64_MAX);
+    /* a denial whose visibility a live grant decides (has_live_grant) is bounded the same way */
+    d = dec_at(f, &val, ANT_ACT_WRITE, f->pub, NULL, f->now + 9);
+    assert_reason(d, false, "dataset_not_draft");
+    assert_false(d.visible);
+    assert_int_equal(d.valid_until, f->now + 10);
+    d = dec_at(f, &val, ANT_ACT_WRITE, f->pub, NULL, f->now + 10);
+    assert_true(d.visible);
+    assert_int_equal(d.valid_until, f->now + 20);
+    /* a decision no grant took part in holds until the catalog changes */
+    struct ant_principal alice = who(f, "alice");
+    assert_int_equal(dec_at(f, &alice, ANT_ACT_READ, f->pub, NULL, f->now).valid_until,
+                     INT64_MAX);
+}
+
+static struct ant_decision cached(struct ant_hotcache *c, struct store_arg *a,
+                                  const struct ant_principal *p, unsigned act, const char *ds,
+                                  const char *purpose, int64_t now, int64_t now_ns, bool want_hit)
+{
+    struct ant_decide_ctx ctx = {purpose, NULL, NULL, false, 0};
+    struct ant_decision d;
+    bool hit = !want_hit;
+    int reads = a->reads;
+    assert_int_equal(ant_decide_cached(c, get_store, a, p, act, ds, &ctx, now, now_ns, &d, &hit),
+                     0);
+    if (hit != want_hit) {
+        fail_msg("cache %s, want a %s (%s %s)", hit ? "hit" : "miss", want_hit ? "hit" : "miss",
+                 d.allow ? "allow" : "deny", d.reason);
+    }
+    assert_int_equal(a->reads, reads + (want_hit ? 0 : 1)); /* a hit reads no catalog */
+    return d;
+}
+
+static void test_cached_decision_dies_at_the_grant_boundary(void **state)
+{
+    struct fx *f = *state;
+    struct ant_hotcache *c;
+    struct store_arg a = {f, 0};
+    const int64_t t = 1000000000000LL, ms = 1000000;
+    assert_int_equal(ant_hotcache_new(64, sizeof(struct ant_decision), &c), 0);
+    add_principal(f, "val", "beta", ANT_ROLE_READER);
+    struct ant_principal val = who(f, "val");
+    grant(f, f->pub, ANT_GRANTEE_PRINCIPAL, "val", ANT_ACT_READ, HMB, f->now + 10, f->now + 20,
+          NULL);
+    /* all within the same 100 ms: only the grant's boundaries end the entries */
+    assert_reason(cached(c, &a, &val, ANT_ACT_READ, f->pub, HMB, f->now + 9, t, false), false,
+                  "grant_not_yet_valid");
+    assert_reason(cached(c, &a, &val, ANT_ACT_READ, f->pub, HMB, f->now + 9, t + ms, true), false,
+                  "grant_not_yet_valid");
+    assert_reason(cached(c, &a, &val, ANT_ACT_READ, f->pub, HMB, f->now + 10, t + 2 * ms, false),
+                  true, "grant");
+    assert_reason(cached(c, &a, &val, ANT_ACT_READ, f->pub, HMB, f->now + 19, t + 3 * ms, true),
+                  true, "grant");
+    assert_reason(cached(c, &a, &val, ANT_ACT_READ, f->pub, HMB, f->now + 20, t + 4 * ms, false),
+                  false, "grant_expired");
+    /* an explicit time in ctx is refused: the cache's clock is its arguments */
+    struct ant_decide_ctx ctx = {HMB, NULL, NULL, false, f->now};
+    struct ant_decision d;
+    assert_int_equal(ant_decide_cached(c, get_store, &a, &val, ANT_ACT_READ, f->pub, &ctx, f->now,
+                                       t, &d, NULL),
+                     -EINVAL);
+    ant_hotcache_free(c);
+}
+
+static void test_cached_decision_lives_at_most_one_second_and_dies_on_invalidate(void **state)
+{
+    struct fx *f = *state;
+    struct ant_hotcache *c;
+    struct store_arg a = {f, 0};
+    const int64_t t = 1000000000000LL, ms = 1000000;
+    char gid[ANT_ID_MAX + 1];
+    assert_int_equal(ant_hotcache_new(64, sizeof(struct ant_decision), &c), 0);
+    add_principal(f, "val", "beta", ANT_ROLE_READER);
+    struct ant_principal val = who(f, "val");
+    grant(f, f->pub, ANT_GRANTEE_PRINCIPAL, "val", ANT_ACT_READ, HMB, 0, 0, gid);
+    assert_reason(cached(c, &a, &val, ANT_ACT_READ, f->pub, HMB, f->now, t, false), true, "grant");
+    /* revoked behind the cache's back (as the admin CLI does, from another process) */
+    assert_int_equal(ant_store_grant_revoke(f->st, gid, f->now), 0);
+    assert_reason(cached(c, &a, &val, ANT_ACT_READ, f->pub, HMB, f->now, t + 999 * ms, true), true,
+                  "grant");
+    assert_reason(cached(c, &a, &val, ANT_ACT_READ, f->pub, HMB, f->now, t + 1000 * ms, false),
+                  false, "grant_revoked");
+    /* a new grant; a write through the server empties the cache at once */
+    grant(f, f->pub, ANT_GRANTEE_PRINCIPAL, "val", ANT_ACT_READ, HMB, 0, 0, NULL);
+    assert_reason(cached(c, &a, &val, ANT_ACT_READ, f->pub, HMB, f->now, t + 1001 * ms, true),
+                  false, "grant_revoked");
+    ant_hotcache_invalidate(c);
+    assert_reason(cached(c, &a, &val, ANT_ACT_READ, f->pub, HMB, f->now, t + 1002 * ms, false),
+                  true, "grant");
+    ant_hotcache_free(c);
+}
+
+static void test_cache_keeps_questions_apart(void **state)
+{
+    struct fx *f = *state;
+    struct ant_hotcache *c;
+    struct store_arg a = {f, 0};
+    const int64_t t = 1000000000000LL;
+    assert_int_equal(ant_hotcache_new(64, sizeof(struct ant_decision), &c), 0);
+    struct ant_principal gina = who(f, "gina"), wendy = who(f, "wendy"), bob = who(f, "bob");
+    assert_reason(cached(c, &a, &gina, ANT_ACT_READ, f->pub, HMB, f->now, t, false), true, "grant");
+    /* another purpose, principal, action or dataset is another question */
+    assert_reason(cached(c, &a, &gina, ANT_ACT_READ, f->pub, NULL, f->now, t, false), false,
+                  "grant_purpose_mismatch");
+    assert_reason(cached(c, &a, &wendy, ANT_ACT_READ, f->pub, HMB, f->now, t, false), false,
+                  "grant_purpose_mismatch");
+    assert_reason(cached(c, &a, &gina, ANT_ACT_READ, f->wd, HMB, f->now, t, false), false,
+                  "dataset_withdrawn");
+    assert_reason(cached(c, &a, &bob, ANT_ACT_READ, f->pub, HMB, f->now, t, false), false,
+                  "no_grant");
+    /* the same principal with other roles (from a fresher authentication) too */
+    struct ant_principal gina_owner = gina;
+    gina_owner.roles |= ANT_ROLE_OWNER;
+    cached(c, &a, &gina_owner, ANT_ACT_READ, f->pub, HMB, f->now, t, false);
+    /* and each is answered from the cache afterwards */
+    assert_reason(cached(c, &a, &gina, ANT_ACT_READ, f->pub, HMB, f->now, t, true), true, "grant");
+    assert_reason(cached(c, &a, &gina, ANT_ACT_READ, f->pub, NULL, f->now, t, true), false,
+                  "grant_purpose_mismatch");
+    assert_reason(cached(c, &a, &bob, ANT_ACT_READ, f->pub, HMB, f->now, t, true), false,
+                  "no_grant");
+    /* without a cache every question reads the catalog */
+    cached(NULL, &a, &gina, ANT_ACT_READ, f->pub, HMB, f->now, t, false);
+    ant_hotcache_free(c);
+}
+
+static void test_hotcache_entry_from_a_read_before_invalidate_is_dead(void **state)
+{
+    (void)state;
+    struct ant_hotcache *c;
+    char out[16];
+    size_t len = 0;
+    const int64_t t = 5000000000LL;
+    assert_int_equal(ant_hotcache_new(16, 8, &c), 0);
+    /* a reader takes the generation, then a write empties the cache, then the reader puts
+     * what it read before the write: that entry must not be served */
+    uint64_t gen = ant_hotcache_gen(c);
+    ant_hotcache_invalidate(c);
+    ant_hotcache_put(c, "k", 1, gen, t, INT64_MAX, "old", 3);
+    assert_false(ant_hotcache_get(c, "k", 1, t, 0, out, sizeof(out), &len));
+    ant_hotcache_put(c, "k", 1, ant_hotcache_gen(c), t, INT64_MAX, "new", 3);
+    assert_true(ant_hotcache_get(c, "k", 1, t, 0, out, sizeof(out), &len));
+    assert_int_equal(len, 3);
+    assert_memory_equal(out, "new", 3);
+    assert_false(ant_hotcache_get(c, "K", 1, t, 0, out, sizeof(out), &len));
+    /* one second after t, and at valid_until, the entry is gone */
+    assert_false(ant_hotcache_get(c, "k", 1, t + ANT_HOTCACHE_NS, 0, out, sizeof(out), &len));
+    ant_hotcache_put(c, "k", 1, ant_hotcache_gen(c), t, 100, "new", 3);
+    assert_true(ant_hotcache_get(c, "k", 1, t, 99, out, sizeof(out), &len));
+    assert_false(ant_hotcache_get(c, "k", 1, t, 100, out, sizeof(out), &len));
+    /* too big to keep, or to hand out */
+    ant_hotcache_put(c, "big", 3, ant_hotcache_gen(c), t, INT64_MAX, "123456789", 9);
+    assert_false(ant_hotcache_get(c, "big", 3, t, 0, out, sizeof(out), &len));
+    ant_hotcache_put(c, "k", 1, ant_hotcache_gen(c), t, INT64_MAX, "12345678", 8);
+    assert_false(ant_hotcache_get(c, "k", 1, t, 0, out, 4, &len));
+    assert_int_equal(ant_hotcache_new(0, 8, &c), -EINVAL);
+    ant_hotcache_free(c);
+    ant_hotcache_free(NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -536,6 +732,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_visible_listing_agrees_with_describe, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_matrix_callers_actions_states, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_valid_until_is_the_next_grant_boundary, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_cached_decision_dies_at_the_grant_boundary, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_cached_decision_lives_at_most_one_second_and_dies_on_invalidate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cache_keeps_questions_apart, setup, teardown),
+        cmocka_unit_test(test_hotcache_entry_from_a_read_before_invalidate_is_dead),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
