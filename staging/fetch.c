@@ -11,6 +11,7 @@
 
 #include <curl/curl.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <openssl/evp.h>
 #include <sodium.h>
@@ -23,6 +24,13 @@
 #define FETCH_ERRBODY_MAX 4096
 #define FETCH_BACKOFF_CAP_MS 8000
 #define FETCH_HASH_BLOCK (1u << 20)
+/* Received bytes are gathered into buffers of this size (less when many connections share
+ * FETCH_WBUF_TOTAL) before the disk thread writes them: one pwrite per MiB, not per TLS record. */
+#define FETCH_WBUF_MAX (1u << 20)
+#define FETCH_WBUF_MIN (64u << 10)
+#define FETCH_WBUF_TOTAL (64u << 20)
+/* The disk thread starts writeback every this many bytes hashed, so the final fsync is short. */
+#define FETCH_WRITEBACK_STEP (8u << 20)
 
 void ant_fetch_manifest_fini(struct ant_fetch_manifest *m)
 {
@@ -298,6 +306,47 @@ struct ffile;
 
 struct run;
 
+/* Work for the disk threads (struct sink), done in the order posted: a write of gathered body
+ * bytes, hashing a file's body up to an offset, or finishing a file (digest checked, fsync). */
+enum sjob_kind { SJ_WRITE, SJ_HASH, SJ_FINISH };
+
+struct sjob {
+    struct sjob *next;
+    enum sjob_kind kind;
+    struct ffile *f;
+    uint64_t off; /* SJ_WRITE: body offset of data[0]; SJ_HASH: hash the body up to here */
+    size_t len;   /* SJ_WRITE: bytes in data */
+    int rc;       /* SJ_FINISH: 0, -EBADMSG (digest differs) or -errno */
+    uint8_t data[]; /* SJ_WRITE only: the sink's buffer size */
+};
+
+struct squeue {
+    struct sjob *head, *tail;
+    pthread_cond_t cv;
+};
+
+/* The disk side of a run: the thread running libcurl only receives (TLS decryption included)
+ * and gathers bytes into buffers; a writer thread writes them; a hasher thread then hashes each
+ * body in order (from the written buffer when it is next in order, else read back from the
+ * page cache), starts writeback as it goes and fsyncs finished files. One core cannot receive,
+ * write and hash at the speed of the network (docs/benchmarks.md, Federation). Every job goes
+ * through the writer, then the hasher, in the order posted: a file's hash and finish come after
+ * the writes of its bytes. */
+struct sink {
+    pthread_t th[2];
+    unsigned started; /* threads running */
+    pthread_mutex_t mu;
+    struct squeue q[2];     /* 0: to write, 1: to hash */
+    pthread_cond_t cv_free; /* a buffer came back */
+    struct sjob *free;      /* write buffers to reuse */
+    struct sjob *done, *done_tail; /* finished SJ_FINISH jobs, for the curl thread */
+    size_t nbufs, maxbufs, bufsize;
+    bool stop;
+    int err; /* the first write or read error: the run fails with it */
+    CURLM *multi; /* woken when a finish is done */
+    uint8_t *rdbuf; /* the hasher's read-back buffer */
+};
+
 /* A request: the header alone, a range of the body, or (files whose body fits in one range)
  * the whole file, header then body, in one request. */
 struct piece {
@@ -306,7 +355,7 @@ struct piece {
     bool header;
     bool whole;
     int fatal; /* an error found while receiving that no retry can fix */
-    uint64_t off, end, cur; /* body offsets: [off, end), cur the next byte to write */
+    uint64_t off, end, cur; /* body offsets: [off, end), cur the next byte received */
     uint64_t cur0;          /* cur when this attempt started */
     unsigned attempt;
     int64_t next_ms;
@@ -314,15 +363,22 @@ struct piece {
     struct req q;
     long status;
     struct ant_buf err; /* the body of an error answer */
+    struct sjob *wb;    /* body bytes received, not yet handed to the disk thread */
 };
 
 struct ffile {
-    EVP_MD_CTX *md;    /* SHA-256 of the body so far: pieces hashed in order as they land */
-    size_t hashed;     /* pieces hashed */
+    /* the disk thread's (only it touches them while the file is open) */
+    EVP_MD_CTX *md;    /* SHA-256 of body bytes [0, hashed) */
+    uint64_t hashed;
+    uint64_t synced;   /* writeback started for body bytes [0, synced) */
+    /* the curl thread's */
+    size_t ready;      /* leading body pieces received and handed over */
     size_t idx;
     const char *name;
     char tmp[64];
     int fd;
+    uint64_t body_at;  /* file offset of the body: the header's length; fixed once open */
+    const uint8_t *digest; /* the manifest's sha256_c4gh */
     bool active, header_done, done, refetched;
     struct ant_buf hdr;
     size_t npieces, pieces_left;
@@ -344,7 +400,366 @@ struct run {
     struct piece *pieces;
     size_t npieces;
     unsigned inflight;
+    struct sink sink;
 };
+
+/* --- the disk thread --- */
+
+static int md_ready(struct ffile *f)
+{
+    if (f->md == NULL) {
+        f->md = EVP_MD_CTX_new();
+        if (f->md == NULL || EVP_DigestInit_ex(f->md, EVP_sha256(), NULL) != 1) {
+            return -ENOMEM;
+        }
+        f->hashed = 0;
+        f->synced = 0;
+    }
+    return 0;
+}
+
+/* Hashes f's body from f->hashed up to `to`, read back from the page cache. */
+static int hash_back(struct sink *k, struct ffile *f, uint64_t to)
+{
+    int rc = md_ready(f);
+    while (rc == 0 && f->hashed < to) {
+        size_t want = to - f->hashed < FETCH_HASH_BLOCK ? (size_t)(to - f->hashed)
+                                                        : FETCH_HASH_BLOCK;
+        ssize_t n = ant_pread_full(f->fd, k->rdbuf, want, (off_t)(f->body_at + f->hashed));
+        if (n != (ssize_t)want) {
+            rc = n < 0 ? (int)n : -EIO;
+        } else if (EVP_DigestUpdate(f->md, k->rdbuf, want) != 1) {
+            rc = -ENOMEM;
+        } else {
+            f->hashed += want;
+        }
+    }
+    return rc;
+}
+
+/* Starts writeback of the hashed prefix every FETCH_WRITEBACK_STEP bytes, so that the fsync at
+ * the end of a big file does not write it all at once. */
+static void writeback(struct ffile *f)
+{
+    if (f->hashed - f->synced >= FETCH_WRITEBACK_STEP) {
+        (void)sync_file_range(f->fd, (off_t)(f->body_at + f->synced),
+                              (off_t)(f->hashed - f->synced), SYNC_FILE_RANGE_WRITE);
+        f->synced = f->hashed;
+    }
+}
+
+static int write_run(struct sjob *j)
+{
+    return j->kind != SJ_WRITE ? 0
+                               : ant_pwrite_all(j->f->fd, j->data, j->len,
+                                                (off_t)(j->f->body_at + j->off));
+}
+
+static int hash_run(struct sink *k, struct sjob *j)
+{
+    struct ffile *f = j->f;
+    uint8_t h[32];
+    int rc = 0;
+    switch (j->kind) {
+    case SJ_WRITE:
+        rc = md_ready(f);
+        if (rc == 0 && j->off == f->hashed) {
+            /* the next bytes in order: hashed from memory, not read back later */
+            rc = EVP_DigestUpdate(f->md, j->data, j->len) == 1 ? 0 : -ENOMEM;
+            f->hashed += j->len;
+            writeback(f);
+        }
+        break;
+    case SJ_HASH:
+        rc = hash_back(k, f, j->off);
+        if (rc == 0) {
+            writeback(f);
+        }
+        break;
+    case SJ_FINISH:
+        rc = hash_back(k, f, j->off);
+        if (rc == 0 && EVP_DigestFinal_ex(f->md, h, NULL) != 1) {
+            rc = -ENOMEM;
+        }
+        EVP_MD_CTX_free(f->md);
+        f->md = NULL;
+        if (rc == 0 && sodium_memcmp(h, f->digest, 32) != 0) {
+            rc = -EBADMSG;
+        }
+        /* durable before the curl thread renames it into place */
+        if (rc == 0 && fsync(f->fd) < 0) {
+            rc = -errno;
+        }
+        j->rc = rc;
+        rc = 0; /* a mismatch is the curl thread's to handle (fetched again once) */
+        break;
+    }
+    return rc;
+}
+
+static void squeue_push(struct squeue *q, struct sjob *j)
+{
+    j->next = NULL;
+    if (q->tail != NULL) {
+        q->tail->next = j;
+    } else {
+        q->head = j;
+    }
+    q->tail = j;
+    pthread_cond_signal(&q->cv);
+}
+
+struct stage_arg {
+    struct sink *k;
+    unsigned stage;
+};
+
+/* One stage of the pipeline: 0 writes and passes each job on, 1 hashes, finishes and gives
+ * buffers back. A failed job makes the run fail; later jobs only pass through. */
+static void *sink_main(void *arg)
+{
+    struct sink *k = ((struct stage_arg *)arg)->k;
+    unsigned stage = ((struct stage_arg *)arg)->stage;
+    struct squeue *in = &k->q[stage];
+    free(arg);
+    pthread_mutex_lock(&k->mu);
+    for (;;) {
+        while (in->head == NULL && !k->stop) {
+            pthread_cond_wait(&in->cv, &k->mu);
+        }
+        if (k->stop) {
+            break; /* the run ended: what is still queued is dropped by sink_fini */
+        }
+        struct sjob *j = in->head;
+        in->head = j->next;
+        if (in->head == NULL) {
+            in->tail = NULL;
+        }
+        j->next = NULL;
+        int failed = k->err;
+        pthread_mutex_unlock(&k->mu);
+        int rc = failed != 0 ? failed : stage == 0 ? write_run(j) : hash_run(k, j);
+        pthread_mutex_lock(&k->mu);
+        bool wake = false;
+        if (rc < 0 && k->err == 0) {
+            k->err = rc;
+            wake = true;
+            pthread_cond_broadcast(&k->cv_free);
+        }
+        if (stage == 0) {
+            squeue_push(&k->q[1], j);
+        } else if (j->kind == SJ_WRITE) {
+            j->next = k->free;
+            k->free = j;
+            pthread_cond_signal(&k->cv_free);
+        } else if (j->kind == SJ_HASH) {
+            free(j);
+        } else {
+            j->rc = failed != 0 ? failed : j->rc;
+            if (k->done_tail != NULL) {
+                k->done_tail->next = j;
+            } else {
+                k->done = j;
+            }
+            k->done_tail = j;
+            wake = true;
+        }
+        if (wake) {
+            curl_multi_wakeup(k->multi);
+        }
+    }
+    pthread_mutex_unlock(&k->mu);
+    return NULL;
+}
+
+static void sjob_free_list(struct sjob *j)
+{
+    while (j != NULL) {
+        struct sjob *n = j->next;
+        free(j);
+        j = n;
+    }
+}
+
+/* Stops the disk threads (after the jobs they are doing) and frees what is queued. */
+static void sink_fini(struct sink *k)
+{
+    if (k->rdbuf == NULL) {
+        return; /* never started */
+    }
+    pthread_mutex_lock(&k->mu);
+    k->stop = true;
+    pthread_cond_signal(&k->q[0].cv);
+    pthread_cond_signal(&k->q[1].cv);
+    pthread_mutex_unlock(&k->mu);
+    for (unsigned i = 0; i < k->started; i++) {
+        pthread_join(k->th[i], NULL);
+    }
+    k->started = 0;
+    pthread_cond_destroy(&k->cv_free);
+    pthread_cond_destroy(&k->q[1].cv);
+    pthread_cond_destroy(&k->q[0].cv);
+    pthread_mutex_destroy(&k->mu);
+    sjob_free_list(k->q[0].head);
+    sjob_free_list(k->q[1].head);
+    sjob_free_list(k->free);
+    sjob_free_list(k->done);
+    free(k->rdbuf);
+    memset(k, 0, sizeof(*k));
+}
+
+static int sink_start(struct sink *k, CURLM *multi, unsigned conns)
+{
+    /* every transfer in flight holds at most one buffer being filled: more than that many, so
+     * the disk threads always have some to give back */
+    k->maxbufs = (size_t)conns + 8;
+    k->bufsize = FETCH_WBUF_TOTAL / k->maxbufs;
+    k->bufsize = k->bufsize > FETCH_WBUF_MAX   ? FETCH_WBUF_MAX
+                 : k->bufsize < FETCH_WBUF_MIN ? FETCH_WBUF_MIN
+                                               : k->bufsize;
+    k->multi = multi;
+    k->rdbuf = malloc(FETCH_HASH_BLOCK);
+    if (k->rdbuf == NULL) {
+        return -ENOMEM;
+    }
+    pthread_mutex_init(&k->mu, NULL);
+    pthread_cond_init(&k->q[0].cv, NULL);
+    pthread_cond_init(&k->q[1].cv, NULL);
+    pthread_cond_init(&k->cv_free, NULL);
+    int rc = 0;
+    for (unsigned i = 0; rc == 0 && i < 2; i++) {
+        struct stage_arg *a = malloc(sizeof(*a));
+        int e = a == NULL ? ENOMEM : 0;
+        if (a != NULL) {
+            a->k = k;
+            a->stage = i;
+            e = pthread_create(&k->th[i], NULL, sink_main, a);
+            if (e != 0) {
+                free(a);
+            }
+        }
+        rc = -e;
+        k->started += e == 0 ? 1 : 0;
+    }
+    return rc;
+}
+
+static void sink_post(struct sink *k, struct sjob *j)
+{
+    pthread_mutex_lock(&k->mu);
+    squeue_push(&k->q[0], j);
+    pthread_mutex_unlock(&k->mu);
+}
+
+static int sink_job(struct sink *k, enum sjob_kind kind, struct ffile *f, uint64_t off)
+{
+    struct sjob *j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        return -ENOMEM;
+    }
+    j->kind = kind;
+    j->f = f;
+    j->off = off;
+    sink_post(k, j);
+    return 0;
+}
+
+/* A write buffer: a free one, a new one while under the cap, else waits for the disk threads
+ * to give one back (the transfers wait with it: TCP slows the peer down). NULL when a disk
+ * thread failed or memory ran out (the caller's transfer fails, the run ends with the error). */
+static struct sjob *sink_buf(struct sink *k)
+{
+    struct sjob *j = NULL;
+    pthread_mutex_lock(&k->mu);
+    while (k->err == 0 && k->free == NULL && k->nbufs >= k->maxbufs) {
+        pthread_cond_wait(&k->cv_free, &k->mu);
+    }
+    if (k->err == 0 && k->free != NULL) {
+        j = k->free;
+        k->free = j->next;
+    } else if (k->err == 0) {
+        j = malloc(sizeof(*j) + k->bufsize);
+        if (j == NULL) {
+            k->err = -ENOMEM;
+        } else {
+            k->nbufs++;
+        }
+    }
+    pthread_mutex_unlock(&k->mu);
+    return j;
+}
+
+static void sink_buf_put(struct sink *k, struct sjob *j)
+{
+    pthread_mutex_lock(&k->mu);
+    j->next = k->free;
+    k->free = j;
+    pthread_cond_signal(&k->cv_free);
+    pthread_mutex_unlock(&k->mu);
+}
+
+static int sink_err(struct sink *k)
+{
+    pthread_mutex_lock(&k->mu);
+    int rc = k->err;
+    pthread_mutex_unlock(&k->mu);
+    return rc;
+}
+
+/* The finished files' results, oldest first (the caller frees the list). */
+static struct sjob *sink_take_done(struct sink *k)
+{
+    pthread_mutex_lock(&k->mu);
+    struct sjob *j = k->done;
+    k->done = k->done_tail = NULL;
+    pthread_mutex_unlock(&k->mu);
+    return j;
+}
+
+/* --- the curl thread --- */
+
+/* Body bytes of pc, gathered for the disk thread; pc->cur counts them. false: no buffer (the
+ * disk thread failed, or out of memory). */
+static bool body_put(struct piece *pc, const char *p, size_t len)
+{
+    struct sink *k = &pc->run->sink;
+    while (len > 0) {
+        if (pc->wb == NULL) {
+            pc->wb = sink_buf(k);
+            if (pc->wb == NULL) {
+                return false;
+            }
+            pc->wb->kind = SJ_WRITE;
+            pc->wb->f = pc->f;
+            pc->wb->off = pc->cur;
+            pc->wb->len = 0;
+        }
+        size_t n = k->bufsize - pc->wb->len < len ? k->bufsize - pc->wb->len : len;
+        memcpy(pc->wb->data + pc->wb->len, p, n);
+        pc->wb->len += n;
+        pc->cur += n;
+        p += n;
+        len -= n;
+        if (pc->wb->len == k->bufsize) {
+            sink_post(k, pc->wb);
+            pc->wb = NULL;
+        }
+    }
+    return true;
+}
+
+/* Hands over what pc gathered: every byte counted in pc->cur is written before any later job
+ * (a hash, a finish, or the same piece resumed from pc->cur). */
+static void piece_flush(struct run *r, struct piece *pc)
+{
+    struct sjob *j = pc->wb;
+    pc->wb = NULL;
+    if (j != NULL && j->len > 0) {
+        sink_post(&r->sink, j);
+    } else if (j != NULL) {
+        sink_buf_put(&r->sink, j);
+    }
+}
 
 static int header_done(struct run *r, struct ffile *f);
 
@@ -373,11 +788,9 @@ static size_t on_whole_header(struct piece *pc, const char *p, size_t len)
         pc->fatal = rc;
         return 0;
     }
-    if (extra > pc->end - pc->cur ||
-        (extra > 0 && ant_pwrite_all(f->fd, f->hdr.p + hlen, extra, (off_t)(hlen + pc->cur)) < 0)) {
+    if (extra > pc->end - pc->cur || !body_put(pc, (const char *)f->hdr.p + hlen, extra)) {
         return 0;
     }
-    pc->cur += extra;
     return len;
 }
 
@@ -400,11 +813,9 @@ static size_t on_data(char *p, size_t sz, size_t n, void *ctx)
     if (len > pc->end - pc->cur) {
         return 0; /* more than asked for: the transfer fails and is retried */
     }
-    uint64_t at = pc->f->hdr.len + pc->cur;
-    if (ant_pwrite_all(pc->f->fd, p, len, (off_t)at) < 0) {
+    if (!body_put(pc, p, len)) {
         return 0;
     }
-    pc->cur += len;
     if (pc->run->o.received != NULL) {
         atomic_fetch_add(pc->run->o.received, len);
     }
@@ -502,62 +913,19 @@ static int64_t backoff_ms(const struct run *r, unsigned attempt)
     return (int64_t)(ceil / 2 + randombytes_uniform((uint32_t)(ceil / 2) + 1));
 }
 
-/* Hashes the pieces of f that have landed, in order, from the page cache, and starts their
- * writeback, so that the end of a big file costs neither a full re-read nor a long fsync. */
-static int hash_ready(struct ffile *f)
+/* Hands the disk thread the body prefix whose pieces are all in, to hash. */
+static int file_progress(struct run *r, struct ffile *f)
 {
-    uint8_t *buf = NULL;
-    int rc = 0;
-    if (f->md == NULL) {
-        f->md = EVP_MD_CTX_new();
-        if (f->md == NULL || EVP_DigestInit_ex(f->md, EVP_sha256(), NULL) != 1) {
-            return -ENOMEM;
-        }
+    size_t n = f->ready;
+    while (n < f->npieces && f->first[n].state == P_DONE) {
+        n++;
     }
-    while (rc == 0 && f->hashed < f->npieces && f->first[f->hashed].state == P_DONE) {
-        const struct piece *pc = &f->first[f->hashed];
-        if (buf == NULL && (buf = malloc(FETCH_HASH_BLOCK)) == NULL) {
-            rc = -ENOMEM;
-            break;
-        }
-        for (uint64_t off = pc->off; rc == 0 && off < pc->end;) {
-            size_t want = pc->end - off < FETCH_HASH_BLOCK ? (size_t)(pc->end - off)
-                                                           : FETCH_HASH_BLOCK;
-            ssize_t n = ant_pread_full(f->fd, buf, want, (off_t)(f->hdr.len + off));
-            if (n != (ssize_t)want) {
-                rc = n < 0 ? (int)n : -EIO;
-            } else if (EVP_DigestUpdate(f->md, buf, want) != 1) {
-                rc = -ENOMEM;
-            }
-            off += want;
-        }
-        if (rc == 0 && pc->end > pc->off) {
-            (void)sync_file_range(f->fd, (off_t)(f->hdr.len + pc->off),
-                                  (off_t)(pc->end - pc->off), SYNC_FILE_RANGE_WRITE);
-        }
-        f->hashed++;
+    if (n == f->ready) {
+        return 0;
     }
-    free(buf);
-    return rc;
-}
-
-static int body_verify(struct ffile *f, const uint8_t want[32])
-{
-    uint8_t h[32];
-    int rc = hash_ready(f);
-    if (rc == 0 && f->hashed != f->npieces) {
-        rc = -EIO;
-    }
-    if (rc == 0) {
-        rc = EVP_DigestFinal_ex(f->md, h, NULL) == 1 ? 0 : -ENOMEM;
-    }
-    EVP_MD_CTX_free(f->md);
-    f->md = NULL;
-    f->hashed = 0;
-    if (rc == 0 && sodium_memcmp(h, want, 32) != 0) {
-        rc = -EBADMSG;
-    }
-    return rc;
+    f->ready = n;
+    /* the last piece: the finish hashes what is left */
+    return n == f->npieces ? 0 : sink_job(&r->sink, SJ_HASH, f, f->first[n].off);
 }
 
 static void file_close(struct run *r, struct ffile *f)
@@ -573,17 +941,23 @@ static void file_close(struct run *r, struct ffile *f)
     }
 }
 
-/* All pieces of f are in: check, make durable, rename; or fetch the body again once. */
+/* All pieces of f are in: the disk thread checks the digest and fsyncs (file_finished). */
 static int file_finish(struct run *r, struct ffile *f)
 {
+    return sink_job(&r->sink, SJ_FINISH, f, r->m->files[f->idx].body_size);
+}
+
+/* The disk thread's verdict on f: rename it into place, or fetch the body again once. */
+static int file_finished(struct run *r, struct ffile *f, int rc)
+{
     const struct ant_fetch_file *mf = &r->m->files[f->idx];
-    int rc = body_verify(f, mf->sha256_c4gh);
     if (rc == -EBADMSG && !f->refetched && mf->body_size > 0) {
         ant_log(ANT_LOG_WARN, "fetch.body_mismatch", "%s: body digest differs from the signed"
                 " manifest; fetching it again", mf->path);
         f->refetched = true;
         r->st->refetched++;
         f->pieces_left = f->npieces;
+        f->ready = 0;
         for (size_t i = 0; i < f->npieces; i++) {
             f->first[i].whole = false; /* the header is kept: the body alone, by range */
             f->first[i].cur = f->first[i].off;
@@ -596,9 +970,8 @@ static int file_finish(struct run *r, struct ffile *f)
     if (rc == -EBADMSG) {
         ant_diag_set(r->d, "%s: the body does not match the signed manifest (fetched twice)",
                      mf->path);
-    }
-    if (rc == 0 && fsync(f->fd) < 0) {
-        rc = -errno;
+    } else if (rc < 0) {
+        ant_diag_set(r->d, "%s: cannot make the copy durable: %s", mf->path, strerror(-rc));
     }
     if (rc == 0 && renameat(r->dirfd, f->tmp, r->dirfd, f->name) < 0) {
         rc = -errno;
@@ -642,6 +1015,7 @@ static int header_done(struct run *r, struct ffile *f)
     if (rc < 0) {
         return rc;
     }
+    f->body_at = f->hdr.len;
     f->header_done = true;
     return f->pieces_left == 0 ? file_finish(r, f) : 0;
 }
@@ -656,6 +1030,14 @@ static int piece_done(struct run *r, struct piece *pc, CURLcode cc)
     r->st->bytes += (pc->header || pc->whole ? pc->f->hdr.len : 0) + pc->cur - pc->cur0;
     curl_multi_remove_handle(r->multi, pc->q.h);
     r->inflight--;
+    piece_flush(r, pc);
+    rc = sink_err(&r->sink);
+    if (rc < 0) {
+        ant_diag_set(r->d, "%s: cannot write the copy: %s", r->m->files[pc->f->idx].path,
+                     strerror(-rc));
+        req_fini(&pc->q);
+        return rc;
+    }
     bool complete = cc == CURLE_OK && pc->fatal == 0 &&
                     (pc->header || pc->whole ? status == 200 : status == 206) &&
                     (pc->header || (pc->cur == pc->end && pc->f->header_done));
@@ -677,7 +1059,7 @@ static int piece_done(struct run *r, struct piece *pc, CURLcode cc)
         if (pc->f->pieces_left == 0) {
             return file_finish(r, pc->f);
         }
-        return hash_ready(pc->f);
+        return file_progress(r, pc->f);
     }
     if (!retryable(cc, status) || pc->attempt + 1 > r->o.max_retries) {
         if (cc == CURLE_OK && status >= 400) {
@@ -759,6 +1141,7 @@ static int build(struct run *r, const bool *want, const char *const *names)
         struct ffile *f = &r->files[i];
         const struct ant_fetch_file *mf = &r->m->files[i];
         f->idx = i;
+        f->digest = mf->sha256_c4gh;
         if (want != NULL && !want[i]) {
             f->done = true;
             r->ndone++;
@@ -831,6 +1214,7 @@ int ant_fetch_files(const struct ant_fetch_peer *p, const char *dataset,
     }
     if (rc == 0) {
         curl_multi_setopt(r.multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)r.o.max_conns);
+        rc = sink_start(&r.sink, r.multi, r.o.max_conns);
     }
     while (rc == 0 && r.ndone < r.nfiles) {
         int running = 0, left = 0;
@@ -855,12 +1239,25 @@ int ant_fetch_files(const struct ant_fetch_peer *p, const char *dataset,
                 rc = piece_done(&r, (struct piece *)(void *)priv, msg->data.result);
             }
         }
+        struct sjob *fin = sink_take_done(&r.sink);
+        while (fin != NULL) {
+            struct sjob *next = fin->next;
+            rc = rc < 0 ? rc : file_finished(&r, fin->f, fin->rc);
+            free(fin);
+            fin = next;
+        }
+        if (rc == 0 && (rc = sink_err(&r.sink)) < 0) {
+            ant_diag_set(d, "cannot write the copies: %s", strerror(-rc));
+            break;
+        }
         if (rc == 0 && curl_multi_poll(r.multi, NULL, 0, r.inflight > 0 ? 100 : 20, NULL) !=
                            CURLM_OK) {
             rc = -EIO;
         }
     }
+    sink_fini(&r.sink); /* before the files it writes are closed */
     for (size_t i = 0; i < r.npieces; i++) {
+        free(r.pieces[i].wb);
         if (r.pieces[i].q.h != NULL) {
             curl_multi_remove_handle(r.multi, r.pieces[i].q.h);
         }
