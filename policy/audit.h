@@ -5,13 +5,19 @@
  * unsigned, the site signs (seq, h_seq, time, previous checkpoint seq) with its Ed25519 key;
  * signing the previous checkpoint's seq makes a dropped checkpoint visible. Triggers refuse
  * UPDATE and DELETE. One writer thread appends in group commits; ant_audit_append() returns only
- * once its event is durable (WAL with synchronous=FULL: the WAL is fsynced at every commit, so a
- * power loss cannot take back an event a caller was told about; NORMAL could), so a caller that
- * gets an error releases nothing. Several processes may append to one file (the daemon and an
- * admin command): each batch reads the chain head inside BEGIN IMMEDIATE, so the chain stays
- * linear. A second thread of the handle releases the callers of each durable (or failed) group
- * commit, so that waking them overlaps with the next commit; it is the "audit writer thread" on
- * which the callbacks of ant_audit_append_async run.
+ * once its event is durable, so a caller that gets an error releases nothing. Durable: the
+ * writer commits in WAL mode with synchronous=NORMAL (the COMMIT writes the WAL, no fsync), and
+ * a sync thread fdatasyncs the WAL; a caller is released only after an fdatasync that started
+ * after its commit returned, so a power loss cannot take back an event a caller was told about.
+ * Meanwhile the writer commits the next batch (two batches in flight). A failed fdatasync fails
+ * every caller waiting for it or queued behind it and poisons the handle: every later append
+ * fails with -EIO until it is closed and reopened (the events it committed stay in the chain:
+ * logged, never confirmed; over-logging, never under-logging). Several processes may append to
+ * one file (the daemon and an admin command): each batch reads the chain head inside BEGIN
+ * IMMEDIATE, so the chain stays linear. A third thread of the handle releases the callers of
+ * each durable (or failed) group commit, so that waking them overlaps with the next commit and
+ * fdatasync; it is the "audit writer thread" on which the callbacks of ant_audit_append_async
+ * run.
  *
  * The log never holds a secret: append refuses (-EINVAL) any field that looks like an API key,
  * a bearer token, a JWT or a PEM block; put key ids in events, never keys.
@@ -82,7 +88,9 @@ void ant_audit_close(struct ant_audit *a);
  * caller must release nothing: -EINVAL a field is malformed (bad UTF-8, detail not a JSON
  * object, decision out of range) or looks like a secret, -E2BIG a field is too long, -EROFS
  * opened without a key, -ESHUTDOWN closing, -EIO / -ENOSPC / -EBUSY the write failed (the whole
- * group commit was rolled back: the chain is as before). */
+ * group commit was rolled back: the chain is as before), or the fdatasync of the WAL failed
+ * (its errno; the event may be in the chain, unconfirmed) or failed earlier on this handle
+ * (-EIO until reopened). */
 ANT_MUST_CHECK int64_t ant_audit_append(struct ant_audit *a, const struct ant_audit_event *ev);
 /* Called exactly once, on the audit writer thread, when the event is durable (seq > 0) or its
  * group commit failed (negative errno; nothing of it is in the chain). It must not block and
@@ -90,7 +98,8 @@ ANT_MUST_CHECK int64_t ant_audit_append(struct ant_audit *a, const struct ant_au
 typedef void (*ant_audit_done_fn)(void *arg, int64_t seq);
 /* Queues a copy of ev (fields copied: ev may be freed on return) and returns 0; done(arg, seq)
  * follows. A negative errno (-EINVAL a secret-looking field, -ENOTSUP no key, -ESHUTDOWN
- * closing, -ENOMEM) means refused now and done is never called. */
+ * closing, -EIO an fdatasync failed on this handle, -ENOMEM) means refused now and done is
+ * never called. */
 ANT_MUST_CHECK int ant_audit_append_async(struct ant_audit *a, const struct ant_audit_event *ev,
                                           ant_audit_done_fn done, void *arg);
 /* The fine print of ant_audit_append_async: the event goes through the same checks, queue and
@@ -112,8 +121,10 @@ ANT_MUST_CHECK int ant_audit_checkpoint(struct ant_audit *a);
  * first), group commits so far. Never fails. */
 struct ant_audit_stats {
     int64_t queue_depth;
-    double commit_seconds;
+    double commit_seconds; /* inserts and COMMIT (WAL written, not yet synced) */
     uint64_t commits;
+    double sync_seconds; /* fdatasync of the WAL (EWMA; -1 before the first) */
+    uint64_t syncs;
 };
 void ant_audit_stats(struct ant_audit *a, struct ant_audit_stats *out);
 
@@ -231,6 +242,10 @@ ANT_MUST_CHECK int ant_audit_verifier_finish(struct ant_audit_verifier *v, bool 
 /* Makes the next group commits fail with `err` (negative errno; 0 clears) after their inserts,
  * as a full disk would: the batch is rolled back. */
 void ant_audit_test_fail_writes(struct ant_audit *a, int err);
+/* Runs `hook` on the sync thread before each fdatasync of the WAL (NULL: none): it may sleep
+ * (a slow disk) or return a negative errno, taken as the fdatasync's failure (which poisons
+ * the handle). */
+void ant_audit_test_sync_hook(struct ant_audit *a, int (*hook)(void *ctx), void *ctx);
 /* Replaces the clock that stamps events (NULL: the wall clock), so a benchmark can spread events
  * over days. Called from the writer thread, under no lock of ours: `clock` must be thread-safe.
  * Set it before the first append. */

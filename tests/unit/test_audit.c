@@ -5,6 +5,7 @@
 #include "policy/audit.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <pthread.h>
@@ -1397,6 +1398,279 @@ static void test_async_queue_is_bounded(void **state)
     async_track_fini(&t);
 }
 
+/* --- durability: no caller hears of an event before the fdatasync after its commit --- */
+
+/* A sync hook with a gate: the n-th fdatasync waits until `opened` >= n, then fails with
+ * fail_err if n >= fail_from (fail_from 0: never). */
+struct sync_gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int calls, opened, fail_from, fail_err;
+};
+
+static void gate_init(struct sync_gate *g, int opened, int fail_from, int fail_err)
+{
+    memset(g, 0, sizeof(*g));
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cv, NULL);
+    g->opened = opened;
+    g->fail_from = fail_from;
+    g->fail_err = fail_err;
+}
+
+static void gate_fini(struct sync_gate *g)
+{
+    pthread_cond_destroy(&g->cv);
+    pthread_mutex_destroy(&g->mu);
+}
+
+static int gate_hook(void *ctx)
+{
+    struct sync_gate *g = ctx;
+    pthread_mutex_lock(&g->mu);
+    int me = ++g->calls;
+    pthread_cond_broadcast(&g->cv);
+    while (me > g->opened) {
+        pthread_cond_wait(&g->cv, &g->mu);
+    }
+    int rc = g->fail_from > 0 && me >= g->fail_from ? g->fail_err : 0;
+    pthread_mutex_unlock(&g->mu);
+    return rc;
+}
+
+static void gate_wait_calls(struct sync_gate *g, int calls)
+{
+    pthread_mutex_lock(&g->mu);
+    while (g->calls < calls) {
+        pthread_cond_wait(&g->cv, &g->mu);
+    }
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_open(struct sync_gate *g, int opened)
+{
+    pthread_mutex_lock(&g->mu);
+    g->opened = opened;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static int gate_calls(struct sync_gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    int n = g->calls;
+    pthread_mutex_unlock(&g->mu);
+    return n;
+}
+
+static int track_calls(struct async_track *t)
+{
+    pthread_mutex_lock(&t->mu);
+    int n = t->calls;
+    pthread_mutex_unlock(&t->mu);
+    return n;
+}
+
+/* Waits until event `seq` is committed: readable by a query (it need not be durable yet). */
+static void wait_committed(struct fx *f, int64_t seq)
+{
+    for (int tries = 0; tries < 5000; tries++) {
+        struct ant_audit_query q = {.after_seq = seq - 1, .limit = 1};
+        json_t *rows = NULL;
+        int64_t next = 0;
+        assert_int_equal(ant_audit_query_run(f->a, &q, &rows, &next), 0);
+        size_t n = json_array_size(rows);
+        json_decref(rows);
+        if (n > 0) {
+            return;
+        }
+        usleep(1000);
+    }
+    fail_msg("event %lld never committed", (long long)seq);
+}
+
+struct one_append {
+    struct ant_audit *a;
+    int id;
+    int64_t seq;
+    sem_t done;
+};
+
+static void *one_appender(void *p)
+{
+    struct one_append *o = p;
+    char rid[32];
+    struct ant_audit_event ev = make_event(o->id, rid, sizeof(rid));
+    o->seq = ant_audit_append(o->a, &ev);
+    sem_post(&o->done);
+    return NULL;
+}
+
+static void test_release_waits_for_the_fdatasync_after_its_commit(void **state)
+{
+    struct fx *f = *state;
+    struct sync_gate g;
+    struct async_track t;
+    struct async_slot s1 = {0}, s2 = {0};
+    gate_init(&g, 0, 0, 0); /* every fdatasync waits at the gate */
+    async_track_init(&t);
+    s1.t = s2.t = &t;
+    ant_audit_test_sync_hook(f->a, gate_hook, &g);
+
+    submit_async(f->a, &s1, 0, 1);
+    gate_wait_calls(&g, 1); /* event 1 is committed and its fdatasync has begun */
+    wait_committed(f, 1);
+    /* event 2 is committed while that fdatasync runs: it must wait for the next one */
+    submit_async(f->a, &s2, 1, 1);
+    wait_committed(f, 2);
+    usleep(20 * 1000);
+    assert_int_equal(track_calls(&t), 0); /* committed, visible, but nobody released */
+    gate_open(&g, 1);
+    async_wait(&t, 1);
+    assert_int_equal(s1.calls, 1);
+    assert_int_equal(s1.seq, 1);
+    gate_wait_calls(&g, 2);
+    usleep(20 * 1000);
+    assert_int_equal(s2.calls, 0);
+    gate_open(&g, 2);
+    async_wait(&t, 2);
+    assert_int_equal(s2.seq, 2);
+
+    /* a blocking caller likewise returns only after the fdatasync */
+    struct one_append o = {.a = f->a, .id = 2};
+    pthread_t th;
+    assert_int_equal(sem_init(&o.done, 0, 0), 0);
+    assert_int_equal(pthread_create(&th, NULL, one_appender, &o), 0);
+    gate_wait_calls(&g, 3);
+    wait_committed(f, 3);
+    usleep(20 * 1000);
+    assert_int_equal(sem_trywait(&o.done), -1);
+    gate_open(&g, INT_MAX);
+    pthread_join(th, NULL);
+    assert_int_equal(o.seq, 3);
+    sem_destroy(&o.done);
+
+    ant_audit_test_sync_hook(f->a, NULL, NULL);
+    struct ant_audit_stats st;
+    ant_audit_stats(f->a, &st);
+    assert_true(st.syncs >= 3);
+    expect_intact(f, false, 3);
+    gate_fini(&g);
+    async_track_fini(&t);
+}
+
+static void test_failed_fdatasync_poisons_until_reopened(void **state)
+{
+    struct fx *f = *state;
+    struct sync_gate g;
+    struct async_track t;
+    struct async_slot s = {0};
+    char rid[32];
+    append_n(f->a, 0, 5);
+    gate_init(&g, INT_MAX, 1, -EIO);
+    async_track_init(&t);
+    s.t = &t;
+    ant_audit_test_sync_hook(f->a, gate_hook, &g);
+    struct ant_audit_event ev = make_event(5, rid, sizeof(rid));
+    assert_int_equal(ant_audit_append(f->a, &ev), -EIO); /* committed, not durable */
+    /* the disk may have dropped what it was asked to write: nothing more is accepted */
+    ant_audit_test_sync_hook(f->a, NULL, NULL);
+    assert_int_equal(ant_audit_append(f->a, &ev), -EIO);
+    assert_int_equal(ant_audit_append_many(f->a, &ev, 1), -EIO);
+    assert_int_equal(ant_audit_checkpoint(f->a), -EIO);
+    assert_int_equal(ant_audit_append_async(f->a, &ev, async_done, &s), -EIO);
+    assert_int_equal(gate_calls(&g), 1);
+    /* reopened: the event whose fdatasync failed is in the chain (over-logging, never
+     * under-logging), the chain is intact, and appends work again */
+    reopen(f);
+    expect_intact(f, false, 6);
+    assert_int_equal(ant_audit_append(f->a, &ev), 7);
+    assert_int_equal(ant_audit_checkpoint(f->a), 0);
+    expect_intact(f, true, 7);
+    assert_int_equal(track_calls(&t), 0);
+    gate_fini(&g);
+    async_track_fini(&t);
+}
+
+struct err_thr {
+    struct ant_audit *a;
+    int id;
+    int ok, eio, other;
+};
+
+static void *err_appender(void *p)
+{
+    struct err_thr *e = p;
+    for (int i = 0; i < 10; i++) {
+        char rid[32];
+        struct ant_audit_event ev = make_event(e->id * 100 + i, rid, sizeof(rid));
+        int64_t seq = ant_audit_append(e->a, &ev);
+        e->ok += seq > 0;
+        e->eio += seq == -EIO;
+        e->other += seq <= 0 && seq != -EIO;
+    }
+    return NULL;
+}
+
+static void test_failed_fdatasync_fails_every_waiting_caller(void **state)
+{
+    struct fx *f = *state;
+    enum { N = 150, NT = 4 };
+    struct sync_gate g;
+    struct async_track t;
+    struct async_slot first = {0};
+    struct async_slot *slots = calloc(N, sizeof(*slots));
+    assert_non_null(slots);
+    gate_init(&g, 0, 1, -EIO); /* the first fdatasync waits, then fails */
+    async_track_init(&t);
+    first.t = &t;
+    for (int i = 0; i < N; i++) {
+        slots[i].t = &t;
+    }
+    ant_audit_test_sync_hook(f->a, gate_hook, &g);
+    submit_async(f->a, &first, 0, 1);
+    gate_wait_calls(&g, 1);
+    /* while it runs: more than two batches (max_batch 64) committed or queued behind it,
+     * and blocking callers */
+    submit_async(f->a, slots, 1, N);
+    pthread_t th[NT];
+    struct err_thr et[NT];
+    for (int i = 0; i < NT; i++) {
+        et[i] = (struct err_thr){.a = f->a, .id = 10 + i};
+        assert_int_equal(pthread_create(&th[i], NULL, err_appender, &et[i]), 0);
+    }
+    usleep(20 * 1000);
+    assert_int_equal(track_calls(&t), 0);
+    gate_open(&g, INT_MAX);
+    for (int i = 0; i < NT; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(et[i].ok, 0);
+        assert_int_equal(et[i].other, 0);
+        assert_int_equal(et[i].eio, 10);
+    }
+    async_wait(&t, N + 1);
+    assert_int_equal(first.calls, 1);
+    assert_int_equal(first.seq, -EIO);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(slots[i].calls, 1);
+        assert_int_equal(slots[i].seq, -EIO);
+    }
+    assert_int_equal(gate_calls(&g), 1); /* nothing after the failure counts on an fdatasync */
+    ant_audit_test_sync_hook(f->a, NULL, NULL);
+    reopen(f);
+    struct ant_audit_report rep;
+    assert_int_equal(ant_audit_verify(f->a, ant_signkey_public(f->sk), false, &rep), 0);
+    assert_true(rep.last_seq >= 1 && rep.last_seq <= 1 + N + NT * 10);
+    char rid[32];
+    struct ant_audit_event ev = make_event(999, rid, sizeof(rid));
+    assert_int_equal(ant_audit_append(f->a, &ev), rep.last_seq + 1);
+    assert_int_equal(ant_audit_checkpoint(f->a), 0);
+    expect_intact(f, true, rep.last_seq + 1);
+    free(slots);
+    gate_fini(&g);
+    async_track_fini(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1423,6 +1697,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_async_close_writes_what_is_queued, setup, teardown),
         cmocka_unit_test_setup_teardown(test_async_refusals_never_call_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_async_queue_is_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_release_waits_for_the_fdatasync_after_its_commit,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_fdatasync_poisons_until_reopened, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_failed_fdatasync_fails_every_waiting_caller, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_live_tamper_each_field_is_named, setup, teardown),
         cmocka_unit_test_setup_teardown(test_live_tamper_structure_is_named, setup, teardown),
         cmocka_unit_test_setup_teardown(
