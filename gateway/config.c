@@ -40,7 +40,7 @@ static const struct key keys[] = {
      "the region this site is in; residency rules name regions"},
     {"server", "listen", K_LISTEN, F(listen_addr), 0, 0,
      "address and port of the HTTPS listener (port 0: any free port, printed at start)"},
-    {"server", "threads", K_UINT, F(threads), 0, 256, "HTTP worker threads (0: 4 per core, at least 8)"},
+    {"server", "threads", K_UINT, F(threads), 0, 256, "HTTP worker threads (0: 2 per core, at least 4)"},
     {"server", "connection_limit", K_UINT, F(connection_limit), 1, 1000000,
      "most connections at once"},
     {"server", "per_ip_connection_limit", K_UINT, F(per_ip_connection_limit), 0, 1000000,
@@ -448,6 +448,6 @@ unsigned ant_config_http_threads(const struct ant_config *c)
         return c->threads;
     }
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    unsigned n = 4u * (unsigned)(ncpu > 0 ? ncpu : 2);
-    return n < 8 ? 8 : n > 256 ? 256 : n;
+    unsigned n = 2u * (unsigned)(ncpu > 0 ? ncpu : 2);
+    return n < 4 ? 4 : n > 256 ? 256 : n;
 }

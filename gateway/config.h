@@ -64,12 +64,13 @@ ANT_MUST_CHECK int ant_config_load(int dirfd, const char *path, struct ant_confi
 /* Writes the full, commented configuration for a new site into out. */
 ANT_MUST_CHECK int ant_config_render(const struct ant_config *c, struct ant_buf *out);
 
-/* The HTTP worker threads to run: `threads`, or for 0, 4 per core (at least 8). The read-only
- * routes no longer wait on a thread for their audit event's group commit (their answers are held
+/* The HTTP worker threads to run: `threads`, or for 0, 2 per core (at least 4). The read-only
+ * routes do not wait on a thread for their audit event's group commit (their answers are held
  * and the connection suspended: gateway/server.h), so the requests in flight, and the commit
- * batches, grow without threads; writes and downloads still wait on theirs, and a few workers
- * per core keep one slow commit from stalling the others. 16 per core cost ~20 % more CPU per
- * small request in thread switches (docs/benchmarks.md). */
+ * batches, grow without threads; writes and downloads still wait on theirs, and two workers per
+ * core (four at least) keep one slow commit from stalling the others. More workers cost CPU in
+ * thread switches: 4 per core ~20 % more per small request than 2, 16 per core more again
+ * (docs/benchmarks.md). */
 unsigned ant_config_http_threads(const struct ant_config *c);
 
 /* Parses "ADDR:PORT" / "[V6]:PORT"; -EINVAL otherwise. addr needs 64 bytes. */

@@ -51,9 +51,7 @@ struct ant_server {
      * emptied with the authentication cache by every request that may write. */
     struct ant_hotcache *decisions;
     struct ant_hotcache *datasets;
-    /* Answers held for their audit event (see ant_req_audit_hold): hold_mu orders the
-     * worker's suspend against the audit writer's resume. */
-    pthread_mutex_t hold_mu;
+    /* Answers held for their audit event (see ant_req_audit_hold) */
     atomic_uint holds; /* events queued whose done has not come yet */
     /* Request ids: a keyed BLAKE2b of a counter, unique and unguessable like random bytes,
      * without a getrandom(2) per request. */
@@ -61,19 +59,24 @@ struct ant_server {
     _Atomic uint64_t id_counter;
 };
 
+/* A held answer's handshake between the worker and the audit writer's callback, without a lock:
+ * the worker suspends the connection and then moves PENDING -> SUSPENDED; the callback moves
+ * any state to DONE and resumes the connection only if it found SUSPENDED. Whichever comes
+ * second sees the other's step, so the connection is resumed exactly once after its suspension
+ * and never before. */
 enum hold_state {
     HOLD_NONE = 0,  /* nothing held (or the hold is over) */
     HOLD_ALLOWED,   /* the handler allows its first audit event to be queued */
     HOLD_PENDING,   /* queued: the answer waits for done */
+    HOLD_SUSPENDED, /* queued, and the connection suspended: done resumes it */
     HOLD_DONE,      /* done came: hold_seq says how it went */
 };
 
 /* What the server keeps per request beyond struct ant_req (which handlers see). */
 struct req_full {
     struct ant_req r;
-    _Atomic int hold;      /* enum hold_state; the writer moves it PENDING -> DONE */
-    bool suspended;        /* under hold_mu */
-    int64_t hold_seq;
+    _Atomic int hold;       /* enum hold_state */
+    _Atomic int64_t hold_seq; /* written by done before it sets HOLD_DONE */
 };
 
 static struct req_full *req_full_of(struct ant_req *r)
@@ -277,23 +280,20 @@ void ant_req_allow_hold(struct ant_req *r)
     }
 }
 
-/* The audit writer's callback: the event is durable (seq > 0) or failed. Runs on the writer
- * thread and must not block: a short lock, and MHD_resume_connection, which is thread-safe and
- * only signals the worker. Nothing of f is touched after the unlock: once resumed, the worker
- * may finish and free the request. */
+/* The audit writer's callback: the event is durable (seq > 0) or failed. Runs on the writer's
+ * release thread and must not block: MHD_resume_connection is thread-safe and only signals the
+ * worker. Nothing of f is touched after the exchange unless the connection was suspended (then
+ * f lives until the resume is handled): once it sees DONE, the worker may finish and free it. */
 static void hold_done(void *arg, int64_t seq)
 {
     struct req_full *f = arg;
     struct ant_server *s = f->r.srv;
-    pthread_mutex_lock(&s->hold_mu);
-    f->hold_seq = seq;
-    f->hold = HOLD_DONE;
-    if (f->suspended) {
-        f->suspended = false;
-        MHD_resume_connection(f->r.conn);
+    struct MHD_Connection *conn = f->r.conn;
+    atomic_store(&f->hold_seq, seq);
+    if (atomic_exchange(&f->hold, HOLD_DONE) == HOLD_SUSPENDED) {
+        MHD_resume_connection(conn);
     }
     atomic_fetch_sub(&s->holds, 1);
-    pthread_mutex_unlock(&s->hold_mu);
 }
 
 int ant_req_audit_hold(struct ant_req *r, const struct ant_audit_event *ev)
@@ -317,26 +317,26 @@ int ant_req_audit_hold(struct ant_req *r, const struct ant_audit_event *ev)
  * with a 503: the caller is told nothing was released, and nothing was. */
 static bool hold_answer(struct req_full *f)
 {
-    struct ant_server *s = f->r.srv;
-    if (f->hold != HOLD_PENDING && f->hold != HOLD_DONE) {
-        return false;
-    }
-    pthread_mutex_lock(&s->hold_mu);
-    bool wait = f->hold == HOLD_PENDING;
-    if (wait) {
-        f->suspended = true;
+    int h = atomic_load(&f->hold);
+    if (h == HOLD_PENDING) {
         MHD_suspend_connection(f->r.conn);
-    }
-    pthread_mutex_unlock(&s->hold_mu);
-    if (wait) {
+        if (atomic_compare_exchange_strong(&f->hold, &h, HOLD_SUSPENDED)) {
+            return true; /* done resumes the connection */
+        }
+        /* done came between the load and the exchange: no one else will resume */
+        MHD_resume_connection(f->r.conn);
         return true;
     }
-    f->hold = HOLD_NONE;
-    if (f->hold_seq < 0) {
+    if (h != HOLD_DONE) {
+        return false;
+    }
+    atomic_store(&f->hold, HOLD_NONE);
+    int64_t seq = atomic_load(&f->hold_seq);
+    if (seq < 0) {
         struct ant_req *r = &f->r;
         ant_log_kv(ANT_LOG_ERROR, "audit.append_failed",
                    ((const char *[]){"request_id", r->request_id, NULL}),
-                   "cannot record the decision: %s; answer withheld", strerror((int)-f->hold_seq));
+                   "cannot record the decision: %s; answer withheld", strerror((int)-seq));
         r->bytes_out = 0;
         if (ant_req_error(r, MHD_HTTP_SERVICE_UNAVAILABLE, "audit_unavailable",
                           "the audit log cannot record this request; nothing was done") < 0) {
@@ -759,7 +759,6 @@ static void server_free(struct ant_server *s)
     ant_authcache_free(s->auth);
     ant_hotcache_free(s->decisions);
     ant_hotcache_free(s->datasets);
-    pthread_mutex_destroy(&s->hold_mu);
     ant_ratelimit_free(s->rl);
     ant_metrics_free(s->metrics);
     free(s);
@@ -777,7 +776,6 @@ int ant_server_start(struct ant_site *site, struct ant_server **out, struct ant_
         return -ENOMEM;
     }
     s->site = site;
-    pthread_mutex_init(&s->hold_mu, NULL);
     randombytes_buf(s->id_key, sizeof(s->id_key));
     if (ant_ratelimit_new(site->cfg.rate_limit_per_s, site->cfg.rate_limit_burst, &s->rl) < 0 ||
         ant_metrics_new(g_ant_nroutes, &s->metrics) < 0 || ant_authcache_new(&s->auth) < 0 ||
