@@ -29,6 +29,14 @@
 #define FETCH_WBUF_MAX (1u << 20)
 #define FETCH_WBUF_MIN (64u << 10)
 #define FETCH_WBUF_TOTAL (64u << 20)
+/* At most this many bytes received out of order are kept in memory to be hashed when their
+ * turn comes (more are read back from the file). */
+#define FETCH_HOLD_TOTAL (48u << 20)
+/* Whole blocks of the body are written with O_DIRECT where the filesystem allows it, from
+ * buffers and at offsets aligned to this: the bytes do not go through the page cache (a copy
+ * and, on a VM, fresh pages the host must supply: the largest cost of a pull measured), the
+ * edges of each buffer go through it, and the fsync at the end covers both. */
+#define FETCH_DIO_ALIGN 4096u
 /* The disk thread starts writeback every this many bytes hashed, so the final fsync is short. */
 #define FETCH_WRITEBACK_STEP (8u << 20)
 
@@ -315,9 +323,11 @@ struct sjob {
     enum sjob_kind kind;
     struct ffile *f;
     uint64_t off; /* SJ_WRITE: body offset of data[0]; SJ_HASH: hash the body up to here */
-    size_t len;   /* SJ_WRITE: bytes in data */
+    size_t len;   /* SJ_WRITE: bytes at data + skew */
+    size_t skew;  /* SJ_WRITE: (file offset of the first byte) % FETCH_DIO_ALIGN, so that the
+                   * bytes sit in memory as aligned as they go to the file */
     int rc;       /* SJ_FINISH: 0, -EBADMSG (digest differs) or -errno */
-    uint8_t data[]; /* SJ_WRITE only: the sink's buffer size */
+    uint8_t *data; /* SJ_WRITE only: the sink's buffer size, FETCH_DIO_ALIGN-aligned */
 };
 
 struct squeue {
@@ -345,6 +355,10 @@ struct sink {
     int err; /* the first write or read error: the run fails with it */
     CURLM *multi; /* woken when a finish is done */
     uint8_t *rdbuf; /* the hasher's read-back buffer */
+    /* the hasher's: written buffers ahead of their file's hash position (bytes from the other
+     * connections), kept to be hashed from memory when their turn comes, at most maxheld */
+    struct sjob *held;
+    size_t nheld, maxheld;
 };
 
 /* A request: the header alone, a range of the body, or (files whose body fits in one range)
@@ -377,6 +391,8 @@ struct ffile {
     const char *name;
     char tmp[64];
     int fd;
+    int dfd;           /* the same file opened O_DIRECT, or -1 */
+    bool nodirect;     /* the writer's: a direct write was refused, write through fd */
     uint64_t body_at;  /* file offset of the body: the header's length; fixed once open */
     const uint8_t *digest; /* the manifest's sha256_c4gh */
     bool active, header_done, done, refetched;
@@ -418,13 +434,42 @@ static int md_ready(struct ffile *f)
     return 0;
 }
 
-/* Hashes f's body from f->hashed up to `to`, read back from the page cache. */
-static int hash_back(struct sink *k, struct ffile *f, uint64_t to)
+static int hash_mem(struct ffile *f, struct sjob *j)
+{
+    if (EVP_DigestUpdate(f->md, j->data + j->skew, j->len) != 1) {
+        return -ENOMEM;
+    }
+    f->hashed += j->len;
+    return 0;
+}
+
+/* Hashes f's body from f->hashed up to `to`: from held buffers where they are, the rest read
+ * back from the file. Buffers hashed go onto *release. */
+static int hash_back(struct sink *k, struct ffile *f, uint64_t to, struct sjob **release)
 {
     int rc = md_ready(f);
     while (rc == 0 && f->hashed < to) {
-        size_t want = to - f->hashed < FETCH_HASH_BLOCK ? (size_t)(to - f->hashed)
-                                                        : FETCH_HASH_BLOCK;
+        struct sjob **pp = &k->held, *h = NULL;
+        uint64_t stop = to;
+        for (; *pp != NULL; pp = &(*pp)->next) {
+            if ((*pp)->f == f && (*pp)->off == f->hashed) {
+                h = *pp;
+                break;
+            }
+            if ((*pp)->f == f && (*pp)->off > f->hashed && (*pp)->off < stop) {
+                stop = (*pp)->off;
+            }
+        }
+        if (h != NULL) {
+            *pp = h->next;
+            k->nheld--;
+            h->next = *release;
+            *release = h;
+            rc = hash_mem(f, h);
+            continue;
+        }
+        size_t want = stop - f->hashed < FETCH_HASH_BLOCK ? (size_t)(stop - f->hashed)
+                                                          : FETCH_HASH_BLOCK;
         ssize_t n = ant_pread_full(f->fd, k->rdbuf, want, (off_t)(f->body_at + f->hashed));
         if (n != (ssize_t)want) {
             rc = n < 0 ? (int)n : -EIO;
@@ -435,6 +480,44 @@ static int hash_back(struct sink *k, struct ffile *f, uint64_t to)
         }
     }
     return rc;
+}
+
+/* Hashes the held buffers of f that come next in order. */
+static int held_hash(struct sink *k, struct ffile *f, struct sjob **release)
+{
+    int rc = 0;
+    struct sjob **pp = &k->held;
+    while (rc == 0 && *pp != NULL) {
+        struct sjob *h = *pp;
+        if (h->f != f || h->off != f->hashed) {
+            pp = &h->next;
+            continue;
+        }
+        *pp = h->next;
+        k->nheld--;
+        h->next = *release;
+        *release = h;
+        rc = hash_mem(f, h);
+        pp = &k->held; /* the next one may be anywhere in the list */
+    }
+    return rc;
+}
+
+/* Gives back the held buffers of f (its body is hashed, or the run ends). */
+static void held_drop(struct sink *k, const struct ffile *f, struct sjob **release)
+{
+    struct sjob **pp = &k->held;
+    while (*pp != NULL) {
+        struct sjob *h = *pp;
+        if (f == NULL || h->f == f) {
+            *pp = h->next;
+            k->nheld--;
+            h->next = *release;
+            *release = h;
+        } else {
+            pp = &h->next;
+        }
+    }
 }
 
 /* Starts writeback of the hashed prefix every FETCH_WRITEBACK_STEP bytes, so that the fsync at
@@ -448,14 +531,38 @@ static void writeback(struct ffile *f)
     }
 }
 
+/* The writer's part of j: the whole aligned blocks through the O_DIRECT descriptor, the
+ * edges (and everything, without one) through the page cache. */
 static int write_run(struct sjob *j)
 {
-    return j->kind != SJ_WRITE ? 0
-                               : ant_pwrite_all(j->f->fd, j->data, j->len,
-                                                (off_t)(j->f->body_at + j->off));
+    if (j->kind != SJ_WRITE) {
+        return 0;
+    }
+    struct ffile *f = j->f;
+    const uint8_t *p = j->data + j->skew;
+    uint64_t at = f->body_at + j->off, end = at + j->len;
+    uint64_t a = (at + FETCH_DIO_ALIGN - 1) / FETCH_DIO_ALIGN * FETCH_DIO_ALIGN;
+    uint64_t b = end / FETCH_DIO_ALIGN * FETCH_DIO_ALIGN;
+    if (f->dfd < 0 || f->nodirect || a >= b) {
+        return ant_pwrite_all(f->fd, p, j->len, (off_t)at);
+    }
+    int rc = a > at ? ant_pwrite_all(f->fd, p, (size_t)(a - at), (off_t)at) : 0;
+    if (rc == 0) {
+        rc = ant_pwrite_all(f->dfd, p + (a - at), (size_t)(b - a), (off_t)a);
+        if (rc == -EINVAL) {
+            /* the filesystem wants another alignment: the page cache from now on */
+            f->nodirect = true;
+            rc = ant_pwrite_all(f->fd, p + (a - at), (size_t)(b - a), (off_t)a);
+        }
+    }
+    if (rc == 0 && end > b) {
+        rc = ant_pwrite_all(f->fd, p + (b - at), (size_t)(end - b), (off_t)b);
+    }
+    return rc;
 }
 
-static int hash_run(struct sink *k, struct sjob *j)
+/* The hasher's part of j. Write buffers done with go onto *release (j too, unless held). */
+static int hash_run(struct sink *k, struct sjob *j, struct sjob **release)
 {
     struct ffile *f = j->f;
     uint8_t h[32];
@@ -464,20 +571,31 @@ static int hash_run(struct sink *k, struct sjob *j)
     case SJ_WRITE:
         rc = md_ready(f);
         if (rc == 0 && j->off == f->hashed) {
-            /* the next bytes in order: hashed from memory, not read back later */
-            rc = EVP_DigestUpdate(f->md, j->data, j->len) == 1 ? 0 : -ENOMEM;
-            f->hashed += j->len;
+            /* the next bytes in order, then the held buffers that follow them */
+            rc = hash_mem(f, j);
+            j->next = *release;
+            *release = j;
+            rc = rc < 0 ? rc : held_hash(k, f, release);
             writeback(f);
+        } else if (rc == 0 && k->nheld < k->maxheld) {
+            j->next = k->held;
+            k->held = j;
+            k->nheld++;
+        } else {
+            /* too much ahead: read back from the file when its turn comes */
+            j->next = *release;
+            *release = j;
         }
         break;
     case SJ_HASH:
-        rc = hash_back(k, f, j->off);
+        rc = hash_back(k, f, j->off, release);
         if (rc == 0) {
             writeback(f);
         }
         break;
     case SJ_FINISH:
-        rc = hash_back(k, f, j->off);
+        rc = hash_back(k, f, j->off, release);
+        held_drop(k, f, release);
         if (rc == 0 && EVP_DigestFinal_ex(f->md, h, NULL) != 1) {
             rc = -ENOMEM;
         }
@@ -537,9 +655,25 @@ static void *sink_main(void *arg)
         }
         j->next = NULL;
         int failed = k->err;
+        struct sjob *release = NULL;
         pthread_mutex_unlock(&k->mu);
-        int rc = failed != 0 ? failed : stage == 0 ? write_run(j) : hash_run(k, j);
+        int rc = failed;
+        if (failed == 0 && stage == 0) {
+            rc = write_run(j);
+        } else if (failed == 0) {
+            rc = hash_run(k, j, &release);
+        } else if (stage == 1 && j->kind == SJ_WRITE) {
+            j->next = release;
+            release = j;
+        }
         pthread_mutex_lock(&k->mu);
+        while (release != NULL) {
+            struct sjob *n = release->next;
+            release->next = k->free;
+            k->free = release;
+            release = n;
+            pthread_cond_signal(&k->cv_free);
+        }
         bool wake = false;
         if (rc < 0 && k->err == 0) {
             k->err = rc;
@@ -549,9 +683,7 @@ static void *sink_main(void *arg)
         if (stage == 0) {
             squeue_push(&k->q[1], j);
         } else if (j->kind == SJ_WRITE) {
-            j->next = k->free;
-            k->free = j;
-            pthread_cond_signal(&k->cv_free);
+            /* given back above, or held */
         } else if (j->kind == SJ_HASH) {
             free(j);
         } else {
@@ -572,11 +704,19 @@ static void *sink_main(void *arg)
     return NULL;
 }
 
+static void sjob_free(struct sjob *j)
+{
+    if (j != NULL) {
+        free(j->data);
+        free(j);
+    }
+}
+
 static void sjob_free_list(struct sjob *j)
 {
     while (j != NULL) {
         struct sjob *n = j->next;
-        free(j);
+        sjob_free(j);
         j = n;
     }
 }
@@ -602,6 +742,7 @@ static void sink_fini(struct sink *k)
     pthread_mutex_destroy(&k->mu);
     sjob_free_list(k->q[0].head);
     sjob_free_list(k->q[1].head);
+    sjob_free_list(k->held);
     sjob_free_list(k->free);
     sjob_free_list(k->done);
     free(k->rdbuf);
@@ -617,6 +758,9 @@ static int sink_start(struct sink *k, CURLM *multi, unsigned conns)
     k->bufsize = k->bufsize > FETCH_WBUF_MAX   ? FETCH_WBUF_MAX
                  : k->bufsize < FETCH_WBUF_MIN ? FETCH_WBUF_MIN
                                                : k->bufsize;
+    /* held buffers come on top: the writers' share never shrinks below the above */
+    k->maxheld = FETCH_HOLD_TOTAL / k->bufsize;
+    k->maxbufs += k->maxheld;
     k->multi = multi;
     k->rdbuf = malloc(FETCH_HASH_BLOCK);
     if (k->rdbuf == NULL) {
@@ -678,7 +822,11 @@ static struct sjob *sink_buf(struct sink *k)
         j = k->free;
         k->free = j->next;
     } else if (k->err == 0) {
-        j = malloc(sizeof(*j) + k->bufsize);
+        j = calloc(1, sizeof(*j));
+        if (j != NULL && posix_memalign((void **)&j->data, FETCH_DIO_ALIGN, k->bufsize) != 0) {
+            free(j);
+            j = NULL;
+        }
         if (j == NULL) {
             k->err = -ENOMEM;
         } else {
@@ -733,14 +881,17 @@ static bool body_put(struct piece *pc, const char *p, size_t len)
             pc->wb->f = pc->f;
             pc->wb->off = pc->cur;
             pc->wb->len = 0;
+            /* a full buffer ends on an aligned file offset: only a piece's ends are edges */
+            pc->wb->skew = (size_t)((pc->f->body_at + pc->cur) % FETCH_DIO_ALIGN);
         }
-        size_t n = k->bufsize - pc->wb->len < len ? k->bufsize - pc->wb->len : len;
-        memcpy(pc->wb->data + pc->wb->len, p, n);
+        size_t room = k->bufsize - pc->wb->skew - pc->wb->len;
+        size_t n = room < len ? room : len;
+        memcpy(pc->wb->data + pc->wb->skew + pc->wb->len, p, n);
         pc->wb->len += n;
         pc->cur += n;
         p += n;
         len -= n;
-        if (pc->wb->len == k->bufsize) {
+        if (n == room) {
             sink_post(k, pc->wb);
             pc->wb = NULL;
         }
@@ -930,6 +1081,8 @@ static int file_progress(struct run *r, struct ffile *f)
 
 static void file_close(struct run *r, struct ffile *f)
 {
+    ant_close(f->dfd);
+    f->dfd = -1;
     if (f->fd >= 0) {
         ant_close(f->fd);
         f->fd = -1;
@@ -1011,6 +1164,16 @@ static int header_done(struct run *r, struct ffile *f)
     if (f->fd < 0) {
         return -errno;
     }
+    /* a second descriptor for direct writes, if the filesystem has them; checked to be the
+     * file just created */
+    struct stat a, b;
+    f->dfd = openat(r->dirfd, f->tmp, O_WRONLY | O_DIRECT | O_NOFOLLOW | O_CLOEXEC);
+    if (f->dfd >= 0 && (fstat(f->fd, &a) < 0 || fstat(f->dfd, &b) < 0 || a.st_ino != b.st_ino ||
+                        a.st_dev != b.st_dev)) {
+        ant_close(f->dfd);
+        f->dfd = -1;
+    }
+    f->nodirect = false;
     rc = ant_pwrite_all(f->fd, f->hdr.p, f->hdr.len, 0);
     if (rc < 0) {
         return rc;
@@ -1126,6 +1289,7 @@ static int build(struct run *r, const bool *want, const char *const *names)
     }
     for (size_t i = 0; i < r->nfiles; i++) {
         r->files[i].fd = -1;
+        r->files[i].dfd = -1;
         ant_buf_init(&r->files[i].hdr, ANT_C4GH_MAX_HEADER_LEN);
         if (want != NULL && !want[i]) {
             continue;
@@ -1257,7 +1421,7 @@ int ant_fetch_files(const struct ant_fetch_peer *p, const char *dataset,
     }
     sink_fini(&r.sink); /* before the files it writes are closed */
     for (size_t i = 0; i < r.npieces; i++) {
-        free(r.pieces[i].wb);
+        sjob_free(r.pieces[i].wb);
         if (r.pieces[i].q.h != NULL) {
             curl_multi_remove_handle(r.multi, r.pieces[i].q.h);
         }
