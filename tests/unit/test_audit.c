@@ -41,9 +41,17 @@ static int setup(void **state)
     return 0;
 }
 
+struct sync_gate;
+static struct sync_gate *g_gate;
+static void gate_open(struct sync_gate *g, int opened);
+
 static int teardown(void **state)
 {
     struct fx *f = *state;
+    if (g_gate != NULL) {
+        ant_audit_test_sync_hook(f->a, NULL, NULL);
+        gate_open(g_gate, INT_MAX); /* a test failed while an fdatasync waited at its gate */
+    }
     ant_audit_close(f->a);
     ant_signkey_free(f->sk);
     close(f->dirfd);
@@ -1408,20 +1416,28 @@ struct sync_gate {
     int calls, opened, fail_from, fail_err;
 };
 
-static void gate_init(struct sync_gate *g, int opened, int fail_from, int fail_err)
+/* g_gate: the gate of the running test; teardown opens it, so that a failed assertion does
+ * not leave the sync thread (and the close after it) waiting forever (left allocated then). */
+
+static struct sync_gate *gate_new(int opened, int fail_from, int fail_err)
 {
-    memset(g, 0, sizeof(*g));
+    struct sync_gate *g = calloc(1, sizeof(*g));
+    assert_non_null(g);
     pthread_mutex_init(&g->mu, NULL);
     pthread_cond_init(&g->cv, NULL);
     g->opened = opened;
     g->fail_from = fail_from;
     g->fail_err = fail_err;
+    g_gate = g;
+    return g;
 }
 
-static void gate_fini(struct sync_gate *g)
+static void gate_free(struct sync_gate *g)
 {
+    g_gate = NULL;
     pthread_cond_destroy(&g->cv);
     pthread_mutex_destroy(&g->mu);
+    free(g);
 }
 
 static int gate_hook(void *ctx)
@@ -1509,68 +1525,79 @@ static void *one_appender(void *p)
 static void test_release_waits_for_the_fdatasync_after_its_commit(void **state)
 {
     struct fx *f = *state;
-    struct sync_gate g;
+    enum { N = 100 }; /* over max_batch (64): a full group is committed during the fdatasync */
     struct async_track t;
-    struct async_slot s1 = {0}, s2 = {0};
-    gate_init(&g, 0, 0, 0); /* every fdatasync waits at the gate */
+    struct async_slot s1 = {0};
+    struct async_slot *more = calloc(N, sizeof(*more));
+    assert_non_null(more);
+    struct sync_gate *g = gate_new(0, 0, 0); /* every fdatasync waits at the gate */
     async_track_init(&t);
-    s1.t = s2.t = &t;
-    ant_audit_test_sync_hook(f->a, gate_hook, &g);
+    s1.t = &t;
+    for (int i = 0; i < N; i++) {
+        more[i].t = &t;
+    }
+    ant_audit_test_sync_hook(f->a, gate_hook, g);
 
     submit_async(f->a, &s1, 0, 1);
-    gate_wait_calls(&g, 1); /* event 1 is committed and its fdatasync has begun */
+    gate_wait_calls(g, 1); /* event 1 is committed and its fdatasync has begun */
     wait_committed(f, 1);
-    /* event 2 is committed while that fdatasync runs: it must wait for the next one */
-    submit_async(f->a, &s2, 1, 1);
-    wait_committed(f, 2);
+    /* events committed while that fdatasync runs must wait for the next one */
+    submit_async(f->a, more, 1, N);
+    wait_committed(f, 65);
     usleep(20 * 1000);
     assert_int_equal(track_calls(&t), 0); /* committed, visible, but nobody released */
-    gate_open(&g, 1);
+    gate_open(g, 1);
     async_wait(&t, 1);
     assert_int_equal(s1.calls, 1);
     assert_int_equal(s1.seq, 1);
-    gate_wait_calls(&g, 2);
+    gate_wait_calls(g, 2);
     usleep(20 * 1000);
-    assert_int_equal(s2.calls, 0);
-    gate_open(&g, 2);
-    async_wait(&t, 2);
-    assert_int_equal(s2.seq, 2);
+    assert_int_equal(track_calls(&t), 1);
+    gate_open(g, INT_MAX);
+    async_wait(&t, 1 + N);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(more[i].calls, 1);
+        assert_int_equal(more[i].seq, 2 + i);
+    }
 
     /* a blocking caller likewise returns only after the fdatasync */
+    int held = gate_calls(g);
+    gate_open(g, held);
     struct one_append o = {.a = f->a, .id = 2};
     pthread_t th;
     assert_int_equal(sem_init(&o.done, 0, 0), 0);
     assert_int_equal(pthread_create(&th, NULL, one_appender, &o), 0);
-    gate_wait_calls(&g, 3);
-    wait_committed(f, 3);
+    gate_wait_calls(g, held + 1);
+    wait_committed(f, N + 2);
     usleep(20 * 1000);
     assert_int_equal(sem_trywait(&o.done), -1);
-    gate_open(&g, INT_MAX);
+    gate_open(g, INT_MAX);
     pthread_join(th, NULL);
-    assert_int_equal(o.seq, 3);
+    assert_int_equal(o.seq, N + 2);
     sem_destroy(&o.done);
 
     ant_audit_test_sync_hook(f->a, NULL, NULL);
     struct ant_audit_stats st;
     ant_audit_stats(f->a, &st);
     assert_true(st.syncs >= 3);
-    expect_intact(f, false, 3);
-    gate_fini(&g);
+    expect_intact(f, false, N + 2);
+    gate_free(g);
+    free(more);
     async_track_fini(&t);
 }
 
 static void test_failed_fdatasync_poisons_until_reopened(void **state)
 {
     struct fx *f = *state;
-    struct sync_gate g;
+    struct sync_gate *g = NULL;
     struct async_track t;
     struct async_slot s = {0};
     char rid[32];
     append_n(f->a, 0, 5);
-    gate_init(&g, INT_MAX, 1, -EIO);
+    g = gate_new(INT_MAX, 1, -EIO);
     async_track_init(&t);
     s.t = &t;
-    ant_audit_test_sync_hook(f->a, gate_hook, &g);
+    ant_audit_test_sync_hook(f->a, gate_hook, g);
     struct ant_audit_event ev = make_event(5, rid, sizeof(rid));
     assert_int_equal(ant_audit_append(f->a, &ev), -EIO); /* committed, not durable */
     /* the disk may have dropped what it was asked to write: nothing more is accepted */
@@ -1579,7 +1606,7 @@ static void test_failed_fdatasync_poisons_until_reopened(void **state)
     assert_int_equal(ant_audit_append_many(f->a, &ev, 1), -EIO);
     assert_int_equal(ant_audit_checkpoint(f->a), -EIO);
     assert_int_equal(ant_audit_append_async(f->a, &ev, async_done, &s), -EIO);
-    assert_int_equal(gate_calls(&g), 1);
+    assert_int_equal(gate_calls(g), 1);
     /* reopened: the event whose fdatasync failed is in the chain (over-logging, never
      * under-logging), the chain is intact, and appends work again */
     reopen(f);
@@ -1588,7 +1615,7 @@ static void test_failed_fdatasync_poisons_until_reopened(void **state)
     assert_int_equal(ant_audit_checkpoint(f->a), 0);
     expect_intact(f, true, 7);
     assert_int_equal(track_calls(&t), 0);
-    gate_fini(&g);
+    gate_free(g);
     async_track_fini(&t);
 }
 
@@ -1616,20 +1643,20 @@ static void test_failed_fdatasync_fails_every_waiting_caller(void **state)
 {
     struct fx *f = *state;
     enum { N = 150, NT = 4 };
-    struct sync_gate g;
+    struct sync_gate *g = NULL;
     struct async_track t;
     struct async_slot first = {0};
     struct async_slot *slots = calloc(N, sizeof(*slots));
     assert_non_null(slots);
-    gate_init(&g, 0, 1, -EIO); /* the first fdatasync waits, then fails */
+    g = gate_new(0, 1, -EIO); /* the first fdatasync waits, then fails */
     async_track_init(&t);
     first.t = &t;
     for (int i = 0; i < N; i++) {
         slots[i].t = &t;
     }
-    ant_audit_test_sync_hook(f->a, gate_hook, &g);
+    ant_audit_test_sync_hook(f->a, gate_hook, g);
     submit_async(f->a, &first, 0, 1);
-    gate_wait_calls(&g, 1);
+    gate_wait_calls(g, 1);
     /* while it runs: more than two batches (max_batch 64) committed or queued behind it,
      * and blocking callers */
     submit_async(f->a, slots, 1, N);
@@ -1641,7 +1668,7 @@ static void test_failed_fdatasync_fails_every_waiting_caller(void **state)
     }
     usleep(20 * 1000);
     assert_int_equal(track_calls(&t), 0);
-    gate_open(&g, INT_MAX);
+    gate_open(g, INT_MAX);
     for (int i = 0; i < NT; i++) {
         pthread_join(th[i], NULL);
         assert_int_equal(et[i].ok, 0);
@@ -1655,7 +1682,7 @@ static void test_failed_fdatasync_fails_every_waiting_caller(void **state)
         assert_int_equal(slots[i].calls, 1);
         assert_int_equal(slots[i].seq, -EIO);
     }
-    assert_int_equal(gate_calls(&g), 1); /* nothing after the failure counts on an fdatasync */
+    assert_int_equal(gate_calls(g), 1); /* nothing after the failure counts on an fdatasync */
     ant_audit_test_sync_hook(f->a, NULL, NULL);
     reopen(f);
     struct ant_audit_report rep;
@@ -1667,7 +1694,7 @@ static void test_failed_fdatasync_fails_every_waiting_caller(void **state)
     assert_int_equal(ant_audit_checkpoint(f->a), 0);
     expect_intact(f, true, rep.last_seq + 1);
     free(slots);
-    gate_fini(&g);
+    gate_free(g);
     async_track_fini(&t);
 }
 
