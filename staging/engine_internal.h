@@ -36,6 +36,7 @@ enum ev_kind {
     EV_XFORM,    /* a chunk's transform finished */
     EV_HASH,     /* a chunk was hashed */
     EV_HDR,      /* a file's header task finished */
+    EV_SYNC,     /* the sync thread's syncfs of a checkpoint batch finished */
 };
 
 struct ev {
@@ -162,6 +163,10 @@ struct sfile {
     uint8_t *hdr_out;      /* header to write (encrypt, reencrypt) */
     size_t hdr_out_len;
     struct slot *hdr_slot; /* holds the source header while it is parsed */
+    /* A small file read whole with its header: the header task also transformed and hashed
+     * its only chunk (in hdr_slot), with these results. */
+    bool whole_done;
+    int whole_xrc, whole_hrc;
     struct xform_state *xs;
     struct io_op op_open_src, op_open_tmp, op_hdr, op_fsync, op_close_src, op_close_tmp;
     struct ev ev_hdr;
@@ -211,9 +216,20 @@ struct run {
     size_t nended;       /* files done or failed */
     int first_err;
     struct ant_diag *d;
-    struct ckpt *ck;
+    struct ckpt *ck;     /* finished files waiting for a sync (the batch being filled) */
     size_t nck;
     uint64_t ck_bytes;
+    /* The batch a syncfs on the sync thread is making durable, reported when it returns: the
+     * control thread goes on copying meanwhile. One sync at a time; admission pauses while
+     * the next batch is full and one is still running (bounds both arrays). */
+    struct ckpt *ck_sync;
+    size_t nck_sync;
+    size_t ck_cap;
+    bool syncing;
+    struct evq sq;       /* sync requests */
+    pthread_t sync_thread;
+    bool sync_thread_on;
+    struct ev ev_sync;
     uint64_t total_bytes;
     bool cancelled;
     char lastdir[ANT_STAGE_PATH_MAX + 1];

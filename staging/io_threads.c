@@ -43,6 +43,7 @@ void evq_push(struct evq *q, struct ev *e)
 {
     e->next = NULL;
     pthread_mutex_lock(&q->m);
+    bool was_empty = q->head == NULL;
     if (q->tail != NULL) {
         q->tail->next = e;
     } else {
@@ -51,7 +52,9 @@ void evq_push(struct evq *q, struct ev *e)
     q->tail = e;
     pthread_cond_signal(&q->c);
     pthread_mutex_unlock(&q->m);
-    if (q->efd >= 0) {
+    /* Only the push that made the queue non-empty pokes the eventfd: the waiter takes the
+     * whole queue once woken, so a poke per event only cost a syscall and a wake-up each. */
+    if (q->efd >= 0 && was_empty) {
         uint64_t one = 1;
         /* EAGAIN means the counter is already non-zero: the waiter will wake anyway */
         ssize_t n = write(q->efd, &one, sizeof(one));

@@ -588,6 +588,83 @@ static void test_many_small_files(void **state)
     free(seen);
 }
 
+/* Checkpoint batches are made durable by a syncfs on the sync thread while the copy goes on;
+ * each file is reported once, only after its batch's sync, and by then its output is complete
+ * under its name in the partial folder. Small batches and few files in flight make admission
+ * wait for the sync thread often. */
+struct ck_check {
+    int dst;
+    const struct ant_stage_file *files;
+    int *seen;
+    size_t ok, bad;
+};
+
+static void on_file_ck(void *arg, const struct ant_stage_file_result *r)
+{
+    struct ck_check *c = arg;
+    char p[160];
+    struct stat st;
+    c->seen[r->index]++;
+    snprintf(p, sizeof(p), ".ck.partial/%s", c->files[r->index].dst);
+    if (r->rc == 0 && fstatat(c->dst, p, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+        st.st_size == SMALL_FSIZE && r->bytes == SMALL_FSIZE) {
+        c->ok++;
+    } else {
+        c->bad++;
+    }
+}
+
+static void test_checkpoint_batches_synced_aside(void **state)
+{
+    struct fx *f = fx_get(state);
+    struct ant_engine_opts o;
+    struct ant_engine *e = NULL;
+    struct ant_stage_file *files = calloc(SMALL_NFILES, sizeof(*files));
+    char (*names)[64] = calloc(SMALL_NFILES, sizeof(*names));
+    int *seen = calloc(SMALL_NFILES, sizeof(*seen));
+    struct ant_stage_progress prog = {0};
+    struct ant_stage_job job;
+    struct ant_diag d = {{0}};
+    int sfd = small_src();
+    assert_true(files != NULL && names != NULL && seen != NULL);
+    for (int i = 0; i < SMALL_NFILES; i++) {
+        small_name(i, names[i], sizeof(names[i]));
+        files[i].src = names[i];
+        files[i].dst = names[i];
+    }
+    ant_engine_opts_init(&o);
+    o.io_engine = f->eng;
+    o.checkpoint_files = 7;
+    o.max_open_files = 5;
+    o.nbufs = 4;
+    o.crypto_threads = 2;
+    o.io_threads = 2;
+    assert_int_equal(ant_engine_new(&o, &e), 0);
+    struct ck_check c = {.dst = f->dst, .files = files, .seen = seen};
+    job_init(&job, f, "ck", files, SMALL_NFILES, NULL);
+    job.src_root = sfd;
+    job.on_file = on_file_ck;
+    job.on_progress = NULL;
+    job.cb_arg = &c;
+    job.progress = &prog;
+    int rc = ant_engine_run(e, &job, &d);
+    if (rc != 0) {
+        fail_msg("run: %d %s", rc, d.msg);
+    }
+    assert_int_equal(c.ok, SMALL_NFILES);
+    assert_int_equal(c.bad, 0);
+    assert_int_equal(atomic_load(&prog.files_done), SMALL_NFILES);
+    for (int i = 0; i < SMALL_NFILES; i++) {
+        assert_int_equal(seen[i], 1);
+    }
+    assert_true(exists_at(f->dst, "ck"));
+    ant_engine_free(e);
+    close(sfd);
+    free(files);
+    free(names);
+    free(seen);
+}
+
 static void test_empty_file_and_empty_job(void **state)
 {
     struct fx *f = fx_get(state);
@@ -1534,6 +1611,7 @@ int main(void)
         PER_BACKEND(test_c4gh_encrypt_then_decrypt),
         PER_BACKEND(test_c4gh_resume_keeps_checkpointed_outputs),
         PER_BACKEND(test_direct_output_and_fallback),
+        PER_BACKEND(test_checkpoint_batches_synced_aside),
     };
     /* ANT_TEST_FILTER=test_many_small_files runs only the tests whose name matches */
     if (getenv("ANT_TEST_FILTER") != NULL) {
