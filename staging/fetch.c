@@ -29,8 +29,8 @@
 #define FETCH_WBUF_MAX (1u << 20)
 #define FETCH_WBUF_MIN (64u << 10)
 #define FETCH_WBUF_TOTAL (64u << 20)
-/* At most this many bytes received out of order are kept in memory to be hashed when their
- * turn comes (more are read back from the file). */
+/* By default at most this many bytes received out of order are kept in memory to be hashed
+ * when their turn comes (more are read back from the file). */
 #define FETCH_HOLD_TOTAL (48u << 20)
 /* Whole blocks of the body are written with O_DIRECT where the filesystem allows it, from
  * buffers and at offsets aligned to this: the bytes do not go through the page cache (a copy
@@ -749,7 +749,7 @@ static void sink_fini(struct sink *k)
     memset(k, 0, sizeof(*k));
 }
 
-static int sink_start(struct sink *k, CURLM *multi, unsigned conns)
+static int sink_start(struct sink *k, CURLM *multi, unsigned conns, uint64_t hold)
 {
     /* every transfer in flight holds at most one buffer being filled: more than that many, so
      * the disk threads always have some to give back */
@@ -759,7 +759,7 @@ static int sink_start(struct sink *k, CURLM *multi, unsigned conns)
                  : k->bufsize < FETCH_WBUF_MIN ? FETCH_WBUF_MIN
                                                : k->bufsize;
     /* held buffers come on top: the writers' share never shrinks below the above */
-    k->maxheld = FETCH_HOLD_TOTAL / k->bufsize;
+    k->maxheld = (size_t)((hold == 0 ? FETCH_HOLD_TOTAL : hold) / k->bufsize);
     k->maxbufs += k->maxheld;
     k->multi = multi;
     k->rdbuf = malloc(FETCH_HASH_BLOCK);
@@ -1378,7 +1378,7 @@ int ant_fetch_files(const struct ant_fetch_peer *p, const char *dataset,
     }
     if (rc == 0) {
         curl_multi_setopt(r.multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)r.o.max_conns);
-        rc = sink_start(&r.sink, r.multi, r.o.max_conns);
+        rc = sink_start(&r.sink, r.multi, r.o.max_conns, r.o.hold_max);
     }
     while (rc == 0 && r.ndone < r.nfiles) {
         int running = 0, left = 0;

@@ -1,5 +1,17 @@
-/* staging/fetch.h: the manifest parser (the network paths run in test_federation.sh). */
+/* staging/fetch.h: the manifest parser, and ant_fetch_files against a small HTTPS peer in this
+ * process (ranges over several connections, a range cut mid-way and resumed, a byte flipped in
+ * transit and the body fetched again, a body wrong twice); the pull as a whole, with tokens,
+ * policy and audit at both sites, runs in test_federation.sh. */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,9 +19,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
+#include "crypto/c4gh.h"
 #include "staging/fetch.h"
 #include "tests/unit/testutil.h"
 
@@ -86,12 +103,419 @@ static void test_manifest_rejects_other_site_dataset_and_bad_entries(void **stat
     }
 }
 
+
+/* --- a peer over HTTPS: serves two Crypt4GH files as routes_fed.c does (?part=header,
+ * ?part=body with Range, or whole), with faults on demand --- */
+
+struct tfile {
+    const char *path;   /* logical path, in the URL after /files/ */
+    struct ant_buf c4gh; /* header then body */
+    struct ant_c4gh_digests dg;
+};
+
+struct tsrv {
+    SSL_CTX *ctx;
+    EVP_PKEY *pk;
+    X509 *cert;
+    char *pem;
+    int lfd;
+    int port;
+    pthread_t acc;
+    pthread_t conns[64];
+    int nconns;
+    pthread_mutex_t mu;
+    struct tfile files[2];
+    int cut_once;    /* the next body range with a nonzero start is cut half-way */
+    int flip_once;   /* the next body range has one byte flipped */
+    int flip_always; /* every body range has one byte flipped */
+    int requests;
+};
+
+struct tconn {
+    struct tsrv *s;
+    int fd;
+};
+
+static int sink_buf(void *arg, const uint8_t *p, size_t len)
+{
+    return ant_buf_append(arg, p, len);
+}
+
+static void tfile_make(struct tfile *f, const char *path, const struct ant_key *k, size_t plain)
+{
+    struct ant_c4gh_writer *w = NULL;
+    uint8_t *data = malloc(plain + 1);
+    assert_non_null(data);
+    for (size_t i = 0; i < plain; i++) {
+        data[i] = (uint8_t)(i * 131 + (i >> 12));
+    }
+    f->path = path;
+    ant_buf_init(&f->c4gh, 64u << 20);
+    assert_int_equal(ant_c4gh_writer_new(k, ant_key_public(k), 1, NULL, 0, sink_buf, &f->c4gh, &w),
+                     0);
+    assert_int_equal(ant_c4gh_writer_write(w, (struct ant_bytes){data, plain}), 0);
+    assert_int_equal(ant_c4gh_writer_finish(w, &f->dg), 0);
+    ant_c4gh_writer_free(w);
+    free(data);
+}
+
+static bool send_all(SSL *ssl, const uint8_t *p, size_t len)
+{
+    while (len > 0) {
+        int n = SSL_write(ssl, p, len > 16384 ? 16384 : (int)len);
+        if (n <= 0) {
+            return false;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return true;
+}
+
+/* One request: the answer, or false to close the connection. */
+static bool serve_one(struct tsrv *s, SSL *ssl, const char *req)
+{
+    char head[256];
+    const struct tfile *f = NULL;
+    for (int i = 0; i < 2; i++) {
+        char want[128];
+        snprintf(want, sizeof(want), "/files/%s", s->files[i].path);
+        const char *at = strstr(req, want);
+        if (at != NULL && (at[strlen(want)] == ' ' || at[strlen(want)] == '?')) {
+            f = &s->files[i];
+        }
+    }
+    if (f == NULL) {
+        snprintf(head, sizeof(head), "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        return send_all(ssl, (const uint8_t *)head, strlen(head));
+    }
+    const char *line_end = strstr(req, "\r\n");
+    const char *q = strstr(req, "?part=");
+    bool header = q != NULL && q < line_end && strncmp(q, "?part=header", 12) == 0;
+    bool body = q != NULL && q < line_end && strncmp(q, "?part=body", 10) == 0;
+    size_t hlen = (size_t)f->dg.header_len;
+    const uint8_t *p = f->c4gh.p + (body ? hlen : 0);
+    size_t total = header ? hlen : body ? f->c4gh.len - hlen : f->c4gh.len;
+    unsigned long long a = 0, b = total - 1;
+    const char *r = strcasestr(req, "\r\nRange: bytes=");
+    bool ranged = r != NULL && sscanf(r + 15, "%llu-%llu", &a, &b) == 2;
+    assert_true(!ranged || (a <= b && b < total));
+    size_t len = (size_t)(b - a + 1);
+    bool cut = false, flip = false;
+    pthread_mutex_lock(&s->mu);
+    s->requests++;
+    if (body && ranged && a > 0 && s->cut_once) {
+        s->cut_once = 0;
+        cut = true;
+    }
+    if (body && (s->flip_always || s->flip_once)) {
+        s->flip_once = 0;
+        flip = true;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (ranged) {
+        snprintf(head, sizeof(head),
+                 "HTTP/1.1 206 Partial Content\r\nContent-Length: %zu\r\n"
+                 "Content-Range: bytes %llu-%llu/%zu\r\n\r\n",
+                 len, a, b, total);
+    } else {
+        snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n", len);
+    }
+    uint8_t *copy = test_memdup(p + a, len);
+    if (flip) {
+        copy[len / 2] ^= 0x40;
+    }
+    bool ok = send_all(ssl, (const uint8_t *)head, strlen(head)) &&
+              send_all(ssl, copy, cut ? len / 2 + 4097 : len) && !cut;
+    free(copy);
+    return ok;
+}
+
+static void *conn_main(void *arg)
+{
+    struct tconn *c = arg;
+    SSL *ssl = SSL_new(c->s->ctx);
+    char req[16384];
+    if (ssl != NULL && SSL_set_fd(ssl, c->fd) == 1 && SSL_accept(ssl) == 1) {
+        for (;;) {
+            size_t n = 0;
+            req[0] = '\0';
+            while (strstr(req, "\r\n\r\n") == NULL && n + 1 < sizeof(req)) {
+                int k = SSL_read(ssl, req + n, (int)(sizeof(req) - 1 - n));
+                if (k <= 0) {
+                    goto out;
+                }
+                n += (size_t)k;
+                req[n] = '\0';
+            }
+            if (!serve_one(c->s, ssl, req)) {
+                break;
+            }
+        }
+    }
+out:
+    SSL_free(ssl);
+    close(c->fd);
+    free(c);
+    return NULL;
+}
+
+static void *accept_main(void *arg)
+{
+    struct tsrv *s = arg;
+    for (;;) {
+        int fd = accept(s->lfd, NULL, NULL);
+        if (fd < 0) {
+            return NULL; /* the listener was shut down */
+        }
+        struct tconn *c = malloc(sizeof(*c));
+        assert_non_null(c);
+        c->s = s;
+        c->fd = fd;
+        pthread_mutex_lock(&s->mu);
+        assert_true(s->nconns < 64);
+        assert_int_equal(pthread_create(&s->conns[s->nconns++], NULL, conn_main, c), 0);
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
+/* A self-signed certificate for 127.0.0.1, the peer's pinned anchor. */
+static void tsrv_cert(struct tsrv *s)
+{
+    s->pk = EVP_EC_gen("P-256");
+    s->cert = X509_new();
+    assert_non_null(s->pk);
+    assert_non_null(s->cert);
+    X509_set_version(s->cert, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(s->cert), 1);
+    X509_gmtime_adj(X509_getm_notBefore(s->cert), -60);
+    X509_gmtime_adj(X509_getm_notAfter(s->cert), 3600);
+    X509_set_pubkey(s->cert, s->pk);
+    X509_NAME *name = X509_get_subject_name(s->cert);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"127.0.0.1", -1,
+                               -1, 0);
+    X509_set_issuer_name(s->cert, name);
+    X509V3_CTX v3;
+    X509V3_set_ctx_nodb(&v3);
+    X509V3_set_ctx(&v3, s->cert, s->cert, NULL, NULL, 0);
+    static const char *const ext[][2] = {{"subjectAltName", "IP:127.0.0.1"},
+                                         {"basicConstraints", "critical,CA:TRUE"}};
+    for (size_t i = 0; i < ANT_ARRAY_LEN(ext); i++) {
+        X509_EXTENSION *e = X509V3_EXT_nconf(NULL, &v3, ext[i][0], ext[i][1]);
+        assert_non_null(e);
+        X509_add_ext(s->cert, e, -1);
+        X509_EXTENSION_free(e);
+    }
+    assert_true(X509_sign(s->cert, s->pk, EVP_sha256()) > 0);
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *p = NULL;
+    assert_int_equal(PEM_write_bio_X509(bio, s->cert), 1);
+    long n = BIO_get_mem_data(bio, &p);
+    s->pem = calloc(1, (size_t)n + 1);
+    assert_non_null(s->pem);
+    memcpy(s->pem, p, (size_t)n);
+    BIO_free(bio);
+}
+
+static void tsrv_start(struct tsrv *s, const struct ant_key *k, size_t big, size_t small)
+{
+    memset(s, 0, sizeof(*s));
+    pthread_mutex_init(&s->mu, NULL);
+    tfile_make(&s->files[0], "data/big.bin", k, big);
+    tfile_make(&s->files[1], "small.txt", k, small);
+    tsrv_cert(s);
+    s->ctx = SSL_CTX_new(TLS_server_method());
+    assert_non_null(s->ctx);
+    assert_int_equal(SSL_CTX_use_certificate(s->ctx, s->cert), 1);
+    assert_int_equal(SSL_CTX_use_PrivateKey(s->ctx, s->pk), 1);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(s->lfd >= 0);
+    assert_int_equal(bind(s->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(s->lfd, 64), 0);
+    assert_int_equal(getsockname(s->lfd, (struct sockaddr *)&sa, &sl), 0);
+    s->port = ntohs(sa.sin_port);
+    assert_int_equal(pthread_create(&s->acc, NULL, accept_main, s), 0);
+}
+
+static void tsrv_stop(struct tsrv *s)
+{
+    shutdown(s->lfd, SHUT_RDWR);
+    pthread_join(s->acc, NULL);
+    close(s->lfd);
+    for (int i = 0; i < s->nconns; i++) {
+        pthread_join(s->conns[i], NULL);
+    }
+    SSL_CTX_free(s->ctx);
+    X509_free(s->cert);
+    EVP_PKEY_free(s->pk);
+    free(s->pem);
+    for (int i = 0; i < 2; i++) {
+        ant_buf_fini(&s->files[i].c4gh);
+    }
+    pthread_mutex_destroy(&s->mu);
+}
+
+static int tok(void *ctx, struct ant_buf *out)
+{
+    (void)ctx;
+    int rc = ant_buf_append_str(out, "test-token");
+    return rc < 0 ? rc : ant_buf_terminate(out);
+}
+
+struct fetch_case {
+    struct tsrv s;
+    struct ant_key *k;
+    char *dir;
+    int dirfd;
+    struct ant_fetch_manifest m;
+    struct ant_fetch_file mf[2];
+    struct ant_fetch_stats st;
+    char diag[512];
+};
+
+/* The two files over `conns` connections in ranges of 3 cipher segments. */
+static int fetch_run(struct fetch_case *c, unsigned conns, uint64_t hold)
+{
+    char url[64];
+    snprintf(url, sizeof(url), "https://127.0.0.1:%d", c->s.port);
+    struct ant_fetch_peer p = {
+        .id = "site-a",
+        .url = url,
+        .anchor = ant_bytes_str(c->s.pem),
+        .token = tok,
+        .transfer_id = "tr_test",
+    };
+    memset(c->mf, 0, sizeof(c->mf));
+    for (int i = 0; i < 2; i++) {
+        snprintf(c->mf[i].path, sizeof(c->mf[i].path), "%s", c->s.files[i].path);
+        c->mf[i].size = c->s.files[i].dg.plain_len;
+        c->mf[i].body_size = c->s.files[i].dg.body_len;
+        memcpy(c->mf[i].sha256, c->s.files[i].dg.sha256_plain, 32);
+        memcpy(c->mf[i].sha256_c4gh, c->s.files[i].dg.sha256_body, 32);
+    }
+    c->m = (struct ant_fetch_manifest){.dataset_id = "ds_1", .nfiles = 2, .files = c->mf};
+    struct ant_fetch_opts o = {
+        .max_conns = conns,
+        .range_size = 3 * ANT_C4GH_CIPHER_SEGMENT_LEN,
+        .backoff_ms = 1,
+        .max_retries = 3,
+        .hold_max = hold,
+    };
+    static const char *const names[] = {"big.c4gh", "small.c4gh"};
+    struct ant_diag d = {{0}};
+    memset(&c->st, 0, sizeof(c->st));
+    int rc = ant_fetch_files(&p, "ds_1", &c->m, NULL, names, c->dirfd, c->k, &o, &c->st, &d);
+    snprintf(c->diag, sizeof(c->diag), "%s", ant_diag_msg(&d, ""));
+    return rc;
+}
+
+static void fetch_setup(struct fetch_case *c)
+{
+    memset(c, 0, sizeof(*c));
+    assert_int_equal(ant_key_generate(&c->k), 0);
+    /* bodies that end mid-segment and mid-block, the big one over 40 ranges */
+    tsrv_start(&c->s, c->k, 120 * 65536 + 12345, 70000);
+    c->dir = test_tmpdir();
+    c->dirfd = open(c->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(c->dirfd >= 0);
+}
+
+static void fetch_teardown(struct fetch_case *c)
+{
+    tsrv_stop(&c->s);
+    close(c->dirfd);
+    test_rmtree(c->dir);
+    free(c->dir);
+    ant_key_free(c->k);
+}
+
+/* The directory holds exactly the two files, each the peer's bytes. */
+static void expect_copies(struct fetch_case *c)
+{
+    char path[4096];
+    static const char *const names[] = {"big.c4gh", "small.c4gh"};
+    for (int i = 0; i < 2; i++) {
+        size_t len = 0;
+        snprintf(path, sizeof(path), "%s/%s", c->dir, names[i]);
+        uint8_t *got = test_read_file(path, &len);
+        assert_int_equal(len, c->s.files[i].c4gh.len);
+        assert_memory_equal(got, c->s.files[i].c4gh.p, len);
+        free(got);
+    }
+    FILE *ls = NULL;
+    snprintf(path, sizeof(path), "ls -A '%s' | wc -l", c->dir);
+    ls = popen(path, "r");
+    assert_non_null(ls);
+    assert_non_null(fgets(path, sizeof(path), ls));
+    pclose(ls);
+    assert_int_equal(atoi(path), 2); /* no temporary copy left */
+}
+
+static void test_fetch_files_ranges_over_connections(void **state)
+{
+    (void)state;
+    /* one connection: every byte in order; several: bytes ahead held in memory, or (hold 1)
+     * none held and read back from the file to be hashed */
+    static const struct {
+        unsigned conns;
+        uint64_t hold;
+    } runs[] = {{1, 0}, {4, 0}, {9, 0}, {4, 1}, {9, 3u << 20}};
+    for (size_t i = 0; i < ANT_ARRAY_LEN(runs); i++) {
+        struct fetch_case c;
+        fetch_setup(&c);
+        assert_int_equal(fetch_run(&c, runs[i].conns, runs[i].hold), 0);
+        expect_copies(&c);
+        assert_int_equal(c.st.retries, 0);
+        assert_int_equal(c.st.refetched, 0);
+        /* the big one: its header, then 41 ranges; the small one whole */
+        assert_int_equal(c.st.requests, 1 + 41 + 1);
+        fetch_teardown(&c);
+    }
+}
+
+static void test_fetch_files_resumes_a_cut_range_and_refetches_a_flipped_byte(void **state)
+{
+    (void)state;
+    struct fetch_case c;
+    fetch_setup(&c);
+    c.s.cut_once = 1;
+    c.s.flip_once = 1;
+    assert_int_equal(fetch_run(&c, 4, 0), 0);
+    expect_copies(&c);
+    assert_true(c.st.retries >= 1);
+    assert_int_equal(c.st.refetched, 1);
+    fetch_teardown(&c);
+}
+
+static void test_fetch_files_body_wrong_twice_is_refused(void **state)
+{
+    (void)state;
+    struct fetch_case c;
+    fetch_setup(&c);
+    c.s.flip_always = 1;
+    assert_int_equal(fetch_run(&c, 3, 1), -EBADMSG);
+    assert_non_null(strstr(c.diag, "does not match the signed manifest"));
+    char cmd[4200], out[64];
+    snprintf(cmd, sizeof(cmd), "ls -A '%s' | grep -c -v '^small.c4gh$'", c.dir);
+    FILE *ls = popen(cmd, "r");
+    assert_non_null(ls);
+    assert_non_null(fgets(out, sizeof(out), ls));
+    pclose(ls);
+    assert_int_equal(atoi(out), 0); /* neither the big copy nor its temporary file */
+    fetch_teardown(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_manifest_valid_is_parsed),
         cmocka_unit_test(test_manifest_rejects_every_truncation),
         cmocka_unit_test(test_manifest_rejects_other_site_dataset_and_bad_entries),
+        cmocka_unit_test(test_fetch_files_ranges_over_connections),
+        cmocka_unit_test(test_fetch_files_resumes_a_cut_range_and_refetches_a_flipped_byte),
+        cmocka_unit_test(test_fetch_files_body_wrong_twice_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
