@@ -139,6 +139,24 @@ static void test_config_every_truncation_is_safe(void **state)
     }
 }
 
+/* threads = 0 picks 2 HTTP workers per core, at least 4 (held answers wait on suspended
+ * connections, not on workers); an explicit value is taken as given. */
+static void test_config_http_threads(void **state)
+{
+    (void)state;
+    struct ant_config c;
+    ant_config_defaults(&c);
+    assert_int_equal(c.threads, 0);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned want = 2u * (unsigned)(ncpu > 0 ? ncpu : 2);
+    assert_int_equal(ant_config_http_threads(&c), want < 4 ? 4 : want > 256 ? 256 : want);
+    assert_true(ant_config_http_threads(&c) >= 4);
+    c.threads = 1;
+    assert_int_equal(ant_config_http_threads(&c), 1);
+    c.threads = 64;
+    assert_int_equal(ant_config_http_threads(&c), 64);
+}
+
 static void test_route_match(void **state)
 {
     (void)state;
@@ -167,6 +185,7 @@ int main(void)
         cmocka_unit_test(test_config_refuses_control_bytes_and_nul),
         cmocka_unit_test(test_config_limits),
         cmocka_unit_test(test_config_every_truncation_is_safe),
+        cmocka_unit_test(test_config_http_threads),
         cmocka_unit_test(test_route_match),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
