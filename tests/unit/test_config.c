@@ -7,6 +7,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int parse(const char *text, struct ant_config *c, struct ant_diag *d)
 {
