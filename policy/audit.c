@@ -125,6 +125,7 @@ struct ant_audit {
     pthread_t syncer, releaser;
 
     /* sync thread only: our own fd on the WAL, and which file it is */
+    char *wal_path; /* absolute, as SQLite names it */
     int wal_fd;
     dev_t wal_dev;
     ino_t wal_ino;
@@ -730,10 +731,9 @@ static void *writer_main(void *arg)
  * go after checkpointing it into the synced database file) and the new one opened. */
 static int sync_wal(struct ant_audit *a)
 {
-    char wal[PATH_MAX + 72];
+    const char *wal = a->wal_path;
     struct stat sb;
     int rc = 0;
-    snprintf(wal, sizeof(wal), "%s-wal", a->path);
     if (a->wal_fd >= 0 &&
         (stat(wal, &sb) < 0 || sb.st_dev != a->wal_dev || sb.st_ino != a->wal_ino)) {
         rc = fdatasync(a->wal_fd) < 0 ? -errno : 0;
@@ -1109,6 +1109,12 @@ int ant_audit_open(int dirfd, const char *name, unsigned flags, const struct ant
     rc = rc < 0 ? rc : migrate(a->wdb);
     a->path = strdup(path);
     rc = rc < 0 ? rc : a->path == NULL ? -ENOMEM : 0;
+    if (rc == 0) {
+        /* SQLite's own absolute name of the WAL: what the sync thread opens and checks */
+        const char *wal = sqlite3_filename_wal(sqlite3_db_filename(a->wdb, "main"));
+        a->wal_path = wal != NULL ? strdup(wal) : NULL;
+        rc = wal == NULL ? -EIO : a->wal_path == NULL ? -ENOMEM : 0;
+    }
     rc = rc < 0 ? rc : db_open(path, false, &a->rdb);
     rc = rc < 0 ? rc
                 : exec_sql(a->rdb, "PRAGMA query_only=ON; PRAGMA mmap_size=268435456;"
@@ -1187,6 +1193,7 @@ void ant_audit_close(struct ant_audit *a)
     sqlite3_close(a->rdb);
     sqlite3_close(a->wdb);
     free(a->path);
+    free(a->wal_path);
     EVP_MD_CTX_free(a->md);
     EVP_MD_free(a->sha256);
     ant_buf_fini(&a->canon);
