@@ -29,9 +29,11 @@
 #define FETCH_WBUF_MAX (1u << 20)
 #define FETCH_WBUF_MIN (64u << 10)
 #define FETCH_WBUF_TOTAL (64u << 20)
-/* By default at most this many bytes received out of order are kept in memory to be hashed
- * when their turn comes (more are read back from the file). */
-#define FETCH_HOLD_TOTAL (48u << 20)
+/* By default the bytes received out of order kept in memory to be hashed when their turn comes
+ * (more are read back from the file, from disk since they were written directly): what the
+ * connections have in flight (max_conns ranges ahead), within these bounds. */
+#define FETCH_HOLD_MIN (16u << 20)
+#define FETCH_HOLD_MAX (128u << 20)
 /* Whole blocks of the body are written with O_DIRECT where the filesystem allows it, from
  * buffers and at offsets aligned to this: the bytes do not go through the page cache (a copy
  * and, on a VM, fresh pages the host must supply: the largest cost of a pull measured), the
@@ -749,7 +751,8 @@ static void sink_fini(struct sink *k)
     memset(k, 0, sizeof(*k));
 }
 
-static int sink_start(struct sink *k, CURLM *multi, unsigned conns, uint64_t hold)
+static int sink_start(struct sink *k, CURLM *multi, unsigned conns, uint64_t range,
+                      uint64_t hold)
 {
     /* every transfer in flight holds at most one buffer being filled: more than that many, so
      * the disk threads always have some to give back */
@@ -757,9 +760,15 @@ static int sink_start(struct sink *k, CURLM *multi, unsigned conns, uint64_t hol
     k->bufsize = FETCH_WBUF_TOTAL / k->maxbufs;
     k->bufsize = k->bufsize > FETCH_WBUF_MAX   ? FETCH_WBUF_MAX
                  : k->bufsize < FETCH_WBUF_MIN ? FETCH_WBUF_MIN
-                                               : k->bufsize;
+                                               : k->bufsize / FETCH_DIO_ALIGN * FETCH_DIO_ALIGN;
     /* held buffers come on top: the writers' share never shrinks below the above */
-    k->maxheld = (size_t)((hold == 0 ? FETCH_HOLD_TOTAL : hold) / k->bufsize);
+    if (hold == 0) {
+        hold = range * conns;
+        hold = hold < FETCH_HOLD_MIN   ? FETCH_HOLD_MIN
+               : hold > FETCH_HOLD_MAX ? FETCH_HOLD_MAX
+                                       : hold;
+    }
+    k->maxheld = (size_t)(hold / k->bufsize);
     k->maxbufs += k->maxheld;
     k->multi = multi;
     k->rdbuf = malloc(FETCH_HASH_BLOCK);
@@ -1378,7 +1387,7 @@ int ant_fetch_files(const struct ant_fetch_peer *p, const char *dataset,
     }
     if (rc == 0) {
         curl_multi_setopt(r.multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)r.o.max_conns);
-        rc = sink_start(&r.sink, r.multi, r.o.max_conns, r.o.hold_max);
+        rc = sink_start(&r.sink, r.multi, r.o.max_conns, r.o.range_size, r.o.hold_max);
     }
     while (rc == 0 && r.ndone < r.nfiles) {
         int running = 0, left = 0;

@@ -51,8 +51,8 @@ struct ant_fetch_opts {
     long low_speed_s;     /* a piece slower than 1 KiB/s for this long is a timeout; 0: 30 */
     uint64_t max_rate;    /* bytes/s per connection; 0: unlimited (shares a link politely) */
     /* body bytes received ahead of the hash's position (other connections' ranges) kept in
-     * memory to be hashed in turn; 0: 48 MiB; 1: none. Beyond it they are read back from the
-     * file. */
+     * memory to be hashed in turn; 0: max_conns ranges, within 16-128 MiB; 1: none. Beyond it
+     * they are read back from the file. */
     uint64_t hold_max;
     /* NULL, or a flag set from any thread: the transfer stops within ~100 ms with -ECANCELED
      * (files already renamed into place stay; the unfinished ones' temporary files go) */
