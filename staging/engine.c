@@ -665,23 +665,23 @@ static bool header_slot_reuse(struct run *r, struct sfile *f, struct slot *s)
 
 /* Whether the destination supports O_DIRECT at our alignment, asked once per run: statx
  * reports no DIO alignment where the filesystem has no direct I/O (tmpfs, FUSE, ...). */
-static bool dio_usable(struct run *r, int fd)
+static bool dio_usable(const struct run *r, int fd, int *dio, const char *what)
 {
-    if (r->dio == 0) {
+    if (*dio == 0) {
         struct statx st;
         bool ok = statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &st) == 0 &&
                   (st.stx_mask & STATX_DIOALIGN) && st.stx_dio_mem_align != 0 &&
                   st.stx_dio_offset_align != 0 &&
                   STAGE_DIRECT_ALIGN % st.stx_dio_mem_align == 0 &&
                   STAGE_DIRECT_ALIGN % st.stx_dio_offset_align == 0;
-        r->dio = ok ? 1 : -1;
+        *dio = ok ? 1 : -1;
         if (!ok) {
             ant_log_kv(ANT_LOG_INFO, "engine.direct_unavailable", JOB_FIELDS(r),
-                       "the destination has no usable O_DIRECT: big files go through the page "
-                       "cache");
+                       "the %s has no usable O_DIRECT: its files go through the page cache",
+                       what);
         }
     }
-    return r->dio > 0;
+    return *dio > 0;
 }
 
 /* Switches a big output to O_DIRECT (no page-cache copy, no writeback on the 2nd core) when
@@ -695,7 +695,7 @@ static void direct_setup(struct run *r, struct sfile *f)
     if (r->e->o.buffered_only || f->out_size < STAGE_DIRECT_MIN || f->out_body_off != 0 ||
         f->out_chunk % STAGE_DIRECT_ALIGN != 0 || f->hdr_out != NULL ||
         (f->spec->xform != ANT_XFORM_RAW && f->spec->xform != ANT_XFORM_DECRYPT) ||
-        xform_out_off(f, 1) != f->out_chunk || !dio_usable(r, f->tmpfd)) {
+        xform_out_off(f, 1) != f->out_chunk || !dio_usable(r, f->tmpfd, &r->dio, "destination")) {
         return;
     }
     uint64_t alloc = (f->out_size + STAGE_DIRECT_ALIGN - 1) & ~(uint64_t)(STAGE_DIRECT_ALIGN - 1);
@@ -865,13 +865,26 @@ static void file_opened(struct run *r, struct sfile *f)
         file_fail(r, f, -EINVAL, "source %s is not a regular file", f->spec->src);
         return;
     }
+    f->src_size = (uint64_t)st.st_size;
+    /* Read with O_DIRECT (no page cache to fill and copy from: the archive is read once)
+     * where every read starts on a block: a raw copy's chunks, or a file of one chunk, read
+     * whole with its header (no chunk is smaller than plain_chunk). Reads then ask for whole
+     * blocks and are cut at src_size. Not for a Crypt4GH file read in several chunks: its
+     * chunks start at header + n x 65564 bytes. */
+    bool direct_in = !r->e->o.buffered_only && f->src_size > 0 &&
+                     (f->spec->xform == ANT_XFORM_RAW || f->src_size <= r->plain_chunk) &&
+                     dio_usable(r, f->srcfd, &r->dio_src, "source");
     /* O_NONBLOCK kept a FIFO from blocking the open; on a regular file it would make io_uring
      * answer -EAGAIN instead of waiting for the disk */
-    if (fcntl(f->srcfd, F_SETFL, O_RDONLY) < 0) {
+    if (direct_in && fcntl(f->srcfd, F_SETFL, O_RDONLY | O_DIRECT) == 0) {
+        f->direct_in = true;
+        if (r->job->progress != NULL) {
+            atomic_fetch_add(&r->job->progress->files_direct_read, 1);
+        }
+    } else if (fcntl(f->srcfd, F_SETFL, O_RDONLY) < 0) {
         file_fail(r, f, -errno, "source %s: %s", f->spec->src, strerror(errno));
         return;
     }
-    f->src_size = (uint64_t)st.st_size;
     /* read front to back: a larger readahead window (advice only, errors do not matter); a
      * file read in one chunk needs none, and a syscall per small file adds up */
     if (f->src_size > r->bufsize) {
@@ -905,8 +918,16 @@ void run_op_done(struct run *r, struct io_op *op, int res)
         op->buf += n;
         op->off += n;
         op->len -= n;
-        if (op->len > 0 && res == 0) {
-            /* a read of 0 before the end: the file shrank since fstat */
+        if (op->kind == OP_READ && f->direct_in && n > 0 && op->off >= f->src_size) {
+            /* a direct read asked for whole blocks: the file ends in the last one (bytes of
+             * a file that grew since fstat are not copied, as with buffered reads) */
+            op->off = f->src_size;
+            op->len = 0;
+        }
+        if (op->len > 0 && (res == 0 || (op->kind == OP_READ && f->direct_in &&
+                                          op->off % STAGE_DIRECT_ALIGN != 0))) {
+            /* a read of 0 (or, direct, of a part block) before the end: the file shrank
+             * since fstat */
             res = op->kind == OP_READ ? -ENODATA : -EIO;
         } else if (op->len > 0 && f->err == 0) {
             op_submit(r, op); /* short I/O: the rest */
@@ -987,12 +1008,22 @@ void run_op_done(struct run *r, struct io_op *op, int res)
 
 /* --- scheduling --- */
 
+/* A direct read's length: whole blocks (the buffers hold them: bufsize is a multiple). */
+static size_t direct_len(const struct run *r, size_t len)
+{
+    size_t n = (len + STAGE_DIRECT_ALIGN - 1) & ~(size_t)(STAGE_DIRECT_ALIGN - 1);
+    return n < r->bufsize ? n : r->bufsize;
+}
+
 static void chunk_read(struct run *r, struct sfile *f, struct slot *s)
 {
     uint64_t c = f->next_read++;
     uint64_t start = c * f->in_chunk;
     uint64_t left = f->in_body_len - start;
     size_t len = left < f->in_chunk ? (size_t)left : f->in_chunk;
+    if (f->direct_in) {
+        len = direct_len(r, len);
+    }
     s->chunk = c;
     op_io(&s->op, f, s, OP_READ, f->srcfd, s->in, len, f->in_body_off + start, (int)(2 * s->idx));
     op_submit(r, &s->op);
@@ -1009,6 +1040,9 @@ static void schedule(struct run *r)
             f->hdr_slot = slot_get(r, f);
             f->hdr_slot->op.off = 0; /* the header task reads this many bytes of the slot */
             size_t len = f->src_size < r->bufsize ? (size_t)f->src_size : r->bufsize;
+            if (f->direct_in) {
+                len = direct_len(r, len);
+            }
             if (len == 0) {
                 /* encrypt of an empty file still needs its header; decrypt needs bytes */
                 task_push(r, f, NULL, &f->ev_hdr, EV_HDR, f);

@@ -70,8 +70,9 @@ struct ant_engine_opts {
     uint64_t checkpoint_bytes; /* make finished files durable after this many bytes; 0: 1 GiB */
     unsigned checkpoint_files; /* ... or this many files; 0: 1000 */
     /* Big outputs whose chunks land on aligned offsets (raw, decrypt without an edit list) are
-     * written with O_DIRECT into a preallocated file where the filesystem supports it (a page
-     * cache copy less); true: always through the page cache. */
+     * written with O_DIRECT into a preallocated file, and sources whose reads all start on a
+     * block (raw, or one chunk read whole) are read with O_DIRECT, where the filesystem
+     * supports it (a page-cache copy less each); true: always through the page cache. */
     bool buffered_only;
 };
 void ant_engine_opts_init(struct ant_engine_opts *o);
@@ -103,6 +104,7 @@ struct ant_stage_progress {
     _Atomic uint64_t files_done; /* durable and reported */
     _Atomic uint64_t files_failed;
     _Atomic uint64_t files_direct; /* outputs written with O_DIRECT (see buffered_only) */
+    _Atomic uint64_t files_direct_read; /* sources read with O_DIRECT */
 };
 
 /* The digest a file is checked against (ant_stage_file.sha256) and reported with is the

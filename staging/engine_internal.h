@@ -142,6 +142,7 @@ struct sfile {
     bool via_tmp;          /* written in .J.tmp and renamed (a re-copy), else in place */
     bool out_created;      /* an output may exist that a failure must remove */
     bool direct;           /* output written with O_DIRECT, preallocated to out_alloc bytes */
+    bool direct_in;        /* source read with O_DIRECT: whole blocks, cut at src_size */
     uint64_t out_alloc;    /* out_size rounded up to STAGE_DIRECT_ALIGN; cut back at the end */
     unsigned busy;      /* ops and tasks outstanding */
     uint64_t src_size;
@@ -236,6 +237,7 @@ struct run {
     size_t lastdir_len;
     bool have_lastdir;
     int dio;             /* O_DIRECT on the destination: 0 not probed, 1 usable, -1 not */
+    int dio_src;         /* ... on the source */
 };
 
 /* Delivered by backends: an op finished with `res` (fd, bytes, 0 or -errno). */

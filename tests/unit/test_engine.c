@@ -1437,7 +1437,8 @@ static void test_c4gh_encrypt_then_decrypt(void **state)
 
 /* Big outputs go out with O_DIRECT where the destination takes it (ext4 under /tmp here),
  * through the page cache where it does not (a tmpfs reports no DIO alignment) or when
- * buffered_only is set; raw and decrypt give the same bytes either way. Sizes: below the
+ * buffered_only is set; sources whose reads start on blocks are read with O_DIRECT (whole
+ * blocks, cut at the size); raw and decrypt give the same bytes either way. Sizes: below the
  * O_DIRECT threshold, whole segments (1 MiB: one aligned chunk boundary), and tails of 1,
  * 4095, 4096, 4097 and 65535 bytes past whole chunks. */
 static const size_t g_direct_sizes[] = {
@@ -1446,9 +1447,10 @@ static const size_t g_direct_sizes[] = {
 };
 enum { NDIRECT = ANT_ARRAY_LEN(g_direct_sizes) };
 
-/* Stages every size raw and decrypted into dst_root; returns how many went out direct. */
+/* Stages every size raw and decrypted into dst_root; returns how many went out direct, and
+ * in *reads how many sources were read direct. */
 static uint64_t direct_round(struct fx *f, struct ant_engine *e, int dst_root, const char *tag,
-                             const struct ant_key *k)
+                             const struct ant_key *k, uint64_t *reads)
 {
     struct ant_stage_file raw[NDIRECT], dec[NDIRECT];
     char names[NDIRECT][32], job_raw[32], job_dec[32];
@@ -1507,6 +1509,7 @@ static uint64_t direct_round(struct fx *f, struct ant_engine *e, int dst_root, c
         free(want);
     }
     close(efd);
+    *reads = atomic_load(&prog.files_direct_read);
     return atomic_load(&prog.files_direct);
 }
 
@@ -1548,7 +1551,11 @@ static void test_direct_output_and_fallback(void **state)
     bool dio = statx(f->dst, "probe", 0, STATX_DIOALIGN, &stx) == 0 &&
                (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_offset_align != 0 &&
                4096 % stx.stx_dio_offset_align == 0 && 4096 % stx.stx_dio_mem_align == 0;
-    assert_int_equal(direct_round(f, f->e, f->dst, "disk", k1), dio ? nbig : 0);
+    uint64_t reads = 0;
+    assert_int_equal(direct_round(f, f->e, f->dst, "disk", k1, &reads), dio ? nbig : 0);
+    /* raw: every non-empty source (all its reads start on a block); decrypt: only the sources
+     * of one chunk (here the empty file's 124-byte Crypt4GH file) */
+    assert_int_equal(reads, dio ? (NDIRECT - 1) + 1 : 0);
     if (!dio) {
         fprintf(stderr, "note: /tmp has no O_DIRECT: the direct path was not exercised\n");
     }
@@ -1559,7 +1566,8 @@ static void test_direct_output_and_fallback(void **state)
     o.io_threads = 4;
     o.buffered_only = true;
     assert_int_equal(ant_engine_new(&o, &buffered), 0);
-    assert_int_equal(direct_round(f, buffered, f->dst, "buf", k1), 0);
+    assert_int_equal(direct_round(f, buffered, f->dst, "buf", k1, &reads), 0);
+    assert_int_equal(reads, 0);
     ant_engine_free(buffered);
     /* a tmpfs: statx reports no DIO alignment, the engine falls back to buffered writes */
     snprintf(f->mnt, sizeof(f->mnt), "%s/shm", f->dir);
@@ -1571,7 +1579,8 @@ static void test_direct_output_and_fallback(void **state)
     }
     int tfd = open(f->mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     assert_true(tfd >= 0);
-    assert_int_equal(direct_round(f, f->e, tfd, "tmpfs", k1), 0);
+    assert_int_equal(direct_round(f, f->e, tfd, "tmpfs", k1, &reads), 0);
+    assert_int_equal(reads, dio ? NDIRECT : 0); /* the sources are still on /tmp */
     close(tfd);
     assert_int_equal(umount2(f->mnt, MNT_DETACH), 0);
     f->mnt[0] = '\0';
