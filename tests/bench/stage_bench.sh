@@ -3,7 +3,8 @@
 # decrypted, (b) the same file re-encrypted (new header, body copied), (c) many 16 KiB files in
 # 100 folders decrypted; then cp, cp -r, rsync -a, tar | tar and fio's copy limit on the same
 # bytes. Page caches are dropped before every run when permitted; every time includes
-# durability (the engine syncs before it publishes; the tools are followed by sync).
+# durability (the engine syncs before it publishes; the tools are followed by sync). Rows
+# marked -B run the engine with buffered_only (no O_DIRECT), for a before / after in one run.
 #
 #   tests/bench/stage_bench.sh [BUILD_DIR] [WORK_DIR]
 #   STAGE_BENCH_SIZE_MB=4096 STAGE_BENCH_FILES=20000 STAGE_BENCH_ROUNDS=2 (defaults)
@@ -135,8 +136,13 @@ tool() {
 
 for be in uring threads; do
     engine "(a) ${SIZE_MB} MiB file" "$be" "$XD" "$W/arch/big" "$ARCH_BIG_BYTES"
+    # the same without O_DIRECT (before / after in one run)
+    engine "(a) ${SIZE_MB} MiB file, page cache only (-B)" "$be" "$XD" "$W/arch/big" \
+        "$ARCH_BIG_BYTES" -B
     engine "(b) ${SIZE_MB} MiB file" "$be" "$XR" "$W/arch/big" "$ARCH_BIG_BYTES" -p "$PEER_PUB"
     engine "(c) $NFILES x 16 KiB" "$be" "$XD" "$W/arch/small" "$SMALL_BYTES"
+    engine "(c) $NFILES x 16 KiB, page cache only (-B)" "$be" "$XD" "$W/arch/small" \
+        "$SMALL_BYTES" -B
     engine "(a') ${SIZE_MB} MiB file" "$be" raw "$W/arch/big" "$ARCH_BIG_BYTES"
     engine "(c') $NFILES x 16 KiB" "$be" raw "$W/arch/small" "$SMALL_BYTES"
 done
