@@ -196,5 +196,18 @@ int ant_metrics_render(const struct ant_metrics *m, const struct ant_metrics_gau
                             "antenna_audit_commits_total %llu\n",
                             g->audit_commit_seconds, (unsigned long long)g->audit_commits);
     }
+    /* An event is durable after its group's commit and the next fdatasync of the WAL: the two
+     * gauges together are the latency a held answer waits for. */
+    if (rc == 0 && g->audit_sync_seconds >= 0) {
+        rc = ant_buf_printf(out,
+                            "# HELP antenna_audit_sync_seconds Mean duration of recent fdatasyncs "
+                            "of the audit log.\n"
+                            "# TYPE antenna_audit_sync_seconds gauge\n"
+                            "antenna_audit_sync_seconds %.6f\n"
+                            "# HELP antenna_audit_syncs_total fdatasyncs of the audit log.\n"
+                            "# TYPE antenna_audit_syncs_total counter\n"
+                            "antenna_audit_syncs_total %llu\n",
+                            g->audit_sync_seconds, (unsigned long long)g->audit_syncs);
+    }
     return rc;
 }

@@ -26,6 +26,8 @@ struct ant_metrics_gauges {
     int64_t audit_queue_depth;      /* -1: unknown */
     double audit_commit_seconds;    /* mean latency of the last group commits; <0: unknown */
     uint64_t audit_commits;
+    double audit_sync_seconds;      /* mean fdatasync of the audit WAL; <0: none yet */
+    uint64_t audit_syncs;
 };
 
 /* Appends the whole exposition to out. */

@@ -50,6 +50,8 @@ int ant_route_metrics(struct ant_req *r)
         .audit_queue_depth = as.queue_depth,
         .audit_commit_seconds = as.commit_seconds,
         .audit_commits = as.commits,
+        .audit_sync_seconds = as.sync_seconds,
+        .audit_syncs = as.syncs,
     };
     int rc = ant_metrics_render(ant_server_metrics(r->srv), &g, &out);
     if (rc == 0) {

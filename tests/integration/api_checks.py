@@ -593,7 +593,7 @@ check("/metrics counts allowed and denied decisions",
       metric('antenna_policy_decisions_total{decision="deny"}') > 0, text[:300])
 check("/metrics counts requests by route and status",
       metric('antenna_http_requests_total{route="datasets.show",status="404"}') > 0 and
-      "antenna_audit_commits_total" in text, text[:300])
+      "antenna_audit_commits_total" in text and "antenna_audit_syncs_total" in text, text[:300])
 
 # ---------------------------------------------------------------- audit happy paths
 r = req("GET", "/v1/audit/events?limit=5", ADMIN)

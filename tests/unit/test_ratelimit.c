@@ -65,7 +65,8 @@ static void test_metrics_render(void **state)
     struct ant_buf out;
     ant_buf_init(&out, 1 << 20);
     struct ant_metrics_gauges g = {.inflight = 3, .audit_queue_depth = 7,
-                                   .audit_commit_seconds = 0.002, .audit_commits = 9};
+                                   .audit_commit_seconds = 0.002, .audit_commits = 9,
+                                   .audit_sync_seconds = 0.0003, .audit_syncs = 5};
     assert_int_equal(ant_metrics_render(m, &g, &out), 0);
     assert_int_equal(ant_buf_terminate(&out), 0);
     const char *s = (const char *)out.p;
@@ -78,8 +79,18 @@ static void test_metrics_render(void **state)
     assert_non_null(strstr(s, "antenna_policy_decisions_total{decision=\"deny\"} 2\n"));
     assert_non_null(strstr(s, "antenna_http_requests_in_flight 3\n"));
     assert_non_null(strstr(s, "antenna_audit_queue_depth 7\n"));
+    assert_non_null(strstr(s, "antenna_audit_commits_total 9\n"));
+    assert_non_null(strstr(s, "antenna_audit_sync_seconds 0.000300\n"));
+    assert_non_null(strstr(s, "antenna_audit_syncs_total 5\n"));
     assert_non_null(strstr(s, "antenna_build_info{version="));
     assert_non_null(strstr(s, "le=\"+Inf\"} 2\n"));
+    /* before the first fdatasync there is no sync latency to show */
+    g.audit_sync_seconds = -1;
+    out.len = 0;
+    assert_int_equal(ant_metrics_render(m, &g, &out), 0);
+    assert_int_equal(ant_buf_terminate(&out), 0);
+    assert_null(strstr((const char *)out.p, "antenna_audit_sync_seconds"));
+    assert_non_null(strstr((const char *)out.p, "antenna_audit_commits_total 9\n"));
     ant_buf_fini(&out);
     ant_metrics_free(m);
 }
