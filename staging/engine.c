@@ -552,8 +552,9 @@ static void file_body_done(struct run *r, struct sfile *f)
                   f->spec->dst, got, f->spec->src);
         return;
     }
-    /* a direct output's last block was written whole (padded): cut it to its length */
-    if (f->direct && f->out_alloc != f->out_size && ftruncate(f->tmpfd, (off_t)f->out_size) < 0) {
+    /* a preallocated output (direct: its last block written whole, padded) is cut to its
+     * length */
+    if (f->out_alloc > f->out_size && ftruncate(f->tmpfd, (off_t)f->out_size) < 0) {
         int e = errno;
         file_fail(r, f, -e, "%s: %s", f->spec->dst, io_what(-e));
         return;
@@ -706,11 +707,12 @@ static void direct_setup(struct run *r, struct sfile *f)
         }
         return; /* EOPNOTSUPP etc.: buffered writes, which allocate as they go */
     }
+    /* from here the file is alloc bytes long: it is cut back to out_size at the end */
+    f->out_alloc = alloc;
     if (fcntl(f->tmpfd, F_SETFL, O_WRONLY | O_DIRECT) < 0) {
         return; /* buffered; the preallocation only helps */
     }
     f->direct = true;
-    f->out_alloc = alloc;
     if (r->job->progress != NULL) {
         atomic_fetch_add(&r->job->progress->files_direct, 1);
     }

@@ -143,7 +143,8 @@ struct sfile {
     bool out_created;      /* an output may exist that a failure must remove */
     bool direct;           /* output written with O_DIRECT, preallocated to out_alloc bytes */
     bool direct_in;        /* source read with O_DIRECT: whole blocks, cut at src_size */
-    uint64_t out_alloc;    /* out_size rounded up to STAGE_DIRECT_ALIGN; cut back at the end */
+    uint64_t out_alloc;    /* preallocated: out_size rounded up to STAGE_DIRECT_ALIGN, cut
+                              back at the end; 0 if not */
     unsigned busy;      /* ops and tasks outstanding */
     uint64_t src_size;
     uint64_t in_body_off;  /* where the body starts in the source */
