@@ -25,7 +25,7 @@
 #define FETCH_BACKOFF_CAP_MS 8000
 #define FETCH_HASH_BLOCK (1u << 20)
 /* Received bytes are gathered into buffers of this size (less when many connections share
- * FETCH_WBUF_TOTAL) before the disk thread writes them: one pwrite per MiB, not per TLS record. */
+ * FETCH_WBUF_TOTAL) before the writer thread writes them: one write per MiB, not per record. */
 #define FETCH_WBUF_MAX (1u << 20)
 #define FETCH_WBUF_MIN (64u << 10)
 #define FETCH_WBUF_TOTAL (64u << 20)
@@ -39,7 +39,7 @@
  * and, on a VM, fresh pages the host must supply: the largest cost of a pull measured), the
  * edges of each buffer go through it, and the fsync at the end covers both. */
 #define FETCH_DIO_ALIGN 4096u
-/* The disk thread starts writeback every this many bytes hashed, so the final fsync is short. */
+/* The hasher starts writeback every this many bytes hashed, so the final fsync is short. */
 #define FETCH_WRITEBACK_STEP (8u << 20)
 
 void ant_fetch_manifest_fini(struct ant_fetch_manifest *m)
@@ -379,11 +379,11 @@ struct piece {
     struct req q;
     long status;
     struct ant_buf err; /* the body of an error answer */
-    struct sjob *wb;    /* body bytes received, not yet handed to the disk thread */
+    struct sjob *wb;    /* body bytes received, not yet handed to the writer */
 };
 
 struct ffile {
-    /* the disk thread's (only it touches them while the file is open) */
+    /* the hasher's (only it touches them while the file is open) */
     EVP_MD_CTX *md;    /* SHA-256 of body bytes [0, hashed) */
     uint64_t hashed;
     uint64_t synced;   /* writeback started for body bytes [0, synced) */
@@ -421,7 +421,7 @@ struct run {
     struct sink sink;
 };
 
-/* --- the disk thread --- */
+/* --- the disk threads --- */
 
 static int md_ready(struct ffile *f)
 {
@@ -505,13 +505,13 @@ static int held_hash(struct sink *k, struct ffile *f, struct sjob **release)
     return rc;
 }
 
-/* Gives back the held buffers of f (its body is hashed, or the run ends). */
+/* Gives back the held buffers of f (its body is hashed). */
 static void held_drop(struct sink *k, const struct ffile *f, struct sjob **release)
 {
     struct sjob **pp = &k->held;
     while (*pp != NULL) {
         struct sjob *h = *pp;
-        if (f == NULL || h->f == f) {
+        if (h->f == f) {
             *pp = h->next;
             k->nheld--;
             h->next = *release;
@@ -875,8 +875,8 @@ static struct sjob *sink_take_done(struct sink *k)
 
 /* --- the curl thread --- */
 
-/* Body bytes of pc, gathered for the disk thread; pc->cur counts them. false: no buffer (the
- * disk thread failed, or out of memory). */
+/* Body bytes of pc, gathered for the writer; pc->cur counts them. false: no buffer (a disk
+ * thread failed, or out of memory). */
 static bool body_put(struct piece *pc, const char *p, size_t len)
 {
     struct sink *k = &pc->run->sink;
@@ -1073,7 +1073,7 @@ static int64_t backoff_ms(const struct run *r, unsigned attempt)
     return (int64_t)(ceil / 2 + randombytes_uniform((uint32_t)(ceil / 2) + 1));
 }
 
-/* Hands the disk thread the body prefix whose pieces are all in, to hash. */
+/* Hands the hasher the body prefix whose pieces are all in, to hash. */
 static int file_progress(struct run *r, struct ffile *f)
 {
     size_t n = f->ready;
@@ -1103,13 +1103,13 @@ static void file_close(struct run *r, struct ffile *f)
     }
 }
 
-/* All pieces of f are in: the disk thread checks the digest and fsyncs (file_finished). */
+/* All pieces of f are in: the hasher checks the digest and fsyncs (file_finished). */
 static int file_finish(struct run *r, struct ffile *f)
 {
     return sink_job(&r->sink, SJ_FINISH, f, r->m->files[f->idx].body_size);
 }
 
-/* The disk thread's verdict on f: rename it into place, or fetch the body again once. */
+/* The hasher's verdict on f: rename it into place, or fetch the body again once. */
 static int file_finished(struct run *r, struct ffile *f, int rc)
 {
     const struct ant_fetch_file *mf = &r->m->files[f->idx];

@@ -12,7 +12,8 @@
  * from the bytes already written. A body whose digest does not match is fetched again once
  * (a byte corrupted in transit); a 4xx ends the transfer with the peer's message.
  *
- * Threads: one call runs on the caller's thread; calls may run on several threads at once. */
+ * Threads: a call runs libcurl on the caller's thread and starts two of its own for the disk (a
+ * writer and a hasher, joined before it returns); calls may run on several threads at once. */
 #ifndef ANT_STAGING_FETCH_H
 #define ANT_STAGING_FETCH_H
 
