@@ -617,7 +617,8 @@ static void test_cached_decision_lives_at_most_one_second_and_dies_on_invalidate
     assert_int_equal(ant_hotcache_new(64, sizeof(struct ant_decision), &c), 0);
     add_principal(f, "val", "beta", ANT_ROLE_READER);
     struct ant_principal val = who(f, "val");
-    grant(f, f->pub, ANT_GRANTEE_PRINCIPAL, "val", ANT_ACT_READ, HMB, 0, 0, gid);
+    /* valid from f->now (not from the moment of creation, which may be a second later) */
+    grant(f, f->pub, ANT_GRANTEE_PRINCIPAL, "val", ANT_ACT_READ, HMB, f->now, 0, gid);
     assert_reason(cached(c, &a, &val, ANT_ACT_READ, f->pub, HMB, f->now, t, false), true, "grant");
     /* revoked behind the cache's back (as the admin CLI does, from another process) */
     assert_int_equal(ant_store_grant_revoke(f->st, gid, f->now), 0);
@@ -626,7 +627,7 @@ static void test_cached_decision_lives_at_most_one_second_and_dies_on_invalidate
     assert_reason(cached(c, &a, &val, ANT_ACT_READ, f->pub, HMB, f->now, t + 1000 * ms, false),
                   false, "grant_revoked");
     /* a new grant; a write through the server empties the cache at once */
-    grant(f, f->pub, ANT_GRANTEE_PRINCIPAL, "val", ANT_ACT_READ, HMB, 0, 0, NULL);
+    grant(f, f->pub, ANT_GRANTEE_PRINCIPAL, "val", ANT_ACT_READ, HMB, f->now, 0, NULL);
     assert_reason(cached(c, &a, &val, ANT_ACT_READ, f->pub, HMB, f->now, t + 1001 * ms, true),
                   false, "grant_revoked");
     ant_hotcache_invalidate(c);
@@ -655,24 +656,27 @@ static void test_cache_keeps_questions_apart(void **state)
     struct ant_hotcache *c;
     struct store_arg a = {f, 0};
     const int64_t t = 1000000000000LL;
+    /* the setup's grants start when they were made, which may be a second or two after
+     * f->now on a loaded machine: ask later, as dec() does */
+    const int64_t now = f->now + 100;
     assert_int_equal(ant_hotcache_new(64, sizeof(struct ant_decision), &c), 0);
     struct ant_principal gina = who(f, "gina"), wendy = who(f, "wendy"), bob = who(f, "bob");
     /* each question is a miss right after the others were cached: another purpose, principal,
      * action, dataset or set of roles is another key (a slot collision would only evict) */
-    assert_reason(cached_twice(c, &a, &gina, ANT_ACT_READ, f->pub, HMB, f->now, t), true, "grant");
-    assert_reason(cached_twice(c, &a, &gina, ANT_ACT_READ, f->pub, NULL, f->now, t), false,
+    assert_reason(cached_twice(c, &a, &gina, ANT_ACT_READ, f->pub, HMB, now, t), true, "grant");
+    assert_reason(cached_twice(c, &a, &gina, ANT_ACT_READ, f->pub, NULL, now, t), false,
                   "grant_purpose_mismatch");
-    assert_reason(cached_twice(c, &a, &wendy, ANT_ACT_READ, f->pub, HMB, f->now, t), false,
+    assert_reason(cached_twice(c, &a, &wendy, ANT_ACT_READ, f->pub, HMB, now, t), false,
                   "grant_purpose_mismatch");
-    assert_reason(cached_twice(c, &a, &gina, ANT_ACT_READ, f->wd, HMB, f->now, t), false,
+    assert_reason(cached_twice(c, &a, &gina, ANT_ACT_READ, f->wd, HMB, now, t), false,
                   "dataset_withdrawn");
-    assert_reason(cached_twice(c, &a, &gina, ANT_ACT_STAGE, f->wd, HMB, f->now, t), false,
+    assert_reason(cached_twice(c, &a, &gina, ANT_ACT_STAGE, f->wd, HMB, now, t), false,
                   "dataset_withdrawn");
-    assert_reason(cached_twice(c, &a, &bob, ANT_ACT_READ, f->pub, HMB, f->now, t), false,
+    assert_reason(cached_twice(c, &a, &bob, ANT_ACT_READ, f->pub, HMB, now, t), false,
                   "no_grant");
     struct ant_principal bob_admin = bob;
     bob_admin.roles |= ANT_ROLE_ADMIN;
-    cached_twice(c, &a, &bob_admin, ANT_ACT_READ, f->pub, HMB, f->now, t);
+    cached_twice(c, &a, &bob_admin, ANT_ACT_READ, f->pub, HMB, now, t);
     /* without a cache every question reads the catalog */
     cached(NULL, &a, &gina, ANT_ACT_READ, f->pub, HMB, f->now, t, false);
     cached(NULL, &a, &gina, ANT_ACT_READ, f->pub, HMB, f->now, t, false);
