@@ -50,7 +50,8 @@ static int collect(const char *path, const struct stat *st, int type, struct FTW
 static void usage(void)
 {
     fprintf(stderr, "usage: stage_bench [-e engine] [-x xform] [-k seckey] [-p recipient.pub] "
-                    "[-s segments] [-b nbufs] [-f maxfiles] [-c crypto_threads] [-B] SRC DST JOB\n");
+                    "[-s segments] [-b nbufs] [-f maxfiles] [-c crypto_threads] [-t io_threads] [-B] "
+                    "SRC DST JOB\n");
     exit(2);
 }
 
@@ -75,7 +76,7 @@ int main(int argc, char **argv)
     struct ant_stage_progress prog = {0};
     int c, rc = 1;
     ant_engine_opts_init(&o);
-    while ((c = getopt(argc, argv, "e:x:k:p:s:b:f:c:B")) != -1) {
+    while ((c = getopt(argc, argv, "e:x:k:p:s:b:f:c:t:B")) != -1) {
         switch (c) {
         case 'e':
             if (ant_io_engine_parse(optarg, &o.io_engine) < 0) {
@@ -108,6 +109,9 @@ int main(int argc, char **argv)
             break;
         case 'f':
             o.max_open_files = num(optarg);
+            break;
+        case 't':
+            o.io_threads = num(optarg);
             break;
         case 'c':
             o.crypto_threads = num(optarg);
