@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fnmatch.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <sqlite3.h>
@@ -344,35 +345,126 @@ static int job_move(struct ant_jobs *j, const char *id, enum ant_job_state from,
 /* A pull killed with its process leaves its temporary copies in archive/fed (staging/fetch.c
  * names them ".fetch-..."); the next pull starts those files over under new names. At start-up
  * the ones nobody has written to for FETCH_STALE_S are removed: a live pull writes within
- * seconds, or times out after 30 s without progress. */
+ * seconds, or times out after 30 s without progress.
+ * A cached copy ("fc_<id>.c4gh") is data while a fed_cache row names it. When a peer's file
+ * changes, the next pull keeps the new copy under a new name and the row moves to it: the old
+ * copy is then named by no row and nobody can find it again. Those are removed at start-up
+ * too, once as old as FETCH_STALE_S (a pull renames its copy into place just before it writes
+ * the row, possibly from another process such as `antenna admin peer pull`). If the rows
+ * cannot be read, no cached copy is touched. */
 #define FETCH_STALE_S 600
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Every storage name of fed_cache, sorted, in *out (caller frees each and the array). */
+static int cached_storage_names(struct ant_jobs *j, char ***out, size_t *n_out)
+{
+    sqlite3_stmt *s = NULL;
+    char **v = NULL;
+    size_t n = 0, cap = 0;
+    int src = sqlite3_prepare_v2(j->db, "SELECT storage FROM fed_cache", -1, &s, NULL);
+    int rc = sqlerr(src);
+    while (rc == 0 && (src = sqlite3_step(s)) == SQLITE_ROW) {
+        const unsigned char *t = sqlite3_column_text(s, 0);
+        if (t == NULL) {
+            continue;
+        }
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            char **nv = realloc(v, ncap * sizeof(*v));
+            if (nv == NULL) {
+                rc = -ENOMEM;
+                break;
+            }
+            v = nv;
+            cap = ncap;
+        }
+        v[n] = strdup((const char *)t);
+        rc = v[n] == NULL ? -ENOMEM : 0;
+        n += v[n] != NULL;
+    }
+    if (rc == 0 && src != SQLITE_DONE) {
+        rc = sqlerr(src);
+    }
+    sqlite3_finalize(s);
+    if (rc < 0) {
+        for (size_t i = 0; i < n; i++) {
+            free(v[i]);
+        }
+        free(v);
+        return rc;
+    }
+    if (n > 1) {
+        qsort(v, n, sizeof(*v), cmp_str);
+    }
+    *out = v;
+    *n_out = n;
+    return 0;
+}
+
+/* "fc_<id>.c4gh" named by no row of fed_cache (see above) */
+static bool orphan_copy(const char *name, char *const *rows, size_t nrows)
+{
+    size_t len = strlen(name);
+    char storage[NAME_MAX + 1];
+    if (rows == NULL || strncmp(name, "fc_", 3) != 0 || len <= 5 || len > NAME_MAX ||
+        strcmp(name + len - 5, ".c4gh") != 0) {
+        return false;
+    }
+    memcpy(storage, name, len - 5);
+    storage[len - 5] = '\0';
+    const char *key = storage;
+    return bsearch(&key, rows, nrows, sizeof(*rows), cmp_str) == NULL;
+}
 
 static void sweep_fetch_leftovers(struct ant_jobs *j)
 {
     int fd = openat(j->conf.archive_fd, "fed", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
     struct dirent *de;
-    unsigned n = 0;
+    unsigned n = 0, orphans = 0;
+    char **rows = NULL;
+    size_t nrows = 0;
     if (dir == NULL) {
         ant_close(fd);
         return;
     }
+    if (cached_storage_names(j, &rows, &nrows) < 0) {
+        ant_log(ANT_LOG_WARN, "jobs.fed_cache", "cannot read the cache rows: no cached copy swept");
+        rows = NULL;
+        nrows = 0;
+    } else if (rows == NULL) {
+        rows = calloc(1, sizeof(*rows)); /* no row at all: every old copy is unnamed */
+    }
     time_t now = time(NULL);
     while ((de = readdir(dir)) != NULL) {
         struct stat sb;
-        if (strncmp(de->d_name, ".fetch-", 7) != 0 ||
-            fstatat(fd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(sb.st_mode) ||
-            now - sb.st_mtime < FETCH_STALE_S) {
+        bool partial = strncmp(de->d_name, ".fetch-", 7) == 0;
+        bool orphan = !partial && orphan_copy(de->d_name, rows, nrows);
+        if ((!partial && !orphan) || fstatat(fd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
+            !S_ISREG(sb.st_mode) || now - sb.st_mtime < FETCH_STALE_S) {
             continue;
         }
         if (unlinkat(fd, de->d_name, 0) == 0) {
-            n++;
+            n += partial;
+            orphans += orphan;
         }
     }
     closedir(dir); /* closes fd */
+    for (size_t i = 0; i < nrows; i++) {
+        free(rows[i]);
+    }
+    free(rows);
     if (n > 0) {
         ant_log(ANT_LOG_INFO, "jobs.fetch_leftovers",
                 "removed %u stale partial copies from archive/fed", n);
+    }
+    if (orphans > 0) {
+        ant_log(ANT_LOG_INFO, "jobs.fed_cache_orphans",
+                "removed %u cached copies no cache row names any more from archive/fed", orphans);
     }
 }
 

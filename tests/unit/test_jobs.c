@@ -1079,23 +1079,41 @@ static void test_remote_job_fails_when_its_peer_is_gone(void **state)
 }
 
 /* Partial copies of a pull killed with its process are swept at start-up once stale; a copy
- * being written (recent) is left alone. */
+ * being written (recent) is left alone. A cached copy is kept while a fed_cache row names it;
+ * an old one no row names (its peer's file changed and the row moved to a new copy) is
+ * swept, a recent one is not (a pull renames its copy into place just before the row). */
 static void test_open_sweeps_stale_partial_copies(void **state)
 {
     struct fx *f = *state;
     assert_int_equal(mkdirat(f->archive_fd, "fed", 0700), 0);
     int fed = openat(f->archive_fd, "fed", O_RDONLY | O_DIRECTORY);
     assert_true(fed >= 0);
-    assert_int_equal(ant_write_new_file(fed, ".fetch-old", 0600, (const uint8_t *)"x", 1), 0);
-    assert_int_equal(ant_write_new_file(fed, ".fetch-new", 0600, (const uint8_t *)"y", 1), 0);
-    assert_int_equal(ant_write_new_file(fed, "fc_0123.c4gh", 0600, (const uint8_t *)"z", 1), 0);
+    const char *names[] = {".fetch-old", ".fetch-new", "fc_0123.c4gh", "fc_gone.c4gh",
+                           "fc_fresh.c4gh", "fc_odd.bin", "notes.txt"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        assert_int_equal(ant_write_new_file(fed, names[i], 0600, (const uint8_t *)"x", 1), 0);
+    }
     struct timespec old[2] = {{.tv_sec = time(NULL) - 3600}, {.tv_sec = time(NULL) - 3600}};
-    assert_int_equal(utimensat(fed, ".fetch-old", old, 0), 0);
-    assert_int_equal(utimensat(fed, "fc_0123.c4gh", old, 0), 0);
+    const char *aged[] = {".fetch-old", "fc_0123.c4gh", "fc_gone.c4gh", "fc_odd.bin", "notes.txt"};
+    for (size_t i = 0; i < sizeof(aged) / sizeof(aged[0]); i++) {
+        assert_int_equal(utimensat(fed, aged[i], old, 0), 0);
+    }
+    struct ant_store *st = NULL;
+    assert_int_equal(ant_store_open(f->dirfd, "antenna.db", 0, &st), 0);
+    struct ant_fed_cached c;
+    memset(&c, 0, sizeof(c));
+    snprintf(c.storage, sizeof(c.storage), "fc_0123");
+    c.size = 1;
+    assert_int_equal(ant_fed_cache_put(st, "site-a", "ds_remote", "a/b.bin", &c), 0);
+    ant_store_close(st);
     open_jobs(f);
     assert_false(exists_at(fed, ".fetch-old"));
     assert_true(exists_at(fed, ".fetch-new"));
-    assert_true(exists_at(fed, "fc_0123.c4gh")); /* a cached copy is data, never swept */
+    assert_true(exists_at(fed, "fc_0123.c4gh")); /* named by a row: data, never swept */
+    assert_false(exists_at(fed, "fc_gone.c4gh"));
+    assert_true(exists_at(fed, "fc_fresh.c4gh"));
+    assert_true(exists_at(fed, "fc_odd.bin")); /* not a name the cache gives */
+    assert_true(exists_at(fed, "notes.txt"));
     close(fed);
 }
 
