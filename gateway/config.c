@@ -79,6 +79,10 @@ static const struct key keys[] = {
      "scratch quota of a tenant that has none of its own"},
     {"staging", "default_ttl", K_DURATION, F(default_ttl_s), 60, 90 * 86400,
      "time to live of staged data when a job names none"},
+    {"federation", "connections", K_UINT, F(fed_connections), 0, 256,
+     "transfers at once when a stage job pulls from a peer (0: 8)"},
+    {"federation", "max_rate", K_SIZE, F(fed_max_rate), 0, 1024 * GiB,
+     "bytes per second per pulling connection, such as 10M (0: no limit)"},
     {"log", "level", K_LOGLEVEL, F(log_level), 0, 0, "error | warn | info | debug"},
 };
 

@@ -44,6 +44,9 @@ struct ant_config {
     unsigned stage_workers;
     uint64_t default_scratch_quota;
     unsigned default_ttl_s;
+    /* [federation]: how remote stage jobs pull from a peer */
+    unsigned fed_connections; /* transfers at once; 0: the fetcher's default (8) */
+    uint64_t fed_max_rate;    /* bytes/s per connection; 0: no limit */
     /* [log] */
     int log_level;
 };

@@ -24,16 +24,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Remote stage jobs pull with the fetcher's defaults; two environment variables tune them
- * (docs/federation.md): ANTENNA_FED_CONNECTIONS (transfers at once) and ANTENNA_FED_MAX_RATE
- * (bytes/s per connection, a size such as 10M: to share a link, and for the tests that stop a
- * site in the middle of a pull). */
-static int fetch_env(struct ant_fetch_opts *o, struct ant_diag *d)
+/* Remote stage jobs pull with [federation] connections and max_rate of antenna.conf (0: the
+ * fetcher's defaults); two environment variables override them (docs/federation.md):
+ * ANTENNA_FED_CONNECTIONS (transfers at once) and ANTENNA_FED_MAX_RATE (bytes/s per
+ * connection, a size such as 10M: to share a link, and for the tests that stop a site in the
+ * middle of a pull). */
+static int fetch_opts(const struct ant_config *cfg, struct ant_fetch_opts *o, struct ant_diag *d)
 {
     const char *c = getenv("ANTENNA_FED_CONNECTIONS");
     const char *m = getenv("ANTENNA_FED_MAX_RATE");
     uint64_t v = 0;
     memset(o, 0, sizeof(*o));
+    o->max_conns = cfg->fed_connections;
+    o->max_rate = cfg->fed_max_rate;
     if (c != NULL && c[0] != '\0') {
         if (ant_parse_u64(ant_bytes_str(c), 1, 256, &v) < 0) {
             ant_diag_set(d, "ANTENNA_FED_CONNECTIONS: '%s' is not 1..256", c);
@@ -63,7 +66,7 @@ int ant_gw_stage_start(struct ant_site *site, struct ant_diag *d)
                      site->cfg.io_engine);
         return rc;
     }
-    rc = fetch_env(&fo, d);
+    rc = fetch_opts(&site->cfg, &fo, d);
     if (rc < 0) {
         return rc;
     }

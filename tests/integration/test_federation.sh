@@ -196,9 +196,12 @@ ok "remote stage: a byte corrupted in transit detected, refetched, staged files 
 kill -TERM "$PID_a"
 wait "$PID_a" 2>/dev/null
 restart_a stage
-restart_b() { # $1 log suffix; pulls slowed down so that a kill lands mid-pull
-    ANTENNA_FED_MAX_RATE=2M ANTENNA_FED_CONNECTIONS=2 \
-        "$BIN" serve --dir "$W/b" --listen "127.0.0.1:$PORT_b" >"$W/b-$1.out" 2>"$W/b-$1.log" &
+# pulls slowed down so that a kill lands mid-pull: through antenna.conf's [federation] keys
+# (the environment variables override them; both paths are read by the same code)
+sed -i 's/^connections = 0$/connections = 2/; s/^max_rate = 0$/max_rate = 2M/' "$W/b/antenna.conf"
+grep -q '^max_rate = 2M$' "$W/b/antenna.conf" || fail "site-b's antenna.conf has no [federation] max_rate"
+restart_b() { # $1 log suffix
+    "$BIN" serve --dir "$W/b" --listen "127.0.0.1:$PORT_b" >"$W/b-$1.out" 2>"$W/b-$1.log" &
     PID_b=$!
     for _ in $(seq 100); do grep -q serving "$W/b-$1.out" 2>/dev/null && break; sleep 0.1; done
     grep -q serving "$W/b-$1.out" || fail "site-b did not restart"

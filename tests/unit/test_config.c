@@ -57,6 +57,13 @@ static void test_config_values(void **state)
     assert_int_equal(c.max_json_body, 2 * 1024 * 1024);
     assert_int_equal(c.connection_timeout_s, 120);
     assert_int_equal(c.log_level, ANT_LOG_DEBUG);
+    assert_int_equal(c.fed_connections, 0); /* the fetcher's defaults */
+    assert_int_equal(c.fed_max_rate, 0);
+    assert_int_equal(parse("[federation]\nconnections = 4\nmax_rate = 10M\n", &c, &d), 0);
+    assert_int_equal(c.fed_connections, 4);
+    assert_int_equal(c.fed_max_rate, 10 * 1024 * 1024);
+    assert_int_equal(parse("[federation]\nconnections = 257\n", &c, &d), -EINVAL);
+    assert_int_equal(parse("[federation]\nmax_rate = fast\n", &c, &d), -EINVAL);
 }
 
 static void test_config_errors_name_file_line_and_key(void **state)
