@@ -3,7 +3,7 @@
  * from a configured OIDC issuer. Every failure is the same -EKEYREJECTED with the same message
  * (ANT_AUTH_REJECTED_MSG): the response never tells an unknown key from a revoked one.
  *
- * Successful authentications are cached for at most ANT_AUTH_CACHE_NS (one second, issue 4: a
+ * Successful authentications are cached for at most ANT_HOTCACHE_NS (one second, issue 4: a
  * revocation or a disabled principal must take effect within a second, and no cache may outlive
  * it by more): the catalog read and the key hash then cost one keyed BLAKE2b per request. The
  * one-second bound holds for changes made by any process (the admin CLI writes the same file);
@@ -14,16 +14,12 @@
 
 #include "gateway/http.h"
 
-/* How long a successful authentication may be reused, counted from before the catalog read that
- * produced it. */
-#define ANT_AUTH_CACHE_NS (1000LL * 1000 * 1000)
+struct ant_hotcache;
 
-struct ant_authcache; /* thread-safe */
-
-ANT_MUST_CHECK int ant_authcache_new(struct ant_authcache **out);
-void ant_authcache_free(struct ant_authcache *c); /* accepts NULL */
-/* Forgets every entry (entries filled by reads that began before the call are refused too). */
-void ant_authcache_invalidate(struct ant_authcache *c);
+/* The authentication cache: a struct ant_hotcache (policy/decide.h: one second from before the
+ * catalog read, emptied by ant_hotcache_invalidate) from credential to principal; freed with
+ * ant_hotcache_free. */
+ANT_MUST_CHECK int ant_authcache_new(struct ant_hotcache **out);
 
 /* Fills r->who and r->principal and sets r->authed. Returns 0 or -EKEYREJECTED (or -EBUSY /
  * -EIO when the catalog cannot be read: the caller answers 503/500, never "allowed"). The

@@ -46,7 +46,7 @@ struct ant_server {
     atomic_uint inflight;
     struct ant_ratelimit *rl;
     struct ant_metrics *metrics;
-    struct ant_authcache *auth;
+    struct ant_hotcache *auth; /* credential -> principal (gateway/auth.h) */
     /* Decisions and serialised datasets for read-only requests, at most 1 s (policy/decide.h);
      * emptied with the authentication cache by every request that may write. */
     struct ant_hotcache *decisions;
@@ -459,7 +459,7 @@ static void dispatch(struct ant_req *r, bool path_known)
         if (r->authed && strcmp(r->method, "GET") != 0 && strcmp(r->method, "HEAD") != 0) {
             /* This request may have revoked a key or disabled a principal: the next request
              * must not be let in by a cached authentication (before this answer is sent). */
-            ant_authcache_invalidate(r->srv->auth);
+            ant_hotcache_invalidate(r->srv->auth);
             ant_hotcache_invalidate(r->srv->decisions);
             ant_hotcache_invalidate(r->srv->datasets);
         }
@@ -756,7 +756,7 @@ __attribute__((format(printf, 2, 0))) static void on_mhd_log(void *cls, const ch
 
 static void server_free(struct ant_server *s)
 {
-    ant_authcache_free(s->auth);
+    ant_hotcache_free(s->auth);
     ant_hotcache_free(s->decisions);
     ant_hotcache_free(s->datasets);
     ant_ratelimit_free(s->rl);
@@ -838,7 +838,7 @@ struct ant_metrics *ant_server_metrics(struct ant_server *s)
     return s->metrics;
 }
 
-struct ant_authcache *ant_server_authcache(struct ant_server *s)
+struct ant_hotcache *ant_server_authcache(struct ant_server *s)
 {
     return s != NULL ? s->auth : NULL;
 }

@@ -9,7 +9,7 @@
 
 struct ant_site;
 struct ant_server;
-struct ant_authcache;
+struct ant_hotcache;
 
 /* Starts listening on the site's configured address. Returns 0, or -errno with diag set. The
  * site must outlive the server. */
@@ -37,10 +37,9 @@ void ant_req_allow_hold(struct ant_req *r);
 ANT_MUST_CHECK int ant_req_audit_hold(struct ant_req *r, const struct ant_audit_event *ev);
 
 /* The authentication cache (gateway/auth.h); NULL for NULL. */
-struct ant_authcache *ant_server_authcache(struct ant_server *s);
+struct ant_hotcache *ant_server_authcache(struct ant_server *s);
 /* The caches of decisions and of serialised datasets (policy/decide.h: at most 1 s, emptied by
  * every request other than GET/HEAD); NULL for NULL. */
-struct ant_hotcache;
 struct ant_hotcache *ant_server_decisions(struct ant_server *s);
 struct ant_hotcache *ant_server_datasets(struct ant_server *s);
 /* The largest serialised dataset the cache keeps (bigger ones are built per request). */
