@@ -84,6 +84,9 @@ static const struct key keys[] = {
     {"federation", "max_rate", K_SIZE, F(fed_max_rate), 0, 1024 * GiB,
      "bytes per second per pulling connection, such as 10M (0: no limit)"},
     {"log", "level", K_LOGLEVEL, F(log_level), 0, 0, "error | warn | info | debug"},
+    {"log", "flush_ms", K_UINT, F(log_flush_ms), 0, ANT_LOG_FLUSH_MS_MAX,
+     "info lines (the request log) are written in batches at most this many ms late; a crash "
+     "loses at most that much of them, never a warning or an error (0: each line at once)"},
 };
 
 void ant_config_defaults(struct ant_config *c)
@@ -115,6 +118,7 @@ void ant_config_defaults(struct ant_config *c)
     c->default_scratch_quota = 1 * TiB;
     c->default_ttl_s = 7 * 86400;
     c->log_level = ANT_LOG_INFO;
+    c->log_flush_ms = 250;
 }
 
 int ant_listen_parse(struct ant_bytes s, char addr[64], uint16_t *port)

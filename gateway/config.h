@@ -49,6 +49,7 @@ struct ant_config {
     uint64_t fed_max_rate;    /* bytes/s per connection; 0: no limit */
     /* [log] */
     int log_level;
+    unsigned log_flush_ms; /* info lines buffered up to this long; 0: written at once */
 };
 
 /* Fills every field with its default (the values `antenna init` writes out). */

@@ -11,6 +11,8 @@
 # of the small requests in one run: COMPARE=/other/antenna runs ROUNDS (default 3) rounds, each
 # the build's server, the other binary's server (on the same site, one after the other) and
 # nginx; THREADS_B sets the HTTP workers of B (default THREADS; both default 0: automatic).
+# PERF=FILE records the first antenna run's server with `perf record --call-graph dwarf` into
+# FILE (the profile costs CPU: that run's rate is not a figure to compare).
 # Needs nginx-light and wrk (deploy/deps.sh with ANTENNA_WITH_BENCH=1). Everything on 127.0.0.1.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -23,15 +25,17 @@ for t in nginx wrk curl python3; do
 done
 T=$(mktemp -d /tmp/antenna-gwbench-XXXXXX)
 SPID= NPID=
-cleanup() {
-  [ -n "$SPID" ] && kill "$SPID" 2>/dev/null
-  [ -n "$NPID" ] && kill "$NPID" 2>/dev/null
+cleanup() {  # (under set -e: a failed kill must not end the trap before nginx is stopped)
+  if [ -n "$SPID" ]; then kill "$SPID" 2>/dev/null || true; fi
+  if [ -n "$NPID" ]; then kill "$NPID" 2>/dev/null || true; fi
   rm -rf "$T"
 }
 trap cleanup EXIT
 freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-"$BIN" init --dir "$T/site" --site-id bench --region EU >/dev/null 2>&1
+# with COMPARE, the other binary makes the site: its antenna.conf is then one both can read
+# when that binary is the older one (a newer binary reads an older file; not the other way)
+"${COMPARE:-$BIN}" init --dir "$T/site" --site-id bench --region EU >/dev/null 2>&1
 # the rate limit would measure itself, not the gateway
 sed -i -e 's/^rate_limit = .*/rate_limit = 0/' -e "s/^threads = .*/threads = ${THREADS:-0}/" "$T/site/antenna.conf"
 "$BIN" admin --dir "$T/site" tenant add bench >/dev/null
@@ -147,13 +151,21 @@ serve_with() {
   SPID=$!
   for _ in $(seq 100); do grep -q serving "$T/serve.out" 2>/dev/null && break; sleep 0.1; done
   AURL=$(sed -n 's|.*\(https://[0-9.:]*\).*|\1|p' "$T/serve.out")
+  [ -n "$AURL" ] || { echo "$1 serve did not start:" >&2; tail -3 "$T/serve.log" >&2; exit 1; }
 }
 # one wrk run of the running antenna server, labelled $1: "label req/s p99_ms non2xx us/req"
 small_antenna() {
   local c0 c1
   c0=$(cpu)
+  local PP=
+  if [ -n "${PERF:-}" ]; then
+    perf record -F 499 --call-graph dwarf,16384 -o "$PERF" -p "$SPID" -- sleep "$DUR" 2>/dev/null &
+    PP=$!
+    PERF=
+  fi
   wrk -t2 -c64 -d"${DUR}s" --latency -H "Authorization: Bearer $KEY" "$AURL/v1/datasets/$DS" >"$T/wrk-a.txt"
   c1=$(cpu)
+  [ -n "$PP" ] && wait "$PP"
   python3 - "$1" "$T/wrk-a.txt" "$((c1 - c0))" "$(getconf CLK_TCK)" "$DUR" <<'PY'
 import re, sys
 s = open(sys.argv[2]).read()

@@ -36,9 +36,47 @@ if [ $rc -ne 0 ] && [ $rc -ne 77 ]; then
     echo "--- last server log lines ---"
     grep -v '"http.request"' "$T/serve.log" | tail -20
 fi
-kill "$PID" 2>/dev/null
+
+# The request log is buffered ([log] flush_ms, 250 ms by default): a request's line reaches the
+# log within that bound (1 s of slack for a loaded machine), and the lines of the requests just
+# before a clean shutdown are all written by it.
+reqid() {
+    curl -s --cacert "$T/site/tls/cert.pem" -o /dev/null -D - "https://127.0.0.1:$PORT/v1/health" |
+        tr -d '\r' | sed -n 's/^[Xx]-[Rr]equest-[Ii]d: *//p'
+}
+logfails=0
+id=$(reqid)
+t0=$(date +%s%N)
+waited=
+while [ $(( ($(date +%s%N) - t0) / 1000000 )) -lt 5000 ]; do
+    if grep -q "\"request_id\":\"$id\"" "$T/serve.log"; then
+        waited=$(( ($(date +%s%N) - t0) / 1000000 ))
+        break
+    fi
+    sleep 0.01
+done
+if [ -z "$id" ] || [ -z "$waited" ] || [ "$waited" -gt 1250 ]; then
+    echo "FAIL request log line of '$id' not written within 250 ms (+1 s slack): ${waited:-never}"
+    logfails=1
+else
+    echo "ok   request log line written ${waited} ms after the answer (flush_ms 250)"
+fi
+ids=()
+for _ in $(seq 20); do ids+=("$(reqid)"); done
+kill -TERM "$PID" 2>/dev/null
 wait "$PID" 2>/dev/null
 PID=
+missing=0
+for id in "${ids[@]}"; do
+    [ -n "$id" ] && grep -q "\"request_id\":\"$id\"" "$T/serve.log" || missing=$((missing + 1))
+done
+if [ $missing -ne 0 ]; then
+    echo "FAIL $missing of the 20 requests before SIGTERM have no request log line"
+    logfails=1
+else
+    echo "ok   the 20 requests just before SIGTERM all have their request log line"
+fi
+[ $logfails -eq 0 ] || [ $rc -ne 0 ] || rc=1
 # a sanitizer build reports at exit (leaks) or aborts: either is a failure
 if grep -qE "ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:" "$T/serve.log"; then
     echo "FAIL the server's sanitizers reported:"

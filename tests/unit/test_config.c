@@ -1,12 +1,18 @@
-/* Unit tests for gateway/config.h and the route matcher. */
+/* Unit tests for gateway/config.h, the route matcher, and the buffered log the server turns on
+ * from [log] flush_ms (crypto/base/log.h). */
 #include "tests/unit/testutil.h"
 
 #include "crypto/base/log.h"
 #include "gateway/config.h"
 #include "gateway/routes.h"
 
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static int parse(const char *text, struct ant_config *c, struct ant_diag *d)
@@ -184,6 +190,258 @@ static void test_route_match(void **state)
     assert_false(ant_route_match("/v1/datasets/{}/files/{*}", "/v1/datasets/x/files/", p, &n));
 }
 
+static void test_config_log_flush_ms(void **state)
+{
+    (void)state;
+    struct ant_config c;
+    struct ant_diag d;
+    ant_config_defaults(&c);
+    assert_int_equal(c.log_flush_ms, 250);
+    assert_int_equal(parse("[log]\nflush_ms = 0\n", &c, &d), 0);
+    assert_int_equal(c.log_flush_ms, 0);
+    assert_int_equal(parse("[log]\nflush_ms = 1000\n", &c, &d), 0);
+    assert_int_equal(c.log_flush_ms, 1000);
+    assert_int_equal(parse("[log]\nflush_ms = 1001\n", &c, &d), -EINVAL);
+    assert_non_null(strstr(ant_diag_msg(&d, ""), "flush_ms"));
+}
+
+/* The log tests send stderr into a file; the teardown stops the buffering and puts it back. */
+struct logcap {
+    int saved;
+    char *dir;
+    char path[4096];
+};
+
+static int logcap_setup(void **state)
+{
+    struct logcap *c = calloc(1, sizeof(*c));
+    assert_non_null(c);
+    c->dir = test_tmpdir();
+    snprintf(c->path, sizeof(c->path), "%s/stderr", c->dir);
+    int fd = open(c->path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    fflush(stderr);
+    c->saved = dup(STDERR_FILENO);
+    assert_true(c->saved >= 0);
+    assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+    close(fd);
+    *state = c;
+    return 0;
+}
+
+static int logcap_teardown(void **state)
+{
+    struct logcap *c = *state;
+    ant_log_buffer_stop();
+    dup2(c->saved, STDERR_FILENO);
+    close(c->saved);
+    test_rmtree(c->dir);
+    free(c->dir);
+    free(c);
+    return 0;
+}
+
+/* What reached the file so far, NUL-terminated. */
+static char *logcap_read(const struct logcap *c, size_t *len)
+{
+    size_t n = 0;
+    uint8_t *raw = test_read_file(c->path, &n);
+    char *s = malloc(n + 1);
+    assert_non_null(s);
+    memcpy(s, raw, n);
+    s[n] = '\0';
+    free(raw);
+    if (len != NULL) {
+        *len = n;
+    }
+    return s;
+}
+
+static int64_t ms_since(int64_t t0_ns)
+{
+    return (ant_mono_ns() - t0_ns) / 1000000;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* An info line is held, then written by the flusher within flush_ms (plus scheduling slack on
+ * a loaded machine); a second start is refused; past the maximum is refused. */
+static void test_log_buffer_writes_info_within_flush_ms(void **state)
+{
+    const struct logcap *c = *state;
+    assert_int_equal(ant_log_buffer_start(ANT_LOG_FLUSH_MS_MAX + 1), -EINVAL);
+    int64_t t0 = ant_mono_ns();
+    assert_int_equal(ant_log_buffer_start(300), 0);
+    assert_int_equal(ant_log_buffer_start(300), -EALREADY);
+    ant_log_line(ANT_LOG_INFO, "{\"n\":1}\n", 8);
+    size_t len;
+    char *s = logcap_read(c, &len);
+    if (ms_since(t0) < 200) {
+        assert_int_equal(len, 0); /* held: no write(2) for the line */
+    }
+    free(s);
+    int64_t waited = 0;
+    for (;;) {
+        s = logcap_read(c, &len);
+        bool there = strcmp(s, "{\"n\":1}\n") == 0;
+        free(s);
+        waited = ms_since(t0);
+        if (there || waited > 5000) {
+            assert_true(there);
+            break;
+        }
+        sleep_ms(5);
+    }
+    assert_true(waited <= 300 + 400);
+}
+
+/* A warning or an error leaves at once, after the info lines buffered before it. */
+static void test_log_buffer_warning_flushes_in_order(void **state)
+{
+    const struct logcap *c = *state;
+    assert_int_equal(ant_log_buffer_start(1000), 0);
+    ant_log_line(ANT_LOG_INFO, "first\n", 6);
+    ant_log_line(ANT_LOG_DEBUG, "second\n", 7);
+    ant_log(ANT_LOG_WARN, "test.warned", "third %d", 3);
+    char *s = logcap_read(c, NULL);
+    assert_true(strncmp(s, "first\nsecond\n{", 14) == 0);
+    assert_non_null(strstr(s, "\"level\":\"warn\",\"event\":\"test.warned\",\"msg\":\"third 3\""));
+    assert_int_equal(s[strlen(s) - 1], '\n');
+    free(s);
+    ant_log_line(ANT_LOG_INFO, "fourth\n", 7);
+    ant_log_line(ANT_LOG_ERROR, "fifth\n", 6);
+    s = logcap_read(c, NULL);
+    assert_non_null(strstr(s, "}\nfourth\nfifth\n"));
+    free(s);
+}
+
+/* A full buffer is written without waiting for the timer, in whole lines; stop writes the rest;
+ * after stop every line is written at once again. */
+static void test_log_buffer_full_and_stop(void **state)
+{
+    const struct logcap *c = *state;
+    char line[101];
+    memset(line, 'x', 99);
+    line[99] = '\n';
+    line[100] = '\0';
+    assert_int_equal(ant_log_buffer_start(1000), 0);
+    int64_t t0 = ant_mono_ns();
+    for (int i = 0; i < 1000; i++) {
+        ant_log_line(ANT_LOG_INFO, line, 100);
+    }
+    size_t len;
+    char *s = logcap_read(c, &len);
+    if (ms_since(t0) < 800) {
+        /* one buffer's worth of whole lines written by the logger that filled it */
+        assert_true(len >= ANT_LOG_BUFFER_BYTES - 100);
+        assert_true(len < 1000 * 100);
+        assert_int_equal(len % 100, 0);
+    }
+    free(s);
+    ant_log_buffer_stop();
+    s = logcap_read(c, &len);
+    assert_int_equal(len, 1000 * 100);
+    free(s);
+    ant_log_line(ANT_LOG_INFO, "after\n", 6);
+    s = logcap_read(c, &len);
+    assert_int_equal(len, 1000 * 100 + 6);
+    assert_string_equal(s + 1000 * 100, "after\n");
+    free(s);
+    /* a line larger than the buffer goes out whole, after what is buffered */
+    assert_int_equal(ant_log_buffer_start(1000), 0);
+    ant_log_line(ANT_LOG_INFO, "small\n", 6);
+    size_t big = ANT_LOG_BUFFER_BYTES + 10;
+    char *b = malloc(big);
+    assert_non_null(b);
+    memset(b, 'y', big - 1);
+    b[big - 1] = '\n';
+    ant_log_line(ANT_LOG_INFO, b, big);
+    s = logcap_read(c, &len);
+    assert_int_equal(len, 1000 * 100 + 6 + 6 + big);
+    assert_true(memcmp(s + 1000 * 100 + 6, "small\nyyy", 9) == 0);
+    free(s);
+    free(b);
+}
+
+/* flush_ms 0 leaves the log unbuffered. */
+static void test_log_buffer_zero_is_unbuffered(void **state)
+{
+    const struct logcap *c = *state;
+    assert_int_equal(ant_log_buffer_start(0), 0);
+    ant_log_line(ANT_LOG_INFO, "now\n", 4);
+    char *s = logcap_read(c, NULL);
+    assert_string_equal(s, "now\n");
+    free(s);
+}
+
+/* A clean exit() writes what is buffered (the process ends within the flush interval). */
+static void test_log_buffer_written_at_exit(void **state)
+{
+    const struct logcap *c = *state;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (ant_log_buffer_start(1000) != 0) {
+            _exit(3);
+        }
+        ant_log_line(ANT_LOG_INFO, "last words\n", 11);
+        exit(0);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    char *s = logcap_read(c, NULL);
+    assert_string_equal(s, "last words\n");
+    free(s);
+}
+
+#define LOG_THREADS 4
+#define LOG_LINES 5000
+
+static void *log_lines(void *arg)
+{
+    int t = (int)(intptr_t)arg;
+    for (int i = 0; i < LOG_LINES; i++) {
+        char line[64];
+        int n = snprintf(line, sizeof(line), "t%d %d\n", t, i);
+        ant_log_line(ANT_LOG_INFO, line, (size_t)n);
+    }
+    return NULL;
+}
+
+/* Loggers on several threads: every line once, whole, each thread's lines in order. */
+static void test_log_buffer_threads(void **state)
+{
+    const struct logcap *c = *state;
+    pthread_t th[LOG_THREADS];
+    assert_int_equal(ant_log_buffer_start(20), 0);
+    for (int t = 0; t < LOG_THREADS; t++) {
+        assert_int_equal(pthread_create(&th[t], NULL, log_lines, (void *)(intptr_t)t), 0);
+    }
+    for (int t = 0; t < LOG_THREADS; t++) {
+        pthread_join(th[t], NULL);
+    }
+    ant_log_buffer_stop();
+    char *s = logcap_read(c, NULL);
+    int next[LOG_THREADS] = {0};
+    int lines = 0;
+    for (char *p = s, *nl; (nl = strchr(p, '\n')) != NULL; p = nl + 1) {
+        int t = -1, i = -1;
+        *nl = '\0';
+        assert_int_equal(sscanf(p, "t%d %d", &t, &i), 2);
+        assert_true(t >= 0 && t < LOG_THREADS);
+        assert_int_equal(i, next[t]);
+        next[t]++;
+        lines++;
+    }
+    assert_int_equal(lines, LOG_THREADS * LOG_LINES);
+    free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -195,6 +453,18 @@ int main(void)
         cmocka_unit_test(test_config_every_truncation_is_safe),
         cmocka_unit_test(test_config_http_threads),
         cmocka_unit_test(test_route_match),
+        cmocka_unit_test(test_config_log_flush_ms),
+        cmocka_unit_test_setup_teardown(test_log_buffer_writes_info_within_flush_ms, logcap_setup,
+                                        logcap_teardown),
+        cmocka_unit_test_setup_teardown(test_log_buffer_warning_flushes_in_order, logcap_setup,
+                                        logcap_teardown),
+        cmocka_unit_test_setup_teardown(test_log_buffer_full_and_stop, logcap_setup,
+                                        logcap_teardown),
+        cmocka_unit_test_setup_teardown(test_log_buffer_zero_is_unbuffered, logcap_setup,
+                                        logcap_teardown),
+        cmocka_unit_test_setup_teardown(test_log_buffer_written_at_exit, logcap_setup,
+                                        logcap_teardown),
+        cmocka_unit_test_setup_teardown(test_log_buffer_threads, logcap_setup, logcap_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
