@@ -397,6 +397,32 @@ static void *sync_main(void *arg)
     return NULL;
 }
 
+/* The output creator (see struct run.oq): runs each open with a plain syscall and hands the
+ * op back as a completion, as the threads backend does. */
+static void *open_main(void *arg)
+{
+    struct run *r = arg;
+    struct ev *ev;
+    while ((ev = evq_pop(&r->oq)) != NULL) {
+        struct io_op *op = ev->obj;
+        int res;
+        do {
+            res = op_exec_sync(op);
+        } while (res == -EINTR);
+        op->res = res;
+        evq_push(&r->evq, ev);
+    }
+    return NULL;
+}
+
+static void open_submit(struct run *r, struct io_op *op)
+{
+    op->ev.kind = EV_IO;
+    op->ev.obj = op;
+    op->f->busy++;
+    evq_push(&r->oq, &op->ev);
+}
+
 static bool ck_full(const struct run *r)
 {
     return r->nck >= r->e->o.checkpoint_files || r->ck_bytes >= r->e->o.checkpoint_bytes;
@@ -790,6 +816,11 @@ void run_event(struct run *r, struct ev *ev)
 {
     struct slot *s = NULL;
     struct sfile *f;
+    if (ev->kind == EV_IO) {
+        struct io_op *op = ev->obj;
+        run_op_done(r, op, op->res);
+        return;
+    }
     if (ev->kind == EV_SYNC) {
         ck_synced(r, ev->rc);
         return;
@@ -1215,7 +1246,7 @@ static int admit(struct run *r)
                                         .oflags = O_WRONLY | O_CREAT | O_TRUNC, .mode = 0640,
                                         .buf_index = -1};
         f->out_created = true; /* from here on a failure removes it */
-        op_submit(r, &f->op_open_tmp);
+        open_submit(r, &f->op_open_tmp);
     }
     return 0;
 }
@@ -1363,6 +1394,11 @@ static int open_workdir(int root, const char *name)
  * eventfd the io_uring backend closes. */
 static void run_stop_crypto(struct run *r)
 {
+    if (r->open_thread_on) {
+        evq_stop(&r->oq);
+        pthread_join(r->open_thread, NULL);
+        r->open_thread_on = false;
+    }
     if (r->sync_thread_on) {
         evq_stop(&r->sq);
         pthread_join(r->sync_thread, NULL);
@@ -1420,6 +1456,11 @@ static int run_init(struct run *r)
         r->free_slots = s;
     }
     r->nfree = r->nslots;
+    rc = -pthread_create(&r->open_thread, NULL, open_main, r);
+    if (rc < 0) {
+        return rc;
+    }
+    r->open_thread_on = true;
     for (; r->ncthreads < o->crypto_threads; r->ncthreads++) {
         rc = -pthread_create(&r->cthreads[r->ncthreads], NULL, cpool_main, r);
         if (rc < 0) {
@@ -1531,6 +1572,13 @@ int ant_engine_run(struct ant_engine *e, const struct ant_stage_job *job, struct
         evq_fini(&r.cq);
         return rc;
     }
+    rc = evq_init(&r.oq);
+    if (rc < 0) {
+        evq_fini(&r.evq);
+        evq_fini(&r.cq);
+        evq_fini(&r.sq);
+        return rc;
+    }
     rc = check_job(job, d);
     if (rc < 0) {
         goto out;
@@ -1611,6 +1659,15 @@ out:
     run_stop_crypto(&r);
     if (be_started) {
         r.be->stop(&r);
+        /* a file opened by the open thread or the I/O pool after the run stopped taking
+         * completions (an error exit) holds an fd nobody else closes (outputs are removed
+         * below with their file) */
+        for (struct ev *ev = evq_take_all(&r.evq); ev != NULL; ev = ev->next) {
+            const struct io_op *op = ev->obj;
+            if (ev->kind == EV_IO && op->kind == OP_OPEN && op->res >= 0) {
+                ant_close(op->res);
+            }
+        }
         /* the ring is gone (its ops cancelled) or the pool joined: release what files hold */
         while (r.active != NULL) {
             struct sfile *f = r.active;
@@ -1632,5 +1689,6 @@ out:
     evq_fini(&r.evq);
     evq_fini(&r.cq);
     evq_fini(&r.sq);
+    evq_fini(&r.oq);
     return rc;
 }

@@ -8,8 +8,16 @@
 #
 #   tests/bench/stage_bench.sh [BUILD_DIR] [WORK_DIR]
 #   STAGE_BENCH_SIZE_MB=4096 STAGE_BENCH_FILES=20000 STAGE_BENCH_ROUNDS=2 (defaults)
+#   STAGE_BENCH_PARTS="a b c raw B tools fio" (default: all) runs only some rows: a, b, c the
+#     engine's (a) / (b) / (c), raw its (a') / (c'), B the -B rows, tools cp / cp -r / rsync /
+#     tar, fio the copy limit; apairs N / cpairs N: (a) / (c) with the two backends alternated
+#     N times (each pair printed with its ratio), for the threads vs io_uring question.
+#   STAGE_BENCH_BACKENDS="uring threads" (default)
 #
 # The machine is shared: each row is the best of ROUNDS runs (caches dropped before each).
+# The engine runs with stage_bench -D: page, dentry and inode caches are dropped after the
+# (untimed) listing of the sources, so the engine meets the sources' metadata as cold as the
+# tools do (until 2026-11-27 the listing had left it cached: a head start the tools lacked).
 #
 # Prints a markdown table on stdout (for docs/benchmarks.md); progress on stderr. Needs root
 # for drop_caches (otherwise says so), python3 to write the small files, fio and rsync.
@@ -44,13 +52,25 @@ dropc() {
     fi
 }
 
+PARTS=${STAGE_BENCH_PARTS:-a b c raw B tools fio}
+BACKENDS=${STAGE_BENCH_BACKENDS:-uring threads}
+has() { case " $PARTS " in *" $1 "*) return 0;; esac; return 1; }
+# the number after "apairs" / "cpairs" in PARTS
+npairs() { printf '%s\n' $PARTS | awk -v k="$1" 'p { print; exit } $0 == k { p = 1 }'; }
+NEED_BIG=no
+for p in a b raw tools fio apairs; do has $p && NEED_BIG=yes; done
+
 UPTIME0=$(uptime)
 rm -rf "$W"
 mkdir -p "$W/plain/big" "$W/plain/small" "$W/arch" "$W/out"
 
 # --- inputs ---
-log "writing ${SIZE_MB} MiB of random plaintext and $NFILES files of 16 KiB in 100 folders"
-head -c $((SIZE_MB * 1024 * 1024)) /dev/urandom > "$W/plain/big/big.bin"
+log "writing ${SIZE_MB} MiB of random plaintext (when needed: $NEED_BIG) and $NFILES files of 16 KiB in 100 folders"
+if [ $NEED_BIG = yes ]; then
+    head -c $((SIZE_MB * 1024 * 1024)) /dev/urandom > "$W/plain/big/big.bin"
+else
+    head -c 65536 /dev/urandom > "$W/plain/big/big.bin"
+fi
 python3 - "$W/plain/small" "$NFILES" <<'EOF'
 import os, sys
 root, n = sys.argv[1], int(sys.argv[2])
@@ -101,7 +121,7 @@ engine() {
         dropc
         log "engine: $name ($be, $x) round $((i + 1))"
         # shellcheck disable=SC2086
-        json=$("$BIN" -e "$be" -x "$x" $KEYARGS "$@" "$src" "$W/out" job)
+        json=$("$BIN" -D -e "$be" -x "$x" $KEYARGS "$@" "$src" "$W/out" job)
         all="$all $(printf '%s' "$json" | python3 -c "import json,sys; print(json.load(sys.stdin)['seconds'])")"
         backend=$(printf '%s' "$json" | python3 -c "import json,sys; print(json.load(sys.stdin)['backend'])")
         i=$((i + 1))
@@ -134,26 +154,61 @@ tool() {
     row "$name" "$what" "$bytes" "$s" "$(mbps "$bytes" "$s")"
 }
 
-for be in uring threads; do
-    engine "(a) ${SIZE_MB} MiB file" "$be" "$XD" "$W/arch/big" "$ARCH_BIG_BYTES"
-    # the same without O_DIRECT (before / after in one run)
-    engine "(a) ${SIZE_MB} MiB file, page cache only (-B)" "$be" "$XD" "$W/arch/big" \
-        "$ARCH_BIG_BYTES" -B
-    engine "(b) ${SIZE_MB} MiB file" "$be" "$XR" "$W/arch/big" "$ARCH_BIG_BYTES" -p "$PEER_PUB"
-    engine "(c) $NFILES x 16 KiB" "$be" "$XD" "$W/arch/small" "$SMALL_BYTES"
-    engine "(c) $NFILES x 16 KiB, page cache only (-B)" "$be" "$XD" "$W/arch/small" \
-        "$SMALL_BYTES" -B
-    engine "(a') ${SIZE_MB} MiB file" "$be" raw "$W/arch/big" "$ARCH_BIG_BYTES"
-    engine "(c') $NFILES x 16 KiB" "$be" raw "$W/arch/small" "$SMALL_BYTES"
-done
+# one engine run, caches dropped: prints its seconds
+once() {
+    be=$1 x=$2 src=$3
+    shift 3
+    rm -rf "$W/out/job"
+    dropc
+    # shellcheck disable=SC2086
+    "$BIN" -D -e "$be" -x "$x" $KEYARGS "$@" "$src" "$W/out" job |
+        python3 -c "import json,sys; print(json.load(sys.stdin)['seconds'])"
+}
 
-tool "${SIZE_MB} MiB file" "cp" "$ARCH_BIG_BYTES" cp "$W/arch/big/big.bin" "$W/out/t/"
-tool "${SIZE_MB} MiB file" "rsync -a" "$ARCH_BIG_BYTES" rsync -a "$W/arch/big/" "$W/out/t/"
-tool "$NFILES x 16 KiB" "cp -r" "$SMALL_BYTES" cp -r "$W/arch/small" "$W/out/t/"
-tool "$NFILES x 16 KiB" "rsync -a" "$SMALL_BYTES" rsync -a "$W/arch/small/" "$W/out/t/"
-tool "$NFILES x 16 KiB" "tar \\| tar" "$SMALL_BYTES" \
-    sh -c "tar -C '$W/arch' -cf - small | tar -C '$W/out/t' -xf -"
-tool "${SIZE_MB} MiB file" "fio copy limit (io_uring, 1 MiB, QD 64, read job + write job)" \
+# pairs NAME SRC N: the two backends alternated N times (which goes first alternates too)
+PAIRS=""
+pairs() {
+    name=$1 src=$2 n=$3
+    i=0
+    while [ $i -lt "$n" ]; do
+        if [ $((i % 2)) -eq 0 ]; then
+            u=$(once uring "$XD" "$src"); t=$(once threads "$XD" "$src")
+        else
+            t=$(once threads "$XD" "$src"); u=$(once uring "$XD" "$src")
+        fi
+        r=$(python3 -c "import sys; print('%.2f' % (float(sys.argv[1]) / float(sys.argv[2])))" "$u" "$t")
+        log "pair $((i + 1)) $name: io_uring $u s, threads $t s, threads / io_uring speed $r"
+        PAIRS="$PAIRS| $name | $((i + 1)) | $u | $t | $r |
+"
+        i=$((i + 1))
+    done
+}
+
+for be in $BACKENDS; do
+    has a && engine "(a) ${SIZE_MB} MiB file" "$be" "$XD" "$W/arch/big" "$ARCH_BIG_BYTES"
+    # the same without O_DIRECT (before / after in one run)
+    has a && has B && engine "(a) ${SIZE_MB} MiB file, page cache only (-B)" "$be" "$XD" \
+        "$W/arch/big" "$ARCH_BIG_BYTES" -B
+    has b && engine "(b) ${SIZE_MB} MiB file" "$be" "$XR" "$W/arch/big" "$ARCH_BIG_BYTES" \
+        -p "$PEER_PUB"
+    has c && engine "(c) $NFILES x 16 KiB" "$be" "$XD" "$W/arch/small" "$SMALL_BYTES"
+    has c && has B && engine "(c) $NFILES x 16 KiB, page cache only (-B)" "$be" "$XD" \
+        "$W/arch/small" "$SMALL_BYTES" -B
+    has raw && engine "(a') ${SIZE_MB} MiB file" "$be" raw "$W/arch/big" "$ARCH_BIG_BYTES"
+    has raw && engine "(c') $NFILES x 16 KiB" "$be" raw "$W/arch/small" "$SMALL_BYTES"
+done
+has apairs && pairs "(a) ${SIZE_MB} MiB file" "$W/arch/big" "$(npairs apairs)"
+has cpairs && pairs "(c) $NFILES x 16 KiB" "$W/arch/small" "$(npairs cpairs)"
+
+if has tools; then
+    tool "${SIZE_MB} MiB file" "cp" "$ARCH_BIG_BYTES" cp "$W/arch/big/big.bin" "$W/out/t/"
+    tool "${SIZE_MB} MiB file" "rsync -a" "$ARCH_BIG_BYTES" rsync -a "$W/arch/big/" "$W/out/t/"
+    tool "$NFILES x 16 KiB" "cp -r" "$SMALL_BYTES" cp -r "$W/arch/small" "$W/out/t/"
+    tool "$NFILES x 16 KiB" "rsync -a" "$SMALL_BYTES" rsync -a "$W/arch/small/" "$W/out/t/"
+    tool "$NFILES x 16 KiB" "tar \\| tar" "$SMALL_BYTES" \
+        sh -c "tar -C '$W/arch' -cf - small | tar -C '$W/out/t' -xf -"
+fi
+has fio && tool "${SIZE_MB} MiB file" "fio copy limit (io_uring, 1 MiB, QD 64, read job + write job)" \
     "$ARCH_BIG_BYTES" fio --output=/dev/null --ioengine=io_uring --bs=1M --iodepth=64 \
     --name=rd --rw=read --filename="$W/arch/big/big.bin" --size="${SIZE_MB}M" \
     --name=wr --rw=write --filename="$W/out/t/fio.out" --size="${SIZE_MB}M" --end_fsync=1
@@ -162,6 +217,12 @@ echo "| input | what | bytes | seconds | MB/s |"
 echo "|---|---|---:|---:|---:|"
 printf '%s' "$ROWS"
 echo
+if [ -n "$PAIRS" ]; then
+    echo "| alternated | pair | io_uring s | threads s | threads / io_uring |"
+    echo "|---|---:|---:|---:|---:|"
+    printf '%s' "$PAIRS"
+    echo
+fi
 echo "- Crypt4GH transforms: $C4GH$([ "$C4GH" = no ] && echo ' (rows marked decrypt/reencrypt ran as raw copies)')"
 echo "- page caches dropped before each run: $DROP; best of $ROUNDS runs per row"
 [ -n "$ENC_BIG" ] && echo "- encrypting the input with the engine: $ENC_BIG"
