@@ -24,6 +24,11 @@
 #define QUERY_MAX 1000u
 #define BUSY_TIMEOUT_MS 10000
 #define EXPORT_FLUSH (256 * 1024)
+/* The writer indexes the events not yet in events_by (schema step 2) once this many are
+ * waiting, or once the oldest has waited INDEX_DELAY_MS: a query scans at most about that many
+ * events beyond the index. (ant_audit_opts may say otherwise.) */
+#define INDEX_BATCH 4096u
+#define INDEX_DELAY_MS 250u
 /* WAL pages before the writer checkpoints (SQLite's default is 1,000): a hot page (the tip
  * of each tenant's index range) is copied once per checkpoint however often it was written,
  * and each checkpoint costs two fsyncs; 4,000 pages (16 MiB) took the writer's checkpoint
@@ -59,11 +64,47 @@ static const char *const k_migrations[] = {
     " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;"
     "CREATE TRIGGER checkpoints_no_delete BEFORE DELETE ON checkpoints"
     " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;",
+
+    /* Step 2: the secondary indexes leave the insert. Four indexes made each event five B-tree
+     * inserts, and the (tenant|actor|dataset, time) ones put nearly every event of a group on
+     * a leaf page of its own (one WAL frame each). Now an event is one append to `events`;
+     * the writer indexes the events after `events_indexed` in batches (sorted, so each key's
+     * leaf is written once per batch, not once per event), and queries read the few events
+     * not indexed yet by scanning them (ant_audit_query_run). Time needs no index: time order
+     * is seq order (the writer never lets time go back), so a time bound is found by binary
+     * search over seq. Derived data: verify and export never read it. */
+    "CREATE TABLE events_by ("
+    " k INTEGER NOT NULL," /* 1 actor, 2 tenant, 3 dataset_id */
+    " v TEXT NOT NULL,"
+    " seq INTEGER NOT NULL,"
+    " PRIMARY KEY (k, v, seq)) WITHOUT ROWID;"
+    "CREATE TABLE events_indexed (upto INTEGER PRIMARY KEY);"
+    "INSERT INTO events_by SELECT 1, actor, seq FROM events WHERE actor IS NOT NULL"
+    " UNION ALL SELECT 2, tenant, seq FROM events WHERE tenant IS NOT NULL"
+    " UNION ALL SELECT 3, dataset_id, seq FROM events WHERE dataset_id IS NOT NULL"
+    " ORDER BY 1, 2, 3;"
+    "INSERT INTO events_indexed SELECT coalesce(max(seq), 0) FROM events;"
+    "DROP INDEX events_time;"
+    "DROP INDEX events_tenant_time;"
+    "DROP INDEX events_actor_time;"
+    "DROP INDEX events_dataset_time;"
+    "CREATE TRIGGER events_by_no_update BEFORE UPDATE ON events_by"
+    " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;"
+    "CREATE TRIGGER events_by_no_delete BEFORE DELETE ON events_by"
+    " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;"
+    "CREATE TRIGGER events_indexed_no_update BEFORE UPDATE ON events_indexed"
+    " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;"
+    "CREATE TRIGGER events_indexed_no_delete BEFORE DELETE ON events_indexed"
+    " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;",
 };
 
 #define EVENT_COLS                                                                                 \
     "seq, time_ms, request_id, actor, tenant, credential, action, resource_kind, resource_id, "    \
     "dataset_id, decision, reason, transfer, detail, hash"
+#define EVENT_COLS_E                                                                               \
+    "e.seq, e.time_ms, e.request_id, e.actor, e.tenant, e.credential, e.action, "                  \
+    "e.resource_kind, e.resource_id, e.dataset_id, e.decision, e.reason, e.transfer, e.detail, "   \
+    "e.hash"
 
 /* One queued append. Synchronous (done_fn NULL): lives on the caller's stack, which is blocked
  * until `done` is posted, so the writer may read the borrowed event strings directly.
@@ -135,7 +176,10 @@ struct ant_audit {
     EVP_MD *sha256; /* fetched once (see ant_audit_verifier) */
     struct ant_buf canon;
     int64_t unsigned_since_ms;   /* time of the oldest unsigned event we wrote; 0: none */
-    sqlite3_stmt *ws[8];         /* WS_*: prepared once */
+    sqlite3_stmt *ws[11];        /* WS_*: prepared once */
+    int64_t head_seq;            /* the last seq we know of (ours or another process's) */
+    int64_t indexed_upto;        /* events_indexed as we last read or wrote it */
+    int64_t indexed_ms;          /* when we last indexed (monotonic ms) */
     int64_t (*clock)(void *ctx); /* testing only: the events' time source */
     void *clock_ctx;
 };
@@ -248,19 +292,19 @@ static int user_version(sqlite3 *db, int *v)
 }
 
 /* Each step runs in its own BEGIN IMMEDIATE with its user_version, so two processes opening a
- * new file at once apply each step exactly once. */
-static int migrate(sqlite3 *db)
+ * new file at once apply each step exactly once. Applies the first `steps`. */
+static int migrate_to(sqlite3 *db, size_t steps)
 {
     int v = 0;
     int rc = user_version(db, &v);
     if (rc == 0 && (size_t)v > ANT_ARRAY_LEN(k_migrations)) {
         rc = -ENOTSUP;
     }
-    while (rc == 0 && (size_t)v < ANT_ARRAY_LEN(k_migrations)) {
+    while (rc == 0 && (size_t)v < steps) {
         char setv[48];
         rc = exec_sql(db, "BEGIN IMMEDIATE");
         rc = rc < 0 ? rc : user_version(db, &v);
-        if (rc == 0 && (size_t)v < ANT_ARRAY_LEN(k_migrations)) {
+        if (rc == 0 && (size_t)v < steps) {
             snprintf(setv, sizeof(setv), "PRAGMA user_version = %d", v + 1);
             rc = exec_sql(db, k_migrations[v]);
             rc = rc < 0 ? rc : exec_sql(db, setv);
@@ -273,6 +317,11 @@ static int migrate(sqlite3 *db)
         rc = user_version(db, &v);
     }
     return rc;
+}
+
+static int migrate(sqlite3 *db)
+{
+    return migrate_to(db, ANT_ARRAY_LEN(k_migrations));
 }
 
 /* --- validation: the log must never hold a secret --- */
@@ -434,6 +483,9 @@ enum {
     WS_INSERT,
     WS_OLDEST,
     WS_CK_INSERT,
+    WS_IX_UPTO,
+    WS_IX_INSERT,
+    WS_IX_MARK,
     WS_COUNT,
 };
 _Static_assert(WS_COUNT == ANT_ARRAY_LEN(((struct ant_audit *)0)->ws), "one slot per statement");
@@ -448,6 +500,17 @@ static const char *const k_wsql[WS_COUNT] = {
     [WS_OLDEST] = "SELECT time_ms FROM events WHERE seq = ?",
     [WS_CK_INSERT] = ("INSERT INTO checkpoints(seq, hash, time_ms, prev_seq, sig) "
                       "VALUES (?, ?, ?, ?, ?)"),
+    [WS_IX_UPTO] = "SELECT coalesce(max(upto), 0) FROM events_indexed",
+    /* sorted, so the B-tree is walked left to right and each leaf written once a batch */
+    [WS_IX_INSERT] = ("INSERT INTO events_by(k, v, seq)"
+                      " SELECT 1, actor, seq FROM events"
+                      "  WHERE seq > ?1 AND seq <= ?2 AND actor IS NOT NULL"
+                      " UNION ALL SELECT 2, tenant, seq FROM events"
+                      "  WHERE seq > ?1 AND seq <= ?2 AND tenant IS NOT NULL"
+                      " UNION ALL SELECT 3, dataset_id, seq FROM events"
+                      "  WHERE seq > ?1 AND seq <= ?2 AND dataset_id IS NOT NULL"
+                      " ORDER BY 1, 2, 3"),
+    [WS_IX_MARK] = "INSERT INTO events_indexed(upto) VALUES (?)",
 };
 
 static int wstmt(struct ant_audit *a, int which, sqlite3_stmt **out)
@@ -619,7 +682,75 @@ static int write_batch(struct ant_audit *a, struct audit_req *batch, bool force,
         return rc;
     }
     a->unsigned_since_ms = h.seq > h.ck_seq ? oldest : 0;
+    a->head_seq = h.seq;
     return 0;
+}
+
+static int step_int64(sqlite3_stmt *s, int64_t *v)
+{
+    int src = sqlite3_step(s);
+    int rc = src == SQLITE_ROW ? 0 : src == SQLITE_DONE ? -EBADMSG : sqlerr(src);
+    *v = rc == 0 ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    return rc;
+}
+
+static int64_t mono_ms(void)
+{
+    return ant_mono_ns() / 1000000;
+}
+
+/* Writer thread, called with a->mu held: are events waiting to be indexed, and is it time? */
+static bool index_due(const struct ant_audit *a, bool idle)
+{
+    int64_t backlog = a->head_seq - a->indexed_upto;
+    return backlog >= (int64_t)a->opts.index_batch ||
+           (backlog > 0 && (idle || mono_ms() - a->indexed_ms >= (int64_t)a->opts.index_delay_ms));
+}
+
+/* Indexes every event after events_indexed, in one transaction of its own. The mark is read
+ * inside BEGIN IMMEDIATE, so two processes writing one log never index an event twice. No
+ * caller waits for it: the next group's fdatasync (or the WAL checkpoint's) makes it durable,
+ * and a crash before that only leaves more events for the next batch and for queries to scan.
+ * A failure is logged and tried again a batch later; it never fails an append. */
+static void index_backlog(struct ant_audit *a)
+{
+    sqlite3_stmt *s = NULL;
+    struct chain_head h;
+    int64_t upto = 0;
+    int rc = wexec(a, WS_BEGIN);
+    if (rc < 0) {
+        goto out;
+    }
+    rc = wstmt(a, WS_IX_UPTO, &s);
+    rc = rc < 0 ? rc : step_int64(s, &upto);
+    rc = rc < 0 ? rc : read_head(a, &h);
+    if (rc == 0 && h.seq > upto) {
+        rc = wstmt(a, WS_IX_INSERT, &s);
+        if (rc == 0) {
+            sqlite3_bind_int64(s, 1, upto);
+            sqlite3_bind_int64(s, 2, h.seq);
+            rc = step_done(s);
+        }
+        rc = rc < 0 ? rc : wstmt(a, WS_IX_MARK, &s);
+        if (rc == 0) {
+            sqlite3_bind_int64(s, 1, h.seq);
+            rc = step_done(s);
+        }
+    }
+    rc = rc < 0 ? rc : wexec(a, WS_COMMIT);
+    if (rc == 0) {
+        a->head_seq = h.seq;
+        a->indexed_upto = h.seq > upto ? h.seq : upto;
+    }
+out:
+    if (rc < 0) {
+        ant_log(ANT_LOG_WARN, "audit.index_failed", "indexing the audit log: %s", strerror(-rc));
+        if (!sqlite3_get_autocommit(a->wdb)) {
+            (void)wexec(a, WS_ROLLBACK);
+        }
+    }
+    a->indexed_ms = mono_ms();
 }
 
 static void *writer_main(void *arg)
@@ -629,19 +760,29 @@ static void *writer_main(void *arg)
     pthread_mutex_lock(&a->mu);
     for (;;) {
         while (a->head == NULL && !a->stopping) {
-            if (a->unsigned_since_ms == 0) {
+            /* Sleep until the oldest unsigned event is due for a checkpoint, or the oldest
+             * unindexed one for indexing. */
+            bool timed = false;
+            int64_t wait_ms = INT64_MAX;
+            if (a->unsigned_since_ms != 0) {
+                timed = true;
+                wait_ms = a->unsigned_since_ms + (int64_t)a->opts.checkpoint_seconds * 1000 -
+                          ant_now_ms();
+            }
+            if (a->head_seq > a->indexed_upto && a->poisoned == 0) {
+                int64_t w = a->indexed_ms + (int64_t)a->opts.index_delay_ms - mono_ms();
+                timed = true;
+                wait_ms = w < wait_ms ? w : wait_ms;
+            }
+            if (!timed) {
                 pthread_cond_wait(&a->work_cv, &a->mu);
                 continue;
             }
-            /* Sleep until the oldest unsigned event is due for a checkpoint. */
-            int64_t due = a->unsigned_since_ms + (int64_t)a->opts.checkpoint_seconds * 1000;
-            if (ant_now_ms() >= due) {
+            if (wait_ms <= 0) {
                 break;
             }
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
-            int64_t wait_ms = due - ant_now_ms();
-            wait_ms = wait_ms < 1 ? 1 : wait_ms;
             ts.tv_sec += (time_t)(wait_ms / 1000);
             ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
             if (ts.tv_nsec >= 1000000000L) {
@@ -718,6 +859,18 @@ static void *writer_main(void *arg)
             /* the timed checkpoint failed: try again one period later, not in a spin */
             a->unsigned_since_ms = ant_now_ms();
         }
+        /* After the hand-over, so the group's fdatasync runs meanwhile. */
+        if (a->poisoned == 0 && index_due(a, false)) {
+            pthread_mutex_unlock(&a->mu);
+            index_backlog(a);
+            pthread_mutex_lock(&a->mu);
+        }
+    }
+    if (a->poisoned == 0 && index_due(a, true)) {
+        /* what this process wrote is indexed before it goes (a CLI's few admin events) */
+        pthread_mutex_unlock(&a->mu);
+        index_backlog(a);
+        pthread_mutex_lock(&a->mu);
     }
     a->writer_exited = true;
     pthread_cond_signal(&a->sync_cv);
@@ -1090,6 +1243,9 @@ int ant_audit_open(int dirfd, const char *name, unsigned flags, const struct ant
     a->opts.checkpoint_seconds =
         opts && opts->checkpoint_seconds ? opts->checkpoint_seconds : DEFAULT_SECONDS;
     a->opts.max_batch = opts && opts->max_batch ? opts->max_batch : DEFAULT_BATCH;
+    a->opts.index_batch = opts && opts->index_batch ? opts->index_batch : INDEX_BATCH;
+    a->opts.index_delay_ms = opts && opts->index_delay_ms ? opts->index_delay_ms : INDEX_DELAY_MS;
+    a->indexed_ms = mono_ms(); /* a tail left by another process waits one delay, no more */
     ant_buf_init(&a->canon, 64 * 1024);
     a->md = EVP_MD_CTX_new();
     a->sha256 = EVP_MD_fetch(NULL, "SHA2-256", NULL);
@@ -1220,6 +1376,25 @@ int ant_audit_test_drop_triggers(int dirfd, const char *name)
     return rc;
 }
 
+int ant_audit_test_create_at_step(int dirfd, const char *name, int steps)
+{
+    char path[PATH_MAX + 64];
+    sqlite3 *db = NULL;
+    if (steps < 0 || (size_t)steps > ANT_ARRAY_LEN(k_migrations)) {
+        return -EINVAL;
+    }
+    int rc = db_path(dirfd, name, path, sizeof(path));
+    int fd = rc < 0 ? -1 : openat(dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                                  0600);
+    rc = rc < 0 ? rc : fd < 0 ? -errno : 0;
+    ant_close(fd);
+    rc = rc < 0 ? rc : db_open(path, false, &db);
+    rc = rc < 0 ? rc : exec_sql(db, "PRAGMA journal_mode=WAL");
+    rc = rc < 0 ? rc : migrate_to(db, (size_t)steps);
+    sqlite3_close(db);
+    return rc;
+}
+
 /* --- reading: rows as JSON, queries, export, live verify --- */
 
 static const char *const k_text_cols[] = {
@@ -1260,16 +1435,123 @@ static json_t *event_json(sqlite3_stmt *s)
     return o;
 }
 
+/* rdb, in a read transaction: the first seq whose time_ms >= t (time order is seq order), or
+ * head + 1 when there is none; a binary search over seq, one point read a step. */
+static int seq_at_time(sqlite3 *db, int64_t head, int64_t t, int64_t *out)
+{
+    sqlite3_stmt *s = NULL;
+    int64_t lo = 1, hi = head + 1;
+    int rc = sqlerr(sqlite3_prepare_v2(
+        db, "SELECT seq, time_ms FROM events WHERE seq >= ? ORDER BY seq LIMIT 1", -1, &s, NULL));
+    while (rc == 0 && lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        sqlite3_bind_int64(s, 1, mid);
+        int src = sqlite3_step(s);
+        if (src == SQLITE_ROW && sqlite3_column_int64(s, 1) < t) {
+            lo = sqlite3_column_int64(s, 0) + 1;
+        } else if (src == SQLITE_ROW || src == SQLITE_DONE) {
+            hi = mid; /* no seq in [mid, the row's) exists: as a bound, mid is the same */
+        } else {
+            rc = sqlerr(src);
+        }
+        sqlite3_reset(s);
+    }
+    sqlite3_finalize(s);
+    *out = lo;
+    return rc;
+}
+
+static int read_int64(sqlite3 *db, const char *sql, int64_t *v)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = sqlerr(sqlite3_prepare_v2(db, sql, -1, &s, NULL));
+    rc = rc < 0 ? rc : step_int64(s, v);
+    sqlite3_finalize(s);
+    return rc;
+}
+
+struct query_page {
+    json_t *arr;
+    unsigned limit;
+    int64_t last, next;
+};
+
+/* Runs one phase of a query: seq in [from, to), the filters `q` (bound as ?3..?7), appending
+ * rows to the page until it holds limit + 1 (then sets next: there is another page). */
+static int query_phase(sqlite3 *db, const char *sql, const char *const vals[4], int decision,
+                       int64_t from, int64_t to, const char *key, struct query_page *pg)
+{
+    sqlite3_stmt *s = NULL;
+    int src = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
+    int rc = sqlerr(src);
+    if (rc < 0) {
+        goto out;
+    }
+    sqlite3_bind_int64(s, 1, from);
+    sqlite3_bind_int64(s, 2, to);
+    for (int i = 0; i < 4; i++) {
+        bind_text(s, 3 + i, vals[i]);
+    }
+    sqlite3_bind_int(s, 7, decision);
+    bind_text(s, 8, key);
+    sqlite3_bind_int64(s, 9, (int64_t)pg->limit + 1 - (int64_t)json_array_size(pg->arr));
+    while ((src = sqlite3_step(s)) == SQLITE_ROW) {
+        if (json_array_size(pg->arr) == pg->limit) {
+            pg->next = pg->last; /* one more row exists: there is a next page */
+            break;
+        }
+        json_t *o = event_json(s);
+        if (o == NULL || json_array_append_new(pg->arr, o) < 0) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        pg->last = sqlite3_column_int64(s, 0);
+    }
+    rc = src == SQLITE_ROW || src == SQLITE_DONE ? 0 : sqlerr(src);
+out:
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* The SQL of one phase: indexed (events_by for one key, joined to events) or a scan of events
+ * by seq, each with the remaining filters. */
+static int query_sql(struct ant_buf *sql, int key_k, const char *const vals[4], int decision)
+{
+    static const char *const cols[] = {"actor", "tenant", "dataset_id", "action"};
+    const char *e = key_k ? "e." : "";
+    int rc;
+    if (key_k) {
+        rc = ant_buf_printf(sql,
+                            "SELECT " EVENT_COLS_E " FROM events_by b CROSS JOIN events e"
+                            " ON e.seq = b.seq WHERE b.k = %d AND b.v = ?8 AND b.seq >= ?1"
+                            " AND b.seq < ?2",
+                            key_k);
+    } else {
+        rc = ant_buf_append_str(sql, "SELECT " EVENT_COLS " FROM events WHERE seq >= ?1"
+                                     " AND seq < ?2");
+    }
+    for (int i = 0; rc == 0 && i < 4; i++) {
+        if (vals[i] != NULL) {
+            rc = ant_buf_printf(sql, " AND %s%s = ?%d", e, cols[i], 3 + i);
+        }
+    }
+    if (rc == 0 && decision >= 0) {
+        rc = ant_buf_printf(sql, " AND %sdecision = ?7", e);
+    }
+    rc = rc < 0 ? rc : ant_buf_printf(sql, " ORDER BY %sseq LIMIT ?9", key_k ? "b." : "");
+    return rc < 0 ? rc : ant_buf_terminate(sql);
+}
+
 int ant_audit_query_run(struct ant_audit *a, const struct ant_audit_query *q, json_t **out,
                         int64_t *next)
 {
-    struct ant_buf sql = ANT_BUF_INIT(4096);
-    sqlite3_stmt *s = NULL;
-    json_t *arr = NULL;
+    struct ant_buf sql = ANT_BUF_INIT(2048), sql_ix = ANT_BUF_INIT(2048);
+    struct query_page pg = {.limit = q->limit ? q->limit : 100};
+    const char *vals[] = {q->actor, q->tenant, q->dataset_id, q->action};
+    bool in_txn = false;
     int decision = -1;
-    unsigned limit = q->limit ? q->limit : 100;
     int rc = 0;
-    if (limit > QUERY_MAX || (q->to_ms != 0 && q->to_ms < q->from_ms) || q->after_seq < 0) {
+    if (pg.limit > QUERY_MAX || (q->to_ms != 0 && q->to_ms < q->from_ms) || q->after_seq < 0) {
         return -EINVAL;
     }
     if (q->decision != NULL) {
@@ -1280,79 +1562,55 @@ int ant_audit_query_run(struct ant_audit *a, const struct ant_audit_query *q, js
             return -EINVAL;
         }
     }
-    /* Time order equals seq order (the writer never lets time go back), so the cursor also
-     * bounds the time: an index on (filter, time_ms) serves every page. */
-    rc = ant_buf_append_str(&sql, "SELECT " EVENT_COLS " FROM events WHERE seq > ?1");
-    if (rc == 0 && q->after_seq > 0) {
-        rc =
-            ant_buf_append_str(&sql, " AND time_ms >= (SELECT time_ms FROM events WHERE seq = ?1)");
-    }
-    if (rc == 0 && q->from_ms != 0) {
-        rc = ant_buf_append_str(&sql, " AND time_ms >= ?2");
-    }
-    if (rc == 0 && q->to_ms != 0) {
-        rc = ant_buf_append_str(&sql, " AND time_ms < ?3");
-    }
-    const char *cols[] = {"actor", "tenant", "dataset_id", "action"};
-    const char *vals[] = {q->actor, q->tenant, q->dataset_id, q->action};
-    for (int i = 0; rc == 0 && i < 4; i++) {
-        if (vals[i] != NULL) {
-            rc = ant_buf_printf(&sql, " AND %s = ?%d", cols[i], 4 + i);
-        }
-    }
-    if (rc == 0 && decision >= 0) {
-        rc = ant_buf_append_str(&sql, " AND decision = ?8");
-    }
-    rc = rc < 0 ? rc : ant_buf_append_str(&sql, " ORDER BY time_ms, seq LIMIT ?9");
-    rc = rc < 0 ? rc : ant_buf_terminate(&sql);
-    if (rc < 0) {
-        goto out_nolock;
-    }
-    arr = json_array();
-    if (arr == NULL) {
-        rc = -ENOMEM;
+    /* The indexed key: the most selective filter given (events_by.k: 1 actor, 2 tenant,
+     * 3 dataset_id). */
+    int key_k = q->dataset_id != NULL ? 3 : q->actor != NULL ? 1 : q->tenant != NULL ? 2 : 0;
+    const char *key = key_k == 3 ? q->dataset_id : key_k == 1 ? q->actor : q->tenant;
+    rc = query_sql(&sql, 0, vals, decision);
+    rc = rc < 0 || key_k == 0 ? rc : query_sql(&sql_ix, key_k, vals, decision);
+    pg.arr = rc < 0 ? NULL : json_array();
+    if (rc < 0 || pg.arr == NULL) {
+        rc = rc < 0 ? rc : -ENOMEM;
         goto out_nolock;
     }
     pthread_mutex_lock(&a->rlock);
-    rc = sqlerr(sqlite3_prepare_v2(a->rdb, (const char *)sql.p, -1, &s, NULL));
-    if (rc < 0) {
-        goto out;
+    /* One read transaction: the index mark, the time bounds and both phases see one log. */
+    rc = exec_sql(a->rdb, "BEGIN");
+    in_txn = rc == 0;
+    int64_t head = 0, upto = 0, lo = 1, hi = INT64_MAX;
+    rc = rc < 0 ? rc : read_int64(a->rdb, "SELECT coalesce(max(seq), 0) FROM events", &head);
+    rc = rc < 0 ? rc
+                : read_int64(a->rdb, "SELECT coalesce(max(upto), 0) FROM events_indexed", &upto);
+    if (rc == 0 && q->from_ms != 0) {
+        rc = seq_at_time(a->rdb, head, q->from_ms, &lo);
     }
-    sqlite3_bind_int64(s, 1, q->after_seq);
-    sqlite3_bind_int64(s, 2, q->from_ms);
-    sqlite3_bind_int64(s, 3, q->to_ms);
-    for (int i = 0; i < 4; i++) {
-        bind_text(s, 4 + i, vals[i]);
+    if (rc == 0 && q->to_ms != 0) {
+        rc = seq_at_time(a->rdb, head, q->to_ms, &hi);
     }
-    sqlite3_bind_int(s, 8, decision);
-    sqlite3_bind_int64(s, 9, (int64_t)limit + 1);
-    int64_t last = 0;
-    int src;
-    *next = 0;
-    while ((src = sqlite3_step(s)) == SQLITE_ROW) {
-        if (json_array_size(arr) == limit) {
-            *next = last; /* one more row exists: there is a next page */
-            break;
-        }
-        json_t *o = event_json(s);
-        if (o == NULL || json_array_append_new(arr, o) < 0) {
-            rc = -ENOMEM;
-            goto out;
-        }
-        last = sqlite3_column_int64(s, 0);
+    lo = q->after_seq >= lo ? q->after_seq + 1 : lo;
+    /* Events up to the mark through the index, then the few after it by a scan; each phase
+     * in seq order, the second's all after the first's. */
+    if (rc == 0 && key_k != 0 && lo <= upto) {
+        rc = query_phase(a->rdb, (const char *)sql_ix.p, vals, decision, lo,
+                         hi < upto + 1 ? hi : upto + 1, key, &pg);
     }
-    if (src != SQLITE_ROW && src != SQLITE_DONE) {
-        rc = sqlerr(src);
-        goto out;
+    if (rc == 0 && pg.next == 0) {
+        int64_t from = key_k != 0 && lo <= upto ? upto + 1 : lo;
+        rc = query_phase(a->rdb, (const char *)sql.p, vals, decision, from, hi, key, &pg);
     }
-    *out = arr;
-    arr = NULL;
-out:
-    sqlite3_finalize(s);
+    if (rc == 0) {
+        *next = pg.next;
+        *out = pg.arr;
+        pg.arr = NULL;
+    }
+    if (in_txn) {
+        (void)exec_sql(a->rdb, "COMMIT");
+    }
     pthread_mutex_unlock(&a->rlock);
 out_nolock:
-    json_decref(arr);
+    json_decref(pg.arr);
     ant_buf_fini(&sql);
+    ant_buf_fini(&sql_ix);
     return rc;
 }
 

@@ -39,6 +39,11 @@ struct ant_audit_opts {
     unsigned checkpoint_every;   /* events; 0: 1000 */
     unsigned checkpoint_seconds; /* 0: 60 */
     unsigned max_batch;          /* events per group commit; 0: 1024 */
+    /* The secondary indexes (actor, tenant, dataset) are built in batches by the writer, once
+     * index_batch events wait or the oldest has waited index_delay_ms (and when the handle
+     * closes); queries scan the events not indexed yet. */
+    unsigned index_batch;    /* 0: 4096 */
+    unsigned index_delay_ms; /* 0: 250 */
 };
 
 enum ant_audit_decision {
@@ -139,8 +144,9 @@ struct ant_audit_query {
 /* Sets *out to a new JSON array (caller json_decref()s) of event objects in sequence order,
  * each as one export line (ant_audit_export) without the "type" member; *next to the cursor of
  * the next page, or 0 when there is none. -EINVAL bad filter (limit > 1000, unknown decision,
- * to < from), -EIO, -ENOMEM. Uses indexes on time, (tenant, time), (actor, time),
- * (dataset_id, time). */
+ * to < from), -EIO, -ENOMEM. Reads the indexed events through events_by (the most selective
+ * of dataset_id, actor, tenant given), then scans those not indexed yet; time bounds by binary
+ * search over seq. */
 ANT_MUST_CHECK int ant_audit_query_run(struct ant_audit *a, const struct ant_audit_query *q,
                                        json_t **out, int64_t *next);
 
@@ -252,5 +258,8 @@ void ant_audit_test_sync_hook(struct ant_audit *a, int (*hook)(void *ctx), void 
 void ant_audit_test_clock(struct ant_audit *a, int64_t (*clock)(void *ctx), void *ctx);
 /* Drops the append-only triggers of a closed file so a test can tamper with it. */
 ANT_MUST_CHECK int ant_audit_test_drop_triggers(int dirfd, const char *name);
+/* Testing only: creates a new audit.db with only the first `steps` schema steps applied (to
+ * test the upgrade of a log written by an older antenna). */
+ANT_MUST_CHECK int ant_audit_test_create_at_step(int dirfd, const char *name, int steps);
 
 #endif

@@ -233,7 +233,7 @@ static void bench_audit(const char *dir)
     int dfd = open(dir, O_RDONLY | O_DIRECTORY);
     struct ant_signkey *k = NULL;
     struct ant_audit *a = NULL;
-    struct ant_audit_opts o = {1000, 60, 512};
+    struct ant_audit_opts o = {.checkpoint_every = 1000, .checkpoint_seconds = 60, .max_batch = 512};
     int rc = ant_signkey_generate(&k);
     rc = rc < 0 ? rc : ant_audit_open(dfd, "audit.db", ANT_STORE_CREATE, k, &o, &a);
     if (rc < 0) {

@@ -1003,6 +1003,248 @@ static void test_query_filters_and_pages(void **state)
     assert_int_equal(ant_audit_query_run(f->a, &q, &res, &next), -EINVAL);
 }
 
+/* The secondary indexes are built in batches; a query reads indexed events through them and
+ * scans the rest. Whatever part is indexed, every filter, time range and page size must give
+ * exactly what a brute-force filter over the events gives. */
+#define IX_EVENTS 700
+#define IX_BASE_MS 1700000000000LL
+
+struct ix_event {
+    char actor[8], tenant[8], dataset[8];
+    const char *action;
+    int decision;
+    int64_t time_ms;
+};
+static struct ix_event g_ix[IX_EVENTS + 1]; /* by seq */
+static int64_t g_ix_now;
+
+static int64_t ix_clock(void *ctx)
+{
+    (void)ctx;
+    return g_ix_now;
+}
+
+static void ix_append(struct ant_audit *a, int from, int to)
+{
+    for (int seq = from; seq <= to; seq++) {
+        struct ix_event *e = &g_ix[seq];
+        snprintf(e->actor, sizeof(e->actor), "a%d", seq % 3);
+        snprintf(e->tenant, sizeof(e->tenant), "t%d", seq % 5);
+        snprintf(e->dataset, sizeof(e->dataset), "d%d", seq % 4);
+        e->action = seq % 2 ? "read" : "write";
+        e->decision = seq % 3 == 0 ? 0 : 1;
+        e->time_ms = IX_BASE_MS + (seq / 3) * 1000; /* three events share a second */
+        g_ix_now = e->time_ms;
+        struct ant_audit_event ev = {
+            .actor = e->actor,
+            .tenant = seq % 11 == 0 ? NULL : e->tenant,
+            .action = e->action,
+            .dataset_id = seq % 4 == 0 ? NULL : e->dataset,
+            .decision = (enum ant_audit_decision)e->decision,
+        };
+        assert_int_equal(ant_audit_append(a, &ev), seq);
+    }
+}
+
+static bool ix_match(int seq, const struct ant_audit_query *q)
+{
+    const struct ix_event *e = &g_ix[seq];
+    return (q->actor == NULL || strcmp(q->actor, e->actor) == 0) &&
+           (q->tenant == NULL || (seq % 11 != 0 && strcmp(q->tenant, e->tenant) == 0)) &&
+           (q->dataset_id == NULL || (seq % 4 != 0 && strcmp(q->dataset_id, e->dataset) == 0)) &&
+           (q->action == NULL || strcmp(q->action, e->action) == 0) &&
+           (q->decision == NULL || strcmp(q->decision, e->decision ? "allow" : "deny") == 0) &&
+           (q->from_ms == 0 || e->time_ms >= q->from_ms) &&
+           (q->to_ms == 0 || e->time_ms < q->to_ms);
+}
+
+static int64_t ix_indexed_upto(const char *dir)
+{
+    char path[PATH_MAX];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    snprintf(path, sizeof(path), "%s/audit.db", dir);
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT coalesce(max(upto), 0) FROM events_indexed", -1, &s, NULL),
+        SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return v;
+}
+
+/* Every filter combination x time range x page size against the brute force over 1..n. */
+static void ix_check_all(struct ant_audit *a, int n)
+{
+    const struct ant_audit_query filters[] = {
+        {0},
+        {.tenant = "t1"},
+        {.actor = "a2"},
+        {.dataset_id = "d3"},
+        {.tenant = "t2", .actor = "a0"},
+        {.dataset_id = "d1", .decision = "allow"},
+        {.tenant = "t4", .action = "write"},
+        {.actor = "a1", .tenant = "t3", .dataset_id = "d2"},
+        {.decision = "deny"},
+        {.actor = "nobody"},
+    };
+    const int64_t ranges[][2] = {
+        {0, 0},
+        {IX_BASE_MS + 33 * 1000, IX_BASE_MS + 183 * 1000},
+        {IX_BASE_MS + 150 * 1000 + 1, 0},
+        {0, IX_BASE_MS + 140 * 1000},
+        {IX_BASE_MS + 500 * 1000, 0},
+    };
+    const unsigned limits[] = {7, 1000};
+    for (size_t fi = 0; fi < ANT_ARRAY_LEN(filters); fi++) {
+        for (size_t ri = 0; ri < ANT_ARRAY_LEN(ranges); ri++) {
+            for (size_t li = 0; li < ANT_ARRAY_LEN(limits); li++) {
+                struct ant_audit_query q = filters[fi];
+                q.from_ms = ranges[ri][0];
+                q.to_ms = ranges[ri][1];
+                q.limit = limits[li];
+                int want = 1, pages = 0;
+                int64_t next = 0;
+                do {
+                    json_t *res = NULL;
+                    assert_int_equal(ant_audit_query_run(a, &q, &res, &next), 0);
+                    assert_true(json_array_size(res) <= q.limit);
+                    size_t i;
+                    json_t *o;
+                    json_array_foreach(res, i, o)
+                    {
+                        while (want <= n && !ix_match(want, &q)) {
+                            want++;
+                        }
+                        assert_true(want <= n);
+                        assert_int_equal(json_integer_value(json_object_get(o, "seq")), want);
+                        want++;
+                    }
+                    json_decref(res);
+                    assert_true(++pages < 200);
+                    q.after_seq = next;
+                } while (next != 0);
+                while (want <= n && !ix_match(want, &q)) {
+                    want++;
+                }
+                assert_int_equal(want, n + 1); /* nothing missed */
+            }
+        }
+    }
+}
+
+static void test_query_indexed_and_unindexed_agree(void **state)
+{
+    struct fx *f = *state;
+    /* nothing is indexed while the handle is open: only at close */
+    const struct ant_audit_opts o = {.checkpoint_every = 100,
+                                     .checkpoint_seconds = 3600,
+                                     .max_batch = 64,
+                                     .index_batch = 1000000,
+                                     .index_delay_ms = 3600000};
+    ant_audit_close(f->a);
+    f->a = NULL;
+    assert_int_equal(unlinkat(f->dirfd, "audit.db", 0), 0);
+    assert_int_equal(ant_audit_open(f->dirfd, "audit.db", ANT_STORE_CREATE, f->sk, &o, &f->a), 0);
+    ant_audit_test_clock(f->a, ix_clock, NULL);
+    ix_append(f->a, 1, 400);
+    assert_int_equal(ix_indexed_upto(f->dir), 0);
+    ix_check_all(f->a, 400); /* all scanned */
+
+    ant_audit_close(f->a);
+    assert_int_equal(ix_indexed_upto(f->dir), 400);
+    assert_int_equal(ant_audit_open(f->dirfd, "audit.db", 0, f->sk, &o, &f->a), 0);
+    ant_audit_test_clock(f->a, ix_clock, NULL);
+    ix_check_all(f->a, 400); /* all indexed */
+    ix_append(f->a, 401, IX_EVENTS);
+    assert_int_equal(ix_indexed_upto(f->dir), 400);
+    ix_check_all(f->a, IX_EVENTS); /* pages across the mark */
+
+    ant_audit_close(f->a);
+    assert_int_equal(ix_indexed_upto(f->dir), IX_EVENTS);
+    assert_int_equal(ant_audit_open(f->dirfd, "audit.db", 0, f->sk, &o, &f->a), 0);
+    ix_check_all(f->a, IX_EVENTS);
+    struct ant_audit_report rep;
+    assert_int_equal(ant_audit_verify(f->a, ant_signkey_public(f->sk), false, &rep), 0);
+}
+
+/* Under load the writer indexes by itself, batch after batch; a second process writing the
+ * same log never makes it index an event twice (the primary key would refuse it). */
+static void test_index_batches_while_writing(void **state)
+{
+    struct fx *f = *state;
+    const struct ant_audit_opts o = {.checkpoint_every = 100,
+                                     .checkpoint_seconds = 3600,
+                                     .max_batch = 64,
+                                     .index_batch = 50,
+                                     .index_delay_ms = 20};
+    struct ant_audit *b = NULL;
+    ant_audit_close(f->a);
+    f->a = NULL;
+    assert_int_equal(unlinkat(f->dirfd, "audit.db", 0), 0);
+    assert_int_equal(ant_audit_open(f->dirfd, "audit.db", ANT_STORE_CREATE, f->sk, &o, &f->a), 0);
+    assert_int_equal(ant_audit_open(f->dirfd, "audit.db", 0, f->sk, &o, &b), 0);
+    for (int i = 0; i < 300; i++) {
+        char rid[32];
+        struct ant_audit_event ev = make_event(i, rid, sizeof(rid));
+        assert_true(ant_audit_append(i % 2 ? b : f->a, &ev) > 0);
+    }
+    /* indexed in batches without a close: within a few delays */
+    int64_t upto = 0;
+    for (int tries = 0; tries < 500 && upto < 300; tries++) {
+        usleep(10000);
+        upto = ix_indexed_upto(f->dir);
+    }
+    assert_int_equal(upto, 300);
+    ant_audit_close(b);
+    json_t *res = NULL;
+    int64_t next = 0;
+    struct ant_audit_query q = {.tenant = "tenant-b", .limit = 1000};
+    assert_int_equal(ant_audit_query_run(f->a, &q, &res, &next), 0);
+    assert_int_equal(json_array_size(res), count_matching(300, "tenant-b", NULL, -1));
+    json_decref(res);
+}
+
+/* A log written before the indexes moved (schema step 1) is upgraded: its events are indexed
+ * by the upgrade, and queries find them. */
+static void test_upgrade_from_step1_indexes_old_events(void **state)
+{
+    struct fx *f = *state;
+    char path[PATH_MAX];
+    sqlite3 *db = NULL;
+    ant_audit_close(f->a);
+    f->a = NULL;
+    assert_int_equal(unlinkat(f->dirfd, "audit.db", 0), 0);
+    assert_int_equal(ant_audit_test_create_at_step(f->dirfd, "audit.db", 1), 0);
+    snprintf(path, sizeof(path), "%s/audit.db", f->dir);
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
+                                  " WHERE i < 90) INSERT INTO events(seq, time_ms, actor,"
+                                  " tenant, dataset_id, action, decision, hash)"
+                                  " SELECT i, 1000 * i, 'a' || (i % 2), 't' || (i % 3),"
+                                  " 'd' || (i % 5), 'read', 1, zeroblob(32) FROM n",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(ant_audit_open(f->dirfd, "audit.db", 0, f->sk, &k_opts, &f->a), 0);
+    assert_int_equal(ix_indexed_upto(f->dir), 90);
+    json_t *res = NULL;
+    int64_t next = 0;
+    struct ant_audit_query q = {.tenant = "t1", .actor = "a0", .to_ms = 60000};
+    assert_int_equal(ant_audit_query_run(f->a, &q, &res, &next), 0);
+    /* i % 3 == 1, i even, i < 60: 4, 10, ..., 58 */
+    assert_int_equal(json_array_size(res), 10);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(res, 0), "seq")), 4);
+    json_decref(res);
+    /* the index refuses to be edited like the log itself */
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    assert_int_not_equal(sqlite3_exec(db, "DELETE FROM events_by", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
 /* --- the gateway's calls: checkpoints, status, export to a callback --- */
 
 static void test_checkpoints_lists_the_last_ones_oldest_first(void **state)
@@ -1742,6 +1984,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_export_tamper_is_named, setup, teardown),
         cmocka_unit_test(test_export_hostile_lines_are_refused),
         cmocka_unit_test_setup_teardown(test_query_filters_and_pages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_query_indexed_and_unindexed_agree, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_index_batches_while_writing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upgrade_from_step1_indexes_old_events, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_checkpoints_lists_the_last_ones_oldest_first, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_status_reports_intact_and_broken, setup, teardown),
