@@ -120,5 +120,11 @@ for name, tok in bad.items():
 sys.exit(1 if fails else 0)
 PY
 rc=$?
-grep -q '"principal":"carol@lab"' "$T/serve.log" || { echo "FAIL request log names carol@lab"; rc=1; }
+# the request log is buffered (flushed within [log] flush_ms, 250 ms by default): wait for it
+found=0
+for _ in $(seq 50); do
+  grep -q '"principal":"carol@lab"' "$T/serve.log" && { found=1; break; }
+  sleep 0.1
+done
+[ "$found" = 1 ] || { echo "FAIL request log names carol@lab"; rc=1; }
 exit $rc
