@@ -8,9 +8,9 @@
 #
 #   tests/bench/stage_bench.sh [BUILD_DIR] [WORK_DIR]
 #   STAGE_BENCH_SIZE_MB=4096 STAGE_BENCH_FILES=20000 STAGE_BENCH_ROUNDS=2 (defaults)
-#   STAGE_BENCH_PARTS="a b c raw B tools fio" (default: all) runs only some rows: a, b, c the
-#     engine's (a) / (b) / (c), raw its (a') / (c'), B the -B rows, tools cp / cp -r / rsync /
-#     tar, fio the copy limit; apairs N / cpairs N: (a) / (c) with the two backends alternated
+#   STAGE_BENCH_PARTS="a b c raw B tools bigtools fio" (default: all) runs only some rows: a, b,
+#     c the engine's (a) / (b) / (c), raw its (a') / (c'), B the -B rows, tools cp -r / rsync /
+#     tar of the small files, bigtools cp / rsync of the big file, fio the copy limit; apairs N / cpairs N: (a) / (c) with the two backends alternated
 #     N times (each pair printed with its ratio), for the threads vs io_uring question.
 #   STAGE_BENCH_BACKENDS="uring threads" (default)
 #
@@ -52,13 +52,13 @@ dropc() {
     fi
 }
 
-PARTS=${STAGE_BENCH_PARTS:-a b c raw B tools fio}
+PARTS=${STAGE_BENCH_PARTS:-a b c raw B tools bigtools fio}
 BACKENDS=${STAGE_BENCH_BACKENDS:-uring threads}
 has() { case " $PARTS " in *" $1 "*) return 0;; esac; return 1; }
 # the number after "apairs" / "cpairs" in PARTS
 npairs() { printf '%s\n' $PARTS | awk -v k="$1" 'p { print; exit } $0 == k { p = 1 }'; }
 NEED_BIG=no
-for p in a b raw tools fio apairs; do has $p && NEED_BIG=yes; done
+for p in a b raw bigtools fio apairs; do has $p && NEED_BIG=yes; done
 
 UPTIME0=$(uptime)
 rm -rf "$W"
@@ -200,9 +200,11 @@ done
 has apairs && pairs "(a) ${SIZE_MB} MiB file" "$W/arch/big" "$(npairs apairs)"
 has cpairs && pairs "(c) $NFILES x 16 KiB" "$W/arch/small" "$(npairs cpairs)"
 
-if has tools; then
+if has bigtools; then
     tool "${SIZE_MB} MiB file" "cp" "$ARCH_BIG_BYTES" cp "$W/arch/big/big.bin" "$W/out/t/"
     tool "${SIZE_MB} MiB file" "rsync -a" "$ARCH_BIG_BYTES" rsync -a "$W/arch/big/" "$W/out/t/"
+fi
+if has tools; then
     tool "$NFILES x 16 KiB" "cp -r" "$SMALL_BYTES" cp -r "$W/arch/small" "$W/out/t/"
     tool "$NFILES x 16 KiB" "rsync -a" "$SMALL_BYTES" rsync -a "$W/arch/small/" "$W/out/t/"
     tool "$NFILES x 16 KiB" "tar \\| tar" "$SMALL_BYTES" \
@@ -225,7 +227,7 @@ if [ -n "$PAIRS" ]; then
 fi
 echo "- Crypt4GH transforms: $C4GH$([ "$C4GH" = no ] && echo ' (rows marked decrypt/reencrypt ran as raw copies)')"
 echo "- page caches dropped before each run: $DROP; best of $ROUNDS runs per row"
-[ -n "$ENC_BIG" ] && echo "- encrypting the input with the engine: $ENC_BIG"
+[ -n "$ENC_BIG" ] && [ $NEED_BIG = yes ] && echo "- encrypting the input with the engine: $ENC_BIG"
 echo "- uptime before: $UPTIME0"
 echo "- uptime after: $(uptime)"
 echo "- machine: $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p' | head -1)), $(free -g | awk '/Mem:/{print $2}') GiB RAM, kernel $(uname -r), $(findmnt -no FSTYPE,SOURCE -T "$W" | tr -s ' ')"
