@@ -9,8 +9,10 @@
  * fails at the next call. (The gateway keeps successful authentications for at most one second,
  * gateway/auth.h.)
  *
- * Threads: a struct ant_oidc is read-only once loaded; any number of threads may use it at
- * once, each with its own struct ant_store. */
+ * Threads: any number of threads may use one struct ant_oidc at once, each with its own struct
+ * ant_store. Its issuer list is fixed at load; each issuer's JWKS file is read again when it
+ * changes (checked at most once a second, by a request that uses that issuer; a changed file
+ * that does not parse keeps the previous keys and is logged as oidc.jwks_refused). */
 #ifndef ANT_AUTH_H
 #define ANT_AUTH_H
 

@@ -120,6 +120,62 @@ for name, tok in bad.items():
 sys.exit(1 if fails else 0)
 PY
 rc=$?
+
+# key rotation: the identity provider replaces its JWKS (r1 out, r2 in); the daemon reads the
+# changed file within about a second, without a restart. A broken replacement keeps the keys.
+python3 - "$T" "$PORT" <<'PY' || rc=1
+import base64, http.client, json, os, ssl, sys, time
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+t, port = sys.argv[1], int(sys.argv[2])
+ctx = ssl.create_default_context(cafile=f"{t}/site/tls/cert.pem")
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+R1 = serialization.load_pem_private_key(open(f"{t}/rsa.pem", "rb").read(), None)
+R2 = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+now = int(time.time())
+def jwt(k, kid):
+    h = {"alg": "RS256", "typ": "JWT", "kid": kid}
+    c = {"iss": "https://idp.example.org", "aud": "antenna-site-o", "preferred_username": "carol",
+         "group": "lab", "iat": now, "exp": now + 300}
+    si = (b64(json.dumps(h).encode()) + "." + b64(json.dumps(c).encode())).encode()
+    return si.decode() + "." + b64(k.sign(si, padding.PKCS1v15(), hashes.SHA256()))
+def get(token):
+    c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+    c.request("GET", "/v1/datasets", headers={"Authorization": f"Bearer {token}"})
+    r = c.getresponse(); r.read(); c.close()
+    return r.status
+def publish(text):
+    tmp = f"{t}/site/idp-jwks.json.tmp"
+    open(tmp, "w").write(text)
+    os.replace(tmp, f"{t}/site/idp-jwks.json")
+def until(token, status):
+    for _ in range(60):
+        if get(token) == status:
+            return True
+        time.sleep(0.1)
+    return False
+fails = 0
+def check(name, ok):
+    global fails
+    print(("ok   " if ok else "FAIL ") + name)
+    fails += 0 if ok else 1
+old, new = jwt(R1, "r1"), jwt(R2, "r2")
+check("before the rotation: r1 200, r2 401", get(old) == 200 and get(new) == 401)
+n = R2.public_key().public_numbers()
+to_b = lambda v: b64(v.to_bytes((v.bit_length() + 7) // 8, "big"))
+publish(json.dumps({"keys": [{"kty": "RSA", "kid": "r2", "alg": "RS256", "n": to_b(n.n),
+                              "e": to_b(n.e)}]}))
+check("after the rotation: r2 accepted within 6 s", until(new, 200))
+# (a token that authenticated before stays in the gateway's one-second cache)
+check("after the rotation: r1 refused within 6 s", until(old, 401))
+publish("{ this is not a JWKS")
+time.sleep(1.3)
+check("a broken JWKS keeps the keys: r2 still 200", get(new) == 200 and get(new) == 200)
+time.sleep(1.1)
+check("... and still after the next check", get(new) == 200 and get(old) == 401)
+sys.exit(1 if fails else 0)
+PY
+grep -q '"event":"oidc.jwks_refused"' "$T/serve.log" || { echo "FAIL the refused JWKS is logged"; rc=1; }
 # the request log is buffered (flushed within [log] flush_ms, 250 ms by default): wait for it
 found=0
 for _ in $(seq 50); do
