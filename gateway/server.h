@@ -1,4 +1,4 @@
-/* The HTTPS listener: libmicrohttpd with TLS (1.2 minimum), a thread pool with epoll, deferred
+/* The HTTPS listener: libmicrohttpd with TLS (1.2 minimum), a thread pool of poll(2) loops, deferred
  * responses, JSON errors, one JSON log line per request, graceful shutdown. */
 #ifndef ANT_SERVER_H
 #define ANT_SERVER_H
