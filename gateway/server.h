@@ -1,5 +1,5 @@
-/* The HTTPS listener: libmicrohttpd with TLS (1.2 minimum), a thread pool of poll(2) loops, deferred
- * responses, JSON errors, one JSON log line per request, graceful shutdown. */
+/* The HTTPS listener: libmicrohttpd with TLS (1.2 minimum), a thread pool of poll(2) loops,
+ * deferred responses, JSON errors, one JSON log line per request (buffered), graceful shutdown. */
 #ifndef ANT_SERVER_H
 #define ANT_SERVER_H
 
