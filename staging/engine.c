@@ -719,10 +719,17 @@ static bool dio_usable(const struct run *r, int fd, int *dio, const char *what)
  * file buffered (as before); only a full disk fails the file. Called before any body write. */
 static void direct_setup(struct run *r, struct sfile *f)
 {
-    if (r->e->o.buffered_only || f->out_size < STAGE_DIRECT_MIN || f->out_body_off != 0 ||
-        f->out_chunk % STAGE_DIRECT_ALIGN != 0 || f->hdr_out != NULL ||
-        (f->spec->xform != ANT_XFORM_RAW && f->spec->xform != ANT_XFORM_DECRYPT) ||
-        xform_out_off(f, 1) != f->out_chunk || !dio_usable(r, f->tmpfd, &r->dio, "destination")) {
+    /* reencrypt copies the body behind a new header of any length: its chunks are cut
+     * from the output's start instead (see sfile.lead), the header in the first one */
+    bool shift = f->spec->xform == ANT_XFORM_REENCRYPT && f->hdr_out != NULL &&
+                 f->in_chunk == f->out_chunk && f->hdr_out_len < f->out_chunk &&
+                 f->out_body_off == f->hdr_out_len && !f->direct_in;
+    if (r->e->o.buffered_only || f->out_size < STAGE_DIRECT_MIN ||
+        f->out_chunk % STAGE_DIRECT_ALIGN != 0 ||
+        (!shift && (f->out_body_off != 0 || f->hdr_out != NULL ||
+                    (f->spec->xform != ANT_XFORM_RAW && f->spec->xform != ANT_XFORM_DECRYPT) ||
+                    xform_out_off(f, 1) != f->out_chunk)) ||
+        !dio_usable(r, f->tmpfd, &r->dio, "destination")) {
         return;
     }
     uint64_t alloc = (f->out_size + STAGE_DIRECT_ALIGN - 1) & ~(uint64_t)(STAGE_DIRECT_ALIGN - 1);
@@ -739,6 +746,11 @@ static void direct_setup(struct run *r, struct sfile *f)
         return; /* buffered; the preallocation only helps */
     }
     f->direct = true;
+    if (shift) {
+        f->lead = f->hdr_out_len;
+        f->nchunks = (f->out_size + f->out_chunk - 1) / f->out_chunk;
+        f->hdr_written = true; /* it goes out with chunk 0 */
+    }
     if (r->job->progress != NULL) {
         atomic_fetch_add(&r->job->progress->files_direct, 1);
     }
@@ -797,7 +809,7 @@ static void header_done(struct run *r, struct sfile *f, int rc)
         }
         return; /* idle: sweep_failed() ends it */
     }
-    if (f->hdr_out != NULL) {
+    if (f->hdr_out != NULL && f->lead == 0) {
         /* the header is not hashed: a new one differs on every run (fresh nonces) */
         op_io(&f->op_hdr, f, NULL, OP_WRITE, f->tmpfd, f->hdr_out, f->hdr_out_len, 0, -1);
         op_submit(r, &f->op_hdr);
@@ -1014,7 +1026,8 @@ void run_op_done(struct run *r, struct io_op *op, int res)
                 task_push(r, f, s, &s->ev_x, EV_XFORM, s);
             } else {
                 s->xformed = true;
-                s->out_len = (size_t)(op->off - (f->in_body_off + s->chunk * f->in_chunk));
+                s->out_len = chunk_lead(f, s->chunk) +
+                             (size_t)(op->off - (f->in_body_off + chunk_body_start(f, s->chunk)));
                 chunk_write(r, f, s);
             }
             return;
@@ -1051,14 +1064,20 @@ static size_t direct_len(const struct run *r, size_t len)
 static void chunk_read(struct run *r, struct sfile *f, struct slot *s)
 {
     uint64_t c = f->next_read++;
-    uint64_t start = c * f->in_chunk;
+    uint64_t start = chunk_body_start(f, c);
+    size_t lead = chunk_lead(f, c);
     uint64_t left = f->in_body_len - start;
-    size_t len = left < f->in_chunk ? (size_t)left : f->in_chunk;
+    size_t len = left < f->in_chunk - lead ? (size_t)left : f->in_chunk - lead;
     if (f->direct_in) {
         len = direct_len(r, len);
     }
     s->chunk = c;
-    op_io(&s->op, f, s, OP_READ, f->srcfd, s->in, len, f->in_body_off + start, (int)(2 * s->idx));
+    if (lead != 0) {
+        /* a shifted reencrypt's chunk 0: the new header, then the body read behind it */
+        memcpy(s->in, f->hdr_out, lead);
+    }
+    op_io(&s->op, f, s, OP_READ, f->srcfd, s->in + lead, len, f->in_body_off + start,
+          (int)(2 * s->idx));
     op_submit(r, &s->op);
 }
 
@@ -1258,8 +1277,10 @@ static int admit(struct run *r)
 static int hash_slot(struct sfile *f, const struct slot *s)
 {
     bool dec = f->spec->xform == ANT_XFORM_DECRYPT;
-    const uint8_t *p = dec ? s->out : s->in;
-    size_t n = f->spec->xform == ANT_XFORM_ENCRYPT ? s->in_len : s->out_len;
+    /* a shifted reencrypt's chunk 0 starts with the header, which is not hashed */
+    size_t lead = chunk_lead(f, s->chunk);
+    const uint8_t *p = (dec ? s->out : s->in) + lead;
+    size_t n = (f->spec->xform == ANT_XFORM_ENCRYPT ? s->in_len : s->out_len) - lead;
     if (EVP_DigestUpdate(f->md, p, n) != 1) {
         return -ENOMEM;
     }

@@ -145,6 +145,12 @@ struct sfile {
     bool direct_in;        /* source read with O_DIRECT: whole blocks, cut at src_size */
     uint64_t out_alloc;    /* preallocated: out_size rounded up to STAGE_DIRECT_ALIGN, cut
                               back at the end; 0 if not */
+    /* A direct reencrypt: the output is cut into chunks at whole multiples of out_chunk (not
+     * at the body's start), so every write is aligned; chunk 0 carries the new header's
+     * `lead` bytes followed by the body's first out_chunk - lead bytes, chunk c > 0 the body
+     * from c * out_chunk - lead. The body is read straight to its place in the buffer. 0 for
+     * every other file (chunks follow the body). */
+    size_t lead;
     unsigned busy;      /* ops and tasks outstanding */
     uint64_t src_size;
     uint64_t in_body_off;  /* where the body starts in the source */
@@ -278,6 +284,10 @@ ANT_MUST_CHECK int xform_chunk(struct xform_tls *t, const struct sfile *f, uint6
                                size_t *out_len);
 /* Where chunk c's output starts in the written file. */
 uint64_t xform_out_off(const struct sfile *f, uint64_t c);
+/* Where chunk c's source bytes start in the body, and where they go in its buffer (the
+ * header's length for chunk 0 of a shifted reencrypt, else 0). */
+uint64_t chunk_body_start(const struct sfile *f, uint64_t c);
+size_t chunk_lead(const struct sfile *f, uint64_t c);
 void xform_state_free(struct xform_state *xs);
 /* Length of the Crypt4GH header at the start of p[0..len) (-EBADMSG if it is not one or does
  * not fit; -ENOTSUP without Crypt4GH support). */

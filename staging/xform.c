@@ -315,9 +315,22 @@ int xform_chunk(struct xform_tls *t, const struct sfile *f, uint64_t c, const ui
 uint64_t xform_out_off(const struct sfile *f, uint64_t c)
 {
     const struct xform_state *xs = f->xs;
+    if (f->lead != 0) {
+        return c * (uint64_t)f->out_chunk; /* the header is in chunk 0 */
+    }
     if (xs != NULL && xs->has_edits) {
         return edit_kept(xs->edits, xs->nedits, 0, c * (uint64_t)f->out_chunk);
     }
     return f->out_body_off + c * (uint64_t)f->out_chunk;
 }
 
+
+uint64_t chunk_body_start(const struct sfile *f, uint64_t c)
+{
+    return c == 0 ? 0 : c * (uint64_t)f->in_chunk - f->lead;
+}
+
+size_t chunk_lead(const struct sfile *f, uint64_t c)
+{
+    return c == 0 ? f->lead : 0;
+}

@@ -1587,6 +1587,210 @@ static void test_direct_output_and_fallback(void **state)
     ant_key_free(k1);
 }
 
+/* Reencrypt writes a new header and copies the body: big outputs go out with O_DIRECT too,
+ * cut into aligned chunks from the output's start (chunk 0 = the new header + the body's
+ * first bytes). Sources of several sizes (plaintext 0, 1, 4095, 4096, 4097, 65535 bytes and
+ * several segments: buffered, under the O_DIRECT threshold) and big ones whose output (a
+ * 124-byte header + the body) ends exactly on a chunk, 1, 4095, 4096, 4097 and 65535 bytes
+ * past one, or 1 byte short of one; default chunks (8 segments) and chunks of one segment;
+ * on /tmp (direct where it takes O_DIRECT), with buffered_only, and on a tmpfs (fallback).
+ * Each output: the same body, a new header that opens with the recipient's key (decrypts to
+ * the plaintext), the body's digest checked on the way. */
+enum { RE_HDR = 124, RE_NSMALL = 7, RE_N = 15 };
+
+/* The plaintext length whose Crypt4GH file (one-recipient header) is `total` bytes long. */
+static size_t re_plain_for(size_t total)
+{
+    size_t body = total - RE_HDR;
+    for (size_t k = 1; 28 * k < body; k++) {
+        size_t p = body - 28 * k;
+        if (p > 65536 * (k - 1) && p <= 65536 * k) {
+            return p;
+        }
+    }
+    fail_msg("no plaintext gives a %zu-byte file", total);
+    return 0;
+}
+
+static size_t re_sizes(size_t out[RE_N])
+{
+    static const size_t small[RE_NSMALL] = {0, 1, 4095, 4096, 4097, 65535, 3 * 65536 + 5};
+    const size_t c = 8 * 65536, m2 = 2u << 20;
+    const size_t totals[RE_N - RE_NSMALL] = {4 * c, m2 + 1, m2 + 4095, m2 + 4096, m2 + 4097,
+                                              m2 + 65535, 3 * c - 1, (1u << 20) + 28 * 16 + 124};
+    for (size_t i = 0; i < RE_NSMALL; i++) {
+        out[i] = small[i];
+    }
+    for (size_t i = RE_NSMALL; i < RE_N; i++) {
+        out[i] = re_plain_for(totals[i - RE_NSMALL]);
+        assert_int_equal(RE_HDR + out[i] + 28 * ((out[i] + 65535) / 65536),
+                         totals[i - RE_NSMALL]);
+    }
+    return RE_N;
+}
+
+/* Reencrypts every enc/r/<size> for pk2 into dst_root/<tag>, checks the bytes, decrypts the
+ * outputs with k2 and checks the plaintext; returns how many outputs went out direct. */
+static uint64_t re_round(struct fx *f, struct ant_engine *e, int dst_root, const char *tag,
+                         const struct ant_key *k1, const struct ant_key *k2, const uint8_t *pk2)
+{
+    size_t sizes[RE_N];
+    struct ant_stage_file re[RE_N], back[RE_N];
+    char names[RE_N][32], jre[32], jback[32], p[600];
+    struct ant_stage_progress prog = {0};
+    struct ant_stage_job job;
+    struct ant_diag d = {{0}};
+    struct results res = {0};
+    size_t clen = 0, glen = 0;
+    re_sizes(sizes);
+    int efd = openat(f->dst, "renc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(efd >= 0);
+    for (size_t i = 0; i < RE_N; i++) {
+        snprintf(names[i], sizeof(names[i]), "r/s%zu", sizes[i]);
+        re[i] = (struct ant_stage_file){.src = names[i], .dst = names[i],
+                                        .xform = ANT_XFORM_REENCRYPT, .has_sha256 = true};
+        uint8_t *c = read_at(efd, names[i], &clen);
+        assert_non_null(c);
+        assert_true(clen >= RE_HDR);
+        sha256(c + RE_HDR, clen - RE_HDR, re[i].sha256); /* the catalog's: the body's */
+        free(c);
+    }
+    snprintf(jre, sizeof(jre), "re-%s", tag);
+    job_init(&job, f, jre, re, RE_N, &res);
+    job.src_root = efd;
+    job.dst_root = dst_root;
+    job.key = k1;
+    job.recipient_pk = pk2;
+    job.progress = &prog;
+    int rc = ant_engine_run(e, &job, &d);
+    if (rc != 0) {
+        fail_msg("reencrypt %s: %d %s", tag, rc, d.msg);
+    }
+    assert_int_equal(res.nok, RE_N);
+    uint64_t direct = atomic_load(&prog.files_direct);
+    uint64_t want_bytes = 0;
+    for (size_t i = 0; i < RE_N; i++) {
+        uint8_t *c = read_at(efd, names[i], &clen);
+        snprintf(p, sizeof(p), "%s/%s", jre, names[i]);
+        uint8_t *got = read_at(dst_root, p, &glen);
+        assert_non_null(c);
+        assert_non_null(got);
+        assert_int_equal(glen, clen); /* one recipient: a 124-byte header again, no padding */
+        assert_memory_equal(got + RE_HDR, c + RE_HDR, clen - RE_HDR);
+        assert_memory_not_equal(got, c, RE_HDR);
+        want_bytes += clen;
+        free(c);
+        free(got);
+    }
+    assert_int_equal(atomic_load(&prog.bytes_done), want_bytes);
+    /* the new headers open with recipient2's key: the plaintext comes back */
+    snprintf(jback, sizeof(jback), "back-%s", tag);
+    int rfd = openat(dst_root, jre, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(rfd >= 0);
+    for (size_t i = 0; i < RE_N; i++) {
+        uint8_t *want = malloc(sizes[i] + 1);
+        assert_non_null(want);
+        fill_random(want, sizes[i], 300 + i);
+        back[i] = (struct ant_stage_file){.src = names[i], .dst = names[i],
+                                          .xform = ANT_XFORM_DECRYPT, .has_sha256 = true};
+        sha256(want, sizes[i], back[i].sha256);
+        free(want);
+    }
+    memset(&res, 0, sizeof(res));
+    job_init(&job, f, jback, back, RE_N, &res);
+    job.src_root = rfd;
+    job.dst_root = dst_root;
+    job.key = k2;
+    rc = ant_engine_run(e, &job, &d);
+    if (rc != 0) {
+        fail_msg("decrypt back %s: %d %s", tag, rc, d.msg);
+    }
+    assert_int_equal(res.nok, RE_N);
+    close(rfd);
+    close(efd);
+    return direct;
+}
+
+static void test_direct_reencrypt_and_fallback(void **state)
+{
+    struct fx *f = c4gh_fx(state);
+    struct ant_key *k1 = vector_key("keys/recipient1.sec", NULL);
+    struct ant_key *k2 = vector_key("keys/recipient2.sec", "antenna-test");
+    uint8_t pk1[ANT_KEY_LEN], pk2[ANT_KEY_LEN];
+    size_t sizes[RE_N];
+    struct ant_stage_file enc[RE_N];
+    char names[RE_N][32];
+    struct ant_stage_job job;
+    struct ant_diag d = {{0}};
+    struct ant_engine_opts o;
+    struct ant_engine *e2 = NULL;
+    const uint64_t nbig = RE_N - RE_NSMALL;
+    vector_pub("keys/recipient1.pub", pk1);
+    vector_pub("keys/recipient2.pub", pk2);
+    re_sizes(sizes);
+    for (size_t i = 0; i < RE_N; i++) {
+        uint8_t *p = malloc(sizes[i] + 1);
+        assert_non_null(p);
+        fill_random(p, sizes[i], 300 + i);
+        snprintf(names[i], sizeof(names[i]), "r/s%zu", sizes[i]);
+        write_at(f->src, names[i], p, sizes[i]);
+        enc[i] = (struct ant_stage_file){.src = names[i], .dst = names[i],
+                                         .xform = ANT_XFORM_ENCRYPT};
+        free(p);
+    }
+    job_init(&job, f, "renc", enc, RE_N, NULL);
+    job.on_progress = NULL;
+    job.on_file = NULL;
+    job.recipient_pk = pk1;
+    int rc = ant_engine_run(f->e, &job, &d);
+    if (rc != 0) {
+        fail_msg("encrypt: %d %s", rc, d.msg);
+    }
+    struct statx stx;
+    write_at(f->dst, "probe", "x", 1);
+    bool dio = statx(f->dst, "probe", 0, STATX_DIOALIGN, &stx) == 0 &&
+               (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_offset_align != 0 &&
+               4096 % stx.stx_dio_offset_align == 0 && 4096 % stx.stx_dio_mem_align == 0;
+    if (!dio) {
+        fprintf(stderr, "note: /tmp has no O_DIRECT: the direct path was not exercised\n");
+    }
+    assert_int_equal(re_round(f, f->e, f->dst, "disk", k1, k2, pk2), dio ? nbig : 0);
+    /* chunks of one segment: outputs of 17 to 49 chunks, the header in the first */
+    ant_engine_opts_init(&o);
+    o.io_engine = f->eng;
+    o.crypto_threads = 2;
+    o.io_threads = 4;
+    o.chunk_segments = 1;
+    o.nbufs = 8;
+    assert_int_equal(ant_engine_new(&o, &e2), 0);
+    assert_int_equal(re_round(f, e2, f->dst, "seg1", k1, k2, pk2), dio ? nbig : 0);
+    ant_engine_free(e2);
+    e2 = NULL;
+    o.chunk_segments = 0;
+    o.nbufs = 0;
+    o.buffered_only = true;
+    assert_int_equal(ant_engine_new(&o, &e2), 0);
+    assert_int_equal(re_round(f, e2, f->dst, "buf", k1, k2, pk2), 0);
+    ant_engine_free(e2);
+    /* a tmpfs: no DIO alignment, buffered writes */
+    snprintf(f->mnt, sizeof(f->mnt), "%s/shm", f->dir);
+    assert_int_equal(mkdir(f->mnt, 0755), 0);
+    if (mount("tmpfs", f->mnt, "tmpfs", 0, "size=96m") != 0) {
+        f->mnt[0] = '\0';
+        ant_key_free(k1);
+        ant_key_free(k2);
+        skip(); /* not root, or no mount namespace rights */
+    }
+    int tfd = open(f->mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(tfd >= 0);
+    assert_int_equal(re_round(f, f->e, tfd, "tmpfs", k1, k2, pk2), 0);
+    close(tfd);
+    assert_int_equal(umount2(f->mnt, MNT_DETACH), 0);
+    f->mnt[0] = '\0';
+    ant_key_free(k1);
+    ant_key_free(k2);
+}
+
 #define PER_BACKEND(fn)                                                                           \
     cmocka_unit_test_setup_teardown(fn, setup_uring, teardown),                                   \
         cmocka_unit_test_setup_teardown(fn, setup_threads, teardown)
@@ -1620,6 +1824,7 @@ int main(void)
         PER_BACKEND(test_c4gh_encrypt_then_decrypt),
         PER_BACKEND(test_c4gh_resume_keeps_checkpointed_outputs),
         PER_BACKEND(test_direct_output_and_fallback),
+        PER_BACKEND(test_direct_reencrypt_and_fallback),
         PER_BACKEND(test_checkpoint_batches_synced_aside),
     };
     /* ANT_TEST_FILTER=test_many_small_files runs only the tests whose name matches */
