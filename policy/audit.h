@@ -42,7 +42,7 @@ struct ant_audit_opts {
     /* The secondary indexes (actor, tenant, dataset) are built in batches by the writer, once
      * index_batch events wait or the oldest has waited index_delay_ms (and when the handle
      * closes); queries scan the events not indexed yet. */
-    unsigned index_batch;    /* 0: 4096 */
+    unsigned index_batch;    /* 0: 512 */
     unsigned index_delay_ms; /* 0: 250 */
 };
 
