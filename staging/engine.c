@@ -750,6 +750,19 @@ static void direct_setup(struct run *r, struct sfile *f)
         f->lead = f->hdr_out_len;
         f->nchunks = (f->out_size + f->out_chunk - 1) / f->out_chunk;
         f->hdr_written = true; /* it goes out with chunk 0 */
+        /* When the old header is at least as long as the new one and the difference is whole
+         * blocks (the usual case: one recipient in, one out, 124 bytes each), every chunk's
+         * source bytes start on a block too: chunk c is read from in_body_off - lead + c x
+         * chunk, chunk 0's first lead bytes (the old header's tail) then overwritten by the
+         * new header. The source is then read with O_DIRECT as well. */
+        if (f->in_body_off >= f->lead && (f->in_body_off - f->lead) % STAGE_DIRECT_ALIGN == 0 &&
+            dio_usable(r, f->srcfd, &r->dio_src, "source") &&
+            fcntl(f->srcfd, F_SETFL, O_RDONLY | O_DIRECT) == 0) {
+            f->direct_in = true;
+            if (r->job->progress != NULL) {
+                atomic_fetch_add(&r->job->progress->files_direct_read, 1);
+            }
+        }
     }
     if (r->job->progress != NULL) {
         atomic_fetch_add(&r->job->progress->files_direct, 1);
@@ -1026,6 +1039,10 @@ void run_op_done(struct run *r, struct io_op *op, int res)
                 task_push(r, f, s, &s->ev_x, EV_XFORM, s);
             } else {
                 s->xformed = true;
+                if (chunk_lead(f, s->chunk) != 0) {
+                    /* a shifted reencrypt's chunk 0: the new header before the body */
+                    memcpy(s->in, f->hdr_out, f->lead);
+                }
                 s->out_len = chunk_lead(f, s->chunk) +
                              (size_t)(op->off - (f->in_body_off + chunk_body_start(f, s->chunk)));
                 chunk_write(r, f, s);
@@ -1068,16 +1085,17 @@ static void chunk_read(struct run *r, struct sfile *f, struct slot *s)
     size_t lead = chunk_lead(f, c);
     uint64_t left = f->in_body_len - start;
     size_t len = left < f->in_chunk - lead ? (size_t)left : f->in_chunk - lead;
+    /* a shifted reencrypt's chunk 0: the body is read behind the new header's place (the
+     * header is put there once the read is done); read direct, from the block holding the
+     * old header's last lead bytes (see direct_setup) */
+    size_t skip = f->direct_in ? 0 : lead;
+    len += lead - skip;
     if (f->direct_in) {
         len = direct_len(r, len);
     }
     s->chunk = c;
-    if (lead != 0) {
-        /* a shifted reencrypt's chunk 0: the new header, then the body read behind it */
-        memcpy(s->in, f->hdr_out, lead);
-    }
-    op_io(&s->op, f, s, OP_READ, f->srcfd, s->in + lead, len, f->in_body_off + start,
-          (int)(2 * s->idx));
+    op_io(&s->op, f, s, OP_READ, f->srcfd, s->in + skip, len,
+          f->in_body_off + start - (lead - skip), (int)(2 * s->idx));
     op_submit(r, &s->op);
 }
 

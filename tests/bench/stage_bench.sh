@@ -11,7 +11,8 @@
 #   STAGE_BENCH_PARTS="a b c raw B tools bigtools fio" (default: all) runs only some rows: a, b,
 #     c the engine's (a) / (b) / (c), raw its (a') / (c'), B the -B rows, tools cp -r / rsync /
 #     tar of the small files, bigtools cp / rsync of the big file, fio the copy limit; apairs N / cpairs N: (a) / (c) with the two backends alternated
-#     N times (each pair printed with its ratio), for the threads vs io_uring question.
+#     N times (each pair printed with its ratio), for the threads vs io_uring question;
+#     bpairs N: (b) with and without O_DIRECT (-B) alternated N times on the first backend.
 #   STAGE_BENCH_BACKENDS="uring threads" (default)
 #
 # The machine is shared: each row is the best of ROUNDS runs (caches dropped before each).
@@ -58,7 +59,7 @@ has() { case " $PARTS " in *" $1 "*) return 0;; esac; return 1; }
 # the number after "apairs" / "cpairs" in PARTS
 npairs() { printf '%s\n' $PARTS | awk -v k="$1" 'p { print; exit } $0 == k { p = 1 }'; }
 NEED_BIG=no
-for p in a b raw bigtools fio apairs; do has $p && NEED_BIG=yes; done
+for p in a b raw bigtools fio apairs bpairs; do has $p && NEED_BIG=yes; done
 
 UPTIME0=$(uptime)
 rm -rf "$W"
@@ -191,12 +192,33 @@ for be in $BACKENDS; do
         "$W/arch/big" "$ARCH_BIG_BYTES" -B
     has b && engine "(b) ${SIZE_MB} MiB file" "$be" "$XR" "$W/arch/big" "$ARCH_BIG_BYTES" \
         -p "$PEER_PUB"
+    has b && has B && engine "(b) ${SIZE_MB} MiB file, page cache only (-B)" "$be" "$XR" \
+        "$W/arch/big" "$ARCH_BIG_BYTES" -p "$PEER_PUB" -B
     has c && engine "(c) $NFILES x 16 KiB" "$be" "$XD" "$W/arch/small" "$SMALL_BYTES"
     has c && has B && engine "(c) $NFILES x 16 KiB, page cache only (-B)" "$be" "$XD" \
         "$W/arch/small" "$SMALL_BYTES" -B
     has raw && engine "(a') ${SIZE_MB} MiB file" "$be" raw "$W/arch/big" "$ARCH_BIG_BYTES"
     has raw && engine "(c') $NFILES x 16 KiB" "$be" raw "$W/arch/small" "$SMALL_BYTES"
 done
+# bpairs N: (b) with O_DIRECT output and with -B alternated N times on the first backend
+if has bpairs; then
+    be=${BACKENDS%% *}
+    i=0
+    while [ $i -lt "$(npairs bpairs)" ]; do
+        if [ $((i % 2)) -eq 0 ]; then
+            dd=$(once "$be" "$XR" "$W/arch/big" -p "$PEER_PUB")
+            bb=$(once "$be" "$XR" "$W/arch/big" -p "$PEER_PUB" -B)
+        else
+            bb=$(once "$be" "$XR" "$W/arch/big" -p "$PEER_PUB" -B)
+            dd=$(once "$be" "$XR" "$W/arch/big" -p "$PEER_PUB")
+        fi
+        r=$(python3 -c "import sys; print('%.2f' % (float(sys.argv[1]) / float(sys.argv[2])))" "$bb" "$dd")
+        log "pair $((i + 1)) (b) $be: direct $dd s, -B $bb s, speed-up $r"
+        BPAIRS="${BPAIRS:-}| (b) $be | $((i + 1)) | $dd | $bb | $r |
+"
+        i=$((i + 1))
+    done
+fi
 has apairs && pairs "(a) ${SIZE_MB} MiB file" "$W/arch/big" "$(npairs apairs)"
 has cpairs && pairs "(c) $NFILES x 16 KiB" "$W/arch/small" "$(npairs cpairs)"
 
@@ -223,6 +245,12 @@ if [ -n "$PAIRS" ]; then
     echo "| alternated | pair | io_uring s | threads s | threads / io_uring |"
     echo "|---|---:|---:|---:|---:|"
     printf '%s' "$PAIRS"
+    echo
+fi
+if [ -n "${BPAIRS:-}" ]; then
+    echo "| alternated | pair | O_DIRECT s | -B s | speed-up |"
+    echo "|---|---:|---:|---:|---:|"
+    printf '%s' "$BPAIRS"
     echo
 fi
 echo "- Crypt4GH transforms: $C4GH$([ "$C4GH" = no ] && echo ' (rows marked decrypt/reencrypt ran as raw copies)')"

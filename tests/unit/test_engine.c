@@ -1594,9 +1594,42 @@ static void test_direct_output_and_fallback(void **state)
  * 124-byte header + the body) ends exactly on a chunk, 1, 4095, 4096, 4097 and 65535 bytes
  * past one, or 1 byte short of one; default chunks (8 segments) and chunks of one segment;
  * on /tmp (direct where it takes O_DIRECT), with buffered_only, and on a tmpfs (fallback).
- * Each output: the same body, a new header that opens with the recipient's key (decrypts to
- * the plaintext), the body's digest checked on the way. */
+ * Some big sources carry an extra packet for another reader (dropped: the output has one),
+ * so that the old header is 108 bytes longer (the body's reads do not start on a block:
+ * buffered reads, direct writes) or 4096 bytes longer (they do: direct reads too). Each
+ * output: the same body, a new header that opens with the recipient's key (decrypts to the
+ * plaintext), the body's digest checked on the way. */
 enum { RE_HDR = 124, RE_NSMALL = 7, RE_N = 15 };
+
+/* Extra header bytes of source i (a foreign packet of that length, or none). */
+static size_t re_extra(size_t i)
+{
+    static const size_t extra[3] = {0, 108, 4096};
+    return i < RE_NSMALL ? 0 : extra[i % 3];
+}
+
+/* Source i's file: the engine's output with re_extra(i) bytes of foreign packet added. */
+static void re_add_packet(int dir, const char *name, size_t extra, uint64_t seed)
+{
+    size_t clen = 0;
+    uint8_t *c = read_at(dir, name, &clen);
+    assert_non_null(c);
+    assert_int_equal(c[12], 1); /* one packet */
+    uint8_t *n = malloc(clen + extra);
+    assert_non_null(n);
+    memcpy(n, c, RE_HDR);
+    n[12] = 2;
+    /* length, method 0 (X25519 + ChaCha20-Poly1305), then bytes no key of ours opens */
+    fill_random(n + RE_HDR, extra, seed);
+    n[RE_HDR] = (uint8_t)extra;
+    n[RE_HDR + 1] = (uint8_t)(extra >> 8);
+    n[RE_HDR + 2] = n[RE_HDR + 3] = 0;
+    memset(n + RE_HDR + 4, 0, 4);
+    memcpy(n + RE_HDR + extra, c + RE_HDR, clen - RE_HDR);
+    write_at(dir, name, n, clen + extra);
+    free(n);
+    free(c);
+}
 
 /* The plaintext length whose Crypt4GH file (one-recipient header) is `total` bytes long. */
 static size_t re_plain_for(size_t total)
@@ -1632,7 +1665,8 @@ static size_t re_sizes(size_t out[RE_N])
 /* Reencrypts every enc/r/<size> for pk2 into dst_root/<tag>, checks the bytes, decrypts the
  * outputs with k2 and checks the plaintext; returns how many outputs went out direct. */
 static uint64_t re_round(struct fx *f, struct ant_engine *e, int dst_root, const char *tag,
-                         const struct ant_key *k1, const struct ant_key *k2, const uint8_t *pk2)
+                         const struct ant_key *k1, const struct ant_key *k2, const uint8_t *pk2,
+                         uint64_t *reads)
 {
     size_t sizes[RE_N];
     struct ant_stage_file re[RE_N], back[RE_N];
@@ -1651,8 +1685,9 @@ static uint64_t re_round(struct fx *f, struct ant_engine *e, int dst_root, const
                                         .xform = ANT_XFORM_REENCRYPT, .has_sha256 = true};
         uint8_t *c = read_at(efd, names[i], &clen);
         assert_non_null(c);
-        assert_true(clen >= RE_HDR);
-        sha256(c + RE_HDR, clen - RE_HDR, re[i].sha256); /* the catalog's: the body's */
+        assert_true(clen >= RE_HDR + re_extra(i));
+        /* the catalog's: the body's */
+        sha256(c + RE_HDR + re_extra(i), clen - RE_HDR - re_extra(i), re[i].sha256);
         free(c);
     }
     snprintf(jre, sizeof(jre), "re-%s", tag);
@@ -1668,6 +1703,7 @@ static uint64_t re_round(struct fx *f, struct ant_engine *e, int dst_root, const
     }
     assert_int_equal(res.nok, RE_N);
     uint64_t direct = atomic_load(&prog.files_direct);
+    *reads = atomic_load(&prog.files_direct_read);
     uint64_t want_bytes = 0;
     for (size_t i = 0; i < RE_N; i++) {
         uint8_t *c = read_at(efd, names[i], &clen);
@@ -1675,10 +1711,13 @@ static uint64_t re_round(struct fx *f, struct ant_engine *e, int dst_root, const
         uint8_t *got = read_at(dst_root, p, &glen);
         assert_non_null(c);
         assert_non_null(got);
-        assert_int_equal(glen, clen); /* one recipient: a 124-byte header again, no padding */
-        assert_memory_equal(got + RE_HDR, c + RE_HDR, clen - RE_HDR);
+        size_t x = re_extra(i);
+        /* one recipient: a 124-byte header, the body as it was, no padding */
+        assert_int_equal(glen, clen - x);
+        assert_memory_equal(got + RE_HDR, c + RE_HDR + x, clen - RE_HDR - x);
         assert_memory_not_equal(got, c, RE_HDR);
-        want_bytes += clen;
+        assert_int_equal(got[12], 1);
+        want_bytes += glen;
         free(c);
         free(got);
     }
@@ -1746,6 +1785,18 @@ static void test_direct_reencrypt_and_fallback(void **state)
     if (rc != 0) {
         fail_msg("encrypt: %d %s", rc, d.msg);
     }
+    int efd = openat(f->dst, "renc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(efd >= 0);
+    size_t nsmall1 = 0; /* sources read whole in one chunk of one segment */
+    uint64_t nbig_aligned = 0;
+    for (size_t i = 0; i < RE_N; i++) {
+        if (re_extra(i) != 0) {
+            re_add_packet(efd, names[i], re_extra(i), 500 + i);
+        }
+        nbig_aligned += i >= RE_NSMALL && re_extra(i) % 4096 == 0;
+        nsmall1 += i < RE_NSMALL && RE_HDR + sizes[i] + 28 * ((sizes[i] + 65535) / 65536) <= 65536;
+    }
+    close(efd);
     struct statx stx;
     write_at(f->dst, "probe", "x", 1);
     bool dio = statx(f->dst, "probe", 0, STATX_DIOALIGN, &stx) == 0 &&
@@ -1754,7 +1805,11 @@ static void test_direct_reencrypt_and_fallback(void **state)
     if (!dio) {
         fprintf(stderr, "note: /tmp has no O_DIRECT: the direct path was not exercised\n");
     }
-    assert_int_equal(re_round(f, f->e, f->dst, "disk", k1, k2, pk2), dio ? nbig : 0);
+    uint64_t reads = 0;
+    assert_int_equal(re_round(f, f->e, f->dst, "disk", k1, k2, pk2, &reads), dio ? nbig : 0);
+    /* the small sources are read whole (as before); big ones where the headers' lengths
+     * differ by whole blocks */
+    assert_int_equal(reads, dio ? RE_NSMALL + nbig_aligned : 0);
     /* chunks of one segment: outputs of 17 to 49 chunks, the header in the first */
     ant_engine_opts_init(&o);
     o.io_engine = f->eng;
@@ -1763,14 +1818,16 @@ static void test_direct_reencrypt_and_fallback(void **state)
     o.chunk_segments = 1;
     o.nbufs = 8;
     assert_int_equal(ant_engine_new(&o, &e2), 0);
-    assert_int_equal(re_round(f, e2, f->dst, "seg1", k1, k2, pk2), dio ? nbig : 0);
+    assert_int_equal(re_round(f, e2, f->dst, "seg1", k1, k2, pk2, &reads), dio ? nbig : 0);
+    assert_int_equal(reads, dio ? nsmall1 + nbig_aligned : 0);
     ant_engine_free(e2);
     e2 = NULL;
     o.chunk_segments = 0;
     o.nbufs = 0;
     o.buffered_only = true;
     assert_int_equal(ant_engine_new(&o, &e2), 0);
-    assert_int_equal(re_round(f, e2, f->dst, "buf", k1, k2, pk2), 0);
+    assert_int_equal(re_round(f, e2, f->dst, "buf", k1, k2, pk2, &reads), 0);
+    assert_int_equal(reads, 0);
     ant_engine_free(e2);
     /* a tmpfs: no DIO alignment, buffered writes */
     snprintf(f->mnt, sizeof(f->mnt), "%s/shm", f->dir);
@@ -1783,7 +1840,8 @@ static void test_direct_reencrypt_and_fallback(void **state)
     }
     int tfd = open(f->mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     assert_true(tfd >= 0);
-    assert_int_equal(re_round(f, f->e, tfd, "tmpfs", k1, k2, pk2), 0);
+    assert_int_equal(re_round(f, f->e, tfd, "tmpfs", k1, k2, pk2, &reads), 0);
+    assert_int_equal(reads, dio ? RE_NSMALL : 0); /* the sources are still on /tmp */
     close(tfd);
     assert_int_equal(umount2(f->mnt, MNT_DETACH), 0);
     f->mnt[0] = '\0';
