@@ -69,10 +69,12 @@ struct ant_engine_opts {
     bool fsync_each;           /* fsync every file before its rename, not syncfs in batches */
     uint64_t checkpoint_bytes; /* make finished files durable after this many bytes; 0: 1 GiB */
     unsigned checkpoint_files; /* ... or this many files; 0: 1000 */
-    /* Big outputs whose chunks land on aligned offsets (raw, decrypt without an edit list) are
-     * written with O_DIRECT into a preallocated file, and sources whose reads all start on a
-     * block (raw, or one chunk read whole) are read with O_DIRECT, where the filesystem
-     * supports it (a page-cache copy less each); true: always through the page cache. */
+    /* Big outputs whose chunks land on aligned offsets (raw, decrypt without an edit list, and
+     * reencrypt: its chunk 0 holds the new header and the body's first bytes) are written with
+     * O_DIRECT into a preallocated file, and sources whose reads all start on a block (raw, one
+     * chunk read whole, or reencrypt when the two headers differ by whole blocks) are read with
+     * O_DIRECT, where the filesystem supports it (a page-cache copy less each); true: always
+     * through the page cache. */
     bool buffered_only;
 };
 void ant_engine_opts_init(struct ant_engine_opts *o);
