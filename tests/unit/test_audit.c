@@ -1135,19 +1135,30 @@ static void ix_check_all(struct ant_audit *a, int n)
     }
 }
 
+/* Replaces the fixture's log by a new, empty one opened with the index options given (none:
+ * only the file is removed). */
+static struct ant_audit_opts fresh_log(struct fx *f, unsigned index_batch, unsigned delay_ms)
+{
+    const struct ant_audit_opts o = {.checkpoint_every = 100,
+                                     .checkpoint_seconds = 3600,
+                                     .max_batch = 64,
+                                     .index_batch = index_batch,
+                                     .index_delay_ms = delay_ms};
+    ant_audit_close(f->a);
+    f->a = NULL;
+    assert_int_equal(unlinkat(f->dirfd, "audit.db", 0), 0);
+    if (index_batch != 0) {
+        assert_int_equal(ant_audit_open(f->dirfd, "audit.db", ANT_STORE_CREATE, f->sk, &o, &f->a),
+                         0);
+    }
+    return o;
+}
+
 static void test_query_indexed_and_unindexed_agree(void **state)
 {
     struct fx *f = *state;
     /* nothing is indexed while the handle is open: only at close */
-    const struct ant_audit_opts o = {.checkpoint_every = 100,
-                                     .checkpoint_seconds = 3600,
-                                     .max_batch = 64,
-                                     .index_batch = 1000000,
-                                     .index_delay_ms = 3600000};
-    ant_audit_close(f->a);
-    f->a = NULL;
-    assert_int_equal(unlinkat(f->dirfd, "audit.db", 0), 0);
-    assert_int_equal(ant_audit_open(f->dirfd, "audit.db", ANT_STORE_CREATE, f->sk, &o, &f->a), 0);
+    const struct ant_audit_opts o = fresh_log(f, 1000000, 3600000);
     ant_audit_test_clock(f->a, ix_clock, NULL);
     ix_append(f->a, 1, 400);
     assert_int_equal(ix_indexed_upto(f->dir), 0);
@@ -1175,16 +1186,8 @@ static void test_query_indexed_and_unindexed_agree(void **state)
 static void test_index_batches_while_writing(void **state)
 {
     struct fx *f = *state;
-    const struct ant_audit_opts o = {.checkpoint_every = 100,
-                                     .checkpoint_seconds = 3600,
-                                     .max_batch = 64,
-                                     .index_batch = 50,
-                                     .index_delay_ms = 20};
+    const struct ant_audit_opts o = fresh_log(f, 50, 20);
     struct ant_audit *b = NULL;
-    ant_audit_close(f->a);
-    f->a = NULL;
-    assert_int_equal(unlinkat(f->dirfd, "audit.db", 0), 0);
-    assert_int_equal(ant_audit_open(f->dirfd, "audit.db", ANT_STORE_CREATE, f->sk, &o, &f->a), 0);
     assert_int_equal(ant_audit_open(f->dirfd, "audit.db", 0, f->sk, &o, &b), 0);
     for (int i = 0; i < 300; i++) {
         char rid[32];
@@ -1207,6 +1210,50 @@ static void test_index_batches_while_writing(void **state)
     json_decref(res);
 }
 
+/* An index build that fails (here its table is gone) never fails an append, is not retried
+ * after every group, and catches up once it can. */
+static void test_index_failure_never_fails_appends(void **state)
+{
+    struct fx *f = *state;
+    char path[PATH_MAX];
+    sqlite3 *db = NULL;
+    (void)fresh_log(f, 5, 50);
+    snprintf(path, sizeof(path), "%s/audit.db", f->dir);
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    assert_int_equal(sqlite3_exec(db, "ALTER TABLE events_by RENAME TO events_by_away", NULL, NULL,
+                                  NULL),
+                     SQLITE_OK);
+    for (int i = 0; i < 60; i++) {
+        char rid[32];
+        struct ant_audit_event ev = make_event(i, rid, sizeof(rid));
+        assert_int_equal(ant_audit_append(f->a, &ev), i + 1);
+    }
+    assert_int_equal(ix_indexed_upto(f->dir), 0);
+    json_t *res = NULL;
+    int64_t next = 0;
+    struct ant_audit_query q = {.tenant = "tenant-b", .limit = 1000};
+    assert_int_equal(ant_audit_query_run(f->a, &q, &res, &next), 0); /* all scanned */
+    assert_int_equal(json_array_size(res), count_matching(60, "tenant-b", NULL, -1));
+    json_decref(res);
+    assert_int_equal(sqlite3_exec(db, "ALTER TABLE events_by_away RENAME TO events_by", NULL, NULL,
+                                  NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    char rid[32];
+    struct ant_audit_event ev = make_event(60, rid, sizeof(rid));
+    assert_int_equal(ant_audit_append(f->a, &ev), 61);
+    int64_t upto = 0;
+    for (int tries = 0; tries < 500 && upto < 61; tries++) {
+        usleep(10000);
+        upto = ix_indexed_upto(f->dir);
+    }
+    assert_int_equal(upto, 61);
+    assert_int_equal(ant_audit_query_run(f->a, &q, &res, &next), 0);
+    assert_int_equal(json_array_size(res), count_matching(61, "tenant-b", NULL, -1));
+    json_decref(res);
+}
+
 /* A log written before the indexes moved (schema step 1) is upgraded: its events are indexed
  * by the upgrade, and queries find them. */
 static void test_upgrade_from_step1_indexes_old_events(void **state)
@@ -1214,9 +1261,7 @@ static void test_upgrade_from_step1_indexes_old_events(void **state)
     struct fx *f = *state;
     char path[PATH_MAX];
     sqlite3 *db = NULL;
-    ant_audit_close(f->a);
-    f->a = NULL;
-    assert_int_equal(unlinkat(f->dirfd, "audit.db", 0), 0);
+    (void)fresh_log(f, 0, 0);
     assert_int_equal(ant_audit_test_create_at_step(f->dirfd, "audit.db", 1), 0);
     snprintf(path, sizeof(path), "%s/audit.db", f->dir);
     assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
@@ -1986,6 +2031,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_query_filters_and_pages, setup, teardown),
         cmocka_unit_test_setup_teardown(test_query_indexed_and_unindexed_agree, setup, teardown),
         cmocka_unit_test_setup_teardown(test_index_batches_while_writing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_index_failure_never_fails_appends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_from_step1_indexes_old_events, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_checkpoints_lists_the_last_ones_oldest_first, setup,

@@ -1513,6 +1513,73 @@ static uint64_t direct_round(struct fx *f, struct ant_engine *e, int dst_root, c
     return atomic_load(&prog.files_direct);
 }
 
+/* Writes n random plaintexts ("<prefix>/s<size>", seeded seed + i) to the source folder and
+ * encrypts them for pk with the engine into the job folder `job_name` of the destination; the
+ * names go to names[]. */
+static void encrypt_sources(struct fx *f, const char *job_name, const char *prefix,
+                            const size_t *sizes, size_t n, uint64_t seed, const uint8_t *pk,
+                            char (*names)[32], struct ant_stage_file *enc)
+{
+    struct ant_stage_job job;
+    struct ant_diag d = {{0}};
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *p = malloc(sizes[i] + 1);
+        assert_non_null(p);
+        fill_random(p, sizes[i], seed + i);
+        snprintf(names[i], sizeof(names[i]), "%s/s%zu", prefix, sizes[i]);
+        write_at(f->src, names[i], p, sizes[i]);
+        enc[i] = (struct ant_stage_file){.src = names[i], .dst = names[i],
+                                         .xform = ANT_XFORM_ENCRYPT};
+        free(p);
+    }
+    job_init(&job, f, job_name, enc, n, NULL);
+    job.on_progress = NULL;
+    job.on_file = NULL;
+    job.recipient_pk = pk;
+    int rc = ant_engine_run(f->e, &job, &d);
+    if (rc != 0) {
+        fail_msg("encrypt: %d %s", rc, d.msg);
+    }
+}
+
+/* Does the destination (ext4, or whatever /tmp is) take O_DIRECT: statx reports a DIO
+ * alignment (for regular files) that divides 4 KiB. Says so when not. */
+static bool dst_takes_direct(struct fx *f)
+{
+    struct statx stx;
+    write_at(f->dst, "probe", "x", 1);
+    bool dio = statx(f->dst, "probe", 0, STATX_DIOALIGN, &stx) == 0 &&
+               (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_offset_align != 0 &&
+               4096 % stx.stx_dio_offset_align == 0 && 4096 % stx.stx_dio_mem_align == 0;
+    if (!dio) {
+        fprintf(stderr, "note: /tmp has no O_DIRECT: the direct path was not exercised\n");
+    }
+    return dio;
+}
+
+/* Mounts a tmpfs of `size` (no DIO alignment: the engine falls back to buffered writes) at
+ * f->mnt and returns an fd on it; -1 when this process may not mount (not root, no mount
+ * namespace rights): the caller skips. */
+static int mount_tmpfs(struct fx *f, const char *size)
+{
+    snprintf(f->mnt, sizeof(f->mnt), "%s/shm", f->dir);
+    assert_int_equal(mkdir(f->mnt, 0755), 0);
+    if (mount("tmpfs", f->mnt, "tmpfs", 0, size) != 0) {
+        f->mnt[0] = '\0';
+        return -1;
+    }
+    int tfd = open(f->mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(tfd >= 0);
+    return tfd;
+}
+
+static void unmount_tmpfs(struct fx *f, int tfd)
+{
+    close(tfd);
+    assert_int_equal(umount2(f->mnt, MNT_DETACH), 0);
+    f->mnt[0] = '\0';
+}
+
 static void test_direct_output_and_fallback(void **state)
 {
     struct fx *f = c4gh_fx(state);
@@ -1520,45 +1587,18 @@ static void test_direct_output_and_fallback(void **state)
     uint8_t pk1[ANT_KEY_LEN];
     struct ant_stage_file enc[NDIRECT];
     char names[NDIRECT][32];
-    struct ant_stage_job job;
-    struct ant_diag d = {{0}};
     struct ant_engine_opts o;
     struct ant_engine *buffered = NULL;
     /* files at or over 1 MiB: 7 of the sizes, each staged raw and decrypted */
     const uint64_t nbig = 2 * (NDIRECT - 2);
     vector_pub("keys/recipient1.pub", pk1);
-    for (size_t i = 0; i < NDIRECT; i++) {
-        uint8_t *p = malloc(g_direct_sizes[i] + 1);
-        assert_non_null(p);
-        fill_random(p, g_direct_sizes[i], 100 + i);
-        snprintf(names[i], sizeof(names[i]), "d/s%zu", g_direct_sizes[i]);
-        write_at(f->src, names[i], p, g_direct_sizes[i]);
-        enc[i] = (struct ant_stage_file){.src = names[i], .dst = names[i],
-                                         .xform = ANT_XFORM_ENCRYPT};
-        free(p);
-    }
-    job_init(&job, f, "enc", enc, NDIRECT, NULL);
-    job.on_progress = NULL;
-    job.on_file = NULL;
-    job.recipient_pk = pk1;
-    int rc = ant_engine_run(f->e, &job, &d);
-    if (rc != 0) {
-        fail_msg("encrypt: %d %s", rc, d.msg);
-    }
-    /* ext4 (or whatever /tmp is): direct where statx reports DIO alignment */
-    struct statx stx;
-    write_at(f->dst, "probe", "x", 1); /* statx reports DIO alignment for regular files */
-    bool dio = statx(f->dst, "probe", 0, STATX_DIOALIGN, &stx) == 0 &&
-               (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_offset_align != 0 &&
-               4096 % stx.stx_dio_offset_align == 0 && 4096 % stx.stx_dio_mem_align == 0;
+    encrypt_sources(f, "enc", "d", g_direct_sizes, NDIRECT, 100, pk1, names, enc);
+    bool dio = dst_takes_direct(f);
     uint64_t reads = 0;
     assert_int_equal(direct_round(f, f->e, f->dst, "disk", k1, &reads), dio ? nbig : 0);
     /* raw: every non-empty source (all its reads start on a block); decrypt: only the sources
      * of one chunk (here the empty file's 124-byte Crypt4GH file) */
     assert_int_equal(reads, dio ? (NDIRECT - 1) + 1 : 0);
-    if (!dio) {
-        fprintf(stderr, "note: /tmp has no O_DIRECT: the direct path was not exercised\n");
-    }
     /* buffered_only: the same bytes through the page cache */
     ant_engine_opts_init(&o);
     o.io_engine = f->eng;
@@ -1570,20 +1610,14 @@ static void test_direct_output_and_fallback(void **state)
     assert_int_equal(reads, 0);
     ant_engine_free(buffered);
     /* a tmpfs: statx reports no DIO alignment, the engine falls back to buffered writes */
-    snprintf(f->mnt, sizeof(f->mnt), "%s/shm", f->dir);
-    assert_int_equal(mkdir(f->mnt, 0755), 0);
-    if (mount("tmpfs", f->mnt, "tmpfs", 0, "size=64m") != 0) {
-        f->mnt[0] = '\0';
+    int tfd = mount_tmpfs(f, "size=64m");
+    if (tfd < 0) {
         ant_key_free(k1);
-        skip(); /* not root, or no mount namespace rights */
+        skip();
     }
-    int tfd = open(f->mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    assert_true(tfd >= 0);
     assert_int_equal(direct_round(f, f->e, tfd, "tmpfs", k1, &reads), 0);
     assert_int_equal(reads, dio ? NDIRECT : 0); /* the sources are still on /tmp */
-    close(tfd);
-    assert_int_equal(umount2(f->mnt, MNT_DETACH), 0);
-    f->mnt[0] = '\0';
+    unmount_tmpfs(f, tfd);
     ant_key_free(k1);
 }
 
@@ -1759,32 +1793,13 @@ static void test_direct_reencrypt_and_fallback(void **state)
     size_t sizes[RE_N];
     struct ant_stage_file enc[RE_N];
     char names[RE_N][32];
-    struct ant_stage_job job;
-    struct ant_diag d = {{0}};
     struct ant_engine_opts o;
     struct ant_engine *e2 = NULL;
     const uint64_t nbig = RE_N - RE_NSMALL;
     vector_pub("keys/recipient1.pub", pk1);
     vector_pub("keys/recipient2.pub", pk2);
     re_sizes(sizes);
-    for (size_t i = 0; i < RE_N; i++) {
-        uint8_t *p = malloc(sizes[i] + 1);
-        assert_non_null(p);
-        fill_random(p, sizes[i], 300 + i);
-        snprintf(names[i], sizeof(names[i]), "r/s%zu", sizes[i]);
-        write_at(f->src, names[i], p, sizes[i]);
-        enc[i] = (struct ant_stage_file){.src = names[i], .dst = names[i],
-                                         .xform = ANT_XFORM_ENCRYPT};
-        free(p);
-    }
-    job_init(&job, f, "renc", enc, RE_N, NULL);
-    job.on_progress = NULL;
-    job.on_file = NULL;
-    job.recipient_pk = pk1;
-    int rc = ant_engine_run(f->e, &job, &d);
-    if (rc != 0) {
-        fail_msg("encrypt: %d %s", rc, d.msg);
-    }
+    encrypt_sources(f, "renc", "r", sizes, RE_N, 300, pk1, names, enc);
     int efd = openat(f->dst, "renc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     assert_true(efd >= 0);
     size_t nsmall1 = 0; /* sources read whole in one chunk of one segment */
@@ -1797,14 +1812,7 @@ static void test_direct_reencrypt_and_fallback(void **state)
         nsmall1 += i < RE_NSMALL && RE_HDR + sizes[i] + 28 * ((sizes[i] + 65535) / 65536) <= 65536;
     }
     close(efd);
-    struct statx stx;
-    write_at(f->dst, "probe", "x", 1);
-    bool dio = statx(f->dst, "probe", 0, STATX_DIOALIGN, &stx) == 0 &&
-               (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_offset_align != 0 &&
-               4096 % stx.stx_dio_offset_align == 0 && 4096 % stx.stx_dio_mem_align == 0;
-    if (!dio) {
-        fprintf(stderr, "note: /tmp has no O_DIRECT: the direct path was not exercised\n");
-    }
+    bool dio = dst_takes_direct(f);
     uint64_t reads = 0;
     assert_int_equal(re_round(f, f->e, f->dst, "disk", k1, k2, pk2, &reads), dio ? nbig : 0);
     /* the small sources are read whole (as before); big ones where the headers' lengths
@@ -1830,21 +1838,15 @@ static void test_direct_reencrypt_and_fallback(void **state)
     assert_int_equal(reads, 0);
     ant_engine_free(e2);
     /* a tmpfs: no DIO alignment, buffered writes */
-    snprintf(f->mnt, sizeof(f->mnt), "%s/shm", f->dir);
-    assert_int_equal(mkdir(f->mnt, 0755), 0);
-    if (mount("tmpfs", f->mnt, "tmpfs", 0, "size=96m") != 0) {
-        f->mnt[0] = '\0';
+    int tfd = mount_tmpfs(f, "size=96m");
+    if (tfd < 0) {
         ant_key_free(k1);
         ant_key_free(k2);
-        skip(); /* not root, or no mount namespace rights */
+        skip();
     }
-    int tfd = open(f->mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    assert_true(tfd >= 0);
     assert_int_equal(re_round(f, f->e, tfd, "tmpfs", k1, k2, pk2, &reads), 0);
     assert_int_equal(reads, dio ? RE_NSMALL : 0); /* the sources are still on /tmp */
-    close(tfd);
-    assert_int_equal(umount2(f->mnt, MNT_DETACH), 0);
-    f->mnt[0] = '\0';
+    unmount_tmpfs(f, tfd);
     ant_key_free(k1);
     ant_key_free(k2);
 }
