@@ -181,7 +181,8 @@ struct ant_audit {
     sqlite3_stmt *ws[11];        /* WS_*: prepared once */
     int64_t head_seq;            /* the last seq we know of (ours or another process's) */
     int64_t indexed_upto;        /* events_indexed as we last read or wrote it */
-    int64_t indexed_ms;          /* when we last indexed (monotonic ms) */
+    int64_t indexed_ms;          /* when we last indexed, or tried (monotonic ms) */
+    bool index_failed;           /* the last try failed: the next waits index_delay_ms */
     int64_t (*clock)(void *ctx); /* testing only: the events' time source */
     void *clock_ctx;
 };
@@ -706,15 +707,18 @@ static int64_t mono_ms(void)
 static bool index_due(const struct ant_audit *a, bool idle)
 {
     int64_t backlog = a->head_seq - a->indexed_upto;
-    return backlog >= (int64_t)a->opts.index_batch ||
-           (backlog > 0 && (idle || mono_ms() - a->indexed_ms >= (int64_t)a->opts.index_delay_ms));
+    bool waited = mono_ms() - a->indexed_ms >= (int64_t)a->opts.index_delay_ms;
+    if (a->index_failed) {
+        return backlog > 0 && (idle || waited); /* not after every group while it fails */
+    }
+    return backlog >= (int64_t)a->opts.index_batch || (backlog > 0 && (idle || waited));
 }
 
 /* Indexes every event after events_indexed, in one transaction of its own. The mark is read
  * inside BEGIN IMMEDIATE, so two processes writing one log never index an event twice. No
  * caller waits for it: the next group's fdatasync (or the WAL checkpoint's) makes it durable,
  * and a crash before that only leaves more events for the next batch and for queries to scan.
- * A failure is logged and tried again a batch later; it never fails an append. */
+ * A failure is logged and tried again index_delay_ms later; it never fails an append. */
 static void index_backlog(struct ant_audit *a)
 {
     sqlite3_stmt *s = NULL;
@@ -753,6 +757,7 @@ out:
         }
     }
     a->indexed_ms = mono_ms();
+    a->index_failed = rc < 0;
 }
 
 static void *writer_main(void *arg)
