@@ -33,7 +33,8 @@ struct file_id {
 struct jwks_live {
     pthread_rwlock_t lock; /* jwks: verifications read-lock it, a reload write-locks the swap */
     struct ant_jwks *jwks;
-    struct file_id seen; /* the file last read (loaded or refused); checker only */
+    pthread_mutex_t check; /* held by the one request doing a check (trylock: others go on) */
+    struct file_id seen;   /* the file last read (loaded or refused); under check */
     _Atomic int64_t next_check_ms;
 };
 
@@ -62,6 +63,7 @@ void ant_oidc_free(struct ant_oidc *o)
         if (o->iss[i].live != NULL) {
             ant_jwks_free(o->iss[i].live->jwks);
             pthread_rwlock_destroy(&o->iss[i].live->lock);
+            pthread_mutex_destroy(&o->iss[i].live->check);
             free(o->iss[i].live);
         }
     }
@@ -116,28 +118,30 @@ static void maybe_reload(const struct ant_oidc *o, const struct oidc_issuer *e)
 {
     struct jwks_live *l = e->live;
     int64_t now = ant_mono_ns() / 1000000;
-    int64_t due = atomic_load_explicit(&l->next_check_ms, memory_order_relaxed);
-    if (now < due || !atomic_compare_exchange_strong(&l->next_check_ms, &due, now + JWKS_CHECK_MS)) {
+    if (now < atomic_load_explicit(&l->next_check_ms, memory_order_relaxed) ||
+        pthread_mutex_trylock(&l->check) != 0) {
         return;
     }
+    atomic_store_explicit(&l->next_check_ms, now + JWKS_CHECK_MS, memory_order_relaxed);
     struct stat sb;
     struct file_id id;
+    struct ant_jwks *fresh = NULL;
+    struct ant_diag d = {{0}};
+    /* a file gone for a moment (being replaced?) or unchanged: keep the keys */
     if (fstatat(o->dirfd, e->path, &sb, AT_SYMLINK_NOFOLLOW) < 0) {
-        return; /* gone for a moment (being replaced?): keep the keys */
+        goto out;
     }
     file_id_of(&sb, &id);
     if (file_id_eq(&id, &l->seen)) {
-        return;
+        goto out;
     }
-    struct ant_jwks *fresh = NULL;
-    struct ant_diag d = {{0}};
     int rc = load_jwks(o->dirfd, e->path, &fresh, &id, &d);
     l->seen = id;
     if (rc < 0) {
         ant_log(ANT_LOG_WARN, "oidc.jwks_refused",
                 "OIDC issuer %s: the changed JWKS %s is not usable (%s): keeping its keys",
                 e->issuer, e->path, ant_diag_msg(&d, strerror(-rc)));
-        return;
+        goto out;
     }
     pthread_rwlock_wrlock(&l->lock);
     struct ant_jwks *old = l->jwks;
@@ -146,6 +150,8 @@ static void maybe_reload(const struct ant_oidc *o, const struct oidc_issuer *e)
     ant_jwks_free(old);
     ant_log(ANT_LOG_INFO, "oidc.jwks_reloaded", "OIDC issuer %s: keys read again from %s",
             e->issuer, e->path);
+out:
+    pthread_mutex_unlock(&l->check);
 }
 
 int ant_oidc_load(struct ant_store *st, int dirfd, struct ant_oidc **out, struct ant_diag *d)
@@ -187,6 +193,7 @@ int ant_oidc_load(struct ant_store *st, int dirfd, struct ant_oidc **out, struct
             break;
         }
         pthread_rwlock_init(&e->live->lock, NULL);
+        pthread_mutex_init(&e->live->check, NULL);
         atomic_init(&e->live->next_check_ms, ant_mono_ns() / 1000000 + JWKS_CHECK_MS);
         struct ant_diag jd = {{0}};
         rc = load_jwks(o->dirfd, path, &e->live->jwks, &e->live->seen, &jd);
