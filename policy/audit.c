@@ -144,12 +144,6 @@ struct ant_audit {
     int fail_err;
     uint64_t commits;
     double commit_s; /* EWMA */
-    /* Committed (or failed) batches, rc set, waiting for the sync thread, in commit order.
-     * The writer commits with synchronous=NORMAL (no fsync in COMMIT) and goes on with the
-     * next batch while the sync thread fdatasyncs the WAL for the batches committed before:
-     * two batches in flight, so a round costs about the slower of the two stages, not both. */
-    struct audit_req *commit_head, *commit_tail;
-    pthread_cond_t sync_cv;
     /* 0, or the first fdatasync failure: after it the kernel may have dropped the dirty pages
      * and a later fsync can succeed without writing them, so nothing committed after it can
      * ever be called durable. Every append fails (-EIO) until the handle is reopened. */
@@ -164,10 +158,10 @@ struct ant_audit {
     struct audit_req *done_head, *done_tail;
     int64_t pending_events; /* queued, being written or waiting for release: bounds async memory */
     pthread_cond_t done_cv;
-    bool writer_exited, syncer_exited, has_syncer, has_releaser;
-    pthread_t syncer, releaser;
+    bool writer_exited, has_releaser;
+    pthread_t releaser;
 
-    /* sync thread only: our own fd on the WAL, and which file it is */
+    /* writer thread only: our own fd on the WAL, and which file it is */
     char *wal_path; /* absolute, as SQLite names it */
     int wal_fd;
     dev_t wal_dev;
@@ -760,6 +754,36 @@ out:
     a->index_failed = rc < 0;
 }
 
+/* fdatasync of the WAL through an fd of our own (fsync flushes the file, whichever fd wrote
+ * it). SQLite keeps the WAL while any connection has the database open (ours do), but if the
+ * path ever names another file, the old one is synced too (harmless: SQLite only lets a WAL
+ * go after checkpointing it into the synced database file) and the new one opened. */
+static int sync_wal(struct ant_audit *a)
+{
+    const char *wal = a->wal_path;
+    struct stat sb;
+    int rc = 0;
+    if (a->wal_fd >= 0 &&
+        (stat(wal, &sb) < 0 || sb.st_dev != a->wal_dev || sb.st_ino != a->wal_ino)) {
+        rc = fdatasync(a->wal_fd) < 0 ? -errno : 0;
+        ant_close(a->wal_fd);
+        a->wal_fd = -1;
+    }
+    if (rc == 0 && a->wal_fd < 0) {
+        a->wal_fd = open(wal, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (a->wal_fd < 0 || fstat(a->wal_fd, &sb) < 0) {
+            rc = -errno;
+        } else {
+            a->wal_dev = sb.st_dev;
+            a->wal_ino = sb.st_ino;
+        }
+    }
+    if (rc == 0 && fdatasync(a->wal_fd) < 0) {
+        rc = -errno;
+    }
+    return rc;
+}
+
 static void *writer_main(void *arg)
 {
     struct ant_audit *a = arg;
@@ -802,11 +826,8 @@ static void *writer_main(void *arg)
             break;
         }
         /* Take up to max_batch events (at least one request) off the queue, without waiting
-         * for more: while this batch is written, the sync thread makes the previous ones
-         * durable, and whatever is committed before its fdatasync ends shares the next one,
-         * so the groups form by themselves. (Before the fdatasync moved off the COMMIT, the
-         * writer waited up to 200 us for stragglers to share one fsync; with the pipeline,
-         * that wait only delayed the commit: 47,700 against 49,700 events/s.) */
+         * for more: whatever arrives while this group is committed and made durable shares the
+         * next one, so the groups form by themselves and grow with the load. */
         struct audit_req *batch = a->head, *last = a->head;
         bool force = false;
         size_t n = 0;
@@ -830,6 +851,8 @@ static void *writer_main(void *arg)
         bool poisoned = a->poisoned < 0;
         int64_t (*clk)(void *) = a->clock;
         void *clk_ctx = a->clock_ctx;
+        int (*hook)(void *) = a->sync_hook;
+        void *hook_ctx = a->sync_ctx;
         pthread_mutex_unlock(&a->mu);
 
         int64_t t0 = ant_mono_ns();
@@ -837,36 +860,59 @@ static void *writer_main(void *arg)
         int rc = poisoned ? -EIO
                           : write_batch(a, batch, force, fail_err,
                                         clk != NULL ? clk(clk_ctx) : ant_now_ms());
-        double dt = (double)(ant_mono_ns() - t0) / 1e9;
+        int64_t t1 = ant_mono_ns();
         if (rc < 0 && !poisoned) {
             ant_log(ANT_LOG_ERROR, "audit.write_failed", "group commit of %zu events failed: %s", n,
                     strerror(-rc));
         }
+        /* Durable before anyone hears of it: the fdatasync of the WAL (COMMIT does not sync,
+         * synchronous=NORMAL). On this thread, right after the COMMIT: a sync thread of its
+         * own overlapped it with the next group's commit, but that took more, smaller groups
+         * (two or three commits per fdatasync, each with its BEGIN, head reads, COMMIT and
+         * WAL pages) and two thread hand-offs per group; see docs/benchmarks.md. */
+        int src = 0;
+        if (rc == 0 && batch != NULL) {
+            src = hook != NULL ? hook(hook_ctx) : 0;
+            src = src < 0 ? src : sync_wal(a);
+            if (src < 0) {
+                ant_log(ANT_LOG_ERROR, "audit.sync_failed",
+                        "fdatasync of the WAL failed: %s; refusing appends until reopened",
+                        strerror(-src));
+                rc = src;
+            }
+        }
+        int64_t t2 = ant_mono_ns();
 
-        /* The batch is off the queue and ours alone until handed to the sync thread. Failed
+        /* The batch is off the queue and ours alone until handed to the releaser. Failed
          * batches go the same way, so that callbacks keep commit order. */
         for (struct audit_req *r = batch; r != NULL; r = r->next) {
             r->rc = rc;
         }
         pthread_mutex_lock(&a->mu);
-        if (batch != NULL) {
-            if (a->commit_tail != NULL) {
-                a->commit_tail->next = batch;
-            } else {
-                a->commit_head = batch;
-            }
-            a->commit_tail = last;
-            pthread_cond_signal(&a->sync_cv);
+        if (src < 0 && a->poisoned == 0) {
+            a->poisoned = src;
         }
         if (batch != NULL) {
+            if (a->done_tail != NULL) {
+                a->done_tail->next = batch;
+            } else {
+                a->done_head = batch;
+            }
+            a->done_tail = last;
+            pthread_cond_signal(&a->done_cv);
+            double dc = (double)(t1 - t0) / 1e9, ds = (double)(t2 - t1) / 1e9;
             a->commits++;
-            a->commit_s = a->commit_s < 0 ? dt : 0.9 * a->commit_s + 0.1 * dt;
+            a->commit_s = a->commit_s < 0 ? dc : 0.9 * a->commit_s + 0.1 * dc;
+            if (rc == 0 || src < 0) {
+                a->syncs++;
+                a->sync_s = a->sync_s < 0 ? ds : 0.9 * a->sync_s + 0.1 * ds;
+            }
         }
         if (batch == NULL && rc < 0) {
             /* the timed checkpoint failed: try again one period later, not in a spin */
             a->unsigned_since_ms = ant_now_ms();
         }
-        /* After the hand-over, so the group's fdatasync runs meanwhile. */
+        /* After the hand-over: the releaser wakes the group's callers meanwhile. */
         if (a->poisoned == 0 && index_due(a, false)) {
             pthread_mutex_unlock(&a->mu);
             index_backlog(a);
@@ -880,100 +926,6 @@ static void *writer_main(void *arg)
         pthread_mutex_lock(&a->mu);
     }
     a->writer_exited = true;
-    pthread_cond_signal(&a->sync_cv);
-    pthread_mutex_unlock(&a->mu);
-    return NULL;
-}
-
-/* fdatasync of the WAL through an fd of our own (fsync flushes the file, whichever fd wrote
- * it). SQLite keeps the WAL while any connection has the database open (ours do), but if the
- * path ever names another file, the old one is synced too (harmless: SQLite only lets a WAL
- * go after checkpointing it into the synced database file) and the new one opened. */
-static int sync_wal(struct ant_audit *a)
-{
-    const char *wal = a->wal_path;
-    struct stat sb;
-    int rc = 0;
-    if (a->wal_fd >= 0 &&
-        (stat(wal, &sb) < 0 || sb.st_dev != a->wal_dev || sb.st_ino != a->wal_ino)) {
-        rc = fdatasync(a->wal_fd) < 0 ? -errno : 0;
-        ant_close(a->wal_fd);
-        a->wal_fd = -1;
-    }
-    if (rc == 0 && a->wal_fd < 0) {
-        a->wal_fd = open(wal, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        if (a->wal_fd < 0 || fstat(a->wal_fd, &sb) < 0) {
-            rc = -errno;
-        } else {
-            a->wal_dev = sb.st_dev;
-            a->wal_ino = sb.st_ino;
-        }
-    }
-    if (rc == 0 && fdatasync(a->wal_fd) < 0) {
-        rc = -errno;
-    }
-    return rc;
-}
-
-/* Makes committed batches durable: takes every batch committed so far, fdatasyncs the WAL,
- * and only then hands them to the releaser, so no caller hears of an event before the
- * fdatasync that started after its commit returned. A failure fails every caller of those
- * batches and poisons the handle (see struct ant_audit). */
-static void *syncer_main(void *arg)
-{
-    struct ant_audit *a = arg;
-    pthread_setname_np(pthread_self(), "audit-sync");
-    pthread_mutex_lock(&a->mu);
-    for (;;) {
-        while (a->commit_head == NULL && !a->writer_exited) {
-            pthread_cond_wait(&a->sync_cv, &a->mu);
-        }
-        struct audit_req *batch = a->commit_head, *last = a->commit_tail;
-        if (batch == NULL) {
-            break;
-        }
-        a->commit_head = a->commit_tail = NULL;
-        int rc = a->poisoned < 0 ? -EIO : 0;
-        int (*hook)(void *) = a->sync_hook;
-        void *hook_ctx = a->sync_ctx;
-        pthread_mutex_unlock(&a->mu);
-
-        bool any_ok = false;
-        for (struct audit_req *r = batch; r != NULL; r = r->next) {
-            any_ok |= r->rc >= 0;
-        }
-        int64_t t0 = ant_mono_ns();
-        if (rc == 0 && any_ok) {
-            rc = hook != NULL ? hook(hook_ctx) : 0;
-            rc = rc < 0 ? rc : sync_wal(a);
-            if (rc < 0) {
-                ant_log(ANT_LOG_ERROR, "audit.sync_failed",
-                        "fdatasync of the WAL failed: %s; refusing appends until reopened",
-                        strerror(-rc));
-            }
-        }
-        double dt = (double)(ant_mono_ns() - t0) / 1e9;
-        for (struct audit_req *r = batch; rc < 0 && r != NULL; r = r->next) {
-            r->rc = r->rc < 0 ? r->rc : rc;
-        }
-
-        pthread_mutex_lock(&a->mu);
-        if (rc < 0 && a->poisoned == 0) {
-            a->poisoned = rc;
-        }
-        if (a->done_tail != NULL) {
-            a->done_tail->next = batch;
-        } else {
-            a->done_head = batch;
-        }
-        a->done_tail = last;
-        pthread_cond_signal(&a->done_cv);
-        if (any_ok) {
-            a->syncs++;
-            a->sync_s = a->sync_s < 0 ? dt : 0.9 * a->sync_s + 0.1 * dt;
-        }
-    }
-    a->syncer_exited = true;
     pthread_cond_signal(&a->done_cv);
     pthread_mutex_unlock(&a->mu);
     return NULL;
@@ -988,7 +940,7 @@ static void *releaser_main(void *arg)
     pthread_setname_np(pthread_self(), "audit-release");
     pthread_mutex_lock(&a->mu);
     for (;;) {
-        while (a->done_head == NULL && !a->syncer_exited) {
+        while (a->done_head == NULL && !a->writer_exited) {
             pthread_cond_wait(&a->done_cv, &a->mu);
         }
         struct audit_req *batch = a->done_head;
@@ -1240,7 +1192,6 @@ int ant_audit_open(int dirfd, const char *name, unsigned flags, const struct ant
     pthread_mutex_init(&a->rlock, NULL);
     pthread_cond_init(&a->work_cv, NULL);
     pthread_cond_init(&a->done_cv, NULL);
-    pthread_cond_init(&a->sync_cv, NULL);
     a->wal_fd = -1;
     a->sign = sign;
     a->commit_s = -1;
@@ -1263,7 +1214,7 @@ int ant_audit_open(int dirfd, const char *name, unsigned flags, const struct ant
     rc = db_open(path, false, &a->wdb);
     /* WAL lets queries and exports read while the writer commits. synchronous=NORMAL: COMMIT
      * writes the WAL without fsync (SQLite still syncs the WAL before and the database after
-     * each WAL checkpoint, so the file stays consistent); the sync thread's fdatasync of the
+     * each WAL checkpoint, so the file stays consistent); the writer's fdatasync of the
      * WAL is what makes an event durable before its caller hears of it (see audit.h). */
     rc = rc < 0 ? rc
                 : exec_sql(a->wdb, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
@@ -1273,7 +1224,7 @@ int ant_audit_open(int dirfd, const char *name, unsigned flags, const struct ant
     a->path = strdup(path);
     rc = rc < 0 ? rc : a->path == NULL ? -ENOMEM : 0;
     if (rc == 0) {
-        /* SQLite's own absolute name of the WAL: what the sync thread opens and checks */
+        /* SQLite's own absolute name of the WAL: what the writer opens and checks */
         const char *wal = sqlite3_filename_wal(sqlite3_db_filename(a->wdb, "main"));
         a->wal_path = wal != NULL ? strdup(wal) : NULL;
         rc = wal == NULL ? -EIO : a->wal_path == NULL ? -ENOMEM : 0;
@@ -1294,11 +1245,6 @@ int ant_audit_open(int dirfd, const char *name, unsigned flags, const struct ant
             goto out;
         }
         a->has_releaser = true;
-        if (pthread_create(&a->syncer, NULL, syncer_main, a) != 0) {
-            rc = -EAGAIN;
-            goto out;
-        }
-        a->has_syncer = true;
         if (pthread_create(&a->thread, NULL, writer_main, a) != 0) {
             rc = -EAGAIN;
             goto out;
@@ -1334,18 +1280,10 @@ void ant_audit_close(struct ant_audit *a)
         pthread_mutex_unlock(&a->mu);
         pthread_join(a->thread, NULL);
     }
-    if (a->has_syncer) {
+    if (a->has_releaser) {
         /* the writer has handed over its last batch (or never started) */
         pthread_mutex_lock(&a->mu);
         a->writer_exited = true;
-        pthread_cond_signal(&a->sync_cv);
-        pthread_mutex_unlock(&a->mu);
-        pthread_join(a->syncer, NULL);
-    }
-    if (a->has_releaser) {
-        /* the sync thread has handed over its last batch (or never started) */
-        pthread_mutex_lock(&a->mu);
-        a->syncer_exited = true;
         pthread_cond_signal(&a->done_cv);
         pthread_mutex_unlock(&a->mu);
         pthread_join(a->releaser, NULL);
@@ -1362,7 +1300,6 @@ void ant_audit_close(struct ant_audit *a)
     ant_buf_fini(&a->canon);
     pthread_cond_destroy(&a->work_cv);
     pthread_cond_destroy(&a->done_cv);
-    pthread_cond_destroy(&a->sync_cv);
     ant_close(a->wal_fd);
     pthread_mutex_destroy(&a->rlock);
     pthread_mutex_destroy(&a->mu);

@@ -6,15 +6,15 @@
  * signing the previous checkpoint's seq makes a dropped checkpoint visible. Triggers refuse
  * UPDATE and DELETE. One writer thread appends in group commits; ant_audit_append() returns only
  * once its event is durable, so a caller that gets an error releases nothing. Durable: the
- * writer commits in WAL mode with synchronous=NORMAL (the COMMIT writes the WAL, no fsync), and
- * a sync thread fdatasyncs the WAL; a caller is released only after an fdatasync that started
- * after its commit returned, so a power loss cannot take back an event a caller was told about.
- * Meanwhile the writer commits the next batch (two batches in flight). A failed fdatasync fails
+ * writer commits in WAL mode with synchronous=NORMAL (the COMMIT writes the WAL, no fsync), then
+ * fdatasyncs the WAL; a caller is released only after an fdatasync that started after its
+ * commit returned, so a power loss cannot take back an event a caller was told about. What is
+ * queued meanwhile forms the next group. A failed fdatasync fails
  * every caller waiting for it or queued behind it and poisons the handle: every later append
  * fails with -EIO until it is closed and reopened (the events it committed stay in the chain:
  * logged, never confirmed; over-logging, never under-logging). Several processes may append to
  * one file (the daemon and an admin command): each batch reads the chain head inside BEGIN
- * IMMEDIATE, so the chain stays linear. A third thread of the handle releases the callers of
+ * IMMEDIATE, so the chain stays linear. A second thread of the handle releases the callers of
  * each durable (or failed) group commit, so that waking them overlaps with the next commit and
  * fdatasync; it is the "audit writer thread" on which the callbacks of ant_audit_append_async
  * run.
@@ -248,7 +248,7 @@ ANT_MUST_CHECK int ant_audit_verifier_finish(struct ant_audit_verifier *v, bool 
 /* Makes the next group commits fail with `err` (negative errno; 0 clears) after their inserts,
  * as a full disk would: the batch is rolled back. */
 void ant_audit_test_fail_writes(struct ant_audit *a, int err);
-/* Runs `hook` on the sync thread before each fdatasync of the WAL (NULL: none): it may sleep
+/* Runs `hook` on the writer thread before each fdatasync of the WAL (NULL: none): it may sleep
  * (a slow disk) or return a negative errno, taken as the fdatasync's failure (which poisons
  * the handle). */
 void ant_audit_test_sync_hook(struct ant_audit *a, int (*hook)(void *ctx), void *ctx);

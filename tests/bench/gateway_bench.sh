@@ -43,6 +43,10 @@ sed -i -e 's/^rate_limit = .*/rate_limit = 0/' -e "s/^threads = .*/threads = ${T
 "$BIN" admin --dir "$T/site" -o json key create --principal owner |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])' >"$T/owner.key"
 KEY=$(cat "$T/owner.key")
+# an admin's key, for /metrics: audit group commits and fdatasyncs per run
+"$BIN" admin --dir "$T/site" principal add ops --tenant bench --role admin >/dev/null
+ADMKEY=$("$BIN" admin --dir "$T/site" -o json key create --principal ops |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
 "$BIN" c4gh keygen --sk "$T/me.sec" --pk "$T/me.pub" --nocrypt >/dev/null 2>&1
 
 "$BIN" serve --dir "$T/site" --listen "127.0.0.1:$(freeport)" >"$T/serve.out" 2>"$T/serve.log" &
@@ -153,9 +157,19 @@ serve_with() {
   AURL=$(sed -n 's|.*\(https://[0-9.:]*\).*|\1|p' "$T/serve.out")
   [ -n "$AURL" ] || { echo "$1 serve did not start:" >&2; tail -3 "$T/serve.log" >&2; exit 1; }
 }
-# one wrk run of the running antenna server, labelled $1: "label req/s p99_ms non2xx us/req"
+# "commits syncs commit_ms sync_ms" of the running server's audit log so far (the durations:
+# recent means)
+audit_counts() {
+  curl -s --cacert "$T/site/tls/cert.pem" -H "Authorization: Bearer $ADMKEY" "$AURL/metrics" |
+    awk '/^antenna_audit_commits_total /{c=$2} /^antenna_audit_syncs_total /{s=$2}
+         /^antenna_audit_commit_seconds /{cs=$2} /^antenna_audit_sync_seconds /{ss=$2}
+         END{printf "%d %d %.3f %.3f\n", c, s, cs * 1000, ss * 1000}'
+}
+# one wrk run of the running antenna server, labelled $1: "label req/s p99_ms non2xx us/req
+# %core requests-per-group-commit requests-per-fdatasync commit_ms fdatasync_ms"
 small_antenna() {
-  local c0 c1
+  local c0 c1 a0 a1
+  a0=$(audit_counts)
   c0=$(cpu)
   local PP=
   if [ -n "${PERF:-}" ]; then
@@ -163,10 +177,12 @@ small_antenna() {
     PP=$!
     PERF=
   fi
-  wrk -t2 -c64 -d"${DUR}s" --latency -H "Authorization: Bearer $KEY" "$AURL/v1/datasets/$DS" >"$T/wrk-a.txt"
+  /usr/bin/time -f "%U %S" -o "$T/wrk-a.time" \
+    wrk -t2 -c64 -d"${DUR}s" --latency -H "Authorization: Bearer $KEY" "$AURL/v1/datasets/$DS" >"$T/wrk-a.txt"
   c1=$(cpu)
+  a1=$(audit_counts)
   [ -n "$PP" ] && wait "$PP"
-  python3 - "$1" "$T/wrk-a.txt" "$((c1 - c0))" "$(getconf CLK_TCK)" "$DUR" <<'PY'
+  python3 - "$1" "$T/wrk-a.txt" "$((c1 - c0))" "$(getconf CLK_TCK)" "$DUR" $a0 $a1 "$T/wrk-a.time" <<'PY'
 import re, sys
 s = open(sys.argv[2]).read()
 rate = float(re.search(r"Requests/sec:\s+([\d.]+)", s).group(1))
@@ -174,19 +190,24 @@ m = re.search(r"99%\s+([\d.]+)(us|ms|s)", s)
 p99 = float(m.group(1)) * {"us": 1e-3, "ms": 1, "s": 1e3}[m.group(2)]
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", s)
 ticks, hz, dur = int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+commits = max(int(sys.argv[10]) - int(sys.argv[6]), 1)
+syncs = max(int(sys.argv[11]) - int(sys.argv[7]), 1)
 print(f"{sys.argv[1]} {rate:.0f} {p99:.2f} {int(non2xx.group(1)) if non2xx else 0} "
-      f"{ticks / hz * 1e6 / (rate * dur):.0f} {ticks / hz / dur * 100:.0f}")
+      f"{ticks / hz * 1e6 / (rate * dur):.0f} {ticks / hz / dur * 100:.0f} "
+      f"{rate * dur / commits:.1f} {rate * dur / syncs:.1f} {sys.argv[12]} {sys.argv[13]} "
+      f"{sum(map(float, open(sys.argv[14]).read().split()[-2:])) * 1e6 / (rate * dur):.0f}")
 PY
 }
 small_nginx() {
-  wrk -t2 -c64 -d"${DUR}s" --latency "$NURL/ok" >"$T/wrk-n.txt"
-  python3 - "$T/wrk-n.txt" <<'PY'
+  /usr/bin/time -f "%U %S" -o "$T/wrk-n.time" wrk -t2 -c64 -d"${DUR}s" --latency "$NURL/ok" >"$T/wrk-n.txt"
+  python3 - "$T/wrk-n.txt" "$T/wrk-n.time" "$DUR" <<'PY'
 import re, sys
 s = open(sys.argv[1]).read()
 rate = float(re.search(r"Requests/sec:\s+([\d.]+)", s).group(1))
 m = re.search(r"99%\s+([\d.]+)(us|ms|s)", s)
 p99 = float(m.group(1)) * {"us": 1e-3, "ms": 1, "s": 1e3}[m.group(2)]
-print(f"nginx {rate:.0f} {p99:.2f} 0 - -")
+wrk_us = sum(map(float, open(sys.argv[2]).read().split()[-2:])) * 1e6 / (rate * float(sys.argv[3]))
+print(f"nginx {rate:.0f} {p99:.2f} 0 - - - - - - {wrk_us:.0f}")
 PY
 }
 {
@@ -216,10 +237,11 @@ for i, r in enumerate(rows):
     n = next(float(x[1]) for x in rows[i:] if x[0] == "nginx")
     print(f"{r[0]:8s} GET /v1/datasets/{{id}}: {float(r[1]):.0f} req/s, p99 {r[2]} ms, non-2xx {r[3]}, "
           f"{r[4]} us CPU per request ({r[5]} % of a core); ratio to nginx {float(r[1])/n:.2f}"
-          " (target >= 0.5, p99 < 10 ms)")
+          f" (target >= 0.5, p99 < 10 ms); requests per audit group commit {r[6]}, per fdatasync {r[7]};"
+          f" commit {r[8]} ms, fdatasync {r[9]} ms (recent means); wrk {r[10]} us CPU per request")
 for r in rows:
     if r[0] == "nginx":
-        print(f"nginx    return 200: {float(r[1]):.0f} req/s, p99 {r[2]} ms")
+        print(f"nginx    return 200: {float(r[1]):.0f} req/s, p99 {r[2]} ms; wrk {r[10]} us CPU per request")
 PY
 EVENTS=$(sqlite3 "$T/site/audit.db" 'SELECT count(*) FROM events')
 echo "audit events written during the run: $EVENTS (each authenticated request is a durable decision)"

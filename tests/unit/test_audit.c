@@ -1812,7 +1812,7 @@ static void *one_appender(void *p)
 static void test_release_waits_for_the_fdatasync_after_its_commit(void **state)
 {
     struct fx *f = *state;
-    enum { N = 100 }; /* over max_batch (64): a full group is committed during the fdatasync */
+    enum { N = 100 }; /* over max_batch (64): the next group is a full one */
     struct async_track t;
     struct async_slot s1 = {0};
     struct async_slot *more = calloc(N, sizeof(*more));
@@ -1828,16 +1828,17 @@ static void test_release_waits_for_the_fdatasync_after_its_commit(void **state)
     submit_async(f->a, &s1, 0, 1);
     gate_wait_calls(g, 1); /* event 1 is committed and its fdatasync has begun */
     wait_committed(f, 1);
-    /* events committed while that fdatasync runs must wait for the next one */
+    /* committed, visible, but not released while its fdatasync runs; what comes meanwhile
+     * waits for a group (and an fdatasync) of its own */
     submit_async(f->a, more, 1, N);
-    wait_committed(f, 65);
     usleep(20 * 1000);
-    assert_int_equal(track_calls(&t), 0); /* committed, visible, but nobody released */
+    assert_int_equal(track_calls(&t), 0);
     gate_open(g, 1);
     async_wait(&t, 1);
     assert_int_equal(s1.calls, 1);
     assert_int_equal(s1.seq, 1);
-    gate_wait_calls(g, 2);
+    gate_wait_calls(g, 2); /* the next group (max_batch events) is committed, its sync held */
+    wait_committed(f, 65);
     usleep(20 * 1000);
     assert_int_equal(track_calls(&t), 1);
     gate_open(g, INT_MAX);
