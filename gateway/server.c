@@ -281,8 +281,8 @@ void ant_req_allow_hold(struct ant_req *r)
     }
 }
 
-/* The audit writer's callback: the event is durable (seq > 0) or failed. Runs on the writer's
- * release thread and must not block: MHD_resume_connection is thread-safe and only signals the
+/* The audit writer's callback: the event is durable (seq > 0) or failed. Runs on the audit
+ * writer thread and must not block: MHD_resume_connection is thread-safe and only signals the
  * worker. Nothing of f is touched after the exchange unless the connection was suspended (then
  * f lives until the resume is handled): once it sees DONE, the worker may finish and free it. */
 static void hold_done(void *arg, int64_t seq)

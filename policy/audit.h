@@ -14,10 +14,9 @@
  * fails with -EIO until it is closed and reopened (the events it committed stay in the chain:
  * logged, never confirmed; over-logging, never under-logging). Several processes may append to
  * one file (the daemon and an admin command): each batch reads the chain head inside BEGIN
- * IMMEDIATE, so the chain stays linear. A second thread of the handle releases the callers of
- * each durable (or failed) group commit, so that waking them overlaps with the next commit and
- * fdatasync; it is the "audit writer thread" on which the callbacks of ant_audit_append_async
- * run.
+ * IMMEDIATE, so the chain stays linear. A second thread of the handle wakes the blocking callers
+ * of each durable (or failed) group commit, so that waking them overlaps with the next commit
+ * and fdatasync; the callbacks of ant_audit_append_async run on the writer thread itself.
  *
  * The log never holds a secret: append refuses (-EINVAL) any field that looks like an API key,
  * a bearer token, a JWT or a PEM block; put key ids in events, never keys.
