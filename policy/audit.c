@@ -31,11 +31,13 @@
  * it at 7-8 ms and the throughput of 64 writers within the noise. */
 #define INDEX_BATCH 512u
 #define INDEX_DELAY_MS 250u
-/* WAL pages before the writer checkpoints (SQLite's default is 1,000): a hot page (the tip
- * of each tenant's index range) is copied once per checkpoint however often it was written,
- * and each checkpoint costs two fsyncs; 4,000 pages (16 MiB) took the writer's checkpoint
- * time from 0.5-0.6 s to 0.27-0.32 s in a 130,000-event benchmark. */
-#define WAL_AUTOCHECKPOINT "4000"
+/* WAL pages before a WAL checkpoint (SQLite's default is 1,000): a hot page (the tip of each
+ * tenant's index range) is copied once per checkpoint however often it was written, and each
+ * checkpoint costs two fsyncs; 4,000 pages (16 MiB) took the checkpoint time from 0.5-0.6 s
+ * to 0.27-0.32 s in a 130,000-event benchmark. The checkpoints run on a thread of their own
+ * (checkpointer_main): run by the writer inside a COMMIT, each one held up the group
+ * committing and everything queued behind it for milliseconds, the gateway's p99. */
+#define WAL_CHECKPOINT_PAGES 4000u
 
 /* The schema, one step per entry; PRAGMA user_version counts the steps applied. Later work
  * appends steps, never edits these. */
@@ -160,6 +162,13 @@ struct ant_audit {
     pthread_cond_t done_cv;
     bool writer_exited, has_releaser;
     pthread_t releaser;
+    /* The checkpointer: its own connection, woken through ck_due by the writer's WAL hook. */
+    sqlite3 *cdb;
+    pthread_cond_t ck_cv;
+    bool ck_due, ck_running, ck_stop, has_checkpointer;
+    uint64_t ck_passes; /* passes done by the checkpointer */
+    uint64_t ck_seen;   /* writer thread only: passes whose remainder it copied */
+    pthread_t checkpointer;
 
     /* writer thread only: our own fd on the WAL, and which file it is */
     char *wal_path; /* absolute, as SQLite names it */
@@ -961,6 +970,69 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* SQLite calls this on the writer's thread after each commit (its locks released), with the
+ * WAL's size in pages. Past wal_checkpoint_pages it has the checkpointer copy the WAL into the
+ * database, off this thread. That copy ends with a few frames committed meanwhile still to go,
+ * and SQLite starts the WAL over only once every frame is in the database when a transaction
+ * begins: so after each pass the writer copies that remainder itself, here, between two
+ * groups (a few pages and two fsyncs, not the whole WAL), and the next group starts the WAL
+ * over. Without that, the checkpointer ran pass after pass, each with its fsyncs, while the WAL
+ * kept growing. */
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    struct ant_audit *a = arg;
+    uint64_t due = a->opts.wal_checkpoint_pages;
+    if (pages < 0 || (uint64_t)pages < due) {
+        return SQLITE_OK;
+    }
+    pthread_mutex_lock(&a->mu);
+    bool finish = !a->ck_due && !a->ck_running && a->ck_passes != a->ck_seen;
+    if (finish) {
+        a->ck_seen = a->ck_passes;
+    } else if (!a->ck_due && !a->ck_running) {
+        a->ck_due = true;
+        pthread_cond_signal(&a->ck_cv);
+    }
+    pthread_mutex_unlock(&a->mu);
+    /* Past eight times the mark the checkpointer is not keeping up (or a reader pins the WAL):
+     * copy here, as SQLite's own autocheckpoint would, so the WAL cannot grow without bound. */
+    if (finish || (uint64_t)pages >= 8 * due) {
+        (void)sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    }
+    return SQLITE_OK;
+}
+
+/* Copies the WAL into the database while the writer goes on appending: a PASSIVE checkpoint
+ * takes no lock a writer needs (it copies the frames committed when it began), and syncs the
+ * WAL before and the database after the copy. */
+static void *checkpointer_main(void *arg)
+{
+    struct ant_audit *a = arg;
+    pthread_setname_np(pthread_self(), "audit-ckpt");
+    pthread_mutex_lock(&a->mu);
+    for (;;) {
+        while (!a->ck_due && !a->ck_stop) {
+            pthread_cond_wait(&a->ck_cv, &a->mu);
+        }
+        if (a->ck_stop) {
+            break;
+        }
+        a->ck_due = false;
+        a->ck_running = true;
+        pthread_mutex_unlock(&a->mu);
+        int src = sqlite3_wal_checkpoint_v2(a->cdb, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        if (src != SQLITE_OK && src != SQLITE_BUSY) {
+            ant_log(ANT_LOG_WARN, "audit.wal_checkpoint", "copying the WAL into audit.db: %s",
+                    sqlite3_errmsg(a->cdb));
+        }
+        pthread_mutex_lock(&a->mu);
+        a->ck_running = false;
+        a->ck_passes++;
+    }
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
+}
+
 /* Releases the blocking callers of durable (or failed) groups, in commit order, off the queue's
  * lock: sem_post orders the writer's rc and first_seq before the caller reads them. (The
  * writer calls the asynchronous ones back itself.) */
@@ -1217,6 +1289,7 @@ int ant_audit_open(int dirfd, const char *name, unsigned flags, const struct ant
     pthread_mutex_init(&a->rlock, NULL);
     pthread_cond_init(&a->work_cv, NULL);
     pthread_cond_init(&a->done_cv, NULL);
+    pthread_cond_init(&a->ck_cv, NULL);
     a->wal_fd = -1;
     a->sign = sign;
     a->commit_s = -1;
@@ -1228,6 +1301,8 @@ int ant_audit_open(int dirfd, const char *name, unsigned flags, const struct ant
     a->opts.max_batch = opts && opts->max_batch ? opts->max_batch : DEFAULT_BATCH;
     a->opts.index_batch = opts && opts->index_batch ? opts->index_batch : INDEX_BATCH;
     a->opts.index_delay_ms = opts && opts->index_delay_ms ? opts->index_delay_ms : INDEX_DELAY_MS;
+    a->opts.wal_checkpoint_pages = opts && opts->wal_checkpoint_pages ? opts->wal_checkpoint_pages
+                                                                      : WAL_CHECKPOINT_PAGES;
     a->indexed_ms = mono_ms(); /* a tail left by another process waits one delay, no more */
     ant_buf_init(&a->canon, 64 * 1024);
     a->md = EVP_MD_CTX_new();
@@ -1243,8 +1318,7 @@ int ant_audit_open(int dirfd, const char *name, unsigned flags, const struct ant
      * WAL is what makes an event durable before its caller hears of it (see audit.h). */
     rc = rc < 0 ? rc
                 : exec_sql(a->wdb, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                                   " PRAGMA cache_size=-32768;"
-                                   " PRAGMA wal_autocheckpoint=" WAL_AUTOCHECKPOINT ";");
+                                   " PRAGMA cache_size=-32768;");
     rc = rc < 0 ? rc : migrate(a->wdb);
     a->path = strdup(path);
     rc = rc < 0 ? rc : a->path == NULL ? -ENOMEM : 0;
@@ -1270,6 +1344,18 @@ int ant_audit_open(int dirfd, const char *name, unsigned flags, const struct ant
             goto out;
         }
         a->has_releaser = true;
+        rc = db_open(path, false, &a->cdb);
+        rc = rc < 0 ? rc : exec_sql(a->cdb, "PRAGMA synchronous=NORMAL;");
+        if (rc < 0) {
+            goto out;
+        }
+        if (pthread_create(&a->checkpointer, NULL, checkpointer_main, a) != 0) {
+            rc = -EAGAIN;
+            goto out;
+        }
+        a->has_checkpointer = true;
+        /* instead of SQLite's checkpoints inside the writer's COMMITs (wal_autocheckpoint) */
+        sqlite3_wal_hook(a->wdb, wal_hook, a);
         if (pthread_create(&a->thread, NULL, writer_main, a) != 0) {
             rc = -EAGAIN;
             goto out;
@@ -1305,6 +1391,14 @@ void ant_audit_close(struct ant_audit *a)
         pthread_mutex_unlock(&a->mu);
         pthread_join(a->thread, NULL);
     }
+    if (a->has_checkpointer) {
+        /* after the writer: its last commits may have asked for one more */
+        pthread_mutex_lock(&a->mu);
+        a->ck_stop = true;
+        pthread_cond_signal(&a->ck_cv);
+        pthread_mutex_unlock(&a->mu);
+        pthread_join(a->checkpointer, NULL);
+    }
     if (a->has_releaser) {
         /* the writer has handed over its last batch (or never started) */
         pthread_mutex_lock(&a->mu);
@@ -1317,6 +1411,7 @@ void ant_audit_close(struct ant_audit *a)
         sqlite3_finalize(a->ws[i]);
     }
     sqlite3_close(a->rdb);
+    sqlite3_close(a->cdb);
     sqlite3_close(a->wdb);
     free(a->path);
     free(a->wal_path);
@@ -1325,6 +1420,7 @@ void ant_audit_close(struct ant_audit *a)
     ant_buf_fini(&a->canon);
     pthread_cond_destroy(&a->work_cv);
     pthread_cond_destroy(&a->done_cv);
+    pthread_cond_destroy(&a->ck_cv);
     ant_close(a->wal_fd);
     pthread_mutex_destroy(&a->rlock);
     pthread_mutex_destroy(&a->mu);

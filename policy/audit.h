@@ -43,6 +43,10 @@ struct ant_audit_opts {
      * closes); queries scan the events not indexed yet. */
     unsigned index_batch;    /* 0: 512 */
     unsigned index_delay_ms; /* 0: 250 */
+    /* A thread of the handle copies the WAL into the database (a PASSIVE WAL checkpoint, on a
+     * connection of its own) once a commit leaves this many pages in it, so no group commit
+     * waits for the copy and its fsync. */
+    unsigned wal_checkpoint_pages; /* 0: 4000 */
 };
 
 enum ant_audit_decision {

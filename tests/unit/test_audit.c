@@ -1254,6 +1254,41 @@ static void test_index_failure_never_fails_appends(void **state)
     json_decref(res);
 }
 
+static off_t file_size(int dirfd, const char *name)
+{
+    struct stat sb;
+    return fstatat(dirfd, name, &sb, 0) == 0 ? sb.st_size : -1;
+}
+
+/* The WAL is copied into audit.db while the handle is open (by the checkpointer thread, or by
+ * the writer when the WAL has grown eight times past the mark), so it stays small however many
+ * groups are committed. Without checkpoints, 400 groups leave 800+ pages (3+ MiB) in it. */
+static void test_wal_is_checkpointed_while_open(void **state)
+{
+    struct fx *f = *state;
+    const struct ant_audit_opts o = {.checkpoint_every = 1000,
+                                     .checkpoint_seconds = 3600,
+                                     .max_batch = 64,
+                                     .wal_checkpoint_pages = 16};
+    ant_audit_close(f->a);
+    assert_int_equal(ant_audit_open(f->dirfd, "audit.db", 0, f->sk, &o, &f->a), 0);
+    off_t db0 = file_size(f->dirfd, "audit.db");
+    for (int i = 0; i < 400; i++) {
+        char rid[32];
+        struct ant_audit_event ev = make_event(i, rid, sizeof(rid));
+        assert_int_equal(ant_audit_append(f->a, &ev), i + 1);
+    }
+    off_t db = db0;
+    for (int tries = 0; tries < 500 && db <= db0; tries++) {
+        usleep(10000);
+        db = file_size(f->dirfd, "audit.db");
+    }
+    assert_true(db > db0);
+    off_t wal = file_size(f->dirfd, "audit.db-wal");
+    assert_true(wal >= 0 && wal < 1024 * 1024);
+    expect_intact(f, false, 400);
+}
+
 /* A log written before the indexes moved (schema step 1) is upgraded: its events are indexed
  * by the upgrade, and queries find them. */
 static void test_upgrade_from_step1_indexes_old_events(void **state)
@@ -2033,6 +2068,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_query_indexed_and_unindexed_agree, setup, teardown),
         cmocka_unit_test_setup_teardown(test_index_batches_while_writing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_index_failure_never_fails_appends, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wal_is_checkpointed_while_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_from_step1_indexes_old_events, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_checkpoints_lists_the_last_ones_oldest_first, setup,
