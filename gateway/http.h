@@ -70,6 +70,11 @@ ANT_MUST_CHECK int ant_req_json(struct ant_req *r, unsigned status, const json_t
 /* Answers with the JSON error body {"error", "message", "request_id"}. */
 ANT_MUST_CHECK int ant_req_error(struct ant_req *r, unsigned status, const char *code,
                                  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Takes one request from the per-principal rate limit ([server] rate_limit, rate_burst) of
+ * `key`: 0, or -1 with the answer set (429 with Retry-After). Routes that authenticate in
+ * their handler (job tokens, federation tokens) call it once the caller is known; the others
+ * are limited before their handler, by API key or OIDC principal. */
+ANT_MUST_CHECK int ant_req_rate_limit(struct ant_req *r, const char *key);
 /* Answers with a prepared MHD response, which the request now owns. */
 void ant_req_respond(struct ant_req *r, unsigned status, struct MHD_Response *resp);
 

@@ -182,6 +182,14 @@ static int fed_auth(struct ant_req *r, struct ant_store *st, struct fed *f)
                  strstr(why, "signature") != NULL || strstr(why, "key") != NULL ? ")" : "");
         return refuse(r, f, iss, "fed_token_rejected", msg);
     }
+    /* The per-principal rate limit, once the peer's signature vouches for the name and before
+     * the token is spent (the puller retries a 429 with the same token): a bucket per remote
+     * principal, apart from every local name (a name cannot hold ':'). */
+    char key[sizeof(f->tok.principal) + sizeof(f->peer.id) + 8];
+    snprintf(key, sizeof(key), "fed:%s@%s", f->tok.principal, f->peer.id);
+    if (ant_req_rate_limit(r, key) < 0) {
+        return ANT_API_DONE;
+    }
     rc = ant_peer_jti_use(st, f->tok.iss, f->tok.jti, f->tok.exp, now);
     if (rc == -EALREADY) {
         return refuse(r, f, iss, "fed_token_replayed", "this token was already used");

@@ -704,7 +704,10 @@ static int job_token_auth(struct ant_req *r, struct ant_jobs *jobs, struct ant_j
         return rc;
     }
     snprintf(r->who.tenant, sizeof(r->who.tenant), "%s", info->tenant);
-    return 0;
+    /* the token acts for its owner: the same bucket as the owner's API keys */
+    char key[2 * ANT_NAME_MAX + 2];
+    snprintf(key, sizeof(key), "%s@%s", r->who.id, r->who.tenant);
+    return ant_req_rate_limit(r, key) < 0 ? ANT_API_DONE : 0;
 }
 
 /* The output of a job that is not ready cannot be read: 404, or 410 once purged. */

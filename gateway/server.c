@@ -499,19 +499,24 @@ static int admit(struct ant_req *r)
                            "credentials cannot be checked right now; retry later");
         return -1;
     }
-    unsigned wait = ant_ratelimit_take(r->srv->rl, r->principal, ant_mono_ns());
-    if (wait > 0) {
-        rc = ant_req_error(r, MHD_HTTP_TOO_MANY_REQUESTS, NULL,
+    return ant_req_rate_limit(r, r->principal);
+}
+
+int ant_req_rate_limit(struct ant_req *r, const char *key)
+{
+    unsigned wait = ant_ratelimit_take(r->srv->rl, key, ant_mono_ns());
+    if (wait == 0) {
+        return 0;
+    }
+    int rc = ant_req_error(r, MHD_HTTP_TOO_MANY_REQUESTS, NULL,
                            "rate limit of %u requests per second exceeded; retry in %u s",
                            r->site->cfg.rate_limit_per_s, wait);
-        if (rc == 0) {
-            char ra[16];
-            snprintf(ra, sizeof(ra), "%u", wait);
-            MHD_add_response_header(r->resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
-        }
-        return -1;
+    if (rc == 0) {
+        char ra[16];
+        snprintf(ra, sizeof(ra), "%u", wait);
+        MHD_add_response_header(r->resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
     }
-    return 0;
+    return -1;
 }
 
 /* An upload whose declared Content-Length is past max_upload is refused at once with 413,

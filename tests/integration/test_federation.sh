@@ -305,6 +305,22 @@ python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); ev=d if isinstance(
     fail "failed pulls not audited at site-b with their reasons"
 ok "failed pulls audited at site-b with their reasons"
 
+# federation requests are rate limited per remote principal, before the token is spent
+kill -TERM "$PID_a"
+wait "$PID_a" 2>/dev/null
+sed -i -e 's/^rate_limit = .*/rate_limit = 1/' -e 's/^rate_burst = .*/rate_burst = 2/' \
+    "$W/a/antenna.conf"
+restart_a ratelimit
+codes=""
+for _ in 1 2 3 4; do
+    r=$(get "$(tok "$W/b")")
+    codes="$codes ${r%% *}"
+    [ "$r" = "429 rate_limited" ] && cp "$T/body" "$T/body429"
+done
+[[ "$codes" == " 200 200 429"* ]] || fail "federation past the burst: $codes"
+grep -q 'rate limit' "$T/body429" || fail "429 body: $(cat "$T/body429")"
+ok "federation requests rate limited per remote principal ($codes)"
+
 "$BIN" audit verify --dir "$W/a" >/dev/null || fail "site-a audit verify"
 "$BIN" audit verify --dir "$W/b" >/dev/null || fail "site-b audit verify"
 ok "both audit chains verify"

@@ -191,6 +191,25 @@ resumed=$(cat "$T"/serve[0-9]*.log | grep -c '"jobs.resume"')
 echo "kill -9 rounds: $ROUNDS, jobs resumed after a kill: $resumed"
 [ "$resumed" -gt 0 ] || fail "no kill landed while a job ran"
 
+# --- a job token draws on its owner's rate limit (the same bucket as the owner's API key) ---
+"$BIN" stage "$DS" --path 'meta/*' --wait >"$T/st6.out" 2>&1 || fail "stage for the rate limit"
+J6=$(awk '/^job:/{print $2}' "$T/st6.out")
+TOK6=$(awk '/^token:/{print $2}' "$T/st6.out")
+kill "$PID"
+wait "$PID" 2>/dev/null
+sed -i -e 's/^rate_limit = .*/rate_limit = 1/' -e 's/^rate_burst = .*/rate_burst = 2/' \
+    "$T/site/antenna.conf"
+start 99
+codes=""
+for _ in 1 2 3 4; do
+    codes="$codes $(code -H "Authorization: Bearer $TOK6" "$URL/v1/stage/$J6/files")"
+done
+[[ "$codes" == " 200 200 429"* ]] || fail "job token past the burst: $codes"
+curl -s -D - -o /dev/null --cacert "$ANTENNA_CACERT" -H "Authorization: Bearer $TOK6" \
+    "$URL/v1/stage/$J6/files" | grep -qi '^retry-after: [1-9]' || fail "429 without Retry-After"
+[ "$(code -H "Authorization: Bearer $ALICE" "$URL/v1/stage/$J6")" = 429 ] ||
+    fail "the owner's API key has a bucket apart from her job token's"
+
 kill "$PID"
 wait "$PID" 2>/dev/null
 PID=
