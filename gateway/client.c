@@ -205,8 +205,14 @@ static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off
     return 0;
 }
 
-/* Runs the prepared handle; fills status; turns an error body into diag. */
-static int perform(struct ant_client *c, struct sink *s, long *status, struct ant_diag *d)
+/* A 429 (the site's per-principal rate limit) is waited out and the request sent again, at
+ * most this many times, each wait the answer's Retry-After (1 s at least, 60 s at most). */
+#define CLIENT_RATE_RETRIES 10
+
+/* Runs the prepared handle; fills status; turns an error body into diag. `may_repeat`: the
+ * request has no streamed body, so a 429 can be retried with the same handle. */
+static int perform(struct ant_client *c, struct sink *s, bool may_repeat, long *status,
+                   struct ant_diag *d)
 {
     char errbuf[CURL_ERROR_SIZE] = "";
     curl_easy_setopt(c->h, CURLOPT_ERRORBUFFER, errbuf);
@@ -228,15 +234,32 @@ static int perform(struct ant_client *c, struct sink *s, long *status, struct an
         curl_easy_setopt(c->h, CURLOPT_XFERINFOFUNCTION, on_progress);
         curl_easy_setopt(c->h, CURLOPT_XFERINFODATA, c);
     }
-    CURLcode cc = curl_easy_perform(c->h);
-    if (c->progress) {
-        fprintf(stderr, "\n");
+    CURLcode cc;
+    for (unsigned attempt = 0;; attempt++) {
+        cc = curl_easy_perform(c->h);
+        if (c->progress) {
+            fprintf(stderr, "\n");
+        }
+        *status = 0;
+        if (cc == CURLE_OK) {
+            curl_easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, status);
+        }
+        if (*status != 429 || !may_repeat || attempt >= CLIENT_RATE_RETRIES) {
+            break;
+        }
+        curl_off_t after = 0;
+        curl_easy_getinfo(c->h, CURLINFO_RETRY_AFTER, &after);
+        unsigned wait = after < 1 ? 1 : after > 60 ? 60 : (unsigned)after;
+        fprintf(stderr, "antenna: the site's rate limit for this principal is reached; "
+                        "retrying in %u s\n", wait);
+        sleep(wait);
+        s->json->len = 0; /* the 429's body; a download's file got nothing (not a 2xx) */
+        s->bytes = 0;
     }
     if (cc != CURLE_OK) {
         ant_diag_set(d, "request to %s failed: %s", c->base, errbuf[0] ? errbuf : curl_easy_strerror(cc));
         return s->err < 0 ? s->err : -EIO;
     }
-    curl_easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, status);
     if (*status >= 400) {
         json_t *e = NULL;
         struct ant_diag jd;
@@ -313,7 +336,7 @@ int ant_client_json(struct ant_client *c, const char *method, const char *path,
         }
         curl_easy_setopt(c->h, CURLOPT_POSTFIELDS, payload);
     }
-    rc = perform(c, &s, status, d);
+    rc = perform(c, &s, true, status, d);
     if (rc == 0 && *status < 400) {
         rc = parse_answer(&in, resp, d);
     }
@@ -365,7 +388,7 @@ int ant_client_upload(struct ant_client *c, const char *path, int fd, uint64_t s
     curl_easy_setopt(c->h, CURLOPT_READDATA, &u);
     curl_easy_setopt(c->h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)size);
     curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, h);
-    rc = perform(c, &s, status, d);
+    rc = perform(c, &s, false, status, d);
     if (rc < 0 && u.err < 0) {
         ant_diag_set(d, "cannot read the file being uploaded: %s", strerror(-u.err));
         rc = u.err;
@@ -414,7 +437,7 @@ int ant_client_download(struct ant_client *c, const char *path, int dirfd, const
     curl_easy_reset(c->h);
     curl_easy_setopt(c->h, CURLOPT_URL, url);
     curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, h);
-    rc = perform(c, &s, status, d);
+    rc = perform(c, &s, true, status, d);
     if (rc < 0 && s.err < 0 && s.err != -E2BIG) {
         ant_diag_set(d, "cannot write %s: %s", out_fd >= 0 ? "the output" : dest,
                      strerror(-s.err));

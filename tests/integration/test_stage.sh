@@ -192,7 +192,7 @@ echo "kill -9 rounds: $ROUNDS, jobs resumed after a kill: $resumed"
 [ "$resumed" -gt 0 ] || fail "no kill landed while a job ran"
 
 # --- a job token draws on its owner's rate limit (the same bucket as the owner's API key) ---
-"$BIN" stage "$DS" --path 'meta/*' --wait >"$T/st6.out" 2>&1 || fail "stage for the rate limit"
+"$BIN" stage "$DS" --path 'meta/m1.txt' --wait >"$T/st6.out" 2>&1 || fail "stage for the rate limit"
 J6=$(awk '/^job:/{print $2}' "$T/st6.out")
 TOK6=$(awk '/^token:/{print $2}' "$T/st6.out")
 kill "$PID"
@@ -209,6 +209,11 @@ curl -s -D - -o /dev/null --cacert "$ANTENNA_CACERT" -H "Authorization: Bearer $
     "$URL/v1/stage/$J6/files" | grep -qi '^retry-after: [1-9]' || fail "429 without Retry-After"
 [ "$(code -H "Authorization: Bearer $ALICE" "$URL/v1/stage/$J6")" = 429 ] ||
     fail "the owner's API key has a bucket apart from her job token's"
+# the client waits a 429 out (Retry-After) and goes on
+"$BIN" pull "$J6" --token "$TOK6" -o "$T/pulled6" 2>"$T/pull6.err" ||
+    { cat "$T/pull6.err"; fail "pull under the rate limit"; }
+grep -q 'rate limit.*retrying' "$T/pull6.err" || fail "pull did not wait out a 429"
+cmp -s "$T/data/meta/m1.txt" "$T/pulled6/meta/m1.txt" || fail "pull under the rate limit differs"
 
 kill "$PID"
 wait "$PID" 2>/dev/null
