@@ -19,6 +19,7 @@ enum kind {
     K_DURATION, /* "30s" style, within [min, max] seconds */
     K_LISTEN,   /* ADDR:PORT */
     K_ENGINE,   /* auto | uring | threads */
+    K_DIRECTIO, /* auto | off */
     K_LOGLEVEL, /* error | warn | info | debug */
 };
 
@@ -73,6 +74,8 @@ static const struct key keys[] = {
      "most events written in one group commit"},
     {"staging", "io_engine", K_ENGINE, F(io_engine), 0, 0,
      "auto (io_uring when it sets up, else threads) | uring | threads"},
+    {"staging", "direct_io", K_DIRECTIO, F(direct_io), 0, 0,
+     "auto (O_DIRECT where the filesystem takes it) | off (page cache only, e.g. NFS scratch)"},
     {"staging", "workers", K_UINT, F(stage_workers), 0, 256,
      "stage job worker threads (0: one per core)"},
     {"staging", "default_scratch_quota", K_SIZE, F(default_scratch_quota), 0, 1024 * TiB,
@@ -114,6 +117,7 @@ void ant_config_defaults(struct ant_config *c)
     c->checkpoint_seconds = 60;
     c->audit_max_batch = 1024;
     snprintf(c->io_engine, sizeof(c->io_engine), "auto");
+    snprintf(c->direct_io, sizeof(c->direct_io), "auto");
     c->stage_workers = 0;
     c->default_scratch_quota = 1 * TiB;
     c->default_ttl_s = 7 * 86400;
@@ -234,6 +238,12 @@ static int apply(struct ant_config *c, const struct key *k, struct ant_bytes v, 
         *why = "expected auto, uring or threads";
         if (ant_bytes_eq_str(v, "auto") || ant_bytes_eq_str(v, "uring") ||
             ant_bytes_eq_str(v, "threads")) {
+            return set_str(c, k, v);
+        }
+        return -EINVAL;
+    case K_DIRECTIO:
+        *why = "expected auto or off";
+        if (ant_bytes_eq_str(v, "auto") || ant_bytes_eq_str(v, "off")) {
             return set_str(c, k, v);
         }
         return -EINVAL;
@@ -389,6 +399,7 @@ static int render_value(struct ant_buf *out, const struct ant_config *c, const s
     case K_REGION:
     case K_PATH:
     case K_ENGINE:
+    case K_DIRECTIO:
         return ant_buf_append_str(out, base);
     case K_LISTEN:
         return strchr(c->listen_addr, ':') != NULL

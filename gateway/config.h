@@ -41,6 +41,7 @@ struct ant_config {
     unsigned audit_max_batch;
     /* [staging] */
     char io_engine[16]; /* auto | uring | threads */
+    char direct_io[8];  /* auto | off: O_DIRECT for the engine's outputs and aligned inputs */
     unsigned stage_workers;
     uint64_t default_scratch_quota;
     unsigned default_ttl_s;

@@ -66,6 +66,9 @@ int ant_gw_stage_start(struct ant_site *site, struct ant_diag *d)
                      site->cfg.io_engine);
         return rc;
     }
+    /* off: no O_DIRECT at all, for filesystems that take it but serve it badly (NFS scratch);
+     * auto already falls back where open(O_DIRECT) is refused */
+    eo.buffered_only = strcmp(site->cfg.direct_io, "off") == 0;
     rc = fetch_opts(&site->cfg, &fo, d);
     if (rc < 0) {
         return rc;

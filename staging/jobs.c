@@ -2463,6 +2463,11 @@ static void run_job(struct ant_jobs *j, struct job_run *run)
     };
     rc = ant_engine_run(j->engine, &job, &diag);
     (void)flush_files(&c);
+    /* how the bytes went: O_DIRECT or the page cache ([staging] direct_io) */
+    ant_log_kv(ANT_LOG_INFO, "jobs.io", ((const char *[]){"job_id", run->id, NULL}),
+               "%zu files, %llu written with O_DIRECT, %llu read with O_DIRECT", fl.n,
+               (unsigned long long)atomic_load(&run->progress.files_direct),
+               (unsigned long long)atomic_load(&run->progress.files_direct_read));
     if (rc == -EEXIST) {
         /* The folder appears only complete and durable (engine.h): an earlier run finished it
          * and the daemon stopped before recording so. */

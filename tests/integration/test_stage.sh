@@ -198,7 +198,7 @@ TOK6=$(awk '/^token:/{print $2}' "$T/st6.out")
 kill "$PID"
 wait "$PID" 2>/dev/null
 sed -i -e 's/^rate_limit = .*/rate_limit = 1/' -e 's/^rate_burst = .*/rate_burst = 2/' \
-    "$T/site/antenna.conf"
+    -e 's/^direct_io = .*/direct_io = off/' "$T/site/antenna.conf"
 start 99
 codes=""
 for _ in 1 2 3 4; do
@@ -214,6 +214,14 @@ curl -s -D - -o /dev/null --cacert "$ANTENNA_CACERT" -H "Authorization: Bearer $
     { cat "$T/pull6.err"; fail "pull under the rate limit"; }
 grep -q 'rate limit.*retrying' "$T/pull6.err" || fail "pull did not wait out a 429"
 cmp -s "$T/data/meta/m1.txt" "$T/pulled6/meta/m1.txt" || fail "pull under the rate limit differs"
+# [staging] direct_io = off: not one file through O_DIRECT (the first job, direct_io auto, may
+# have used it, where the filesystem takes it)
+"$BIN" stage "$DS" --path 'reads/*' --mode decrypt --wait >"$T/st7.out" 2>&1 ||
+    { cat "$T/st7.out"; fail "stage with direct_io off"; }
+J7=$(awk '/^job:/{print $2}' "$T/st7.out")
+grep "\"jobs.io\"" "$T/serve99.log" | grep "$J7" | grep -q '1 files, 0 written with O_DIRECT, 0 read' ||
+    fail "direct_io = off: $(grep "$J7" "$T/serve99.log" | grep jobs.io)"
+echo "first job (direct_io auto): $(grep "\"jobs.io\"" "$T/serve0.log" | grep "$J1" | sed 's/.*"msg":"\([^"]*\)".*/\1/')"
 
 kill "$PID"
 wait "$PID" 2>/dev/null

@@ -68,6 +68,9 @@ static void test_config_values(void **state)
     assert_int_equal(parse("[federation]\nconnections = 4\nmax_rate = 10M\n", &c, &d), 0);
     assert_int_equal(c.fed_connections, 4);
     assert_int_equal(c.fed_max_rate, 10 * 1024 * 1024);
+    assert_string_equal(c.direct_io, "auto");
+    assert_int_equal(parse("[staging]\ndirect_io = off\n", &c, &d), 0);
+    assert_string_equal(c.direct_io, "off");
     assert_int_equal(parse("[federation]\nconnections = 257\n", &c, &d), -EINVAL);
     assert_int_equal(parse("[federation]\nmax_rate = fast\n", &c, &d), -EINVAL);
 }
@@ -89,6 +92,8 @@ static void test_config_errors_name_file_line_and_key(void **state)
         {"[site]\nid = Site_A\n", "t.conf:2: key 'id'"},
         {"[site]\nid = -a\n", "t.conf:2: key 'id'"},
         {"[staging]\nio_engine = fast\n", "t.conf:2: key 'io_engine'"},
+        {"[staging]\ndirect_io = on\n", "t.conf:2: key 'direct_io'"},
+        {"[staging]\ndirect_io = OFF\n", "t.conf:2: key 'direct_io'"},
         {"[storage]\narchive =\n", "t.conf:2: key 'archive'"},
         {"[storage]\nmax_upload = 65T\n", "t.conf:2: key 'max_upload'"},
         {"[server]\nthreads\n", "t.conf:2: expected 'key = value'"},
