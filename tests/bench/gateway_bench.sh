@@ -7,7 +7,8 @@
 #      audited on every request) with wrk at 64 connections vs nginx `return 200`;
 #   3. upload throughput (plaintext encrypted on arrival) and the server's memory growth.
 # Usage: tests/bench/gateway_bench.sh [BUILD_DIR] (default build). SIZE_MIB=2048 by default.
-# SMALL_ONLY=1 skips 1 and 3 (a published dataset of one small file is then shown). For an A/B
+# SMALL_ONLY=1 skips 1 and 3 (a published dataset of one small file is then shown). The small
+# requests run ROUNDS (default 3) rounds of antenna then nginx; the median ratio is printed. For an A/B
 # of the small requests in one run: COMPARE=/other/antenna runs ROUNDS (default 3) rounds, each
 # the build's server, the other binary's server (on the same site, one after the other) and
 # nginx; THREADS_B sets the HTTP workers of B (default THREADS; both default 0: automatic).
@@ -157,6 +158,9 @@ serve_with() {
   AURL=$(sed -n 's|.*\(https://[0-9.:]*\).*|\1|p' "$T/serve.out")
   [ -n "$AURL" ] || { echo "$1 serve did not start:" >&2; tail -3 "$T/serve.log" >&2; exit 1; }
 }
+# "busy idle" jiffies of the machine so far (/proc/stat; iowait counts as idle): how much of
+# the two cores a run left unused
+cpu_idle() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat; }
 # "commits syncs commit_ms sync_ms" of the running server's audit log so far (the durations:
 # recent means)
 audit_counts() {
@@ -166,11 +170,12 @@ audit_counts() {
          END{printf "%d %d %.3f %.3f\n", c, s, cs * 1000, ss * 1000}'
 }
 # one wrk run of the running antenna server, labelled $1: "label req/s p99_ms non2xx us/req
-# %core requests-per-group-commit requests-per-fdatasync commit_ms fdatasync_ms"
+# %core requests-per-group-commit requests-per-fdatasync commit_ms fdatasync_ms wrk_us idle%"
 small_antenna() {
-  local c0 c1 a0 a1
+  local c0 c1 a0 a1 i0 i1
   a0=$(audit_counts)
   c0=$(cpu)
+  i0=$(cpu_idle)
   local PP=
   if [ -n "${PERF:-}" ]; then
     perf record -F 499 --call-graph dwarf,16384 -o "$PERF" -p "$SPID" -- sleep "$DUR" 2>/dev/null &
@@ -180,9 +185,11 @@ small_antenna() {
   /usr/bin/time -f "%U %S" -o "$T/wrk-a.time" \
     wrk -t2 -c64 -d"${DUR}s" --latency -H "Authorization: Bearer $KEY" "$AURL/v1/datasets/$DS" >"$T/wrk-a.txt"
   c1=$(cpu)
+  i1=$(cpu_idle)
   a1=$(audit_counts)
   [ -n "$PP" ] && wait "$PP"
-  python3 - "$1" "$T/wrk-a.txt" "$((c1 - c0))" "$(getconf CLK_TCK)" "$DUR" $a0 $a1 "$T/wrk-a.time" <<'PY'
+  python3 - "$1" "$T/wrk-a.txt" "$((c1 - c0))" "$(getconf CLK_TCK)" "$DUR" $a0 $a1 "$T/wrk-a.time" \
+    $i0 $i1 <<'PY'
 import re, sys
 s = open(sys.argv[2]).read()
 rate = float(re.search(r"Requests/sec:\s+([\d.]+)", s).group(1))
@@ -195,19 +202,24 @@ syncs = max(int(sys.argv[11]) - int(sys.argv[7]), 1)
 print(f"{sys.argv[1]} {rate:.0f} {p99:.2f} {int(non2xx.group(1)) if non2xx else 0} "
       f"{ticks / hz * 1e6 / (rate * dur):.0f} {ticks / hz / dur * 100:.0f} "
       f"{rate * dur / commits:.1f} {rate * dur / syncs:.1f} {sys.argv[12]} {sys.argv[13]} "
-      f"{sum(map(float, open(sys.argv[14]).read().split()[-2:])) * 1e6 / (rate * dur):.0f}")
+      f"{sum(map(float, open(sys.argv[14]).read().split()[-2:])) * 1e6 / (rate * dur):.0f} "
+      f"{100 * (int(sys.argv[18]) - int(sys.argv[16])) / max(1, int(sys.argv[17]) + int(sys.argv[18]) - int(sys.argv[15]) - int(sys.argv[16])):.0f}")
 PY
 }
 small_nginx() {
+  local i0 i1
+  i0=$(cpu_idle)
   /usr/bin/time -f "%U %S" -o "$T/wrk-n.time" wrk -t2 -c64 -d"${DUR}s" --latency "$NURL/ok" >"$T/wrk-n.txt"
-  python3 - "$T/wrk-n.txt" "$T/wrk-n.time" "$DUR" <<'PY'
+  i1=$(cpu_idle)
+  python3 - "$T/wrk-n.txt" "$T/wrk-n.time" "$DUR" $i0 $i1 <<'PY'
 import re, sys
 s = open(sys.argv[1]).read()
 rate = float(re.search(r"Requests/sec:\s+([\d.]+)", s).group(1))
 m = re.search(r"99%\s+([\d.]+)(us|ms|s)", s)
 p99 = float(m.group(1)) * {"us": 1e-3, "ms": 1, "s": 1e3}[m.group(2)]
 wrk_us = sum(map(float, open(sys.argv[2]).read().split()[-2:])) * 1e6 / (rate * float(sys.argv[3]))
-print(f"nginx {rate:.0f} {p99:.2f} 0 - - - - - - {wrk_us:.0f}")
+b0, d0, b1, d1 = map(int, sys.argv[4:8])
+print(f"nginx {rate:.0f} {p99:.2f} 0 - - - - - - {wrk_us:.0f} {100 * (d1 - d0) / max(1, b1 + d1 - b0 - d0):.0f}")
 PY
 }
 {
@@ -218,8 +230,10 @@ PY
       small_nginx
     done
   else
-    small_antenna "antenna"
-    small_nginx
+    for i in $(seq "${ROUNDS:-3}"); do
+      small_antenna "antenna"
+      small_nginx
+    done
   fi
 } >"$T/small.txt" # not a pipe: serve_with must run in this shell (the EXIT trap stops SPID)
 cat "$T/small.txt"
@@ -238,10 +252,22 @@ for i, r in enumerate(rows):
     print(f"{r[0]:8s} GET /v1/datasets/{{id}}: {float(r[1]):.0f} req/s, p99 {r[2]} ms, non-2xx {r[3]}, "
           f"{r[4]} us CPU per request ({r[5]} % of a core); ratio to nginx {float(r[1])/n:.2f}"
           f" (target >= 0.5, p99 < 10 ms); requests per audit group commit {r[6]}, per fdatasync {r[7]};"
-          f" commit {r[8]} ms, fdatasync {r[9]} ms (recent means); wrk {r[10]} us CPU per request")
+          f" commit {r[8]} ms, fdatasync {r[9]} ms (recent means); wrk {r[10]} us CPU per request;"
+          f" cores idle {r[11]} %")
 for r in rows:
     if r[0] == "nginx":
-        print(f"nginx    return 200: {float(r[1]):.0f} req/s, p99 {r[2]} ms; wrk {r[10]} us CPU per request")
+        print(f"nginx    return 200: {float(r[1]):.0f} req/s, p99 {r[2]} ms; wrk {r[10]} us CPU per request;"
+              f" cores idle {r[11]} %")
+# per binary, the median over its rounds (each against the nginx run of its round)
+for who in sorted({r[0] for r in rows if r[0] != "nginx"}):
+    ratios, p99s = [], []
+    for i, r in enumerate(rows):
+        if r[0] == who:
+            ratios.append(float(r[1]) / next(float(x[1]) for x in rows[i:] if x[0] == "nginx"))
+            p99s.append(float(r[2]))
+    ratios.sort()
+    print(f"{who:8s} median ratio over {len(ratios)} round(s): {ratios[len(ratios) // 2]:.2f}"
+          f" (range {ratios[0]:.2f}-{ratios[-1]:.2f}); worst p99 {max(p99s):.2f} ms")
 PY
 EVENTS=$(sqlite3 "$T/site/audit.db" 'SELECT count(*) FROM events')
 echo "audit events written during the run: $EVENTS (each authenticated request is a durable decision)"
