@@ -3,11 +3,14 @@
 
 #include "crypto/base/base.h"
 
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,6 +27,13 @@ struct logbuf {
     pthread_cond_t cv;   /* wakes the flusher early, at stop */
     pthread_t flusher;
     bool on, stop, started_once;
+    /* stderr is a regular file: the flusher starts the writeback of what was written since
+     * its last tick (sync_file_range, no wait). Left to the kernel, a busy request log (10
+     * MB/s at 30,000 requests/s) piled up as dirty pages for 30 s and then went to the disk at
+     * once, and the audit's fdatasyncs queued behind it for 40-110 ms (the gateway's p99 went
+     * from 5 to 25-47 ms in the fourth 10 s round of a sustained run; 5 ms with the log off). */
+    bool push_writeback;
+    _Atomic uint64_t written, pushed;
     unsigned flush_ms;
     char *cur, *spare;
     size_t len;
@@ -78,6 +88,7 @@ static void flush_and_unlock(const char *extra, size_t n)
     pthread_mutex_unlock(&g_lb.mu);
     struct iovec iov[2] = {{p, len}, {(void *)(uintptr_t)extra, n}};
     write_all(iov, 2);
+    atomic_fetch_add(&g_lb.written, len + n);
     pthread_mutex_unlock(&g_lb.wmu);
 }
 
@@ -131,6 +142,13 @@ static void *flusher_main(void *arg)
             flush_and_unlock(NULL, 0);
             pthread_mutex_lock(&g_lb.mu);
         }
+        uint64_t w = atomic_load(&g_lb.written);
+        if (g_lb.push_writeback && w != atomic_load(&g_lb.pushed)) {
+            atomic_store(&g_lb.pushed, w);
+            pthread_mutex_unlock(&g_lb.mu);
+            (void)sync_file_range(STDERR_FILENO, 0, 0, SYNC_FILE_RANGE_WRITE);
+            pthread_mutex_lock(&g_lb.mu);
+        }
     }
     pthread_mutex_unlock(&g_lb.mu);
     return NULL;
@@ -176,6 +194,8 @@ int ant_log_buffer_start(unsigned flush_ms)
     g_lb.len = 0;
     g_lb.flush_ms = flush_ms;
     g_lb.stop = false;
+    struct stat sb;
+    g_lb.push_writeback = fstat(STDERR_FILENO, &sb) == 0 && S_ISREG(sb.st_mode);
     rc = -pthread_create(&g_lb.flusher, NULL, flusher_main, NULL);
     if (rc < 0) {
         goto out;
