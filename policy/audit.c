@@ -162,8 +162,10 @@ struct ant_audit {
     pthread_cond_t done_cv;
     bool writer_exited, has_releaser;
     pthread_t releaser;
-    /* The checkpointer: its own connection, woken through ck_due by the writer's WAL hook. */
+    /* The checkpointer: its own connection, woken through ck_due by the writer's WAL hook, and
+     * its own fd on audit.db, to sync what each pass copied. */
     sqlite3 *cdb;
+    int db_fd;
     pthread_cond_t ck_cv;
     bool ck_due, ck_running, ck_stop, has_checkpointer;
     uint64_t ck_passes; /* passes done by the checkpointer */
@@ -1025,6 +1027,10 @@ static void *checkpointer_main(void *arg)
             ant_log(ANT_LOG_WARN, "audit.wal_checkpoint", "copying the WAL into audit.db: %s",
                     sqlite3_errmsg(a->cdb));
         }
+        /* SQLite syncs audit.db only after a pass that copied every frame, which with a busy
+         * writer is the writer's own short pass (wal_hook): synced here, the pages this pass
+         * copied are not left for that one to wait on (4-5 ms on the writer's thread). */
+        (void)fdatasync(a->db_fd);
         pthread_mutex_lock(&a->mu);
         a->ck_running = false;
         a->ck_passes++;
@@ -1291,6 +1297,7 @@ int ant_audit_open(int dirfd, const char *name, unsigned flags, const struct ant
     pthread_cond_init(&a->done_cv, NULL);
     pthread_cond_init(&a->ck_cv, NULL);
     a->wal_fd = -1;
+    a->db_fd = -1;
     a->sign = sign;
     a->commit_s = -1;
     a->sync_s = -1;
@@ -1346,6 +1353,8 @@ int ant_audit_open(int dirfd, const char *name, unsigned flags, const struct ant
         a->has_releaser = true;
         rc = db_open(path, false, &a->cdb);
         rc = rc < 0 ? rc : exec_sql(a->cdb, "PRAGMA synchronous=NORMAL;");
+        a->db_fd = rc < 0 ? -1 : open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        rc = rc < 0 ? rc : a->db_fd < 0 ? -errno : 0;
         if (rc < 0) {
             goto out;
         }
@@ -1422,6 +1431,7 @@ void ant_audit_close(struct ant_audit *a)
     pthread_cond_destroy(&a->done_cv);
     pthread_cond_destroy(&a->ck_cv);
     ant_close(a->wal_fd);
+    ant_close(a->db_fd);
     pthread_mutex_destroy(&a->rlock);
     pthread_mutex_destroy(&a->mu);
     free(a);
