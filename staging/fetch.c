@@ -23,6 +23,8 @@
 
 #define FETCH_ERRBODY_MAX 4096
 #define FETCH_BACKOFF_CAP_MS 8000
+/* 429 answers one piece may meet (about a second apart) before the pull gives up */
+#define FETCH_RATE_LIMITED_MAX 120u
 #define FETCH_HASH_BLOCK (1u << 20)
 /* Received bytes are gathered into buffers of this size (less when many connections share
  * FETCH_WBUF_TOTAL) before the writer thread writes them: one write per MiB, not per record. */
@@ -270,22 +272,37 @@ int ant_fetch_manifest_get(const struct ant_fetch_peer *p, const char *dataset,
     }
     rc = rc < 0 ? rc : ant_buf_append_str(&path, "/manifest");
     rc = rc < 0 ? rc : ant_buf_terminate(&path);
-    rc = rc < 0 ? rc : req_init(&q, p, (const char *)path.p, 30);
+    /* a 429 (the peer's rate limit: nothing was done) is waited out, as for the pieces */
+    for (unsigned limited = 0; rc == 0; limited++) {
+        rc = req_init(&q, p, (const char *)path.p, 30);
+        if (rc < 0) {
+            goto out;
+        }
+        curl_easy_setopt(q.h, CURLOPT_WRITEFUNCTION, mget_body);
+        curl_easy_setopt(q.h, CURLOPT_WRITEDATA, &g);
+        curl_easy_setopt(q.h, CURLOPT_HEADERFUNCTION, mget_header);
+        curl_easy_setopt(q.h, CURLOPT_HEADERDATA, &g);
+        curl_easy_setopt(q.h, CURLOPT_TIMEOUT, 120L);
+        CURLcode cc = curl_easy_perform(q.h);
+        if (cc != CURLE_OK) {
+            ant_diag_set(d, "%s: %s", p->url, curl_easy_strerror(cc));
+            rc = cc == CURLE_WRITE_ERROR ? -E2BIG : -EIO;
+            goto out;
+        }
+        curl_easy_getinfo(q.h, CURLINFO_RESPONSE_CODE, &status);
+        if (status != 429 || limited + 1 >= FETCH_RATE_LIMITED_MAX) {
+            break;
+        }
+        req_fini(&q);
+        g.body.len = 0;
+        g.sig[0] = '\0';
+        ant_log(ANT_LOG_INFO, "fetch.retry", "%s: manifest (HTTP 429), retry %u", p->id,
+                limited + 1);
+        usleep(1000000u + randombytes_uniform(500000u));
+    }
     if (rc < 0) {
         goto out;
     }
-    curl_easy_setopt(q.h, CURLOPT_WRITEFUNCTION, mget_body);
-    curl_easy_setopt(q.h, CURLOPT_WRITEDATA, &g);
-    curl_easy_setopt(q.h, CURLOPT_HEADERFUNCTION, mget_header);
-    curl_easy_setopt(q.h, CURLOPT_HEADERDATA, &g);
-    curl_easy_setopt(q.h, CURLOPT_TIMEOUT, 120L);
-    CURLcode cc = curl_easy_perform(q.h);
-    if (cc != CURLE_OK) {
-        ant_diag_set(d, "%s: %s", p->url, curl_easy_strerror(cc));
-        rc = cc == CURLE_WRITE_ERROR ? -E2BIG : -EIO;
-        goto out;
-    }
-    curl_easy_getinfo(q.h, CURLINFO_RESPONSE_CODE, &status);
     if (status != 200) {
         rc = peer_refusal(status, ant_buf_view(&g.body), d);
         goto out;
@@ -374,6 +391,7 @@ struct piece {
     uint64_t off, end, cur; /* body offsets: [off, end), cur the next byte received */
     uint64_t cur0;          /* cur when this attempt started */
     unsigned attempt;
+    unsigned limited; /* 429 answers: the serving site's rate limit (not failures) */
     int64_t next_ms;
     enum pstate state;
     struct req q;
@@ -1125,6 +1143,7 @@ static int file_finished(struct run *r, struct ffile *f, int rc)
             f->first[i].cur = f->first[i].off;
             f->first[i].state = P_WAIT;
             f->first[i].attempt = 0;
+            f->first[i].limited = 0;
             f->first[i].next_ms = 0;
         }
         return 0;
@@ -1233,7 +1252,12 @@ static int piece_done(struct run *r, struct piece *pc, CURLcode cc)
         }
         return file_progress(r, pc->f);
     }
-    if (!retryable(cc, status) || pc->attempt + 1 > r->o.max_retries) {
+    /* A 429 is the serving site's per-principal rate limit: nothing was done, come back later.
+     * It waits at least a second (its Retry-After) and does not count as a failed attempt,
+     * within a bound of its own (a pull of many small files can meet the limit often). */
+    bool limited = cc == CURLE_OK && status == 429;
+    if (!retryable(cc, status) || (!limited && pc->attempt + 1 > r->o.max_retries) ||
+        (limited && pc->limited + 1 > FETCH_RATE_LIMITED_MAX)) {
         if (cc == CURLE_OK && status >= 400) {
             rc = peer_refusal(status, ant_buf_view(&pc->err), r->d);
         } else {
@@ -1250,9 +1274,14 @@ static int piece_done(struct run *r, struct piece *pc, CURLcode cc)
     if (pc->whole && pc->f->header_done) {
         pc->whole = false;
     }
-    pc->attempt++;
     r->st->retries++;
-    pc->next_ms = now_ms() + backoff_ms(r, pc->attempt);
+    if (limited) {
+        pc->limited++;
+        pc->next_ms = now_ms() + 1000 + randombytes_uniform(500);
+    } else {
+        pc->attempt++;
+        pc->next_ms = now_ms() + backoff_ms(r, pc->attempt);
+    }
     pc->state = P_WAIT;
     ant_log(ANT_LOG_INFO, "fetch.retry", "%s: %s (HTTP %ld), retry %u from byte %llu",
             r->m->files[pc->f->idx].path, cc != CURLE_OK ? curl_easy_strerror(cc) : "incomplete",

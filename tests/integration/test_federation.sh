@@ -320,6 +320,22 @@ done
 [[ "$codes" == " 200 200 429"* ]] || fail "federation past the burst: $codes"
 grep -q 'rate limit' "$T/body429" || fail "429 body: $(cat "$T/body429")"
 ok "federation requests rate limited per remote principal ($codes)"
+# a pull through the limit (now 3 a second) waits out its 429s and completes (site-a pinned
+# again with its key)
+kill -TERM "$PID_a"
+wait "$PID_a" 2>/dev/null
+sed -i -e 's/^rate_limit = .*/rate_limit = 3/' "$W/a/antenna.conf"
+restart_a ratelimit3
+"$BIN" admin --dir "$W/b" peer remove site-a >/dev/null || fail "peer remove (rate limit)"
+"$BIN" admin --dir "$W/b" peer add --id site-a --url "https://127.0.0.1:$PORT_a" --region EU-IT \
+    --pubkeys "$W/a/keys/site.pub" --ca "$W/a/tls/cert.pem" >/dev/null || fail "pin again"
+clear_cache
+"$BIN" admin --dir "$W/b" peer pull --peer site-a --dataset "$DS" --principal alice \
+    --tenant lab --purpose DUO:0000042 --out "$T/out-limited" >"$T/pull-limited.out" 2>&1 ||
+    { cat "$T/pull-limited.out"; fail "pull under the rate limit"; }
+same "$T/out-limited" || fail "files differ after a rate-limited pull"
+grep -q 'HTTP 429' "$T/pull-limited.out" || fail "the pull met no 429: $(cat "$T/pull-limited.out")"
+ok "a pull through the rate limit waits out its 429s ($(grep -o '[0-9]* retries' "$T/pull-limited.out"))"
 
 "$BIN" audit verify --dir "$W/a" >/dev/null || fail "site-a audit verify"
 "$BIN" audit verify --dir "$W/b" >/dev/null || fail "site-b audit verify"
