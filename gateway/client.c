@@ -209,10 +209,11 @@ static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off
  * most this many times, each wait the answer's Retry-After (1 s at least, 60 s at most). */
 #define CLIENT_RATE_RETRIES 10
 
-/* Runs the prepared handle; fills status; turns an error body into diag. `may_repeat`: the
- * request has no streamed body, so a 429 can be retried with the same handle. */
-static int perform(struct ant_client *c, struct sink *s, bool may_repeat, long *status,
-                   struct ant_diag *d)
+/* Runs the prepared handle; fills status; turns an error body into diag. `may_repeat`: a 429
+ * can be retried with the same handle (no body, or a body read from `rewind_fd`, which is put
+ * back at `rewind_to` first; -1: none). */
+static int perform(struct ant_client *c, struct sink *s, bool may_repeat, int rewind_fd,
+                   off_t rewind_to, long *status, struct ant_diag *d)
 {
     char errbuf[CURL_ERROR_SIZE] = "";
     curl_easy_setopt(c->h, CURLOPT_ERRORBUFFER, errbuf);
@@ -244,7 +245,8 @@ static int perform(struct ant_client *c, struct sink *s, bool may_repeat, long *
         if (cc == CURLE_OK) {
             curl_easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, status);
         }
-        if (*status != 429 || !may_repeat || attempt >= CLIENT_RATE_RETRIES) {
+        if (*status != 429 || !may_repeat || attempt >= CLIENT_RATE_RETRIES ||
+            (rewind_fd >= 0 && lseek(rewind_fd, rewind_to, SEEK_SET) != rewind_to)) {
             break;
         }
         curl_off_t after = 0;
@@ -336,7 +338,7 @@ int ant_client_json(struct ant_client *c, const char *method, const char *path,
         }
         curl_easy_setopt(c->h, CURLOPT_POSTFIELDS, payload);
     }
-    rc = perform(c, &s, true, status, d);
+    rc = perform(c, &s, true, -1, 0, status, d);
     if (rc == 0 && *status < 400) {
         rc = parse_answer(&in, resp, d);
     }
@@ -388,7 +390,9 @@ int ant_client_upload(struct ant_client *c, const char *path, int fd, uint64_t s
     curl_easy_setopt(c->h, CURLOPT_READDATA, &u);
     curl_easy_setopt(c->h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)size);
     curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, h);
-    rc = perform(c, &s, false, status, d);
+    /* a file (seekable) is sent again from where it started after a 429; a pipe is not */
+    off_t start = lseek(fd, 0, SEEK_CUR);
+    rc = perform(c, &s, start >= 0, fd, start, status, d);
     if (rc < 0 && u.err < 0) {
         ant_diag_set(d, "cannot read the file being uploaded: %s", strerror(-u.err));
         rc = u.err;
@@ -437,7 +441,7 @@ int ant_client_download(struct ant_client *c, const char *path, int dirfd, const
     curl_easy_reset(c->h);
     curl_easy_setopt(c->h, CURLOPT_URL, url);
     curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, h);
-    rc = perform(c, &s, true, status, d);
+    rc = perform(c, &s, true, -1, 0, status, d);
     if (rc < 0 && s.err < 0 && s.err != -E2BIG) {
         ant_diag_set(d, "cannot write %s: %s", out_fd >= 0 ? "the output" : dest,
                      strerror(-s.err));

@@ -221,6 +221,15 @@ cmp -s "$T/data/meta/m1.txt" "$T/pulled6/meta/m1.txt" || fail "pull under the ra
 J7=$(awk '/^job:/{print $2}' "$T/st7.out")
 grep "\"jobs.io\"" "$T/serve99.log" | grep "$J7" | grep -q '1 files, 0 written with O_DIRECT, 0 read' ||
     fail "direct_io = off: $(grep "$J7" "$T/serve99.log" | grep jobs.io)"
+# an upload answered 429 is sent again from the start of its file
+"$BIN" dataset create limited >"$T/ds8.json" 2>"$T/ds8.err" || { cat "$T/ds8.err"; fail "create under the limit"; }
+DS8=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/ds8.json")
+for i in 1 2 3; do
+    "$BIN" put "$DS8" "$T/data/meta/m$i.txt" "m$i.txt" >/dev/null 2>>"$T/put8.err" ||
+        { cat "$T/put8.err"; fail "put $i under the rate limit"; }
+done
+grep -q 'rate limit.*retrying' "$T/put8.err" || fail "put did not wait out a 429"
+[ "$("$BIN" dataset files "$DS8" | grep -c '"m[123].txt"')" = 3 ] || fail "puts under the limit"
 echo "first job (direct_io auto): $(grep "\"jobs.io\"" "$T/serve0.log" | grep "$J1" | sed 's/.*"msg":"\([^"]*\)".*/\1/')"
 
 kill "$PID"
