@@ -198,6 +198,14 @@ int ant_metrics_render(const struct ant_metrics *m, const struct ant_metrics_gau
     }
     /* An event is durable after its group's commit and the next fdatasync of the WAL: the two
      * gauges together are the latency a held answer waits for. */
+    if (rc == 0) {
+        rc = ant_buf_printf(out,
+                            "# HELP antenna_audit_failed 1 once an fdatasync of the audit log "
+                            "failed: audited requests get 503 until the daemon restarts.\n"
+                            "# TYPE antenna_audit_failed gauge\n"
+                            "antenna_audit_failed %d\n",
+                            g->audit_failed ? 1 : 0);
+    }
     if (rc == 0 && g->audit_sync_seconds >= 0) {
         rc = ant_buf_printf(out,
                             "# HELP antenna_audit_sync_seconds Mean duration of recent fdatasyncs "

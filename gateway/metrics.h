@@ -28,6 +28,7 @@ struct ant_metrics_gauges {
     uint64_t audit_commits;
     double audit_sync_seconds;      /* mean fdatasync of the audit WAL; <0: none yet */
     uint64_t audit_syncs;
+    bool audit_failed; /* an fdatasync failed: audited requests are refused until restart */
 };
 
 /* Appends the whole exposition to out. */

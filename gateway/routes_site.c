@@ -9,13 +9,23 @@
 
 #include <stdlib.h>
 
+/* GET /v1/health: 200 {"status":"ok"}, or 503 {"status":"audit_failed"} once an fdatasync of
+ * the audit log failed, when every audited request is refused until the daemon restarts (a
+ * load balancer then takes the site out instead of sending it requests that all fail). */
 int ant_route_health(struct ant_req *r)
 {
-    json_t *doc = json_pack("{s:s, s:s}", "status", "ok", "version", ANT_VERSION);
+    struct ant_audit_stats as;
+    ant_audit_stats(r->site->audit, &as);
+    bool failed = as.failed < 0;
+    json_t *doc = failed ? json_pack("{s:s, s:s, s:s}", "status", "audit_failed", "message",
+                                     "the audit log cannot be made durable; restart the daemon "
+                                     "once the disk is fixed",
+                                     "version", ANT_VERSION)
+                         : json_pack("{s:s, s:s}", "status", "ok", "version", ANT_VERSION);
     if (doc == NULL) {
         return -ENOMEM;
     }
-    int rc = ant_req_json(r, MHD_HTTP_OK, doc);
+    int rc = ant_req_json(r, failed ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_OK, doc);
     json_decref(doc);
     return rc;
 }
@@ -52,6 +62,7 @@ int ant_route_metrics(struct ant_req *r)
         .audit_commits = as.commits,
         .audit_sync_seconds = as.sync_seconds,
         .audit_syncs = as.syncs,
+        .audit_failed = as.failed < 0,
     };
     int rc = ant_metrics_render(ant_server_metrics(r->srv), &g, &out);
     if (rc == 0) {

@@ -12,6 +12,15 @@
 #include <string.h>
 #include <unistd.h>
 
+/* Test hook (tests/integration/test_audit_failclosed.sh): while the file this variable names
+ * exists, every fdatasync of the audit log fails with EIO, as on a failing disk. */
+#define AUDIT_SYNC_FAIL_ENV "ANTENNA_TEST_AUDIT_SYNC_FAIL"
+
+static int audit_sync_fail(void *ctx)
+{
+    return access((const char *)ctx, F_OK) == 0 ? -EIO : 0;
+}
+
 static int open_dir(int dirfd, const char *path, int *out, struct ant_diag *d)
 {
     int fd = openat(dirfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -102,6 +111,12 @@ int ant_site_open(const char *dir, const char *config, struct ant_site **out, st
     if (rc < 0) {
         ant_diag_set(d, "cannot open audit.db: %s", strerror(-rc));
         goto out;
+    }
+    const char *fail = getenv(AUDIT_SYNC_FAIL_ENV);
+    if (fail != NULL && fail[0] != '\0') {
+        ant_log(ANT_LOG_WARN, "audit.test_sync_fail", "test hook: fdatasyncs fail while %s exists",
+                fail);
+        ant_audit_test_sync_hook(s->audit, audit_sync_fail, (void *)(uintptr_t)fail);
     }
     *out = s;
     s = NULL;

@@ -1232,6 +1232,7 @@ void ant_audit_stats(struct ant_audit *a, struct ant_audit_stats *out)
     out->commits = a->commits;
     out->sync_seconds = a->sync_s;
     out->syncs = a->syncs;
+    out->failed = a->poisoned;
     pthread_mutex_unlock(&a->mu);
 }
 

@@ -133,6 +133,8 @@ struct ant_audit_stats {
     uint64_t commits;
     double sync_seconds; /* fdatasync of the WAL (EWMA; -1 before the first) */
     uint64_t syncs;
+    int failed; /* 0, or the negative errno of the fdatasync that failed: every append is
+                   refused until the handle is reopened (the daemon restarted) */
 };
 void ant_audit_stats(struct ant_audit *a, struct ant_audit_stats *out);
 

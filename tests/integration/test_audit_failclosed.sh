@@ -39,3 +39,33 @@ s3, _ = req("GET", "/v1/datasets/" + ds)
 print("after the lock is gone:", s3)
 sys.exit(0 if ok and s3 == 200 else 1)
 PY
+[ $? -eq 0 ] || exit 1
+
+# A failed fdatasync of the audit log: every audited request is refused until the daemon is
+# restarted (the handle is poisoned), and /v1/health says so with a 503, for load balancers.
+kill $SPID; wait $SPID 2>/dev/null; SPID=
+ANTENNA_TEST_AUDIT_SYNC_FAIL=$T/disk-fails "$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 \
+    >"$T/out2" 2>"$T/log2" & SPID=$!
+for _ in $(seq 100); do grep -q serving "$T/out2" 2>/dev/null && break; sleep 0.1; done
+U=$(sed -n 's|.*\(https://[0-9.:]*\).*|\1|p' "$T/out2")
+C=(curl -s --cacert "$T/site/tls/cert.pem" -o "$T/body" -w '%{http_code}')
+fail() { echo "FAIL $*"; tail -5 "$T/log2"; exit 1; }
+[ "$("${C[@]}" "$U/v1/health")" = 200 ] || fail "health before"
+[ "$("${C[@]}" -H "Authorization: Bearer $KEY" "$U/v1/datasets")" = 200 ] || fail "list before"
+touch "$T/disk-fails"
+code=$("${C[@]}" -H "Authorization: Bearer $KEY" "$U/v1/datasets")
+[ "$code" = 503 ] || fail "a request whose event cannot be synced got $code"
+rm -f "$T/disk-fails"
+[ "$("${C[@]}" -H "Authorization: Bearer $KEY" "$U/v1/datasets")" = 503 ] ||
+    fail "a request after the failed fdatasync was served (the handle must stay poisoned)"
+[ "$("${C[@]}" "$U/v1/health")" = 503 ] && grep -q '"audit_failed"' "$T/body" ||
+    fail "health after a failed fdatasync: $(cat "$T/body")"
+grep -q '"audit.sync_failed"' "$T/log2" || fail "no audit.sync_failed in the log"
+kill $SPID; wait $SPID 2>/dev/null; SPID=
+"$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/out3" 2>"$T/log3" & SPID=$!
+for _ in $(seq 100); do grep -q serving "$T/out3" 2>/dev/null && break; sleep 0.1; done
+U=$(sed -n 's|.*\(https://[0-9.:]*\).*|\1|p' "$T/out3")
+[ "$("${C[@]}" "$U/v1/health")" = 200 ] || fail "health after the restart"
+[ "$("${C[@]}" -H "Authorization: Bearer $KEY" "$U/v1/datasets")" = 200 ] || fail "list after the restart"
+"$BIN" audit verify --dir "$T/site" >/dev/null || fail "audit verify after the failure"
+echo "audit fdatasync failure: 503 until restart, health 503, chain intact"
