@@ -719,15 +719,19 @@ static bool index_due(const struct ant_audit *a, bool idle)
     return backlog >= (int64_t)a->opts.index_batch || (backlog > 0 && (idle || waited));
 }
 
-/* Indexes every event after events_indexed, in one transaction of its own. The mark is read
- * inside BEGIN IMMEDIATE, so two processes writing one log never index an event twice. No
+/* Indexes the events after events_indexed, at most twice index_batch of them, in one
+ * transaction of its own. The cap matters after a long backlog (a log written by a build that
+ * indexed nothing, or indexing that failed for a while): 340,000 events indexed in one go held
+ * every append queued behind them for ~0.9 s; in slices, the backlog is worked off between
+ * groups. The mark is read inside BEGIN IMMEDIATE, so two processes writing one log never
+ * index an event twice. No
  * caller waits for it: the next group's fdatasync (or the WAL checkpoint's) makes it durable,
  * and a crash before that only leaves more events for the next batch and for queries to scan.
  * A failure is logged and tried again index_delay_ms later; it never fails an append. */
 static void index_backlog(struct ant_audit *a)
 {
     sqlite3_stmt *s = NULL;
-    struct chain_head h;
+    struct chain_head h = {0};
     int64_t upto = 0;
     int rc = wexec(a, WS_BEGIN);
     if (rc < 0) {
@@ -736,23 +740,26 @@ static void index_backlog(struct ant_audit *a)
     rc = wstmt(a, WS_IX_UPTO, &s);
     rc = rc < 0 ? rc : step_int64(s, &upto);
     rc = rc < 0 ? rc : read_head(a, &h);
-    if (rc == 0 && h.seq > upto) {
+    int64_t to = h.seq - upto > 2 * (int64_t)a->opts.index_batch
+                     ? upto + 2 * (int64_t)a->opts.index_batch
+                     : h.seq;
+    if (rc == 0 && to > upto) {
         rc = wstmt(a, WS_IX_INSERT, &s);
         if (rc == 0) {
             sqlite3_bind_int64(s, 1, upto);
-            sqlite3_bind_int64(s, 2, h.seq);
+            sqlite3_bind_int64(s, 2, to);
             rc = step_done(s);
         }
         rc = rc < 0 ? rc : wstmt(a, WS_IX_MARK, &s);
         if (rc == 0) {
-            sqlite3_bind_int64(s, 1, h.seq);
+            sqlite3_bind_int64(s, 1, to);
             rc = step_done(s);
         }
     }
     rc = rc < 0 ? rc : wexec(a, WS_COMMIT);
     if (rc == 0) {
         a->head_seq = h.seq;
-        a->indexed_upto = h.seq > upto ? h.seq : upto;
+        a->indexed_upto = to > upto ? to : upto;
     }
 out:
     if (rc < 0) {
@@ -960,11 +967,14 @@ static void *writer_main(void *arg)
             pthread_mutex_lock(&a->mu);
         }
     }
-    if (a->poisoned == 0 && index_due(a, true)) {
+    while (a->poisoned == 0 && index_due(a, true)) {
         /* what this process wrote is indexed before it goes (a CLI's few admin events) */
         pthread_mutex_unlock(&a->mu);
         index_backlog(a);
         pthread_mutex_lock(&a->mu);
+        if (a->index_failed) {
+            break;
+        }
     }
     a->writer_exited = true;
     pthread_cond_signal(&a->done_cv);

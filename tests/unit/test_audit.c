@@ -1210,6 +1210,49 @@ static void test_index_batches_while_writing(void **state)
     json_decref(res);
 }
 
+/* A long backlog (here left by a handle that never indexes while open) is indexed in slices of
+ * twice index_batch, one after a group, never in one transaction that would hold up every
+ * append queued behind it. */
+static void test_index_backlog_in_slices(void **state)
+{
+    struct fx *f = *state;
+    fresh_log(f, 1000000, 3600000); /* f->a indexes nothing until it closes */
+    for (int i = 0; i < 500; i++) {
+        char rid[32];
+        struct ant_audit_event ev = make_event(i, rid, sizeof(rid));
+        assert_true(ant_audit_append(f->a, &ev) > 0);
+    }
+    assert_int_equal(ix_indexed_upto(f->dir), 0);
+    /* batch 50, and no timed batch for an hour: only a group makes b index, a slice each */
+    const struct ant_audit_opts o = {.checkpoint_every = 100,
+                                     .checkpoint_seconds = 3600,
+                                     .max_batch = 64,
+                                     .index_batch = 50,
+                                     .index_delay_ms = 3600000};
+    struct ant_audit *b = NULL;
+    assert_int_equal(ant_audit_open(f->dirfd, "audit.db", 0, f->sk, &o, &b), 0);
+    for (int64_t want = 100; want <= 300; want += 100) {
+        char rid[32];
+        struct ant_audit_event ev = make_event(500 + (int)(want / 100) - 1, rid, sizeof(rid));
+        assert_true(ant_audit_append(b, &ev) > 0);
+        int64_t upto = 0;
+        for (int tries = 0; tries < 500 && upto < want; tries++) {
+            usleep(10000);
+            upto = ix_indexed_upto(f->dir);
+        }
+        assert_int_equal(upto, want);
+    }
+    /* closing indexes the rest, slice after slice */
+    ant_audit_close(b);
+    assert_int_equal(ix_indexed_upto(f->dir), 503);
+    json_t *res = NULL;
+    int64_t next = 0;
+    struct ant_audit_query q = {.tenant = "tenant-b", .limit = 1000};
+    assert_int_equal(ant_audit_query_run(f->a, &q, &res, &next), 0);
+    assert_int_equal(json_array_size(res), count_matching(503, "tenant-b", NULL, -1));
+    json_decref(res);
+}
+
 /* An index build that fails (here its table is gone) never fails an append, is not retried
  * after every group, and catches up once it can. */
 static void test_index_failure_never_fails_appends(void **state)
@@ -2067,6 +2110,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_query_filters_and_pages, setup, teardown),
         cmocka_unit_test_setup_teardown(test_query_indexed_and_unindexed_agree, setup, teardown),
         cmocka_unit_test_setup_teardown(test_index_batches_while_writing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_index_backlog_in_slices, setup, teardown),
         cmocka_unit_test_setup_teardown(test_index_failure_never_fails_appends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wal_is_checkpointed_while_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_from_step1_indexes_old_events, setup,
