@@ -6,7 +6,7 @@ set -euo pipefail
 PKGS=(
   build-essential gcc clang llvm meson ninja-build pkg-config git
   libssl-dev libcurl4-openssl-dev liburing-dev libsodium-dev libsqlite3-dev
-  libmicrohttpd-dev libjansson-dev libcmocka-dev
+  libmicrohttpd-dev libgnutls28-dev libjansson-dev libcmocka-dev
   curl sqlite3 openssl ca-certificates
   libclang-rt-14-dev
   # the integration tests' HTTP checks, and the independent Crypt4GH reader that checks the
