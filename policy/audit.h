@@ -173,6 +173,14 @@ struct ant_audit_report {
 ANT_MUST_CHECK int ant_audit_verify(struct ant_audit *a, const uint8_t pub[ANT_KEY_LEN],
                                     bool strict, struct ant_audit_report *rep);
 
+/* Checks the queries' index (events_by, derived data that verify above never reads): every
+ * event up to the index's mark must have its actor, tenant and dataset rows, else a filtered
+ * query would not return it, while the chain still verifies. *upto = the mark; 0, or -EBADMSG
+ * with *first_missing the first event whose rows are missing; -EIO / -ENOMEM. Cost: three
+ * primary-key lookups per indexed event, on a connection of its own. */
+ANT_MUST_CHECK int ant_audit_verify_index(struct ant_audit *a, int64_t *upto,
+                                          int64_t *first_missing);
+
 /* Export: NDJSON, one JSON object per line, in seq order (one read transaction): events
  *   {"type":"event","seq":N,"time_ms":T,<each present string field by its struct name>,
  *    "decision":"allow|deny|info","hash":"<hex h_N>"}

@@ -1253,6 +1253,52 @@ static void test_index_backlog_in_slices(void **state)
     json_decref(res);
 }
 
+/* The index check finds a row removed from events_by (by someone who can write the file and
+ * drop its triggers): the chain still verifies, the query misses the event, the check names it. */
+static void test_verify_index_finds_a_hole(void **state)
+{
+    struct fx *f = *state;
+    fresh_log(f, 50, 20);
+    append_n(f->a, 0, 120);
+    ant_audit_close(f->a); /* indexes the rest */
+    f->a = NULL;
+    assert_int_equal(ix_indexed_upto(f->dir), 120);
+    struct ant_audit *ro = NULL;
+    int64_t upto = -1, missing = -1;
+    assert_int_equal(ant_audit_open(f->dirfd, "audit.db", 0, NULL, NULL, &ro), 0);
+    assert_int_equal(ant_audit_verify_index(ro, &upto, &missing), 0);
+    assert_int_equal(upto, 120);
+    assert_int_equal(missing, 0);
+    ant_audit_close(ro);
+
+    char path[4096];
+    copy_file(f, "audit.db", "t.db");
+    assert_int_equal(ant_audit_test_drop_triggers(f->dirfd, "t.db"), 0);
+    snprintf(path, sizeof(path), "%s/t.db", f->dir);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "DROP TRIGGER IF EXISTS events_by_no_delete;"
+                                  " DELETE FROM events_by WHERE k = 2 AND seq IN (37, 90)",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(ant_audit_open(f->dirfd, "t.db", 0, NULL, NULL, &ro), 0);
+    struct ant_audit_report rep;
+    assert_int_equal(ant_audit_verify(ro, ant_signkey_public(f->sk), false, &rep), 0);
+    assert_int_equal(ant_audit_verify_index(ro, &upto, &missing), -EBADMSG);
+    assert_int_equal(upto, 120);
+    assert_int_equal(missing, 37);
+    /* what the hole hides: event 37 (make_event(36): tenant k_tenants[0]) from its tenant */
+    json_t *res = NULL;
+    int64_t next = 0;
+    struct ant_audit_query q = {.tenant = k_tenants[0], .limit = 1000};
+    assert_int_equal(ant_audit_query_run(ro, &q, &res, &next), 0);
+    assert_int_equal(json_array_size(res), count_matching(120, k_tenants[0], NULL, -1) - 1);
+    json_decref(res);
+    ant_audit_close(ro);
+}
+
 /* An index build that fails (here its table is gone) never fails an append, is not retried
  * after every group, and catches up once it can. */
 static void test_index_failure_never_fails_appends(void **state)
@@ -2111,6 +2157,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_query_indexed_and_unindexed_agree, setup, teardown),
         cmocka_unit_test_setup_teardown(test_index_batches_while_writing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_index_backlog_in_slices, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verify_index_finds_a_hole, setup, teardown),
         cmocka_unit_test_setup_teardown(test_index_failure_never_fails_appends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wal_is_checkpointed_while_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_from_step1_indexes_old_events, setup,
