@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -775,25 +776,31 @@ out:
 /* fdatasync of the WAL through an fd of our own (fsync flushes the file, whichever fd wrote
  * it). SQLite keeps the WAL while any connection has the database open (ours do), but if the
  * path ever names another file, the old one is synced too (harmless: SQLite only lets a WAL
- * go after checkpointing it into the synced database file) and the new one opened. */
+ * go after checkpointing it into the synced database file) and the new one opened.
+ * The check asks statx for the inode number only, never the times: since Linux 6.13 a stat(2)
+ * that reads a file's ctime makes the next write stamp it with a fine-grained time (multigrain
+ * timestamps), so every write dirtied the WAL's inode and every fdatasync wrote the inode
+ * table block too, a second device round trip (on ext4 without a journal; with a journal,
+ * fdatasync skips a change of times anyway). */
 static int sync_wal(struct ant_audit *a)
 {
     const char *wal = a->wal_path;
-    struct stat sb;
+    struct statx sx;
     int rc = 0;
-    if (a->wal_fd >= 0 &&
-        (stat(wal, &sb) < 0 || sb.st_dev != a->wal_dev || sb.st_ino != a->wal_ino)) {
+    if (a->wal_fd >= 0 && (statx(AT_FDCWD, wal, AT_SYMLINK_NOFOLLOW, STATX_INO, &sx) < 0 ||
+                           makedev(sx.stx_dev_major, sx.stx_dev_minor) != a->wal_dev ||
+                           sx.stx_ino != a->wal_ino)) {
         rc = fdatasync(a->wal_fd) < 0 ? -errno : 0;
         ant_close(a->wal_fd);
         a->wal_fd = -1;
     }
     if (rc == 0 && a->wal_fd < 0) {
         a->wal_fd = open(wal, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        if (a->wal_fd < 0 || fstat(a->wal_fd, &sb) < 0) {
+        if (a->wal_fd < 0 || statx(a->wal_fd, "", AT_EMPTY_PATH, STATX_INO, &sx) < 0) {
             rc = -errno;
         } else {
-            a->wal_dev = sb.st_dev;
-            a->wal_ino = sb.st_ino;
+            a->wal_dev = makedev(sx.stx_dev_major, sx.stx_dev_minor);
+            a->wal_ino = sx.stx_ino;
         }
     }
     if (rc == 0 && fdatasync(a->wal_fd) < 0) {
