@@ -1104,7 +1104,7 @@ static void test_open_sweeps_stale_partial_copies(void **state)
     memset(&c, 0, sizeof(c));
     snprintf(c.storage, sizeof(c.storage), "fc_0123");
     c.size = 1;
-    assert_int_equal(ant_fed_cache_put(st, "site-a", "ds_remote", "a/b.bin", &c), 0);
+    assert_int_equal(ant_fed_cache_put(st, "site-a", "ds_remote", "a/b.bin", &c, 0), 0);
     ant_store_close(st);
     open_jobs(f);
     assert_false(exists_at(fed, ".fetch-old"));
