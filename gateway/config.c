@@ -86,6 +86,9 @@ static const struct key keys[] = {
      "transfers at once when a stage job pulls from a peer (0: 8)"},
     {"federation", "max_rate", K_SIZE, F(fed_max_rate), 0, 1024 * GiB,
      "bytes per second per pulling connection, such as 10M (0: no limit)"},
+    {"federation", "cache_max", K_SIZE, F(fed_cache_max), 0, 1024 * TiB,
+     "most bytes of peers' files kept in archive/fed, such as 500G; past it the least recently "
+     "used copies not used for an hour are evicted after remote stage jobs (0: no limit)"},
     {"log", "level", K_LOGLEVEL, F(log_level), 0, 0, "error | warn | info | debug"},
     {"log", "flush_ms", K_UINT, F(log_flush_ms), 0, ANT_LOG_FLUSH_MS_MAX,
      "info lines (the request log) are written in batches at most this many ms late; a crash "

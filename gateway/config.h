@@ -48,6 +48,7 @@ struct ant_config {
     /* [federation]: how remote stage jobs pull from a peer */
     unsigned fed_connections; /* transfers at once; 0: the fetcher's default (8) */
     uint64_t fed_max_rate;    /* bytes/s per connection; 0: no limit */
+    uint64_t fed_cache_max;   /* bytes of peers' copies kept in archive/fed; 0: no limit */
     /* [log] */
     int log_level;
     unsigned log_flush_ms; /* info lines buffered up to this long; 0: written at once */

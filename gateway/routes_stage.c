@@ -89,6 +89,7 @@ int ant_gw_stage_start(struct ant_site *site, struct ant_diag *d)
         .pool = site->pool,
         .keys = &site->keys,
         .fetch = &fo,
+        .fed_cache_max = site->cfg.fed_cache_max,
     };
     rc = ant_jobs_open(&c, &jobs);
     if (rc < 0) {

@@ -3,8 +3,13 @@
 
 #include "policy/policy_internal.h"
 
+#include <fcntl.h>
 #include <sodium.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "crypto/base/log.h"
 
 bool ant_peer_url_is_valid(const char *url)
 {
@@ -230,16 +235,32 @@ int ant_peer_jti_use(struct ant_store *st, const char *iss, const char *jti, int
 }
 
 int ant_fed_cache_get(struct ant_store *st, const char *peer_id, const char *dataset_id,
-                      const char *path, const uint8_t sha256_c4gh[32], struct ant_fed_cached *out)
+                      const char *path, const uint8_t sha256_c4gh[32], int64_t now,
+                      struct ant_fed_cached *out)
 {
     if (!ant_name_is_valid(peer_id) || dataset_id == NULL || !ant_path_is_valid(path)) {
         return -ENOENT;
     }
+    /* Marked used before it is read: an eviction pass that deleted the row first makes this a
+     * miss (the file is fetched again); one that comes later finds it recent and keeps it. */
+    sqlite3_stmt *touch = ant_store_stmt(st, "UPDATE fed_cache SET last_used = MAX(last_used, ?)"
+                                             " WHERE peer_id = ? AND dataset_id = ? AND path = ?"
+                                             " AND sha256_c4gh = ?"
+                                             " AND peer_id IN (SELECT id FROM peers)");
     sqlite3_stmt *s = ant_store_stmt(st, "SELECT storage, size, sha256_c4gh FROM fed_cache"
                                          " WHERE peer_id = ? AND dataset_id = ? AND path = ?"
                                          " AND peer_id IN (SELECT id FROM peers)");
-    if (s == NULL) {
+    if (touch == NULL || s == NULL) {
         return -EIO;
+    }
+    sqlite3_bind_int64(touch, 1, now != 0 ? now : ant_now_unix());
+    ant_bind_text(touch, 2, peer_id);
+    ant_bind_text(touch, 3, dataset_id);
+    ant_bind_text(touch, 4, path);
+    sqlite3_bind_blob(touch, 5, sha256_c4gh, 32, SQLITE_TRANSIENT);
+    int rc = ant_store_exec_stmt(touch);
+    if (rc < 0) {
+        return rc;
     }
     struct ant_fed_cached c;
     memset(&c, 0, sizeof(c));
@@ -247,7 +268,6 @@ int ant_fed_cache_get(struct ant_store *st, const char *peer_id, const char *dat
     ant_bind_text(s, 2, dataset_id);
     ant_bind_text(s, 3, path);
     int src = sqlite3_step(s);
-    int rc;
     if (src == SQLITE_DONE) {
         rc = -ENOENT;
     } else if (src != SQLITE_ROW) {
@@ -268,7 +288,7 @@ int ant_fed_cache_get(struct ant_store *st, const char *peer_id, const char *dat
 }
 
 int ant_fed_cache_put(struct ant_store *st, const char *peer_id, const char *dataset_id,
-                      const char *path, const struct ant_fed_cached *c)
+                      const char *path, const struct ant_fed_cached *c, int64_t now)
 {
     if (!ant_name_is_valid(peer_id) || dataset_id == NULL || dataset_id[0] == '\0' ||
         strnlen(dataset_id, ANT_ID_MAX + 1) > ANT_ID_MAX || !ant_path_is_valid(path) ||
@@ -276,8 +296,8 @@ int ant_fed_cache_put(struct ant_store *st, const char *peer_id, const char *dat
         return -EINVAL;
     }
     sqlite3_stmt *s = ant_store_stmt(st, "INSERT OR REPLACE INTO fed_cache(peer_id, dataset_id,"
-                                         " path, sha256_c4gh, size, storage, created)"
-                                         " VALUES(?, ?, ?, ?, ?, ?, ?)");
+                                         " path, sha256_c4gh, size, storage, created, last_used)"
+                                         " VALUES(?, ?, ?, ?, ?, ?, ?7, ?7)");
     if (s == NULL) {
         return -EIO;
     }
@@ -287,6 +307,215 @@ int ant_fed_cache_put(struct ant_store *st, const char *peer_id, const char *dat
     sqlite3_bind_blob(s, 4, c->sha256_c4gh, 32, SQLITE_TRANSIENT);
     sqlite3_bind_int64(s, 5, (int64_t)c->size);
     ant_bind_text(s, 6, c->storage);
-    sqlite3_bind_int64(s, 7, ant_now_unix());
+    sqlite3_bind_int64(s, 7, now != 0 ? now : ant_now_unix());
     return ant_store_exec_stmt(s);
+}
+
+/* --- eviction --- */
+
+/* Rows deleted per transaction: one commit (an fsync: synchronous=FULL) per batch rather than
+ * per file, and few enough that a pull waiting on the write lock is not held up for long. */
+#define EVICT_BATCH 64
+
+struct evict_row {
+    char peer[ANT_NAME_MAX + 1];
+    char dataset[ANT_ID_MAX + 1];
+    char path[ANT_PATH_MAX + 1];
+    char storage[ANT_ID_MAX + 1];
+    uint64_t size;
+    bool gone; /* its row was deleted by this batch */
+};
+
+static int cache_total(struct ant_store *st, uint64_t *out)
+{
+    sqlite3_stmt *s = ant_store_stmt(st, "SELECT COALESCE(SUM(size), 0) FROM fed_cache");
+    if (s == NULL) {
+        return -EIO;
+    }
+    int src = sqlite3_step(s);
+    int rc = src == SQLITE_ROW ? 0 : src == SQLITE_DONE ? -EIO : ant_sqlite_err(src);
+    if (rc == 0) {
+        int64_t v = sqlite3_column_int64(s, 0);
+        *out = v > 0 ? (uint64_t)v : 0;
+    }
+    sqlite3_reset(s);
+    return rc;
+}
+
+/* The least recently used rows last used before `cutoff`, at most EVICT_BATCH, into rows. */
+static int evict_candidates(struct ant_store *st, int64_t cutoff, struct evict_row *rows,
+                            size_t *n_out)
+{
+    sqlite3_stmt *s = ant_store_stmt(st, "SELECT peer_id, dataset_id, path, storage, size"
+                                         " FROM fed_cache WHERE last_used < ?"
+                                         " ORDER BY last_used, created, peer_id, dataset_id, path"
+                                         " LIMIT ?");
+    if (s == NULL) {
+        return -EIO;
+    }
+    sqlite3_bind_int64(s, 1, cutoff);
+    sqlite3_bind_int(s, 2, EVICT_BATCH);
+    size_t n = 0;
+    int rc = 0;
+    int src = SQLITE_DONE;
+    while (n < EVICT_BATCH && (src = sqlite3_step(s)) == SQLITE_ROW) {
+        struct evict_row *r = &rows[n];
+        memset(r, 0, sizeof(*r));
+        rc = ant_col_copy(s, 0, r->peer, sizeof(r->peer));
+        rc = rc < 0 ? rc : ant_col_copy(s, 1, r->dataset, sizeof(r->dataset));
+        rc = rc < 0 ? rc : ant_col_copy(s, 2, r->path, sizeof(r->path));
+        rc = rc < 0 ? rc : ant_col_copy(s, 3, r->storage, sizeof(r->storage));
+        if (rc < 0) {
+            break;
+        }
+        int64_t size = sqlite3_column_int64(s, 4);
+        r->size = size > 0 ? (uint64_t)size : 0;
+        n++;
+    }
+    if (rc == 0 && n < EVICT_BATCH && src != SQLITE_DONE) {
+        rc = ant_sqlite_err(src);
+    }
+    sqlite3_reset(s);
+    *n_out = n;
+    return rc;
+}
+
+/* What the pull names its copies ("fc_" and hex, staging/fetch.c); a row naming anything else
+ * (a path, a dot file) has its row removed but no file touched. */
+static bool storage_is_file_name(const char *s)
+{
+    size_t len = strnlen(s, ANT_ID_MAX + 1);
+    if (len == 0 || len > ANT_ID_MAX) {
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Deletes, in one transaction, the rows of `rows` still unused since cutoff, until *total is at
+ * most max_bytes; marks those deleted `gone`. */
+static int evict_rows(struct ant_store *st, struct evict_row *rows, size_t n, int64_t cutoff,
+                      uint64_t max_bytes, uint64_t *total)
+{
+    sqlite3_stmt *s = ant_store_stmt(st, "DELETE FROM fed_cache WHERE peer_id = ?"
+                                         " AND dataset_id = ? AND path = ? AND storage = ?"
+                                         " AND last_used < ?");
+    if (s == NULL) {
+        return -EIO;
+    }
+    uint64_t left = *total;
+    int rc = ant_store_begin(st);
+    for (size_t i = 0; rc == 0 && i < n && left > max_bytes; i++) {
+        sqlite3_reset(s);
+        sqlite3_clear_bindings(s);
+        ant_bind_text(s, 1, rows[i].peer);
+        ant_bind_text(s, 2, rows[i].dataset);
+        ant_bind_text(s, 3, rows[i].path);
+        ant_bind_text(s, 4, rows[i].storage);
+        sqlite3_bind_int64(s, 5, cutoff);
+        rc = ant_store_exec_stmt(s);
+        /* no change: looked up (or replaced) since the candidates were read, so kept */
+        rows[i].gone = rc == 0 && sqlite3_changes(st->db) == 1;
+        if (rows[i].gone) {
+            left = rows[i].size > left ? 0 : left - rows[i].size;
+        }
+    }
+    rc = rc < 0 ? rc : ant_store_commit(st);
+    if (rc < 0) {
+        ant_store_rollback(st);
+        for (size_t i = 0; i < n; i++) {
+            rows[i].gone = false;
+        }
+        return rc;
+    }
+    *total = left;
+    return 0;
+}
+
+int ant_fed_cache_evict(struct ant_store *st, int archive_fd, uint64_t max_bytes, int64_t now,
+                        int64_t grace_s, struct ant_fed_evict_stats *out)
+{
+    struct ant_fed_evict_stats es;
+    struct evict_row *rows = NULL;
+    int fedfd = -1;
+    memset(&es, 0, sizeof(es));
+    if (st == NULL || archive_fd < 0 || grace_s < 0) {
+        return -EINVAL;
+    }
+    int64_t cutoff = (now != 0 ? now : ant_now_unix()) - grace_s;
+    int rc = cache_total(st, &es.total_before);
+    es.total_after = es.total_before;
+    if (rc < 0 || max_bytes == 0 || es.total_before <= max_bytes) {
+        goto out;
+    }
+    fedfd = openat(archive_fd, "fed", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fedfd < 0 && errno != ENOENT) {
+        /* rows removed with their files left behind would free nothing on disk */
+        rc = -errno;
+        goto out;
+    }
+    rows = calloc(EVICT_BATCH, sizeof(*rows));
+    if (rows == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    while (rc == 0 && es.total_after > max_bytes) {
+        size_t n = 0;
+        rc = evict_candidates(st, cutoff, rows, &n);
+        if (rc < 0 || n == 0) {
+            break; /* n == 0: what is left was used within the grace period */
+        }
+        uint64_t before = es.total_after;
+        rc = evict_rows(st, rows, n, cutoff, max_bytes, &es.total_after);
+        if (rc < 0) {
+            break;
+        }
+        es.evicted_bytes += before - es.total_after;
+        /* The rows are committed: from here on nothing finds these files, so they can go. An
+         * unlink lost in a crash leaves a file no row names, swept at the next start-up. */
+        for (size_t i = 0; i < n; i++) {
+            char name[ANT_ID_MAX + 8];
+            if (!rows[i].gone) {
+                continue;
+            }
+            es.evicted_files++;
+            if (fedfd < 0) {
+                continue;
+            }
+            if (!storage_is_file_name(rows[i].storage)) {
+                es.unlink_failed++;
+                ant_log(ANT_LOG_WARN, "fed.cache_unlink",
+                        "cache row of %s:%s names no file of archive/fed: row removed only",
+                        rows[i].peer, rows[i].dataset);
+                continue;
+            }
+            snprintf(name, sizeof(name), "%s.c4gh", rows[i].storage);
+            if (unlinkat(fedfd, name, 0) < 0 && errno != ENOENT) {
+                es.unlink_failed++;
+                ant_log(ANT_LOG_WARN, "fed.cache_unlink", "cannot remove archive/fed/%s: %s", name,
+                        strerror(errno));
+            }
+        }
+        bool progress = false;
+        for (size_t i = 0; i < n; i++) {
+            progress = progress || rows[i].gone;
+        }
+        if (!progress) {
+            break; /* all looked up meanwhile: stop rather than risk spinning; the next pass
+                      goes on */
+        }
+    }
+out:
+    if (rc == 0 && out != NULL) {
+        *out = es;
+    }
+    free(rows);
+    ant_close(fedfd);
+    return rc;
 }

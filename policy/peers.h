@@ -48,7 +48,8 @@ ANT_MUST_CHECK int ant_peer_get(struct ant_store *st, const char *id, struct ant
 /* Appends the peer's PEM anchor to out (NUL-terminated, not counted). -ENOENT, -E2BIG. */
 ANT_MUST_CHECK int ant_peer_anchor(struct ant_store *st, const char *id, struct ant_buf *out);
 /* Removes the peer (its tokens fail from the next request on). Cached files stay (they are
- * this site's encrypted copies) but are no longer served from cache for that peer.
+ * this site's encrypted copies, evicted like any other: ant_fed_cache_evict) but are no longer
+ * served from cache for that peer.
  * -ENOENT unknown. */
 ANT_MUST_CHECK int ant_peer_remove(struct ant_store *st, const char *id);
 /* Objects: id, url, region, x25519, ed25519 (standard base64), added, added_by; by id. */
@@ -64,17 +65,47 @@ ANT_MUST_CHECK int ant_peer_jti_use(struct ant_store *st, const char *iss, const
 /* --- the local encrypted copies of peers' files --- */
 struct ant_fed_cached {
     char storage[ANT_ID_MAX + 1]; /* archive/fed/<storage>.c4gh */
-    uint64_t size;
+    uint64_t size;                /* of the encrypted body (the header is not counted) */
     uint8_t sha256_c4gh[32];
 };
 /* The copy of (peer, dataset, path) whose body digest is sha256_c4gh; -ENOENT if none (or
- * only one with another digest: the peer's dataset changed, or the copy is stale). */
+ * only one with another digest: the peer's dataset changed, or the copy is stale). A copy found
+ * is marked used at `now` (unix s; 0: the clock) before it is returned, so a concurrent
+ * ant_fed_cache_evict (another process) no longer takes it within its grace period. That is a
+ * write: a caller looking up many files wraps them in one ant_store_begin/commit. */
 ANT_MUST_CHECK int ant_fed_cache_get(struct ant_store *st, const char *peer_id,
                                      const char *dataset_id, const char *path,
-                                     const uint8_t sha256_c4gh[32], struct ant_fed_cached *out);
-/* Records (or replaces) the copy. -EINVAL for a bad name / path. */
+                                     const uint8_t sha256_c4gh[32], int64_t now,
+                                     struct ant_fed_cached *out);
+/* Records (or replaces) the copy, created and used at `now` (unix s; 0: the clock). -EINVAL for
+ * a bad name / path. */
 ANT_MUST_CHECK int ant_fed_cache_put(struct ant_store *st, const char *peer_id,
                                      const char *dataset_id, const char *path,
-                                     const struct ant_fed_cached *c);
+                                     const struct ant_fed_cached *c, int64_t now);
+
+/* What one ant_fed_cache_evict pass did. Sizes are the rows' (encrypted bodies). */
+struct ant_fed_evict_stats {
+    uint64_t total_before;  /* bytes the cache rows named before the pass */
+    uint64_t total_after;   /* and after it: above max_bytes when the rest is within the grace */
+    uint64_t evicted_files; /* rows removed */
+    uint64_t evicted_bytes;
+    uint64_t unlink_failed; /* rows removed whose file stays (logged; swept at start-up) */
+};
+
+/* Evicts the least recently used copies while the rows' sizes add up to more than max_bytes
+ * (0: no limit, nothing is evicted). A copy used at or after now - grace_s (unix s) is never
+ * evicted, so the pass may end above the limit. For each copy the row goes first, committed
+ * (in batches), then the file archive/fed/<storage>.c4gh under archive_fd (already missing is
+ * fine): a crash in between leaves a file no row names, which the daemon's start-up sweep
+ * removes (staging/jobs.c). A row is deleted only if it is still unused since the cut-off, so a
+ * lookup (ant_fed_cache_get) that raced the pass keeps its copy.
+ * The caller makes sure no reader of this process has a copy open that it found before the
+ * pass (staging/jobs.c runs it only while no remote stage job runs). *out (optional) is written
+ * on success. Errors (the batches committed before stay evicted): -EINVAL bad arguments,
+ * -errno opening archive/fed (not -ENOENT: then there is no file to remove), database errors
+ * as policy/store.h (-EBUSY, -EIO, -ENOMEM). */
+ANT_MUST_CHECK int ant_fed_cache_evict(struct ant_store *st, int archive_fd, uint64_t max_bytes,
+                                       int64_t now, int64_t grace_s,
+                                       struct ant_fed_evict_stats *out);
 
 #endif

@@ -310,6 +310,13 @@ static const char *const g_migrations[] = {
      "ALTER TABLE stage_job_files_v6 RENAME TO stage_job_files;"
      "CREATE INDEX stage_jobs_tenant ON stage_jobs(tenant_id, state);"
      "CREATE INDEX stage_jobs_state ON stage_jobs(state, expires);"),
+    /* 7: eviction of the federation cache ([federation] cache_max, ant_fed_cache_evict): when
+     * each copy was last looked up or written (unix s, as `created`), least recently used
+     * first. Rows from before this step count as used when they were created: the oldest
+     * copies are the first to go. */
+    ("ALTER TABLE fed_cache ADD COLUMN last_used INTEGER NOT NULL DEFAULT 0;"
+     "UPDATE fed_cache SET last_used = created;"
+     "CREATE INDEX fed_cache_lru ON fed_cache(last_used);"),
 };
 
 int ant_store_schema_latest(void)

@@ -1630,6 +1630,7 @@ int ant_fed_pull(const struct ant_fed_pull_req *q, struct ant_fed_pulled *out, s
     bool *want = NULL;
     char **names = NULL;
     int fedfd = -1;
+    bool in_tx = false;
     memset(&m, 0, sizeof(m));
     memset(&res, 0, sizeof(res));
     if (q->transfer_id != NULL) {
@@ -1666,6 +1667,13 @@ int ant_fed_pull(const struct ant_fed_pull_req *q, struct ant_fed_pulled *out, s
         rc = -ENOMEM;
         goto out;
     }
+    /* Each lookup marks its copy used (a write): one transaction for all of them, so that a
+     * dataset of many files staged again from the cache commits once, not once per file. */
+    rc = ant_store_begin(q->st);
+    if (rc < 0) {
+        goto out;
+    }
+    in_tx = true;
     for (size_t i = 0; i < m.nfiles; i++) {
         struct ant_fed_pulled_file *pf = &res.files[i];
         struct ant_fed_cached c;
@@ -1679,7 +1687,7 @@ int ant_fed_pull(const struct ant_fed_pull_req *q, struct ant_fed_pulled *out, s
             continue;
         }
         int cr = ant_fed_cache_get(q->st, peer.id, q->dataset, m.files[i].path,
-                                   m.files[i].sha256_c4gh, &c);
+                                   m.files[i].sha256_c4gh, 0, &c);
         char name[ANT_ID_MAX + 8];
         if (cr == 0) {
             snprintf(name, sizeof(name), "%s.c4gh", c.storage);
@@ -1704,6 +1712,11 @@ int ant_fed_pull(const struct ant_fed_pull_req *q, struct ant_fed_pulled *out, s
         }
         snprintf(pf->archive_name, sizeof(pf->archive_name), "fed/%s.c4gh", c.storage);
     }
+    in_tx = false;
+    rc = ant_store_commit(q->st);
+    if (rc < 0) {
+        goto out;
+    }
     rc = ant_fetch_files(&fp, q->dataset, &m, want, (const char *const *)names, fedfd, q->keys->kx,
                          q->opts, &res.stats, d);
     for (size_t i = 0; rc == 0 && i < m.nfiles; i++) {
@@ -1715,12 +1728,15 @@ int ant_fed_pull(const struct ant_fed_pull_req *q, struct ant_fed_pulled *out, s
         snprintf(c.storage, sizeof(c.storage), "%.*s", (int)(strlen(names[i]) - 5), names[i]);
         c.size = m.files[i].body_size;
         memcpy(c.sha256_c4gh, m.files[i].sha256_c4gh, 32);
-        rc = ant_fed_cache_put(q->st, peer.id, q->dataset, m.files[i].path, &c);
+        rc = ant_fed_cache_put(q->st, peer.id, q->dataset, m.files[i].path, &c, 0);
     }
     if (rc == 0) {
         rc = ant_fsync_dir(fedfd);
     }
 out:
+    if (in_tx) {
+        ant_store_rollback(q->st);
+    }
     if (rc == 0) {
         rc = pull_audit(q, res.transfer_id, true, "pulled", &res, 0, d);
         if (rc < 0) {

@@ -128,6 +128,10 @@ struct ant_jobs {
     pthread_cond_t cv;  /* a job was queued, a run ended, or stop */
     struct ant_engine *engine;
     struct job_run *runs;
+    /* under mu: remote jobs from the start of their pull to the end of their run (they read
+     * archive/fed copies), and whether a cache eviction pass runs: never both at once */
+    unsigned remote_running;
+    bool evicting;
     pthread_t *threads;
     unsigned nthreads;
     pthread_t purger;
@@ -468,6 +472,53 @@ static void sweep_fetch_leftovers(struct ant_jobs *j)
     }
 }
 
+/* Trims archive/fed to conf.fed_cache_max (ant_fed_cache_evict) unless a remote job runs: one
+ * may be reading any copy, even one it found before the pass (the rows' grace period covers
+ * only lookups since the cut-off). Skipped then; the last remote job to end trims. `job_id`:
+ * the job that just ended, for the log; NULL at start-up. */
+static void fed_cache_trim(struct ant_jobs *j, const char *job_id)
+{
+    struct ant_fed_evict_stats es;
+    const char *kv[] = {"job_id", job_id, NULL};
+    if (j->conf.fed_cache_max == 0 || j->conf.pool == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&j->mu);
+    bool busy = j->remote_running > 0 || j->evicting;
+    j->evicting = !busy;
+    pthread_mutex_unlock(&j->mu);
+    if (busy) {
+        return;
+    }
+    struct ant_store *st = ant_store_pool_acquire(j->conf.pool);
+    int rc = ant_fed_cache_evict(st, j->conf.archive_fd, j->conf.fed_cache_max, ant_now_unix(),
+                                 ANT_FED_CACHE_GRACE_S, &es);
+    ant_store_pool_release(j->conf.pool, st);
+    pthread_mutex_lock(&j->mu);
+    j->evicting = false;
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    if (rc < 0) {
+        ant_log_kv(ANT_LOG_ERROR, "fed.cache_evict", job_id != NULL ? kv : NULL,
+                   "cannot trim archive/fed to cache_max: %s", strerror(-rc));
+        return;
+    }
+    if (es.evicted_files > 0) {
+        ant_log_kv(ANT_LOG_INFO, "fed.cache_evicted", job_id != NULL ? kv : NULL,
+                   "evicted %llu cached copies (%llu bytes) from archive/fed, least recently "
+                   "used first: %llu bytes cached, cache_max %llu",
+                   (unsigned long long)es.evicted_files, (unsigned long long)es.evicted_bytes,
+                   (unsigned long long)es.total_after, (unsigned long long)j->conf.fed_cache_max);
+    }
+    if (es.total_after > j->conf.fed_cache_max) {
+        ant_log_kv(ANT_LOG_WARN, "fed.cache_over_limit", job_id != NULL ? kv : NULL,
+                   "archive/fed holds %llu bytes, over cache_max %llu: the rest was used within "
+                   "the last %d s",
+                   (unsigned long long)es.total_after, (unsigned long long)j->conf.fed_cache_max,
+                   ANT_FED_CACHE_GRACE_S);
+    }
+}
+
 int ant_jobs_open(const struct ant_jobs_conf *c, struct ant_jobs **out)
 {
     struct ant_jobs *j = NULL;
@@ -523,6 +574,7 @@ int ant_jobs_open(const struct ant_jobs_conf *c, struct ant_jobs **out)
         ant_log(ANT_LOG_INFO, "jobs.resume", "%d interrupted job(s) queued to resume", requeued);
     }
     sweep_fetch_leftovers(j);
+    fed_cache_trim(j, NULL);
     *out = j;
     j = NULL;
 out:
@@ -2405,6 +2457,7 @@ static void run_job(struct ant_jobs *j, struct job_run *run)
     struct runctx c;
     struct ant_diag diag = {{0}};
     int tfd = -1, afd = -1;
+    bool remote = false;
     memset(&fl, 0, sizeof(fl));
     memset(&c, 0, sizeof(c));
     c.j = j;
@@ -2422,6 +2475,15 @@ static void run_job(struct ant_jobs *j, struct job_run *run)
     }
     run->bytes_prev = fl.bytes_prev;
     if (info.peer_id[0] != '\0') {
+        /* from its lookups in the cache to the engine's last read of the copies found, no
+         * eviction pass may run (fed_cache_trim); a pass already running is short */
+        pthread_mutex_lock(&j->mu);
+        while (j->evicting) {
+            timed_wait(j, 1);
+        }
+        j->remote_running++;
+        remote = true;
+        pthread_mutex_unlock(&j->mu);
         rc = remote_pull(j, run, &info, &fl, &diag);
         if (rc < 0) {
             goto end;
@@ -2548,6 +2610,12 @@ end:
     }
     free(c.pend);
     filelist_fini(&fl);
+    if (remote) {
+        pthread_mutex_lock(&j->mu);
+        j->remote_running--;
+        pthread_mutex_unlock(&j->mu);
+        fed_cache_trim(j, run->id);
+    }
 }
 
 /* Claims the oldest queued job (under mu); NULL when there is none. */

@@ -11,7 +11,10 @@
  * fetches and verifies the peer's signed manifest (the peer decides and audits), the runner
  * first pulls the files with ant_fed_pull (staging/fetch.h) into the archive cache (archive/fed,
  * kept once: a file already there is not transferred again), then the engine writes scratch
- * from those copies exactly as for a local job. Same states, token, purge and resume.
+ * from those copies exactly as for a local job. Same states, token, purge and resume. With a
+ * cache limit (conf.fed_cache_max) the cache is trimmed to it, least recently used copies
+ * first, at open and after each remote job, never while a remote job runs (it may be reading
+ * any copy).
  *
  *     queued -> running -> ready -> expired            (ready: output visible, token issued)
  *        |         |  \-> failed -> expired            (failed: nothing left in scratch)
@@ -53,6 +56,10 @@ struct ant_audit;
 #define ANT_JOB_STATUS_FILES_MAX 1000
 #define ANT_JOB_TTL_MIN 1
 #define ANT_JOB_TTL_MAX (90 * 86400)
+/* A cached copy of a peer's file used within this many seconds is never evicted: a pull that
+ * another process (`antenna admin peer pull`) is reading from, or a job's copies that a next
+ * job of the same dataset will want again, stay even past the cache limit. */
+#define ANT_FED_CACHE_GRACE_S 3600
 
 enum ant_job_state {
     ANT_JOB_QUEUED = 0,
@@ -100,6 +107,11 @@ struct ant_jobs_conf {
      * copies; with `pool` (peers, fed_cache). NULL: remote jobs are refused (-ENOTSUP). */
     const struct ant_site_keys *keys;
     const struct ant_fetch_opts *fetch; /* remote pulls; NULL: defaults; copied */
+    /* bytes of peers' copies kept in archive/fed ([federation] cache_max); 0: no limit. Past
+     * it, the least recently used copies not used for ANT_FED_CACHE_GRACE_S are evicted
+     * (ant_fed_cache_evict) at ant_jobs_open and after each remote job, while no other remote
+     * job runs. Needs `pool`. */
+    uint64_t fed_cache_max;
     /* testing only: copy archive files as they are (ANT_XFORM_RAW, catalog SHA-256 checked),
      * so the runner can be tested without Crypt4GH; kx may then be NULL */
     bool test_raw;
@@ -111,9 +123,10 @@ struct ant_jobs_conf {
 struct ant_jobs;
 
 /* Opens the job table on its own connection, creates the engine, and requeues jobs left running
- * by a stopped or crashed daemon (they resume when the workers start). Errors: -ENOTSUP the
- * database has no job tables (schema older than step 3), -EINVAL bad conf, errors of
- * ant_engine_new, -EIO / -ENOMEM. */
+ * by a stopped or crashed daemon (they resume when the workers start). Sweeps what killed pulls
+ * left in archive/fed and trims the cache to conf.fed_cache_max (a failure there is logged,
+ * not returned). Errors: -ENOTSUP the database has no job tables (schema older than step 3),
+ * -EINVAL bad conf, errors of ant_engine_new, -EIO / -ENOMEM. */
 ANT_MUST_CHECK int ant_jobs_open(const struct ant_jobs_conf *c, struct ant_jobs **out);
 /* Starts the runner threads and the purger. -EALREADY if started; -errno of pthread_create. */
 ANT_MUST_CHECK int ant_jobs_start(struct ant_jobs *j);

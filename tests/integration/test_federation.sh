@@ -9,7 +9,8 @@
 # with their reason and audited at the serving site; a byte corrupted in transit is detected
 # against the signed manifest and fetched again; the serving site killed mid-transfer and
 # restarted: the pull resumes by Range and the files verify; on the pulling side, a manifest
-# signed by a key other than the pinned one and a non-peer are refused and audited.
+# signed by a key other than the pinned one and a non-peer are refused and audited; last, the
+# archive cache over [federation] cache_max is evicted at start-up.
 # $1 = the antenna binary.
 # Exit 0 pass, 1 fail, 77 skip.
 set -u
@@ -336,6 +337,33 @@ clear_cache
 same "$T/out-limited" || fail "files differ after a rate-limited pull"
 grep -q 'HTTP 429' "$T/pull-limited.out" || fail "the pull met no 429: $(cat "$T/pull-limited.out")"
 ok "a pull through the rate limit waits out its 429s ($(grep -o '[0-9]* retries' "$T/pull-limited.out"))"
+
+# the archive cache over [federation] cache_max (here 1 byte): copies not used for an hour
+# (made so here in site-b's antenna.db while it is stopped) are evicted at start-up, rows and
+# files; the next stage then transfers everything again, and its fresh copies are kept past
+# the limit
+kill -TERM "$PID_b"
+for _ in $(seq 100); do kill -0 "$PID_b" 2>/dev/null || break; sleep 0.1; done
+ncopies() { find "$W/b/archive/fed" -name 'fc_*.c4gh' | wc -l; }
+nrows() { python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM fed_cache").fetchone()[0])' "$W/b/antenna.db"; }
+[ "$(ncopies)" -ge 8 ] || fail "site-b's cache holds $(ncopies) copies before eviction"
+sed -i 's/^cache_max = 0$/cache_max = 1/; s/^max_rate = 2M$/max_rate = 0/' "$W/b/antenna.conf"
+grep -q '^cache_max = 1$' "$W/b/antenna.conf" || fail "site-b's antenna.conf has no [federation] cache_max"
+python3 -c 'import sqlite3,sys; db=sqlite3.connect(sys.argv[1]); db.execute("UPDATE fed_cache SET last_used = last_used - 7200"); db.commit()' "$W/b/antenna.db" ||
+    fail "cannot age site-b's cache rows"
+restart_b evict
+for _ in $(seq 30); do grep -q '"fed.cache_evicted"' "$W/b-evict.log" && break; sleep 0.1; done
+grep -q '"fed.cache_evicted"' "$W/b-evict.log" || fail "no eviction logged at start-up: $(grep fed. "$W/b-evict.log")"
+[ "$(ncopies)" = 0 ] && [ "$(nrows)" = 0 ] || fail "after eviction: $(ncopies) copies, $(nrows) rows left"
+stage_async evicted
+stage_wait evicted
+staged_same evicted || fail "staged files differ after eviction"
+r=$(pull_event "$(jval "$T/evicted.json" transfer_id)")
+echo "$r" | grep -q '"cached": 0' || fail "evicted copies served from the cache: $r"
+for _ in $(seq 30); do grep -q '"fed.cache_over_limit"' "$W/b-evict.log" && break; sleep 0.1; done
+grep -q '"fed.cache_over_limit"' "$W/b-evict.log" && [ "$(ncopies)" -ge 8 ] ||
+    fail "the fresh copies were not kept within the grace period ($(ncopies) copies)"
+ok "cache_max: copies unused for an hour evicted at start-up ($(grep -o 'evicted [0-9]* cached copies ([0-9]* bytes)' "$W/b-evict.log")), the next stage transfers again, fresh copies kept"
 
 "$BIN" audit verify --dir "$W/a" >/dev/null || fail "site-a audit verify"
 "$BIN" audit verify --dir "$W/b" >/dev/null || fail "site-b audit verify"

@@ -75,6 +75,52 @@ static void test_config_values(void **state)
     assert_int_equal(parse("[federation]\nmax_rate = fast\n", &c, &d), -EINVAL);
 }
 
+/* [federation] cache_max: a size with the usual units, 0 (the default) for no limit. */
+static void test_config_fed_cache_max(void **state)
+{
+    (void)state;
+    struct ant_config c;
+    struct ant_diag d;
+    ant_config_defaults(&c);
+    assert_int_equal(c.fed_cache_max, 0);
+    assert_int_equal(parse("[federation]\ncache_max = 50G\n", &c, &d), 0);
+    assert_true(c.fed_cache_max == UINT64_C(50) * 1024 * 1024 * 1024);
+    assert_int_equal(parse("[federation]\ncache_max = 0\n", &c, &d), 0);
+    assert_int_equal(c.fed_cache_max, 0);
+    assert_int_equal(parse("[federation]\ncache_max = 4096\n", &c, &d), 0);
+    assert_int_equal(c.fed_cache_max, 4096);
+    assert_int_equal(parse("[federation]\ncache_max = 1024T\n", &c, &d), 0);
+    assert_true(c.fed_cache_max == UINT64_C(1024) * 1024 * 1024 * 1024 * 1024);
+    static const char *const bad[] = {
+        "[federation]\ncache_max = 1025T\n", "[federation]\ncache_max = -1\n",
+        "[federation]\ncache_max = 50GB\n",  "[federation]\ncache_max = 50g\n",
+        "[federation]\ncache_max = big\n",   "[federation]\ncache_max =\n",
+        "[federation]\ncache_max = 1.5G\n",  "[federation]\ncache_max = 99999999999999999999\n",
+        "[staging]\ncache_max = 1G\n",
+    };
+    for (size_t i = 0; i < ANT_ARRAY_LEN(bad); i++) {
+        assert_int_equal(parse(bad[i], &c, &d), -EINVAL);
+        if (strstr(d.msg, "t.conf:2:") == NULL || strstr(d.msg, "cache_max") == NULL) {
+            fail_msg("case %zu: '%s'", i, d.msg);
+        }
+    }
+    assert_int_equal(parse("[federation]\ncache_max = big\n", &c, &d), -EINVAL);
+    assert_string_equal(d.msg, "t.conf:2: key 'cache_max' in [federation]: bad value: expected a "
+                               "size such as 4096, 64K, 1M, 2G within range");
+    /* `antenna init` writes it out, documented, with its default */
+    struct ant_buf out = ANT_BUF_INIT(65536);
+    ant_config_defaults(&c);
+    assert_int_equal(ant_config_render(&c, &out), 0);
+    assert_int_equal(ant_buf_terminate(&out), 0);
+    assert_non_null(strstr((const char *)out.p, "\ncache_max = 0\n"));
+    c.fed_cache_max = UINT64_C(500) * 1024 * 1024 * 1024;
+    out.len = 0;
+    assert_int_equal(ant_config_render(&c, &out), 0);
+    assert_int_equal(ant_buf_terminate(&out), 0);
+    assert_non_null(strstr((const char *)out.p, "\ncache_max = 500G\n"));
+    ant_buf_fini(&out);
+}
+
 static void test_config_errors_name_file_line_and_key(void **state)
 {
     (void)state;
@@ -452,6 +498,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_rendered_defaults_parse_back),
         cmocka_unit_test(test_config_values),
+        cmocka_unit_test(test_config_fed_cache_max),
         cmocka_unit_test(test_config_errors_name_file_line_and_key),
         cmocka_unit_test(test_config_refuses_control_bytes_and_nul),
         cmocka_unit_test(test_config_limits),

@@ -42,6 +42,7 @@ struct fx {
     bool raw;
     unsigned kill_after; /* SIGKILL the runner after this many files are done (child only) */
     unsigned slow_ms;    /* sleep this long after each file: a job that stays running */
+    uint64_t cache_max;  /* conf.fed_cache_max */
 };
 
 static void sha256(const void *p, size_t n, uint8_t out[32])
@@ -158,6 +159,7 @@ static void open_jobs(struct fx *f)
         .keys = &f->keys,
         /* a remote pull that cannot connect gives up at once */
         .fetch = &(struct ant_fetch_opts){.max_retries = 1, .backoff_ms = 1},
+        .fed_cache_max = f->cache_max,
     };
     assert_int_equal(ant_jobs_open(&c, &f->jobs), 0);
 }
@@ -1017,18 +1019,13 @@ static void test_schema_wants_one_source_per_job(void **state)
     sqlite3_close(db);
 }
 
-/* A remote job whose peer is gone by the time it runs fails with the transport's reason, and
- * says which peer, dataset and transfer it was. */
-static void test_remote_job_fails_when_its_peer_is_gone(void **state)
+/* What admission records for a remote job of one file of site-x's ds_remote, queued (admission
+ * itself needs the peer's signed manifest: tests/integration/test_federation.sh). */
+static void insert_remote_job(struct fx *f)
 {
-    struct fx *f = *state;
     sqlite3 *db = NULL;
     char path[4200];
     uint8_t sha[32] = {1};
-    assert_int_equal(ant_store_pool_new(f->dirfd, "antenna.db", 2, &f->pool), 0);
-    add_dead_peer(f, "site-x");
-    /* what admission records for a peer's dataset of one file (admission itself needs the
-     * peer's signed manifest: tests/integration/test_federation.sh) */
     snprintf(path, sizeof(path), "%s/antenna.db", f->dir);
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(
@@ -1052,6 +1049,16 @@ static void test_remote_job_fails_when_its_peer_is_gone(void **state)
     assert_int_equal(sqlite3_step(s), SQLITE_DONE);
     sqlite3_finalize(s);
     sqlite3_close(db);
+}
+
+/* A remote job whose peer is gone by the time it runs fails with the transport's reason, and
+ * says which peer, dataset and transfer it was. */
+static void test_remote_job_fails_when_its_peer_is_gone(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(ant_store_pool_new(f->dirfd, "antenna.db", 2, &f->pool), 0);
+    add_dead_peer(f, "site-x");
+    insert_remote_job(f);
     f->raw = false;
     assert_int_equal(ant_key_generate(&f->kx), 0);
     open_jobs(f);
@@ -1104,7 +1111,7 @@ static void test_open_sweeps_stale_partial_copies(void **state)
     memset(&c, 0, sizeof(c));
     snprintf(c.storage, sizeof(c.storage), "fc_0123");
     c.size = 1;
-    assert_int_equal(ant_fed_cache_put(st, "site-a", "ds_remote", "a/b.bin", &c), 0);
+    assert_int_equal(ant_fed_cache_put(st, "site-a", "ds_remote", "a/b.bin", &c, 0), 0);
     ant_store_close(st);
     open_jobs(f);
     assert_false(exists_at(fed, ".fetch-old"));
@@ -1115,6 +1122,92 @@ static void test_open_sweeps_stale_partial_copies(void **state)
     assert_true(exists_at(fed, "fc_odd.bin")); /* not a name the cache gives */
     assert_true(exists_at(fed, "notes.txt"));
     close(fed);
+}
+
+/* n cached copies of site-x's ds_remote, <prefix>0.. of `size` bytes each, last used at `used`
+ * (unix s), with their files in archive/fed. */
+static void cache_copies(struct fx *f, const char *prefix, unsigned n, uint64_t size, int64_t used)
+{
+    struct ant_store *st = NULL;
+    if (mkdirat(f->archive_fd, "fed", 0700) < 0) {
+        assert_int_equal(errno, EEXIST);
+    }
+    int fed = openat(f->archive_fd, "fed", O_RDONLY | O_DIRECTORY);
+    assert_true(fed >= 0);
+    assert_int_equal(ant_store_open(f->dirfd, "antenna.db", 0, &st), 0);
+    for (unsigned i = 0; i < n; i++) {
+        struct ant_fed_cached c;
+        char path[64], name[ANT_ID_MAX + 8];
+        memset(&c, 0, sizeof(c));
+        snprintf(c.storage, sizeof(c.storage), "fc_%s%u", prefix, i);
+        snprintf(path, sizeof(path), "%s/%u", prefix, i);
+        c.size = size;
+        assert_int_equal(ant_fed_cache_put(st, "site-x", "ds_remote", path, &c, used), 0);
+        snprintf(name, sizeof(name), "%s.c4gh", c.storage);
+        assert_int_equal(ant_write_new_file(fed, name, 0600, (const uint8_t *)"x", 1), 0);
+    }
+    ant_store_close(st);
+    close(fed);
+}
+
+static bool cached_copy(struct fx *f, const char *prefix, unsigned i)
+{
+    char rel[64];
+    snprintf(rel, sizeof(rel), "fed/fc_%s%u.c4gh", prefix, i);
+    return exists_at(f->archive_fd, rel);
+}
+
+/* At start-up (ant_jobs_open) a cache over [federation] cache_max is trimmed, least recently
+ * used first; copies used within the grace period stay. Without a limit nothing goes. */
+static void test_open_trims_the_fed_cache_to_its_limit(void **state)
+{
+    struct fx *f = *state;
+    int64_t now = ant_now_unix();
+    assert_int_equal(ant_store_pool_new(f->dirfd, "antenna.db", 2, &f->pool), 0);
+    cache_copies(f, "old", 4, 100, now - 2 * ANT_FED_CACHE_GRACE_S);
+    cache_copies(f, "new", 2, 100, now);
+    open_jobs(f); /* cache_max 0: no limit */
+    for (unsigned i = 0; i < 4; i++) {
+        assert_true(cached_copy(f, "old", i));
+    }
+    close_jobs(f);
+    f->cache_max = 250;
+    open_jobs(f);
+    for (unsigned i = 0; i < 4; i++) {
+        assert_false(cached_copy(f, "old", i));
+    }
+    assert_true(cached_copy(f, "new", 0));
+    assert_true(cached_copy(f, "new", 1));
+    close_jobs(f);
+    /* over the limit, but all in use: kept */
+    f->cache_max = 1;
+    open_jobs(f);
+    assert_true(cached_copy(f, "new", 0));
+    assert_true(cached_copy(f, "new", 1));
+}
+
+/* When a remote job ends (here: failed, its peer unreachable), the cache is trimmed. */
+static void test_remote_job_end_trims_the_fed_cache(void **state)
+{
+    struct fx *f = *state;
+    int64_t now = ant_now_unix();
+    assert_int_equal(ant_store_pool_new(f->dirfd, "antenna.db", 2, &f->pool), 0);
+    add_dead_peer(f, "site-x");
+    insert_remote_job(f);
+    f->raw = false;
+    assert_int_equal(ant_key_generate(&f->kx), 0);
+    f->cache_max = 150;
+    cache_copies(f, "new", 1, 100, now);
+    open_jobs(f); /* under the limit */
+    cache_copies(f, "old", 3, 100, now - 2 * ANT_FED_CACHE_GRACE_S);
+    run_all(f);
+    struct ant_job_info info;
+    assert_int_equal(ant_jobs_get(f->jobs, "job_00000000000000aa", &info), 0);
+    assert_int_equal(info.state, ANT_JOB_FAILED);
+    for (unsigned i = 0; i < 3; i++) {
+        assert_false(cached_copy(f, "old", i));
+    }
+    assert_true(cached_copy(f, "new", 0));
 }
 
 int main(void)
@@ -1140,6 +1233,8 @@ int main(void)
         T(test_schema_wants_one_source_per_job),
         T(test_remote_job_fails_when_its_peer_is_gone),
         T(test_open_sweeps_stale_partial_copies),
+        T(test_open_trims_the_fed_cache_to_its_limit),
+        T(test_remote_job_end_trims_the_fed_cache),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

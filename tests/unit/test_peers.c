@@ -7,9 +7,11 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "policy/peers.h"
 #include "tests/unit/testutil.h"
@@ -133,18 +135,273 @@ static void test_fed_cache_matches_on_body_digest(void **state)
     c.size = 42;
     memset(c.sha256_c4gh, 0xab, 32);
     assert_int_equal(ant_peer_add(f->st, &p, ant_bytes_str(g_pem)), 0);
-    assert_int_equal(ant_fed_cache_put(f->st, "site-b", "ds_1", "a/b.txt", &c), 0);
-    assert_int_equal(ant_fed_cache_get(f->st, "site-b", "ds_1", "a/b.txt", c.sha256_c4gh, &got), 0);
+    assert_int_equal(ant_fed_cache_put(f->st, "site-b", "ds_1", "a/b.txt", &c, 0), 0);
+    assert_int_equal(ant_fed_cache_get(f->st, "site-b", "ds_1", "a/b.txt", c.sha256_c4gh, 0, &got),
+                     0);
     assert_string_equal(got.storage, c.storage);
     assert_int_equal(got.size, 42);
     uint8_t other[32];
     memset(other, 0xac, sizeof(other));
-    assert_int_equal(ant_fed_cache_get(f->st, "site-b", "ds_1", "a/b.txt", other, &got), -ENOENT);
-    assert_int_equal(ant_fed_cache_put(f->st, "site-b", "ds_1", "../x", &c), -EINVAL);
+    assert_int_equal(ant_fed_cache_get(f->st, "site-b", "ds_1", "a/b.txt", other, 0, &got),
+                     -ENOENT);
+    assert_int_equal(ant_fed_cache_put(f->st, "site-b", "ds_1", "../x", &c, 0), -EINVAL);
     /* a removed peer's copies are not served from cache */
     assert_int_equal(ant_peer_remove(f->st, "site-b"), 0);
-    assert_int_equal(ant_fed_cache_get(f->st, "site-b", "ds_1", "a/b.txt", c.sha256_c4gh, &got),
+    assert_int_equal(ant_fed_cache_get(f->st, "site-b", "ds_1", "a/b.txt", c.sha256_c4gh, 0, &got),
                      -ENOENT);
+}
+
+/* --- eviction --- */
+
+/* A cached copy of `size` bytes for path `path` of site-b's ds_1, put at `now`, with its file
+ * in archive/fed (archive = the test folder) when `with_file`. */
+static void cache_add(struct fx *f, const char *path, const char *storage, uint64_t size,
+                      int64_t now, bool with_file)
+{
+    struct ant_fed_cached c;
+    memset(&c, 0, sizeof(c));
+    snprintf(c.storage, sizeof(c.storage), "%s", storage);
+    c.size = size;
+    memset(c.sha256_c4gh, path[0], 32);
+    assert_int_equal(ant_fed_cache_put(f->st, "site-b", "ds_1", path, &c, now), 0);
+    if (with_file) {
+        char name[ANT_ID_MAX + 8];
+        if (mkdirat(f->dirfd, "fed", 0700) < 0) {
+            assert_int_equal(errno, EEXIST);
+        }
+        int fed = openat(f->dirfd, "fed", O_RDONLY | O_DIRECTORY);
+        assert_true(fed >= 0);
+        snprintf(name, sizeof(name), "%s.c4gh", storage);
+        assert_int_equal(ant_write_new_file(fed, name, 0600, (const uint8_t *)"x", 1), 0);
+        close(fed);
+    }
+}
+
+static bool cache_has(struct fx *f, const char *path, int64_t now)
+{
+    struct ant_fed_cached got;
+    uint8_t sha[32];
+    memset(sha, path[0], sizeof(sha));
+    int rc = ant_fed_cache_get(f->st, "site-b", "ds_1", path, sha, now, &got);
+    assert_true(rc == 0 || rc == -ENOENT);
+    return rc == 0;
+}
+
+static bool file_exists(struct fx *f, const char *rel)
+{
+    struct stat sb;
+    return fstatat(f->dirfd, rel, &sb, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+static void add_peer(struct fx *f)
+{
+    struct ant_peer p = peer_b();
+    assert_int_equal(ant_peer_add(f->st, &p, ant_bytes_str(g_pem)), 0);
+}
+
+/* Past the limit the least recently used copies go, row and file, until the rest fits; a
+ * lookup (get) counts as a use as much as the put does. */
+static void test_fed_cache_evicts_least_recently_used_first(void **state)
+{
+    struct fx *f = *state;
+    struct ant_fed_evict_stats es;
+    add_peer(f);
+    cache_add(f, "a", "fc_a", 100, 1000, true);
+    cache_add(f, "b", "fc_b", 100, 2000, true);
+    cache_add(f, "c", "fc_c", 100, 3000, true);
+    cache_add(f, "d", "fc_d", 100, 4000, true);
+    assert_true(cache_has(f, "a", 5000)); /* a: now the most recently used */
+    /* a lookup with an older clock does not make a copy look less recently used */
+    assert_true(cache_has(f, "a", 10));
+    assert_int_equal(ant_fed_cache_evict(f->st, f->dirfd, 250, 100000, 0, &es), 0);
+    assert_int_equal(es.total_before, 400);
+    assert_int_equal(es.total_after, 200);
+    assert_int_equal(es.evicted_files, 2);
+    assert_int_equal(es.evicted_bytes, 200);
+    assert_int_equal(es.unlink_failed, 0);
+    assert_false(file_exists(f, "fed/fc_b.c4gh"));
+    assert_false(file_exists(f, "fed/fc_c.c4gh"));
+    assert_true(file_exists(f, "fed/fc_d.c4gh"));
+    assert_true(file_exists(f, "fed/fc_a.c4gh"));
+    assert_false(cache_has(f, "b", 100000));
+    assert_false(cache_has(f, "c", 100000));
+    assert_true(cache_has(f, "d", 100000));
+    assert_true(cache_has(f, "a", 100000));
+    /* under the limit: a second pass removes nothing */
+    assert_int_equal(ant_fed_cache_evict(f->st, f->dirfd, 250, 100000, 0, &es), 0);
+    assert_int_equal(es.evicted_files, 0);
+    assert_int_equal(es.total_after, 200);
+    /* a copy is evicted whole: one byte over the limit takes a whole file */
+    assert_int_equal(ant_fed_cache_evict(f->st, f->dirfd, 199, 200000, 0, &es), 0);
+    assert_int_equal(es.evicted_files, 1);
+    assert_int_equal(es.total_after, 100);
+}
+
+/* A copy used within the grace period stays, even when the cache is then over the limit; one
+ * used just before the cut-off goes. */
+static void test_fed_cache_grace_keeps_recent_copies(void **state)
+{
+    struct fx *f = *state;
+    struct ant_fed_evict_stats es;
+    add_peer(f);
+    cache_add(f, "a", "fc_a", 100, 1000, true);
+    cache_add(f, "b", "fc_b", 100, 6399, true);
+    cache_add(f, "c", "fc_c", 100, 6400, true); /* exactly now - grace: within it */
+    cache_add(f, "d", "fc_d", 100, 9500, true);
+    assert_int_equal(ant_fed_cache_evict(f->st, f->dirfd, 1, 10000, 3600, &es), 0);
+    assert_int_equal(es.evicted_files, 2);
+    assert_int_equal(es.evicted_bytes, 200);
+    assert_int_equal(es.total_after, 200); /* still over the limit: c and d are in use */
+    assert_false(cache_has(f, "a", 10000));
+    assert_false(cache_has(f, "b", 10000));
+    assert_true(cache_has(f, "c", 10000));
+    assert_true(cache_has(f, "d", 10000));
+    assert_false(file_exists(f, "fed/fc_a.c4gh"));
+    assert_true(file_exists(f, "fed/fc_c.c4gh"));
+    assert_int_equal(ant_fed_cache_evict(f->st, f->dirfd, 1, 10000, -1, &es), -EINVAL);
+}
+
+/* max 0 is no limit: nothing is evicted however large and old the cache is. */
+static void test_fed_cache_limit_zero_evicts_nothing(void **state)
+{
+    struct fx *f = *state;
+    struct ant_fed_evict_stats es;
+    add_peer(f);
+    cache_add(f, "a", "fc_a", UINT64_C(1) << 40, 1, true);
+    cache_add(f, "b", "fc_b", 100, 2, true);
+    assert_int_equal(ant_fed_cache_evict(f->st, f->dirfd, 0, 1000000, 0, &es), 0);
+    assert_int_equal(es.evicted_files, 0);
+    assert_true(es.total_before == (UINT64_C(1) << 40) + 100);
+    assert_true(es.total_after == es.total_before);
+    assert_true(cache_has(f, "a", 1000000));
+    assert_true(file_exists(f, "fed/fc_a.c4gh"));
+    assert_true(file_exists(f, "fed/fc_b.c4gh"));
+}
+
+/* An empty cache, or none at all (no archive/fed), is under any limit. */
+static void test_fed_cache_evict_empty_cache(void **state)
+{
+    struct fx *f = *state;
+    struct ant_fed_evict_stats es;
+    assert_int_equal(ant_fed_cache_evict(f->st, f->dirfd, 1, 1000000, 0, &es), 0);
+    assert_int_equal(es.total_before, 0);
+    assert_int_equal(es.evicted_files, 0);
+    assert_int_equal(ant_fed_cache_evict(f->st, -1, 1, 1000000, 0, &es), -EINVAL);
+}
+
+/* A row whose file is already gone (removed by hand), or with no archive/fed at all, is
+ * evicted all the same: the row goes, the missing file is not an error. */
+static void test_fed_cache_evict_missing_file_is_fine(void **state)
+{
+    struct fx *f = *state;
+    struct ant_fed_evict_stats es;
+    add_peer(f);
+    cache_add(f, "a", "fc_a", 100, 1000, false); /* no archive/fed folder yet */
+    assert_int_equal(ant_fed_cache_evict(f->st, f->dirfd, 50, 5000, 0, &es), 0);
+    assert_int_equal(es.evicted_files, 1);
+    assert_int_equal(es.unlink_failed, 0);
+    assert_false(cache_has(f, "a", 5000));
+    cache_add(f, "b", "fc_b", 100, 1000, true);
+    cache_add(f, "c", "fc_c", 100, 1001, false); /* the folder exists, this file does not */
+    assert_int_equal(ant_fed_cache_evict(f->st, f->dirfd, 50, 5000, 0, &es), 0);
+    assert_int_equal(es.evicted_files, 2);
+    assert_int_equal(es.unlink_failed, 0);
+    assert_false(file_exists(f, "fed/fc_b.c4gh"));
+    assert_int_equal(es.total_after, 0);
+}
+
+/* A row naming something that is not a copy's name (a path out of archive/fed) loses its row
+ * and touches no file. */
+static void test_fed_cache_evict_never_unlinks_outside_fed(void **state)
+{
+    struct fx *f = *state;
+    struct ant_fed_evict_stats es;
+    add_peer(f);
+    assert_int_equal(ant_write_new_file(f->dirfd, "keep.c4gh", 0600, (const uint8_t *)"x", 1), 0);
+    cache_add(f, "a", "../keep", 100, 1000, false);
+    cache_add(f, "b", ".hidden", 100, 1001, false);
+    assert_int_equal(mkdirat(f->dirfd, "fed", 0700), 0);
+    assert_int_equal(ant_fed_cache_evict(f->st, f->dirfd, 1, 5000, 0, &es), 0);
+    assert_int_equal(es.evicted_files, 2);
+    assert_int_equal(es.unlink_failed, 2);
+    assert_true(file_exists(f, "keep.c4gh"));
+    assert_int_equal(es.total_after, 0);
+}
+
+/* More copies than one batch: the pass goes on batch after batch until the rest fits. */
+static void test_fed_cache_evicts_past_one_batch(void **state)
+{
+    struct fx *f = *state;
+    struct ant_fed_evict_stats es;
+    add_peer(f);
+    assert_int_equal(ant_store_begin(f->st), 0);
+    for (unsigned i = 0; i < 300; i++) {
+        char path[32], storage[32];
+        snprintf(path, sizeof(path), "p%03u", i);
+        snprintf(storage, sizeof(storage), "fc_%03u", i);
+        cache_add(f, path, storage, 10, 1000 + i, false);
+    }
+    assert_int_equal(ant_store_commit(f->st), 0);
+    assert_int_equal(ant_fed_cache_evict(f->st, f->dirfd, 500, 5000, 0, &es), 0);
+    assert_int_equal(es.evicted_files, 250);
+    assert_int_equal(es.total_after, 500);
+    assert_false(cache_has(f, "p249", 5000));
+    assert_true(cache_has(f, "p250", 5000));
+}
+
+/* A site whose antenna.db predates last_used (schema step 6) is upgraded in place: its cache
+ * rows stay and count as used when they were created, oldest evicted first. */
+static void test_fed_cache_upgrade_from_step6_keeps_rows(void **state)
+{
+    struct fx *f = *state;
+    char path[4096];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    struct ant_store *st = NULL;
+    struct ant_fed_evict_stats es;
+    assert_true(ant_store_schema_latest() >= 7);
+    assert_int_equal(ant_store_create_at_step(f->dirfd, "old.db", 6), 0);
+    snprintf(path, sizeof(path), "%s/old.db", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    /* step 6's fed_cache has no last_used */
+    assert_int_not_equal(sqlite3_exec(db, "SELECT last_used FROM fed_cache", NULL, NULL, NULL),
+                         SQLITE_OK);
+    const char *fill =
+        "INSERT INTO peers VALUES('site-b', 'https://127.0.0.1:8444', 'EU', zeroblob(32),"
+        "  zeroblob(32), 'pem', 1, 'cli:root');"
+        "INSERT INTO fed_cache VALUES('site-b', 'ds_1', 'new', zeroblob(32), 100, 'fc_new', 300),"
+        "  ('site-b', 'ds_1', 'old', zeroblob(32), 100, 'fc_old', 100),"
+        "  ('site-b', 'ds_1', 'mid', zeroblob(32), 100, 'fc_mid', 200);";
+    assert_int_equal(sqlite3_exec(db, fill, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    db = NULL;
+
+    assert_int_equal(ant_store_open(f->dirfd, "old.db", 0, &st), 0);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT path, created, last_used FROM fed_cache"
+                                        " ORDER BY path",
+                                        -1, &s, NULL),
+                     SQLITE_OK);
+    unsigned n = 0;
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        assert_int_equal(sqlite3_column_int64(s, 2), sqlite3_column_int64(s, 1));
+        n++;
+    }
+    assert_int_equal(n, 3);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    uint8_t zero[32] = {0};
+    struct ant_fed_cached got;
+    assert_int_equal(ant_fed_cache_get(st, "site-b", "ds_1", "old", zero, 400, &got), 0);
+    assert_string_equal(got.storage, "fc_old");
+    /* "old" was just looked up: "mid" is now the least recently used, then "new" */
+    assert_int_equal(ant_fed_cache_evict(st, f->dirfd, 150, 1000, 0, &es), 0);
+    assert_int_equal(es.evicted_files, 2);
+    assert_int_equal(ant_fed_cache_get(st, "site-b", "ds_1", "mid", zero, 1000, &got), -ENOENT);
+    assert_int_equal(ant_fed_cache_get(st, "site-b", "ds_1", "new", zero, 1000, &got), -ENOENT);
+    assert_int_equal(ant_fed_cache_get(st, "site-b", "ds_1", "old", zero, 1000, &got), 0);
+    ant_store_close(st);
 }
 
 int main(void)
@@ -155,6 +412,17 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_jti_is_accepted_once_and_purged_after_expiry, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fed_cache_matches_on_body_digest, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fed_cache_evicts_least_recently_used_first, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_fed_cache_grace_keeps_recent_copies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fed_cache_limit_zero_evicts_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fed_cache_evict_empty_cache, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fed_cache_evict_missing_file_is_fine, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fed_cache_evict_never_unlinks_outside_fed, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_fed_cache_evicts_past_one_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fed_cache_upgrade_from_step6_keeps_rows, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
