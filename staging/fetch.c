@@ -1710,7 +1710,11 @@ int ant_fed_pull(const struct ant_fed_pull_req *q, struct ant_fed_pulled *out, s
             }
             want[i] = true;
         }
-        snprintf(pf->archive_name, sizeof(pf->archive_name), "fed/%s.c4gh", c.storage);
+        int nw = snprintf(pf->archive_name, sizeof(pf->archive_name), "fed/%s.c4gh", c.storage);
+        if (nw < 0 || (size_t)nw >= sizeof(pf->archive_name)) {
+            rc = -EBADMSG; /* a cache row naming no copy this code made: never a cut name */
+            goto out;
+        }
     }
     in_tx = false;
     rc = ant_store_commit(q->st);
