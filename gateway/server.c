@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -550,6 +551,29 @@ static bool declared_too_large(struct ant_req *r)
     return rc == 0;
 }
 
+/* Whether a request refused before its body is read (401, 429, 413) is answered at once, the
+ * connection then closed under whatever body follows. Yes when no body comes, when the client
+ * waits for "100 Continue" (it then sends none), and when the body is too big to be worth
+ * reading. A small body sent right behind the headers (curl does so up to 1 MiB) is read and
+ * dropped first: closing with it unread resets the connection, and the client, still sending,
+ * saw "broken pipe" instead of its 429 and could not retry. */
+#define REFUSED_BODY_READ_MAX (1u << 20)
+static bool refuse_at_once(struct ant_req *r)
+{
+    const char *cl = ant_req_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *te = ant_req_header(r, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    const char *expect = ant_req_header(r, MHD_HTTP_HEADER_EXPECT);
+    uint64_t len = 0;
+    if (te == NULL && (cl == NULL || strcmp(cl, "0") == 0)) {
+        return true;
+    }
+    if (expect != NULL && strcasecmp(expect, "100-continue") == 0) {
+        return true;
+    }
+    return cl == NULL || ant_parse_u64(ant_bytes_of(cl, strlen(cl)), 0, UINT64_MAX, &len) < 0 ||
+           len > REFUSED_BODY_READ_MAX;
+}
+
 /* One TLS record per small answer. libmicrohttpd 0.9.75 hands a TLS answer's headers and body
  * to GnuTLS in two sends, so two records: two sendmsg here and, for the client, two records to
  * read and decrypt (wrk spent 4-6 us more per answer than on nginx's one record). GnuTLS's
@@ -621,6 +645,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         r->path_known = known;
         if (r->route != NULL && (((r->route->flags & ANT_ROUTE_PUBLIC) == 0 && admit(r) < 0) ||
                                  declared_too_large(r))) {
+            if (!refuse_at_once(r)) {
+                r->body_rc = -ECANCELED; /* read and dropped; the answer comes at its end */
+                return MHD_YES;
+            }
             /* refused before any body is read: answering now also skips "100 Continue" */
             return MHD_queue_response(conn, r->status, r->resp);
         }
