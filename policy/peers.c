@@ -380,24 +380,6 @@ static int evict_candidates(struct ant_store *st, int64_t cutoff, struct evict_r
     return rc;
 }
 
-/* What the pull names its copies ("fc_" and hex, staging/fetch.c); a row naming anything else
- * (a path, a dot file) has its row removed but no file touched. */
-static bool storage_is_file_name(const char *s)
-{
-    size_t len = strnlen(s, ANT_ID_MAX + 1);
-    if (len == 0 || len > ANT_ID_MAX) {
-        return false;
-    }
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-')) {
-            return false;
-        }
-    }
-    return true;
-}
-
 /* Deletes, in one transaction, the rows of `rows` still unused since cutoff, until *total is at
  * most max_bytes; marks those deleted `gone`. */
 static int evict_rows(struct ant_store *st, struct evict_row *rows, size_t n, int64_t cutoff,
@@ -488,7 +470,9 @@ int ant_fed_cache_evict(struct ant_store *st, int archive_fd, uint64_t max_bytes
             if (fedfd < 0) {
                 continue;
             }
-            if (!storage_is_file_name(rows[i].storage)) {
+            /* the pull names its copies "fc_" and hex (staging/fetch.c); a row naming anything
+             * that is not a plain name (a path, a dot file) loses its row, no file touched */
+            if (!ant_name_is_valid(rows[i].storage)) {
                 es.unlink_failed++;
                 ant_log(ANT_LOG_WARN, "fed.cache_unlink",
                         "cache row of %s:%s names no file of archive/fed: row removed only",
