@@ -1015,8 +1015,9 @@ int ant_server_start(struct ant_site *site, struct ant_server **out, struct ant_
         site->cfg.connection_limit, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         site->cfg.per_ip_connection_limit, MHD_OPTION_CONNECTION_TIMEOUT,
         site->cfg.connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)site->cfg.max_header_bytes, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
-        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, s, MHD_OPTION_STRICT_FOR_CLIENT, 1,
+        (size_t)site->cfg.max_header_bytes, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
+        MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, s, MHD_OPTION_STRICT_FOR_CLIENT, 1,
         MHD_OPTION_END);
     if (s->d == NULL) {
         ant_diag_set(d, "cannot listen on %s:%u (address in use, or a bad TLS key/certificate)",

@@ -1075,6 +1075,29 @@ static int64_t ix_indexed_upto(const char *dir)
     return v;
 }
 
+/* The index's mark once it reaches `want`, or where it stood after ~5 s. */
+static int64_t ix_wait_upto(const char *dir, int64_t want)
+{
+    int64_t upto = ix_indexed_upto(dir);
+    for (int tries = 0; tries < 500 && upto < want; tries++) {
+        usleep(10000);
+        upto = ix_indexed_upto(dir);
+    }
+    return upto;
+}
+
+/* How many events of `tenant` one query of up to 1,000 returns. */
+static size_t ix_tenant_count(struct ant_audit *a, const char *tenant)
+{
+    json_t *res = NULL;
+    int64_t next = 0;
+    struct ant_audit_query q = {.tenant = tenant, .limit = 1000};
+    assert_int_equal(ant_audit_query_run(a, &q, &res, &next), 0);
+    size_t n = json_array_size(res);
+    json_decref(res);
+    return n;
+}
+
 /* Every filter combination x time range x page size against the brute force over 1..n. */
 static void ix_check_all(struct ant_audit *a, int n)
 {
@@ -1195,19 +1218,9 @@ static void test_index_batches_while_writing(void **state)
         assert_true(ant_audit_append(i % 2 ? b : f->a, &ev) > 0);
     }
     /* indexed in batches without a close: within a few delays */
-    int64_t upto = 0;
-    for (int tries = 0; tries < 500 && upto < 300; tries++) {
-        usleep(10000);
-        upto = ix_indexed_upto(f->dir);
-    }
-    assert_int_equal(upto, 300);
+    assert_int_equal(ix_wait_upto(f->dir, 300), 300);
     ant_audit_close(b);
-    json_t *res = NULL;
-    int64_t next = 0;
-    struct ant_audit_query q = {.tenant = "tenant-b", .limit = 1000};
-    assert_int_equal(ant_audit_query_run(f->a, &q, &res, &next), 0);
-    assert_int_equal(json_array_size(res), count_matching(300, "tenant-b", NULL, -1));
-    json_decref(res);
+    assert_int_equal(ix_tenant_count(f->a, "tenant-b"), count_matching(300, "tenant-b", NULL, -1));
 }
 
 /* A long backlog (here left by a handle that never indexes while open) is indexed in slices of
@@ -1217,11 +1230,7 @@ static void test_index_backlog_in_slices(void **state)
 {
     struct fx *f = *state;
     fresh_log(f, 1000000, 3600000); /* f->a indexes nothing until it closes */
-    for (int i = 0; i < 500; i++) {
-        char rid[32];
-        struct ant_audit_event ev = make_event(i, rid, sizeof(rid));
-        assert_true(ant_audit_append(f->a, &ev) > 0);
-    }
+    append_n(f->a, 0, 500);
     assert_int_equal(ix_indexed_upto(f->dir), 0);
     /* batch 50, and no timed batch for an hour: only a group makes b index, a slice each */
     const struct ant_audit_opts o = {.checkpoint_every = 100,
@@ -1235,22 +1244,12 @@ static void test_index_backlog_in_slices(void **state)
         char rid[32];
         struct ant_audit_event ev = make_event(500 + (int)(want / 100) - 1, rid, sizeof(rid));
         assert_true(ant_audit_append(b, &ev) > 0);
-        int64_t upto = 0;
-        for (int tries = 0; tries < 500 && upto < want; tries++) {
-            usleep(10000);
-            upto = ix_indexed_upto(f->dir);
-        }
-        assert_int_equal(upto, want);
+        assert_int_equal(ix_wait_upto(f->dir, want), want);
     }
     /* closing indexes the rest, slice after slice */
     ant_audit_close(b);
     assert_int_equal(ix_indexed_upto(f->dir), 503);
-    json_t *res = NULL;
-    int64_t next = 0;
-    struct ant_audit_query q = {.tenant = "tenant-b", .limit = 1000};
-    assert_int_equal(ant_audit_query_run(f->a, &q, &res, &next), 0);
-    assert_int_equal(json_array_size(res), count_matching(503, "tenant-b", NULL, -1));
-    json_decref(res);
+    assert_int_equal(ix_tenant_count(f->a, "tenant-b"), count_matching(503, "tenant-b", NULL, -1));
 }
 
 /* The index check finds a row removed from events_by (by someone who can write the file and
@@ -1290,12 +1289,8 @@ static void test_verify_index_finds_a_hole(void **state)
     assert_int_equal(upto, 120);
     assert_int_equal(missing, 37);
     /* what the hole hides: event 37 (make_event(36): tenant k_tenants[0]) from its tenant */
-    json_t *res = NULL;
-    int64_t next = 0;
-    struct ant_audit_query q = {.tenant = k_tenants[0], .limit = 1000};
-    assert_int_equal(ant_audit_query_run(ro, &q, &res, &next), 0);
-    assert_int_equal(json_array_size(res), count_matching(120, k_tenants[0], NULL, -1) - 1);
-    json_decref(res);
+    assert_int_equal(ix_tenant_count(ro, k_tenants[0]),
+                     count_matching(120, k_tenants[0], NULL, -1) - 1);
     ant_audit_close(ro);
 }
 
@@ -1332,12 +1327,7 @@ static void test_index_failure_never_fails_appends(void **state)
     char rid[32];
     struct ant_audit_event ev = make_event(60, rid, sizeof(rid));
     assert_int_equal(ant_audit_append(f->a, &ev), 61);
-    int64_t upto = 0;
-    for (int tries = 0; tries < 500 && upto < 61; tries++) {
-        usleep(10000);
-        upto = ix_indexed_upto(f->dir);
-    }
-    assert_int_equal(upto, 61);
+    assert_int_equal(ix_wait_upto(f->dir, 61), 61);
     assert_int_equal(ant_audit_query_run(f->a, &q, &res, &next), 0);
     assert_int_equal(json_array_size(res), count_matching(61, "tenant-b", NULL, -1));
     json_decref(res);
