@@ -172,6 +172,8 @@ static const char *nonempty(const char *s)
     return s != NULL && s[0] != '\0' ? s : NULL;
 }
 
+_Static_assert(ANT_CREDENTIAL_MAX <= ANT_AUDIT_FIELD_MAX, "a principal's credential is auditable");
+
 int ant_api_audit(struct ant_req *r, const char *action, const char *kind, const char *id,
                   const char *dataset_id, enum ant_audit_decision decision, const char *reason,
                   const json_t *detail)

@@ -223,10 +223,8 @@ static int fed_auth(struct ant_req *r, struct ant_store *st, struct fed *f)
         memset(p, 0, sizeof(*p));
         return refuse(r, f, iss, "fed_token_rejected", "principal or tenant is not a valid name");
     }
-    if ((size_t)snprintf(p->key_id, sizeof(p->key_id), "fed:%s", f->peer.id) >= sizeof(p->key_id)) {
-        /* a site id of 61-64 characters: the credential the audit records is cut short (as
-         * before); the rate limit's bucket above names the site in full */
-    }
+    _Static_assert(4 + ANT_NAME_MAX <= ANT_CREDENTIAL_MAX, "fed:<site id> fits whole");
+    snprintf(p->key_id, sizeof(p->key_id), "fed:%s", f->peer.id);
     p->roles = 0;
     r->authed = true;
     snprintf(r->principal, sizeof(r->principal), "%s", p->id);

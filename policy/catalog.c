@@ -1,6 +1,8 @@
 /* The catalog in antenna.db: datasets, their files and grants; OIDC issuer mappings. */
 #include "policy/policy_internal.h"
 
+#include <sodium.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -861,6 +863,24 @@ int ant_store_oidc_issuer_list(struct ant_store *st, json_t **out)
     return rows_json(s, issuer_row, out);
 }
 
+/* The credential an OIDC token is audited under: "oidc:<issuer>" in full, or, for an issuer
+ * longer than that leaves room for (they may have 512 bytes), "oidc:sha256:<hex of its
+ * SHA-256>", which an auditor can match to the configured issuers. Never a cut issuer: two
+ * issuers sharing a long prefix stay apart in the log. */
+static void oidc_credential(const char *issuer, char out[ANT_CREDENTIAL_MAX + 1])
+{
+    size_t n = strlen(issuer);
+    if (n <= ANT_CREDENTIAL_MAX - 5) {
+        memcpy(out, "oidc:", 5);
+        memcpy(out + 5, issuer, n + 1);
+        return;
+    }
+    uint8_t d[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256(d, (const unsigned char *)issuer, n);
+    memcpy(out, "oidc:sha256:", 12);
+    ant_hex_encode(d, sizeof(d), out + 12); /* NUL-terminated */
+}
+
 int ant_store_oidc_principal(struct ant_store *st, const char *issuer, const json_t *claims,
                              struct ant_principal *out)
 {
@@ -901,7 +921,7 @@ int ant_store_oidc_principal(struct ant_store *st, const char *issuer, const jso
             return -EKEYREJECTED; /* a token of one tenant never acts in another */
         }
     }
-    snprintf(p.key_id, sizeof(p.key_id), "oidc:%.58s", issuer);
+    oidc_credential(issuer, p.key_id);
     *out = p;
     return 0;
 }

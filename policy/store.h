@@ -22,6 +22,10 @@
 /* Object ids made here: "ds_", "f_", "gr_" + 16 hex; API key ids 16 hex. */
 #define ANT_ID_MAX 64
 #define ANT_KEY_ID_LEN 16
+/* The credential a principal used, as the audit records it: an API key id, "job:<id>",
+ * "fed:<site id>", "oidc:<issuer>", or "oidc:sha256:<64 hex>" for an issuer too long to fit.
+ * Never cut: two credentials that differ are recorded differently. */
+#define ANT_CREDENTIAL_MAX 200
 /* "ak_" + id + "_" + 64 hex: the whole API key as handed out once. */
 #define ANT_API_KEY_LEN (3 + ANT_KEY_ID_LEN + 1 + 64)
 #define ANT_DS_MAX_REGIONS 16
@@ -51,7 +55,7 @@ struct ant_principal {
     char tenant[ANT_NAME_MAX + 1]; /* "" for a site-wide principal or a peer site */
     unsigned roles;                /* ANT_ROLE_* */
     char site[ANT_NAME_MAX + 1];   /* "" local; else the peer site a federated principal is from */
-    char key_id[ANT_ID_MAX + 1];   /* the credential used (API key id, "oidc:<iss>"), for audit */
+    char key_id[ANT_CREDENTIAL_MAX + 1]; /* the credential used, for audit: see above */
 };
 
 struct ant_store;

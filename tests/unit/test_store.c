@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sodium.h>
 #include <sqlite3.h>
 
 #include "policy/store.h"
@@ -637,6 +638,46 @@ static void test_oidc_claims_map_to_principal(void **state)
     json_decref(a);
 }
 
+/* The audited credential names the issuer whole, or by its SHA-256 when too long to fit: two
+ * issuers sharing a long prefix are never recorded alike. */
+static void test_oidc_credential_never_cut(void **state)
+{
+    struct fx *f = *state;
+    struct ant_principal p;
+    char fits[ANT_CREDENTIAL_MAX - 5 + 1], long_a[300], long_b[300];
+    make_tenants(f->st);
+    memset(fits, 'a', sizeof(fits) - 1);
+    memcpy(fits, "https://", 8);
+    fits[sizeof(fits) - 1] = '\0';
+    memset(long_a, 'b', sizeof(long_a) - 1);
+    memcpy(long_a, "https://", 8);
+    long_a[sizeof(long_a) - 1] = '\0';
+    memcpy(long_b, long_a, sizeof(long_b));
+    long_b[sizeof(long_b) - 2] = 'c'; /* differs in its last byte only */
+    const char *issuers[] = {fits, long_a, long_b};
+    for (size_t i = 0; i < 3; i++) {
+        struct ant_oidc_issuer iss = {issuers[i], "idp.jwks", "antenna", "preferred_username",
+                                      "tenant"};
+        assert_int_equal(ant_store_oidc_issuer_add(f->st, &iss), 0);
+    }
+    json_t *c = json_pack("{s:s, s:s}", "preferred_username", "alice", "tenant", "acme");
+    assert_int_equal(ant_store_oidc_principal(f->st, fits, c, &p), 0);
+    assert_int_equal(strlen(p.key_id), ANT_CREDENTIAL_MAX);
+    assert_string_equal(p.key_id + 5, fits);
+    char ka[ANT_CREDENTIAL_MAX + 1], want[12 + 64 + 1];
+    uint8_t d[crypto_hash_sha256_BYTES];
+    assert_int_equal(ant_store_oidc_principal(f->st, long_a, c, &p), 0);
+    memcpy(ka, p.key_id, sizeof(ka));
+    crypto_hash_sha256(d, (const unsigned char *)long_a, strlen(long_a));
+    memcpy(want, "oidc:sha256:", 12);
+    ant_hex_encode(d, sizeof(d), want + 12);
+    assert_string_equal(ka, want);
+    assert_int_equal(ant_store_oidc_principal(f->st, long_b, c, &p), 0);
+    assert_string_not_equal(p.key_id, ka);
+    assert_int_equal(strncmp(p.key_id, "oidc:sha256:", 12), 0);
+    json_decref(c);
+}
+
 #include <sodium.h>
 
 #include "crypto/keys.h"
@@ -816,6 +857,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dataset_list_visible_follows_tenant_grants_and_class,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_oidc_claims_map_to_principal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_oidc_credential_never_cut, setup, teardown),
         cmocka_unit_test_setup_teardown(test_principal_c4gh_pubkey, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oidc_bearer_tokens_map_to_principals, setup,
                                         teardown),
