@@ -521,6 +521,7 @@ static void fed_cache_trim(struct ant_jobs *j, const char *job_id)
     int rc = ant_fed_cache_evict(st, j->conf.archive_fd, j->conf.fed_cache_max, ant_now_unix(),
                                  ANT_FED_CACHE_GRACE_S, &es);
     ant_store_pool_release(j->conf.pool, st);
+    fed_step(j, job_id, ANT_JOBS_FED_TRIMMED); /* before any held job goes on */
     pthread_mutex_lock(&j->mu);
     j->evicting = false;
     j->trim_drain = false; /* also after a failed pass: held jobs must not wait for ever */
@@ -531,7 +532,6 @@ static void fed_cache_trim(struct ant_jobs *j, const char *job_id)
     }
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
-    fed_step(j, job_id, ANT_JOBS_FED_TRIMMED);
     if (rc < 0) {
         ant_log_kv(ANT_LOG_ERROR, "fed.cache_evict", job_id != NULL ? kv : NULL,
                    "cannot trim archive/fed to cache_max: %s", strerror(-rc));
@@ -1753,6 +1753,7 @@ int ant_jobs_cancel(struct ant_jobs *j, const char *id, int64_t now)
         if (r != NULL) {
             r->user_cancel = true;
             atomic_store(&r->cancel, true);
+            pthread_cond_broadcast(&j->cv); /* a remote job held for a pass waits on it */
             /* the worker moves it to cancelled and removes its partial output */
             while (run_find(j, id) != NULL) {
                 pthread_cond_wait(&j->cv, &j->mu);
