@@ -109,7 +109,8 @@ struct ant_fed_evict_stats {
  * removes (staging/jobs.c). A row is deleted only if it is still unused since the cut-off, so a
  * lookup (ant_fed_cache_get) that raced the pass keeps its copy.
  * The caller makes sure no reader of this process has a copy open that it found before the
- * pass (staging/jobs.c runs it only while no remote stage job runs). *out (optional) is written
+ * pass (staging/jobs.c runs it only while no remote stage job runs; `antenna admin peer pull`
+ * only while ant_fed_cache_remote_jobs_running finds none). *out (optional) is written
  * on success. Errors (the batches committed before stay evicted): -EINVAL bad arguments,
  * -errno opening archive/fed (not -ENOENT: then there is no file to remove), database errors
  * as policy/store.h (-EBUSY, -EIO, -ENOMEM). */

@@ -1,6 +1,7 @@
 /* Unit tests for staging/jobs.h: the state machine, admission (globs, validation, quota), the
  * runner, cancel, the time-to-live purge and its audit event, resume after a crash, and the
- * local side of remote jobs (admission refusals, the schema's rule, a peer gone). Most
+ * local side of remote jobs (admission refusals, the schema's rule, a peer gone, the archive
+ * cache trimmed only while no remote job runs, watched through test_fed_step). Most
  * jobs copy raw files (test_raw) so they run without Crypt4GH; the decrypt test uses the
  * reference vectors and is skipped while the engine has no Crypt4GH transforms. */
 #include "tests/unit/testutil.h"
