@@ -20,6 +20,7 @@
 #include "policy/peers.h"
 #include "policy/store.h"
 #include "staging/fetch.h"
+#include "staging/jobs.h"
 
 #include <curl/curl.h>
 #include <fcntl.h>
@@ -65,7 +66,9 @@ static void usage(FILE *out)
             "            [--encrypted] [--connections N] [--range-size SIZE] [--max-rate SIZE]\n"
             "      pulls the peer's dataset for P (kept encrypted once in the archive: a second\n"
             "      pull transfers nothing) and writes it decrypted into DIR (or as Crypt4GH for\n"
-            "      this site's key with --encrypted); without --out, only into the archive\n");
+            "      this site's key with --encrypted); without --out, only into the archive;\n"
+            "      then trims the archive cache to [federation] cache_max as the daemon does\n"
+            "      (not while a remote stage job runs) and says what it evicted\n");
 }
 
 static int parse_args(int argc, char **argv, struct peer_args *a)
@@ -667,6 +670,87 @@ static int write_out(int archive_fd, int outfd, const struct ant_fed_pulled_file
     return rc;
 }
 
+/* What a pull's pass over archive/fed did ([federation] cache_max). */
+struct pull_trim {
+    uint64_t max;          /* cache_max; 0: no limit, no pass */
+    uint64_t jobs_running; /* > 0: no pass, the daemon's remote stage jobs read copies */
+    bool trimmed;          /* a pass ran: es holds what it did */
+    int err;               /* the pass (or reading the cache's size) failed */
+    uint64_t bytes;        /* the rows' bytes after it */
+    struct ant_fed_evict_stats es;
+};
+
+/* The daemon's eviction (staging/jobs.h) run once a pull is done, as the daemon runs it when a
+ * remote job ends: the same limit and grace period, and not while a remote stage job of the
+ * daemon is recorded running, since that one may read any copy, even one it looked up more
+ * than the grace period ago. A job starting meanwhile looks its copies up after the cut-off
+ * and keeps them. This pull's own copies are within the grace period. */
+static void pull_trim(struct pctx *c, uint64_t max, int archive_fd, struct pull_trim *t)
+{
+    memset(t, 0, sizeof(*t));
+    t->max = max;
+    if (max > 0) {
+        t->err = ant_fed_cache_remote_jobs_running(c->st, &t->jobs_running);
+    }
+    if (max > 0 && t->err == 0 && t->jobs_running == 0) {
+        t->err = ant_fed_cache_evict(c->st, archive_fd, max, 0, ANT_FED_CACHE_GRACE_S, &t->es);
+        t->trimmed = t->err == 0;
+        t->bytes = t->es.total_after;
+    } else if (t->err == 0) {
+        t->err = ant_fed_cache_bytes(c->st, &t->bytes);
+    }
+    if (t->err < 0) {
+        /* the pull itself succeeded: its files are there */
+        fprintf(stderr, "antenna admin peer pull: cannot trim archive/fed to cache_max: %s\n",
+                strerror(-t->err));
+    }
+}
+
+static int print_pull(const struct peer_args *a, const struct ant_fed_pulled *res,
+                      const struct pull_trim *t)
+{
+    size_t cached = 0;
+    for (size_t i = 0; i < res->nfiles; i++) {
+        cached += res->files[i].cached ? 1 : 0;
+    }
+    if (!a->json) {
+        printf("transfer %s: %zu files (%zu from the cache), %llu bytes received, %u retries,"
+               " %u refetched\n",
+               res->transfer_id, res->nfiles, cached, (unsigned long long)res->stats.bytes,
+               res->stats.retries, res->stats.refetched);
+        if (t->max > 0 && t->err == 0 && t->trimmed) {
+            printf("archive cache: evicted %llu copies (%llu bytes), %llu bytes cached,"
+                   " cache_max %llu\n",
+                   (unsigned long long)t->es.evicted_files,
+                   (unsigned long long)t->es.evicted_bytes, (unsigned long long)t->bytes,
+                   (unsigned long long)t->max);
+        } else if (t->max > 0 && t->err == 0) {
+            printf("archive cache: not trimmed while %llu remote stage jobs run, %llu bytes"
+                   " cached, cache_max %llu\n",
+                   (unsigned long long)t->jobs_running, (unsigned long long)t->bytes,
+                   (unsigned long long)t->max);
+        }
+        return fflush(stdout) == 0 ? 0 : -EIO;
+    }
+    json_t *doc = json_pack(
+        "{s:s, s:I, s:I, s:I, s:I, s:I, s:{s:I, s:o, s:b, s:I, s:I, s:I, s:s?}}", "transfer_id",
+        res->transfer_id, "files", (json_int_t)res->nfiles, "cached", (json_int_t)cached, "bytes",
+        (json_int_t)res->stats.bytes, "retries", (json_int_t)res->stats.retries, "refetched",
+        (json_int_t)res->stats.refetched, "cache", "max", (json_int_t)t->max, "bytes",
+        t->err == 0 ? json_integer((json_int_t)t->bytes) : json_null(), "trimmed", t->trimmed,
+        "evicted_files", (json_int_t)t->es.evicted_files, "evicted_bytes",
+        (json_int_t)t->es.evicted_bytes, "remote_jobs_running", (json_int_t)t->jobs_running,
+        "error", t->err < 0 ? strerror(-t->err) : NULL);
+    char *out = doc != NULL ? json_dumps(doc, JSON_PRESERVE_ORDER) : NULL;
+    json_decref(doc);
+    if (out == NULL) {
+        return -ENOMEM;
+    }
+    printf("%s\n", out);
+    free(out);
+    return fflush(stdout) == 0 ? 0 : -EIO;
+}
+
 static int peer_pull(struct pctx *c)
 {
     struct peer_args *a = c->a;
@@ -734,17 +818,9 @@ static int peer_pull(struct pctx *c)
         }
     }
     if (rc == 0) {
-        size_t cached = 0;
-        for (size_t i = 0; i < res.nfiles; i++) {
-            cached += res.files[i].cached ? 1 : 0;
-        }
-        printf(a->json ? "{\"transfer_id\": \"%s\", \"files\": %zu, \"cached\": %zu,"
-                         " \"bytes\": %llu, \"retries\": %u, \"refetched\": %u}\n"
-                       : "transfer %s: %zu files (%zu from the cache), %llu bytes received,"
-                         " %u retries, %u refetched\n",
-               res.transfer_id, res.nfiles, cached, (unsigned long long)res.stats.bytes,
-               res.stats.retries, res.stats.refetched);
-        rc = fflush(stdout) == 0 ? 0 : -EIO;
+        struct pull_trim t;
+        pull_trim(c, cfg.fed_cache_max, archive_fd, &t);
+        rc = print_pull(a, &res, &t);
     }
 out:
     ant_fed_pulled_fini(&res);

@@ -217,5 +217,32 @@ int ant_metrics_render(const struct ant_metrics *m, const struct ant_metrics_gau
                             "antenna_audit_syncs_total %llu\n",
                             g->audit_sync_seconds, (unsigned long long)g->audit_syncs);
     }
+    if (rc == 0 && g->fed_cache_bytes >= 0) {
+        rc = ant_buf_printf(out,
+                            "# HELP antenna_fed_cache_bytes Bytes of peers' copies in the archive "
+                            "cache (archive/fed), as its rows add them up.\n"
+                            "# TYPE antenna_fed_cache_bytes gauge\n"
+                            "antenna_fed_cache_bytes %lld\n",
+                            (long long)g->fed_cache_bytes);
+    }
+    /* evictions of another process (`antenna admin peer pull`) show in the bytes only */
+    if (rc == 0) {
+        rc = ant_buf_printf(out,
+                            "# HELP antenna_fed_cache_max_bytes The archive cache's limit, "
+                            "[federation] cache_max (0: no limit).\n"
+                            "# TYPE antenna_fed_cache_max_bytes gauge\n"
+                            "antenna_fed_cache_max_bytes %llu\n"
+                            "# HELP antenna_fed_cache_evicted_copies_total Cached copies evicted "
+                            "from the archive cache by this daemon since it started.\n"
+                            "# TYPE antenna_fed_cache_evicted_copies_total counter\n"
+                            "antenna_fed_cache_evicted_copies_total %llu\n"
+                            "# HELP antenna_fed_cache_evicted_bytes_total Bytes of the copies "
+                            "evicted from the archive cache by this daemon since it started.\n"
+                            "# TYPE antenna_fed_cache_evicted_bytes_total counter\n"
+                            "antenna_fed_cache_evicted_bytes_total %llu\n",
+                            (unsigned long long)g->fed_cache_max,
+                            (unsigned long long)g->fed_evicted_files,
+                            (unsigned long long)g->fed_evicted_bytes);
+    }
     return rc;
 }

@@ -29,6 +29,11 @@ struct ant_metrics_gauges {
     double audit_sync_seconds;      /* mean fdatasync of the audit WAL; <0: none yet */
     uint64_t audit_syncs;
     bool audit_failed; /* an fdatasync failed: audited requests are refused until restart */
+    /* the archive cache of peers' copies (archive/fed, docs/federation.md) */
+    int64_t fed_cache_bytes;      /* the fed_cache rows' bytes; -1: unknown (not rendered) */
+    uint64_t fed_cache_max;       /* [federation] cache_max; 0: no limit */
+    uint64_t fed_evicted_files;   /* evicted by this daemon's passes since it started */
+    uint64_t fed_evicted_bytes;
 };
 
 /* Appends the whole exposition to out. */

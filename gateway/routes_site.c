@@ -6,6 +6,8 @@
 #include "gateway/server.h"
 #include "gateway/site.h"
 #include "policy/audit.h"
+#include "policy/peers.h"
+#include "staging/jobs.h"
 
 #include <stdlib.h>
 
@@ -63,7 +65,21 @@ int ant_route_metrics(struct ant_req *r)
         .audit_sync_seconds = as.sync_seconds,
         .audit_syncs = as.syncs,
         .audit_failed = as.failed < 0,
+        .fed_cache_bytes = -1,
+        .fed_cache_max = r->site->cfg.fed_cache_max,
     };
+    uint64_t cached = 0;
+    struct ant_store *st = ant_store_pool_acquire(r->site->pool);
+    if (ant_fed_cache_bytes(st, &cached) == 0) {
+        g.fed_cache_bytes = cached > INT64_MAX ? INT64_MAX : (int64_t)cached;
+    }
+    ant_store_pool_release(r->site->pool, st);
+    if (r->site->jobs != NULL) {
+        struct ant_jobs_fed_stats fs;
+        ant_jobs_fed_stats(r->site->jobs, &fs);
+        g.fed_evicted_files = fs.evicted_files;
+        g.fed_evicted_bytes = fs.evicted_bytes;
+    }
     int rc = ant_metrics_render(ant_server_metrics(r->srv), &g, &out);
     if (rc == 0) {
         size_t len;

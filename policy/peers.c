@@ -342,6 +342,28 @@ static int cache_total(struct ant_store *st, uint64_t *out)
     return rc;
 }
 
+int ant_fed_cache_bytes(struct ant_store *st, uint64_t *out)
+{
+    return cache_total(st, out);
+}
+
+int ant_fed_cache_remote_jobs_running(struct ant_store *st, uint64_t *out)
+{
+    sqlite3_stmt *s = ant_store_stmt(st, "SELECT count(*) FROM stage_jobs"
+                                         " WHERE state = 'running' AND peer_id IS NOT NULL");
+    if (s == NULL) {
+        return -EIO;
+    }
+    int src = sqlite3_step(s);
+    int rc = src == SQLITE_ROW ? 0 : src == SQLITE_DONE ? -EIO : ant_sqlite_err(src);
+    if (rc == 0) {
+        int64_t v = sqlite3_column_int64(s, 0);
+        *out = v > 0 ? (uint64_t)v : 0;
+    }
+    sqlite3_reset(s);
+    return rc;
+}
+
 /* The least recently used rows last used before `cutoff`, at most EVICT_BATCH, into rows. */
 static int evict_candidates(struct ant_store *st, int64_t cutoff, struct evict_row *rows,
                             size_t *n_out)

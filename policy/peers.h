@@ -83,6 +83,15 @@ ANT_MUST_CHECK int ant_fed_cache_put(struct ant_store *st, const char *peer_id,
                                      const char *dataset_id, const char *path,
                                      const struct ant_fed_cached *c, int64_t now);
 
+/* The bytes the cache rows add up to (what ant_fed_cache_evict holds to max_bytes; copies no
+ * row names are not counted). Errors as policy/store.h. */
+ANT_MUST_CHECK int ant_fed_cache_bytes(struct ant_store *st, uint64_t *out);
+/* How many stage jobs of a peer's dataset are recorded running (stage_jobs): a daemon's readers
+ * of cached copies, which a process other than the daemon (`antenna admin peer pull`) must not
+ * evict under. A daemon that crashed leaves its jobs recorded running until it starts again,
+ * so they are counted until then. Errors as policy/store.h. */
+ANT_MUST_CHECK int ant_fed_cache_remote_jobs_running(struct ant_store *st, uint64_t *out);
+
 /* What one ant_fed_cache_evict pass did. Sizes are the rows' (encrypted bodies). */
 struct ant_fed_evict_stats {
     uint64_t total_before;  /* bytes the cache rows named before the pass */
@@ -100,7 +109,8 @@ struct ant_fed_evict_stats {
  * removes (staging/jobs.c). A row is deleted only if it is still unused since the cut-off, so a
  * lookup (ant_fed_cache_get) that raced the pass keeps its copy.
  * The caller makes sure no reader of this process has a copy open that it found before the
- * pass (staging/jobs.c runs it only while no remote stage job runs). *out (optional) is written
+ * pass (staging/jobs.c runs it only while no remote stage job runs; `antenna admin peer pull`
+ * only while ant_fed_cache_remote_jobs_running finds none). *out (optional) is written
  * on success. Errors (the batches committed before stay evicted): -EINVAL bad arguments,
  * -errno opening archive/fed (not -ENOENT: then there is no file to remove), database errors
  * as policy/store.h (-EBUSY, -EIO, -ENOMEM). */

@@ -132,6 +132,11 @@ struct ant_jobs {
      * archive/fed copies), and whether a cache eviction pass runs: never both at once */
     unsigned remote_running;
     bool evicting;
+    /* under mu: remote jobs that ended with the pass skipped since the last pass, and whether
+     * remote jobs about to start wait for the running ones to end (ANT_FED_CACHE_TRIM_EVERY) */
+    unsigned trims_skipped;
+    bool trim_drain;
+    struct ant_jobs_fed_stats fed_stats; /* under mu */
     pthread_t *threads;
     unsigned nthreads;
     pthread_t purger;
@@ -472,30 +477,59 @@ static void sweep_fetch_leftovers(struct ant_jobs *j)
     }
 }
 
-/* Trims archive/fed to conf.fed_cache_max (ant_fed_cache_evict) unless a remote job runs: one
- * may be reading any copy, even one it found before the pass (the rows' grace period covers
- * only lookups since the cut-off). Skipped then; the last remote job to end trims. `job_id`:
- * the job that just ended, for the log; NULL at start-up. */
+static void fed_step(struct ant_jobs *j, const char *job_id, enum ant_jobs_fed_step step)
+{
+    if (j->conf.test_fed_step != NULL) {
+        j->conf.test_fed_step(j->conf.test_arg, job_id, step);
+    }
+}
+
+/* Under mu, at open or when a remote job ends (remote_running already counts it out): may the
+ * caller run an eviction pass (fed_cache_trim)? Only while no remote job runs: one may be
+ * reading any copy, even one it found before the pass (the rows' grace period covers only
+ * lookups since the cut-off). If so, the pass is claimed (evicting). If not, it is skipped, and
+ * the last remote job to end runs it; once ANT_FED_CACHE_TRIM_EVERY were skipped in a row,
+ * remote jobs about to start are held back (trim_drain, run_job) so that one does end last. */
+static bool fed_cache_trim_claim_locked(struct ant_jobs *j)
+{
+    if (j->conf.fed_cache_max == 0 || j->conf.pool == NULL) {
+        return false;
+    }
+    if (j->remote_running > 0 || j->evicting) {
+        j->trims_skipped++;
+        if (j->trims_skipped >= ANT_FED_CACHE_TRIM_EVERY && !j->trim_drain) {
+            j->trim_drain = true;
+            ant_log(ANT_LOG_INFO, "fed.cache_drain",
+                    "%u remote jobs ended while others ran: new remote jobs wait until the %u "
+                    "running end and archive/fed is trimmed",
+                    j->trims_skipped, j->remote_running);
+        }
+        return false;
+    }
+    j->evicting = true;
+    return true;
+}
+
+/* Trims archive/fed to conf.fed_cache_max (ant_fed_cache_evict) in a pass claimed by
+ * fed_cache_trim_claim_locked, then lets held remote jobs go on. `job_id`: the job that just
+ * ended, for the log; NULL at start-up. */
 static void fed_cache_trim(struct ant_jobs *j, const char *job_id)
 {
     struct ant_fed_evict_stats es;
     const char *kv[] = {"job_id", job_id, NULL};
-    if (j->conf.fed_cache_max == 0 || j->conf.pool == NULL) {
-        return;
-    }
-    pthread_mutex_lock(&j->mu);
-    bool busy = j->remote_running > 0 || j->evicting;
-    j->evicting = !busy;
-    pthread_mutex_unlock(&j->mu);
-    if (busy) {
-        return;
-    }
     struct ant_store *st = ant_store_pool_acquire(j->conf.pool);
     int rc = ant_fed_cache_evict(st, j->conf.archive_fd, j->conf.fed_cache_max, ant_now_unix(),
                                  ANT_FED_CACHE_GRACE_S, &es);
     ant_store_pool_release(j->conf.pool, st);
+    fed_step(j, job_id, ANT_JOBS_FED_TRIMMED); /* before any held job goes on */
     pthread_mutex_lock(&j->mu);
     j->evicting = false;
+    j->trim_drain = false; /* also after a failed pass: held jobs must not wait for ever */
+    j->trims_skipped = 0;
+    if (rc == 0) {
+        j->fed_stats.evicted_files += es.evicted_files;
+        j->fed_stats.evicted_bytes += es.evicted_bytes;
+    }
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
     if (rc < 0) {
@@ -517,6 +551,13 @@ static void fed_cache_trim(struct ant_jobs *j, const char *job_id)
                    (unsigned long long)es.total_after, (unsigned long long)j->conf.fed_cache_max,
                    ANT_FED_CACHE_GRACE_S);
     }
+}
+
+void ant_jobs_fed_stats(struct ant_jobs *j, struct ant_jobs_fed_stats *out)
+{
+    pthread_mutex_lock(&j->mu);
+    *out = j->fed_stats;
+    pthread_mutex_unlock(&j->mu);
 }
 
 int ant_jobs_open(const struct ant_jobs_conf *c, struct ant_jobs **out)
@@ -574,7 +615,12 @@ int ant_jobs_open(const struct ant_jobs_conf *c, struct ant_jobs **out)
         ant_log(ANT_LOG_INFO, "jobs.resume", "%d interrupted job(s) queued to resume", requeued);
     }
     sweep_fetch_leftovers(j);
-    fed_cache_trim(j, NULL);
+    pthread_mutex_lock(&j->mu);
+    bool trim = fed_cache_trim_claim_locked(j);
+    pthread_mutex_unlock(&j->mu);
+    if (trim) {
+        fed_cache_trim(j, NULL);
+    }
     *out = j;
     j = NULL;
 out:
@@ -1707,6 +1753,7 @@ int ant_jobs_cancel(struct ant_jobs *j, const char *id, int64_t now)
         if (r != NULL) {
             r->user_cancel = true;
             atomic_store(&r->cancel, true);
+            pthread_cond_broadcast(&j->cv); /* a remote job held for a pass waits on it */
             /* the worker moves it to cancelled and removes its partial output */
             while (run_find(j, id) != NULL) {
                 pthread_cond_wait(&j->cv, &j->mu);
@@ -2476,14 +2523,29 @@ static void run_job(struct ant_jobs *j, struct job_run *run)
     run->bytes_prev = fl.bytes_prev;
     if (info.peer_id[0] != '\0') {
         /* from its lookups in the cache to the engine's last read of the copies found, no
-         * eviction pass may run (fed_cache_trim); a pass already running is short */
+         * eviction pass may run (fed_cache_trim); a pass already running is short, a drain
+         * (trim_drain) lasts until the remote jobs running now have ended */
+        bool held = false;
         pthread_mutex_lock(&j->mu);
-        while (j->evicting) {
+        while ((j->evicting || j->trim_drain) && !atomic_load(&run->cancel)) {
+            if (j->trim_drain && !held) {
+                held = true;
+                pthread_mutex_unlock(&j->mu);
+                fed_step(j, run->id, ANT_JOBS_FED_HELD);
+                pthread_mutex_lock(&j->mu);
+                continue;
+            }
             timed_wait(j, 1);
+        }
+        if (atomic_load(&run->cancel)) {
+            pthread_mutex_unlock(&j->mu);
+            rc = -ECANCELED;
+            goto end;
         }
         j->remote_running++;
         remote = true;
         pthread_mutex_unlock(&j->mu);
+        fed_step(j, run->id, ANT_JOBS_FED_RUNNING);
         rc = remote_pull(j, run, &info, &fl, &diag);
         if (rc < 0) {
             goto end;
@@ -2611,10 +2673,17 @@ end:
     free(c.pend);
     filelist_fini(&fl);
     if (remote) {
+        /* counted out and the pass claimed at once: a remote job starting in between would
+         * otherwise make the last one to end skip it */
         pthread_mutex_lock(&j->mu);
         j->remote_running--;
+        bool trim = fed_cache_trim_claim_locked(j);
         pthread_mutex_unlock(&j->mu);
-        fed_cache_trim(j, run->id);
+        if (trim) {
+            fed_cache_trim(j, run->id);
+        } else if (j->conf.fed_cache_max > 0 && j->conf.pool != NULL) {
+            fed_step(j, run->id, ANT_JOBS_FED_TRIM_SKIPPED);
+        }
     }
 }
 

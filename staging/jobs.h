@@ -13,8 +13,9 @@
  * kept once: a file already there is not transferred again), then the engine writes scratch
  * from those copies exactly as for a local job. Same states, token, purge and resume. With a
  * cache limit (conf.fed_cache_max) the cache is trimmed to it, least recently used copies
- * first, at open and after each remote job, never while a remote job runs (it may be reading
- * any copy).
+ * first, at open and when the last running remote job ends, never while a remote job runs (it
+ * may be reading any copy); a steady stream of overlapping remote jobs is paused for a pass
+ * every ANT_FED_CACHE_TRIM_EVERY of them.
  *
  *     queued -> running -> ready -> expired            (ready: output visible, token issued)
  *        |         |  \-> failed -> expired            (failed: nothing left in scratch)
@@ -60,6 +61,11 @@ struct ant_audit;
  * another process (`antenna admin peer pull`) is reading from, or a job's copies that a next
  * job of the same dataset will want again, stay even past the cache limit. */
 #define ANT_FED_CACHE_GRACE_S 3600
+/* No eviction pass runs while a remote job runs, so remote jobs that overlap without a pause
+ * would postpone it for ever. Once this many remote jobs have ended with the pass skipped
+ * (others still running), remote jobs about to start wait (claimed, before their pull) until
+ * the running ones have ended; the last of them runs the pass, and the waiting ones go on. */
+#define ANT_FED_CACHE_TRIM_EVERY 8
 
 enum ant_job_state {
     ANT_JOB_QUEUED = 0,
@@ -75,6 +81,14 @@ ANT_MUST_CHECK int ant_job_state_parse(const char *s, enum ant_job_state *out);
 bool ant_job_transition_is_allowed(enum ant_job_state from, enum ant_job_state to);
 /* ready, failed, cancelled and expired: no worker will touch the job again. */
 bool ant_job_state_is_final(enum ant_job_state s);
+
+/* What test_fed_step (ant_jobs_conf) is told about remote jobs and the archive cache. */
+enum ant_jobs_fed_step {
+    ANT_JOBS_FED_HELD = 0,     /* a remote job waits for the running ones to end and the pass */
+    ANT_JOBS_FED_RUNNING,      /* a remote job is counted running: it is about to pull */
+    ANT_JOBS_FED_TRIM_SKIPPED, /* a remote job ended while others run: no pass */
+    ANT_JOBS_FED_TRIMMED,      /* a pass ran (ant_fed_cache_evict; job_id NULL at open) */
+};
 
 enum ant_job_mode {
     ANT_JOB_DECRYPT = 0, /* plaintext into this site's scratch */
@@ -109,14 +123,18 @@ struct ant_jobs_conf {
     const struct ant_fetch_opts *fetch; /* remote pulls; NULL: defaults; copied */
     /* bytes of peers' copies kept in archive/fed ([federation] cache_max); 0: no limit. Past
      * it, the least recently used copies not used for ANT_FED_CACHE_GRACE_S are evicted
-     * (ant_fed_cache_evict) at ant_jobs_open and after each remote job, while no other remote
-     * job runs. Needs `pool`. */
+     * (ant_fed_cache_evict) at ant_jobs_open and when a remote job ends with no other remote
+     * job running (see ANT_FED_CACHE_TRIM_EVERY). Needs `pool`. */
     uint64_t fed_cache_max;
     /* testing only: copy archive files as they are (ANT_XFORM_RAW, catalog SHA-256 checked),
      * so the runner can be tested without Crypt4GH; kx may then be NULL */
     bool test_raw;
     /* testing only: called on the runner thread after each file is checkpointed done */
     void (*test_file_done)(void *arg, const char *job_id, uint64_t files_done);
+    /* testing only: called at each step of enum ant_jobs_fed_step, on the thread that takes it
+     * (a runner, or ant_jobs_open's caller for the pass at open), without the jobs mutex held:
+     * it may block (holding that job at that step) but must not call ant_jobs_* */
+    void (*test_fed_step)(void *arg, const char *job_id, enum ant_jobs_fed_step step);
     void *test_arg;
 };
 
@@ -136,6 +154,14 @@ void ant_jobs_stop(struct ant_jobs *j);
 void ant_jobs_close(struct ant_jobs *j); /* stops first; accepts NULL */
 /* "io_uring" or "threads". */
 const char *ant_jobs_backend(const struct ant_jobs *j);
+
+/* What this jobs table's eviction passes (conf.fed_cache_max) removed since ant_jobs_open; a
+ * pass of another process (`antenna admin peer pull`) is not counted. Any thread. */
+struct ant_jobs_fed_stats {
+    uint64_t evicted_files;
+    uint64_t evicted_bytes;
+};
+void ant_jobs_fed_stats(struct ant_jobs *j, struct ant_jobs_fed_stats *out);
 
 struct ant_job_request {
     const struct ant_principal *who; /* owner; its tenant pays the quota and owns the scratch */

@@ -594,6 +594,11 @@ check("/metrics counts allowed and denied decisions",
 check("/metrics counts requests by route and status",
       metric('antenna_http_requests_total{route="datasets.show",status="404"}') > 0 and
       "antenna_audit_commits_total" in text and "antenna_audit_syncs_total" in text, text[:300])
+check("/metrics shows the archive cache of a site that pulled nothing: empty, no limit",
+      all(re.search(r"^" + n + r" 0$", text, re.M) for n in (
+          "antenna_fed_cache_bytes", "antenna_fed_cache_max_bytes",
+          "antenna_fed_cache_evicted_copies_total", "antenna_fed_cache_evicted_bytes_total")),
+      "\n".join(l for l in text.splitlines() if "fed_cache" in l))
 
 # ---------------------------------------------------------------- audit happy paths
 r = req("GET", "/v1/audit/events?limit=5", ADMIN)

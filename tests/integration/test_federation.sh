@@ -10,7 +10,8 @@
 # against the signed manifest and fetched again; the serving site killed mid-transfer and
 # restarted: the pull resumes by Range and the files verify; on the pulling side, a manifest
 # signed by a key other than the pinned one and a non-peer are refused and audited; last, the
-# archive cache over [federation] cache_max is evicted at start-up.
+# archive cache over [federation] cache_max is evicted at start-up, shows in /metrics, and
+# `admin peer pull` trims it too (not while a remote stage job runs).
 # $1 = the antenna binary.
 # Exit 0 pass, 1 fail, 77 skip.
 set -u
@@ -364,6 +365,70 @@ for _ in $(seq 30); do grep -q '"fed.cache_over_limit"' "$W/b-evict.log" && brea
 grep -q '"fed.cache_over_limit"' "$W/b-evict.log" && [ "$(ncopies)" -ge 8 ] ||
     fail "the fresh copies were not kept within the grace period ($(ncopies) copies)"
 ok "cache_max: copies unused for an hour evicted at start-up ($(grep -o 'evicted [0-9]* cached copies ([0-9]* bytes)' "$W/b-evict.log")), the next stage transfers again, fresh copies kept"
+
+# /metrics at site-b: the cache's size (its rows) and limit, and what the daemon evicted since
+# it started (the start-up pass above)
+"$BIN" admin --dir "$W/b" principal add ops --role admin >/dev/null || fail "admin at site-b"
+KEY_ops=$("$BIN" admin --dir "$W/b" key create --principal ops | awk '/^key /{print $2}')
+curl -s --cacert "$W/b/tls/cert.pem" -H "Authorization: Bearer $KEY_ops" \
+    "https://127.0.0.1:$PORT_b/metrics" >"$T/metrics-b" || fail "site-b's /metrics"
+python3 - "$T/metrics-b" "$W/b/antenna.db" <<'EOF' || fail "cache metrics: $(grep fed_cache "$T/metrics-b")"
+import sqlite3, sys
+text = open(sys.argv[1]).read()
+m = {l.split()[0]: int(l.split()[1]) for l in text.splitlines() if l.startswith("antenna_fed_")}
+for n, t in (("antenna_fed_cache_bytes", "gauge"), ("antenna_fed_cache_max_bytes", "gauge"),
+             ("antenna_fed_cache_evicted_copies_total", "counter"),
+             ("antenna_fed_cache_evicted_bytes_total", "counter")):
+    assert f"# TYPE {n} {t}\n" in text and f"# HELP {n} " in text, n
+rows = sqlite3.connect(sys.argv[2]).execute("SELECT COALESCE(SUM(size), 0) FROM fed_cache").fetchone()[0]
+assert m["antenna_fed_cache_bytes"] == rows > 0, (m, rows)
+assert m["antenna_fed_cache_max_bytes"] == 1, m
+assert m["antenna_fed_cache_evicted_copies_total"] >= 8, m
+assert m["antenna_fed_cache_evicted_bytes_total"] >= m["antenna_fed_cache_evicted_copies_total"], m
+EOF
+ok "/metrics: archive cache bytes and cache_max, copies and bytes evicted since start ($(grep -E '^antenna_fed_cache_evicted' "$T/metrics-b" | tr '\n' ' '))"
+
+# `antenna admin peer pull` trims the cache after its pull as the daemon does: a copy unused
+# for two hours (a row and file made here) goes; not while a remote stage job of site-b is
+# recorded running (a row made here), since that job may read any copy
+stale_copy() {
+    : >"$W/b/archive/fed/fc_00000000000000ff.c4gh"
+    python3 -c 'import sqlite3,sys,time; db=sqlite3.connect(sys.argv[1]); t=int(time.time())-7200; db.execute("INSERT OR REPLACE INTO fed_cache(peer_id, dataset_id, path, sha256_c4gh, size, storage, created, last_used) VALUES(?,?,?,zeroblob(32),1000,?,?,?)", ("site-a", "ds_gone", "x.bin", "fc_00000000000000ff", t, t)); db.commit()' "$W/b/antenna.db" ||
+        fail "cannot add a stale copy at site-b"
+}
+stale_there() { [ -e "$W/b/archive/fed/fc_00000000000000ff.c4gh" ]; }
+pull_b() { # $1 output file, rest: options
+    local o=$1
+    shift
+    "$BIN" admin --dir "$W/b" peer pull --peer site-a --dataset "$DS" --principal alice \
+        --tenant lab --purpose DUO:0000042 "$@" >"$o" 2>"$o.err" || fail "pull: $(cat "$o.err")"
+}
+stale_copy
+pull_b "$T/trim.json" -o json
+python3 - "$T/trim.json" <<'EOF' || fail "pull's trim: $(cat "$T/trim.json")"
+import json, sys
+c = json.load(open(sys.argv[1]))["cache"]
+assert c["max"] == 1 and c["trimmed"] is True and c["remote_jobs_running"] == 0, c
+assert c["evicted_files"] == 1 and c["evicted_bytes"] == 1000 and c["error"] is None, c
+assert c["bytes"] > 1, c  # this pull's own copies are in use: kept over the limit
+EOF
+! stale_there || fail "the stale copy's file is still there after the pull's trim"
+[ "$(python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM fed_cache WHERE dataset_id = ?", ("ds_gone",)).fetchone()[0])' "$W/b/antenna.db")" = 0 ] ||
+    fail "the stale copy's row is still there after the pull's trim"
+stale_copy
+python3 -c 'import sqlite3,sys,time; db=sqlite3.connect(sys.argv[1]); t=int(time.time()); db.execute("INSERT INTO stage_jobs(id, tenant_id, principal_id, peer_id, remote_dataset, transfer_id, mode, state, ttl_s, created, expires) VALUES(?, ?, ?, ?, ?, ?, ?, ?, 60, ?, ?)", ("job_00000000000000ff", "lab", "alice", "site-a", "ds_gone", "tr_ff", "decrypt", "running", t, t + 60)); db.commit()' "$W/b/antenna.db" ||
+    fail "cannot record a running remote job at site-b"
+pull_b "$T/notrim.out"
+grep -q '^archive cache: not trimmed while 1 remote stage jobs run' "$T/notrim.out" ||
+    fail "pull trimmed under a running remote job: $(cat "$T/notrim.out")"
+stale_there || fail "the stale copy went while a remote job was recorded running"
+python3 -c 'import sqlite3,sys; db=sqlite3.connect(sys.argv[1]); db.execute("DELETE FROM stage_jobs WHERE id = ?", ("job_00000000000000ff",)); db.commit()' "$W/b/antenna.db" ||
+    fail "cannot remove the job row"
+pull_b "$T/trim.out"
+grep -q '^archive cache: evicted 1 copies (1000 bytes), [0-9]* bytes cached, cache_max 1$' "$T/trim.out" ||
+    fail "pull's trim (human): $(cat "$T/trim.out")"
+! stale_there || fail "the stale copy stayed after the remote job ended"
+ok "admin peer pull trims to cache_max and says so (-o json and human), not while a remote stage job runs"
 
 "$BIN" audit verify --dir "$W/a" >/dev/null || fail "site-a audit verify"
 "$BIN" audit verify --dir "$W/b" >/dev/null || fail "site-b audit verify"

@@ -1,11 +1,13 @@
 /* Unit tests for staging/jobs.h: the state machine, admission (globs, validation, quota), the
  * runner, cancel, the time-to-live purge and its audit event, resume after a crash, and the
- * local side of remote jobs (admission refusals, the schema's rule, a peer gone). Most
+ * local side of remote jobs (admission refusals, the schema's rule, a peer gone, the archive
+ * cache trimmed only while no remote job runs, watched through test_fed_step). Most
  * jobs copy raw files (test_raw) so they run without Crypt4GH; the decrypt test uses the
  * reference vectors and is skipped while the engine has no Crypt4GH transforms. */
 #include "tests/unit/testutil.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +45,17 @@ struct fx {
     unsigned kill_after; /* SIGKILL the runner after this many files are done (child only) */
     unsigned slow_ms;    /* sleep this long after each file: a job that stays running */
     uint64_t cache_max;  /* conf.fed_cache_max */
+    /* what test_fed_step reported, in order; a remote job named block_id waits at its
+     * ANT_JOBS_FED_RUNNING step until `release` */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct {
+        char job[ANT_JOB_ID_LEN + 1]; /* "" at open */
+        enum ant_jobs_fed_step step;
+    } steps[64];
+    unsigned nsteps;
+    char block_id[ANT_JOB_ID_LEN + 1];
+    bool release;
 };
 
 static void sha256(const void *p, size_t n, uint8_t out[32])
@@ -108,6 +121,8 @@ static int setup(void **state)
     snprintf(f->alice.tenant, sizeof(f->alice.tenant), "lab");
     f->alice.roles = ANT_ROLE_OWNER;
     f->raw = true;
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cv, NULL);
     *state = f;
     return 0;
 }
@@ -122,6 +137,24 @@ static void kill_hook(void *arg, const char *job_id, uint64_t files_done)
     if (f->slow_ms != 0) {
         usleep(f->slow_ms * 1000);
     }
+}
+
+static void fed_hook(void *arg, const char *job_id, enum ant_jobs_fed_step step)
+{
+    struct fx *f = arg;
+    pthread_mutex_lock(&f->mu);
+    if (f->nsteps < sizeof(f->steps) / sizeof(f->steps[0])) {
+        snprintf(f->steps[f->nsteps].job, sizeof(f->steps[0].job), "%s",
+                 job_id != NULL ? job_id : "");
+        f->steps[f->nsteps].step = step;
+        f->nsteps++;
+    }
+    pthread_cond_broadcast(&f->cv);
+    while (step == ANT_JOBS_FED_RUNNING && job_id != NULL && strcmp(job_id, f->block_id) == 0 &&
+           !f->release) {
+        pthread_cond_wait(&f->cv, &f->mu);
+    }
+    pthread_mutex_unlock(&f->mu);
 }
 
 static void open_jobs(struct fx *f)
@@ -155,6 +188,7 @@ static void open_jobs(struct fx *f)
         .test_raw = f->raw,
         .pool = f->pool,
         .test_file_done = kill_hook,
+        .test_fed_step = fed_hook,
         .test_arg = f,
         .keys = &f->keys,
         /* a remote pull that cannot connect gives up at once */
@@ -184,6 +218,8 @@ static int teardown(void **state)
     close(f->dirfd);
     test_rmtree(f->dir);
     free(f->dir);
+    pthread_cond_destroy(&f->cv);
+    pthread_mutex_destroy(&f->mu);
     free(f);
     return 0;
 }
@@ -1019,36 +1055,47 @@ static void test_schema_wants_one_source_per_job(void **state)
     sqlite3_close(db);
 }
 
-/* What admission records for a remote job of one file of site-x's ds_remote, queued (admission
- * itself needs the peer's signed manifest: tests/integration/test_federation.sh). */
-static void insert_remote_job(struct fx *f)
+/* What admission records for a remote job `id` of one file of site-x's ds_remote, queued after
+ * those inserted before (admission itself needs the peer's signed manifest:
+ * tests/integration/test_federation.sh). */
+static void insert_remote_job_id(struct fx *f, const char *id)
 {
     sqlite3 *db = NULL;
     char path[4200];
     uint8_t sha[32] = {1};
     snprintf(path, sizeof(path), "%s/antenna.db", f->dir);
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_equal(
-        sqlite3_exec(db,
-                     "INSERT INTO stage_jobs(id, tenant_id, principal_id, peer_id,"
-                     " remote_dataset, remote_name, transfer_id, purpose, mode, state,"
-                     " files_total, bytes_total, scratch_bytes, ttl_s, created, expires)"
-                     " VALUES('job_00000000000000aa', 'lab', 'alice', 'site-x', 'ds_remote',"
-                     " 'cohort', 'tr_0123', 'DUO:0000042', 'decrypt', 'queued', 1, 5, 5, 60,"
-                     " strftime('%s','now'), strftime('%s','now') + 60)",
-                     NULL, NULL, NULL),
-        SQLITE_OK);
     sqlite3_stmt *s = NULL;
+    /* claimed by (created, rowid): in the order inserted */
+    assert_int_equal(
+        sqlite3_prepare_v2(db,
+                           "INSERT INTO stage_jobs(id, tenant_id, principal_id, peer_id,"
+                           " remote_dataset, remote_name, transfer_id, purpose, mode, state,"
+                           " files_total, bytes_total, scratch_bytes, ttl_s, created, expires)"
+                           " VALUES(?, 'lab', 'alice', 'site-x', 'ds_remote',"
+                           " 'cohort', 'tr_0123', 'DUO:0000042', 'decrypt', 'queued', 1, 5, 5,"
+                           " 60, strftime('%s','now'), strftime('%s','now') + 60)",
+                           -1, &s, NULL),
+        SQLITE_OK);
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(s), SQLITE_DONE);
+    sqlite3_finalize(s);
     assert_int_equal(sqlite3_prepare_v2(db,
                                         "INSERT INTO stage_job_files(job_id, idx, file_id,"
                                         " storage_id, path, size, sha256) VALUES("
-                                        "'job_00000000000000aa', 0, '', '', 'a.txt', 5, ?)",
+                                        "?, 0, '', '', 'a.txt', 5, ?)",
                                         -1, &s, NULL),
                      SQLITE_OK);
-    sqlite3_bind_blob(s, 1, sha, sizeof(sha), SQLITE_STATIC);
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(s, 2, sha, sizeof(sha), SQLITE_STATIC);
     assert_int_equal(sqlite3_step(s), SQLITE_DONE);
     sqlite3_finalize(s);
     sqlite3_close(db);
+}
+
+static void insert_remote_job(struct fx *f)
+{
+    insert_remote_job_id(f, "job_00000000000000aa");
 }
 
 /* A remote job whose peer is gone by the time it runs fails with the transport's reason, and
@@ -1210,6 +1257,222 @@ static void test_remote_job_end_trims_the_fed_cache(void **state)
     assert_true(cached_copy(f, "new", 0));
 }
 
+/* --- eviction and running remote jobs (test_fed_step) --- */
+
+/* Runs the next queued job on a thread of its own (a second runner beside the test's). */
+struct runner {
+    pthread_t th;
+    struct fx *f;
+    int rc;
+    bool ran;
+};
+
+static void *runner_main(void *arg)
+{
+    struct runner *r = arg;
+    r->rc = ant_jobs_run_next(r->f->jobs, &r->ran);
+    return NULL;
+}
+
+static void runner_start(struct runner *r, struct fx *f)
+{
+    memset(r, 0, sizeof(*r));
+    r->f = f;
+    assert_int_equal(pthread_create(&r->th, NULL, runner_main, r), 0);
+}
+
+static void runner_join(struct runner *r)
+{
+    assert_int_equal(pthread_join(r->th, NULL), 0);
+    assert_int_equal(r->rc, 0);
+    assert_true(r->ran);
+}
+
+/* Index of the first report of `step` for `job` at or after `from`, or -1. Under f->mu. */
+static int step_at_locked(struct fx *f, unsigned from, const char *job, enum ant_jobs_fed_step step)
+{
+    for (unsigned i = from; i < f->nsteps; i++) {
+        if (f->steps[i].step == step && strcmp(f->steps[i].job, job) == 0) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+static int step_at(struct fx *f, const char *job, enum ant_jobs_fed_step step)
+{
+    pthread_mutex_lock(&f->mu);
+    int i = step_at_locked(f, 0, job, step);
+    pthread_mutex_unlock(&f->mu);
+    return i;
+}
+
+/* Waits (at most 60 s: a hang fails rather than blocks the suite) until `job` reports `step`. */
+static void wait_step(struct fx *f, const char *job, enum ant_jobs_fed_step step)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 60;
+    pthread_mutex_lock(&f->mu);
+    int rc = 0;
+    while (step_at_locked(f, 0, job, step) < 0 && rc == 0) {
+        rc = pthread_cond_timedwait(&f->cv, &f->mu, &until);
+    }
+    pthread_mutex_unlock(&f->mu);
+    assert_int_equal(rc, 0);
+}
+
+static void release_blocked(struct fx *f)
+{
+    pthread_mutex_lock(&f->mu);
+    f->release = true;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+}
+
+/* A site whose peer site-x is unreachable (each remote job fails at once, after its pull has
+ * counted it running), with cache_max 150 and, once open, 3 old copies (100 bytes each, unused
+ * for two hours) beside one in use: any pass evicts the old ones. */
+static void remote_cache_site(struct fx *f)
+{
+    int64_t now = ant_now_unix();
+    assert_int_equal(ant_store_pool_new(f->dirfd, "antenna.db", 2, &f->pool), 0);
+    add_dead_peer(f, "site-x");
+    f->raw = false;
+    assert_int_equal(ant_key_generate(&f->kx), 0);
+    f->cache_max = 150;
+    cache_copies(f, "new", 1, 100, now);
+    open_jobs(f); /* under the limit */
+    assert_true(step_at(f, "", ANT_JOBS_FED_TRIMMED) >= 0);
+    cache_copies(f, "old", 3, 100, now - 2 * ANT_FED_CACHE_GRACE_S);
+}
+
+static void assert_old_copies(struct fx *f, bool present)
+{
+    for (unsigned i = 0; i < 3; i++) {
+        assert_true(cached_copy(f, "old", i) == present);
+    }
+    assert_true(cached_copy(f, "new", 0));
+}
+
+/* While a remote job runs (it may read any copy), a remote job that ends does not trim; the
+ * last one to end does. */
+static void test_no_eviction_while_a_remote_job_runs(void **state)
+{
+    struct fx *f = *state;
+    struct runner ra;
+    struct ant_jobs_fed_stats fs;
+    const char *a = "job_0000000000000a01", *b = "job_0000000000000b01";
+    insert_remote_job_id(f, a);
+    insert_remote_job_id(f, b);
+    remote_cache_site(f);
+    snprintf(f->block_id, sizeof(f->block_id), "%s", a);
+    runner_start(&ra, f); /* claims a, held running before its pull */
+    wait_step(f, a, ANT_JOBS_FED_RUNNING);
+    bool ran = false;
+    assert_int_equal(ant_jobs_run_next(f->jobs, &ran), 0); /* b, start to end */
+    assert_true(ran);
+    struct ant_job_info info;
+    assert_int_equal(ant_jobs_get(f->jobs, b, &info), 0);
+    assert_int_equal(info.state, ANT_JOB_FAILED);
+    assert_true(step_at(f, b, ANT_JOBS_FED_TRIM_SKIPPED) >= 0);
+    assert_int_equal(step_at(f, b, ANT_JOBS_FED_TRIMMED), -1);
+    assert_old_copies(f, true);
+    ant_jobs_fed_stats(f->jobs, &fs);
+    assert_int_equal(fs.evicted_files, 0);
+    /* a ends: no remote job runs any more, so it trims */
+    release_blocked(f);
+    runner_join(&ra);
+    assert_int_equal(ant_jobs_get(f->jobs, a, &info), 0);
+    assert_int_equal(info.state, ANT_JOB_FAILED);
+    assert_true(step_at(f, a, ANT_JOBS_FED_TRIMMED) >= 0);
+    assert_old_copies(f, false);
+    ant_jobs_fed_stats(f->jobs, &fs);
+    assert_int_equal(fs.evicted_files, 3);
+    assert_int_equal(fs.evicted_bytes, 300);
+}
+
+/* Remote jobs that overlap without a pause: once ANT_FED_CACHE_TRIM_EVERY have ended while
+ * another ran, the next one waits before its pull until the running one ends and trims. */
+static void test_overlapping_remote_jobs_do_not_starve_eviction(void **state)
+{
+    struct fx *f = *state;
+    struct runner ra, rc;
+    char bs[ANT_FED_CACHE_TRIM_EVERY][ANT_JOB_ID_LEN + 1];
+    const char *a = "job_0000000000000a01", *c = "job_0000000000000c01";
+    insert_remote_job_id(f, a);
+    for (unsigned i = 0; i < ANT_FED_CACHE_TRIM_EVERY; i++) {
+        snprintf(bs[i], sizeof(bs[i]), "job_0000000000000b%02x", i);
+        insert_remote_job_id(f, bs[i]);
+    }
+    insert_remote_job_id(f, c);
+    remote_cache_site(f);
+    snprintf(f->block_id, sizeof(f->block_id), "%s", a);
+    runner_start(&ra, f);
+    wait_step(f, a, ANT_JOBS_FED_RUNNING);
+    /* each b starts while a runs and ends while a runs: none is held, none trims */
+    for (unsigned i = 0; i < ANT_FED_CACHE_TRIM_EVERY; i++) {
+        bool ran = false;
+        assert_int_equal(ant_jobs_run_next(f->jobs, &ran), 0);
+        assert_true(ran);
+        assert_int_equal(step_at(f, bs[i], ANT_JOBS_FED_HELD), -1);
+        assert_true(step_at(f, bs[i], ANT_JOBS_FED_TRIM_SKIPPED) >= 0);
+        assert_old_copies(f, true);
+    }
+    /* c is held before its pull (it is not counted running) while a still runs */
+    runner_start(&rc, f);
+    wait_step(f, c, ANT_JOBS_FED_HELD);
+    assert_int_equal(step_at(f, c, ANT_JOBS_FED_RUNNING), -1);
+    assert_old_copies(f, true);
+    release_blocked(f);
+    runner_join(&ra);
+    runner_join(&rc);
+    /* a, the last running, trimmed; only then did c go on */
+    int trimmed = step_at(f, a, ANT_JOBS_FED_TRIMMED);
+    int c_running = step_at(f, c, ANT_JOBS_FED_RUNNING);
+    assert_true(trimmed >= 0 && c_running > trimmed);
+    assert_true(step_at(f, c, ANT_JOBS_FED_HELD) < trimmed);
+    assert_old_copies(f, false);
+    struct ant_job_info info;
+    assert_int_equal(ant_jobs_get(f->jobs, c, &info), 0);
+    assert_int_equal(info.state, ANT_JOB_FAILED); /* its dead peer, as every job here */
+}
+
+/* A remote job held for the pass is cancelled like any other while it waits. */
+static void test_held_remote_job_can_be_cancelled(void **state)
+{
+    struct fx *f = *state;
+    struct runner ra, rc;
+    char bs[ANT_FED_CACHE_TRIM_EVERY][ANT_JOB_ID_LEN + 1];
+    const char *a = "job_0000000000000a01", *c = "job_0000000000000c01";
+    insert_remote_job_id(f, a);
+    for (unsigned i = 0; i < ANT_FED_CACHE_TRIM_EVERY; i++) {
+        snprintf(bs[i], sizeof(bs[i]), "job_0000000000000b%02x", i);
+        insert_remote_job_id(f, bs[i]);
+    }
+    insert_remote_job_id(f, c);
+    remote_cache_site(f);
+    snprintf(f->block_id, sizeof(f->block_id), "%s", a);
+    runner_start(&ra, f);
+    wait_step(f, a, ANT_JOBS_FED_RUNNING);
+    for (unsigned i = 0; i < ANT_FED_CACHE_TRIM_EVERY; i++) {
+        bool ran = false;
+        assert_int_equal(ant_jobs_run_next(f->jobs, &ran), 0);
+    }
+    runner_start(&rc, f);
+    wait_step(f, c, ANT_JOBS_FED_HELD);
+    assert_int_equal(ant_jobs_cancel(f->jobs, c, 0), 0);
+    runner_join(&rc);
+    struct ant_job_info info;
+    assert_int_equal(ant_jobs_get(f->jobs, c, &info), 0);
+    assert_int_equal(info.state, ANT_JOB_CANCELLED);
+    assert_int_equal(step_at(f, c, ANT_JOBS_FED_RUNNING), -1);
+    assert_old_copies(f, true); /* a still runs */
+    release_blocked(f);
+    runner_join(&ra);
+    assert_old_copies(f, false);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1235,6 +1498,9 @@ int main(void)
         T(test_open_sweeps_stale_partial_copies),
         T(test_open_trims_the_fed_cache_to_its_limit),
         T(test_remote_job_end_trims_the_fed_cache),
+        T(test_no_eviction_while_a_remote_job_runs),
+        T(test_overlapping_remote_jobs_do_not_starve_eviction),
+        T(test_held_remote_job_can_be_cancelled),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -404,6 +404,70 @@ static void test_fed_cache_upgrade_from_step6_keeps_rows(void **state)
     ant_store_close(st);
 }
 
+/* The bytes the rows add up to (what /metrics reports), and the remote stage jobs recorded
+ * running (what `antenna admin peer pull` will not evict under): local jobs, and remote ones
+ * not running, do not count. */
+static void test_fed_cache_bytes_and_remote_jobs_running(void **state)
+{
+    struct fx *f = *state;
+    uint64_t n = 99;
+    assert_int_equal(ant_fed_cache_bytes(f->st, &n), 0);
+    assert_int_equal(n, 0);
+    add_peer(f);
+    cache_add(f, "a", "fc_a", 100, 1000, false);
+    cache_add(f, "b", "fc_b", 250, 1000, false);
+    assert_int_equal(ant_fed_cache_bytes(f->st, &n), 0);
+    assert_int_equal(n, 350);
+    assert_int_equal(ant_fed_cache_remote_jobs_running(f->st, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(ant_store_tenant_add(f->st, "lab"), 0);
+    struct ant_dataset_spec spec = {.tenant = "lab", .name = "local",
+                                    .classification = ANT_DS_SENSITIVE};
+    char ds[ANT_ID_MAX + 1];
+    assert_int_equal(ant_store_dataset_create(f->st, &spec, ds), 0);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *ins = NULL;
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/antenna.db", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "INSERT INTO stage_jobs(id, dataset_id, peer_id,"
+                                        " remote_dataset, transfer_id, state, tenant_id,"
+                                        " principal_id, mode, ttl_s, created, expires)"
+                                        " VALUES(?, ?, ?, ?, ?, ?, 'lab', 'alice', 'decrypt',"
+                                        " 60, 1, 61)",
+                                        -1, &ins, NULL),
+                     SQLITE_OK);
+    static const struct {
+        const char *id, *peer, *transfer, *state;
+    } jobs[] = {
+        {"job_r1", "site-b", "tr_1", "running"}, {"job_r2", "site-b", "tr_2", "running"},
+        {"job_q1", "site-b", "tr_3", "queued"},  {"job_d1", "site-b", "tr_4", "ready"},
+        {"job_l1", NULL, NULL, "running"}, /* a local job */
+    };
+    for (size_t i = 0; i < sizeof(jobs) / sizeof(jobs[0]); i++) {
+        sqlite3_reset(ins);
+        sqlite3_bind_text(ins, 1, jobs[i].id, -1, SQLITE_STATIC);
+        if (jobs[i].peer != NULL) {
+            sqlite3_bind_null(ins, 2);
+            sqlite3_bind_text(ins, 3, jobs[i].peer, -1, SQLITE_STATIC);
+            sqlite3_bind_text(ins, 4, "ds_1", -1, SQLITE_STATIC);
+            sqlite3_bind_text(ins, 5, jobs[i].transfer, -1, SQLITE_STATIC);
+        } else {
+            sqlite3_bind_text(ins, 2, ds, -1, SQLITE_STATIC);
+            sqlite3_bind_null(ins, 3);
+            sqlite3_bind_null(ins, 4);
+            sqlite3_bind_null(ins, 5);
+        }
+        sqlite3_bind_text(ins, 6, jobs[i].state, -1, SQLITE_STATIC);
+        assert_int_equal(sqlite3_step(ins), SQLITE_DONE);
+    }
+    sqlite3_finalize(ins);
+    sqlite3_close(db);
+    assert_int_equal(ant_fed_cache_remote_jobs_running(f->st, &n), 0);
+    assert_int_equal(n, 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -422,6 +486,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fed_cache_evicts_past_one_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fed_cache_upgrade_from_step6_keeps_rows, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_fed_cache_bytes_and_remote_jobs_running, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -66,7 +66,9 @@ static void test_metrics_render(void **state)
     ant_buf_init(&out, 1 << 20);
     struct ant_metrics_gauges g = {.inflight = 3, .audit_queue_depth = 7,
                                    .audit_commit_seconds = 0.002, .audit_commits = 9,
-                                   .audit_sync_seconds = 0.0003, .audit_syncs = 5};
+                                   .audit_sync_seconds = 0.0003, .audit_syncs = 5,
+                                   .fed_cache_bytes = 4096, .fed_cache_max = 8192,
+                                   .fed_evicted_files = 3, .fed_evicted_bytes = 300};
     assert_int_equal(ant_metrics_render(m, &g, &out), 0);
     assert_int_equal(ant_buf_terminate(&out), 0);
     const char *s = (const char *)out.p;
@@ -84,12 +86,33 @@ static void test_metrics_render(void **state)
     assert_non_null(strstr(s, "antenna_audit_syncs_total 5\n"));
     assert_non_null(strstr(s, "antenna_build_info{version="));
     assert_non_null(strstr(s, "le=\"+Inf\"} 2\n"));
+    /* the archive cache: its size and limit, and what this daemon evicted */
+    static const char *const fed[] = {
+        "# TYPE antenna_fed_cache_bytes gauge\nantenna_fed_cache_bytes 4096\n",
+        "# TYPE antenna_fed_cache_max_bytes gauge\nantenna_fed_cache_max_bytes 8192\n",
+        "# TYPE antenna_fed_cache_evicted_copies_total counter\n"
+        "antenna_fed_cache_evicted_copies_total 3\n",
+        "# TYPE antenna_fed_cache_evicted_bytes_total counter\n"
+        "antenna_fed_cache_evicted_bytes_total 300\n",
+    };
+    for (size_t i = 0; i < sizeof(fed) / sizeof(fed[0]); i++) {
+        assert_non_null(strstr(s, fed[i]));
+    }
+    assert_non_null(strstr(s, "# HELP antenna_fed_cache_bytes "));
+    assert_non_null(strstr(s, "# HELP antenna_fed_cache_evicted_copies_total "));
     /* before the first fdatasync there is no sync latency to show */
     g.audit_sync_seconds = -1;
     out.len = 0;
     assert_int_equal(ant_metrics_render(m, &g, &out), 0);
     assert_int_equal(ant_buf_terminate(&out), 0);
     assert_null(strstr((const char *)out.p, "antenna_audit_sync_seconds"));
+    /* a cache size that could not be read is left out; the limit and counters stay */
+    g.fed_cache_bytes = -1;
+    out.len = 0;
+    assert_int_equal(ant_metrics_render(m, &g, &out), 0);
+    assert_int_equal(ant_buf_terminate(&out), 0);
+    assert_null(strstr((const char *)out.p, "antenna_fed_cache_bytes"));
+    assert_non_null(strstr((const char *)out.p, "antenna_fed_cache_max_bytes 8192\n"));
     assert_non_null(strstr((const char *)out.p, "antenna_audit_commits_total 9\n"));
     ant_buf_fini(&out);
     ant_metrics_free(m);
