@@ -719,15 +719,17 @@ static int print_pull(const struct peer_args *a, const struct ant_fed_pulled *re
                res->transfer_id, res->nfiles, cached, (unsigned long long)res->stats.bytes,
                res->stats.retries, res->stats.refetched);
         if (t->max > 0 && t->err == 0 && t->trimmed) {
-            printf("archive cache: evicted %llu copies (%llu bytes), %llu bytes cached,"
+            printf("archive cache: evicted %llu %s (%llu bytes), %llu bytes cached,"
                    " cache_max %llu\n",
                    (unsigned long long)t->es.evicted_files,
+                   t->es.evicted_files == 1 ? "copy" : "copies",
                    (unsigned long long)t->es.evicted_bytes, (unsigned long long)t->bytes,
                    (unsigned long long)t->max);
         } else if (t->max > 0 && t->err == 0) {
-            printf("archive cache: not trimmed while %llu remote stage jobs run, %llu bytes"
+            printf("archive cache: not trimmed while %llu remote stage %s, %llu bytes"
                    " cached, cache_max %llu\n",
-                   (unsigned long long)t->jobs_running, (unsigned long long)t->bytes,
+                   (unsigned long long)t->jobs_running,
+                   t->jobs_running == 1 ? "job runs" : "jobs run", (unsigned long long)t->bytes,
                    (unsigned long long)t->max);
         }
         return fflush(stdout) == 0 ? 0 : -EIO;

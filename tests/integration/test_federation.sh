@@ -419,13 +419,13 @@ stale_copy
 python3 -c 'import sqlite3,sys,time; db=sqlite3.connect(sys.argv[1]); t=int(time.time()); db.execute("INSERT INTO stage_jobs(id, tenant_id, principal_id, peer_id, remote_dataset, transfer_id, mode, state, ttl_s, created, expires) VALUES(?, ?, ?, ?, ?, ?, ?, ?, 60, ?, ?)", ("job_00000000000000ff", "lab", "alice", "site-a", "ds_gone", "tr_ff", "decrypt", "running", t, t + 60)); db.commit()' "$W/b/antenna.db" ||
     fail "cannot record a running remote job at site-b"
 pull_b "$T/notrim.out"
-grep -q '^archive cache: not trimmed while 1 remote stage jobs run' "$T/notrim.out" ||
+grep -q '^archive cache: not trimmed while 1 remote stage job runs' "$T/notrim.out" ||
     fail "pull trimmed under a running remote job: $(cat "$T/notrim.out")"
 stale_there || fail "the stale copy went while a remote job was recorded running"
 python3 -c 'import sqlite3,sys; db=sqlite3.connect(sys.argv[1]); db.execute("DELETE FROM stage_jobs WHERE id = ?", ("job_00000000000000ff",)); db.commit()' "$W/b/antenna.db" ||
     fail "cannot remove the job row"
 pull_b "$T/trim.out"
-grep -q '^archive cache: evicted 1 copies (1000 bytes), [0-9]* bytes cached, cache_max 1$' "$T/trim.out" ||
+grep -q '^archive cache: evicted 1 copy (1000 bytes), [0-9]* bytes cached, cache_max 1$' "$T/trim.out" ||
     fail "pull's trim (human): $(cat "$T/trim.out")"
 ! stale_there || fail "the stale copy stayed after the remote job ended"
 ok "admin peer pull trims to cache_max and says so (-o json and human), not while a remote stage job runs"
