@@ -10,9 +10,12 @@
  * gateway/auth.h.)
  *
  * Threads: any number of threads may use one struct ant_oidc at once, each with its own struct
- * ant_store. Its issuer list is fixed at load; each issuer's JWKS file is read again when it
- * changes (checked at most once a second, by a request that uses that issuer; a changed file
- * that does not parse keeps the previous keys and is logged as oidc.jwks_refused). */
+ * ant_store. An issuer added to oidc_issuers after the load is taken up by the first token that
+ * names it (looked up at most once a second for the whole set; logged as oidc.issuer_added, or
+ * oidc.issuer_refused when its JWKS is unusable: then left out and looked up again later). Each
+ * issuer's JWKS file is read again when it changes (checked at most once a second, by a request
+ * that uses that issuer; a changed file that does not parse keeps the previous keys and is
+ * logged as oidc.jwks_refused). */
 #ifndef ANT_AUTH_H
 #define ANT_AUTH_H
 

@@ -45,27 +45,51 @@ struct oidc_issuer {
     struct jwks_live *live;
 };
 
-struct ant_oidc {
-    int dirfd; /* the site folder, for the JWKS files' relative paths */
-    size_t n;
+/* An issuer added (`antenna admin oidc add`) while the daemon runs is taken up by the first
+ * token that names it: a token whose iss is not loaded has its request look that one issuer up
+ * in oidc_issuers, at most once per ISSUER_SCAN_MS for the whole set, so tokens naming unknown
+ * issuers cost one indexed lookup a second, whoever sends them. The CLI never removes an issuer,
+ * so the list only grows, in place: an entry is complete before the count that publishes it. */
+#define ISSUER_SCAN_MS 1000
+
+struct oidc_grow {
+    pthread_mutex_t mu; /* held by the one request adding an issuer (trylock: others go on) */
+    _Atomic size_t n;   /* entries of iss[] published: complete, read-only from then on */
+    _Atomic int64_t next_scan_ms;
     struct oidc_issuer iss[ANT_OIDC_MAX_ISSUERS];
 };
+
+/* Reached through pointers, so that a const struct ant_oidc can be shared by every thread. */
+struct ant_oidc {
+    int dirfd; /* the site folder, for the JWKS files' relative paths */
+    struct oidc_grow *grow;
+};
+
+static void issuer_fini(struct oidc_issuer *e)
+{
+    free(e->issuer);
+    free(e->audience);
+    free(e->path);
+    if (e->live != NULL) {
+        ant_jwks_free(e->live->jwks);
+        pthread_rwlock_destroy(&e->live->lock);
+        pthread_mutex_destroy(&e->live->check);
+        free(e->live);
+    }
+    memset(e, 0, sizeof(*e));
+}
 
 void ant_oidc_free(struct ant_oidc *o)
 {
     if (o == NULL) {
         return;
     }
-    for (size_t i = 0; i < o->n; i++) {
-        free(o->iss[i].issuer);
-        free(o->iss[i].audience);
-        free(o->iss[i].path);
-        if (o->iss[i].live != NULL) {
-            ant_jwks_free(o->iss[i].live->jwks);
-            pthread_rwlock_destroy(&o->iss[i].live->lock);
-            pthread_mutex_destroy(&o->iss[i].live->check);
-            free(o->iss[i].live);
+    if (o->grow != NULL) {
+        for (size_t i = 0; i < atomic_load(&o->grow->n); i++) {
+            issuer_fini(&o->grow->iss[i]);
         }
+        pthread_mutex_destroy(&o->grow->mu);
+        free(o->grow);
     }
     ant_close(o->dirfd);
     free(o);
@@ -73,7 +97,7 @@ void ant_oidc_free(struct ant_oidc *o)
 
 size_t ant_oidc_count(const struct ant_oidc *o)
 {
-    return o != NULL ? o->n : 0;
+    return o != NULL ? atomic_load_explicit(&o->grow->n, memory_order_acquire) : 0;
 }
 
 static void file_id_of(const struct stat *sb, struct file_id *id)
@@ -154,65 +178,138 @@ out:
     pthread_mutex_unlock(&l->check);
 }
 
-int ant_oidc_load(struct ant_store *st, int dirfd, struct ant_oidc **out, struct ant_diag *d)
+/* Fills e (zeroed) from one oidc_issuers row and reads its JWKS; on failure e is left for
+ * issuer_fini and diag names the issuer. */
+static int issuer_init(int dirfd, struct oidc_issuer *e, const char *iss, const char *aud,
+                       const char *path, struct ant_diag *d)
 {
-    struct ant_oidc *o = calloc(1, sizeof(*o));
-    int rc = o == NULL ? -ENOMEM : 0;
-    int src = SQLITE_DONE;
+    e->issuer = iss != NULL ? strdup(iss) : NULL;
+    e->audience = aud != NULL ? strdup(aud) : NULL;
+    e->path = path != NULL ? strdup(path) : NULL;
+    e->live = calloc(1, sizeof(*e->live));
+    if (e->issuer == NULL || e->audience == NULL || e->path == NULL || e->live == NULL) {
+        free(e->live);
+        e->live = NULL;
+        return -ENOMEM;
+    }
+    pthread_rwlock_init(&e->live->lock, NULL);
+    pthread_mutex_init(&e->live->check, NULL);
+    atomic_init(&e->live->next_check_ms, ant_mono_ns() / 1000000 + JWKS_CHECK_MS);
+    struct ant_diag jd = {{0}};
+    int rc = load_jwks(dirfd, path, &e->live->jwks, &e->live->seen, &jd);
     if (rc < 0) {
-        return rc;
+        ant_diag_set(d, "OIDC issuer %s: JWKS %s: %s", iss, path, ant_diag_msg(&jd, strerror(-rc)));
     }
-    o->dirfd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
-    if (o->dirfd < 0) {
-        rc = -errno;
-        goto out;
-    }
-    sqlite3_stmt *s = ant_store_stmt(st, "SELECT issuer, audience, jwks_path FROM oidc_issuers"
-                                         " ORDER BY issuer");
-    if (s == NULL) {
-        rc = -EIO;
-        goto out;
-    }
+    return rc;
+}
+
+/* Steps s (SELECT issuer, audience, jwks_path), appending each row not loaded yet; the caller
+ * holds grow->mu or is the load. */
+static int issuers_add(int dirfd, struct oidc_grow *g, sqlite3_stmt *s, struct ant_diag *d)
+{
+    int rc = 0, src;
     while (rc == 0 && (src = sqlite3_step(s)) == SQLITE_ROW) {
         const char *iss = (const char *)sqlite3_column_text(s, 0);
-        const char *aud = (const char *)sqlite3_column_text(s, 1);
-        const char *path = (const char *)sqlite3_column_text(s, 2);
-        if (o->n == ANT_OIDC_MAX_ISSUERS) {
-            rc = -E2BIG;
+        size_t n = atomic_load_explicit(&g->n, memory_order_relaxed);
+        bool known = false;
+        for (size_t i = 0; i < n && iss != NULL && !known; i++) {
+            known = strcmp(g->iss[i].issuer, iss) == 0;
+        }
+        if (known) {
+            continue;
+        }
+        if (n == ANT_OIDC_MAX_ISSUERS) {
             ant_diag_set(d, "more than %d OIDC issuers", ANT_OIDC_MAX_ISSUERS);
+            rc = -E2BIG;
             break;
         }
-        struct oidc_issuer *e = &o->iss[o->n];
-        e->issuer = iss != NULL ? strdup(iss) : NULL;
-        e->audience = aud != NULL ? strdup(aud) : NULL;
-        e->path = path != NULL ? strdup(path) : NULL;
-        e->live = calloc(1, sizeof(*e->live));
-        o->n++;
-        if (e->issuer == NULL || e->audience == NULL || e->path == NULL || e->live == NULL) {
-            rc = -ENOMEM;
-            break;
-        }
-        pthread_rwlock_init(&e->live->lock, NULL);
-        pthread_mutex_init(&e->live->check, NULL);
-        atomic_init(&e->live->next_check_ms, ant_mono_ns() / 1000000 + JWKS_CHECK_MS);
-        struct ant_diag jd = {{0}};
-        rc = load_jwks(o->dirfd, path, &e->live->jwks, &e->live->seen, &jd);
+        struct oidc_issuer *e = &g->iss[n];
+        rc = issuer_init(dirfd, e, iss, (const char *)sqlite3_column_text(s, 1),
+                         (const char *)sqlite3_column_text(s, 2), d);
         if (rc < 0) {
-            ant_diag_set(d, "OIDC issuer %s: JWKS %s: %s", iss, path,
-                         ant_diag_msg(&jd, strerror(-rc)));
+            issuer_fini(e);
+            break;
         }
+        atomic_store_explicit(&g->n, n + 1, memory_order_release);
     }
     if (rc == 0 && src != SQLITE_DONE) {
         rc = ant_sqlite_err(src);
     }
     sqlite3_reset(s);
+    return rc;
+}
+
+int ant_oidc_load(struct ant_store *st, int dirfd, struct ant_oidc **out, struct ant_diag *d)
+{
+    struct ant_oidc *o = calloc(1, sizeof(*o));
+    if (o == NULL) {
+        return -ENOMEM;
+    }
+    o->dirfd = -1;
+    o->grow = calloc(1, sizeof(*o->grow));
+    int rc = o->grow == NULL ? -ENOMEM : 0;
+    if (rc == 0) {
+        pthread_mutex_init(&o->grow->mu, NULL);
+        atomic_init(&o->grow->n, 0);
+        atomic_init(&o->grow->next_scan_ms, 0);
+        o->dirfd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+        rc = o->dirfd < 0 ? -errno : 0;
+    }
+    sqlite3_stmt *s = NULL;
+    if (rc == 0) {
+        s = ant_store_stmt(st, "SELECT issuer, audience, jwks_path FROM oidc_issuers"
+                               " ORDER BY issuer");
+        rc = s == NULL ? -EIO : issuers_add(o->dirfd, o->grow, s, d);
+    }
     if (rc == 0) {
         *out = o;
         o = NULL;
     }
-out:
     ant_oidc_free(o);
     return rc;
+}
+
+/* A token named an issuer not loaded: if one request a second may, look that issuer up and
+ * load it (an issuer added since start-up). A row whose JWKS cannot be used is logged and
+ * left out, and looked up again at a later token. */
+static void maybe_add_issuer(const struct ant_oidc *o, struct ant_store *st, const char *iss)
+{
+    struct oidc_grow *g = o->grow;
+    int64_t now = ant_mono_ns() / 1000000;
+    if (now < atomic_load_explicit(&g->next_scan_ms, memory_order_relaxed) ||
+        pthread_mutex_trylock(&g->mu) != 0) {
+        return;
+    }
+    atomic_store_explicit(&g->next_scan_ms, now + ISSUER_SCAN_MS, memory_order_relaxed);
+    struct ant_diag d = {{0}};
+    sqlite3_stmt *s = ant_store_stmt(st, "SELECT issuer, audience, jwks_path FROM oidc_issuers"
+                                         " WHERE issuer = ?");
+    size_t before = atomic_load_explicit(&g->n, memory_order_relaxed);
+    int rc = s == NULL ? -EIO : 0;
+    if (rc == 0) {
+        ant_bind_text(s, 1, iss);
+        rc = issuers_add(o->dirfd, g, s, &d); /* writes only past what g->n publishes */
+    }
+    if (rc < 0) {
+        ant_log(ANT_LOG_WARN, "oidc.issuer_refused", "OIDC issuer %s added to the catalog: %s",
+                iss, ant_diag_msg(&d, strerror(-rc)));
+    } else if (atomic_load_explicit(&g->n, memory_order_relaxed) > before) {
+        ant_log(ANT_LOG_INFO, "oidc.issuer_added", "OIDC issuer %s: taken up from the catalog",
+                iss);
+    }
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* The loaded issuer named iss, or NULL. */
+static const struct oidc_issuer *issuer_find(const struct ant_oidc *o, const char *iss)
+{
+    size_t n = atomic_load_explicit(&o->grow->n, memory_order_acquire);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(o->grow->iss[i].issuer, iss) == 0) {
+            return &o->grow->iss[i];
+        }
+    }
+    return NULL;
 }
 
 int ant_oidc_authenticate(const struct ant_oidc *o, struct ant_store *st, struct ant_bytes token,
@@ -228,11 +325,12 @@ int ant_oidc_authenticate(const struct ant_oidc *o, struct ant_store *st, struct
     if (o == NULL || ant_token_peek_iss(token, iss, &d) < 0) {
         return -EKEYREJECTED;
     }
-    for (size_t i = 0; i < o->n; i++) {
-        const struct oidc_issuer *e = &o->iss[i];
-        if (strcmp(e->issuer, iss) != 0) {
-            continue;
-        }
+    const struct oidc_issuer *e = issuer_find(o, iss);
+    if (e == NULL) {
+        maybe_add_issuer(o, st, iss);
+        e = issuer_find(o, iss);
+    }
+    if (e != NULL) {
         /* EdDSA too: identity providers offer it (RFC 8037); the keys are only the issuer's */
         struct ant_token_expect ex = {
             .algs = ANT_TOKEN_RS256 | ANT_TOKEN_ES256 | ANT_TOKEN_EDDSA,

@@ -767,6 +767,56 @@ static void test_oidc_bearer_tokens_map_to_principals(void **state)
     ant_signkey_free(other);
 }
 
+/* An issuer added to the catalog after the load (antenna admin oidc add, the daemon running)
+ * is taken up by the first token naming it; one whose JWKS is unusable is left out, and the
+ * rest go on working. */
+static void test_oidc_issuer_added_after_load(void **state)
+{
+    struct fx *f = *state;
+    struct ant_signkey *idp = NULL;
+    struct ant_oidc *o = NULL;
+    struct ant_principal p;
+    struct ant_diag d = {{0}};
+    char x[64], doc[256];
+    int64_t now = ant_now_unix();
+    make_tenants(f->st);
+    assert_int_equal(ant_signkey_generate(&idp), 0);
+    sodium_bin2base64(x, sizeof(x), ant_signkey_public(idp), ANT_KEY_LEN,
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    int n = snprintf(doc, sizeof(doc),
+                     "{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"kid\":\"k1\",\"x\":\"%s\"}]}",
+                     x);
+    assert_int_equal(ant_write_new_file(f->dirfd, "idp.jwks", 0600, doc, (size_t)n), 0);
+    assert_int_equal(ant_oidc_load(f->st, f->dirfd, &o, &d), 0);
+    assert_int_equal(ant_oidc_count(o), 0);
+    struct ant_oidc_issuer iss = {"https://idp.example", "idp.jwks", "antenna",
+                                  "preferred_username", "tenant"};
+    assert_int_equal(ant_store_oidc_issuer_add(f->st, &iss), 0);
+    char *t = sign_token(idp, "https://idp.example", "antenna", "alice", "acme", now + 300);
+    assert_int_equal(ant_auth_bearer(f->st, o, ant_bytes_str(t), now, &p), 0);
+    assert_string_equal(p.id, "alice");
+    assert_int_equal(ant_oidc_count(o), 1);
+    free(t);
+    /* an issuer the catalog does not have is not added */
+    t = sign_token(idp, "https://evil.example", "antenna", "alice", "acme", now + 300);
+    assert_int_equal(ant_auth_bearer(f->st, o, ant_bytes_str(t), now, &p), -EKEYREJECTED);
+    free(t);
+    /* a catalog issuer whose JWKS is missing: its tokens are refused, the set stays as it was
+     * (after the one-second pause between two lookups) */
+    struct ant_oidc_issuer broken = {"https://broken.example", "nope.jwks", "antenna", "sub", NULL};
+    assert_int_equal(ant_store_oidc_issuer_add(f->st, &broken), 0);
+    usleep(1100 * 1000);
+    t = sign_token(idp, "https://broken.example", "antenna", "alice", "acme", now + 300);
+    assert_int_equal(ant_auth_bearer(f->st, o, ant_bytes_str(t), now, &p), -EKEYREJECTED);
+    free(t);
+    assert_int_equal(ant_oidc_count(o), 1);
+    t = sign_token(idp, "https://idp.example", "antenna", "alice", "acme", now + 300);
+    assert_int_equal(ant_auth_bearer(f->st, o, ant_bytes_str(t), now, &p), 0);
+    free(t);
+    ant_oidc_free(o);
+    ant_signkey_free(idp);
+}
+
 struct open_arg {
     int dirfd;
     int rc;
@@ -858,6 +908,7 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_oidc_claims_map_to_principal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oidc_credential_never_cut, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_oidc_issuer_added_after_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_principal_c4gh_pubkey, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oidc_bearer_tokens_map_to_principals, setup,
                                         teardown),
