@@ -9,8 +9,11 @@
  *   antenna grant create DATASET (--principal P | --tenant T | --site S) --actions read,stage,...
  *                               [--purpose DUO] [--expires DURATION]
  *   antenna grant list DATASET | revoke GRANT
+ *   antenna login --url URL [--cacert FILE] [--key-file FILE]   (else the key from stdin)
+ *   antenna logout
  *
- * Every command takes --url, --cacert and --key-file (see client.h for the environment). */
+ * Every command takes --url, --cacert and --key-file (see client.h for the environment and the
+ * saved login). */
 #include "crypto/keys.h"
 #include "gateway/cli.h"
 #include "gateway/client.h"
@@ -20,7 +23,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sodium.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
 #define MAX_LIST 16
@@ -50,9 +55,12 @@ static void usage(FILE *f)
             "  antenna pubkey set PRINCIPAL PUBLIC_KEY_FILE | show PRINCIPAL\n"
             "  antenna grant create DATASET (--principal P | --tenant T | --site S)\n"
             "                 --actions read,stage,transfer [--purpose DUO] [--expires 30d]\n"
-            "  antenna grant list DATASET | revoke GRANT\n\n"
+            "  antenna grant list DATASET | revoke GRANT\n"
+            "  antenna login --url URL [--cacert FILE] [--key-file FILE]  (else key on stdin)\n"
+            "  antenna logout\n\n"
             "connection: --url https://HOST:PORT (or $ANTENNA_URL), --cacert FILE (or\n"
-            "$ANTENNA_CACERT), --key-file FILE (or $ANTENNA_API_KEY / $ANTENNA_API_KEY_FILE).\n");
+            "$ANTENNA_CACERT), --key-file FILE (or $ANTENNA_API_KEY / $ANTENNA_TOKEN /\n"
+            "$ANTENNA_API_KEY_FILE), else what `antenna login` saved.\n");
 }
 
 /* Parses the options of every client command; returns the index of the first operand or -1. */
@@ -430,6 +438,121 @@ out:
     return ret;
 }
 
+/* The key for login: the first line of --key-file or of stdin (not echoed on a terminal).
+ * Read a byte at a time so nothing past the line is consumed or left in a stdio buffer. */
+static int login_read_key(const char *file, char *out, size_t n)
+{
+    int fd = file ? open(file, O_RDONLY | O_CLOEXEC) : STDIN_FILENO;
+    struct termios old, quiet;
+    bool tty = file == NULL && tcgetattr(fd, &old) == 0;
+    size_t len = 0;
+    int rc = fd < 0 ? -errno : 0;
+    if (tty) {
+        fprintf(stderr, "API key: ");
+        quiet = old;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        tcsetattr(fd, TCSAFLUSH, &quiet);
+    }
+    while (rc == 0) {
+        char ch;
+        ssize_t r = read(fd, &ch, 1);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            rc = -errno;
+        } else if (r == 0 || ch == '\n') {
+            break;
+        } else if (ch == ' ' || ch == '\t' || ch == '\r') {
+            continue; /* surrounding blanks of a pasted key */
+        } else if (len + 1 >= n) {
+            rc = -E2BIG;
+        } else {
+            out[len++] = ch;
+        }
+    }
+    if (tty) {
+        tcsetattr(fd, TCSAFLUSH, &old);
+        fputc('\n', stderr);
+    }
+    if (file != NULL) {
+        ant_close(fd);
+    }
+    out[len < n ? len : 0] = '\0';
+    if (rc < 0) {
+        fprintf(stderr, "antenna: cannot read the API key from %s: %s\n",
+                file ? file : "stdin", strerror(-rc));
+    } else if (len == 0) {
+        fprintf(stderr, "antenna: no API key given (pass --key-file FILE or write it to stdin)\n");
+        rc = -EINVAL;
+    }
+    return rc;
+}
+
+/* antenna login: one authenticated request proves URL, CA and key work together, then all
+ * three are saved (client.h says where and how). */
+static int cmd_login(int argc, char **argv, struct copts *o, int i)
+{
+    (void)argv;
+    const char *url = o->conf.url ? o->conf.url : getenv("ANTENNA_URL");
+    const char *ca = o->conf.cacert ? o->conf.cacert : getenv("ANTENNA_CACERT");
+    char key[ANT_LOGIN_KEY_MAX];
+    char dir[1024] = "";
+    struct ant_client_conf conf = {.url = url, .cacert = ca, .bearer = key};
+    struct ant_client *c = NULL;
+    struct ant_diag d = {{0}};
+    json_t *resp = NULL;
+    long status = 0;
+    int ret = 1;
+    if (i != argc || url == NULL) {
+        usage(stderr);
+        return 2;
+    }
+    if (login_read_key(o->conf.key_file, key, sizeof(key)) < 0) {
+        goto out;
+    }
+    int rc = ant_client_open(&conf, &c, &d);
+    if (rc == 0) {
+        rc = ant_client_json(c, "GET", "/v1/datasets", NULL, &status, &resp, &d);
+    }
+    if (rc < 0 || status != 200) {
+        fprintf(stderr, "antenna: login to %s failed: %s\n", url,
+                ant_diag_msg(&d, rc < 0 ? strerror(-rc) : "unexpected status"));
+        goto out;
+    }
+    if (ant_client_login_save(url, ca, key, &d) < 0) {
+        fprintf(stderr, "antenna: %s\n", ant_diag_msg(&d, "cannot save the login"));
+        goto out;
+    }
+    if (ant_client_login_dir(dir, sizeof(dir)) < 0) {
+        dir[0] = '\0';
+    }
+    fprintf(stderr, "antenna: logged in to %s; saved in %s\n", url, dir);
+    ret = 0;
+out:
+    sodium_memzero(key, sizeof(key));
+    json_decref(resp);
+    ant_client_close(c);
+    return ret;
+}
+
+static int cmd_logout(int argc, struct copts *o, int i)
+{
+    (void)o;
+    struct ant_diag d = {{0}};
+    if (i != argc) {
+        usage(stderr);
+        return 2;
+    }
+    int rc = ant_client_login_remove(&d);
+    if (rc < 0) {
+        fprintf(stderr, "antenna: %s\n", ant_diag_msg(&d, strerror(-rc)));
+        return 1;
+    }
+    fprintf(stderr, "antenna: %s\n", rc > 0 ? "logged out" : "no saved login");
+    return 0;
+}
+
 int ant_cli_client(int argc, char **argv)
 {
     struct copts o = {0};
@@ -453,6 +576,12 @@ int ant_cli_client(int argc, char **argv)
     }
     if (strcmp(cmd, "pubkey") == 0) {
         return cmd_pubkey(argc, argv, &o, i);
+    }
+    if (strcmp(cmd, "login") == 0) {
+        return cmd_login(argc, argv, &o, i);
+    }
+    if (strcmp(cmd, "logout") == 0) {
+        return cmd_logout(argc, &o, i);
     }
     usage(stderr);
     return 2;

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The client commands against a real daemon on 127.0.0.1 (port 0): `antenna login` checks the
+# credentials and saves them (0700 folder, 0600 files) so that later commands need no
+# environment, `logout` removes them, a saved key others may read is refused; `explain` prints
+# a decision and its reason; an HTTP error prints the server's message and request id and exits
+# non-zero; list commands print tables by default and JSON with -o json. $1 = antenna binary.
+set -u
+BIN=$(realpath "$1")
+command -v python3 >/dev/null || { echo "no python3"; exit 77; }
+T=$(mktemp -d /tmp/antenna-client-XXXXXX)
+PID=
+cleanup() {
+    [ -n "$PID" ] && kill -9 "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
+    [ -n "${ANT_KEEP_TMP:-}" ] || rm -rf "$T"
+}
+trap cleanup EXIT
+fails=0
+check() { local n=$1; shift; if "$@"; then echo "ok   $n"; else echo "FAIL $n"; fails=$((fails + 1)); fi; }
+mode() { stat -c %a "$1"; }
+
+"$BIN" init --dir "$T/site" --site-id site-c --region EU >"$T/init.out" 2>&1 ||
+    { cat "$T/init.out"; echo "FAIL init"; exit 1; }
+"$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/serve.out" 2>"$T/serve.log" &
+PID=$!
+for _ in $(seq 100); do grep -q serving "$T/serve.out" 2>/dev/null && break; sleep 0.1; done
+PORT=$(sed -n 's|.*https://127.0.0.1:\([0-9]*\).*|\1|p' "$T/serve.out")
+[ -n "$PORT" ] || { echo "FAIL serve did not start"; cat "$T/serve.log"; exit 1; }
+URL=https://127.0.0.1:$PORT
+CA=$T/site/tls/cert.pem
+A="$BIN admin --dir $T/site"
+$A tenant add lab >/dev/null && $A principal add alice --tenant lab --role owner >/dev/null &&
+    $A principal add bob --tenant lab --role reader >/dev/null || { echo "FAIL admin setup"; exit 1; }
+ALICE=$($A key create --principal alice | awk '/^key /{print $2}')
+BOB=$($A key create --principal bob | awk '/^key /{print $2}')
+
+# a clean environment: nothing but the saved login may tell the client where and who
+unset ANTENNA_URL ANTENNA_CACERT ANTENNA_API_KEY ANTENNA_API_KEY_FILE ANTENNA_TOKEN
+export HOME=$T/home XDG_CONFIG_HOME=
+mkdir -p "$HOME"
+CFG=$HOME/.config/antenna
+cp "$CA" "$T/ca-copy.pem"
+
+# --- login / logout ---
+echo "ak_wrong_key" | "$BIN" login --url "$URL" --cacert "$CA" >/dev/null 2>"$T/err"
+check "login with a bad key fails" test $? -ne 0
+check "a failed login saves nothing" test ! -e "$CFG/api_key"
+check "the failed login says why" grep -q "401" "$T/err"
+printf '%s\n' "$ALICE" | "$BIN" login --url "$URL" --cacert "$T/ca-copy.pem" 2>"$T/err"
+check "login with the key on stdin" test $? -eq 0
+check "login folder is 0700" test "$(mode "$CFG")" = 700
+check "saved files are 0600" test "$(mode "$CFG/url")$(mode "$CFG/ca.pem")$(mode "$CFG/api_key")" = 600600600
+check "the CA certificate is copied" cmp -s "$CA" "$CFG/ca.pem"
+check "no temporary file is left" test "$(ls -A "$CFG" | wc -l)" = 3
+rm "$T/ca-copy.pem"
+"$BIN" dataset create cohort --classification sensitive >"$T/ds.json" 2>"$T/err"
+check "a command after login works with no environment" test $? -eq 0
+DS=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/ds.json" 2>/dev/null)
+chmod 640 "$CFG/api_key"
+"$BIN" dataset list >/dev/null 2>"$T/err"
+check "a group-readable saved key is refused" test $? -ne 0
+check "the refusal names the key file" grep -q "api_key" "$T/err"
+chmod 600 "$CFG/api_key"
+echo "$BOB" >"$T/bob.key"
+"$BIN" login --url "$URL" --cacert "$CA" --key-file "$T/bob.key" 2>/dev/null
+check "login with --key-file replaces the saved key" test "$(cat "$CFG/api_key")" = "$BOB"
+ANTENNA_TOKEN=$ALICE "$BIN" dataset show "$DS" >/dev/null 2>&1
+check "ANTENNA_TOKEN overrides the saved key" test $? -eq 0
+printf '%s\n' "$ALICE" | "$BIN" login --url "$URL" --cacert "$CA" 2>/dev/null
+"$BIN" logout 2>"$T/err"
+check "logout" test $? -eq 0
+check "logout removes the saved files" test ! -e "$CFG/api_key" -a ! -e "$CFG/url" -a ! -e "$CFG/ca.pem"
+"$BIN" dataset list >/dev/null 2>&1
+check "after logout a command has no site" test $? -ne 0
+"$BIN" logout 2>/dev/null
+check "logout twice is fine" test $? -eq 0
+printf '%s\n' "$ALICE" | "$BIN" login --url "$URL" --cacert "$CA" 2>/dev/null ||
+    { echo "FAIL login again"; exit 1; }
+
+[ "$fails" -eq 0 ] || { echo "--- server log ---"; grep -v '"http.request"' "$T/serve.log" | tail -20; }
+exit $((fails > 0))
