@@ -9,6 +9,7 @@
  *   antenna grant create DATASET (--principal P | --tenant T | --site S) --actions read,stage,...
  *                               [--purpose DUO] [--expires DURATION]
  *   antenna grant list DATASET | revoke GRANT
+ *   antenna explain DATASET --action read|stage|... [--purpose DUO] [--principal P] [-o json]
  *   antenna login --url URL [--cacert FILE] [--key-file FILE]   (else the key from stdin)
  *   antenna logout
  *
@@ -33,7 +34,7 @@
 struct copts {
     struct ant_client_conf conf;
     const char *description, *classification, *out, *recipient_pk, *purpose, *expires;
-    const char *principal, *tenant, *site, *actions;
+    const char *principal, *tenant, *site, *actions, *action;
     const char *regions[MAX_LIST];
     unsigned nregions;
     const char *duo[MAX_LIST];
@@ -56,6 +57,8 @@ static void usage(FILE *f)
             "  antenna grant create DATASET (--principal P | --tenant T | --site S)\n"
             "                 --actions read,stage,transfer [--purpose DUO] [--expires 30d]\n"
             "  antenna grant list DATASET | revoke GRANT\n"
+            "  antenna explain DATASET --action read|stage|transfer|... [--purpose DUO]\n"
+            "                 [--principal P] [-o json]\n"
             "  antenna login --url URL [--cacert FILE] [--key-file FILE]  (else key on stdin)\n"
             "  antenna logout\n\n"
             "connection: --url https://HOST:PORT (or $ANTENNA_URL), --cacert FILE (or\n"
@@ -80,6 +83,7 @@ static int parse_opts(int argc, char **argv, struct copts *o)
         {"tenant", required_argument, NULL, 't'},
         {"site", required_argument, NULL, 's'},
         {"actions", required_argument, NULL, 'a'},
+        {"action", required_argument, NULL, 'A'},
         {"purpose", required_argument, NULL, 'z'},
         {"expires", required_argument, NULL, 'e'},
         {"json", no_argument, NULL, 'j'},
@@ -113,6 +117,7 @@ static int parse_opts(int argc, char **argv, struct copts *o)
         case 't': o->tenant = optarg; break;
         case 's': o->site = optarg; break;
         case 'a': o->actions = optarg; break;
+        case 'A': o->action = optarg; break;
         case 'z': o->purpose = optarg; break;
         case 'e': o->expires = optarg; break;
         case 'j': o->json = true; break;
@@ -124,28 +129,58 @@ static int parse_opts(int argc, char **argv, struct copts *o)
     return optind;
 }
 
-/* One JSON request; prints the answer; exit code 0 or 1. */
-static int call(const struct copts *o, const char *method, const char *path, const json_t *body)
+/* One JSON request. Returns 0 with *resp (the caller's to json_decref; may be NULL), or 1 after
+ * printing what went wrong (the server's message and request id for an HTTP error). */
+static int request(const struct copts *o, const char *method, const char *path,
+                   const json_t *body, json_t **resp)
 {
     struct ant_client *c = NULL;
     struct ant_diag d = {{0}};
-    json_t *resp = NULL;
     long status = 0;
+    *resp = NULL;
     int rc = ant_client_open(&o->conf, &c, &d);
     if (rc == 0) {
-        rc = ant_client_json(c, method, path, body, &status, &resp, &d);
+        rc = ant_client_json(c, method, path, body, &status, resp, &d);
     }
     if (rc == 0 && status >= 400) {
         rc = -EPERM;
     }
     if (rc < 0) {
         fprintf(stderr, "antenna: %s\n", ant_diag_msg(&d, strerror(-rc)));
-    } else {
+        json_decref(*resp);
+        *resp = NULL;
+    }
+    ant_client_close(c);
+    return rc < 0 ? 1 : 0;
+}
+
+/* One JSON request; prints the answer as JSON; exit code 0 or 1. */
+static int call(const struct copts *o, const char *method, const char *path, const json_t *body)
+{
+    json_t *resp = NULL;
+    int ret = request(o, method, path, body, &resp);
+    if (ret == 0) {
         ant_client_print_json(resp);
     }
     json_decref(resp);
-    ant_client_close(c);
-    return rc < 0 ? 1 : 0;
+    return ret;
+}
+
+/* -o json (or --json): the server's JSON as it is, for scripts; otherwise text for people. */
+static int want_json(const struct copts *o, bool *json)
+{
+    if (o->out != NULL && strcmp(o->out, "json") != 0 && strcmp(o->out, "table") != 0) {
+        fprintf(stderr, "antenna: -o takes json or table\n");
+        return -EINVAL;
+    }
+    *json = o->json || (o->out != NULL && strcmp(o->out, "json") == 0);
+    return 0;
+}
+
+static const char *jstr(const json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s != NULL ? s : "";
 }
 
 /* "/v1/datasets/ID[/rest]" with ID and REMOTE percent-encoded. */
@@ -438,6 +473,50 @@ out:
     return ret;
 }
 
+/* antenna explain: POST /v1/policy/explain, the decision and its reason for people (the rule
+ * trace below it), the answer as it is with -o json. */
+static int cmd_explain(int argc, char **argv, struct copts *o, int i)
+{
+    bool json = false;
+    json_t *resp = NULL, *rule;
+    size_t k;
+    if (argc - i != 1 || o->action == NULL || want_json(o, &json) < 0) {
+        usage(stderr);
+        return 2;
+    }
+    json_t *b = json_pack("{s:s, s:s}", "dataset_id", argv[i], "action", o->action);
+    if (b != NULL && o->purpose != NULL) {
+        json_object_set_new(b, "purpose", json_string(o->purpose));
+    }
+    if (b != NULL && o->principal != NULL) {
+        json_object_set_new(b, "principal", json_string(o->principal));
+    }
+    int ret = b != NULL ? request(o, "POST", "/v1/policy/explain", b, &resp) : 1;
+    json_decref(b);
+    if (ret != 0 || json) {
+        ant_client_print_json(resp);
+        json_decref(resp);
+        return ret;
+    }
+    printf("%s: %s may %s%s %s\n", jstr(resp, "decision"), jstr(resp, "principal"),
+           strcmp(jstr(resp, "decision"), "allow") == 0 ? "" : "not ", jstr(resp, "action"),
+           jstr(resp, "dataset_id")[0] ? jstr(resp, "dataset_id") : argv[i]);
+    printf("reason:  %s\n", jstr(resp, "reason"));
+    if (jstr(resp, "message")[0] != '\0') {
+        printf("message: %s\n", jstr(resp, "message"));
+    }
+    if (jstr(resp, "grant_id")[0] != '\0') {
+        printf("grant:   %s\n", jstr(resp, "grant_id"));
+    }
+    json_array_foreach(json_object_get(resp, "rules"), k, rule)
+    {
+        printf("%s  %-6s %s%s%s\n", k == 0 ? "rules:" : "      ", jstr(rule, "result"),
+               jstr(rule, "rule"), jstr(rule, "detail")[0] ? ": " : "", jstr(rule, "detail"));
+    }
+    json_decref(resp);
+    return 0;
+}
+
 /* The key for login: the first line of --key-file or of stdin (not echoed on a terminal).
  * Read a byte at a time so nothing past the line is consumed or left in a stdio buffer. */
 static int login_read_key(const char *file, char *out, size_t n)
@@ -576,6 +655,9 @@ int ant_cli_client(int argc, char **argv)
     }
     if (strcmp(cmd, "pubkey") == 0) {
         return cmd_pubkey(argc, argv, &o, i);
+    }
+    if (strcmp(cmd, "explain") == 0) {
+        return cmd_explain(argc, argv, &o, i);
     }
     if (strcmp(cmd, "login") == 0) {
         return cmd_login(argc, argv, &o, i);

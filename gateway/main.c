@@ -21,6 +21,7 @@ static const struct command commands[] = {
     {"put", ant_cli_client, "upload a file into a draft dataset"},
     {"get", ant_cli_client, "download a file, encrypted for your key (or plaintext if allowed)"},
     {"grant", ant_cli_client, "create, list, revoke grants on a dataset"},
+    {"explain", ant_cli_client, "why an action on a dataset would be allowed or denied"},
     {"login", ant_cli_client, "check and save a site's URL, CA certificate and your API key"},
     {"logout", ant_cli_client, "forget what `antenna login` saved"},
     {"pubkey", ant_cli_client, "register the Crypt4GH public key your downloads are encrypted for"},

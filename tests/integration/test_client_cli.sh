@@ -76,5 +76,16 @@ check "logout twice is fine" test $? -eq 0
 printf '%s\n' "$ALICE" | "$BIN" login --url "$URL" --cacert "$CA" 2>/dev/null ||
     { echo "FAIL login again"; exit 1; }
 
+# --- explain ---
+"$BIN" explain "$DS" --action read >"$T/ex.out" 2>"$T/err"
+check "explain prints the decision" grep -q "^allow: alice may read $DS" "$T/ex.out"
+check "explain prints the reason" grep -q "^reason: *role_owner" "$T/ex.out"
+"$BIN" explain "$DS" --action publish --principal bob >"$T/ex.out" 2>"$T/err"
+check "explain about another principal: a denial" grep -q "^deny: bob may not publish" "$T/ex.out"
+"$BIN" explain "$DS" --action read --principal bob -o json >"$T/ex.json"
+check "explain -o json parses" python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d["decision"]=="allow" and d["principal"]=="bob" and d["rules"] else 1)' "$T/ex.json"
+"$BIN" explain "$DS" >/dev/null 2>&1
+check "explain without --action is a usage error" test $? -eq 2
+
 [ "$fails" -eq 0 ] || { echo "--- server log ---"; grep -v '"http.request"' "$T/serve.log" | tail -20; }
 exit $((fails > 0))
