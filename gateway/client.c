@@ -4,6 +4,7 @@
 #include "crypto/base/json.h"
 
 #include <curl/curl.h>
+#include <curl/header.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sodium.h>
@@ -277,6 +278,33 @@ static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off
  * most this many times, each wait the answer's Retry-After (1 s at least, 60 s at most). */
 #define CLIENT_RATE_RETRIES 10
 
+/* An error answer for people: the status, the server's message and the request id, which
+ * the site's request log and audit trail are keyed by, so a user can quote it to an admin. The
+ * id is the body's `request_id`, else the X-Request-Id header (a body that is not the server's
+ * JSON, from a proxy in between, still has the header when the site answered at all). */
+static void error_diag(struct ant_client *c, const struct ant_buf *body, long status,
+                       struct ant_diag *d)
+{
+    json_t *e = NULL;
+    struct ant_diag jd;
+    const char *msg = NULL, *code = NULL, *rid = NULL;
+    struct curl_header *hd = NULL;
+    if (ant_json_parse(ant_buf_view(body), CLIENT_JSON_MAX, ANT_JSON_MAX_DEPTH, &e, &jd) == 0) {
+        msg = json_string_value(json_object_get(e, "message"));
+        code = json_string_value(json_object_get(e, "error"));
+        rid = json_string_value(json_object_get(e, "request_id"));
+    }
+    if (rid == NULL && curl_easy_header(c->h, "X-Request-Id", 0, CURLH_HEADER, -1, &hd) ==
+                           CURLHE_OK) {
+        rid = hd->value;
+    }
+    /* bounded pieces: the request id must survive the diag's 256 bytes */
+    ant_diag_set(d, "%ld%s%.40s: %.150s (request id %.40s)", status, code ? " " : "",
+                 code ? code : "", msg ? msg : "the server refused the request",
+                 rid ? rid : "none");
+    json_decref(e);
+}
+
 /* Runs the prepared handle; fills status; turns an error body into diag. `may_repeat`: a 429
  * can be retried with the same handle (no body, or a body read from `rewind_fd`, which is put
  * back at `rewind_to` first; -1: none). */
@@ -327,19 +355,12 @@ static int perform(struct ant_client *c, struct sink *s, bool may_repeat, int re
         s->bytes = 0;
     }
     if (cc != CURLE_OK) {
-        ant_diag_set(d, "request to %s failed: %s", c->base, errbuf[0] ? errbuf : curl_easy_strerror(cc));
+        ant_diag_set(d, "request to %s failed: %s", c->base,
+                     errbuf[0] ? errbuf : curl_easy_strerror(cc));
         return s->err < 0 ? s->err : -EIO;
     }
     if (*status >= 400) {
-        json_t *e = NULL;
-        struct ant_diag jd;
-        const char *msg = NULL;
-        if (ant_json_parse(ant_buf_view(s->json), CLIENT_JSON_MAX, ANT_JSON_MAX_DEPTH, &e, &jd) ==
-            0) {
-            msg = json_string_value(json_object_get(e, "message"));
-        }
-        ant_diag_set(d, "%ld: %s", *status, msg ? msg : "the server refused the request");
-        json_decref(e);
+        error_diag(c, s->json, *status, d);
     }
     return 0;
 }

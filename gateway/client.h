@@ -42,8 +42,9 @@ ANT_MUST_CHECK int ant_client_path(struct ant_buf *url, const char *seg,
                                    bool keep_slash);
 
 /* A JSON request. body may be NULL. On an HTTP answer (any status) returns 0 with *status and
- * *resp (the parsed body, or NULL); for a status >= 400 diag holds the server's message. -EIO
- * with diag for transport failures (TLS, refused, timeout). */
+ * *resp (the parsed body, or NULL); for a status >= 400 diag holds "STATUS CODE: message
+ * (request id ID)", the id from the error body or else the X-Request-Id header (the same for
+ * uploads and downloads below). -EIO with diag for transport failures (TLS, refused, timeout). */
 ANT_MUST_CHECK int ant_client_json(struct ant_client *c, const char *method, const char *path,
                                    const json_t *body, long *status, json_t **resp,
                                    struct ant_diag *d);

@@ -87,5 +87,29 @@ check "explain -o json parses" python3 -c 'import json,sys; d=json.load(open(sys
 "$BIN" explain "$DS" >/dev/null 2>&1
 check "explain without --action is a usage error" test $? -eq 2
 
+# --- HTTP errors: the server's message and the request id on stderr, a non-zero exit ---
+rid_logged() {   # the request log line may land just after the answer
+    [ -n "$1" ] || return 1
+    for _ in $(seq 50); do grep -q "\"request_id\":\"$1\"" "$T/serve.log" && return 0; sleep 0.1; done
+    return 1
+}
+for cmd in "dataset show ds_nope" "dataset files ds_nope" "grant list ds_nope" \
+           "explain ds_nope --action read"; do
+    "$BIN" $cmd >"$T/out" 2>"$T/err"
+    rc=$?
+    RID=$(sed -n 's/.*(request id \([0-9a-f]*\)).*/\1/p' "$T/err")
+    check "$cmd: exit 1" test $rc -eq 1
+    check "$cmd: the server's message" grep -q "404 not_found: no such dataset" "$T/err"
+    check "$cmd: the request id, as the server logged it" rid_logged "$RID"
+    check "$cmd: nothing on stdout" test ! -s "$T/out"
+done
+echo data >"$T/f.txt"
+"$BIN" put ds_nope "$T/f.txt" >/dev/null 2>"$T/err"
+check "put: an error with its request id" grep -q "no such dataset (request id [0-9a-f]\{8,\})" "$T/err"
+"$BIN" get ds_nope f.txt -o "$T/g.out" >/dev/null 2>"$T/err"
+check "get: an error with its request id" grep -q "(request id [0-9a-f]\{8,\})" "$T/err"
+ANTENNA_API_KEY=ak_bad "$BIN" dataset list >/dev/null 2>"$T/err"
+check "a 401 with its request id" grep -q "401 .*(request id [0-9a-f]\{8,\})" "$T/err"
+
 [ "$fails" -eq 0 ] || { echo "--- server log ---"; grep -v '"http.request"' "$T/serve.log" | tail -20; }
 exit $((fails > 0))
