@@ -9,6 +9,7 @@
  *   antenna grant create DATASET (--principal P | --tenant T | --site S) --actions read,stage,...
  *                               [--purpose DUO] [--expires DURATION]
  *   antenna grant list DATASET | revoke GRANT
+ *   (dataset list, dataset files and grant list print a table; -o json the API's answer)
  *   antenna explain DATASET --action read|stage|... [--purpose DUO] [--principal P] [-o json]
  *   antenna login --url URL [--cacert FILE] [--key-file FILE]   (else the key from stdin)
  *   antenna logout
@@ -49,6 +50,7 @@ static void usage(FILE *f)
             "  antenna dataset create NAME [--description D] [--classification C]\n"
             "                 [--region R]... [--duo CODE]...\n"
             "  antenna dataset list | show ID | files ID | publish ID | withdraw ID\n"
+            "      (list, files and grant list: a table; -o json for scripts)\n"
             "  antenna put DATASET LOCAL_FILE [REMOTE_PATH]\n"
             "  antenna get DATASET REMOTE_PATH [-o OUT|-] [--recipient-pk FILE | --plain]\n"
             "                 [--purpose DUO]\n"
@@ -183,6 +185,148 @@ static const char *jstr(const json_t *o, const char *key)
     return s != NULL ? s : "";
 }
 
+/* How a column's cell is made from a row of a list answer. */
+enum col_kind {
+    COL_TEXT,    /* a string or number as it is */
+    COL_SHORT,   /* a hash: its first 12 characters */
+    COL_LIST,    /* an array of strings, comma-separated */
+    COL_TIME,    /* unix seconds as UTC time */
+    COL_GRANTEE, /* grantee_kind:grantee_id */
+};
+
+struct column {
+    const char *head, *key;
+    enum col_kind kind;
+};
+
+#define TABLE_COLS_MAX 8
+#define CELL_MAX 256
+
+static void cell_text(const json_t *v, char *out, size_t n)
+{
+    if (json_is_string(v) && json_string_length(v) > 0) {
+        snprintf(out, n, "%s", json_string_value(v));
+    } else if (json_is_integer(v)) {
+        snprintf(out, n, "%lld", (long long)json_integer_value(v));
+    } else if (json_is_boolean(v)) {
+        snprintf(out, n, "%s", json_is_true(v) ? "yes" : "no");
+    } else {
+        snprintf(out, n, "-");
+    }
+}
+
+static void cell(const json_t *row, const struct column *col, char *out, size_t n)
+{
+    const json_t *v = json_object_get(row, col->key);
+    size_t i, len = 0;
+    json_t *e;
+    switch (col->kind) {
+    case COL_SHORT:
+        cell_text(v, out, n < 13 ? n : 13);
+        break;
+    case COL_LIST:
+        out[0] = '\0';
+        json_array_foreach(v, i, e)
+        {
+            int w = snprintf(out + len, n - len, "%s%s", i ? "," : "", json_string_value(e) ?
+                             json_string_value(e) : "?");
+            len = w < 0 ? len : len + (size_t)w >= n ? n - 1 : len + (size_t)w;
+        }
+        if (len == 0) {
+            snprintf(out, n, "-");
+        }
+        break;
+    case COL_TIME:
+        if (json_is_integer(v)) {
+            char t[32];
+            ant_fmt_time((int64_t)json_integer_value(v), t);
+            snprintf(out, n, "%s", t);
+        } else {
+            snprintf(out, n, "-");
+        }
+        break;
+    case COL_GRANTEE:
+        snprintf(out, n, "%s:%s", jstr(row, "grantee_kind"), jstr(row, col->key));
+        break;
+    default:
+        cell_text(v, out, n);
+    }
+    /* names come from other users: no terminal escape sequence reaches the screen */
+    for (char *q = out; *q != '\0'; q++) {
+        if ((unsigned char)*q < 0x20 || *q == 0x7f) {
+            *q = '?';
+        }
+    }
+}
+
+/* Prints the array `key` of a list answer as an aligned table on stdout. */
+static void print_table(const json_t *resp, const char *key, const struct column *cols,
+                        size_t ncols)
+{
+    const json_t *rows = json_object_get(resp, key);
+    size_t width[TABLE_COLS_MAX] = {0}, i;
+    char buf[CELL_MAX];
+    json_t *row;
+    ncols = ncols < TABLE_COLS_MAX ? ncols : TABLE_COLS_MAX;
+    for (size_t c = 0; c < ncols; c++) {
+        width[c] = strlen(cols[c].head);
+        json_array_foreach(rows, i, row)
+        {
+            cell(row, &cols[c], buf, sizeof(buf));
+            width[c] = strlen(buf) > width[c] ? strlen(buf) : width[c];
+        }
+    }
+    for (size_t c = 0; c < ncols; c++) {
+        printf("%-*s%s", c + 1 < ncols ? (int)width[c] : 0, cols[c].head,
+               c + 1 < ncols ? "  " : "\n");
+    }
+    json_array_foreach(rows, i, row)
+    {
+        for (size_t c = 0; c < ncols; c++) {
+            cell(row, &cols[c], buf, sizeof(buf));
+            printf("%-*s%s", c + 1 < ncols ? (int)width[c] : 0, buf, c + 1 < ncols ? "  " : "\n");
+        }
+    }
+    if (json_array_size(rows) == 0) {
+        printf("(none)\n");
+    }
+}
+
+/* A list command: a table for people, the answer unchanged with -o json. */
+static int list(const struct copts *o, const char *path, const char *key,
+                const struct column *cols, size_t ncols)
+{
+    bool json = false;
+    json_t *resp = NULL;
+    if (want_json(o, &json) < 0) {
+        return 2;
+    }
+    int ret = request(o, "GET", path, NULL, &resp);
+    if (ret == 0 && json) {
+        ant_client_print_json(resp);
+    } else if (ret == 0) {
+        print_table(resp, key, cols, ncols);
+    }
+    json_decref(resp);
+    return ret;
+}
+
+static const struct column g_ds_cols[] = {
+    {"ID", "id", COL_TEXT},       {"NAME", "name", COL_TEXT},
+    {"CLASSIFICATION", "classification", COL_TEXT},
+    {"STATE", "state", COL_TEXT}, {"FILES", "files", COL_TEXT},
+};
+static const struct column g_file_cols[] = {
+    {"PATH", "path", COL_TEXT},
+    {"SIZE", "size", COL_TEXT},
+    {"SHA256", "sha256", COL_SHORT},
+};
+static const struct column g_grant_cols[] = {
+    {"ID", "id", COL_TEXT},           {"GRANTEE", "grantee_id", COL_GRANTEE},
+    {"ACTIONS", "actions", COL_LIST}, {"PURPOSE", "purpose", COL_TEXT},
+    {"EXPIRES", "expires", COL_TIME}, {"STATE", "state", COL_TEXT},
+};
+
 /* "/v1/datasets/ID[/rest]" with ID and REMOTE percent-encoded. */
 static int ds_path(const char *id, const char *tail, const char *file, struct ant_buf *p)
 {
@@ -215,7 +359,7 @@ static int cmd_dataset(int argc, char **argv, struct copts *o, int i)
     ant_buf_init(&p, 4096);
     if (sub == NULL || arg == NULL) {
         if (sub != NULL && strcmp(sub, "list") == 0) {
-            return call(o, "GET", "/v1/datasets", NULL);
+            return list(o, "/v1/datasets", "datasets", g_ds_cols, ANT_ARRAY_LEN(g_ds_cols));
         }
         usage(stderr);
         return 2;
@@ -236,10 +380,15 @@ static int cmd_dataset(int argc, char **argv, struct copts *o, int i)
         const char *sub, *method, *tail;
     } simple[] = {
         {"show", "GET", NULL},
-        {"files", "GET", "/files"},
         {"publish", "POST", "/publish"},
         {"withdraw", "POST", "/withdraw"},
     };
+    if (strcmp(sub, "files") == 0) {
+        ret = ds_path(arg, "/files", NULL, &p) < 0
+                  ? 1
+                  : list(o, (const char *)p.p, "files", g_file_cols, ANT_ARRAY_LEN(g_file_cols));
+        goto out;
+    }
     for (size_t k = 0; k < ANT_ARRAY_LEN(simple); k++) {
         if (strcmp(sub, simple[k].sub) == 0) {
             ret = ds_path(arg, simple[k].tail, NULL, &p) < 0
@@ -386,7 +535,10 @@ static int cmd_grant(int argc, char **argv, struct copts *o, int i)
         return 2;
     }
     if (strcmp(sub, "list") == 0) {
-        ret = ds_path(arg, "/grants", NULL, &p) < 0 ? 1 : call(o, "GET", (const char *)p.p, NULL);
+        ret = ds_path(arg, "/grants", NULL, &p) < 0
+                  ? 1
+                  : list(o, (const char *)p.p, "grants", g_grant_cols,
+                         ANT_ARRAY_LEN(g_grant_cols));
     } else if (strcmp(sub, "revoke") == 0) {
         ret = ant_buf_append_str(&p, "/v1/grants") == 0 && ant_client_path(&p, arg, false) == 0 &&
                       ant_buf_terminate(&p) == 0

@@ -111,5 +111,29 @@ check "get: an error with its request id" grep -q "(request id [0-9a-f]\{8,\})" 
 ANTENNA_API_KEY=ak_bad "$BIN" dataset list >/dev/null 2>"$T/err"
 check "a 401 with its request id" grep -q "401 .*(request id [0-9a-f]\{8,\})" "$T/err"
 
+# --- lists: a table by default, the API's JSON with -o json ---
+printf 'abc' >"$T/r1.txt"
+"$BIN" put "$DS" "$T/r1.txt" reads/r1.txt >/dev/null 2>&1 || check "put" false
+"$BIN" grant create "$DS" --principal bob --actions read,stage --purpose DUO:0000042 \
+    --expires 30d >/dev/null 2>&1 || check "grant create" false
+"$BIN" dataset list >"$T/dl.out"
+check "dataset list: a table header" grep -q "^ID  *NAME  *CLASSIFICATION  *STATE" "$T/dl.out"
+check "dataset list: a row" grep -q "^$DS  *cohort  *sensitive  *draft" "$T/dl.out"
+"$BIN" dataset list -o json >"$T/dl.json"
+check "dataset list -o json parses" python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if sys.argv[2] in [x["id"] for x in d["datasets"]] else 1)' "$T/dl.json" "$DS"
+SHA=$(sha256sum "$T/r1.txt" | cut -c1-12)
+"$BIN" dataset files "$DS" >"$T/df.out"
+check "dataset files: a table" grep -q "^PATH  *SIZE  *SHA256" "$T/df.out"
+check "dataset files: path, size, short hash" grep -q "^reads/r1.txt  *3  *$SHA\$" "$T/df.out"
+"$BIN" dataset files "$DS" -o json >"$T/df.json"
+check "dataset files -o json parses" python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d["files"][0]["path"]=="reads/r1.txt" else 1)' "$T/df.json"
+"$BIN" grant list "$DS" >"$T/gl.out"
+check "grant list: a table" grep -q "^ID  *GRANTEE  *ACTIONS  *PURPOSE  *EXPIRES" "$T/gl.out"
+check "grant list: a row" grep -q "principal:bob  *read,stage  *DUO:0000042  *20[0-9-]*T" "$T/gl.out"
+"$BIN" grant list "$DS" -o json >"$T/gl.json"
+check "grant list -o json parses" python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d["grants"][0]["grantee_id"]=="bob" else 1)' "$T/gl.json"
+"$BIN" dataset list -o yaml >/dev/null 2>&1
+check "an unknown -o is a usage error" test $? -eq 2
+
 [ "$fails" -eq 0 ] || { echo "--- server log ---"; grep -v '"http.request"' "$T/serve.log" | tail -20; }
 exit $((fails > 0))
