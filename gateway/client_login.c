@@ -53,7 +53,9 @@ static int open_dir(bool create, char *path, size_t n, struct ant_diag *d)
     struct stat sb;
     int rc = ant_client_login_dir(path, n);
     if (rc < 0) {
-        ant_diag_set(d, "no folder for the login: set $HOME or $XDG_CONFIG_HOME");
+        if (create || rc != -ENOENT) { /* reading: no folder is no login */
+            ant_diag_set(d, "no folder for the login: set $HOME or $XDG_CONFIG_HOME");
+        }
         return rc;
     }
     if (create && (rc = mkdir_parents(path)) < 0) {
