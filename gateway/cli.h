@@ -10,7 +10,8 @@ int ant_cli_admin(int argc, char **argv);
 int ant_cli_audit(int argc, char **argv);
 /* admin peer add|list|remove|token|pull, dispatched from ant_cli_admin (argv[0] is "peer") */
 int ant_cli_peer(int argc, char **argv);
-/* dataset, put, get, grant: the client commands (argv[0] names which). */
+/* dataset, put, get, grant, pubkey, login, logout, explain: the client commands (argv[0]
+ * names which). */
 int ant_cli_client(int argc, char **argv);
 /* stage, pull: stage jobs and pulling their files with the job token (argv[0] names which). */
 int ant_cli_stage(int argc, char **argv);

@@ -9,8 +9,13 @@
  *   antenna grant create DATASET (--principal P | --tenant T | --site S) --actions read,stage,...
  *                               [--purpose DUO] [--expires DURATION]
  *   antenna grant list DATASET | revoke GRANT
+ *   (dataset list, dataset files and grant list print a table; -o json the API's answer)
+ *   antenna explain DATASET --action read|stage|... [--purpose DUO] [--principal P] [-o json]
+ *   antenna login --url URL [--cacert FILE] [--key-file FILE]   (else the key from stdin)
+ *   antenna logout
  *
- * Every command takes --url, --cacert and --key-file (see client.h for the environment). */
+ * Every command takes --url, --cacert and --key-file (see client.h for the environment and the
+ * saved login). */
 #include "crypto/keys.h"
 #include "gateway/cli.h"
 #include "gateway/client.h"
@@ -20,7 +25,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sodium.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
 #define MAX_LIST 16
@@ -28,7 +35,7 @@
 struct copts {
     struct ant_client_conf conf;
     const char *description, *classification, *out, *recipient_pk, *purpose, *expires;
-    const char *principal, *tenant, *site, *actions;
+    const char *principal, *tenant, *site, *actions, *action;
     const char *regions[MAX_LIST];
     unsigned nregions;
     const char *duo[MAX_LIST];
@@ -43,6 +50,7 @@ static void usage(FILE *f)
             "  antenna dataset create NAME [--description D] [--classification C]\n"
             "                 [--region R]... [--duo CODE]...\n"
             "  antenna dataset list | show ID | files ID | publish ID | withdraw ID\n"
+            "      (list, files and grant list: a table; -o json for scripts)\n"
             "  antenna put DATASET LOCAL_FILE [REMOTE_PATH]\n"
             "  antenna get DATASET REMOTE_PATH [-o OUT|-] [--recipient-pk FILE | --plain]\n"
             "                 [--purpose DUO]\n"
@@ -50,9 +58,14 @@ static void usage(FILE *f)
             "  antenna pubkey set PRINCIPAL PUBLIC_KEY_FILE | show PRINCIPAL\n"
             "  antenna grant create DATASET (--principal P | --tenant T | --site S)\n"
             "                 --actions read,stage,transfer [--purpose DUO] [--expires 30d]\n"
-            "  antenna grant list DATASET | revoke GRANT\n\n"
+            "  antenna grant list DATASET | revoke GRANT\n"
+            "  antenna explain DATASET --action read|stage|transfer|... [--purpose DUO]\n"
+            "                 [--principal P] [-o json]\n"
+            "  antenna login --url URL [--cacert FILE] [--key-file FILE]  (else key on stdin)\n"
+            "  antenna logout\n\n"
             "connection: --url https://HOST:PORT (or $ANTENNA_URL), --cacert FILE (or\n"
-            "$ANTENNA_CACERT), --key-file FILE (or $ANTENNA_API_KEY / $ANTENNA_API_KEY_FILE).\n");
+            "$ANTENNA_CACERT), --key-file FILE (or $ANTENNA_API_KEY / $ANTENNA_TOKEN /\n"
+            "$ANTENNA_API_KEY_FILE), else what `antenna login` saved.\n");
 }
 
 /* Parses the options of every client command; returns the index of the first operand or -1. */
@@ -72,6 +85,7 @@ static int parse_opts(int argc, char **argv, struct copts *o)
         {"tenant", required_argument, NULL, 't'},
         {"site", required_argument, NULL, 's'},
         {"actions", required_argument, NULL, 'a'},
+        {"action", required_argument, NULL, 'A'},
         {"purpose", required_argument, NULL, 'z'},
         {"expires", required_argument, NULL, 'e'},
         {"json", no_argument, NULL, 'j'},
@@ -105,6 +119,7 @@ static int parse_opts(int argc, char **argv, struct copts *o)
         case 't': o->tenant = optarg; break;
         case 's': o->site = optarg; break;
         case 'a': o->actions = optarg; break;
+        case 'A': o->action = optarg; break;
         case 'z': o->purpose = optarg; break;
         case 'e': o->expires = optarg; break;
         case 'j': o->json = true; break;
@@ -116,29 +131,201 @@ static int parse_opts(int argc, char **argv, struct copts *o)
     return optind;
 }
 
-/* One JSON request; prints the answer; exit code 0 or 1. */
-static int call(const struct copts *o, const char *method, const char *path, const json_t *body)
+/* One JSON request. Returns 0 with *resp (the caller's to json_decref; may be NULL), or 1 after
+ * printing what went wrong (the server's message and request id for an HTTP error). */
+static int request(const struct copts *o, const char *method, const char *path,
+                   const json_t *body, json_t **resp)
 {
     struct ant_client *c = NULL;
     struct ant_diag d = {{0}};
-    json_t *resp = NULL;
     long status = 0;
+    *resp = NULL;
     int rc = ant_client_open(&o->conf, &c, &d);
     if (rc == 0) {
-        rc = ant_client_json(c, method, path, body, &status, &resp, &d);
+        rc = ant_client_json(c, method, path, body, &status, resp, &d);
     }
     if (rc == 0 && status >= 400) {
         rc = -EPERM;
     }
     if (rc < 0) {
         fprintf(stderr, "antenna: %s\n", ant_diag_msg(&d, strerror(-rc)));
-    } else {
-        ant_client_print_json(resp);
+        json_decref(*resp);
+        *resp = NULL;
     }
-    json_decref(resp);
     ant_client_close(c);
     return rc < 0 ? 1 : 0;
 }
+
+/* One JSON request; prints the answer as JSON; exit code 0 or 1. */
+static int call(const struct copts *o, const char *method, const char *path, const json_t *body)
+{
+    json_t *resp = NULL;
+    int ret = request(o, method, path, body, &resp);
+    if (ret == 0) {
+        ant_client_print_json(resp);
+    }
+    json_decref(resp);
+    return ret;
+}
+
+/* -o json (or --json): the server's JSON as it is, for scripts; otherwise text for people. */
+static int want_json(const struct copts *o, bool *json)
+{
+    if (o->out != NULL && strcmp(o->out, "json") != 0 && strcmp(o->out, "table") != 0) {
+        fprintf(stderr, "antenna: -o takes json or table\n");
+        return -EINVAL;
+    }
+    *json = o->json || (o->out != NULL && strcmp(o->out, "json") == 0);
+    return 0;
+}
+
+static const char *jstr(const json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s != NULL ? s : "";
+}
+
+/* How a column's cell is made from a row of a list answer. */
+enum col_kind {
+    COL_TEXT,    /* a string or number as it is */
+    COL_SHORT,   /* a hash: its first 12 characters */
+    COL_LIST,    /* an array of strings, comma-separated */
+    COL_TIME,    /* unix seconds as UTC time */
+    COL_GRANTEE, /* grantee_kind:grantee_id */
+};
+
+struct column {
+    const char *head, *key;
+    enum col_kind kind;
+};
+
+#define TABLE_COLS_MAX 8
+#define CELL_MAX 256
+
+static void cell_text(const json_t *v, char *out, size_t n)
+{
+    if (json_is_string(v) && json_string_length(v) > 0) {
+        snprintf(out, n, "%s", json_string_value(v));
+    } else if (json_is_integer(v)) {
+        snprintf(out, n, "%lld", (long long)json_integer_value(v));
+    } else if (json_is_boolean(v)) {
+        snprintf(out, n, "%s", json_is_true(v) ? "yes" : "no");
+    } else {
+        snprintf(out, n, "-");
+    }
+}
+
+static void cell(const json_t *row, const struct column *col, char *out, size_t n)
+{
+    const json_t *v = json_object_get(row, col->key);
+    size_t i, len = 0;
+    json_t *e;
+    switch (col->kind) {
+    case COL_SHORT:
+        cell_text(v, out, n < 13 ? n : 13);
+        break;
+    case COL_LIST:
+        out[0] = '\0';
+        json_array_foreach(v, i, e)
+        {
+            int w = snprintf(out + len, n - len, "%s%s", i ? "," : "", json_string_value(e) ?
+                             json_string_value(e) : "?");
+            len = w < 0 ? len : len + (size_t)w >= n ? n - 1 : len + (size_t)w;
+        }
+        if (len == 0) {
+            snprintf(out, n, "-");
+        }
+        break;
+    case COL_TIME:
+        if (json_is_integer(v)) {
+            char t[32];
+            ant_fmt_time((int64_t)json_integer_value(v), t);
+            snprintf(out, n, "%s", t);
+        } else {
+            snprintf(out, n, "-");
+        }
+        break;
+    case COL_GRANTEE:
+        snprintf(out, n, "%s:%s", jstr(row, "grantee_kind"), jstr(row, col->key));
+        break;
+    default:
+        cell_text(v, out, n);
+    }
+    /* names come from other users: no terminal escape sequence reaches the screen */
+    for (char *q = out; *q != '\0'; q++) {
+        if ((unsigned char)*q < 0x20 || *q == 0x7f) {
+            *q = '?';
+        }
+    }
+}
+
+/* Prints the array `key` of a list answer as an aligned table on stdout. */
+static void print_table(const json_t *resp, const char *key, const struct column *cols,
+                        size_t ncols)
+{
+    const json_t *rows = json_object_get(resp, key);
+    size_t width[TABLE_COLS_MAX] = {0}, i;
+    char buf[CELL_MAX];
+    json_t *row;
+    ncols = ncols < TABLE_COLS_MAX ? ncols : TABLE_COLS_MAX;
+    for (size_t c = 0; c < ncols; c++) {
+        width[c] = strlen(cols[c].head);
+        json_array_foreach(rows, i, row)
+        {
+            cell(row, &cols[c], buf, sizeof(buf));
+            width[c] = strlen(buf) > width[c] ? strlen(buf) : width[c];
+        }
+    }
+    for (size_t c = 0; c < ncols; c++) {
+        printf("%-*s%s", c + 1 < ncols ? (int)width[c] : 0, cols[c].head,
+               c + 1 < ncols ? "  " : "\n");
+    }
+    json_array_foreach(rows, i, row)
+    {
+        for (size_t c = 0; c < ncols; c++) {
+            cell(row, &cols[c], buf, sizeof(buf));
+            printf("%-*s%s", c + 1 < ncols ? (int)width[c] : 0, buf, c + 1 < ncols ? "  " : "\n");
+        }
+    }
+    if (json_array_size(rows) == 0) {
+        printf("(none)\n");
+    }
+}
+
+/* A list command: a table for people, the answer unchanged with -o json. */
+static int list(const struct copts *o, const char *path, const char *key,
+                const struct column *cols, size_t ncols)
+{
+    bool json = false;
+    json_t *resp = NULL;
+    if (want_json(o, &json) < 0) {
+        return 2;
+    }
+    int ret = request(o, "GET", path, NULL, &resp);
+    if (ret == 0 && json) {
+        ant_client_print_json(resp);
+    } else if (ret == 0) {
+        print_table(resp, key, cols, ncols);
+    }
+    json_decref(resp);
+    return ret;
+}
+
+static const struct column g_ds_cols[] = {
+    {"ID", "id", COL_TEXT},       {"NAME", "name", COL_TEXT},
+    {"CLASSIFICATION", "classification", COL_TEXT},
+    {"STATE", "state", COL_TEXT}, {"FILES", "files", COL_TEXT},
+};
+static const struct column g_file_cols[] = {
+    {"PATH", "path", COL_TEXT},
+    {"SIZE", "size", COL_TEXT},
+    {"SHA256", "sha256", COL_SHORT},
+};
+static const struct column g_grant_cols[] = {
+    {"ID", "id", COL_TEXT},           {"GRANTEE", "grantee_id", COL_GRANTEE},
+    {"ACTIONS", "actions", COL_LIST}, {"PURPOSE", "purpose", COL_TEXT},
+    {"EXPIRES", "expires", COL_TIME}, {"STATE", "state", COL_TEXT},
+};
 
 /* "/v1/datasets/ID[/rest]" with ID and REMOTE percent-encoded. */
 static int ds_path(const char *id, const char *tail, const char *file, struct ant_buf *p)
@@ -172,7 +359,7 @@ static int cmd_dataset(int argc, char **argv, struct copts *o, int i)
     ant_buf_init(&p, 4096);
     if (sub == NULL || arg == NULL) {
         if (sub != NULL && strcmp(sub, "list") == 0) {
-            return call(o, "GET", "/v1/datasets", NULL);
+            return list(o, "/v1/datasets", "datasets", g_ds_cols, ANT_ARRAY_LEN(g_ds_cols));
         }
         usage(stderr);
         return 2;
@@ -193,10 +380,15 @@ static int cmd_dataset(int argc, char **argv, struct copts *o, int i)
         const char *sub, *method, *tail;
     } simple[] = {
         {"show", "GET", NULL},
-        {"files", "GET", "/files"},
         {"publish", "POST", "/publish"},
         {"withdraw", "POST", "/withdraw"},
     };
+    if (strcmp(sub, "files") == 0) {
+        ret = ds_path(arg, "/files", NULL, &p) < 0
+                  ? 1
+                  : list(o, (const char *)p.p, "files", g_file_cols, ANT_ARRAY_LEN(g_file_cols));
+        goto out;
+    }
     for (size_t k = 0; k < ANT_ARRAY_LEN(simple); k++) {
         if (strcmp(sub, simple[k].sub) == 0) {
             ret = ds_path(arg, simple[k].tail, NULL, &p) < 0
@@ -343,7 +535,10 @@ static int cmd_grant(int argc, char **argv, struct copts *o, int i)
         return 2;
     }
     if (strcmp(sub, "list") == 0) {
-        ret = ds_path(arg, "/grants", NULL, &p) < 0 ? 1 : call(o, "GET", (const char *)p.p, NULL);
+        ret = ds_path(arg, "/grants", NULL, &p) < 0
+                  ? 1
+                  : list(o, (const char *)p.p, "grants", g_grant_cols,
+                         ANT_ARRAY_LEN(g_grant_cols));
     } else if (strcmp(sub, "revoke") == 0) {
         ret = ant_buf_append_str(&p, "/v1/grants") == 0 && ant_client_path(&p, arg, false) == 0 &&
                       ant_buf_terminate(&p) == 0
@@ -430,6 +625,165 @@ out:
     return ret;
 }
 
+/* antenna explain: POST /v1/policy/explain, the decision and its reason for people (the rule
+ * trace below it), the answer as it is with -o json. */
+static int cmd_explain(int argc, char **argv, struct copts *o, int i)
+{
+    bool json = false;
+    json_t *resp = NULL, *rule;
+    size_t k;
+    if (argc - i != 1 || o->action == NULL || want_json(o, &json) < 0) {
+        usage(stderr);
+        return 2;
+    }
+    json_t *b = json_pack("{s:s, s:s}", "dataset_id", argv[i], "action", o->action);
+    if (b != NULL && o->purpose != NULL) {
+        json_object_set_new(b, "purpose", json_string(o->purpose));
+    }
+    if (b != NULL && o->principal != NULL) {
+        json_object_set_new(b, "principal", json_string(o->principal));
+    }
+    int ret = b != NULL ? request(o, "POST", "/v1/policy/explain", b, &resp) : 1;
+    json_decref(b);
+    if (ret != 0 || json) {
+        ant_client_print_json(resp);
+        json_decref(resp);
+        return ret;
+    }
+    printf("%s: %s may %s%s %s\n", jstr(resp, "decision"), jstr(resp, "principal"),
+           strcmp(jstr(resp, "decision"), "allow") == 0 ? "" : "not ", jstr(resp, "action"),
+           jstr(resp, "dataset_id")[0] ? jstr(resp, "dataset_id") : argv[i]);
+    printf("reason:  %s\n", jstr(resp, "reason"));
+    if (jstr(resp, "message")[0] != '\0') {
+        printf("message: %s\n", jstr(resp, "message"));
+    }
+    if (jstr(resp, "grant_id")[0] != '\0') {
+        printf("grant:   %s\n", jstr(resp, "grant_id"));
+    }
+    json_array_foreach(json_object_get(resp, "rules"), k, rule)
+    {
+        printf("%s  %-6s %s%s%s\n", k == 0 ? "rules:" : "      ", jstr(rule, "result"),
+               jstr(rule, "rule"), jstr(rule, "detail")[0] ? ": " : "", jstr(rule, "detail"));
+    }
+    json_decref(resp);
+    return 0;
+}
+
+/* The key for login: the first line of --key-file or of stdin (not echoed on a terminal).
+ * Read a byte at a time so nothing past the line is consumed or left in a stdio buffer. */
+static int login_read_key(const char *file, char *out, size_t n)
+{
+    int fd = file ? open(file, O_RDONLY | O_CLOEXEC) : STDIN_FILENO;
+    struct termios old, quiet;
+    bool tty = file == NULL && tcgetattr(fd, &old) == 0;
+    size_t len = 0;
+    int rc = fd < 0 ? -errno : 0;
+    if (tty) {
+        fprintf(stderr, "API key: ");
+        quiet = old;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        tcsetattr(fd, TCSAFLUSH, &quiet);
+    }
+    while (rc == 0) {
+        char ch;
+        ssize_t r = read(fd, &ch, 1);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            rc = -errno;
+        } else if (r == 0 || ch == '\n') {
+            break;
+        } else if (ch == ' ' || ch == '\t' || ch == '\r') {
+            continue; /* surrounding blanks of a pasted key */
+        } else if (len + 1 >= n) {
+            rc = -E2BIG;
+        } else {
+            out[len++] = ch;
+        }
+    }
+    if (tty) {
+        tcsetattr(fd, TCSAFLUSH, &old);
+        fputc('\n', stderr);
+    }
+    if (file != NULL) {
+        ant_close(fd);
+    }
+    out[len < n ? len : 0] = '\0';
+    if (rc < 0) {
+        fprintf(stderr, "antenna: cannot read the API key from %s: %s\n",
+                file ? file : "stdin", strerror(-rc));
+    } else if (len == 0) {
+        fprintf(stderr, "antenna: no API key given (pass --key-file FILE or write it to stdin)\n");
+        rc = -EINVAL;
+    }
+    return rc;
+}
+
+/* antenna login: one authenticated request proves URL, CA and key work together, then all
+ * three are saved (client.h says where and how). */
+static int cmd_login(int argc, char **argv, struct copts *o, int i)
+{
+    (void)argv;
+    const char *url = o->conf.url ? o->conf.url : getenv("ANTENNA_URL");
+    const char *ca = o->conf.cacert ? o->conf.cacert : getenv("ANTENNA_CACERT");
+    char key[ANT_LOGIN_KEY_MAX];
+    char dir[1024] = "";
+    struct ant_client_conf conf = {.url = url, .cacert = ca, .bearer = key};
+    struct ant_client *c = NULL;
+    struct ant_diag d = {{0}};
+    json_t *resp = NULL;
+    long status = 0;
+    int ret = 1;
+    if (i != argc || url == NULL) {
+        usage(stderr);
+        return 2;
+    }
+    if (login_read_key(o->conf.key_file, key, sizeof(key)) < 0) {
+        goto out;
+    }
+    int rc = ant_client_open(&conf, &c, &d);
+    if (rc == 0) {
+        rc = ant_client_json(c, "GET", "/v1/datasets", NULL, &status, &resp, &d);
+    }
+    if (rc < 0 || status != 200) {
+        fprintf(stderr, "antenna: login to %s failed: %s\n", url,
+                ant_diag_msg(&d, rc < 0 ? strerror(-rc) : "unexpected status"));
+        goto out;
+    }
+    if (ant_client_login_save(url, ca, key, &d) < 0) {
+        fprintf(stderr, "antenna: %s\n", ant_diag_msg(&d, "cannot save the login"));
+        goto out;
+    }
+    if (ant_client_login_dir(dir, sizeof(dir)) < 0) {
+        dir[0] = '\0';
+    }
+    fprintf(stderr, "antenna: logged in to %s; saved in %s\n", url, dir);
+    ret = 0;
+out:
+    sodium_memzero(key, sizeof(key));
+    json_decref(resp);
+    ant_client_close(c);
+    return ret;
+}
+
+static int cmd_logout(int argc, struct copts *o, int i)
+{
+    (void)o;
+    struct ant_diag d = {{0}};
+    if (i != argc) {
+        usage(stderr);
+        return 2;
+    }
+    int rc = ant_client_login_remove(&d);
+    if (rc < 0) {
+        fprintf(stderr, "antenna: %s\n", ant_diag_msg(&d, strerror(-rc)));
+        return 1;
+    }
+    fprintf(stderr, "antenna: %s\n", rc > 0 ? "logged out" : "no saved login");
+    return 0;
+}
+
 int ant_cli_client(int argc, char **argv)
 {
     struct copts o = {0};
@@ -453,6 +807,15 @@ int ant_cli_client(int argc, char **argv)
     }
     if (strcmp(cmd, "pubkey") == 0) {
         return cmd_pubkey(argc, argv, &o, i);
+    }
+    if (strcmp(cmd, "explain") == 0) {
+        return cmd_explain(argc, argv, &o, i);
+    }
+    if (strcmp(cmd, "login") == 0) {
+        return cmd_login(argc, argv, &o, i);
+    }
+    if (strcmp(cmd, "logout") == 0) {
+        return cmd_logout(argc, &o, i);
     }
     usage(stderr);
     return 2;

@@ -4,6 +4,7 @@
 #include "crypto/base/json.h"
 
 #include <curl/curl.h>
+#include <curl/header.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sodium.h>
@@ -31,16 +32,13 @@ static void curl_init_once(void)
     curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
-/* Reads the API key from a file (first line, surrounding whitespace dropped). */
-static int read_key_file(const char *path, char *out, size_t n, struct ant_diag *d)
+/* Reads the API key from an open file (first line, surrounding whitespace dropped); `path`
+ * names it in messages. */
+static int read_key_fd(int fd, const char *path, char *out, size_t n, struct ant_diag *d)
 {
     struct ant_buf b;
     ant_buf_init(&b, 16384);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    int rc = fd < 0 ? -errno : ant_read_all(fd, &b);
-    if (fd >= 0) {
-        ant_close(fd);
-    }
+    int rc = ant_read_all(fd, &b);
     if (rc < 0) {
         ant_diag_set(d, "cannot read the API key file %s: %s", path, strerror(-rc));
         goto out;
@@ -65,6 +63,56 @@ out:
     return rc;
 }
 
+static int read_key_file(const char *path, char *out, size_t n, struct ant_diag *d)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        ant_diag_set(d, "cannot read the API key file %s: %s", path, strerror(errno));
+        return -errno;
+    }
+    int rc = read_key_fd(fd, path, out, n, d);
+    ant_close(fd);
+    return rc;
+}
+
+/* The saved login's URL into out (unchanged when there is none). */
+static int saved_url(char *out, size_t n, struct ant_diag *d)
+{
+    char buf[480];
+    int fd = ant_client_login_open(ANT_LOGIN_URL, d);
+    if (fd == -ENOENT) {
+        return 0;
+    }
+    if (fd < 0) {
+        return fd;
+    }
+    ssize_t r = ant_read_full(fd, buf, sizeof(buf) - 1);
+    ant_close(fd);
+    if (r < 0) {
+        ant_diag_set(d, "cannot read the saved login's URL: %s", strerror((int)-r));
+        return (int)r;
+    }
+    buf[r] = '\0';
+    buf[strcspn(buf, "\r\n")] = '\0';
+    snprintf(out, n, "%s", buf);
+    return 0;
+}
+
+/* The saved login's API key into out (left empty when there is none). */
+static int saved_key(char *out, size_t n, struct ant_diag *d)
+{
+    int fd = ant_client_login_open(ANT_LOGIN_KEY, d);
+    if (fd == -ENOENT) {
+        return 0;
+    }
+    if (fd < 0) {
+        return fd;
+    }
+    int rc = read_key_fd(fd, "of the saved login", out, n, d);
+    ant_close(fd);
+    return rc;
+}
+
 int ant_client_open(const struct ant_client_conf *conf, struct ant_client **out,
                     struct ant_diag *d)
 {
@@ -77,7 +125,17 @@ int ant_client_open(const struct ant_client_conf *conf, struct ant_client **out,
     }
     const char *url = conf->url ? conf->url : getenv("ANTENNA_URL");
     const char *ca = conf->cacert ? conf->cacert : getenv("ANTENNA_CACERT");
-    snprintf(c->base, sizeof(c->base), "%s", url ? url : "https://127.0.0.1:8443");
+    const char *env_key = getenv("ANTENNA_API_KEY") ? getenv("ANTENNA_API_KEY")
+                                                    : getenv("ANTENNA_TOKEN");
+    if (url != NULL) {
+        snprintf(c->base, sizeof(c->base), "%s", url);
+    } else {
+        snprintf(c->base, sizeof(c->base), "https://127.0.0.1:8443");
+        rc = saved_url(c->base, sizeof(c->base), d);
+        if (rc < 0) {
+            goto out;
+        }
+    }
     size_t bl = strlen(c->base);
     while (bl > 0 && c->base[bl - 1] == '/') {
         c->base[--bl] = '\0';
@@ -87,16 +145,27 @@ int ant_client_open(const struct ant_client_conf *conf, struct ant_client **out,
         rc = -EINVAL;
         goto out;
     }
-    snprintf(c->cacert, sizeof(c->cacert), "%s", ca ? ca : "");
+    if (ca != NULL) {
+        snprintf(c->cacert, sizeof(c->cacert), "%s", ca);
+    } else if (ant_client_login_dir(c->cacert, sizeof(c->cacert) - sizeof(ANT_LOGIN_CA) - 1) ==
+               0) {
+        size_t cl = strlen(c->cacert);
+        snprintf(c->cacert + cl, sizeof(c->cacert) - cl, "/%s", ANT_LOGIN_CA);
+        if (access(c->cacert, R_OK) < 0) {
+            c->cacert[0] = '\0'; /* no saved CA: the system store */
+        }
+    }
     c->progress = conf->progress && isatty(STDERR_FILENO);
     if (conf->bearer != NULL) {
         snprintf(secret, sizeof(secret), "%s", conf->bearer);
     } else if (conf->key_file != NULL) {
         rc = read_key_file(conf->key_file, secret, sizeof(secret), d);
-    } else if (getenv("ANTENNA_API_KEY") != NULL) {
-        snprintf(secret, sizeof(secret), "%s", getenv("ANTENNA_API_KEY"));
+    } else if (env_key != NULL) {
+        snprintf(secret, sizeof(secret), "%s", env_key);
     } else if (getenv("ANTENNA_API_KEY_FILE") != NULL) {
         rc = read_key_file(getenv("ANTENNA_API_KEY_FILE"), secret, sizeof(secret), d);
+    } else {
+        rc = saved_key(secret, sizeof(secret), d);
     }
     if (rc < 0) {
         goto out;
@@ -209,6 +278,33 @@ static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off
  * most this many times, each wait the answer's Retry-After (1 s at least, 60 s at most). */
 #define CLIENT_RATE_RETRIES 10
 
+/* An error answer for people: the status, the server's message and the request id, which
+ * the site's request log and audit trail are keyed by, so a user can quote it to an admin. The
+ * id is the body's `request_id`, else the X-Request-Id header (a body that is not the server's
+ * JSON, from a proxy in between, still has the header when the site answered at all). */
+static void error_diag(struct ant_client *c, const struct ant_buf *body, long status,
+                       struct ant_diag *d)
+{
+    json_t *e = NULL;
+    struct ant_diag jd;
+    const char *msg = NULL, *code = NULL, *rid = NULL;
+    struct curl_header *hd = NULL;
+    if (ant_json_parse(ant_buf_view(body), CLIENT_JSON_MAX, ANT_JSON_MAX_DEPTH, &e, &jd) == 0) {
+        msg = json_string_value(json_object_get(e, "message"));
+        code = json_string_value(json_object_get(e, "error"));
+        rid = json_string_value(json_object_get(e, "request_id"));
+    }
+    if (rid == NULL && curl_easy_header(c->h, "X-Request-Id", 0, CURLH_HEADER, -1, &hd) ==
+                           CURLHE_OK) {
+        rid = hd->value;
+    }
+    /* bounded pieces: the request id must survive the diag's 256 bytes */
+    ant_diag_set(d, "%ld%s%.40s: %.150s (request id %.40s)", status, code ? " " : "",
+                 code ? code : "", msg ? msg : "the server refused the request",
+                 rid ? rid : "none");
+    json_decref(e);
+}
+
 /* Runs the prepared handle; fills status; turns an error body into diag. `may_repeat`: a 429
  * can be retried with the same handle (no body, or a body read from `rewind_fd`, which is put
  * back at `rewind_to` first; -1: none). */
@@ -259,19 +355,12 @@ static int perform(struct ant_client *c, struct sink *s, bool may_repeat, int re
         s->bytes = 0;
     }
     if (cc != CURLE_OK) {
-        ant_diag_set(d, "request to %s failed: %s", c->base, errbuf[0] ? errbuf : curl_easy_strerror(cc));
+        ant_diag_set(d, "request to %s failed: %s", c->base,
+                     errbuf[0] ? errbuf : curl_easy_strerror(cc));
         return s->err < 0 ? s->err : -EIO;
     }
     if (*status >= 400) {
-        json_t *e = NULL;
-        struct ant_diag jd;
-        const char *msg = NULL;
-        if (ant_json_parse(ant_buf_view(s->json), CLIENT_JSON_MAX, ANT_JSON_MAX_DEPTH, &e, &jd) ==
-            0) {
-            msg = json_string_value(json_object_get(e, "message"));
-        }
-        ant_diag_set(d, "%ld: %s", *status, msg ? msg : "the server refused the request");
-        json_decref(e);
+        error_diag(c, s->json, *status, d);
     }
     return 0;
 }

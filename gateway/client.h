@@ -1,10 +1,16 @@
 /* The client half of the antenna binary: HTTPS requests to a site's API through libcurl.
  *
  * Where and who: the site URL, the CA file that anchors its certificate (a site's self-signed
- * certificate, or the pinned anchor of a peer) and an API key. They come from options or the
- * environment (ANTENNA_URL, ANTENNA_CACERT, ANTENNA_API_KEY or ANTENNA_API_KEY_FILE). A key is
- * never taken from the command line, where `ps` would show it. Certificate verification is
- * never turned off. */
+ * certificate, or the pinned anchor of a peer) and an API key. Each is taken from the first of:
+ *   1. the command line: --url, --cacert, --key-file (a key itself never: `ps` would show it);
+ *   2. the environment: ANTENNA_URL, ANTENNA_CACERT, ANTENNA_API_KEY (ANTENNA_TOKEN is the same
+ *      thing under the name the issue tracker uses), else ANTENNA_API_KEY_FILE;
+ *   3. the saved login (`antenna login`): $XDG_CONFIG_HOME/antenna/ or ~/.config/antenna/, a
+ *      folder of mode 0700 holding `url`, `ca.pem` (a copy of the CA file) and `api_key`, each
+ *      mode 0600. Like ssh with a private key, a saved `api_key` that is not ours or that group
+ *      or others may read is refused (-EACCES), not used;
+ *   4. the defaults: https://127.0.0.1:8443, the system CA store, no key.
+ * Certificate verification is never turned off. */
 #ifndef ANT_CLIENT_H
 #define ANT_CLIENT_H
 
@@ -15,15 +21,17 @@
 #include <stdint.h>
 
 struct ant_client_conf {
-    const char *url;      /* https://host:port; NULL: $ANTENNA_URL, else https://127.0.0.1:8443 */
-    const char *cacert;   /* NULL: $ANTENNA_CACERT, else the system store */
-    const char *key_file; /* NULL: $ANTENNA_API_KEY, else $ANTENNA_API_KEY_FILE */
+    const char *url;      /* https://host:port; NULL: environment, saved login, default */
+    const char *cacert;   /* NULL: $ANTENNA_CACERT, saved login, else the system store */
+    const char *key_file; /* NULL: $ANTENNA_API_KEY/_TOKEN/_API_KEY_FILE, else saved login */
     const char *bearer;   /* a token to use instead of an API key (job tokens) */
     bool progress;        /* draw a progress bar on stderr for uploads and downloads */
 };
 
 struct ant_client;
 
+/* Resolves the connection as above. -EINVAL (a URL that is not https://, a key file without a
+ * key), -EACCES (a saved key others may read), -errno of reading a key file; diag says which. */
 ANT_MUST_CHECK int ant_client_open(const struct ant_client_conf *conf, struct ant_client **out,
                                    struct ant_diag *d);
 void ant_client_close(struct ant_client *c); /* accepts NULL */
@@ -34,8 +42,9 @@ ANT_MUST_CHECK int ant_client_path(struct ant_buf *url, const char *seg,
                                    bool keep_slash);
 
 /* A JSON request. body may be NULL. On an HTTP answer (any status) returns 0 with *status and
- * *resp (the parsed body, or NULL); for a status >= 400 diag holds the server's message. -EIO
- * with diag for transport failures (TLS, refused, timeout). */
+ * *resp (the parsed body, or NULL); for a status >= 400 diag holds "STATUS CODE: message
+ * (request id ID)", the id from the error body or else the X-Request-Id header (the same for
+ * uploads and downloads below). -EIO with diag for transport failures (TLS, refused, timeout). */
 ANT_MUST_CHECK int ant_client_json(struct ant_client *c, const char *method, const char *path,
                                    const json_t *body, long *status, json_t **resp,
                                    struct ant_diag *d);
@@ -51,6 +60,33 @@ ANT_MUST_CHECK int ant_client_upload(struct ant_client *c, const char *path, int
 ANT_MUST_CHECK int ant_client_download(struct ant_client *c, const char *path, int dirfd,
                                        const char *dest, int out_fd, long *status,
                                        uint64_t *bytes, struct ant_diag *d);
+
+/* The saved login's files, under ant_client_login_dir(). */
+#define ANT_LOGIN_URL "url"
+#define ANT_LOGIN_CA "ca.pem"
+#define ANT_LOGIN_KEY "api_key"
+#define ANT_LOGIN_KEY_MAX 8192
+
+/* $XDG_CONFIG_HOME/antenna (an absolute $XDG_CONFIG_HOME only), else $HOME/.config/antenna.
+ * -ENOENT when neither is set, -ENAMETOOLONG past n. Nothing is created. */
+ANT_MUST_CHECK int ant_client_login_dir(char *out, size_t n);
+
+/* Saves a login: the folder is created 0700 (made 0700 if it was wider), each file is written
+ * 0600 to a temporary name, fsynced and renamed, then the folder fsynced. `cacert` (NULL: none,
+ * and an older saved copy is removed) is copied, so the login survives the file moving. -EINVAL
+ * for a CA file that holds no PEM certificate, -EACCES for a folder not ours, -errno of the
+ * file system; diag says which. The caller checks the credentials first. */
+ANT_MUST_CHECK int ant_client_login_save(const char *url, const char *cacert, const char *key,
+                                         struct ant_diag *d);
+
+/* Removes the saved login's files (and the folder when that leaves it empty). Returns how many
+ * files were removed (0: there was no login), or -errno with diag. */
+ANT_MUST_CHECK int ant_client_login_remove(struct ant_diag *d);
+
+/* Opens one saved file read-only (no symlink followed); the caller closes the fd. -ENOENT
+ * without diag when there is none; -EACCES with diag for an `api_key` that is not ours, not a
+ * regular file or not 0600 (or narrower), or for a folder that is not ours. */
+ANT_MUST_CHECK int ant_client_login_open(const char *name, struct ant_diag *d);
 
 /* Prints an answer for people and scripts alike: indented JSON on stdout (nothing for NULL). */
 void ant_client_print_json(const json_t *v);

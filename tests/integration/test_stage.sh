@@ -162,7 +162,7 @@ echo "summary" >"$T/site/scratch/lab/results/summary.txt"
 "$BIN" dataset create derived >"$T/ds3.json" || fail "dataset create derived"
 DS3=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/ds3.json")
 "$BIN" stage out results "$DS3" --wait >"$T/so.out" 2>"$T/so.err" || { cat "$T/so.err"; fail "stage out"; }
-"$BIN" dataset files "$DS3" | grep -q '"plots/p1.png"' || fail "stage-out did not register"
+"$BIN" dataset files "$DS3" -o json | grep -q '"plots/p1.png"' || fail "stage-out did not register"
 "$BIN" stage out results "$DS3" >/dev/null 2>&1 && fail "stage-out twice into the same paths"
 "$BIN" stage "$DS3" --wait >"$T/st4.out" 2>&1 || fail "stage the stage-out"
 J4=$(awk '/^job:/{print $2}' "$T/st4.out")
@@ -229,7 +229,7 @@ for i in 1 2 3; do
         { cat "$T/put8.err"; fail "put $i under the rate limit"; }
 done
 grep -q 'rate limit.*retrying' "$T/put8.err" || fail "put did not wait out a 429"
-[ "$("$BIN" dataset files "$DS8" | grep -c '"m[123].txt"')" = 3 ] || fail "puts under the limit"
+[ "$("$BIN" dataset files "$DS8" -o json | grep -c '"m[123].txt"')" = 3 ] || fail "puts under the limit"
 echo "first job (direct_io auto): $(grep "\"jobs.io\"" "$T/serve0.log" | grep "$J1" | sed 's/.*"msg":"\([^"]*\)".*/\1/')"
 
 kill "$PID"
