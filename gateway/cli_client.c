@@ -9,6 +9,7 @@
  *   antenna grant create DATASET (--principal P | --tenant T | --site S) --actions read,stage,...
  *                               [--purpose DUO] [--expires DURATION]
  *   antenna grant list DATASET | revoke GRANT
+ *   (`ls` is list, `add` create: `antenna dataset ls`, `antenna grant add ...`)
  *   (dataset list, dataset files and grant list print a table; -o json the API's answer)
  *   antenna explain DATASET --action read|stage|... [--purpose DUO] [--principal P] [-o json]
  *   antenna login --url URL [--cacert FILE] [--key-file FILE]   (else the key from stdin)
@@ -58,7 +59,7 @@ static void usage(FILE *f)
             "  antenna pubkey set PRINCIPAL PUBLIC_KEY_FILE | show PRINCIPAL\n"
             "  antenna grant create DATASET (--principal P | --tenant T | --site S)\n"
             "                 --actions read,stage,transfer [--purpose DUO] [--expires 30d]\n"
-            "  antenna grant list DATASET | revoke GRANT\n"
+            "  antenna grant list DATASET | revoke GRANT        (ls: list, add: create)\n"
             "  antenna explain DATASET --action read|stage|transfer|... [--purpose DUO]\n"
             "                 [--principal P] [-o json]\n"
             "  antenna login --url URL [--cacert FILE] [--key-file FILE]  (else key on stdin)\n"
@@ -350,9 +351,18 @@ static json_t *str_array(const char *const *v, unsigned n)
     return a;
 }
 
+/* The short forms people type: `ls` for list, `add` for create (the and S3's names). */
+static const char *sub_alias(const char *sub)
+{
+    if (sub != NULL && strcmp(sub, "ls") == 0) {
+        return "list";
+    }
+    return sub != NULL && strcmp(sub, "add") == 0 ? "create" : sub;
+}
+
 static int cmd_dataset(int argc, char **argv, struct copts *o, int i)
 {
-    const char *sub = i < argc ? argv[i] : NULL;
+    const char *sub = sub_alias(i < argc ? argv[i] : NULL);
     const char *arg = i + 1 < argc ? argv[i + 1] : NULL;
     struct ant_buf p;
     int ret = 2;
@@ -525,7 +535,7 @@ out:
 
 static int cmd_grant(int argc, char **argv, struct copts *o, int i)
 {
-    const char *sub = i < argc ? argv[i] : NULL;
+    const char *sub = sub_alias(i < argc ? argv[i] : NULL);
     const char *arg = i + 1 < argc ? argv[i + 1] : NULL;
     struct ant_buf p;
     int ret = 2;

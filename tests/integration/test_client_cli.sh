@@ -28,7 +28,8 @@ PORT=$(sed -n 's|.*https://127.0.0.1:\([0-9]*\).*|\1|p' "$T/serve.out")
 URL=https://127.0.0.1:$PORT
 CA=$T/site/tls/cert.pem
 A="$BIN admin --dir $T/site"
-$A tenant add lab >/dev/null && $A principal add alice --tenant lab --role owner >/dev/null &&
+$A tenant add lab >/dev/null && $A tenant add acme >/dev/null &&
+    $A principal add alice --tenant lab --role owner >/dev/null &&
     $A principal add bob --tenant lab --role reader >/dev/null || { echo "FAIL admin setup"; exit 1; }
 ALICE=$($A key create --principal alice | awk '/^key /{print $2}')
 BOB=$($A key create --principal bob | awk '/^key /{print $2}')
@@ -134,6 +135,14 @@ check "grant list: a row" grep -q "principal:bob  *read,stage  *DUO:0000042  *20
 check "grant list -o json parses" python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d["grants"][0]["grantee_id"]=="bob" else 1)' "$T/gl.json"
 "$BIN" dataset list -o yaml >/dev/null 2>&1
 check "an unknown -o is a usage error" test $? -eq 2
+# the short forms: dataset ls, grant add, grant ls
+"$BIN" dataset ls >"$T/dls.out"
+check "dataset ls is dataset list" cmp "$T/dl.out" "$T/dls.out"
+"$BIN" grant add "$DS" --tenant acme --actions read --purpose DUO:0000042 --expires 1d \
+    >/dev/null 2>&1
+check "grant add creates a grant" test $? -eq 0
+"$BIN" grant ls "$DS" >"$T/gls.out"
+check "grant ls lists both grants" grep -q "tenant:acme  *read  *DUO:0000042" "$T/gls.out"
 
 [ "$fails" -eq 0 ] || { echo "--- server log ---"; grep -v '"http.request"' "$T/serve.log" | tail -20; }
 exit $((fails > 0))
