@@ -325,7 +325,7 @@ static int dir_name(const char *local, char *out, size_t n)
             return -errno;
         }
         base = strrchr(real, '/') ? strrchr(real, '/') + 1 : real;
-        if (*base == '\0') {
+        if (*base == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0) {
             return -EINVAL; /* "/" */
         }
     }
@@ -619,7 +619,7 @@ static int cmd_get(int argc, char **argv, struct copts *o, int i)
             ret = 0;
             goto out;
         }
-        if (*base == '\0') {
+        if (*base == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0) {
             fprintf(stderr, "antenna: no file name in '%s'\n", remote);
             goto out;
         }

@@ -681,7 +681,12 @@ int ant_client_fetch(struct ant_client *c, const char *path, int dirfd, const ch
         break;
     }
     if (rc < 0 || (*status != 200 && *status != 206)) {
-        goto out; /* the partial file and its tag stay for the next run */
+        /* the partial file and its tag stay for the next run, unless nothing ever arrived */
+        if (fstat(f.fd, &sb) == 0 && sb.st_size == 0) {
+            unlinkat(dirfd, part, 0);
+            unlinkat(dirfd, side, 0);
+        }
+        goto out;
     }
     *resumed = f.resume;
     mode_t mask = umask(022);

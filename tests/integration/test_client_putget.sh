@@ -100,6 +100,10 @@ cmp -s "$T/one/y.txt" "$T/src/tree/sub/y.txt" || fail "get DS/PATH -o DIR differ
 (cd "$T/one" && "$BIN" get "$DS/tree/sub/deeper/z.bin" --plain 2>"$T/get.err") &&
     cmp -s "$T/one/z.bin" "$T/src/tree/sub/deeper/z.bin" || fail "get DS/PATH here"
 if "$BIN" get "$DS" --plain -o - >/dev/null 2>"$T/get.err"; then fail "a dataset to stdout"; fi
+# a file the site does not have: the message, and no empty partial file left behind
+if "$BIN" get "$DS/nope.bin" --plain -o "$T/one" 2>"$T/get.err"; then fail "a missing file"; fi
+grep -q 'download of nope.bin failed: 404' "$T/get.err" || fail "404: $(cat "$T/get.err")"
+[ -z "$(ls -A "$T/one" | grep antenna-partial)" ] || fail "an empty partial file left"
 
 # a site naming a path that would leave DIR is refused, whatever the server checked: a fake
 # site (python, TLS with the site's certificate) lists "ok.txt" and "../escape.txt"
