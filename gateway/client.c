@@ -27,6 +27,7 @@ struct ant_client {
     int64_t progress_t_ns;     /* the last redraw */
     int64_t progress_start_ns; /* the request's start: the rate counts this run's bytes only */
     uint64_t progress_base;    /* bytes a resumed download had before this request */
+    bool progress_full;        /* the 100% was drawn: not again while the answer is awaited */
 };
 
 static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
@@ -211,11 +212,13 @@ static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off
 {
     struct ant_client *c = arg;
     int64_t now = ant_mono_ns();
-    if (now - c->progress_t_ns < 200 * 1000 * 1000) {
+    bool up = ultotal > 0;
+    bool last = up ? ulnow == ultotal : dltotal > 0 && dlnow == dltotal; /* draw the 100% */
+    if ((now - c->progress_t_ns < 200 * 1000 * 1000 && !last) || (last && c->progress_full)) {
         return 0;
     }
     c->progress_t_ns = now;
-    bool up = ultotal > 0;
+    c->progress_full = last;
     double run = (double)(up ? ulnow : dlnow);
     double base = up ? 0.0 : (double)c->progress_base;
     double total = (double)(up ? ultotal : dltotal), done = base + run;
@@ -266,6 +269,7 @@ static int perform(struct ant_client *c, struct sink *s, bool may_repeat, int re
     curl_easy_setopt(c->h, CURLOPT_NOSIGNAL, 1L);
     if (c->progress) {
         c->progress_t_ns = 0;
+        c->progress_full = false;
         c->progress_start_ns = ant_mono_ns();
         curl_easy_setopt(c->h, CURLOPT_NOPROGRESS, 0L);
         curl_easy_setopt(c->h, CURLOPT_XFERINFOFUNCTION, on_progress);
