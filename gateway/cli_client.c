@@ -3,8 +3,8 @@
  *   antenna dataset create NAME [--description D] [--classification open|internal|sensitive]
  *                              [--region R]... [--duo CODE]...
  *   antenna dataset list | show ID | files ID | publish ID | withdraw ID
- *   antenna put DATASET LOCAL [REMOTE]            upload a file (encrypted by the site on arrival)
- *   antenna get DATASET REMOTE [-o OUT] [--recipient-pk FILE | --plain]
+ *   antenna put DATASET PATH... [--recursive] | put DATASET LOCAL REMOTE   upload files
+ *   antenna get DATASET[/PATH] | DATASET PATH [-o OUT|DIR|-] [--recipient-pk FILE | --plain]
  *   antenna pubkey set PRINCIPAL FILE | show PRINCIPAL   the key downloads are encrypted for
  *   antenna grant create DATASET (--principal P | --tenant T | --site S) --actions read,stage,...
  *                               [--purpose DUO] [--expires DURATION]
@@ -20,8 +20,12 @@
 #include "crypto/keys.h"
 #include "gateway/cli.h"
 #include "gateway/client.h"
+#include "staging/engine.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +45,7 @@ struct copts {
     unsigned nregions;
     const char *duo[MAX_LIST];
     unsigned nduo;
-    bool plain, json;
+    bool plain, json, recursive;
 };
 
 static void usage(FILE *f)
@@ -52,8 +56,8 @@ static void usage(FILE *f)
             "                 [--region R]... [--duo CODE]...\n"
             "  antenna dataset list | show ID | files ID | publish ID | withdraw ID\n"
             "      (list, files and grant list: a table; -o json for scripts)\n"
-            "  antenna put DATASET LOCAL_FILE [REMOTE_PATH]\n"
-            "  antenna get DATASET REMOTE_PATH [-o OUT|-] [--recipient-pk FILE | --plain]\n"
+            "  antenna put DATASET PATH... [--recursive] [--json] | put DATASET LOCAL REMOTE\n"
+            "  antenna get DATASET[/PATH]|DATASET PATH [-o OUT|DIR|-] [--recipient-pk F|--plain]\n"
             "                 [--purpose DUO]\n"
             "      (neither: encrypted for the key registered with `antenna pubkey set`)\n"
             "  antenna pubkey set PRINCIPAL PUBLIC_KEY_FILE | show PRINCIPAL\n"
@@ -90,6 +94,7 @@ static int parse_opts(int argc, char **argv, struct copts *o)
         {"purpose", required_argument, NULL, 'z'},
         {"expires", required_argument, NULL, 'e'},
         {"json", no_argument, NULL, 'j'},
+        {"recursive", no_argument, NULL, 'W'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -124,6 +129,7 @@ static int parse_opts(int argc, char **argv, struct copts *o)
         case 'z': o->purpose = optarg; break;
         case 'e': o->expires = optarg; break;
         case 'j': o->json = true; break;
+        case 'W': o->recursive = true; break;
         case 'o': o->out = optarg; break;
         case 'h': usage(stdout); exit(0);
         default: return -1;
@@ -413,123 +419,466 @@ out:
     return ret;
 }
 
+/* The files one `put` uploads: local path and logical path, both owned. */
+struct put_list {
+    char **local, **remote;
+    size_t n, cap;
+};
+
+static void put_list_fini(struct put_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->local[i]);
+        free(l->remote[i]);
+    }
+    free(l->local);
+    free(l->remote);
+}
+
+static int put_list_add(struct put_list *l, const char *local, const char *remote)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        char **nl = realloc(l->local, cap * sizeof(*nl));
+        if (nl == NULL) {
+            return -ENOMEM;
+        }
+        l->local = nl;
+        char **nr = realloc(l->remote, cap * sizeof(*nr));
+        if (nr == NULL) {
+            return -ENOMEM;
+        }
+        l->remote = nr;
+        l->cap = cap;
+    }
+    l->local[l->n] = strdup(local);
+    l->remote[l->n] = strdup(remote);
+    if (l->local[l->n] == NULL || l->remote[l->n] == NULL) {
+        free(l->local[l->n]);
+        free(l->remote[l->n]);
+        return -ENOMEM;
+    }
+    l->n++;
+    return 0;
+}
+
+/* Adds every regular file under the folder `local` (opened as dfd, which this closes) as
+ * `remote`/NAME. Symlinks are not followed: said and skipped, as anything else not a file. */
+static int put_walk(int dfd, const char *local, const char *remote, struct put_list *l,
+                    unsigned depth)
+{
+    DIR *dir = fdopendir(dfd);
+    struct dirent *e;
+    int rc = dir == NULL ? -errno : 0;
+    if (dir == NULL) {
+        fprintf(stderr, "antenna: cannot read %s: %s\n", local, strerror(-rc));
+        ant_close(dfd);
+        return rc;
+    }
+    if (depth > 64) {
+        fprintf(stderr, "antenna: %s: folders nested too deep\n", local);
+        closedir(dir);
+        return -ELOOP;
+    }
+    while (rc == 0 && (e = readdir(dir)) != NULL) {
+        char lp[PATH_MAX], rp[PATH_MAX];
+        struct stat sb;
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) {
+            continue;
+        }
+        if ((size_t)snprintf(lp, sizeof(lp), "%s/%s", local, e->d_name) >= sizeof(lp) ||
+            (size_t)snprintf(rp, sizeof(rp), "%s/%s", remote, e->d_name) >= sizeof(rp)) {
+            fprintf(stderr, "antenna: %s/%s: path too long\n", local, e->d_name);
+            rc = -ENAMETOOLONG;
+        } else if (fstatat(dirfd(dir), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0) {
+            rc = -errno;
+            fprintf(stderr, "antenna: cannot read %s: %s\n", lp, strerror(errno));
+        } else if (S_ISREG(sb.st_mode)) {
+            rc = put_list_add(l, lp, rp);
+        } else if (S_ISDIR(sb.st_mode)) {
+            int sub = openat(dirfd(dir), e->d_name,
+                             O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            rc = sub < 0 ? -errno : put_walk(sub, lp, rp, l, depth + 1);
+            if (sub < 0) {
+                fprintf(stderr, "antenna: cannot read %s: %s\n", lp, strerror(-rc));
+            }
+        } else {
+            fprintf(stderr, "antenna: skipping %s: %s\n", lp,
+                    S_ISLNK(sb.st_mode) ? "a symbolic link (not followed)" : "not a file");
+        }
+    }
+    closedir(dir);
+    return rc;
+}
+
+/* A folder's own name, the first component of its files' logical paths (as scp -r):
+ * "data/" and "data" give "data"; "." gives the current folder's name. */
+static int dir_name(const char *local, char *out, size_t n)
+{
+    char buf[PATH_MAX], real[PATH_MAX];
+    snprintf(buf, sizeof(buf), "%s", local);
+    size_t len = strlen(buf);
+    while (len > 1 && buf[len - 1] == '/') {
+        buf[--len] = '\0';
+    }
+    const char *base = strrchr(buf, '/') ? strrchr(buf, '/') + 1 : buf;
+    if (*base == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0) {
+        if (realpath(local, real) == NULL) {
+            return -errno;
+        }
+        base = strrchr(real, '/') ? strrchr(real, '/') + 1 : real;
+        if (*base == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0) {
+            return -EINVAL; /* "/" */
+        }
+    }
+    return (size_t)snprintf(out, n, "%s", base) < n ? 0 : -ENAMETOOLONG;
+}
+
+/* Collects what `put` uploads from its operands; prints why and returns -errno on refusal. */
+static int put_collect(char **paths, int n, bool recursive, struct put_list *l)
+{
+    int rc = 0;
+    for (int k = 0; rc == 0 && k < n; k++) {
+        const char *local = paths[k];
+        struct stat sb;
+        char name[PATH_MAX];
+        if (lstat(local, &sb) < 0) {
+            rc = -errno;
+            fprintf(stderr, "antenna: cannot read %s: %s\n", local, strerror(errno));
+        } else if (S_ISREG(sb.st_mode)) {
+            const char *base = strrchr(local, '/') ? strrchr(local, '/') + 1 : local;
+            rc = put_list_add(l, local, base);
+        } else if (S_ISDIR(sb.st_mode) && !recursive) {
+            fprintf(stderr, "antenna: %s is a folder: give --recursive to upload it\n", local);
+            rc = -EISDIR;
+        } else if (S_ISDIR(sb.st_mode)) {
+            rc = dir_name(local, name, sizeof(name));
+            int dfd = rc < 0 ? -1 : open(local, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (rc == 0 && dfd < 0) {
+                rc = -errno;
+            }
+            if (rc < 0) {
+                fprintf(stderr, "antenna: cannot read %s: %s\n", local, strerror(-rc));
+            } else {
+                rc = put_walk(dfd, local, name, l, 0);
+            }
+        } else {
+            fprintf(stderr, "antenna: skipping %s: %s\n", local,
+                    S_ISLNK(sb.st_mode) ? "a symbolic link (not followed)" : "not a file");
+        }
+    }
+    return rc;
+}
+
+/* antenna put DATASET PATH... [--recursive]: files as their name, a folder's files as
+ * FOLDER/relative/path. The older `put DATASET LOCAL REMOTE` (one file under another name) is
+ * told apart by a REMOTE that is no local path. Stops at the first failure. */
 static int cmd_put(int argc, char **argv, struct copts *o, int i)
 {
-    if (argc - i < 2 || argc - i > 3) {
+    if (argc - i < 2) {
         usage(stderr);
         return 2;
     }
-    const char *ds = argv[i], *local = argv[i + 1];
-    const char *remote = argc - i == 3 ? argv[i + 2] : strrchr(local, '/') ? strrchr(local, '/') + 1 : local;
+    const char *ds = argv[i];
+    struct put_list l = {0};
     struct ant_buf p;
     struct ant_client *c = NULL;
     struct ant_diag d = {{0}};
     json_t *resp = NULL;
-    long status = 0;
     struct stat sb;
-    int ret = 1, rc;
-    ant_buf_init(&p, 4096);
-    int fd = open(local, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
-        fprintf(stderr, "antenna: cannot read %s: %s\n", local,
-                fd < 0 ? strerror(errno) : "not a regular file");
-        goto out;
+    int ret = 1, rc, fd = -1;
+    ant_buf_init(&p, 8192);
+    if (argc - i == 3 && stat(argv[i + 1], &sb) == 0 && S_ISREG(sb.st_mode) &&
+        lstat(argv[i + 2], &sb) < 0 && errno == ENOENT) {
+        rc = put_list_add(&l, argv[i + 1], argv[i + 2]);
+    } else {
+        rc = put_collect(argv + i + 1, argc - i - 1, o->recursive, &l);
     }
-    if (ds_path(ds, "/files", remote, &p) < 0) {
+    if (rc < 0) {
         goto out;
     }
     o->conf.progress = true;
     rc = ant_client_open(&o->conf, &c, &d);
-    if (rc == 0) {
-        rc = ant_client_upload(c, (const char *)p.p, fd, (uint64_t)sb.st_size, &status, &resp, &d);
-    }
-    if (rc < 0 || status >= 400) {
-        fprintf(stderr, "antenna: upload of %s failed: %s\n", local,
-                ant_diag_msg(&d, strerror(-rc)));
+    if (rc < 0) {
+        fprintf(stderr, "antenna: %s\n", ant_diag_msg(&d, strerror(-rc)));
         goto out;
     }
-    ant_client_print_json(resp);
+    for (size_t k = 0; k < l.n; k++) {
+        long status = 0;
+        fd = open(l.local[k], O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 || fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+            fprintf(stderr, "antenna: cannot read %s: %s\n", l.local[k],
+                    fd < 0 ? strerror(errno) : "not a regular file");
+            goto out;
+        }
+        ant_buf_fini(&p);
+        ant_buf_init(&p, 8192);
+        if (ds_path(ds, "/files", l.remote[k], &p) < 0) {
+            goto out;
+        }
+        if (l.n > 1 && c != NULL && isatty(STDERR_FILENO)) {
+            fprintf(stderr, "[%zu/%zu] %s\n", k + 1, l.n, l.remote[k]);
+        }
+        rc = ant_client_upload(c, (const char *)p.p, fd, (uint64_t)sb.st_size, &status, &resp,
+                               &d);
+        if (rc < 0 || status >= 400) {
+            fprintf(stderr, "antenna: upload of %s failed: %s\n", l.local[k],
+                    ant_diag_msg(&d, strerror(-rc)));
+            goto out;
+        }
+        if (o->json) {
+            ant_client_print_json(resp);
+        } else {
+            printf("%s -> %s (%llu bytes)\n", l.local[k], l.remote[k],
+                   (unsigned long long)sb.st_size);
+        }
+        fflush(stdout);
+        json_decref(resp);
+        resp = NULL;
+        ant_close(fd);
+        fd = -1;
+    }
     ret = 0;
 out:
-    if (fd >= 0) {
-        close(fd);
-    }
+    ant_close(fd);
     json_decref(resp);
     ant_client_close(c);
     ant_buf_fini(&p);
+    put_list_fini(&l);
     return ret;
 }
 
-static int cmd_get(int argc, char **argv, struct copts *o, int i)
+/* The query of a download: ?format=plain, ?recipient= and &purpose= as the options say. */
+static int get_query(const struct copts *o, struct ant_buf *q)
 {
-    if (argc - i != 2 || (o->plain && o->recipient_pk != NULL)) {
-        usage(stderr);
-        return 2;
-    }
-    const char *ds = argv[i], *remote = argv[i + 1];
-    const char *base = strrchr(remote, '/') ? strrchr(remote, '/') + 1 : remote;
-    const char *dest = o->out ? o->out : base;
-    bool to_stdout = strcmp(dest, "-") == 0;
-    struct ant_buf p;
-    struct ant_client *c = NULL;
     struct ant_diag d = {{0}};
     uint8_t pk[ANT_KEY_LEN];
-    long status = 0;
-    uint64_t bytes = 0;
-    int ret = 1, rc;
     char b64[64];
-    ant_buf_init(&p, 8192);
-    if (ds_path(ds, "/files", remote, &p) < 0) {
-        goto out;
-    }
-    rc = 0;
+    int rc = 0;
     if (o->plain) {
-        rc = ant_buf_append_str(&p, "?format=plain");
+        rc = ant_buf_append_str(q, "?format=plain");
     } else if (o->recipient_pk != NULL) {
         rc = ant_pubkey_load(AT_FDCWD, o->recipient_pk, pk, &d);
         if (rc == 0) {
             ant_key_b64(pk, b64);
             /* base64 '+' and '/' must be escaped in a query */
-            rc = ant_buf_append_str(&p, "?recipient=");
-            for (const char *q = b64; rc == 0 && *q; q++) {
-                rc = *q == '+'   ? ant_buf_append_str(&p, "%2B")
-                     : *q == '/' ? ant_buf_append_str(&p, "%2F")
-                     : *q == '=' ? ant_buf_append_str(&p, "%3D")
-                                 : ant_buf_append(&p, q, 1);
+            rc = ant_buf_append_str(q, "?recipient=");
+            for (const char *c = b64; rc == 0 && *c; c++) {
+                rc = *c == '+'   ? ant_buf_append_str(q, "%2B")
+                     : *c == '/' ? ant_buf_append_str(q, "%2F")
+                     : *c == '=' ? ant_buf_append_str(q, "%3D")
+                                 : ant_buf_append(q, c, 1);
             }
         }
         if (rc < 0) {
             fprintf(stderr, "antenna: %s: %s\n", o->recipient_pk, ant_diag_msg(&d, strerror(-rc)));
-            goto out;
+            return rc;
         }
     }
     /* neither: the server re-encrypts for the key registered with `antenna pubkey set` */
     if (rc == 0 && o->purpose != NULL) {
         /* what a grant's purpose is checked against (a DUO code: no escaping needed) */
-        rc = ant_buf_printf(&p, "%spurpose=%s",
-                            o->plain || o->recipient_pk != NULL ? "&" : "?", o->purpose);
+        rc = ant_buf_printf(q, "%spurpose=%s", o->plain || o->recipient_pk != NULL ? "&" : "?",
+                            o->purpose);
     }
-    if (rc < 0 || ant_buf_terminate(&p) < 0) {
+    return rc < 0 ? rc : ant_buf_terminate(q);
+}
+
+/* Opens (creating) the folder that will hold `rel` under rootfd, one component at a time with
+ * O_NOFOLLOW, so a symlink inside DIR cannot carry a file out of it. `rel` passed
+ * ant_stage_path_check. Returns the folder's fd or -errno. */
+static int get_parent(int rootfd, const char *rel)
+{
+    char buf[ANT_STAGE_PATH_MAX + 1];
+    int fd = dup(rootfd);
+    if (fd < 0) {
+        return -errno;
+    }
+    snprintf(buf, sizeof(buf), "%s", rel);
+    char *comp = buf;
+    for (char *s = strchr(comp, '/'); s != NULL; comp = s + 1, s = strchr(comp, '/')) {
+        *s = '\0';
+        if (mkdirat(fd, comp, 0755) < 0 && errno != EEXIST) {
+            int rc = -errno;
+            ant_close(fd);
+            return rc;
+        }
+        int nfd = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        int rc = nfd < 0 ? -errno : 0;
+        ant_close(fd);
+        if (rc < 0) {
+            return rc;
+        }
+        fd = nfd;
+    }
+    return fd;
+}
+
+/* One file of a dataset into DIR/PATH (resumed if a run before was interrupted). */
+static int get_one(struct ant_client *c, const char *ds, const char *remote, const char *query,
+                   int rootfd, const char *dest, const char *label)
+{
+    struct ant_buf p;
+    struct ant_diag d = {{0}};
+    long status = 0;
+    uint64_t bytes = 0, resumed = 0;
+    int rc = 0, pfd = -1;
+    const char *base = dest;
+    ant_buf_init(&p, 8192);
+    if (rootfd != AT_FDCWD) {
+        /* the site names the files: still, nothing may land outside DIR */
+        if (ant_stage_path_check(ant_bytes_str(dest)) < 0) {
+            fprintf(stderr, "antenna: refusing the path '%s' from the site\n", dest);
+            rc = -EINVAL;
+            goto out;
+        }
+        pfd = get_parent(rootfd, dest);
+        if (pfd < 0) {
+            rc = pfd;
+            fprintf(stderr, "antenna: cannot create the folder of %s: %s\n", dest, strerror(-rc));
+            goto out;
+        }
+        base = strrchr(dest, '/') ? strrchr(dest, '/') + 1 : dest;
+    }
+    rc = ds_path(ds, "/files", remote, &p);
+    rc = rc < 0 ? rc : ant_buf_append_str(&p, query);
+    rc = rc < 0 ? rc : ant_buf_terminate(&p);
+    if (rc < 0) {
         goto out;
     }
-    o->conf.progress = !to_stdout;
-    rc = ant_client_open(&o->conf, &c, &d);
-    if (rc == 0) {
-        rc = ant_client_download(c, (const char *)p.p, AT_FDCWD, dest,
-                                 to_stdout ? STDOUT_FILENO : -1, &status, &bytes, &d);
-    }
-    if (rc < 0 || status != 200) {
+    rc = ant_client_fetch(c, (const char *)p.p, pfd >= 0 ? pfd : AT_FDCWD, base, &status, &bytes,
+                          &resumed, &d);
+    if (rc < 0 || (status != 200 && status != 206)) {
         fprintf(stderr, "antenna: download of %s failed: %s\n", remote,
                 ant_diag_msg(&d, rc < 0 ? strerror(-rc) : "unexpected status"));
+        rc = rc < 0 ? rc : -EIO;
         goto out;
     }
-    if (!to_stdout) {
-        fprintf(stderr, "antenna: %s: %llu bytes\n", dest, (unsigned long long)bytes);
+    if (resumed > 0) {
+        fprintf(stderr, "antenna: %s: %llu bytes (resumed: %llu kept, %llu received)\n", label,
+                (unsigned long long)(resumed + bytes), (unsigned long long)resumed,
+                (unsigned long long)bytes);
+    } else {
+        fprintf(stderr, "antenna: %s: %llu bytes\n", label, (unsigned long long)bytes);
     }
+out:
+    ant_close(pfd);
+    ant_buf_fini(&p);
+    return rc;
+}
+
+/* antenna get DATASET (every file, into -o DIR or here), DATASET/PATH or DATASET PATH (one
+ * file: -o OUT, -o DIR or -o - for stdout). */
+static int cmd_get(int argc, char **argv, struct copts *o, int i)
+{
+    if (argc - i < 1 || argc - i > 2 || (o->plain && o->recipient_pk != NULL)) {
+        usage(stderr);
+        return 2;
+    }
+    char ds[512];
+    const char *remote = argc - i == 2 ? argv[i + 1] : NULL;
+    const char *slash = strchr(argv[i], '/');
+    struct ant_buf q, lp;
+    struct ant_client *c = NULL;
+    struct ant_diag d = {{0}};
+    json_t *list = NULL;
+    struct stat sb;
+    long status = 0;
+    int ret = 1, rc, dfd = -1;
+    ant_buf_init(&q, 4096);
+    ant_buf_init(&lp, 4096);
+    snprintf(ds, sizeof(ds), "%.*s", slash && !remote ? (int)(slash - argv[i]) : 511, argv[i]);
+    if (slash != NULL && remote == NULL) {
+        remote = slash + 1;
+    }
+    if (get_query(o, &q) < 0) {
+        goto out;
+    }
+    const char *out = o->out;
+    bool to_stdout = out != NULL && strcmp(out, "-") == 0;
+    o->conf.progress = !to_stdout;
+    rc = ant_client_open(&o->conf, &c, &d);
+    if (rc < 0) {
+        fprintf(stderr, "antenna: %s\n", ant_diag_msg(&d, strerror(-rc)));
+        goto out;
+    }
+    if (remote != NULL && *remote != '\0') {
+        const char *base = strrchr(remote, '/') ? strrchr(remote, '/') + 1 : remote;
+        char dest[PATH_MAX];
+        if (to_stdout) {
+            uint64_t bytes = 0;
+            rc = ds_path(ds, "/files", remote, &lp);
+            rc = rc < 0 ? rc : ant_buf_append_str(&lp, (const char *)q.p);
+            rc = rc < 0 ? rc : ant_buf_terminate(&lp);
+            rc = rc < 0 ? rc
+                        : ant_client_download(c, (const char *)lp.p, AT_FDCWD, "-",
+                                              STDOUT_FILENO, &status, &bytes, &d);
+            if (rc < 0 || status != 200) {
+                fprintf(stderr, "antenna: download of %s failed: %s\n", remote,
+                        ant_diag_msg(&d, rc < 0 ? strerror(-rc) : "unexpected status"));
+                goto out;
+            }
+            ret = 0;
+            goto out;
+        }
+        if (*base == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0) {
+            fprintf(stderr, "antenna: no file name in '%s'\n", remote);
+            goto out;
+        }
+        if (out == NULL) {
+            snprintf(dest, sizeof(dest), "%s", base);
+        } else if (stat(out, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+            snprintf(dest, sizeof(dest), "%s/%s", out, base);
+        } else {
+            snprintf(dest, sizeof(dest), "%s", out);
+        }
+        ret = get_one(c, ds, remote, (const char *)q.p, AT_FDCWD, dest, dest) < 0 ? 1 : 0;
+        goto out;
+    }
+    if (to_stdout) {
+        fprintf(stderr, "antenna: a whole dataset goes into a folder (-o DIR), not stdout\n");
+        ret = 2;
+        goto out;
+    }
+    out = out != NULL ? out : ".";
+    if (mkdir(out, 0755) < 0 && errno != EEXIST) {
+        fprintf(stderr, "antenna: cannot create %s: %s\n", out, strerror(errno));
+        goto out;
+    }
+    dfd = open(out, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) {
+        fprintf(stderr, "antenna: cannot open the folder %s: %s\n", out, strerror(errno));
+        goto out;
+    }
+    rc = ds_path(ds, "/files", NULL, &lp);
+    rc = rc < 0 ? rc : ant_client_json(c, "GET", (const char *)lp.p, NULL, &status, &list, &d);
+    if (rc < 0 || status >= 400) {
+        fprintf(stderr, "antenna: cannot list the files of %s: %s\n", ds,
+                ant_diag_msg(&d, strerror(-rc)));
+        goto out;
+    }
+    json_t *files = json_object_get(list, "files");
+    size_t n = json_array_size(files);
+    for (size_t k = 0; k < n; k++) {
+        const char *path = json_string_value(json_object_get(json_array_get(files, k), "path"));
+        char label[PATH_MAX + 32];
+        if (path == NULL) {
+            fprintf(stderr, "antenna: the site's file list has an entry without a path\n");
+            goto out;
+        }
+        snprintf(label, sizeof(label), "[%zu/%zu] %s/%s", k + 1, n, out, path);
+        if (get_one(c, ds, path, (const char *)q.p, dfd, path, label) < 0) {
+            goto out;
+        }
+    }
+    fprintf(stderr, "antenna: %zu file(s) of %s in %s\n", n, ds, out);
     ret = 0;
 out:
+    ant_close(dfd);
+    json_decref(list);
     ant_client_close(c);
-    ant_buf_fini(&p);
+    ant_buf_fini(&lp);
+    ant_buf_fini(&q);
     return ret;
 }
 

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* JSON answers larger than this are refused (lists are paginated well below it). */
@@ -23,7 +25,10 @@ struct ant_client {
     char cacert[1024];
     char auth[CLIENT_AUTH_MAX]; /* "Authorization: Bearer ..." wiped on close */
     bool progress;
-    int64_t progress_t_ns;
+    int64_t progress_t_ns;     /* the last redraw */
+    int64_t progress_start_ns; /* the request's start: the rate counts this run's bytes only */
+    uint64_t progress_base;    /* bytes a resumed download had before this request */
+    bool progress_full;        /* the 100% was drawn: not again while the answer is awaited */
 };
 
 static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
@@ -220,11 +225,15 @@ int ant_client_path(struct ant_buf *url, const char *seg, bool keep_slash)
     return rc;
 }
 
+struct fetch;
+static int fetch_start(struct fetch *f, long status);
+
 /* What the write callback does with the body. */
 struct sink {
     struct ant_client *c;
     struct ant_buf *json; /* error bodies always go here */
     int fd;               /* >= 0: successful bodies go here */
+    struct fetch *f;      /* a resumable download: told before the first byte of a 2xx */
     uint64_t bytes;
     int err;
 };
@@ -236,7 +245,8 @@ static size_t on_write(char *p, size_t sz, size_t n, void *arg)
     long status = 0;
     curl_easy_getinfo(s->c->h, CURLINFO_RESPONSE_CODE, &status);
     if (s->fd >= 0 && status >= 200 && status < 300) {
-        int rc = ant_write_all(s->fd, p, len);
+        int rc = s->f != NULL ? fetch_start(s->f, status) : 0;
+        rc = rc < 0 ? rc : ant_write_all(s->fd, p, len);
         if (rc < 0) {
             s->err = rc;
             return 0;
@@ -249,28 +259,55 @@ static size_t on_write(char *p, size_t sz, size_t n, void *arg)
     return len;
 }
 
+/* "1:02:03", "2:03" or "?" for a time left in seconds. */
+static void fmt_eta(double secs, char *out, size_t n)
+{
+    if (secs < 0 || secs > 99.0 * 3600) {
+        snprintf(out, n, "?");
+        return;
+    }
+    unsigned t = (unsigned)secs;
+    if (t >= 3600) {
+        snprintf(out, n, "%u:%02u:%02u", t / 3600, t / 60 % 60, t % 60);
+    } else {
+        snprintf(out, n, "%u:%02u", t / 60, t % 60);
+    }
+}
+
+/* Bytes, percentage, rate and time left, redrawn at most 5 times a second. A resumed download
+ * counts the bytes it had (progress_base) in the total, not in the rate. */
 static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
                        curl_off_t ulnow)
 {
     struct ant_client *c = arg;
     int64_t now = ant_mono_ns();
-    if (now - c->progress_t_ns < 200 * 1000 * 1000) {
+    bool up = ultotal > 0;
+    bool last = up ? ulnow == ultotal : dltotal > 0 && dlnow == dltotal; /* draw the 100% */
+    if ((now - c->progress_t_ns < 200 * 1000 * 1000 && !last) || (last && c->progress_full)) {
         return 0;
     }
     c->progress_t_ns = now;
-    curl_off_t total = ultotal > 0 ? ultotal : dltotal, done = ultotal > 0 ? ulnow : dlnow;
+    c->progress_full = last;
+    double run = (double)(up ? ulnow : dlnow);
+    double base = up ? 0.0 : (double)c->progress_base;
+    double total = (double)(up ? ultotal : dltotal), done = base + run;
+    double secs = (double)(now - c->progress_start_ns) / 1e9;
+    double rate = secs > 0.05 ? run / secs : 0.0;
+    char eta[32];
     if (total <= 0) {
-        fprintf(stderr, "\r  %10.1f MiB", (double)done / 1048576.0);
+        fprintf(stderr, "\r  %10.1f MiB  %8.1f MiB/s   ", done / 1048576.0, rate / 1048576.0);
         return 0;
     }
-    int width = 40, fill = (int)((double)done / (double)total * width);
-    char bar[41];
+    total += base;
+    fmt_eta(rate > 0 ? (total - done) / rate : -1.0, eta, sizeof(eta));
+    int width = 30, fill = (int)(done / total * width);
+    char bar[31];
     for (int i = 0; i < width; i++) {
         bar[i] = i < fill ? '#' : '.';
     }
     bar[width] = '\0';
-    fprintf(stderr, "\r  [%s] %5.1f%% %10.1f / %.1f MiB", bar, 100.0 * (double)done / (double)total,
-            (double)done / 1048576.0, (double)total / 1048576.0);
+    fprintf(stderr, "\r  [%s] %5.1f%% %9.1f / %.1f MiB %8.1f MiB/s %8s left ", bar,
+            100.0 * done / total, done / 1048576.0, total / 1048576.0, rate / 1048576.0, eta);
     return 0;
 }
 
@@ -327,6 +364,9 @@ static int perform(struct ant_client *c, struct sink *s, bool may_repeat, int re
     curl_easy_setopt(c->h, CURLOPT_LOW_SPEED_TIME, 60L);
     curl_easy_setopt(c->h, CURLOPT_NOSIGNAL, 1L);
     if (c->progress) {
+        c->progress_t_ns = 0;
+        c->progress_full = false;
+        c->progress_start_ns = ant_mono_ns();
         curl_easy_setopt(c->h, CURLOPT_NOPROGRESS, 0L);
         curl_easy_setopt(c->h, CURLOPT_XFERINFOFUNCTION, on_progress);
         curl_easy_setopt(c->h, CURLOPT_XFERINFODATA, c);
@@ -552,6 +592,207 @@ out:
     if (tmp[0] != '\0') {
         unlinkat(dirfd, tmp, 0);
     }
+    curl_slist_free_all(h);
+    free(url);
+    ant_buf_fini(&err);
+    return rc;
+}
+
+/* A resumable download's state, shared by the header and write callbacks. */
+struct fetch {
+    int dirfd, fd;
+    const char *side;     /* the sidecar's name, beside the partial file */
+    uint64_t resume;      /* bytes asked to skip (Range); 0: none */
+    int64_t range_start;  /* the answer's Content-Range start, -1 if none */
+    bool started;         /* the first 2xx body byte was handled */
+    char etag[128];       /* the answer's strong ETag, "" if none or weak */
+};
+
+/* An ETag kept only if it is a strong tag of visible ASCII: it goes back into a header line. */
+static bool etag_ok(const char *p, size_t n)
+{
+    if (n < 2 || n >= sizeof(((struct fetch *)NULL)->etag) || p[0] != '"' || p[n - 1] != '"') {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < 0x21 || p[i] > 0x7e) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static size_t on_header(char *p, size_t sz, size_t n, void *arg)
+{
+    struct fetch *f = arg;
+    size_t len = sz * n, s = 0, e = len;
+    if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) { /* a new answer (after a 429): forget */
+        f->etag[0] = '\0';
+        f->range_start = -1;
+        return len;
+    }
+    const char *colon = memchr(p, ':', len);
+    if (colon == NULL) {
+        return len;
+    }
+    size_t name = (size_t)(colon - p);
+    s = name + 1;
+    while (s < e && (p[s] == ' ' || p[s] == '\t')) {
+        s++;
+    }
+    while (e > s && (p[e - 1] == '\r' || p[e - 1] == '\n' || p[e - 1] == ' ')) {
+        e--;
+    }
+    if (name == 4 && strncasecmp(p, "etag", 4) == 0 && etag_ok(p + s, e - s)) {
+        memcpy(f->etag, p + s, e - s);
+        f->etag[e - s] = '\0';
+    } else if (name == 13 && strncasecmp(p, "content-range", 13) == 0 && e - s > 6 &&
+               strncmp(p + s, "bytes ", 6) == 0) {
+        uint64_t v = 0;
+        size_t i = s + 6;
+        for (; i < e && p[i] >= '0' && p[i] <= '9' && v < (UINT64_MAX - 9) / 10; i++) {
+            v = v * 10 + (uint64_t)(p[i] - '0');
+        }
+        f->range_start = i > s + 6 && i < e && p[i] == '-' ? (int64_t)v : -1;
+    }
+    return len;
+}
+
+/* Before the first body byte of a 2xx: a 206 must continue where the partial file ends; a 200
+ * is the whole file (new, or changed since: the If-Range tag did not match), so the partial
+ * file is emptied first and only then the sidecar names the new tag. */
+static int fetch_start(struct fetch *f, long status)
+{
+    if (f->started) {
+        return 0;
+    }
+    f->started = true;
+    if (status == 206) {
+        return f->range_start == (int64_t)f->resume ? 0 : -EBADMSG;
+    }
+    if (ftruncate(f->fd, 0) < 0) {
+        return -errno;
+    }
+    f->resume = 0;
+    if (f->etag[0] == '\0') {
+        return unlinkat(f->dirfd, f->side, 0) < 0 && errno != ENOENT ? -errno : 0;
+    }
+    int sfd = openat(f->dirfd, f->side, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+                     0600);
+    int rc = sfd < 0 ? -errno : ant_write_all(sfd, f->etag, strlen(f->etag));
+    ant_close(sfd);
+    return rc;
+}
+
+/* The sidecar's tag, or "" when there is none or it is not a strong tag. */
+static void sidecar_read(int dirfd, const char *side, char *out, size_t n)
+{
+    char buf[160];
+    ssize_t r = -1;
+    int fd = openat(dirfd, side, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) {
+        r = read(fd, buf, sizeof(buf) - 1);
+        ant_close(fd);
+    }
+    out[0] = '\0';
+    if (r > 0 && etag_ok(buf, (size_t)r) && (size_t)r < n) {
+        memcpy(out, buf, (size_t)r);
+        out[r] = '\0';
+    }
+}
+
+int ant_client_fetch(struct ant_client *c, const char *path, int dirfd, const char *dest,
+                     long *status, uint64_t *bytes, uint64_t *resumed, struct ant_diag *d)
+{
+    struct ant_buf err;
+    ant_buf_init(&err, 1u << 20);
+    char part[1200], side[1220], range[64], ifr[160], old[128];
+    char *url = NULL;
+    struct curl_slist *h = NULL;
+    struct fetch f = {.dirfd = dirfd, .fd = -1, .side = side, .range_start = -1};
+    struct stat sb;
+    const char *slash = strrchr(dest, '/');
+    int dl = slash ? (int)(slash - dest + 1) : 0;
+    *bytes = 0;
+    *resumed = 0;
+    int rc = full_url(c, path, &url);
+    if (rc < 0) {
+        goto out;
+    }
+    if ((size_t)snprintf(part, sizeof(part), "%.*s.%s.antenna-partial", dl, dest, dest + dl) >=
+        sizeof(part)) {
+        rc = -ENAMETOOLONG;
+        ant_diag_set(d, "the name %s is too long", dest);
+        goto out;
+    }
+    snprintf(side, sizeof(side), "%s.etag", part);
+    f.fd = openat(dirfd, part, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (f.fd < 0 || fstat(f.fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+        rc = f.fd < 0 ? -errno : -EINVAL;
+        ant_diag_set(d, "cannot create %s: %s", part, f.fd < 0 ? strerror(errno) : "not a file");
+        goto out;
+    }
+    sidecar_read(dirfd, side, old, sizeof(old));
+    for (int attempt = 0; attempt < 2; attempt++) {
+        curl_slist_free_all(h);
+        h = headers(c, NULL);
+        f.resume = old[0] != '\0' ? (uint64_t)sb.st_size : 0;
+        f.started = false;
+        if (f.resume > 0) {
+            /* RFC 9110 13.1.5: the rest if the tag still matches, else the whole new file */
+            snprintf(range, sizeof(range), "Range: bytes=%llu-", (unsigned long long)f.resume);
+            snprintf(ifr, sizeof(ifr), "If-Range: %s", old);
+            h = curl_slist_append(curl_slist_append(h, range), ifr);
+        }
+        struct sink s = {.c = c, .json = &err, .fd = f.fd, .f = &f};
+        c->progress_base = f.resume;
+        curl_easy_reset(c->h);
+        curl_easy_setopt(c->h, CURLOPT_URL, url);
+        curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, h);
+        curl_easy_setopt(c->h, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(c->h, CURLOPT_HEADERDATA, &f);
+        err.len = 0;
+        rc = perform(c, &s, true, -1, 0, status, d);
+        c->progress_base = 0;
+        if (rc < 0 && s.err < 0 && s.err != -E2BIG) {
+            if (s.err == -EBADMSG) {
+                ant_diag_set(d, "%s: the site answered another byte range", dest);
+            } else {
+                ant_diag_set(d, "cannot write %s: %s", dest, strerror(-s.err));
+            }
+            rc = s.err;
+        }
+        *bytes = s.bytes;
+        if (rc == 0 && *status == 416 && f.resume > 0) {
+            /* the partial file is longer than the file: it is not a part of it */
+            old[0] = '\0';
+            continue;
+        }
+        if (rc == 0 && (*status == 200 || *status == 206)) {
+            rc = fetch_start(&f, *status); /* an empty body calls no write callback */
+        }
+        break;
+    }
+    if (rc < 0 || (*status != 200 && *status != 206)) {
+        /* the partial file and its tag stay for the next run, unless nothing ever arrived */
+        if (fstat(f.fd, &sb) == 0 && sb.st_size == 0) {
+            unlinkat(dirfd, part, 0);
+            unlinkat(dirfd, side, 0);
+        }
+        goto out;
+    }
+    *resumed = f.resume;
+    mode_t mask = umask(022);
+    umask(mask);
+    if (fsync(f.fd) < 0 || fchmod(f.fd, 0644 & ~mask) < 0 ||
+        renameat(dirfd, part, dirfd, dest) < 0) {
+        rc = -errno;
+        ant_diag_set(d, "cannot finish %s: %s", dest, strerror(errno));
+        goto out;
+    }
+    unlinkat(dirfd, side, 0);
+out:
+    ant_close(f.fd);
     curl_slist_free_all(h);
     free(url);
     ant_buf_fini(&err);

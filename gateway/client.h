@@ -88,6 +88,19 @@ ANT_MUST_CHECK int ant_client_login_remove(struct ant_diag *d);
  * regular file or not 0600 (or narrower), or for a folder that is not ours. */
 ANT_MUST_CHECK int ant_client_login_open(const char *name, struct ant_diag *d);
 
+/* A resumable GET into `dest` (relative to dirfd; its folder must exist) through a partial
+ * file ".NAME.antenna-partial" beside it and a sidecar ".NAME.antenna-partial.etag" holding the
+ * answer's strong ETag (both 0600, symlinks refused). When both are left from an interrupted
+ * run, only the rest is asked for (`Range: bytes=N-` and `If-Range: <tag>`): a 206 appends, a
+ * 200 (the file changed) starts over. The partial file is fsynced and renamed to `dest` only
+ * when complete, then the sidecar removed; on any failure both stay for the next run. *bytes is
+ * what this run received, *resumed what was kept from before (0: from the start). Returns 0
+ * with *status (200 or 206: done), -EIO with diag on transport failures, -EBADMSG if a 206
+ * does not start where asked, -errno with diag for local files. */
+ANT_MUST_CHECK int ant_client_fetch(struct ant_client *c, const char *path, int dirfd,
+                                    const char *dest, long *status, uint64_t *bytes,
+                                    uint64_t *resumed, struct ant_diag *d);
+
 /* Prints an answer for people and scripts alike: indented JSON on stdout (nothing for NULL). */
 void ant_client_print_json(const json_t *v);
 
