@@ -194,9 +194,12 @@ static int verify_fd(const char *what, int fd, const uint8_t pub[ANT_KEY_LEN])
     void *map = NULL;
     size_t len = 0;
     struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        fprintf(stderr, "antenna audit: cannot read %s: %s\n", what,
-                errno != 0 ? strerror(errno) : "not a regular file");
+    if (fstat(fd, &st) < 0) {
+        fprintf(stderr, "antenna audit: cannot read %s: %s\n", what, strerror(errno));
+        return 1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        fprintf(stderr, "antenna audit: cannot read %s: not a regular file\n", what);
         return 1;
     }
     len = (size_t)st.st_size;
@@ -226,7 +229,6 @@ static int verify_export(const struct aopts *o)
         fprintf(stderr, "antenna audit: cannot read %s: %s\n", o->export_file, strerror(errno));
         return 1;
     }
-    errno = 0;
     int ret = verify_fd(o->export_file, fd, pub);
     ant_close(fd);
     return ret;
@@ -734,7 +736,6 @@ static int remote_verify(const struct aopts *o)
                ant_diag_msg(&d, "forbidden"));
         ret = verify_checkpoints(c, pub);
     } else if (rc == 0 && status == 200) {
-        errno = 0;
         ret = verify_fd("export", fd, pub);
     } else {
         if (rc == 0 && status < 400) {
