@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The main job on one machine: installs what is missing, builds, creates a demo site under ./var
 # (or reuses it), starts the gateway on https://127.0.0.1:8443, and then, as its users would:
-# a data owner publishes a sensitive dataset, grants a lab access, a lab member stages it
-# decrypted into scratch, a "batch job" pulls it with its job token, a short-lived stage is
-# purged, and the audit trail is shown and verified. The gateway then keeps serving in the
-# foreground until Ctrl-C (DEMO_EXIT=1 stops it after the walk-through instead).
+# the tenant `hospital` publishes a small generated sensitive dataset (residency EU) and grants
+# the tenant `lab` read and stage for a stated purpose for one day; a lab user is refused before
+# the grant, then downloads a file re-encrypted for its own key and decrypts it locally, stages
+# the dataset decrypted into scratch, and a "batch job" pulls it with its job token; a
+# short-lived stage is purged; an auditor lists the dataset's trail and verifies the chain over
+# the API. The gateway then keeps serving in the foreground until Ctrl-C (DEMO_EXIT=1 stops it
+# after the walk-through instead).
 #
 # For tests: ANTENNA_BIN (a built binary: skips installing and building), ANTENNA_DEMO_DIR (the
 # site folder instead of ./var), ANTENNA_DEMO_PORT (instead of 8443).
@@ -46,28 +49,46 @@ cat "$VAR/serve.out"
 export ANTENNA_URL=https://127.0.0.1:$PORT ANTENNA_CACERT=$VAR/tls/cert.pem
 run curl -sS --cacert "$VAR/tls/cert.pem" "$ANTENNA_URL/v1/health"
 
-# Every run uses fresh names, so the demo can be run again on the same site.
+# The tenants are made once per site; principals and datasets get fresh names on every run, so
+# the demo can be run again on the same site.
 RUN=$(date +%H%M%S)
 W=$VAR/demo/$RUN
 mkdir -p "$W"
-step "the admin creates two tenants, a data owner and a lab member (offline admin commands)"
-run "$BIN" admin --dir "$VAR" tenant add "genomics-$RUN"
-run "$BIN" admin --dir "$VAR" tenant add "lab-$RUN"
-run "$BIN" admin --dir "$VAR" principal add "alice-$RUN" --tenant "genomics-$RUN" --role owner
-run "$BIN" admin --dir "$VAR" principal add "bob-$RUN" --tenant "lab-$RUN" --role reader
+step "the admin creates the tenants hospital and lab (if absent), a data owner, a lab member" \
+  "and an auditor (offline admin commands)"
+printf '$ antenna admin --dir %s -o json tenant list\n' "$VAR"
+"$BIN" admin --dir "$VAR" -o json tenant list >"$W/tenants.json"
+has_tenant() {
+  python3 -c 'import json,sys; sys.exit(all(t["tenant"] != sys.argv[2]
+                                         for t in json.load(open(sys.argv[1]))))' \
+    "$W/tenants.json" "$1"
+}
+for t in hospital lab; do
+  if has_tenant "$t"; then
+    echo "(tenant $t exists already)"
+  else
+    run "$BIN" admin --dir "$VAR" tenant add "$t"
+  fi
+done
+run "$BIN" admin --dir "$VAR" principal add "alice-$RUN" --tenant hospital --role owner
+run "$BIN" admin --dir "$VAR" principal add "bob-$RUN" --tenant lab --role reader
+run "$BIN" admin --dir "$VAR" principal add "audrey-$RUN" --tenant hospital --role auditor
 ( umask 077
-  "$BIN" admin --dir "$VAR" -o json key create --principal "alice-$RUN" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])' >"$W/alice.key"
-  "$BIN" admin --dir "$VAR" -o json key create --principal "bob-$RUN" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])' >"$W/bob.key" )
-echo "(API keys for alice and bob are in $W/*.key)"
+  for p in alice bob audrey; do
+    "$BIN" admin --dir "$VAR" -o json key create --principal "$p-$RUN" |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])' >"$W/$p.key"
+  done )
+echo "(API keys for alice, bob and audrey are in $W/*.key)"
 
-step "alice publishes a sensitive dataset (encrypted with the site's key on upload)"
+step "alice (hospital) publishes a small generated sensitive dataset, residency EU" \
+  "(encrypted with the site's key on upload)"
 head -c 3000000 /dev/urandom >"$W/reads.bam"
 printf 'sample\tphenotype\nS1\tcase\nS2\tcontrol\n' >"$W/samples.tsv"
 export ANTENNA_API_KEY_FILE=$W/alice.key
-DS=$("$BIN" dataset create "cohort-$RUN" --classification sensitive --region EU-IT \
-       --region EU-MD --duo DUO:0000042 --description "demo cohort" |
+printf '$ antenna dataset create cohort-%s --classification sensitive --region EU %s\n' "$RUN" \
+  '--duo DUO:0000042 --description "demo cohort"'
+DS=$("$BIN" dataset create "cohort-$RUN" --classification sensitive --region EU \
+       --duo DUO:0000042 --description "demo cohort" |
      python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 echo "dataset $DS"
 run "$BIN" put "$DS" "$W/reads.bam" reads/reads.bam >/dev/null
@@ -75,10 +96,11 @@ run "$BIN" put "$DS" "$W/samples.tsv" >/dev/null
 run "$BIN" dataset files "$DS"
 run "$BIN" dataset publish "$DS"
 
-step "bob cannot see it yet; alice grants the lab read and stage for disease-specific research"
-ANTENNA_API_KEY_FILE=$W/bob.key "$BIN" dataset show "$DS" || echo "(refused, as it should be)"
-run "$BIN" grant create "$DS" --tenant "lab-$RUN" --actions read,stage --purpose DUO:0000042 \
-  --expires 30d
+step "bob (lab) cannot see it yet; alice grants the lab read and stage for disease-specific" \
+  "research (DUO:0000042) for one day"
+ANTENNA_API_KEY_FILE=$W/bob.key run "$BIN" dataset show "$DS" || echo "(refused, as it should be)"
+run "$BIN" grant create "$DS" --tenant lab --actions read,stage --purpose DUO:0000042 \
+  --expires 1d
 
 step "bob registers his Crypt4GH key and downloads a file encrypted for it (re-encrypted header, same body)"
 export ANTENNA_API_KEY_FILE=$W/bob.key
@@ -110,10 +132,10 @@ for _ in $(seq 30); do
 done
 echo "job $SHORT is $state"
 
-step "the audit trail of the dataset, and the chain verified"
-unset ANTENNA_API_KEY_FILE
-run "$BIN" audit query --dir "$VAR" --dataset "$DS"
-run "$BIN" audit verify --dir "$VAR"
+step "audrey, the hospital's auditor, lists the dataset's trail and verifies the chain over the API"
+export ANTENNA_API_KEY_FILE=$W/audrey.key
+run "$BIN" audit query --dataset "$DS"
+run "$BIN" audit verify
 
 step "done"
 echo "The gateway keeps serving on $ANTENNA_URL (Ctrl-C stops it)."

@@ -7,10 +7,17 @@
  *                       [--dataset D] [--action A] [--decision allow|deny|info] [--limit N]
  *                       [--cursor C] [-o json]
  *
+ * Remote (no --dir, and --url or $ANTENNA_URL given), for auditors who are users of the API:
+ *   antenna audit query [filters as above] [--limit N] [--cursor C] [-o json]
+ *   antenna audit export [-o FILE]
+ *   antenna audit verify [--site-key site.pub]
+ * with --url, --cacert and --key-file as the other client commands (client.h).
+ *
  * Exit codes: 0 success (verify: intact), 1 failure (verify: names the first bad seq), 2 usage. */
 #include "crypto/base/log.h"
 #include "crypto/keys.h"
 #include "gateway/cli.h"
+#include "gateway/client.h"
 #include "policy/audit.h"
 
 #include <fcntl.h>
@@ -24,6 +31,7 @@
 #include <unistd.h>
 
 struct aopts {
+    struct ant_client_conf conf;
     const char *dir, *export_file, *site_key, *out;
     const char *since, *until, *principal, *tenant, *dataset, *action, *decision, *limit, *cursor;
     bool strict, json;
@@ -38,7 +46,13 @@ static void usage(FILE *f)
                "  antenna audit query --dir DIR [--since T] [--until T] [--principal P]\n"
                "                      [--tenant T] [--dataset D] [--action A]\n"
                "                      [--decision allow|deny|info] [--limit N] [--cursor C]\n"
-               "                      [-o json]\n\n"
+               "                      [-o json]\n"
+               "remote, over the API (no --dir; --url or $ANTENNA_URL):\n"
+               "  antenna audit query [the filters above] [--limit N] [--cursor C] [-o json]\n"
+               "  antenna audit export [-o FILE]           (site admins)\n"
+               "  antenna audit verify [--site-key site.pub]\n"
+               "  connection: --url https://HOST:PORT, --cacert FILE (or $ANTENNA_CACERT),\n"
+               "  --key-file FILE (or $ANTENNA_API_KEY / $ANTENNA_API_KEY_FILE).\n\n"
                "--dir defaults to ./var. Times are RFC 3339 UTC (2026-11-27T03:00:00Z), a date\n"
                "(2026-11-27) or Unix seconds. verify --strict also fails on events not yet\n"
                "covered by a signed checkpoint (a running site signs its tail within\n"
@@ -63,10 +77,16 @@ static int parse_opts(int argc, char **argv, struct aopts *o)
         {"decision", required_argument, NULL, 'x'},
         {"limit", required_argument, NULL, 'l'},
         {"cursor", required_argument, NULL, 'c'},
+        {"url", required_argument, NULL, 'U'},
+        {"cacert", required_argument, NULL, 'C'},
+        {"key-file", required_argument, NULL, 'K'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char **slot[128] = {0};
+    slot['U'] = &o->conf.url;
+    slot['C'] = &o->conf.cacert;
+    slot['K'] = &o->conf.key_file;
     slot['d'] = &o->dir;
     slot['e'] = &o->export_file;
     slot['k'] = &o->site_key;
@@ -104,9 +124,6 @@ static int parse_opts(int argc, char **argv, struct aopts *o)
     if (optind != argc) {
         fprintf(stderr, "antenna audit: unexpected argument %s\n", argv[optind]);
         return -1;
-    }
-    if (o->dir == NULL) {
-        o->dir = "./var";
     }
     return 0;
 }
@@ -170,40 +187,51 @@ static void print_report(const char *what, int rc, const struct ant_audit_report
     }
 }
 
-static int verify_export(const struct aopts *o)
+/* Verifies the export held by fd (named `what` in the report) against pub; exit code 0 or 1. */
+static int verify_fd(const char *what, int fd, const uint8_t pub[ANT_KEY_LEN])
 {
-    uint8_t pub[ANT_KEY_LEN];
     struct ant_audit_report rep = {0};
     void *map = NULL;
     size_t len = 0;
     struct stat st;
-    int rc = load_sign_pub(AT_FDCWD, o->site_key, pub);
-    if (rc < 0) {
+    if (fstat(fd, &st) < 0) {
+        fprintf(stderr, "antenna audit: cannot read %s: %s\n", what, strerror(errno));
         return 1;
     }
-    int fd = open(o->export_file, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        fprintf(stderr, "antenna audit: cannot read %s: %s\n", o->export_file,
-                fd < 0 ? strerror(errno) : "not a regular file");
-        ant_close(fd);
+    if (!S_ISREG(st.st_mode)) {
+        fprintf(stderr, "antenna audit: cannot read %s: not a regular file\n", what);
         return 1;
     }
     len = (size_t)st.st_size;
     if (len > 0) {
         map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
         if (map == MAP_FAILED) {
-            fprintf(stderr, "antenna audit: cannot map %s: %s\n", o->export_file, strerror(errno));
-            ant_close(fd);
+            fprintf(stderr, "antenna audit: cannot map %s: %s\n", what, strerror(errno));
             return 1;
         }
     }
-    rc = ant_audit_verify_export(ant_bytes_of(map, len), pub, &rep);
-    print_report(o->export_file, rc, &rep);
+    int rc = ant_audit_verify_export(ant_bytes_of(map, len), pub, &rep);
+    print_report(what, rc, &rep);
     if (map != NULL) {
         munmap(map, len);
     }
-    ant_close(fd);
     return rc == 0 ? 0 : 1;
+}
+
+static int verify_export(const struct aopts *o)
+{
+    uint8_t pub[ANT_KEY_LEN];
+    if (load_sign_pub(AT_FDCWD, o->site_key, pub) < 0) {
+        return 1;
+    }
+    int fd = open(o->export_file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fprintf(stderr, "antenna audit: cannot read %s: %s\n", o->export_file, strerror(errno));
+        return 1;
+    }
+    int ret = verify_fd(o->export_file, fd, pub);
+    ant_close(fd);
+    return ret;
 }
 
 static int verify_live(const struct aopts *o)
@@ -362,7 +390,9 @@ static void print_table(json_t *events, int64_t next)
     }
 }
 
-static int do_query(const struct aopts *o)
+/* The query of the filter options, checked the same way for the local and the remote mode;
+ * 0 or 2 (usage, said on stderr). */
+static int build_query(const struct aopts *o, struct ant_audit_query *out)
 {
     struct ant_audit_query q = {
         .actor = o->principal,
@@ -402,6 +432,16 @@ static int do_query(const struct aopts *o)
         fprintf(stderr, "antenna audit: --until is before --since\n");
         return 2;
     }
+    *out = q;
+    return 0;
+}
+
+static int do_query(const struct aopts *o)
+{
+    struct ant_audit_query q;
+    if (build_query(o, &q) != 0) {
+        return 2;
+    }
     struct ant_audit *a = NULL;
     json_t *res = NULL;
     int64_t next = 0;
@@ -437,6 +477,285 @@ out:
     return ret;
 }
 
+/* --- remote mode: the same commands over the API, for auditors who hold no site folder --- */
+
+static int remote_open(const struct aopts *o, struct ant_client **c)
+{
+    struct ant_diag d = {{0}};
+    int rc = ant_client_open(&o->conf, c, &d);
+    if (rc < 0) {
+        fprintf(stderr, "antenna audit: %s\n", ant_diag_msg(&d, strerror(-rc)));
+    }
+    return rc;
+}
+
+/* A GET answered with JSON. A refusal (the server's message) or a transport failure is said on
+ * stderr and gives -EPERM / the transport's code; *resp is the caller's to json_decref(). */
+static int remote_get(struct ant_client *c, const char *path, json_t **resp)
+{
+    struct ant_diag d = {{0}};
+    long status = 0;
+    json_t *r = NULL;
+    int rc = ant_client_json(c, "GET", path, NULL, &status, &r, &d);
+    if (rc == 0 && status >= 400) {
+        rc = -EPERM;
+    } else if (rc == 0 && !json_is_object(r)) {
+        ant_diag_set(&d, "the server's answer to %s is not a JSON object", path);
+        rc = -EBADMSG;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "antenna audit: %s\n", ant_diag_msg(&d, strerror(-rc)));
+        json_decref(r);
+        return rc;
+    }
+    *resp = r;
+    return 0;
+}
+
+/* Appends "?name=value" or "&name=value", the value percent-encoded (RFC 3986 unreserved kept). */
+static int add_param(struct ant_buf *b, const char *name, const char *val)
+{
+    if (val == NULL) {
+        return 0;
+    }
+    int rc = ant_buf_printf(b, "%c%s=", memchr(b->p, '?', b->len) ? '&' : '?', name);
+    for (const unsigned char *p = (const unsigned char *)val; rc == 0 && *p != '\0'; p++) {
+        bool keep = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                    (*p >= '0' && *p <= '9') || strchr("-._~", *p) != NULL;
+        rc = keep ? ant_buf_append(b, p, 1) : ant_buf_printf(b, "%%%02X", *p);
+    }
+    return rc;
+}
+
+static int remote_query(const struct aopts *o)
+{
+    struct ant_audit_query q;
+    struct ant_buf path = ANT_BUF_INIT(8192);
+    struct ant_client *c = NULL;
+    json_t *resp = NULL;
+    char since[24] = "", until[24] = "";
+    int ret = 1;
+    if (build_query(o, &q) != 0) {
+        return 2;
+    }
+    /* the times go as Unix seconds, which the server takes whatever form the user typed */
+    snprintf(since, sizeof(since), "%lld", (long long)(q.from_ms / 1000));
+    snprintf(until, sizeof(until), "%lld", (long long)(q.to_ms / 1000));
+    int rc = ant_buf_append_str(&path, "/v1/audit/events");
+    rc = rc < 0 ? rc : add_param(&path, "since", q.from_ms != 0 ? since : NULL);
+    rc = rc < 0 ? rc : add_param(&path, "until", q.to_ms != 0 ? until : NULL);
+    rc = rc < 0 ? rc : add_param(&path, "principal", o->principal);
+    rc = rc < 0 ? rc : add_param(&path, "tenant", o->tenant);
+    rc = rc < 0 ? rc : add_param(&path, "dataset", o->dataset);
+    rc = rc < 0 ? rc : add_param(&path, "action", o->action);
+    rc = rc < 0 ? rc : add_param(&path, "decision", o->decision);
+    rc = rc < 0 ? rc : add_param(&path, "limit", o->limit);
+    rc = rc < 0 ? rc : add_param(&path, "cursor", o->cursor);
+    rc = rc < 0 ? rc : ant_buf_append(&path, "", 1);
+    if (rc < 0) {
+        fprintf(stderr, "antenna audit: the filters are too long\n");
+        ret = 2;
+        goto out;
+    }
+    if (remote_open(o, &c) < 0 || remote_get(c, (const char *)path.p, &resp) < 0) {
+        goto out;
+    }
+    json_t *events = json_object_get(resp, "events");
+    const char *next = json_string_value(json_object_get(resp, "next_cursor"));
+    uint64_t nv = 0;
+    if (!json_is_array(events) ||
+        (next != NULL && ant_parse_u64(ant_bytes_str(next), 1, INT64_MAX, &nv) < 0)) {
+        fprintf(stderr, "antenna audit: the server's answer is not a page of events\n");
+        goto out;
+    }
+    if (o->json) {
+        ant_client_print_json(resp);
+    } else {
+        print_table(events, (int64_t)nv);
+    }
+    ret = 0;
+out:
+    json_decref(resp);
+    ant_client_close(c);
+    ant_buf_fini(&path);
+    return ret;
+}
+
+static int remote_export(const struct aopts *o)
+{
+    struct ant_client *c = NULL;
+    struct ant_diag d = {{0}};
+    long status = 0;
+    uint64_t bytes = 0;
+    bool to_stdout = o->out == NULL || strcmp(o->out, "-") == 0;
+    int ret = 1;
+    if (remote_open(o, &c) < 0) {
+        goto out;
+    }
+    /* a file is written to a temporary name and renamed once whole (client.h) */
+    int rc = ant_client_download(c, "/v1/audit/export", AT_FDCWD, to_stdout ? NULL : o->out,
+                                 to_stdout ? STDOUT_FILENO : -1, &status, &bytes, &d);
+    if (rc == 0 && status != 200) {
+        if (status < 400) {
+            ant_diag_set(&d, "unexpected status %ld", status);
+        }
+        rc = -EPERM;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "antenna audit: export failed: %s\n", ant_diag_msg(&d, strerror(-rc)));
+        goto out;
+    }
+    if (!to_stdout) {
+        fprintf(stderr, "antenna audit: wrote %llu bytes to %s\n", (unsigned long long)bytes,
+                o->out);
+    }
+    ret = 0;
+out:
+    ant_client_close(c);
+    return ret;
+}
+
+/* A tenant's auditor may not download the export, which holds every tenant's events. What the
+ * site key alone proves then: the checkpoints the site shows are its signatures and each names
+ * the one before it (a dropped checkpoint shows). The events themselves are not re-hashed. */
+static int verify_checkpoints(struct ant_client *c, const uint8_t pub[ANT_KEY_LEN])
+{
+    json_t *resp = NULL, *ck;
+    int64_t prev = -1, count = 0;
+    size_t i;
+    int ret = 1;
+    if (remote_get(c, "/v1/audit/checkpoints?limit=1000", &resp) < 0) {
+        goto out;
+    }
+    json_t *list = json_object_get(resp, "checkpoints");
+    if (!json_is_array(list)) {
+        fprintf(stderr, "antenna audit: the server's answer is not a list of checkpoints\n");
+        goto out;
+    }
+    ret = 0;
+    json_array_foreach(list, i, ck)
+    {
+        uint8_t hash[ANT_AUDIT_HASH_LEN], sig[ANT_SIG_LEN], msg[ANT_AUDIT_CKPT_MSG_LEN];
+        int64_t seq = json_integer_value(json_object_get(ck, "seq"));
+        int64_t prev_seq = json_integer_value(json_object_get(ck, "prev_seq"));
+        const char *h = json_string_value(json_object_get(ck, "hash"));
+        const char *s = json_string_value(json_object_get(ck, "sig"));
+        bool ok = h != NULL && s != NULL &&
+                  ant_hex_decode(ant_bytes_str(h), hash, sizeof(hash)) == 0 &&
+                  ant_hex_decode(ant_bytes_str(s), sig, sizeof(sig)) == 0;
+        if (ok) {
+            ant_audit_checkpoint_msg(seq, hash, json_integer_value(json_object_get(ck, "time_ms")),
+                                     prev_seq, msg);
+            ok = ant_sig_verify(pub, ant_bytes_of(msg, sizeof(msg)), sig) == 0;
+        }
+        if (!ok) {
+            printf("checkpoints: BROKEN at seq %lld: the checkpoint has a bad signature\n",
+                   (long long)seq);
+            ret = 1;
+            break;
+        }
+        if (prev >= 0 && prev_seq != prev) {
+            printf("checkpoints: BROKEN at seq %lld: it names %lld as the checkpoint before it, "
+                   "the site shows %lld\n",
+                   (long long)seq, (long long)prev_seq, (long long)prev);
+            ret = 1;
+            break;
+        }
+        prev = seq;
+        count++;
+    }
+    if (ret == 0) {
+        printf("checkpoints: intact: %lld signed checkpoints checked, signed up to seq %lld "
+               "(the events were not re-hashed: that needs the export)\n",
+               (long long)count, (long long)(prev > 0 ? prev : 0));
+    }
+out:
+    json_decref(resp);
+    return ret;
+}
+
+static int remote_verify(const struct aopts *o)
+{
+    uint8_t pub[ANT_KEY_LEN];
+    struct ant_client *c = NULL;
+    struct ant_diag d = {{0}};
+    json_t *site = NULL, *st = NULL;
+    long status = 0;
+    uint64_t bytes = 0;
+    int ret = 1, fd = -1;
+    if (remote_open(o, &c) < 0) {
+        goto out;
+    }
+    if (o->site_key != NULL) {
+        if (load_sign_pub(AT_FDCWD, o->site_key, pub) < 0) {
+            goto out;
+        }
+        printf("site key: from %s\n", o->site_key);
+    } else {
+        if (remote_get(c, "/v1/site", &site) < 0) {
+            goto out;
+        }
+        const char *b64 =
+            json_string_value(json_object_get(json_object_get(site, "public_keys"), "ed25519"));
+        if (b64 == NULL || ant_key_b64_decode(ant_bytes_str(b64), pub) < 0) {
+            fprintf(stderr, "antenna audit: the site's answer holds no Ed25519 public key\n");
+            goto out;
+        }
+        printf("site key: %s, fetched from the site itself (GET /v1/site): this check is only "
+               "as good as trusting that answer; --site-key FILE checks against a copy you "
+               "obtained apart\n",
+               b64);
+    }
+    /* the server's own view first: it recomputes the chain with the key it signs with */
+    if (remote_get(c, "/v1/audit/status", &st) < 0) {
+        goto out;
+    }
+    bool server_intact = json_is_true(json_object_get(st, "intact"));
+    printf("server: %s: %lld events, %lld checkpoints, last seq %lld, signed up to %lld",
+           server_intact ? "intact" : "BROKEN",
+           (long long)json_integer_value(json_object_get(st, "events")),
+           (long long)json_integer_value(json_object_get(st, "checkpoints")),
+           (long long)json_integer_value(json_object_get(st, "last_seq")),
+           (long long)json_integer_value(json_object_get(st, "signed_seq")));
+    if (!server_intact) {
+        printf(" (first bad seq %lld: %s)",
+               (long long)json_integer_value(json_object_get(st, "first_bad_seq")),
+               json_string_value(json_object_get(st, "what")) ? json_string_value(
+                                                                    json_object_get(st, "what"))
+                                                              : "?");
+    }
+    printf("\n");
+    fflush(stdout);
+    /* then our own check, which trusts only the key: the export goes to memory, never a file */
+    fd = memfd_create("antenna-audit-export", MFD_CLOEXEC);
+    int rc = fd < 0 ? -errno
+                    : ant_client_download(c, "/v1/audit/export", AT_FDCWD, NULL, fd, &status,
+                                          &bytes, &d);
+    if (rc == 0 && status == 403) {
+        printf("export: refused (%s): checking the signed checkpoints instead\n",
+               ant_diag_msg(&d, "forbidden"));
+        ret = verify_checkpoints(c, pub);
+    } else if (rc == 0 && status == 200) {
+        ret = verify_fd("export", fd, pub);
+    } else {
+        if (rc == 0 && status < 400) {
+            ant_diag_set(&d, "unexpected status %ld", status);
+        }
+        fprintf(stderr, "antenna audit: export failed: %s\n",
+                ant_diag_msg(&d, strerror(rc < 0 ? -rc : EPERM)));
+        goto out;
+    }
+    if (!server_intact) {
+        ret = 1;
+    }
+out:
+    ant_close(fd);
+    json_decref(site);
+    json_decref(st);
+    ant_client_close(c);
+    return ret;
+}
+
 int ant_cli_audit(int argc, char **argv)
 {
     struct aopts o = {0};
@@ -457,9 +776,38 @@ int ant_cli_audit(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    bool remote = o.dir == NULL && o.export_file == NULL &&
+                  (o.conf.url != NULL || getenv("ANTENNA_URL") != NULL);
+    if (!remote && (o.conf.url != NULL || o.conf.cacert != NULL || o.conf.key_file != NULL)) {
+        fprintf(stderr, "antenna audit: --url, --cacert and --key-file are for the remote mode "
+                        "(without --dir or --export)\n");
+        return 2;
+    }
+    if (o.dir == NULL) {
+        o.dir = "./var";
+    }
     bool query_opts = o.since || o.until || o.principal || o.tenant || o.dataset || o.action ||
                       o.decision || o.limit || o.cursor;
-    if (strcmp(cmd, "verify") == 0 && !query_opts && o.out == NULL) {
+    if (remote && o.strict) {
+        fprintf(stderr, "antenna audit: --strict is for the local verify (--dir)\n");
+        return 2;
+    }
+    if (remote) {
+        if (strcmp(cmd, "verify") == 0 && !query_opts && o.out == NULL) {
+            return remote_verify(&o);
+        }
+        if (strcmp(cmd, "export") == 0 && !query_opts && o.site_key == NULL) {
+            return remote_export(&o);
+        }
+        if (strcmp(cmd, "query") == 0 && o.site_key == NULL) {
+            if (o.out != NULL && strcmp(o.out, "json") != 0) {
+                fprintf(stderr, "antenna audit: -o takes json\n");
+                return 2;
+            }
+            o.json = o.out != NULL;
+            return remote_query(&o);
+        }
+    } else if (strcmp(cmd, "verify") == 0 && !query_opts && o.out == NULL) {
         if (o.export_file != NULL && o.site_key != NULL && !o.strict) {
             return verify_export(&o);
         }
