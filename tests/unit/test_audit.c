@@ -1244,7 +1244,10 @@ static void test_index_backlog_in_slices(void **state)
         char rid[32];
         struct ant_audit_event ev = make_event(500 + (int)(want / 100) - 1, rid, sizeof(rid));
         assert_true(ant_audit_append(b, &ev) > 0);
-        assert_int_equal(ix_wait_upto(f->dir, want), want);
+        /* slices of 2 x index_batch, never the backlog at once (an extra slice may run when the
+         * writer wakes for another reason under load: seen once in a full suite run) */
+        int64_t got = ix_wait_upto(f->dir, want);
+        assert_true(got >= want && got <= want + 100 && got % 100 == 0);
     }
     /* closing indexes the rest, slice after slice */
     ant_audit_close(b);
