@@ -326,9 +326,10 @@ struct evict_row {
     bool gone; /* its row was deleted by this batch */
 };
 
-static int cache_total(struct ant_store *st, uint64_t *out)
+/* One non-negative integer from a one-row query (a sum or a count). */
+static int query_u64(struct ant_store *st, const char *sql, uint64_t *out)
 {
-    sqlite3_stmt *s = ant_store_stmt(st, "SELECT COALESCE(SUM(size), 0) FROM fed_cache");
+    sqlite3_stmt *s = ant_store_stmt(st, sql);
     if (s == NULL) {
         return -EIO;
     }
@@ -344,24 +345,15 @@ static int cache_total(struct ant_store *st, uint64_t *out)
 
 int ant_fed_cache_bytes(struct ant_store *st, uint64_t *out)
 {
-    return cache_total(st, out);
+    return query_u64(st, "SELECT COALESCE(SUM(size), 0) FROM fed_cache", out);
 }
 
 int ant_fed_cache_remote_jobs_running(struct ant_store *st, uint64_t *out)
 {
-    sqlite3_stmt *s = ant_store_stmt(st, "SELECT count(*) FROM stage_jobs"
-                                         " WHERE state = 'running' AND peer_id IS NOT NULL");
-    if (s == NULL) {
-        return -EIO;
-    }
-    int src = sqlite3_step(s);
-    int rc = src == SQLITE_ROW ? 0 : src == SQLITE_DONE ? -EIO : ant_sqlite_err(src);
-    if (rc == 0) {
-        int64_t v = sqlite3_column_int64(s, 0);
-        *out = v > 0 ? (uint64_t)v : 0;
-    }
-    sqlite3_reset(s);
-    return rc;
+    return query_u64(st,
+                     "SELECT count(*) FROM stage_jobs"
+                     " WHERE state = 'running' AND peer_id IS NOT NULL",
+                     out);
 }
 
 /* The least recently used rows last used before `cutoff`, at most EVICT_BATCH, into rows. */
@@ -453,7 +445,7 @@ int ant_fed_cache_evict(struct ant_store *st, int archive_fd, uint64_t max_bytes
         return -EINVAL;
     }
     int64_t cutoff = (now != 0 ? now : ant_now_unix()) - grace_s;
-    int rc = cache_total(st, &es.total_before);
+    int rc = ant_fed_cache_bytes(st, &es.total_before);
     es.total_after = es.total_before;
     if (rc < 0 || max_bytes == 0 || es.total_before <= max_bytes) {
         goto out;

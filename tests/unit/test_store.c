@@ -699,6 +699,18 @@ static char *sign_token(const struct ant_signkey *k, const char *iss, const char
     return (char *)ant_buf_take(&out, &len);
 }
 
+/* idp.jwks in the site folder: idp's Ed25519 public key as the one key "k1". */
+static void write_jwks(struct fx *f, const struct ant_signkey *idp)
+{
+    char x[64], doc[256];
+    sodium_bin2base64(x, sizeof(x), ant_signkey_public(idp), ANT_KEY_LEN,
+                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    int n = snprintf(doc, sizeof(doc),
+                     "{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"kid\":\"k1\",\"x\":\"%s\"}]}",
+                     x);
+    assert_int_equal(ant_write_new_file(f->dirfd, "idp.jwks", 0600, doc, (size_t)n), 0);
+}
+
 static void test_oidc_bearer_tokens_map_to_principals(void **state)
 {
     struct fx *f = *state;
@@ -706,17 +718,11 @@ static void test_oidc_bearer_tokens_map_to_principals(void **state)
     struct ant_oidc *o = NULL;
     struct ant_principal p;
     struct ant_diag d = {{0}};
-    char x[64], doc[256];
     int64_t now = ant_now_unix();
     make_tenants(f->st);
     assert_int_equal(ant_signkey_generate(&idp), 0);
     assert_int_equal(ant_signkey_generate(&other), 0);
-    sodium_bin2base64(x, sizeof(x), ant_signkey_public(idp), ANT_KEY_LEN,
-                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-    int n = snprintf(doc, sizeof(doc),
-                     "{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"kid\":\"k1\",\"x\":\"%s\"}]}",
-                     x);
-    assert_int_equal(ant_write_new_file(f->dirfd, "idp.jwks", 0600, doc, (size_t)n), 0);
+    write_jwks(f, idp);
     /* no issuer: a valid empty set, and tokens are rejected */
     assert_int_equal(ant_oidc_load(f->st, f->dirfd, &o, &d), 0);
     assert_int_equal(ant_oidc_count(o), 0);
@@ -777,16 +783,10 @@ static void test_oidc_issuer_added_after_load(void **state)
     struct ant_oidc *o = NULL;
     struct ant_principal p;
     struct ant_diag d = {{0}};
-    char x[64], doc[256];
     int64_t now = ant_now_unix();
     make_tenants(f->st);
     assert_int_equal(ant_signkey_generate(&idp), 0);
-    sodium_bin2base64(x, sizeof(x), ant_signkey_public(idp), ANT_KEY_LEN,
-                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-    int n = snprintf(doc, sizeof(doc),
-                     "{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"kid\":\"k1\",\"x\":\"%s\"}]}",
-                     x);
-    assert_int_equal(ant_write_new_file(f->dirfd, "idp.jwks", 0600, doc, (size_t)n), 0);
+    write_jwks(f, idp);
     assert_int_equal(ant_oidc_load(f->st, f->dirfd, &o, &d), 0);
     assert_int_equal(ant_oidc_count(o), 0);
     struct ant_oidc_issuer iss = {"https://idp.example", "idp.jwks", "antenna",
