@@ -1392,14 +1392,11 @@ static void test_no_eviction_while_a_remote_job_runs(void **state)
     assert_int_equal(fs.evicted_bytes, 300);
 }
 
-/* Remote jobs that overlap without a pause: once ANT_FED_CACHE_TRIM_EVERY have ended while
- * another ran, the next one waits before its pull until the running one ends and trims. */
-static void test_overlapping_remote_jobs_do_not_starve_eviction(void **state)
+/* Remote job a runs (blocked in its pull, on ra), and ANT_FED_CACHE_TRIM_EVERY remote jobs
+ * start and end while it runs: none is held, each skips the pass. Remote job c is queued. */
+static void skip_trims_under(struct fx *f, const char *a, const char *c, struct runner *ra)
 {
-    struct fx *f = *state;
-    struct runner ra, rc;
     char bs[ANT_FED_CACHE_TRIM_EVERY][ANT_JOB_ID_LEN + 1];
-    const char *a = "job_0000000000000a01", *c = "job_0000000000000c01";
     insert_remote_job_id(f, a);
     for (unsigned i = 0; i < ANT_FED_CACHE_TRIM_EVERY; i++) {
         snprintf(bs[i], sizeof(bs[i]), "job_0000000000000b%02x", i);
@@ -1408,9 +1405,8 @@ static void test_overlapping_remote_jobs_do_not_starve_eviction(void **state)
     insert_remote_job_id(f, c);
     remote_cache_site(f);
     snprintf(f->block_id, sizeof(f->block_id), "%s", a);
-    runner_start(&ra, f);
+    runner_start(ra, f);
     wait_step(f, a, ANT_JOBS_FED_RUNNING);
-    /* each b starts while a runs and ends while a runs: none is held, none trims */
     for (unsigned i = 0; i < ANT_FED_CACHE_TRIM_EVERY; i++) {
         bool ran = false;
         assert_int_equal(ant_jobs_run_next(f->jobs, &ran), 0);
@@ -1419,6 +1415,16 @@ static void test_overlapping_remote_jobs_do_not_starve_eviction(void **state)
         assert_true(step_at(f, bs[i], ANT_JOBS_FED_TRIM_SKIPPED) >= 0);
         assert_old_copies(f, true);
     }
+}
+
+/* Remote jobs that overlap without a pause: once ANT_FED_CACHE_TRIM_EVERY have ended while
+ * another ran, the next one waits before its pull until the running one ends and trims. */
+static void test_overlapping_remote_jobs_do_not_starve_eviction(void **state)
+{
+    struct fx *f = *state;
+    struct runner ra, rc;
+    const char *a = "job_0000000000000a01", *c = "job_0000000000000c01";
+    skip_trims_under(f, a, c, &ra);
     /* c is held before its pull (it is not counted running) while a still runs */
     runner_start(&rc, f);
     wait_step(f, c, ANT_JOBS_FED_HELD);
@@ -1443,22 +1449,8 @@ static void test_held_remote_job_can_be_cancelled(void **state)
 {
     struct fx *f = *state;
     struct runner ra, rc;
-    char bs[ANT_FED_CACHE_TRIM_EVERY][ANT_JOB_ID_LEN + 1];
     const char *a = "job_0000000000000a01", *c = "job_0000000000000c01";
-    insert_remote_job_id(f, a);
-    for (unsigned i = 0; i < ANT_FED_CACHE_TRIM_EVERY; i++) {
-        snprintf(bs[i], sizeof(bs[i]), "job_0000000000000b%02x", i);
-        insert_remote_job_id(f, bs[i]);
-    }
-    insert_remote_job_id(f, c);
-    remote_cache_site(f);
-    snprintf(f->block_id, sizeof(f->block_id), "%s", a);
-    runner_start(&ra, f);
-    wait_step(f, a, ANT_JOBS_FED_RUNNING);
-    for (unsigned i = 0; i < ANT_FED_CACHE_TRIM_EVERY; i++) {
-        bool ran = false;
-        assert_int_equal(ant_jobs_run_next(f->jobs, &ran), 0);
-    }
+    skip_trims_under(f, a, c, &ra);
     runner_start(&rc, f);
     wait_step(f, c, ANT_JOBS_FED_HELD);
     assert_int_equal(ant_jobs_cancel(f->jobs, c, 0), 0);
