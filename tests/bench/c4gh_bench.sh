@@ -16,7 +16,7 @@ MB=${C4GH_BENCH_MB:-1024}
 SECS=${C4GH_BENCH_SECONDS:-2.5}
 A=$BUILD/gateway/antenna
 B=$BUILD/tests/bench/c4gh_bench
-KEYS=$ROOT/../shared/c4gh-vectors/keys
+KEYS=$ROOT/tests/vectors/c4gh/keys
 
 [ -x "$A" ] && [ -x "$B" ] || { echo "no $A or $B: build first" >&2; exit 1; }
 case "$W" in /tmp/*|/var/tmp/*) ;; *) echo "work dir must be under /tmp or /var/tmp" >&2; exit 1;; esac

@@ -5,11 +5,12 @@
 # $1 = antenna binary; env ANT_VECTORS = the vectors folder. Exit 0 pass, 1 fail, 77 skip.
 set -u
 A=${1:?usage: test_c4gh_cli.sh ANTENNA}
-V=${ANT_VECTORS:-$(dirname "$0")/../../../shared/c4gh-vectors}
+V=${ANT_VECTORS:-$(dirname "$0")/../vectors/c4gh}
 [ -x "$A" ] || { echo "no antenna binary at $A"; exit 77; }
 [ -f "$V/one-byte.c4gh" ] || { echo "no vectors at $V"; exit 77; }
 # both may be relative (meson passes gateway/antenna); the script changes folder below
 A=$(cd "$(dirname "$A")" && pwd)/$(basename "$A")
+HERE=$(cd "$(dirname "$0")" && pwd)
 V=$(cd "$V" && pwd)
 "$A" c4gh --help >/dev/null 2>&1 || { echo "antenna c4gh not built"; exit 77; }
 
@@ -24,6 +25,13 @@ check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; 
 R1=$V/keys/recipient1.sec
 R2=$V/keys/recipient2.sec
 S=$V/keys/sender.sec
+
+# 0. the repository's copy of the vectors is the workspace's set, byte for byte, where that
+# set is beside the checkout (tests/vectors/README.md)
+if [ -d "$HERE/../../../shared/c4gh-vectors" ]; then
+    check "tests/vectors/c4gh is ../shared/c4gh-vectors" \
+        diff -r -q "$HERE/../../../shared/c4gh-vectors" "$HERE/../vectors/c4gh"
+fi
 
 # 1. every positive vector, with each key that should open it
 dec() { # key file expected [sender_pk]

@@ -1075,7 +1075,7 @@ static void test_fsync_each_and_small_limits(void **state)
 }
 
 
-/* --- Crypt4GH transforms against the reference vectors (../shared/c4gh-vectors) --- */
+/* --- Crypt4GH transforms against the reference vectors (tests/vectors/c4gh) --- */
 
 static struct ant_key *vector_key(const char *name, const char *pass)
 {

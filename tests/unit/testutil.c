@@ -40,7 +40,7 @@ const char *test_vector_path(const char *name)
 {
     static char path[4096];
     const char *dir = getenv("ANT_VECTORS");
-    snprintf(path, sizeof(path), "%s/%s", dir ? dir : "../shared/c4gh-vectors", name);
+    snprintf(path, sizeof(path), "%s/%s", dir ? dir : "tests/vectors/c4gh", name);
     return path;
 }
 

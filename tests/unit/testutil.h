@@ -14,7 +14,7 @@
 uint8_t *test_memdup(const void *p, size_t len);
 /* Reads a whole file; aborts the test on failure. Caller free()s. */
 uint8_t *test_read_file(const char *path, size_t *len);
-/* The path of a file in ../shared/c4gh-vectors (static buffer, valid until next call). */
+/* The path of a file in tests/vectors/c4gh (ANT_VECTORS) (static buffer, valid until next call). */
 const char *test_vector_path(const char *name);
 /* A fresh temporary directory (mkdtemp); caller removes it with test_rmtree. */
 char *test_tmpdir(void);
