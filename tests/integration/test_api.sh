@@ -7,6 +7,7 @@ set -u
 BIN=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
 SRC=$(cd "$HERE/../.." && pwd)
+. "$HERE/lib.sh"
 command -v python3 >/dev/null || { echo "no python3"; exit 77; }
 T=$(mktemp -d /tmp/antenna-api-XXXXXX)
 PID=
@@ -24,9 +25,7 @@ MAXUP=${ANT_API_MAX_UPLOAD_MIB:-$((BIG + 16))}
 sed -i "s/^max_upload = .*/max_upload = ${MAXUP}M/" "$T/site/antenna.conf"
 "$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/serve.out" 2>"$T/serve.log" &
 PID=$!
-for _ in $(seq 100); do grep -q serving "$T/serve.out" 2>/dev/null && break; sleep 0.1; done
-PORT=$(sed -n 's|.*https://127.0.0.1:\([0-9]*\).*|\1|p' "$T/serve.out")
-[ -n "$PORT" ] || { echo "FAIL serve did not start"; cat "$T/serve.log"; exit 1; }
+wait_serving "$T/serve.out" || { echo "FAIL serve did not start"; cat "$T/serve.log"; exit 1; }
 
 python3 "$HERE/api_checks.py" --port "$PORT" --cacert "$T/site/tls/cert.pem" --key "$KEY" \
     --site "$T/site" --src "$SRC" --bin "$BIN" --pid "$PID" --max-upload-mib "$MAXUP" \

@@ -3,15 +3,15 @@
 # process holds audit.db's write lock, so the writer's group commit fails with -EBUSY.
 set -uo pipefail
 BIN=$1
+. "$(dirname "$0")/lib.sh"
 T=$(mktemp -d /tmp/antenna-fc-XXXX); SPID=
 trap '[ -n "$SPID" ] && kill $SPID; wait; rm -rf $T' EXIT
 "$BIN" init --dir "$T/site" --site-id fc --region EU >/dev/null 2>&1
 "$BIN" admin --dir "$T/site" tenant add t >/dev/null
 "$BIN" admin --dir "$T/site" principal add u --tenant t --role owner >/dev/null
-KEY=$("$BIN" admin --dir "$T/site" -o json key create --principal u | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+KEY=$(new_key "$BIN" "$T/site" u)
 "$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/out" 2>"$T/log" & SPID=$!
-for _ in $(seq 100); do grep -q serving "$T/out" 2>/dev/null && break; sleep 0.1; done
-U=$(sed -n 's|.*\(https://[0-9.:]*\).*|\1|p' "$T/out")
+wait_serving "$T/out"; U=$URL
 python3 - "$U" "$KEY" "$T/site/tls/cert.pem" "$T/site/audit.db" <<'PY'
 import http.client, json, sqlite3, ssl, sys, time
 u, key, ca, audit = sys.argv[1:]
@@ -46,8 +46,7 @@ PY
 kill $SPID; wait $SPID 2>/dev/null; SPID=
 ANTENNA_TEST_AUDIT_SYNC_FAIL=$T/disk-fails "$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 \
     >"$T/out2" 2>"$T/log2" & SPID=$!
-for _ in $(seq 100); do grep -q serving "$T/out2" 2>/dev/null && break; sleep 0.1; done
-U=$(sed -n 's|.*\(https://[0-9.:]*\).*|\1|p' "$T/out2")
+wait_serving "$T/out2"; U=$URL
 C=(curl -s --cacert "$T/site/tls/cert.pem" -o "$T/body" -w '%{http_code}')
 fail() { echo "FAIL $*"; tail -5 "$T/log2"; exit 1; }
 [ "$("${C[@]}" "$U/v1/health")" = 200 ] || fail "health before"
@@ -63,8 +62,7 @@ rm -f "$T/disk-fails"
 grep -q '"audit.sync_failed"' "$T/log2" || fail "no audit.sync_failed in the log"
 kill $SPID; wait $SPID 2>/dev/null; SPID=
 "$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/out3" 2>"$T/log3" & SPID=$!
-for _ in $(seq 100); do grep -q serving "$T/out3" 2>/dev/null && break; sleep 0.1; done
-U=$(sed -n 's|.*\(https://[0-9.:]*\).*|\1|p' "$T/out3")
+wait_serving "$T/out3"; U=$URL
 [ "$("${C[@]}" "$U/v1/health")" = 200 ] || fail "health after the restart"
 [ "$("${C[@]}" -H "Authorization: Bearer $KEY" "$U/v1/datasets")" = 200 ] || fail "list after the restart"
 "$BIN" audit verify --dir "$T/site" >/dev/null || fail "audit verify after the failure"

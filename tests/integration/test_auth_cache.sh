@@ -6,6 +6,7 @@
 # shows the change within 1 s.
 set -uo pipefail
 BIN=$1
+. "$(dirname "$0")/lib.sh"
 T=$(mktemp -d /tmp/antenna-rv-XXXX); SPID=
 trap '[ -n "$SPID" ] && kill $SPID; wait; rm -rf $T' EXIT
 "$BIN" init --dir "$T/site" --site-id rv --region EU >/dev/null 2>&1
@@ -18,11 +19,9 @@ KID=$(echo "$J" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key_i
 # a reader of another tenant, who sees the dataset only through a grant
 "$BIN" admin --dir "$T/site" tenant add t2 >/dev/null
 "$BIN" admin --dir "$T/site" principal add v --tenant t2 --role reader >/dev/null
-VKEY=$("$BIN" admin --dir "$T/site" -o json key create --principal v |
-       python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+VKEY=$(new_key "$BIN" "$T/site" v)
 "$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/out" 2>"$T/log" & SPID=$!
-for _ in $(seq 100); do grep -q serving "$T/out" 2>/dev/null && break; sleep 0.1; done
-U=$(sed -n 's|.*\(https://[0-9.:]*\).*|\1|p' "$T/out")
+wait_serving "$T/out"; U=$URL
 python3 - "$U" "$KEY" "$T/site/tls/cert.pem" "$BIN" "$T/site" "$KID" "$VKEY" <<'PY'
 import http.client, json, sqlite3, ssl, subprocess, sys, time
 u, key, ca, binp, site, kid, vkey = sys.argv[1:]

@@ -7,6 +7,7 @@
 # $1 = the antenna binary. Exit 0 pass, 1 fail, 77 skip.
 set -u
 BIN=$(realpath "$1")
+. "$(dirname "$0")/lib.sh"
 python3 -c 'import cryptography' 2>/dev/null || { echo "skip: python3-cryptography missing"; exit 77; }
 T=$(mktemp -d /tmp/antenna-oidc-XXXXXX)
 PID=
@@ -45,8 +46,7 @@ PY
 
 "$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/serve.out" 2>"$T/serve.log" &
 PID=$!
-for _ in $(seq 100); do grep -q serving "$T/serve.out" 2>/dev/null && break; sleep 0.1; done
-PORT=$(sed -n 's|.*https://127.0.0.1:\([0-9]*\).*|\1|p' "$T/serve.out")
+wait_serving "$T/serve.out"
 [ -n "$PORT" ] || { echo "FAIL serve"; tail "$T/serve.log"; exit 1; }
 
 python3 - "$T" "$PORT" <<'PY'

@@ -3,6 +3,7 @@
 # spoken to over HTTPS with its own certificate as the only trust anchor.
 set -u
 BIN=$1
+. "$(dirname "$0")/lib.sh"
 T=$(mktemp -d /tmp/antenna-it-XXXXXX)
 PID=
 fails=0
@@ -46,8 +47,7 @@ check "missing config exits 2" test $? -eq 2
 # --- serve ---
 "$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/serve.out" 2>"$T/serve.log" &
 PID=$!
-for _ in $(seq 100); do grep -q serving "$T/serve.out" 2>/dev/null && break; sleep 0.1; done
-PORT=$(sed -n 's|.*https://127.0.0.1:\([0-9]*\).*|\1|p' "$T/serve.out")
+wait_serving "$T/serve.out"
 check "serve prints its port" test -n "$PORT"
 U="https://127.0.0.1:$PORT"
 C=(curl -sS --cacert "$T/site/tls/cert.pem" -m 10)
@@ -169,8 +169,7 @@ sed -e 's/^rate_limit = .*/rate_limit = 1/' -e 's/^rate_burst = .*/rate_burst = 
   "$T/site/antenna.conf" >"$T/rl.conf"
 "$BIN" serve --dir "$T/site" --config "$T/rl.conf" --listen 127.0.0.1:0 >"$T/rl.out" 2>/dev/null &
 PID=$!
-for _ in $(seq 100); do grep -q serving "$T/rl.out" 2>/dev/null && break; sleep 0.1; done
-PORT=$(sed -n 's|.*https://127.0.0.1:\([0-9]*\).*|\1|p' "$T/rl.out")
+wait_serving "$T/rl.out"
 codes=""
 for _ in 1 2 3 4; do
   codes="$codes $("${C[@]}" -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $KEY" "https://127.0.0.1:$PORT/metrics")"

@@ -1,0 +1,17 @@
+# Helpers shared by the integration scripts; each sources it: . "$(dirname "$0")/lib.sh"
+
+# wait_serving OUT: waits (10 s at most) until an `antenna serve` whose standard output goes
+# to OUT says it is serving; sets URL (https://127.0.0.1:PORT) and PORT. 1 if it never did.
+wait_serving() {
+    local _i
+    for _i in $(seq 100); do grep -q serving "$1" 2>/dev/null && break; sleep 0.1; done
+    URL=$(sed -n 's|.*\(https://[0-9.:]*\).*|\1|p' "$1" | head -n 1)
+    PORT=${URL##*:}
+    [ -n "$URL" ]
+}
+
+# new_key BIN SITE PRINCIPAL: prints a new API key of PRINCIPAL (the admin CLI's JSON answer).
+new_key() {
+    "$1" admin --dir "$2" -o json key create --principal "$3" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'
+}
