@@ -776,9 +776,10 @@ static int get_parent(int rootfd, const char *rel)
     return fd;
 }
 
-/* One file of a dataset into DIR/PATH (resumed if a run before was interrupted). With `miss`
- * set, a 404 is not said but copied there and returned as -ENOENT: the caller then looks for a
- * folder of that name. */
+/* One file of a dataset into DIR/PATH (resumed if a run before was interrupted): 0, or -errno
+ * after saying why. With `miss` set, a 404 is not said but copied there and 1 returned (not
+ * -ENOENT, which a missing local folder gives): the caller then looks for a folder of that
+ * name. */
 static int get_one(struct ant_client *c, const char *ds, const char *remote, const char *query,
                    int rootfd, const char *dest, const char *label, struct ant_diag *miss)
 {
@@ -814,7 +815,7 @@ static int get_one(struct ant_client *c, const char *ds, const char *remote, con
                           &resumed, &d);
     if (rc == 0 && status == 404 && miss != NULL) {
         *miss = d;
-        rc = -ENOENT;
+        rc = 1;
         goto out;
     }
     if (rc < 0 || (status != 200 && status != 206)) {
@@ -1030,7 +1031,7 @@ static int cmd_get(int argc, char **argv, struct copts *o, int i)
             snprintf(dest, sizeof(dest), "%s", out);
         }
         rc = get_one(c, ds, remote, (const char *)q.p, AT_FDCWD, dest, dest, &miss);
-        if (rc != -ENOENT) {
+        if (rc != 1) {
             ret = rc < 0 ? 1 : 0;
             goto out;
         }

@@ -167,6 +167,10 @@ grep -q 'download of nope.bin failed: 404' "$T/get.err" || fail "404: $(cat "$T/
 [ -z "$(ls -A "$T/one" | grep antenna-partial)" ] || fail "an empty partial file left"
 if "$BIN" get "$DS/tree/nope" --plain -o "$T/one" 2>"$T/get.err"; then fail "a missing path"; fi
 grep -q 'download of tree/nope failed: 404' "$T/get.err" || fail "404: $(cat "$T/get.err")"
+# a local folder that is not there: said once, and not taken for a missing remote file
+if "$BIN" get "$DS/b.bin" --plain -o "$T/no/such/b.bin" 2>"$T/get.err"; then fail "-o no/dir"; fi
+[ "$(wc -l <"$T/get.err")" -eq 1 ] && grep -q "cannot open the folder of $T/no/such/b.bin" \
+    "$T/get.err" || fail "-o into a missing folder: $(cat "$T/get.err")"
 # a FIFO where the partial file goes is refused at once, not opened for writing and waited on
 mkfifo "$T/one/.b.bin.antenna-partial"
 timeout 10 "$BIN" get "$DS/b.bin" --plain -o "$T/one" 2>"$T/get.err"
