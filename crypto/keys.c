@@ -175,17 +175,13 @@ static int read_keyfile(int dirfd, const char *path, size_t max, struct ant_buf 
     if (path == NULL) {
         return -EINVAL;
     }
-    fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    fd = ant_open_regular(dirfd, path, O_RDONLY, 0); /* a FIFO: -EINVAL, not a blocked open */
     if (fd < 0) {
-        rc = -errno;
+        rc = fd;
         goto out;
     }
     if (fstat(fd, &st) < 0) {
         rc = -errno;
-        goto out;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        rc = -EINVAL;
         goto out;
     }
     if ((uint64_t)st.st_size > max) {
@@ -224,7 +220,8 @@ int ant_key_load(int dirfd, const char *path, const char *passphrase, struct ant
     }
     rc = read_keyfile(dirfd, path, ANT_KEYFILE_MAX, &raw);
     if (rc < 0) {
-        ant_diag_set(d, "cannot read key file %s: %s", path ? path : "(null)", strerror(-rc));
+        ant_diag_set(d, "cannot read key file %s: %s", path ? path : "(null)",
+                     rc == -EINVAL ? "not a regular file" : strerror(-rc));
         goto out;
     }
     rc = ant_keyfile_secret_decode(ant_buf_view(&raw), ANT_KEYFILE_C4GH_SECRET, passphrase, sk,
@@ -247,7 +244,8 @@ int ant_pubkey_load(int dirfd, const char *path, uint8_t pub[ANT_KEY_LEN], struc
     struct ant_buf raw = ANT_BUF_INIT(ANT_KEYFILE_MAX);
     int rc = read_keyfile(dirfd, path, ANT_KEYFILE_MAX, &raw);
     if (rc < 0) {
-        ant_diag_set(d, "cannot read key file %s: %s", path ? path : "(null)", strerror(-rc));
+        ant_diag_set(d, "cannot read key file %s: %s", path ? path : "(null)",
+                     rc == -EINVAL ? "not a regular file" : strerror(-rc));
         goto out;
     }
     rc = ant_keyfile_public_decode(ant_buf_view(&raw), ANT_KEYFILE_C4GH_PUBLIC, pub, d);
@@ -353,7 +351,8 @@ int ant_site_keys_load(int keysdir_fd, const char *passphrase, struct ant_site_k
     }
     rc = read_keyfile(keysdir_fd, SITE_SEC, SITE_FILE_MAX, &raw);
     if (rc < 0) {
-        ant_diag_set(d, "cannot read keys/" SITE_SEC ": %s", strerror(-rc));
+        ant_diag_set(d, "cannot read keys/" SITE_SEC ": %s",
+                     rc == -EINVAL ? "not a regular file" : strerror(-rc));
         goto out;
     }
     rc = ant_keyfile_secret_decode(ant_buf_view(&raw), ANT_KEYFILE_C4GH_SECRET, passphrase,

@@ -91,7 +91,7 @@ DS=$("$BIN" dataset create "cohort-$RUN" --classification sensitive --region EU 
        --duo DUO:0000042 --description "demo cohort" |
      python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 echo "dataset $DS"
-run "$BIN" put "$DS" "$W/reads.bam" reads/reads.bam >/dev/null
+run "$BIN" put "$DS" "$W/reads.bam" --as reads/reads.bam >/dev/null
 run "$BIN" put "$DS" "$W/samples.tsv" >/dev/null
 run "$BIN" dataset files "$DS"
 run "$BIN" dataset publish "$DS"

@@ -75,7 +75,7 @@ run "$BIN" dataset create cohort --classification sensitive --region EU-IT --reg
     >"$W/ds.json"
 DS=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$W/ds.json")
 (cd "$W/data" && find . -type f | sed 's|^\./||' | sort) >"$W/files.txt"
-while read -r f; do "$BIN" put "$DS" "$W/data/$f" "$f" >/dev/null; done <"$W/files.txt"
+while read -r f; do "$BIN" put "$DS" "$W/data/$f" --as "$f" >/dev/null; done <"$W/files.txt"
 run "$BIN" dataset publish "$DS" >/dev/null
 run "$BIN" grant create "$DS" --tenant lab@site-b --actions transfer >/dev/null
 run "$BIN" grant create "$DS" --tenant lab@site-c --actions transfer >/dev/null

@@ -137,13 +137,17 @@ static int open_site(const char *dir)
     return fd;
 }
 
-/* The site's Ed25519 public key: the ANTENNA ED25519 PUBLIC KEY block of a site.pub file. */
+/* The site's Ed25519 public key: the ANTENNA ED25519 PUBLIC KEY block of a site.pub file (a
+ * regular file, as every key file: a FIFO is refused rather than waited on). */
 static int load_sign_pub(int dirfd, const char *path, uint8_t pub[ANT_KEY_LEN])
 {
     struct ant_buf raw = ANT_BUF_INIT(ANT_KEYFILE_MAX);
     struct ant_diag d = {{0}};
-    int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
-    int rc = fd < 0 ? -errno : ant_read_all(fd, &raw);
+    int fd = ant_open_regular(dirfd, path, O_RDONLY, 0);
+    int rc = fd < 0 ? fd : ant_read_all(fd, &raw);
+    if (fd == -EINVAL) {
+        ant_diag_set(&d, "not a regular file");
+    }
     rc = rc < 0
              ? rc
              : ant_keyfile_public_decode(ant_buf_view(&raw), ANT_KEYFILE_ED25519_PUBLIC, pub, &d);
@@ -224,9 +228,11 @@ static int verify_export(const struct aopts *o)
     if (load_sign_pub(AT_FDCWD, o->site_key, pub) < 0) {
         return 1;
     }
-    int fd = open(o->export_file, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK until fstat: a FIFO with no writer would block open() itself */
+    int fd = ant_open_regular(AT_FDCWD, o->export_file, O_RDONLY, 0);
     if (fd < 0) {
-        fprintf(stderr, "antenna audit: cannot read %s: %s\n", o->export_file, strerror(errno));
+        fprintf(stderr, "antenna audit: cannot read %s: %s\n", o->export_file,
+                fd == -EINVAL ? "not a regular file" : strerror(-fd));
         return 1;
     }
     int ret = verify_fd(o->export_file, fd, pub);

@@ -3,8 +3,10 @@
  *   antenna dataset create NAME [--description D] [--classification open|internal|sensitive]
  *                              [--region R]... [--duo CODE]...
  *   antenna dataset list | show ID | files ID | publish ID | withdraw ID
- *   antenna put DATASET PATH... [--recursive] | put DATASET LOCAL REMOTE   upload files
- *   antenna get DATASET[/PATH] | DATASET PATH [-o OUT|DIR|-] [--recipient-pk FILE | --plain]
+ *   antenna put DATASET PATH... [--recursive]     upload local files (every PATH is local)
+ *   antenna put DATASET LOCAL_FILE --as REMOTE    one file under a remote path
+ *   antenna get DATASET[/PATH|/FOLDER/] | DATASET PATH [-o OUT|DIR|-]
+ *               [--recipient-pk FILE | --plain]   a file, a folder's files or the dataset
  *   antenna pubkey set PRINCIPAL FILE | show PRINCIPAL   the key downloads are encrypted for
  *   antenna grant create DATASET (--principal P | --tenant T | --site S) --actions read,stage,...
  *                               [--purpose DUO] [--expires DURATION]
@@ -40,7 +42,7 @@
 struct copts {
     struct ant_client_conf conf;
     const char *description, *classification, *out, *recipient_pk, *purpose, *expires;
-    const char *principal, *tenant, *site, *actions, *action;
+    const char *principal, *tenant, *site, *actions, *action, *as;
     const char *regions[MAX_LIST];
     unsigned nregions;
     const char *duo[MAX_LIST];
@@ -56,10 +58,15 @@ static void usage(FILE *f)
             "                 [--region R]... [--duo CODE]...\n"
             "  antenna dataset list | show ID | files ID | publish ID | withdraw ID\n"
             "      (list, files and grant list: a table; -o json for scripts)\n"
-            "  antenna put DATASET PATH... [--recursive] [--json] | put DATASET LOCAL REMOTE\n"
-            "  antenna get DATASET[/PATH]|DATASET PATH [-o OUT|DIR|-] [--recipient-pk F|--plain]\n"
-            "                 [--purpose DUO]\n"
-            "      (neither: encrypted for the key registered with `antenna pubkey set`)\n"
+            "  antenna put DATASET PATH... [--recursive] [--json]\n"
+            "      (every PATH is a local file, or with --recursive a folder: FOLDER/...)\n"
+            "  antenna put DATASET LOCAL_FILE --as REMOTE_PATH [--json]\n"
+            "      (one file under a remote path; REMOTE_PATH ending in /: a remote folder)\n"
+            "  antenna get DATASET[/PATH|/FOLDER/] | DATASET PATH [-o OUT|DIR|-] [--purpose DUO]\n"
+            "                 [--recipient-pk F|--plain]\n"
+            "      (a file; a folder's files into -o DIR as their paths below it; no PATH:\n"
+            "      every file; neither key option: encrypted for the key registered with\n"
+            "      `antenna pubkey set`)\n"
             "  antenna pubkey set PRINCIPAL PUBLIC_KEY_FILE | show PRINCIPAL\n"
             "  antenna grant create DATASET (--principal P | --tenant T | --site S)\n"
             "                 --actions read,stage,transfer [--purpose DUO] [--expires 30d]\n"
@@ -95,6 +102,7 @@ static int parse_opts(int argc, char **argv, struct copts *o)
         {"expires", required_argument, NULL, 'e'},
         {"json", no_argument, NULL, 'j'},
         {"recursive", no_argument, NULL, 'W'},
+        {"as", required_argument, NULL, 'S'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -130,6 +138,12 @@ static int parse_opts(int argc, char **argv, struct copts *o)
         case 'e': o->expires = optarg; break;
         case 'j': o->json = true; break;
         case 'W': o->recursive = true; break;
+        case 'S':
+            if (o->as != NULL) {
+                return -1; /* one remote path: a second --as is a mistake, not an override */
+            }
+            o->as = optarg;
+            break;
         case 'o': o->out = optarg; break;
         case 'h': usage(stdout); exit(0);
         default: return -1;
@@ -570,13 +584,47 @@ static int put_collect(char **paths, int n, bool recursive, struct put_list *l)
     return rc;
 }
 
-/* antenna put DATASET PATH... [--recursive]: files as their name, a folder's files as
- * FOLDER/relative/path. The older `put DATASET LOCAL REMOTE` (one file under another name) is
- * told apart by a REMOTE that is no local path. Stops at the first failure. */
+/* `put DATASET LOCAL --as REMOTE`: one regular file under the remote path REMOTE (a REMOTE
+ * ending in '/' is a folder: the file's own name under it). */
+static int put_as(const char *local, const char *as, struct put_list *l)
+{
+    struct stat sb;
+    char remote[PATH_MAX];
+    const char *base = strrchr(local, '/') ? strrchr(local, '/') + 1 : local;
+    size_t al = strlen(as);
+    if (lstat(local, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "antenna: --as names the remote path of one file; %s is a folder "
+                        "(--recursive uploads it under its own name)\n", local);
+        return -EISDIR;
+    }
+    if (al == 0 || (as[al - 1] == '/' && *base == '\0')) {
+        fprintf(stderr, "antenna: --as needs a remote path\n");
+        return -EINVAL;
+    }
+    if ((size_t)snprintf(remote, sizeof(remote), "%s%s", as, as[al - 1] == '/' ? base : "") >=
+        sizeof(remote)) {
+        fprintf(stderr, "antenna: --as %s: path too long\n", as);
+        return -ENAMETOOLONG;
+    }
+    return put_list_add(l, local, remote); /* what `local` is, the upload's open checks */
+}
+
+/* antenna put DATASET PATH... [--recursive] | put DATASET LOCAL --as REMOTE. Every PATH is a
+ * local path, whatever exists (as with scp, iput and `aws s3 cp`, where the remote side is
+ * always said as such): files as their name, a folder's files as FOLDER/relative/path. The
+ * remote path of one file is given by --as. The older `put DATASET LOCAL REMOTE` read REMOTE as
+ * a remote path only when no such local file existed, so one command meant two things; its
+ * shape (a file, then a name that is no local file) is refused with the --as spelling, never
+ * guessed. Stops at the first failure. */
 static int cmd_put(int argc, char **argv, struct copts *o, int i)
 {
     if (argc - i < 2) {
         usage(stderr);
+        return 2;
+    }
+    if (o->as != NULL && (argc - i != 2 || o->recursive)) {
+        fprintf(stderr, "antenna: --as names the remote path of one file: give one local file "
+                        "(and no --recursive)\n");
         return 2;
     }
     const char *ds = argv[i];
@@ -588,15 +636,24 @@ static int cmd_put(int argc, char **argv, struct copts *o, int i)
     struct stat sb;
     int ret = 1, rc, fd = -1;
     ant_buf_init(&p, 8192);
-    if (argc - i == 3 && stat(argv[i + 1], &sb) == 0 && S_ISREG(sb.st_mode) &&
-        lstat(argv[i + 2], &sb) < 0 && errno == ENOENT) {
-        rc = put_list_add(&l, argv[i + 1], argv[i + 2]);
+    if (o->as != NULL) {
+        rc = put_as(argv[i + 1], o->as, &l);
+        ret = rc == -EISDIR || rc == -EINVAL ? 2 : 1;
+    } else if (argc - i == 3 && stat(argv[i + 1], &sb) == 0 && S_ISREG(sb.st_mode) &&
+               lstat(argv[i + 2], &sb) < 0 && errno == ENOENT) {
+        fprintf(stderr, "antenna: %s: no such local file. Every PATH of `antenna put DATASET "
+                        "PATH...` is a local file; to upload %s as the remote path %s:\n"
+                        "  antenna put %s %s --as %s\n",
+                argv[i + 2], argv[i + 1], argv[i + 2], ds, argv[i + 1], argv[i + 2]);
+        rc = -ENOENT;
+        ret = 2;
     } else {
         rc = put_collect(argv + i + 1, argc - i - 1, o->recursive, &l);
     }
     if (rc < 0) {
         goto out;
     }
+    ret = 1;
     o->conf.progress = true;
     rc = ant_client_open(&o->conf, &c, &d);
     if (rc < 0) {
@@ -605,10 +662,15 @@ static int cmd_put(int argc, char **argv, struct copts *o, int i)
     }
     for (size_t k = 0; k < l.n; k++) {
         long status = 0;
-        fd = open(l.local[k], O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0 || fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+        /* O_NONBLOCK until fstat: a FIFO (given, or swapped in since the walk) is refused
+         * rather than waited on */
+        fd = ant_open_regular(AT_FDCWD, l.local[k], O_RDONLY | O_NOFOLLOW, 0);
+        if (fd < 0 || fstat(fd, &sb) < 0) {
+            rc = fd < 0 ? fd : -errno;
             fprintf(stderr, "antenna: cannot read %s: %s\n", l.local[k],
-                    fd < 0 ? strerror(errno) : "not a regular file");
+                    rc == -EINVAL  ? "not a regular file"
+                    : rc == -ELOOP ? "a symbolic link (not followed)"
+                                   : strerror(-rc));
             goto out;
         }
         ant_buf_fini(&p);
@@ -714,9 +776,12 @@ static int get_parent(int rootfd, const char *rel)
     return fd;
 }
 
-/* One file of a dataset into DIR/PATH (resumed if a run before was interrupted). */
+/* One file of a dataset into DIR/PATH (resumed if a run before was interrupted): 0, or -errno
+ * after saying why. With `miss` set, a 404 is not said but copied there and 1 returned (not
+ * -ENOENT, which a missing local folder gives): the caller then looks for a folder of that
+ * name. */
 static int get_one(struct ant_client *c, const char *ds, const char *remote, const char *query,
-                   int rootfd, const char *dest, const char *label)
+                   int rootfd, const char *dest, const char *label, struct ant_diag *miss)
 {
     struct ant_buf p;
     struct ant_diag d = {{0}};
@@ -748,6 +813,11 @@ static int get_one(struct ant_client *c, const char *ds, const char *remote, con
     }
     rc = ant_client_fetch(c, (const char *)p.p, pfd >= 0 ? pfd : AT_FDCWD, base, &status, &bytes,
                           &resumed, &d);
+    if (rc == 0 && status == 404 && miss != NULL) {
+        *miss = d;
+        rc = 1;
+        goto out;
+    }
     if (rc < 0 || (status != 200 && status != 206)) {
         fprintf(stderr, "antenna: download of %s failed: %s\n", remote,
                 ant_diag_msg(&d, rc < 0 ? strerror(-rc) : "unexpected status"));
@@ -767,29 +837,150 @@ out:
     return rc;
 }
 
-/* antenna get DATASET (every file, into -o DIR or here), DATASET/PATH or DATASET PATH (one
- * file: -o OUT, -o DIR or -o - for stdout). */
+/* The dataset's file list (GET .../files): 0 with *list, or -errno / -EPERM (an HTTP error)
+ * with d. */
+static int get_list(struct ant_client *c, const char *ds, json_t **list, struct ant_diag *d)
+{
+    struct ant_buf lp;
+    long status = 0;
+    ant_buf_init(&lp, 4096);
+    *list = NULL;
+    int rc = ds_path(ds, "/files", NULL, &lp);
+    rc = rc < 0 ? rc : ant_client_json(c, "GET", (const char *)lp.p, NULL, &status, list, d);
+    if (rc == 0 && (status >= 400 || !json_is_array(json_object_get(*list, "files")))) {
+        if (status < 400) {
+            ant_diag_set(d, "the site's answer is not a file list");
+        }
+        json_decref(*list);
+        *list = NULL;
+        rc = -EPERM;
+    }
+    ant_buf_fini(&lp);
+    return rc;
+}
+
+static const char *file_path(const json_t *files, size_t k)
+{
+    return json_string_value(json_object_get(json_array_get(files, k), "path"));
+}
+
+/* How many listed files lie under `prefix` ("" for all, else ending in '/'); -1 when an entry
+ * has no path. */
+static ssize_t count_under(const json_t *files, const char *prefix)
+{
+    size_t plen = strlen(prefix), n = 0;
+    for (size_t k = 0; k < json_array_size(files); k++) {
+        const char *path = file_path(files, k);
+        if (path == NULL) {
+            fprintf(stderr, "antenna: the site's file list has an entry without a path\n");
+            return -1;
+        }
+        n += strncmp(path, prefix, plen) == 0 ? 1 : 0;
+    }
+    return (ssize_t)n;
+}
+
+/* Every file of `files` under `prefix` ("": the whole dataset; else a folder, ending in '/')
+ * into the folder `out` (created if missing) as its path below the prefix, each with the
+ * checks and the resumption of get_one. Exit code 0 or 1. */
+static int get_many(struct ant_client *c, const char *ds, const json_t *files, const char *prefix,
+                    const char *query, const char *out)
+{
+    size_t plen = strlen(prefix), done = 0;
+    ssize_t n = count_under(files, prefix);
+    int ret = 1, dfd = -1;
+    if (n < 0) {
+        goto out;
+    }
+    if (n == 0 && plen > 0) {
+        fprintf(stderr, "antenna: no file of %s is under '%s'\n", ds, prefix);
+        goto out;
+    }
+    if (mkdir(out, 0755) < 0 && errno != EEXIST) {
+        fprintf(stderr, "antenna: cannot create %s: %s\n", out, strerror(errno));
+        goto out;
+    }
+    dfd = open(out, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) {
+        fprintf(stderr, "antenna: cannot open the folder %s: %s\n", out, strerror(errno));
+        goto out;
+    }
+    for (size_t k = 0; k < json_array_size(files); k++) {
+        const char *path = file_path(files, k);
+        char label[PATH_MAX + 32];
+        if (strncmp(path, prefix, plen) != 0) {
+            continue;
+        }
+        /* the whole remote path is checked too, not only the part below the prefix that names
+         * the local file */
+        if (ant_stage_path_check(ant_bytes_str(path)) < 0) {
+            fprintf(stderr, "antenna: refusing the path '%s' from the site\n", path);
+            goto out;
+        }
+        snprintf(label, sizeof(label), "[%zu/%zd] %s/%s", ++done, n, out, path + plen);
+        if (get_one(c, ds, path, query, dfd, path + plen, label, NULL) < 0) {
+            goto out;
+        }
+    }
+    if (plen > 0) {
+        fprintf(stderr, "antenna: %zd file(s) of %s under %s in %s\n", n, ds, prefix, out);
+    } else {
+        fprintf(stderr, "antenna: %zd file(s) of %s in %s\n", n, ds, out);
+    }
+    ret = 0;
+out:
+    ant_close(dfd);
+    return ret;
+}
+
+/* After a 404 for `remote`: is it a folder of the dataset (files under "remote/")? Fills
+ * prefix and *list (the caller's) when it is. */
+static bool get_is_folder(struct ant_client *c, const char *ds, const char *remote,
+                          char *prefix, size_t n, json_t **list)
+{
+    struct ant_diag d = {{0}};
+    if ((size_t)snprintf(prefix, n, "%s/", remote) >= n || get_list(c, ds, list, &d) < 0) {
+        return false;
+    }
+    return count_under(json_object_get(*list, "files"), prefix) > 0;
+}
+
+/* antenna get DATASET | DATASET/ (every file, into -o DIR or here); DATASET/PATH or DATASET
+ * PATH (one file: -o OUT, -o DIR or -o - for stdout); DATASET/FOLDER/ or a PATH that names no
+ * file but a folder of the dataset (every file under it, into -o DIR or here, as its path
+ * below the folder, as `aws s3 cp --recursive s3://BUCKET/PREFIX/ DIR`). */
 static int cmd_get(int argc, char **argv, struct copts *o, int i)
 {
     if (argc - i < 1 || argc - i > 2 || (o->plain && o->recipient_pk != NULL)) {
         usage(stderr);
         return 2;
     }
-    char ds[512];
-    const char *remote = argc - i == 2 ? argv[i + 1] : NULL;
+    char ds[512], remote[ANT_STAGE_PATH_MAX + 2] = "", prefix[ANT_STAGE_PATH_MAX + 2] = "";
     const char *slash = strchr(argv[i], '/');
     struct ant_buf q, lp;
     struct ant_client *c = NULL;
-    struct ant_diag d = {{0}};
+    struct ant_diag d = {{0}}, miss = {{0}};
     json_t *list = NULL;
     struct stat sb;
     long status = 0;
-    int ret = 1, rc, dfd = -1;
+    int ret = 1, rc;
     ant_buf_init(&q, 4096);
     ant_buf_init(&lp, 4096);
-    snprintf(ds, sizeof(ds), "%.*s", slash && !remote ? (int)(slash - argv[i]) : 511, argv[i]);
-    if (slash != NULL && remote == NULL) {
-        remote = slash + 1;
+    snprintf(ds, sizeof(ds), "%.*s", slash && argc - i == 1 ? (int)(slash - argv[i]) : 511,
+             argv[i]);
+    const char *arg = argc - i == 2 ? argv[i + 1] : slash != NULL ? slash + 1 : "";
+    if ((size_t)snprintf(remote, sizeof(remote), "%s", arg) >= sizeof(remote)) {
+        fprintf(stderr, "antenna: the remote path is too long\n");
+        goto out;
+    }
+    /* a trailing '/' names a folder: its files, not one file (an empty path: all of them) */
+    size_t rl = strlen(remote);
+    bool folder = rl > 0 && remote[rl - 1] == '/';
+    while (rl > 0 && remote[rl - 1] == '/') {
+        remote[--rl] = '\0';
+    }
+    if (folder && rl > 0) {
+        snprintf(prefix, sizeof(prefix), "%s/", remote);
     }
     if (get_query(o, &q) < 0) {
         goto out;
@@ -802,7 +993,7 @@ static int cmd_get(int argc, char **argv, struct copts *o, int i)
         fprintf(stderr, "antenna: %s\n", ant_diag_msg(&d, strerror(-rc)));
         goto out;
     }
-    if (remote != NULL && *remote != '\0') {
+    if (!folder && rl > 0) {
         const char *base = strrchr(remote, '/') ? strrchr(remote, '/') + 1 : remote;
         char dest[PATH_MAX];
         if (to_stdout) {
@@ -813,6 +1004,13 @@ static int cmd_get(int argc, char **argv, struct copts *o, int i)
             rc = rc < 0 ? rc
                         : ant_client_download(c, (const char *)lp.p, AT_FDCWD, "-",
                                               STDOUT_FILENO, &status, &bytes, &d);
+            if (rc == 0 && status == 404 &&
+                get_is_folder(c, ds, remote, prefix, sizeof(prefix), &list)) {
+                fprintf(stderr, "antenna: %s is a folder of %s: its files go into a folder "
+                                "(-o DIR), not stdout\n", remote, ds);
+                ret = 2;
+                goto out;
+            }
             if (rc < 0 || status != 200) {
                 fprintf(stderr, "antenna: download of %s failed: %s\n", remote,
                         ant_diag_msg(&d, rc < 0 ? strerror(-rc) : "unexpected status"));
@@ -821,7 +1019,7 @@ static int cmd_get(int argc, char **argv, struct copts *o, int i)
             ret = 0;
             goto out;
         }
-        if (*base == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0) {
+        if (strcmp(base, ".") == 0 || strcmp(base, "..") == 0) {
             fprintf(stderr, "antenna: no file name in '%s'\n", remote);
             goto out;
         }
@@ -832,49 +1030,36 @@ static int cmd_get(int argc, char **argv, struct copts *o, int i)
         } else {
             snprintf(dest, sizeof(dest), "%s", out);
         }
-        ret = get_one(c, ds, remote, (const char *)q.p, AT_FDCWD, dest, dest) < 0 ? 1 : 0;
+        rc = get_one(c, ds, remote, (const char *)q.p, AT_FDCWD, dest, dest, &miss);
+        if (rc != 1) {
+            ret = rc < 0 ? 1 : 0;
+            goto out;
+        }
+        /* no such file: a folder of that name gets its files; else the site's 404 is said */
+        if (!get_is_folder(c, ds, remote, prefix, sizeof(prefix), &list)) {
+            fprintf(stderr, "antenna: download of %s failed: %s\n", remote,
+                    ant_diag_msg(&miss, "404"));
+            goto out;
+        }
+        ret = get_many(c, ds, json_object_get(list, "files"), prefix, (const char *)q.p,
+                       out != NULL ? out : ".");
         goto out;
     }
     if (to_stdout) {
-        fprintf(stderr, "antenna: a whole dataset goes into a folder (-o DIR), not stdout\n");
+        fprintf(stderr, "antenna: a %s goes into a folder (-o DIR), not stdout\n",
+                prefix[0] != '\0' ? "folder of a dataset" : "whole dataset");
         ret = 2;
         goto out;
     }
-    out = out != NULL ? out : ".";
-    if (mkdir(out, 0755) < 0 && errno != EEXIST) {
-        fprintf(stderr, "antenna: cannot create %s: %s\n", out, strerror(errno));
-        goto out;
-    }
-    dfd = open(out, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0) {
-        fprintf(stderr, "antenna: cannot open the folder %s: %s\n", out, strerror(errno));
-        goto out;
-    }
-    rc = ds_path(ds, "/files", NULL, &lp);
-    rc = rc < 0 ? rc : ant_client_json(c, "GET", (const char *)lp.p, NULL, &status, &list, &d);
-    if (rc < 0 || status >= 400) {
+    rc = get_list(c, ds, &list, &d);
+    if (rc < 0) {
         fprintf(stderr, "antenna: cannot list the files of %s: %s\n", ds,
                 ant_diag_msg(&d, strerror(-rc)));
         goto out;
     }
-    json_t *files = json_object_get(list, "files");
-    size_t n = json_array_size(files);
-    for (size_t k = 0; k < n; k++) {
-        const char *path = json_string_value(json_object_get(json_array_get(files, k), "path"));
-        char label[PATH_MAX + 32];
-        if (path == NULL) {
-            fprintf(stderr, "antenna: the site's file list has an entry without a path\n");
-            goto out;
-        }
-        snprintf(label, sizeof(label), "[%zu/%zu] %s/%s", k + 1, n, out, path);
-        if (get_one(c, ds, path, (const char *)q.p, dfd, path, label) < 0) {
-            goto out;
-        }
-    }
-    fprintf(stderr, "antenna: %zu file(s) of %s in %s\n", n, ds, out);
-    ret = 0;
+    ret = get_many(c, ds, json_object_get(list, "files"), prefix, (const char *)q.p,
+                   out != NULL ? out : ".");
 out:
-    ant_close(dfd);
     json_decref(list);
     ant_client_close(c);
     ant_buf_fini(&lp);
@@ -1088,7 +1273,8 @@ static int cmd_login(int argc, char **argv, struct copts *o, int i)
     const char *ca = o->conf.cacert ? o->conf.cacert : getenv("ANTENNA_CACERT");
     char key[ANT_LOGIN_KEY_MAX];
     char dir[1024] = "";
-    struct ant_client_conf conf = {.url = url, .cacert = ca, .bearer = key};
+    /* exactly what will be saved is checked: not the CA of an older login */
+    struct ant_client_conf conf = {.url = url, .cacert = ca, .bearer = key, .ignore_login = true};
     struct ant_client *c = NULL;
     struct ant_diag d = {{0}};
     json_t *resp = NULL;

@@ -118,10 +118,20 @@ static int saved_key(char *out, size_t n, struct ant_diag *d)
     return rc;
 }
 
+/* Drops the trailing slashes of a URL: "https://h:1/" and "https://h:1" are one site. */
+static void strip_slashes(char *url)
+{
+    size_t n = strlen(url);
+    while (n > 0 && url[n - 1] == '/') {
+        url[--n] = '\0';
+    }
+}
+
 int ant_client_open(const struct ant_client_conf *conf, struct ant_client **out,
                     struct ant_diag *d)
 {
     char secret[CLIENT_AUTH_MAX - 32] = "";
+    char saved[sizeof(((struct ant_client *)NULL)->base)] = "";
     int rc = 0;
     pthread_once(&g_curl_once, curl_init_once);
     struct ant_client *c = calloc(1, sizeof(*c));
@@ -132,19 +142,27 @@ int ant_client_open(const struct ant_client_conf *conf, struct ant_client **out,
     const char *ca = conf->cacert ? conf->cacert : getenv("ANTENNA_CACERT");
     const char *env_key = getenv("ANTENNA_API_KEY") ? getenv("ANTENNA_API_KEY")
                                                     : getenv("ANTENNA_TOKEN");
-    if (url != NULL) {
-        snprintf(c->base, sizeof(c->base), "%s", url);
-    } else {
-        snprintf(c->base, sizeof(c->base), "https://127.0.0.1:8443");
-        rc = saved_url(c->base, sizeof(c->base), d);
-        if (rc < 0) {
+    if (!conf->ignore_login) {
+        struct ant_diag sd = {{0}};
+        rc = saved_url(saved, sizeof(saved), &sd);
+        if (rc < 0 && url == NULL) {
+            /* the saved login is what this command would use: say why it cannot */
+            ant_diag_set(d, "%s", sd.msg);
             goto out;
         }
+        if (rc < 0) {
+            saved[0] = '\0'; /* another site was named: an unreadable login is not in the way */
+        }
+        rc = 0;
+        strip_slashes(saved);
     }
-    size_t bl = strlen(c->base);
-    while (bl > 0 && c->base[bl - 1] == '/') {
-        c->base[--bl] = '\0';
-    }
+    snprintf(c->base, sizeof(c->base), "%s",
+             url != NULL ? url : saved[0] != '\0' ? saved : "https://127.0.0.1:8443");
+    strip_slashes(c->base);
+    /* The saved CA copy and key belong to the saved URL: with another site named they are not
+     * used, or a login's key would be sent to (and its CA trusted for) a site it is not for. */
+    bool use_login = !conf->ignore_login &&
+                     (url == NULL || (saved[0] != '\0' && strcmp(c->base, saved) == 0));
     if (strncmp(c->base, "https://", 8) != 0) {
         ant_diag_set(d, "the site URL must start with https:// (got '%s')", c->base);
         rc = -EINVAL;
@@ -152,8 +170,8 @@ int ant_client_open(const struct ant_client_conf *conf, struct ant_client **out,
     }
     if (ca != NULL) {
         snprintf(c->cacert, sizeof(c->cacert), "%s", ca);
-    } else if (ant_client_login_dir(c->cacert, sizeof(c->cacert) - sizeof(ANT_LOGIN_CA) - 1) ==
-               0) {
+    } else if (use_login && ant_client_login_dir(c->cacert, sizeof(c->cacert) -
+                                                                sizeof(ANT_LOGIN_CA) - 1) == 0) {
         size_t cl = strlen(c->cacert);
         snprintf(c->cacert + cl, sizeof(c->cacert) - cl, "/%s", ANT_LOGIN_CA);
         if (access(c->cacert, R_OK) < 0) {
@@ -169,7 +187,7 @@ int ant_client_open(const struct ant_client_conf *conf, struct ant_client **out,
         snprintf(secret, sizeof(secret), "%s", env_key);
     } else if (getenv("ANTENNA_API_KEY_FILE") != NULL) {
         rc = read_key_file(getenv("ANTENNA_API_KEY_FILE"), secret, sizeof(secret), d);
-    } else {
+    } else if (use_login) {
         rc = saved_key(secret, sizeof(secret), d);
     }
     if (rc < 0) {
@@ -600,8 +618,8 @@ out:
 
 /* A resumable download's state, shared by the header and write callbacks. */
 struct fetch {
-    int dirfd, fd;
-    const char *side;     /* the sidecar's name, beside the partial file */
+    int dirfd, fd;        /* the folder of the partial file (ours), the partial file */
+    const char *side;     /* the sidecar's name in that folder */
     uint64_t resume;      /* bytes asked to skip (Range); 0: none */
     int64_t range_start;  /* the answer's Content-Range start, -1 if none */
     bool started;         /* the first 2xx body byte was handled */
@@ -658,9 +676,37 @@ static size_t on_header(char *p, size_t sz, size_t n, void *arg)
     return len;
 }
 
+/* Names the new tag in the sidecar: written to a temporary name, fsynced, renamed over the old
+ * sidecar, the folder fsynced, so after a crash the sidecar holds one whole tag, old or new. */
+static int sidecar_write(const struct fetch *f)
+{
+    char tmp[1240];
+    uint8_t rnd[4];
+    char hex[9];
+    randombytes_buf(rnd, sizeof(rnd));
+    ant_hex_encode(rnd, sizeof(rnd), hex);
+    snprintf(tmp, sizeof(tmp), "%s.%s", f->side, hex);
+    int rc = ant_write_new_file(f->dirfd, tmp, 0600, f->etag, strlen(f->etag)); /* fsyncs */
+    if (rc == 0 && renameat(f->dirfd, tmp, f->dirfd, f->side) < 0) {
+        rc = -errno;
+        unlinkat(f->dirfd, tmp, 0);
+    }
+    return rc == 0 ? ant_fsync_dir(f->dirfd) : rc;
+}
+
 /* Before the first body byte of a 2xx: a 206 must continue where the partial file ends; a 200
- * is the whole file (new, or changed since: the If-Range tag did not match), so the partial
- * file is emptied first and only then the sidecar names the new tag. */
+ * is the whole file (new, or changed since: the If-Range tag did not match), so it starts over.
+ *
+ * What a later run resumes from is the pair (sidecar tag, partial file), and after a power loss
+ * it must still be a prefix of that tag's bytes. Hence the order: the partial file is emptied
+ * and that is made durable (fdatasync: a size change is data for it) before the sidecar names
+ * the new tag, and the sidecar is replaced atomically and durably (sidecar_write) before the
+ * first byte of the new answer is written. A crash at any point leaves the old tag with the old
+ * bytes or an empty file, or the new tag with an empty file or a prefix of its own bytes; never
+ * a new tag over old bytes, which the next run would extend with the new file's tail. Bytes
+ * appended afterwards are not synced one by one: they are the sidecar's own tag's, and a crash
+ * loses a tail of them at worst (ext4 in its default data=ordered mode and XFS extend the
+ * on-disk size only once the data under it is written), which the next run asks for again. */
 static int fetch_start(struct fetch *f, long status)
 {
     if (f->started) {
@@ -670,18 +716,18 @@ static int fetch_start(struct fetch *f, long status)
     if (status == 206) {
         return f->range_start == (int64_t)f->resume ? 0 : -EBADMSG;
     }
-    if (ftruncate(f->fd, 0) < 0) {
+    if (ftruncate(f->fd, 0) < 0 || fdatasync(f->fd) < 0) {
         return -errno;
     }
     f->resume = 0;
-    if (f->etag[0] == '\0') {
-        return unlinkat(f->dirfd, f->side, 0) < 0 && errno != ENOENT ? -errno : 0;
+    if (f->etag[0] != '\0') {
+        return sidecar_write(f);
     }
-    int sfd = openat(f->dirfd, f->side, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
-                     0600);
-    int rc = sfd < 0 ? -errno : ant_write_all(sfd, f->etag, strlen(f->etag));
-    ant_close(sfd);
-    return rc;
+    /* no tag: nothing to resume with, and the old tag must be gone before new bytes land */
+    if (unlinkat(f->dirfd, f->side, 0) < 0) {
+        return errno == ENOENT ? 0 : -errno;
+    }
+    return ant_fsync_dir(f->dirfd);
 }
 
 /* The sidecar's tag, or "" when there is none or it is not a strong tag. */
@@ -689,7 +735,7 @@ static void sidecar_read(int dirfd, const char *side, char *out, size_t n)
 {
     char buf[160];
     ssize_t r = -1;
-    int fd = openat(dirfd, side, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = ant_open_regular(dirfd, side, O_RDONLY | O_NOFOLLOW, 0); /* a FIFO: none */
     if (fd >= 0) {
         r = read(fd, buf, sizeof(buf) - 1);
         ant_close(fd);
@@ -706,33 +752,44 @@ int ant_client_fetch(struct ant_client *c, const char *path, int dirfd, const ch
 {
     struct ant_buf err;
     ant_buf_init(&err, 1u << 20);
-    char part[1200], side[1220], range[64], ifr[160], old[128];
+    char folder[1200], part[1200], side[1220], range[64], ifr[160], old[128];
     char *url = NULL;
     struct curl_slist *h = NULL;
-    struct fetch f = {.dirfd = dirfd, .fd = -1, .side = side, .range_start = -1};
+    struct fetch f = {.dirfd = -1, .fd = -1, .side = side, .range_start = -1};
     struct stat sb;
     const char *slash = strrchr(dest, '/');
-    int dl = slash ? (int)(slash - dest + 1) : 0;
+    const char *base = slash ? slash + 1 : dest;
     *bytes = 0;
     *resumed = 0;
     int rc = full_url(c, path, &url);
     if (rc < 0) {
         goto out;
     }
-    if ((size_t)snprintf(part, sizeof(part), "%.*s.%s.antenna-partial", dl, dest, dest + dl) >=
-        sizeof(part)) {
+    if ((size_t)snprintf(folder, sizeof(folder), "%.*s", slash ? (int)(slash - dest + 1) : 1,
+                         slash ? dest : ".") >= sizeof(folder) ||
+        (size_t)snprintf(part, sizeof(part), ".%s.antenna-partial", base) >= sizeof(part)) {
         rc = -ENAMETOOLONG;
         ant_diag_set(d, "the name %s is too long", dest);
         goto out;
     }
     snprintf(side, sizeof(side), "%s.etag", part);
-    f.fd = openat(dirfd, part, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (f.fd < 0 || fstat(f.fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
-        rc = f.fd < 0 ? -errno : -EINVAL;
-        ant_diag_set(d, "cannot create %s: %s", part, f.fd < 0 ? strerror(errno) : "not a file");
+    /* the folder itself, to fsync after renames in it */
+    f.dirfd = openat(dirfd, folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (f.dirfd < 0) {
+        rc = -errno;
+        ant_diag_set(d, "cannot open the folder of %s: %s", dest, strerror(-rc));
         goto out;
     }
-    sidecar_read(dirfd, side, old, sizeof(old));
+    /* O_NONBLOCK until fstat: a FIFO planted under the partial file's name is refused, not
+     * waited on */
+    f.fd = ant_open_regular(f.dirfd, part, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0600);
+    if (f.fd < 0 || fstat(f.fd, &sb) < 0) {
+        rc = f.fd < 0 ? f.fd : -errno;
+        ant_diag_set(d, "cannot create %s%s: %s", slash ? folder : "", part,
+                     rc == -EINVAL || rc == -ENXIO ? "not a regular file" : strerror(-rc));
+        goto out;
+    }
+    sidecar_read(f.dirfd, side, old, sizeof(old));
     for (int attempt = 0; attempt < 2; attempt++) {
         curl_slist_free_all(h);
         h = headers(c, NULL);
@@ -776,8 +833,8 @@ int ant_client_fetch(struct ant_client *c, const char *path, int dirfd, const ch
     if (rc < 0 || (*status != 200 && *status != 206)) {
         /* the partial file and its tag stay for the next run, unless nothing ever arrived */
         if (fstat(f.fd, &sb) == 0 && sb.st_size == 0) {
-            unlinkat(dirfd, part, 0);
-            unlinkat(dirfd, side, 0);
+            unlinkat(f.dirfd, part, 0);
+            unlinkat(f.dirfd, side, 0);
         }
         goto out;
     }
@@ -785,14 +842,15 @@ int ant_client_fetch(struct ant_client *c, const char *path, int dirfd, const ch
     mode_t mask = umask(022);
     umask(mask);
     if (fsync(f.fd) < 0 || fchmod(f.fd, 0644 & ~mask) < 0 ||
-        renameat(dirfd, part, dirfd, dest) < 0) {
+        renameat(f.dirfd, part, f.dirfd, base) < 0 || ant_fsync_dir(f.dirfd) < 0) {
         rc = -errno;
         ant_diag_set(d, "cannot finish %s: %s", dest, strerror(errno));
         goto out;
     }
-    unlinkat(dirfd, side, 0);
+    unlinkat(f.dirfd, side, 0);
 out:
     ant_close(f.fd);
+    ant_close(f.dirfd);
     curl_slist_free_all(h);
     free(url);
     ant_buf_fini(&err);

@@ -8,7 +8,10 @@
  *   3. the saved login (`antenna login`): $XDG_CONFIG_HOME/antenna/ or ~/.config/antenna/, a
  *      folder of mode 0700 holding `url`, `ca.pem` (a copy of the CA file) and `api_key`, each
  *      mode 0600. Like ssh with a private key, a saved `api_key` that is not ours or that group
- *      or others may read is refused (-EACCES), not used;
+ *      or others may read is refused (-EACCES), not used. Its `ca.pem` and `api_key` apply only
+ *      to its own URL: when no URL is given (1, 2), or the URL given is the saved one (trailing
+ *      slashes aside); for any other site neither is used, so its CA is not trusted for, nor
+ *      its key sent to, a site the login is not for;
  *   4. the defaults: https://127.0.0.1:8443, the system CA store, no key.
  * Certificate verification is never turned off. */
 #ifndef ANT_CLIENT_H
@@ -26,6 +29,7 @@ struct ant_client_conf {
     const char *key_file; /* NULL: $ANTENNA_API_KEY/_TOKEN/_API_KEY_FILE, else saved login */
     const char *bearer;   /* a token to use instead of an API key (job tokens) */
     bool progress;        /* draw a progress bar on stderr for uploads and downloads */
+    bool ignore_login;    /* the saved login is not read (`antenna login` checks what it saves) */
 };
 
 struct ant_client;
@@ -83,17 +87,21 @@ ANT_MUST_CHECK int ant_client_login_save(const char *url, const char *cacert, co
  * files were removed (0: there was no login), or -errno with diag. */
 ANT_MUST_CHECK int ant_client_login_remove(struct ant_diag *d);
 
-/* Opens one saved file read-only (no symlink followed); the caller closes the fd. -ENOENT
- * without diag when there is none; -EACCES with diag for an `api_key` that is not ours, not a
- * regular file or not 0600 (or narrower), or for a folder that is not ours. */
+/* Opens one saved file read-only (no symlink followed, a FIFO refused without waiting for a
+ * writer); the caller closes the fd. -ENOENT without diag when there is none; -EACCES with diag
+ * for an `api_key` that is not ours, not a regular file or not 0600 (or narrower), or for a
+ * folder that is not ours; -EINVAL with diag for another file that is not a regular file. */
 ANT_MUST_CHECK int ant_client_login_open(const char *name, struct ant_diag *d);
 
 /* A resumable GET into `dest` (relative to dirfd; its folder must exist) through a partial
  * file ".NAME.antenna-partial" beside it and a sidecar ".NAME.antenna-partial.etag" holding the
- * answer's strong ETag (both 0600, symlinks refused). When both are left from an interrupted
- * run, only the rest is asked for (`Range: bytes=N-` and `If-Range: <tag>`): a 206 appends, a
- * 200 (the file changed) starts over. The partial file is fsynced and renamed to `dest` only
- * when complete, then the sidecar removed; on any failure both stay for the next run. *bytes is
+ * answer's strong ETag (both 0600, symlinks and FIFOs refused). When both are left from an
+ * interrupted run, only the rest is asked for (`Range: bytes=N-` and `If-Range: <tag>`): a 206
+ * appends, a 200 (the file changed) starts over. Starting over empties the partial file and
+ * fdatasyncs it before the sidecar names the new tag (written to a temporary name, fsynced,
+ * renamed, the folder fsynced), so no crash pairs a tag with another answer's bytes. The
+ * partial file is fsynced and renamed to `dest` (the folder fsynced) only when complete, then
+ * the sidecar removed; on any failure both stay for the next run. *bytes is
  * what this run received, *resumed what was kept from before (0: from the start). Returns 0
  * with *status (200 or 206: done), -EIO with diag on transport failures, -EBADMSG if a 206
  * does not start where asked, -errno with diag for local files. */

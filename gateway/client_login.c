@@ -194,8 +194,9 @@ int ant_client_login_open(const char *name, struct ant_diag *d)
     if (dirfd < 0) {
         return dirfd;
     }
-    int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    int rc = fd < 0 ? -errno : 0;
+    /* a FIFO in the folder is refused, not waited on (O_NONBLOCK until fstat) */
+    int fd = ant_open_regular(dirfd, name, O_RDONLY | O_NOFOLLOW, 0);
+    int rc = fd < 0 ? fd : 0;
     struct stat sb;
     if (rc == -ENOENT) {
         goto out;
@@ -204,7 +205,10 @@ int ant_client_login_open(const char *name, struct ant_diag *d)
         rc = -errno;
     }
     if (rc < 0) {
-        ant_diag_set(d, "cannot read %s/%s: %s", path, name, strerror(-rc));
+        ant_diag_set(d, "cannot read %s/%s: %s%s", path, name,
+                     rc == -EINVAL ? "not a regular file" : strerror(-rc),
+                     rc == -EINVAL ? "; remove it or run antenna login again" : "");
+        rc = rc == -EINVAL && strcmp(name, ANT_LOGIN_KEY) == 0 ? -EACCES : rc;
         goto out;
     }
     /* as ssh refuses a private key others can read: the key may already have leaked */

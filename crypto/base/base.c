@@ -458,6 +458,25 @@ int ant_write_new_file(int dirfd, const char *name, unsigned mode, const void *p
     return rc;
 }
 
+int ant_open_regular(int dirfd, const char *path, int flags, unsigned mode)
+{
+    struct stat st;
+    int fd = openat(dirfd, path, flags | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, (mode_t)mode);
+    if (fd < 0) {
+        return -errno;
+    }
+    int rc = fstat(fd, &st) < 0 ? -errno : S_ISREG(st.st_mode) ? 0 : -EINVAL;
+    int fl = rc < 0 ? -1 : fcntl(fd, F_GETFL);
+    if (rc == 0 && (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)) {
+        rc = -errno;
+    }
+    if (rc < 0) {
+        ant_close(fd);
+        return rc;
+    }
+    return fd;
+}
+
 static int rmtree_depth(int parentfd, const char *name, unsigned depth)
 {
     if (unlinkat(parentfd, name, 0) == 0) {

@@ -128,6 +128,13 @@ ANT_MUST_CHECK ssize_t ant_pread_full(int fd, void *p, size_t len, off_t off);
  * len bytes, fsyncs and closes. On failure the half-written file is removed. */
 ANT_MUST_CHECK int ant_write_new_file(int dirfd, const char *name, unsigned mode, const void *p,
                                       size_t len);
+/* Opens path (relative to dirfd) with O_NONBLOCK added to `flags` (O_RDONLY, O_WRONLY, ...,
+ * O_CLOEXEC always; `mode` for O_CREAT), refuses anything but a regular file, then clears
+ * O_NONBLOCK: a FIFO without a writer (or, for writing, without a reader) would otherwise
+ * block in open() before fstat() could refuse it. Returns the fd, -EINVAL for a file that is
+ * not regular (a folder, a FIFO, a device, a socket), or -errno of open(), fstat() or fcntl()
+ * (-ENXIO: a FIFO opened for writing with no reader). */
+ANT_MUST_CHECK int ant_open_regular(int dirfd, const char *path, int flags, unsigned mode);
 /* Removes name under dirfd and, if it is a folder, everything beneath it, never following a
  * symlink. -ENOENT if it does not exist. */
 ANT_MUST_CHECK int ant_rmtree_at(int dirfd, const char *name);

@@ -58,12 +58,12 @@ mkds() { "$BIN" dataset create "$1" --classification internal --region EU-MD |
 echo "preparing: one file of $MB MiB and $NF files of 1 MiB (upload, encrypted on arrival)"
 BIG=$(mkds big)
 head -c $((MB * 1024 * 1024)) /dev/urandom >"$T/big.bin"
-"$BIN" put "$BIG" "$T/big.bin" big.bin >/dev/null
+"$BIN" put "$BIG" "$T/big.bin" --as big.bin >/dev/null
 rm -f "$T/big.bin"
 MANY=$(mkds many)
 mkdir -p "$T/many"
 for i in $(seq 1 "$NF"); do head -c 1048576 /dev/urandom >"$T/many/f$i.bin"; done
-(cd "$T/many" && ls) | xargs -P 4 -I{} "$BIN" put "$MANY" "$T/many/{}" "{}" >/dev/null
+(cd "$T/many" && ls) | xargs -P 4 -I{} "$BIN" put "$MANY" "$T/many/{}" --as "{}" >/dev/null
 rm -rf "$T/many"
 for d in "$BIG" "$MANY"; do
     "$BIN" dataset publish "$d" >/dev/null

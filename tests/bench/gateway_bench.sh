@@ -66,7 +66,7 @@ echo "nginx: $(nginx -v 2>&1 | sed 's/.*: //'); wrk: $(wrk -v 2>&1 | head -1 | c
 
 if [ -n "${SMALL_ONLY:-}" ]; then
   echo '{"hello": "world"}' >"$T/small.json"
-  "$BIN" put "$DS" "$T/small.json" small.json >/dev/null
+  "$BIN" put "$DS" "$T/small.json" --as small.json >/dev/null
   "$BIN" dataset publish "$DS" >/dev/null
   STORED=$(find "$T/site/archive" -name '*.c4gh' | head -1)
 else
@@ -75,7 +75,7 @@ head -c $((SIZE_MIB * 1048576)) /dev/urandom >"$T/big.bin"
 sync
 RSS0=$(rss)
 t0=$(date +%s.%N)
-"$BIN" put "$DS" "$T/big.bin" big.bin >/dev/null
+"$BIN" put "$DS" "$T/big.bin" --as big.bin >/dev/null
 t1=$(date +%s.%N)
 RSS1=$(hwm)
 python3 - "$t0" "$t1" "$SIZE_MIB" "$RSS0" "$RSS1" <<'PY'

@@ -2,8 +2,9 @@
 # The remote audit commands: `antenna audit query|export|verify` against the real daemon on
 # 127.0.0.1 (port 0) over HTTPS, for a tenant's auditor and a site admin: tables and JSON, the
 # next cursor, an export written whole, verify intact (exit 0) and against a wrong site key
-# (exit 1), and a principal without the auditor role refused with the server's message.
-# $1 = antenna binary.
+# (exit 1), a principal without the auditor role refused with the server's message, the
+# auditor's export refused saying it holds every tenant's events (a site admin's), and an
+# export or site key that is a FIFO refused at once. $1 = antenna binary.
 set -u
 BIN=$(realpath "$1")
 T=$(mktemp -d /tmp/antenna-auditr-XXXXXX)
@@ -72,11 +73,27 @@ check "another tenant's log is refused with the server's message" bash -c "grep 
 "$BIN" audit export "${AUD[@]}" -o "$T/aud.ndjson" 2>"$T/ae.err"
 check "an auditor's export is refused (non-zero)" test $? -ne 0
 check "with the server's message" grep -qE "export failed: 403 [a-z_]+: " "$T/ae.err"
+check "saying the export holds every tenant's events, for a site admin" \
+    grep -q "hold every tenant's events: this needs the site admin role" "$T/ae.err"
+check "not asking an auditor for the auditor role" bash -c "! grep -q 'auditor role' '$T/ae.err'"
 check "and no file is left" bash -c "! ls '$T' | grep -q aud.ndjson"
 "$BIN" audit export --key-file "$T/admin.key" -o "$T/export.ndjson" 2>/dev/null
 check "the admin's export -o FILE" test $? -eq 0 -a -s "$T/export.ndjson"
 "$BIN" audit verify --export "$T/export.ndjson" --site-key "$T/site/keys/site.pub" >/dev/null
 check "the downloaded export verifies offline" test $? -eq 0
+# a FIFO as the export or the site key: refused at once (open() would wait for a writer)
+mkfifo "$T/fifo"
+timeout 10 "$BIN" audit verify --export "$T/fifo" --site-key "$T/site/keys/site.pub" \
+    >/dev/null 2>"$T/ff.err"
+check "verify --export FIFO: exit 1, not blocked" test $? -eq 1
+check "verify --export FIFO: says why" grep -q "fifo: not a regular file" "$T/ff.err"
+timeout 10 "$BIN" audit verify --export "$T/export.ndjson" --site-key "$T/fifo" \
+    >/dev/null 2>"$T/ff.err"
+check "verify --site-key FIFO: exit 1, not blocked" test $? -eq 1
+check "verify --site-key FIFO: says why" grep -q "not a regular file" "$T/ff.err"
+timeout 10 "$BIN" audit verify --export "$T" --site-key "$T/site/keys/site.pub" \
+    >/dev/null 2>"$T/ff.err"
+check "verify --export FOLDER: refused" grep -q "not a regular file" "$T/ff.err"
 "$BIN" audit export --key-file "$T/admin.key" >"$T/stdout.ndjson" 2>/dev/null
 check "export to stdout" grep -q '"type":"checkpoint"' "$T/stdout.ndjson"
 
@@ -93,6 +110,8 @@ check "naming the first bad seq" grep -q "BROKEN at seq [0-9]" "$T/vw.out"
 "$BIN" audit verify "${AUD[@]}" --site-key "$T/site/keys/site.pub" >"$T/va.out" 2>&1
 check "auditor verify: intact (0)" test $? -eq 0
 check "checks the signed checkpoints" grep -q "^checkpoints: intact: [1-9][0-9]* signed" "$T/va.out"
+check "the export's refusal says why" grep -q "^export: refused (403 .*every tenant's events" \
+    "$T/va.out"
 "$BIN" audit verify "${AUD[@]}" --site-key "$T/other/keys/site.pub" >"$T/vaw.out" 2>&1
 check "auditor verify with a wrong --site-key: exit 1" test $? -eq 1
 check "naming the seq" grep -q "BROKEN at seq [0-9]" "$T/vaw.out"

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # The client commands against a real daemon on 127.0.0.1 (port 0): `antenna login` checks the
 # credentials and saves them (0700 folder, 0600 files) so that later commands need no
-# environment, `logout` removes them, a saved key others may read is refused; `explain` prints
-# a decision and its reason; an HTTP error prints the server's message and request id and exits
-# non-zero; list commands print tables by default and JSON with -o json. $1 = antenna binary.
+# environment, `logout` removes them, a saved key others may read is refused; the saved CA and
+# key serve the saved URL only (a second daemon, presenting the first one's certificate, is not
+# trusted through the saved CA nor sent the saved key); key files and saved files that are
+# FIFOs are refused at once; `explain` prints a decision and its reason; an HTTP error prints
+# the server's message and request id and exits non-zero; list commands print tables by
+# default and JSON with -o json. $1 = antenna binary.
 set -u
 BIN=$(realpath "$1")
 command -v python3 >/dev/null || { echo "no python3"; exit 77; }
 T=$(mktemp -d /tmp/antenna-client-XXXXXX)
 PID=
+PIDB=
 cleanup() {
     [ -n "$PID" ] && kill -9 "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
+    [ -n "$PIDB" ] && kill -9 "$PIDB" 2>/dev/null && wait "$PIDB" 2>/dev/null
     [ -n "${ANT_KEEP_TMP:-}" ] || rm -rf "$T"
 }
 trap cleanup EXIT
@@ -76,6 +81,58 @@ check "after logout a command has no site" test $? -ne 0
 check "logout twice is fine" test $? -eq 0
 printf '%s\n' "$ALICE" | "$BIN" login --url "$URL" --cacert "$CA" 2>/dev/null ||
     { echo "FAIL login again"; exit 1; }
+# a new login checks only what it will save: not through the CA of the login it replaces
+printf '%s\n' "$ALICE" | "$BIN" login --url "$URL" >/dev/null 2>"$T/err"
+check "login without --cacert does not use the saved CA" test $? -ne 0
+check "it fails on the certificate" grep -qi "certificate" "$T/err"
+check "and changes nothing" cmp -s "$CA" "$CFG/ca.pem"
+
+# --- the saved CA and key are for the saved URL only ---
+# site B presents site A's certificate: were A's saved CA used for B, B would be trusted
+"$BIN" init --dir "$T/siteb" --site-id site-b --region EU >"$T/initb.out" 2>&1 ||
+    { cat "$T/initb.out"; echo "FAIL init B"; exit 1; }
+cp "$T/site/tls/cert.pem" "$T/site/tls/key.pem" "$T/siteb/tls/"
+sed -i 's/^level = info$/level = debug/' "$T/siteb/antenna.conf"
+"$BIN" serve --dir "$T/siteb" --listen 127.0.0.1:0 >"$T/serveb.out" 2>"$T/serveb.log" &
+PIDB=$!
+for _ in $(seq 100); do grep -q serving "$T/serveb.out" 2>/dev/null && break; sleep 0.1; done
+URLB=https://127.0.0.1:$(sed -n 's|.*https://127.0.0.1:\([0-9]*\).*|\1|p' "$T/serveb.out")
+"$BIN" admin --dir "$T/siteb" tenant add lab >/dev/null &&
+    "$BIN" admin --dir "$T/siteb" principal add carol --tenant lab --role owner >/dev/null ||
+    { echo "FAIL site B setup"; exit 1; }
+CAROL=$("$BIN" admin --dir "$T/siteb" key create --principal carol | awk '/^key /{print $2}')
+"$BIN" dataset list --url "$URLB" >/dev/null 2>"$T/err"
+check "--url of another site: the saved CA is not trusted for it" test $? -ne 0
+check "the failure is the certificate check" grep -qi "certificate" "$T/err"
+ANTENNA_URL=$URLB "$BIN" dataset list >/dev/null 2>"$T/err"
+check "\$ANTENNA_URL of another site: the same" grep -qi "certificate" "$T/err"
+ANTENNA_CACERT=$T/siteb/tls/cert.pem ANTENNA_API_KEY=$CAROL "$BIN" dataset list --url "$URLB" \
+    >/dev/null 2>"$T/err"
+check "--url of another site with its CA and key from the environment works" test $? -eq 0
+ANTENNA_CACERT=$T/siteb/tls/cert.pem "$BIN" dataset list --url "$URLB" >/dev/null 2>"$T/err"
+check "with no key given, another site gets a 401" grep -q "^antenna: 401 " "$T/err"
+sent_none() {   # site B's debug log: the request came with no credential at all
+    for _ in $(seq 50); do grep -q '"no Authorization header"' "$T/serveb.log" && return 0; sleep 0.1; done
+    return 1
+}
+check "the saved key was not sent to another site" sent_none
+"$BIN" dataset list --url "$URL/" >/dev/null 2>"$T/err"
+check "--url naming the saved site (trailing /) uses the saved CA and key" test $? -eq 0
+kill "$PIDB" 2>/dev/null; wait "$PIDB" 2>/dev/null; PIDB=
+
+# --- files that must be regular are opened without waiting on a FIFO ---
+mkfifo "$T/fifo"
+timeout 10 "$BIN" pubkey set bob "$T/fifo" >/dev/null 2>"$T/err"
+check "pubkey set FIFO: refused at once" test $? -eq 1
+check "pubkey set FIFO: says why" grep -q "not a regular file" "$T/err"
+timeout 10 "$BIN" get ds_x/f --recipient-pk "$T/fifo" -o "$T/g" >/dev/null 2>"$T/err"
+check "get --recipient-pk FIFO: refused at once" test $? -eq 1
+check "get --recipient-pk FIFO: says why" grep -q "not a regular file" "$T/err"
+mv "$CFG/url" "$CFG/url.saved" && mkfifo "$CFG/url"
+timeout 10 "$BIN" dataset list >/dev/null 2>"$T/err"
+check "a saved url that is a FIFO: refused at once" test $? -eq 1
+check "naming the file" grep -q "url: not a regular file" "$T/err"
+rm "$CFG/url" && mv "$CFG/url.saved" "$CFG/url"
 
 # --- explain ---
 "$BIN" explain "$DS" --action read >"$T/ex.out" 2>"$T/err"
@@ -114,7 +171,7 @@ check "a 401 with its request id" grep -q "401 .*(request id [0-9a-f]\{8,\})" "$
 
 # --- lists: a table by default, the API's JSON with -o json ---
 printf 'abc' >"$T/r1.txt"
-"$BIN" put "$DS" "$T/r1.txt" reads/r1.txt >/dev/null 2>&1 || check "put" false
+"$BIN" put "$DS" "$T/r1.txt" --as reads/r1.txt >/dev/null 2>&1 || check "put" false
 "$BIN" grant create "$DS" --principal bob --actions read,stage --purpose DUO:0000042 \
     --expires 30d >/dev/null 2>&1 || check "grant create" false
 "$BIN" dataset list >"$T/dl.out"

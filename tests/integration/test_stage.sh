@@ -58,7 +58,7 @@ for i in $(seq 1 12); do head -c $((RANDOM * 3 + i)) /dev/urandom >"$T/data/meta
 DS=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/ds.json")
 (cd "$T/data" && find . -type f | sed 's|^\./||' | sort) >"$T/files.txt"
 while read -r f; do
-    "$BIN" put "$DS" "$T/data/$f" "$f" >/dev/null 2>"$T/put.err" || { cat "$T/put.err"; fail "put $f"; }
+    "$BIN" put "$DS" "$T/data/$f" --as "$f" >/dev/null 2>"$T/put.err" || { cat "$T/put.err"; fail "put $f"; }
 done <"$T/files.txt"
 
 # a bulk dataset, long enough to stage that a kill -9 lands in the middle
@@ -67,7 +67,7 @@ for i in 1 2 3 4 5; do head -c $((12 * 1024 * 1024 + i)) /dev/urandom >"$T/bulk/
 "$BIN" dataset create bulk --classification internal >"$T/ds2.json" || fail "dataset create"
 DS2=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/ds2.json")
 for i in 1 2 3 4 5; do
-    "$BIN" put "$DS2" "$T/bulk/part$i.bin" "part$i.bin" >/dev/null 2>"$T/put.err" ||
+    "$BIN" put "$DS2" "$T/bulk/part$i.bin" --as "part$i.bin" >/dev/null 2>"$T/put.err" ||
         { cat "$T/put.err"; fail "put part$i"; }
 done
 
@@ -225,7 +225,7 @@ grep "\"jobs.io\"" "$T/serve99.log" | grep "$J7" | grep -q '1 files, 0 written w
 "$BIN" dataset create limited >"$T/ds8.json" 2>"$T/ds8.err" || { cat "$T/ds8.err"; fail "create under the limit"; }
 DS8=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/ds8.json")
 for i in 1 2 3; do
-    "$BIN" put "$DS8" "$T/data/meta/m$i.txt" "m$i.txt" >/dev/null 2>>"$T/put8.err" ||
+    "$BIN" put "$DS8" "$T/data/meta/m$i.txt" --as "m$i.txt" >/dev/null 2>>"$T/put8.err" ||
         { cat "$T/put8.err"; fail "put $i under the rate limit"; }
 done
 grep -q 'rate limit.*retrying' "$T/put8.err" || fail "put did not wait out a 429"

@@ -1,9 +1,12 @@
-/* Unit tests for crypto/base: buffers, cursor, bounded parsing. */
+/* Unit tests for crypto/base: buffers, cursor, bounded parsing, opening regular files. */
 #include "crypto/base/json.h"
 #include "tests/unit/testutil.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static void test_buf_refuses_growth_past_max(void **state)
 {
@@ -156,6 +159,40 @@ static void test_json_limits(void **state)
     json_decref(v);
 }
 
+/* A FIFO nobody writes to (or reads from) is refused at once instead of blocking open();
+ * a regular file comes back blocking, a folder is refused too. */
+static void test_open_regular(void **state)
+{
+    (void)state;
+    char *dir = test_tmpdir();
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(dfd >= 0);
+    assert_int_equal(mkfifoat(dfd, "fifo", 0600), 0);
+    assert_int_equal(ant_write_new_file(dfd, "file", 0600, "abc", 3), 0);
+    assert_int_equal(mkdirat(dfd, "sub", 0700), 0);
+    assert_int_equal(ant_open_regular(dfd, "fifo", O_RDONLY, 0), -EINVAL);
+    assert_int_equal(ant_open_regular(dfd, "fifo", O_WRONLY, 0), -ENXIO); /* no reader */
+    assert_int_equal(ant_open_regular(dfd, "sub", O_RDONLY, 0), -EINVAL);
+    assert_int_equal(ant_open_regular(dfd, "none", O_RDONLY, 0), -ENOENT);
+    int fd = ant_open_regular(dfd, "file", O_RDONLY | O_NOFOLLOW, 0);
+    assert_true(fd >= 0);
+    int fl = fcntl(fd, F_GETFL);
+    assert_true(fl >= 0 && (fl & O_NONBLOCK) == 0);
+    assert_true((fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0);
+    char buf[4];
+    assert_int_equal(ant_read_full(fd, buf, sizeof(buf)), 3);
+    ant_close(fd);
+    struct stat st;
+    fd = ant_open_regular(dfd, "new", O_WRONLY | O_CREAT | O_EXCL, 0600); /* mode for O_CREAT */
+    assert_true(fd >= 0);
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    ant_close(fd);
+    ant_close(dfd);
+    test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -167,6 +204,7 @@ int main(void)
         cmocka_unit_test(test_parse_size_and_duration),
         cmocka_unit_test(test_hex_round_trip),
         cmocka_unit_test(test_json_limits),
+        cmocka_unit_test(test_open_regular),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -407,6 +407,12 @@ static void test_key_load_errors(void **state)
     assert_int_equal(ant_write_new_file(dfd, "big.sec", 0600, big, ANT_KEYFILE_MAX + 1), 0);
     assert_int_equal(ant_key_load(dfd, "big.sec", NULL, &k, NULL), -E2BIG);
     free(big);
+    /* a FIFO nobody writes to: refused at once, not waited on in open() */
+    struct ant_diag d = {{0}};
+    assert_int_equal(mkfifoat(dfd, "fifo.pub", 0600), 0);
+    assert_int_equal(ant_pubkey_load(dfd, "fifo.pub", pub, &d), -EINVAL);
+    assert_non_null(strstr(d.msg, "not a regular file"));
+    assert_int_equal(ant_key_load(dfd, "fifo.pub", NULL, &k, NULL), -EINVAL);
     close(dfd);
     test_rmtree(dir);
     free(dir);
