@@ -1,13 +1,13 @@
 # Helpers shared by the integration scripts; each sources it: . "$(dirname "$0")/lib.sh"
 
 # wait_serving OUT: waits (10 s at most) until an `antenna serve` whose standard output goes
-# to OUT says it is serving; sets URL (https://127.0.0.1:PORT) and PORT. 1 if it never did.
+# to OUT says it is serving, and prints its URL (https://127.0.0.1:PORT); 1 if it never did.
+# Use: URL=$(wait_serving "$T/serve.out") || fail; PORT=${URL##*:}
 wait_serving() {
-    local _i
+    local _i u
     for _i in $(seq 100); do grep -q serving "$1" 2>/dev/null && break; sleep 0.1; done
-    URL=$(sed -n 's|.*\(https://[0-9.:]*\).*|\1|p' "$1" | head -n 1)
-    PORT=${URL##*:}
-    [ -n "$URL" ]
+    u=$(sed -n 's|.*\(https://[0-9.:]*\).*|\1|p' "$1" | head -n 1)
+    [ -n "$u" ] && echo "$u"
 }
 
 # new_key BIN SITE PRINCIPAL: prints a new API key of PRINCIPAL (the admin CLI's JSON answer).

@@ -25,7 +25,8 @@ MAXUP=${ANT_API_MAX_UPLOAD_MIB:-$((BIG + 16))}
 sed -i "s/^max_upload = .*/max_upload = ${MAXUP}M/" "$T/site/antenna.conf"
 "$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/serve.out" 2>"$T/serve.log" &
 PID=$!
-wait_serving "$T/serve.out" || { echo "FAIL serve did not start"; cat "$T/serve.log"; exit 1; }
+URL=$(wait_serving "$T/serve.out") || { echo "FAIL serve did not start"; cat "$T/serve.log"; exit 1; }
+PORT=${URL##*:}
 
 python3 "$HERE/api_checks.py" --port "$PORT" --cacert "$T/site/tls/cert.pem" --key "$KEY" \
     --site "$T/site" --src "$SRC" --bin "$BIN" --pid "$PID" --max-upload-mib "$MAXUP" \

@@ -11,7 +11,7 @@ trap '[ -n "$SPID" ] && kill $SPID; wait; rm -rf $T' EXIT
 "$BIN" admin --dir "$T/site" principal add u --tenant t --role owner >/dev/null
 KEY=$(new_key "$BIN" "$T/site" u)
 "$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/out" 2>"$T/log" & SPID=$!
-wait_serving "$T/out"; U=$URL
+U=$(wait_serving "$T/out")
 python3 - "$U" "$KEY" "$T/site/tls/cert.pem" "$T/site/audit.db" <<'PY'
 import http.client, json, sqlite3, ssl, sys, time
 u, key, ca, audit = sys.argv[1:]
@@ -46,7 +46,7 @@ PY
 kill $SPID; wait $SPID 2>/dev/null; SPID=
 ANTENNA_TEST_AUDIT_SYNC_FAIL=$T/disk-fails "$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 \
     >"$T/out2" 2>"$T/log2" & SPID=$!
-wait_serving "$T/out2"; U=$URL
+U=$(wait_serving "$T/out2")
 C=(curl -s --cacert "$T/site/tls/cert.pem" -o "$T/body" -w '%{http_code}')
 fail() { echo "FAIL $*"; tail -5 "$T/log2"; exit 1; }
 [ "$("${C[@]}" "$U/v1/health")" = 200 ] || fail "health before"
@@ -62,7 +62,7 @@ rm -f "$T/disk-fails"
 grep -q '"audit.sync_failed"' "$T/log2" || fail "no audit.sync_failed in the log"
 kill $SPID; wait $SPID 2>/dev/null; SPID=
 "$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/out3" 2>"$T/log3" & SPID=$!
-wait_serving "$T/out3"; U=$URL
+U=$(wait_serving "$T/out3")
 [ "$("${C[@]}" "$U/v1/health")" = 200 ] || fail "health after the restart"
 [ "$("${C[@]}" -H "Authorization: Bearer $KEY" "$U/v1/datasets")" = 200 ] || fail "list after the restart"
 "$BIN" audit verify --dir "$T/site" >/dev/null || fail "audit verify after the failure"

@@ -21,7 +21,7 @@ KID=$(echo "$J" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key_i
 "$BIN" admin --dir "$T/site" principal add v --tenant t2 --role reader >/dev/null
 VKEY=$(new_key "$BIN" "$T/site" v)
 "$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/out" 2>"$T/log" & SPID=$!
-wait_serving "$T/out"; U=$URL
+U=$(wait_serving "$T/out")
 python3 - "$U" "$KEY" "$T/site/tls/cert.pem" "$BIN" "$T/site" "$KID" "$VKEY" <<'PY'
 import http.client, json, sqlite3, ssl, subprocess, sys, time
 u, key, ca, binp, site, kid, vkey = sys.argv[1:]

@@ -9,6 +9,7 @@
 # default and JSON with -o json. $1 = antenna binary.
 set -u
 BIN=$(realpath "$1")
+. "$(dirname "$0")/lib.sh"
 command -v python3 >/dev/null || { echo "no python3"; exit 77; }
 T=$(mktemp -d /tmp/antenna-client-XXXXXX)
 PID=
@@ -27,10 +28,7 @@ mode() { stat -c %a "$1"; }
     { cat "$T/init.out"; echo "FAIL init"; exit 1; }
 "$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/serve.out" 2>"$T/serve.log" &
 PID=$!
-for _ in $(seq 100); do grep -q serving "$T/serve.out" 2>/dev/null && break; sleep 0.1; done
-PORT=$(sed -n 's|.*https://127.0.0.1:\([0-9]*\).*|\1|p' "$T/serve.out")
-[ -n "$PORT" ] || { echo "FAIL serve did not start"; cat "$T/serve.log"; exit 1; }
-URL=https://127.0.0.1:$PORT
+URL=$(wait_serving "$T/serve.out") || { echo "FAIL serve did not start"; cat "$T/serve.log"; exit 1; }
 CA=$T/site/tls/cert.pem
 A="$BIN admin --dir $T/site"
 $A tenant add lab >/dev/null && $A tenant add acme >/dev/null &&
@@ -95,8 +93,7 @@ cp "$T/site/tls/cert.pem" "$T/site/tls/key.pem" "$T/siteb/tls/"
 sed -i 's/^level = info$/level = debug/' "$T/siteb/antenna.conf"
 "$BIN" serve --dir "$T/siteb" --listen 127.0.0.1:0 >"$T/serveb.out" 2>"$T/serveb.log" &
 PIDB=$!
-for _ in $(seq 100); do grep -q serving "$T/serveb.out" 2>/dev/null && break; sleep 0.1; done
-URLB=https://127.0.0.1:$(sed -n 's|.*https://127.0.0.1:\([0-9]*\).*|\1|p' "$T/serveb.out")
+URLB=$(wait_serving "$T/serveb.out")
 "$BIN" admin --dir "$T/siteb" tenant add lab >/dev/null &&
     "$BIN" admin --dir "$T/siteb" principal add carol --tenant lab --role owner >/dev/null ||
     { echo "FAIL site B setup"; exit 1; }

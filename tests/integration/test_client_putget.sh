@@ -9,6 +9,7 @@
 # order). $1 = the antenna binary. Exit 0 pass, 1 fail, 77 skip.
 set -u
 BIN=$(cd "$(dirname "$1")" && pwd)/$(basename "$1") # absolute: one step runs in a cd
+. "$(dirname "$0")/lib.sh"
 command -v python3 >/dev/null || { echo "no python3"; exit 77; }
 T=$(mktemp -d /tmp/antenna-putget-XXXXXX)
 PID=
@@ -28,10 +29,8 @@ fail() {
     { cat "$T/init.out"; fail init; }
 "$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/serve.out" 2>>"$T/serve.log" &
 PID=$!
-for _ in $(seq 100); do grep -q serving "$T/serve.out" 2>/dev/null && break; sleep 0.1; done
-PORT=$(sed -n 's|.*https://127.0.0.1:\([0-9]*\).*|\1|p' "$T/serve.out")
-[ -n "$PORT" ] || fail "serve did not start"
-export ANTENNA_URL=https://127.0.0.1:$PORT
+ANTENNA_URL=$(wait_serving "$T/serve.out") || fail "serve did not start"
+export ANTENNA_URL
 export ANTENNA_CACERT=$T/site/tls/cert.pem
 A="$BIN admin --dir $T/site"
 $A tenant add lab >/dev/null && $A principal add alice --tenant lab --role owner >/dev/null ||

@@ -115,7 +115,7 @@ ok "every refusal audited at site-a with its reason"
 restart_a() { # $1 log suffix; extra environment before the call
     "$BIN" serve --dir "$W/a" --listen "127.0.0.1:$PORT_a" >"$W/a-$1.out" 2>"$W/a-$1.log" &
     PID_a=$!
-    wait_serving "$W/a-$1.out" || fail "site-a did not restart"
+    wait_serving "$W/a-$1.out" >/dev/null || fail "site-a did not restart"
 }
 same() { # $1 output folder
     local g
@@ -205,7 +205,7 @@ grep -q '^max_rate = 2M$' "$W/b/antenna.conf" || fail "site-b's antenna.conf has
 restart_b() { # $1 log suffix
     "$BIN" serve --dir "$W/b" --listen "127.0.0.1:$PORT_b" >"$W/b-$1.out" 2>"$W/b-$1.log" &
     PID_b=$!
-    wait_serving "$W/b-$1.out" || fail "site-b did not restart"
+    wait_serving "$W/b-$1.out" >/dev/null || fail "site-b did not restart"
 }
 kill -TERM "$PID_b"
 for _ in $(seq 100); do kill -0 "$PID_b" 2>/dev/null || break; sleep 0.1; done

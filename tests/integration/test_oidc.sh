@@ -46,7 +46,7 @@ PY
 
 "$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/serve.out" 2>"$T/serve.log" &
 PID=$!
-wait_serving "$T/serve.out"
+URL=$(wait_serving "$T/serve.out"); PORT=${URL##*:}
 [ -n "$PORT" ] || { echo "FAIL serve"; tail "$T/serve.log"; exit 1; }
 
 python3 - "$T" "$PORT" <<'PY'

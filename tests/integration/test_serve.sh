@@ -47,7 +47,7 @@ check "missing config exits 2" test $? -eq 2
 # --- serve ---
 "$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/serve.out" 2>"$T/serve.log" &
 PID=$!
-wait_serving "$T/serve.out"
+URL=$(wait_serving "$T/serve.out"); PORT=${URL##*:}
 check "serve prints its port" test -n "$PORT"
 U="https://127.0.0.1:$PORT"
 C=(curl -sS --cacert "$T/site/tls/cert.pem" -m 10)
@@ -169,7 +169,7 @@ sed -e 's/^rate_limit = .*/rate_limit = 1/' -e 's/^rate_burst = .*/rate_burst = 
   "$T/site/antenna.conf" >"$T/rl.conf"
 "$BIN" serve --dir "$T/site" --config "$T/rl.conf" --listen 127.0.0.1:0 >"$T/rl.out" 2>/dev/null &
 PID=$!
-wait_serving "$T/rl.out"
+URL=$(wait_serving "$T/rl.out"); PORT=${URL##*:}
 codes=""
 for _ in 1 2 3 4; do
   codes="$codes $("${C[@]}" -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $KEY" "https://127.0.0.1:$PORT/metrics")"
