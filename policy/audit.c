@@ -144,6 +144,9 @@ struct audit_req {
 };
 
 struct ant_audit {
+    /* v2 salts are BLAKE2b keyed with this (random per handle) over the seq: as unpredictable
+     * to a reader of a redacted export as random bytes, without a getrandom(2) per event */
+    uint8_t salt_key[crypto_generichash_KEYBYTES];
     sqlite3 *wdb; /* the writer thread's */
     sqlite3 *rdb; /* queries and checkpoint lists: under rlock */
     char *path;   /* for the connection of each export and verify */
@@ -634,7 +637,11 @@ static int insert_event(struct ant_audit *a, sqlite3_stmt *ins, struct chain_hea
     if (v1) {
         rc = ant_audit_link_v1(a->md, a->sha256, h->hash, ant_buf_view(&a->canon), hash);
     } else {
-        randombytes_buf(salt, sizeof(salt));
+        uint8_t le[8];
+        for (int i = 0; i < 8; i++) {
+            le[i] = (uint8_t)((uint64_t)seq >> (8 * i));
+        }
+        crypto_generichash(salt, sizeof(salt), le, sizeof(le), a->salt_key, sizeof(a->salt_key));
         rc = ant_audit_commit_v2(a->md, a->sha256, salt, ant_buf_view(&a->canon), commit);
         rc = rc < 0 ? rc : ant_audit_link_v2(a->md, a->sha256, h->hash, seq, commit, hash);
     }
@@ -1358,6 +1365,7 @@ int ant_audit_open(int dirfd, const char *name, unsigned flags, const struct ant
                                                                       : WAL_CHECKPOINT_PAGES;
     a->indexed_ms = mono_ms(); /* a tail left by another process waits one delay, no more */
     ant_buf_init(&a->canon, 64 * 1024);
+    randombytes_buf(a->salt_key, sizeof(a->salt_key));
     a->md = EVP_MD_CTX_new();
     a->sha256 = EVP_MD_fetch(NULL, "SHA2-256", NULL);
     if (a->md == NULL || a->sha256 == NULL) {
@@ -1480,6 +1488,7 @@ void ant_audit_close(struct ant_audit *a)
     ant_close(a->db_fd);
     pthread_mutex_destroy(&a->rlock);
     pthread_mutex_destroy(&a->mu);
+    sodium_memzero(a->salt_key, sizeof(a->salt_key));
     free(a);
 }
 

@@ -1,7 +1,8 @@
 /* The audit chain in audit.db (DESIGN.md §6).
  *
  * Every event is hash-chained, h_0 = 32 zero bytes. Events written since schema step 3 ("v2")
- * carry 16 random bytes, their salt, and chain through a commitment to the event:
+ * carry 16 bytes of salt (keyed BLAKE2b of the seq under a random key of the writing handle,
+ * never stored: unpredictable to readers, no system call per event), and chain through a commitment to the event:
  *   c_n = SHA-256("antenna-audit-commit-v2" || salt_n || canonical bytes of event n)
  *   h_n = SHA-256(h_{n-1} || "antenna-audit-link-v2" || u64le n || c_n)
  * so that an export may show an event as (seq, c_n, h_n) only and every link still checks; the
