@@ -136,7 +136,8 @@ step "audrey, the hospital's auditor, lists the dataset's trail and verifies the
 export ANTENNA_API_KEY_FILE=$W/audrey.key
 run "$BIN" audit query --dataset "$DS"
 run "$BIN" audit verify
-echo "(a tenant's auditor checks the signed checkpoints; the site admin re-hashes every event:)"
+echo "(the auditor re-hashed the hospital's events and checked the others' hashes; the site admin"
+echo " re-hashes every event:)"
 unset ANTENNA_API_KEY_FILE
 run "$BIN" audit verify --dir "$VAR"
 

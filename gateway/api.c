@@ -292,12 +292,12 @@ int ant_api_decide_site(struct ant_req *r, unsigned action, const char *tenant, 
         return rc;
     }
     /* Only role_actions rows of scope 'site' allow an action with no tenant (the whole site's
-     * audit trail, the export that holds every tenant's events): as seeded, admin's alone. A
-     * tenant's auditor is told so rather than to get a role it already has. */
+     * audit trail, which holds every tenant's events): as seeded, admin's alone. A tenant's
+     * auditor is told so rather than to get a role it already has. */
     const char *why = action == ANT_ACT_ADMIN ? "this needs the admin role"
                       : tenant == NULL
-                          ? "the whole site's audit trail and its export hold every tenant's "
-                            "events: this needs the site admin role"
+                          ? "the whole site's audit trail holds every tenant's events: this "
+                            "needs the site admin role"
                           : "this needs the auditor role (or admin)";
     return ant_api_fail(r, MHD_HTTP_FORBIDDEN, "forbidden", "%s", why);
 }

@@ -9,8 +9,10 @@
  *
  * Remote (no --dir, and --url or $ANTENNA_URL given), for auditors who are users of the API:
  *   antenna audit query [filters as above] [--limit N] [--cursor C] [-o json]
- *   antenna audit export [-o FILE]
+ *   antenna audit export [--tenant T] [-o FILE]
  *   antenna audit verify [--site-key site.pub]
+ * A tenant's auditor exports (and verify downloads) its tenant's events in full and the
+ * others redacted; a site admin the whole chain, or with --tenant what T's auditors get.
  * with --url, --cacert and --key-file as the other client commands (client.h).
  *
  * Exit codes: 0 success (verify: intact), 1 failure (verify: names the first bad seq), 2 usage. */
@@ -49,7 +51,7 @@ static void usage(FILE *f)
                "                      [-o json]\n"
                "remote, over the API (no --dir; --url or $ANTENNA_URL):\n"
                "  antenna audit query [the filters above] [--limit N] [--cursor C] [-o json]\n"
-               "  antenna audit export [-o FILE]           (site admins)\n"
+               "  antenna audit export [--tenant T] [-o FILE]\n"
                "  antenna audit verify [--site-key site.pub]\n"
                "  connection: --url https://HOST:PORT, --cacert FILE (or $ANTENNA_CACERT),\n"
                "  --key-file FILE (or $ANTENNA_API_KEY / $ANTENNA_API_KEY_FILE).\n\n"
@@ -58,7 +60,9 @@ static void usage(FILE *f)
                "covered by a signed checkpoint (a running site signs its tail within\n"
                "checkpoint_seconds). An export ends at the last checkpoint; export signs the\n"
                "tail first when it can load the site key ($ANTENNA_KEY_PASSPHRASE if it is\n"
-               "encrypted).\n");
+               "encrypted). Over the API a tenant's auditor gets its tenant's events in full and\n"
+               "the others' as hashes only (which verify re-hashes and checks all the same); a\n"
+               "site admin gets the whole chain, or with --tenant T what T's auditors get.\n");
 }
 
 static int parse_opts(int argc, char **argv, struct aopts *o)
@@ -169,9 +173,35 @@ static int open_audit(int dirfd, const struct ant_signkey *sign, struct ant_audi
     return rc;
 }
 
+/* What a tenant-scoped export proved, and what it could not (docs/security.md). */
+static void print_redacted(const char *what, const struct ant_audit_report *rep)
+{
+    long long full = (long long)(rep->events - rep->redacted);
+    printf("%s: proven: the %lld events shown in full (re-hashed) are, unchanged, the events the "
+           "site's signed checkpoints commit to at their seqs, and no event is missing or added "
+           "from seq 1 to %lld\n",
+           what, full - (long long)rep->unbound, (long long)rep->last_seq);
+    if (rep->unbound > 0) {
+        printf("%s: NOT BOUND: %lld events shown in full (the first at seq %lld) are followed, "
+               "before the next checkpoint, by a redacted event written before chain v2, whose "
+               "link cannot be checked: they are not proven unchanged\n",
+               what, (long long)rep->unbound, (long long)rep->first_unbound);
+    }
+    printf("%s: not proven: that none of the %lld redacted events is one you may read (the site "
+           "chose which to show in full); look for the request ids your clients saw\n",
+           what, (long long)rep->redacted);
+}
+
 static void print_report(const char *what, int rc, const struct ant_audit_report *rep)
 {
-    if (rc == 0) {
+    if (rc == 0 && rep->redacted > 0) {
+        printf("%s: intact: %lld events (%lld in full, %lld redacted: seq and hashes only), "
+               "%lld checkpoints, last seq %lld, signed up to %lld\n",
+               what, (long long)rep->events, (long long)(rep->events - rep->redacted),
+               (long long)rep->redacted, (long long)rep->checkpoints, (long long)rep->last_seq,
+               (long long)rep->signed_seq);
+        print_redacted(what, rep);
+    } else if (rc == 0) {
         printf("%s: intact: %lld events, %lld checkpoints, last seq %lld, signed up to %lld\n",
                what, (long long)rep->events, (long long)rep->checkpoints, (long long)rep->last_seq,
                (long long)rep->signed_seq);
@@ -591,16 +621,25 @@ static int remote_export(const struct aopts *o)
 {
     struct ant_client *c = NULL;
     struct ant_diag d = {{0}};
+    struct ant_buf path = ANT_BUF_INIT(1024);
     long status = 0;
     uint64_t bytes = 0;
     bool to_stdout = o->out == NULL || strcmp(o->out, "-") == 0;
     int ret = 1;
+    int rc = ant_buf_append_str(&path, "/v1/audit/export");
+    rc = rc < 0 ? rc : add_param(&path, "tenant", o->tenant);
+    rc = rc < 0 ? rc : ant_buf_append(&path, "", 1);
+    if (rc < 0) {
+        fprintf(stderr, "antenna audit: --tenant is too long\n");
+        ret = 2;
+        goto out;
+    }
     if (remote_open(o, &c) < 0) {
         goto out;
     }
     /* a file is written to a temporary name and renamed once whole (client.h) */
-    int rc = ant_client_download(c, "/v1/audit/export", AT_FDCWD, to_stdout ? NULL : o->out,
-                                 to_stdout ? STDOUT_FILENO : -1, &status, &bytes, &d);
+    rc = ant_client_download(c, (const char *)path.p, AT_FDCWD, to_stdout ? NULL : o->out,
+                             to_stdout ? STDOUT_FILENO : -1, &status, &bytes, &d);
     if (rc == 0 && status != 200) {
         if (status < 400) {
             ant_diag_set(&d, "unexpected status %ld", status);
@@ -618,65 +657,7 @@ static int remote_export(const struct aopts *o)
     ret = 0;
 out:
     ant_client_close(c);
-    return ret;
-}
-
-/* A tenant's auditor may not download the export, which holds every tenant's events. What the
- * site key alone proves then: the checkpoints the site shows are its signatures and each names
- * the one before it (a dropped checkpoint shows). The events themselves are not re-hashed. */
-static int verify_checkpoints(struct ant_client *c, const uint8_t pub[ANT_KEY_LEN])
-{
-    json_t *resp = NULL, *ck;
-    int64_t prev = -1, count = 0;
-    size_t i;
-    int ret = 1;
-    if (remote_get(c, "/v1/audit/checkpoints?limit=1000", &resp) < 0) {
-        goto out;
-    }
-    json_t *list = json_object_get(resp, "checkpoints");
-    if (!json_is_array(list)) {
-        fprintf(stderr, "antenna audit: the server's answer is not a list of checkpoints\n");
-        goto out;
-    }
-    ret = 0;
-    json_array_foreach(list, i, ck)
-    {
-        uint8_t hash[ANT_AUDIT_HASH_LEN], sig[ANT_SIG_LEN], msg[ANT_AUDIT_CKPT_MSG_LEN];
-        int64_t seq = json_integer_value(json_object_get(ck, "seq"));
-        int64_t prev_seq = json_integer_value(json_object_get(ck, "prev_seq"));
-        const char *h = json_string_value(json_object_get(ck, "hash"));
-        const char *s = json_string_value(json_object_get(ck, "sig"));
-        bool ok = h != NULL && s != NULL &&
-                  ant_hex_decode(ant_bytes_str(h), hash, sizeof(hash)) == 0 &&
-                  ant_hex_decode(ant_bytes_str(s), sig, sizeof(sig)) == 0;
-        if (ok) {
-            ant_audit_checkpoint_msg(seq, hash, json_integer_value(json_object_get(ck, "time_ms")),
-                                     prev_seq, msg);
-            ok = ant_sig_verify(pub, ant_bytes_of(msg, sizeof(msg)), sig) == 0;
-        }
-        if (!ok) {
-            printf("checkpoints: BROKEN at seq %lld: the checkpoint has a bad signature\n",
-                   (long long)seq);
-            ret = 1;
-            break;
-        }
-        if (prev >= 0 && prev_seq != prev) {
-            printf("checkpoints: BROKEN at seq %lld: it names %lld as the checkpoint before it, "
-                   "the site shows %lld\n",
-                   (long long)seq, (long long)prev_seq, (long long)prev);
-            ret = 1;
-            break;
-        }
-        prev = seq;
-        count++;
-    }
-    if (ret == 0) {
-        printf("checkpoints: intact: %lld signed checkpoints checked, signed up to seq %lld "
-               "(the events were not re-hashed: that needs the export)\n",
-               (long long)count, (long long)(prev > 0 ? prev : 0));
-    }
-out:
-    json_decref(resp);
+    ant_buf_fini(&path);
     return ret;
 }
 
@@ -732,16 +713,15 @@ static int remote_verify(const struct aopts *o)
     }
     printf("\n");
     fflush(stdout);
-    /* then our own check, which trusts only the key: the export goes to memory, never a file */
+    /* then our own check, which trusts only the key: the export goes to memory, never a file.
+     * A site admin's holds every event; a tenant auditor's its tenant's events in full and the
+     * others redacted, which chain and verify all the same (print_report says what that
+     * proves). */
     fd = memfd_create("antenna-audit-export", MFD_CLOEXEC);
     int rc = fd < 0 ? -errno
                     : ant_client_download(c, "/v1/audit/export", AT_FDCWD, NULL, fd, &status,
                                           &bytes, &d);
-    if (rc == 0 && status == 403) {
-        printf("export: refused (%s): checking the signed checkpoints instead\n",
-               ant_diag_msg(&d, "forbidden"));
-        ret = verify_checkpoints(c, pub);
-    } else if (rc == 0 && status == 200) {
+    if (rc == 0 && status == 200) {
         ret = verify_fd("export", fd, pub);
     } else {
         if (rc == 0 && status < 400) {
@@ -802,7 +782,9 @@ int ant_cli_audit(int argc, char **argv)
         if (strcmp(cmd, "verify") == 0 && !query_opts && o.out == NULL) {
             return remote_verify(&o);
         }
-        if (strcmp(cmd, "export") == 0 && !query_opts && o.site_key == NULL) {
+        bool export_opts = o.since || o.until || o.principal || o.dataset || o.action ||
+                           o.decision || o.limit || o.cursor;
+        if (strcmp(cmd, "export") == 0 && !export_opts && o.site_key == NULL) {
             return remote_export(&o);
         }
         if (strcmp(cmd, "query") == 0 && o.site_key == NULL) {

@@ -2,7 +2,8 @@
  * checkpoints, export. A tenant's auditors read their tenant's events (the events whose actor
  * belongs to the tenant) and, with ?dataset= naming one of the tenant's datasets, every event
  * about that dataset whoever the actor; site admins read everything, and only they export the
- * whole chain. */
+ * whole chain. An auditor's export holds the events it may read in full and every other event
+ * redacted (its seq and hashes only), so that it still verifies against the site's key. */
 #include "gateway/api.h"
 #include "gateway/routes.h"
 #include "gateway/site.h"
@@ -46,26 +47,48 @@ static int pick_format(struct ant_req *r, enum fmt *out)
     return 0;
 }
 
+/* ant_api_decide_site(ANT_ACT_AUDIT), except that a refusal says `deny` when it is not NULL. */
+static int decide_audit(struct ant_req *r, const char *tenant, const char *event, const char *id,
+                        const char *deny)
+{
+    struct ant_decision d;
+    if (deny == NULL) {
+        return ant_api_decide_site(r, ANT_ACT_AUDIT, tenant, event, "audit", id);
+    }
+    struct ant_store *st = ant_store_pool_acquire(r->site->pool);
+    int rc = ant_decide_tenant(st, &r->who, ANT_ACT_AUDIT, tenant, &d);
+    ant_store_pool_release(r->site->pool, st);
+    rc = rc < 0 ? rc
+                : ant_api_audit(r, event, "audit", id, NULL,
+                                d.allow ? ANT_AUDIT_ALLOW : ANT_AUDIT_DENY, d.reason, NULL);
+    if (rc != 0 || d.allow) {
+        return rc;
+    }
+    return ant_api_fail(r, MHD_HTTP_FORBIDDEN, "forbidden", "%s", deny);
+}
+
 /* Which tenant's log the caller reads: NULL (the whole site) for an admin unless ?tenant=
- * narrows it; the caller's own tenant for an auditor. */
-static int audit_scope(struct ant_req *r, const char *event, const char **tenant)
+ * narrows it; the caller's own tenant for an auditor. `deny`: the message of a refusal (NULL:
+ * ant_api_decide_site's). */
+static int audit_scope(struct ant_req *r, const char *event, const char *deny,
+                       const char **tenant)
 {
     const char *want = ant_req_query(r, "tenant");
     if ((r->who.roles & ANT_ROLE_ADMIN) != 0) {
         *tenant = want;
-        return ant_api_decide_site(r, ANT_ACT_AUDIT, NULL, event, "audit", NULL);
+        return decide_audit(r, NULL, event, NULL, deny);
     }
     if (want != NULL && strcmp(want, r->who.tenant) != 0) {
         /* asking for another tenant's log is refused the same way as having no auditor role */
         *tenant = want;
-        return ant_api_decide_site(r, ANT_ACT_AUDIT, want, event, "audit", want);
+        return decide_audit(r, want, event, want, deny);
     }
     *tenant = r->who.tenant[0] != '\0' ? r->who.tenant : NULL;
     if (*tenant == NULL) {
         /* a site-wide principal without admin has no tenant log to read */
-        return ant_api_decide_site(r, ANT_ACT_AUDIT, NULL, event, "audit", NULL);
+        return decide_audit(r, NULL, event, NULL, deny);
     }
-    return ant_api_decide_site(r, ANT_ACT_AUDIT, *tenant, event, "audit", *tenant);
+    return decide_audit(r, *tenant, event, *tenant, deny);
 }
 
 static int query_time(struct ant_req *r, const char *name, int64_t *ms)
@@ -150,17 +173,21 @@ static int render(enum fmt f, const json_t *events, struct ant_buf *b)
 }
 
 /* Does dataset `id` belong to `tenant`? An auditor reads every event about its tenant's
- * datasets, also those of other tenants' principals (a grantee's downloads). */
-static bool own_dataset(struct ant_req *r, const char *id, const char *tenant)
+ * datasets, also those of other tenants' principals (a grantee's downloads). 1 yes, 0 no (also
+ * for an unknown dataset), or a negative errno. */
+static int own_dataset(struct ant_req *r, const char *id, const char *tenant)
 {
     struct ant_dataset ds;
     if (id == NULL) {
-        return false;
+        return 0;
     }
     struct ant_store *st = ant_store_pool_acquire(r->site->pool);
-    bool own = ant_store_dataset_get(st, id, &ds) == 0 && strcmp(ds.tenant, tenant) == 0;
+    int rc = ant_store_dataset_get(st, id, &ds);
     ant_store_pool_release(r->site->pool, st);
-    return own;
+    if (rc == -ENOENT) {
+        return 0;
+    }
+    return rc < 0 ? rc : strcmp(ds.tenant, tenant) == 0;
 }
 
 int ant_route_audit_events(struct ant_req *r)
@@ -171,12 +198,12 @@ int ant_route_audit_events(struct ant_req *r)
     int64_t next = 0;
     enum fmt f;
     struct ant_buf b = ANT_BUF_INIT(64u << 20);
-    int rc = audit_scope(r, "audit.query", &tenant);
+    int rc = audit_scope(r, "audit.query", NULL, &tenant);
     if (rc != 0) {
         goto out;
     }
     if (tenant != NULL && (r->who.roles & ANT_ROLE_ADMIN) == 0 &&
-        own_dataset(r, ant_req_query(r, "dataset"), tenant)) {
+        own_dataset(r, ant_req_query(r, "dataset"), tenant) > 0) {
         /* the whole trail of one of the tenant's datasets, whoever acted on it */
         tenant = NULL;
     }
@@ -258,7 +285,7 @@ int ant_route_audit_status(struct ant_req *r)
     const char *tenant;
     struct ant_audit_report rep = {0};
     struct ant_audit_stats stats;
-    int rc = audit_scope(r, "audit.status", &tenant);
+    int rc = audit_scope(r, "audit.status", NULL, &tenant);
     if (rc != 0) {
         return ant_api_end(rc);
     }
@@ -278,16 +305,85 @@ int ant_route_audit_status(struct ant_req *r)
     return ant_api_json_take(r, MHD_HTTP_OK, doc);
 }
 
-/* The chain as an export in an unnamed temporary file of the site folder: bounded memory
- * whatever the size of the log. Returns the fd (at offset 0) or -errno. */
-static int export_tmp(struct ant_req *r, off_t *size)
+/* An auditor's export: which events it shows in full. The datasets it looked up are remembered
+ * for the request (a dataset never changes owner and is never deleted), in a table of fixed
+ * size, so memory stays bounded whatever the log holds. */
+#define OWN_SLOTS 256
+struct own_slot {
+    bool used, own;
+    char id[ANT_AUDIT_FIELD_MAX + 1];
+};
+struct export_view {
+    struct ant_req *r;
+    const char *tenant;
+    struct own_slot slot[OWN_SLOTS];
+};
+
+static int own_dataset_cached(struct export_view *x, const char *id)
 {
+    size_t len = strlen(id);
+    uint32_t h = 2166136261u; /* FNV-1a: only spreads the ids over the slots */
+    if (len > ANT_AUDIT_FIELD_MAX) {
+        return own_dataset(x->r, id, x->tenant); /* the writer stores none: not worth a slot */
+    }
+    for (size_t i = 0; i < len; i++) {
+        h = (h ^ (uint8_t)id[i]) * 16777619u;
+    }
+    struct own_slot *e = &x->slot[h % OWN_SLOTS];
+    if (e->used && strcmp(e->id, id) == 0) {
+        return e->own;
+    }
+    int own = own_dataset(x->r, id, x->tenant);
+    if (own >= 0) {
+        e->used = true;
+        e->own = own > 0;
+        memcpy(e->id, id, len + 1);
+    }
+    return own;
+}
+
+/* The events a tenant's auditor may read, one by one: the rule of GET /v1/audit/events for
+ * that caller (its tenant's events, and every event about one of its tenant's datasets, which
+ * the query gives with ?dataset=), not a second one. */
+static int export_visible(void *ctx, const struct ant_audit_event *ev)
+{
+    struct export_view *x = ctx;
+    if (ev->tenant != NULL && strcmp(ev->tenant, x->tenant) == 0) {
+        return 1;
+    }
+    return ev->dataset_id != NULL ? own_dataset_cached(x, ev->dataset_id) : 0;
+}
+
+static int write_fd(void *ctx, const uint8_t *p, size_t len)
+{
+    return ant_write_all(*(const int *)ctx, p, len);
+}
+
+/* The chain as an export in an unnamed temporary file of the site folder: bounded memory
+ * whatever the size of the log. tenant NULL: the whole chain; else what that tenant's auditor
+ * may read in full and the other events redacted. Returns the fd (at offset 0) or -errno. */
+static int export_tmp(struct ant_req *r, const char *tenant, off_t *size)
+{
+    struct export_view *view = NULL;
+    struct ant_audit_scope scope = {export_visible, NULL};
     int fd = openat(r->site->dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
     struct stat sb;
     if (fd < 0) {
         return -errno;
     }
-    int64_t n = ant_audit_export(r->site->audit, fd);
+    if (tenant != NULL) {
+        view = calloc(1, sizeof(*view));
+        if (view == NULL) {
+            ant_close(fd);
+            return -ENOMEM;
+        }
+        view->r = r;
+        view->tenant = tenant;
+        scope.ctx = view;
+    }
+    int64_t n = ant_audit_export_scoped(r->site->audit, tenant != NULL ? &scope : NULL, write_fd,
+                                        &fd);
+    free(view);
     if (n < 0) {
         ant_close(fd);
         return (int)n;
@@ -315,7 +411,7 @@ int ant_route_audit_checkpoints(struct ant_req *r)
     char *line = NULL;
     size_t cap = 0;
     json_t *list = json_array();
-    int rc = list == NULL ? -ENOMEM : audit_scope(r, "audit.checkpoints", &tenant);
+    int rc = list == NULL ? -ENOMEM : audit_scope(r, "audit.checkpoints", NULL, &tenant);
     if (rc != 0) {
         goto out;
     }
@@ -324,7 +420,7 @@ int ant_route_audit_checkpoints(struct ant_req *r)
         rc = ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_request", "limit is 1..1000");
         goto out;
     }
-    rc = fd = export_tmp(r, &size);
+    rc = fd = export_tmp(r, NULL, &size);
     if (rc < 0) {
         goto out;
     }
@@ -363,16 +459,23 @@ out:
     return ant_api_end(rc);
 }
 
-/* GET /v1/audit/export: the whole chain as NDJSON, for offline verification with only the
- * site's public key (`antenna audit verify`). Site admins only: it holds every tenant's events. */
+/* GET /v1/audit/export: the chain as NDJSON, for offline verification with only the site's
+ * public key (`antenna audit verify`). A site admin gets every event in full, or with
+ * ?tenant=T what T's auditors get; a tenant's auditor gets the events it may read in full and
+ * the others redacted (policy/audit.h): it verifies all the same, and tells nothing of the
+ * other tenants' events but their number and places in the chain. */
 int ant_route_audit_export(struct ant_req *r)
 {
+    const char *tenant = NULL;
     off_t size = 0;
-    int rc = ant_api_decide_site(r, ANT_ACT_AUDIT, NULL, "audit.export", "audit", NULL);
+    int rc = audit_scope(r, "audit.export",
+                         "the audit export needs the auditor role (your tenant's events, the "
+                         "others as hashes; ?tenant= only yours) or admin",
+                         &tenant);
     if (rc != 0) {
         return ant_api_end(rc);
     }
-    int fd = export_tmp(r, &size);
+    int fd = export_tmp(r, tenant, &size);
     if (fd < 0) {
         return fd;
     }

@@ -4,12 +4,14 @@
 
 #include "crypto/base/json.h"
 #include "crypto/base/log.h"
+#include "policy/audit_internal.h"
 
 #include <fcntl.h>
 #include <limits.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <sodium.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,15 +103,26 @@ static const char *const k_migrations[] = {
     " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;"
     "CREATE TRIGGER events_indexed_no_delete BEFORE DELETE ON events_indexed"
     " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;",
+
+    /* Step 3: chain v2 (audit.h). Each new event gets 16 random bytes and chains through a
+     * salted commitment to its content, so that a tenant's export can show another tenant's
+     * event as its commitment and hash alone while every link still checks: with v1, whose
+     * h_n hashes the event itself, nothing ties a hidden event's hash to the one before it.
+     * The events written before keep no salt (NULL) and their v1 hashes. */
+    "ALTER TABLE events ADD COLUMN salt BLOB;",
 };
 
 #define EVENT_COLS                                                                                 \
     "seq, time_ms, request_id, actor, tenant, credential, action, resource_kind, resource_id, "    \
-    "dataset_id, decision, reason, transfer, detail, hash"
+    "dataset_id, decision, reason, transfer, detail, hash, salt"
 #define EVENT_COLS_E                                                                               \
     "e.seq, e.time_ms, e.request_id, e.actor, e.tenant, e.credential, e.action, "                  \
     "e.resource_kind, e.resource_id, e.dataset_id, e.decision, e.reason, e.transfer, e.detail, "   \
-    "e.hash"
+    "e.hash, e.salt"
+/* The columns of EVENT_COLS that are not strings of the event */
+#define COL_DECISION 10
+#define COL_HASH 14
+#define COL_SALT 15
 
 /* One queued append. Synchronous (done_fn NULL): lives on the caller's stack, which is blocked
  * until `done` is posted, so the writer may read the borrowed event strings directly.
@@ -131,6 +144,9 @@ struct audit_req {
 };
 
 struct ant_audit {
+    /* v2 salts are BLAKE2b keyed with this (random per handle) over the seq: as unpredictable
+     * to a reader of a redacted export as random bytes, without a getrandom(2) per event */
+    uint8_t salt_key[crypto_generichash_KEYBYTES];
     sqlite3 *wdb; /* the writer thread's */
     sqlite3 *rdb; /* queries and checkpoint lists: under rlock */
     char *path;   /* for the connection of each export and verify */
@@ -191,6 +207,7 @@ struct ant_audit {
     bool index_failed;           /* the last try failed: the next waits index_delay_ms */
     int64_t (*clock)(void *ctx); /* testing only: the events' time source */
     void *clock_ctx;
+    bool write_v1; /* testing only, under mu: chain new events as v1 */
 };
 
 static int sqlerr(int src)
@@ -505,7 +522,7 @@ static const char *const k_wsql[WS_COUNT] = {
     [WS_ROLLBACK] = "ROLLBACK",
     [WS_HEAD] = "SELECT seq, time_ms, hash FROM events ORDER BY seq DESC LIMIT 1",
     [WS_CK_MAX] = "SELECT max(seq) FROM checkpoints",
-    [WS_INSERT] = "INSERT INTO events(" EVENT_COLS ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+    [WS_INSERT] = "INSERT INTO events(" EVENT_COLS ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
     [WS_OLDEST] = "SELECT time_ms FROM events WHERE seq = ?",
     [WS_CK_INSERT] = ("INSERT INTO checkpoints(seq, hash, time_ms, prev_seq, sig) "
                       "VALUES (?, ?, ?, ?, ?)"),
@@ -607,10 +624,9 @@ static int oldest_unsigned_ms(struct ant_audit *a, int64_t ck_seq, int64_t *out)
 }
 
 static int insert_event(struct ant_audit *a, sqlite3_stmt *ins, struct chain_head *h,
-                        const struct ant_audit_event *ev, int64_t now)
+                        const struct ant_audit_event *ev, int64_t now, bool v1)
 {
-    uint8_t hash[ANT_AUDIT_HASH_LEN];
-    unsigned hl = 0;
+    uint8_t hash[ANT_AUDIT_HASH_LEN], commit[ANT_AUDIT_HASH_LEN], salt[ANT_AUDIT_SALT_LEN];
     int64_t seq = h->seq + 1;
     int64_t t = now > h->time_ms ? now : h->time_ms;
     a->canon.len = 0;
@@ -618,11 +634,19 @@ static int insert_event(struct ant_audit *a, sqlite3_stmt *ins, struct chain_hea
     if (rc < 0) {
         return rc;
     }
-    if (EVP_DigestInit_ex(a->md, a->sha256, NULL) != 1 ||
-        EVP_DigestUpdate(a->md, h->hash, sizeof(h->hash)) != 1 ||
-        EVP_DigestUpdate(a->md, a->canon.p, a->canon.len) != 1 ||
-        EVP_DigestFinal_ex(a->md, hash, &hl) != 1) {
-        return -ENOMEM;
+    if (v1) {
+        rc = ant_audit_link_v1(a->md, a->sha256, h->hash, ant_buf_view(&a->canon), hash);
+    } else {
+        uint8_t le[8];
+        for (int i = 0; i < 8; i++) {
+            le[i] = (uint8_t)((uint64_t)seq >> (8 * i));
+        }
+        crypto_generichash(salt, sizeof(salt), le, sizeof(le), a->salt_key, sizeof(a->salt_key));
+        rc = ant_audit_commit_v2(a->md, a->sha256, salt, ant_buf_view(&a->canon), commit);
+        rc = rc < 0 ? rc : ant_audit_link_v2(a->md, a->sha256, h->hash, seq, commit, hash);
+    }
+    if (rc < 0) {
+        return rc;
     }
     const char *texts[] = {ev->request_id, ev->actor,         ev->tenant,      ev->credential,
                            ev->action,     ev->resource_kind, ev->resource_id, ev->dataset_id};
@@ -636,6 +660,9 @@ static int insert_event(struct ant_audit *a, sqlite3_stmt *ins, struct chain_hea
     bind_text(ins, 13, ev->transfer);
     bind_text(ins, 14, ev->detail);
     sqlite3_bind_blob(ins, 15, hash, sizeof(hash), SQLITE_STATIC);
+    if (!v1) {
+        sqlite3_bind_blob(ins, 16, salt, sizeof(salt), SQLITE_STATIC);
+    }
     rc = step_done(ins);
     sqlite3_clear_bindings(ins);
     if (rc == 0) {
@@ -650,7 +677,7 @@ static int insert_event(struct ant_audit *a, sqlite3_stmt *ins, struct chain_hea
  * unsigned, and at the end if `force` or the oldest unsigned event is older than
  * checkpoint_seconds. */
 static int write_batch(struct ant_audit *a, struct audit_req *batch, bool force, int fail_err,
-                       int64_t now)
+                       int64_t now, bool v1)
 {
     sqlite3_stmt *ins = NULL;
     struct chain_head h;
@@ -663,7 +690,7 @@ static int write_batch(struct ant_audit *a, struct audit_req *batch, bool force,
     for (struct audit_req *r = batch; rc == 0 && r != NULL; r = r->next) {
         r->first_seq = h.seq + 1;
         for (size_t i = 0; rc == 0 && i < r->n; i++) {
-            rc = insert_event(a, ins, &h, &r->evs[i], now);
+            rc = insert_event(a, ins, &h, &r->evs[i], now, v1);
             if (rc == 0 && h.seq - h.ck_seq >= (int64_t)a->opts.checkpoint_every) {
                 rc = write_checkpoint(a, &h);
                 h.ck_seq = h.seq;
@@ -878,13 +905,14 @@ static void *writer_main(void *arg)
         void *clk_ctx = a->clock_ctx;
         int (*hook)(void *) = a->sync_hook;
         void *hook_ctx = a->sync_ctx;
+        bool v1 = a->write_v1;
         pthread_mutex_unlock(&a->mu);
 
         int64_t t0 = ant_mono_ns();
         /* Poisoned: what was queued before the failed fdatasync was noticed fails unwritten. */
         int rc = poisoned ? -EIO
                           : write_batch(a, batch, force, fail_err,
-                                        clk != NULL ? clk(clk_ctx) : ant_now_ms());
+                                        clk != NULL ? clk(clk_ctx) : ant_now_ms(), v1);
         int64_t t1 = ant_mono_ns();
         if (rc < 0 && !poisoned) {
             ant_log(ANT_LOG_ERROR, "audit.write_failed", "group commit of %zu events failed: %s", n,
@@ -1268,6 +1296,13 @@ void ant_audit_test_fail_writes(struct ant_audit *a, int err)
     pthread_mutex_unlock(&a->mu);
 }
 
+void ant_audit_test_write_v1(struct ant_audit *a, bool v1)
+{
+    pthread_mutex_lock(&a->mu);
+    a->write_v1 = v1;
+    pthread_mutex_unlock(&a->mu);
+}
+
 void ant_audit_test_clock(struct ant_audit *a, int64_t (*clock)(void *ctx), void *ctx)
 {
     pthread_mutex_lock(&a->mu);
@@ -1330,6 +1365,7 @@ int ant_audit_open(int dirfd, const char *name, unsigned flags, const struct ant
                                                                       : WAL_CHECKPOINT_PAGES;
     a->indexed_ms = mono_ms(); /* a tail left by another process waits one delay, no more */
     ant_buf_init(&a->canon, 64 * 1024);
+    randombytes_buf(a->salt_key, sizeof(a->salt_key));
     a->md = EVP_MD_CTX_new();
     a->sha256 = EVP_MD_fetch(NULL, "SHA2-256", NULL);
     if (a->md == NULL || a->sha256 == NULL) {
@@ -1452,6 +1488,7 @@ void ant_audit_close(struct ant_audit *a)
     ant_close(a->db_fd);
     pthread_mutex_destroy(&a->rlock);
     pthread_mutex_destroy(&a->mu);
+    sodium_memzero(a->salt_key, sizeof(a->salt_key));
     free(a);
 }
 
@@ -1496,12 +1533,13 @@ static const char *const k_text_cols[] = {
 };
 static const char *const k_decisions[] = {"deny", "allow", "info"};
 
-/* A row of EVENT_COLS as an export object (without "type"). */
-static json_t *event_json(sqlite3_stmt *s)
+/* A row of EVENT_COLS as an export object (without "type"); with_salt: with its salt, when it
+ * has one (v2), as the export shows it. */
+static json_t *event_json(sqlite3_stmt *s, bool with_salt)
 {
     char hex[2 * ANT_AUDIT_HASH_LEN + 1];
     json_t *o = json_object();
-    int d = sqlite3_column_int(s, 10);
+    int d = sqlite3_column_int(s, COL_DECISION);
     int rc = o == NULL ? -1 : 0;
     rc = rc < 0 ? rc : json_object_set_new(o, "seq", json_integer(sqlite3_column_int64(s, 0)));
     rc = rc < 0 ? rc : json_object_set_new(o, "time_ms", json_integer(sqlite3_column_int64(s, 1)));
@@ -1517,8 +1555,16 @@ static json_t *event_json(sqlite3_stmt *s)
         const char *v = (const char *)sqlite3_column_text(s, 11 + i);
         rc = v == NULL ? 0 : json_object_set_new(o, tail[i], json_string(v));
     }
-    if (rc == 0 && sqlite3_column_bytes(s, 14) == ANT_AUDIT_HASH_LEN) {
-        ant_hex_encode(sqlite3_column_blob(s, 14), ANT_AUDIT_HASH_LEN, hex);
+    /* exported as found: a salt of another length is there for the verifier to refuse */
+    int salt_len = sqlite3_column_bytes(s, COL_SALT);
+    if (rc == 0 && with_salt && sqlite3_column_type(s, COL_SALT) != SQLITE_NULL) {
+        char shex[2 * ANT_AUDIT_FIELD_MAX + 1];
+        salt_len = salt_len <= ANT_AUDIT_FIELD_MAX ? salt_len : ANT_AUDIT_FIELD_MAX;
+        ant_hex_encode(sqlite3_column_blob(s, COL_SALT), (size_t)salt_len, shex);
+        rc = json_object_set_new(o, "salt", json_string(shex));
+    }
+    if (rc == 0 && sqlite3_column_bytes(s, COL_HASH) == ANT_AUDIT_HASH_LEN) {
+        ant_hex_encode(sqlite3_column_blob(s, COL_HASH), ANT_AUDIT_HASH_LEN, hex);
         rc = json_object_set_new(o, "hash", json_string(hex));
     }
     if (rc < 0) {
@@ -1593,7 +1639,7 @@ static int query_phase(sqlite3 *db, const char *sql, const char *const vals[4], 
             pg->next = pg->last; /* one more row exists: there is a next page */
             break;
         }
-        json_t *o = event_json(s);
+        json_t *o = event_json(s, false);
         if (o == NULL || json_array_append_new(pg->arr, o) < 0) {
             rc = -ENOMEM;
             goto out;
@@ -1799,6 +1845,10 @@ struct export_ctx {
     void *ctx;
     struct ant_buf out;
     int64_t lines;
+    const struct ant_audit_scope *scope; /* NULL: every event in full */
+    EVP_MD_CTX *md;                      /* redacted events' commitments */
+    EVP_MD *sha256;
+    struct ant_buf canon;
 };
 
 static int export_line(struct export_ctx *x, json_t *o)
@@ -1817,10 +1867,73 @@ static int export_line(struct export_ctx *x, json_t *o)
     return rc;
 }
 
+/* A row of EVENT_COLS as an event; its strings are the row's, valid until the next step. */
+static void row_event(sqlite3_stmt *row, struct ant_audit_event *ev)
+{
+    const char **slots[] = {&ev->request_id, &ev->actor,         &ev->tenant,
+                            &ev->credential, &ev->action,        &ev->resource_kind,
+                            &ev->resource_id, &ev->dataset_id};
+    for (int i = 0; i < (int)ANT_ARRAY_LEN(slots); i++) {
+        *slots[i] = (const char *)sqlite3_column_text(row, 2 + i);
+    }
+    ev->decision = (enum ant_audit_decision)sqlite3_column_int(row, COL_DECISION);
+    ev->reason = (const char *)sqlite3_column_text(row, 11);
+    ev->transfer = (const char *)sqlite3_column_text(row, 12);
+    ev->detail = (const char *)sqlite3_column_text(row, 13);
+}
+
+/* {"type":"redacted","seq","commit"?,"hash"}: what a verifier needs to chain the event, and
+ * nothing that tells what it was. The commitment is computed from the row as stored, so a row
+ * changed since it was written fails the link check like a full event would. A row that does
+ * not make one (a salt of the wrong length, a field over the limit) is exported without it,
+ * which a verifier refuses after any v2 event. */
+static int export_redacted(struct export_ctx *x, sqlite3_stmt *row,
+                           const struct ant_audit_event *ev)
+{
+    char hash[2 * ANT_AUDIT_HASH_LEN + 1] = "", commit[2 * ANT_AUDIT_HASH_LEN + 1] = "";
+    uint8_t c[ANT_AUDIT_HASH_LEN];
+    int64_t seq = sqlite3_column_int64(row, 0);
+    bool v2 = sqlite3_column_bytes(row, COL_SALT) == ANT_AUDIT_SALT_LEN;
+    if (v2) {
+        x->canon.len = 0;
+        int rc = ant_audit_canonical(seq, sqlite3_column_int64(row, 1), ev, &x->canon);
+        rc = rc < 0 ? rc
+                    : ant_audit_commit_v2(x->md, x->sha256, sqlite3_column_blob(row, COL_SALT),
+                                          ant_buf_view(&x->canon), c);
+        if (rc == -ENOMEM) {
+            return rc;
+        }
+        v2 = rc == 0;
+    }
+    if (v2) {
+        ant_hex_encode(c, sizeof(c), commit);
+    }
+    if (sqlite3_column_bytes(row, COL_HASH) == ANT_AUDIT_HASH_LEN) {
+        ant_hex_encode(sqlite3_column_blob(row, COL_HASH), ANT_AUDIT_HASH_LEN, hash);
+    }
+    json_t *o = v2 ? json_pack("{s:s, s:I, s:s, s:s}", "type", "redacted", "seq",
+                               (json_int_t)seq, "commit", commit, "hash", hash)
+                   : json_pack("{s:s, s:I, s:s}", "type", "redacted", "seq", (json_int_t)seq,
+                               "hash", hash);
+    return export_line(x, o);
+}
+
 static int export_event(void *ctx, sqlite3_stmt *row)
 {
+    struct export_ctx *x = ctx;
+    if (x->scope != NULL) {
+        struct ant_audit_event ev = {0};
+        row_event(row, &ev);
+        int vis = x->scope->visible(x->scope->ctx, &ev);
+        if (vis < 0) {
+            return vis;
+        }
+        if (vis == 0) {
+            return export_redacted(x, row, &ev);
+        }
+    }
     json_t *o = json_object();
-    json_t *e = event_json(row);
+    json_t *e = event_json(row, true);
     if (o == NULL || e == NULL || json_object_set_new(o, "type", json_string("event")) < 0 ||
         json_object_update(o, e) < 0) {
         json_decref(o);
@@ -1848,15 +1961,22 @@ static int export_checkpoint(void *ctx, sqlite3_stmt *row)
     return export_line(ctx, o);
 }
 
-int64_t ant_audit_export_cb(struct ant_audit *a,
-                            int (*write)(void *ctx, const uint8_t *p, size_t len), void *ctx)
+int64_t ant_audit_export_scoped(struct ant_audit *a, const struct ant_audit_scope *scope,
+                                int (*write)(void *ctx, const uint8_t *p, size_t len), void *ctx)
 {
     static const struct walk_ops ops = {export_event, export_checkpoint};
     struct export_ctx x = {.write = write,
                            .ctx = ctx,
-                           .out = ANT_BUF_INIT(EXPORT_FLUSH + 2 * ANT_AUDIT_EXPORT_LINE_MAX)};
+                           .out = ANT_BUF_INIT(EXPORT_FLUSH + 2 * ANT_AUDIT_EXPORT_LINE_MAX),
+                           .scope = scope,
+                           .canon = ANT_BUF_INIT(64 * 1024)}; /* as the writer's */
     int rc = 0;
-    if (a->sign != NULL) {
+    if (scope != NULL) {
+        x.md = EVP_MD_CTX_new();
+        x.sha256 = EVP_MD_fetch(NULL, "SHA2-256", NULL);
+        rc = x.md == NULL || x.sha256 == NULL ? -ENOMEM : 0;
+    }
+    if (rc == 0 && a->sign != NULL) {
         rc = ant_audit_checkpoint(a);
     }
     rc = rc < 0 ? rc : walk(a, &ops, true, &x);
@@ -1864,7 +1984,16 @@ int64_t ant_audit_export_cb(struct ant_audit *a,
         rc = write(ctx, x.out.p, x.out.len);
     }
     ant_buf_fini(&x.out);
+    ant_buf_fini(&x.canon);
+    EVP_MD_CTX_free(x.md);
+    EVP_MD_free(x.sha256);
     return rc < 0 ? rc : x.lines;
+}
+
+int64_t ant_audit_export_cb(struct ant_audit *a,
+                            int (*write)(void *ctx, const uint8_t *p, size_t len), void *ctx)
+{
+    return ant_audit_export_scoped(a, NULL, write, ctx);
 }
 
 static int write_fd(void *ctx, const uint8_t *p, size_t len)
@@ -1964,15 +2093,17 @@ int ant_audit_status(struct ant_audit *a, const uint8_t *pub, json_t **out)
 #define VCHUNK_TEXT (1024 * 1024)
 #define VFIELDS 11
 
-enum { VROW_EVENT, VROW_CKPT, VROW_BAD_HASH, VROW_BAD_CKPT };
+enum { VROW_EVENT, VROW_CKPT, VROW_BAD_HASH, VROW_BAD_SALT, VROW_BAD_CKPT };
 
 struct vrow {
     int kind;
     int decision;
+    bool has_salt; /* v2 */
     int64_t seq, time_ms, prev_seq;
     uint32_t off[VFIELDS]; /* into the chunk's text; UINT32_MAX: absent */
     uint8_t hash[ANT_AUDIT_HASH_LEN];
     uint8_t sig[ANT_SIG_LEN];
+    uint8_t salt[ANT_AUDIT_SALT_LEN];
 };
 
 struct vchunk {
@@ -2049,18 +2180,24 @@ static int vproduce_event(void *ctx, sqlite3_stmt *row)
     static const int cols[VFIELDS] = {2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13};
     r->seq = sqlite3_column_int64(row, 0);
     r->time_ms = sqlite3_column_int64(row, 1);
-    r->decision = sqlite3_column_int(row, 10);
+    r->decision = sqlite3_column_int(row, COL_DECISION);
     for (int i = 0; rc == 0 && i < VFIELDS; i++) {
         rc = vcopy_text(c, r, i, sqlite3_column_text(row, cols[i]));
     }
     if (rc < 0) {
         return rc;
     }
-    if (sqlite3_column_bytes(row, 14) != ANT_AUDIT_HASH_LEN) {
+    r->has_salt = sqlite3_column_type(row, COL_SALT) != SQLITE_NULL;
+    if (sqlite3_column_bytes(row, COL_HASH) != ANT_AUDIT_HASH_LEN) {
         r->kind = VROW_BAD_HASH;
+    } else if (r->has_salt && sqlite3_column_bytes(row, COL_SALT) != ANT_AUDIT_SALT_LEN) {
+        r->kind = VROW_BAD_SALT;
     } else {
         r->kind = VROW_EVENT;
-        memcpy(r->hash, sqlite3_column_blob(row, 14), ANT_AUDIT_HASH_LEN);
+        memcpy(r->hash, sqlite3_column_blob(row, COL_HASH), ANT_AUDIT_HASH_LEN);
+        if (r->has_salt) {
+            memcpy(r->salt, sqlite3_column_blob(row, COL_SALT), ANT_AUDIT_SALT_LEN);
+        }
     }
     c->n++;
     return 0;
@@ -2126,9 +2263,13 @@ static int vconsume(struct ant_audit_verifier *v, const struct vchunk *c, const 
             .transfer = f[9],
             .detail = f[10],
         };
-        rc = ant_audit_verifier_event(v, r->seq, r->time_ms, &ev, r->hash);
+        rc = ant_audit_verifier_event(v, r->seq, r->time_ms, &ev, r->has_salt ? r->salt : NULL,
+                                      r->hash);
     } else if (r->kind == VROW_BAD_HASH) {
         ant_audit_verifier_fail(v, r->seq, "event %lld has no valid hash", (long long)r->seq);
+        rc = -EBADMSG;
+    } else if (r->kind == VROW_BAD_SALT) {
+        ant_audit_verifier_fail(v, r->seq, "event %lld has no valid salt", (long long)r->seq);
         rc = -EBADMSG;
     } else if (r->kind == VROW_BAD_CKPT) {
         ant_audit_verifier_fail(v, r->seq, "checkpoint %lld is malformed", (long long)r->seq);

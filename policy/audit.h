@@ -1,7 +1,14 @@
 /* The audit chain in audit.db (DESIGN.md §6).
  *
- * Every event is hash-chained: h_n = SHA-256(h_{n-1} || canonical bytes of event n), h_0 = 32
- * zero bytes. Whenever `checkpoint_every` events or `checkpoint_seconds` seconds have gone
+ * Every event is hash-chained, h_0 = 32 zero bytes. Events written since schema step 3 ("v2")
+ * carry 16 bytes of salt (keyed BLAKE2b of the seq under a random key of the writing handle,
+ * never stored: unpredictable to readers, no system call per event), and chain through a commitment to the event:
+ *   c_n = SHA-256("antenna-audit-commit-v2" || salt_n || canonical bytes of event n)
+ *   h_n = SHA-256(h_{n-1} || "antenna-audit-link-v2" || u64le n || c_n)
+ * so that an export may show an event as (seq, c_n, h_n) only and every link still checks; the
+ * salt keeps c_n from confirming a guess of the event. Events written before ("v1") chain as
+ * h_n = SHA-256(h_{n-1} || canonical bytes of event n); a v1 event never follows a v2 one.
+ * Whenever `checkpoint_every` events or `checkpoint_seconds` seconds have gone
  * unsigned, the site signs (seq, h_seq, time, previous checkpoint seq) with its Ed25519 key;
  * signing the previous checkpoint's seq makes a dropped checkpoint visible. Triggers refuse
  * UPDATE and DELETE. One writer thread appends in group commits; ant_audit_append() returns only
@@ -59,6 +66,7 @@ enum ant_audit_decision {
 #define ANT_AUDIT_FIELD_MAX 256
 #define ANT_AUDIT_DETAIL_MAX 8192
 #define ANT_AUDIT_HASH_LEN 32
+#define ANT_AUDIT_SALT_LEN 16
 
 /* One event. All strings are borrowed for the call, may be NULL (absent) and must be UTF-8.
  * The writer sets the time (milliseconds since the epoch, never before the previous event of
@@ -147,11 +155,11 @@ struct ant_audit_query {
     unsigned limit;                                   /* 1..1000; 0: 100 */
 };
 /* Sets *out to a new JSON array (caller json_decref()s) of event objects in sequence order,
- * each as one export line (ant_audit_export) without the "type" member; *next to the cursor of
- * the next page, or 0 when there is none. -EINVAL bad filter (limit > 1000, unknown decision,
- * to < from), -EIO, -ENOMEM. Reads the indexed events through events_by (the most selective
- * of dataset_id, actor, tenant given), then scans those not indexed yet; time bounds by binary
- * search over seq. */
+ * each as one export line (ant_audit_export) without its "type" and "salt" members; *next to
+ * the cursor of the next page, or 0 when there is none. -EINVAL bad filter (limit > 1000,
+ * unknown decision, to < from), -EIO, -ENOMEM. Reads the indexed events through events_by (the
+ * most selective of dataset_id, actor, tenant given), then scans those not indexed yet; time
+ * bounds by binary search over seq. */
 ANT_MUST_CHECK int ant_audit_query_run(struct ant_audit *a, const struct ant_audit_query *q,
                                        json_t **out, int64_t *next);
 
@@ -164,6 +172,13 @@ struct ant_audit_report {
     int64_t first_bad_seq; /* 0: none; else the first event (or checkpoint) seq that fails */
     int64_t line;          /* exports: the line of the first failure (1-based), else 0 */
     char what[160];        /* what failed at first_bad_seq */
+    /* Tenant-scoped exports: events shown only as their seq and hashes ("redacted"; counted in
+     * `events` too), and events shown in full that no checked link ties to a signed checkpoint:
+     * a v1 event shown redacted follows them before the next checkpoint, and its link cannot be
+     * checked without its content. Such events are in the export, but not proven unchanged. */
+    int64_t redacted;
+    int64_t unbound;
+    int64_t first_unbound; /* the seq of the first of those, or 0 */
 };
 /* Recomputes the live chain (in one read transaction, on a connection of its own, reading on a
  * helper thread while the caller's thread hashes) and checks every checkpoint against `pub`
@@ -183,7 +198,7 @@ ANT_MUST_CHECK int ant_audit_verify_index(struct ant_audit *a, int64_t *upto,
 
 /* Export: NDJSON, one JSON object per line, in seq order (one read transaction): events
  *   {"type":"event","seq":N,"time_ms":T,<each present string field by its struct name>,
- *    "decision":"allow|deny|info","hash":"<hex h_N>"}
+ *    "decision":"allow|deny|info","salt":"<hex, v2 events only>","hash":"<hex h_N>"}
  * and, right after the event they sign, checkpoints
  *   {"type":"checkpoint","seq":N,"hash":"<hex h_N>","time_ms":T,"prev_seq":P,"sig":"<hex>"}.
  * The export ends at the last checkpoint, so every line of it verifies; a handle that can sign
@@ -198,6 +213,23 @@ ANT_MUST_CHECK int64_t ant_audit_export(struct ant_audit *a, int fd);
 ANT_MUST_CHECK int64_t ant_audit_export_cb(struct ant_audit *a,
                                            int (*write)(void *ctx, const uint8_t *p, size_t len),
                                            void *ctx);
+/* Which events a tenant-scoped export shows in full. `visible` is called for every event in
+ * seq order, on the exporting thread, with the event's fields (valid for the call only): 1
+ * shows it, 0 redacts it, a negative errno stops the export and is returned. */
+struct ant_audit_scope {
+    int (*visible)(void *ctx, const struct ant_audit_event *ev);
+    void *ctx;
+};
+/* ant_audit_export_cb, except that the events `scope` does not show are exported redacted:
+ *   {"type":"redacted","seq":N,"commit":"<hex c_N>","hash":"<hex h_N>"}
+ * (v1 events: no "commit", whose link then cannot be checked), nothing else of them: no time,
+ * actor, tenant or any other field. Checkpoints as in the full export. scope NULL: the full
+ * export. The verifier (ant_audit_verify_export) takes either form. */
+ANT_MUST_CHECK int64_t ant_audit_export_scoped(struct ant_audit *a,
+                                               const struct ant_audit_scope *scope,
+                                               int (*write)(void *ctx, const uint8_t *p,
+                                                            size_t len),
+                                               void *ctx);
 
 /* The last `limit` (1..1000; 0: 100) checkpoints, oldest first: *out is a new JSON array of
  * {"seq","hash","time_ms","prev_seq","sig"} (hex strings). -EINVAL, -EIO, -ENOMEM. */
@@ -212,7 +244,9 @@ ANT_MUST_CHECK int ant_audit_status(struct ant_audit *a, const uint8_t *pub, jso
 /* Verifies an export offline with only the site's public key; the input is untrusted (lines of
  * at most ANT_AUDIT_EXPORT_LINE_MAX bytes, duplicate keys and unknown members refused, nesting
  * bounded). Every event must chain from seq 1 on and be covered by a valid checkpoint (the last
- * line is a checkpoint). 0, or -EBADMSG with the report naming the first bad seq and its line. */
+ * line is a checkpoint). Full and tenant-scoped exports alike: an event shown in full is
+ * re-hashed, a redacted one's commitment chained (report: redacted, unbound). 0, or -EBADMSG
+ * with the report naming the first bad seq and its line. */
 #define ANT_AUDIT_EXPORT_LINE_MAX (64 * 1024)
 ANT_MUST_CHECK int ant_audit_verify_export(struct ant_bytes ndjson, const uint8_t pub[ANT_KEY_LEN],
                                            struct ant_audit_report *rep);
@@ -234,6 +268,9 @@ struct ant_audit_verifier {
     uint8_t pub[ANT_KEY_LEN];
     uint8_t head[ANT_AUDIT_HASH_LEN]; /* h of the last event fed */
     int64_t last_ck_seq;
+    bool v2;         /* a v2 event was fed: no v1 event may follow */
+    int64_t pending; /* events fed in full since the last checkpoint or unchecked link */
+    int64_t pending_first;
     void *md_ctx; /* EVP_MD_CTX */
     void *md;     /* EVP_MD, fetched once: an implicit fetch per event costs a lock and a malloc */
     struct ant_buf canon;
@@ -242,10 +279,17 @@ struct ant_audit_verifier {
 ANT_MUST_CHECK int ant_audit_verifier_init(struct ant_audit_verifier *v,
                                            const uint8_t pub[ANT_KEY_LEN]);
 void ant_audit_verifier_fini(struct ant_audit_verifier *v);
-/* `hash`: the hash stored with the event (NULL: not stored). 0 or -EBADMSG (-ENOMEM). */
+/* `salt`: the event's (ANT_AUDIT_SALT_LEN bytes; NULL: a v1 event). `hash`: the hash stored
+ * with the event (NULL: not stored). 0 or -EBADMSG (-ENOMEM). */
 ANT_MUST_CHECK int ant_audit_verifier_event(struct ant_audit_verifier *v, int64_t seq,
                                             int64_t time_ms, const struct ant_audit_event *ev,
-                                            const uint8_t *hash);
+                                            const uint8_t *salt, const uint8_t *hash);
+/* An event shown redacted: `commit` is its c_n (NULL: a v1 event, whose link to the previous
+ * hash cannot be checked; the events fed in full since the last checkpoint are then counted as
+ * unbound); `hash` its h_n, which must match the chain. 0 or -EBADMSG (-ENOMEM). */
+ANT_MUST_CHECK int ant_audit_verifier_redacted(struct ant_audit_verifier *v, int64_t seq,
+                                               const uint8_t *commit,
+                                               const uint8_t hash[ANT_AUDIT_HASH_LEN]);
 ANT_MUST_CHECK int ant_audit_verifier_checkpoint(struct ant_audit_verifier *v, int64_t seq,
                                                  const uint8_t hash[ANT_AUDIT_HASH_LEN],
                                                  int64_t time_ms, int64_t prev_seq,
@@ -265,6 +309,9 @@ void ant_audit_test_fail_writes(struct ant_audit *a, int err);
  * (a slow disk) or return a negative errno, taken as the fdatasync's failure (which poisons
  * the handle). */
 void ant_audit_test_sync_hook(struct ant_audit *a, int (*hook)(void *ctx), void *ctx);
+/* Makes the writer chain the next events as v1 (no salt), as an antenna before schema step 3
+ * wrote them, or (false) as v2 again; for tests of logs that hold both. */
+void ant_audit_test_write_v1(struct ant_audit *a, bool v1);
 /* Replaces the clock that stamps events (NULL: the wall clock), so a benchmark can spread events
  * over days. Called from the writer thread, under no lock of ours: `clock` must be thread-safe.
  * Set it before the first append. */

@@ -3,6 +3,7 @@
 #include "policy/audit.h"
 
 #include "crypto/base/json.h"
+#include "policy/audit_internal.h"
 
 #include <openssl/evp.h>
 #include <stdarg.h>
@@ -10,6 +11,8 @@
 #include <string.h>
 
 #define EVENT_MAGIC "antenna-audit-event-v1"
+#define COMMIT_MAGIC "antenna-audit-commit-v2"
+#define LINK_MAGIC "antenna-audit-link-v2"
 #define CKPT_MAGIC "antenna-audit-checkpoint-v1"
 #define CANON_MAX (64 + 11 * (4 + ANT_AUDIT_FIELD_MAX) + 4 + ANT_AUDIT_DETAIL_MAX)
 /* Export lines hold objects of strings and numbers: nesting deeper than 2 is malformed. */
@@ -52,6 +55,47 @@ int ant_audit_canonical(int64_t seq, int64_t time_ms, const struct ant_audit_eve
     }
     out->len += need;
     return 0;
+}
+
+/* SHA-256 over up to three pieces. */
+static int sha256_3(EVP_MD_CTX *c, const EVP_MD *md, struct ant_bytes a, struct ant_bytes b,
+                    struct ant_bytes d, uint8_t out[ANT_AUDIT_HASH_LEN])
+{
+    unsigned hl = 0;
+    if (EVP_DigestInit_ex(c, md, NULL) != 1 || EVP_DigestUpdate(c, a.p, a.len) != 1 ||
+        EVP_DigestUpdate(c, b.p, b.len) != 1 || EVP_DigestUpdate(c, d.p, d.len) != 1 ||
+        EVP_DigestFinal_ex(c, out, &hl) != 1 || hl != ANT_AUDIT_HASH_LEN) {
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+int ant_audit_link_v1(EVP_MD_CTX *c, const EVP_MD *md, const uint8_t prev[ANT_AUDIT_HASH_LEN],
+                      struct ant_bytes canon, uint8_t out[ANT_AUDIT_HASH_LEN])
+{
+    return sha256_3(c, md, ant_bytes_of(prev, ANT_AUDIT_HASH_LEN), canon, ant_bytes_of("", 0),
+                    out);
+}
+
+int ant_audit_commit_v2(EVP_MD_CTX *c, const EVP_MD *md, const uint8_t salt[ANT_AUDIT_SALT_LEN],
+                        struct ant_bytes canon, uint8_t out[ANT_AUDIT_HASH_LEN])
+{
+    return sha256_3(c, md, ant_bytes_of(COMMIT_MAGIC, sizeof(COMMIT_MAGIC) - 1),
+                    ant_bytes_of(salt, ANT_AUDIT_SALT_LEN), canon, out);
+}
+
+int ant_audit_link_v2(EVP_MD_CTX *c, const EVP_MD *md, const uint8_t prev[ANT_AUDIT_HASH_LEN],
+                      int64_t seq, const uint8_t commit[ANT_AUDIT_HASH_LEN],
+                      uint8_t out[ANT_AUDIT_HASH_LEN])
+{
+    /* the magic differs from v1's "antenna-audit-event-v1" right after h_{n-1}: no input of one
+     * formula is an input of the other */
+    uint8_t tail[sizeof(LINK_MAGIC) - 1 + 8 + ANT_AUDIT_HASH_LEN];
+    memcpy(tail, LINK_MAGIC, sizeof(LINK_MAGIC) - 1);
+    ant_store_u64le(tail + sizeof(LINK_MAGIC) - 1, (uint64_t)seq);
+    memcpy(tail + sizeof(LINK_MAGIC) - 1 + 8, commit, ANT_AUDIT_HASH_LEN);
+    return sha256_3(c, md, ant_bytes_of(prev, ANT_AUDIT_HASH_LEN), ant_bytes_of(tail, sizeof(tail)),
+                    ant_bytes_of("", 0), out);
 }
 
 void ant_audit_checkpoint_msg(int64_t seq, const uint8_t hash[ANT_AUDIT_HASH_LEN], int64_t time_ms,
@@ -106,11 +150,11 @@ static bool failed(const struct ant_audit_verifier *v)
     return v->rep.first_bad_seq != 0;
 }
 
-int ant_audit_verifier_event(struct ant_audit_verifier *v, int64_t seq, int64_t time_ms,
-                             const struct ant_audit_event *ev, const uint8_t *hash)
+/* The checks every event shares, shown in full or redacted: the next seq, and no v1 event
+ * after a v2 one (an antenna never writes one, and showing a v2 event as v1 would leave its
+ * link unchecked). */
+static int next_event(struct ant_audit_verifier *v, int64_t seq, bool v2, const char *kind)
 {
-    uint8_t h[ANT_AUDIT_HASH_LEN];
-    unsigned hl = 0;
     if (failed(v)) {
         return -EBADMSG;
     }
@@ -123,21 +167,51 @@ int ant_audit_verifier_event(struct ant_audit_verifier *v, int64_t seq, int64_t 
                                 (long long)(seq > want ? seq : v->rep.last_seq));
         return -EBADMSG;
     }
+    if (!v2 && v->v2) {
+        ant_audit_verifier_fail(v, seq,
+                                "%sevent %lld has no %s, after events that do (a v2 chain "
+                                "never holds a v1 event)",
+                                kind, (long long)seq, kind[0] != '\0' ? "commitment" : "salt");
+        return -EBADMSG;
+    }
+    v->v2 = v->v2 || v2;
+    return 0;
+}
+
+static void chained(struct ant_audit_verifier *v, int64_t seq, const uint8_t h[ANT_AUDIT_HASH_LEN])
+{
+    memcpy(v->head, h, ANT_AUDIT_HASH_LEN);
+    v->rep.last_seq = seq;
+    v->rep.events++;
+}
+
+int ant_audit_verifier_event(struct ant_audit_verifier *v, int64_t seq, int64_t time_ms,
+                             const struct ant_audit_event *ev, const uint8_t *salt,
+                             const uint8_t *hash)
+{
+    uint8_t h[ANT_AUDIT_HASH_LEN], c[ANT_AUDIT_HASH_LEN];
+    int rc = next_event(v, seq, salt != NULL, "");
+    if (rc < 0) {
+        return rc;
+    }
     if ((unsigned)ev->decision > ANT_AUDIT_INFO) {
         ant_audit_verifier_fail(v, seq, "event %lld has an unknown decision", (long long)seq);
         return -EBADMSG;
     }
     v->canon.len = 0;
-    int rc = ant_audit_canonical(seq, time_ms, ev, &v->canon);
+    rc = ant_audit_canonical(seq, time_ms, ev, &v->canon);
     if (rc < 0) {
         ant_audit_verifier_fail(v, seq, "event %lld has a field over the limit", (long long)seq);
         return -EBADMSG;
     }
-    if (EVP_DigestInit_ex(v->md_ctx, v->md, NULL) != 1 ||
-        EVP_DigestUpdate(v->md_ctx, v->head, sizeof(v->head)) != 1 ||
-        EVP_DigestUpdate(v->md_ctx, v->canon.p, v->canon.len) != 1 ||
-        EVP_DigestFinal_ex(v->md_ctx, h, &hl) != 1 || hl != sizeof(h)) {
-        return -ENOMEM;
+    if (salt != NULL) {
+        rc = ant_audit_commit_v2(v->md_ctx, v->md, salt, ant_buf_view(&v->canon), c);
+        rc = rc < 0 ? rc : ant_audit_link_v2(v->md_ctx, v->md, v->head, seq, c, h);
+    } else {
+        rc = ant_audit_link_v1(v->md_ctx, v->md, v->head, ant_buf_view(&v->canon), h);
+    }
+    if (rc < 0) {
+        return rc;
     }
     if (hash != NULL && memcmp(hash, h, sizeof(h)) != 0) {
         ant_audit_verifier_fail(v, seq,
@@ -146,9 +220,46 @@ int ant_audit_verifier_event(struct ant_audit_verifier *v, int64_t seq, int64_t 
                                 (long long)seq);
         return -EBADMSG;
     }
-    memcpy(v->head, h, sizeof(h));
-    v->rep.last_seq = seq;
-    v->rep.events++;
+    if (v->pending++ == 0) {
+        v->pending_first = seq;
+    }
+    chained(v, seq, h);
+    return 0;
+}
+
+int ant_audit_verifier_redacted(struct ant_audit_verifier *v, int64_t seq, const uint8_t *commit,
+                                const uint8_t hash[ANT_AUDIT_HASH_LEN])
+{
+    uint8_t h[ANT_AUDIT_HASH_LEN];
+    int rc = next_event(v, seq, commit != NULL, "redacted ");
+    if (rc < 0) {
+        return rc;
+    }
+    if (commit == NULL) {
+        /* v1: h_n hashes the hidden event itself, so nothing ties it to h_{n-1}. It is taken as
+         * given (a checkpoint or a later link still checks it); what came before it in full
+         * since the last checkpoint is tied to no signature. */
+        if (v->pending > 0 && v->rep.unbound == 0) {
+            v->rep.first_unbound = v->pending_first;
+        }
+        v->rep.unbound += v->pending;
+        v->pending = 0;
+        memcpy(h, hash, sizeof(h));
+    } else {
+        rc = ant_audit_link_v2(v->md_ctx, v->md, v->head, seq, commit, h);
+        if (rc < 0) {
+            return rc;
+        }
+        if (memcmp(hash, h, sizeof(h)) != 0) {
+            ant_audit_verifier_fail(v, seq,
+                                    "redacted event %lld does not match its hash (changed, "
+                                    "swapped or inserted)",
+                                    (long long)seq);
+            return -EBADMSG;
+        }
+    }
+    v->rep.redacted++;
+    chained(v, seq, h);
     return 0;
 }
 
@@ -192,6 +303,7 @@ int ant_audit_verifier_checkpoint(struct ant_audit_verifier *v, int64_t seq,
     v->last_ck_seq = seq;
     v->rep.signed_seq = seq;
     v->rep.checkpoints++;
+    v->pending = 0; /* every link since the last unchecked one checked: bound to this one */
     return 0;
 }
 
@@ -253,18 +365,21 @@ static int parse_decision(const char *s, enum ant_audit_decision *out)
     return -EINVAL;
 }
 
-/* One event line: every member known, every type right, every length within limits. */
+/* One event line: every member known, every type right, every length within limits; "salt"
+ * only on v2 events. */
 static int feed_event_line(struct ant_audit_verifier *v, json_t *o, int64_t line)
 {
     struct ant_audit_event ev = {0};
     int64_t seq = 0, t = 0;
-    uint8_t hash[ANT_AUDIT_HASH_LEN];
-    size_t known = 5; /* type, seq, time_ms, decision, hash */
+    uint8_t hash[ANT_AUDIT_HASH_LEN], salt[ANT_AUDIT_SALT_LEN];
+    bool has_salt = json_object_get(o, "salt") != NULL;
+    size_t known = has_salt ? 6 : 5; /* type, seq, time_ms, decision, hash; salt */
     json_t *d = json_object_get(o, "decision");
     int64_t at = v->rep.last_seq + 1;
     if (!get_seq(o, "seq", 1, &seq) || !get_seq(o, "time_ms", 0, &t) || !json_is_string(d) ||
         parse_decision(json_string_value(d), &ev.decision) < 0 ||
-        !get_hex(o, "hash", hash, sizeof(hash))) {
+        !get_hex(o, "hash", hash, sizeof(hash)) ||
+        (has_salt && !get_hex(o, "salt", salt, sizeof(salt)))) {
         ant_audit_verifier_fail(v, at, "line %lld: malformed event", (long long)line);
         return -EBADMSG;
     }
@@ -288,7 +403,23 @@ static int feed_event_line(struct ant_audit_verifier *v, json_t *o, int64_t line
         ant_audit_verifier_fail(v, at, "line %lld: unknown member in event", (long long)line);
         return -EBADMSG;
     }
-    return ant_audit_verifier_event(v, seq, t, &ev, hash);
+    return ant_audit_verifier_event(v, seq, t, &ev, has_salt ? salt : NULL, hash);
+}
+
+/* A redacted event: its seq and hash, and (v2) its commitment; nothing else. */
+static int feed_redacted_line(struct ant_audit_verifier *v, json_t *o, int64_t line)
+{
+    int64_t seq = 0;
+    uint8_t hash[ANT_AUDIT_HASH_LEN], commit[ANT_AUDIT_HASH_LEN];
+    bool has_commit = json_object_get(o, "commit") != NULL;
+    if (json_object_size(o) != (has_commit ? 4u : 3u) || !get_seq(o, "seq", 1, &seq) ||
+        !get_hex(o, "hash", hash, sizeof(hash)) ||
+        (has_commit && !get_hex(o, "commit", commit, sizeof(commit)))) {
+        ant_audit_verifier_fail(v, v->rep.last_seq + 1, "line %lld: malformed redacted event",
+                                (long long)line);
+        return -EBADMSG;
+    }
+    return ant_audit_verifier_redacted(v, seq, has_commit ? commit : NULL, hash);
 }
 
 static int feed_checkpoint_line(struct ant_audit_verifier *v, json_t *o, int64_t line)
@@ -339,6 +470,9 @@ int ant_audit_verify_export(struct ant_bytes ndjson, const uint8_t pub[ANT_KEY_L
         const char *type = json_string_value(json_object_get(o, "type"));
         if (strcmp(type, "event") == 0) {
             rc = feed_event_line(&v, o, line);
+            last_is_ckpt = false;
+        } else if (strcmp(type, "redacted") == 0) {
+            rc = feed_redacted_line(&v, o, line);
             last_is_ckpt = false;
         } else if (strcmp(type, "checkpoint") == 0) {
             rc = feed_checkpoint_line(&v, o, line);

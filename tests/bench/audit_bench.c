@@ -2,7 +2,8 @@
  * query (one tenant, one day) on a large log.
  *
  *   audit_bench [EVENTS (default 1000000)] [DIR (default: a fresh folder under /tmp)]
- *   (AUDIT_BENCH_WRITERS_ONLY=1: only the append phases; AUDIT_BENCH_NO_EXPORT=1: no export)
+ *   (AUDIT_BENCH_WRITERS_ONLY=1: only the append phases; AUDIT_BENCH_NO_EXPORT=1: no export;
+ *   AUDIT_BENCH_V1=1: the big log chained as v1, as before schema step 3, to compare)
  *
  * The large log is written with ant_audit_append_many (one commit per 1,024 events) and a test
  * clock that spreads the events over 100 days among 100 tenants. Each writer measurement is one
@@ -265,6 +266,7 @@ int main(int argc, char **argv)
         return 1;
     }
     ant_audit_test_clock(a, fake_now, &clk);
+    ant_audit_test_write_v1(a, getenv("AUDIT_BENCH_V1") != NULL);
     struct ant_audit_event *batch = calloc(1024, sizeof(*batch));
     int64_t t0 = ant_mono_ns();
     for (uint64_t i = 0; i < total && batch != NULL;) {

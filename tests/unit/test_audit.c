@@ -463,7 +463,7 @@ static void expect_live_bad(struct fx *f, int64_t want, const char *fmt, ...)
 
 static const char *const k_cols[] = {
     "time_ms",     "request_id", "actor",  "tenant",   "credential", "action",   "resource_kind",
-    "resource_id", "dataset_id", "reason", "transfer", "detail",     "decision", "hash",
+    "resource_id", "dataset_id", "reason", "transfer", "detail",     "decision", "hash", "salt",
 };
 
 static void test_live_tamper_each_field_is_named(void **state)
@@ -482,6 +482,12 @@ static void test_live_tamper_each_field_is_named(void **state)
                             "UPDATE events SET decision = (decision + 1) %% 3 WHERE seq = %d", seq);
         } else if (strcmp(c, "hash") == 0) {
             expect_live_bad(f, seq, "UPDATE events SET hash = randomblob(32) WHERE seq = %d", seq);
+        } else if (strcmp(c, "salt") == 0) {
+            /* another salt, none (a v1 event after v2 ones, or a v1 hash that does not match),
+             * one of another length */
+            expect_live_bad(f, seq, "UPDATE events SET salt = randomblob(16) WHERE seq = %d", seq);
+            expect_live_bad(f, seq, "UPDATE events SET salt = NULL WHERE seq = %d", seq);
+            expect_live_bad(f, seq, "UPDATE events SET salt = randomblob(17) WHERE seq = %d", seq);
         } else {
             /* absent -> present and present -> changed both break the chain */
             expect_live_bad(f, seq, "UPDATE events SET %s = COALESCE(%s, '') || 'x' WHERE seq = %d",
@@ -506,9 +512,10 @@ static void test_live_tamper_structure_is_named(void **state)
                     "CREATE TEMP TABLE t AS SELECT * FROM events WHERE seq IN (4, 17);"
                     "UPDATE events SET (time_ms, request_id, actor, tenant, credential, action,"
                     " resource_kind, resource_id, dataset_id, decision, reason, transfer, detail,"
-                    " hash) = (SELECT time_ms, request_id, actor, tenant, credential, action,"
-                    " resource_kind, resource_id, dataset_id, decision, reason, transfer, detail,"
-                    " hash FROM t WHERE t.seq = 21 - events.seq) WHERE seq IN (4, 17)");
+                    " hash, salt) = (SELECT time_ms, request_id, actor, tenant, credential,"
+                    " action, resource_kind, resource_id, dataset_id, decision, reason, transfer,"
+                    " detail, hash, salt FROM t WHERE t.seq = 21 - events.seq)"
+                    " WHERE seq IN (4, 17)");
     /* truncate the tail: checkpoint 30 still names the missing events */
     expect_live_bad(f, 26, "DELETE FROM events WHERE seq > 25");
     /* truncate events and the checkpoints past them: the rest is an unsigned tail */
@@ -518,14 +525,14 @@ static void test_live_tamper_structure_is_named(void **state)
     expect_live_bad(f, 31,
                     "INSERT INTO events SELECT 31, time_ms + 1, request_id, actor, tenant,"
                     " credential, action, resource_kind, resource_id, dataset_id, decision, reason,"
-                    " transfer, detail, hash FROM events WHERE seq = 30");
+                    " transfer, detail, hash, salt FROM events WHERE seq = 30");
     /* a forged event inserted in the middle: the later ones shift up by one */
     expect_live_bad(f, 12,
                     "UPDATE events SET seq = seq + 1000 WHERE seq >= 12;"
                     "UPDATE events SET seq = seq - 999 WHERE seq >= 1000;"
                     "INSERT INTO events SELECT 12, time_ms, request_id, 'mallory', tenant,"
                     " credential, action, resource_kind, resource_id, dataset_id, 1, reason,"
-                    " transfer, detail, hash FROM events WHERE seq = 11");
+                    " transfer, detail, hash, salt FROM events WHERE seq = 11");
     /* forge a checkpoint: another signature, another hash, a new one */
     expect_live_bad(f, 20, "UPDATE checkpoints SET sig = randomblob(64) WHERE seq = 20");
     expect_live_bad(f, 10,
@@ -559,8 +566,8 @@ static void test_live_rewrite_of_the_whole_chain_is_caught_by_checkpoints(void *
     assert_int_equal(sqlite3_prepare_v2(db,
                                         "SELECT seq, time_ms, request_id, actor, tenant, "
                                         "credential, action, resource_kind, resource_id, "
-                                        "dataset_id, decision, reason, transfer, detail FROM "
-                                        "events ORDER BY seq",
+                                        "dataset_id, decision, reason, transfer, detail, salt "
+                                        "FROM events ORDER BY seq",
                                         -1, &rd, NULL),
                      SQLITE_OK);
     assert_int_equal(
@@ -581,7 +588,9 @@ static void test_live_rewrite_of_the_whole_chain_is_caught_by_checkpoints(void *
         ev.transfer = (const char *)sqlite3_column_text(rd, 12);
         ev.detail = (const char *)sqlite3_column_text(rd, 13);
         int64_t seq = sqlite3_column_int64(rd, 0);
-        assert_int_equal(ant_audit_verifier_event(&v, seq, sqlite3_column_int64(rd, 1), &ev, NULL),
+        assert_int_equal(sqlite3_column_bytes(rd, 14), ANT_AUDIT_SALT_LEN);
+        assert_int_equal(ant_audit_verifier_event(&v, seq, sqlite3_column_int64(rd, 1), &ev,
+                                                  sqlite3_column_blob(rd, 14), NULL),
                          0);
         sqlite3_bind_blob(up, 1, v.head, sizeof(v.head), SQLITE_TRANSIENT);
         sqlite3_bind_int64(up, 2, seq);
@@ -656,16 +665,14 @@ static void test_export_without_key_leaves_out_the_unsigned_tail(void **state)
     free(p);
 }
 
-static void test_export_every_truncation_fails_unless_at_a_checkpoint(void **state)
+/* Every prefix of the export p fails, except those that end right after a checkpoint line. */
+static void expect_every_prefix_fails_unless_at_a_checkpoint(const uint8_t *p, size_t len,
+                                                             const uint8_t *pub)
 {
-    struct fx *f = *state;
-    append_n(f->a, 0, 12);
-    size_t len = 0;
-    uint8_t *p = export_to_mem(f, f->a, &len);
     for (size_t n = 0; n < len; n++) {
         uint8_t *cut = test_memdup(p, n);
         struct ant_audit_report rep;
-        int rc = ant_audit_verify_export(ant_bytes_of(cut, n), ant_signkey_public(f->sk), &rep);
+        int rc = ant_audit_verify_export(ant_bytes_of(cut, n), pub, &rep);
         /* a prefix ending right after a checkpoint line is a valid export of an earlier state */
         bool at_ckpt = n == 0;
         if (n > 0) {
@@ -683,6 +690,15 @@ static void test_export_every_truncation_fails_unless_at_a_checkpoint(void **sta
         assert_int_equal(rc, at_ckpt ? 0 : -EBADMSG);
         free(cut);
     }
+}
+
+static void test_export_every_truncation_fails_unless_at_a_checkpoint(void **state)
+{
+    struct fx *f = *state;
+    append_n(f->a, 0, 12);
+    size_t len = 0;
+    uint8_t *p = export_to_mem(f, f->a, &len);
+    expect_every_prefix_fails_unless_at_a_checkpoint(p, len, ant_signkey_public(f->sk));
     free(p);
 }
 
@@ -866,6 +882,9 @@ static void test_export_tamper_is_named(void **state)
     free(p);
 }
 
+#define Z32 "00000000000000000000000000000000"
+#define Z64 Z32 Z32
+
 static void test_export_hostile_lines_are_refused(void **state)
 {
     (void)state;
@@ -882,12 +901,38 @@ static void test_export_hostile_lines_are_refused(void **state)
         "{\"type\":\"checkpoint\",\"seq\":-1}\n",
         "{\"type\":\"nope\"}\n",
         "{\"type\":\"event\",\"seq\":1.5}\n",
+        /* a salt of the wrong length or type */
+        "{\"type\":\"event\",\"seq\":1,\"time_ms\":1,\"decision\":\"allow\",\"salt\":\"00\","
+        "\"hash\":\"" Z64 "\"}\n",
+        "{\"type\":\"event\",\"seq\":1,\"time_ms\":1,\"decision\":\"allow\",\"salt\":\"" Z32
+        "0\",\"hash\":\"" Z64 "\"}\n",
+        "{\"type\":\"event\",\"seq\":1,\"time_ms\":1,\"decision\":\"allow\",\"salt\":7,"
+        "\"hash\":\"" Z64 "\"}\n",
+        /* redacted events: seq, hash and (v2) commit, nothing else, every one well formed */
+        "{\"type\":\"redacted\",\"seq\":1}\n",
+        "{\"type\":\"redacted\",\"hash\":\"" Z64 "\"}\n",
+        "{\"type\":\"redacted\",\"seq\":0,\"hash\":\"" Z64 "\"}\n",
+        "{\"type\":\"redacted\",\"seq\":\"1\",\"hash\":\"" Z64 "\"}\n",
+        "{\"type\":\"redacted\",\"seq\":1,\"hash\":\"00\"}\n",
+        "{\"type\":\"redacted\",\"seq\":1,\"hash\":\"" Z64 "0\"}\n",
+        "{\"type\":\"redacted\",\"seq\":1,\"hash\":\"" Z64 "\",\"commit\":\"" Z64 "0\"}\n",
+        "{\"type\":\"redacted\",\"seq\":1,\"hash\":\"" Z64 "\",\"commit\":\"zz" Z64 "\"}\n",
+        "{\"type\":\"redacted\",\"seq\":1,\"hash\":\"" Z64 "\",\"commit\":1}\n",
+        "{\"type\":\"redacted\",\"seq\":1,\"hash\":\"" Z64 "\",\"commit\":null}\n",
+        "{\"type\":\"redacted\",\"seq\":1,\"hash\":\"" Z64 "\",\"tenant\":\"t\"}\n",
+        "{\"type\":\"redacted\",\"seq\":1,\"hash\":\"" Z64 "\",\"commit\":\"" Z64 "\","
+        "\"time_ms\":1}\n",
+        "{\"type\":\"redacted\",\"seq\":1,\"hash\":{\"a\":1}}\n",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         size_t n = strlen(bad[i]);
         uint8_t *c = test_memdup(bad[i], n);
         struct ant_audit_report rep;
         assert_int_equal(ant_audit_verify_export(ant_bytes_of(c, n), pub, &rep), -EBADMSG);
+        if (strstr(rep.what, "malformed") == NULL && strstr(rep.what, "not an export") == NULL &&
+            strstr(rep.what, "unknown") == NULL) {
+            fprintf(stderr, "bad line %zu: %s\n", i, rep.what);
+        }
         assert_int_equal(rep.first_bad_seq, 1);
         assert_int_equal(rep.line, 1);
         free(c);
@@ -1493,6 +1538,483 @@ static void test_export_to_callback_while_appending(void **state)
     assert_int_equal(ant_audit_export_cb(f->a, sink_write, &bad), -EPIPE);
     ant_buf_fini(&bad.b);
     expect_intact(f, false, 37);
+}
+
+/* --- tenant-scoped exports: one tenant's events in full, the others redacted --- */
+
+/* Shows the events of one tenant (the gateway's rule, with datasets, is tested with the
+ * daemon); fail_at: the n-th call fails. */
+struct tscope {
+    const char *tenant;
+    int fail_at, calls;
+};
+
+static int tenant_visible(void *ctx, const struct ant_audit_event *ev)
+{
+    struct tscope *t = ctx;
+    if (++t->calls == t->fail_at) {
+        return -EIO;
+    }
+    return t->tenant == NULL || (ev->tenant != NULL && strcmp(ev->tenant, t->tenant) == 0);
+}
+
+/* The export of `a` as `tenant`'s auditor sees it (NULL: a scope that shows everything). */
+static uint8_t *scoped_to_mem(struct ant_audit *a, const char *tenant, size_t *len)
+{
+    struct tscope t = {.tenant = tenant};
+    struct ant_audit_scope scope = {tenant_visible, &t};
+    struct sink s = {.b = ANT_BUF_INIT(1 << 24), .fail_after = -1};
+    int64_t lines = ant_audit_export_scoped(a, &scope, sink_write, &s);
+    assert_true(lines > 0);
+    uint8_t *p = test_memdup(s.b.p, s.b.len);
+    *len = s.b.len;
+    ant_buf_fini(&s.b);
+    return p;
+}
+
+static int lines_verify(const json_t *lines, const uint8_t pub[ANT_KEY_LEN],
+                        struct ant_audit_report *rep)
+{
+    struct ant_buf b = ANT_BUF_INIT(1 << 24);
+    size_t i;
+    json_t *o;
+    json_array_foreach(lines, i, o)
+    {
+        char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        assert_int_equal(ant_buf_append_str(&b, s), 0);
+        assert_int_equal(ant_buf_append(&b, "\n", 1), 0);
+        free(s);
+    }
+    uint8_t *copy = test_memdup(b.p, b.len);
+    int rc = ant_audit_verify_export(ant_bytes_of(copy, b.len), pub, rep);
+    assert_int_equal(rc == 0, rep->first_bad_seq == 0);
+    free(copy);
+    ant_buf_fini(&b);
+    return rc;
+}
+
+/* The line of the event with this seq, shown in full or redacted. */
+static size_t record_of(const json_t *lines, int64_t seq)
+{
+    size_t i;
+    json_t *o;
+    json_array_foreach(lines, i, o)
+    {
+        if (json_integer_value(json_object_get(o, "seq")) == seq &&
+            strcmp(json_string_value(json_object_get(o, "type")), "checkpoint") != 0) {
+            return i;
+        }
+    }
+    fail();
+    return 0;
+}
+
+static bool is_type(const json_t *o, const char *type)
+{
+    return strcmp(json_string_value(json_object_get(o, "type")), type) == 0;
+}
+
+static bool is_hex(const json_t *v, size_t bytes)
+{
+    const char *s = json_string_value(v);
+    if (s == NULL || strlen(s) != 2 * bytes) {
+        return false;
+    }
+    return strspn(s, "0123456789abcdef") == 2 * bytes;
+}
+
+/* make_event(i) is seq i + 1; tenant-a's are the seqs 1, 4, 7, ... */
+static bool seq_is_tenant_a(int64_t seq)
+{
+    return (seq - 1) % 3 == 0;
+}
+
+static void test_scoped_export_shows_one_tenant_and_verifies(void **state)
+{
+    struct fx *f = *state;
+    const uint8_t *pub = ant_signkey_public(f->sk);
+    append_n(f->a, 0, BASE_N); /* signed at 10, 20, 30: the exports add no checkpoint */
+    size_t flen = 0, slen = 0;
+    uint8_t *full = export_to_mem(f, f->a, &flen);
+    uint8_t *sc = scoped_to_mem(f->a, "tenant-a", &slen);
+    json_t *fl = export_lines(full, flen), *sl = export_lines(sc, slen);
+    assert_int_equal(json_array_size(fl), json_array_size(sl));
+    int64_t redacted = 0;
+    for (size_t i = 0; i < json_array_size(fl); i++) {
+        json_t *fo = json_array_get(fl, i), *so = json_array_get(sl, i);
+        int64_t seq = json_integer_value(json_object_get(fo, "seq"));
+        if (is_type(fo, "event")) {
+            assert_true(is_hex(json_object_get(fo, "salt"), ANT_AUDIT_SALT_LEN)); /* v2 */
+        }
+        if (is_type(fo, "checkpoint") || seq_is_tenant_a(seq)) {
+            assert_true(json_equal(fo, so)); /* the same line as in the full export */
+            continue;
+        }
+        /* the others: their seq and hashes, nothing else */
+        assert_true(is_type(so, "redacted"));
+        assert_int_equal(json_object_size(so), 4);
+        assert_int_equal(json_integer_value(json_object_get(so, "seq")), seq);
+        assert_true(json_equal(json_object_get(so, "hash"), json_object_get(fo, "hash")));
+        assert_true(is_hex(json_object_get(so, "commit"), ANT_AUDIT_HASH_LEN));
+        redacted++;
+    }
+    assert_int_equal(redacted, BASE_N - 10);
+    /* nothing of the other tenants' events is in it, not even their times */
+    assert_null(memmem(sc, slen, "tenant-b", 8));
+    assert_null(memmem(sc, slen, "tenant-c", 8));
+    assert_null(memmem(sc, slen, "\"req-1\"", 7)); /* seq 2's request id */
+    struct ant_audit_report rep;
+    assert_int_equal(lines_verify(sl, pub, &rep), 0);
+    assert_int_equal(rep.events, BASE_N);
+    assert_int_equal(rep.redacted, BASE_N - 10);
+    assert_int_equal(rep.unbound, 0);
+    assert_int_equal(rep.checkpoints, 3);
+    assert_int_equal(rep.signed_seq, BASE_N);
+    /* the full export verifies as before, with nothing redacted */
+    assert_int_equal(lines_verify(fl, pub, &rep), 0);
+    assert_int_equal(rep.redacted, 0);
+    /* a scope that shows everything gives the full export, byte for byte */
+    size_t alen = 0;
+    uint8_t *all = scoped_to_mem(f->a, NULL, &alen);
+    assert_int_equal(alen, flen);
+    assert_memory_equal(all, full, flen);
+    /* a failing scope stops the export with its error */
+    struct tscope t = {.tenant = "tenant-a", .fail_at = 7};
+    struct ant_audit_scope scope = {tenant_visible, &t};
+    struct sink s = {.b = ANT_BUF_INIT(1 << 24), .fail_after = -1};
+    assert_int_equal(ant_audit_export_scoped(f->a, &scope, sink_write, &s), -EIO);
+    ant_buf_fini(&s.b);
+    /* queries show no salt: it is for verifiers of exports */
+    json_t *res = NULL;
+    int64_t next = 0;
+    struct ant_audit_query q = {.tenant = "tenant-a"};
+    assert_int_equal(ant_audit_query_run(f->a, &q, &res, &next), 0);
+    assert_int_equal(json_array_size(res), 10);
+    assert_null(json_object_get(json_array_get(res, 0), "salt"));
+    assert_non_null(json_object_get(json_array_get(res, 0), "hash"));
+    json_decref(res);
+    json_decref(fl);
+    json_decref(sl);
+    free(all);
+    free(full);
+    free(sc);
+}
+
+/* Applies `edit` to a copy of the lines and returns the first bad seq the verifier names. */
+static int64_t edited_bad_seq(const json_t *base, const uint8_t *pub,
+                              void (*edit)(json_t *lines, int64_t seq), int64_t seq)
+{
+    struct ant_audit_report rep;
+    json_t *t = json_deep_copy(base);
+    edit(t, seq);
+    int rc = lines_verify(t, pub, &rep);
+    json_decref(t);
+    if (rc == 0) {
+        return 0;
+    }
+    return rep.first_bad_seq;
+}
+
+static void set_member(json_t *lines, int64_t seq, const char *key, json_t *v)
+{
+    json_object_set_new(json_array_get(lines, record_of(lines, seq)), key, v);
+}
+
+/* Flips the first hex digit of member `key` of the record of seq. */
+static void flip_hex(json_t *lines, int64_t seq, const char *key)
+{
+    json_t *o = json_array_get(lines, record_of(lines, seq));
+    char h[160];
+    snprintf(h, sizeof(h), "%s", json_string_value(json_object_get(o, key)));
+    h[0] = h[0] == '0' ? '1' : '0';
+    json_object_set_new(o, key, json_string(h));
+}
+
+static void edit_actor(json_t *l, int64_t seq)
+{
+    set_member(l, seq, "actor", json_string("mallory"));
+}
+
+static void edit_salt(json_t *l, int64_t seq)
+{
+    flip_hex(l, seq, "salt");
+}
+
+static void edit_hash(json_t *l, int64_t seq)
+{
+    flip_hex(l, seq, "hash");
+}
+
+static void edit_commit(json_t *l, int64_t seq)
+{
+    flip_hex(l, seq, "commit");
+}
+
+static void edit_drop_commit(json_t *l, int64_t seq)
+{
+    json_object_del(json_array_get(l, record_of(l, seq)), "commit");
+}
+
+static void edit_add_tenant(json_t *l, int64_t seq)
+{
+    set_member(l, seq, "tenant", json_string("tenant-b"));
+}
+
+static void edit_drop(json_t *l, int64_t seq)
+{
+    json_array_remove(l, record_of(l, seq));
+}
+
+/* The redacted records of seq and seq + 3 trade their commitments and hashes. */
+static void edit_swap(json_t *l, int64_t seq)
+{
+    json_t *a = json_array_get(l, record_of(l, seq)), *b = json_array_get(l, record_of(l, seq + 3));
+    json_t *ac = json_deep_copy(a);
+    json_object_set(a, "commit", json_object_get(b, "commit"));
+    json_object_set(a, "hash", json_object_get(b, "hash"));
+    json_object_set(b, "commit", json_object_get(ac, "commit"));
+    json_object_set(b, "hash", json_object_get(ac, "hash"));
+    json_decref(ac);
+}
+
+/* A redacted event shown as another event in full: tenant-a's event 1 copied to seq. */
+static void edit_forge_full(json_t *l, int64_t seq)
+{
+    json_t *forged = json_deep_copy(json_array_get(l, record_of(l, 1)));
+    json_object_set_new(forged, "seq", json_integer(seq));
+    json_array_set_new(l, record_of(l, seq), forged);
+}
+
+static void edit_ckpt_sig(json_t *l, int64_t seq)
+{
+    json_t *c = json_array_get(l, line_of(l, seq, true));
+    char sig[129];
+    snprintf(sig, sizeof(sig), "%s", json_string_value(json_object_get(c, "sig")));
+    sig[5] = sig[5] == 'a' ? 'b' : 'a';
+    json_object_set_new(c, "sig", json_string(sig));
+}
+
+/* A checkpoint forged at seq with the hash the export shows there. */
+static void edit_ckpt_forge(json_t *l, int64_t seq)
+{
+    json_t *c = json_deep_copy(json_array_get(l, line_of(l, 10, true)));
+    json_object_set(c, "hash", json_object_get(json_array_get(l, record_of(l, seq)), "hash"));
+    json_object_set_new(c, "seq", json_integer(seq));
+    json_array_insert_new(l, record_of(l, seq) + 1, c);
+}
+
+static void edit_ckpt_drop(json_t *l, int64_t seq)
+{
+    json_array_remove(l, line_of(l, seq, true));
+}
+
+static void test_scoped_export_tamper_fails(void **state)
+{
+    struct fx *f = *state;
+    const uint8_t *pub = ant_signkey_public(f->sk);
+    append_n(f->a, 0, BASE_N);
+    size_t len = 0;
+    uint8_t *p = scoped_to_mem(f->a, "tenant-a", &len);
+    json_t *base = export_lines(p, len);
+    struct {
+        void (*edit)(json_t *lines, int64_t seq);
+        int64_t seq, want;
+    } cases[] = {
+        {edit_actor, 7, 7},         /* an event in full changed */
+        {edit_salt, 13, 13},        /* its salt changed */
+        {edit_hash, 7, 7},          /* its stored hash changed */
+        {edit_hash, 5, 5},          /* a redacted event's hash changed */
+        {edit_hash, 20, 20},        /* ... also one a checkpoint signs */
+        {edit_commit, 5, 5},        /* a redacted event's commitment changed */
+        {edit_drop_commit, 5, 5},   /* shown as a v1 event, whose link cannot be checked */
+        {edit_add_tenant, 5, 5},    /* a member a redacted event may not have */
+        {edit_drop, 5, 5},          /* a redacted event dropped */
+        {edit_drop, 7, 7},          /* an event in full dropped */
+        {edit_drop, 30, 30},        /* the last one, a checkpoint follows */
+        {edit_swap, 5, 5},          /* two redacted events swapped */
+        {edit_forge_full, 8, 8},    /* a redacted event replaced by a forged one */
+        {edit_ckpt_sig, 20, 20},    /* a checkpoint's signature forged */
+        {edit_ckpt_forge, 15, 15},  /* a checkpoint added */
+        {edit_ckpt_drop, 10, 10},   /* a checkpoint dropped */
+    };
+    for (size_t i = 0; i < ANT_ARRAY_LEN(cases); i++) {
+        int64_t got = edited_bad_seq(base, pub, cases[i].edit, cases[i].seq);
+        if (got != cases[i].want) {
+            fprintf(stderr, "scoped tamper case %zu: want %lld, got %lld\n", i,
+                    (long long)cases[i].want, (long long)got);
+        }
+        assert_int_equal(got, cases[i].want);
+    }
+    json_decref(base);
+    free(p);
+}
+
+static void test_scoped_export_every_truncation_and_flip_fails(void **state)
+{
+    struct fx *f = *state;
+    const uint8_t *pub = ant_signkey_public(f->sk);
+    append_n(f->a, 0, 12); /* signed at 10, and at 12 by the export */
+    size_t len = 0;
+    uint8_t *p = scoped_to_mem(f->a, "tenant-b", &len);
+    assert_non_null(memmem(p, len, "\"type\":\"redacted\"", 17));
+    expect_every_prefix_fails_unless_at_a_checkpoint(p, len, pub);
+    struct ant_audit_report rep;
+    for (size_t i = 0; i < len; i++) {
+        uint8_t *c = test_memdup(p, len);
+        c[i] ^= 1;
+        int rc = ant_audit_verify_export(ant_bytes_of(c, len), pub, &rep);
+        if (rc != -EBADMSG) {
+            fprintf(stderr, "flip at %zu ('%c') verifies\n", i, p[i]);
+        }
+        assert_int_equal(rc, -EBADMSG);
+        free(c);
+    }
+    free(p);
+}
+
+/* The limit docs/security.md states: the site chooses which events a tenant sees in full, and
+ * one of the tenant's own shown redacted is, to the verifier, one of another tenant's. */
+static int hide_seq_4(void *ctx, const struct ant_audit_event *ev)
+{
+    (void)ctx;
+    return ev->tenant != NULL && strcmp(ev->tenant, "tenant-a") == 0 &&
+           strcmp(ev->request_id, "req-3") != 0;
+}
+
+static void test_scoped_export_cannot_show_an_own_event_was_hidden(void **state)
+{
+    struct fx *f = *state;
+    append_n(f->a, 0, 12);
+    struct ant_audit_scope scope = {hide_seq_4, NULL};
+    struct sink s = {.b = ANT_BUF_INIT(1 << 24), .fail_after = -1};
+    assert_true(ant_audit_export_scoped(f->a, &scope, sink_write, &s) > 0);
+    json_t *l = export_lines(s.b.p, s.b.len);
+    assert_true(is_type(json_array_get(l, record_of(l, 4)), "redacted"));
+    struct ant_audit_report rep;
+    assert_int_equal(lines_verify(l, ant_signkey_public(f->sk), &rep), 0);
+    assert_int_equal(rep.redacted, 12 - 3);
+    json_decref(l);
+    ant_buf_fini(&s.b);
+}
+
+/* A log that an older antenna began (v1 events, no salt) and this one continued: both
+ * verify; a scoped export shows v1 events redacted without a commitment, and the events in
+ * full whose link to a checkpoint runs through one are counted as unbound. */
+static void test_scoped_export_of_a_v1_then_v2_chain(void **state)
+{
+    struct fx *f = *state;
+    const uint8_t *pub = ant_signkey_public(f->sk);
+    struct ant_audit_report rep;
+    ant_audit_test_write_v1(f->a, true);
+    append_n(f->a, 0, 15); /* v1: 1..15, signed at 10 */
+    ant_audit_test_write_v1(f->a, false);
+    append_n(f->a, 15, 15); /* v2: 16..30, signed at 20 and 30 */
+    expect_intact(f, true, BASE_N);
+    size_t flen = 0, len = 0;
+    uint8_t *full = export_to_mem(f, f->a, &flen);
+    json_t *fl = export_lines(full, flen);
+    assert_int_equal(lines_verify(fl, pub, &rep), 0);
+    assert_null(json_object_get(json_array_get(fl, record_of(fl, 15)), "salt"));
+    assert_non_null(json_object_get(json_array_get(fl, record_of(fl, 16)), "salt"));
+    uint8_t *p = scoped_to_mem(f->a, "tenant-a", &len);
+    json_t *l = export_lines(p, len);
+    assert_int_equal(json_object_size(json_array_get(l, record_of(l, 14))), 3); /* no commit */
+    assert_int_equal(json_object_size(json_array_get(l, record_of(l, 17))), 4);
+    assert_int_equal(lines_verify(l, pub, &rep), 0);
+    assert_int_equal(rep.redacted, 20);
+    /* tenant-a's 1, 4, 7 and 13 are followed by a v1 event shown redacted before the next
+     * checkpoint; 10 is signed itself; 16, 19, ... are followed by v2 events only */
+    assert_int_equal(rep.unbound, 4);
+    assert_int_equal(rep.first_unbound, 1);
+    /* no v1 event after a v2 one: a v2 event shown without its commitment or salt fails */
+    assert_int_equal(edited_bad_seq(l, pub, edit_drop_commit, 17), 17);
+    json_object_del(json_array_get(l, record_of(l, 19)), "salt");
+    assert_int_equal(lines_verify(l, pub, &rep), -EBADMSG);
+    assert_int_equal(rep.first_bad_seq, 19);
+    json_decref(l);
+    free(p);
+    /* before the first v2 event shown, a v2 event shown as v1 is not caught, but it can only
+     * unbind the events in full before it, which the report counts: tenant-c's 15, which the
+     * first v2 event (16) follows */
+    p = scoped_to_mem(f->a, "tenant-c", &len);
+    l = export_lines(p, len);
+    assert_int_equal(lines_verify(l, pub, &rep), 0);
+    assert_int_equal(rep.unbound, 4); /* 3, 6, 9, 12 */
+    json_object_del(json_array_get(l, record_of(l, 16)), "commit");
+    assert_int_equal(lines_verify(l, pub, &rep), 0);
+    assert_int_equal(rep.unbound, 5);
+    json_decref(l);
+    json_decref(fl);
+    free(p);
+    free(full);
+}
+
+/* A log of schema step 2 (v1 events, a signed checkpoint) is upgraded: the old events keep
+ * their hashes and no salt, the new ones are v2, and the whole chain verifies. */
+static void test_upgrade_from_step2_continues_the_chain_as_v2(void **state)
+{
+    struct fx *f = *state;
+    char path[PATH_MAX];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *ins = NULL;
+    struct ant_audit_verifier v;
+    (void)fresh_log(f, 0, 0);
+    assert_int_equal(ant_audit_test_create_at_step(f->dirfd, "audit.db", 2), 0);
+    snprintf(path, sizeof(path), "%s/audit.db", f->dir);
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "INSERT INTO events(seq, time_ms, request_id, actor,"
+                                        " tenant, action, decision, hash)"
+                                        " VALUES (?, ?, ?, ?, ?, ?, 1, ?)",
+                                        -1, &ins, NULL),
+                     SQLITE_OK);
+    assert_int_equal(ant_audit_verifier_init(&v, ant_signkey_public(f->sk)), 0);
+    for (int64_t seq = 1; seq <= 5; seq++) {
+        char rid[32];
+        snprintf(rid, sizeof(rid), "old-%lld", (long long)seq);
+        struct ant_audit_event ev = {
+            .request_id = rid, .actor = "alice", .tenant = "tenant-a", .action = "read"};
+        ev.decision = ANT_AUDIT_ALLOW;
+        assert_int_equal(ant_audit_verifier_event(&v, seq, 1000 * seq, &ev, NULL, NULL), 0);
+        sqlite3_bind_int64(ins, 1, seq);
+        sqlite3_bind_int64(ins, 2, 1000 * seq);
+        sqlite3_bind_text(ins, 3, rid, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(ins, 4, "alice", -1, SQLITE_STATIC);
+        sqlite3_bind_text(ins, 5, "tenant-a", -1, SQLITE_STATIC);
+        sqlite3_bind_text(ins, 6, "read", -1, SQLITE_STATIC);
+        sqlite3_bind_blob(ins, 7, v.head, sizeof(v.head), SQLITE_TRANSIENT);
+        assert_int_equal(sqlite3_step(ins), SQLITE_DONE);
+        sqlite3_reset(ins);
+    }
+    sqlite3_finalize(ins);
+    uint8_t msg[ANT_AUDIT_CKPT_MSG_LEN], sig[ANT_SIG_LEN];
+    ant_audit_checkpoint_msg(5, v.head, 5000, 0, msg);
+    assert_int_equal(ant_signkey_sign(f->sk, ant_bytes_of(msg, sizeof(msg)), sig), 0);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "INSERT INTO checkpoints(seq, hash, time_ms, prev_seq, sig)"
+                                        " VALUES (5, ?, 5000, 0, ?)",
+                                        -1, &ins, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_blob(ins, 1, v.head, sizeof(v.head), SQLITE_TRANSIENT);
+    sqlite3_bind_blob(ins, 2, sig, sizeof(sig), SQLITE_TRANSIENT);
+    assert_int_equal(sqlite3_step(ins), SQLITE_DONE);
+    sqlite3_finalize(ins);
+    sqlite3_close(db);
+    ant_audit_verifier_fini(&v);
+    assert_int_equal(ant_audit_open(f->dirfd, "audit.db", 0, f->sk, &k_opts, &f->a), 0);
+    append_n(f->a, 0, 10);
+    reopen(f); /* signs the tail */
+    expect_intact(f, true, 15);
+    size_t len = 0;
+    uint8_t *p = scoped_to_mem(f->a, "tenant-b", &len);
+    json_t *l = export_lines(p, len);
+    assert_null(json_object_get(json_array_get(l, record_of(l, 5)), "commit"));
+    assert_non_null(json_object_get(json_array_get(l, record_of(l, 6)), "commit"));
+    struct ant_audit_report rep;
+    assert_int_equal(lines_verify(l, ant_signkey_public(f->sk), &rep), 0);
+    assert_int_equal(rep.events, 15);
+    json_decref(l);
+    free(p);
 }
 
 /* --- asynchronous append --- */
@@ -2159,6 +2681,16 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_status_reports_intact_and_broken, setup, teardown),
         cmocka_unit_test_setup_teardown(test_export_to_callback_while_appending, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scoped_export_shows_one_tenant_and_verifies, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_scoped_export_tamper_fails, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scoped_export_every_truncation_and_flip_fails, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_scoped_export_cannot_show_an_own_event_was_hidden,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scoped_export_of_a_v1_then_v2_chain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upgrade_from_step2_continues_the_chain_as_v2, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
