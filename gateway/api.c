@@ -315,7 +315,11 @@ int ant_api_json_take(struct ant_req *r, unsigned status, json_t *doc)
 int ant_api_list_take(struct ant_req *r, const char *key, json_t *list)
 {
     json_t *doc = json_object();
-    if (doc == NULL || list == NULL || json_object_set_new(doc, key, list) < 0) {
+    if (doc == NULL) {
+        json_decref(list);
+        return -ENOMEM;
+    }
+    if (list == NULL || json_object_set_new(doc, key, list) < 0) { /* set_new took list */
         json_decref(doc);
         return -ENOMEM;
     }

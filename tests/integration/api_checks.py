@@ -689,6 +689,19 @@ check("and the others as seq, commit and hash only", any(o["type"] == "redacted"
 r = req("GET", "/v1/audit/checkpoints", AA)
 check("checkpoints (200, signed)", r.status == 200 and len(r.json()["checkpoints"]) >= 1 and
       len(r.json()["checkpoints"][-1]["sig"]) == 128, r)
+ck_exp = {o["seq"]: {k: v for k, v in o.items() if k != "type"}
+          for o in lines if o["type"] == "checkpoint"}
+r = req("GET", "/v1/audit/checkpoints?limit=1000", AA)
+cks = r.json()["checkpoints"] if r.status == 200 else []
+check("checkpoints are the export's checkpoint lines, oldest first", cks and
+      any(c["seq"] in ck_exp for c in cks) and
+      all(c == ck_exp[c["seq"]] for c in cks if c["seq"] in ck_exp) and
+      [c["seq"] for c in cks] == sorted(c["seq"] for c in cks), (len(cks), len(ck_exp)))
+r = req("GET", "/v1/audit/checkpoints?limit=1", AA)
+check("?limit=1: the latest alone", r.status == 200 and len(r.json()["checkpoints"]) == 1 and
+      r.json()["checkpoints"][0]["seq"] >= cks[-1]["seq"], r)
+r = req("GET", "/v1/audit/checkpoints?limit=0", AA)
+check("?limit=0: 400", r.status == 400, r)
 r = req("GET", "/v1/audit/events?action=read&decision=deny&limit=1000", ADMIN)
 check("denied downloads are audited", not FILES_OK or (r.status == 200 and
       any(e.get("reason") == "sensitive_plaintext" for e in r.json()["events"])), r)
