@@ -259,7 +259,6 @@ static void job_init(struct ant_stage_job *job, struct fx *f, const char *name,
     job->nfiles = n;
     job->on_file = on_file;
     job->on_progress = on_progress;
-    job->on_mark = on_mark;
     job->cb_arg = res;
 }
 
@@ -1961,6 +1960,7 @@ static void rs_file(struct fx *f, struct rs *t, enum ant_xform x, struct ant_sta
         sha256(t->plain, RS_SIZE, file->sha256);
     }
     job_init(job, f, jname, file, 1, res);
+    job->on_mark = on_mark;
     job->src_root = x == ANT_XFORM_RAW ? f->src : t->efd;
     job->key = t->k1;
     job->recipient_pk = t->pk2;
@@ -2164,6 +2164,7 @@ static void test_resume_after_a_crash_checks_the_prefix(void **state)
         file.resume_at = i == 0 ? RS_MARK : 0;
         sha256(t.plain, RS_SIZE, file.sha256);
         job_init(&job, f, jname, &file, 1, &res);
+        job.on_mark = on_mark;
         job.recipient_pk = t.pk1;
         job.progress = &prog;
         assert_int_equal(ant_engine_run(i == 0 ? t.e : high, &job, &d), 0);

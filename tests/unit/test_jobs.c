@@ -1,5 +1,6 @@
 /* Unit tests for staging/jobs.h: the state machine, admission (globs, validation, quota), the
- * runner, cancel, the time-to-live purge and its audit event, resume after a crash, and the
+ * runner, cancel, the time-to-live purge and its audit event, resume after a crash (also inside
+ * a big file, after a crash and after a stop, through test_file_mark), and the
  * local side of remote jobs (admission refusals, the schema's rule, a peer gone, the archive
  * cache trimmed only while no remote job runs, watched through test_fed_step). Most
  * jobs copy raw files (test_raw) so they run without Crypt4GH; the decrypt test uses the
