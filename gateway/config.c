@@ -76,6 +76,12 @@ static const struct key keys[] = {
      "auto (io_uring when it sets up, else threads) | uring | threads"},
     {"staging", "direct_io", K_DIRECTIO, F(direct_io), 0, 0,
      "auto (O_DIRECT where the filesystem takes it) | off (page cache only, e.g. NFS scratch)"},
+    {"staging", "resume_min", K_SIZE, F(resume_min), 64 * 1024, 1024 * TiB,
+     "files at least this big record how much of them is durable as they are staged, so that "
+     "a restart (crash, upgrade) continues them from there instead of from their start"},
+    {"staging", "resume_every", K_SIZE, F(resume_every), 64 * 1024, 1024 * TiB,
+     "how often such a file's written part is made durable and recorded (at most 64 times per "
+     "file: bigger files record less often)"},
     {"staging", "workers", K_UINT, F(stage_workers), 0, 256,
      "stage job worker threads (0: one per core)"},
     {"staging", "default_scratch_quota", K_SIZE, F(default_scratch_quota), 0, 1024 * TiB,
@@ -124,6 +130,8 @@ void ant_config_defaults(struct ant_config *c)
     c->audit_max_batch = 1024;
     snprintf(c->io_engine, sizeof(c->io_engine), "auto");
     snprintf(c->direct_io, sizeof(c->direct_io), "auto");
+    c->resume_min = 1 * GiB;
+    c->resume_every = 1 * GiB;
     c->stage_workers = 0;
     c->default_scratch_quota = 1 * TiB;
     c->default_ttl_s = 7 * 86400;

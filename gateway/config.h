@@ -42,6 +42,8 @@ struct ant_config {
     /* [staging] */
     char io_engine[16]; /* auto | uring | threads */
     char direct_io[8];  /* auto | off: O_DIRECT for the engine's outputs and aligned inputs */
+    uint64_t resume_min;   /* ant_engine_opts.resume_min: files this big record resume marks */
+    uint64_t resume_every; /* ... about every this many bytes */
     unsigned stage_workers;
     uint64_t default_scratch_quota;
     unsigned default_ttl_s;

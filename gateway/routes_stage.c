@@ -69,6 +69,8 @@ int ant_gw_stage_start(struct ant_site *site, struct ant_diag *d)
     /* off: no O_DIRECT at all, for filesystems that take it but serve it badly (NFS scratch);
      * auto already falls back where open(O_DIRECT) is refused */
     eo.buffered_only = strcmp(site->cfg.direct_io, "off") == 0;
+    eo.resume_min = site->cfg.resume_min;
+    eo.resume_every = site->cfg.resume_every;
     rc = fetch_opts(&site->cfg, &fo, d);
     if (rc < 0) {
         return rc;

@@ -317,6 +317,11 @@ static const char *const g_migrations[] = {
     ("ALTER TABLE fed_cache ADD COLUMN last_used INTEGER NOT NULL DEFAULT 0;"
      "UPDATE fed_cache SET last_used = created;"
      "CREATE INDEX fed_cache_lru ON fed_cache(last_used);"),
+    /* 8: resume inside a big file (docs/staging.md, "Resume"): how many bytes of a pending
+     * file's partial copy the engine has made durable (fdatasync) and reported, so that a
+     * restarted job continues it from there rather than from its start; 0: none. */
+    ("ALTER TABLE stage_job_files ADD COLUMN resume_bytes INTEGER NOT NULL DEFAULT 0"
+     "  CHECK(resume_bytes >= 0);"),
 };
 
 int ant_store_schema_latest(void)

@@ -8,7 +8,9 @@
  * and, strictly in chunk order, SHA-256 (pool); when all chunks are written and hashed, compare
  * the digest, close both files (fsync first with fsync_each), rename a temp file into place,
  * and queue a checkpoint that is reported once a syncfs made it durable. A failed file's
- * output is removed. */
+ * output is removed. A big file's written prefix is made durable (fdatasync) now and then and
+ * reported as a resume mark; a later run continues such a file after its mark (resume_check,
+ * docs/staging.md "Resume inside a file"). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -95,6 +97,8 @@ int ant_engine_new(const struct ant_engine_opts *o, struct ant_engine **out)
     e->o.io_threads = e->o.io_threads ? e->o.io_threads : 8;
     e->o.checkpoint_bytes = e->o.checkpoint_bytes ? e->o.checkpoint_bytes : (1ull << 30);
     e->o.checkpoint_files = e->o.checkpoint_files ? e->o.checkpoint_files : 1000;
+    e->o.resume_min = e->o.resume_min ? e->o.resume_min : (1ull << 30);
+    e->o.resume_every = e->o.resume_every ? e->o.resume_every : (1ull << 30);
     /* a chunk must fit an io_uring length (unsigned) and stay a sane memory unit */
     if (e->o.chunk_segments > 64 || e->o.nbufs > 4096 || e->o.queue_depth > 32768 ||
         e->o.crypto_threads > 256 || e->o.io_threads > 256 || e->o.max_open_files > 65536) {
@@ -197,6 +201,8 @@ static void task_push(struct run *r, struct sfile *f, struct slot *s, struct ev 
 static void file_fail(struct run *r, struct sfile *f, int rc, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static const char *io_what(int rc);
+static void progress(struct run *r, struct sfile *f, uint64_t n);
+static void file_restart(struct run *r, struct sfile *f);
 
 static void op_submit(struct run *r, struct io_op *op)
 {
@@ -307,8 +313,13 @@ static void file_end_failed(struct run *r, struct sfile *f)
     ant_close(f->srcfd);
     ant_close(f->tmpfd);
     f->srcfd = f->tmpfd = -1;
+    if (f->interrupted && f->keep_out) {
+        f->out_created = false; /* a reported mark covers its prefix: a later run goes on */
+    }
     output_remove(r, f);
-    if (f->err != -ECANCELED) {
+    if (f->interrupted) {
+        r->ninterrupted++;
+    } else if (f->err != -ECANCELED) {
         ant_log_kv(ANT_LOG_WARN, "engine.file_failed", JOB_FIELDS(r), "%s", f->errmsg);
         if (r->first_err == 0) {
             r->first_err = f->err;
@@ -569,6 +580,11 @@ static void file_body_done(struct run *r, struct sfile *f)
                   (unsigned long long)f->bytes_done, (unsigned long long)f->out_size);
         return;
     }
+    if (f->spec->has_sha256 && CRYPTO_memcmp(f->sha, f->spec->sha256, ANT_SHA256_LEN) != 0 &&
+        f->out_skip > 0) {
+        file_restart(r, f);
+        return;
+    }
     if (f->spec->has_sha256 && CRYPTO_memcmp(f->sha, f->spec->sha256, ANT_SHA256_LEN) != 0) {
         char got[2 * ANT_SHA256_LEN + 1];
         ant_hex_encode(f->sha, ANT_SHA256_LEN, got);
@@ -598,6 +614,220 @@ static bool file_body_complete(const struct sfile *f)
 {
     return f->state == F_BODY && f->chunks_done == f->nchunks &&
            (f->hdr_out == NULL || f->hdr_written) && f->busy == 0;
+}
+
+/* --- resume marks --- */
+
+static void mark_report(struct run *r, const struct sfile *f, uint64_t bytes)
+{
+    if (r->job->on_mark != NULL) {
+        r->job->on_mark(r->job->cb_arg, f->index, bytes);
+    }
+}
+
+/* Whether f records marks, and how far apart: big files that a later run can continue
+ * (xform_resumable) and check (has_sha256), at most ANT_RESUME_MARKS_MAX per file so that
+ * their fdatasyncs stay a small cost beside the copy. 0: none. */
+static uint64_t mark_interval(const struct run *r, const struct sfile *f)
+{
+    const struct ant_engine_opts *o = &r->e->o;
+    if (r->job->on_mark == NULL || f->via_tmp || !f->spec->has_sha256 || !xform_resumable(f) ||
+        f->out_size < o->resume_min || f->nchunks < 2) {
+        return 0;
+    }
+    uint64_t floor = f->out_size / ANT_RESUME_MARKS_MAX;
+    return o->resume_every > floor ? o->resume_every : floor;
+}
+
+/* Chunks [0, result) of f are written: the lowest chunk read and not yet written, else the
+ * next to read (chunks are written out of order; a slot is held until its write is done). */
+static uint64_t written_chunks(const struct run *r, const struct sfile *f)
+{
+    uint64_t c = f->next_read;
+    for (unsigned i = 0; i < r->nslots; i++) {
+        const struct slot *s = &r->slots[i];
+        if (s->f == f && s != f->hdr_slot && !s->written && s->chunk < c) {
+            c = s->chunk;
+        }
+    }
+    return c;
+}
+
+/* After a write: once the written prefix has grown by mark_every since the last mark, make it
+ * durable (an fdatasync beside the copy, which the other writes do not wait for) and report
+ * it when that returns (mark_done). The file's end needs none: it is checkpointed. */
+static void mark_maybe(struct run *r, struct sfile *f)
+{
+    if (f->mark_every == 0 || f->marking || f->draining || f->err != 0 ||
+        (f->hdr_out != NULL && !f->hdr_written)) {
+        return;
+    }
+    uint64_t c = written_chunks(r, f);
+    if (c == 0 || c >= f->nchunks) {
+        return;
+    }
+    uint64_t at = xform_out_off(f, c);
+    if (at < f->mark_last + f->mark_every) {
+        return;
+    }
+    f->marking = true;
+    f->mark_pending = at;
+    op_io(&f->op_mark, f, NULL, OP_DATASYNC, f->tmpfd, NULL, 0, 0, -1);
+    op_submit(r, &f->op_mark);
+}
+
+static void mark_done(struct run *r, struct sfile *f)
+{
+    f->marking = false;
+    f->mark_last = f->mark_pending;
+    f->keep_out = true;
+    ant_log_kv(ANT_LOG_DEBUG, "engine.resume_mark", JOB_FIELDS(r), "%s: %llu bytes durable",
+               f->spec->dst, (unsigned long long)f->mark_last);
+    mark_report(r, f, f->mark_last);
+}
+
+/* job->stop: a draining file has nothing in flight, so its chunks up to next_read are written.
+ * That prefix is made durable and reported, and the file is dropped keeping its output. */
+static void file_end_drained(struct run *r, struct sfile *f)
+{
+    uint64_t c = written_chunks(r, f);
+    if (c > 0 && c < f->nchunks && (f->hdr_out == NULL || f->hdr_written) &&
+        xform_out_off(f, c) > f->mark_last) {
+        if (fdatasync(f->tmpfd) == 0) {
+            f->mark_pending = xform_out_off(f, c);
+            mark_done(r, f);
+        } else {
+            ant_log_kv(ANT_LOG_WARN, "engine.resume_mark", JOB_FIELDS(r),
+                       "%s: could not make the copied prefix durable: %s", f->spec->dst,
+                       strerror(errno));
+        }
+    }
+    file_fail(r, f, -EINTR, "%s: interrupted", f->spec->dst);
+    file_end_failed(r, f);
+}
+
+static void sweep_drained(struct run *r)
+{
+    for (struct sfile *f = r->active, *next; f != NULL; f = next) {
+        next = f->next;
+        if (f->draining && f->err == 0 && f->busy == 0 && f->state == F_BODY) {
+            file_end_drained(r, f);
+        }
+    }
+}
+
+/* job->stop seen: nothing more is admitted; a file being copied that records marks finishes
+ * its chunks in flight and records its written prefix (sweep_drained); any other unfinished
+ * file is dropped, keeping its output only if a mark covers it; files closing finish. */
+static void run_stop(struct run *r)
+{
+    r->stopping = true;
+    for (struct sfile *f = r->active; f != NULL; f = f->next) {
+        if (f->err != 0 || f->state == F_CLOSING || f->state == F_DONE) {
+            continue;
+        }
+        f->interrupted = true;
+        if (f->state == F_BODY && f->mark_every > 0) {
+            f->draining = true;
+        } else {
+            file_fail(r, f, -EINTR, "%s: interrupted", f->spec->dst);
+        }
+    }
+}
+
+static bool run_stop_asked(const struct run *r)
+{
+    const struct ant_stage_job *job = r->job;
+    return (job->cancel != NULL && atomic_load(job->cancel)) ||
+           (job->stop != NULL && atomic_load(job->stop));
+}
+
+/* After the header task checked a resume_at prefix (resume_check): go on after it, or from the
+ * start. False when the file failed or was interrupted meanwhile. */
+static bool resume_settle(struct run *r, struct sfile *f)
+{
+    struct ant_stage_progress *p = r->job->progress;
+    if (f->resume_stopped) {
+        bool cancel = r->job->cancel != NULL && atomic_load(r->job->cancel);
+        f->interrupted = !cancel;
+        file_fail(r, f, cancel ? -ECANCELED : -EINTR, "%s: interrupted", f->spec->dst);
+        return false;
+    }
+    if (f->resume_rc < 0) {
+        file_fail(r, f, f->resume_rc, "%s: %s", f->spec->dst, io_what(f->resume_rc));
+        return false;
+    }
+    if (!f->resume_ok) {
+        ant_log_kv(ANT_LOG_INFO, "engine.resume_refused", JOB_FIELDS(r),
+                   "%s: the partial copy does not hold the %llu bytes an earlier run recorded "
+                   "(or they do not end on a segment): copying it from the start",
+                   f->spec->dst, (unsigned long long)f->resume_at);
+        if (p != NULL) {
+            atomic_fetch_add(&p->files_resume_failed, 1);
+        }
+        f->keep_out = false;
+        f->resume_at = 0;
+        mark_report(r, f, 0);
+        return true;
+    }
+    ant_log_kv(ANT_LOG_INFO, "engine.resume_offset", JOB_FIELDS(r),
+               "%s: continuing at byte %llu of %llu, after the durable prefix an earlier run "
+               "recorded (re-read into its SHA-256)",
+               f->spec->dst, (unsigned long long)f->resume_at, (unsigned long long)f->out_size);
+    if (p != NULL) {
+        atomic_fetch_add(&p->files_resumed, 1);
+        atomic_fetch_add(&p->bytes_resumed, f->resume_at);
+    }
+    f->hdr_written = true; /* reencrypt: the header the earlier run wrote stays */
+    progress(r, f, f->resume_at);
+    return true;
+}
+
+/* A resumed copy whose digest does not match: its kept prefix (or the source) is bad. The file
+ * is copied again from its start in this run, as if it had never been resumed; a second
+ * mismatch then fails it as usual. Called with nothing in flight. */
+static void file_restart(struct run *r, struct sfile *f)
+{
+    ant_log_kv(ANT_LOG_WARN, "engine.resume_mismatch", JOB_FIELDS(r),
+               "%s: the copy resumed at byte %llu does not match its checksum: copying it again "
+               "from the start",
+               f->spec->dst, (unsigned long long)(f->out_body_off + f->out_skip));
+    if (r->job->progress != NULL) {
+        atomic_fetch_add(&r->job->progress->files_resume_failed, 1);
+    }
+    f->keep_out = false;
+    mark_report(r, f, 0);
+    if (ftruncate(f->tmpfd, 0) < 0) {
+        int e = errno;
+        file_fail(r, f, -e, "%s: %s", f->spec->dst, io_what(-e));
+        return;
+    }
+    if (EVP_DigestInit_ex(f->md, EVP_sha256(), NULL) != 1) {
+        file_fail(r, f, -ENOMEM, "%s: SHA-256 failed", f->spec->dst);
+        return;
+    }
+    if (f->direct && f->spec->xform == ANT_XFORM_REENCRYPT) {
+        /* its chunks now follow the new header, off the blocks: buffered writes */
+        if (fcntl(f->tmpfd, F_SETFL, O_WRONLY) < 0) {
+            int e = errno;
+            file_fail(r, f, -e, "%s: %s", f->spec->dst, strerror(e));
+            return;
+        }
+        f->direct = false;
+    } else if (f->out_alloc > 0) {
+        /* the cut dropped the preallocation (direct writes into it stay concurrent) */
+        (void)fallocate(f->tmpfd, 0, 0, (off_t)f->out_alloc);
+    }
+    f->resume_at = f->in_skip = f->out_skip = 0;
+    f->mark_last = 0;
+    f->next_read = f->next_hash = f->chunks_done = 0;
+    f->bytes_done = 0;
+    f->nchunks = (f->in_body_len + f->in_chunk - 1) / f->in_chunk;
+    f->hdr_written = f->hdr_out == NULL;
+    if (f->hdr_out != NULL) {
+        op_io(&f->op_hdr, f, NULL, OP_WRITE, f->tmpfd, f->hdr_out, f->hdr_out_len, 0, -1);
+        op_submit(r, &f->op_hdr);
+    }
 }
 
 /* --- events --- */
@@ -673,7 +903,8 @@ static void chunk_write(struct run *r, struct sfile *f, struct slot *s)
  * on as if chunk 0 had just been read, saving a second read of the same bytes. */
 static bool header_slot_reuse(struct run *r, struct sfile *f, struct slot *s)
 {
-    if (f->nchunks != 1 || s->op.off != f->src_size || f->in_body_len > f->in_chunk) {
+    if (f->nchunks != 1 || s->op.off != f->src_size || f->in_body_len > f->in_chunk ||
+        f->in_skip > 0) {
         return false;
     }
     memmove(s->in, s->in + f->in_body_off, (size_t)f->in_body_len);
@@ -721,14 +952,18 @@ static void direct_setup(struct run *r, struct sfile *f)
 {
     /* reencrypt copies the body behind a new header of any length: its chunks are cut
      * from the output's start instead (see sfile.lead), the header in the first one */
+    bool resumed = f->out_skip > 0;
     bool shift = f->spec->xform == ANT_XFORM_REENCRYPT && f->hdr_out != NULL &&
                  f->in_chunk == f->out_chunk && f->hdr_out_len < f->out_chunk &&
-                 f->out_body_off == f->hdr_out_len && !f->direct_in;
+                 f->out_body_off == f->hdr_out_len && !f->direct_in && !resumed;
+    /* otherwise every chunk must start on a block: a resumed file's chunks follow its kept
+     * prefix (and a resumed reencrypt writes no header: the earlier run's stays) */
+    uint64_t out0 = xform_out_off(f, 0);
     if (r->e->o.buffered_only || f->out_size < STAGE_DIRECT_MIN ||
         f->out_chunk % STAGE_DIRECT_ALIGN != 0 ||
-        (!shift && (f->out_body_off != 0 || f->hdr_out != NULL ||
-                    (f->spec->xform != ANT_XFORM_RAW && f->spec->xform != ANT_XFORM_DECRYPT) ||
-                    xform_out_off(f, 1) != f->out_chunk)) ||
+        (!shift && ((f->hdr_out != NULL && !resumed) || f->spec->xform == ANT_XFORM_ENCRYPT ||
+                    out0 % STAGE_DIRECT_ALIGN != 0 ||
+                    xform_out_off(f, 1) != out0 + f->out_chunk)) ||
         !dio_usable(r, f->tmpfd, &r->dio, "destination")) {
         return;
     }
@@ -775,7 +1010,7 @@ static void xform_failed(struct run *r, struct sfile *f, const struct slot *s, i
               rc == -EBADMSG ? "%s: Crypt4GH segment %llu failed authentication (MAC mismatch: "
                                "the archive file is damaged or was altered)%.0s"
                              : "%s: transform of chunk %llu failed: %s",
-              f->spec->src, (unsigned long long)(s->chunk * (f->in_chunk / C4GH_SEG_ENC)),
+              f->spec->src, (unsigned long long)(chunk_body_start(f, s->chunk) / C4GH_SEG_ENC),
               strerror(-rc));
 }
 
@@ -813,8 +1048,17 @@ static void header_done(struct run *r, struct sfile *f, int rc)
         file_fail(r, f, rc, "%s: %s: %s", f->spec->src, what, strerror(-rc));
         return;
     }
-    f->nchunks = f->in_chunk ? (f->in_body_len + f->in_chunk - 1) / f->in_chunk : 0;
+    if (f->resume_at > 0 && !resume_settle(r, f)) {
+        if (hs != NULL) {
+            slot_put(r, hs);
+        }
+        return; /* idle: sweep_failed() ends it */
+    }
+    uint64_t left = f->in_body_len - f->in_skip;
+    f->nchunks = f->in_chunk ? (left + f->in_chunk - 1) / f->in_chunk : 0;
     f->state = F_BODY;
+    f->mark_every = mark_interval(r, f);
+    f->mark_last = f->out_skip > 0 ? xform_out_off(f, 0) : 0;
     direct_setup(r, f);
     if (f->err != 0) {
         if (hs != NULL) {
@@ -822,7 +1066,7 @@ static void header_done(struct run *r, struct sfile *f, int rc)
         }
         return; /* idle: sweep_failed() ends it */
     }
-    if (f->hdr_out != NULL && f->lead == 0) {
+    if (f->hdr_out != NULL && f->lead == 0 && !f->hdr_written) {
         /* the header is not hashed: a new one differs on every run (fresh nonces) */
         op_io(&f->op_hdr, f, NULL, OP_WRITE, f->tmpfd, f->hdr_out, f->hdr_out_len, 0, -1);
         op_submit(r, &f->op_hdr);
@@ -930,7 +1174,8 @@ static void file_opened(struct run *r, struct sfile *f)
      * blocks and are cut at src_size. Not for a Crypt4GH file read in several chunks: its
      * chunks start at header + n x 65564 bytes. */
     bool direct_in = !r->e->o.buffered_only && f->src_size > 0 &&
-                     (f->spec->xform == ANT_XFORM_RAW || f->src_size <= r->plain_chunk) &&
+                     (f->spec->xform == ANT_XFORM_RAW ||
+                      (f->src_size <= r->plain_chunk && f->resume_at == 0)) &&
                      dio_usable(r, f->srcfd, &r->dio_src, "source");
     /* O_NONBLOCK kept a FIFO from blocking the open; on a regular file it would make io_uring
      * answer -EAGAIN instead of waiting for the disk */
@@ -955,6 +1200,12 @@ static void file_opened(struct run *r, struct sfile *f)
     f->in_body_off = f->out_body_off = 0;
     f->in_body_len = f->out_size = f->src_size;
     f->in_chunk = f->out_chunk = r->plain_chunk;
+    if (f->resume_at > 0) {
+        /* the prefix check reads the output: on a pool thread (header_task) */
+        f->state = F_HEADER;
+        task_push(r, f, NULL, &f->ev_hdr, EV_HDR, f);
+        return;
+    }
     header_done(r, f, 0);
 }
 
@@ -1034,6 +1285,8 @@ void run_op_done(struct run *r, struct io_op *op, int res)
         if (op == &f->op_hdr) {
             f->hdr_written = true;
             progress(r, f, f->hdr_out_len);
+        } else if (op == &f->op_mark) {
+            mark_done(r, f);
         } else if (op->kind == OP_READ) {
             if (xform_changes_bytes(f->spec->xform)) {
                 task_push(r, f, s, &s->ev_x, EV_XFORM, s);
@@ -1052,6 +1305,7 @@ void run_op_done(struct run *r, struct io_op *op, int res)
             s->written = true;
             progress(r, f, s->out_len);
             slot_maybe_done(r, f, s);
+            mark_maybe(r, f);
         }
         if (file_body_complete(f)) {
             file_body_done(r, f);
@@ -1123,7 +1377,8 @@ static void schedule(struct run *r)
             op_submit(r, &f->hdr_slot->op);
             continue;
         }
-        while (f->state == F_BODY && f->err == 0 && f->next_read < f->nchunks && r->nfree > 0) {
+        while (f->state == F_BODY && f->err == 0 && !f->draining && f->next_read < f->nchunks &&
+               r->nfree > 0) {
             chunk_read(r, f, slot_get(r, f));
         }
     }
@@ -1252,6 +1507,11 @@ static int admit(struct run *r)
      * lock). Only a re-copy of a checkpointed file goes through .J.tmp: a crash in the middle
      * must not leave a partial file under a name that the jobs table says is done. */
     f->via_tmp = recopy;
+    /* an earlier run's durable prefix (see resume_check); its output is opened as it is */
+    if (!recopy && spec->resume_at > 0 && spec->has_sha256 && spec->xform != ANT_XFORM_ENCRYPT) {
+        f->resume_at = spec->resume_at;
+        f->keep_out = true;
+    }
     f->md = EVP_MD_CTX_new();
     if (f->md == NULL || EVP_DigestInit_ex(f->md, EVP_sha256(), NULL) != 1) {
         file_free(f);
@@ -1280,7 +1540,9 @@ static int admit(struct run *r)
         f->op_open_tmp = (struct io_op){.kind = OP_OPEN, .f = f,
                                         .dirfd = f->via_tmp ? r->tmp_fd : r->partial_fd,
                                         .path = f->via_tmp ? f->tmpname : spec->dst,
-                                        .oflags = O_WRONLY | O_CREAT | O_TRUNC, .mode = 0640,
+                                        .oflags = f->resume_at > 0 ? O_RDWR | O_CREAT
+                                                                   : O_WRONLY | O_CREAT | O_TRUNC,
+                                        .mode = 0640,
                                         .buf_index = -1};
         f->out_created = true; /* from here on a failure removes it */
         open_submit(r, &f->op_open_tmp);
@@ -1308,6 +1570,59 @@ static int hash_slot(struct sfile *f, const struct slot *s)
     return 0;
 }
 
+/* Header task of a file with resume_at (pool thread; the control thread leaves the file alone
+ * until the task is back): does the output hold a prefix of resume_at bytes that this run can
+ * go on after, on whole Crypt4GH segments of the source (decrypt: plaintext k x 65536 bytes,
+ * ciphertext k x 65564 after the header; raw: whole 64 KiB; reencrypt: any length of body
+ * behind a header as long as this run's)? If so its bytes (the checked digest's: the
+ * plaintext, the raw bytes, reencrypt's body after the header) go into f->md and the output is
+ * cut there (bytes past a mark may be garbage); if not, the output is emptied to start over.
+ * The prefix is trusted only as far as the file's digest check (file_restart). */
+static void resume_check(const struct run *r, struct sfile *f)
+{
+    enum { RESUME_BUF = 1u << 20 };
+    uint64_t m = f->resume_at, hdr = f->out_body_off, in_skip = m - hdr;
+    uint8_t *buf = NULL;
+    struct stat st;
+    bool ok = xform_resumable(f) && m > hdr && m < f->out_size && fstat(f->tmpfd, &st) == 0 &&
+              (uint64_t)st.st_size >= m;
+    if (f->spec->xform == ANT_XFORM_DECRYPT) {
+        ok = ok && m % C4GH_SEG == 0;
+        in_skip = m / C4GH_SEG * C4GH_SEG_ENC;
+    } else if (f->spec->xform == ANT_XFORM_RAW) {
+        ok = ok && m % C4GH_SEG == 0; /* reads stay on blocks (O_DIRECT) */
+    }
+    buf = ok ? malloc(RESUME_BUF) : NULL;
+    ok = ok && buf != NULL;
+    if (ok && f->spec->xform == ANT_XFORM_REENCRYPT) {
+        /* the earlier run's header stays (the body behind it is the same) */
+        uint64_t old = 0;
+        ssize_t n = ant_pread_full(f->tmpfd, buf, RESUME_BUF, 0);
+        ok = n > 0 && xform_header_len(buf, (size_t)n, &old) == 0 && old == hdr;
+    }
+    for (uint64_t off = hdr; ok && off < m;) {
+        if (run_stop_asked(r)) {
+            f->resume_stopped = true; /* the output is left as it is */
+            goto out;
+        }
+        size_t want = m - off < RESUME_BUF ? (size_t)(m - off) : RESUME_BUF;
+        ok = ant_pread_full(f->tmpfd, buf, want, (off_t)off) == (ssize_t)want &&
+             EVP_DigestUpdate(f->md, buf, want) == 1;
+        off += want;
+    }
+    if (ok && ftruncate(f->tmpfd, (off_t)m) == 0) {
+        f->in_skip = in_skip;
+        f->out_skip = m - hdr;
+        f->resume_ok = true;
+    } else if (ftruncate(f->tmpfd, 0) < 0) {
+        f->resume_rc = -errno;
+    } else if (EVP_DigestInit_ex(f->md, EVP_sha256(), NULL) != 1) {
+        f->resume_rc = -ENOMEM;
+    }
+out:
+    free(buf);
+}
+
 /* Header task (pool thread): parse or build the header; for a small file whose bytes all came
  * with the header read, also transform and hash its only chunk (header_slot_reuse's case),
  * saving the control thread two round trips per file. */
@@ -1316,7 +1631,12 @@ static int header_task(const struct run *r, struct xform_tls *tls, struct sfile 
     struct slot *hs = f->hdr_slot;
     const uint8_t *in = hs != NULL ? hs->in : NULL;
     size_t len = hs != NULL ? (size_t)hs->op.off : 0;
-    int rc = xform_header(r, f, in, len);
+    /* raw has no header (only a resume check brings it here) */
+    int rc = f->spec->xform == ANT_XFORM_RAW ? 0 : xform_header(r, f, in, len);
+    if (rc == 0 && f->resume_at > 0) {
+        resume_check(r, f);
+        return 0;
+    }
     if (rc < 0 || hs == NULL || !xform_changes_bytes(f->spec->xform) || f->in_body_len == 0 ||
         f->in_body_len > f->in_chunk || hs->op.off != f->src_size) {
         return rc;
@@ -1340,7 +1660,7 @@ static void *cpool_main(void *arg)
         } else if (ev->kind == EV_XFORM) {
             struct slot *s = ev->obj;
             struct sfile *f = s->f;
-            size_t in_len = (size_t)(s->op.off - (f->in_body_off + s->chunk * f->in_chunk));
+            size_t in_len = (size_t)(s->op.off - (f->in_body_off + chunk_body_start(f, s->chunk)));
             s->in_len = in_len;
             ev->rc = xform_chunk(&tls, f, s->chunk, s->in, in_len, s->out, r->bufsize,
                                  &s->out_len);
@@ -1653,16 +1973,21 @@ int ant_engine_run(struct ant_engine *e, const struct ant_stage_job *job, struct
                 file_fail(&r, f, -ECANCELED, "cancelled");
             }
         }
-        while (!r.cancelled && r.nactive < e->o.max_open_files && r.next_file < job->nfiles &&
-               ck_room(&r)) {
+        if (!r.cancelled && !r.stopping && job->stop != NULL && atomic_load(job->stop)) {
+            run_stop(&r);
+        }
+        while (!r.cancelled && !r.stopping && r.nactive < e->o.max_open_files &&
+               r.next_file < job->nfiles && ck_room(&r)) {
             rc = admit(&r);
             if (rc < 0) {
                 goto out;
             }
         }
         sweep_failed(&r);
+        sweep_drained(&r);
         schedule(&r);
-        if (r.nactive == 0 && !r.syncing && (r.cancelled || r.next_file >= job->nfiles)) {
+        if (r.nactive == 0 && !r.syncing &&
+            (r.cancelled || r.stopping || r.next_file >= job->nfiles)) {
             break;
         }
         rc = r.be->reap(&r, REAP_TIMEOUT_MS);
@@ -1688,11 +2013,19 @@ int ant_engine_run(struct ant_engine *e, const struct ant_stage_job *job, struct
     if (rc < 0) {
         ant_diag_set(d, "could not make the staged files durable: %s", strerror(-rc));
     }
-    if (rc == 0 && r.first_err == 0) {
+    bool interrupted = r.stopping && (r.ninterrupted > 0 || r.next_file < job->nfiles);
+    if (rc == 0 && r.first_err == 0 && !interrupted) {
         rc = publish(&r, partial, tmp);
     }
     if (rc == 0) {
         rc = r.first_err;
+    }
+    if (rc == 0 && interrupted) {
+        ant_log_kv(ANT_LOG_INFO, "engine.interrupted", JOB_FIELDS(&r),
+                   "job %s stopped: %zu file(s) interrupted, finished files and resume marks "
+                   "kept", job->name, r.ninterrupted);
+        ant_diag_set(d, "job %s was interrupted", job->name);
+        rc = -EINTR;
     }
 out:
     run_stop_crypto(&r);
@@ -1712,7 +2045,9 @@ out:
             struct sfile *f = r.active;
             ant_close(f->srcfd);
             ant_close(f->tmpfd);
-            output_remove(&r, f);
+            if (!f->keep_out) {
+                output_remove(&r, f); /* else a reported mark covers its prefix */
+            }
             r.active = f->next;
             file_free(f);
         }

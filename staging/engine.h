@@ -11,7 +11,8 @@
  * of a checkpointed file goes through <dst>/.J.tmp/<n> and a rename, so that a name once
  * reported done never holds a partial copy), and removed if it fails. Completed files are made
  * durable in batches (syncfs), and only then reported to on_file (a checkpoint a restarted job
- * may trust; a file not yet reported is copied again from its start). When every file is done,
+ * may trust; a file not yet reported is copied again from its start, except a big one whose
+ * durable prefix was reported to on_mark: it continues from there). When every file is done,
  * .J.partial is renamed to J and <dst> is fsynced: J appears complete and durable or not at
  * all. Every path under a root is opened with openat2(RESOLVE_BENEATH |
  * RESOLVE_NO_SYMLINKS) (an O_NOFOLLOW walk on kernels without openat2).
@@ -76,7 +77,15 @@ struct ant_engine_opts {
      * O_DIRECT, where the filesystem supports it (a page-cache copy less each); true: always
      * through the page cache. */
     bool buffered_only;
+    /* Resume inside a file (docs/staging.md, "Resume"): an output of at least resume_min bytes
+     * whose transform can restart mid-file (raw, decrypt without an edit list, reencrypt) and
+     * whose digest is checked (has_sha256) has its written prefix made durable (fdatasync)
+     * about every resume_every bytes, but at most ANT_RESUME_MARKS_MAX times per file, and each
+     * durable prefix length reported to on_mark. 0: 1 GiB each; UINT64_MAX resume_min: never. */
+    uint64_t resume_min;
+    uint64_t resume_every;
 };
+#define ANT_RESUME_MARKS_MAX 64
 void ant_engine_opts_init(struct ant_engine_opts *o);
 
 struct ant_engine;
@@ -98,6 +107,11 @@ struct ant_stage_file {
     uint8_t sha256[ANT_SHA256_LEN];
     bool done;             /* checkpointed by an earlier run: kept if present (and matching
                               sha256 when given), else copied again */
+    /* Not done, but an earlier run reported (on_mark) that the first resume_at bytes of its
+     * output were durable: continue from there when the output still holds them on whole
+     * segments (the prefix is re-read into the digest; a file whose digest then does not
+     * match is copied again from its start). Needs has_sha256; 0: from the start. */
+    uint64_t resume_at;
 };
 
 /* Polled by any thread while a job runs; updated by the job's thread. */
@@ -107,6 +121,10 @@ struct ant_stage_progress {
     _Atomic uint64_t files_failed;
     _Atomic uint64_t files_direct; /* outputs written with O_DIRECT (see buffered_only) */
     _Atomic uint64_t files_direct_read; /* sources read with O_DIRECT */
+    _Atomic uint64_t files_resumed;     /* continued from their resume_at */
+    _Atomic uint64_t bytes_resumed;     /* the prefixes those kept (counted in bytes_done) */
+    _Atomic uint64_t files_resume_failed; /* resume_at refused, or the resumed copy did not
+                                             match its digest: copied from the start */
 };
 
 /* The digest a file is checked against (ant_stage_file.sha256) and reported with is the
@@ -134,17 +152,28 @@ struct ant_stage_job {
     void (*on_file)(void *arg, const struct ant_stage_file_result *r);
     /* Bytes written so far, for file index and in total (called after every chunk). */
     void (*on_progress)(void *arg, size_t index, uint64_t file_bytes, uint64_t total_bytes);
+    /* The first `bytes` bytes of file index's output are durable (fdatasync returned): a later
+     * run may pass them as resume_at. 0: an earlier mark of the file no longer holds (its
+     * output was emptied to copy it again). Optional. */
+    void (*on_mark)(void *arg, size_t index, uint64_t bytes);
     void *cb_arg;
     struct ant_stage_progress *progress; /* optional */
     const atomic_bool *cancel;           /* optional: set from any thread to stop */
+    /* Optional: set from any thread to interrupt the run and keep what a later run can use
+     * (a daemon stopping): nothing more is admitted, big files that record marks finish the
+     * chunks in flight and record their written prefix, other unfinished files are dropped,
+     * finished files are made durable and reported. cancel takes precedence. */
+    const atomic_bool *stop;
 };
 
 /* Runs a job to completion on the calling thread. Returns 0 when every file succeeded and
  * <dst>/<name> is visible and durable. On cancellation returns -ECANCELED and removes
- * .<name>.partial and .<name>.tmp. When files failed (each reported to on_file with its code
- * and message) returns the first failure's code and keeps .<name>.partial with the completed
- * files, so that a later run with their `done` flags set resumes (ant_engine_discard() drops
- * them instead); nothing is left under a failed file's name. Other errors: -EINVAL bad job,
+ * .<name>.partial and .<name>.tmp. Interrupted by job->stop, returns -EINTR and keeps
+ * .<name>.partial (files reported done, and prefixes reported to on_mark) for a later run.
+ * When files failed (each reported to on_file with its code and message) returns the first
+ * failure's code and keeps .<name>.partial with the completed files, so that a later run with
+ * their `done` flags set resumes (ant_engine_discard() drops them instead); nothing is left
+ * under a failed file's name. Other errors: -EINVAL bad job,
  * logical path, or two files with one destination (diag names it); -EEXIST <name> already
  * exists; -ENOKEY a key or recipient is missing for a transform; -ENOTSUP a Crypt4GH
  * transform in a build without it; -errno from the filesystem. */

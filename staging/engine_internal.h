@@ -71,6 +71,7 @@ enum op_kind {
     OP_READ,
     OP_WRITE,
     OP_FSYNC,
+    OP_DATASYNC, /* fdatasync: a resume mark's prefix */
     OP_CLOSE,
 };
 
@@ -152,6 +153,23 @@ struct sfile {
      * every other file (chunks follow the body). */
     size_t lead;
     unsigned busy;      /* ops and tasks outstanding */
+    /* Resume inside the file (ant_stage_file.resume_at): the header task checks the output's
+     * prefix of resume_at bytes and hashes it (resume_ok), or empties the output (not ok);
+     * resume_rc < 0 if even that failed; resume_stopped if a cancel or stop cut it short (the
+     * output untouched). Once ok, chunks follow the kept prefix: in_skip source body bytes and
+     * out_skip output body bytes are not copied again. */
+    uint64_t resume_at;
+    bool resume_ok, resume_stopped;
+    int resume_rc;
+    uint64_t in_skip, out_skip;
+    /* The output holds a prefix a reported mark covers: an interrupted run keeps it. */
+    bool keep_out;
+    bool interrupted; /* stopped by job->stop: dropped quietly (not a failure) */
+    bool draining;    /* job->stop: no more reads; the chunks in flight finish, then a mark */
+    /* Marks (ant_stage_job.on_mark): every mark_every bytes of written prefix (0: none), one
+     * fdatasync (op_mark) at a time; mark_last is the last prefix reported durable. */
+    uint64_t mark_every, mark_last, mark_pending;
+    bool marking;
     uint64_t src_size;
     uint64_t in_body_off;  /* where the body starts in the source */
     uint64_t in_body_len;
@@ -176,7 +194,7 @@ struct sfile {
     bool whole_done;
     int whole_xrc, whole_hrc;
     struct xform_state *xs;
-    struct io_op op_open_src, op_open_tmp, op_hdr, op_fsync, op_close_src, op_close_tmp;
+    struct io_op op_open_src, op_open_tmp, op_hdr, op_fsync, op_close_src, op_close_tmp, op_mark;
     struct ev ev_hdr;
 };
 
@@ -246,6 +264,8 @@ struct run {
     bool open_thread_on;
     uint64_t total_bytes;
     bool cancelled;
+    bool stopping;       /* job->stop seen */
+    size_t ninterrupted; /* files dropped or drained because of it */
     char lastdir[ANT_STAGE_PATH_MAX + 1];
     size_t lastdir_len;
     bool have_lastdir;
@@ -293,6 +313,9 @@ void xform_state_free(struct xform_state *xs);
  * not fit; -ENOTSUP without Crypt4GH support). */
 ANT_MUST_CHECK int xform_header_len(const uint8_t *p, size_t len, uint64_t *hdr_len);
 bool xform_has_header(enum ant_xform x);
+/* Whether f's copy may continue from a prefix an earlier run wrote: raw, reencrypt, and
+ * decrypt without an edit list (its output offsets follow from the plaintext's). */
+bool xform_resumable(const struct sfile *f);
 bool xform_changes_bytes(enum ant_xform x);
 
 #endif

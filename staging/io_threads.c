@@ -132,6 +132,8 @@ int op_exec_sync(struct io_op *op)
         return n < 0 ? -errno : (int)n;
     case OP_FSYNC:
         return fsync(op->fd) < 0 ? -errno : 0;
+    case OP_DATASYNC:
+        return fdatasync(op->fd) < 0 ? -errno : 0;
     case OP_CLOSE:
         /* Linux releases the fd even when close reports an error (EIO from NFS etc.) */
         return close(op->fd) < 0 ? -errno : 0;

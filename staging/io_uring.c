@@ -213,6 +213,9 @@ static int uring_submit(struct run *r, struct io_op *op)
     case OP_FSYNC:
         io_uring_prep_fsync(sqe, op->fd, 0);
         break;
+    case OP_DATASYNC:
+        io_uring_prep_fsync(sqe, op->fd, IORING_FSYNC_DATASYNC);
+        break;
     case OP_CLOSE:
         io_uring_prep_close(sqe, op->fd);
         break;

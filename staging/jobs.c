@@ -103,7 +103,10 @@ uint64_t ant_job_output_size(enum ant_job_mode m, uint64_t size)
 struct job_run {
     struct job_run *next;
     char id[ANT_JOB_ID_LEN + 1];
-    atomic_bool cancel;
+    atomic_bool cancel;  /* stop: a DELETE or a shutdown */
+    /* a DELETE: the engine removes the output (cancel alone, a shutdown, has it keep what the
+     * next start can use: its stop flag) */
+    atomic_bool discard;
     bool user_cancel; /* under mu: a DELETE, not a shutdown */
     struct ant_stage_progress progress;
     atomic_uint_least64_t received; /* a remote job: bytes its pull received in this run */
@@ -238,9 +241,11 @@ static int db_open(int dirfd, const char *name, sqlite3 **out)
         rc = sqlerr(src);
         goto out;
     }
-    src = sqlite3_exec(db, "SELECT 1 FROM stage_jobs LIMIT 0", NULL, NULL, NULL);
+    /* schema step 8: resume marks */
+    src = sqlite3_exec(db, "SELECT resume_bytes FROM stage_jobs, stage_job_files LIMIT 0", NULL,
+                       NULL, NULL);
     if (src != SQLITE_OK) {
-        ant_log(ANT_LOG_ERROR, "jobs.schema", "antenna.db has no stage_jobs table: %s",
+        ant_log(ANT_LOG_ERROR, "jobs.schema", "antenna.db has no stage job tables of step 8: %s",
                 sqlite3_errmsg(db));
         rc = -ENOTSUP;
         goto out;
@@ -1407,7 +1412,8 @@ static int files_json_locked(struct ant_jobs *j, const char *id, json_t *arr)
 {
     sqlite3_stmt *s = NULL;
     int rc = db_prepare(j,
-                        "SELECT path, size, state, bytes_done, error FROM stage_job_files"
+                        "SELECT path, size, state, bytes_done, error, resume_bytes"
+                        " FROM stage_job_files"
                         " WHERE job_id = ? ORDER BY state = 'failed' DESC, idx LIMIT ?",
                         &s);
     if (rc < 0) {
@@ -1418,10 +1424,14 @@ static int files_json_locked(struct ant_jobs *j, const char *id, json_t *arr)
     int src;
     while ((src = sqlite3_step(s)) == SQLITE_ROW) {
         const char *err = (const char *)sqlite3_column_text(s, 4);
-        json_t *o = json_pack("{s:s, s:I, s:s, s:I, s:s?}", "path", sqlite3_column_text(s, 0),
-                              "size", (json_int_t)sqlite3_column_int64(s, 1), "state",
+        /* resume_bytes: how much of a pending file's partial copy is durable (a restart
+         * continues after it) */
+        json_t *o = json_pack("{s:s, s:I, s:s, s:I, s:s?, s:I}", "path",
+                              sqlite3_column_text(s, 0), "size",
+                              (json_int_t)sqlite3_column_int64(s, 1), "state",
                               sqlite3_column_text(s, 2), "bytes_done",
-                              (json_int_t)sqlite3_column_int64(s, 3), "error", err);
+                              (json_int_t)sqlite3_column_int64(s, 3), "error", err,
+                              "resume_bytes", (json_int_t)sqlite3_column_int64(s, 5));
         if (o == NULL || json_array_append_new(arr, o) < 0) {
             rc = -ENOMEM;
             break;
@@ -1752,6 +1762,7 @@ int ant_jobs_cancel(struct ant_jobs *j, const char *id, int64_t now)
         struct job_run *r = run_find(j, id);
         if (r != NULL) {
             r->user_cancel = true;
+            atomic_store(&r->discard, true); /* before cancel: the engine then sees both */
             atomic_store(&r->cancel, true);
             pthread_cond_broadcast(&j->cv); /* a remote job held for a pass waits on it */
             /* the worker moves it to cancelled and removes its partial output */
@@ -1934,8 +1945,8 @@ static int flush_files(struct runctx *c)
     if (rc == 0) {
         rc = db_prepare(j,
                         "UPDATE stage_job_files SET state = ?3, bytes_done = ?4, error = ?5,"
-                        " sha256 = COALESCE(?6, sha256), sha256_body = COALESCE(?7, sha256_body)"
-                        " WHERE job_id = ?1 AND idx = ?2",
+                        " sha256 = COALESCE(?6, sha256), sha256_body = COALESCE(?7, sha256_body),"
+                        " resume_bytes = 0 WHERE job_id = ?1 AND idx = ?2",
                         &s);
     }
     for (size_t i = 0; rc == 0 && i < c->npend; i++) {
@@ -2054,6 +2065,37 @@ static void on_file(void *arg, const struct ant_stage_file_result *r)
     }
 }
 
+/* The engine made the first `bytes` of a big pending file durable (its fdatasync returned):
+ * recorded at once, so that a restarted job continues the file from there (0: an earlier mark
+ * no longer holds). At most ANT_RESUME_MARKS_MAX (+1 at a stop) per file: one small commit
+ * each. A mark that cannot be recorded only costs a copy from an earlier mark, or the start. */
+static void on_mark(void *arg, size_t idx, uint64_t bytes)
+{
+    struct runctx *c = arg;
+    struct ant_jobs *j = c->j;
+    sqlite3_stmt *s = NULL;
+    pthread_mutex_lock(&j->mu);
+    int rc = db_prepare(j,
+                        "UPDATE stage_job_files SET resume_bytes = ?3"
+                        " WHERE job_id = ?1 AND idx = ?2 AND state = 'pending'",
+                        &s);
+    if (rc == 0) {
+        sqlite3_bind_text(s, 1, c->id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 2, (int64_t)idx);
+        sqlite3_bind_int64(s, 3, (int64_t)bytes);
+        rc = db_done(s);
+    }
+    pthread_mutex_unlock(&j->mu);
+    if (rc < 0) {
+        ant_log_kv(ANT_LOG_WARN, "jobs.progress", ((const char *[]){"job_id", c->id, NULL}),
+                   "cannot record a resume mark: %s", strerror(-rc));
+        return;
+    }
+    if (j->conf.test_file_mark != NULL) {
+        j->conf.test_file_mark(j->conf.test_arg, c->id, idx, bytes);
+    }
+}
+
 struct filelist {
     struct ant_stage_file *files;
     char **strs; /* 2 per file: src, dst */
@@ -2117,8 +2159,8 @@ static int load_files_locked(struct ant_jobs *j, const struct ant_job_info *info
         return -ENOMEM;
     }
     rc = db_prepare(j,
-                    "SELECT idx, storage_id, path, size, sha256, state FROM stage_job_files"
-                    " WHERE job_id = ? ORDER BY idx",
+                    "SELECT idx, storage_id, path, size, sha256, state, resume_bytes"
+                    " FROM stage_job_files WHERE job_id = ? ORDER BY idx",
                     &s);
     if (rc < 0) {
         return rc;
@@ -2169,6 +2211,8 @@ static int load_files_locked(struct ant_jobs *j, const struct ant_job_info *info
         f->done = st != NULL && strcmp(st, "done") == 0;
         if (f->done) {
             fl->bytes_prev += (uint64_t)sqlite3_column_int64(s, 3);
+        } else if (sqlite3_column_int64(s, 6) > 0) {
+            f->resume_at = (uint64_t)sqlite3_column_int64(s, 6); /* the engine checks it */
         }
     }
     if (rc == 0 && src != SQLITE_DONE) {
@@ -2581,17 +2625,23 @@ static void run_job(struct ant_jobs *j, struct job_run *run)
         .recipient_pk = out ? ant_key_public(j->conf.kx)
                             : fl.has_recipient ? fl.recipient : NULL,
         .on_file = on_file,
+        .on_mark = on_mark,
         .cb_arg = &c,
         .progress = &run->progress,
-        .cancel = &run->cancel,
+        .cancel = &run->discard,
+        .stop = &run->cancel,
     };
     rc = ant_engine_run(j->engine, &job, &diag);
     (void)flush_files(&c);
     /* how the bytes went: O_DIRECT or the page cache ([staging] direct_io) */
     ant_log_kv(ANT_LOG_INFO, "jobs.io", ((const char *[]){"job_id", run->id, NULL}),
-               "%zu files, %llu written with O_DIRECT, %llu read with O_DIRECT", fl.n,
-               (unsigned long long)atomic_load(&run->progress.files_direct),
-               (unsigned long long)atomic_load(&run->progress.files_direct_read));
+               "%zu files, %llu written with O_DIRECT, %llu read with O_DIRECT, %llu resumed "
+               "inside (%llu bytes kept), %llu resumes refused or mismatched",
+               fl.n, (unsigned long long)atomic_load(&run->progress.files_direct),
+               (unsigned long long)atomic_load(&run->progress.files_direct_read),
+               (unsigned long long)atomic_load(&run->progress.files_resumed),
+               (unsigned long long)atomic_load(&run->progress.bytes_resumed),
+               (unsigned long long)atomic_load(&run->progress.files_resume_failed));
     if (rc == -EEXIST) {
         /* The folder appears only complete and durable (engine.h): an earlier run finished it
          * and the daemon stopped before recording so. */
@@ -2623,10 +2673,12 @@ end:
                       "finished = ?3, expires = ?3 + ttl_s, error = NULL,"
                       " files_done = files_total, bytes_done = bytes_total",
                       now);
-    } else if (rc == -ECANCELED && !run->user_cancel) {
+    } else if ((rc == -ECANCELED || rc == -EINTR) && !run->user_cancel) {
+        /* a shutdown (-EINTR from the engine, -ECANCELED before it ran): the next start
+         * resumes from the files done and the marks recorded */
         to = ANT_JOB_QUEUED;
         rc = job_move(j, run->id, ANT_JOB_RUNNING, to, NULL, 0);
-    } else if (rc == -ECANCELED) {
+    } else if (rc == -ECANCELED || rc == -EINTR) {
         to = ANT_JOB_CANCELLED;
         rc = job_move(j, run->id, ANT_JOB_RUNNING, to, "finished = ?3", now);
     } else {
@@ -2723,6 +2775,7 @@ static struct job_run *claim_locked(struct ant_jobs *j, int *err)
     memcpy(r->id, id, sizeof(id));
     r->t0_ns = ant_mono_ns();
     atomic_init(&r->cancel, false);
+    atomic_init(&r->discard, false);
     r->next = j->runs;
     j->runs = r;
     return r;

@@ -1,9 +1,9 @@
 /* Stage jobs (DESIGN.md §7, issue 6): put (part of) a dataset into this site's scratch, decrypted
  * or re-encrypted for a recipient, on the daemon's worker threads.
  *
- * A job lives in antenna.db (tables stage_jobs and stage_job_files, schema step 3). Its file list
- * is fixed at admission from the catalog (optionally narrowed by path globs), which also reserves
- * its output size against the tenant's scratch quota. States:
+ * A job lives in antenna.db (tables stage_jobs and stage_job_files, schema steps 3, 6 and 8). Its
+ * file list is fixed at admission from the catalog (optionally narrowed by path globs), which
+ * also reserves its output size against the tenant's scratch quota. States:
  *
  * A stage-out (mode encrypt, ant_jobs_submit_out) goes the other way, into a draft dataset.
  *
@@ -24,8 +24,10 @@
  *
  * Output: <scratch>/<tenant>/<job-id>/<logical path>, written by the engine (staging/engine.h)
  * into <scratch>/<tenant>/.<job-id>.partial and renamed once complete and durable, so a reader
- * never sees a partial job. Each file checkpointed durable by the engine is marked `done`; a
- * restarted daemon requeues its running jobs and the engine keeps their done files.
+ * never sees a partial job. Each file checkpointed durable by the engine is marked `done`, and
+ * a big file's durable prefix is recorded as it grows (resume_bytes); a restarted daemon
+ * requeues its running jobs, the engine keeps their done files and continues big files after
+ * their recorded prefix.
  *
  * Time to live: a job expires `ttl` after it became ready (after admission while not ready); the
  * purger removes its output, marks it expired and audits the purge (action "stage.purge").
@@ -131,6 +133,9 @@ struct ant_jobs_conf {
     bool test_raw;
     /* testing only: called on the runner thread after each file is checkpointed done */
     void (*test_file_done)(void *arg, const char *job_id, uint64_t files_done);
+    /* testing only: called on the runner thread after a resume mark (the first `bytes` bytes
+     * of file idx durable, ant_stage_job.on_mark) is recorded */
+    void (*test_file_mark)(void *arg, const char *job_id, size_t idx, uint64_t bytes);
     /* testing only: called at each step of enum ant_jobs_fed_step, on the thread that takes it
      * (a runner, or ant_jobs_open's caller for the pass at open), without the jobs mutex held:
      * it may block (holding that job at that step) but must not call ant_jobs_* */
@@ -143,13 +148,15 @@ struct ant_jobs;
 /* Opens the job table on its own connection, creates the engine, and requeues jobs left running
  * by a stopped or crashed daemon (they resume when the workers start). Sweeps what killed pulls
  * left in archive/fed and trims the cache to conf.fed_cache_max (a failure there is logged,
- * not returned). Errors: -ENOTSUP the database has no job tables (schema older than step 3),
+ * not returned). Errors: -ENOTSUP the database has no job tables (schema older than step 8),
  * -EINVAL bad conf, errors of ant_engine_new, -EIO / -ENOMEM. */
 ANT_MUST_CHECK int ant_jobs_open(const struct ant_jobs_conf *c, struct ant_jobs **out);
 /* Starts the runner threads and the purger. -EALREADY if started; -errno of pthread_create. */
 ANT_MUST_CHECK int ant_jobs_start(struct ant_jobs *j);
-/* Stops the threads: running jobs are interrupted and go back to queued (their checkpointed
- * files are kept for the next start). Accepts a jobs table that was never started. */
+/* Stops the threads: running jobs are interrupted (the engine's stop: finished files made
+ * durable and recorded, big files' durable prefixes recorded as resume marks) and go back to
+ * queued; the next start keeps those files and continues those big files from their marks.
+ * Accepts a jobs table that was never started. */
 void ant_jobs_stop(struct ant_jobs *j);
 void ant_jobs_close(struct ant_jobs *j); /* stops first; accepts NULL */
 /* "io_uring" or "threads". */
@@ -242,9 +249,10 @@ ANT_MUST_CHECK int ant_jobs_get(struct ant_jobs *j, const char *id, struct ant_j
 /* The status document of GET /v1/stage/{id}: id, dataset_id, tenant, owner, mode, state, error,
  * files_total, files_done, bytes_total, bytes_done, rate_bytes_per_s, eta_s, created, started,
  * finished, expires (RFC 3339), scratch_path (relative to the scratch root) and files [{path,
- * size, state, bytes_done, error}] (at most ANT_JOB_STATUS_FILES_MAX, failed first); a remote
- * job also site, dataset_name, transfer_id, purpose, phase ("transfer" while pulling,
- * "stage" while writing scratch) and bytes_received (this run's pull). -ENOENT. */
+ * size, state, bytes_done, error, resume_bytes (the durable prefix of a pending file's partial
+ * copy that a restart continues after; 0: none)}] (at most ANT_JOB_STATUS_FILES_MAX, failed
+ * first); a remote job also site, dataset_name, transfer_id, purpose, phase ("transfer" while
+ * pulling, "stage" while writing scratch) and bytes_received (this run's pull). -ENOENT. */
 ANT_MUST_CHECK int ant_jobs_status_json(struct ant_jobs *j, const char *id, int64_t now,
                                         json_t **out);
 /* The jobs of one owner (principal NULL: every job of the tenant; tenant NULL too: all), newest

@@ -312,6 +312,22 @@ int xform_chunk(struct xform_tls *t, const struct sfile *f, uint64_t c, const ui
     return -EINVAL;
 }
 
+bool xform_resumable(const struct sfile *f)
+{
+    const struct xform_state *xs = f->xs;
+    switch (f->spec->xform) {
+    case ANT_XFORM_RAW:
+    case ANT_XFORM_REENCRYPT:
+        return true;
+    case ANT_XFORM_DECRYPT:
+        /* an edit list maps a chunk's bytes to offsets that depend on all the list */
+        return xs != NULL && !xs->has_edits;
+    case ANT_XFORM_ENCRYPT:
+        break;
+    }
+    return false;
+}
+
 uint64_t xform_out_off(const struct sfile *f, uint64_t c)
 {
     const struct xform_state *xs = f->xs;
@@ -321,13 +337,14 @@ uint64_t xform_out_off(const struct sfile *f, uint64_t c)
     if (xs != NULL && xs->has_edits) {
         return edit_kept(xs->edits, xs->nedits, 0, c * (uint64_t)f->out_chunk);
     }
-    return f->out_body_off + c * (uint64_t)f->out_chunk;
+    /* a resumed file's chunks follow the prefix kept from an earlier run (never with an edit
+     * list or a lead) */
+    return f->out_body_off + f->out_skip + c * (uint64_t)f->out_chunk;
 }
-
 
 uint64_t chunk_body_start(const struct sfile *f, uint64_t c)
 {
-    return c == 0 ? 0 : c * (uint64_t)f->in_chunk - f->lead;
+    return f->in_skip + (c == 0 ? 0 : c * (uint64_t)f->in_chunk - f->lead);
 }
 
 size_t chunk_lead(const struct sfile *f, uint64_t c)

@@ -3,8 +3,10 @@
 # stage it decrypted with --wait and compare with the originals, pull it with the job token
 # (ranges, bad tokens), owner-only status, cancel, the scratch quota's 507, the time-to-live
 # purge and its audit event, and kill -9 of the daemon at random moments of a job: the restarted
-# daemon resumes it and the output verifies. $1 = the antenna binary. Exit 0 pass, 1 fail,
-# 77 skip. ANTENNA_IO_ENGINE=threads (deploy/test.sh's second pass) is passed on to the daemon.
+# daemon resumes it (a big file from the durable prefix it recorded, not from its start) and the
+# output verifies; so does a graceful stop (SIGTERM). $1 = the antenna binary. Exit 0 pass, 1
+# fail, 77 skip. ANTENNA_IO_ENGINE=threads (deploy/test.sh's second pass) is passed on to the
+# daemon.
 set -u
 BIN=$1
 command -v curl >/dev/null || { echo "no curl"; exit 77; }
@@ -26,13 +28,18 @@ fail() {
 
 "$BIN" init --dir "$T/site" --site-id site-s --region EU >"$T/init.out" 2>&1 ||
     { cat "$T/init.out"; fail init; }
-# a quota that holds the bulk dataset, or the small one, but not both
-sed -i 's/^default_scratch_quota = .*/default_scratch_quota = 64M/' "$T/site/antenna.conf"
+# a quota that holds the bulk dataset, or the small one, but not both; files of 4 MiB and more
+# record their durable prefix every 1 MiB (resume inside a file, at 1 GiB by default)
+sed -i -e 's/^default_scratch_quota = .*/default_scratch_quota = 64M/' \
+    -e 's/^resume_min = .*/resume_min = 4M/' -e 's/^resume_every = .*/resume_every = 1M/' \
+    "$T/site/antenna.conf"
+grep -q '^resume_min = 4M' "$T/site/antenna.conf" || fail "no [staging] resume_min to set"
 
 start() {
     : >"$T/serve.out"
     "$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/serve.out" 2>>"$T/serve$1.log" &
     PID=$!
+    LOG=$T/serve$1.log
     for _ in $(seq 100); do grep -q serving "$T/serve.out" 2>/dev/null && break; sleep 0.1; done
     PORT=$(sed -n 's|.*https://127.0.0.1:\([0-9]*\).*|\1|p' "$T/serve.out")
     [ -n "$PORT" ] || fail "serve did not start"
@@ -171,25 +178,66 @@ cmp -s "$T/site/scratch/lab/results/plots/p1.png" "$T/site/scratch/lab/$J4/plots
 "$BIN" stage cancel "$J4" >/dev/null || fail "cancel J4"
 
 # --- kill -9 during a job at 20 random moments, restart: it resumes and its output verifies ---
-ROUNDS=${ANTENNA_KILL_ROUNDS:-20}
-for round in $(seq 1 "$ROUNDS"); do
+kill_round() { # $1: the round, $2: how long the job runs before the kill
     code -H "Authorization: Bearer $ALICE" -H 'Content-Type: application/json' \
         -d "{\"dataset\":\"$DS2\"}" "$URL/v1/stage" >"$T/k.code"
-    [ "$(cat "$T/k.code")" = 202 ] || fail "round $round: stage $(cat "$T/body")"
-    sleep "0.$((RANDOM % 2))$((RANDOM % 10))" # a random moment of the job (or after it)
+    [ "$(cat "$T/k.code")" = 202 ] || fail "round $1: stage $(cat "$T/body")"
+    sleep "$2"
     { kill -9 "$PID" && wait "$PID"; } 2>/dev/null
     JK=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/body")
     PID=
-    start "$round"
+    start "$1"
     "$BIN" stage status "$JK" --wait >"$T/k.out" 2>"$T/k.err" ||
-        { cat "$T/k.err"; fail "round $round: the job did not resume to ready"; }
-    same_bulk "$T/site/scratch/lab/$JK" || fail "round $round: resumed output differs"
-    ls -a "$T/site/scratch/lab" | grep -q "\.$JK\." && fail "round $round: partial left"
-    "$BIN" stage cancel "$JK" >/dev/null || fail "round $round: cancel"
+        { cat "$T/k.err"; fail "round $1: the job did not resume to ready"; }
+    same_bulk "$T/site/scratch/lab/$JK" || fail "round $1: resumed output differs"
+    ls -a "$T/site/scratch/lab" | grep -q "\.$JK\." && fail "round $1: partial left"
+    "$BIN" stage cancel "$JK" >/dev/null || fail "round $1: cancel"
+}
+ROUNDS=${ANTENNA_KILL_ROUNDS:-20}
+for round in $(seq 1 "$ROUNDS"); do
+    kill_round "$round" "0.$((RANDOM % 2))$((RANDOM % 10))" # a random moment of the job (or after)
 done
 resumed=$(cat "$T"/serve[0-9]*.log | grep -c '"jobs.resume"')
 echo "kill -9 rounds: $ROUNDS, jobs resumed after a kill: $resumed"
 [ "$resumed" -gt 0 ] || fail "no kill landed while a job ran"
+# A kill after a big file's durable prefix was recorded (every 1 MiB here): the restarted daemon
+# continues that file from there, not from its start (engine.resume_offset), and jobs.io counts
+# it. The 60 MiB job takes ~0.2 s here: if no random round above landed so, kills aimed at its
+# middle until one does.
+for extra in $(seq 1 10); do
+    grep -q '"engine.resume_offset"' "$T"/serve[0-9]*.log && break
+    kill_round "$((100 + extra))" "0.0$((extra % 5 + 4))"
+done
+inside=$(cat "$T"/serve*.log | grep -c '"engine.resume_offset"')
+echo "files continued from their recorded prefix after a kill: $inside"
+[ "$inside" -gt 0 ] || fail "no file was continued from its recorded prefix"
+grep -h '"jobs.io"' "$T"/serve*.log | grep -Eq ', [1-9][0-9]* resumed inside \([1-9]' ||
+    fail "jobs.io does not count the files continued inside"
+
+# --- a graceful stop (SIGTERM) during the job: the big files in flight record their prefix
+# (engine.interrupted), the job goes back to queued, and the next start continues them ---
+for try in $(seq 1 10); do
+    code -H "Authorization: Bearer $ALICE" -H 'Content-Type: application/json' \
+        -d "{\"dataset\":\"$DS2\"}" "$URL/v1/stage" >"$T/k.code"
+    [ "$(cat "$T/k.code")" = 202 ] || fail "graceful stop: stage $(cat "$T/body")"
+    sleep "0.0$((try % 5 + 4))"
+    STOPPED=$LOG
+    kill "$PID"
+    wait "$PID" 2>/dev/null
+    PID=
+    JK=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/body")
+    start "$((200 + try))"
+    "$BIN" stage status "$JK" --wait >"$T/k.out" 2>"$T/k.err" ||
+        { cat "$T/k.err"; fail "graceful stop $try: the job did not resume to ready"; }
+    same_bulk "$T/site/scratch/lab/$JK" || fail "graceful stop $try: resumed output differs"
+    "$BIN" stage cancel "$JK" >/dev/null || fail "graceful stop $try: cancel"
+    grep '"engine.resume_offset"' "$LOG" | grep -q "$JK" && break
+done
+grep '"engine.interrupted"' "$STOPPED" | grep -q "$JK" ||
+    fail "graceful stop: the job was not interrupted keeping its marks"
+grep '"engine.resume_offset"' "$LOG" | grep -q "$JK" ||
+    fail "graceful stop: no file was continued from the prefix recorded at the stop"
+echo "graceful stop: continued inside after try $try"
 
 # --- a job token draws on its owner's rate limit (the same bucket as the owner's API key) ---
 "$BIN" stage "$DS" --path 'meta/m1.txt' --wait >"$T/st6.out" 2>&1 || fail "stage for the rate limit"

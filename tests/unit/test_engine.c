@@ -10,6 +10,7 @@
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -19,6 +20,7 @@
 
 #include <openssl/evp.h>
 
+#include "crypto/c4gh.h"
 #include "crypto/keys.h"
 #include "staging/engine.h"
 #include "staging/engine_internal.h" /* stage_walk_open: the openat2 fallback */
@@ -43,6 +45,15 @@ struct results {
     const atomic_bool *cancel_flag; /* set after the first progress callback */
     atomic_bool *to_set;
     int *seen;                      /* per-file count of on_file calls */
+    /* resume marks (on_mark): the last one of each file (index < 4), how many, and whether an
+     * earlier mark was voided (0) */
+    uint64_t mark[4];
+    unsigned nmarks;
+    bool mark_voided;
+    atomic_bool *stop_after;  /* set once file stop_index has stop_bytes written */
+    size_t stop_index;
+    uint64_t stop_bytes;
+    int crash_fd;             /* > 0: write the first mark there, then SIGKILL (a crash) */
 };
 
 static void on_file(void *arg, const struct ant_stage_file_result *r)
@@ -60,17 +71,36 @@ static void on_file(void *arg, const struct ant_stage_file_result *r)
     }
 }
 
+static void on_mark(void *arg, size_t index, uint64_t bytes)
+{
+    struct results *res = arg;
+    if (bytes == 0) {
+        res->mark_voided = true;
+        return;
+    }
+    if (res->crash_fd > 0) {
+        ssize_t n = write(res->crash_fd, &bytes, sizeof(bytes));
+        (void)n;
+        raise(SIGKILL); /* nothing is cleaned up, nothing more is written */
+    }
+    if (index < ANT_ARRAY_LEN(res->mark)) {
+        res->mark[index] = bytes;
+    }
+    res->nmarks++;
+}
+
 static void on_progress(void *arg, size_t index, uint64_t file_bytes, uint64_t total)
 {
     struct results *res = arg;
-    (void)index;
-    (void)file_bytes;
     /* no cmocka assert here: a failure would longjmp out of the engine's thread state */
     if (total < res->last_total) {
         res->backwards = true;
     }
     res->last_total = total;
     res->ncalls++;
+    if (res->stop_after != NULL && index == res->stop_index && file_bytes >= res->stop_bytes) {
+        atomic_store(res->stop_after, true);
+    }
     if (res->to_set != NULL) {
         atomic_store(res->to_set, true);
     }
@@ -1851,6 +1881,301 @@ static void test_direct_reencrypt_and_fallback(void **state)
     ant_key_free(k2);
 }
 
+/* --- resume inside a file --- */
+
+/* Big files for resume: a plaintext of 3 MiB + 12345 bytes (decrypt: 49 segments, the last one
+ * short), staged with chunks of one segment and marks every 1 MiB. */
+enum { RS_SIZE = (3 << 20) + 12345, RS_MARK = 1 << 20, RS_HDR = 124 };
+
+struct rs {
+    struct ant_key *k1, *k2;
+    uint8_t pk1[ANT_KEY_LEN], pk2[ANT_KEY_LEN];
+    uint8_t *plain;  /* RS_SIZE bytes, also the raw source "rs/s<size>" */
+    uint8_t *enc;    /* its Crypt4GH file for recipient1 (124-byte header) */
+    size_t enc_len;
+    int efd;         /* the folder holding rs/s<size> encrypted */
+    char name[32];
+    struct ant_engine *e;
+};
+
+static struct ant_engine *resume_engine(const struct fx *f, uint64_t min)
+{
+    struct ant_engine_opts o;
+    struct ant_engine *e = NULL;
+    ant_engine_opts_init(&o);
+    o.io_engine = f->eng;
+    o.chunk_segments = 1;
+    o.nbufs = 8;
+    o.crypto_threads = 2;
+    o.io_threads = 2;
+    o.resume_min = min;
+    o.resume_every = RS_MARK;
+    assert_int_equal(ant_engine_new(&o, &e), 0);
+    return e;
+}
+
+static void rs_init(struct fx *f, struct rs *t)
+{
+    struct ant_stage_file enc;
+    char names[1][32];
+    size_t size = RS_SIZE;
+    char p[64];
+    memset(t, 0, sizeof(*t));
+    t->k1 = vector_key("keys/recipient1.sec", NULL);
+    t->k2 = vector_key("keys/recipient2.sec", "antenna-test");
+    vector_pub("keys/recipient1.pub", t->pk1);
+    vector_pub("keys/recipient2.pub", t->pk2);
+    encrypt_sources(f, "enc", "rs", &size, 1, 900, t->pk1, names, &enc);
+    snprintf(t->name, sizeof(t->name), "%s", names[0]);
+    t->plain = read_at(f->src, t->name, &size);
+    assert_non_null(t->plain);
+    assert_int_equal(size, RS_SIZE);
+    snprintf(p, sizeof(p), "enc/%s", t->name);
+    t->enc = read_at(f->dst, p, &t->enc_len);
+    assert_non_null(t->enc);
+    assert_int_equal(t->enc_len, RS_HDR + RS_SIZE + 28 * ((RS_SIZE + 65535) / 65536));
+    t->efd = openat(f->dst, "enc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(t->efd >= 0);
+    t->e = resume_engine(f, RS_MARK);
+}
+
+static void rs_fini(struct rs *t)
+{
+    ant_engine_free(t->e);
+    ant_key_free(t->k1);
+    ant_key_free(t->k2);
+    free(t->plain);
+    free(t->enc);
+    close(t->efd);
+}
+
+/* The file of one transform: its spec (digest as the catalog keeps it) and its job's roots. */
+static void rs_file(struct fx *f, struct rs *t, enum ant_xform x, struct ant_stage_file *file,
+                    struct ant_stage_job *job, const char *jname, struct results *res)
+{
+    *file = (struct ant_stage_file){.src = t->name, .dst = "big", .xform = x, .has_sha256 = true};
+    if (x == ANT_XFORM_REENCRYPT) {
+        sha256(t->enc + RS_HDR, t->enc_len - RS_HDR, file->sha256); /* the body's */
+    } else {
+        sha256(t->plain, RS_SIZE, file->sha256);
+    }
+    job_init(job, f, jname, file, 1, res);
+    job->on_mark = on_mark;
+    job->src_root = x == ANT_XFORM_RAW ? f->src : t->efd;
+    job->key = t->k1;
+    job->recipient_pk = t->pk2;
+}
+
+/* The published copy is what the transform makes of the source. */
+static void rs_check(struct fx *f, const struct rs *t, enum ant_xform x, const char *jname)
+{
+    char p[64];
+    size_t n = 0;
+    snprintf(p, sizeof(p), "%s/big", jname);
+    uint8_t *got = read_at(f->dst, p, &n);
+    assert_non_null(got);
+    if (x == ANT_XFORM_REENCRYPT) {
+        /* the same body behind a header for recipient2 */
+        struct ant_c4gh_header *h = NULL;
+        assert_int_equal(n, t->enc_len);
+        assert_memory_equal(got + RS_HDR, t->enc + RS_HDR, t->enc_len - RS_HDR);
+        assert_int_equal(ant_c4gh_header_parse(ant_bytes_of(got, n), t->k2, NULL, 0, &h, NULL),
+                         0);
+        ant_c4gh_header_free(h);
+    } else {
+        assert_int_equal(n, RS_SIZE);
+        assert_memory_equal(got, t->plain, RS_SIZE);
+    }
+    free(got);
+}
+
+/* A stop (a daemon's graceful shutdown) during a big file: the chunks in flight finish, the
+ * written prefix is made durable and reported as a mark, a finished small file is reported
+ * done, and the run returns -EINTR keeping both. The next run continues the big file from its
+ * mark (it is not copied from the start) and the result is byte-identical, for raw, decrypt
+ * and reencrypt (whose earlier header stays in front of the body). */
+static void test_resume_inside_a_file_after_a_stop(void **state)
+{
+    struct fx *f = c4gh_fx(state);
+    static const enum ant_xform xs[] = {ANT_XFORM_RAW, ANT_XFORM_DECRYPT, ANT_XFORM_REENCRYPT};
+    struct rs t;
+    uint8_t small[5000];
+    rs_init(f, &t);
+    fill_random(small, sizeof(small), 77);
+    write_at(f->src, "small", small, sizeof(small));
+    for (size_t i = 0; i < ANT_ARRAY_LEN(xs); i++) {
+        struct ant_stage_file files[2];
+        struct ant_stage_progress prog = {0};
+        struct results res = {0};
+        struct ant_stage_job job;
+        struct ant_diag d = {{0}};
+        atomic_bool stop = false;
+        char jname[16], p[64];
+        snprintf(jname, sizeof(jname), "st%zu", i);
+        rs_file(f, &t, xs[i], &files[1], &job, jname, &res);
+        files[0] = (struct ant_stage_file){.src = "small", .dst = "small", .has_sha256 = true};
+        sha256(small, sizeof(small), files[0].sha256);
+        job.files = files;
+        job.nfiles = 2;
+        job.src_root = f->src;
+        if (xs[i] != ANT_XFORM_RAW) {
+            /* a raw copy of the small file beside the encrypted big one */
+            write_at(t.efd, "small", small, sizeof(small));
+            job.src_root = t.efd;
+        }
+        job.stop = &stop;
+        /* stop at 1.5 MiB written: the small file is long done, and no more than the 8
+         * chunks in flight are written after it */
+        res.stop_after = &stop;
+        res.stop_index = 1;
+        res.stop_bytes = 3 * RS_MARK / 2;
+        assert_int_equal(ant_engine_run(t.e, &job, &d), -EINTR);
+        assert_int_equal(res.nok, 1); /* the small file, made durable at the stop */
+        assert_int_equal(res.nfail, 0);
+        uint64_t m = res.mark[1];
+        uint64_t out = xs[i] == ANT_XFORM_REENCRYPT ? t.enc_len : RS_SIZE;
+        assert_true(res.nmarks >= 1); /* (1 MiB, if its fdatasync was back, and) the stop's */
+        assert_true(m >= 3 * RS_MARK / 2 && m < 5 * RS_MARK / 2 && m < out);
+        snprintf(p, sizeof(p), ".%s.partial/big", jname);
+        assert_true(exists_at(f->dst, p));
+        assert_false(exists_at(f->dst, jname));
+
+        files[0].done = true;
+        files[1].resume_at = m;
+        memset(&res, 0, sizeof(res));
+        job.stop = NULL;
+        job.progress = &prog;
+        job.cb_arg = &res;
+        int rc = ant_engine_run(t.e, &job, &d);
+        if (rc != 0) {
+            fail_msg("resume %s: %d %s", ant_xform_name(xs[i]), rc, d.msg);
+        }
+        assert_int_equal(res.nok, 2);
+        assert_int_equal(atomic_load(&prog.files_resumed), 1);
+        assert_int_equal(atomic_load(&prog.bytes_resumed), m);
+        assert_int_equal(atomic_load(&prog.files_resume_failed), 0);
+        /* what this run wrote: the rest, and the kept prefix counted once */
+        assert_int_equal(atomic_load(&prog.bytes_done), out);
+        assert_false(res.mark_voided);
+        rs_check(f, &t, xs[i], jname);
+    }
+    rs_fini(&t);
+}
+
+/* A crash (SIGKILL right after the first mark) leaves a partial copy and a mark. The copy is
+ * continued from the mark; a prefix damaged since is caught by the file's digest and the file
+ * copied again from the start in the same run (the mark voided); a mark past the copy's end
+ * or off a segment is refused (copied from the start). Encrypt records no marks and ignores
+ * resume_at, and so does a file under the threshold. */
+static void test_resume_after_a_crash_checks_the_prefix(void **state)
+{
+    struct fx *f = c4gh_fx(state);
+    struct rs t;
+    rs_init(f, &t);
+    static const enum ant_xform xs[] = {ANT_XFORM_DECRYPT, ANT_XFORM_REENCRYPT};
+    for (size_t i = 0; i < ANT_ARRAY_LEN(xs); i++) {
+        struct ant_stage_file file;
+        struct ant_stage_progress prog = {0};
+        struct results res = {0};
+        struct ant_stage_job job;
+        struct ant_diag d = {{0}};
+        char jname[16], p[64];
+        int pfd[2];
+        snprintf(jname, sizeof(jname), "cr%zu", i);
+        snprintf(p, sizeof(p), ".%s.partial/big", jname);
+        rs_file(f, &t, xs[i], &file, &job, jname, &res);
+        assert_int_equal(pipe(pfd), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            close(pfd[0]);
+            res.crash_fd = pfd[1];
+            int rc = ant_engine_run(t.e, &job, &d);
+            _exit(rc == 0 ? 0 : 1); /* the mark should have killed us before */
+        }
+        close(pfd[1]);
+        uint64_t m = 0;
+        assert_int_equal(read(pfd[0], &m, sizeof(m)), (ssize_t)sizeof(m));
+        close(pfd[0]);
+        int status = 0;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFSIGNALED(status));
+        /* on a chunk past 1 MiB (at most nbufs chunks written out of order past it) */
+        assert_true(m >= RS_MARK && m < 2 * RS_MARK);
+        assert_true(exists_at(f->dst, p));
+
+        /* a byte of the kept prefix damaged since: the digest catches it, copied again */
+        int fd = openat(f->dst, p, O_WRONLY | O_CLOEXEC);
+        assert_true(fd >= 0);
+        uint8_t x = 0x5a;
+        assert_int_equal(pwrite(fd, &x, 1, RS_MARK / 2), 1);
+        close(fd);
+        file.resume_at = m;
+        job.progress = &prog;
+        int rc = ant_engine_run(t.e, &job, &d);
+        if (rc != 0) {
+            fail_msg("damaged prefix %s: %d %s", ant_xform_name(xs[i]), rc, d.msg);
+        }
+        assert_int_equal(atomic_load(&prog.files_resumed), 1);
+        assert_int_equal(atomic_load(&prog.files_resume_failed), 1);
+        assert_true(res.mark_voided);
+        assert_int_equal(res.nok, 1);
+        rs_check(f, &t, xs[i], jname);
+    }
+
+    /* refused marks: past the partial copy's end, and off a segment */
+    static const uint64_t bad[] = {3 * RS_MARK, RS_MARK + 1};
+    for (size_t i = 0; i < ANT_ARRAY_LEN(bad); i++) {
+        struct ant_stage_file file;
+        struct ant_stage_progress prog = {0};
+        struct results res = {0};
+        struct ant_stage_job job;
+        struct ant_diag d = {{0}};
+        char jname[16], p[64];
+        snprintf(jname, sizeof(jname), "bad%zu", i);
+        snprintf(p, sizeof(p), ".%s.partial/big", jname);
+        mkdirs_at(f->dst, p);
+        write_at(f->dst, p, t.plain, 2 * RS_MARK); /* a true prefix, 2 MiB long */
+        rs_file(f, &t, ANT_XFORM_DECRYPT, &file, &job, jname, &res);
+        file.resume_at = bad[i];
+        job.progress = &prog;
+        assert_int_equal(ant_engine_run(t.e, &job, &d), 0);
+        assert_int_equal(atomic_load(&prog.files_resumed), 0);
+        assert_int_equal(atomic_load(&prog.files_resume_failed), 1);
+        assert_true(res.mark_voided);
+        rs_check(f, &t, ANT_XFORM_DECRYPT, jname);
+    }
+
+    /* encrypt, and a file under the threshold: no marks, resume_at ignored */
+    struct ant_engine *high = resume_engine(f, 2 * RS_SIZE);
+    for (int i = 0; i < 2; i++) {
+        struct ant_stage_file file = {.src = t.name, .dst = "big"};
+        struct ant_stage_progress prog = {0};
+        struct results res = {0};
+        struct ant_stage_job job;
+        struct ant_diag d = {{0}};
+        const char *jname = i == 0 ? "encr" : "under";
+        char p[64];
+        snprintf(p, sizeof(p), ".%s.partial/big", jname);
+        mkdirs_at(f->dst, p);
+        write_at(f->dst, p, t.plain, 2 * RS_MARK);
+        file.xform = i == 0 ? ANT_XFORM_ENCRYPT : ANT_XFORM_RAW;
+        file.has_sha256 = i == 1;
+        file.resume_at = i == 0 ? RS_MARK : 0;
+        sha256(t.plain, RS_SIZE, file.sha256);
+        job_init(&job, f, jname, &file, 1, &res);
+        job.on_mark = on_mark;
+        job.recipient_pk = t.pk1;
+        job.progress = &prog;
+        assert_int_equal(ant_engine_run(i == 0 ? t.e : high, &job, &d), 0);
+        assert_int_equal(res.nmarks, 0);
+        assert_int_equal(atomic_load(&prog.files_resumed), 0);
+        assert_int_equal(res.nok, 1);
+    }
+    ant_engine_free(high);
+    rs_fini(&t);
+}
+
 #define PER_BACKEND(fn)                                                                           \
     cmocka_unit_test_setup_teardown(fn, setup_uring, teardown),                                   \
         cmocka_unit_test_setup_teardown(fn, setup_threads, teardown)
@@ -1886,6 +2211,8 @@ int main(void)
         PER_BACKEND(test_direct_output_and_fallback),
         PER_BACKEND(test_direct_reencrypt_and_fallback),
         PER_BACKEND(test_checkpoint_batches_synced_aside),
+        PER_BACKEND(test_resume_inside_a_file_after_a_stop),
+        PER_BACKEND(test_resume_after_a_crash_checks_the_prefix),
     };
     /* ANT_TEST_FILTER=test_many_small_files runs only the tests whose name matches */
     if (getenv("ANT_TEST_FILTER") != NULL) {

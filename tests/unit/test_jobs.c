@@ -1,5 +1,6 @@
 /* Unit tests for staging/jobs.h: the state machine, admission (globs, validation, quota), the
- * runner, cancel, the time-to-live purge and its audit event, resume after a crash, and the
+ * runner, cancel, the time-to-live purge and its audit event, resume after a crash (also inside
+ * a big file, after a crash and after a stop, through test_file_mark), and the
  * local side of remote jobs (admission refusals, the schema's rule, a peer gone, the archive
  * cache trimmed only while no remote job runs, watched through test_fed_step). Most
  * jobs copy raw files (test_raw) so they run without Crypt4GH; the decrypt test uses the
@@ -44,6 +45,10 @@ struct fx {
     bool raw;
     unsigned kill_after; /* SIGKILL the runner after this many files are done (child only) */
     unsigned slow_ms;    /* sleep this long after each file: a job that stays running */
+    uint64_t resume_min; /* engine: marks every this many bytes in files this big (0: default) */
+    bool kill_on_mark;   /* SIGKILL the runner once a resume mark is recorded (child only) */
+    bool hold_mark;      /* after a recorded mark, wait for `release` (the run stands still) */
+    unsigned nmarks;     /* marks recorded (under mu) */
     uint64_t cache_max;  /* conf.fed_cache_max */
     /* what test_fed_step reported, in order; a remote job named block_id waits at its
      * ANT_JOBS_FED_RUNNING step until `release` */
@@ -139,6 +144,31 @@ static void kill_hook(void *arg, const char *job_id, uint64_t files_done)
     }
 }
 
+static void mark_hook(void *arg, const char *job_id, size_t idx, uint64_t bytes)
+{
+    struct fx *f = arg;
+    (void)job_id;
+    (void)idx;
+    (void)bytes;
+    if (f->kill_on_mark) {
+        raise(SIGKILL); /* a crash just after the mark was committed */
+    }
+    pthread_mutex_lock(&f->mu);
+    f->nmarks++;
+    pthread_cond_broadcast(&f->cv);
+    while (f->hold_mark && !f->release) {
+        pthread_cond_wait(&f->cv, &f->mu);
+    }
+    pthread_mutex_unlock(&f->mu);
+}
+
+static void *stop_main(void *arg)
+{
+    struct fx *f = arg;
+    ant_jobs_stop(f->jobs);
+    return NULL;
+}
+
 static void fed_hook(void *arg, const char *job_id, enum ant_jobs_fed_step step)
 {
     struct fx *f = arg;
@@ -173,6 +203,12 @@ static void open_jobs(struct fx *f)
     eo.max_open_files = 2;
     eo.crypto_threads = 2;
     eo.io_threads = 2;
+    if (f->resume_min != 0) {
+        /* marks within a small file: chunks of one segment */
+        eo.resume_min = eo.resume_every = f->resume_min;
+        eo.chunk_segments = 1;
+        eo.nbufs = 8;
+    }
     struct ant_jobs_conf c = {
         .dirfd = f->dirfd,
         .archive_fd = f->archive_fd,
@@ -188,6 +224,7 @@ static void open_jobs(struct fx *f)
         .test_raw = f->raw,
         .pool = f->pool,
         .test_file_done = kill_hook,
+        .test_file_mark = mark_hook,
         .test_fed_step = fed_hook,
         .test_arg = f,
         .keys = &f->keys,
@@ -1465,6 +1502,137 @@ static void test_held_remote_job_can_be_cancelled(void **state)
     assert_old_copies(f, false);
 }
 
+/* The resume mark of file idx of job `id` in the job table. */
+static uint64_t resume_bytes(struct fx *f, const char *id, unsigned idx)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/antenna.db", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT resume_bytes FROM stage_job_files"
+                                        " WHERE job_id = ? AND idx = ?",
+                                        -1, &s, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 2, (int)idx);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    uint64_t v = (uint64_t)sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return v;
+}
+
+/* A big file resumed inside: a crash right after its first resume mark leaves the mark in the
+ * job table and in the status document; the restarted job, stopped gracefully (ant_jobs_stop)
+ * after a further mark, records the prefix written by then and goes back to queued; the last
+ * run continues after that prefix. The archive copy's first bytes are damaged before it: the
+ * job still ends ready with the catalog's bytes, which only a copy that did not start over
+ * can give. */
+static void test_big_file_resumes_inside_after_crash_and_stop(void **state)
+{
+    struct fx *f = *state;
+    /* big enough that the run cannot end while one mark's fdatasync is in flight */
+    enum { BIG = (12 << 20) + 12345, MARK = 1 << 20 };
+    uint8_t *buf = malloc(BIG);
+    char ds[ANT_ID_MAX + 1], sid[ANT_ID_MAX + 1], id[ANT_JOB_ID_LEN + 1], name[ANT_ID_MAX + 8];
+    struct ant_store *st = NULL;
+    struct ant_diag d = {{0}};
+    struct ant_job_info info;
+    json_t *doc = NULL;
+    assert_non_null(buf);
+    content(99, buf, BIG);
+    assert_int_equal(ant_store_open(f->dirfd, "antenna.db", 0, &st), 0);
+    struct ant_dataset_spec spec = {.tenant = "lab", .name = "big",
+                                    .classification = ANT_DS_SENSITIVE};
+    assert_int_equal(ant_store_dataset_create(st, &spec, ds), 0);
+    struct ant_file_spec fs = {.dataset_id = ds, .path = "big.bin", .size = BIG};
+    sha256(buf, BIG, fs.sha256_plain);
+    sha256(buf, BIG, fs.sha256_c4gh);
+    assert_int_equal(ant_store_file_add(st, &fs, sid), 0);
+    ant_store_close(st);
+    assert_int_equal(mkdirat(f->archive_fd, ds, 0700), 0);
+    int dsfd = openat(f->archive_fd, ds, O_RDONLY | O_DIRECTORY);
+    assert_true(dsfd >= 0);
+    snprintf(name, sizeof(name), "%s.c4gh", sid);
+    assert_int_equal(ant_write_new_file(dsfd, name, 0600, buf, BIG), 0);
+    f->resume_min = MARK;
+    open_jobs(f);
+    struct ant_job_request r = req(f);
+    r.dataset_id = ds;
+    assert_int_equal(submit(f, &r, id, &d), 0);
+    close_jobs(f);
+
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        f->kill_on_mark = true;
+        open_jobs(f);
+        bool ran = false;
+        int rc = ant_jobs_run_next(f->jobs, &ran);
+        _exit(rc == 0 ? 0 : 1); /* the hook should have killed us before */
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGKILL);
+    uint64_t m1 = resume_bytes(f, id, 0);
+    assert_true(m1 >= MARK && m1 < 2 * MARK);
+
+    open_jobs(f);
+    assert_int_equal(ant_jobs_status_json(f->jobs, id, 0, &doc), 0);
+    json_t *f0 = json_array_get(json_object_get(doc, "files"), 0);
+    assert_string_equal(json_string_value(json_object_get(f0, "state")), "pending");
+    assert_int_equal(json_integer_value(json_object_get(f0, "resume_bytes")), (json_int_t)m1);
+    json_decref(doc);
+    /* the run stands still after its next mark (the hook waits) while a daemon stop begins
+     * (ant_jobs_stop sets the stop flag at once, then waits for the run): at most the chunks
+     * then in flight are written after it */
+    f->hold_mark = true;
+    assert_int_equal(ant_jobs_start(f->jobs), 0);
+    pthread_mutex_lock(&f->mu);
+    while (f->nmarks == 0) {
+        pthread_cond_wait(&f->cv, &f->mu);
+    }
+    pthread_mutex_unlock(&f->mu);
+    pthread_t stopper;
+    assert_int_equal(pthread_create(&stopper, NULL, stop_main, f), 0);
+    usleep(200 * 1000);
+    pthread_mutex_lock(&f->mu);
+    f->release = true;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    assert_int_equal(pthread_join(stopper, NULL), 0);
+    f->hold_mark = false;
+    assert_int_equal(ant_jobs_get(f->jobs, id, &info), 0);
+    assert_int_equal(info.state, ANT_JOB_QUEUED);
+    uint64_t m2 = resume_bytes(f, id, 0);
+    assert_true(m2 >= m1 + MARK && m2 < BIG);
+
+    /* from here the copy reads the archive only past m2 */
+    uint8_t junk[4096];
+    memset(junk, 0xee, sizeof(junk));
+    int afd = openat(dsfd, name, O_WRONLY | O_CLOEXEC);
+    assert_true(afd >= 0);
+    assert_int_equal(pwrite(afd, junk, sizeof(junk), 0), (ssize_t)sizeof(junk));
+    close(afd);
+    close(dsfd);
+    run_all(f);
+    assert_int_equal(ant_jobs_get(f->jobs, id, &info), 0);
+    assert_string_equal(info.error, "");
+    assert_int_equal(info.state, ANT_JOB_READY);
+    char out[512];
+    size_t n = 0;
+    snprintf(out, sizeof(out), "%s/scratch/lab/%s/big.bin", f->dir, id);
+    uint8_t *got = test_read_file(out, &n);
+    assert_int_equal(n, BIG);
+    assert_memory_equal(got, buf, BIG);
+    assert_int_equal(resume_bytes(f, id, 0), 0); /* done: no mark left */
+    free(got);
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1493,6 +1661,7 @@ int main(void)
         T(test_no_eviction_while_a_remote_job_runs),
         T(test_overlapping_remote_jobs_do_not_starve_eviction),
         T(test_held_remote_job_can_be_cancelled),
+        T(test_big_file_resumes_inside_after_crash_and_stop),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
