@@ -7,6 +7,7 @@
 # tenant-scoped: other events redacted, its own re-hashed. $1 = antenna binary.
 set -u
 BIN=$(realpath "$1")
+. "$(dirname "$0")/lib.sh"
 T=$(mktemp -d /tmp/antenna-auditr-XXXXXX)
 PID=
 fails=0
@@ -30,10 +31,9 @@ chmod 600 "$T"/*.key
 
 "$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/serve.out" 2>"$T/serve.log" &
 PID=$!
-for _ in $(seq 100); do grep -q serving "$T/serve.out" 2>/dev/null && break; sleep 0.1; done
-PORT=$(sed -n 's|.*https://127.0.0.1:\([0-9]*\).*|\1|p' "$T/serve.out")
-check "serve prints its port" test -n "$PORT"
-export ANTENNA_URL="https://127.0.0.1:$PORT" ANTENNA_CACERT="$T/site/tls/cert.pem"
+URL=$(wait_serving "$T/serve.out")
+check "serve prints its URL" test -n "$URL"
+export ANTENNA_URL=$URL ANTENNA_CACERT="$T/site/tls/cert.pem"
 unset ANTENNA_API_KEY ANTENNA_API_KEY_FILE
 AUD=(--key-file "$T/aud.key")
 

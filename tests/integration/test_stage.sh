@@ -9,6 +9,7 @@
 # daemon.
 set -u
 BIN=$1
+. "$(dirname "$0")/lib.sh"
 command -v curl >/dev/null || { echo "no curl"; exit 77; }
 command -v python3 >/dev/null || { echo "no python3"; exit 77; }
 "$BIN" help 2>&1 | grep -q '^  stage' || { echo "antenna built without stage"; exit 77; }
@@ -40,11 +41,8 @@ start() {
     "$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/serve.out" 2>>"$T/serve$1.log" &
     PID=$!
     LOG=$T/serve$1.log
-    for _ in $(seq 100); do grep -q serving "$T/serve.out" 2>/dev/null && break; sleep 0.1; done
-    PORT=$(sed -n 's|.*https://127.0.0.1:\([0-9]*\).*|\1|p' "$T/serve.out")
-    [ -n "$PORT" ] || fail "serve did not start"
-    export ANTENNA_URL=https://127.0.0.1:$PORT
-    URL=$ANTENNA_URL
+    URL=$(wait_serving "$T/serve.out") || fail "serve did not start"
+    export ANTENNA_URL=$URL
 }
 start 0
 export ANTENNA_CACERT=$T/site/tls/cert.pem
