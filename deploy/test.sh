@@ -51,7 +51,13 @@ run_suite() {   # run_suite NAME BUILDDIR [meson setup options...]
   echo "=== $name: test"
   meson test -C "$dir" --num-processes "$JOBS" --print-errorlogs
   count_log "$dir/meson-logs/testlog.json"
-  if meson test -C "$dir" --list 2>/dev/null | grep -Eq 'test_(engine|stage|jobs)'; then
+  # (the list is read whole first: grep -q stopping at the first match could end meson with
+  # SIGPIPE, which pipefail turned into "no staging suites", skipping the pass at random)
+  local list
+  if ! list=$(meson test -C "$dir" --list 2>&1); then
+    echo "=== $name: cannot list the tests: $list"; FAIL=$((FAIL + 1)); return
+  fi
+  if grep -Eq 'test_(engine|stage|jobs)' <<<"$list"; then
     echo "=== $name: staging suites again with the thread backend"
     ANTENNA_IO_ENGINE=threads meson test -C "$dir" --num-processes "$JOBS" --print-errorlogs \
       --suite staging --logbase threads
