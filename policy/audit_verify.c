@@ -471,7 +471,8 @@ int ant_audit_ckpt_from_json(const json_t *o, struct ant_audit_ckpt *out)
     if (!json_is_object(obj) || json_object_size(obj) != 6 || type == NULL ||
         strcmp(type, "checkpoint") != 0 || !get_seq(obj, "seq", 1, &c.seq) ||
         !get_seq(obj, "time_ms", 0, &c.time_ms) || !get_seq(obj, "prev_seq", 0, &c.prev_seq) ||
-        !get_hex(obj, "hash", c.hash, sizeof(c.hash)) || !get_hex(obj, "sig", c.sig, sizeof(c.sig))) {
+        !get_hex(obj, "hash", c.hash, sizeof(c.hash)) ||
+        !get_hex(obj, "sig", c.sig, sizeof(c.sig))) {
         return -EBADMSG;
     }
     *out = c;
