@@ -445,7 +445,7 @@ pull_b "$T/wit-pull.out"
     fail "peer witnessed"
 "$BIN" admin --dir "$W/b" peer witnessed site-a >"$T/witness.txt" || fail "peer witnessed (table)"
 grep -q '^SEQ ' "$T/witness.txt" || fail "peer witnessed table: $(cat "$T/witness.txt")"
-python3 - "$T/witness.ndjson" "$T/a-before.ndjson" <<'EOF' || fail "witness lines: $(cat "$T/witness.txt")"
+python3 - "$T/witness.ndjson" "$T/a-before.ndjson" <<'EOF' || fail "witness lines"
 import json, sys
 lines = open(sys.argv[1]).read().splitlines()
 assert lines, "no line"
@@ -466,7 +466,7 @@ ok "site-b witnessed site-a's checkpoints at its pulls; its record verifies agai
 # verifies, not against site-b's record
 mkdir -p "$T/a-cut/keys"
 cp "$W/a/keys/site.pub" "$T/a-cut/keys/"
-python3 - "$W/a/audit.db" "$T/a-cut/audit.db" "$T/witness.ndjson" <<'EOF' || fail "cannot cut a's log"
+python3 - "$W/a/audit.db" "$T/a-cut/audit.db" "$T/witness.ndjson" <<'EOF' || fail "cut a"
 import json, sqlite3, sys
 last = max((json.loads(l) for l in open(sys.argv[3]).read().splitlines()), key=lambda o: o["seq"])
 src, dst = sqlite3.connect(sys.argv[1]), sqlite3.connect(sys.argv[2])
