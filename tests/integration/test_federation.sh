@@ -497,6 +497,20 @@ grep -q 'tail removed after it was witnessed' "$T/cut-wit.out" ||
 grep -q 'tail removed after it was witnessed' "$T/cut-exp.out" ||
     fail "verify --export --witness: $(cat "$T/cut-exp.out")"
 ok "site-a's log with its tail removed verifies alone, not against site-b's record (dir, export)"
+# a record above what site-a now shows (as if site-a had gone back): the next pull (after
+# site-a signed a new checkpoint) still succeeds, and site-b logs and audits the conflict,
+# keeping both rows
+python3 -c 'import sqlite3,sys; db=sqlite3.connect(sys.argv[1]); db.execute("INSERT INTO peer_witness VALUES(?, ?, zeroblob(32), 1, 0, zeroblob(64), 1)", ("site-a", 10**12)); db.commit()' "$W/b/antenna.db" ||
+    fail "cannot add a witness row at site-b"
+"$BIN" audit export --dir "$W/a" -o "$T/a-sign.ndjson" >/dev/null 2>&1 || fail "site-a export"
+rows=$(wit_rows)
+pull_b "$T/wit-conflict.out"
+[ "$(wit_rows)" -gt "$rows" ] || fail "the conflicting checkpoint was not kept beside the record"
+"$BIN" audit query --dir "$W/b" --action fed.witness_conflict -o json >"$T/wconf.json" ||
+    fail "audit query fed.witness_conflict"
+grep -q '"resource_id": *"site-a"' "$T/wconf.json" ||
+    fail "witness conflict not audited at site-b: $(cat "$T/wconf.json")"
+ok "a checkpoint below site-b's record of site-a: audited as fed.witness_conflict, pull ok"
 
 "$BIN" audit verify --dir "$W/a" >/dev/null || fail "site-a audit verify"
 "$BIN" audit verify --dir "$W/b" >/dev/null || fail "site-b audit verify"
