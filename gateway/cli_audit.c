@@ -1,7 +1,7 @@
 /* antenna audit: verify the live chain or an export, export, query.
  *
- *   antenna audit verify --dir DIR [--strict]
- *   antenna audit verify --export FILE --site-key site.pub
+ *   antenna audit verify --dir DIR [--strict] [--witness FILE]
+ *   antenna audit verify --export FILE --site-key site.pub [--witness FILE]
  *   antenna audit export --dir DIR [-o FILE]
  *   antenna audit query --dir DIR [--since T] [--until T] [--principal P] [--tenant T]
  *                       [--dataset D] [--action A] [--decision allow|deny|info] [--limit N]
@@ -34,7 +34,7 @@
 
 struct aopts {
     struct ant_client_conf conf;
-    const char *dir, *export_file, *site_key, *out;
+    const char *dir, *export_file, *site_key, *out, *witness;
     const char *since, *until, *principal, *tenant, *dataset, *action, *decision, *limit, *cursor;
     bool strict, json;
 };
@@ -42,8 +42,8 @@ struct aopts {
 static void usage(FILE *f)
 {
     fprintf(f, "usage:\n"
-               "  antenna audit verify --dir DIR [--strict]\n"
-               "  antenna audit verify --export FILE --site-key site.pub\n"
+               "  antenna audit verify --dir DIR [--strict] [--witness FILE]\n"
+               "  antenna audit verify --export FILE --site-key site.pub [--witness FILE]\n"
                "  antenna audit export --dir DIR [-o FILE]\n"
                "  antenna audit query --dir DIR [--since T] [--until T] [--principal P]\n"
                "                      [--tenant T] [--dataset D] [--action A]\n"
@@ -62,7 +62,10 @@ static void usage(FILE *f)
                "tail first when it can load the site key ($ANTENNA_KEY_PASSPHRASE if it is\n"
                "encrypted). Over the API a tenant's auditor gets its tenant's events in full and\n"
                "the others' as hashes only (which verify re-hashes and checks all the same); a\n"
-               "site admin gets the whole chain, or with --tenant T what T's auditors get.\n");
+               "site admin gets the whole chain, or with --tenant T what T's auditors get.\n"
+               "--witness FILE: checkpoints of this site a peer recorded (`antenna admin peer\n"
+               "witnessed SITE -o json` on the peer): each must be in the chain with the same\n"
+               "hash at its seq, else the log was rewritten or its tail removed since.\n");
 }
 
 static int parse_opts(int argc, char **argv, struct aopts *o)
@@ -81,6 +84,7 @@ static int parse_opts(int argc, char **argv, struct aopts *o)
         {"decision", required_argument, NULL, 'x'},
         {"limit", required_argument, NULL, 'l'},
         {"cursor", required_argument, NULL, 'c'},
+        {"witness", required_argument, NULL, 'W'},
         {"url", required_argument, NULL, 'U'},
         {"cacert", required_argument, NULL, 'C'},
         {"key-file", required_argument, NULL, 'K'},
@@ -104,6 +108,7 @@ static int parse_opts(int argc, char **argv, struct aopts *o)
     slot['l'] = &o->limit;
     slot['c'] = &o->cursor;
     slot['o'] = &o->out;
+    slot['W'] = &o->witness;
     int c;
     optind = 1;
     opterr = 0;
@@ -221,8 +226,48 @@ static void print_report(const char *what, int rc, const struct ant_audit_report
     }
 }
 
-/* Verifies the export held by fd (named `what` in the report) against pub; exit code 0 or 1. */
-static int verify_fd(const char *what, int fd, const uint8_t pub[ANT_KEY_LEN])
+/* A witness file (untrusted, parsed by ant_audit_witness_parse): 0 with *w filled (free
+ * w->c), or -1 with the reason printed. */
+#define WITNESS_FILE_MAX ((size_t)ANT_AUDIT_WITNESS_MAX * 512)
+static int load_witness(const char *path, struct ant_audit_witnesses *w)
+{
+    struct ant_buf raw = ANT_BUF_INIT(WITNESS_FILE_MAX);
+    struct ant_diag d = {{0}};
+    struct ant_audit_ckpt *c = NULL;
+    size_t n = 0;
+    int fd = ant_open_regular(AT_FDCWD, path, O_RDONLY, 0);
+    int rc = fd < 0 ? fd : ant_read_all(fd, &raw);
+    ant_close(fd);
+    if (rc < 0) {
+        fprintf(stderr, "antenna audit: cannot read %s: %s\n", path,
+                rc == -EINVAL ? "not a regular file" : strerror(-rc));
+        ant_buf_fini(&raw);
+        return -1;
+    }
+    rc = ant_audit_witness_parse(ant_buf_view(&raw), &c, &n, &d);
+    ant_buf_fini(&raw);
+    if (rc < 0) {
+        fprintf(stderr, "antenna audit: %s: %s\n", path, ant_diag_msg(&d, strerror(-rc)));
+        return -1;
+    }
+    w->c = c;
+    w->n = n;
+    return 0;
+}
+
+static void print_witnessed(const struct ant_audit_witnesses *w, int rc)
+{
+    if (w != NULL && rc == 0) {
+        printf("witnesses: %zu checkpoint%s a peer recorded%s%lld %s in the chain unchanged\n",
+               w->n, w->n == 1 ? "" : "s", w->n > 0 ? ", up to seq " : "",
+               w->n > 0 ? (long long)w->c[w->n - 1].seq : 0LL, w->n == 1 ? "is" : "are");
+    }
+}
+
+/* Verifies the export held by fd (named `what` in the report) against pub, and against the
+ * witnesses w (NULL: none); exit code 0 or 1. */
+static int verify_fd(const char *what, int fd, const uint8_t pub[ANT_KEY_LEN],
+                     const struct ant_audit_witnesses *w)
 {
     struct ant_audit_report rep = {0};
     void *map = NULL;
@@ -244,8 +289,9 @@ static int verify_fd(const char *what, int fd, const uint8_t pub[ANT_KEY_LEN])
             return 1;
         }
     }
-    int rc = ant_audit_verify_export(ant_bytes_of(map, len), pub, &rep);
+    int rc = ant_audit_verify_export_witnessed(ant_bytes_of(map, len), pub, w, &rep);
     print_report(what, rc, &rep);
+    print_witnessed(w, rc);
     if (map != NULL) {
         munmap(map, len);
     }
@@ -255,7 +301,9 @@ static int verify_fd(const char *what, int fd, const uint8_t pub[ANT_KEY_LEN])
 static int verify_export(const struct aopts *o)
 {
     uint8_t pub[ANT_KEY_LEN];
-    if (load_sign_pub(AT_FDCWD, o->site_key, pub) < 0) {
+    struct ant_audit_witnesses w = {NULL, 0};
+    if (load_sign_pub(AT_FDCWD, o->site_key, pub) < 0 ||
+        (o->witness != NULL && load_witness(o->witness, &w) < 0)) {
         return 1;
     }
     /* O_NONBLOCK until fstat: a FIFO with no writer would block open() itself */
@@ -263,10 +311,12 @@ static int verify_export(const struct aopts *o)
     if (fd < 0) {
         fprintf(stderr, "antenna audit: cannot read %s: %s\n", o->export_file,
                 fd == -EINVAL ? "not a regular file" : strerror(-fd));
+        free((void *)(uintptr_t)w.c);
         return 1;
     }
-    int ret = verify_fd(o->export_file, fd, pub);
+    int ret = verify_fd(o->export_file, fd, pub, o->witness != NULL ? &w : NULL);
     ant_close(fd);
+    free((void *)(uintptr_t)w.c);
     return ret;
 }
 
@@ -275,14 +325,17 @@ static int verify_live(const struct aopts *o)
     uint8_t pub[ANT_KEY_LEN];
     struct ant_audit_report rep = {0};
     struct ant_audit *a = NULL;
+    struct ant_audit_witnesses w = {NULL, 0};
     int ret = 1;
     int dirfd = open_site(o->dir);
     if (dirfd < 0 || load_sign_pub(dirfd, "keys/site.pub", pub) < 0 ||
+        (o->witness != NULL && load_witness(o->witness, &w) < 0) ||
         open_audit(dirfd, NULL, &a) < 0) {
         goto out;
     }
-    int rc = ant_audit_verify(a, pub, o->strict, &rep);
+    int rc = ant_audit_verify_witnessed(a, pub, o->strict, o->witness != NULL ? &w : NULL, &rep);
     print_report("audit.db", rc, &rep);
+    print_witnessed(o->witness != NULL ? &w : NULL, rc);
     ret = rc == 0 ? 0 : 1;
     /* The index is not part of the chain: it is checked apart, and a hole in it fails the
      * verification too (a filtered query would miss those events). */
@@ -303,6 +356,7 @@ static int verify_live(const struct aopts *o)
 out:
     ant_audit_close(a);
     ant_close(dirfd);
+    free((void *)(uintptr_t)w.c);
     return ret;
 }
 
@@ -722,7 +776,7 @@ static int remote_verify(const struct aopts *o)
                     : ant_client_download(c, "/v1/audit/export", AT_FDCWD, NULL, fd, &status,
                                           &bytes, &d);
     if (rc == 0 && status == 200) {
-        ret = verify_fd("export", fd, pub);
+        ret = verify_fd("export", fd, pub, NULL);
     } else {
         if (rc == 0 && status < 400) {
             ant_diag_set(&d, "unexpected status %ld", status);
@@ -776,6 +830,10 @@ int ant_cli_audit(int argc, char **argv)
                       o.decision || o.limit || o.cursor;
     if (remote && o.strict) {
         fprintf(stderr, "antenna audit: --strict is for the local verify (--dir)\n");
+        return 2;
+    }
+    if (o.witness != NULL && (remote || strcmp(cmd, "verify") != 0)) {
+        fprintf(stderr, "antenna audit: --witness is for verify --dir or verify --export\n");
         return 2;
     }
     if (remote) {

@@ -68,7 +68,11 @@ static void usage(FILE *out)
             "      pull transfers nothing) and writes it decrypted into DIR (or as Crypt4GH for\n"
             "      this site's key with --encrypted); without --out, only into the archive;\n"
             "      then trims the archive cache to [federation] cache_max as the daemon does\n"
-            "      (not while a remote stage job runs) and says what it evicted\n");
+            "      (not while a remote stage job runs) and says what it evicted\n"
+            "  peer witnessed ID\n"
+            "      the peer's audit checkpoints this site recorded when it talked to the peer;\n"
+            "      with -o json as the export's checkpoint lines (NDJSON), for the peer's\n"
+            "      auditors: antenna audit verify --witness FILE\n");
 }
 
 static int parse_args(int argc, char **argv, struct peer_args *a)
@@ -151,7 +155,7 @@ static int parse_args(int argc, char **argv, struct peer_args *a)
     if (strcmp(verb, "list") == 0) {
         return a->npos == 2 ? 0 : 2;
     }
-    if (strcmp(verb, "remove") == 0) {
+    if (strcmp(verb, "remove") == 0 || strcmp(verb, "witnessed") == 0) {
         return a->npos == 3 ? 0 : 2;
     }
     if (strcmp(verb, "pull") == 0) {
@@ -538,6 +542,49 @@ static int peer_remove(struct pctx *c)
     return fflush(stdout) == 0 ? 0 : -EIO;
 }
 
+/* What this site recorded of a peer's checkpoints: with -o json the export's checkpoint lines,
+ * byte for byte the format the peer's own export has. */
+static int peer_witnessed(struct pctx *c)
+{
+    const char *id = c->a->pos[2];
+    struct ant_audit_ckpt *w = NULL;
+    int64_t *seen = NULL;
+    size_t n = 0;
+    char detail[64];
+    int rc = ant_name_is_valid(id) ? ant_peer_witnessed(c->st, id, &w, &seen, &n) : -EINVAL;
+    if (rc < 0) {
+        return rc;
+    }
+    snprintf(detail, sizeof(detail), "{\"rows\":%zu}", n);
+    rc = audit(c, "admin.peer.witnessed", id, detail);
+    if (rc == 0 && !c->a->json) {
+        printf("%-12s %-64s %-15s %-12s %s\n", "SEQ", "HASH", "TIME_MS", "PREV_SEQ", "SEEN_MS");
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (c->a->json) {
+            json_t *o = ant_audit_ckpt_to_json(&w[i]);
+            char *line = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+            rc = line == NULL ? -ENOMEM : 0;
+            if (line != NULL) {
+                printf("%s\n", line);
+            }
+            free(line);
+            json_decref(o);
+        } else {
+            char hash[2 * ANT_AUDIT_HASH_LEN + 1];
+            ant_hex_encode(w[i].hash, sizeof(w[i].hash), hash);
+            printf("%-12lld %-64s %-15lld %-12lld %lld\n", (long long)w[i].seq, hash,
+                   (long long)w[i].time_ms, (long long)w[i].prev_seq, (long long)seen[i]);
+        }
+    }
+    if (rc == 0 && !c->a->json && n == 0) {
+        printf("(none)\n");
+    }
+    free(w);
+    free(seen);
+    return rc < 0 ? rc : (fflush(stdout) == 0 ? 0 : -EIO);
+}
+
 /* A federation token signed with this site's key, audited (its claims; never the token). */
 static int peer_token(struct pctx *c)
 {
@@ -897,6 +944,8 @@ int ant_cli_peer(int argc, char **argv)
         rc = peer_token(&c);
     } else if (strcmp(a.pos[1], "pull") == 0) {
         rc = peer_pull(&c);
+    } else if (strcmp(a.pos[1], "witnessed") == 0) {
+        rc = peer_witnessed(&c);
     } else {
         rc = peer_remove(&c);
     }

@@ -56,6 +56,8 @@ const struct ant_route g_ant_routes[] = {
      ANT_ROUTE_PUBLIC},
     {"GET", "/v1/federation/datasets/{}/files/{*}", "fed.file", ant_route_fed_file, NULL,
      ANT_ROUTE_PUBLIC},
+    {"GET", "/v1/federation/checkpoint", "fed.checkpoint", ant_route_fed_checkpoint, NULL,
+     ANT_ROUTE_PUBLIC},
 };
 const size_t g_ant_nroutes = ANT_ARRAY_LEN(g_ant_routes);
 

@@ -326,6 +326,42 @@ int ant_route_fed_datasets(struct ant_req *r)
     return ant_api_end(rc);
 }
 
+int ant_route_fed_checkpoint(struct ant_req *r)
+{
+    struct fed f;
+    json_t *arr = NULL, *doc = NULL;
+    struct ant_audit_ckpt c;
+    memset(&f, 0, sizeof(f));
+    struct ant_store *st = ant_store_pool_acquire(r->site->pool);
+    int rc = fed_auth(r, st, &f);
+    ant_store_pool_release(r->site->pool, st);
+    rc = rc != 0 ? rc : ant_audit_checkpoints(r->site->audit, 1, &arr);
+    json_t *last = rc == 0 ? json_array_get(arr, 0) : NULL;
+    if (rc == 0 && last != NULL) {
+        /* the export's line: type first, then the members in its order */
+        rc = json_object_set_new(last, "type", json_string("checkpoint")) < 0 ? -ENOMEM : 0;
+        rc = rc < 0 ? rc : ant_audit_ckpt_from_json(last, &c) < 0 ? -EIO : 0;
+        doc = rc < 0 ? NULL : ant_audit_ckpt_to_json(&c);
+        rc = rc < 0 ? rc : doc == NULL ? -ENOMEM : 0;
+    }
+    if (rc == 0) {
+        json_t *det = json_pack("{s:I}", "seq", (json_int_t)(doc != NULL ? c.seq : 0));
+        rc = fed_audit(r, &f, "fed.checkpoint", "audit", NULL, NULL, ANT_AUDIT_INFO,
+                       doc != NULL ? "witnessed" : "no_checkpoint", det);
+        json_decref(det);
+    }
+    if (rc == 0 && doc == NULL) {
+        rc = ant_api_fail(r, MHD_HTTP_NOT_FOUND, "no_checkpoint", "no audit checkpoint yet");
+    } else if (rc == 0) {
+        rc = ant_api_json_take(r, MHD_HTTP_OK, doc);
+        doc = NULL;
+    }
+    json_decref(doc);
+    json_decref(arr);
+    echo_transfer(r, &f);
+    return ant_api_end(rc);
+}
+
 /* archive/<ds>/<storage>.c4gh, opened; ds is a catalog id ("ds_" + hex). */
 static int open_stored(struct ant_site *s, const char *ds, const char *storage)
 {

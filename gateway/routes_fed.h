@@ -21,5 +21,9 @@ int ant_route_fed_manifest(struct ant_req *r);
 /* GET /v1/federation/datasets/{id}/files/{path}[?part=header|body]: the file with its header
  * re-encrypted for the asking site's X25519 key and the body unchanged; single byte Range. */
 int ant_route_fed_file(struct ant_req *r);
+/* GET /v1/federation/checkpoint: this site's latest signed audit checkpoint, as the export's
+ * checkpoint line, for the asking peer to witness (docs/security.md, "Witnesses"); 404
+ * no_checkpoint before the first. Any authenticated peer may ask; each request is audited. */
+int ant_route_fed_checkpoint(struct ant_req *r);
 
 #endif

@@ -2331,12 +2331,21 @@ int ant_audit_verify_index(struct ant_audit *a, int64_t *upto, int64_t *first_mi
 int ant_audit_verify(struct ant_audit *a, const uint8_t pub[ANT_KEY_LEN], bool strict,
                      struct ant_audit_report *rep)
 {
+    return ant_audit_verify_witnessed(a, pub, strict, NULL, rep);
+}
+
+int ant_audit_verify_witnessed(struct ant_audit *a, const uint8_t pub[ANT_KEY_LEN], bool strict,
+                               const struct ant_audit_witnesses *w, struct ant_audit_report *rep)
+{
     struct ant_audit_verifier v;
     struct vpipe *p = calloc(1, sizeof(*p));
     bool started = false;
     int rc = p == NULL ? -ENOMEM : ant_audit_verifier_init(&v, pub);
     if (p == NULL) {
         return rc;
+    }
+    if (rc == 0) {
+        ant_audit_verifier_witness(&v, w);
     }
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);

@@ -262,6 +262,46 @@ ANT_MUST_CHECK int ant_audit_canonical(int64_t seq, int64_t time_ms,
 void ant_audit_checkpoint_msg(int64_t seq, const uint8_t hash[ANT_AUDIT_HASH_LEN], int64_t time_ms,
                               int64_t prev_seq, uint8_t out[ANT_AUDIT_CKPT_MSG_LEN]);
 
+/* A checkpoint as a value: what an export's checkpoint line, the federation route
+ * /v1/federation/checkpoint and a peer's witness record (policy/peers.h) hold. */
+struct ant_audit_ckpt {
+    int64_t seq, time_ms, prev_seq;
+    uint8_t hash[ANT_AUDIT_HASH_LEN];
+    uint8_t sig[ANT_SIG_LEN];
+};
+/* Whether sig is `pub`'s signature of the checkpoint (ant_audit_checkpoint_msg). */
+bool ant_audit_ckpt_sig_is_valid(const uint8_t pub[ANT_KEY_LEN], const struct ant_audit_ckpt *c);
+/* Reads an export checkpoint line's object (untrusted): exactly "type":"checkpoint", "seq" >= 1,
+ * "hash", "time_ms" >= 0, "prev_seq" >= 0, "sig" (hex). 0 or -EBADMSG; the signature is not
+ * checked here. */
+ANT_MUST_CHECK int ant_audit_ckpt_from_json(const json_t *o, struct ant_audit_ckpt *out);
+/* The export's checkpoint line object (the key order of ant_audit_export); NULL: no memory. */
+json_t *ant_audit_ckpt_to_json(const struct ant_audit_ckpt *c);
+
+/* Witnesses: checkpoints of this site that a peer recorded (`antenna admin peer witnessed`), as
+ * NDJSON checkpoint lines. At most ANT_AUDIT_WITNESS_MAX lines of at most
+ * ANT_AUDIT_EXPORT_LINE_MAX bytes; empty lines are skipped. On success *out (free()) holds *n
+ * checkpoints sorted by seq (then hash). -EBADMSG (diag names the line), -E2BIG, -ENOMEM. */
+#define ANT_AUDIT_WITNESS_MAX 100000
+ANT_MUST_CHECK int ant_audit_witness_parse(struct ant_bytes ndjson, struct ant_audit_ckpt **out,
+                                           size_t *n, struct ant_diag *d);
+/* What the verifiers check against witnesses, borrowed for the verification: every witnessed
+ * checkpoint must carry a valid signature of the site's key and be in the chain verified: its
+ * hash the chain's hash at its seq ("rewritten" otherwise), its seq at most the last verified
+ * checkpoint's ("tail removed after it was witnessed" otherwise). */
+struct ant_audit_witnesses {
+    const struct ant_audit_ckpt *c; /* sorted by seq, as ant_audit_witness_parse leaves them */
+    size_t n;
+};
+/* ant_audit_verify and ant_audit_verify_export, also checking witnesses (NULL: none). */
+ANT_MUST_CHECK int ant_audit_verify_witnessed(struct ant_audit *a, const uint8_t pub[ANT_KEY_LEN],
+                                              bool strict, const struct ant_audit_witnesses *w,
+                                              struct ant_audit_report *rep);
+ANT_MUST_CHECK int ant_audit_verify_export_witnessed(struct ant_bytes ndjson,
+                                                     const uint8_t pub[ANT_KEY_LEN],
+                                                     const struct ant_audit_witnesses *w,
+                                                     struct ant_audit_report *rep);
+
 /* A streaming verifier, fed events and checkpoints in export order (what ant_audit_verify and
  * ant_audit_verify_export use). It stops at the first failure: later feeds return -EBADMSG. */
 struct ant_audit_verifier {
@@ -275,10 +315,15 @@ struct ant_audit_verifier {
     void *md;     /* EVP_MD, fetched once: an implicit fetch per event costs a lock and a malloc */
     struct ant_buf canon;
     struct ant_audit_report rep;
+    const struct ant_audit_witnesses *wit; /* NULL: none (ant_audit_verifier_witness) */
+    size_t wit_next;                       /* the first witness whose seq is not reached yet */
 };
 ANT_MUST_CHECK int ant_audit_verifier_init(struct ant_audit_verifier *v,
                                            const uint8_t pub[ANT_KEY_LEN]);
 void ant_audit_verifier_fini(struct ant_audit_verifier *v);
+/* Makes the verifier check `w` (borrowed until finish) as it goes; call before the first feed.
+ * A witness whose signature is not the key's fails the verification at once. */
+void ant_audit_verifier_witness(struct ant_audit_verifier *v, const struct ant_audit_witnesses *w);
 /* `salt`: the event's (ANT_AUDIT_SALT_LEN bytes; NULL: a v1 event). `hash`: the hash stored
  * with the event (NULL: not stored). 0 or -EBADMSG (-ENOMEM). */
 ANT_MUST_CHECK int ant_audit_verifier_event(struct ant_audit_verifier *v, int64_t seq,

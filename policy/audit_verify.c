@@ -8,6 +8,7 @@
 #include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define EVENT_MAGIC "antenna-audit-event-v1"
@@ -183,6 +184,37 @@ static void chained(struct ant_audit_verifier *v, int64_t seq, const uint8_t h[A
     memcpy(v->head, h, ANT_AUDIT_HASH_LEN);
     v->rep.last_seq = seq;
     v->rep.events++;
+    /* a witnessed checkpoint at this seq must name this hash */
+    while (v->wit != NULL && v->wit_next < v->wit->n && v->wit->c[v->wit_next].seq <= seq) {
+        const struct ant_audit_ckpt *w = &v->wit->c[v->wit_next++];
+        if (w->seq == seq && memcmp(w->hash, h, ANT_AUDIT_HASH_LEN) != 0) {
+            ant_audit_verifier_fail(v, seq,
+                                    "event %lld was rewritten after a peer witnessed its "
+                                    "checkpoint (the hashes differ)",
+                                    (long long)seq);
+        }
+    }
+}
+
+void ant_audit_verifier_witness(struct ant_audit_verifier *v, const struct ant_audit_witnesses *w)
+{
+    v->wit = w;
+    v->wit_next = 0;
+    for (size_t i = 0; w != NULL && i < w->n; i++) {
+        if (!ant_audit_ckpt_sig_is_valid(v->pub, &w->c[i])) {
+            ant_audit_verifier_fail(v, w->c[i].seq,
+                                    "witnessed checkpoint %lld is not signed by this key",
+                                    (long long)w->c[i].seq);
+            return;
+        }
+    }
+}
+
+bool ant_audit_ckpt_sig_is_valid(const uint8_t pub[ANT_KEY_LEN], const struct ant_audit_ckpt *c)
+{
+    uint8_t msg[ANT_AUDIT_CKPT_MSG_LEN];
+    ant_audit_checkpoint_msg(c->seq, c->hash, c->time_ms, c->prev_seq, msg);
+    return ant_sig_verify(pub, ant_bytes_of(msg, sizeof(msg)), c->sig) == 0;
 }
 
 int ant_audit_verifier_event(struct ant_audit_verifier *v, int64_t seq, int64_t time_ms,
@@ -267,7 +299,6 @@ int ant_audit_verifier_checkpoint(struct ant_audit_verifier *v, int64_t seq,
                                   const uint8_t hash[ANT_AUDIT_HASH_LEN], int64_t time_ms,
                                   int64_t prev_seq, const uint8_t sig[ANT_SIG_LEN])
 {
-    uint8_t msg[ANT_AUDIT_CKPT_MSG_LEN];
     if (failed(v)) {
         return -EBADMSG;
     }
@@ -295,8 +326,10 @@ int ant_audit_verifier_checkpoint(struct ant_audit_verifier *v, int64_t seq,
                                 (long long)seq);
         return -EBADMSG;
     }
-    ant_audit_checkpoint_msg(seq, hash, time_ms, prev_seq, msg);
-    if (ant_sig_verify(v->pub, ant_bytes_of(msg, sizeof(msg)), sig) < 0) {
+    struct ant_audit_ckpt c = {.seq = seq, .time_ms = time_ms, .prev_seq = prev_seq};
+    memcpy(c.hash, hash, ANT_AUDIT_HASH_LEN);
+    memcpy(c.sig, sig, ANT_SIG_LEN);
+    if (!ant_audit_ckpt_sig_is_valid(v->pub, &c)) {
         ant_audit_verifier_fail(v, seq, "checkpoint %lld has a bad signature", (long long)seq);
         return -EBADMSG;
     }
@@ -310,6 +343,13 @@ int ant_audit_verifier_checkpoint(struct ant_audit_verifier *v, int64_t seq,
 int ant_audit_verifier_finish(struct ant_audit_verifier *v, bool strict,
                               struct ant_audit_report *rep)
 {
+    const struct ant_audit_witnesses *w = v->wit;
+    if (!failed(v) && w != NULL && w->n > 0 && w->c[w->n - 1].seq > v->rep.signed_seq) {
+        ant_audit_verifier_fail(v, v->rep.signed_seq + 1,
+                                "tail removed after it was witnessed: a peer recorded checkpoint "
+                                "%lld, the last checkpoint here is %lld",
+                                (long long)w->c[w->n - 1].seq, (long long)v->rep.signed_seq);
+    }
     if (!failed(v) && strict && v->rep.last_seq > v->rep.signed_seq) {
         ant_audit_verifier_fail(v, v->rep.signed_seq + 1,
                                 "events %lld..%lld are not covered by a checkpoint",
@@ -422,28 +462,129 @@ static int feed_redacted_line(struct ant_audit_verifier *v, json_t *o, int64_t l
     return ant_audit_verifier_redacted(v, seq, has_commit ? commit : NULL, hash);
 }
 
+int ant_audit_ckpt_from_json(const json_t *o, struct ant_audit_ckpt *out)
+{
+    json_t *obj = (json_t *)(uintptr_t)o; /* jansson's getters take no const */
+    const char *type = json_string_value(json_object_get(obj, "type"));
+    struct ant_audit_ckpt c;
+    memset(&c, 0, sizeof(c));
+    if (!json_is_object(obj) || json_object_size(obj) != 6 || type == NULL ||
+        strcmp(type, "checkpoint") != 0 || !get_seq(obj, "seq", 1, &c.seq) ||
+        !get_seq(obj, "time_ms", 0, &c.time_ms) || !get_seq(obj, "prev_seq", 0, &c.prev_seq) ||
+        !get_hex(obj, "hash", c.hash, sizeof(c.hash)) ||
+        !get_hex(obj, "sig", c.sig, sizeof(c.sig))) {
+        return -EBADMSG;
+    }
+    *out = c;
+    return 0;
+}
+
+json_t *ant_audit_ckpt_to_json(const struct ant_audit_ckpt *c)
+{
+    char hash[2 * ANT_AUDIT_HASH_LEN + 1], sig[2 * ANT_SIG_LEN + 1];
+    ant_hex_encode(c->hash, sizeof(c->hash), hash);
+    ant_hex_encode(c->sig, sizeof(c->sig), sig);
+    return json_pack("{s:s, s:I, s:s, s:I, s:I, s:s}", "type", "checkpoint", "seq",
+                     (json_int_t)c->seq, "hash", hash, "time_ms", (json_int_t)c->time_ms,
+                     "prev_seq", (json_int_t)c->prev_seq, "sig", sig);
+}
+
 static int feed_checkpoint_line(struct ant_audit_verifier *v, json_t *o, int64_t line)
 {
-    int64_t seq = 0, t = 0, prev = 0;
-    uint8_t hash[ANT_AUDIT_HASH_LEN], sig[ANT_SIG_LEN];
-    if (json_object_size(o) != 6 || !get_seq(o, "seq", 1, &seq) || !get_seq(o, "time_ms", 0, &t) ||
-        !get_seq(o, "prev_seq", 0, &prev) || !get_hex(o, "hash", hash, sizeof(hash)) ||
-        !get_hex(o, "sig", sig, sizeof(sig))) {
+    struct ant_audit_ckpt c;
+    if (ant_audit_ckpt_from_json(o, &c) < 0) {
         ant_audit_verifier_fail(v, v->rep.last_seq + 1, "line %lld: malformed checkpoint",
                                 (long long)line);
         return -EBADMSG;
     }
-    return ant_audit_verifier_checkpoint(v, seq, hash, t, prev, sig);
+    return ant_audit_verifier_checkpoint(v, c.seq, c.hash, c.time_ms, c.prev_seq, c.sig);
+}
+
+static int ckpt_cmp(const void *x, const void *y)
+{
+    const struct ant_audit_ckpt *a = x, *b = y;
+    if (a->seq != b->seq) {
+        return a->seq < b->seq ? -1 : 1;
+    }
+    return memcmp(a->hash, b->hash, ANT_AUDIT_HASH_LEN);
+}
+
+int ant_audit_witness_parse(struct ant_bytes ndjson, struct ant_audit_ckpt **out, size_t *n,
+                            struct ant_diag *d)
+{
+    struct ant_rd rd = ant_rd_init(ndjson);
+    struct ant_audit_ckpt *arr = NULL;
+    size_t cnt = 0, cap = 0;
+    int64_t line = 0;
+    int rc = 0;
+    while (rc == 0 && ant_rd_left(&rd) > 0) {
+        struct ant_bytes rest = ant_rd_rest(&rd);
+        const uint8_t *nl = memchr(rest.p, '\n', rest.len);
+        size_t len = nl != NULL ? (size_t)(nl - rest.p) : rest.len;
+        json_t *o = NULL;
+        rd = ant_rd_init(rest);
+        rc = ant_rd_skip(&rd, nl != NULL ? len + 1 : len);
+        line++;
+        if (rc < 0 || len == 0) {
+            continue;
+        }
+        if (cnt == ANT_AUDIT_WITNESS_MAX) {
+            ant_diag_set(d, "line %lld: more than %d witnessed checkpoints", (long long)line,
+                         ANT_AUDIT_WITNESS_MAX);
+            rc = -E2BIG;
+            break;
+        }
+        if (cnt == cap) {
+            size_t ncap = cap != 0 ? 2 * cap : 64;
+            struct ant_audit_ckpt *p = realloc(arr, ncap * sizeof(*arr));
+            if (p == NULL) {
+                rc = -ENOMEM;
+                break;
+            }
+            arr = p;
+            cap = ncap;
+        }
+        if (len > ANT_AUDIT_EXPORT_LINE_MAX ||
+            ant_json_parse(ant_bytes_of(rest.p, len), ANT_AUDIT_EXPORT_LINE_MAX, EXPORT_DEPTH, &o,
+                           NULL) < 0 ||
+            ant_audit_ckpt_from_json(o, &arr[cnt]) < 0) {
+            ant_diag_set(d, "line %lld: not an export checkpoint line", (long long)line);
+            rc = -EBADMSG;
+        }
+        json_decref(o);
+        cnt += rc == 0 ? 1 : 0;
+    }
+    if (rc == 0) {
+        if (cnt > 1) {
+            qsort(arr, cnt, sizeof(*arr), ckpt_cmp);
+        }
+        *out = arr;
+        *n = cnt;
+        arr = NULL;
+    }
+    free(arr);
+    return rc;
 }
 
 int ant_audit_verify_export(struct ant_bytes ndjson, const uint8_t pub[ANT_KEY_LEN],
                             struct ant_audit_report *rep)
+{
+    return ant_audit_verify_export_witnessed(ndjson, pub, NULL, rep);
+}
+
+int ant_audit_verify_export_witnessed(struct ant_bytes ndjson, const uint8_t pub[ANT_KEY_LEN],
+                                      const struct ant_audit_witnesses *w,
+                                      struct ant_audit_report *rep)
 {
     struct ant_audit_verifier v;
     struct ant_rd rd = ant_rd_init(ndjson);
     int64_t line = 0;
     bool last_is_ckpt = false;
     int rc = ant_audit_verifier_init(&v, pub);
+    if (rc == 0) {
+        ant_audit_verifier_witness(&v, w);
+        rc = v.rep.first_bad_seq != 0 ? -EBADMSG : 0;
+    }
     while (rc == 0 && ant_rd_left(&rd) > 0) {
         struct ant_bytes rest = ant_rd_rest(&rd);
         const uint8_t *nl = memchr(rest.p, '\n', rest.len);

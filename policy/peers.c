@@ -517,3 +517,130 @@ out:
     ant_close(fedfd);
     return rc;
 }
+
+/* --- witnessed checkpoints --- */
+
+int ant_peer_witness_record(struct ant_store *st, const char *peer_id,
+                            const struct ant_audit_ckpt *c, int64_t seen_ms,
+                            enum ant_witness_outcome *out)
+{
+    if (!ant_name_is_valid(peer_id) || c == NULL || c->seq < 1 || c->time_ms < 0 ||
+        c->prev_seq < 0 || c->prev_seq >= c->seq) {
+        return -EINVAL;
+    }
+    sqlite3_stmt *same = ant_store_stmt(st, "SELECT hash = ?3 FROM peer_witness"
+                                            " WHERE peer = ?1 AND seq = ?2 ORDER BY 1 DESC");
+    sqlite3_stmt *top = ant_store_stmt(st, "SELECT MAX(seq) FROM peer_witness WHERE peer = ?");
+    sqlite3_stmt *ins = ant_store_stmt(st, "INSERT INTO peer_witness(peer, seq, hash, time_ms,"
+                                           " prev_seq, sig, seen_ms) VALUES(?, ?, ?, ?, ?, ?, ?)");
+    if (same == NULL || top == NULL || ins == NULL) {
+        return -EIO;
+    }
+    enum ant_witness_outcome o = ANT_WITNESS_NEW;
+    int rc = ant_store_begin(st);
+    if (rc < 0) {
+        return rc;
+    }
+    ant_bind_text(same, 1, peer_id);
+    sqlite3_bind_int64(same, 2, c->seq);
+    sqlite3_bind_blob(same, 3, c->hash, ANT_AUDIT_HASH_LEN, SQLITE_TRANSIENT);
+    int src = sqlite3_step(same);
+    if (src == SQLITE_ROW) {
+        /* a row of this hash sorts first: known; only other hashes: equivocation */
+        o = sqlite3_column_int(same, 0) != 0 ? ANT_WITNESS_KNOWN : ANT_WITNESS_CONFLICT;
+    } else if (src != SQLITE_DONE) {
+        rc = ant_sqlite_err(src);
+    }
+    sqlite3_reset(same);
+    if (rc == 0 && o == ANT_WITNESS_NEW) {
+        ant_bind_text(top, 1, peer_id);
+        src = sqlite3_step(top);
+        if (src != SQLITE_ROW) {
+            rc = ant_sqlite_err(src);
+        } else if (sqlite3_column_type(top, 0) != SQLITE_NULL &&
+                   sqlite3_column_int64(top, 0) > c->seq) {
+            o = ANT_WITNESS_CONFLICT; /* the peer went back behind what it showed before */
+        }
+        sqlite3_reset(top);
+    }
+    if (rc == 0 && o != ANT_WITNESS_KNOWN) {
+        ant_bind_text(ins, 1, peer_id);
+        sqlite3_bind_int64(ins, 2, c->seq);
+        sqlite3_bind_blob(ins, 3, c->hash, ANT_AUDIT_HASH_LEN, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(ins, 4, c->time_ms);
+        sqlite3_bind_int64(ins, 5, c->prev_seq);
+        sqlite3_bind_blob(ins, 6, c->sig, ANT_SIG_LEN, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(ins, 7, seen_ms != 0 ? seen_ms : ant_now_unix() * 1000);
+        rc = ant_store_exec_stmt(ins);
+    }
+    if (rc == 0) {
+        rc = ant_store_commit(st);
+    } else {
+        ant_store_rollback(st);
+    }
+    if (rc == 0) {
+        *out = o;
+    }
+    return rc;
+}
+
+int ant_peer_witnessed(struct ant_store *st, const char *peer_id, struct ant_audit_ckpt **out,
+                       int64_t **seen, size_t *n)
+{
+    if (!ant_name_is_valid(peer_id)) {
+        return -EINVAL;
+    }
+    sqlite3_stmt *s = ant_store_stmt(st, "SELECT seq, hash, time_ms, prev_seq, sig, seen_ms"
+                                         " FROM peer_witness WHERE peer = ?"
+                                         " ORDER BY seq, seen_ms, hash");
+    if (s == NULL) {
+        return -EIO;
+    }
+    struct ant_audit_ckpt *arr = NULL;
+    int64_t *at = NULL;
+    size_t cnt = 0, cap = 0;
+    int rc = 0, src;
+    ant_bind_text(s, 1, peer_id);
+    while (rc == 0 && (src = sqlite3_step(s)) == SQLITE_ROW) {
+        if (cnt == cap) {
+            size_t ncap = cap != 0 ? 2 * cap : 16;
+            struct ant_audit_ckpt *p = realloc(arr, ncap * sizeof(*arr));
+            arr = p != NULL ? p : arr;
+            int64_t *q = p != NULL ? realloc(at, ncap * sizeof(*at)) : NULL;
+            at = q != NULL ? q : at;
+            if (q == NULL) {
+                rc = -ENOMEM;
+                break;
+            }
+            cap = ncap;
+        }
+        struct ant_audit_ckpt *c = &arr[cnt];
+        c->seq = sqlite3_column_int64(s, 0);
+        c->time_ms = sqlite3_column_int64(s, 2);
+        c->prev_seq = sqlite3_column_int64(s, 3);
+        if (sqlite3_column_bytes(s, 1) != ANT_AUDIT_HASH_LEN ||
+            sqlite3_column_bytes(s, 4) != ANT_SIG_LEN) {
+            rc = -EIO; /* the table's CHECKs make this a corrupt file */
+            break;
+        }
+        memcpy(c->hash, sqlite3_column_blob(s, 1), ANT_AUDIT_HASH_LEN);
+        memcpy(c->sig, sqlite3_column_blob(s, 4), ANT_SIG_LEN);
+        at[cnt++] = sqlite3_column_int64(s, 5);
+    }
+    if (rc == 0 && src != SQLITE_DONE) {
+        rc = ant_sqlite_err(src);
+    }
+    sqlite3_reset(s);
+    if (rc == 0) {
+        *out = arr;
+        *n = cnt;
+        arr = NULL;
+        if (seen != NULL) {
+            *seen = at;
+            at = NULL;
+        }
+    }
+    free(arr);
+    free(at);
+    return rc;
+}

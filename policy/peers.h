@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "crypto/keys.h"
+#include "policy/audit.h"
 #include "policy/store.h"
 
 /* An https:// URL of at most this many bytes (no credentials, no query, no control byte). */
@@ -117,5 +118,27 @@ struct ant_fed_evict_stats {
 ANT_MUST_CHECK int ant_fed_cache_evict(struct ant_store *st, int archive_fd, uint64_t max_bytes,
                                        int64_t now, int64_t grace_s,
                                        struct ant_fed_evict_stats *out);
+
+/* --- witnessing peers' audit checkpoints (docs/security.md, "Witnesses") ---
+ * This site records each peer's latest signed audit checkpoint whenever it talks to the peer
+ * (staging/fetch.c), in `peer_witness`: rows are only ever added, never changed or removed
+ * (also not with the peer), so that the peer's auditors can later check its log against them. */
+enum ant_witness_outcome {
+    ANT_WITNESS_NEW = 0,      /* recorded */
+    ANT_WITNESS_KNOWN = 1,    /* the same (seq, hash) was recorded before: nothing written */
+    ANT_WITNESS_CONFLICT = 2, /* recorded beside what contradicts it: another hash at the same
+                                 seq (equivocation), or a seq below the highest recorded with no
+                                 row of its own (rollback) */
+};
+/* Records checkpoint c of peer `peer_id` (a valid name; the caller checked its signature with
+ * the peer's pinned key) seen at seen_ms (0: now), in one transaction. -EINVAL bad arguments,
+ * store errors. */
+ANT_MUST_CHECK int ant_peer_witness_record(struct ant_store *st, const char *peer_id,
+                                           const struct ant_audit_ckpt *c, int64_t seen_ms,
+                                           enum ant_witness_outcome *out);
+/* What was recorded for peer_id, by seq then seen_ms: *out (free()) holds *n checkpoints and,
+ * when seen is not NULL, *seen (free()) their seen_ms. No row is not an error (*n = 0). */
+ANT_MUST_CHECK int ant_peer_witnessed(struct ant_store *st, const char *peer_id,
+                                      struct ant_audit_ckpt **out, int64_t **seen, size_t *n);
 
 #endif

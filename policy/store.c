@@ -322,6 +322,22 @@ static const char *const g_migrations[] = {
      * restarted job continues it from there rather than from its start; 0: none. */
     ("ALTER TABLE stage_job_files ADD COLUMN resume_bytes INTEGER NOT NULL DEFAULT 0"
      "  CHECK(resume_bytes >= 0);"),
+    /* 9: peers' audit checkpoints as this site saw them (ant_peer_witness_record), append-only
+     * evidence for the peers' auditors: no reference to peers, since a removed peer's record
+     * stays; two rows at one seq are an equivocation kept on purpose. */
+    ("CREATE TABLE peer_witness("
+     "  peer TEXT NOT NULL,"
+     "  seq INTEGER NOT NULL CHECK(seq >= 1),"
+     "  hash BLOB NOT NULL CHECK(length(hash) = 32),"
+     "  time_ms INTEGER NOT NULL CHECK(time_ms >= 0),"
+     "  prev_seq INTEGER NOT NULL CHECK(prev_seq >= 0),"
+     "  sig BLOB NOT NULL CHECK(length(sig) = 64),"
+     "  seen_ms INTEGER NOT NULL,"
+     "  PRIMARY KEY(peer, seq, hash)) WITHOUT ROWID;"
+     "CREATE TRIGGER peer_witness_no_update BEFORE UPDATE ON peer_witness"
+     "  BEGIN SELECT RAISE(ABORT, 'peer_witness is append-only'); END;"
+     "CREATE TRIGGER peer_witness_no_delete BEFORE DELETE ON peer_witness"
+     "  BEGIN SELECT RAISE(ABORT, 'peer_witness is append-only'); END;"),
 };
 
 int ant_store_schema_latest(void)

@@ -1577,7 +1577,105 @@ static const char *pull_reason(int rc)
     }
 }
 
-/* The pinned row of q->peer_id as a fetch peer: fp borrows from peer, anchor and tc. */
+/* --- witnessing the peer's audit checkpoints (docs/security.md, "Witnesses") --- */
+
+/* A checkpoint line is ~300 bytes. */
+#define WITNESS_BODY_MAX 4096
+
+/* A witness conflict: logged as an error and audited (best effort: the pull goes on). */
+static void witness_conflict(const struct ant_fed_pull_req *q, const struct ant_audit_ckpt *c,
+                             const char *why)
+{
+    char seq[24], detail[256];
+    snprintf(seq, sizeof(seq), "%lld", (long long)c->seq);
+    ant_log_kv(ANT_LOG_ERROR, "fed.witness_conflict",
+               ((const char *[]){"peer", q->peer_id, "seq", seq, NULL}),
+               "peer %s: audit checkpoint %s: %s (both records are kept: antenna admin peer "
+               "witnessed %s)",
+               q->peer_id, seq, why, q->peer_id);
+    if (q->audit == NULL) {
+        return;
+    }
+    snprintf(detail, sizeof(detail), "{\"peer\":\"%s\",\"seq\":%lld,\"why\":\"%s\"}", q->peer_id,
+             (long long)c->seq, why);
+    struct ant_audit_event ev = {
+        .request_id = q->request_id,
+        .credential = "local",
+        .action = "fed.witness_conflict",
+        .resource_kind = "peer",
+        .resource_id = q->peer_id,
+        .decision = ANT_AUDIT_INFO,
+        .reason = "witness_conflict",
+        .detail = detail,
+    };
+    if (ant_audit_append(q->audit, &ev) < 0) {
+        ant_log(ANT_LOG_ERROR, "fed.witness_conflict", "cannot audit the conflict of %s",
+                q->peer_id);
+    }
+}
+
+/* Fetches the peer's latest signed checkpoint, checks it against the peer's pinned key and
+ * records it. Never fails the caller: what goes wrong is logged. */
+static void witness(const struct ant_fed_pull_req *q, const struct ant_fetch_peer *fp)
+{
+    struct mget g = {ANT_BUF_INIT(WITNESS_BODY_MAX), ""};
+    struct req r;
+    json_t *doc = NULL;
+    struct ant_audit_ckpt c;
+    enum ant_witness_outcome o = ANT_WITNESS_KNOWN;
+    long status = 0;
+    int rc = req_init(&r, fp, "/v1/federation/checkpoint", 30);
+    if (rc == 0) {
+        curl_easy_setopt(r.h, CURLOPT_WRITEFUNCTION, mget_body);
+        curl_easy_setopt(r.h, CURLOPT_WRITEDATA, &g);
+        curl_easy_setopt(r.h, CURLOPT_TIMEOUT, 30L);
+        CURLcode cc = curl_easy_perform(r.h);
+        rc = cc == CURLE_OK ? 0 : -EIO;
+        if (cc != CURLE_OK) {
+            ant_log(ANT_LOG_WARN, "fed.witness", "peer %s: checkpoint not fetched: %s",
+                    fp->id, curl_easy_strerror(cc));
+        }
+    }
+    if (rc == 0) {
+        curl_easy_getinfo(r.h, CURLINFO_RESPONSE_CODE, &status);
+        if (status != 200) {
+            /* 404: no checkpoint yet; an older peer without the route: nothing to witness */
+            ant_log(ANT_LOG_WARN, "fed.witness", "peer %s: checkpoint not fetched (HTTP %ld)",
+                    fp->id, status);
+            rc = -EIO;
+        }
+    }
+    if (rc == 0 && (ant_json_parse(ant_buf_view(&g.body), WITNESS_BODY_MAX, 2, &doc, NULL) < 0 ||
+                    ant_audit_ckpt_from_json(doc, &c) < 0)) {
+        ant_log(ANT_LOG_WARN, "fed.witness", "peer %s: malformed checkpoint", fp->id);
+        rc = -EBADMSG;
+    }
+    if (rc == 0 && !ant_audit_ckpt_sig_is_valid(fp->ed25519_pk, &c)) {
+        witness_conflict(q, &c, "not signed by the key pinned for the peer; not recorded");
+        rc = -EBADMSG;
+    }
+    if (rc == 0) {
+        rc = ant_peer_witness_record(q->st, fp->id, &c, 0, &o);
+        if (rc < 0) {
+            ant_log(ANT_LOG_ERROR, "fed.witness", "peer %s: cannot record checkpoint %lld: %s",
+                    fp->id, (long long)c.seq, strerror(-rc));
+        }
+    }
+    if (rc == 0 && o == ANT_WITNESS_CONFLICT) {
+        witness_conflict(q, &c,
+                         "contradicts a recorded checkpoint (another hash at this seq, or a seq "
+                         "below one recorded: equivocation or rollback)");
+    } else if (rc == 0 && o == ANT_WITNESS_NEW) {
+        ant_log(ANT_LOG_INFO, "fed.witness", "peer %s: checkpoint %lld recorded", fp->id,
+                (long long)c.seq);
+    }
+    json_decref(doc);
+    req_fini(&r);
+    ant_buf_fini(&g.body);
+}
+
+/* The pinned row of q->peer_id as a fetch peer: fp borrows from peer, anchor and tc. Every
+ * session with a peer starts here, so this is where the peer's checkpoint is witnessed. */
 static int fed_peer(const struct ant_fed_pull_req *q, const char *transfer_id,
                     struct ant_peer *peer, struct ant_buf *anchor, struct tokctx *tc,
                     struct ant_fetch_peer *fp, struct ant_diag *d)
@@ -1600,6 +1698,7 @@ static int fed_peer(const struct ant_fed_pull_req *q, const char *transfer_id,
         .token_ctx = tc,
         .transfer_id = transfer_id,
     };
+    witness(q, fp);
     return 0;
 }
 

@@ -514,6 +514,8 @@ M = [
      None, {"*": 401}),
     ("GET", "/v1/federation/datasets/{}/files/{*}",
      f"/v1/federation/datasets/{DS_PUB}/files/a.txt", None, {"*": 401}),
+    # a site's checkpoint is for its peers (event counts are not for the public)
+    ("GET", "/v1/federation/checkpoint", "/v1/federation/checkpoint", None, {"*": 401}),
     ("GET", "/v1/stage/{}", "/v1/stage/job_0000000000000000", None, {"*": (404, 503)}),
     ("DELETE", "/v1/stage/{}", "/v1/stage/job_0000000000000000", None, {"*": (404, 503)}),
     ("GET", "/v1/stage/{}/files", "/v1/stage/job_0000000000000000/files", None,

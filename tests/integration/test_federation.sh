@@ -429,6 +429,89 @@ grep -q '^archive cache: evicted 1 copy (1000 bytes), [0-9]* bytes cached, cache
 ! stale_there || fail "the stale copy stayed after the remote job ended"
 ok "admin peer pull trims to cache_max and says so (-o json and human), not while a remote stage job runs"
 
+# --- witnessing (docs/security.md, "Witnesses"): site-b records site-a's latest signed audit
+# checkpoint whenever it talks to site-a (the demo's remote stage jobs and the pulls above);
+# the record, handed to site-a's auditors, makes a removed tail or a rewrite fail verify
+wit_rows() {
+    python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM peer_witness WHERE peer = ?", ("site-a",)).fetchone()[0])' "$W/b/antenna.db"
+}
+[ "$(wit_rows)" -ge 1 ] || fail "site-b recorded no checkpoint of site-a"
+# an export signs site-a's tail: the next pull sees a new checkpoint
+"$BIN" audit export --dir "$W/a" -o "$T/a-before.ndjson" >/dev/null 2>&1 || fail "site-a export"
+before=$(wit_rows)
+pull_b "$T/wit-pull.out"
+[ "$(wit_rows)" -gt "$before" ] || fail "the pull recorded no new checkpoint of site-a"
+"$BIN" admin --dir "$W/b" peer witnessed site-a -o json >"$T/witness.ndjson" ||
+    fail "peer witnessed"
+"$BIN" admin --dir "$W/b" peer witnessed site-a >"$T/witness.txt" || fail "peer witnessed (table)"
+grep -q '^SEQ ' "$T/witness.txt" || fail "peer witnessed table: $(cat "$T/witness.txt")"
+python3 - "$T/witness.ndjson" "$T/a-before.ndjson" <<'EOF' || fail "witness lines"
+import json, sys
+lines = open(sys.argv[1]).read().splitlines()
+assert lines, "no line"
+export = set(l for l in open(sys.argv[2]).read().splitlines() if '"type":"checkpoint"' in l)
+for l in lines:
+    o = json.loads(l)
+    assert list(o) == ["type", "seq", "hash", "time_ms", "prev_seq", "sig"], o
+    assert o["type"] == "checkpoint" and len(o["hash"]) == 64 and len(o["sig"]) == 128, o
+# byte for byte the export's lines
+assert any(l in export for l in lines), "no witnessed line is an export line"
+EOF
+"$BIN" audit verify --dir "$W/a" --witness "$T/witness.ndjson" >"$T/wv.out" ||
+    fail "site-a verify --witness: $(cat "$T/wv.out")"
+grep -q '^witnesses: .* in the chain unchanged' "$T/wv.out" ||
+    fail "verify --witness: $(cat "$T/wv.out")"
+ok "site-b witnessed site-a's checkpoints at its pulls; its record verifies against site-a's log"
+# site-a removes its tail with the checkpoints covering it (in a copy): alone the copy still
+# verifies, not against site-b's record
+mkdir -p "$T/a-cut/keys"
+cp "$W/a/keys/site.pub" "$T/a-cut/keys/"
+python3 - "$W/a/audit.db" "$T/a-cut/audit.db" "$T/witness.ndjson" <<'EOF' || fail "cut a"
+import json, sqlite3, sys
+last = max((json.loads(l) for l in open(sys.argv[3]).read().splitlines()), key=lambda o: o["seq"])
+src, dst = sqlite3.connect(sys.argv[1]), sqlite3.connect(sys.argv[2])
+src.backup(dst)
+cut = last["prev_seq"]  # keep up to the checkpoint before the last one witnessed
+for (t,) in dst.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+    dst.execute(f'DROP TRIGGER "{t}"')
+dst.execute("DELETE FROM checkpoints WHERE seq > ?", (cut,))
+dst.execute("DELETE FROM events WHERE seq > ?", (cut,))
+dst.execute("DELETE FROM events_by WHERE seq > ?", (cut,))
+upto = dst.execute("SELECT COALESCE(MAX(upto), 0) FROM events_indexed").fetchone()[0]
+dst.execute("DELETE FROM events_indexed")
+dst.execute("INSERT INTO events_indexed VALUES(?)", (min(upto, cut),))
+dst.commit()
+EOF
+"$BIN" audit verify --dir "$T/a-cut" >"$T/cut-alone.out" ||
+    fail "the cut copy should verify on its own: $(cat "$T/cut-alone.out")"
+! "$BIN" audit verify --dir "$T/a-cut" --witness "$T/witness.ndjson" >"$T/cut-wit.out" ||
+    fail "the cut copy verified against the witness: $(cat "$T/cut-wit.out")"
+grep -q 'tail removed after it was witnessed' "$T/cut-wit.out" ||
+    fail "verify --witness on the cut copy: $(cat "$T/cut-wit.out")"
+# the same with an export of the copy (made without the key: it ends at the last checkpoint)
+"$BIN" audit export --dir "$T/a-cut" -o "$T/a-cut.ndjson" \
+    >/dev/null 2>&1 || fail "export the cut copy"
+! "$BIN" audit verify --export "$T/a-cut.ndjson" --site-key "$W/a/keys/site.pub" \
+    --witness "$T/witness.ndjson" >"$T/cut-exp.out" ||
+    fail "the cut export verified against the witness"
+grep -q 'tail removed after it was witnessed' "$T/cut-exp.out" ||
+    fail "verify --export --witness: $(cat "$T/cut-exp.out")"
+ok "site-a's log with its tail removed verifies alone, not against site-b's record (dir, export)"
+# a record above what site-a now shows (as if site-a had gone back): the next pull (after
+# site-a signed a new checkpoint) still succeeds, and site-b logs and audits the conflict,
+# keeping both rows
+python3 -c 'import sqlite3,sys; db=sqlite3.connect(sys.argv[1]); db.execute("INSERT INTO peer_witness VALUES(?, ?, zeroblob(32), 1, 0, zeroblob(64), 1)", ("site-a", 10**12)); db.commit()' "$W/b/antenna.db" ||
+    fail "cannot add a witness row at site-b"
+"$BIN" audit export --dir "$W/a" -o "$T/a-sign.ndjson" >/dev/null 2>&1 || fail "site-a export"
+rows=$(wit_rows)
+pull_b "$T/wit-conflict.out"
+[ "$(wit_rows)" -gt "$rows" ] || fail "the conflicting checkpoint was not kept beside the record"
+"$BIN" audit query --dir "$W/b" --action fed.witness_conflict -o json >"$T/wconf.json" ||
+    fail "audit query fed.witness_conflict"
+grep -q '"resource_id": *"site-a"' "$T/wconf.json" ||
+    fail "witness conflict not audited at site-b: $(cat "$T/wconf.json")"
+ok "a checkpoint below site-b's record of site-a: audited as fed.witness_conflict, pull ok"
+
 "$BIN" audit verify --dir "$W/a" >/dev/null || fail "site-a audit verify"
 "$BIN" audit verify --dir "$W/b" >/dev/null || fail "site-b audit verify"
 ok "both audit chains verify"

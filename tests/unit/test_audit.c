@@ -648,6 +648,177 @@ static void test_export_verifies_offline(void **state)
     free(p);
 }
 
+/* --- witnesses (a peer's record of our checkpoints) --- */
+
+/* The checkpoint lines of an export, as `antenna admin peer witnessed` prints them. */
+static char *checkpoint_lines(const uint8_t *p, size_t len, int64_t upto)
+{
+    char *out = calloc(1, len + 1);
+    size_t o = 0;
+    assert_non_null(out);
+    for (size_t i = 0; i < len;) {
+        const uint8_t *nl = memchr(p + i, '\n', len - i);
+        size_t n = nl != NULL ? (size_t)(nl - (p + i)) + 1 : len - i;
+        json_t *doc = json_loadb((const char *)p + i, n, 0, NULL);
+        struct ant_audit_ckpt c;
+        if (doc != NULL && ant_audit_ckpt_from_json(doc, &c) == 0 && c.seq <= upto) {
+            memcpy(out + o, p + i, n);
+            o += n;
+        }
+        json_decref(doc);
+        i += n;
+    }
+    return out;
+}
+
+/* Where the export's line for checkpoint `seq` ends. */
+static size_t export_cut_after_checkpoint(const uint8_t *p, size_t len, int64_t seq)
+{
+    char pat[64];
+    snprintf(pat, sizeof(pat), "{\"type\":\"checkpoint\",\"seq\":%lld,", (long long)seq);
+    const char *at = memmem(p, len, pat, strlen(pat));
+    assert_non_null(at);
+    const char *nl = memchr(at, '\n', len - (size_t)((const uint8_t *)at - p));
+    assert_non_null(nl);
+    return (size_t)((const uint8_t *)nl - p) + 1;
+}
+
+static void test_witness_verify_pass_tail_removed_rewritten(void **state)
+{
+    struct fx *f = *state;
+    const uint8_t *pub = ant_signkey_public(f->sk);
+    append_n(f->a, 0, 25);
+    size_t len = 0;
+    uint8_t *p = export_to_mem(f, f->a, &len);
+    char *wl = checkpoint_lines(p, len, INT64_MAX);
+    struct ant_audit_ckpt *wc = NULL;
+    size_t nw = 0;
+    struct ant_diag d = {{0}};
+    assert_int_equal(ant_audit_witness_parse(ant_bytes_str(wl), &wc, &nw, &d), 0);
+    assert_int_equal(nw, 3); /* 10, 20, 25 */
+    assert_int_equal(wc[2].seq, 25);
+    struct ant_audit_witnesses w = {wc, nw};
+    struct ant_audit_report rep;
+    /* intact: the export and the live chain both hold every witnessed checkpoint */
+    assert_int_equal(ant_audit_verify_export_witnessed(ant_bytes_of(p, len), pub, &w, &rep), 0);
+    assert_int_equal(ant_audit_verify_witnessed(f->a, pub, false, &w, &rep), 0);
+    assert_int_equal(ant_audit_verify_witnessed(f->a, pub, false, NULL, &rep), 0);
+    /* the tail from event 21 on removed with its checkpoint: alone it still verifies */
+    size_t cut = export_cut_after_checkpoint(p, len, 20);
+    assert_int_equal(ant_audit_verify_export(ant_bytes_of(p, cut), pub, &rep), 0);
+    assert_int_equal(ant_audit_verify_export_witnessed(ant_bytes_of(p, cut), pub, &w, &rep),
+                     -EBADMSG);
+    assert_non_null(strstr(rep.what, "tail removed after it was witnessed"));
+    /* witnessed only up to 20: the cut export passes */
+    struct ant_audit_witnesses w20 = {wc, 2};
+    assert_int_equal(ant_audit_verify_export_witnessed(ant_bytes_of(p, cut), pub, &w20, &rep), 0);
+    /* history rewritten and re-signed with the site's own key: another log, same key */
+    struct ant_audit *b = NULL;
+    assert_int_equal(ant_audit_open(f->dirfd, "b.db", ANT_STORE_CREATE, f->sk, &k_opts, &b), 0);
+    append_n(b, 100, 25); /* each event salted anew: every hash differs */
+    size_t blen = 0;
+    uint8_t *bp = export_to_mem(f, b, &blen);
+    assert_int_equal(ant_audit_verify_export(ant_bytes_of(bp, blen), pub, &rep), 0);
+    assert_int_equal(ant_audit_verify_export_witnessed(ant_bytes_of(bp, blen), pub, &w, &rep),
+                     -EBADMSG);
+    assert_int_equal(rep.first_bad_seq, 10);
+    assert_non_null(strstr(rep.what, "rewritten"));
+    assert_int_equal(ant_audit_verify_witnessed(b, pub, false, &w, &rep), -EBADMSG);
+    assert_non_null(strstr(rep.what, "rewritten"));
+    ant_audit_close(b);
+    /* a witness not signed by the site's key proves nothing: refused */
+    wc[1].sig[3] ^= 1;
+    assert_int_equal(ant_audit_verify_export_witnessed(ant_bytes_of(p, len), pub, &w, &rep),
+                     -EBADMSG);
+    assert_non_null(strstr(rep.what, "not signed"));
+    free(bp);
+    free(wc);
+    free(wl);
+    free(p);
+}
+
+static void test_witness_parse_refuses_bad_input(void **state)
+{
+    (void)state;
+    static const char h64[] = "00000000000000000000000000000000"
+                              "00000000000000000000000000000000";
+    char sig[129];
+    memset(sig, 'a', 128);
+    sig[128] = '\0';
+    char good[512], line[2048];
+    snprintf(good, sizeof(good),
+             "{\"type\":\"checkpoint\",\"seq\":7,\"hash\":\"%s\",\"time_ms\":1,\"prev_seq\":0,"
+             "\"sig\":\"%s\"}",
+             h64, sig);
+    struct ant_audit_ckpt *c = NULL;
+    size_t n = 99;
+    struct ant_diag d = {{0}};
+    /* empty input and blank lines: no witness */
+    assert_int_equal(ant_audit_witness_parse(ant_bytes_str(""), &c, &n, &d), 0);
+    assert_int_equal(n, 0);
+    free(c);
+    c = NULL;
+    snprintf(line, sizeof(line), "\n%s\n\n", good);
+    assert_int_equal(ant_audit_witness_parse(ant_bytes_str(line), &c, &n, &d), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(c[0].seq, 7);
+    free(c);
+    c = NULL;
+    const char *bad[] = {
+        "not json",
+        "[1,2]",
+        "{\"type\":\"event\",\"seq\":1}",
+        "{\"type\":\"checkpoint\",\"seq\":0,\"hash\":\"%s\",\"time_ms\":1,\"prev_seq\":0,"
+        "\"sig\":\"%s\"}",
+        "{\"type\":\"checkpoint\",\"seq\":1,\"hash\":\"%s\",\"time_ms\":-1,\"prev_seq\":0,"
+        "\"sig\":\"%s\"}",
+        "{\"type\":\"checkpoint\",\"seq\":1,\"hash\":\"%s00\",\"time_ms\":1,\"prev_seq\":0,"
+        "\"sig\":\"%s\"}",
+        "{\"type\":\"checkpoint\",\"seq\":1,\"hash\":\"%s\",\"time_ms\":1,\"prev_seq\":0,"
+        "\"sig\":\"%.100s\"}",
+        "{\"type\":\"checkpoint\",\"seq\":1,\"hash\":\"%s\",\"time_ms\":1,\"prev_seq\":0,"
+        "\"sig\":\"%s\",\"x\":1}",
+        "{\"type\":\"checkpoint\",\"seq\":1,\"hash\":\"%s\",\"time_ms\":1,\"prev_seq\":0}%s",
+        "{\"type\":\"checkpoint\",\"seq\":\"1\",\"hash\":\"%s\",\"time_ms\":1,\"prev_seq\":0,"
+        "\"sig\":\"%s\"}",
+        "{\"type\":\"checkpoint\",\"seq\":1,\"seq\":2,\"hash\":\"%s\",\"time_ms\":1,"
+        "\"sig\":\"%s\"}",
+    };
+    for (size_t i = 0; i < ANT_ARRAY_LEN(bad); i++) {
+        char b[1024];
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+#pragma GCC diagnostic ignored "-Wformat-extra-args"
+        snprintf(b, sizeof(b), bad[i], h64, sig);
+#pragma GCC diagnostic pop
+        snprintf(line, sizeof(line), "%s\n%s\n", good, b);
+        memset(&d, 0, sizeof(d));
+        c = NULL;
+        assert_int_equal(ant_audit_witness_parse(ant_bytes_str(line), &c, &n, &d), -EBADMSG);
+        assert_null(c);
+        assert_non_null(strstr(d.msg, "line 2"));
+    }
+    /* a line past the limit */
+    size_t big = ANT_AUDIT_EXPORT_LINE_MAX + 16;
+    char *huge = malloc(big + 1);
+    assert_non_null(huge);
+    memset(huge, ' ', big);
+    huge[0] = '{';
+    huge[big - 1] = '}';
+    huge[big] = '\0';
+    assert_int_equal(ant_audit_witness_parse(ant_bytes_str(huge), &c, &n, &d), -EBADMSG);
+    free(huge);
+    /* sorted by seq whatever the file's order */
+    char two[1200];
+    snprintf(two, sizeof(two), "%s\n%s\n", good, good);
+    memcpy(strstr(two + 1, "\"seq\":7"), "\"seq\":3", 7);
+    assert_int_equal(ant_audit_witness_parse(ant_bytes_str(two), &c, &n, &d), 0);
+    assert_int_equal(n, 2);
+    assert_true(c[0].seq == 7 || c[1].seq == 7);
+    assert_true(c[0].seq <= c[1].seq);
+    free(c);
+}
+
 static void test_export_without_key_leaves_out_the_unsigned_tail(void **state)
 {
     struct fx *f = *state;
@@ -2662,6 +2833,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_live_rewrite_of_the_whole_chain_is_caught_by_checkpoints, setup, teardown),
         cmocka_unit_test_setup_teardown(test_export_verifies_offline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_witness_verify_pass_tail_removed_rewritten, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_witness_parse_refuses_bad_input, setup, teardown),
         cmocka_unit_test_setup_teardown(test_export_without_key_leaves_out_the_unsigned_tail, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_export_every_truncation_fails_unless_at_a_checkpoint,

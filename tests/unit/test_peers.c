@@ -468,6 +468,95 @@ static void test_fed_cache_bytes_and_remote_jobs_running(void **state)
     assert_int_equal(n, 2);
 }
 
+/* --- witnessed checkpoints --- */
+
+static struct ant_audit_ckpt ckpt(int64_t seq, uint8_t h, int64_t prev)
+{
+    struct ant_audit_ckpt c;
+    memset(&c, 0, sizeof(c));
+    c.seq = seq;
+    c.time_ms = 1000 * seq;
+    c.prev_seq = prev;
+    memset(c.hash, h, sizeof(c.hash));
+    memset(c.sig, 0x5a, sizeof(c.sig));
+    return c;
+}
+
+static void test_witness_records_and_detects_conflicts(void **state)
+{
+    struct fx *f = *state;
+    enum ant_witness_outcome o;
+    struct ant_audit_ckpt c10 = ckpt(10, 1, 0), c20 = ckpt(20, 2, 10);
+    assert_int_equal(ant_peer_witness_record(f->st, "site-a", &c10, 5, &o), 0);
+    assert_int_equal(o, ANT_WITNESS_NEW);
+    assert_int_equal(ant_peer_witness_record(f->st, "site-a", &c10, 6, &o), 0);
+    assert_int_equal(o, ANT_WITNESS_KNOWN);
+    assert_int_equal(ant_peer_witness_record(f->st, "site-a", &c20, 7, &o), 0);
+    assert_int_equal(o, ANT_WITNESS_NEW);
+    /* equivocation: seq 20 with another hash; kept beside the first */
+    struct ant_audit_ckpt e20 = ckpt(20, 9, 10);
+    assert_int_equal(ant_peer_witness_record(f->st, "site-a", &e20, 8, &o), 0);
+    assert_int_equal(o, ANT_WITNESS_CONFLICT);
+    assert_int_equal(ant_peer_witness_record(f->st, "site-a", &e20, 9, &o), 0);
+    assert_int_equal(o, ANT_WITNESS_KNOWN); /* recorded once */
+    /* rollback: a seq below the highest with no row of its own */
+    struct ant_audit_ckpt r15 = ckpt(15, 3, 10);
+    assert_int_equal(ant_peer_witness_record(f->st, "site-a", &r15, 10, &o), 0);
+    assert_int_equal(o, ANT_WITNESS_CONFLICT);
+    /* another peer's record is its own */
+    assert_int_equal(ant_peer_witness_record(f->st, "site-c", &r15, 11, &o), 0);
+    assert_int_equal(o, ANT_WITNESS_NEW);
+    /* bad arguments */
+    struct ant_audit_ckpt z = ckpt(0, 1, 0);
+    assert_int_equal(ant_peer_witness_record(f->st, "site-a", &z, 0, &o), -EINVAL);
+    struct ant_audit_ckpt back = ckpt(5, 1, 5);
+    assert_int_equal(ant_peer_witness_record(f->st, "site-a", &back, 0, &o), -EINVAL);
+    assert_int_equal(ant_peer_witness_record(f->st, "bad name!", &c10, 0, &o), -EINVAL);
+
+    struct ant_audit_ckpt *w = NULL;
+    int64_t *seen = NULL;
+    size_t n = 0;
+    assert_int_equal(ant_peer_witnessed(f->st, "site-a", &w, &seen, &n), 0);
+    assert_int_equal(n, 4);
+    assert_int_equal(w[0].seq, 10);
+    assert_int_equal(w[1].seq, 15);
+    assert_int_equal(w[2].seq, 20);
+    assert_int_equal(w[3].seq, 20);
+    assert_int_equal(w[2].hash[0], 2); /* by seen time */
+    assert_int_equal(w[3].hash[0], 9);
+    assert_int_equal(seen[0], 5);
+    assert_memory_equal(w[0].sig, c10.sig, sizeof(c10.sig));
+    assert_int_equal(w[2].prev_seq, 10);
+    assert_int_equal(w[2].time_ms, 20000);
+    free(w);
+    free(seen);
+    assert_int_equal(ant_peer_witnessed(f->st, "site-z", &w, NULL, &n), 0);
+    assert_int_equal(n, 0);
+    free(w);
+    /* append-only: the table refuses changes, also by hand */
+    sqlite3 *db = NULL;
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/antenna.db", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_not_equal(sqlite3_exec(db, "DELETE FROM peer_witness", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_not_equal(sqlite3_exec(db, "UPDATE peer_witness SET seq = 1", NULL, NULL, NULL),
+                         SQLITE_OK);
+    sqlite3_close(db);
+}
+
+static void test_witness_upgrade_from_step8(void **state)
+{
+    struct fx *f = *state;
+    struct ant_store *old = NULL;
+    assert_int_equal(ant_store_create_at_step(f->dirfd, "old.db", 8), 0);
+    assert_int_equal(ant_store_open(f->dirfd, "old.db", 0, &old), 0);
+    enum ant_witness_outcome o;
+    struct ant_audit_ckpt c = ckpt(3, 7, 0);
+    assert_int_equal(ant_peer_witness_record(old, "site-a", &c, 0, &o), 0);
+    assert_int_equal(o, ANT_WITNESS_NEW);
+    ant_store_close(old);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -476,6 +565,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_jti_is_accepted_once_and_purged_after_expiry, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fed_cache_matches_on_body_digest, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_witness_records_and_detects_conflicts, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_witness_upgrade_from_step8, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fed_cache_evicts_least_recently_used_first, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fed_cache_grace_keeps_recent_copies, setup, teardown),
