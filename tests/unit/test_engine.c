@@ -1147,18 +1147,26 @@ static struct fx *c4gh_fx(void **state)
 
 /* An engine on the fixture's backend with one 64 KiB segment per chunk, so that files of a
  * few segments span several chunks (and edit lists cross chunk boundaries). */
-static struct ant_engine *small_chunk_engine(const struct fx *f)
+static struct ant_engine *small_chunk_engine_with(const struct fx *f, unsigned nbufs,
+                                                  uint64_t resume_min, uint64_t resume_every)
 {
     struct ant_engine_opts o;
     struct ant_engine *e = NULL;
     ant_engine_opts_init(&o);
     o.io_engine = f->eng;
     o.chunk_segments = 1;
-    o.nbufs = 4;
+    o.nbufs = nbufs;
     o.crypto_threads = 2;
     o.io_threads = 2;
+    o.resume_min = resume_min; /* 0: the defaults */
+    o.resume_every = resume_every;
     assert_int_equal(ant_engine_new(&o, &e), 0);
     return e;
+}
+
+static struct ant_engine *small_chunk_engine(const struct fx *f)
+{
+    return small_chunk_engine_with(f, 4, 0, 0);
 }
 
 static const struct {
@@ -1900,18 +1908,7 @@ struct rs {
 
 static struct ant_engine *resume_engine(const struct fx *f, uint64_t min)
 {
-    struct ant_engine_opts o;
-    struct ant_engine *e = NULL;
-    ant_engine_opts_init(&o);
-    o.io_engine = f->eng;
-    o.chunk_segments = 1;
-    o.nbufs = 8;
-    o.crypto_threads = 2;
-    o.io_threads = 2;
-    o.resume_min = min;
-    o.resume_every = RS_MARK;
-    assert_int_equal(ant_engine_new(&o, &e), 0);
-    return e;
+    return small_chunk_engine_with(f, 8, min, RS_MARK);
 }
 
 static void rs_init(struct fx *f, struct rs *t)

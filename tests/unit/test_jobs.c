@@ -243,6 +243,26 @@ static void close_jobs(struct fx *f)
     f->audit = NULL;
 }
 
+/* Runs the next job in a child process whose hook kills it (after kill_after files are done,
+ * or at the first resume mark) and checks that it died of that SIGKILL. */
+static void run_until_killed(struct fx *f, unsigned kill_after, bool kill_on_mark)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        f->kill_after = kill_after;
+        f->kill_on_mark = kill_on_mark;
+        open_jobs(f);
+        bool ran = false;
+        int rc = ant_jobs_run_next(f->jobs, &ran);
+        _exit(rc == 0 ? 0 : 1); /* the hook should have killed us before */
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGKILL);
+}
+
 static int teardown(void **state)
 {
     struct fx *f = *state;
@@ -644,19 +664,7 @@ static void test_resume_after_crash_keeps_finished_files(void **state)
     assert_int_equal(submit(f, &r, id, &d), 0);
     close_jobs(f);
 
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        f->kill_after = 3;
-        open_jobs(f);
-        bool ran = false;
-        int rc = ant_jobs_run_next(f->jobs, &ran);
-        _exit(rc == 0 ? 0 : 1); /* the hook should have killed us before */
-    }
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFSIGNALED(status));
-    assert_int_equal(WTERMSIG(status), SIGKILL);
+    run_until_killed(f, 3, false);
 
     ino_t before[NFILES], after[NFILES];
     partial_inodes(f, id, before);
@@ -1564,19 +1572,7 @@ static void test_big_file_resumes_inside_after_crash_and_stop(void **state)
     assert_int_equal(submit(f, &r, id, &d), 0);
     close_jobs(f);
 
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        f->kill_on_mark = true;
-        open_jobs(f);
-        bool ran = false;
-        int rc = ant_jobs_run_next(f->jobs, &ran);
-        _exit(rc == 0 ? 0 : 1); /* the hook should have killed us before */
-    }
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFSIGNALED(status));
-    assert_int_equal(WTERMSIG(status), SIGKILL);
+    run_until_killed(f, 0, true);
     uint64_t m1 = resume_bytes(f, id, 0);
     assert_true(m1 >= MARK && m1 < 2 * MARK);
 
