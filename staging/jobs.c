@@ -1146,6 +1146,7 @@ int ant_jobs_submit_remote(struct ant_jobs *j, struct ant_store *st,
         .tenant = rq->who->tenant,
         .purpose = rq->purpose,
         .transfer_id = transfer,
+        .audit = j->conf.audit, /* a witness conflict seen here is audited too */
     };
     rc = ant_fed_manifest(&q, &m, d);
     if (rc < 0) {
