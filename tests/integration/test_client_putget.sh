@@ -11,19 +11,7 @@ set -u
 BIN=$(cd "$(dirname "$1")" && pwd)/$(basename "$1") # absolute: one step runs in a cd
 . "$(dirname "$0")/lib.sh"
 command -v python3 >/dev/null || { echo "no python3"; exit 77; }
-T=$(mktemp -d /tmp/antenna-putget-XXXXXX)
-PID=
-cleanup() {
-    [ -n "$PID" ] && kill -9 "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
-    [ -n "${ANT_KEEP_TMP:-}" ] || rm -rf "$T"
-}
-trap cleanup EXIT
-fail() {
-    echo "FAIL $*"
-    echo "--- last server log lines ---"
-    grep -v '"http.request"' "$T"/serve.log 2>/dev/null | tail -25
-    exit 1
-}
+scratch_site putget
 
 "$BIN" init --dir "$T/site" --site-id site-p --region EU >"$T/init.out" 2>&1 ||
     { cat "$T/init.out"; fail init; }

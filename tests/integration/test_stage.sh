@@ -13,19 +13,7 @@ BIN=$1
 command -v curl >/dev/null || { echo "no curl"; exit 77; }
 command -v python3 >/dev/null || { echo "no python3"; exit 77; }
 "$BIN" help 2>&1 | grep -q '^  stage' || { echo "antenna built without stage"; exit 77; }
-T=$(mktemp -d /tmp/antenna-stage-XXXXXX)
-PID=
-cleanup() {
-    [ -n "$PID" ] && kill -9 "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
-    [ -n "${ANT_KEEP_TMP:-}" ] || rm -rf "$T"
-}
-trap cleanup EXIT
-fail() {
-    echo "FAIL $*"
-    echo "--- last server log lines ---"
-    grep -v '"http.request"' "$T"/serve*.log 2>/dev/null | tail -25
-    exit 1
-}
+scratch_site stage
 
 "$BIN" init --dir "$T/site" --site-id site-s --region EU >"$T/init.out" 2>&1 ||
     { cat "$T/init.out"; fail init; }
