@@ -35,6 +35,8 @@ static void usage(FILE *out)
             "  grant list [--dataset ID | --tenant T]\n"
             "  oidc add --issuer URL --jwks FILE --audience AUD --principal-claim C"
             " [--tenant-claim C]\n"
+            "  oidc rm --issuer URL                                     (its tokens stop working"
+            " within a second)\n"
             "  oidc list\n\n"
             "DIR is the site folder (default ./var). Works whether the site is serving or not.\n"
             "Every command is written to the audit log first; the site key is read from\n"
@@ -326,6 +328,27 @@ static int do_oidc_add(struct ctx *c)
     return ant_store_oidc_issuer_add(c->st, &i);
 }
 
+/* An issuer is any URL the admin typed: JSON output goes through jansson. */
+static void print_issuer(const struct args *a, const char *state, const char *note)
+{
+    if (!a->json) {
+        printf("OIDC issuer %s %s (%s)\n", a->issuer, state, note);
+        return;
+    }
+    json_t *o = json_pack("{s:s, s:s}", "issuer", a->issuer, "state", state);
+    char *s = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (s != NULL) {
+        printf("%s\n", s);
+    }
+    free(s);
+    json_decref(o);
+}
+
+static int do_oidc_rm(struct ctx *c)
+{
+    return ant_store_oidc_issuer_remove(c->st, c->a->issuer);
+}
+
 static int list_cmd(struct ctx *c, const char *action, const char *kind, json_t *rows,
                     const char *const *cols, size_t ncols)
 {
@@ -449,9 +472,12 @@ static int run(struct ctx *c)
     } else if (IS("oidc", "add")) {
         rc = audited_change(c, "admin.oidc.add", "oidc_issuer", a->issuer, NULL, do_oidc_add);
         if (rc == 0) {
-            printf(a->json ? "{\"issuer\": \"%s\"}\n" : "OIDC issuer %s added (restart the"
-                                                        " daemon to load its JWKS)\n",
-                   a->issuer);
+            print_issuer(a, "added", "a running daemon takes it up at its first token");
+        }
+    } else if (IS("oidc", "rm")) {
+        rc = audited_change(c, "admin.oidc.rm", "oidc_issuer", a->issuer, NULL, do_oidc_rm);
+        if (rc == 0) {
+            print_issuer(a, "removed", "its tokens stop working within a second");
         }
     } else if (IS("oidc", "list")) {
         rc = ant_store_oidc_issuer_list(c->st, &rows);
@@ -495,7 +521,7 @@ static bool args_fit(const struct args *a)
     }
     if (strcmp(obj, "oidc") == 0) {
         return (strcmp(verb, "add") == 0 && a->issuer && a->jwks && a->audience && a->pclaim) ||
-               strcmp(verb, "list") == 0;
+               (strcmp(verb, "rm") == 0 && a->issuer) || strcmp(verb, "list") == 0;
     }
     return false;
 }

@@ -12,7 +12,10 @@
  * Threads: any number of threads may use one struct ant_oidc at once, each with its own struct
  * ant_store. An issuer added to oidc_issuers after the load is taken up by the first token that
  * names it (looked up at most once a second for the whole set; logged as oidc.issuer_added, or
- * oidc.issuer_refused when its JWKS is unusable: then left out and looked up again later). Each
+ * oidc.issuer_refused when its JWKS is unusable: then left out and looked up again later). An
+ * issuer removed from oidc_issuers, or whose audience or JWKS file changed, refuses the first
+ * token that reaches the catalog after the change (logged as oidc.issuer_dropped) and is not used
+ * again; a row added again is loaded afresh like a new one. Each
  * issuer's JWKS file is read again when it changes (checked at most once a second, by a request
  * that uses that issuer; a changed file that does not parse keeps the previous keys and is
  * logged as oidc.jwks_refused). */

@@ -863,6 +863,20 @@ int ant_store_oidc_issuer_list(struct ant_store *st, json_t **out)
     return rows_json(s, issuer_row, out);
 }
 
+int ant_store_oidc_issuer_remove(struct ant_store *st, const char *issuer)
+{
+    if (issuer == NULL || issuer[0] == '\0') {
+        return -EINVAL;
+    }
+    sqlite3_stmt *s = ant_store_stmt(st, "DELETE FROM oidc_issuers WHERE issuer = ?");
+    if (s == NULL) {
+        return -EIO;
+    }
+    ant_bind_text(s, 1, issuer);
+    int rc = ant_store_exec_stmt(s);
+    return rc < 0 ? rc : sqlite3_changes(st->db) == 0 ? -ENOENT : 0;
+}
+
 /* The credential an OIDC token is audited under: "oidc:<issuer>" in full, or, for an issuer
  * longer than that leaves room for (they may have 512 bytes), "oidc:sha256:<hex of its
  * SHA-256>", which an auditor can match to the configured issuers. Never a cut issuer: two
@@ -881,20 +895,25 @@ static void oidc_credential(const char *issuer, char out[ANT_CREDENTIAL_MAX + 1]
     ant_hex_encode(d, sizeof(d), out + 12); /* NUL-terminated */
 }
 
-int ant_store_oidc_principal(struct ant_store *st, const char *issuer, const json_t *claims,
-                             struct ant_principal *out)
+int ant_store_oidc_principal(struct ant_store *st, const char *issuer, const char *audience,
+                             const char *jwks_path, const json_t *claims, struct ant_principal *out)
 {
     struct ant_principal p;
     char pclaim[128], tclaim[128];
     bool has_tclaim = false;
-    sqlite3_stmt *s = ant_store_stmt(st, "SELECT principal_claim, tenant_claim FROM oidc_issuers"
-                                         " WHERE issuer = ?");
+    sqlite3_stmt *s = ant_store_stmt(st, "SELECT principal_claim, tenant_claim, audience = ?2"
+                                         " AND jwks_path = ?3 FROM oidc_issuers WHERE issuer = ?1");
     if (s == NULL) {
         return -EIO;
     }
     ant_bind_text(s, 1, issuer);
+    ant_bind_text(s, 2, audience);
+    ant_bind_text(s, 3, jwks_path);
     int src = sqlite3_step(s);
-    int rc = src == SQLITE_ROW ? 0 : src == SQLITE_DONE ? -EKEYREJECTED : ant_sqlite_err(src);
+    int rc = src == SQLITE_ROW ? 0 : src == SQLITE_DONE ? -ESTALE : ant_sqlite_err(src);
+    if (rc == 0 && sqlite3_column_int(s, 2) != 1) {
+        rc = -ESTALE;
+    }
     if (rc == 0) {
         rc = ant_col_copy(s, 0, pclaim, sizeof(pclaim));
         has_tclaim = sqlite3_column_type(s, 1) != SQLITE_NULL;

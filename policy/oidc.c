@@ -36,6 +36,7 @@ struct jwks_live {
     pthread_mutex_t check; /* held by the one request doing a check (trylock: others go on) */
     struct file_id seen;   /* the file last read (loaded or refused); under check */
     _Atomic int64_t next_check_ms;
+    _Atomic bool stale; /* the catalog's row is gone or changed: never used again (see below) */
 };
 
 struct oidc_issuer {
@@ -48,8 +49,13 @@ struct oidc_issuer {
 /* An issuer added (`antenna admin oidc add`) while the daemon runs is taken up by the first
  * token that names it: a token whose iss is not loaded has its request look that one issuer up
  * in oidc_issuers, at most once per ISSUER_SCAN_MS for the whole set, so tokens naming unknown
- * issuers cost one indexed lookup a second, whoever sends them. The CLI never removes an issuer,
- * so the list only grows, in place: an entry is complete before the count that publishes it. */
+ * issuers cost one indexed lookup a second, whoever sends them. The list only grows, in place:
+ * an entry is complete before the count that publishes it. An issuer removed (`antenna admin
+ * oidc rm`) or removed and added again with another audience or JWKS file is found out by the
+ * catalog read every uncached token makes (ant_store_oidc_principal: -ESTALE): its entry is
+ * marked stale, refuses that token, and is skipped from then on; a row added again is loaded
+ * as a new entry. Stale entries stay allocated (a reader may hold one) until the daemon stops,
+ * and count against ANT_OIDC_MAX_ISSUERS. */
 #define ISSUER_SCAN_MS 1000
 
 struct oidc_grow {
@@ -194,6 +200,7 @@ static int issuer_init(int dirfd, struct oidc_issuer *e, const char *iss, const 
     }
     pthread_rwlock_init(&e->live->lock, NULL);
     pthread_mutex_init(&e->live->check, NULL);
+    atomic_init(&e->live->stale, false);
     atomic_init(&e->live->next_check_ms, ant_mono_ns() / 1000000 + JWKS_CHECK_MS);
     struct ant_diag jd = {{0}};
     int rc = load_jwks(dirfd, path, &e->live->jwks, &e->live->seen, &jd);
@@ -213,13 +220,14 @@ static int issuers_add(int dirfd, struct oidc_grow *g, sqlite3_stmt *s, struct a
         size_t n = atomic_load_explicit(&g->n, memory_order_relaxed);
         bool known = false;
         for (size_t i = 0; i < n && iss != NULL && !known; i++) {
-            known = strcmp(g->iss[i].issuer, iss) == 0;
+            known = !atomic_load(&g->iss[i].live->stale) && strcmp(g->iss[i].issuer, iss) == 0;
         }
         if (known) {
             continue;
         }
         if (n == ANT_OIDC_MAX_ISSUERS) {
-            ant_diag_set(d, "more than %d OIDC issuers", ANT_OIDC_MAX_ISSUERS);
+            ant_diag_set(d, "more than %d OIDC issuers (removed or changed ones count until the"
+                            " daemon restarts)", ANT_OIDC_MAX_ISSUERS);
             rc = -E2BIG;
             break;
         }
@@ -305,7 +313,8 @@ static const struct oidc_issuer *issuer_find(const struct ant_oidc *o, const cha
 {
     size_t n = atomic_load_explicit(&o->grow->n, memory_order_acquire);
     for (size_t i = 0; i < n; i++) {
-        if (strcmp(o->grow->iss[i].issuer, iss) == 0) {
+        if (!atomic_load_explicit(&o->grow->iss[i].live->stale, memory_order_relaxed) &&
+            strcmp(o->grow->iss[i].issuer, iss) == 0) {
             return &o->grow->iss[i];
         }
     }
@@ -350,8 +359,16 @@ int ant_oidc_authenticate(const struct ant_oidc *o, struct ant_store *st, struct
         if (rc < 0) {
             return -EKEYREJECTED;
         }
-        rc = ant_store_oidc_principal(st, e->issuer, claims, out);
+        rc = ant_store_oidc_principal(st, e->issuer, e->audience, e->path, claims, out);
         json_decref(claims);
+        if (rc == -ESTALE) {
+            if (!atomic_exchange(&e->live->stale, true)) {
+                ant_log(ANT_LOG_INFO, "oidc.issuer_dropped",
+                        "OIDC issuer %s: removed or changed in the catalog, its loaded keys are"
+                        " no longer used", e->issuer);
+            }
+            rc = -EKEYREJECTED;
+        }
         return rc;
     }
     return -EKEYREJECTED;

@@ -280,10 +280,16 @@ struct ant_oidc_issuer {
 };
 ANT_MUST_CHECK int ant_store_oidc_issuer_add(struct ant_store *st, const struct ant_oidc_issuer *i);
 ANT_MUST_CHECK int ant_store_oidc_issuer_list(struct ant_store *st, json_t **out);
+/* Removes the issuer's row: its tokens stop authenticating (a running daemon checks the row at
+ * every token it has not cached: within a second). -ENOENT if there is none. */
+ANT_MUST_CHECK int ant_store_oidc_issuer_remove(struct ant_store *st, const char *issuer);
 /* The principal a verified token's claims name: claims must hold principal_claim (a valid name)
  * and, if tenant_claim is set, a tenant equal to the principal's. Unknown principal, disabled,
- * tenant mismatch: -EKEYREJECTED. `claims` is the token's verified payload. */
+ * tenant mismatch: -EKEYREJECTED. `claims` is the token's verified payload, verified for the
+ * issuer with `audience` and the keys of `jwks_path`: -ESTALE if the issuer's row is gone or now
+ * names another audience or JWKS file (the caller's copy of the issuer is out of date). */
 ANT_MUST_CHECK int ant_store_oidc_principal(struct ant_store *st, const char *issuer,
+                                            const char *audience, const char *jwks_path,
                                             const json_t *claims, struct ant_principal *out);
 
 #endif

@@ -123,8 +123,10 @@ rc=$?
 
 # key rotation: the identity provider replaces its JWKS (r1 out, r2 in); the daemon reads the
 # changed file within about a second, without a restart. A broken replacement keeps the keys.
-python3 - "$T" "$PORT" <<'PY' || rc=1
-import base64, http.client, json, os, ssl, sys, time
+# Then the issuer is removed with `antenna admin oidc rm` while the daemon runs: its tokens are
+# refused within a second or two; added again, they work again.
+python3 - "$T" "$PORT" "$BIN" <<'PY' || rc=1
+import base64, http.client, json, os, ssl, subprocess, sys, time
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 t, port = sys.argv[1], int(sys.argv[2])
@@ -173,9 +175,39 @@ time.sleep(1.3)
 check("a broken JWKS keeps the keys: r2 still 200", get(new) == 200 and get(new) == 200)
 time.sleep(1.1)
 check("... and still after the next check", get(new) == 200 and get(old) == 401)
+admin = lambda *a: subprocess.run([sys.argv[3], "admin", "--dir", f"{t}/site", *a],
+                                  capture_output=True, text=True)
+ISS = "https://idp.example.org"
+r = admin("-o", "json", "oidc", "rm", "--issuer", ISS)
+check("oidc rm: exit 0, JSON names the issuer",
+      r.returncode == 0 and json.loads(r.stdout) == {"issuer": ISS, "state": "removed"})
+check("after oidc rm: r2 refused within 6 s, without a restart", until(new, 401))
+time.sleep(1.2)
+check("... and still refused after the next issuer lookup", get(new) == 401)
+r = admin("oidc", "rm", "--issuer", ISS)
+check("oidc rm of an issuer not there: exit 1, says so",
+      r.returncode == 1 and "no such" in r.stderr)
+r = admin("oidc", "rm")
+check("oidc rm without --issuer: usage, exit 2", r.returncode == 2)
+r = admin("-o", "json", "oidc", "list")
+check("oidc list is empty", r.returncode == 0 and json.loads(r.stdout) == [])
+# (the file still holds the broken JWKS the issuer's old entry ignored: a new entry reads it)
+publish(json.dumps({"keys": [{"kty": "RSA", "kid": "r2", "alg": "RS256", "n": to_b(n.n),
+                              "e": to_b(n.e)}]}))
+r = admin("oidc", "add", "--issuer", ISS, "--jwks", "idp-jwks.json", "--audience",
+          "antenna-site-o", "--principal-claim", "preferred_username", "--tenant-claim", "group")
+check("oidc add again: r2 accepted within 6 s", r.returncode == 0 and until(new, 200))
 sys.exit(1 if fails else 0)
 PY
 grep -q '"event":"oidc.jwks_refused"' "$T/serve.log" || { echo "FAIL the refused JWKS is logged"; rc=1; }
+grep -q '"event":"oidc.issuer_dropped"' "$T/serve.log" || { echo "FAIL the dropped issuer is logged"; rc=1; }
+"$BIN" audit query --dir "$T/site" -o json --limit 1000 2>/dev/null | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+ev = d["events"] if isinstance(d, dict) else d
+rm = [e for e in ev if e.get("action") == "admin.oidc.rm"]
+sys.exit(0 if any(e.get("resource_id") == "https://idp.example.org" for e in rm) else 1)' ||
+    { echo "FAIL oidc rm is in the audit trail"; rc=1; }
 # the request log is buffered (flushed within [log] flush_ms, 250 ms by default): wait for it
 found=0
 for _ in $(seq 50); do

@@ -609,6 +609,12 @@ static void test_dataset_list_visible_follows_tenant_grants_and_class(void **sta
     json_decref(a);
 }
 
+/* The principal the claims name, for a token verified as the catalog's idp.example issuer. */
+static int idp_principal(struct fx *f, const json_t *c, struct ant_principal *p)
+{
+    return ant_store_oidc_principal(f->st, "https://idp.example", "antenna", "idp.jwks", c, p);
+}
+
 static void test_oidc_claims_map_to_principal(void **state)
 {
     struct fx *f = *state;
@@ -619,23 +625,42 @@ static void test_oidc_claims_map_to_principal(void **state)
     assert_int_equal(ant_store_oidc_issuer_add(f->st, &iss), 0);
     assert_int_equal(ant_store_oidc_issuer_add(f->st, &iss), -EEXIST);
     json_t *c = json_pack("{s:s, s:s}", "preferred_username", "alice", "tenant", "acme");
-    assert_int_equal(ant_store_oidc_principal(f->st, "https://idp.example", c, &p), 0);
+    assert_int_equal(idp_principal(f, c, &p), 0);
     assert_string_equal(p.id, "alice");
     assert_string_equal(p.key_id, "oidc:https://idp.example");
-    assert_int_equal(ant_store_oidc_principal(f->st, "https://other", c, &p), -EKEYREJECTED);
+    /* an issuer not in the catalog, or verified with another audience or JWKS than the catalog
+     * now names: the caller's copy is stale */
+    assert_int_equal(ant_store_oidc_principal(f->st, "https://other", "antenna", "idp.jwks", c, &p),
+                     -ESTALE);
+    assert_int_equal(
+        ant_store_oidc_principal(f->st, "https://idp.example", "other", "idp.jwks", c, &p),
+        -ESTALE);
+    assert_int_equal(
+        ant_store_oidc_principal(f->st, "https://idp.example", "antenna", "old.jwks", c, &p),
+        -ESTALE);
     json_object_set_new(c, "tenant", json_string("beta"));
-    assert_int_equal(ant_store_oidc_principal(f->st, "https://idp.example", c, &p), -EKEYREJECTED);
+    assert_int_equal(idp_principal(f, c, &p), -EKEYREJECTED);
     json_object_del(c, "tenant");
-    assert_int_equal(ant_store_oidc_principal(f->st, "https://idp.example", c, &p), -EKEYREJECTED);
+    assert_int_equal(idp_principal(f, c, &p), -EKEYREJECTED);
     json_object_set_new(c, "tenant", json_string("acme"));
     json_object_set_new(c, "preferred_username", json_string("mallory"));
-    assert_int_equal(ant_store_oidc_principal(f->st, "https://idp.example", c, &p), -EKEYREJECTED);
+    assert_int_equal(idp_principal(f, c, &p), -EKEYREJECTED);
     json_object_set_new(c, "preferred_username", json_integer(7));
-    assert_int_equal(ant_store_oidc_principal(f->st, "https://idp.example", c, &p), -EKEYREJECTED);
-    json_decref(c);
+    assert_int_equal(idp_principal(f, c, &p), -EKEYREJECTED);
     json_t *a = NULL;
     assert_int_equal(ant_store_oidc_issuer_list(f->st, &a), 0);
     assert_int_equal(json_array_size(a), 1);
+    json_decref(a);
+    /* removed: its tokens no longer map; a second removal finds nothing */
+    json_object_set_new(c, "preferred_username", json_string("alice"));
+    assert_int_equal(idp_principal(f, c, &p), 0);
+    assert_int_equal(ant_store_oidc_issuer_remove(f->st, "https://idp.example"), 0);
+    assert_int_equal(ant_store_oidc_issuer_remove(f->st, "https://idp.example"), -ENOENT);
+    assert_int_equal(ant_store_oidc_issuer_remove(f->st, ""), -EINVAL);
+    assert_int_equal(idp_principal(f, c, &p), -ESTALE);
+    json_decref(c);
+    assert_int_equal(ant_store_oidc_issuer_list(f->st, &a), 0);
+    assert_int_equal(json_array_size(a), 0);
     json_decref(a);
 }
 
@@ -662,18 +687,18 @@ static void test_oidc_credential_never_cut(void **state)
         assert_int_equal(ant_store_oidc_issuer_add(f->st, &iss), 0);
     }
     json_t *c = json_pack("{s:s, s:s}", "preferred_username", "alice", "tenant", "acme");
-    assert_int_equal(ant_store_oidc_principal(f->st, fits, c, &p), 0);
+    assert_int_equal(ant_store_oidc_principal(f->st, fits, "antenna", "idp.jwks", c, &p), 0);
     assert_int_equal(strlen(p.key_id), ANT_CREDENTIAL_MAX);
     assert_string_equal(p.key_id + 5, fits);
     char ka[ANT_CREDENTIAL_MAX + 1], want[12 + 64 + 1];
     uint8_t d[crypto_hash_sha256_BYTES];
-    assert_int_equal(ant_store_oidc_principal(f->st, long_a, c, &p), 0);
+    assert_int_equal(ant_store_oidc_principal(f->st, long_a, "antenna", "idp.jwks", c, &p), 0);
     memcpy(ka, p.key_id, sizeof(ka));
     crypto_hash_sha256(d, (const unsigned char *)long_a, strlen(long_a));
     memcpy(want, "oidc:sha256:", 12);
     ant_hex_encode(d, sizeof(d), want + 12);
     assert_string_equal(ka, want);
-    assert_int_equal(ant_store_oidc_principal(f->st, long_b, c, &p), 0);
+    assert_int_equal(ant_store_oidc_principal(f->st, long_b, "antenna", "idp.jwks", c, &p), 0);
     assert_string_not_equal(p.key_id, ka);
     assert_int_equal(strncmp(p.key_id, "oidc:sha256:", 12), 0);
     json_decref(c);
@@ -818,6 +843,54 @@ static void test_oidc_issuer_added_after_load(void **state)
     ant_signkey_free(idp);
 }
 
+/* An issuer removed from the catalog while loaded (antenna admin oidc rm, the daemon running)
+ * refuses its next token; added again with another audience, it is loaded afresh and the old
+ * audience no longer passes. */
+static void test_oidc_issuer_removed_after_load(void **state)
+{
+    struct fx *f = *state;
+    struct ant_signkey *idp = NULL;
+    struct ant_oidc *o = NULL;
+    struct ant_principal p;
+    struct ant_diag d = {{0}};
+    int64_t now = ant_now_unix();
+    make_tenants(f->st);
+    assert_int_equal(ant_signkey_generate(&idp), 0);
+    write_jwks(f, idp);
+    struct ant_oidc_issuer iss = {"https://idp.example", "idp.jwks", "antenna",
+                                  "preferred_username", "tenant"};
+    assert_int_equal(ant_store_oidc_issuer_add(f->st, &iss), 0);
+    assert_int_equal(ant_oidc_load(f->st, f->dirfd, &o, &d), 0);
+    char *t = sign_token(idp, "https://idp.example", "antenna", "alice", "acme", now + 300);
+    char *t2 = sign_token(idp, "https://idp.example", "antenna-2", "alice", "acme", now + 300);
+    assert_int_equal(ant_auth_bearer(f->st, o, ant_bytes_str(t), now, &p), 0);
+    assert_int_equal(ant_store_oidc_issuer_remove(f->st, "https://idp.example"), 0);
+    assert_int_equal(ant_auth_bearer(f->st, o, ant_bytes_str(t), now, &p), -EKEYREJECTED);
+    usleep(1100 * 1000); /* the next lookup of an unknown issuer finds nothing either */
+    assert_int_equal(ant_auth_bearer(f->st, o, ant_bytes_str(t), now, &p), -EKEYREJECTED);
+    iss.audience = "antenna-2";
+    assert_int_equal(ant_store_oidc_issuer_add(f->st, &iss), 0);
+    usleep(1100 * 1000);
+    assert_int_equal(ant_auth_bearer(f->st, o, ant_bytes_str(t2), now, &p), 0);
+    assert_string_equal(p.id, "alice");
+    assert_int_equal(ant_auth_bearer(f->st, o, ant_bytes_str(t), now, &p), -EKEYREJECTED);
+    assert_int_equal(ant_oidc_count(o), 2); /* the stale entry stays until the daemon stops */
+    /* changed in place (removed and added with the old audience, the new one loaded): the
+     * loaded entry is found stale at its next token and the row is loaded again */
+    assert_int_equal(ant_store_oidc_issuer_remove(f->st, "https://idp.example"), 0);
+    iss.audience = "antenna";
+    assert_int_equal(ant_store_oidc_issuer_add(f->st, &iss), 0);
+    assert_int_equal(ant_auth_bearer(f->st, o, ant_bytes_str(t2), now, &p), -EKEYREJECTED);
+    usleep(1100 * 1000);
+    assert_int_equal(ant_auth_bearer(f->st, o, ant_bytes_str(t), now, &p), 0);
+    assert_int_equal(ant_auth_bearer(f->st, o, ant_bytes_str(t2), now, &p), -EKEYREJECTED);
+    assert_int_equal(ant_oidc_count(o), 3);
+    free(t);
+    free(t2);
+    ant_oidc_free(o);
+    ant_signkey_free(idp);
+}
+
 struct open_arg {
     int dirfd;
     int rc;
@@ -910,6 +983,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_oidc_claims_map_to_principal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oidc_credential_never_cut, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oidc_issuer_added_after_load, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_oidc_issuer_removed_after_load, setup, teardown),
         cmocka_unit_test_setup_teardown(test_principal_c4gh_pubkey, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oidc_bearer_tokens_map_to_principals, setup,
                                         teardown),
