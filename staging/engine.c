@@ -962,8 +962,7 @@ static void direct_setup(struct run *r, struct sfile *f)
     if (r->e->o.buffered_only || f->out_size < STAGE_DIRECT_MIN ||
         f->out_chunk % STAGE_DIRECT_ALIGN != 0 ||
         (!shift && ((f->hdr_out != NULL && !resumed) || f->spec->xform == ANT_XFORM_ENCRYPT ||
-                    out0 % STAGE_DIRECT_ALIGN != 0 ||
-                    xform_out_off(f, 1) != out0 + f->out_chunk)) ||
+                    out0 % STAGE_DIRECT_ALIGN != 0 || !xform_out_contiguous(f))) ||
         !dio_usable(r, f->tmpfd, &r->dio, "destination")) {
         return;
     }

@@ -304,6 +304,9 @@ ANT_MUST_CHECK int xform_chunk(struct xform_tls *t, const struct sfile *f, uint6
                                size_t *out_len);
 /* Where chunk c's output starts in the written file. */
 uint64_t xform_out_off(const struct sfile *f, uint64_t c);
+/* Whether every chunk but the last writes exactly out_chunk bytes, each right after the one
+ * before: false for a decrypt with an edit list, whose chunks keep any number of bytes. */
+bool xform_out_contiguous(const struct sfile *f);
 /* Where chunk c's source bytes start in the body, and where they go in its buffer (the
  * header's length for chunk 0 of a shifted reencrypt, else 0). */
 uint64_t chunk_body_start(const struct sfile *f, uint64_t c);

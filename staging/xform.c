@@ -342,6 +342,11 @@ uint64_t xform_out_off(const struct sfile *f, uint64_t c)
     return f->out_body_off + f->out_skip + c * (uint64_t)f->out_chunk;
 }
 
+bool xform_out_contiguous(const struct sfile *f)
+{
+    return f->xs == NULL || !f->xs->has_edits;
+}
+
 uint64_t chunk_body_start(const struct sfile *f, uint64_t c)
 {
     return f->in_skip + (c == 0 ? 0 : c * (uint64_t)f->in_chunk - f->lead);

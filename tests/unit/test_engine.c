@@ -1232,6 +1232,68 @@ static void test_c4gh_decrypt_vectors(void **state)
     ant_key_free(k);
 }
 
+static int buf_sink(void *arg, const uint8_t *p, size_t len)
+{
+    return ant_buf_append(arg, p, len);
+}
+
+/* A big decrypt whose edit list keeps all of the first chunk and skips bytes inside a later
+ * one: chunk 0 and 1 start on blocks but chunk 2 does not, so the output must not go out with
+ * O_DIRECT (aligned offsets and lengths only). Bytes as the list says, on both backends. */
+static void test_c4gh_decrypt_edit_list_past_first_chunk(void **state)
+{
+    struct fx *f = c4gh_fx(state);
+    enum { PLAIN = (3u << 20) + 12345, KEEP0 = 65536 + 1000, SKIP = 100 };
+    const uint64_t edits[] = {0, KEEP0, SKIP}; /* odd count: the rest is kept */
+    struct ant_key *sender = vector_key("keys/sender.sec", NULL);
+    struct ant_key *k = vector_key("keys/recipient1.sec", NULL);
+    uint8_t pk[ANT_KEY_LEN];
+    vector_pub("keys/recipient1.pub", pk);
+    uint8_t *plain = malloc(PLAIN);
+    assert_non_null(plain);
+    fill_random(plain, PLAIN, 77);
+    struct ant_buf enc = ANT_BUF_INIT(PLAIN + (1u << 20));
+    struct ant_c4gh_writer *w = NULL;
+    assert_int_equal(ant_c4gh_writer_new(sender, pk, 1, edits, ANT_ARRAY_LEN(edits), buf_sink,
+                                         &enc, &w),
+                     0);
+    assert_int_equal(ant_c4gh_writer_write(w, ant_bytes_of(plain, PLAIN)), 0);
+    assert_int_equal(ant_c4gh_writer_finish(w, NULL), 0);
+    ant_c4gh_writer_free(w);
+    write_at(f->src, "edited.c4gh", enc.p, enc.len);
+    ant_buf_fini(&enc);
+    /* what the list keeps: [0, KEEP0) and [KEEP0 + SKIP, end) */
+    size_t want_len = PLAIN - SKIP;
+    memmove(plain + KEEP0, plain + KEEP0 + SKIP, PLAIN - KEEP0 - SKIP);
+    struct ant_stage_file file = {.src = "edited.c4gh", .dst = "edited",
+                                  .xform = ANT_XFORM_DECRYPT, .has_sha256 = true};
+    sha256(plain, want_len, file.sha256);
+    struct ant_engine *small = small_chunk_engine(f);
+    struct results res = {0};
+    struct ant_stage_progress prog = {0};
+    struct ant_stage_job job;
+    struct ant_diag d = {{0}};
+    job_init(&job, f, "edited", &file, 1, &res);
+    job.key = k;
+    job.progress = &prog;
+    int rc = ant_engine_run(small, &job, &d);
+    if (rc != 0) {
+        fail_msg("edited: %d %s", rc, d.msg);
+    }
+    assert_int_equal(res.nok, 1);
+    assert_int_equal(atomic_load(&prog.files_direct), 0);
+    size_t glen = 0;
+    uint8_t *got = read_at(f->dst, "edited/edited", &glen);
+    assert_non_null(got);
+    assert_int_equal(glen, want_len);
+    assert_memory_equal(got, plain, want_len);
+    free(got);
+    free(plain);
+    ant_engine_free(small);
+    ant_key_free(k);
+    ant_key_free(sender);
+}
+
 static void test_c4gh_bad_inputs_fail_cleanly(void **state)
 {
     struct fx *f = c4gh_fx(state);
@@ -2201,6 +2263,7 @@ int main(void)
         PER_BACKEND(test_enospc_is_reported),
         PER_BACKEND(test_fsync_each_and_small_limits),
         PER_BACKEND(test_c4gh_decrypt_vectors),
+        PER_BACKEND(test_c4gh_decrypt_edit_list_past_first_chunk),
         PER_BACKEND(test_c4gh_bad_inputs_fail_cleanly),
         PER_BACKEND(test_c4gh_reencrypt_then_decrypt),
         PER_BACKEND(test_c4gh_encrypt_then_decrypt),
