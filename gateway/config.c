@@ -18,8 +18,7 @@ enum kind {
     K_SIZE,     /* "64M" style, within [min, max] */
     K_DURATION, /* "30s" style, within [min, max] seconds */
     K_LISTEN,   /* ADDR:PORT */
-    K_ENGINE,   /* auto | uring | threads */
-    K_DIRECTIO, /* auto | off */
+    K_CHOICE,   /* one of the words choices_of() gives */
     K_LOGLEVEL, /* error | warn | info | debug */
 };
 
@@ -46,6 +45,9 @@ static const struct key keys[] = {
      "most connections at once"},
     {"server", "per_ip_connection_limit", K_UINT, F(per_ip_connection_limit), 0, 1000000,
      "most connections from one address (0: no limit)"},
+    {"server", "event_loop", K_CHOICE, F(event_loop), 0, 0,
+     "how each HTTP worker waits for its connections: poll (least CPU per request up to a few "
+     "hundred connections at once) | epoll (for more: its cost does not grow with idle ones)"},
     {"server", "connection_timeout", K_DURATION, F(connection_timeout_s), 1, 3600,
      "idle time after which a connection is closed (against slow clients)"},
     {"server", "max_header_bytes", K_SIZE, F(max_header_bytes), 4096, 1024 * 1024,
@@ -72,9 +74,9 @@ static const struct key keys[] = {
      "or after this long, whichever comes first"},
     {"audit", "max_batch", K_UINT, F(audit_max_batch), 1, 100000,
      "most events written in one group commit"},
-    {"staging", "io_engine", K_ENGINE, F(io_engine), 0, 0,
+    {"staging", "io_engine", K_CHOICE, F(io_engine), 0, 0,
      "auto (io_uring when it sets up, else threads) | uring | threads"},
-    {"staging", "direct_io", K_DIRECTIO, F(direct_io), 0, 0,
+    {"staging", "direct_io", K_CHOICE, F(direct_io), 0, 0,
      "auto (O_DIRECT where the filesystem takes it) | off (page cache only, e.g. NFS scratch)"},
     {"staging", "resume_min", K_SIZE, F(resume_min), 64 * 1024, 1024 * TiB,
      "files at least this big record how much of them is durable as they are staged, so that "
@@ -110,6 +112,7 @@ void ant_config_defaults(struct ant_config *c)
     c->listen_port = 8443;
     c->threads = 0;
     c->connection_limit = 1024;
+    snprintf(c->event_loop, sizeof(c->event_loop), "poll");
     c->per_ip_connection_limit = 256;
     c->connection_timeout_s = 60;
     /* libmicrohttpd's memory per connection, which it zeroes for every request: 16 KiB takes
@@ -172,6 +175,39 @@ int ant_listen_parse(struct ant_bytes s, char addr[64], uint16_t *port)
     memcpy(addr, tmp, host.len + 1);
     *port = (uint16_t)v;
     return 0;
+}
+
+/* The words a K_CHOICE key accepts, ", "-separated. */
+static const char *choices_of(const struct key *k)
+{
+    static const struct {
+        size_t off;
+        const char *words;
+    } sets[] = {
+        {offsetof(struct ant_config, event_loop), "poll, epoll"},
+        {offsetof(struct ant_config, io_engine), "auto, uring, threads"},
+        {offsetof(struct ant_config, direct_io), "auto, off"},
+    };
+    for (size_t i = 0; i < ANT_ARRAY_LEN(sets); i++) {
+        if (sets[i].off == k->off) {
+            return sets[i].words;
+        }
+    }
+    return ""; /* accepts nothing: a K_CHOICE key missing above fails every value */
+}
+
+/* Whether v is one of the words of choices ("a, b, c"). */
+static bool is_choice(const char *choices, struct ant_bytes v)
+{
+    for (const char *p = choices; *p != '\0';) {
+        size_t n = strcspn(p, ",");
+        if (v.len == n && memcmp(v.p, p, n) == 0) {
+            return true;
+        }
+        p += n;
+        p += strspn(p, ", ");
+    }
+    return false;
 }
 
 static bool is_name(struct ant_bytes v, size_t max, bool upper_ok)
@@ -248,19 +284,9 @@ static int apply(struct ant_config *c, const struct key *k, struct ant_bytes v, 
     case K_LISTEN:
         *why = "expected ADDRESS:PORT with a numeric IPv4 or [IPv6] address";
         return ant_listen_parse(v, c->listen_addr, &c->listen_port);
-    case K_ENGINE:
-        *why = "expected auto, uring or threads";
-        if (ant_bytes_eq_str(v, "auto") || ant_bytes_eq_str(v, "uring") ||
-            ant_bytes_eq_str(v, "threads")) {
-            return set_str(c, k, v);
-        }
-        return -EINVAL;
-    case K_DIRECTIO:
-        *why = "expected auto or off";
-        if (ant_bytes_eq_str(v, "auto") || ant_bytes_eq_str(v, "off")) {
-            return set_str(c, k, v);
-        }
-        return -EINVAL;
+    case K_CHOICE:
+        *why = choices_of(k); /* the caller says "expected one of" */
+        return is_choice(*why, v) ? set_str(c, k, v) : -EINVAL;
     case K_LOGLEVEL:
         *why = "expected error, warn, info or debug";
         if (v.len >= sizeof(tmp)) {
@@ -377,8 +403,9 @@ int ant_config_parse(struct ant_bytes text, const char *fname, struct ant_config
         seen[ki] = true;
         const char *why = "invalid value";
         if (apply(c, &keys[ki], val, &why) < 0) {
-            ant_diag_set(d, "%s:%u: key '%s' in [%s]: bad value: %s", fname, lineno,
-                         keys[ki].name, keys[ki].section, why);
+            ant_diag_set(d, "%s:%u: key '%s' in [%s]: bad value: %s%s", fname, lineno,
+                         keys[ki].name, keys[ki].section,
+                         keys[ki].kind == K_CHOICE ? "expected one of " : "", why);
             return -EINVAL;
         }
     }
@@ -412,8 +439,7 @@ static int render_value(struct ant_buf *out, const struct ant_config *c, const s
     case K_NAME:
     case K_REGION:
     case K_PATH:
-    case K_ENGINE:
-    case K_DIRECTIO:
+    case K_CHOICE:
         return ant_buf_append_str(out, base);
     case K_LISTEN:
         return strchr(c->listen_addr, ':') != NULL

@@ -24,6 +24,7 @@ struct ant_config {
     unsigned connection_limit;
     unsigned per_ip_connection_limit;
     unsigned connection_timeout_s;
+    char event_loop[8]; /* poll | epoll: MHD_USE_POLL or MHD_USE_EPOLL in every worker */
     uint64_t max_header_bytes; /* per-connection memory for headers */
     uint64_t max_json_body;
     unsigned shutdown_grace_s;

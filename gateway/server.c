@@ -958,13 +958,15 @@ int ant_server_start(struct ant_site *site, struct ant_server **out, struct ant_
     struct sockaddr_in sin;
     struct sockaddr_in6 sin6;
     struct sockaddr *sa;
-    /* poll(2), not epoll: every held answer suspends and resumes its connection, which with
-     * epoll costs an epoll_ctl each way plus, edge-triggered, a recv that ends in EAGAIN per
-     * request; a worker's poll set is its share of the connections. poll was 10-20 % less CPU
-     * per small request at 64 connections (docs/benchmarks.md); its cost grows with the
-     * connections per worker, a few hundred at connection_limit. */
-    unsigned flags = MHD_USE_TLS | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC |
-                     MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
+    /* [server] event_loop. poll(2) by default: every held answer suspends and resumes its
+     * connection, which with epoll costs an epoll_ctl each way plus, edge-triggered, a recv
+     * that ends in EAGAIN per request; a worker's poll set is its share of the connections.
+     * poll used 10-20 % less CPU per small request at 64 connections, but its cost grows with
+     * every connection a worker holds, idle ones too: with 960 idle connections beside the 64
+     * busy ones, 106-108 against 66-71 us per request with epoll (docs/benchmarks.md). */
+    unsigned flags = MHD_USE_TLS | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
+                     MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME |
+                     (strcmp(site->cfg.event_loop, "epoll") == 0 ? MHD_USE_EPOLL : MHD_USE_POLL);
     if (s == NULL) {
         return -ENOMEM;
     }

@@ -87,16 +87,18 @@ check "a bad key is 401" test "$("${C[@]}" -o /dev/null -w '%{http_code}' -H "Au
 # answer is complete: a record left corked would wait for the kernel's 200 ms cork timeout.
 # On one keep-alive connection, public and held (audited) answers alike come at once; three
 # requests pipelined without reading get their three answers (the two-record path).
-check "small answers on a keep-alive connection are not held back" python3 - "$PORT" "$T/site/tls/cert.pem" "$KEY" <<'PY'
+keepalive_check() {  # PORT [KEY]: without a key, public answers only
+  python3 - "$1" "$T/site/tls/cert.pem" "${2:-}" <<'PY'
 import http.client, ssl, socket, statistics, sys, time
 port, ca, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 ctx = ssl.create_default_context(cafile=ca)
 c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
 times = []
 for i in range(40):
-    hdrs = {"Authorization": "Bearer " + key} if i % 2 else {}
+    held = key and i % 2
+    hdrs = {"Authorization": "Bearer " + key} if held else {}
     t0 = time.monotonic()
-    c.request("GET", "/metrics" if i % 2 else "/v1/health", headers=hdrs)
+    c.request("GET", "/metrics" if held else "/v1/health", headers=hdrs)
     r = c.getresponse()
     body = r.read()
     times.append(time.monotonic() - t0)
@@ -117,6 +119,8 @@ while True:
 if got.count(b"HTTP/1.1 200 ") != 3 or got.count(b'"status":"ok"') != 3:
     sys.exit(f"pipelined: {got[:300]!r}")
 PY
+}
+check "small answers on a keep-alive connection are not held back" keepalive_check "$PORT" "$KEY"
 # A request refused before its body is read, with a small body sent right behind its headers
 # (no Expect: 100-continue, as curl does up to 1 MiB): the body is read and dropped, then the
 # answer comes; closing with the body unread reset the connection, and the client, reading a
@@ -162,14 +166,18 @@ wait $SLOW
 check "a request in flight at SIGTERM is answered" grep -q "HTTP/1.1 405" "$T/slow.out"
 check "SIGTERM exits 0" test $rc -eq 0
 check "request log is JSON lines" bash -c "grep '\"event\":\"http.request\"' '$T/serve.log' | python3 -c 'import json,sys; [json.loads(l) for l in sys.stdin]'"
-# --- per-principal rate limit: 2 requests at once, 1 per second after that ---
+# --- per-principal rate limit: 2 requests at once, 1 per second after that; this daemon and
+# the limits below run on epoll ([server] event_loop), the one above on poll ---
 sed -e 's/^rate_limit = .*/rate_limit = 1/' -e 's/^rate_burst = .*/rate_burst = 2/' \
+  -e 's/^event_loop = .*/event_loop = epoll/' \
   -e 's/^connection_timeout = .*/connection_timeout = 4s/' \
   -e 's/^per_ip_connection_limit = .*/per_ip_connection_limit = 4/' \
   "$T/site/antenna.conf" >"$T/rl.conf"
 "$BIN" serve --dir "$T/site" --config "$T/rl.conf" --listen 127.0.0.1:0 >"$T/rl.out" 2>/dev/null &
 PID=$!
 URL=$(wait_serving "$T/rl.out"); PORT=${URL##*:}
+check "rl.conf sets event_loop = epoll" grep -q '^event_loop = epoll' "$T/rl.conf"
+check "epoll: small answers on a keep-alive connection are not held back" keepalive_check "$PORT"
 codes=""
 for _ in 1 2 3 4; do
   codes="$codes $("${C[@]}" -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $KEY" "https://127.0.0.1:$PORT/metrics")"

@@ -71,6 +71,11 @@ static void test_config_values(void **state)
     assert_string_equal(c.direct_io, "auto");
     assert_int_equal(parse("[staging]\ndirect_io = off\n", &c, &d), 0);
     assert_string_equal(c.direct_io, "off");
+    assert_string_equal(c.event_loop, "poll");
+    assert_int_equal(parse("[server]\nevent_loop = epoll\n", &c, &d), 0);
+    assert_string_equal(c.event_loop, "epoll");
+    assert_int_equal(parse("[staging]\nio_engine = threads\n", &c, &d), 0);
+    assert_string_equal(c.io_engine, "threads");
     assert_int_equal(parse("[federation]\nconnections = 257\n", &c, &d), -EINVAL);
     assert_int_equal(parse("[federation]\nmax_rate = fast\n", &c, &d), -EINVAL);
 }
@@ -137,7 +142,14 @@ static void test_config_errors_name_file_line_and_key(void **state)
         {"[server]\nthreads = 1\nthreads = 2\n", "t.conf:3: key 'threads' set twice"},
         {"[site]\nid = Site_A\n", "t.conf:2: key 'id'"},
         {"[site]\nid = -a\n", "t.conf:2: key 'id'"},
-        {"[staging]\nio_engine = fast\n", "t.conf:2: key 'io_engine'"},
+        {"[staging]\nio_engine = fast\n",
+         "t.conf:2: key 'io_engine' in [staging]: bad value: expected one of auto, uring, threads"},
+        {"[server]\nevent_loop = select\n",
+         "t.conf:2: key 'event_loop' in [server]: bad value: expected one of poll, epoll"},
+        {"[server]\nevent_loop = epol\n", "t.conf:2: key 'event_loop'"},
+        {"[server]\nevent_loop = epollx\n", "t.conf:2: key 'event_loop'"},
+        {"[server]\nevent_loop = \n", "t.conf:2: key 'event_loop'"},
+        {"[server]\nevent_loop = poll, epoll\n", "t.conf:2: key 'event_loop'"},
         {"[staging]\ndirect_io = on\n", "t.conf:2: key 'direct_io'"},
         {"[staging]\ndirect_io = OFF\n", "t.conf:2: key 'direct_io'"},
         {"[storage]\narchive =\n", "t.conf:2: key 'archive'"},
