@@ -1331,10 +1331,20 @@ int ant_jobs_submit_out(struct ant_jobs *j, struct ant_store *st,
         goto out;
     }
     for (size_t i = 0; i < w.n; i++) {
-        struct ant_file f;
-        int e = ant_store_file_get(st, rq->dataset_id, w.picks[i].path, &f);
-        if (e == 0) {
-            ant_diag_set(d, "dataset %s has %s already", rq->dataset_id, w.picks[i].path);
+        char with[ANT_PATH_MAX + 1];
+        const char *p = w.picks[i].path;
+        int e = ant_store_file_conflict(st, rq->dataset_id, p, with);
+        if (e == -EEXIST) {
+            ant_diag_set(d, "dataset %s has %s already", rq->dataset_id, p);
+        } else if (e == -ENOTDIR || e == -EISDIR) {
+            /* the dataset is one folder tree: never both a file "a" and a file "a/b" */
+            ant_diag_set(d, "%s cannot join dataset %s: its file %s is in the way (a file "
+                         "cannot also be a folder)", p, rq->dataset_id, with);
+        } else if (e < 0) {
+            rc = e;
+            goto out;
+        }
+        if (e < 0) {
             rc = -EEXIST;
             goto out;
         }
@@ -2352,10 +2362,12 @@ static int register_out(struct ant_jobs *j, const struct ant_job_info *info,
         rc = register_one(j, st, info, &pending[i], afd, ename, id);
         if (rc < 0) {
             ant_diag_set(d, "%s: cannot add it to dataset %s: %s", pending[i].path, info->dataset_id,
-                         rc == -EEXIST   ? "the dataset has this path already"
-                         : rc == -EINVAL ? "the dataset is no longer a draft"
-                         : rc == -ENOENT ? "its encrypted copy is gone (interrupted)"
-                                         : strerror(-rc));
+                         rc == -EEXIST    ? "the dataset has this path already"
+                         : rc == -ENOTDIR ? "one of its folders is a file of the dataset"
+                         : rc == -EISDIR  ? "files of the dataset lie beneath it"
+                         : rc == -EINVAL  ? "the dataset is no longer a draft"
+                         : rc == -ENOENT  ? "its encrypted copy is gone (interrupted)"
+                                          : strerror(-rc));
             snprintf(c->first_err, sizeof(c->first_err), "%s", ant_diag_msg(d, "?"));
             break;
         }

@@ -221,7 +221,8 @@ struct ant_job_out_request {
 };
 /* Admits a stage-out job. Errors with diag: -EINVAL bad source path, a symlink or a file name
  * the catalog refuses beneath it; -ENOENT no such folder or no file in it; -EEXIST a path is
- * already in the dataset; -E2BIG too many files; -ENOTSUP no catalog pool configured. */
+ * already in the dataset, or a file of the dataset is in its way ("a" for "a/b" or the reverse:
+ * ant_store_file_conflict); -E2BIG too many files; -ENOTSUP no catalog pool configured. */
 ANT_MUST_CHECK int ant_jobs_submit_out(struct ant_jobs *j, struct ant_store *st,
                                        const struct ant_job_out_request *rq,
                                        char id_out[ANT_JOB_ID_LEN + 1], struct ant_diag *d);
