@@ -975,6 +975,20 @@ static void test_stage_out_registers_files_that_stage_back(void **state)
     /* again: the paths are in the dataset now */
     assert_int_equal(ant_jobs_submit_out(f->jobs, st, &rq, back, &d), -EEXIST);
     assert_non_null(strstr(d.msg, "already"));
+    /* a file of the dataset where the new one needs a folder, or the reverse: one tree */
+    assert_int_equal(mkdirat(f->scratch_fd, "lab/more", 0700), 0);
+    assert_int_equal(mkdirat(f->scratch_fd, "lab/more/a.txt", 0700), 0);
+    write_at(f->scratch_fd, "lab/more/a.txt/x", "x", 1);
+    rq.source = "more";
+    assert_int_equal(ant_jobs_submit_out(f->jobs, st, &rq, back, &d), -EEXIST);
+    assert_non_null(strstr(d.msg, "a.txt/x cannot join"));
+    assert_non_null(strstr(d.msg, "its file a.txt is in the way"));
+    assert_int_equal(mkdirat(f->scratch_fd, "lab/more2", 0700), 0);
+    write_at(f->scratch_fd, "lab/more2/sub", "s", 1);
+    rq.source = "more2";
+    assert_int_equal(ant_jobs_submit_out(f->jobs, st, &rq, back, &d), -EEXIST);
+    assert_non_null(strstr(d.msg, "its file sub/deeper/b.bin is in the way"));
+    rq.source = "results";
     /* a symlink in the folder is refused; so is a folder that is not there */
     assert_int_equal(symlinkat("/etc/passwd", f->scratch_fd, "lab/results/sub/link"), 0);
     assert_int_equal(ant_jobs_submit_out(f->jobs, st, &rq, back, &d), -EINVAL);
