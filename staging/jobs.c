@@ -1022,6 +1022,30 @@ static int no_match(size_t total, const char *what, struct ant_diag *d)
     return -ENOENT;
 }
 
+/* The picks are written as one folder tree under the job: "a" and "a/b" cannot both be. The
+ * catalog refuses such a pair (ant_store_file_add), but a catalog written before it did may
+ * hold one: refused here whole rather than half-way through the copy. -EINVAL with diag. */
+static int picks_tree_check(const struct pick *picks, size_t n, const char *ds,
+                            struct ant_diag *d)
+{
+    const char **paths = calloc(n > 0 ? n : 1, sizeof(*paths));
+    size_t a = 0, b = 0;
+    if (paths == NULL) {
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        paths[i] = picks[i].path;
+    }
+    int rc = ant_paths_find_conflict(paths, n, &a, &b);
+    if (rc == -EEXIST) {
+        ant_diag_set(d, "dataset %s holds both %s and %s, which one folder tree cannot: stage "
+                     "it in parts (paths) that leave one of them out", ds, paths[a], paths[b]);
+        rc = -EINVAL;
+    }
+    free(paths);
+    return rc;
+}
+
 int ant_jobs_submit(struct ant_jobs *j, struct ant_store *st, const struct ant_job_request *rq,
                     char id_out[ANT_JOB_ID_LEN + 1], struct ant_diag *d)
 {
@@ -1076,6 +1100,10 @@ int ant_jobs_submit(struct ant_jobs *j, struct ant_store *st, const struct ant_j
     }
     if (n == 0) {
         rc = no_match(total, rq->dataset_id, d);
+        goto out;
+    }
+    rc = picks_tree_check(picks, n, rq->dataset_id, d);
+    if (rc < 0) {
         goto out;
     }
     rc = admit(j, rq, picks, n, bytes, scratch, ttl, NULL, id_out, d);

@@ -187,7 +187,8 @@ struct ant_job_request {
 /* Admits a job: lists the dataset's files through `st` (the catalog), keeps those matching a
  * glob, checks the tenant's scratch quota and records the job as queued. id_out receives the
  * job id. Errors, each with diag saying what to change: -EINVAL bad request (no tenant, bad
- * glob, recipient missing or given for decrypt, ttl out of range), -ENOENT the dataset has no
+ * glob, recipient missing or given for decrypt, ttl out of range, or the files picked hold
+ * both "a" and "a/b": a catalog from before that was refused), -ENOENT the dataset has no
  * file matching (or no file at all), -E2BIG more than ANT_JOB_FILES_MAX files, -EDQUOT the
  * job's output would exceed the tenant's quota, -EBUSY / -EIO database. */
 ANT_MUST_CHECK int ant_jobs_submit(struct ant_jobs *j, struct ant_store *st,
