@@ -566,11 +566,11 @@ static bool body_start_refused(struct ant_req *r)
 }
 
 /* Whether a request refused before its body is read (401, 429, 413, an upload's 403/409) is
- * answered at once, the connection then closed under whatever body follows. Yes when no body comes, when the client
- * waits for "100 Continue" (it then sends none), and when the body is too big to be worth
- * reading. A small body sent right behind the headers (curl does so up to 1 MiB) is read and
- * dropped first: closing with it unread resets the connection, and the client, still sending,
- * saw "broken pipe" instead of its 429 and could not retry. */
+ * answered at once, the connection then closed under whatever body follows. Yes when no body
+ * comes, when the client waits for "100 Continue" (it then sends none), and when the body is
+ * too big to be worth reading. A small body sent right behind the headers (curl does so up to
+ * 1 MiB) is read and dropped first: closing with it unread resets the connection, and the
+ * client, still sending, saw "broken pipe" instead of its 429 and could not retry. */
 #define REFUSED_BODY_READ_MAX (1u << 20)
 static bool refuse_at_once(struct ant_req *r)
 {

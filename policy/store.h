@@ -213,10 +213,10 @@ struct ant_file {
 bool ant_path_is_valid(const char *path);
 /* Files of a dataset are written out as one POSIX tree (antenna get, staging, federation), so
  * no file may sit where another needs a folder: "a" and "a/b" cannot both be files ("a/b" and
- * "a/bc" can). Paths are byte strings, compared exactly (no case folding). */
-/* Finds two of the n paths that one tree cannot hold as files: the same path twice, or a path
- * and one beneath it. 0: none; -EEXIST: paths[*first] is the same as or a parent folder of
- * paths[*second]; -ENOMEM. For lists received whole (a peer's manifest). */
+ * "a/bc" can). Paths are byte strings, compared exactly (no case folding).
+ * ant_paths_find_conflict finds two of the n paths that one tree cannot hold as files: the same
+ * path twice, or a path and one beneath it. 0: none; -EEXIST: paths[*first] is the same as or
+ * a parent folder of paths[*second]; -ENOMEM. For lists received whole (a peer's manifest). */
 ANT_MUST_CHECK int ant_paths_find_conflict(const char *const *paths, size_t n, size_t *first,
                                            size_t *second);
 /* Whether `path` may be added to dataset_id's files: 0 if so; -EEXIST the dataset has it;
