@@ -22,6 +22,7 @@
 #include "crypto/keys.h"
 #include "gateway/cli.h"
 #include "gateway/client.h"
+#include "policy/store.h"
 #include "staging/engine.h"
 
 #include <dirent.h>
@@ -880,6 +881,34 @@ static ssize_t count_under(const json_t *files, const char *prefix)
     return (ssize_t)n;
 }
 
+/* The files under `prefix` become one folder tree: a list holding both "a" and "a/b" (a site
+ * that stored both before it refused them) is refused before anything is written, not half-way.
+ * -1 with the message printed. */
+static int tree_check(const json_t *files, const char *prefix, const char *ds)
+{
+    size_t plen = strlen(prefix), n = 0, a = 0, b = 0;
+    const char **paths = calloc(json_array_size(files) + 1, sizeof(*paths));
+    if (paths == NULL) {
+        fprintf(stderr, "antenna: out of memory\n");
+        return -1;
+    }
+    for (size_t k = 0; k < json_array_size(files); k++) {
+        const char *path = file_path(files, k);
+        if (strncmp(path, prefix, plen) == 0) {
+            paths[n++] = path;
+        }
+    }
+    int rc = ant_paths_find_conflict(paths, n, &a, &b);
+    if (rc == -EEXIST) {
+        fprintf(stderr, "antenna: %s holds both %s and %s, which one folder cannot: get them "
+                "one at a time\n", ds, paths[a], paths[b]);
+    } else if (rc < 0) {
+        fprintf(stderr, "antenna: %s\n", strerror(-rc));
+    }
+    free(paths);
+    return rc < 0 ? -1 : 0;
+}
+
 /* Every file of `files` under `prefix` ("": the whole dataset; else a folder, ending in '/')
  * into the folder `out` (created if missing) as its path below the prefix, each with the
  * checks and the resumption of get_one. Exit code 0 or 1. */
@@ -894,6 +923,9 @@ static int get_many(struct ant_client *c, const char *ds, const json_t *files, c
     }
     if (n == 0 && plen > 0) {
         fprintf(stderr, "antenna: no file of %s is under '%s'\n", ds, prefix);
+        goto out;
+    }
+    if (tree_check(files, prefix, ds) < 0) {
         goto out;
     }
     if (mkdir(out, 0755) < 0 && errno != EEXIST) {

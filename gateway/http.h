@@ -21,8 +21,10 @@ struct ant_req;
  * through one of the ant_req_* responders below and return 0, or return a negative errno that
  * is mapped to a status by ant_http_status_of(). */
 typedef int (*ant_route_fn)(struct ant_req *r);
-/* Optional streaming body consumer: gets every chunk of the body as it arrives. Returns 0 or a
- * negative errno (the request then fails with the mapped status once the body ends). */
+/* Optional streaming body consumer: gets every chunk of the body as it arrives, and first a call
+ * with n == 0 once the headers are in and the caller admitted. Returns 0 or a negative errno
+ * (the request then fails with the mapped status once the body ends); when it has also set the
+ * answer on that first call, the answer goes before any of the body is read. */
 typedef int (*ant_body_fn)(struct ant_req *r, const uint8_t *p, size_t n);
 
 enum {

@@ -351,12 +351,39 @@ static int up_choose_mode(struct up *u)
     return rc < 0 ? rc : up_feed(u, u->sniff, u->nsniff);
 }
 
+/* 409 for a path the dataset cannot take (ant_store_file_conflict's codes): the same path, or
+ * a file where it needs a folder or the reverse (a dataset is written out as one folder tree,
+ * so it never holds both "a" and "a/b"). `with` is the dataset's path in the way; it is also
+ * in the body as "conflict". Returns ANT_API_DONE, or a negative errno. */
+static int up_conflict(struct ant_req *r, const char *path, int rc, const char *with)
+{
+    char msg[2 * ANT_PATH_MAX + 160];
+    if (rc == -EEXIST) {
+        return ant_api_fail(r, MHD_HTTP_CONFLICT, "file_exists", "the dataset has this path");
+    }
+    if (rc == -ENOTDIR) {
+        snprintf(msg, sizeof(msg),
+                 "%s is a file of the dataset, so it cannot be the folder of %s (a dataset is "
+                 "one folder tree: it never holds both a and a/b)",
+                 with, path);
+    } else {
+        snprintf(msg, sizeof(msg),
+                 "%s is a file of the dataset, so %s is its folder and cannot be a file (a "
+                 "dataset is one folder tree: it never holds both a and a/b)",
+                 with, path);
+    }
+    rc = ant_api_json_take(r, MHD_HTTP_CONFLICT,
+                           json_pack("{s:s, s:s, s:s, s:s}", "error", "path_conflict", "message",
+                                     msg, "request_id", r->request_id, "conflict", with));
+    return rc < 0 ? rc : ANT_API_DONE;
+}
+
 /* Authorizes the upload (write on the dataset, audited) and opens the temporary file. Returns 0,
  * ANT_API_DONE with the answer set, or a negative errno. */
 static int up_start(struct ant_req *r)
 {
     struct ant_decision d;
-    struct ant_file f;
+    char with[ANT_PATH_MAX + 1];
     struct ant_store *st = NULL;
     uint8_t rnd[8];
     struct up *u = calloc(1, sizeof(*u));
@@ -380,11 +407,11 @@ static int up_start(struct ant_req *r)
     st = ant_store_pool_acquire(r->site->pool);
     rc = ant_api_decide(r, st, ANT_ACT_WRITE, u->ds, "file", u->path, NULL, &d);
     if (rc == 0) {
-        rc = ant_store_file_get(st, u->ds, u->path, &f);
-        if (rc == 0) {
-            rc = ant_api_fail(r, MHD_HTTP_CONFLICT, "file_exists", "the dataset has this path");
-        } else if (rc == -ENOENT) {
-            rc = 0;
+        /* fails fast, before the body is read; the check that counts is ant_store_file_add's,
+         * in the transaction that inserts the row */
+        rc = ant_store_file_conflict(st, u->ds, u->path, with);
+        if (rc == -EEXIST || rc == -ENOTDIR || rc == -EISDIR) {
+            rc = up_conflict(r, u->path, rc, with);
         }
     }
     ant_store_pool_release(r->site->pool, st);
@@ -486,7 +513,7 @@ int ant_route_file_put_body(struct ant_req *r, const uint8_t *p, size_t n)
 static int up_finish(struct ant_req *r, struct up *u)
 {
     struct ant_file_spec spec = {.dataset_id = u->ds, .path = u->path};
-    char id[ANT_ID_MAX + 1], name[ANT_ID_MAX + 8];
+    char id[ANT_ID_MAX + 1], name[ANT_ID_MAX + 8], with[ANT_PATH_MAX + 1] = "";
     struct ant_store *st = NULL;
     bool in_tx = false, renamed = false;
     int rc = u->mode == UP_SNIFF ? up_choose_mode(u) : 0;
@@ -514,6 +541,10 @@ static int up_finish(struct ant_req *r, struct up *u)
     in_tx = rc == 0;
     if (rc == 0) {
         rc = ant_store_file_add(st, &spec, id);
+    }
+    if ((rc == -ENOTDIR || rc == -EISDIR) &&
+        ant_store_file_conflict(st, u->ds, u->path, with) != rc) {
+        with[0] = '\0'; /* the same transaction: the answer cannot have changed */
     }
     if (rc == 0) {
         snprintf(name, sizeof(name), "%s.c4gh", id);
@@ -553,8 +584,8 @@ static int up_finish(struct ant_req *r, struct up *u)
     if (rc > 0) {
         return -ECANCELED; /* answered (503: the audit log could not take the event) */
     }
-    if (rc == -EEXIST) {
-        return ant_api_fail(r, MHD_HTTP_CONFLICT, "file_exists", "the dataset has this path");
+    if (rc == -EEXIST || rc == -ENOTDIR || rc == -EISDIR) {
+        return up_conflict(r, u->path, rc, with);
     }
     if (rc == -EINVAL) {
         return ant_api_fail(r, MHD_HTTP_CONFLICT, "dataset_not_draft",

@@ -551,12 +551,26 @@ static bool declared_too_large(struct ant_req *r)
     return rc == 0;
 }
 
-/* Whether a request refused before its body is read (401, 429, 413) is answered at once, the
- * connection then closed under whatever body follows. Yes when no body comes, when the client
- * waits for "100 Continue" (it then sends none), and when the body is too big to be worth
- * reading. A small body sent right behind the headers (curl does so up to 1 MiB) is read and
- * dropped first: closing with it unread resets the connection, and the client, still sending,
- * saw "broken pipe" instead of its 429 and could not retry. */
+/* A streaming body consumer is first called with no bytes once the caller is admitted, so that
+ * what it refuses from the headers alone (an upload to a path the dataset cannot take, a write
+ * the caller may not do) is answered before any of the body is read. Returns true when
+ * answered. */
+static bool body_start_refused(struct ant_req *r)
+{
+    static const uint8_t none[1];
+    if (r->route->body == NULL) {
+        return false;
+    }
+    r->body_rc = r->route->body(r, none, 0);
+    return r->body_rc < 0 && r->resp != NULL;
+}
+
+/* Whether a request refused before its body is read (401, 429, 413, an upload's 403/409) is
+ * answered at once, the connection then closed under whatever body follows. Yes when no body
+ * comes, when the client waits for "100 Continue" (it then sends none), and when the body is
+ * too big to be worth reading. A small body sent right behind the headers (curl does so up to
+ * 1 MiB) is read and dropped first: closing with it unread resets the connection, and the
+ * client, still sending, saw "broken pipe" instead of its 429 and could not retry. */
 #define REFUSED_BODY_READ_MAX (1u << 20)
 static bool refuse_at_once(struct ant_req *r)
 {
@@ -676,7 +690,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         r->route = route_find(r, &known);
         r->path_known = known;
         if (r->route != NULL && (((r->route->flags & ANT_ROUTE_PUBLIC) == 0 && admit(r) < 0) ||
-                                 declared_too_large(r))) {
+                                 declared_too_large(r) || body_start_refused(r))) {
             if (!refuse_at_once(r)) {
                 r->body_rc = -ECANCELED; /* read and dropped; the answer comes at its end */
                 return MHD_YES;

@@ -556,6 +556,135 @@ bool ant_path_is_valid(const char *p)
     return true;
 }
 
+/* Files of one dataset form one POSIX tree wherever they are written out (antenna get, a stage
+ * into scratch, a peer's copy), so no path may be a folder of another: "a" and "a/b" cannot
+ * both be files, where object stores (S3 keys) would allow it. Paths are byte strings compared
+ * exactly: no case folding, no Unicode normalisation (the filesystems we write to do neither).
+ * A parent folder ends at a '/': "a/b" and "a/bc" are fine. */
+struct path_ix {
+    const char *p;
+    size_t i;
+};
+
+static int path_ix_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct path_ix *)a)->p, ((const struct path_ix *)b)->p);
+}
+
+/* The entry of the sorted v whose path is exactly the first n bytes of key, or NULL. strcmp
+ * and memcmp order bytes as unsigned char alike, so the search agrees with the sort. */
+static const struct path_ix *path_ix_find(const struct path_ix *v, size_t nv, const char *key,
+                                          size_t n)
+{
+    size_t lo = 0, hi = nv;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strncmp(v[mid].p, key, n);
+        if (c == 0) {
+            c = v[mid].p[n] == '\0' ? 0 : 1; /* a longer string sorts after its prefix */
+        }
+        if (c == 0) {
+            return &v[mid];
+        }
+        if (c < 0) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return NULL;
+}
+
+int ant_paths_find_conflict(const char *const *paths, size_t n, size_t *first, size_t *second)
+{
+    struct path_ix *v = calloc(n > 0 ? n : 1, sizeof(*v));
+    int rc = v == NULL ? -ENOMEM : 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        v[i] = (struct path_ix){paths[i], i};
+    }
+    if (rc == 0) {
+        qsort(v, n, sizeof(*v), path_ix_cmp);
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const struct path_ix *hit = NULL;
+        if (i > 0 && strcmp(v[i - 1].p, v[i].p) == 0) {
+            hit = &v[i - 1];
+        }
+        /* each parent folder of v[i] in turn: is it a path of the set? */
+        for (const char *c = v[i].p; hit == NULL && (c = strchr(c, '/')) != NULL; c++) {
+            hit = path_ix_find(v, n, v[i].p, (size_t)(c - v[i].p));
+        }
+        if (hit != NULL) {
+            *first = hit->i;
+            *second = v[i].i;
+            rc = -EEXIST;
+        }
+    }
+    free(v);
+    return rc;
+}
+
+static void path_copy_out(char *out, const char *p)
+{
+    if (out != NULL) {
+        snprintf(out, ANT_PATH_MAX + 1, "%s", p != NULL ? p : "");
+    }
+}
+
+int ant_store_file_conflict(struct ant_store *st, const char *dataset_id, const char *path,
+                            char *conflict_out)
+{
+    if (!ant_path_is_valid(path)) {
+        return -EINVAL;
+    }
+    sqlite3_stmt *s = ant_store_stmt(st, "SELECT path FROM files WHERE dataset_id = ?1"
+                                         " AND path = ?2");
+    int rc = s == NULL ? -EIO : 0;
+    size_t n = strlen(path);
+    /* the path itself, then each of its parent folders: point lookups on UNIQUE(dataset_id,
+     * path), bound as the first k bytes of path (BINARY collation: bytes compared exactly) */
+    for (size_t k = n; rc == 0; k--) {
+        if (k == n || path[k] == '/') {
+            ant_bind_text(s, 1, dataset_id);
+            sqlite3_bind_text(s, 2, path, (int)k, SQLITE_STATIC);
+            int src = sqlite3_step(s);
+            if (src == SQLITE_ROW) {
+                rc = k == n ? -EEXIST : -ENOTDIR;
+                path_copy_out(conflict_out, (const char *)sqlite3_column_text(s, 0));
+            } else if (src != SQLITE_DONE) {
+                rc = ant_sqlite_err(src);
+            }
+            sqlite3_reset(s);
+            sqlite3_clear_bindings(s);
+        }
+        if (k == 0) {
+            break;
+        }
+    }
+    /* a file beneath it: the rows between path + "/" and path + "0" ('0' follows '/'), a
+     * range scan of the same index */
+    s = rc < 0 ? NULL
+               : ant_store_stmt(st, "SELECT path FROM files WHERE dataset_id = ?1"
+                                    " AND path > ?2 || '/' AND path < ?2 || '0'"
+                                    " ORDER BY path LIMIT 1");
+    if (rc == 0 && s == NULL) {
+        rc = -EIO;
+    }
+    if (rc == 0) {
+        ant_bind_text(s, 1, dataset_id);
+        ant_bind_text(s, 2, path);
+        int src = sqlite3_step(s);
+        if (src == SQLITE_ROW) {
+            rc = -EISDIR;
+            path_copy_out(conflict_out, (const char *)sqlite3_column_text(s, 0));
+        } else if (src != SQLITE_DONE) {
+            rc = ant_sqlite_err(src);
+        }
+        sqlite3_reset(s);
+    }
+    return rc;
+}
+
 int ant_store_file_add(struct ant_store *st, const struct ant_file_spec *spec,
                        char id_out[ANT_ID_MAX + 1])
 {
@@ -572,6 +701,11 @@ int ant_store_file_add(struct ant_store *st, const struct ant_file_spec *spec,
     rc = ant_store_dataset_get(st, spec->dataset_id, &d);
     if (rc == 0 && d.state != ANT_DS_DRAFT) {
         rc = -EINVAL; /* published datasets are immutable */
+    }
+    /* in the transaction that inserts the row (BEGIN IMMEDIATE: writers take turns), so two
+     * uploads of "a" and "a/b" cannot both pass */
+    if (rc == 0) {
+        rc = ant_store_file_conflict(st, spec->dataset_id, spec->path, NULL);
     }
     sqlite3_stmt *s = rc < 0 ? NULL
                              : ant_store_stmt(st, "INSERT INTO files(id, dataset_id, path, size,"

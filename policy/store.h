@@ -211,8 +211,27 @@ struct ant_file {
 /* A logical path: relative, '/'-separated, no empty / "." / ".." component, no control byte or
  * backslash, at most ANT_PATH_MAX bytes. */
 bool ant_path_is_valid(const char *path);
+/* Files of a dataset are written out as one POSIX tree (antenna get, staging, federation), so
+ * no file may sit where another needs a folder: "a" and "a/b" cannot both be files ("a/b" and
+ * "a/bc" can). Paths are byte strings, compared exactly (no case folding).
+ * ant_paths_find_conflict finds two of the n paths that one tree cannot hold as files: the same
+ * path twice, or a path and one beneath it. 0: none; -EEXIST: paths[*first] is the same as or
+ * a parent folder of paths[*second]; -ENOMEM. For lists received whole (a peer's manifest). */
+ANT_MUST_CHECK int ant_paths_find_conflict(const char *const *paths, size_t n, size_t *first,
+                                           size_t *second);
+/* Whether `path` may be added to dataset_id's files: 0 if so; -EEXIST the dataset has it;
+ * -ENOTDIR one of its parent folders is a file of the dataset ("a" when adding "a/b");
+ * -EISDIR files of the dataset lie beneath it ("a/b" when adding "a"); -EINVAL a bad path.
+ * On -EEXIST/-ENOTDIR/-EISDIR conflict_out (ANT_PATH_MAX + 1 bytes, or NULL) gets the existing
+ * path. Inside a transaction (ant_store_begin) the answer holds until it ends. */
+ANT_MUST_CHECK int ant_store_file_conflict(struct ant_store *st, const char *dataset_id,
+                                           const char *path, char *conflict_out);
 /* Only into a draft (-EINVAL otherwise, or for a bad path); -ENOENT unknown dataset; -EEXIST
- * the path is already there. id_out doubles as the storage id. */
+ * the path is already there; -ENOTDIR / -EISDIR it conflicts with a file of the dataset as
+ * ant_store_file_conflict says, checked in the transaction that inserts the row (the caller's,
+ * or its own): two concurrent adds of "a" and "a/b" cannot both succeed. Whoever wants the
+ * conflicting path calls ant_store_file_conflict before ending its transaction. id_out doubles
+ * as the storage id. */
 ANT_MUST_CHECK int ant_store_file_add(struct ant_store *st, const struct ant_file_spec *spec,
                                       char id_out[ANT_ID_MAX + 1]);
 /* Objects: id, dataset_id, path, size, sha256, sha256_c4gh, storage_id, created; by path. */

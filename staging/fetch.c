@@ -197,6 +197,31 @@ static int hex32(json_t *v, uint8_t out[32])
     return s != NULL && strlen(s) == 64 ? ant_hex_decode(ant_bytes_str(s), out, 32) : -EBADMSG;
 }
 
+/* The files land as one folder tree (the archive cache, then scratch): a manifest that lists a
+ * path twice, or both "a" and "a/b", could only fail half-way, so it is refused whole. */
+static int manifest_tree_check(const struct ant_fetch_manifest *m, struct ant_diag *d)
+{
+    const char **paths = calloc(m->nfiles > 0 ? m->nfiles : 1, sizeof(*paths));
+    size_t a = 0, b = 0;
+    if (paths == NULL) {
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < m->nfiles; i++) {
+        paths[i] = m->files[i].path;
+    }
+    int rc = ant_paths_find_conflict(paths, m->nfiles, &a, &b);
+    if (rc == -EEXIST && strcmp(paths[a], paths[b]) == 0) {
+        ant_diag_set(d, "the manifest lists %s twice", paths[a]);
+        rc = -EBADMSG;
+    } else if (rc == -EEXIST) {
+        ant_diag_set(d, "the manifest lists both %s and %s: a file cannot also be a folder",
+                     paths[a], paths[b]);
+        rc = -EBADMSG;
+    }
+    free(paths);
+    return rc;
+}
+
 int ant_fetch_manifest_parse(struct ant_bytes body, const char *peer_id, const char *dataset,
                              struct ant_fetch_manifest *out, struct ant_diag *d)
 {
@@ -242,6 +267,10 @@ int ant_fetch_manifest_parse(struct ant_bytes body, const char *peer_id, const c
         snprintf(f->path, sizeof(f->path), "%s", path);
         f->size = (uint64_t)json_integer_value(size);
         f->body_size = (uint64_t)json_integer_value(bsize);
+    }
+    rc = manifest_tree_check(out, d);
+    if (rc < 0) {
+        goto out;
     }
     snprintf(out->dataset_id, sizeof(out->dataset_id), "%s", dsid);
     snprintf(out->dataset_name, sizeof(out->dataset_name), "%s", dsname);

@@ -1022,6 +1022,30 @@ static int no_match(size_t total, const char *what, struct ant_diag *d)
     return -ENOENT;
 }
 
+/* The picks are written as one folder tree under the job: "a" and "a/b" cannot both be. The
+ * catalog refuses such a pair (ant_store_file_add), but a catalog written before it did may
+ * hold one: refused here whole rather than half-way through the copy. -EINVAL with diag. */
+static int picks_tree_check(const struct pick *picks, size_t n, const char *ds,
+                            struct ant_diag *d)
+{
+    const char **paths = calloc(n > 0 ? n : 1, sizeof(*paths));
+    size_t a = 0, b = 0;
+    if (paths == NULL) {
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        paths[i] = picks[i].path;
+    }
+    int rc = ant_paths_find_conflict(paths, n, &a, &b);
+    if (rc == -EEXIST) {
+        ant_diag_set(d, "dataset %s holds both %s and %s, which one folder tree cannot: stage "
+                     "it in parts (paths) that leave one of them out", ds, paths[a], paths[b]);
+        rc = -EINVAL;
+    }
+    free(paths);
+    return rc;
+}
+
 int ant_jobs_submit(struct ant_jobs *j, struct ant_store *st, const struct ant_job_request *rq,
                     char id_out[ANT_JOB_ID_LEN + 1], struct ant_diag *d)
 {
@@ -1076,6 +1100,10 @@ int ant_jobs_submit(struct ant_jobs *j, struct ant_store *st, const struct ant_j
     }
     if (n == 0) {
         rc = no_match(total, rq->dataset_id, d);
+        goto out;
+    }
+    rc = picks_tree_check(picks, n, rq->dataset_id, d);
+    if (rc < 0) {
         goto out;
     }
     rc = admit(j, rq, picks, n, bytes, scratch, ttl, NULL, id_out, d);
@@ -1331,10 +1359,20 @@ int ant_jobs_submit_out(struct ant_jobs *j, struct ant_store *st,
         goto out;
     }
     for (size_t i = 0; i < w.n; i++) {
-        struct ant_file f;
-        int e = ant_store_file_get(st, rq->dataset_id, w.picks[i].path, &f);
-        if (e == 0) {
-            ant_diag_set(d, "dataset %s has %s already", rq->dataset_id, w.picks[i].path);
+        char with[ANT_PATH_MAX + 1];
+        const char *p = w.picks[i].path;
+        int e = ant_store_file_conflict(st, rq->dataset_id, p, with);
+        if (e == -EEXIST) {
+            ant_diag_set(d, "dataset %s has %s already", rq->dataset_id, p);
+        } else if (e == -ENOTDIR || e == -EISDIR) {
+            /* the dataset is one folder tree: never both a file "a" and a file "a/b" */
+            ant_diag_set(d, "%s cannot join dataset %s: its file %s is in the way (a file "
+                         "cannot also be a folder)", p, rq->dataset_id, with);
+        } else if (e < 0) {
+            rc = e;
+            goto out;
+        }
+        if (e < 0) {
             rc = -EEXIST;
             goto out;
         }
@@ -2352,10 +2390,12 @@ static int register_out(struct ant_jobs *j, const struct ant_job_info *info,
         rc = register_one(j, st, info, &pending[i], afd, ename, id);
         if (rc < 0) {
             ant_diag_set(d, "%s: cannot add it to dataset %s: %s", pending[i].path, info->dataset_id,
-                         rc == -EEXIST   ? "the dataset has this path already"
-                         : rc == -EINVAL ? "the dataset is no longer a draft"
-                         : rc == -ENOENT ? "its encrypted copy is gone (interrupted)"
-                                         : strerror(-rc));
+                         rc == -EEXIST    ? "the dataset has this path already"
+                         : rc == -ENOTDIR ? "one of its folders is a file of the dataset"
+                         : rc == -EISDIR  ? "files of the dataset lie beneath it"
+                         : rc == -EINVAL  ? "the dataset is no longer a draft"
+                         : rc == -ENOENT  ? "its encrypted copy is gone (interrupted)"
+                                          : strerror(-rc));
             snprintf(c->first_err, sizeof(c->first_err), "%s", ant_diag_msg(d, "?"));
             break;
         }

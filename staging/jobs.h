@@ -187,7 +187,8 @@ struct ant_job_request {
 /* Admits a job: lists the dataset's files through `st` (the catalog), keeps those matching a
  * glob, checks the tenant's scratch quota and records the job as queued. id_out receives the
  * job id. Errors, each with diag saying what to change: -EINVAL bad request (no tenant, bad
- * glob, recipient missing or given for decrypt, ttl out of range), -ENOENT the dataset has no
+ * glob, recipient missing or given for decrypt, ttl out of range, or the files picked hold
+ * both "a" and "a/b": a catalog from before that was refused), -ENOENT the dataset has no
  * file matching (or no file at all), -E2BIG more than ANT_JOB_FILES_MAX files, -EDQUOT the
  * job's output would exceed the tenant's quota, -EBUSY / -EIO database. */
 ANT_MUST_CHECK int ant_jobs_submit(struct ant_jobs *j, struct ant_store *st,
@@ -221,7 +222,8 @@ struct ant_job_out_request {
 };
 /* Admits a stage-out job. Errors with diag: -EINVAL bad source path, a symlink or a file name
  * the catalog refuses beneath it; -ENOENT no such folder or no file in it; -EEXIST a path is
- * already in the dataset; -E2BIG too many files; -ENOTSUP no catalog pool configured. */
+ * already in the dataset, or a file of the dataset is in its way ("a" for "a/b" or the reverse:
+ * ant_store_file_conflict); -E2BIG too many files; -ENOTSUP no catalog pool configured. */
 ANT_MUST_CHECK int ant_jobs_submit_out(struct ant_jobs *j, struct ant_store *st,
                                        const struct ant_job_out_request *rq,
                                        char id_out[ANT_JOB_ID_LEN + 1], struct ant_diag *d);

@@ -822,6 +822,97 @@ if FILES_OK:
         r = req("GET", f"/v1/datasets/{DS_UP}/files/{p}?format=plain", OA)
         check(f"download path attack, {name}: refused", r.status in (400, 404), r)
 
+# ---------------------------------------------------------------- a file is never a folder too
+def ds_archive(ds):
+    return tree(os.path.join(A.site, "archive", ds))
+
+
+def paths_of(ds):
+    return {f["path"] for f in req("GET", f"/v1/datasets/{ds}/files", OA).json()["files"]}
+
+
+if FILES_OK:
+    # a dataset is written out as one folder tree (antenna get, staging, a peer's copy): it
+    # never holds both "a" and "a/b", at any depth
+    r = req("PUT", f"/v1/datasets/{DS_UP}/files/tree/a/b", OA, b"the file in the way")
+    check("tree/a/b uploaded (201)", r.status == 201, r)
+    arch_before, rows_before = ds_archive(DS_UP), paths_of(DS_UP)
+    for p, conflict in [("tree/a", "tree/a/b"), ("tree", "tree/a/b"),
+                        ("tree/a/b/c", "tree/a/b"), ("tree/a/b/c/d/e", "tree/a/b")]:
+        r = req("PUT", f"/v1/datasets/{DS_UP}/files/{p}", OA, os.urandom(100_000))
+        j = r.json() or {}
+        check(f"upload of {p} beside tree/a/b is 409 path_conflict naming {conflict}",
+              r.status == 409 and j.get("error") == "path_conflict" and
+              j.get("conflict") == conflict and conflict in j.get("message", "") and
+              j.get("request_id"), r)
+    r = announce("PUT", f"/v1/datasets/{DS_UP}/files/tree/a", OA, 50 << 20)
+    check("a conflicting upload is refused before its body (409)", r.status == 409 and
+          (r.json() or {}).get("conflict") == "tree/a/b", r)
+    check("the refused uploads left nothing in the archive", ds_archive(DS_UP) == arch_before,
+          ds_archive(DS_UP) ^ arch_before)
+    check("... and no row", paths_of(DS_UP) == rows_before, paths_of(DS_UP) ^ rows_before)
+    r = req("GET", f"/v1/datasets/{DS_UP}/files/tree/a/b?format=plain", OA)
+    check("... and the file in the way is untouched", r.status == 200 and
+          r.body == b"the file in the way", r)
+    # the folder ends at a '/', and paths are bytes compared exactly (no case folding)
+    for p in ["tree/a/bc", "tree/a/b-c", "tree/A", "tree/a/B/c", "tre"]:
+        r = req("PUT", f"/v1/datasets/{DS_UP}/files/{p}", OA, b"fine")
+        check(f"{p} beside tree/a/b is fine (201)", r.status == 201, r)
+    r = req("PUT", f"/v1/datasets/{DS_UP}/files/tree/a/b", OA, b"again")
+    check("the same path again stays 409 file_exists", r.status == 409 and
+          r.json()["error"] == "file_exists", r)
+
+    # the transactional check: an upload of late/x/y that passed the early check (its headers
+    # and half its body are in) meets late/x stored in between, and is refused at its end
+    arch_before = {p for p in ds_archive(DS_UP) if not p.startswith(".hdr")}
+    body = os.urandom(2 << 20)
+    c = http.client.HTTPSConnection("127.0.0.1", A.port, context=CTX, timeout=30)
+    c.putrequest("PUT", f"/v1/datasets/{DS_UP}/files/late/x/y", skip_accept_encoding=True)
+    c.putheader("Authorization", f"Bearer {OA}")
+    c.putheader("Content-Length", str(len(body)))
+    c.endheaders()
+    c.send(body[:1 << 20])
+    time.sleep(0.3)
+    r = req("PUT", f"/v1/datasets/{DS_UP}/files/late/x", OA, b"first to finish")
+    check("late/x stored while late/x/y is still uploading (201)", r.status == 201, r)
+    c.send(body[1 << 20:])
+    lr = c.getresponse()
+    r = Resp(lr.status, {}, lr.read())
+    c.close()
+    check("... late/x/y is then refused at its end: 409 path_conflict naming late/x",
+          r.status == 409 and (r.json() or {}).get("error") == "path_conflict" and
+          r.json().get("conflict") == "late/x", r)
+    added = {p for p in ds_archive(DS_UP) if not p.startswith(".hdr")} - arch_before
+    check("... leaving in the archive only late/x's file, and one row",
+          len(added) == 1 and all(p.endswith(".c4gh") for p in added) and
+          {p for p in paths_of(DS_UP) if p.startswith("late/")} == {"late/x"}, added)
+
+    # racing uploads of x and x/y: whatever the timing, exactly one wins and the loser leaves
+    # nothing (both may pass the early check; the one in the inserting transaction decides)
+    arch_before = {p for p in ds_archive(DS_UP) if not p.startswith(".hdr")}
+    wins, ok = 0, True
+    for i in range(6):
+        pair = [f"race{i}/x", f"race{i}/x/y"] if i % 2 else [f"race{i}/x/y", f"race{i}/x"]
+        got = {}
+        body = os.urandom(1 << 20)
+        ths = [threading.Thread(target=lambda p=p: got.__setitem__(
+            p, req("PUT", f"/v1/datasets/{DS_UP}/files/{p}", OA, body))) for p in pair]
+        for t in ths:
+            t.start()
+        for t in ths:
+            t.join()
+        codes = sorted(got[p].status for p in pair)
+        loser = [p for p in pair if got[p].status == 409]
+        ok = ok and codes == [201, 409] and \
+            (got[loser[0]].json() or {}).get("error") == "path_conflict"
+        wins += codes.count(201)
+        rows = {p for p in paths_of(DS_UP) if p.startswith(f"race{i}/")}
+        ok = ok and len(rows) == 1
+    check("racing uploads of x and x/y: one 201 and one 409 path_conflict each time", ok, got)
+    added = {p for p in ds_archive(DS_UP) if not p.startswith(".hdr")} - arch_before
+    check("... and the archive holds only the winners' files", len(added) == wins and
+          all(p.endswith(".c4gh") and not p.startswith(".up-") for p in added), added)
+
 # ---------------------------------------------------------------- grants end, datasets end
 if FILES_OK:
     req("POST", "/v1/tenants", ADMIN, {"name": "late"})

@@ -91,6 +91,12 @@ grep -q 'link.bin: a symbolic link (not followed)' "$T/put.err" || fail "symlink
     python3 -c "import json,sys;json.load(open(sys.argv[1]))" "$T/put.json" || fail "put --json"
 if "$BIN" put "$DS" "$T/src/a.bin" >"$T/put.out" 2>"$T/put.err"; then fail "duplicate put"; fi
 grep -q 'upload of .*a.bin failed: 409' "$T/put.err" || fail "duplicate: $(cat "$T/put.err")"
+# a file where the dataset has a folder (tree/x.txt is a file of it): 409 naming it
+if "$BIN" put "$DS" "$T/src/a.bin" --as tree/x.txt/a.bin >"$T/put.out" 2>"$T/put.err"; then
+    fail "a file beneath a file was uploaded"
+fi
+grep -q '409.*tree/x.txt is a file of the dataset' "$T/put.err" ||
+    fail "file beneath a file: $(cat "$T/put.err")"
 
 # the whole dataset into -o DIR, byte for byte
 "$BIN" get "$DS" --plain -o "$T/out" 2>"$T/get.err" || { cat "$T/get.err"; fail "get all"; }
@@ -174,7 +180,8 @@ t = sys.argv[1]
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path.endswith("/files"):
-            body = json.dumps({"files": [{"path": p} for p in sys_paths]}).encode()
+            paths = pair_paths if "/ds_pair/" in self.path else sys_paths
+            body = json.dumps({"files": [{"path": p} for p in paths]}).encode()
         else:
             body = b"x"
         self.send_response(200)
@@ -184,6 +191,7 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 sys_paths = ["ok.txt", "../escape.txt", "sub/ok.txt", "sub/../../escape.txt"]
+pair_paths = ["y.txt", "x/a/b", "x/a"]  # a file that is also a folder: one tree cannot hold both
 s = http.server.HTTPServer(("127.0.0.1", 0), H)
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(t + "/site/tls/cert.pem", t + "/site/tls/key.pem")
@@ -206,6 +214,13 @@ if [ -s "$T/fake.port" ]; then
         fail "escape under a folder: $(cat "$T/get.err")"
     [ ! -e "$T/jail/escape.txt" ] && [ ! -e "$T/jail/in/escape.txt" ] &&
         [ -f "$T/jail/in/p/ok.txt" ] || fail "escape under a folder: a file left DIR"
+    # a site listing both x/a and x/a/b (stored before sites refused that): refused before
+    # anything is written, not half-way
+    if ANTENNA_URL=https://127.0.0.1:$(cat "$T/fake.port") "$BIN" get ds_pair --plain \
+        -o "$T/jail/pair" 2>"$T/get.err"; then fail "a file that is also a folder was accepted"; fi
+    grep -q "ds_pair holds both x/a and x/a/b, which one folder cannot" "$T/get.err" ||
+        fail "file and folder: $(cat "$T/get.err")"
+    [ ! -e "$T/jail/pair" ] || fail "file and folder: the refused get made its folder"
 else
     echo "note: no fake site (key file name?), escape check skipped: $(cat "$T/fake.log")"
 fi

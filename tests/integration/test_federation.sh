@@ -283,6 +283,32 @@ grep -Eq ' [1-9][0-9]* retries' "$T/pull-kill.out" || fail "no retry seen: $(cat
 same "$T/out-kill" || fail "files differ after the restart"
 ok "serving site killed and restarted mid-transfer: resumed ($(grep -o '[0-9]* retries' "$T/pull-kill.out")), files verify"
 
+# a peer's manifest listing both reads and reads/part1.bin (a serving catalog from before sites
+# refused such a pair: the row is put in by hand) is refused whole at site-b, naming both,
+# before any file is fetched or written
+python3 - "$W/a" "$DS" <<'EOF' || fail "legacy row"
+import shutil, sqlite3, sys
+site, ds = sys.argv[1:3]
+db = sqlite3.connect(site + "/antenna.db")
+row = db.execute("SELECT size, sha256_plain, sha256_c4gh, storage_id FROM files"
+                 " WHERE dataset_id = ? AND path = 'reads/part1.bin'", (ds,)).fetchone()
+shutil.copy(f"{site}/archive/{ds}/{row[3]}.c4gh", f"{site}/archive/{ds}/f_legacy.c4gh")
+db.execute("INSERT INTO files(id, dataset_id, path, size, sha256_plain, sha256_c4gh, storage_id,"
+           " created) VALUES('f_legacy', ?, 'reads', ?, ?, ?, 'f_legacy', 1)", (ds,) + row[:3])
+db.commit()
+EOF
+if "$BIN" admin --dir "$W/b" peer pull --peer site-a --dataset "$DS" --principal alice \
+    --tenant lab --purpose DUO:0000042 --out "$T/out-tree" 2>"$T/tree.err"; then
+    fail "a manifest holding a file and its folder was accepted"
+fi
+grep -q 'the manifest lists both reads and reads/part1.bin' "$T/tree.err" ||
+    fail "file and folder: $(cat "$T/tree.err")"
+[ -z "$(ls -A "$T/out-tree" 2>/dev/null)" ] || fail "file and folder: $(ls -R "$T/out-tree")"
+python3 -c 'import sqlite3,sys; db=sqlite3.connect(sys.argv[1]+"/antenna.db"); db.execute("DELETE FROM files WHERE id = ?", ("f_legacy",)); db.commit()' "$W/a" ||
+    fail "legacy row removal"
+rm -f "$W/a/archive/$DS/f_legacy.c4gh"
+ok "a peer's manifest holding both a file and its folder refused whole, naming both"
+
 # the pulling side: a serving peer whose key no longer matches the pin (here: site-a pinned at
 # site-b with site-c's keys), and a site that is not a peer, are refused with the reason
 "$BIN" admin --dir "$W/b" peer remove site-a >/dev/null || fail "peer remove"

@@ -103,6 +103,53 @@ static void test_manifest_rejects_other_site_dataset_and_bad_entries(void **stat
     }
 }
 
+/* A manifest of the given paths (each entry otherwise valid). */
+static int parse_paths(const char *const *paths, size_t n, struct ant_fetch_manifest *m,
+                       struct ant_diag *d)
+{
+    struct ant_buf b = ANT_BUF_INIT(1u << 16);
+    assert_int_equal(ant_buf_append_str(&b, "{\"site\":\"site-a\",\"dataset\":{\"id\":\"ds_1\","
+                                            "\"name\":\"c\"},\"files\":["),
+                     0);
+    for (size_t i = 0; i < n; i++) {
+        char e[256];
+        snprintf(e, sizeof(e),
+                 "%s{\"path\":\"%s\",\"size\":1,\"body_size\":29,\"sha256\":\"" Z64
+                 "\",\"sha256_c4gh\":\"" Z64 "\"}",
+                 i > 0 ? "," : "", paths[i]);
+        assert_int_equal(ant_buf_append_str(&b, e), 0);
+    }
+    assert_int_equal(ant_buf_append_str(&b, "]}"), 0);
+    uint8_t *p = test_memdup(b.p, b.len);
+    int rc = ant_fetch_manifest_parse((struct ant_bytes){p, b.len}, "site-a", "ds_1", m, d);
+    free(p);
+    ant_buf_fini(&b);
+    return rc;
+}
+
+/* The files are written out as one folder tree: "a" and "a/b" cannot both be files, so such a
+ * manifest is refused whole, naming both, before anything is fetched. */
+static void test_manifest_refuses_a_file_that_is_also_a_folder(void **state)
+{
+    (void)state;
+    struct ant_fetch_manifest m;
+    struct ant_diag d = {{0}};
+    static const char *const fine[] = {"a/b", "a/bc", "a/b-c/d", "A/b/c", "a/b.d/e"};
+    assert_int_equal(parse_paths(fine, ANT_ARRAY_LEN(fine), &m, &d), 0);
+    assert_int_equal(m.nfiles, ANT_ARRAY_LEN(fine));
+    ant_fetch_manifest_fini(&m);
+    static const char *const under[] = {"x/y/z", "a/b", "x/y"};
+    assert_int_equal(parse_paths(under, ANT_ARRAY_LEN(under), &m, &d), -EBADMSG);
+    assert_non_null(strstr(d.msg, "both x/y and x/y/z"));
+    assert_null(m.files);
+    static const char *const deep[] = {"a", "q", "a/b/c/d"};
+    assert_int_equal(parse_paths(deep, ANT_ARRAY_LEN(deep), &m, &d), -EBADMSG);
+    assert_non_null(strstr(d.msg, "both a and a/b/c/d"));
+    static const char *const twice[] = {"r/s", "t", "r/s"};
+    assert_int_equal(parse_paths(twice, ANT_ARRAY_LEN(twice), &m, &d), -EBADMSG);
+    assert_non_null(strstr(d.msg, "r/s twice"));
+}
+
 
 /* --- a peer over HTTPS: serves two Crypt4GH files as routes_fed.c does (?part=header,
  * ?part=body with Range, or whole), with faults on demand --- */
@@ -513,6 +560,7 @@ int main(void)
         cmocka_unit_test(test_manifest_valid_is_parsed),
         cmocka_unit_test(test_manifest_rejects_every_truncation),
         cmocka_unit_test(test_manifest_rejects_other_site_dataset_and_bad_entries),
+        cmocka_unit_test(test_manifest_refuses_a_file_that_is_also_a_folder),
         cmocka_unit_test(test_fetch_files_ranges_over_connections),
         cmocka_unit_test(test_fetch_files_resumes_a_cut_range_and_refetches_a_flipped_byte),
         cmocka_unit_test(test_fetch_files_body_wrong_twice_is_refused),

@@ -975,6 +975,20 @@ static void test_stage_out_registers_files_that_stage_back(void **state)
     /* again: the paths are in the dataset now */
     assert_int_equal(ant_jobs_submit_out(f->jobs, st, &rq, back, &d), -EEXIST);
     assert_non_null(strstr(d.msg, "already"));
+    /* a file of the dataset where the new one needs a folder, or the reverse: one tree */
+    assert_int_equal(mkdirat(f->scratch_fd, "lab/more", 0700), 0);
+    assert_int_equal(mkdirat(f->scratch_fd, "lab/more/a.txt", 0700), 0);
+    write_at(f->scratch_fd, "lab/more/a.txt/x", "x", 1);
+    rq.source = "more";
+    assert_int_equal(ant_jobs_submit_out(f->jobs, st, &rq, back, &d), -EEXIST);
+    assert_non_null(strstr(d.msg, "a.txt/x cannot join"));
+    assert_non_null(strstr(d.msg, "its file a.txt is in the way"));
+    assert_int_equal(mkdirat(f->scratch_fd, "lab/more2", 0700), 0);
+    write_at(f->scratch_fd, "lab/more2/sub", "s", 1);
+    rq.source = "more2";
+    assert_int_equal(ant_jobs_submit_out(f->jobs, st, &rq, back, &d), -EEXIST);
+    assert_non_null(strstr(d.msg, "its file sub/deeper/b.bin is in the way"));
+    rq.source = "results";
     /* a symlink in the folder is refused; so is a folder that is not there */
     assert_int_equal(symlinkat("/etc/passwd", f->scratch_fd, "lab/results/sub/link"), 0);
     assert_int_equal(ant_jobs_submit_out(f->jobs, st, &rq, back, &d), -EINVAL);
@@ -1071,6 +1085,34 @@ static void test_remote_admission_refuses_clearly(void **state)
     assert_int_equal(ant_jobs_list_json(f->jobs, "lab", NULL, 10, &list), 0);
     assert_int_equal(json_array_size(list), 0);
     json_decref(list);
+}
+
+/* A catalog written before the store refused "a" beside "a/b" may hold both: staging it whole
+ * is refused at admission (one folder tree cannot hold both), a part without one of them is
+ * fine. */
+static void test_stage_refuses_a_legacy_file_that_is_also_a_folder(void **state)
+{
+    struct fx *f = *state;
+    sqlite3 *db = NULL;
+    char path[4200], id[ANT_JOB_ID_LEN + 1], sql[512];
+    struct ant_diag d = {{0}};
+    snprintf(path, sizeof(path), "%s/antenna.db", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO files(id, dataset_id, path, size, sha256_plain, sha256_c4gh,"
+             " storage_id, created) VALUES('f_legacy', '%s', 'data/odd', 1, zeroblob(32),"
+             " zeroblob(32), 'f_legacy', 1)",
+             f->ds);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    open_jobs(f);
+    struct ant_job_request r = req(f);
+    assert_int_equal(submit(f, &r, id, &d), -EINVAL);
+    assert_non_null(strstr(d.msg, "holds both data/odd and data/odd/f1.bin"));
+    static const char *const even[] = {"data/even/*"};
+    r.globs = even;
+    r.nglobs = 1;
+    assert_int_equal(submit(f, &r, id, &d), 0);
 }
 
 /* The schema (step 6) records exactly one source per job: a local dataset or a peer's. */
@@ -1649,6 +1691,7 @@ int main(void)
         T(test_corrupt_archive_file_fails_the_job),
         T(test_stage_out_registers_files_that_stage_back),
         T(test_remote_admission_refuses_clearly),
+        T(test_stage_refuses_a_legacy_file_that_is_also_a_folder),
         T(test_schema_wants_one_source_per_job),
         T(test_remote_job_fails_when_its_peer_is_gone),
         T(test_open_sweeps_stale_partial_copies),

@@ -521,6 +521,148 @@ static void test_files_only_into_drafts_with_safe_paths(void **state)
     json_decref(a);
 }
 
+static void add_file(struct ant_store *st, const char *ds, const char *path, int want)
+{
+    char fid[ANT_ID_MAX + 1];
+    struct ant_file_spec fs = {ds, path, 7, {1}, {2}};
+    assert_int_equal(ant_store_file_add(st, &fs, fid), want);
+}
+
+static void expect_conflict(struct ant_store *st, const char *ds, const char *path, int want,
+                            const char *with)
+{
+    char c[ANT_PATH_MAX + 1] = "unset";
+    assert_int_equal(ant_store_file_conflict(st, ds, path, c), want);
+    if (with != NULL) {
+        assert_string_equal(c, with);
+    }
+}
+
+static void test_files_never_both_a_file_and_its_folder(void **state)
+{
+    struct fx *f = *state;
+    char id[ANT_ID_MAX + 1], other[ANT_ID_MAX + 1];
+    make_tenants(f->st);
+    make_dataset(f->st, "cohort", ANT_DS_OPEN, id);
+    make_dataset(f->st, "other", ANT_DS_OPEN, other);
+    add_file(f->st, id, "a/b/c", 0);
+    add_file(f->st, id, "top", 0);
+    /* a parent folder of an existing file, at each depth */
+    add_file(f->st, id, "a/b", -EISDIR);
+    add_file(f->st, id, "a", -EISDIR);
+    expect_conflict(f->st, id, "a/b", -EISDIR, "a/b/c");
+    expect_conflict(f->st, id, "a", -EISDIR, "a/b/c");
+    /* beneath an existing file, one level or more */
+    add_file(f->st, id, "a/b/c/d", -ENOTDIR);
+    add_file(f->st, id, "top/x/y", -ENOTDIR);
+    expect_conflict(f->st, id, "a/b/c/d/e", -ENOTDIR, "a/b/c");
+    expect_conflict(f->st, id, "top/x", -ENOTDIR, "top");
+    expect_conflict(f->st, id, "a/b/c", -EEXIST, "a/b/c");
+    add_file(f->st, id, "a/b/c", -EEXIST);
+    /* a parent folder ends at a '/': shared prefixes that are not folders are fine, and so
+     * are names that differ only in case (bytes compare exactly) */
+    static const char *const fine[] = {"a/bc",  "a/b/cd", "a/b/c.d", "a/b-c/d", "a/b/c-",
+                                       "top2",  "to",     "A/b",     "a/B",     "Top/x",
+                                       "a/b/C/d"};
+    for (size_t i = 0; i < ANT_ARRAY_LEN(fine); i++) {
+        expect_conflict(f->st, id, fine[i], 0, "unset");
+        add_file(f->st, id, fine[i], 0);
+    }
+    /* "a/b-c" sorts between "a/b" and "a/b/...": the range scan still finds what is beneath
+     * "a/b", the first in byte order ('C' < 'c') */
+    expect_conflict(f->st, id, "a/b", -EISDIR, "a/b/C/d");
+    expect_conflict(f->st, id, "a/b-c", -EISDIR, "a/b-c/d");
+    /* another dataset's tree is its own */
+    add_file(f->st, other, "a/b", 0);
+    add_file(f->st, other, "top/x/y", 0);
+    expect_conflict(f->st, id, "bad/../x", -EINVAL, "unset");
+    /* nothing refused left a row, and the file in the way is untouched */
+    json_t *a = NULL;
+    assert_int_equal(ant_store_file_list(f->st, id, &a), 0);
+    assert_int_equal(json_array_size(a), 2 + ANT_ARRAY_LEN(fine));
+    json_decref(a);
+    struct ant_file file;
+    assert_int_equal(ant_store_file_get(f->st, id, "a/b/c", &file), 0);
+    assert_int_equal(file.size, 7);
+    assert_int_equal(ant_store_file_get(f->st, id, "a/b", &file), -ENOENT);
+    assert_int_equal(ant_store_file_get(f->st, id, "top/x/y", &file), -ENOENT);
+}
+
+struct add_arg {
+    struct ant_store_pool *pool;
+    const char *ds;
+    int rc;
+};
+
+static void *add_later(void *arg)
+{
+    struct add_arg *aa = arg;
+    char fid[ANT_ID_MAX + 1];
+    struct ant_store *st = ant_store_pool_acquire(aa->pool);
+    struct ant_file_spec fs = {aa->ds, "x/y", 1, {1}, {2}};
+    aa->rc = ant_store_file_add(st, &fs, fid);
+    ant_store_pool_release(aa->pool, st);
+    return NULL;
+}
+
+/* Two adds racing on two connections: the second waits for the first's transaction (BEGIN
+ * IMMEDIATE), then sees its row and is refused, instead of both checking before either
+ * inserts. */
+static void test_file_conflict_check_holds_against_a_concurrent_add(void **state)
+{
+    struct fx *f = *state;
+    char id[ANT_ID_MAX + 1], fid[ANT_ID_MAX + 1];
+    struct add_arg aa = {NULL, NULL, 1};
+    pthread_t th;
+    make_tenants(f->st);
+    make_dataset(f->st, "cohort", ANT_DS_OPEN, id);
+    aa.ds = id;
+    assert_int_equal(ant_store_pool_new(f->dirfd, "antenna.db", 1, &aa.pool), 0);
+    assert_int_equal(ant_store_begin(f->st), 0);
+    struct ant_file_spec fs = {id, "x", 1, {1}, {2}};
+    assert_int_equal(ant_store_file_add(f->st, &fs, fid), 0);
+    assert_int_equal(pthread_create(&th, NULL, add_later, &aa), 0);
+    usleep(200 * 1000); /* the other connection is now waiting for the write lock */
+    assert_int_equal(aa.rc, 1);
+    assert_int_equal(ant_store_commit(f->st), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(aa.rc, -ENOTDIR);
+    ant_store_pool_free(aa.pool);
+    json_t *a = NULL;
+    assert_int_equal(ant_store_file_list(f->st, id, &a), 0);
+    assert_int_equal(json_array_size(a), 1);
+    json_decref(a);
+}
+
+static void expect_set_conflict(const char *const *paths, size_t n, int want, size_t first,
+                                size_t second)
+{
+    size_t i = 99, j = 99;
+    assert_int_equal(ant_paths_find_conflict(paths, n, &i, &j), want);
+    if (want != 0) {
+        assert_int_equal(i, first);
+        assert_int_equal(j, second);
+    }
+}
+
+static void test_paths_find_conflict_in_a_list(void **state)
+{
+    (void)state;
+    static const char *const fine[] = {"a/bc", "a/b/c", "a/b-c", "A/b", "a/b/cd", "a.b", "z"};
+    expect_set_conflict(fine, ANT_ARRAY_LEN(fine), 0, 0, 0);
+    expect_set_conflict(fine, 0, 0, 0, 0);
+    static const char *const parent[] = {"a/b/c", "q", "a/b"};
+    expect_set_conflict(parent, ANT_ARRAY_LEN(parent), -EEXIST, 2, 0);
+    static const char *const deep[] = {"a/b-c", "a/b/c/d/e", "a/b.x", "a/b/c"};
+    expect_set_conflict(deep, ANT_ARRAY_LEN(deep), -EEXIST, 3, 1);
+    static const char *const top[] = {"x/y/z", "x"};
+    expect_set_conflict(top, ANT_ARRAY_LEN(top), -EEXIST, 1, 0);
+    static const char *const twice[] = {"p", "d/e", "p"};
+    size_t i = 99, j = 99;
+    assert_int_equal(ant_paths_find_conflict(twice, ANT_ARRAY_LEN(twice), &i, &j), -EEXIST);
+    assert_true((i == 0 && j == 2) || (i == 2 && j == 0));
+}
+
 static void test_grants_create_list_revoke(void **state)
 {
     struct fx *f = *state;
@@ -977,6 +1119,11 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_files_only_into_drafts_with_safe_paths, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_files_never_both_a_file_and_its_folder, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_file_conflict_check_holds_against_a_concurrent_add,
+                                        setup, teardown),
+        cmocka_unit_test(test_paths_find_conflict_in_a_list),
         cmocka_unit_test_setup_teardown(test_grants_create_list_revoke, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dataset_list_visible_follows_tenant_grants_and_class,
                                         setup, teardown),
