@@ -518,7 +518,8 @@ static int put_walk(int dfd, const char *local, const char *remote, struct put_l
         }
         if ((size_t)snprintf(lp, sizeof(lp), "%s/%s", local, e->d_name) >= sizeof(lp) ||
             (size_t)snprintf(rp, sizeof(rp), "%s/%s", remote, e->d_name) >= sizeof(rp)) {
-            put_skip(e->d_name, "path too long", skipped);
+            fprintf(stderr, "antenna: skipping %s/%s: path too long\n", local, e->d_name);
+            (*skipped)++;
         } else if (fstatat(dirfd(dir), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0) {
             put_skip(lp, strerror(errno), skipped);
         } else if (S_ISREG(sb.st_mode)) {

@@ -6,7 +6,13 @@
 # that would escape DIR, FIFOs refused without blocking, and a download cut mid-way (ulimit -f:
 # SIGXFSZ) that the next `get` resumes with Range/If-Range, or restarts when the tag no longer
 # matches (the partial file synced before the sidecar names the new tag: strace shows the
-# order). $1 = the antenna binary. Exit 0 pass, 1 fail, 77 skip.
+# order). What `put` cannot upload (a FIFO, a folder without --recursive, a missing file, a
+# symlink) is skipped with exit 1, the rest uploaded. Downloads are checked against the site's
+# checksums: a stored body damaged on disk, a resumed download over it, a catalog checksum
+# changed under the daemon (a file, and stdout) and a fake site's listing all fail with no file
+# under the final name. Stale sidecar temporaries are swept (nothing else), a locked partial
+# file is not written, and `audit export -o FILE` is fsynced, renamed and its folder fsynced.
+# $1 = the antenna binary. Exit 0 pass, 1 fail, 77 skip.
 set -u
 BIN=$(cd "$(dirname "$1")" && pwd)/$(basename "$1") # absolute: one step runs in a cd
 . "$(dirname "$0")/lib.sh"
@@ -478,10 +484,10 @@ def at(pat, start=0):
         if m:
             return i, m
     sys.exit("not found after line %d: %s" % (start, pat))
-i, m = at(r'^openat\(AT_FDCWD, "%s/\.audit\.ndjson\.part-[0-9a-f]+", [^)]*O_CREAT[^)]*\) += (\d+)$' % d)
+TMP = r'"%s/\.audit\.ndjson\.part-[0-9a-f]+"' % d
+i, m = at(r'^openat\(AT_FDCWD, %s, [^)]*O_CREAT[^)]*\) += (\d+)$' % TMP)
 i, _ = at(r'^fsync\(%s\) += 0' % m.group(1), i)
-i, _ = at(r'^renameat2?\(AT_FDCWD, "%s/\.audit\.ndjson\.part-[0-9a-f]+", AT_FDCWD, '
-          r'"%s/audit\.ndjson"' % (d, d), i)
+i, _ = at(r'^renameat2?\(AT_FDCWD, %s, AT_FDCWD, "%s/audit\.ndjson"' % (TMP, d), i)
 i, m = at(r'^openat\(AT_FDCWD, "%s", O_RDONLY[^)]*O_DIRECTORY[^)]*\) += (\d+)$' % d, i)
 i, _ = at(r'^fsync\(%s\) += 0' % m.group(1), i)
 PY
