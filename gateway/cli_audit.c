@@ -691,9 +691,10 @@ static int remote_export(const struct aopts *o)
     if (remote_open(o, &c) < 0) {
         goto out;
     }
-    /* a file is written to a temporary name and renamed once whole (client.h) */
+    /* a file is written to a temporary name, fsynced, renamed once whole and its folder fsynced
+     * (client.h) */
     rc = ant_client_download(c, (const char *)path.p, AT_FDCWD, to_stdout ? NULL : o->out,
-                             to_stdout ? STDOUT_FILENO : -1, &status, &bytes, &d);
+                             to_stdout ? STDOUT_FILENO : -1, NULL, &status, &bytes, &d);
     if (rc == 0 && status != 200) {
         if (status < 400) {
             ant_diag_set(&d, "unexpected status %ld", status);
@@ -773,8 +774,8 @@ static int remote_verify(const struct aopts *o)
      * proves). */
     fd = memfd_create("antenna-audit-export", MFD_CLOEXEC);
     int rc = fd < 0 ? -errno
-                    : ant_client_download(c, "/v1/audit/export", AT_FDCWD, NULL, fd, &status,
-                                          &bytes, &d);
+                    : ant_client_download(c, "/v1/audit/export", AT_FDCWD, NULL, fd, NULL,
+                                          &status, &bytes, &d);
     if (rc == 0 && status == 200) {
         ret = verify_fd("export", fd, pub, NULL);
     } else {

@@ -197,22 +197,11 @@ static int output_close(struct output *o, bool ok)
         return 0;
     }
     /* mkostemp made it 0600, which it keeps: decrypted data stays private to its owner */
-    if (ok && fsync(o->fd) < 0) {
-        rc = -errno;
+    if (ok) {
+        rc = ant_rename_durable(o->fd, AT_FDCWD, o->tmp, o->path);
     }
     ant_close(o->fd);
     o->fd = -1;
-    if (ok && rc == 0 && rename(o->tmp, o->path) < 0) {
-        rc = -errno;
-    }
-    if (ok && rc == 0) {
-        /* the rename itself must survive a crash too */
-        char dcopy[4096];
-        snprintf(dcopy, sizeof(dcopy), "%s", o->path);
-        int dfd = open(dirname(dcopy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        rc = dfd < 0 ? -errno : ant_fsync_dir(dfd);
-        ant_close(dfd);
-    }
     if (!ok || rc < 0) {
         (void)unlink(o->tmp);
     }

@@ -477,49 +477,65 @@ static int put_list_add(struct put_list *l, const char *local, const char *remot
     return 0;
 }
 
+/* Says why `local` is not uploaded and counts it: the command goes on with the other files and
+ * exits 1 at the end, as cp does with what it omits. */
+static void put_skip(const char *local, const char *why, size_t *skipped)
+{
+    fprintf(stderr, "antenna: skipping %s: %s\n", local, why);
+    (*skipped)++;
+}
+
 /* Adds every regular file under the folder `local` (opened as dfd, which this closes) as
- * `remote`/NAME. Symlinks are not followed: said and skipped, as anything else not a file. */
+ * `remote`/NAME. Symlinks are not followed: each, as anything else that is not a file or a
+ * folder and what cannot be read, is said and counted in *skipped. Returns 0 or -ENOMEM. */
 static int put_walk(int dfd, const char *local, const char *remote, struct put_list *l,
-                    unsigned depth)
+                    unsigned depth, size_t *skipped)
 {
     DIR *dir = fdopendir(dfd);
     struct dirent *e;
-    int rc = dir == NULL ? -errno : 0;
+    int rc = 0;
     if (dir == NULL) {
-        fprintf(stderr, "antenna: cannot read %s: %s\n", local, strerror(-rc));
+        put_skip(local, strerror(errno), skipped);
         ant_close(dfd);
-        return rc;
+        return 0;
     }
     if (depth > 64) {
-        fprintf(stderr, "antenna: %s: folders nested too deep\n", local);
+        put_skip(local, "folders nested too deep", skipped);
         closedir(dir);
-        return -ELOOP;
+        return 0;
     }
-    while (rc == 0 && (e = readdir(dir)) != NULL) {
+    while (rc == 0) {
         char lp[PATH_MAX], rp[PATH_MAX];
         struct stat sb;
+        errno = 0;
+        if ((e = readdir(dir)) == NULL) {
+            if (errno != 0) {
+                put_skip(local, strerror(errno), skipped); /* what is left of it */
+            }
+            break;
+        }
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) {
             continue;
         }
         if ((size_t)snprintf(lp, sizeof(lp), "%s/%s", local, e->d_name) >= sizeof(lp) ||
             (size_t)snprintf(rp, sizeof(rp), "%s/%s", remote, e->d_name) >= sizeof(rp)) {
-            fprintf(stderr, "antenna: %s/%s: path too long\n", local, e->d_name);
-            rc = -ENAMETOOLONG;
+            fprintf(stderr, "antenna: skipping %s/%s: path too long\n", local, e->d_name);
+            (*skipped)++;
         } else if (fstatat(dirfd(dir), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0) {
-            rc = -errno;
-            fprintf(stderr, "antenna: cannot read %s: %s\n", lp, strerror(errno));
+            put_skip(lp, strerror(errno), skipped);
         } else if (S_ISREG(sb.st_mode)) {
             rc = put_list_add(l, lp, rp);
         } else if (S_ISDIR(sb.st_mode)) {
             int sub = openat(dirfd(dir), e->d_name,
                              O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-            rc = sub < 0 ? -errno : put_walk(sub, lp, rp, l, depth + 1);
             if (sub < 0) {
-                fprintf(stderr, "antenna: cannot read %s: %s\n", lp, strerror(-rc));
+                put_skip(lp, strerror(errno), skipped);
+            } else {
+                rc = put_walk(sub, lp, rp, l, depth + 1, skipped);
             }
         } else {
-            fprintf(stderr, "antenna: skipping %s: %s\n", lp,
-                    S_ISLNK(sb.st_mode) ? "a symbolic link (not followed)" : "not a file");
+            put_skip(lp, S_ISLNK(sb.st_mode) ? "a symbolic link (not followed)" : "not a file",
+                     skipped);
         }
     }
     closedir(dir);
@@ -549,8 +565,10 @@ static int dir_name(const char *local, char *out, size_t n)
     return (size_t)snprintf(out, n, "%s", base) < n ? 0 : -ENAMETOOLONG;
 }
 
-/* Collects what `put` uploads from its operands; prints why and returns -errno on refusal. */
-static int put_collect(char **paths, int n, bool recursive, struct put_list *l)
+/* Collects what `put` uploads from its operands. What is refused (a folder without
+ * --recursive, a FIFO, a symlink, what cannot be read) is said and counted in *skipped, and
+ * the others still collected. Returns 0 or -ENOMEM. */
+static int put_collect(char **paths, int n, bool recursive, struct put_list *l, size_t *skipped)
 {
     int rc = 0;
     for (int k = 0; rc == 0 && k < n; k++) {
@@ -558,28 +576,27 @@ static int put_collect(char **paths, int n, bool recursive, struct put_list *l)
         struct stat sb;
         char name[PATH_MAX];
         if (lstat(local, &sb) < 0) {
-            rc = -errno;
-            fprintf(stderr, "antenna: cannot read %s: %s\n", local, strerror(errno));
+            put_skip(local, strerror(errno), skipped);
         } else if (S_ISREG(sb.st_mode)) {
             const char *base = strrchr(local, '/') ? strrchr(local, '/') + 1 : local;
             rc = put_list_add(l, local, base);
         } else if (S_ISDIR(sb.st_mode) && !recursive) {
-            fprintf(stderr, "antenna: %s is a folder: give --recursive to upload it\n", local);
-            rc = -EISDIR;
+            put_skip(local, "a folder (give --recursive to upload it)", skipped);
         } else if (S_ISDIR(sb.st_mode)) {
-            rc = dir_name(local, name, sizeof(name));
-            int dfd = rc < 0 ? -1 : open(local, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-            if (rc == 0 && dfd < 0) {
-                rc = -errno;
+            int e = dir_name(local, name, sizeof(name));
+            int dfd = e < 0 ? -1 : open(local, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (e == 0 && dfd < 0) {
+                e = -errno;
             }
-            if (rc < 0) {
-                fprintf(stderr, "antenna: cannot read %s: %s\n", local, strerror(-rc));
+            if (e < 0) {
+                put_skip(local, strerror(-e), skipped);
             } else {
-                rc = put_walk(dfd, local, name, l, 0);
+                rc = put_walk(dfd, local, name, l, 0, skipped);
             }
         } else {
-            fprintf(stderr, "antenna: skipping %s: %s\n", local,
-                    S_ISLNK(sb.st_mode) ? "a symbolic link (not followed)" : "not a file");
+            put_skip(local, S_ISLNK(sb.st_mode) ? "a symbolic link (not followed)"
+                                                : "not a regular file",
+                     skipped);
         }
     }
     return rc;
@@ -616,7 +633,9 @@ static int put_as(const char *local, const char *as, struct put_list *l)
  * remote path of one file is given by --as. The older `put DATASET LOCAL REMOTE` read REMOTE as
  * a remote path only when no such local file existed, so one command meant two things; its
  * shape (a file, then a name that is no local file) is refused with the --as spelling, never
- * guessed. Stops at the first failure. */
+ * guessed. A local path that is refused (not a regular file, a folder without --recursive,
+ * unreadable) is said and skipped, the others uploaded, and the exit code is 1, as cp does with
+ * what it omits; a failed upload stops the command. */
 static int cmd_put(int argc, char **argv, struct copts *o, int i)
 {
     if (argc - i < 2) {
@@ -635,6 +654,7 @@ static int cmd_put(int argc, char **argv, struct copts *o, int i)
     struct ant_diag d = {{0}};
     json_t *resp = NULL;
     struct stat sb;
+    size_t skipped = 0;
     int ret = 1, rc, fd = -1;
     ant_buf_init(&p, 8192);
     if (o->as != NULL) {
@@ -649,12 +669,18 @@ static int cmd_put(int argc, char **argv, struct copts *o, int i)
         rc = -ENOENT;
         ret = 2;
     } else {
-        rc = put_collect(argv + i + 1, argc - i - 1, o->recursive, &l);
+        rc = put_collect(argv + i + 1, argc - i - 1, o->recursive, &l, &skipped);
+        if (rc < 0) {
+            fprintf(stderr, "antenna: %s\n", strerror(-rc));
+        }
     }
     if (rc < 0) {
         goto out;
     }
     ret = 1;
+    if (l.n == 0) {
+        goto out; /* each operand was said and skipped: nothing to send */
+    }
     o->conf.progress = true;
     rc = ant_client_open(&o->conf, &c, &d);
     if (rc < 0) {
@@ -672,7 +698,10 @@ static int cmd_put(int argc, char **argv, struct copts *o, int i)
                     rc == -EINVAL  ? "not a regular file"
                     : rc == -ELOOP ? "a symbolic link (not followed)"
                                    : strerror(-rc));
-            goto out;
+            ant_close(fd);
+            fd = -1;
+            skipped++;
+            continue;
         }
         ant_buf_fini(&p);
         ant_buf_init(&p, 8192);
@@ -703,6 +732,10 @@ static int cmd_put(int argc, char **argv, struct copts *o, int i)
     }
     ret = 0;
 out:
+    if (skipped > 0) {
+        fprintf(stderr, "antenna: %zu path(s) skipped, not uploaded (see above)\n", skipped);
+        ret = ret == 0 ? 1 : ret;
+    }
     ant_close(fd);
     json_decref(resp);
     ant_client_close(c);
@@ -777,15 +810,28 @@ static int get_parent(int rootfd, const char *rel)
     return fd;
 }
 
-/* One file of a dataset into DIR/PATH (resumed if a run before was interrupted): 0, or -errno
- * after saying why. With `miss` set, a 404 is not said but copied there and 1 returned (not
- * -ENOENT, which a missing local folder gives): the caller then looks for a folder of that
- * name. */
+/* What a download is checked against: its plaintext with --plain, else its Crypt4GH body; the
+ * listing's checksum (`entry`, may be NULL) when the site's answer carries none. */
+static struct ant_client_check get_check(const struct copts *o, const json_t *entry)
+{
+    const char *key = o->plain ? "sha256" : "sha256_c4gh";
+    return (struct ant_client_check){
+        .kind = o->plain ? ANT_CLIENT_SUM_PLAIN : ANT_CLIENT_SUM_C4GH,
+        .fallback = json_string_value(json_object_get(entry, key)),
+    };
+}
+
+/* One file of a dataset into DIR/PATH (resumed if a run before was interrupted), checked
+ * against `check` before it takes its name: 0, or -errno after saying why. With `miss` set, a
+ * 404 is not said but copied there and 1 returned (not -ENOENT, which a missing local folder
+ * gives): the caller then looks for a folder of that name. */
 static int get_one(struct ant_client *c, const char *ds, const char *remote, const char *query,
-                   int rootfd, const char *dest, const char *label, struct ant_diag *miss)
+                   struct ant_client_check check, int rootfd, const char *dest,
+                   const char *label, struct ant_diag *miss)
 {
     struct ant_buf p;
     struct ant_diag d = {{0}};
+    const char *sum = "";
     long status = 0;
     uint64_t bytes = 0, resumed = 0;
     int rc = 0, pfd = -1;
@@ -812,8 +858,8 @@ static int get_one(struct ant_client *c, const char *ds, const char *remote, con
     if (rc < 0) {
         goto out;
     }
-    rc = ant_client_fetch(c, (const char *)p.p, pfd >= 0 ? pfd : AT_FDCWD, base, &status, &bytes,
-                          &resumed, &d);
+    rc = ant_client_fetch(c, (const char *)p.p, pfd >= 0 ? pfd : AT_FDCWD, base, &check, &status,
+                          &bytes, &resumed, &d);
     if (rc == 0 && status == 404 && miss != NULL) {
         *miss = d;
         rc = 1;
@@ -825,12 +871,13 @@ static int get_one(struct ant_client *c, const char *ds, const char *remote, con
         rc = rc < 0 ? rc : -EIO;
         goto out;
     }
+    sum = check.verified ? ", checksum verified" : ", not verified (the site sent no checksum)";
     if (resumed > 0) {
-        fprintf(stderr, "antenna: %s: %llu bytes (resumed: %llu kept, %llu received)\n", label,
+        fprintf(stderr, "antenna: %s: %llu bytes (resumed: %llu kept, %llu received)%s\n", label,
                 (unsigned long long)(resumed + bytes), (unsigned long long)resumed,
-                (unsigned long long)bytes);
+                (unsigned long long)bytes, sum);
     } else {
-        fprintf(stderr, "antenna: %s: %llu bytes\n", label, (unsigned long long)bytes);
+        fprintf(stderr, "antenna: %s: %llu bytes%s\n", label, (unsigned long long)bytes, sum);
     }
 out:
     ant_close(pfd);
@@ -912,8 +959,8 @@ static int tree_check(const json_t *files, const char *prefix, const char *ds)
 /* Every file of `files` under `prefix` ("": the whole dataset; else a folder, ending in '/')
  * into the folder `out` (created if missing) as its path below the prefix, each with the
  * checks and the resumption of get_one. Exit code 0 or 1. */
-static int get_many(struct ant_client *c, const char *ds, const json_t *files, const char *prefix,
-                    const char *query, const char *out)
+static int get_many(const struct copts *o, struct ant_client *c, const char *ds,
+                    const json_t *files, const char *prefix, const char *query, const char *out)
 {
     size_t plen = strlen(prefix), done = 0;
     ssize_t n = count_under(files, prefix);
@@ -950,7 +997,8 @@ static int get_many(struct ant_client *c, const char *ds, const json_t *files, c
             goto out;
         }
         snprintf(label, sizeof(label), "[%zu/%zd] %s/%s", ++done, n, out, path + plen);
-        if (get_one(c, ds, path, query, dfd, path + plen, label, NULL) < 0) {
+        if (get_one(c, ds, path, query, get_check(o, json_array_get(files, k)), dfd,
+                    path + plen, label, NULL) < 0) {
             goto out;
         }
     }
@@ -1030,12 +1078,15 @@ static int cmd_get(int argc, char **argv, struct copts *o, int i)
         char dest[PATH_MAX];
         if (to_stdout) {
             uint64_t bytes = 0;
+            /* checked as it streams: a mismatch is said, and the exit code is 1, once every
+             * byte went out (a pipe cannot take bytes back) */
+            struct ant_client_check check = get_check(o, NULL);
             rc = ds_path(ds, "/files", remote, &lp);
             rc = rc < 0 ? rc : ant_buf_append_str(&lp, (const char *)q.p);
             rc = rc < 0 ? rc : ant_buf_terminate(&lp);
             rc = rc < 0 ? rc
                         : ant_client_download(c, (const char *)lp.p, AT_FDCWD, "-",
-                                              STDOUT_FILENO, &status, &bytes, &d);
+                                              STDOUT_FILENO, &check, &status, &bytes, &d);
             if (rc == 0 && status == 404 &&
                 get_is_folder(c, ds, remote, prefix, sizeof(prefix), &list)) {
                 fprintf(stderr, "antenna: %s is a folder of %s: its files go into a folder "
@@ -1062,7 +1113,8 @@ static int cmd_get(int argc, char **argv, struct copts *o, int i)
         } else {
             snprintf(dest, sizeof(dest), "%s", out);
         }
-        rc = get_one(c, ds, remote, (const char *)q.p, AT_FDCWD, dest, dest, &miss);
+        rc = get_one(c, ds, remote, (const char *)q.p, get_check(o, NULL), AT_FDCWD, dest, dest,
+                     &miss);
         if (rc != 1) {
             ret = rc < 0 ? 1 : 0;
             goto out;
@@ -1073,7 +1125,7 @@ static int cmd_get(int argc, char **argv, struct copts *o, int i)
                     ant_diag_msg(&miss, "404"));
             goto out;
         }
-        ret = get_many(c, ds, json_object_get(list, "files"), prefix, (const char *)q.p,
+        ret = get_many(o, c, ds, json_object_get(list, "files"), prefix, (const char *)q.p,
                        out != NULL ? out : ".");
         goto out;
     }
@@ -1089,7 +1141,7 @@ static int cmd_get(int argc, char **argv, struct copts *o, int i)
                 ant_diag_msg(&d, strerror(-rc)));
         goto out;
     }
-    ret = get_many(c, ds, json_object_get(list, "files"), prefix, (const char *)q.p,
+    ret = get_many(o, c, ds, json_object_get(list, "files"), prefix, (const char *)q.p,
                    out != NULL ? out : ".");
 out:
     json_decref(list);

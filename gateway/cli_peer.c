@@ -699,13 +699,10 @@ static int write_out(int archive_fd, int outfd, const struct ant_fed_pulled_file
             rc = -EBADMSG; /* not what the peer's signed manifest says */
         }
     }
-    if (rc == 0 && fsync(k.fd) < 0) {
-        rc = -errno;
-    }
     if (rc == 0) {
         char final[ANT_PATH_MAX + 8];
         snprintf(final, sizeof(final), "%s%s", pf->path, encrypted ? ".c4gh" : "");
-        rc = renameat(outfd, tmp, outfd, final) < 0 ? -errno : 0;
+        rc = ant_rename_durable(k.fd, outfd, tmp, final);
     }
     if (rc < 0 && k.fd >= 0) {
         (void)unlinkat(outfd, tmp, 0);

@@ -549,8 +549,8 @@ static int cmd_pull(struct sopts *o, const char *job)
             fprintf(stderr, "[%zu/%zu] %s\n", i + 1, n, path);
         }
         e = e < 0 ? e
-                  : ant_client_download(c, (const char *)p.p, dirfd, path, -1, &status, &bytes,
-                                        &d);
+                  : ant_client_download(c, (const char *)p.p, dirfd, path, -1, NULL, &status,
+                                        &bytes, &d);
         if (e == 0 && status != 200) {
             fprintf(stderr, "antenna pull: %s: %s (HTTP %ld)\n", path,
                     ant_diag_msg(&d, "download refused"), status);

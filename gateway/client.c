@@ -2,16 +2,20 @@
 #include "gateway/client.h"
 
 #include "crypto/base/json.h"
+#include "crypto/c4gh.h"
 
 #include <curl/curl.h>
 #include <curl/header.h>
+#include <dirent.h>
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -243,6 +247,149 @@ int ant_client_path(struct ant_buf *url, const char *seg, bool keep_slash)
     return rc;
 }
 
+/* ------------------------------------------------------------------ download checksums */
+
+/* The SHA-256 of a download as its bytes go by: of all of them (plaintext), or of those after
+ * the Crypt4GH header (whose length ant_c4gh_header_measure finds as the header arrives, in
+ * pieces of any size). */
+struct sum {
+    enum ant_client_sum kind;
+    EVP_MD_CTX *md;
+    struct ant_buf hdr; /* C4GH: the header so far; never more of it than measure asked for */
+    bool body;          /* C4GH: the header is whole, what follows is hashed */
+    int err;            /* -EBADMSG (not a Crypt4GH header: diag), -EIO, -ENOMEM */
+    struct ant_diag d;
+};
+
+static void sum_fini(struct sum *s)
+{
+    EVP_MD_CTX_free(s->md);
+    s->md = NULL;
+    ant_buf_fini(&s->hdr);
+}
+
+/* (Re)starts the sum: nothing seen yet. */
+static int sum_reset(struct sum *s, enum ant_client_sum kind)
+{
+    sum_fini(s);
+    *s = (struct sum){.kind = kind, .hdr = ANT_BUF_INIT(ANT_C4GH_MAX_HEADER_LEN)};
+    if (kind == ANT_CLIENT_SUM_NONE) {
+        return 0;
+    }
+    s->md = EVP_MD_CTX_new();
+    if (s->md == NULL || EVP_DigestInit_ex(s->md, EVP_sha256(), NULL) != 1) {
+        s->err = -ENOMEM;
+    }
+    return s->err;
+}
+
+static int sum_update(struct sum *s, const uint8_t *p, size_t n)
+{
+    if (s->kind == ANT_CLIENT_SUM_NONE || s->err < 0) {
+        return s->err;
+    }
+    while (s->kind == ANT_CLIENT_SUM_C4GH && !s->body) {
+        size_t need = 0;
+        int rc = ant_c4gh_header_measure(ant_buf_view(&s->hdr), &need, &s->d);
+        if (rc == 0) {
+            s->body = true; /* need == hdr.len: no byte past what measure asked for was kept */
+            ant_buf_fini(&s->hdr);
+        } else if (rc != -EAGAIN) {
+            s->err = rc == -E2BIG ? -EBADMSG : rc;
+            return s->err;
+        } else if (n == 0) {
+            return 0;
+        } else {
+            size_t take = need - s->hdr.len < n ? need - s->hdr.len : n;
+            if (ant_buf_append(&s->hdr, p, take) < 0) {
+                s->err = -ENOMEM;
+                return s->err;
+            }
+            p += take;
+            n -= take;
+        }
+    }
+    if (n > 0 && EVP_DigestUpdate(s->md, p, n) != 1) {
+        s->err = -EIO;
+    }
+    return s->err;
+}
+
+/* Feeds bytes [0, len) of fd: the part of a resumed download kept from before. */
+static int sum_file(struct sum *s, int fd, uint64_t len)
+{
+    uint8_t buf[65536];
+    uint64_t off = 0;
+    int rc = 0;
+    while (rc == 0 && off < len) {
+        size_t want = len - off < sizeof(buf) ? (size_t)(len - off) : sizeof(buf);
+        ssize_t r = ant_pread_full(fd, buf, want, (off_t)off);
+        rc = r < 0 ? (int)r : (size_t)r < want ? -ENODATA : sum_update(s, buf, (size_t)r);
+        off += want;
+    }
+    return rc;
+}
+
+static bool is_hex64(const char *v)
+{
+    size_t n = 0;
+    while (n < 64 && v[n] != '\0' && strchr("0123456789abcdefABCDEF", v[n]) != NULL) {
+        n++;
+    }
+    return n == 64 && v[n] == '\0';
+}
+
+/* Ends the sum of a complete answer and compares it with what the site says (the answer's
+ * header, else the check's fallback); `bytes_are` ends the message, saying where the bytes
+ * went (the caller names the file). 0 (check->verified says whether anything was compared),
+ * -EBADMSG with diag on a mismatch or an answer without a whole Crypt4GH header. */
+static int sum_check(struct sum *s, struct ant_client *c, struct ant_client_check *check,
+                     const char *bytes_are, struct ant_diag *d)
+{
+    static const char *const hdr_name[] = {NULL, "X-Antenna-Sha256-C4gh", "X-Antenna-Sha256"};
+    static const char *const what[] = {NULL, "Crypt4GH body", "plaintext"};
+    struct curl_header *hd = NULL;
+    uint8_t md[32];
+    char got[65];
+    const char *want = NULL;
+    if (check == NULL || s->kind == ANT_CLIENT_SUM_NONE) {
+        return 0;
+    }
+    check->verified = false;
+    int rc = sum_update(s, NULL, 0); /* a header that ended with the last piece */
+    if (rc == 0 && s->kind == ANT_CLIENT_SUM_C4GH && !s->body) {
+        ant_diag_set(&s->d, "it ends inside its Crypt4GH header");
+        rc = -EBADMSG;
+    }
+    if (rc == 0 && EVP_DigestFinal_ex(s->md, md, NULL) != 1) {
+        rc = -EIO;
+    }
+    if (rc < 0) {
+        ant_diag_set(d, "not a whole Crypt4GH file (%s); %s", ant_diag_msg(&s->d, strerror(-rc)),
+                     bytes_are);
+        return rc == -EIO || rc == -ENOMEM ? rc : -EBADMSG;
+    }
+    if (curl_easy_header(c->h, hdr_name[s->kind], 0, CURLH_HEADER, -1, &hd) == CURLHE_OK &&
+        is_hex64(hd->value)) {
+        want = hd->value;
+    } else if (check->fallback != NULL && is_hex64(check->fallback)) {
+        want = check->fallback;
+    }
+    if (want == NULL) {
+        return 0; /* an older site that sends no checksum: the caller says it is unverified */
+    }
+    ant_hex_encode(md, sizeof(md), got);
+    if (strcasecmp(got, want) != 0) {
+        ant_diag_set(d, "checksum mismatch: the SHA-256 of its %s is %.16s..., the site's "
+                        "catalog says %.16s...; %s", what[s->kind], got, want, bytes_are);
+        return -EBADMSG;
+    }
+    check->verified = true;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ requests */
+
 struct fetch;
 static int fetch_start(struct fetch *f, long status);
 
@@ -252,6 +399,7 @@ struct sink {
     struct ant_buf *json; /* error bodies always go here */
     int fd;               /* >= 0: successful bodies go here */
     struct fetch *f;      /* a resumable download: told before the first byte of a 2xx */
+    struct sum *sum;      /* NULL, or hashes what goes to fd */
     uint64_t bytes;
     int err;
 };
@@ -265,6 +413,9 @@ static size_t on_write(char *p, size_t sz, size_t n, void *arg)
     if (s->fd >= 0 && status >= 200 && status < 300) {
         int rc = s->f != NULL ? fetch_start(s->f, status) : 0;
         rc = rc < 0 ? rc : ant_write_all(s->fd, p, len);
+        if (rc == 0 && s->sum != NULL) {
+            (void)sum_update(s->sum, (const uint8_t *)p, len); /* an error: said at the end */
+        }
         if (rc < 0) {
             s->err = rc;
             return 0;
@@ -555,15 +706,18 @@ out:
 }
 
 int ant_client_download(struct ant_client *c, const char *path, int dirfd, const char *dest,
-                        int out_fd, long *status, uint64_t *bytes, struct ant_diag *d)
+                        int out_fd, struct ant_client_check *check, long *status,
+                        uint64_t *bytes, struct ant_diag *d)
 {
     struct ant_buf err;
     ant_buf_init(&err, 1u << 20);
+    struct sum sum = {.hdr = ANT_BUF_INIT(0)};
     char tmp[1200] = "";
     char *url = NULL;
     int fd = out_fd;
     struct curl_slist *h = headers(c, NULL);
     int rc = full_url(c, path, &url);
+    rc = rc < 0 ? rc : sum_reset(&sum, check != NULL ? check->kind : ANT_CLIENT_SUM_NONE);
     if (rc < 0) {
         goto out;
     }
@@ -584,7 +738,7 @@ int ant_client_download(struct ant_client *c, const char *path, int dirfd, const
             goto out;
         }
     }
-    struct sink s = {.c = c, .json = &err, .fd = fd};
+    struct sink s = {.c = c, .json = &err, .fd = fd, .sum = &sum};
     curl_easy_reset(c->h);
     curl_easy_setopt(c->h, CURLOPT_URL, url);
     curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, h);
@@ -595,10 +749,15 @@ int ant_client_download(struct ant_client *c, const char *path, int dirfd, const
         rc = s.err;
     }
     *bytes = s.bytes;
+    if (rc == 0 && *status == 200) {
+        rc = sum_check(&sum, c, check,
+                       out_fd >= 0 ? "what was written out is not the site's file"
+                                   : "the download was discarded", d);
+    }
     if (rc == 0 && *status == 200 && out_fd < 0) {
-        if (fsync(fd) < 0 || renameat(dirfd, tmp, dirfd, dest) < 0) {
-            rc = -errno;
-            ant_diag_set(d, "cannot finish %s: %s", dest, strerror(errno));
+        rc = ant_rename_durable(fd, dirfd, tmp, dest);
+        if (rc < 0) {
+            ant_diag_set(d, "cannot finish %s: %s", dest, strerror(-rc));
         } else {
             tmp[0] = '\0';
         }
@@ -610,6 +769,7 @@ out:
     if (tmp[0] != '\0') {
         unlinkat(dirfd, tmp, 0);
     }
+    sum_fini(&sum);
     curl_slist_free_all(h);
     free(url);
     ant_buf_fini(&err);
@@ -624,6 +784,7 @@ struct fetch {
     int64_t range_start;  /* the answer's Content-Range start, -1 if none */
     bool started;         /* the first 2xx body byte was handled */
     char etag[128];       /* the answer's strong ETag, "" if none or weak */
+    struct sum *sum;      /* the checksum: of the kept part and what follows; reset on a 200 */
 };
 
 /* An ETag kept only if it is a strong tag of visible ASCII: it goes back into a header line. */
@@ -676,22 +837,54 @@ static size_t on_header(char *p, size_t sz, size_t n, void *arg)
     return len;
 }
 
+/* The sidecar's temporary names: SIDECAR.XXXXXXXX, 4 random bytes in lower-case hex. */
+#define SIDECAR_TMP_HEX 8
+
 /* Names the new tag in the sidecar: written to a temporary name, fsynced, renamed over the old
  * sidecar, the folder fsynced, so after a crash the sidecar holds one whole tag, old or new. */
 static int sidecar_write(const struct fetch *f)
 {
     char tmp[1240];
-    uint8_t rnd[4];
-    char hex[9];
+    uint8_t rnd[SIDECAR_TMP_HEX / 2];
+    char hex[SIDECAR_TMP_HEX + 1];
     randombytes_buf(rnd, sizeof(rnd));
     ant_hex_encode(rnd, sizeof(rnd), hex);
     snprintf(tmp, sizeof(tmp), "%s.%s", f->side, hex);
     int rc = ant_write_new_file(f->dirfd, tmp, 0600, f->etag, strlen(f->etag)); /* fsyncs */
-    if (rc == 0 && renameat(f->dirfd, tmp, f->dirfd, f->side) < 0) {
-        rc = -errno;
+    rc = rc < 0 ? rc : ant_rename_durable(-1, f->dirfd, tmp, f->side);
+    if (rc < 0) {
         unlinkat(f->dirfd, tmp, 0);
     }
-    return rc == 0 ? ant_fsync_dir(f->dirfd) : rc;
+    return rc;
+}
+
+/* A crash between sidecar_write's create and rename leaves SIDECAR.XXXXXXXX behind. Removes
+ * those of this file: entries named exactly `side`, a dot and SIDECAR_TMP_HEX lower-case hex
+ * digits that are regular files (lstat: a symlink or anything else under such a name is left
+ * alone, nothing is followed). The caller holds the partial file's lock, so no other fetch of
+ * this file is writing one; failures to read the folder are not fatal (the temporaries only
+ * waste a few bytes). */
+static void sidecar_sweep(int folder, const char *side)
+{
+    size_t sl = strlen(side);
+    int fd = openat(folder, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC); /* closedir closes it */
+    DIR *dir = fd < 0 ? NULL : fdopendir(fd);
+    struct dirent *e;
+    if (dir == NULL) {
+        ant_close(fd);
+        return;
+    }
+    while ((e = readdir(dir)) != NULL) {
+        const char *n = e->d_name, *x = n + sl + 1;
+        struct stat sb;
+        bool match = strncmp(n, side, sl) == 0 && n[sl] == '.' &&
+                     strlen(x) == SIDECAR_TMP_HEX &&
+                     strspn(x, "0123456789abcdef") == SIDECAR_TMP_HEX;
+        if (match && fstatat(fd, n, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(sb.st_mode)) {
+            (void)unlinkat(fd, n, 0);
+        }
+    }
+    closedir(dir);
 }
 
 /* Before the first body byte of a 2xx: a 206 must continue where the partial file ends; a 200
@@ -720,6 +913,10 @@ static int fetch_start(struct fetch *f, long status)
         return -errno;
     }
     f->resume = 0;
+    int rc = sum_reset(f->sum, f->sum->kind); /* the kept part read back is not this file's */
+    if (rc < 0) {
+        return rc;
+    }
     if (f->etag[0] != '\0') {
         return sidecar_write(f);
     }
@@ -748,14 +945,17 @@ static void sidecar_read(int dirfd, const char *side, char *out, size_t n)
 }
 
 int ant_client_fetch(struct ant_client *c, const char *path, int dirfd, const char *dest,
-                     long *status, uint64_t *bytes, uint64_t *resumed, struct ant_diag *d)
+                     struct ant_client_check *check, long *status, uint64_t *bytes,
+                     uint64_t *resumed, struct ant_diag *d)
 {
     struct ant_buf err;
     ant_buf_init(&err, 1u << 20);
     char folder[1200], part[1200], side[1220], range[64], ifr[160], old[128];
     char *url = NULL;
     struct curl_slist *h = NULL;
-    struct fetch f = {.dirfd = -1, .fd = -1, .side = side, .range_start = -1};
+    struct sum sum = {.hdr = ANT_BUF_INIT(0)};
+    enum ant_client_sum kind = check != NULL ? check->kind : ANT_CLIENT_SUM_NONE;
+    struct fetch f = {.dirfd = -1, .fd = -1, .side = side, .range_start = -1, .sum = &sum};
     struct stat sb;
     const char *slash = strrchr(dest, '/');
     const char *base = slash ? slash + 1 : dest;
@@ -780,14 +980,27 @@ int ant_client_fetch(struct ant_client *c, const char *path, int dirfd, const ch
         ant_diag_set(d, "cannot open the folder of %s: %s", dest, strerror(-rc));
         goto out;
     }
+    /* a run before left something (a crash in sidecar_write leaves the partial file too) */
+    bool left = fstatat(f.dirfd, part, &sb, AT_SYMLINK_NOFOLLOW) == 0;
     /* O_NONBLOCK until fstat: a FIFO planted under the partial file's name is refused, not
-     * waited on */
-    f.fd = ant_open_regular(f.dirfd, part, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW, 0600);
+     * waited on. Read too: a resumed download's checksum covers the part kept. */
+    f.fd = ant_open_regular(f.dirfd, part, O_RDWR | O_CREAT | O_APPEND | O_NOFOLLOW, 0600);
     if (f.fd < 0 || fstat(f.fd, &sb) < 0) {
         rc = f.fd < 0 ? f.fd : -errno;
         ant_diag_set(d, "cannot create %s%s: %s", slash ? folder : "", part,
                      rc == -EINVAL || rc == -ENXIO ? "not a regular file" : strerror(-rc));
         goto out;
+    }
+    /* one fetch of a file at a time: two would append to the same partial file */
+    if (flock(f.fd, LOCK_EX | LOCK_NB) < 0) {
+        rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+        ant_diag_set(d, "%s%s: %s", slash ? folder : "", part,
+                     rc == -EBUSY ? "another download of this file is writing it"
+                                  : strerror(-rc));
+        goto out;
+    }
+    if (left) {
+        sidecar_sweep(f.dirfd, side);
     }
     sidecar_read(f.dirfd, side, old, sizeof(old));
     for (int attempt = 0; attempt < 2; attempt++) {
@@ -795,13 +1008,20 @@ int ant_client_fetch(struct ant_client *c, const char *path, int dirfd, const ch
         h = headers(c, NULL);
         f.resume = old[0] != '\0' ? (uint64_t)sb.st_size : 0;
         f.started = false;
+        /* the part kept is read back before the request, not while the site waits on us */
+        rc = sum_reset(&sum, kind);
+        rc = rc < 0 || kind == ANT_CLIENT_SUM_NONE ? rc : sum_file(&sum, f.fd, f.resume);
+        if (rc < 0) {
+            ant_diag_set(d, "cannot read %s%s: %s", slash ? folder : "", part, strerror(-rc));
+            goto out;
+        }
         if (f.resume > 0) {
             /* RFC 9110 13.1.5: the rest if the tag still matches, else the whole new file */
             snprintf(range, sizeof(range), "Range: bytes=%llu-", (unsigned long long)f.resume);
             snprintf(ifr, sizeof(ifr), "If-Range: %s", old);
             h = curl_slist_append(curl_slist_append(h, range), ifr);
         }
-        struct sink s = {.c = c, .json = &err, .fd = f.fd, .f = &f};
+        struct sink s = {.c = c, .json = &err, .fd = f.fd, .f = &f, .sum = &sum};
         c->progress_base = f.resume;
         curl_easy_reset(c->h);
         curl_easy_setopt(c->h, CURLOPT_URL, url);
@@ -839,18 +1059,27 @@ int ant_client_fetch(struct ant_client *c, const char *path, int dirfd, const ch
         goto out;
     }
     *resumed = f.resume;
+    rc = sum_check(&sum, c, check, "the download was discarded", d);
+    if (rc == -EBADMSG) {
+        /* kept, the pair would be resumed from and fail the same way: the next run starts over */
+        unlinkat(f.dirfd, part, 0);
+        unlinkat(f.dirfd, side, 0);
+    }
+    if (rc < 0) {
+        goto out;
+    }
     mode_t mask = umask(022);
     umask(mask);
-    if (fsync(f.fd) < 0 || fchmod(f.fd, 0644 & ~mask) < 0 ||
-        renameat(f.dirfd, part, f.dirfd, base) < 0 || ant_fsync_dir(f.dirfd) < 0) {
-        rc = -errno;
-        ant_diag_set(d, "cannot finish %s: %s", dest, strerror(errno));
+    rc = fchmod(f.fd, 0644 & ~mask) < 0 ? -errno : ant_rename_durable(f.fd, f.dirfd, part, base);
+    if (rc < 0) {
+        ant_diag_set(d, "cannot finish %s: %s", dest, strerror(-rc));
         goto out;
     }
     unlinkat(f.dirfd, side, 0);
 out:
     ant_close(f.fd);
     ant_close(f.dirfd);
+    sum_fini(&sum);
     curl_slist_free_all(h);
     free(url);
     ant_buf_fini(&err);

@@ -57,12 +57,35 @@ ANT_MUST_CHECK int ant_client_json(struct ant_client *c, const char *method, con
 ANT_MUST_CHECK int ant_client_upload(struct ant_client *c, const char *path, int fd, uint64_t size,
                                      long *status, json_t **resp, struct ant_diag *d);
 
-/* GET into a new file `dest` (relative to dirfd): written to a temporary name in the same folder,
- * fsynced and renamed only after the whole body arrived with status 200; nothing is left behind
- * otherwise. `out_fd_stdout` >= 0 streams to that fd instead. Returns 0 with *status, -EIO with
- * diag on transport failures. */
+/* What a file download is checked against. The site sends, with every file it serves (GET
+ * and HEAD, 200 and 206), the SHA-256 of the file's plaintext as X-Antenna-Sha256 and of its
+ * Crypt4GH body (every byte after the header, which re-encryption for a recipient leaves
+ * alone) as X-Antenna-Sha256-C4gh: the listing's `sha256` and `sha256_c4gh`. The checksum is
+ * computed as the bytes arrive (a resumed download first reads back the part it keeps). */
+enum ant_client_sum {
+    ANT_CLIENT_SUM_NONE,  /* not checked (an audit export, a staged file checked by the caller) */
+    ANT_CLIENT_SUM_C4GH,  /* Crypt4GH: the header measured (ant_c4gh_header_measure), the body
+                           * after it against X-Antenna-Sha256-C4gh */
+    ANT_CLIENT_SUM_PLAIN, /* plaintext: every byte against X-Antenna-Sha256 */
+};
+
+struct ant_client_check {
+    enum ant_client_sum kind;
+    const char *fallback; /* 64 hex digits used when the answer has no such header (an older
+                           * site): the listing's value; NULL: none */
+    bool verified;        /* out: a checksum was compared and matched (false: none was known) */
+};
+
+/* GET into a new file `dest` (relative to dirfd): written to a temporary name in the same folder
+ * and put in place (ant_rename_durable: fsynced, renamed, the folder fsynced) only after the
+ * whole body arrived with status 200 and matched `check` (NULL: no check); nothing is left
+ * behind otherwise. `out_fd` >= 0 streams to that fd instead: a mismatch is then found only
+ * once every byte went out, and said. Returns 0 with *status, -EIO with diag on transport
+ * failures, -EBADMSG with diag when the checksum does not match (or a Crypt4GH answer has no
+ * whole header). */
 ANT_MUST_CHECK int ant_client_download(struct ant_client *c, const char *path, int dirfd,
-                                       const char *dest, int out_fd, long *status,
+                                       const char *dest, int out_fd,
+                                       struct ant_client_check *check, long *status,
                                        uint64_t *bytes, struct ant_diag *d);
 
 /* The saved login's files, under ant_client_login_dir(). */
@@ -95,19 +118,26 @@ ANT_MUST_CHECK int ant_client_login_open(const char *name, struct ant_diag *d);
 
 /* A resumable GET into `dest` (relative to dirfd; its folder must exist) through a partial
  * file ".NAME.antenna-partial" beside it and a sidecar ".NAME.antenna-partial.etag" holding the
- * answer's strong ETag (both 0600, symlinks and FIFOs refused). When both are left from an
- * interrupted run, only the rest is asked for (`Range: bytes=N-` and `If-Range: <tag>`): a 206
- * appends, a 200 (the file changed) starts over. Starting over empties the partial file and
- * fdatasyncs it before the sidecar names the new tag (written to a temporary name, fsynced,
- * renamed, the folder fsynced), so no crash pairs a tag with another answer's bytes. The
- * partial file is fsynced and renamed to `dest` (the folder fsynced) only when complete, then
- * the sidecar removed; on any failure both stay for the next run. *bytes is
- * what this run received, *resumed what was kept from before (0: from the start). Returns 0
- * with *status (200 or 206: done), -EIO with diag on transport failures, -EBADMSG if a 206
- * does not start where asked, -errno with diag for local files. */
+ * answer's strong ETag (both 0600, symlinks and FIFOs refused). The partial file is locked
+ * (flock) while this runs: a second fetch of the same file fails with -EBUSY rather than write
+ * into it. When both are left from an interrupted run, only the rest is asked for (`Range:
+ * bytes=N-` and `If-Range: <tag>`): a 206 appends, a 200 (the file changed) starts over.
+ * Starting over empties the partial file and fdatasyncs it before the sidecar names the new tag
+ * (written to ".NAME.antenna-partial.etag.XXXXXXXX", 8 hex digits, fsynced, renamed, the folder
+ * fsynced), so no crash pairs a tag with another answer's bytes; such temporaries that a crash
+ * left are removed by the next fetch of the file (regular files of exactly that name only). The
+ * complete file is checked against `check` (NULL: no check), then put in place
+ * (ant_rename_durable) and the sidecar removed. On a mismatch nothing is put in place and the
+ * partial file and sidecar are removed (the next run starts over); on any other failure both
+ * stay for the next run. *bytes is what this run received, *resumed what was kept from before
+ * (0: from the start). Returns 0 with *status (200 or 206: done), -EIO with diag on transport
+ * failures, -EBADMSG with diag if a 206 does not start where asked or the checksum does not
+ * match, -EBUSY with diag when another fetch holds the partial file, -errno with diag for local
+ * files. */
 ANT_MUST_CHECK int ant_client_fetch(struct ant_client *c, const char *path, int dirfd,
-                                    const char *dest, long *status, uint64_t *bytes,
-                                    uint64_t *resumed, struct ant_diag *d);
+                                    const char *dest, struct ant_client_check *check,
+                                    long *status, uint64_t *bytes, uint64_t *resumed,
+                                    struct ant_diag *d);
 
 /* Prints an answer for people and scripts alike: indented JSON on stdout (nothing for NULL). */
 void ant_client_print_json(const json_t *v);

@@ -94,12 +94,12 @@ static int write_atomic(int dirfd, const char *name, const void *p, size_t len)
     randombytes_buf(rnd, sizeof(rnd));
     ant_hex_encode(rnd, sizeof(rnd), hex);
     snprintf(tmp, sizeof(tmp), ".%s.tmp-%s", name, hex);
-    int rc = ant_write_new_file(dirfd, tmp, 0600, p, len);
-    if (rc == 0 && renameat(dirfd, tmp, dirfd, name) < 0) {
-        rc = -errno;
+    int rc = ant_write_new_file(dirfd, tmp, 0600, p, len); /* fsyncs */
+    rc = rc < 0 ? rc : ant_rename_durable(-1, dirfd, tmp, name);
+    if (rc < 0) {
         unlinkat(dirfd, tmp, 0);
     }
-    return rc == 0 ? ant_fsync_dir(dirfd) : rc;
+    return rc;
 }
 
 int ant_client_login_save(const char *url, const char *cacert, const char *key,

@@ -23,7 +23,10 @@
  * ?format=plain: the plaintext, decrypted segment by segment (each verified before any of its
  * bytes is sent), only where the decision function allows plaintext to leave (never for
  * `sensitive` data); its ETag is derived from the plaintext SHA-256. Both serve single byte
- * ranges (206, Content-Range; 416 past the end), honour If-Range, and answer HEAD. */
+ * ranges (206, Content-Range; 416 past the end), honour If-Range, and answer HEAD. Every answer
+ * with the file carries the catalog's checksums, X-Antenna-Sha256 (the plaintext's) and
+ * X-Antenna-Sha256-C4gh (the stored body's, after the header), which the client checks the
+ * whole file against before it takes its name. */
 #include "gateway/api.h"
 #include "gateway/routes.h"
 #include "gateway/site.h"
@@ -988,6 +991,13 @@ int ant_route_file_get(struct ant_req *r)
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
                             keep->plain ? "application/octet-stream" : "application/crypt4gh");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, etag);
+    /* what the client checks the whole file against once it has it (resumed or not): the
+     * listing's sha256 and sha256_c4gh, from the same row as the bytes served */
+    char sum[2 * sizeof(f.sha256_plain) + 1];
+    ant_hex_encode(f.sha256_plain, sizeof(f.sha256_plain), sum);
+    MHD_add_response_header(resp, "X-Antenna-Sha256", sum);
+    ant_hex_encode(f.sha256_c4gh, sizeof(f.sha256_c4gh), sum);
+    MHD_add_response_header(resp, "X-Antenna-Sha256-C4gh", sum);
     ant_api_respond_span(r, resp, &sp);
     rc = 0;
 out:

@@ -1,6 +1,7 @@
 /* The shared base: buffers, cursor, bounded parsing, fd helpers. */
 #include "crypto/base/base.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -521,6 +522,32 @@ int ant_rmtree_at(int dirfd, const char *name)
 int ant_fsync_dir(int dirfd)
 {
     return fsync(dirfd) < 0 ? -errno : 0;
+}
+
+int ant_rename_durable(int fd, int dirfd, const char *tmp, const char *name)
+{
+    char folder[PATH_MAX];
+    const char *slash = strrchr(name, '/');
+    size_t fl = slash == NULL ? 0 : slash == name ? 1 : (size_t)(slash - name);
+    if (fl >= sizeof(folder)) {
+        return -ENAMETOOLONG;
+    }
+    memcpy(folder, slash != NULL ? name : ".", slash != NULL ? fl : 1);
+    folder[slash != NULL ? fl : 1] = '\0';
+    if (fd >= 0 && fsync(fd) < 0) {
+        return -errno;
+    }
+    if (renameat(dirfd, tmp, dirfd, name) < 0) {
+        return -errno;
+    }
+    /* the rename is an entry of the folder: only the folder's own fsync makes it durable */
+    if (slash == NULL && dirfd != AT_FDCWD) {
+        return ant_fsync_dir(dirfd);
+    }
+    int dfd = openat(dirfd, folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = dfd < 0 ? -errno : ant_fsync_dir(dfd);
+    ant_close(dfd);
+    return rc;
 }
 
 int64_t ant_now_unix(void)

@@ -140,6 +140,14 @@ ANT_MUST_CHECK int ant_open_regular(int dirfd, const char *path, int flags, unsi
 ANT_MUST_CHECK int ant_rmtree_at(int dirfd, const char *name);
 /* fsyncs the directory fd itself (after a rename into it). */
 ANT_MUST_CHECK int ant_fsync_dir(int dirfd);
+/* Puts a finished temporary file in place for good: fsyncs `fd` (the temporary, still open; -1
+ * when it was synced already, as ant_write_new_file does), renames `tmp` to `name` (both
+ * relative to dirfd, which may be AT_FDCWD; `name` may name a file in a subfolder), then fsyncs
+ * the folder that holds `name`. A crash before the return leaves the old `name` or the whole
+ * new file, and once it returns 0 the new file stays. Returns 0 or the -errno of the step that
+ * failed (-ENAMETOOLONG for a folder name past PATH_MAX, checked before anything is done); the
+ * temporary is then the caller's to remove (after a failed folder fsync it is already renamed). */
+ANT_MUST_CHECK int ant_rename_durable(int fd, int dirfd, const char *tmp, const char *name);
 
 /* --- time --- */
 int64_t ant_now_unix(void);

@@ -3,6 +3,7 @@
 #include "tests/unit/testutil.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -193,6 +194,55 @@ static void test_open_regular(void **state)
     free(dir);
 }
 
+/* The temporary takes the name, in the folder or a subfolder, over an older file; a missing
+ * temporary or folder is the rename's error; a folder name past PATH_MAX is refused first. */
+static void test_rename_durable(void **state)
+{
+    (void)state;
+    char *dir = test_tmpdir();
+    char buf[8], cwd[PATH_MAX];
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(dfd >= 0);
+    assert_int_equal(mkdirat(dfd, "sub", 0700), 0);
+    assert_int_equal(ant_write_new_file(dfd, "old", 0600, "old", 3), 0);
+    assert_int_equal(ant_write_new_file(dfd, ".tmp1", 0600, "new", 3), 0);
+    assert_int_equal(ant_rename_durable(-1, dfd, ".tmp1", "old"), 0);
+    int fd = openat(dfd, "old", O_RDONLY | O_CLOEXEC);
+    assert_int_equal(ant_read_full(fd, buf, sizeof(buf)), 3);
+    assert_memory_equal(buf, "new", 3);
+    ant_close(fd);
+    assert_int_equal(faccessat(dfd, ".tmp1", F_OK, 0), -1);
+    fd = openat(dfd, ".tmp2", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600); /* not synced yet */
+    assert_true(fd >= 0);
+    assert_int_equal(ant_write_all(fd, "abc", 3), 0);
+    assert_int_equal(ant_rename_durable(fd, dfd, ".tmp2", "sub/f"), 0);
+    ant_close(fd);
+    assert_int_equal(faccessat(dfd, "sub/f", F_OK, 0), 0);
+    /* relative to the working folder */
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    assert_int_equal(fchdir(dfd), 0);
+    assert_int_equal(ant_write_new_file(AT_FDCWD, ".tmp3", 0600, "x", 1), 0);
+    assert_int_equal(ant_rename_durable(-1, AT_FDCWD, ".tmp3", "here"), 0);
+    assert_int_equal(ant_write_new_file(AT_FDCWD, "sub/.tmp4", 0600, "y", 1), 0);
+    assert_int_equal(ant_rename_durable(-1, AT_FDCWD, "sub/.tmp4", "sub/there"), 0);
+    assert_int_equal(chdir(cwd), 0);
+    assert_int_equal(faccessat(dfd, "here", F_OK, 0), 0);
+    assert_int_equal(faccessat(dfd, "sub/there", F_OK, 0), 0);
+    assert_int_equal(ant_rename_durable(-1, dfd, ".none", "x"), -ENOENT);
+    assert_int_equal(ant_rename_durable(-1, dfd, "here", "nodir/x"), -ENOENT);
+    char *longname = malloc(PATH_MAX + 8);
+    assert_non_null(longname);
+    memset(longname, 'a', PATH_MAX + 6);
+    longname[PATH_MAX + 5] = '/';
+    longname[PATH_MAX + 7] = '\0';
+    assert_int_equal(ant_rename_durable(-1, dfd, "here", longname), -ENAMETOOLONG);
+    assert_int_equal(faccessat(dfd, "here", F_OK, 0), 0); /* nothing done */
+    free(longname);
+    ant_close(dfd);
+    test_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -205,6 +255,7 @@ int main(void)
         cmocka_unit_test(test_hex_round_trip),
         cmocka_unit_test(test_json_limits),
         cmocka_unit_test(test_open_regular),
+        cmocka_unit_test(test_rename_durable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
