@@ -16,13 +16,64 @@
 #include "policy/audit.h"
 #include "staging/jobs.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+
+/* Test hook (tests/integration/test_stage.sh): when this variable names a file, the first
+ * resume mark (a big file's durable prefix, docs/staging.md) a stage job records in this
+ * process writes "<job id> <file index> <bytes>" there (whole: written beside it, then
+ * renamed) and holds that job's runner, and so its engine, until the file is removed or the
+ * daemon stops. A test then stops the daemon (kill -9 or SIGTERM) at a known point: the mark
+ * recorded in antenna.db, the file half written. Unset, nothing is installed. */
+#define STAGE_PAUSE_ENV "ANTENNA_TEST_STAGE_PAUSE"
+
+struct stage_pause {
+    struct ant_site *site;
+    const char *path; /* the environment's string */
+    atomic_bool fired; /* once per process */
+};
+static struct stage_pause g_ant_stage_pause;
+
+static void stage_pause_at_mark(void *arg, const char *job_id, size_t idx, uint64_t bytes)
+{
+    struct stage_pause *p = arg;
+    char line[ANT_JOB_ID_LEN + 64], tmp[PATH_MAX];
+    if (bytes == 0 || atomic_exchange(&p->fired, true)) {
+        return;
+    }
+    int n = snprintf(line, sizeof(line), "%s %zu %llu\n", job_id, idx, (unsigned long long)bytes);
+    int rc = 0;
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp", p->path) >= (int)sizeof(tmp)) {
+        rc = -ENAMETOOLONG;
+    } else {
+        rc = ant_write_new_file(AT_FDCWD, tmp, 0600, line, (size_t)n);
+    }
+    if (rc == 0 && rename(tmp, p->path) < 0) {
+        rc = -errno;
+        (void)unlink(tmp);
+    }
+    if (rc < 0) {
+        ant_log(ANT_LOG_ERROR, "stage.test_pause", "test hook: cannot write %s: %s", p->path,
+                strerror(-rc));
+        return;
+    }
+    ant_log_kv(ANT_LOG_WARN, "stage.test_pause", ((const char *[]){"job_id", job_id, NULL}),
+               "test hook: paused at the resume mark of file %zu (%llu bytes) until %s is "
+               "removed or the daemon stops",
+               idx, (unsigned long long)bytes, p->path);
+    while (access(p->path, F_OK) == 0 && !ant_jobs_is_stopping(p->site->jobs)) {
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+    }
+}
 
 /* Remote stage jobs pull with [federation] connections and max_rate of antenna.conf (0: the
  * fetcher's defaults); two environment variables override them (docs/federation.md):
@@ -93,6 +144,15 @@ int ant_gw_stage_start(struct ant_site *site, struct ant_diag *d)
         .fetch = &fo,
         .fed_cache_max = site->cfg.fed_cache_max,
     };
+    const char *pause = getenv(STAGE_PAUSE_ENV);
+    if (pause != NULL && pause[0] != '\0') {
+        ant_log(ANT_LOG_WARN, "stage.test_pause",
+                "test hook: the first resume mark of a stage job holds it while %s exists", pause);
+        g_ant_stage_pause.site = site;
+        g_ant_stage_pause.path = pause;
+        c.test_file_mark = stage_pause_at_mark;
+        c.test_arg = &g_ant_stage_pause;
+    }
     rc = ant_jobs_open(&c, &jobs);
     if (rc < 0) {
         ant_diag_set(d, "cannot open the stage jobs: %s%s", strerror(-rc),

@@ -701,6 +701,14 @@ void ant_jobs_stop(struct ant_jobs *j)
     j->started = false;
 }
 
+bool ant_jobs_is_stopping(struct ant_jobs *j)
+{
+    pthread_mutex_lock(&j->mu);
+    bool stopping = j->stopping;
+    pthread_mutex_unlock(&j->mu);
+    return stopping;
+}
+
 void ant_jobs_close(struct ant_jobs *j)
 {
     if (j == NULL) {

@@ -134,7 +134,8 @@ struct ant_jobs_conf {
     /* testing only: called on the runner thread after each file is checkpointed done */
     void (*test_file_done)(void *arg, const char *job_id, uint64_t files_done);
     /* testing only: called on the runner thread after a resume mark (the first `bytes` bytes
-     * of file idx durable, ant_stage_job.on_mark) is recorded */
+     * of file idx durable, ant_stage_job.on_mark) is recorded, without the jobs mutex held: it
+     * may block (holding that job's engine), and must return once ant_jobs_is_stopping */
     void (*test_file_mark)(void *arg, const char *job_id, size_t idx, uint64_t bytes);
     /* testing only: called at each step of enum ant_jobs_fed_step, on the thread that takes it
      * (a runner, or ant_jobs_open's caller for the pass at open), without the jobs mutex held:
@@ -158,6 +159,10 @@ ANT_MUST_CHECK int ant_jobs_start(struct ant_jobs *j);
  * queued; the next start keeps those files and continues those big files from their marks.
  * Accepts a jobs table that was never started. */
 void ant_jobs_stop(struct ant_jobs *j);
+/* Whether ant_jobs_stop has begun (on an open table): once true, every running job's stop flag
+ * is set. For a hook that holds a runner (conf.test_file_mark) and must let it go at a stop.
+ * Any thread. */
+bool ant_jobs_is_stopping(struct ant_jobs *j);
 void ant_jobs_close(struct ant_jobs *j); /* stops first; accepts NULL */
 /* "io_uring" or "threads". */
 const char *ant_jobs_backend(const struct ant_jobs *j);

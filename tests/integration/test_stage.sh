@@ -2,11 +2,13 @@
 # Integration test of stage jobs against a real daemon on 127.0.0.1 (port 0): upload a dataset,
 # stage it decrypted with --wait and compare with the originals, pull it with the job token
 # (ranges, bad tokens), owner-only status, cancel, the scratch quota's 507, the time-to-live
-# purge and its audit event, and kill -9 of the daemon at random moments of a job: the restarted
-# daemon resumes it (a big file from the durable prefix it recorded, not from its start) and the
-# output verifies; so does a graceful stop (SIGTERM). $1 = the antenna binary. Exit 0 pass, 1
-# fail, 77 skip. ANTENNA_IO_ENGINE=threads (deploy/test.sh's second pass) is passed on to the
-# daemon.
+# purge and its audit event, and kill -9 of the daemon at random moments of a job (the
+# restarted daemon completes it and the output verifies), then at a known point: the job held by
+# the test hook ANTENNA_TEST_STAGE_PAUSE right after a big file's resume mark was recorded, killed
+# -9 there (the restarted daemon continues that file from exactly that mark, not from its start)
+# or stopped with SIGTERM (it continues from the prefix recorded at the stop). $1 = the
+# antenna binary. Exit 0 pass, 1 fail, 77 skip. ANTENNA_IO_ENGINE=threads (deploy/test.sh's
+# second pass) is passed on to the daemon.
 set -u
 BIN=$1
 . "$(dirname "$0")/lib.sh"
@@ -163,67 +165,103 @@ cmp -s "$T/site/scratch/lab/results/plots/p1.png" "$T/site/scratch/lab/$J4/plots
     fail "stage-out round trip differs"
 "$BIN" stage cancel "$J4" >/dev/null || fail "cancel J4"
 
-# --- kill -9 during a job at 20 random moments, restart: it resumes and its output verifies ---
-kill_round() { # $1: the round, $2: how long the job runs before the kill
+# --- kill -9 during a job at 20 random moments, restart: it completes and its output verifies
+# wherever the kill landed (before, during or after the job; the resume itself is checked at
+# known points below) ---
+submit_job() { # $1 what, $2 dataset: a job of it, its answer in $T/body and its id in JK
     code -H "Authorization: Bearer $ALICE" -H 'Content-Type: application/json' \
-        -d "{\"dataset\":\"$DS2\"}" "$URL/v1/stage" >"$T/k.code"
-    [ "$(cat "$T/k.code")" = 202 ] || fail "round $1: stage $(cat "$T/body")"
+        -d "{\"dataset\":\"$2\"}" "$URL/v1/stage" >"$T/k.code"
+    [ "$(cat "$T/k.code")" = 202 ] || fail "$1: stage $(cat "$T/body")"
+    JK=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/body")
+}
+ready_job() { # $1 what, $2 check: JK becomes ready, "$2 DIR" verifies it, nothing partial left
+    "$BIN" stage status "$JK" --wait >"$T/k.out" 2>"$T/k.err" ||
+        { cat "$T/k.err"; fail "$1: the job did not resume to ready"; }
+    $2 "$T/site/scratch/lab/$JK" || fail "$1: resumed output differs"
+    ls -a "$T/site/scratch/lab" | grep -q "\.$JK\." && fail "$1: partial left"
+    "$BIN" stage cancel "$JK" >/dev/null || fail "$1: cancel"
+}
+kill_round() { # $1: the round, $2: how long the job runs before the kill
+    submit_job "round $1" "$DS2"
     sleep "$2"
     { kill -9 "$PID" && wait "$PID"; } 2>/dev/null
-    JK=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/body")
     PID=
     start "$1"
-    "$BIN" stage status "$JK" --wait >"$T/k.out" 2>"$T/k.err" ||
-        { cat "$T/k.err"; fail "round $1: the job did not resume to ready"; }
-    same_bulk "$T/site/scratch/lab/$JK" || fail "round $1: resumed output differs"
-    ls -a "$T/site/scratch/lab" | grep -q "\.$JK\." && fail "round $1: partial left"
-    "$BIN" stage cancel "$JK" >/dev/null || fail "round $1: cancel"
+    ready_job "round $1" same_bulk
 }
 ROUNDS=${ANTENNA_KILL_ROUNDS:-20}
 for round in $(seq 1 "$ROUNDS"); do
     kill_round "$round" "0.$((RANDOM % 2))$((RANDOM % 10))" # a random moment of the job (or after)
 done
-resumed=$(cat "$T"/serve[0-9]*.log | grep -c '"jobs.resume"')
-echo "kill -9 rounds: $ROUNDS, jobs resumed after a kill: $resumed"
-[ "$resumed" -gt 0 ] || fail "no kill landed while a job ran"
-# A kill after a big file's durable prefix was recorded (every 1 MiB here): the restarted daemon
-# continues that file from there, not from its start (engine.resume_offset), and jobs.io counts
-# it. The 60 MiB job takes ~0.2 s here: if no random round above landed so, kills aimed at its
-# middle until one does.
-for extra in $(seq 1 10); do
-    grep -q '"engine.resume_offset"' "$T"/serve[0-9]*.log && break
-    kill_round "$((100 + extra))" "0.0$((extra % 5 + 4))"
-done
-inside=$(cat "$T"/serve*.log | grep -c '"engine.resume_offset"')
-echo "files continued from their recorded prefix after a kill: $inside"
-[ "$inside" -gt 0 ] || fail "no file was continued from its recorded prefix"
-grep -h '"jobs.io"' "$T"/serve*.log | grep -Eq ', [1-9][0-9]* resumed inside \([1-9]' ||
-    fail "jobs.io does not count the files continued inside"
+echo "kill -9 rounds: $ROUNDS, jobs resumed after a kill:" \
+    "$(cat "$T"/serve[0-9]*.log | grep -c '"jobs.resume"')"
 
-# --- a graceful stop (SIGTERM) during the job: the big files in flight record their prefix
-# (engine.interrupted), the job goes back to queued, and the next start continues them ---
-for try in $(seq 1 10); do
-    code -H "Authorization: Bearer $ALICE" -H 'Content-Type: application/json' \
-        -d "{\"dataset\":\"$DS2\"}" "$URL/v1/stage" >"$T/k.code"
-    [ "$(cat "$T/k.code")" = 202 ] || fail "graceful stop: stage $(cat "$T/body")"
-    sleep "0.0$((try % 5 + 4))"
-    STOPPED=$LOG
+# --- the engine held at a known point by the test hook ANTENNA_TEST_STAGE_PAUSE
+# (gateway/routes_stage.c): right after a big file's first resume mark (its durable prefix)
+# was recorded. Writes "JOB FILE-INDEX BYTES" to $T/paused, then the job waits there. The job:
+# one file of 96 MiB (marks every 1.5 MiB: at most 64 per file), far more than the engine has
+# in flight (32 chunks of 512 KiB), so that a stop there leaves it unfinished; the quota is
+# raised for it ---
+head -c $((96 * 1024 * 1024 + 17)) /dev/urandom >"$T/held.bin"
+"$BIN" dataset create held --classification internal >"$T/ds4.json" || fail "dataset create"
+DS4=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/ds4.json")
+"$BIN" put "$DS4" "$T/held.bin" --as held.bin >/dev/null 2>"$T/put.err" ||
+    { cat "$T/put.err"; fail "put held.bin"; }
+sed -i -e 's/^default_scratch_quota = .*/default_scratch_quota = 256M/' "$T/site/antenna.conf"
+same_held() { cmp -s "$T/held.bin" "$1/held.bin"; }
+paused_job() { # $1 log suffix: restarts the daemon with the hook, submits, waits for the hold
     kill "$PID"
     wait "$PID" 2>/dev/null
-    PID=
-    JK=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/body")
-    start "$((200 + try))"
-    "$BIN" stage status "$JK" --wait >"$T/k.out" 2>"$T/k.err" ||
-        { cat "$T/k.err"; fail "graceful stop $try: the job did not resume to ready"; }
-    same_bulk "$T/site/scratch/lab/$JK" || fail "graceful stop $try: resumed output differs"
-    "$BIN" stage cancel "$JK" >/dev/null || fail "graceful stop $try: cancel"
-    grep '"engine.resume_offset"' "$LOG" | grep -q "$JK" && break
-done
+    rm -f "$T/paused"
+    ANTENNA_TEST_STAGE_PAUSE=$T/paused start "$1"
+    submit_job "paused $1" "$DS4"
+    for _ in $(seq 300); do [ -s "$T/paused" ] && break; sleep 0.1; done
+    [ -s "$T/paused" ] || fail "paused $1: the job was not held at a resume mark"
+    read -r PJ PIDX PBYTES <"$T/paused"
+    [ "$PJ" = "$JK" ] && [ "$PIDX" = 0 ] && [ "$PBYTES" -gt 0 ] ||
+        fail "paused $1: $(cat "$T/paused") for job $JK"
+    # the status document shows the mark: the file pending, its first PBYTES bytes durable
+    "$BIN" stage status "$JK" >"$T/held.json" || fail "paused $1: status"
+    python3 - "$T/held.json" "$PBYTES" <<'EOF' || fail "paused $1: $(cat "$T/held.json")"
+import json, sys
+doc = json.load(open(sys.argv[1]))
+f = doc["files"][0]
+assert doc["state"] == "running" and f["state"] == "pending", doc
+assert f["path"] == "held.bin" and f["resume_bytes"] == int(sys.argv[2]), doc
+EOF
+}
+# kill -9 there: the restarted daemon requeues the job and continues the file from its mark,
+# exactly, not from its start (engine.resume_offset), and jobs.io counts it
+paused_job 100
+{ kill -9 "$PID" && wait "$PID"; } 2>/dev/null
+PID=
+start 101
+ready_job "kill -9 at a mark" same_held
+grep -q '"jobs.resume"' "$LOG" || fail "kill -9 at a mark: the job was not requeued"
+grep '"engine.resume_offset"' "$LOG" | grep "$JK" |
+    grep -q "\"msg\":\"held.bin: continuing at byte $PBYTES of " ||
+    fail "kill -9 at a mark: not continued from byte $PBYTES: $(grep "$JK" "$LOG")"
+grep '"jobs.io"' "$LOG" | grep "$JK" | grep -q ', 1 resumed inside (' ||
+    fail "kill -9 at a mark: jobs.io does not count the file continued inside"
+echo "kill -9 at a mark: continued at byte $PBYTES"
+
+# --- a graceful stop (SIGTERM) there: the file finishes its chunks in flight and records its
+# prefix (engine.interrupted), the job goes back to queued, and the next start continues it
+# from there: at least the mark the hook saw ---
+paused_job 200
+STOPPED=$LOG
+kill "$PID"
+wait "$PID" 2>/dev/null
+PID=
 grep '"engine.interrupted"' "$STOPPED" | grep -q "$JK" ||
-    fail "graceful stop: the job was not interrupted keeping its marks"
-grep '"engine.resume_offset"' "$LOG" | grep -q "$JK" ||
-    fail "graceful stop: no file was continued from the prefix recorded at the stop"
-echo "graceful stop: continued inside after try $try"
+    fail "graceful stop: the job was not interrupted keeping its marks: $(grep "$JK" "$STOPPED")"
+start 201
+ready_job "graceful stop" same_held
+at=$(grep '"engine.resume_offset"' "$LOG" | grep "$JK" |
+    sed -n 's/.*"msg":"held.bin: continuing at byte \([0-9]*\) of .*/\1/p')
+[ -n "$at" ] && [ "$at" -ge "$PBYTES" ] ||
+    fail "graceful stop: not continued from at least byte $PBYTES: $(grep "$JK" "$LOG")"
+echo "graceful stop: held at byte $PBYTES, continued at byte $at"
 
 # --- a job token draws on its owner's rate limit (the same bucket as the owner's API key) ---
 "$BIN" stage "$DS" --path 'meta/m1.txt' --wait >"$T/st6.out" 2>&1 || fail "stage for the rate limit"

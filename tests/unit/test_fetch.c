@@ -1,7 +1,9 @@
 /* staging/fetch.h: the manifest parser, and ant_fetch_files against a small HTTPS peer in this
  * process (ranges over several connections, a range cut mid-way and resumed, a byte flipped in
- * transit and the body fetched again, a body wrong twice); the pull as a whole, with tokens,
- * policy and audit at both sites, runs in test_federation.sh. */
+ * transit and the body fetched again, a body wrong twice); the witnessing of the peer's audit
+ * checkpoints at the start of a session (ant_fed_manifest), with checkpoints signed by a real
+ * audit log of the peer's; the pull as a whole, with tokens, policy and audit at both sites,
+ * runs in test_federation.sh, witnessing between two daemons in test_witness.sh. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -26,7 +28,13 @@
 
 #include <cmocka.h>
 
+#include <sodium.h>
+
 #include "crypto/c4gh.h"
+#include "crypto/keys.h"
+#include "policy/audit.h"
+#include "policy/peers.h"
+#include "policy/store.h"
 #include "staging/fetch.h"
 #include "tests/unit/testutil.h"
 
@@ -176,6 +184,12 @@ struct tsrv {
     int flip_once;   /* the next body range has one byte flipped */
     int flip_always; /* every body range has one byte flipped */
     int requests;
+    /* the federation routes the witness tests use (under mu): the body of GET
+     * /v1/federation/checkpoint (NULL: 404 no_checkpoint) and of ds_1's manifest, with the
+     * manifest's X-Antenna-Signature (NULL: 404) */
+    const char *ckpt;
+    const char *manifest;
+    const char *manifest_sig;
 };
 
 struct tconn {
@@ -219,11 +233,42 @@ static bool send_all(SSL *ssl, const uint8_t *p, size_t len)
     return true;
 }
 
+/* A JSON document (200, with the signature header when sig is not NULL), or a 404. */
+static bool send_doc(SSL *ssl, const char *doc, const char *sig)
+{
+    char head[512];
+    if (doc == NULL) {
+        static const char nf[] = "HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}";
+        return send_all(ssl, (const uint8_t *)nf, strlen(nf));
+    }
+    snprintf(head, sizeof(head),
+             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+             "%s%s%s\r\n",
+             strlen(doc), sig != NULL ? "X-Antenna-Signature: " : "", sig != NULL ? sig : "",
+             sig != NULL ? "\r\n" : "");
+    return send_all(ssl, (const uint8_t *)head, strlen(head)) &&
+           send_all(ssl, (const uint8_t *)doc, strlen(doc));
+}
+
 /* One request: the answer, or false to close the connection. */
 static bool serve_one(struct tsrv *s, SSL *ssl, const char *req)
 {
     char head[256];
     const struct tfile *f = NULL;
+    static const char ckpt[] = "GET /v1/federation/checkpoint ";
+    static const char manifest[] = "GET /v1/federation/datasets/ds_1/manifest ";
+    if (strncmp(req, ckpt, strlen(ckpt)) == 0 || strncmp(req, manifest, strlen(manifest)) == 0) {
+        bool is_ckpt = strncmp(req, ckpt, strlen(ckpt)) == 0;
+        pthread_mutex_lock(&s->mu);
+        char *doc = (is_ckpt ? s->ckpt : s->manifest) ? strdup(is_ckpt ? s->ckpt : s->manifest)
+                                                       : NULL;
+        char *sig = !is_ckpt && s->manifest_sig ? strdup(s->manifest_sig) : NULL;
+        pthread_mutex_unlock(&s->mu);
+        bool ok = send_doc(ssl, doc, sig);
+        free(doc);
+        free(sig);
+        return ok;
+    }
     for (int i = 0; i < 2; i++) {
         char want[128];
         snprintf(want, sizeof(want), "/files/%s", s->files[i].path);
@@ -554,6 +599,304 @@ static void test_fetch_files_body_wrong_twice_is_refused(void **state)
     fetch_teardown(&c);
 }
 
+/* --- witnessing (fetch.c's witness(), reached as every session with a peer starts: here
+ * ant_fed_manifest). The peer's HTTP side is the server above (gateway/routes_fed.c is a layer
+ * up), but what it serves is real: checkpoints signed by policy/audit.c over an audit log of
+ * the peer's, formatted as the route does, and a manifest signed with the peer's key. The
+ * record goes into this site's antenna.db, conflicts into its audit log. --- */
+
+struct wit_case {
+    struct tsrv s;
+    struct ant_key *k;
+    char *dir;
+    int dirfd;
+    struct ant_site_keys a, b; /* the peer (site-a) and this site (site-b) */
+    struct ant_audit *aa;      /* site-a's audit log: its checkpoints are served */
+    struct ant_audit *ab;      /* site-b's: the conflicts */
+    struct ant_store *st;      /* site-b's antenna.db: the peer row and peer_witness */
+    char sig[128];
+    char *line; /* the body being served as the checkpoint */
+};
+
+/* Appends n events to a, then signs its tail: returns the checkpoint line the peer's route
+ * would answer (caller free()s). */
+static char *wit_checkpoint(struct ant_audit *a, int n, const char *why)
+{
+    for (int i = 0; i < n; i++) {
+        struct ant_audit_event ev = {
+            .credential = "local",
+            .action = "admin.tenant.list",
+            .resource_kind = "tenant",
+            .decision = ANT_AUDIT_INFO,
+            .reason = why,
+        };
+        assert_true(ant_audit_append(a, &ev) > 0);
+    }
+    assert_int_equal(ant_audit_checkpoint(a), 0);
+    json_t *arr = NULL;
+    struct ant_audit_ckpt c;
+    assert_int_equal(ant_audit_checkpoints(a, 1, &arr), 0);
+    json_t *last = json_array_get(arr, 0);
+    assert_non_null(last);
+    assert_int_equal(json_object_set_new(last, "type", json_string("checkpoint")), 0);
+    assert_int_equal(ant_audit_ckpt_from_json(last, &c), 0);
+    json_t *doc = ant_audit_ckpt_to_json(&c);
+    char *line = json_dumps(doc, JSON_COMPACT);
+    assert_non_null(line);
+    json_decref(doc);
+    json_decref(arr);
+    return line;
+}
+
+static void wit_serve(struct wit_case *c, char *line) /* takes line (NULL: 404) */
+{
+    pthread_mutex_lock(&c->s.mu);
+    c->s.ckpt = line;
+    pthread_mutex_unlock(&c->s.mu);
+    free(c->line);
+    c->line = line;
+}
+
+static void wit_setup(struct wit_case *c)
+{
+    static char manifest[sizeof(g_valid)];
+    memset(c, 0, sizeof(*c));
+    assert_int_equal(ant_key_generate(&c->k), 0);
+    tsrv_start(&c->s, c->k, 1, 1);
+    c->dir = test_tmpdir();
+    c->dirfd = open(c->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(c->dirfd >= 0);
+    assert_int_equal(ant_site_keys_generate(&c->a), 0);
+    assert_int_equal(ant_site_keys_generate(&c->b), 0);
+    assert_int_equal(ant_audit_open(c->dirfd, "a-audit.db", ANT_STORE_CREATE, c->a.sign, NULL,
+                                    &c->aa),
+                     0);
+    assert_int_equal(ant_audit_open(c->dirfd, "audit.db", ANT_STORE_CREATE, c->b.sign, NULL,
+                                    &c->ab),
+                     0);
+    assert_int_equal(ant_store_open(c->dirfd, "antenna.db", ANT_STORE_CREATE, &c->st), 0);
+    struct ant_peer p;
+    memset(&p, 0, sizeof(p));
+    snprintf(p.id, sizeof(p.id), "site-a");
+    snprintf(p.url, sizeof(p.url), "https://127.0.0.1:%d", c->s.port);
+    snprintf(p.region, sizeof(p.region), "EU-IT");
+    memcpy(p.x25519_pk, ant_key_public(c->a.kx), sizeof(p.x25519_pk));
+    memcpy(p.ed25519_pk, ant_signkey_public(c->a.sign), sizeof(p.ed25519_pk));
+    snprintf(p.added_by, sizeof(p.added_by), "test");
+    assert_int_equal(ant_peer_add(c->st, &p, ant_bytes_str(c->s.pem)), 0);
+    /* site-a's manifest of ds_1 for site-b, signed with site-a's key: every session here
+     * succeeds, whatever the witnessing finds */
+    uint8_t sig[ANT_SIG_LEN];
+    memcpy(manifest, g_valid, sizeof(g_valid));
+    assert_int_equal(ant_signkey_sign(c->a.sign, ant_bytes_str(manifest), sig), 0);
+    sodium_bin2base64(c->sig, sizeof(c->sig), sig, sizeof(sig), sodium_base64_VARIANT_ORIGINAL);
+    c->s.manifest = manifest;
+    c->s.manifest_sig = c->sig;
+}
+
+static void wit_teardown(struct wit_case *c)
+{
+    tsrv_stop(&c->s);
+    free(c->line);
+    ant_store_close(c->st);
+    ant_audit_close(c->ab);
+    ant_audit_close(c->aa);
+    ant_site_keys_fini(&c->a);
+    ant_site_keys_fini(&c->b);
+    close(c->dirfd);
+    test_rmtree(c->dir);
+    free(c->dir);
+    ant_key_free(c->k);
+}
+
+/* One session of site-b with site-a: it must succeed whatever the checkpoint was. */
+static void wit_session(struct wit_case *c)
+{
+    struct ant_fetch_opts o = {.max_retries = 1, .backoff_ms = 1};
+    struct ant_fed_pull_req q = {
+        .st = c->st,
+        .audit = c->ab,
+        .keys = &c->b,
+        .self_id = "site-b",
+        .archive_fd = c->dirfd,
+        .peer_id = "site-a",
+        .dataset = "ds_1",
+        .principal = "alice",
+        .tenant = "lab",
+        .purpose = "DUO:0000042",
+        .transfer_id = "tr_test",
+        .opts = &o,
+    };
+    struct ant_fetch_manifest m;
+    struct ant_diag d = {{0}};
+    int rc = ant_fed_manifest(&q, &m, &d);
+    if (rc != 0) {
+        fail_msg("session: %d %s", rc, ant_diag_msg(&d, ""));
+    }
+    assert_string_equal(m.dataset_id, "ds_1");
+    ant_fetch_manifest_fini(&m);
+}
+
+/* site-b's record of site-a: how many rows, and the seq and hash of row i into seq/hash. */
+static size_t wit_rows(struct wit_case *c, size_t i, int64_t *seq, uint8_t hash[32])
+{
+    struct ant_audit_ckpt *rows = NULL;
+    size_t n = 0;
+    assert_int_equal(ant_peer_witnessed(c->st, "site-a", &rows, NULL, &n), 0);
+    if (i < n && seq != NULL) {
+        *seq = rows[i].seq;
+        memcpy(hash, rows[i].hash, 32);
+    }
+    free(rows);
+    return n;
+}
+
+/* site-b's fed.witness_conflict events, their details joined into `details`. */
+static size_t wit_conflicts(struct wit_case *c, char *details, size_t cap)
+{
+    struct ant_audit_query q = {.action = "fed.witness_conflict"};
+    json_t *arr = NULL;
+    int64_t next = 0;
+    size_t i, n;
+    json_t *ev;
+    assert_int_equal(ant_audit_query_run(c->ab, &q, &arr, &next), 0);
+    n = json_array_size(arr);
+    details[0] = '\0';
+    json_array_foreach(arr, i, ev)
+    {
+        assert_string_equal(json_string_value(json_object_get(ev, "resource_id")), "site-a");
+        assert_string_equal(json_string_value(json_object_get(ev, "reason")), "witness_conflict");
+        size_t len = strlen(details);
+        const char *detail = json_string_value(json_object_get(ev, "detail"));
+        snprintf(details + len, cap - len, "%s\n", detail != NULL ? detail : "");
+    }
+    json_decref(arr);
+    return n;
+}
+
+static void test_witness_records_and_flags_rollback_and_equivocation(void **state)
+{
+    (void)state;
+    struct wit_case c;
+    char det[4096];
+    int64_t seq = 0;
+    uint8_t h0[32], h1[32];
+    wit_setup(&c);
+    /* no checkpoint yet (404): nothing recorded, the session goes on */
+    wit_serve(&c, NULL);
+    wit_session(&c);
+    assert_int_equal(wit_rows(&c, 0, NULL, NULL), 0);
+    char *old = wit_checkpoint(c.aa, 3, "first");  /* seq 3: served later, a rollback */
+    wit_serve(&c, wit_checkpoint(c.aa, 5, "more")); /* seq 8 */
+    wit_session(&c);
+    wit_session(&c); /* the same again: known, not recorded twice */
+    assert_int_equal(wit_rows(&c, 0, &seq, h0), 1);
+    assert_int_equal(seq, 8);
+    assert_int_equal(wit_conflicts(&c, det, sizeof(det)), 0);
+    /* site-a back at seq 3 (an earlier copy of its log put back): kept and audited */
+    wit_serve(&c, old);
+    wit_session(&c);
+    assert_int_equal(wit_rows(&c, 0, &seq, h1), 2);
+    assert_int_equal(seq, 3);
+    assert_int_equal(wit_conflicts(&c, det, sizeof(det)), 1);
+    assert_non_null(strstr(det, "\"seq\":3,"));
+    assert_non_null(strstr(det, "rollback"));
+    /* its log rewritten with site-a's own key: seq 8 again, another hash */
+    struct ant_audit *other = NULL;
+    assert_int_equal(ant_audit_open(c.dirfd, "a2-audit.db", ANT_STORE_CREATE, c.a.sign, NULL,
+                                    &other),
+                     0);
+    wit_serve(&c, wit_checkpoint(other, 8, "rewritten"));
+    ant_audit_close(other);
+    wit_session(&c);
+    /* both hashes of seq 8 kept (rows by seq, then the second they were seen, then hash) */
+    uint8_t h2[32];
+    assert_int_equal(wit_rows(&c, 1, &seq, h1), 3);
+    assert_int_equal(seq, 8);
+    assert_int_equal(wit_rows(&c, 2, &seq, h2), 3);
+    assert_int_equal(seq, 8);
+    assert_memory_not_equal(h1, h2, 32);
+    assert_true(memcmp(h0, h1, 32) == 0 || memcmp(h0, h2, 32) == 0);
+    assert_int_equal(wit_conflicts(&c, det, sizeof(det)), 2);
+    assert_non_null(strstr(det, "\"seq\":8,"));
+    wit_teardown(&c);
+}
+
+static void test_witness_refuses_a_checkpoint_not_signed_by_the_pinned_key(void **state)
+{
+    (void)state;
+    struct wit_case c;
+    char det[4096];
+    wit_setup(&c);
+    /* signed by a key other than the one pinned for site-a: audited, not recorded */
+    struct ant_site_keys x = {0};
+    struct ant_audit *other = NULL;
+    assert_int_equal(ant_site_keys_generate(&x), 0);
+    assert_int_equal(ant_audit_open(c.dirfd, "x-audit.db", ANT_STORE_CREATE, x.sign, NULL, &other),
+                     0);
+    wit_serve(&c, wit_checkpoint(other, 4, "impostor"));
+    ant_audit_close(other);
+    ant_site_keys_fini(&x);
+    wit_session(&c);
+    assert_int_equal(wit_rows(&c, 0, NULL, NULL), 0);
+    assert_int_equal(wit_conflicts(&c, det, sizeof(det)), 1);
+    assert_non_null(strstr(det, "not signed by the key pinned"));
+    /* site-a's own line with one character of its hash or signature changed: the same */
+    char *good = wit_checkpoint(c.aa, 2, "good");
+    static const char *const fields[] = {"\"hash\":\"", "\"sig\":\""};
+    for (size_t i = 0; i < ANT_ARRAY_LEN(fields); i++) {
+        char *bad = strdup(good);
+        assert_non_null(bad);
+        char *at = strstr(bad, fields[i]) + strlen(fields[i]) + 5;
+        *at = *at == '0' ? '1' : '0';
+        wit_serve(&c, bad);
+        wit_session(&c);
+        assert_int_equal(wit_rows(&c, 0, NULL, NULL), 0);
+        assert_int_equal(wit_conflicts(&c, det, sizeof(det)), 2 + i);
+    }
+    wit_serve(&c, good);
+    wit_session(&c);
+    assert_int_equal(wit_rows(&c, 0, NULL, NULL), 1);
+    assert_int_equal(wit_conflicts(&c, det, sizeof(det)), 3);
+    wit_teardown(&c);
+}
+
+static void test_witness_skips_what_is_not_a_checkpoint(void **state)
+{
+    (void)state;
+    struct wit_case c;
+    char det[4096];
+    wit_setup(&c);
+    char *good = wit_checkpoint(c.aa, 2, "good");
+    size_t n = strlen(good);
+    /* a valid line cut (empty, after its first byte, in the middle, before its last brace),
+     * garbage, a line too big for the 4 KiB bound: not recorded, no conflict, the session goes
+     * on. (Every truncation is the parsers' own test: test_audit.c, fuzz_audit_export.c; a
+     * session here costs two connections to the server above, which takes 64.) */
+    const size_t cuts[] = {0, 1, n / 2, n - 1};
+    for (size_t i = 0; i < ANT_ARRAY_LEN(cuts); i++) {
+        wit_serve(&c, strndup(good, cuts[i]));
+        wit_session(&c);
+    }
+    char *big = malloc(5000);
+    assert_non_null(big);
+    memset(big, ' ', 4999);
+    big[4999] = '\0';
+    memcpy(big, good, n); /* valid JSON followed by blanks past the bound */
+    wit_serve(&c, big);
+    wit_session(&c);
+    wit_serve(&c, strdup("[1, 2]"));
+    wit_session(&c);
+    wit_serve(&c, strdup("{\"type\":\"checkpoint\",\"seq\":-1}"));
+    wit_session(&c);
+    assert_int_equal(wit_rows(&c, 0, NULL, NULL), 0);
+    assert_int_equal(wit_conflicts(&c, det, sizeof(det)), 0);
+    wit_serve(&c, good);
+    wit_session(&c);
+    assert_int_equal(wit_rows(&c, 0, NULL, NULL), 1);
+    wit_teardown(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -564,6 +907,9 @@ int main(void)
         cmocka_unit_test(test_fetch_files_ranges_over_connections),
         cmocka_unit_test(test_fetch_files_resumes_a_cut_range_and_refetches_a_flipped_byte),
         cmocka_unit_test(test_fetch_files_body_wrong_twice_is_refused),
+        cmocka_unit_test(test_witness_records_and_flags_rollback_and_equivocation),
+        cmocka_unit_test(test_witness_refuses_a_checkpoint_not_signed_by_the_pinned_key),
+        cmocka_unit_test(test_witness_skips_what_is_not_a_checkpoint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
