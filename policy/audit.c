@@ -2113,7 +2113,7 @@ int ant_audit_status(struct ant_audit *a, const uint8_t *pub, json_t **out)
  * every later snapshot, and the workers together read exactly the first one's rows. */
 
 #define VRANGE_SEQS 4096
-#define VRANGES_MAX (1 << 20) /* past it the last range takes the rest (a tampered huge seq) */
+#define VRANGES_MAX (1 << 16) /* past it the last range takes the rest (a tampered huge seq) */
 #define VPIECE_ROWS (2 * VRANGE_SEQS + 8) /* a range's events and its checkpoints (every 1) */
 #define VPIECE_TEXT (4 * 1024 * 1024)     /* v1 events' canonical bytes kept for the link */
 #define VWORKERS_MAX 4
@@ -2253,30 +2253,27 @@ static int vrange_start(struct vworker *w, int64_t k)
     return 0;
 }
 
+/* A string column as the C-string reading before saw it: up to its first NUL (the canonical
+ * encoder measured with strlen), and one byte past ANT_AUDIT_DETAIL_MAX at most, enough for the
+ * encoder to refuse it (a huge tampered value costs no more). sqlite3_column_blob instead
+ * (no NUL needed) was no faster: OP_Column copies every string out of the page already. */
+static struct ant_bytes vfield(sqlite3_stmt *row, int col)
+{
+    const char *t = (const char *)sqlite3_column_text(row, col);
+    return t == NULL ? ANT_BYTES_NULL : ant_bytes_of(t, strnlen(t, ANT_AUDIT_DETAIL_MAX + 1));
+}
+
 static int vread_event(struct vworker *w, struct vrow *r)
 {
     sqlite3_stmt *row = w->ev;
-    static const int cols[11] = {2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13};
-    const char *f[11];
+    static const int cols[ANT_AUDIT_NFIELDS] = {2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13};
+    struct ant_bytes f[ANT_AUDIT_NFIELDS];
     int64_t time_ms = sqlite3_column_int64(row, 1);
+    int decision = sqlite3_column_int(row, COL_DECISION);
     r->seq = sqlite3_column_int64(row, 0);
-    for (int i = 0; i < 11; i++) {
-        f[i] = (const char *)sqlite3_column_text(row, cols[i]); /* valid until the next step */
+    for (int i = 0; i < ANT_AUDIT_NFIELDS; i++) {
+        f[i] = vfield(row, cols[i]); /* valid until the next step */
     }
-    struct ant_audit_event ev = {
-        .request_id = f[0],
-        .actor = f[1],
-        .tenant = f[2],
-        .credential = f[3],
-        .action = f[4],
-        .resource_kind = f[5],
-        .resource_id = f[6],
-        .dataset_id = f[7],
-        .decision = (enum ant_audit_decision)sqlite3_column_int(row, COL_DECISION),
-        .reason = f[8],
-        .transfer = f[9],
-        .detail = f[10],
-    };
     bool has_salt = sqlite3_column_type(row, COL_SALT) != SQLITE_NULL;
     if (sqlite3_column_bytes(row, COL_HASH) != ANT_AUDIT_HASH_LEN) {
         r->kind = VROW_BAD_HASH;
@@ -2289,7 +2286,7 @@ static int vread_event(struct vworker *w, struct vrow *r)
     r->kind = VROW_EVENT;
     memcpy(r->u.ev.hash, sqlite3_column_blob(row, COL_HASH), ANT_AUDIT_HASH_LEN);
     w->canon.len = 0;
-    ant_audit_event_prepare(w->md, w->s->v->md, r->seq, time_ms, &ev,
+    ant_audit_event_prepare(w->md, w->s->v->md, r->seq, time_ms, decision, f,
                             has_salt ? sqlite3_column_blob(row, COL_SALT) : NULL, &w->canon,
                             &r->u.ev.pre);
     if (has_salt || r->u.ev.pre.status != 0) {

@@ -22,6 +22,16 @@ ANT_MUST_CHECK int ant_audit_link_v2(EVP_MD_CTX *c, const EVP_MD *md,
                                      const uint8_t commit[ANT_AUDIT_HASH_LEN],
                                      uint8_t out[ANT_AUDIT_HASH_LEN]);
 
+/* An event's 11 strings in canonical order (request_id, actor, tenant, credential, action,
+ * resource_kind, resource_id, dataset_id, reason, transfer, detail), each a view (p NULL:
+ * absent), so that a caller holding lengths (SQLite's) need not copy to add a NUL. */
+#define ANT_AUDIT_NFIELDS 11
+void ant_audit_event_fields(const struct ant_audit_event *ev, struct ant_bytes f[ANT_AUDIT_NFIELDS]);
+/* ant_audit_canonical over views: -E2BIG past ANT_AUDIT_DETAIL_MAX or the buffer's max. */
+ANT_MUST_CHECK int ant_audit_canonical_fields(int64_t seq, int64_t time_ms, int decision,
+                                              const struct ant_bytes f[ANT_AUDIT_NFIELDS],
+                                              struct ant_buf *out);
+
 /* The verifier in two parts, so that the part of each event that needs no chain state can run
  * on another thread than the chaining (policy/audit.c's live verify). */
 struct ant_audit_prepared {
@@ -35,8 +45,9 @@ struct ant_audit_prepared {
  * outcome goes to out->status and is reported by ant_audit_verifier_prepared in the order a
  * whole ant_audit_verifier_event reports it. Thread-safe with its own `c` and `canon`. */
 void ant_audit_event_prepare(EVP_MD_CTX *c, const EVP_MD *md, int64_t seq, int64_t time_ms,
-                             const struct ant_audit_event *ev, const uint8_t *salt,
-                             struct ant_buf *canon, struct ant_audit_prepared *out);
+                             int decision, const struct ant_bytes f[ANT_AUDIT_NFIELDS],
+                             const uint8_t *salt, struct ant_buf *canon,
+                             struct ant_audit_prepared *out);
 /* The rest of ant_audit_verifier_event: order, v1/v2 mixing, the prepared outcome, the link
  * (hashed with `c`), the stored `hash` (NULL: none), witnesses. `canon`: the prepared canonical
  * bytes (read for a v1 event only). Same results as ant_audit_verifier_event. */

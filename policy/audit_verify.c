@@ -22,18 +22,32 @@
 int ant_audit_canonical(int64_t seq, int64_t time_ms, const struct ant_audit_event *ev,
                         struct ant_buf *out)
 {
-    const char *fields[] = {ev->request_id, ev->actor,         ev->tenant,      ev->credential,
-                            ev->action,     ev->resource_kind, ev->resource_id, ev->dataset_id,
-                            ev->reason,     ev->transfer,      ev->detail};
-    size_t lens[ANT_ARRAY_LEN(fields)];
+    struct ant_bytes f[ANT_AUDIT_NFIELDS];
+    ant_audit_event_fields(ev, f);
+    return ant_audit_canonical_fields(seq, time_ms, (int)ev->decision, f, out);
+}
+
+void ant_audit_event_fields(const struct ant_audit_event *ev, struct ant_bytes f[ANT_AUDIT_NFIELDS])
+{
+    const char *s[ANT_AUDIT_NFIELDS] = {ev->request_id, ev->actor,         ev->tenant,
+                                        ev->credential, ev->action,        ev->resource_kind,
+                                        ev->resource_id, ev->dataset_id,   ev->reason,
+                                        ev->transfer,   ev->detail};
+    for (size_t i = 0; i < ANT_AUDIT_NFIELDS; i++) {
+        f[i] = s[i] != NULL ? ant_bytes_of(s[i], strlen(s[i])) : ANT_BYTES_NULL;
+    }
+}
+
+int ant_audit_canonical_fields(int64_t seq, int64_t time_ms, int decision,
+                               const struct ant_bytes f[ANT_AUDIT_NFIELDS], struct ant_buf *out)
+{
     size_t need = sizeof(EVENT_MAGIC) - 1 + 8 + 8 + 1;
     /* One reservation, then plain stores: this runs once per event on append and verify. */
-    for (size_t i = 0; i < ANT_ARRAY_LEN(fields); i++) {
-        lens[i] = fields[i] != NULL ? strlen(fields[i]) : 0;
-        if (lens[i] > ANT_AUDIT_DETAIL_MAX) {
+    for (size_t i = 0; i < ANT_AUDIT_NFIELDS; i++) {
+        if (f[i].len > ANT_AUDIT_DETAIL_MAX) {
             return -E2BIG;
         }
-        need += 4 + lens[i];
+        need += 4 + f[i].len;
     }
     int rc = ant_buf_reserve(out, need);
     if (rc < 0) {
@@ -44,14 +58,14 @@ int ant_audit_canonical(int64_t seq, int64_t time_ms, const struct ant_audit_eve
     p += sizeof(EVENT_MAGIC) - 1;
     ant_store_u64le(p, (uint64_t)seq);
     ant_store_u64le(p + 8, (uint64_t)time_ms);
-    p[16] = (uint8_t)ev->decision;
+    p[16] = (uint8_t)decision;
     p += 17;
-    for (size_t i = 0; i < ANT_ARRAY_LEN(fields); i++) {
-        ant_store_u32le(p, fields[i] != NULL ? (uint32_t)lens[i] : 0xffffffffu);
+    for (size_t i = 0; i < ANT_AUDIT_NFIELDS; i++) {
+        ant_store_u32le(p, f[i].p != NULL ? (uint32_t)f[i].len : 0xffffffffu);
         p += 4;
-        if (lens[i] > 0) {
-            memcpy(p, fields[i], lens[i]);
-            p += lens[i];
+        if (f[i].len > 0) {
+            memcpy(p, f[i].p, f[i].len);
+            p += f[i].len;
         }
     }
     out->len += need;
@@ -218,18 +232,19 @@ bool ant_audit_ckpt_sig_is_valid(const uint8_t pub[ANT_KEY_LEN], const struct an
 }
 
 void ant_audit_event_prepare(EVP_MD_CTX *c, const EVP_MD *md, int64_t seq, int64_t time_ms,
-                             const struct ant_audit_event *ev, const uint8_t *salt,
-                             struct ant_buf *canon, struct ant_audit_prepared *out)
+                             int decision, const struct ant_bytes f[ANT_AUDIT_NFIELDS],
+                             const uint8_t *salt, struct ant_buf *canon,
+                             struct ant_audit_prepared *out)
 {
     size_t at = canon->len;
     out->v2 = salt != NULL;
     out->canon_off = at;
     out->canon_len = 0;
-    if ((unsigned)ev->decision > ANT_AUDIT_INFO) {
+    if ((unsigned)decision > ANT_AUDIT_INFO) {
         out->status = -EDOM;
         return;
     }
-    out->status = ant_audit_canonical(seq, time_ms, ev, canon) < 0 ? -E2BIG : 0;
+    out->status = ant_audit_canonical_fields(seq, time_ms, decision, f, canon) < 0 ? -E2BIG : 0;
     if (out->status == 0) {
         out->canon_len = canon->len - at;
         if (salt != NULL) {
@@ -286,8 +301,11 @@ int ant_audit_verifier_event(struct ant_audit_verifier *v, int64_t seq, int64_t 
                              const uint8_t *hash)
 {
     struct ant_audit_prepared e;
+    struct ant_bytes f[ANT_AUDIT_NFIELDS];
+    ant_audit_event_fields(ev, f);
     v->canon.len = 0;
-    ant_audit_event_prepare(v->md_ctx, v->md, seq, time_ms, ev, salt, &v->canon, &e);
+    ant_audit_event_prepare(v->md_ctx, v->md, seq, time_ms, (int)ev->decision, f, salt, &v->canon,
+                            &e);
     return ant_audit_verifier_prepared(v, v->md_ctx, seq, &e, ant_buf_view(&v->canon), hash);
 }
 
