@@ -2237,7 +2237,7 @@ static int vsnapshot(struct vworker *w)
     return rc;
 }
 
-static int vrange_start(struct vworker *w, int64_t k)
+static void vrange_start(struct vworker *w, int64_t k)
 {
     struct vshared *s = w->s;
     int64_t lo = k == 0 ? INT64_MIN : k * s->range_seqs + 1;
@@ -2249,8 +2249,7 @@ static int vrange_start(struct vworker *w, int64_t k)
     sqlite3_bind_int64(w->ck, 1, lo);
     sqlite3_bind_int64(w->ck, 2, hi < s->ck_max ? hi : s->ck_max);
     w->esrc = s->ev_any ? sqlite3_step(w->ev) : SQLITE_DONE;
-    w->csrc = s->ck_any ? sqlite3_step(w->ck) : SQLITE_DONE;
-    return 0;
+    w->csrc = s->ck_any ? sqlite3_step(w->ck) : SQLITE_DONE; /* errors: seen by vfill */
 }
 
 /* A string column as the C-string reading before saw it: up to its first NUL (the canonical
@@ -2410,7 +2409,9 @@ static void vworker_run(struct vworker *w, int rc)
     struct vshared *s = w->s;
     for (int64_t k = w->idx; k < s->nranges; k += s->nworkers) {
         bool more = false, mine = false;
-        rc = rc < 0 ? rc : vrange_start(w, k);
+        if (rc == 0) {
+            vrange_start(w, k);
+        }
         do {
             if (rc == 0) {
                 rc = vfill(w, &more);

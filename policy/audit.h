@@ -180,8 +180,10 @@ struct ant_audit_report {
     int64_t unbound;
     int64_t first_unbound; /* the seq of the first of those, or 0 */
 };
-/* Recomputes the live chain (in one read transaction, on a connection of its own, reading on a
- * helper thread while the caller's thread hashes) and checks every checkpoint against `pub`
+/* Recomputes the live chain (one snapshot: a read transaction on each of 2-4 connections of its
+ * own, the later ones reading only up to the first one's last event and checkpoint; ranges of
+ * seqs read and hashed on as many threads, the caller's among them, and chained in seq order)
+ * and checks every checkpoint against `pub`
  * (the site's Ed25519 public key). Returns 0 if intact, -EBADMSG if not (report says where),
  * -EIO / -ENOMEM / -EAGAIN. `strict`: events after the last checkpoint count as a failure (a
  * closed log is fully signed; a running one signs its tail within checkpoint_seconds). */

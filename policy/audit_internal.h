@@ -26,7 +26,8 @@ ANT_MUST_CHECK int ant_audit_link_v2(EVP_MD_CTX *c, const EVP_MD *md,
  * resource_kind, resource_id, dataset_id, reason, transfer, detail), each a view (p NULL:
  * absent), so that a caller holding lengths (SQLite's) need not copy to add a NUL. */
 #define ANT_AUDIT_NFIELDS 11
-void ant_audit_event_fields(const struct ant_audit_event *ev, struct ant_bytes f[ANT_AUDIT_NFIELDS]);
+void ant_audit_event_fields(const struct ant_audit_event *ev,
+                            struct ant_bytes f[ANT_AUDIT_NFIELDS]);
 /* ant_audit_canonical over views: -E2BIG past ANT_AUDIT_DETAIL_MAX or the buffer's max. */
 ANT_MUST_CHECK int ant_audit_canonical_fields(int64_t seq, int64_t time_ms, int decision,
                                               const struct ant_bytes f[ANT_AUDIT_NFIELDS],

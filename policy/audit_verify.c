@@ -32,10 +32,10 @@ int ant_audit_canonical(int64_t seq, int64_t time_ms, const struct ant_audit_eve
 
 void ant_audit_event_fields(const struct ant_audit_event *ev, struct ant_bytes f[ANT_AUDIT_NFIELDS])
 {
-    const char *s[ANT_AUDIT_NFIELDS] = {ev->request_id, ev->actor,         ev->tenant,
-                                        ev->credential, ev->action,        ev->resource_kind,
-                                        ev->resource_id, ev->dataset_id,   ev->reason,
-                                        ev->transfer,   ev->detail};
+    const char *s[ANT_AUDIT_NFIELDS] = {
+        ev->request_id,  ev->actor,      ev->tenant, ev->credential, ev->action, ev->resource_kind,
+        ev->resource_id, ev->dataset_id, ev->reason, ev->transfer,   ev->detail,
+    };
     for (size_t i = 0; i < ANT_AUDIT_NFIELDS; i++) {
         f[i] = s[i] != NULL ? ant_bytes_of(s[i], strlen(s[i])) : ANT_BYTES_NULL;
     }
