@@ -1,14 +1,11 @@
 /* The audit chain's canonical encoding and its verifier, for the live database and for exports
  * (untrusted input: an auditor runs this on a file someone handed them). */
-/* SHA256_* (sha256_3): deprecated in OpenSSL 3.0 */
-#define OPENSSL_SUPPRESS_DEPRECATED
 #include "policy/audit.h"
 
 #include "crypto/base/json.h"
 #include "policy/audit_internal.h"
 
 #include <openssl/evp.h>
-#include <openssl/sha.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,20 +72,14 @@ int ant_audit_canonical_fields(int64_t seq, int64_t time_ms, int decision,
     return 0;
 }
 
-/* SHA-256 over up to three pieces, through OpenSSL's SHA256_* functions, not EVP: OpenSSL 3.0's
- * EVP_DigestInit_ex allocates a provider context and EVP_DigestFinal_ex wipes and frees it, for
- * every digest. At two short digests an event that was 40 % of the hashing (the same SHA-NI
- * code runs underneath) and 15 % of a live verify (docs/benchmarks.md, session 10). They are
- * deprecated in 3.0, not removed. `c` and `md` are not used; the callers keep them for EVP. */
+/* SHA-256 over up to three pieces. */
 static int sha256_3(EVP_MD_CTX *c, const EVP_MD *md, struct ant_bytes a, struct ant_bytes b,
                     struct ant_bytes d, uint8_t out[ANT_AUDIT_HASH_LEN])
 {
-    SHA256_CTX x;
-    (void)c;
-    (void)md;
-    if (SHA256_Init(&x) != 1 || SHA256_Update(&x, a.p, a.len) != 1 ||
-        SHA256_Update(&x, b.p, b.len) != 1 || SHA256_Update(&x, d.p, d.len) != 1 ||
-        SHA256_Final(out, &x) != 1) {
+    unsigned hl = 0;
+    if (EVP_DigestInit_ex(c, md, NULL) != 1 || EVP_DigestUpdate(c, a.p, a.len) != 1 ||
+        EVP_DigestUpdate(c, b.p, b.len) != 1 || EVP_DigestUpdate(c, d.p, d.len) != 1 ||
+        EVP_DigestFinal_ex(c, out, &hl) != 1 || hl != ANT_AUDIT_HASH_LEN) {
         return -ENOMEM;
     }
     return 0;
