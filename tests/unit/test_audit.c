@@ -131,6 +131,11 @@ static void expect_same_report(const struct ant_audit_report *a, const struct an
     assert_int_equal(a->first_unbound, b->first_unbound);
 }
 
+/* Set while a test plants seqs far past the head: each split then steps through up to 65,536
+ * empty ranges, so only the coarsest small split runs beside the default one (the test took
+ * 104 s with all of them). */
+static bool g_far_seqs;
+
 static int verify_splits_w(struct ant_audit *a, const uint8_t *pub, bool strict,
                            const struct ant_audit_witnesses *w, struct ant_audit_report *rep)
 {
@@ -138,6 +143,9 @@ static int verify_splits_w(struct ant_audit *a, const uint8_t *pub, bool strict,
     int rc = ant_audit_verify_witnessed(a, pub, strict, w, rep);
     for (size_t i = 0; i < sizeof(k_splits) / sizeof(k_splits[0]); i++) {
         struct ant_audit_report r2;
+        if (g_far_seqs && k_splits[i].seqs < 64) {
+            continue;
+        }
         memset(&r2, 0xa5, sizeof(r2));
         ant_audit_test_verify_split(a, k_splits[i].seqs, k_splits[i].rows, k_splits[i].workers);
         assert_int_equal(ant_audit_verify_witnessed(a, pub, strict, w, &r2), rc);
@@ -619,6 +627,7 @@ static void test_live_tamper_seqs_out_of_range_are_named(void **state)
                         seqs[i]);
     }
     static const char *const far[] = {"1000000000000000", "9223372036854775807"};
+    g_far_seqs = true;
     for (size_t i = 0; i < sizeof(far) / sizeof(far[0]); i++) {
         expect_live_bad(f, 31,
                         "INSERT INTO events SELECT %s, time_ms, request_id, actor, tenant,"
@@ -630,6 +639,7 @@ static void test_live_tamper_seqs_out_of_range_are_named(void **state)
                         " checkpoints WHERE seq = 30",
                         far[i]);
     }
+    g_far_seqs = false;
     expect_live_bad(f, 1,
                     "INSERT INTO checkpoints SELECT -3, hash, time_ms, 0, sig FROM checkpoints"
                     " WHERE seq = 10");
