@@ -208,6 +208,10 @@ struct ant_audit {
     int64_t (*clock)(void *ctx); /* testing only: the events' time source */
     void *clock_ctx;
     bool write_v1; /* testing only, under mu: chain new events as v1 */
+    /* testing only (ant_audit_test_verify_split): 0 for the defaults */
+    int64_t vrange_seqs;
+    size_t vpiece_rows;
+    unsigned vworkers;
 };
 
 static int sqlerr(int src)
@@ -1303,6 +1307,14 @@ void ant_audit_test_write_v1(struct ant_audit *a, bool v1)
     pthread_mutex_unlock(&a->mu);
 }
 
+void ant_audit_test_verify_split(struct ant_audit *a, int64_t range_seqs, size_t piece_rows,
+                                 unsigned workers)
+{
+    a->vrange_seqs = range_seqs;
+    a->vpiece_rows = piece_rows;
+    a->vworkers = workers;
+}
+
 void ant_audit_test_clock(struct ant_audit *a, int64_t (*clock)(void *ctx), void *ctx)
 {
     pthread_mutex_lock(&a->mu);
@@ -2084,187 +2096,267 @@ int ant_audit_status(struct ant_audit *a, const uint8_t *pub, json_t **out)
 }
 
 /* --- live verification ---
- * Two threads: the walk (SQLite stepping and copying each row's fields out, about half of the
- * work) runs on a helper thread and fills chunks, while the caller's thread rebuilds the
- * canonical bytes, chains the SHA-256 and checks the signatures. Double buffering keeps both
- * busy; verify runs at about twice the speed of either half alone. */
+ * The log is cut by seq into ranges of VRANGE_SEQS, and W workers (the caller's thread and W - 1
+ * helpers; W = the cores, 2 to 4) take the ranges in turn: worker w reads ranges w, w + W, ...
+ * on a connection of its own and does there, for each row, all that needs no chain state:
+ * stepping SQLite, the canonical bytes, a v2 event's commitment c_n, a checkpoint's signature.
+ * Then it waits for its turn (range k - 1 chained) and chains its rows through the one
+ * verifier: the link h_n (one short hash an event), every order, gap and v1/v2 check, the
+ * witnesses, in seq order as a single walk would. Until session 10 one thread read SQLite and
+ * copied the rows out while the caller's thread hashed them: the reader was the bottleneck, and
+ * the hasher idle 40 % of the time.
+ *
+ * One snapshot: the first worker's read transaction is the snapshot; the others start theirs
+ * later and read only up to its last event and its last checkpoint. The log is append-only
+ * (triggers refuse UPDATE and DELETE, an event is appended at the head's seq + 1 and a
+ * checkpoint at the head's seq, each seq once), so the rows up to those seqs are the same in
+ * every later snapshot, and the workers together read exactly the first one's rows. */
 
-#define VCHUNK_ROWS 1024
-#define VCHUNK_TEXT (1024 * 1024)
-#define VFIELDS 11
+#define VRANGE_SEQS 4096
+#define VRANGES_MAX (1 << 16) /* past it the last range takes the rest (a tampered huge seq) */
+#define VPIECE_ROWS (2 * VRANGE_SEQS + 8) /* a range's events and its checkpoints (every 1) */
+#define VPIECE_TEXT (4 * 1024 * 1024)     /* v1 events' canonical bytes kept for the link */
+#define VWORKERS_MAX 4
 
 enum { VROW_EVENT, VROW_CKPT, VROW_BAD_HASH, VROW_BAD_SALT, VROW_BAD_CKPT };
 
 struct vrow {
     int kind;
-    int decision;
-    bool has_salt; /* v2 */
-    int64_t seq, time_ms, prev_seq;
-    uint32_t off[VFIELDS]; /* into the chunk's text; UINT32_MAX: absent */
-    uint8_t hash[ANT_AUDIT_HASH_LEN];
-    uint8_t sig[ANT_SIG_LEN];
-    uint8_t salt[ANT_AUDIT_SALT_LEN];
+    int sig_ok; /* checkpoint: its signature is valid */
+    int64_t seq;
+    union {
+        struct {
+            struct ant_audit_prepared pre;
+            uint8_t hash[ANT_AUDIT_HASH_LEN];
+        } ev;
+        struct ant_audit_ckpt ck;
+    } u;
 };
 
-struct vchunk {
-    struct vrow rows[VCHUNK_ROWS];
-    size_t n;
-    struct ant_buf text;
-};
-
-struct vpipe {
+struct vshared {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct vchunk chunk[2];
-    bool full[2];
-    int fill;       /* the chunk the producer fills */
-    bool eof, stop; /* producer finished; consumer wants no more */
-    int rc;         /* the walk's result */
-    struct ant_audit *a;
-    pthread_t producer;
+    int64_t turn; /* the range whose rows may be chained now */
+    bool stop;    /* the holder of a turn found a failure (1) or an error (< 0): `result` */
+    int result;
+    struct ant_audit_verifier *v; /* used by the turn's holder only */
+    const char *path;
+    int64_t range_seqs, nranges;
+    size_t piece_rows;
+    unsigned nworkers;
+    bool ev_any, ck_any;   /* the snapshot has events / checkpoints */
+    int64_t ev_max, ck_max; /* and up to which seq */
 };
 
-/* Producer: hands the current chunk over and waits for the other one to be free. */
-static int vpipe_flush(struct vpipe *p)
+struct vworker {
+    struct vshared *s;
+    unsigned idx;
+    sqlite3 *db;
+    sqlite3_stmt *ev, *ck;
+    int esrc, csrc;
+    EVP_MD_CTX *md;
+    struct ant_buf canon; /* one event's canonical bytes */
+    struct ant_buf text;  /* the piece's v1 canonical bytes */
+    struct vrow *rows;
+    size_t n;
+    pthread_t thread;
+    bool started;
+};
+
+static int vworker_open(struct vworker *w)
 {
-    int rc = 0;
-    pthread_mutex_lock(&p->mu);
-    p->full[p->fill] = true;
-    pthread_cond_broadcast(&p->cv);
-    p->fill ^= 1;
-    while (p->full[p->fill] && !p->stop) {
-        pthread_cond_wait(&p->cv, &p->mu);
-    }
-    rc = p->stop ? 1 : 0; /* 1: the consumer found a failure, stop walking */
-    pthread_mutex_unlock(&p->mu);
-    p->chunk[p->fill].n = 0;
-    p->chunk[p->fill].text.len = 0;
+    int rc = db_open(w->s->path, false, &w->db);
+    rc = rc < 0 ? rc
+                : exec_sql(w->db, "PRAGMA query_only=ON; PRAGMA mmap_size=268435456;"
+                                  " PRAGMA cache_size=-32768; BEGIN");
+    rc = rc < 0 ? rc
+                : sqlerr(sqlite3_prepare_v2(w->db,
+                                            "SELECT " EVENT_COLS " FROM events WHERE seq >= ?1 "
+                                            "AND seq <= ?2 ORDER BY seq",
+                                            -1, &w->ev, NULL));
+    rc = rc < 0 ? rc
+                : sqlerr(sqlite3_prepare_v2(w->db,
+                                            "SELECT seq, hash, time_ms, prev_seq, sig FROM "
+                                            "checkpoints WHERE seq >= ?1 AND seq <= ?2 "
+                                            "ORDER BY seq",
+                                            -1, &w->ck, NULL));
+    w->md = rc < 0 ? NULL : EVP_MD_CTX_new();
+    rc = rc < 0 ? rc : w->md == NULL ? -ENOMEM : 0;
+    w->rows = rc < 0 ? NULL : calloc(w->s->piece_rows, sizeof(*w->rows));
+    rc = rc < 0 ? rc : w->rows == NULL ? -ENOMEM : 0;
+    ant_buf_init(&w->canon, ANT_AUDIT_CANON_MAX);
+    ant_buf_init(&w->text, VPIECE_TEXT + ANT_AUDIT_CANON_MAX);
     return rc;
 }
 
-static int vpipe_room(struct vpipe *p, struct vrow **row)
+static void vworker_close(struct vworker *w)
 {
-    struct vchunk *c = &p->chunk[p->fill];
-    int rc = 0;
-    if (c->n == VCHUNK_ROWS || c->text.len > VCHUNK_TEXT) {
-        rc = vpipe_flush(p);
-        c = &p->chunk[p->fill];
+    sqlite3_finalize(w->ev);
+    sqlite3_finalize(w->ck);
+    if (w->db != NULL && !sqlite3_get_autocommit(w->db)) {
+        (void)exec_sql(w->db, "COMMIT");
     }
-    *row = &c->rows[c->n];
+    sqlite3_close(w->db);
+    EVP_MD_CTX_free(w->md);
+    free(w->rows);
+    ant_buf_fini(&w->canon);
+    ant_buf_fini(&w->text);
+    w->db = NULL;
+    w->ev = w->ck = NULL;
+    w->md = NULL;
+    w->rows = NULL;
+}
+
+/* The first worker's read transaction: the snapshot, and where every reader stops. */
+static int vsnapshot(struct vworker *w)
+{
+    struct vshared *s = w->s;
+    static const char *const sql[2] = {"SELECT max(seq) FROM events",
+                                       "SELECT max(seq) FROM checkpoints"};
+    bool *any[2] = {&s->ev_any, &s->ck_any};
+    int64_t *max[2] = {&s->ev_max, &s->ck_max};
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < 2; i++) {
+        sqlite3_stmt *m = NULL;
+        rc = sqlerr(sqlite3_prepare_v2(w->db, sql[i], -1, &m, NULL));
+        int src = rc < 0 ? SQLITE_ERROR : sqlite3_step(m);
+        rc = rc < 0 ? rc : src == SQLITE_ROW ? 0 : sqlerr(src) < 0 ? sqlerr(src) : -EIO;
+        if (rc == 0) {
+            *any[i] = sqlite3_column_type(m, 0) != SQLITE_NULL;
+            *max[i] = sqlite3_column_int64(m, 0);
+        }
+        sqlite3_finalize(m);
+    }
+    if (rc == 0) {
+        int64_t top = s->ev_any ? s->ev_max : INT64_MIN;
+        top = s->ck_any && s->ck_max > top ? s->ck_max : top;
+        /* ranges (kR, (k+1)R], the first open below and the last open above */
+        s->nranges = top <= s->range_seqs ? 1 : (top - 1) / s->range_seqs + 1;
+        s->nranges = s->nranges > VRANGES_MAX ? VRANGES_MAX : s->nranges;
+    }
     return rc;
 }
 
-static int vcopy_text(struct vchunk *c, struct vrow *r, int field, const unsigned char *t)
+static void vrange_start(struct vworker *w, int64_t k)
 {
-    if (t == NULL) {
-        r->off[field] = UINT32_MAX;
-        return 0;
-    }
-    /* as strlen would see it; one byte over the limit is enough for the canonical encoder to
-     * refuse the field, so a huge tampered value costs no more than that */
-    size_t n = strnlen((const char *)t, ANT_AUDIT_DETAIL_MAX + 1);
-    r->off[field] = (uint32_t)c->text.len;
-    int rc = ant_buf_append(&c->text, t, n);
-    return rc < 0 ? rc : ant_buf_append(&c->text, "", 1);
+    struct vshared *s = w->s;
+    int64_t lo = k == 0 ? INT64_MIN : k * s->range_seqs + 1;
+    int64_t hi = k == s->nranges - 1 ? INT64_MAX : (k + 1) * s->range_seqs;
+    sqlite3_reset(w->ev);
+    sqlite3_reset(w->ck);
+    sqlite3_bind_int64(w->ev, 1, lo);
+    sqlite3_bind_int64(w->ev, 2, hi < s->ev_max ? hi : s->ev_max);
+    sqlite3_bind_int64(w->ck, 1, lo);
+    sqlite3_bind_int64(w->ck, 2, hi < s->ck_max ? hi : s->ck_max);
+    w->esrc = s->ev_any ? sqlite3_step(w->ev) : SQLITE_DONE;
+    w->csrc = s->ck_any ? sqlite3_step(w->ck) : SQLITE_DONE; /* errors: seen by vfill */
 }
 
-static int vproduce_event(void *ctx, sqlite3_stmt *row)
+/* A string column as the C-string reading before saw it: up to its first NUL (the canonical
+ * encoder measured with strlen), and one byte past ANT_AUDIT_DETAIL_MAX at most, enough for the
+ * encoder to refuse it (a huge tampered value costs no more). sqlite3_column_blob instead
+ * (no NUL needed) was no faster: OP_Column copies every string out of the page already. */
+static struct ant_bytes vfield(sqlite3_stmt *row, int col)
 {
-    struct vpipe *p = ctx;
-    struct vrow *r = NULL;
-    int rc = vpipe_room(p, &r);
-    if (rc != 0) {
-        return rc;
-    }
-    struct vchunk *c = &p->chunk[p->fill];
-    static const int cols[VFIELDS] = {2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13};
+    const char *t = (const char *)sqlite3_column_text(row, col);
+    return t == NULL ? ANT_BYTES_NULL : ant_bytes_of(t, strnlen(t, ANT_AUDIT_DETAIL_MAX + 1));
+}
+
+static int vread_event(struct vworker *w, struct vrow *r)
+{
+    sqlite3_stmt *row = w->ev;
+    static const int cols[ANT_AUDIT_NFIELDS] = {2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13};
+    struct ant_bytes f[ANT_AUDIT_NFIELDS];
+    int64_t time_ms = sqlite3_column_int64(row, 1);
+    int decision = sqlite3_column_int(row, COL_DECISION);
     r->seq = sqlite3_column_int64(row, 0);
-    r->time_ms = sqlite3_column_int64(row, 1);
-    r->decision = sqlite3_column_int(row, COL_DECISION);
-    for (int i = 0; rc == 0 && i < VFIELDS; i++) {
-        rc = vcopy_text(c, r, i, sqlite3_column_text(row, cols[i]));
+    for (int i = 0; i < ANT_AUDIT_NFIELDS; i++) {
+        f[i] = vfield(row, cols[i]); /* valid until the next step */
     }
-    if (rc < 0) {
-        return rc;
-    }
-    r->has_salt = sqlite3_column_type(row, COL_SALT) != SQLITE_NULL;
+    bool has_salt = sqlite3_column_type(row, COL_SALT) != SQLITE_NULL;
     if (sqlite3_column_bytes(row, COL_HASH) != ANT_AUDIT_HASH_LEN) {
         r->kind = VROW_BAD_HASH;
-    } else if (r->has_salt && sqlite3_column_bytes(row, COL_SALT) != ANT_AUDIT_SALT_LEN) {
-        r->kind = VROW_BAD_SALT;
-    } else {
-        r->kind = VROW_EVENT;
-        memcpy(r->hash, sqlite3_column_blob(row, COL_HASH), ANT_AUDIT_HASH_LEN);
-        if (r->has_salt) {
-            memcpy(r->salt, sqlite3_column_blob(row, COL_SALT), ANT_AUDIT_SALT_LEN);
-        }
+        return 0;
     }
-    c->n++;
-    return 0;
+    if (has_salt && sqlite3_column_bytes(row, COL_SALT) != ANT_AUDIT_SALT_LEN) {
+        r->kind = VROW_BAD_SALT;
+        return 0;
+    }
+    r->kind = VROW_EVENT;
+    memcpy(r->u.ev.hash, sqlite3_column_blob(row, COL_HASH), ANT_AUDIT_HASH_LEN);
+    w->canon.len = 0;
+    ant_audit_event_prepare(w->md, w->s->v->md, r->seq, time_ms, decision, f,
+                            has_salt ? sqlite3_column_blob(row, COL_SALT) : NULL, &w->canon,
+                            &r->u.ev.pre);
+    if (has_salt || r->u.ev.pre.status != 0) {
+        return 0;
+    }
+    /* v1: the link hashes the canonical bytes themselves */
+    r->u.ev.pre.canon_off = w->text.len;
+    return ant_buf_append(&w->text, w->canon.p, w->canon.len);
 }
 
-static int vproduce_checkpoint(void *ctx, sqlite3_stmt *row)
+static void vread_checkpoint(struct vworker *w, struct vrow *r)
 {
-    struct vpipe *p = ctx;
-    struct vrow *r = NULL;
-    int rc = vpipe_room(p, &r);
-    if (rc != 0) {
-        return rc;
-    }
-    r->seq = sqlite3_column_int64(row, 0);
-    r->time_ms = sqlite3_column_int64(row, 2);
-    r->prev_seq = sqlite3_column_int64(row, 3);
+    sqlite3_stmt *row = w->ck;
+    struct ant_audit_ckpt *c = &r->u.ck;
+    r->seq = c->seq = sqlite3_column_int64(row, 0);
+    c->time_ms = sqlite3_column_int64(row, 2);
+    c->prev_seq = sqlite3_column_int64(row, 3);
     if (sqlite3_column_bytes(row, 1) != ANT_AUDIT_HASH_LEN ||
         sqlite3_column_bytes(row, 4) != ANT_SIG_LEN) {
         r->kind = VROW_BAD_CKPT;
-    } else {
-        r->kind = VROW_CKPT;
-        memcpy(r->hash, sqlite3_column_blob(row, 1), ANT_AUDIT_HASH_LEN);
-        memcpy(r->sig, sqlite3_column_blob(row, 4), ANT_SIG_LEN);
+        return;
     }
-    p->chunk[p->fill].n++;
-    return 0;
+    r->kind = VROW_CKPT;
+    memcpy(c->hash, sqlite3_column_blob(row, 1), ANT_AUDIT_HASH_LEN);
+    memcpy(c->sig, sqlite3_column_blob(row, 4), ANT_SIG_LEN);
+    r->sig_ok = ant_audit_ckpt_sig_is_valid(w->s->v->pub, c) ? 1 : 0;
 }
 
-static void *vproducer_main(void *arg)
+/* Reads the next rows of the range, in walk()'s order (a checkpoint right after its event),
+ * up to a piece; *more: the range has rows left. On an error the rows before it stay. */
+static int vfill(struct vworker *w, bool *more)
 {
-    static const struct walk_ops ops = {vproduce_event, vproduce_checkpoint};
-    struct vpipe *p = arg;
-    int rc = walk(p->a, &ops, false, p);
-    pthread_mutex_lock(&p->mu);
-    p->full[p->fill] = p->chunk[p->fill].n > 0 && !p->stop;
-    p->rc = rc < 0 ? rc : 0;
-    p->eof = true;
-    pthread_cond_broadcast(&p->cv);
-    pthread_mutex_unlock(&p->mu);
-    return NULL;
+    int rc = 0;
+    w->n = 0;
+    w->text.len = 0;
+    while (rc == 0 && w->n < w->s->piece_rows && w->text.len <= VPIECE_TEXT) {
+        bool ev = w->esrc == SQLITE_ROW &&
+                  (w->csrc != SQLITE_ROW ||
+                   sqlite3_column_int64(w->ck, 0) >= sqlite3_column_int64(w->ev, 0));
+        if (ev) {
+            rc = vread_event(w, &w->rows[w->n]);
+            w->esrc = sqlite3_step(w->ev);
+        } else if (w->csrc == SQLITE_ROW) {
+            vread_checkpoint(w, &w->rows[w->n]);
+            w->csrc = sqlite3_step(w->ck);
+        } else {
+            break;
+        }
+        w->n += rc == 0 ? 1 : 0;
+    }
+    if (rc == 0 && w->esrc != SQLITE_ROW && w->esrc != SQLITE_DONE) {
+        rc = sqlerr(w->esrc);
+    }
+    if (rc == 0 && w->csrc != SQLITE_ROW && w->csrc != SQLITE_DONE) {
+        rc = sqlerr(w->csrc);
+    }
+    *more = rc == 0 && (w->esrc == SQLITE_ROW || w->csrc == SQLITE_ROW);
+    return rc;
 }
 
-/* Consumer: one row through the verifier; 1 when it failed (the report says where). */
-static int vconsume(struct ant_audit_verifier *v, const struct vchunk *c, const struct vrow *r)
+/* Chains one row: 0, 1 when it failed (the report says where), or a negative errno. */
+static int vchain_row(struct vworker *w, const struct vrow *r)
 {
+    struct ant_audit_verifier *v = w->s->v;
     int rc;
     if (r->kind == VROW_EVENT) {
-        const char *f[VFIELDS];
-        for (int i = 0; i < VFIELDS; i++) {
-            f[i] = r->off[i] == UINT32_MAX ? NULL : (const char *)c->text.p + r->off[i];
-        }
-        struct ant_audit_event ev = {
-            .request_id = f[0],
-            .actor = f[1],
-            .tenant = f[2],
-            .credential = f[3],
-            .action = f[4],
-            .resource_kind = f[5],
-            .resource_id = f[6],
-            .dataset_id = f[7],
-            .decision = (enum ant_audit_decision)r->decision,
-            .reason = f[8],
-            .transfer = f[9],
-            .detail = f[10],
-        };
-        rc = ant_audit_verifier_event(v, r->seq, r->time_ms, &ev, r->has_salt ? r->salt : NULL,
-                                      r->hash);
+        const struct ant_audit_prepared *e = &r->u.ev.pre;
+        rc = ant_audit_verifier_prepared(v, w->md, r->seq, e,
+                                         ant_bytes_of(w->text.p + (e->v2 ? 0 : e->canon_off),
+                                                      e->v2 ? 0 : e->canon_len),
+                                         r->u.ev.hash);
     } else if (r->kind == VROW_BAD_HASH) {
         ant_audit_verifier_fail(v, r->seq, "event %lld has no valid hash", (long long)r->seq);
         rc = -EBADMSG;
@@ -2281,9 +2373,74 @@ static int vconsume(struct ant_audit_verifier *v, const struct vchunk *c, const 
                                 (long long)(v->rep.last_seq + 1), (long long)r->seq);
         rc = -EBADMSG;
     } else {
-        rc = ant_audit_verifier_checkpoint(v, r->seq, r->hash, r->time_ms, r->prev_seq, r->sig);
+        rc = ant_audit_verifier_ckpt_checked(v, &r->u.ck, r->sig_ok);
     }
     return rc == -EBADMSG ? 1 : rc;
+}
+
+static bool vturn_wait(struct vshared *s, int64_t k)
+{
+    pthread_mutex_lock(&s->mu);
+    while (s->turn != k && !s->stop) {
+        pthread_cond_wait(&s->cv, &s->mu);
+    }
+    bool go = !s->stop;
+    pthread_mutex_unlock(&s->mu);
+    return go;
+}
+
+/* Ends the turn of range k: the next range's, or (result != 0) everyone's. */
+static void vturn_end(struct vshared *s, int64_t k, int result)
+{
+    pthread_mutex_lock(&s->mu);
+    if (result != 0 && !s->stop) {
+        s->stop = true;
+        s->result = result;
+    }
+    s->turn = k + 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* A worker's ranges. Reads a range's first piece before its turn; a range that holds more rows
+ * than a piece (only a tampered log: seqs are unique) is read on during its turn. */
+static void vworker_run(struct vworker *w, int rc)
+{
+    struct vshared *s = w->s;
+    for (int64_t k = w->idx; k < s->nranges; k += s->nworkers) {
+        bool more = false, mine = false;
+        if (rc == 0) {
+            vrange_start(w, k);
+        }
+        do {
+            if (rc == 0) {
+                rc = vfill(w, &more);
+            }
+            if (!mine && !vturn_wait(s, k)) {
+                return; /* an earlier range failed: its holder stopped the others */
+            }
+            mine = true;
+            int c = 0;
+            for (size_t i = 0; c == 0 && i < w->n; i++) {
+                c = vchain_row(w, &w->rows[i]);
+            }
+            w->n = 0;
+            if (c != 0 || rc < 0) {
+                /* a failure found in the rows read before an error is the one to report */
+                vturn_end(s, k, c != 0 ? c : rc);
+                return;
+            }
+        } while (more);
+        vturn_end(s, k, 0);
+    }
+}
+
+static void *vworker_main(void *arg)
+{
+    struct vworker *w = arg;
+    vworker_run(w, vworker_open(w));
+    vworker_close(w);
+    return NULL;
 }
 
 int ant_audit_verify_index(struct ant_audit *a, int64_t *upto, int64_t *first_missing)
@@ -2338,69 +2495,51 @@ int ant_audit_verify_witnessed(struct ant_audit *a, const uint8_t pub[ANT_KEY_LE
                                const struct ant_audit_witnesses *w, struct ant_audit_report *rep)
 {
     struct ant_audit_verifier v;
-    struct vpipe *p = calloc(1, sizeof(*p));
-    bool started = false;
-    int rc = p == NULL ? -ENOMEM : ant_audit_verifier_init(&v, pub);
-    if (p == NULL) {
-        return rc;
+    struct vshared s = {.path = a->path};
+    struct vworker wk[VWORKERS_MAX];
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int rc = ant_audit_verifier_init(&v, pub);
+    memset(wk, 0, sizeof(wk));
+    pthread_mutex_init(&s.mu, NULL);
+    pthread_cond_init(&s.cv, NULL);
+    s.v = &v;
+    s.range_seqs = a->vrange_seqs > 0 ? a->vrange_seqs : VRANGE_SEQS;
+    s.piece_rows = a->vpiece_rows > 0 ? a->vpiece_rows : VPIECE_ROWS;
+    s.nworkers = a->vworkers > 0 ? a->vworkers : cores < 2 ? 2 : (unsigned)cores;
+    s.nworkers = s.nworkers > VWORKERS_MAX ? VWORKERS_MAX : s.nworkers;
+    for (unsigned i = 0; i < VWORKERS_MAX; i++) {
+        wk[i].s = &s;
+        wk[i].idx = i;
     }
     if (rc == 0) {
         ant_audit_verifier_witness(&v, w);
+        rc = vworker_open(&wk[0]);
     }
-    pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->cv, NULL);
-    p->a = a;
-    ant_buf_init(&p->chunk[0].text, 2 * VCHUNK_TEXT + 16 * (ANT_AUDIT_DETAIL_MAX + 2));
-    ant_buf_init(&p->chunk[1].text, 2 * VCHUNK_TEXT + 16 * (ANT_AUDIT_DETAIL_MAX + 2));
+    rc = rc < 0 ? rc : vsnapshot(&wk[0]);
     if (rc == 0) {
-        rc = pthread_create(&p->producer, NULL, vproducer_main, p) == 0 ? 0 : -EAGAIN;
-        started = rc == 0;
+        s.nworkers = s.nranges < s.nworkers ? (unsigned)s.nranges : s.nworkers;
+        /* the helpers open their connections once the snapshot is taken */
+        for (unsigned i = 1; i < s.nworkers; i++) {
+            if (pthread_create(&wk[i].thread, NULL, vworker_main, &wk[i]) != 0) {
+                vturn_end(&s, -1, -EAGAIN); /* the ones started stop at their first turn */
+                break;
+            }
+            wk[i].started = true;
+        }
+        vworker_run(&wk[0], 0);
+        for (unsigned i = 1; i < s.nworkers; i++) {
+            if (wk[i].started) {
+                pthread_join(wk[i].thread, NULL);
+            }
+        }
+        rc = s.result < 0 ? s.result : 0; /* 1: a failure, in the report */
     }
-    int take = 0;
-    while (rc == 0) {
-        pthread_mutex_lock(&p->mu);
-        while (!p->full[take] && !p->eof) {
-            pthread_cond_wait(&p->cv, &p->mu);
-        }
-        bool have = p->full[take];
-        bool done = p->eof && !have;
-        pthread_mutex_unlock(&p->mu);
-        if (done) {
-            break;
-        }
-        const struct vchunk *c = &p->chunk[take];
-        for (size_t i = 0; rc == 0 && i < c->n; i++) {
-            rc = vconsume(&v, c, &c->rows[i]);
-        }
-        pthread_mutex_lock(&p->mu);
-        p->full[take] = false;
-        p->stop = rc != 0;
-        pthread_cond_broadcast(&p->cv);
-        pthread_mutex_unlock(&p->mu);
-        take ^= 1;
-    }
-    if (started) {
-        if (rc != 0) {
-            pthread_mutex_lock(&p->mu);
-            p->stop = true;
-            pthread_cond_broadcast(&p->cv);
-            pthread_mutex_unlock(&p->mu);
-        }
-        pthread_join(p->producer, NULL);
-        if (rc == 0 && p->rc < 0) {
-            rc = p->rc;
-        }
-    }
-    if (rc >= 0) {
+    vworker_close(&wk[0]);
+    if (rc == 0) {
         rc = ant_audit_verifier_finish(&v, strict, rep);
     }
-    if (p != NULL) {
-        ant_buf_fini(&p->chunk[0].text);
-        ant_buf_fini(&p->chunk[1].text);
-        pthread_cond_destroy(&p->cv);
-        pthread_mutex_destroy(&p->mu);
-        free(p);
-    }
+    pthread_cond_destroy(&s.cv);
+    pthread_mutex_destroy(&s.mu);
     ant_audit_verifier_fini(&v);
     return rc;
 }

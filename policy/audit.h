@@ -180,8 +180,10 @@ struct ant_audit_report {
     int64_t unbound;
     int64_t first_unbound; /* the seq of the first of those, or 0 */
 };
-/* Recomputes the live chain (in one read transaction, on a connection of its own, reading on a
- * helper thread while the caller's thread hashes) and checks every checkpoint against `pub`
+/* Recomputes the live chain (one snapshot: a read transaction on each of 2-4 connections of its
+ * own, the later ones reading only up to the first one's last event and checkpoint; ranges of
+ * seqs read and hashed on as many threads, the caller's among them, and chained in seq order)
+ * and checks every checkpoint against `pub`
  * (the site's Ed25519 public key). Returns 0 if intact, -EBADMSG if not (report says where),
  * -EIO / -ENOMEM / -EAGAIN. `strict`: events after the last checkpoint count as a failure (a
  * closed log is fully signed; a running one signs its tail within checkpoint_seconds). */
@@ -361,6 +363,11 @@ void ant_audit_test_write_v1(struct ant_audit *a, bool v1);
  * over days. Called from the writer thread, under no lock of ours: `clock` must be thread-safe.
  * Set it before the first append. */
 void ant_audit_test_clock(struct ant_audit *a, int64_t (*clock)(void *ctx), void *ctx);
+/* Makes ant_audit_verify cut the log into ranges of `range_seqs` seqs, read in pieces of at most
+ * `piece_rows` rows by `workers` threads (at most 4); 0 keeps a default (4,096 seqs; a range
+ * and its checkpoints; the cores). Not thread-safe: set it while no verify runs. */
+void ant_audit_test_verify_split(struct ant_audit *a, int64_t range_seqs, size_t piece_rows,
+                                 unsigned workers);
 /* Drops the append-only triggers of a closed file so a test can tamper with it. */
 ANT_MUST_CHECK int ant_audit_test_drop_triggers(int dirfd, const char *name);
 /* Testing only: creates a new audit.db with only the first `steps` schema steps applied (to

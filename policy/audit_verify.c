@@ -15,25 +15,39 @@
 #define COMMIT_MAGIC "antenna-audit-commit-v2"
 #define LINK_MAGIC "antenna-audit-link-v2"
 #define CKPT_MAGIC "antenna-audit-checkpoint-v1"
-#define CANON_MAX (64 + 11 * (4 + ANT_AUDIT_FIELD_MAX) + 4 + ANT_AUDIT_DETAIL_MAX)
+#define CANON_MAX ANT_AUDIT_CANON_MAX
 /* Export lines hold objects of strings and numbers: nesting deeper than 2 is malformed. */
 #define EXPORT_DEPTH 2
 
 int ant_audit_canonical(int64_t seq, int64_t time_ms, const struct ant_audit_event *ev,
                         struct ant_buf *out)
 {
-    const char *fields[] = {ev->request_id, ev->actor,         ev->tenant,      ev->credential,
-                            ev->action,     ev->resource_kind, ev->resource_id, ev->dataset_id,
-                            ev->reason,     ev->transfer,      ev->detail};
-    size_t lens[ANT_ARRAY_LEN(fields)];
+    struct ant_bytes f[ANT_AUDIT_NFIELDS];
+    ant_audit_event_fields(ev, f);
+    return ant_audit_canonical_fields(seq, time_ms, (int)ev->decision, f, out);
+}
+
+void ant_audit_event_fields(const struct ant_audit_event *ev, struct ant_bytes f[ANT_AUDIT_NFIELDS])
+{
+    const char *s[ANT_AUDIT_NFIELDS] = {
+        ev->request_id,  ev->actor,      ev->tenant, ev->credential, ev->action, ev->resource_kind,
+        ev->resource_id, ev->dataset_id, ev->reason, ev->transfer,   ev->detail,
+    };
+    for (size_t i = 0; i < ANT_AUDIT_NFIELDS; i++) {
+        f[i] = s[i] != NULL ? ant_bytes_of(s[i], strlen(s[i])) : ANT_BYTES_NULL;
+    }
+}
+
+int ant_audit_canonical_fields(int64_t seq, int64_t time_ms, int decision,
+                               const struct ant_bytes f[ANT_AUDIT_NFIELDS], struct ant_buf *out)
+{
     size_t need = sizeof(EVENT_MAGIC) - 1 + 8 + 8 + 1;
     /* One reservation, then plain stores: this runs once per event on append and verify. */
-    for (size_t i = 0; i < ANT_ARRAY_LEN(fields); i++) {
-        lens[i] = fields[i] != NULL ? strlen(fields[i]) : 0;
-        if (lens[i] > ANT_AUDIT_DETAIL_MAX) {
+    for (size_t i = 0; i < ANT_AUDIT_NFIELDS; i++) {
+        if (f[i].len > ANT_AUDIT_DETAIL_MAX) {
             return -E2BIG;
         }
-        need += 4 + lens[i];
+        need += 4 + f[i].len;
     }
     int rc = ant_buf_reserve(out, need);
     if (rc < 0) {
@@ -44,14 +58,14 @@ int ant_audit_canonical(int64_t seq, int64_t time_ms, const struct ant_audit_eve
     p += sizeof(EVENT_MAGIC) - 1;
     ant_store_u64le(p, (uint64_t)seq);
     ant_store_u64le(p + 8, (uint64_t)time_ms);
-    p[16] = (uint8_t)ev->decision;
+    p[16] = (uint8_t)decision;
     p += 17;
-    for (size_t i = 0; i < ANT_ARRAY_LEN(fields); i++) {
-        ant_store_u32le(p, fields[i] != NULL ? (uint32_t)lens[i] : 0xffffffffu);
+    for (size_t i = 0; i < ANT_AUDIT_NFIELDS; i++) {
+        ant_store_u32le(p, f[i].p != NULL ? (uint32_t)f[i].len : 0xffffffffu);
         p += 4;
-        if (lens[i] > 0) {
-            memcpy(p, fields[i], lens[i]);
-            p += lens[i];
+        if (f[i].len > 0) {
+            memcpy(p, f[i].p, f[i].len);
+            p += f[i].len;
         }
     }
     out->len += need;
@@ -217,30 +231,53 @@ bool ant_audit_ckpt_sig_is_valid(const uint8_t pub[ANT_KEY_LEN], const struct an
     return ant_sig_verify(pub, ant_bytes_of(msg, sizeof(msg)), c->sig) == 0;
 }
 
-int ant_audit_verifier_event(struct ant_audit_verifier *v, int64_t seq, int64_t time_ms,
-                             const struct ant_audit_event *ev, const uint8_t *salt,
-                             const uint8_t *hash)
+void ant_audit_event_prepare(EVP_MD_CTX *c, const EVP_MD *md, int64_t seq, int64_t time_ms,
+                             int decision, const struct ant_bytes f[ANT_AUDIT_NFIELDS],
+                             const uint8_t *salt, struct ant_buf *canon,
+                             struct ant_audit_prepared *out)
 {
-    uint8_t h[ANT_AUDIT_HASH_LEN], c[ANT_AUDIT_HASH_LEN];
-    int rc = next_event(v, seq, salt != NULL, "");
+    size_t at = canon->len;
+    out->v2 = salt != NULL;
+    out->canon_off = at;
+    out->canon_len = 0;
+    if ((unsigned)decision > ANT_AUDIT_INFO) {
+        out->status = -EDOM;
+        return;
+    }
+    out->status = ant_audit_canonical_fields(seq, time_ms, decision, f, canon) < 0 ? -E2BIG : 0;
+    if (out->status == 0) {
+        out->canon_len = canon->len - at;
+        if (salt != NULL) {
+            out->status = ant_audit_commit_v2(
+                c, md, salt, ant_bytes_of(canon->p + at, out->canon_len), out->commit);
+        }
+    }
+}
+
+int ant_audit_verifier_prepared(struct ant_audit_verifier *v, EVP_MD_CTX *c, int64_t seq,
+                                const struct ant_audit_prepared *e, struct ant_bytes canon,
+                                const uint8_t *hash)
+{
+    uint8_t h[ANT_AUDIT_HASH_LEN];
+    int rc = next_event(v, seq, e->v2, "");
     if (rc < 0) {
         return rc;
     }
-    if ((unsigned)ev->decision > ANT_AUDIT_INFO) {
+    if (e->status == -EDOM) {
         ant_audit_verifier_fail(v, seq, "event %lld has an unknown decision", (long long)seq);
         return -EBADMSG;
     }
-    v->canon.len = 0;
-    rc = ant_audit_canonical(seq, time_ms, ev, &v->canon);
-    if (rc < 0) {
+    if (e->status == -E2BIG) {
         ant_audit_verifier_fail(v, seq, "event %lld has a field over the limit", (long long)seq);
         return -EBADMSG;
     }
-    if (salt != NULL) {
-        rc = ant_audit_commit_v2(v->md_ctx, v->md, salt, ant_buf_view(&v->canon), c);
-        rc = rc < 0 ? rc : ant_audit_link_v2(v->md_ctx, v->md, v->head, seq, c, h);
+    if (e->status < 0) {
+        return e->status;
+    }
+    if (e->v2) {
+        rc = ant_audit_link_v2(c, v->md, v->head, seq, e->commit, h);
     } else {
-        rc = ant_audit_link_v1(v->md_ctx, v->md, v->head, ant_buf_view(&v->canon), h);
+        rc = ant_audit_link_v1(c, v->md, v->head, canon, h);
     }
     if (rc < 0) {
         return rc;
@@ -257,6 +294,19 @@ int ant_audit_verifier_event(struct ant_audit_verifier *v, int64_t seq, int64_t 
     }
     chained(v, seq, h);
     return 0;
+}
+
+int ant_audit_verifier_event(struct ant_audit_verifier *v, int64_t seq, int64_t time_ms,
+                             const struct ant_audit_event *ev, const uint8_t *salt,
+                             const uint8_t *hash)
+{
+    struct ant_audit_prepared e;
+    struct ant_bytes f[ANT_AUDIT_NFIELDS];
+    ant_audit_event_fields(ev, f);
+    v->canon.len = 0;
+    ant_audit_event_prepare(v->md_ctx, v->md, seq, time_ms, (int)ev->decision, f, salt, &v->canon,
+                            &e);
+    return ant_audit_verifier_prepared(v, v->md_ctx, seq, &e, ant_buf_view(&v->canon), hash);
 }
 
 int ant_audit_verifier_redacted(struct ant_audit_verifier *v, int64_t seq, const uint8_t *commit,
@@ -299,6 +349,16 @@ int ant_audit_verifier_checkpoint(struct ant_audit_verifier *v, int64_t seq,
                                   const uint8_t hash[ANT_AUDIT_HASH_LEN], int64_t time_ms,
                                   int64_t prev_seq, const uint8_t sig[ANT_SIG_LEN])
 {
+    struct ant_audit_ckpt c = {.seq = seq, .time_ms = time_ms, .prev_seq = prev_seq};
+    memcpy(c.hash, hash, ANT_AUDIT_HASH_LEN);
+    memcpy(c.sig, sig, ANT_SIG_LEN);
+    return ant_audit_verifier_ckpt_checked(v, &c, -1);
+}
+
+int ant_audit_verifier_ckpt_checked(struct ant_audit_verifier *v, const struct ant_audit_ckpt *c,
+                                    int sig_ok)
+{
+    int64_t seq = c->seq, prev_seq = c->prev_seq;
     if (failed(v)) {
         return -EBADMSG;
     }
@@ -319,17 +379,14 @@ int ant_audit_verifier_checkpoint(struct ant_audit_verifier *v, int64_t seq,
                                 (long long)(dropped ? prev_seq : seq), (long long)seq);
         return -EBADMSG;
     }
-    if (memcmp(hash, v->head, ANT_AUDIT_HASH_LEN) != 0) {
+    if (memcmp(c->hash, v->head, ANT_AUDIT_HASH_LEN) != 0) {
         ant_audit_verifier_fail(v, seq,
                                 "checkpoint %lld does not match the chain (events "
                                 "up to it were rewritten)",
                                 (long long)seq);
         return -EBADMSG;
     }
-    struct ant_audit_ckpt c = {.seq = seq, .time_ms = time_ms, .prev_seq = prev_seq};
-    memcpy(c.hash, hash, ANT_AUDIT_HASH_LEN);
-    memcpy(c.sig, sig, ANT_SIG_LEN);
-    if (!ant_audit_ckpt_sig_is_valid(v->pub, &c)) {
+    if (sig_ok < 0 ? !ant_audit_ckpt_sig_is_valid(v->pub, c) : sig_ok == 0) {
         ant_audit_verifier_fail(v, seq, "checkpoint %lld has a bad signature", (long long)seq);
         return -EBADMSG;
     }

@@ -101,10 +101,72 @@ static void reopen(struct fx *f)
     assert_int_equal(ant_audit_open(f->dirfd, "audit.db", 0, f->sk, &k_opts, &f->a), 0);
 }
 
+/* Every live verify in these tests runs with the default split of the log (one range and one
+ * thread for a log this small) and again cut into small ranges read by two to four threads:
+ * one seq a range and one row a piece (each row its own turn), ranges of 3 on three threads
+ * (a range's first rows read by one thread, the next range's by another), ranges of 4 read in
+ * pieces of 2 on four threads, and so on. Each must give the same result and the same report:
+ * a failure in the middle of a range another thread reads keeps its seq and its words. */
+static const struct {
+    int64_t seqs;
+    size_t rows;
+    unsigned workers;
+} k_splits[] = {{1, 1, 2}, {3, 0, 3}, {4, 2, 4}, {7, 5, 2}, {10, 0, 2}, {64, 3, 3}};
+
+static void expect_same_report(const struct ant_audit_report *a, const struct ant_audit_report *b)
+{
+    if (a->first_bad_seq != b->first_bad_seq || strcmp(a->what, b->what) != 0) {
+        fprintf(stderr, "split verify: %lld (%s) against %lld (%s)\n", (long long)b->first_bad_seq,
+                b->what, (long long)a->first_bad_seq, a->what);
+    }
+    assert_int_equal(a->first_bad_seq, b->first_bad_seq);
+    assert_string_equal(a->what, b->what);
+    assert_int_equal(a->events, b->events);
+    assert_int_equal(a->checkpoints, b->checkpoints);
+    assert_int_equal(a->last_seq, b->last_seq);
+    assert_int_equal(a->signed_seq, b->signed_seq);
+    assert_int_equal(a->line, b->line);
+    assert_int_equal(a->redacted, b->redacted);
+    assert_int_equal(a->unbound, b->unbound);
+    assert_int_equal(a->first_unbound, b->first_unbound);
+}
+
+/* Set while a test plants seqs far past the head: each split then steps through up to 65,536
+ * empty ranges, so only the coarsest small split runs beside the default one (the test took
+ * 104 s with all of them). */
+static bool g_far_seqs;
+
+static int verify_splits_w(struct ant_audit *a, const uint8_t *pub, bool strict,
+                           const struct ant_audit_witnesses *w, struct ant_audit_report *rep)
+{
+    ant_audit_test_verify_split(a, 0, 0, 0);
+    int rc = ant_audit_verify_witnessed(a, pub, strict, w, rep);
+    for (size_t i = 0; i < sizeof(k_splits) / sizeof(k_splits[0]); i++) {
+        struct ant_audit_report r2;
+        if (g_far_seqs && k_splits[i].seqs < 64) {
+            continue;
+        }
+        memset(&r2, 0xa5, sizeof(r2));
+        ant_audit_test_verify_split(a, k_splits[i].seqs, k_splits[i].rows, k_splits[i].workers);
+        assert_int_equal(ant_audit_verify_witnessed(a, pub, strict, w, &r2), rc);
+        if (rc == 0 || rc == -EBADMSG) {
+            expect_same_report(rep, &r2);
+        }
+    }
+    ant_audit_test_verify_split(a, 0, 0, 0);
+    return rc;
+}
+
+static int verify_splits(struct ant_audit *a, const uint8_t *pub, bool strict,
+                         struct ant_audit_report *rep)
+{
+    return verify_splits_w(a, pub, strict, NULL, rep);
+}
+
 static void expect_intact(struct fx *f, bool strict, int64_t events)
 {
     struct ant_audit_report rep;
-    int rc = ant_audit_verify(f->a, ant_signkey_public(f->sk), strict, &rep);
+    int rc = verify_splits(f->a, ant_signkey_public(f->sk), strict, &rep);
     if (rc != 0) {
         fprintf(stderr, "verify: %lld: %s\n", (long long)rep.first_bad_seq, rep.what);
     }
@@ -132,11 +194,11 @@ static void test_checkpoint_every_n_events(void **state)
     struct fx *f = *state;
     append_n(f->a, 0, 25);
     struct ant_audit_report rep;
-    assert_int_equal(ant_audit_verify(f->a, ant_signkey_public(f->sk), false, &rep), 0);
+    assert_int_equal(verify_splits(f->a, ant_signkey_public(f->sk), false, &rep), 0);
     assert_int_equal(rep.checkpoints, 2); /* at 10 and 20 */
     assert_int_equal(rep.signed_seq, 20);
     /* strict: 21..25 unsigned until the tail is signed */
-    assert_int_equal(ant_audit_verify(f->a, ant_signkey_public(f->sk), true, &rep), -EBADMSG);
+    assert_int_equal(verify_splits(f->a, ant_signkey_public(f->sk), true, &rep), -EBADMSG);
     assert_int_equal(rep.first_bad_seq, 21);
     assert_int_equal(ant_audit_checkpoint(f->a), 0);
     expect_intact(f, true, 25);
@@ -163,10 +225,12 @@ static void test_checkpoint_after_seconds(void **state)
     int rc = -1;
     for (int i = 0; i < 40 && rc != 0; i++) {
         usleep(100 * 1000);
+        /* not verify_splits: the writer may sign between its verifies */
         rc = ant_audit_verify(f->a, ant_signkey_public(f->sk), true, &rep);
     }
     assert_int_equal(rc, 0);
     assert_int_equal(rep.signed_seq, 3);
+    assert_int_equal(verify_splits(f->a, ant_signkey_public(f->sk), true, &rep), 0);
 }
 
 static void test_open_create_refuses_existing_and_open_needs_file(void **state)
@@ -189,7 +253,7 @@ static void test_open_without_key_is_read_only(void **state)
     struct ant_audit_event ev = make_event(1, rid, sizeof(rid));
     assert_int_equal(ant_audit_append(ro, &ev), -EROFS);
     struct ant_audit_report rep;
-    assert_int_equal(ant_audit_verify(ro, ant_signkey_public(f->sk), false, &rep), 0);
+    assert_int_equal(verify_splits(ro, ant_signkey_public(f->sk), false, &rep), 0);
     assert_int_equal(rep.events, 3);
     ant_audit_close(ro);
 }
@@ -435,7 +499,7 @@ static int64_t tampered_bad_seq(struct fx *f, const char *sql, char *what, size_
     struct ant_audit *ro = NULL;
     assert_int_equal(ant_audit_open(f->dirfd, "t.db", 0, NULL, NULL, &ro), 0);
     struct ant_audit_report rep;
-    int rc = ant_audit_verify(ro, ant_signkey_public(f->sk), true, &rep);
+    int rc = verify_splits(ro, ant_signkey_public(f->sk), true, &rep);
     ant_audit_close(ro);
     if (what != NULL) {
         snprintf(what, wlen, "%s", rep.what);
@@ -548,6 +612,141 @@ static void test_live_tamper_structure_is_named(void **state)
     expect_live_bad(f, 1, "DELETE FROM checkpoints");
 }
 
+static void test_live_tamper_seqs_out_of_range_are_named(void **state)
+{
+    /* rows below the first seq or far past the head: the first range is open below and the
+     * last one above, so every row is read, in seq order */
+    struct fx *f = *state;
+    make_base(f);
+    static const char *const seqs[] = {"0", "-5", "-9223372036854775808"};
+    for (size_t i = 0; i < sizeof(seqs) / sizeof(seqs[0]); i++) {
+        expect_live_bad(f, 1,
+                        "INSERT INTO events SELECT %s, time_ms, request_id, actor, tenant,"
+                        " credential, action, resource_kind, resource_id, dataset_id, decision,"
+                        " reason, transfer, detail, hash, salt FROM events WHERE seq = 1",
+                        seqs[i]);
+    }
+    static const char *const far[] = {"1000000000000000", "9223372036854775807"};
+    g_far_seqs = true;
+    for (size_t i = 0; i < sizeof(far) / sizeof(far[0]); i++) {
+        expect_live_bad(f, 31,
+                        "INSERT INTO events SELECT %s, time_ms, request_id, actor, tenant,"
+                        " credential, action, resource_kind, resource_id, dataset_id, decision,"
+                        " reason, transfer, detail, hash, salt FROM events WHERE seq = 30",
+                        far[i]);
+        expect_live_bad(f, 31,
+                        "INSERT INTO checkpoints SELECT %s, hash, time_ms, 30, sig FROM"
+                        " checkpoints WHERE seq = 30",
+                        far[i]);
+    }
+    g_far_seqs = false;
+    expect_live_bad(f, 1,
+                    "INSERT INTO checkpoints SELECT -3, hash, time_ms, 0, sig FROM checkpoints"
+                    " WHERE seq = 10");
+}
+
+/* A log of several default ranges (4,096 seqs): each range's first, middle and last event and
+ * a gap across two ranges are named, whichever thread reads them. */
+#define BIG_N 10000
+
+static void make_big_base(struct fx *f)
+{
+    static const struct ant_audit_opts opts = {
+        .checkpoint_every = 1000, .checkpoint_seconds = 3600, .max_batch = 1024};
+    ant_audit_close(f->a);
+    f->a = NULL;
+    static const char *const names[] = {"audit.db", "audit.db-wal", "audit.db-shm"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        (void)unlinkat(f->dirfd, names[i], 0);
+    }
+    assert_int_equal(ant_audit_open(f->dirfd, "audit.db", ANT_STORE_CREATE, f->sk, &opts, &f->a),
+                     0);
+    struct ant_audit_event *evs = calloc(1000, sizeof(*evs));
+    char(*rids)[32] = calloc(1000, sizeof(*rids));
+    assert_non_null(evs);
+    assert_non_null(rids);
+    for (int b = 0; b < BIG_N / 1000; b++) {
+        for (int i = 0; i < 1000; i++) {
+            evs[i] = make_event(b * 1000 + i, rids[i], sizeof(rids[i]));
+        }
+        assert_int_equal(ant_audit_append_many(f->a, evs, 1000), b * 1000 + 1);
+    }
+    free(evs);
+    free(rids);
+    struct ant_audit_report rep;
+    assert_int_equal(verify_splits(f->a, ant_signkey_public(f->sk), true, &rep), 0);
+    assert_int_equal(rep.events, BIG_N);
+    assert_int_equal(rep.checkpoints, BIG_N / 1000);
+    assert_int_equal(rep.signed_seq, BIG_N);
+    ant_audit_close(f->a);
+    f->a = NULL;
+}
+
+static void test_live_tamper_in_every_range_is_named(void **state)
+{
+    struct fx *f = *state;
+    make_big_base(f);
+    static const int seqs[] = {1, 2048, 4096, 4097, 6000, 8192, 8193, 9999, BIG_N};
+    for (size_t i = 0; i < sizeof(seqs) / sizeof(seqs[0]); i++) {
+        expect_live_bad(f, seqs[i], "UPDATE events SET actor = 'mallory' WHERE seq = %d",
+                        seqs[i]);
+    }
+    expect_live_bad(f, 4000, "DELETE FROM events WHERE seq BETWEEN 4000 AND 5000");
+    expect_live_bad(f, 8001, "DELETE FROM events WHERE seq > 8000");
+    expect_live_bad(f, 5000, "UPDATE checkpoints SET sig = randomblob(64) WHERE seq = 5000");
+    expect_live_bad(f, 7000, "DELETE FROM checkpoints WHERE seq = 7000");
+}
+
+struct bg_writer {
+    struct ant_audit *a;
+    int n;
+};
+
+static void *bg_writer_main(void *arg)
+{
+    struct bg_writer *b = arg;
+    for (int i = 0; i < b->n; i += 50) {
+        struct ant_audit_event evs[50];
+        char rids[50][32];
+        for (int k = 0; k < 50; k++) {
+            evs[k] = make_event(i + k, rids[k], sizeof(rids[k]));
+        }
+        assert_true(ant_audit_append_many(b->a, evs, 50) > 0);
+    }
+    return NULL;
+}
+
+static void test_live_verify_while_appending_sees_one_snapshot(void **state)
+{
+    /* each worker has its own read transaction, begun after the first one's, while the writer
+     * commits: every verify must see a whole chain, its checkpoints and nothing past them */
+    struct fx *f = *state;
+    struct bg_writer b = {f->a, 3000};
+    pthread_t th;
+    int64_t last = 0;
+    int rounds = 0;
+    append_n(f->a, 0, 20);
+    assert_int_equal(pthread_create(&th, NULL, bg_writer_main, &b), 0);
+    for (; last < 3020; rounds++) {
+        struct ant_audit_report rep;
+        ant_audit_test_verify_split(f->a, 1 + rounds % 37, 0, 2 + rounds % 3);
+        int rc = ant_audit_verify(f->a, ant_signkey_public(f->sk), false, &rep);
+        if (rc != 0) {
+            fprintf(stderr, "verify while appending: %lld: %s\n", (long long)rep.first_bad_seq,
+                    rep.what);
+        }
+        assert_int_equal(rc, 0);
+        assert_true(rep.events >= last);
+        assert_int_equal(rep.last_seq, rep.events);
+        assert_true(rep.signed_seq <= rep.last_seq);
+        last = rep.events;
+    }
+    pthread_join(th, NULL);
+    ant_audit_test_verify_split(f->a, 0, 0, 0);
+    assert_true(rounds > 1);
+    expect_intact(f, false, 3020);
+}
+
 static void test_live_rewrite_of_the_whole_chain_is_caught_by_checkpoints(void **state)
 {
     /* An attacker who rewrites event 5 and recomputes every later hash still cannot sign. */
@@ -604,7 +803,7 @@ static void test_live_rewrite_of_the_whole_chain_is_caught_by_checkpoints(void *
     struct ant_audit *ro = NULL;
     assert_int_equal(ant_audit_open(f->dirfd, "t.db", 0, NULL, NULL, &ro), 0);
     struct ant_audit_report rep;
-    assert_int_equal(ant_audit_verify(ro, ant_signkey_public(f->sk), false, &rep), -EBADMSG);
+    assert_int_equal(verify_splits(ro, ant_signkey_public(f->sk), false, &rep), -EBADMSG);
     assert_int_equal(rep.first_bad_seq, 10); /* the first checkpoint after the rewrite */
     ant_audit_close(ro);
 }
@@ -701,8 +900,8 @@ static void test_witness_verify_pass_tail_removed_rewritten(void **state)
     struct ant_audit_report rep;
     /* intact: the export and the live chain both hold every witnessed checkpoint */
     assert_int_equal(ant_audit_verify_export_witnessed(ant_bytes_of(p, len), pub, &w, &rep), 0);
-    assert_int_equal(ant_audit_verify_witnessed(f->a, pub, false, &w, &rep), 0);
-    assert_int_equal(ant_audit_verify_witnessed(f->a, pub, false, NULL, &rep), 0);
+    assert_int_equal(verify_splits_w(f->a, pub, false, &w, &rep), 0);
+    assert_int_equal(verify_splits_w(f->a, pub, false, NULL, &rep), 0);
     /* the tail from event 21 on removed with its checkpoint: alone it still verifies */
     size_t cut = export_cut_after_checkpoint(p, len, 20);
     assert_int_equal(ant_audit_verify_export(ant_bytes_of(p, cut), pub, &rep), 0);
@@ -723,7 +922,7 @@ static void test_witness_verify_pass_tail_removed_rewritten(void **state)
                      -EBADMSG);
     assert_int_equal(rep.first_bad_seq, 10);
     assert_non_null(strstr(rep.what, "rewritten"));
-    assert_int_equal(ant_audit_verify_witnessed(b, pub, false, &w, &rep), -EBADMSG);
+    assert_int_equal(verify_splits_w(b, pub, false, &w, &rep), -EBADMSG);
     assert_non_null(strstr(rep.what, "rewritten"));
     ant_audit_close(b);
     /* a witness not signed by the site's key proves nothing: refused */
@@ -1417,7 +1616,7 @@ static void test_query_indexed_and_unindexed_agree(void **state)
     assert_int_equal(ant_audit_open(f->dirfd, "audit.db", 0, f->sk, &o, &f->a), 0);
     ix_check_all(f->a, IX_EVENTS);
     struct ant_audit_report rep;
-    assert_int_equal(ant_audit_verify(f->a, ant_signkey_public(f->sk), false, &rep), 0);
+    assert_int_equal(verify_splits(f->a, ant_signkey_public(f->sk), false, &rep), 0);
 }
 
 /* Under load the writer indexes by itself, batch after batch; a second process writing the
@@ -1503,7 +1702,7 @@ static void test_verify_index_finds_a_hole(void **state)
     sqlite3_close(db);
     assert_int_equal(ant_audit_open(f->dirfd, "t.db", 0, NULL, NULL, &ro), 0);
     struct ant_audit_report rep;
-    assert_int_equal(ant_audit_verify(ro, ant_signkey_public(f->sk), false, &rep), 0);
+    assert_int_equal(verify_splits(ro, ant_signkey_public(f->sk), false, &rep), 0);
     assert_int_equal(ant_audit_verify_index(ro, &upto, &missing), -EBADMSG);
     assert_int_equal(upto, 120);
     assert_int_equal(missing, 37);
@@ -2784,7 +2983,7 @@ static void test_failed_fdatasync_fails_every_waiting_caller(void **state)
     ant_audit_test_sync_hook(f->a, NULL, NULL);
     reopen(f);
     struct ant_audit_report rep;
-    assert_int_equal(ant_audit_verify(f->a, ant_signkey_public(f->sk), false, &rep), 0);
+    assert_int_equal(verify_splits(f->a, ant_signkey_public(f->sk), false, &rep), 0);
     assert_true(rep.last_seq >= 1 && rep.last_seq <= 1 + N + NT * 10);
     char rid[32];
     struct ant_audit_event ev = make_event(999, rid, sizeof(rid));
@@ -2832,6 +3031,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_live_tamper_structure_is_named, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_live_rewrite_of_the_whole_chain_is_caught_by_checkpoints, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_live_tamper_seqs_out_of_range_are_named, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_live_tamper_in_every_range_is_named, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_live_verify_while_appending_sees_one_snapshot, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_export_verifies_offline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_witness_verify_pass_tail_removed_rewritten, setup,
                                         teardown),
