@@ -941,20 +941,27 @@ static void test_oidc_bearer_tokens_map_to_principals(void **state)
     ant_signkey_free(other);
 }
 
+/* The tenants, and an identity provider's key whose JWKS is idp.jwks in the site folder. */
+static struct ant_signkey *oidc_idp(struct fx *f)
+{
+    struct ant_signkey *idp = NULL;
+    make_tenants(f->st);
+    assert_int_equal(ant_signkey_generate(&idp), 0);
+    write_jwks(f, idp);
+    return idp;
+}
+
 /* An issuer added to the catalog after the load (antenna admin oidc add, the daemon running)
  * is taken up by the first token naming it; one whose JWKS is unusable is left out, and the
  * rest go on working. */
 static void test_oidc_issuer_added_after_load(void **state)
 {
     struct fx *f = *state;
-    struct ant_signkey *idp = NULL;
     struct ant_oidc *o = NULL;
     struct ant_principal p;
     struct ant_diag d = {{0}};
     int64_t now = ant_now_unix();
-    make_tenants(f->st);
-    assert_int_equal(ant_signkey_generate(&idp), 0);
-    write_jwks(f, idp);
+    struct ant_signkey *idp = oidc_idp(f);
     assert_int_equal(ant_oidc_load(f->st, f->dirfd, &o, &d), 0);
     assert_int_equal(ant_oidc_count(o), 0);
     struct ant_oidc_issuer iss = {"https://idp.example", "idp.jwks", "antenna",
@@ -991,14 +998,11 @@ static void test_oidc_issuer_added_after_load(void **state)
 static void test_oidc_issuer_removed_after_load(void **state)
 {
     struct fx *f = *state;
-    struct ant_signkey *idp = NULL;
     struct ant_oidc *o = NULL;
     struct ant_principal p;
     struct ant_diag d = {{0}};
     int64_t now = ant_now_unix();
-    make_tenants(f->st);
-    assert_int_equal(ant_signkey_generate(&idp), 0);
-    write_jwks(f, idp);
+    struct ant_signkey *idp = oidc_idp(f);
     struct ant_oidc_issuer iss = {"https://idp.example", "idp.jwks", "antenna",
                                   "preferred_username", "tenant"};
     assert_int_equal(ant_store_oidc_issuer_add(f->st, &iss), 0);
