@@ -90,6 +90,24 @@ same_tree "$T/pulled" || fail "pulled files differ"
 # pulled again: what is there and verifies is kept
 "$BIN" pull "$J1" --token "$TOK1" -o "$T/pulled" 2>"$T/pull.err" || { cat "$T/pull.err"; fail "pull again"; }
 grep -q "already here" "$T/pull.err" || fail "pull again fetched everything"
+# a staged file changed in scratch after its checksum was recorded: the pull says so, exits 1,
+# and the file never takes its name (the others arrive)
+BAD=$(while read -r f; do [ "$f" != reads/big.bin ] && [ -s "$DIR1/$f" ] && echo "$f"; done \
+      <"$T/files.txt" | head -1)
+cp -p "$DIR1/$BAD" "$T/bad.keep"
+python3 - "$DIR1/$BAD" <<'PY'
+import os, sys
+p = sys.argv[1]
+os.chmod(p, 0o600)
+b = bytearray(open(p, "rb").read()); b[len(b) // 2] ^= 1
+open(p, "wb").write(bytes(b))
+PY
+if "$BIN" pull "$J1" --token "$TOK1" -o "$T/pulled-bad" 2>"$T/pull.err"; then fail "pull of a changed file: exit 0"; fi
+grep -q "$BAD: SHA-256 does not match the catalog" "$T/pull.err" || fail "pull mismatch: $(cat "$T/pull.err")"
+[ ! -e "$T/pulled-bad/$BAD" ] || fail "the changed file took its name"
+[ "$(cd "$T/pulled-bad" && find . -type f | wc -l)" -eq "$(($(wc -l <"$T/files.txt") - 1))" ] ||
+    fail "pull mismatch: the other files: $(cd "$T/pulled-bad" && find . | head)"
+cp -p "$T/bad.keep" "$DIR1/$BAD"
 
 F=$URL/v1/stage/$J1/files/reads/big.bin
 [ "$(code -H "Authorization: Bearer $TOK1" -r 10-19 "$F")" = 206 ] || fail "range not 206"
