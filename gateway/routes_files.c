@@ -579,6 +579,10 @@ static int up_finish(struct ant_req *r, struct up *u)
     } else if (renamed) {
         /* the temporary name is gone: remove the stored file itself */
         (void)unlinkat(u->dirfd, name, 0);
+    } else {
+        /* refused: the temporary goes before the answer does, not when the request ends */
+        (void)unlinkat(u->dirfd, u->tmpname, 0);
+        u->tmpname[0] = '\0';
     }
     if (in_tx) {
         ant_store_rollback(st);
