@@ -5,6 +5,7 @@
 #include "crypto/base/log.h"
 #include "crypto/keys.h"
 #include "gateway/cli.h"
+#include "gateway/config.h"
 #include "policy/audit.h"
 #include "policy/store.h"
 
@@ -37,7 +38,13 @@ static void usage(FILE *out)
             " [--tenant-claim C]\n"
             "  oidc rm --issuer URL                                     (its tokens stop working"
             " within a second)\n"
-            "  oidc list\n\n"
+            "  oidc list\n"
+            "  archive check [--dataset ID] [--deep]                    (the archive against the"
+            " catalog; exit 1\n"
+            "                                                           if anything is wrong;"
+            " --deep decrypts\n"
+            "                                                           every file and compares"
+            " its sums)\n\n"
             "DIR is the site folder (default ./var). Works whether the site is serving or not.\n"
             "Every command is written to the audit log first; the site key is read from\n"
             "DIR/keys (passphrase from $ANTENNA_KEY_PASSPHRASE).\n");
@@ -51,6 +58,7 @@ struct args {
     const char *tenant, *principal, *ttl, *dataset;
     const char *issuer, *jwks, *audience, *pclaim, *tclaim;
     unsigned roles;
+    bool deep;
 };
 
 struct ctx {
@@ -87,6 +95,10 @@ static int parse_args(int argc, char **argv, struct args *a)
         bool matched = false;
         if (strcmp(s, "-h") == 0 || strcmp(s, "--help") == 0) {
             return 3;
+        }
+        if (strcmp(s, "--deep") == 0) {
+            a->deep = true;
+            continue;
         }
         if (s[0] != '-') {
             if (a->npos == MAX_POS) {
@@ -403,6 +415,65 @@ out:
     return rc;
 }
 
+/* admin archive check: 0 nothing wrong, 1 problems (listed), or a negative errno. The event
+ * (with the count of problems) is durable before anything is printed. */
+static int archive_check(struct ctx *c)
+{
+    static const char *const cols[] = {"problem", "dataset", "path", "detail"};
+    struct ant_config cfg;
+    struct ant_diag d = {{0}};
+    json_t *rep = NULL;
+    ant_config_defaults(&cfg);
+    int rc = ant_config_load(c->dirfd, "antenna.conf", &cfg, &d);
+    if (rc < 0) {
+        fprintf(stderr, "antenna admin: antenna.conf: %s\n", ant_diag_msg(&d, strerror(-rc)));
+        return rc;
+    }
+    rc = ant_archive_check(c->dirfd, cfg.archive_dir, c->st, c->keys.kx, c->a->dataset,
+                           c->a->deep, &rep);
+    if (rc < 0) {
+        if (rc != -ENOENT || c->a->dataset == NULL) {
+            fprintf(stderr, "antenna admin: archive check (%s): %s\n", cfg.archive_dir,
+                    strerror(-rc));
+        }
+        return rc;
+    }
+    json_t *problems = json_object_get(rep, "problems");
+    size_t n = json_array_size(problems);
+    json_t *det = json_pack("{s:b, s:I, s:I, s:I}", "deep", c->a->deep, "files",
+                            json_integer_value(json_object_get(rep, "files")), "bytes",
+                            json_integer_value(json_object_get(rep, "bytes")), "problems",
+                            (json_int_t)n);
+    char *detail = det != NULL ? json_dumps(det, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(det);
+    rc = detail == NULL ? -ENOMEM
+                        : audit(c, "admin.archive.check", c->a->dataset ? "dataset" : "archive",
+                                c->a->dataset ? c->a->dataset : "archive", c->a->dataset, detail);
+    free(detail);
+    if (rc == 0 && c->a->json) {
+        char *s = json_dumps(rep, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        rc = s != NULL ? 0 : -ENOMEM;
+        if (s != NULL) {
+            printf("%s\n", s);
+            free(s);
+        }
+    } else if (rc == 0) {
+        if (n > 0) {
+            print_table(problems, cols, ANT_ARRAY_LEN(cols));
+        }
+        printf("%s%lld dataset(s), %lld file(s), %lld bytes checked (%s): %zu problem(s)\n",
+               n > 0 ? "\n" : "", (long long)json_integer_value(json_object_get(rep, "datasets")),
+               (long long)json_integer_value(json_object_get(rep, "files")),
+               (long long)json_integer_value(json_object_get(rep, "bytes")),
+               c->a->deep ? "every segment decrypted, both sums compared"
+                          : "headers and sizes; --deep also decrypts",
+               n);
+    }
+    json_decref(rep);
+    rc = rc < 0 ? rc : fflush(stdout) == 0 ? 0 : -EIO;
+    return rc < 0 ? rc : n > 0 ? 1 : 0;
+}
+
 static int run(struct ctx *c)
 {
     static const char *const tenant_cols[] = {"tenant", "principals", "datasets", "created"};
@@ -482,6 +553,8 @@ static int run(struct ctx *c)
     } else if (IS("oidc", "list")) {
         rc = ant_store_oidc_issuer_list(c->st, &rows);
         rc = rc < 0 ? rc : list_cmd(c, "admin.oidc.list", "oidc_issuer", rows, oidc_cols, 5);
+    } else if (IS("archive", "check")) {
+        rc = archive_check(c);
     } else {
         rc = -ENOSYS;
     }
@@ -501,6 +574,12 @@ static bool args_fit(const struct args *a)
     int want_pos = (add_or_revoke && strcmp(obj, "oidc") != 0) ? 3 : 2;
     if (a->npos != want_pos) {
         return false;
+    }
+    if (strcmp(obj, "archive") == 0) {
+        return strcmp(verb, "check") == 0;
+    }
+    if (a->deep) {
+        return false; /* archive check's alone */
     }
     if (strcmp(obj, "tenant") == 0) {
         return strcmp(verb, "add") == 0 || strcmp(verb, "list") == 0;
@@ -608,5 +687,5 @@ out:
     ant_store_close(c.st);
     ant_close(keysfd);
     ant_close(c.dirfd);
-    return rc < 0 ? 1 : 0;
+    return rc != 0 ? 1 : 0; /* > 0: archive check found problems */
 }
