@@ -141,6 +141,9 @@ echo " re-hashes every event:)"
 unset ANTENNA_API_KEY_FILE
 run "$BIN" audit verify --dir "$VAR"
 
+step "the site admin checks the dataset's archive files against the catalog (every segment decrypted)"
+run "$BIN" admin --dir "$VAR" archive check --dataset "$DS" --deep
+
 step "done"
 echo "The gateway keeps serving on $ANTENNA_URL (Ctrl-C stops it)."
 echo "Reach it with: curl --cacert $VAR/tls/cert.pem $ANTENNA_URL/v1/health"

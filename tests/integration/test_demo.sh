@@ -18,5 +18,6 @@ check "short-lived stage purged" grep -q "is expired" "$T/out"
 check "audit chain intact" grep -q "intact" "$T/out"
 check "purge audited" grep -q "stage.purge" "$T/out"
 check "bob refused before the grant" grep -q "refused, as it should be" "$T/out"
+check "archive checked" grep -q "^1 dataset(s), 2 file(s), [0-9]* bytes checked (every segment decrypted, both sums compared): 0 problem(s)$" "$T/out"
 [ $fails -eq 0 ] || tail -40 "$T/out"
 [ $fails -eq 0 ]
