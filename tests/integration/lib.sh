@@ -34,3 +34,27 @@ fail() {
     grep -h -v '"http.request"' "$T"/serve*.log 2>/dev/null | tail -25
     exit 1
 }
+
+# serve_owner_site SITE_ID: inits "$T/site", serves it on 127.0.0.1:0 (its pid in PID), adds
+# the tenant lab with the owner alice, and sets A (the admin command) and exports ANTENNA_URL,
+# ANTENNA_CACERT and ANTENNA_API_KEY (alice's key). Fails the test on any error.
+serve_owner_site() {
+    "$BIN" init --dir "$T/site" --site-id "$1" --region EU >"$T/init.out" 2>&1 ||
+        { cat "$T/init.out"; fail init; }
+    "$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/serve.out" 2>>"$T/serve.log" &
+    PID=$!
+    ANTENNA_URL=$(wait_serving "$T/serve.out") || fail "serve did not start"
+    export ANTENNA_URL ANTENNA_CACERT=$T/site/tls/cert.pem
+    A="$BIN admin --dir $T/site"
+    $A tenant add lab >/dev/null && $A principal add alice --tenant lab --role owner >/dev/null ||
+        fail "admin setup"
+    ANTENNA_API_KEY=$($A key create --principal alice | awk '/^key /{print $2}')
+    export ANTENNA_API_KEY
+}
+
+# new_ds NAME: creates the draft dataset NAME (classification internal) as the caller and
+# prints its id; its JSON is left in "$T/NAME.json".
+new_ds() {
+    "$BIN" dataset create "$1" --classification internal >"$T/$1.json" || fail "dataset create"
+    python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/$1.json"
+}

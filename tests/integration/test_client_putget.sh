@@ -19,22 +19,7 @@ BIN=$(cd "$(dirname "$1")" && pwd)/$(basename "$1") # absolute: one step runs in
 command -v python3 >/dev/null || { echo "no python3"; exit 77; }
 scratch_site putget
 
-"$BIN" init --dir "$T/site" --site-id site-p --region EU >"$T/init.out" 2>&1 ||
-    { cat "$T/init.out"; fail init; }
-"$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/serve.out" 2>>"$T/serve.log" &
-PID=$!
-ANTENNA_URL=$(wait_serving "$T/serve.out") || fail "serve did not start"
-export ANTENNA_URL
-export ANTENNA_CACERT=$T/site/tls/cert.pem
-A="$BIN admin --dir $T/site"
-$A tenant add lab >/dev/null && $A principal add alice --tenant lab --role owner >/dev/null ||
-    fail "admin setup"
-ANTENNA_API_KEY=$($A key create --principal alice | awk '/^key /{print $2}')
-export ANTENNA_API_KEY
-new_ds() {
-    "$BIN" dataset create "$1" --classification internal >"$T/$1.json" || fail "dataset create"
-    python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/$1.json"
-}
+serve_owner_site site-p
 DS=$(new_ds one)
 
 # one file under a remote path: --as REMOTE (a REMOTE ending in / is a folder)
