@@ -7,14 +7,17 @@
  * dataset must fit one tree (no file "a" beside a file "a/b": datasets stored before that rule
  * may hold such pairs, which `antenna get`, staging and federation refuse). What the catalog
  * does not know is reported too: folders of no dataset, .c4gh files of no row, upload and fetch
- * temporaries left behind. Those are only reported once untouched for CHECK_GRACE_S, so that a
- * running daemon's uploads (written, renamed into place, then committed) are never reported
- * half-way; for the same reason each folder is listed before its rows are read.
+ * temporaries left behind (the daemon removes these at its start and hourly: ant_archive_sweep).
+ * Those are only reported once untouched for CHECK_GRACE_S (and a temporary only while no
+ * writer holds its lock), so that a running daemon's uploads (written, renamed into place, then
+ * committed) are never reported half-way; for the same reason each folder is listed before its
+ * rows are read.
  *
  * Nothing is changed. Every problem is one object {problem, dataset, path, file_id, detail}. */
 #include "crypto/base/base.h"
 #include "crypto/c4gh.h"
 #include "gateway/cli.h"
+#include "gateway/site.h"
 #include "policy/store.h"
 
 #include <dirent.h>
@@ -24,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -262,11 +266,14 @@ static int check_paths(struct chk *k, const char *ds, json_t *rows)
     return rc;
 }
 
-static bool is_temporary(const char *name)
+/* Whether a process holds the lock its writer keeps on a temporary (a running upload or fetch
+ * that has not written for a while: a slow client). The probe takes the lock for a moment. */
+static bool temporary_in_use(int dsfd, const char *name)
 {
-    size_t n = strlen(name);
-    return (strncmp(name, ".up-", 4) == 0 || strncmp(name, ".fetch-", 7) == 0) && n > 4 &&
-           strcmp(name + n - 4, ".tmp") == 0;
+    int fd = openat(dsfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    bool used = fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+    ant_close(fd);
+    return used;
 }
 
 /* What a dataset's folder holds beyond its rows' files. `names` is the listing made before the
@@ -306,7 +313,10 @@ static int check_extras(struct chk *k, int dsfd, const char *ds, json_t *names, 
                 rc = problem(k, "orphan_file", ds, NULL, NULL,
                              "%s/%s belongs to no file of the dataset", ds, name);
             }
-        } else if (is_temporary(name)) {
+        } else if (ant_archive_is_temporary(name)) {
+            if (temporary_in_use(dsfd, name)) {
+                continue;
+            }
             rc = problem(k, "stale_temporary", ds, NULL, NULL,
                          "%s/%s is an upload or fetch that never finished (%lld s old)", ds, name,
                          (long long)(k->now - sb.st_mtime));

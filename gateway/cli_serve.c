@@ -14,6 +14,11 @@
 #include <string.h>
 #include <time.h>
 
+/* The archive sweep (ant_archive_sweep): at start and then hourly, temporaries unwritten for a
+ * minute and unlocked. */
+#define ARCHIVE_SWEEP_MIN_AGE_S 60
+#define ARCHIVE_SWEEP_EVERY_S 3600LL
+
 static void usage(FILE *out)
 {
     fprintf(out, "usage: antenna serve [--dir DIR] [--config FILE] [--listen ADDR:PORT]\n\n"
@@ -104,7 +109,20 @@ int ant_cli_serve(int argc, char **argv)
     printf("antenna: serving https://%s:%u\n", shown, ant_server_port(srv));
     fflush(stdout);
 
+    /* What a crash left in the archive (upload and fetch temporaries) goes now and every hour
+     * after, on this thread, which otherwise only waits for signals. */
+    int64_t next_sweep = 0;
     for (;;) {
+        if (ant_mono_ns() >= next_sweep) {
+            size_t swept = ant_archive_sweep(site->archive_fd, ARCHIVE_SWEEP_MIN_AGE_S);
+            if (swept > 0) {
+                ant_log(ANT_LOG_INFO, "archive.swept",
+                        "removed %zu temporary file(s) that interrupted uploads or fetches left in"
+                        " the archive",
+                        swept);
+            }
+            next_sweep = ant_mono_ns() + ARCHIVE_SWEEP_EVERY_S * 1000000000LL;
+        }
         struct timespec tick = {1, 0};
         siginfo_t si;
         int sig = sigtimedwait(&stop, &si, &tick);

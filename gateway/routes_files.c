@@ -41,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -444,7 +445,13 @@ static int up_start(struct ant_req *r)
     memcpy(u->tmpname + 4 + 16, ".tmp", 5);
     u->fd =
         openat(u->dirfd, u->tmpname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    return u->fd < 0 ? -errno : 0;
+    if (u->fd < 0) {
+        return -errno;
+    }
+    /* held until the rename or removal: the archive sweep leaves a locked temporary alone
+     * (ant_archive_sweep); where flock is not supported, its age rule still holds */
+    (void)flock(u->fd, LOCK_EX | LOCK_NB);
+    return 0;
 }
 
 /* Answers for an upload that failed; returns what the body hook or handler returns. */

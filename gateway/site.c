@@ -7,9 +7,13 @@
 #include "policy/auth.h"
 #include "policy/store.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Test hook (tests/integration/test_audit_failclosed.sh): while the file this variable names
@@ -141,4 +145,108 @@ void ant_site_close(struct ant_site *s)
     ant_close(s->scratch_fd);
     ant_close(s->dirfd);
     free(s);
+}
+
+/* --- what a crash leaves in the archive --- */
+
+#define HDR_TMP_MIN_AGE_S 600
+
+/* name is exactly prefix, 16 lower-case hex digits and suffix */
+static bool is_hex16_name(const char *name, const char *prefix, const char *suffix)
+{
+    size_t n = strlen(name), p = strlen(prefix), x = strlen(suffix);
+    return n == p + 16 + x && memcmp(name, prefix, p) == 0 &&
+           strspn(name + p, "0123456789abcdef") >= 16 && memcmp(name + p + 16, suffix, x) == 0;
+}
+
+bool ant_archive_is_temporary(const char *name)
+{
+    return is_hex16_name(name, ".up-", ".tmp") || is_hex16_name(name, ".fetch-", ".tmp");
+}
+
+/* Removes `name` if it is a regular file written at least min_age_s ago and, when `locked`
+ * (its writer keeps a lock), no one holds its lock. O_NONBLOCK: a FIFO under such a name is
+ * opened without waiting for a writer, then left alone. */
+static bool sweep_one(int dirfd, const char *name, int64_t min_age_s, bool locked, time_t now)
+{
+    int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    struct stat sb;
+    bool gone = false;
+    if (fd < 0) {
+        return false;
+    }
+    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && now - sb.st_mtime >= min_age_s &&
+        (!locked || flock(fd, LOCK_EX | LOCK_NB) == 0)) {
+        gone = unlinkat(dirfd, name, 0) == 0;
+    }
+    ant_close(fd); /* drops the lock */
+    return gone;
+}
+
+/* Calls fn(dirfd, name, arg) for each entry of the folder dirfd (not . and ..); the fd is
+ * borrowed. Entries removed meanwhile may or may not be seen. */
+static size_t each_entry(int dirfd, size_t (*fn)(int, const char *, void *), void *arg)
+{
+    int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC); /* closedir closes it */
+    DIR *dir = fd < 0 ? NULL : fdopendir(fd);
+    struct dirent *e;
+    size_t n = 0;
+    if (dir == NULL) {
+        ant_close(fd);
+        return 0;
+    }
+    while ((e = readdir(dir)) != NULL) {
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+            n += fn(fd, e->d_name, arg);
+        }
+    }
+    closedir(dir);
+    return n;
+}
+
+struct sweep {
+    int64_t min_age_s;
+    time_t now;
+};
+
+static size_t sweep_hdr_entry(int dirfd, const char *name, void *arg)
+{
+    struct sweep *sw = arg;
+    if (!is_hex16_name(name, ".tmp-", "")) {
+        return 0;
+    }
+    int64_t age = sw->min_age_s > HDR_TMP_MIN_AGE_S ? sw->min_age_s : HDR_TMP_MIN_AGE_S;
+    return sweep_one(dirfd, name, age, false, sw->now) ? 1 : 0;
+}
+
+static size_t sweep_ds_entry(int dirfd, const char *name, void *arg)
+{
+    struct sweep *sw = arg;
+    if (ant_archive_is_temporary(name)) {
+        return sweep_one(dirfd, name, sw->min_age_s, true, sw->now) ? 1 : 0;
+    }
+    if (strcmp(name, ".hdr") != 0) {
+        return 0;
+    }
+    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    size_t n = fd < 0 ? 0 : each_entry(fd, sweep_hdr_entry, sw);
+    ant_close(fd);
+    return n;
+}
+
+static size_t sweep_archive_entry(int dirfd, const char *name, void *arg)
+{
+    if (name[0] == '.') {
+        return 0;
+    }
+    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    size_t n = fd < 0 ? 0 : each_entry(fd, sweep_ds_entry, arg);
+    ant_close(fd);
+    return n;
+}
+
+size_t ant_archive_sweep(int archive_fd, int64_t min_age_s)
+{
+    struct sweep sw = {.min_age_s = min_age_s, .now = time(NULL)};
+    return each_entry(archive_fd, sweep_archive_entry, &sw);
 }

@@ -38,4 +38,15 @@ ANT_MUST_CHECK int ant_site_open(const char *dir, const char *config, struct ant
                                  struct ant_diag *d);
 void ant_site_close(struct ant_site *s); /* accepts NULL */
 
+/* Archive temporaries: an upload's archive/<dataset>/.up-<16 hex>.tmp and a peer fetch's
+ * .fetch-<16 hex>.tmp. Their writer holds flock(LOCK_EX) on them from creation until they are
+ * renamed into place or removed. */
+bool ant_archive_is_temporary(const char *name);
+/* Removes what a crash left in the archive (archive_fd): the temporaries above that no process
+ * holds locked and that were last written at least min_age_s ago (the age covers the moment
+ * between a temporary's creation and its lock), and the download header cache's own
+ * temporaries (.hdr/.tmp-<16 hex>, written whole in one go, not locked) at least ten minutes
+ * old. Only regular files are removed, nothing is followed. Returns how many. */
+size_t ant_archive_sweep(int archive_fd, int64_t min_age_s);
+
 #endif

@@ -12,6 +12,7 @@
 #include <curl/curl.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <openssl/evp.h>
 #include <sodium.h>
@@ -1221,6 +1222,9 @@ static int header_done(struct run *r, struct ffile *f)
     if (f->fd < 0) {
         return -errno;
     }
+    /* held until the rename or removal: the daemon's archive sweep (gateway/site.h) leaves a
+     * locked temporary alone, so a crash's leftovers go and a running fetch's stay */
+    (void)flock(f->fd, LOCK_EX | LOCK_NB);
     /* a second descriptor for direct writes, if the filesystem has them; checked to be the
      * file just created */
     struct stat a, b;

@@ -8,7 +8,10 @@
 # before the rule (path_conflict), an old stray .c4gh (orphan_file), an old upload temporary
 # (stale_temporary), an old folder of no dataset (orphan_folder); fresh strays are not
 # reported (a running upload's), the header cache is ignored. The check changes nothing, is
-# audited with its count, and its usage errors exit 2.
+# audited with its count, and its usage errors exit 2. A restarted daemon sweeps the old,
+# unlocked upload, fetch and header-cache temporaries and keeps everything else (locked or
+# fresh ones, FIFOs, other names, .c4gh files). A daemon killed mid-upload leaves no row and no
+# final file, and its next start sweeps the temporary.
 # $1 = the antenna binary. Exit 0 pass, 1 fail, 77 skip.
 set -u
 BIN=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
@@ -151,6 +154,58 @@ PY
 # the daemon still serves the healthy files
 "$BIN" get "$DS/g.bin" --plain -o "$T/got2" >/dev/null 2>"$T/get2.err" && cmp -s "$T/got2" "$T/src/g.bin" ||
     fail "the daemon after the checks: $(cat "$T/get2.err")"
+
+# --- the daemon's sweep at start: what a crash left goes, what is in use or not ours stays ---
+kill "$PID"; wait "$PID" 2>/dev/null; PID=
+H=$ARC/.hdr
+OLD="$ARC/.up-1111111111111111.tmp $ARC/.fetch-2222222222222222.tmp $H/.tmp-3333333333333333"
+KEEP="$ARC/.up-5555555555555555.tmp $ARC/.up-zz.tmp $ARC/.fetch-77777777777777777.tmp $H/.tmp-8888888888888888"
+for f in $OLD $KEEP; do head -c 100 /dev/zero >"$f"; done
+mkfifo "$ARC/.up-6666666666666666.tmp"
+touch -d '2 hours ago' $OLD $KEEP "$ARC/.up-6666666666666666.tmp"
+touch -d '5 minutes ago' "$H/.tmp-8888888888888888"   # a header temporary: ten minutes
+# a writer that still holds its temporary locked (a slow upload): never removed
+python3 -c 'import fcntl,sys,time; f=open(sys.argv[1]); fcntl.flock(f, fcntl.LOCK_EX); print("locked", flush=True); time.sleep(60)' \
+    "$ARC/.up-5555555555555555.tmp" >"$T/locker.out" &
+LOCKER=$!
+for _ in $(seq 50); do grep -q locked "$T/locker.out" && break; sleep 0.1; done
+touch -d '2 hours ago' "$ARC/.up-5555555555555555.tmp"
+"$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/serve2.out" 2>>"$T/serve2.log" &
+PID=$!
+ANTENNA_URL=$(wait_serving "$T/serve2.out") || fail "serve again"
+for _ in $(seq 50); do grep -q '"archive.swept"' "$T/serve2.log" && break; sleep 0.1; done
+grep -q '"removed 4 temporary file(s)' "$T/serve2.log" ||
+    { kill "$LOCKER"; fail "sweep log: $(grep swept "$T/serve2.log")"; }
+kill "$LOCKER" 2>/dev/null
+for f in $OLD "$ARC/.up-0123456789abcdef.tmp"; do [ -e "$f" ] && fail "not swept: $f"; done
+for f in $KEEP "$ARC/.up-6666666666666666.tmp" "$ARC/.up-fedcba9876543210.tmp" \
+    "$ARC/f_strayoldoldold01.c4gh" "$ARC/f_strayfreshfresh1.c4gh"; do
+    [ -e "$f" ] || fail "swept what it must keep: $f"
+done
+
+# --- a daemon killed mid-upload: no row, no file under a final name, the temporary swept ---
+DS3=$(new_ds three)
+head -c 3000000 /dev/urandom >"$T/big.bin"
+curl -sS --cacert "$ANTENNA_CACERT" -H "Authorization: Bearer $ANTENNA_API_KEY" --limit-rate 300k \
+    -T "$T/big.bin" "$ANTENNA_URL/v1/datasets/$DS3/files/big.bin" >/dev/null 2>&1 &
+CURL=$!
+for _ in $(seq 100); do ls "$T/site/archive/$DS3"/.up-*.tmp >/dev/null 2>&1 && break; sleep 0.1; done
+sleep 1
+kill -9 "$PID"; wait "$PID" 2>/dev/null; PID=
+wait "$CURL" 2>/dev/null
+ls "$T/site/archive/$DS3"/.up-*.tmp >/dev/null 2>&1 || fail "no upload temporary after the crash"
+[ "$(sqlite3 "$T/site/antenna.db" "SELECT count(*) FROM files WHERE dataset_id='$DS3'")" = 0 ] ||
+    fail "a row for the interrupted upload"
+ls "$T/site/archive/$DS3"/*.c4gh >/dev/null 2>&1 && fail "a .c4gh for the interrupted upload"
+touch -d '2 minutes ago' "$T/site/archive/$DS3"/.up-*.tmp
+"$BIN" serve --dir "$T/site" --listen 127.0.0.1:0 >"$T/serve3.out" 2>>"$T/serve3.log" &
+PID=$!
+ANTENNA_URL=$(wait_serving "$T/serve3.out") || fail "serve after the crash"
+for _ in $(seq 50); do grep -q '"archive.swept"' "$T/serve3.log" && break; sleep 0.1; done
+ls "$T/site/archive/$DS3"/.up-*.tmp >/dev/null 2>&1 && fail "the crash's temporary not swept"
+rc=$(check crash --dataset "$DS3")
+[ "$rc" = 0 ] || fail "archive check after the crash: $(cat "$T/crash.json")"
+"$BIN" put "$DS3" "$T/big.bin" >/dev/null 2>"$T/put3.err" || fail "upload again: $(cat "$T/put3.err")"
 
 # usage errors exit 2
 $A archive check extra >/dev/null 2>&1; [ $? = 2 ] || fail "extra word: not a usage error"
