@@ -1623,8 +1623,7 @@ static void witness_conflict(const struct ant_fed_pull_req *q, const struct ant_
     ant_log_kv(ANT_LOG_ERROR, "fed.witness_conflict",
                ((const char *[]){"peer", q->peer_id, "seq", seq, "kind", kind,
                                  highest > 0 ? "highest" : NULL, top, NULL}),
-               "peer %s: audit checkpoint %s: %s (the record keeps it: antenna admin peer "
-               "witnessed %s)",
+               "peer %s: audit checkpoint %s: %s (the record: antenna admin peer witnessed %s)",
                q->peer_id, seq, why, q->peer_id);
     if (q->audit == NULL) {
         return;
