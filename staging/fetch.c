@@ -1632,8 +1632,9 @@ static void witness_conflict(const struct ant_fed_pull_req *q, const struct ant_
         snprintf(extra, sizeof(extra), ",\"highest\":%lld,\"recorded\":%s", (long long)highest,
                  recorded ? "true" : "false");
     }
-    snprintf(detail, sizeof(detail), "{\"peer\":\"%s\",\"seq\":%lld,\"kind\":\"%s\"%s,\"why\":\"%s\"}",
-             q->peer_id, (long long)c->seq, kind, extra, why);
+    snprintf(detail, sizeof(detail),
+             "{\"peer\":\"%s\",\"seq\":%lld,\"kind\":\"%s\"%s,\"why\":\"%s\"}", q->peer_id,
+             (long long)c->seq, kind, extra, why);
     struct ant_audit_event ev = {
         .request_id = q->request_id,
         .credential = "local",

@@ -918,7 +918,8 @@ static void test_witness_flags_a_rollback_to_a_recorded_checkpoint(void **state)
     assert_int_equal(seq, 3);
     assert_int_equal(top, 8);
     assert_int_equal(wit_conflicts(&c, det, sizeof(det)), 1);
-    assert_non_null(strstr(det, "\"seq\":3,\"kind\":\"rollback\",\"highest\":8,\"recorded\":true,"));
+    assert_non_null(
+        strstr(det, "\"seq\":3,\"kind\":\"rollback\",\"highest\":8,\"recorded\":true,"));
     assert_non_null(strstr(det, "went back to a recorded checkpoint: seq 3"));
     assert_non_null(strstr(det, "the highest recorded is 8"));
     json_t *d = json_loads(det, 0, NULL); /* the detail is JSON */
@@ -940,7 +941,8 @@ static void test_witness_flags_a_rollback_to_a_recorded_checkpoint(void **state)
     wit_serve(&c, at10);
     wit_session(&c);
     assert_int_equal(wit_conflicts(&c, det, sizeof(det)), 2);
-    assert_non_null(strstr(det, "\"seq\":10,\"kind\":\"rollback\",\"highest\":12,\"recorded\":false,"));
+    assert_non_null(
+        strstr(det, "\"seq\":10,\"kind\":\"rollback\",\"highest\":12,\"recorded\":false,"));
     assert_int_equal(wit_rollbacks(&c, 1, &seq, &top), 2);
     assert_int_equal(seq, 10);
     assert_int_equal(top, 12);
@@ -982,7 +984,8 @@ static void test_witness_overlapping_sessions_raise_no_false_conflict(void **sta
     wit_serve(&c, at12);
     wit_session(&c);
     assert_int_equal(wit_conflicts(&c, det, sizeof(det)), 1);
-    assert_non_null(strstr(det, "\"seq\":12,\"kind\":\"rollback\",\"highest\":15,\"recorded\":true,"));
+    assert_non_null(
+        strstr(det, "\"seq\":12,\"kind\":\"rollback\",\"highest\":15,\"recorded\":true,"));
     assert_int_equal(wit_rollbacks(&c, 0, &seq, &top), 1);
     wit_teardown(&c);
 }
