@@ -72,7 +72,8 @@ static void usage(FILE *out)
             "  peer witnessed ID\n"
             "      the peer's audit checkpoints this site recorded when it talked to the peer;\n"
             "      with -o json as the export's checkpoint lines (NDJSON), for the peer's\n"
-            "      auditors: antenna audit verify --witness FILE\n");
+            "      auditors: antenna audit verify --witness FILE; the table also lists the\n"
+            "      rollbacks seen (a checkpoint served as the latest after a higher one)\n");
 }
 
 static int parse_args(int argc, char **argv, struct peer_args *a)
@@ -543,19 +544,23 @@ static int peer_remove(struct pctx *c)
 }
 
 /* What this site recorded of a peer's checkpoints: with -o json the export's checkpoint lines,
- * byte for byte the format the peer's own export has. */
+ * byte for byte the format the peer's own export has (the input of the peer's `audit verify
+ * --witness`); the table adds the rollbacks seen (a checkpoint served as the latest after a
+ * higher one was recorded), whose checkpoints are among those lines. */
 static int peer_witnessed(struct pctx *c)
 {
     const char *id = c->a->pos[2];
     struct ant_audit_ckpt *w = NULL;
+    struct ant_witness_rollback *rb = NULL;
     int64_t *seen = NULL;
-    size_t n = 0;
-    char detail[64];
+    size_t n = 0, nrb = 0;
+    char detail[96];
     int rc = ant_name_is_valid(id) ? ant_peer_witnessed(c->st, id, &w, &seen, &n) : -EINVAL;
+    rc = rc < 0 ? rc : ant_peer_witness_rollbacks(c->st, id, &rb, &nrb);
     if (rc < 0) {
-        return rc;
+        goto out;
     }
-    snprintf(detail, sizeof(detail), "{\"rows\":%zu}", n);
+    snprintf(detail, sizeof(detail), "{\"rows\":%zu,\"rollbacks\":%zu}", n, nrb);
     rc = audit(c, "admin.peer.witnessed", id, detail);
     if (rc == 0 && !c->a->json) {
         printf("%-12s %-64s %-15s %-12s %s\n", "SEQ", "HASH", "TIME_MS", "PREV_SEQ", "SEEN_MS");
@@ -580,9 +585,22 @@ static int peer_witnessed(struct pctx *c)
     if (rc == 0 && !c->a->json && n == 0) {
         printf("(none)\n");
     }
+    if (rc == 0 && !c->a->json && nrb > 0) {
+        printf("\nrollbacks: SEQ served as the latest after HIGHEST was recorded\n");
+        printf("%-12s %-64s %-15s %s\n", "SEQ", "HASH", "HIGHEST", "SEEN_MS");
+    }
+    for (size_t i = 0; rc == 0 && !c->a->json && i < nrb; i++) {
+        char hash[2 * ANT_AUDIT_HASH_LEN + 1];
+        ant_hex_encode(rb[i].hash, sizeof(rb[i].hash), hash);
+        printf("%-12lld %-64s %-15lld %lld\n", (long long)rb[i].seq, hash,
+               (long long)rb[i].highest, (long long)rb[i].seen_ms);
+    }
+    rc = rc < 0 ? rc : (fflush(stdout) == 0 ? 0 : -EIO);
+out:
     free(w);
     free(seen);
-    return rc < 0 ? rc : (fflush(stdout) == 0 ? 0 : -EIO);
+    free(rb);
+    return rc;
 }
 
 /* A federation token signed with this site's key, audited (its claims; never the token). */

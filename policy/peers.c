@@ -520,23 +520,49 @@ out:
 
 /* --- witnessed checkpoints --- */
 
+int ant_peer_witness_top(struct ant_store *st, const char *peer_id, int64_t *out)
+{
+    if (!ant_name_is_valid(peer_id)) {
+        return -EINVAL;
+    }
+    sqlite3_stmt *top = ant_store_stmt(st, "SELECT COALESCE(MAX(seq), 0) FROM peer_witness"
+                                           " WHERE peer = ?");
+    if (top == NULL) {
+        return -EIO;
+    }
+    ant_bind_text(top, 1, peer_id);
+    int src = sqlite3_step(top);
+    int rc = src == SQLITE_ROW ? 0 : ant_sqlite_err(src);
+    rc = rc == 0 && src != SQLITE_ROW ? -EIO : rc;
+    if (rc == 0) {
+        *out = sqlite3_column_int64(top, 0);
+    }
+    sqlite3_reset(top);
+    return rc;
+}
+
 int ant_peer_witness_record(struct ant_store *st, const char *peer_id,
-                            const struct ant_audit_ckpt *c, int64_t seen_ms,
-                            enum ant_witness_outcome *out)
+                            const struct ant_audit_ckpt *c, int64_t asked_top, int64_t seen_ms,
+                            struct ant_witness_result *out)
 {
     if (!ant_name_is_valid(peer_id) || c == NULL || c->seq < 1 || c->time_ms < 0 ||
-        c->prev_seq < 0 || c->prev_seq >= c->seq) {
+        c->prev_seq < 0 || c->prev_seq >= c->seq || asked_top < 0) {
         return -EINVAL;
     }
     sqlite3_stmt *same = ant_store_stmt(st, "SELECT hash = ?3 FROM peer_witness"
                                             " WHERE peer = ?1 AND seq = ?2 ORDER BY 1 DESC");
-    sqlite3_stmt *top = ant_store_stmt(st, "SELECT MAX(seq) FROM peer_witness WHERE peer = ?");
+    sqlite3_stmt *seen = ant_store_stmt(st, "SELECT 1 FROM peer_witness_rollback WHERE peer = ?"
+                                            " AND seq = ? AND hash = ? AND highest = ?");
     sqlite3_stmt *ins = ant_store_stmt(st, "INSERT INTO peer_witness(peer, seq, hash, time_ms,"
                                            " prev_seq, sig, seen_ms) VALUES(?, ?, ?, ?, ?, ?, ?)");
-    if (same == NULL || top == NULL || ins == NULL) {
+    sqlite3_stmt *back = ant_store_stmt(st, "INSERT INTO peer_witness_rollback(peer, seq, hash,"
+                                            " highest, seen_ms) VALUES(?, ?, ?, ?, ?)");
+    if (same == NULL || seen == NULL || ins == NULL || back == NULL) {
         return -EIO;
     }
-    enum ant_witness_outcome o = ANT_WITNESS_NEW;
+    struct ant_witness_result res = {.highest = asked_top};
+    bool known = false, other = false;
+    int64_t at = seen_ms != 0 ? seen_ms : ant_now_unix() * 1000;
     int rc = ant_store_begin(st);
     if (rc < 0) {
         return rc;
@@ -547,31 +573,43 @@ int ant_peer_witness_record(struct ant_store *st, const char *peer_id,
     int src = sqlite3_step(same);
     if (src == SQLITE_ROW) {
         /* a row of this hash sorts first: known; only other hashes: equivocation */
-        o = sqlite3_column_int(same, 0) != 0 ? ANT_WITNESS_KNOWN : ANT_WITNESS_CONFLICT;
+        known = sqlite3_column_int(same, 0) != 0;
+        other = !known;
     } else if (src != SQLITE_DONE) {
         rc = ant_sqlite_err(src);
     }
     sqlite3_reset(same);
-    if (rc == 0 && o == ANT_WITNESS_NEW) {
-        ant_bind_text(top, 1, peer_id);
-        src = sqlite3_step(top);
-        if (src != SQLITE_ROW) {
-            rc = ant_sqlite_err(src);
-        } else if (sqlite3_column_type(top, 0) != SQLITE_NULL &&
-                   sqlite3_column_int64(top, 0) > c->seq) {
-            o = ANT_WITNESS_CONFLICT; /* the peer went back behind what it showed before */
-        }
-        sqlite3_reset(top);
+    if (rc == 0 && c->seq < asked_top) {
+        /* behind what the peer served before it was asked: recorded or not, a rollback */
+        ant_bind_text(seen, 1, peer_id);
+        sqlite3_bind_int64(seen, 2, c->seq);
+        sqlite3_bind_blob(seen, 3, c->hash, ANT_AUDIT_HASH_LEN, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(seen, 4, asked_top);
+        src = sqlite3_step(seen);
+        rc = src == SQLITE_ROW || src == SQLITE_DONE ? 0 : ant_sqlite_err(src);
+        res.rollback_seen = src == SQLITE_ROW;
+        res.rollback = src == SQLITE_DONE;
+        sqlite3_reset(seen);
     }
-    if (rc == 0 && o != ANT_WITNESS_KNOWN) {
+    if (rc == 0 && !known) {
         ant_bind_text(ins, 1, peer_id);
         sqlite3_bind_int64(ins, 2, c->seq);
         sqlite3_bind_blob(ins, 3, c->hash, ANT_AUDIT_HASH_LEN, SQLITE_TRANSIENT);
         sqlite3_bind_int64(ins, 4, c->time_ms);
         sqlite3_bind_int64(ins, 5, c->prev_seq);
         sqlite3_bind_blob(ins, 6, c->sig, ANT_SIG_LEN, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(ins, 7, seen_ms != 0 ? seen_ms : ant_now_unix() * 1000);
+        sqlite3_bind_int64(ins, 7, at);
         rc = ant_store_exec_stmt(ins);
+        res.added = rc == 0;
+        res.equivocation = rc == 0 && other;
+    }
+    if (rc == 0 && res.rollback) {
+        ant_bind_text(back, 1, peer_id);
+        sqlite3_bind_int64(back, 2, c->seq);
+        sqlite3_bind_blob(back, 3, c->hash, ANT_AUDIT_HASH_LEN, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(back, 4, asked_top);
+        sqlite3_bind_int64(back, 5, at);
+        rc = ant_store_exec_stmt(back);
     }
     if (rc == 0) {
         rc = ant_store_commit(st);
@@ -579,7 +617,7 @@ int ant_peer_witness_record(struct ant_store *st, const char *peer_id,
         ant_store_rollback(st);
     }
     if (rc == 0) {
-        *out = o;
+        *out = res;
     }
     return rc;
 }
@@ -642,5 +680,56 @@ int ant_peer_witnessed(struct ant_store *st, const char *peer_id, struct ant_aud
     }
     free(arr);
     free(at);
+    return rc;
+}
+
+int ant_peer_witness_rollbacks(struct ant_store *st, const char *peer_id,
+                               struct ant_witness_rollback **out, size_t *n)
+{
+    if (!ant_name_is_valid(peer_id)) {
+        return -EINVAL;
+    }
+    sqlite3_stmt *s = ant_store_stmt(st, "SELECT seq, hash, highest, seen_ms"
+                                         " FROM peer_witness_rollback WHERE peer = ?"
+                                         " ORDER BY seen_ms, seq, highest, hash");
+    if (s == NULL) {
+        return -EIO;
+    }
+    struct ant_witness_rollback *arr = NULL;
+    size_t cnt = 0, cap = 0;
+    int rc = 0, src;
+    ant_bind_text(s, 1, peer_id);
+    while (rc == 0 && (src = sqlite3_step(s)) == SQLITE_ROW) {
+        if (cnt == cap) {
+            size_t ncap = cap != 0 ? 2 * cap : 8;
+            struct ant_witness_rollback *p = realloc(arr, ncap * sizeof(*arr));
+            if (p == NULL) {
+                rc = -ENOMEM;
+                break;
+            }
+            arr = p;
+            cap = ncap;
+        }
+        struct ant_witness_rollback *r = &arr[cnt];
+        if (sqlite3_column_bytes(s, 1) != ANT_AUDIT_HASH_LEN) {
+            rc = -EIO; /* the foreign key to peer_witness makes this a corrupt file */
+            break;
+        }
+        r->seq = sqlite3_column_int64(s, 0);
+        memcpy(r->hash, sqlite3_column_blob(s, 1), ANT_AUDIT_HASH_LEN);
+        r->highest = sqlite3_column_int64(s, 2);
+        r->seen_ms = sqlite3_column_int64(s, 3);
+        cnt++;
+    }
+    if (rc == 0 && src != SQLITE_DONE) {
+        rc = ant_sqlite_err(src);
+    }
+    sqlite3_reset(s);
+    if (rc == 0) {
+        *out = arr;
+        *n = cnt;
+        arr = NULL;
+    }
+    free(arr);
     return rc;
 }

@@ -121,24 +121,54 @@ ANT_MUST_CHECK int ant_fed_cache_evict(struct ant_store *st, int archive_fd, uin
 
 /* --- witnessing peers' audit checkpoints (docs/security.md, "Witnesses") ---
  * This site records each peer's latest signed audit checkpoint whenever it talks to the peer
- * (staging/fetch.c), in `peer_witness`: rows are only ever added, never changed or removed
- * (also not with the peer), so that the peer's auditors can later check its log against them. */
-enum ant_witness_outcome {
-    ANT_WITNESS_NEW = 0,      /* recorded */
-    ANT_WITNESS_KNOWN = 1,    /* the same (seq, hash) was recorded before: nothing written */
-    ANT_WITNESS_CONFLICT = 2, /* recorded beside what contradicts it: another hash at the same
-                                 seq (equivocation), or a seq below the highest recorded with no
-                                 row of its own (rollback) */
+ * (staging/fetch.c), in `peer_witness` (one row per distinct (seq, hash)), and each time the
+ * peer served as its latest a checkpoint below one recorded before, in `peer_witness_rollback`
+ * (one row per (seq, hash, highest)): rows are only ever added, never changed or removed (also
+ * not with the peer), so that the peer's auditors can later check its log against them.
+ *
+ * A peer's latest checkpoint never goes backwards, but two sessions of this site with the peer
+ * may overlap (a stage job's admission and run, `antenna admin peer pull`, in two processes):
+ * one may fetch seq N while the other fetches and records N+1 before the first records N. So
+ * "behind" is judged against the highest seq recorded *before the peer was asked*
+ * (ant_peer_witness_top, read before the request): that one the peer had served before it
+ * answered, whatever the order in which the answers are recorded. */
+
+/* The highest seq recorded for peer_id into *out (0: none). -EINVAL bad name, store errors. */
+ANT_MUST_CHECK int ant_peer_witness_top(struct ant_store *st, const char *peer_id, int64_t *out);
+
+struct ant_witness_result {
+    bool added;         /* a new row in peer_witness: this (seq, hash) had none */
+    bool equivocation;  /* added, and another hash was recorded at this seq: the peer showed
+                           two histories (or rewrote its log and re-signed it) */
+    bool rollback;      /* seq below `highest`: the peer went back; recorded now in
+                           peer_witness_rollback (with added false, to a checkpoint recorded
+                           before: a restored backup taken at it, or its tail cut back to it) */
+    bool rollback_seen; /* seq below `highest`, but this very rollback (same checkpoint, same
+                           highest) was recorded before: nothing written */
+    int64_t highest;    /* the caller's asked_top */
 };
 /* Records checkpoint c of peer `peer_id` (a valid name; the caller checked its signature with
- * the peer's pinned key) seen at seen_ms (0: now), in one transaction. -EINVAL bad arguments,
- * store errors. */
+ * the peer's pinned key) seen at seen_ms (0: now), in one transaction. asked_top is what
+ * ant_peer_witness_top said before the peer was asked for c (see above). A conflict to report
+ * is equivocation or rollback in *out. -EINVAL bad arguments (asked_top < 0 among them), store
+ * errors. */
 ANT_MUST_CHECK int ant_peer_witness_record(struct ant_store *st, const char *peer_id,
-                                           const struct ant_audit_ckpt *c, int64_t seen_ms,
-                                           enum ant_witness_outcome *out);
+                                           const struct ant_audit_ckpt *c, int64_t asked_top,
+                                           int64_t seen_ms, struct ant_witness_result *out);
 /* What was recorded for peer_id, by seq then seen_ms: *out (free()) holds *n checkpoints and,
  * when seen is not NULL, *seen (free()) their seen_ms. No row is not an error (*n = 0). */
 ANT_MUST_CHECK int ant_peer_witnessed(struct ant_store *st, const char *peer_id,
                                       struct ant_audit_ckpt **out, int64_t **seen, size_t *n);
+
+struct ant_witness_rollback {
+    int64_t seq;                        /* the checkpoint the peer served as its latest */
+    uint8_t hash[ANT_AUDIT_HASH_LEN];   /* (its row in peer_witness holds the signature) */
+    int64_t highest;                    /* the highest seq recorded before it was asked */
+    int64_t seen_ms;
+};
+/* The rollbacks recorded for peer_id, by seen_ms then seq: *out (free()) holds *n of them. No
+ * row is not an error (*n = 0). -EINVAL bad name, store errors (-EIO for a corrupt row). */
+ANT_MUST_CHECK int ant_peer_witness_rollbacks(struct ant_store *st, const char *peer_id,
+                                              struct ant_witness_rollback **out, size_t *n);
 
 #endif

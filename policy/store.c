@@ -338,6 +338,24 @@ static const char *const g_migrations[] = {
      "  BEGIN SELECT RAISE(ABORT, 'peer_witness is append-only'); END;"
      "CREATE TRIGGER peer_witness_no_delete BEFORE DELETE ON peer_witness"
      "  BEGIN SELECT RAISE(ABORT, 'peer_witness is append-only'); END;"),
+    /* 10: a peer's rollbacks as this site saw them (ant_peer_witness_record): the peer served
+     * checkpoint (seq, hash) as its latest after `highest` had been recorded. peer_witness has
+     * one row per (seq, hash), so a rollback to a checkpoint recorded before would leave no
+     * trace there; a row here per (checkpoint, highest) does. The checkpoint itself, signed by
+     * the peer, is its row in peer_witness (the witness file stays the export's checkpoint
+     * lines); append-only like it. */
+    ("CREATE TABLE peer_witness_rollback("
+     "  peer TEXT NOT NULL,"
+     "  seq INTEGER NOT NULL,"
+     "  hash BLOB NOT NULL,"
+     "  highest INTEGER NOT NULL CHECK(highest > seq),"
+     "  seen_ms INTEGER NOT NULL,"
+     "  PRIMARY KEY(peer, seq, hash, highest),"
+     "  FOREIGN KEY(peer, seq, hash) REFERENCES peer_witness(peer, seq, hash)) WITHOUT ROWID;"
+     "CREATE TRIGGER peer_witness_rollback_no_update BEFORE UPDATE ON peer_witness_rollback"
+     "  BEGIN SELECT RAISE(ABORT, 'peer_witness_rollback is append-only'); END;"
+     "CREATE TRIGGER peer_witness_rollback_no_delete BEFORE DELETE ON peer_witness_rollback"
+     "  BEGIN SELECT RAISE(ABORT, 'peer_witness_rollback is append-only'); END;"),
 };
 
 int ant_store_schema_latest(void)

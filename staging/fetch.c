@@ -1615,22 +1615,30 @@ static const char *pull_reason(int rc)
 /* A checkpoint line is ~300 bytes. */
 #define WITNESS_BODY_MAX 4096
 
-/* A witness conflict: logged as an error and audited (best effort: the pull goes on). */
+/* A witness conflict: logged as an error and audited (best effort: the pull goes on). kind:
+ * "equivocation", "rollback" or "signature"; highest: the highest seq recorded before the peer
+ * was asked (0: not said); recorded: whether the checkpoint had a row before (rollback). */
 static void witness_conflict(const struct ant_fed_pull_req *q, const struct ant_audit_ckpt *c,
-                             const char *why)
+                             const char *kind, int64_t highest, bool recorded, const char *why)
 {
-    char seq[24], detail[256];
+    char seq[24], top[24], detail[512], extra[64] = "";
     snprintf(seq, sizeof(seq), "%lld", (long long)c->seq);
+    snprintf(top, sizeof(top), "%lld", (long long)highest);
     ant_log_kv(ANT_LOG_ERROR, "fed.witness_conflict",
-               ((const char *[]){"peer", q->peer_id, "seq", seq, NULL}),
-               "peer %s: audit checkpoint %s: %s (both records are kept: antenna admin peer "
-               "witnessed %s)",
+               ((const char *[]){"peer", q->peer_id, "seq", seq, "kind", kind,
+                                 highest > 0 ? "highest" : NULL, top, NULL}),
+               "peer %s: audit checkpoint %s: %s (the record: antenna admin peer witnessed %s)",
                q->peer_id, seq, why, q->peer_id);
     if (q->audit == NULL) {
         return;
     }
-    snprintf(detail, sizeof(detail), "{\"peer\":\"%s\",\"seq\":%lld,\"why\":\"%s\"}", q->peer_id,
-             (long long)c->seq, why);
+    if (highest > 0) {
+        snprintf(extra, sizeof(extra), ",\"highest\":%lld,\"recorded\":%s", (long long)highest,
+                 recorded ? "true" : "false");
+    }
+    snprintf(detail, sizeof(detail),
+             "{\"peer\":\"%s\",\"seq\":%lld,\"kind\":\"%s\"%s,\"why\":\"%s\"}", q->peer_id,
+             (long long)c->seq, kind, extra, why);
     struct ant_audit_event ev = {
         .request_id = q->request_id,
         .credential = "local",
@@ -1647,17 +1655,65 @@ static void witness_conflict(const struct ant_fed_pull_req *q, const struct ant_
     }
 }
 
+/* What the record of checkpoint c says, logged and, for a conflict, audited. */
+static void witness_report(const struct ant_fed_pull_req *q, const struct ant_audit_ckpt *c,
+                           const struct ant_witness_result *w)
+{
+    char why[256];
+    long long seq = (long long)c->seq, top = (long long)w->highest;
+    if (w->equivocation) {
+        snprintf(why, sizeof(why),
+                 "another hash at a recorded seq: two histories shown (equivocation), or its log "
+                 "rewritten and re-signed%s",
+                 w->rollback ? "; and below the highest recorded" : "");
+        witness_conflict(q, c, "equivocation", w->rollback ? w->highest : 0, false, why);
+    } else if (w->rollback && !w->added) {
+        snprintf(why, sizeof(why),
+                 "went back to a recorded checkpoint: seq %lld served as the latest, the highest "
+                 "recorded is %lld (rollback: a backup taken at it restored, or the tail cut back "
+                 "to it)",
+                 seq, top);
+        witness_conflict(q, c, "rollback", w->highest, true, why);
+    } else if (w->rollback) {
+        snprintf(why, sizeof(why),
+                 "went back below the highest recorded checkpoint: seq %lld, not recorded before, "
+                 "served as the latest, the highest recorded is %lld (rollback: its tail removed, "
+                 "or a backup restored)",
+                 seq, top);
+        witness_conflict(q, c, "rollback", w->highest, false, why);
+    } else if (w->rollback_seen) {
+        /* the same rollback, recorded and audited at an earlier session: the peer is still
+         * there; no second record of it */
+        ant_log(ANT_LOG_WARN, "fed.witness",
+                "peer %s: still at checkpoint %lld, below the highest recorded %lld (a rollback "
+                "recorded before)",
+                q->peer_id, seq, top);
+    } else if (w->added) {
+        ant_log(ANT_LOG_INFO, "fed.witness", "peer %s: checkpoint %lld recorded", q->peer_id,
+                seq);
+    }
+}
+
 /* Fetches the peer's latest signed checkpoint, checks it against the peer's pinned key and
  * records it. Never fails the caller: what goes wrong is logged. */
 static void witness(const struct ant_fed_pull_req *q, const struct ant_fetch_peer *fp)
 {
     struct mget g = {ANT_BUF_INIT(WITNESS_BODY_MAX), ""};
-    struct req r;
+    struct req r = {0};
     json_t *doc = NULL;
     struct ant_audit_ckpt c;
-    enum ant_witness_outcome o = ANT_WITNESS_KNOWN;
+    struct ant_witness_result w;
     long status = 0;
-    int rc = req_init(&r, fp, "/v1/federation/checkpoint", 30);
+    int64_t top = 0;
+    /* read before asking: the peer served `top` before it answers this request, so an answer
+     * below it is a rollback, while one recorded by another session meanwhile proves nothing
+     * (peers.h) */
+    int rc = ant_peer_witness_top(q->st, fp->id, &top);
+    if (rc < 0) {
+        ant_log(ANT_LOG_ERROR, "fed.witness", "peer %s: cannot read the record: %s", fp->id,
+                strerror(-rc));
+    }
+    rc = rc < 0 ? rc : req_init(&r, fp, "/v1/federation/checkpoint", 30);
     if (rc == 0) {
         curl_easy_setopt(r.h, CURLOPT_WRITEFUNCTION, mget_body);
         curl_easy_setopt(r.h, CURLOPT_WRITEDATA, &g);
@@ -1684,23 +1740,19 @@ static void witness(const struct ant_fed_pull_req *q, const struct ant_fetch_pee
         rc = -EBADMSG;
     }
     if (rc == 0 && !ant_audit_ckpt_sig_is_valid(fp->ed25519_pk, &c)) {
-        witness_conflict(q, &c, "not signed by the key pinned for the peer; not recorded");
+        witness_conflict(q, &c, "signature", 0, false,
+                         "not signed by the key pinned for the peer; not recorded");
         rc = -EBADMSG;
     }
     if (rc == 0) {
-        rc = ant_peer_witness_record(q->st, fp->id, &c, 0, &o);
+        rc = ant_peer_witness_record(q->st, fp->id, &c, top, 0, &w);
         if (rc < 0) {
             ant_log(ANT_LOG_ERROR, "fed.witness", "peer %s: cannot record checkpoint %lld: %s",
                     fp->id, (long long)c.seq, strerror(-rc));
         }
     }
-    if (rc == 0 && o == ANT_WITNESS_CONFLICT) {
-        witness_conflict(q, &c,
-                         "contradicts a recorded checkpoint (another hash at this seq, or a seq "
-                         "below one recorded: equivocation or rollback)");
-    } else if (rc == 0 && o == ANT_WITNESS_NEW) {
-        ant_log(ANT_LOG_INFO, "fed.witness", "peer %s: checkpoint %lld recorded", fp->id,
-                (long long)c.seq);
+    if (rc == 0) {
+        witness_report(q, &c, &w);
     }
     json_decref(doc);
     req_fini(&r);

@@ -3,12 +3,17 @@
 # site-b witnesses site-a's checkpoints at every session (a remote stage job through site-b's
 # API, `admin peer pull`); then site-a's operator goes back on its trail as a dishonest one
 # could, with the site's own key and binary only:
-#  1. rollback: site-a stopped, an earlier copy of its audit.db put back (taken before more
-#     events and a checkpoint site-b witnessed), restarted: site-b's next stage job records a
-#     fed.witness_conflict (audited at site-b, logged by its daemon) and still completes;
-#     `audit verify --witness` with site-b's record fails on site-a's trail with "tail removed
-#     after it was witnessed" (dir and export) where it passed on the honest trail;
-#  2. rewrite: site-a appends other events to the restored copy until a checkpoint lands on the
+#  1. rollback to a recorded checkpoint: site-a stopped, a copy of its audit.db put back that
+#     was taken right at a checkpoint site-b witnessed (before more events and a checkpoint
+#     site-b witnessed too), restarted: site-b's next stage job records the rollback (no new
+#     checkpoint line: the witness file is unchanged; `peer witnessed` lists the rollback),
+#     audits a fed.witness_conflict saying where site-a went back to and from where (once,
+#     though both sessions of the job saw it), its daemon logs it, and the job completes;
+#     `audit verify --witness` fails on site-a's trail with "tail removed after it was
+#     witnessed" (dir and export) where it passed on the honest trail;
+#  2. rollback to a checkpoint site-b never saw (an earlier copy): the same, with that
+#     checkpoint added to the record;
+#  3. rewrite: site-a appends other events to the earlier copy until a checkpoint lands on the
 #     very seq site-b witnessed, with another hash: site-b's next `admin peer pull` records the
 #     conflict (two rows at that seq) and succeeds; verify --witness fails with "rewritten".
 # Alone, site-a's trail verifies at every step: only the peer's record shows what was done.
@@ -126,23 +131,52 @@ verify_fails() { # $1 what, $2 expected message, rest: audit verify's arguments
     grep -q "$want" "$T/verify.out" || fail "$what: verify --witness: $(cat "$T/verify.out")"
 }
 
+backup() { # $1 name: site-a stopped, a copy of its audit.db (whole, ending at a checkpoint)
+    stop a
+    mkdir -p "$T/a-$1"
+    cp "$T/a/audit.db" "$T/a-$1/" || fail "copy site-a's audit.db"
+    [ ! -e "$T/a/audit.db-wal" ] || cp "$T/a/audit.db-wal" "$T/a-$1/"
+    [ "$(last_ckpt)" = "$(last_event)" ] ||
+        fail "site-a's stop left its tail unsigned ($(last_event) > $(last_ckpt))"
+}
+restore() { # $1 name: site-a stopped, the copy put back
+    stop a
+    rm -f "$T/a/audit.db" "$T/a/audit.db-wal" "$T/a/audit.db-shm"
+    cp "$T/a-$1"/audit.db* "$T/a/" || fail "restore site-a's audit.db ($1)"
+}
+detail_of() { # $1 seq: the detail of site-b's fed.witness_conflict event about it (conflicts)
+    python3 - "$T/wconf.json" "$1" <<'EOF'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+ev = doc if isinstance(doc, list) else doc.get("events", [])
+print(next(e["detail"] for e in ev if json.loads(e["detail"])["seq"] == int(sys.argv[2])))
+EOF
+}
+
 # --- the honest trail: an earlier copy of site-a's audit.db is kept (site-a stopped, so the
-# copy is whole and ends at a checkpoint), then more events and checkpoints, then site-b's
-# stage job witnesses the latest ---
+# copy is whole and ends at a checkpoint, S0, which site-b never sees); more events, another
+# copy at checkpoint SR, which site-b's first stage job witnesses; then more events and
+# checkpoints, and site-b's next stage job witnesses the latest, S1 ---
 "$BIN" audit export --dir "$T/a" -o "$T/a-0.ndjson" >/dev/null 2>&1 || fail "export site-a"
-stop a
-mkdir -p "$T/a-backup"
-cp "$T/a/audit.db" "$T/a-backup/" || fail "copy site-a's audit.db"
-[ ! -e "$T/a/audit.db-wal" ] || cp "$T/a/audit.db-wal" "$T/a-backup/"
+backup early
 S0=$(last_ckpt)
-[ "$S0" = "$(last_event)" ] || fail "site-a's stop left its tail unsigned ($(last_event) > $S0)"
 serve a 1
+for _ in $(seq 10); do $A tenant list >/dev/null || fail "site-a tenant list"; done
+backup witnessed
+SR=$(last_ckpt)
+serve a 2
+stage_b first
+witnessed "$T/w0.ndjson"
+python3 -c 'import json, sys
+assert max(json.loads(l)["seq"] for l in open(sys.argv[1])) == int(sys.argv[2])' \
+    "$T/w0.ndjson" "$SR" || fail "site-b did not witness site-a at $SR: $(cat "$T/w0.ndjson")"
 for _ in $(seq 40); do $A tenant list >/dev/null || fail "site-a tenant list"; done
 stage_b honest
 witnessed "$T/w1.ndjson"
 S1=$(python3 -c 'import json, sys
 print(max(json.loads(l)["seq"] for l in open(sys.argv[1])))' "$T/w1.ndjson")
-[ "$S1" -ge $((S0 + 40)) ] || fail "site-b witnessed up to seq $S1 only (copy at $S0)"
+[ "$S1" -ge $((SR + 40)) ] && [ "$SR" -ge $((S0 + 10)) ] ||
+    fail "site-b witnessed up to seq $S1 only (copies at $S0, $SR)"
 [ -z "$(conflicts)" ] || fail "conflicts on the honest trail: $(cat "$T/wconf.json")"
 grep -q '"fed.witness_conflict"' "$T"/serve-b-*.log &&
     fail "site-b logged a conflict on the honest trail"
@@ -153,20 +187,57 @@ grep -q '"fed.witness_conflict"' "$T"/serve-b-*.log &&
 "$BIN" audit verify --export "$T/a-1.ndjson" --site-key "$T/a/keys/site.pub" \
     --witness "$T/w1.ndjson" >"$T/v-honest-exp.out" 2>&1 ||
     fail "honest trail (export): $(cat "$T/v-honest-exp.out")"
-ok "honest trail: site-b witnessed site-a up to seq $S1 (the copy ends at $S0);" \
+ok "honest trail: site-b witnessed site-a at $SR and up to seq $S1 (copies end at $S0, $SR);" \
     "verify --witness passes (dir, export)"
 
-# --- 1. rollback: the earlier copy put back ---
-stop a
-rm -f "$T/a/audit.db" "$T/a/audit.db-wal" "$T/a/audit.db-shm"
-cp "$T/a-backup"/audit.db* "$T/a/" || fail "restore site-a's audit.db"
+# --- 1. rollback to a recorded checkpoint: the copy taken at SR put back ---
+restore witnessed
+[ "$(last_ckpt)" = "$SR" ] || fail "the restored copy ends at $(last_ckpt), not $SR"
+"$BIN" audit verify --dir "$T/a" >"$T/v-alone.out" 2>&1 ||
+    fail "the restored trail should verify alone: $(cat "$T/v-alone.out")"
+serve a 3
+stage_b rollback-recorded
+[ "$(conflicts)" = "$SR" ] ||
+    fail "rollback to $SR: site-b audited conflicts at seqs '$(conflicts)', not $SR (once)"
+python3 - "$(detail_of "$SR")" "$SR" "$S1" <<'EOF' || fail "rollback to $SR: $(detail_of "$SR")"
+import json, sys
+d = json.loads(sys.argv[1])
+assert d["peer"] == "site-a" and d["kind"] == "rollback" and d["recorded"] is True, d
+assert d["seq"] == int(sys.argv[2]) and d["highest"] == int(sys.argv[3]), d
+assert "went back to a recorded checkpoint" in d["why"], d
+EOF
+grep '"fed.witness_conflict"' "$T"/serve-b-*.log | grep '"peer":"site-a","seq":"'"$SR"'"' |
+    grep -q 'went back to a recorded checkpoint' ||
+    fail "rollback to $SR: site-b's daemon logged no fed.witness_conflict"
+witnessed "$T/w1r.ndjson"
+cmp -s "$T/w1.ndjson" "$T/w1r.ndjson" ||
+    fail "rollback to $SR: the witness file changed: $(diff "$T/w1.ndjson" "$T/w1r.ndjson")"
+"$BIN" admin --dir "$T/b" peer witnessed site-a >"$T/w1r.txt" || fail "peer witnessed (table)"
+grep -A2 '^rollbacks:' "$T/w1r.txt" | grep -Eq "^$SR +[0-9a-f]{64} +$S1 " ||
+    fail "rollback to $SR: peer witnessed lists no rollback: $(cat "$T/w1r.txt")"
+verify_fails "rollback to $SR (dir)" "tail removed after it was witnessed" \
+    --dir "$T/a" --witness "$T/w1r.ndjson"
+"$BIN" audit export --dir "$T/a" -o "$T/a-r.ndjson" >/dev/null 2>&1 || fail "export site-a"
+verify_fails "rollback to $SR (export)" "tail removed after it was witnessed" \
+    --export "$T/a-r.ndjson" --site-key "$T/a/keys/site.pub" --witness "$T/w1r.ndjson"
+ok "rollback to the recorded seq $SR: site-b's stage job audits (once) and logs" \
+    "fed.witness_conflict (highest $S1) and completes; witness file unchanged; verify --witness:" \
+    "tail removed (dir, export)"
+
+# --- 2. rollback to a checkpoint site-b never saw: the earlier copy, at S0, put back ---
+restore early
 [ "$(last_ckpt)" = "$S0" ] || fail "the restored copy ends at $(last_ckpt), not $S0"
 "$BIN" audit verify --dir "$T/a" >"$T/v-alone.out" 2>&1 ||
     fail "the restored trail should verify alone: $(cat "$T/v-alone.out")"
-serve a 2
+serve a 4
 stage_b rollback
-[ "$(conflicts)" = "$S0" ] ||
-    fail "rollback: site-b audited conflicts at seqs '$(conflicts)', not $S0"
+[ "$(conflicts)" = "$SR $S0" ] ||
+    fail "rollback: site-b audited conflicts at seqs '$(conflicts)', not $SR $S0"
+python3 - "$(detail_of "$S0")" "$S1" <<'EOF' || fail "rollback to $S0: $(detail_of "$S0")"
+import json, sys
+d = json.loads(sys.argv[1])
+assert d["kind"] == "rollback" and d["recorded"] is False and d["highest"] == int(sys.argv[2]), d
+EOF
 grep '"fed.witness_conflict"' "$T"/serve-b-*.log | grep -q '"peer":"site-a","seq":"'"$S0"'"' ||
     fail "rollback: site-b's daemon logged no fed.witness_conflict"
 witnessed "$T/w2.ndjson"
@@ -186,7 +257,7 @@ verify_fails "rollback (export)" "tail removed after it was witnessed" \
 ok "rollback to seq $S0: site-b's stage job audits and logs fed.witness_conflict and" \
     "completes; verify --witness: tail removed (dir, export)"
 
-# --- 2. rewrite: other events on the restored copy until a checkpoint lands on seq S1 ---
+# --- 3. rewrite: other events on the restored copy until a checkpoint lands on seq S1 ---
 stop a
 [ "$(last_event)" -lt "$S1" ] ||
     fail "site-a passed seq $S1 already ($(last_event)): no room to rewrite"
@@ -195,7 +266,7 @@ while [ "$(last_event)" -lt "$S1" ]; do
 done
 [ "$(last_event)" = "$S1" ] && [ "$(last_ckpt)" = "$S1" ] ||
     fail "rewrite: site-a's trail ends at event $(last_event), checkpoint $(last_ckpt), not $S1"
-serve a 3
+serve a 5
 "$BIN" admin --dir "$T/b" peer pull --peer site-a --dataset "$DS" --principal alice --tenant lab \
     --purpose DUO:0000042 --out "$T/out-rewrite" >"$T/pull.out" 2>"$T/pull.err" ||
     fail "rewrite: site-b's pull failed: $(cat "$T/pull.out" "$T/pull.err")"
@@ -204,18 +275,23 @@ for f in one.bin two.tsv; do
 done
 grep '"fed.witness_conflict"' "$T/pull.err" | grep -q '"peer":"site-a","seq":"'"$S1"'"' ||
     fail "rewrite: the pull logged no conflict: $(cat "$T/pull.err")"
-[ "$(conflicts)" = "$S0 $S1" ] ||
-    fail "rewrite: site-b audited conflicts at seqs '$(conflicts)', not $S0 $S1"
+[ "$(conflicts)" = "$SR $S0 $S1" ] ||
+    fail "rewrite: site-b audited conflicts at seqs '$(conflicts)', not $SR $S0 $S1"
 witnessed "$T/w3.ndjson"
 python3 - "$T/w3.ndjson" "$S1" <<'EOF' || fail "rewrite: site-b's record: $(cat "$T/w3.ndjson")"
 import json, sys
 at = [json.loads(l)["hash"] for l in open(sys.argv[1]) if json.loads(l)["seq"] == int(sys.argv[2])]
 assert len(at) == 2 and at[0] != at[1], at  # both hashes kept
 EOF
-verify_fails "rewrite (dir)" "event $S1 was rewritten after a peer witnessed" \
+# the first witnessed checkpoint the new history contradicts is SR (it left the old one after
+# S0); with only the lines of S1, that one
+verify_fails "rewrite (dir)" "event $SR was rewritten after a peer witnessed" \
     --dir "$T/a" --witness "$T/w3.ndjson"
+grep "\"seq\":$S1," "$T/w3.ndjson" >"$T/w3-s1.ndjson"
+verify_fails "rewrite (dir, seq $S1)" "event $S1 was rewritten after a peer witnessed" \
+    --dir "$T/a" --witness "$T/w3-s1.ndjson"
 "$BIN" audit export --dir "$T/a" -o "$T/a-3.ndjson" >/dev/null 2>&1 || fail "export site-a"
-verify_fails "rewrite (export)" "event $S1 was rewritten after a peer witnessed" \
+verify_fails "rewrite (export)" "event $SR was rewritten after a peer witnessed" \
     --export "$T/a-3.ndjson" --site-key "$T/a/keys/site.pub" --witness "$T/w3.ndjson"
 "$BIN" audit verify --dir "$T/a" >"$T/v-alone.out" 2>&1 ||
     fail "the rewritten trail should verify alone: $(cat "$T/v-alone.out")"

@@ -190,6 +190,10 @@ struct tsrv {
     const char *ckpt;
     const char *manifest;
     const char *manifest_sig;
+    /* called once (then cleared), on the connection's thread, when a checkpoint request has
+     * taken its answer and before it is sent: another session's turn in a race (NULL: none) */
+    void (*on_ckpt)(void *arg);
+    void *on_ckpt_arg;
 };
 
 struct tconn {
@@ -263,7 +267,15 @@ static bool serve_one(struct tsrv *s, SSL *ssl, const char *req)
         char *doc = (is_ckpt ? s->ckpt : s->manifest) ? strdup(is_ckpt ? s->ckpt : s->manifest)
                                                        : NULL;
         char *sig = !is_ckpt && s->manifest_sig ? strdup(s->manifest_sig) : NULL;
+        void (*hook)(void *) = is_ckpt ? s->on_ckpt : NULL;
+        void *hook_arg = s->on_ckpt_arg;
+        if (is_ckpt) {
+            s->on_ckpt = NULL;
+        }
         pthread_mutex_unlock(&s->mu);
+        if (hook != NULL) {
+            hook(hook_arg);
+        }
         bool ok = send_doc(ssl, doc, sig);
         free(doc);
         free(sig);
@@ -614,8 +626,11 @@ struct wit_case {
     struct ant_audit *aa;      /* site-a's audit log: its checkpoints are served */
     struct ant_audit *ab;      /* site-b's: the conflicts */
     struct ant_store *st;      /* site-b's antenna.db: the peer row and peer_witness */
+    struct ant_store *st2;     /* another connection to it: a second session of site-b's */
     char sig[128];
     char *line; /* the body being served as the checkpoint */
+    char *next; /* race(): what the peer serves once the first answer is taken */
+    int race_rc; /* race(): the other session's result */
 };
 
 /* Appends n events to a, then signs its tail: returns the checkpoint line the peer's route
@@ -675,6 +690,7 @@ static void wit_setup(struct wit_case *c)
                                     &c->ab),
                      0);
     assert_int_equal(ant_store_open(c->dirfd, "antenna.db", ANT_STORE_CREATE, &c->st), 0);
+    assert_int_equal(ant_store_open(c->dirfd, "antenna.db", 0, &c->st2), 0);
     struct ant_peer p;
     memset(&p, 0, sizeof(p));
     snprintf(p.id, sizeof(p.id), "site-a");
@@ -698,6 +714,8 @@ static void wit_teardown(struct wit_case *c)
 {
     tsrv_stop(&c->s);
     free(c->line);
+    free(c->next);
+    ant_store_close(c->st2);
     ant_store_close(c->st);
     ant_audit_close(c->ab);
     ant_audit_close(c->aa);
@@ -709,12 +727,12 @@ static void wit_teardown(struct wit_case *c)
     ant_key_free(c->k);
 }
 
-/* One session of site-b with site-a: it must succeed whatever the checkpoint was. */
-static void wit_session(struct wit_case *c)
+/* One session of site-b with site-a over connection st: 0, or what went wrong. */
+static int wit_try_session(struct wit_case *c, struct ant_store *st, struct ant_diag *d)
 {
     struct ant_fetch_opts o = {.max_retries = 1, .backoff_ms = 1};
     struct ant_fed_pull_req q = {
-        .st = c->st,
+        .st = st,
         .audit = c->ab,
         .keys = &c->b,
         .self_id = "site-b",
@@ -728,13 +746,48 @@ static void wit_session(struct wit_case *c)
         .opts = &o,
     };
     struct ant_fetch_manifest m;
+    int rc = ant_fed_manifest(&q, &m, d);
+    if (rc == 0) {
+        rc = strcmp(m.dataset_id, "ds_1") == 0 ? 0 : -EBADMSG;
+        ant_fetch_manifest_fini(&m);
+    }
+    return rc;
+}
+
+/* One session of site-b with site-a: it must succeed whatever the checkpoint was. */
+static void wit_session(struct wit_case *c)
+{
     struct ant_diag d = {{0}};
-    int rc = ant_fed_manifest(&q, &m, &d);
+    int rc = wit_try_session(c, c->st, &d);
     if (rc != 0) {
         fail_msg("session: %d %s", rc, ant_diag_msg(&d, ""));
     }
-    assert_string_equal(m.dataset_id, "ds_1");
-    ant_fetch_manifest_fini(&m);
+}
+
+/* The race: once the peer has taken its answer to this session's checkpoint request (what
+ * wit_serve set), and before it sends it, the peer moves on to c->next and another session of
+ * site-b (its own connection to antenna.db, as `admin peer pull` beside the daemon) fetches
+ * that and records it; then this session receives its answer and records it. */
+static void wit_other_session(void *arg)
+{
+    struct wit_case *c = arg;
+    struct ant_diag d = {{0}};
+    wit_serve(c, c->next);
+    c->next = NULL;
+    c->race_rc = wit_try_session(c, c->st2, &d);
+}
+
+static void wit_race(struct wit_case *c, char *next) /* takes next */
+{
+    c->next = next;
+    c->race_rc = -EINPROGRESS;
+    pthread_mutex_lock(&c->s.mu);
+    c->s.on_ckpt = wit_other_session;
+    c->s.on_ckpt_arg = c;
+    pthread_mutex_unlock(&c->s.mu);
+    wit_session(c);
+    assert_int_equal(c->race_rc, 0);
+    assert_null(c->s.on_ckpt);
 }
 
 /* site-b's record of site-a: how many rows, and the seq and hash of row i into seq/hash. */
@@ -819,6 +872,121 @@ static void test_witness_records_and_flags_rollback_and_equivocation(void **stat
     assert_true(memcmp(h0, h1, 32) == 0 || memcmp(h0, h2, 32) == 0);
     assert_int_equal(wit_conflicts(&c, det, sizeof(det)), 2);
     assert_non_null(strstr(det, "\"seq\":8,"));
+    wit_teardown(&c);
+}
+
+/* site-b's record of site-a's rollbacks: how many, and row i's seq and highest. */
+static size_t wit_rollbacks(struct wit_case *c, size_t i, int64_t *seq, int64_t *highest)
+{
+    struct ant_witness_rollback *rb = NULL;
+    size_t n = 0;
+    assert_int_equal(ant_peer_witness_rollbacks(c->st, "site-a", &rb, &n), 0);
+    if (i < n) {
+        *seq = rb[i].seq;
+        *highest = rb[i].highest;
+    }
+    free(rb);
+    return n;
+}
+
+static void test_witness_flags_a_rollback_to_a_recorded_checkpoint(void **state)
+{
+    (void)state;
+    struct wit_case c;
+    char det[4096];
+    int64_t seq = 0, top = 0;
+    uint8_t h[32];
+    wit_setup(&c);
+    char *at3 = wit_checkpoint(c.aa, 3, "first"); /* site-a's backup is taken here */
+    wit_serve(&c, strdup(at3));
+    wit_session(&c);
+    wit_session(&c); /* the same checkpoint seen twice: known, no conflict */
+    char *at8 = wit_checkpoint(c.aa, 5, "more");
+    wit_serve(&c, strdup(at8));
+    wit_session(&c);
+    assert_int_equal(wit_rows(&c, 1, &seq, h), 2);
+    assert_int_equal(seq, 8);
+    assert_int_equal(wit_conflicts(&c, det, sizeof(det)), 0);
+    assert_int_equal(wit_rollbacks(&c, 0, &seq, &top), 0);
+    /* site-a's log put back to the backup: its latest is seq 3 again, which site-b recorded.
+     * No new checkpoint row (the witness file stays the checkpoints seen), but the rollback is
+     * recorded and audited, saying where the peer went back to and from where. */
+    wit_serve(&c, strdup(at3));
+    wit_session(&c);
+    assert_int_equal(wit_rows(&c, 0, NULL, NULL), 2);
+    assert_int_equal(wit_rollbacks(&c, 0, &seq, &top), 1);
+    assert_int_equal(seq, 3);
+    assert_int_equal(top, 8);
+    assert_int_equal(wit_conflicts(&c, det, sizeof(det)), 1);
+    assert_non_null(
+        strstr(det, "\"seq\":3,\"kind\":\"rollback\",\"highest\":8,\"recorded\":true,"));
+    assert_non_null(strstr(det, "went back to a recorded checkpoint: seq 3"));
+    assert_non_null(strstr(det, "the highest recorded is 8"));
+    json_t *d = json_loads(det, 0, NULL); /* the detail is JSON */
+    assert_non_null(d);
+    assert_int_equal(json_integer_value(json_object_get(d, "highest")), 8);
+    json_decref(d);
+    /* still there at the next session: the same rollback, not recorded or audited twice */
+    wit_session(&c);
+    assert_int_equal(wit_rollbacks(&c, 0, &seq, &top), 1);
+    assert_int_equal(wit_conflicts(&c, det, sizeof(det)), 1);
+    /* back at seq 8 (the log restored to what site-b saw): nothing to flag */
+    wit_serve(&c, at8);
+    wit_session(&c);
+    assert_int_equal(wit_conflicts(&c, det, sizeof(det)), 1);
+    /* a rollback to a checkpoint site-b never saw still says so */
+    char *at10 = wit_checkpoint(c.aa, 2, "ten");
+    wit_serve(&c, wit_checkpoint(c.aa, 2, "twelve"));
+    wit_session(&c);
+    wit_serve(&c, at10);
+    wit_session(&c);
+    assert_int_equal(wit_conflicts(&c, det, sizeof(det)), 2);
+    assert_non_null(
+        strstr(det, "\"seq\":10,\"kind\":\"rollback\",\"highest\":12,\"recorded\":false,"));
+    assert_int_equal(wit_rollbacks(&c, 1, &seq, &top), 2);
+    assert_int_equal(seq, 10);
+    assert_int_equal(top, 12);
+    free(at3);
+    wit_teardown(&c);
+}
+
+/* Two sessions of site-b with site-a at once (a stage job's run beside `admin peer pull`): the
+ * one that asked first may record its answer last. Never a conflict for an honest peer. */
+static void test_witness_overlapping_sessions_raise_no_false_conflict(void **state)
+{
+    (void)state;
+    struct wit_case c;
+    char det[4096];
+    int64_t seq = 0, top = 0;
+    uint8_t h[32];
+    wit_setup(&c);
+    /* this session fetched 3 (new) while the other fetched and recorded 8 */
+    char *at3 = wit_checkpoint(c.aa, 3, "a");
+    char *at8 = wit_checkpoint(c.aa, 5, "b");
+    wit_serve(&c, at3);
+    wit_race(&c, at8);
+    assert_int_equal(wit_rows(&c, 0, &seq, h), 2);
+    assert_int_equal(seq, 3);
+    /* both fetched 12 (new): one records it, the other finds it known */
+    char *at12 = wit_checkpoint(c.aa, 4, "c");
+    wit_serve(&c, strdup(at12));
+    wit_race(&c, strdup(at12));
+    assert_int_equal(wit_rows(&c, 2, &seq, h), 3);
+    assert_int_equal(seq, 12);
+    /* this session fetched 12 again (recorded) while the other recorded 15 */
+    char *at15 = wit_checkpoint(c.aa, 3, "d");
+    wit_race(&c, at15);
+    assert_int_equal(wit_rows(&c, 3, &seq, h), 4);
+    assert_int_equal(seq, 15);
+    assert_int_equal(wit_conflicts(&c, det, sizeof(det)), 0);
+    assert_int_equal(wit_rollbacks(&c, 0, &seq, &top), 0);
+    /* but 12 served once 15 was recorded before the asking: a rollback */
+    wit_serve(&c, at12);
+    wit_session(&c);
+    assert_int_equal(wit_conflicts(&c, det, sizeof(det)), 1);
+    assert_non_null(
+        strstr(det, "\"seq\":12,\"kind\":\"rollback\",\"highest\":15,\"recorded\":true,"));
+    assert_int_equal(wit_rollbacks(&c, 0, &seq, &top), 1);
     wit_teardown(&c);
 }
 
@@ -908,6 +1076,8 @@ int main(void)
         cmocka_unit_test(test_fetch_files_resumes_a_cut_range_and_refetches_a_flipped_byte),
         cmocka_unit_test(test_fetch_files_body_wrong_twice_is_refused),
         cmocka_unit_test(test_witness_records_and_flags_rollback_and_equivocation),
+        cmocka_unit_test(test_witness_flags_a_rollback_to_a_recorded_checkpoint),
+        cmocka_unit_test(test_witness_overlapping_sessions_raise_no_false_conflict),
         cmocka_unit_test(test_witness_refuses_a_checkpoint_not_signed_by_the_pinned_key),
         cmocka_unit_test(test_witness_skips_what_is_not_a_checkpoint),
     };

@@ -482,65 +482,140 @@ static struct ant_audit_ckpt ckpt(int64_t seq, uint8_t h, int64_t prev)
     return c;
 }
 
+/* Records c for site-a as a session would: `top` is what it read before asking. */
+static struct ant_witness_result rec(struct fx *f, const char *peer, const struct ant_audit_ckpt *c,
+                                     int64_t top, int64_t seen)
+{
+    struct ant_witness_result w;
+    memset(&w, 0xee, sizeof(w));
+    assert_int_equal(ant_peer_witness_record(f->st, peer, c, top, seen, &w), 0);
+    assert_int_equal(w.highest, top);
+    return w;
+}
+
+static int64_t top_of(struct fx *f, const char *peer)
+{
+    int64_t top = -1;
+    assert_int_equal(ant_peer_witness_top(f->st, peer, &top), 0);
+    return top;
+}
+
 static void test_witness_records_and_detects_conflicts(void **state)
 {
     struct fx *f = *state;
-    enum ant_witness_outcome o;
+    struct ant_witness_result w;
     struct ant_audit_ckpt c10 = ckpt(10, 1, 0), c20 = ckpt(20, 2, 10);
-    assert_int_equal(ant_peer_witness_record(f->st, "site-a", &c10, 5, &o), 0);
-    assert_int_equal(o, ANT_WITNESS_NEW);
-    assert_int_equal(ant_peer_witness_record(f->st, "site-a", &c10, 6, &o), 0);
-    assert_int_equal(o, ANT_WITNESS_KNOWN);
-    assert_int_equal(ant_peer_witness_record(f->st, "site-a", &c20, 7, &o), 0);
-    assert_int_equal(o, ANT_WITNESS_NEW);
+    assert_int_equal(top_of(f, "site-a"), 0);
+    w = rec(f, "site-a", &c10, 0, 5);
+    assert_true(w.added && !w.equivocation && !w.rollback && !w.rollback_seen);
+    assert_int_equal(top_of(f, "site-a"), 10);
+    w = rec(f, "site-a", &c10, 10, 6); /* the same again: known */
+    assert_true(!w.added && !w.equivocation && !w.rollback && !w.rollback_seen);
+    w = rec(f, "site-a", &c20, 10, 7);
+    assert_true(w.added && !w.equivocation && !w.rollback);
+    assert_int_equal(top_of(f, "site-a"), 20);
     /* equivocation: seq 20 with another hash; kept beside the first */
     struct ant_audit_ckpt e20 = ckpt(20, 9, 10);
-    assert_int_equal(ant_peer_witness_record(f->st, "site-a", &e20, 8, &o), 0);
-    assert_int_equal(o, ANT_WITNESS_CONFLICT);
-    assert_int_equal(ant_peer_witness_record(f->st, "site-a", &e20, 9, &o), 0);
-    assert_int_equal(o, ANT_WITNESS_KNOWN); /* recorded once */
+    w = rec(f, "site-a", &e20, 20, 8);
+    assert_true(w.added && w.equivocation && !w.rollback);
+    w = rec(f, "site-a", &e20, 20, 9);
+    assert_true(!w.added && !w.equivocation && !w.rollback); /* recorded once */
     /* rollback: a seq below the highest with no row of its own */
     struct ant_audit_ckpt r15 = ckpt(15, 3, 10);
-    assert_int_equal(ant_peer_witness_record(f->st, "site-a", &r15, 10, &o), 0);
-    assert_int_equal(o, ANT_WITNESS_CONFLICT);
+    w = rec(f, "site-a", &r15, 20, 10);
+    assert_true(w.added && !w.equivocation && w.rollback && !w.rollback_seen);
+    w = rec(f, "site-a", &r15, 20, 11); /* still there: the same rollback, not recorded twice */
+    assert_true(!w.added && !w.rollback && w.rollback_seen);
+    /* rollback to a recorded checkpoint: c10, recorded first, served after 20 was */
+    w = rec(f, "site-a", &c10, 20, 12);
+    assert_true(!w.added && !w.equivocation && w.rollback && !w.rollback_seen);
+    w = rec(f, "site-a", &c10, 20, 13);
+    assert_true(!w.added && !w.rollback && w.rollback_seen);
+    /* but not when the higher one was recorded after this session asked (two sessions at
+     * once): the peer may have answered this one first */
+    w = rec(f, "site-a", &c10, 10, 14);
+    assert_true(!w.added && !w.rollback && !w.rollback_seen);
+    w = rec(f, "site-a", &c20, 20, 15); /* at the highest: not behind */
+    assert_true(!w.added && !w.rollback && !w.rollback_seen);
+    /* equivocation below the highest: both */
+    struct ant_audit_ckpt e10 = ckpt(10, 8, 0);
+    w = rec(f, "site-a", &e10, 20, 16);
+    assert_true(w.added && w.equivocation && w.rollback);
     /* another peer's record is its own */
-    assert_int_equal(ant_peer_witness_record(f->st, "site-c", &r15, 11, &o), 0);
-    assert_int_equal(o, ANT_WITNESS_NEW);
+    w = rec(f, "site-c", &r15, 0, 17);
+    assert_true(w.added && !w.equivocation && !w.rollback);
+    assert_int_equal(top_of(f, "site-c"), 15);
     /* bad arguments */
+    struct ant_witness_result o;
     struct ant_audit_ckpt z = ckpt(0, 1, 0);
-    assert_int_equal(ant_peer_witness_record(f->st, "site-a", &z, 0, &o), -EINVAL);
+    assert_int_equal(ant_peer_witness_record(f->st, "site-a", &z, 0, 0, &o), -EINVAL);
     struct ant_audit_ckpt back = ckpt(5, 1, 5);
-    assert_int_equal(ant_peer_witness_record(f->st, "site-a", &back, 0, &o), -EINVAL);
-    assert_int_equal(ant_peer_witness_record(f->st, "bad name!", &c10, 0, &o), -EINVAL);
+    assert_int_equal(ant_peer_witness_record(f->st, "site-a", &back, 0, 0, &o), -EINVAL);
+    assert_int_equal(ant_peer_witness_record(f->st, "bad name!", &c10, 0, 0, &o), -EINVAL);
+    assert_int_equal(ant_peer_witness_record(f->st, "site-a", &c10, -1, 0, &o), -EINVAL);
+    int64_t top;
+    assert_int_equal(ant_peer_witness_top(f->st, "bad name!", &top), -EINVAL);
 
-    struct ant_audit_ckpt *w = NULL;
+    struct ant_audit_ckpt *w2 = NULL;
     int64_t *seen = NULL;
     size_t n = 0;
-    assert_int_equal(ant_peer_witnessed(f->st, "site-a", &w, &seen, &n), 0);
-    assert_int_equal(n, 4);
-    assert_int_equal(w[0].seq, 10);
-    assert_int_equal(w[1].seq, 15);
-    assert_int_equal(w[2].seq, 20);
-    assert_int_equal(w[3].seq, 20);
-    assert_int_equal(w[2].hash[0], 2); /* by seen time */
-    assert_int_equal(w[3].hash[0], 9);
+    assert_int_equal(ant_peer_witnessed(f->st, "site-a", &w2, &seen, &n), 0);
+    assert_int_equal(n, 5); /* each (seq, hash) once: the export's checkpoint lines */
+    assert_int_equal(w2[0].seq, 10);
+    assert_int_equal(w2[1].seq, 10);
+    assert_int_equal(w2[2].seq, 15);
+    assert_int_equal(w2[3].seq, 20);
+    assert_int_equal(w2[4].seq, 20);
+    assert_int_equal(w2[0].hash[0], 1); /* by seen time */
+    assert_int_equal(w2[1].hash[0], 8);
+    assert_int_equal(w2[3].hash[0], 2);
+    assert_int_equal(w2[4].hash[0], 9);
     assert_int_equal(seen[0], 5);
-    assert_memory_equal(w[0].sig, c10.sig, sizeof(c10.sig));
-    assert_int_equal(w[2].prev_seq, 10);
-    assert_int_equal(w[2].time_ms, 20000);
-    free(w);
+    assert_memory_equal(w2[0].sig, c10.sig, sizeof(c10.sig));
+    assert_int_equal(w2[3].prev_seq, 10);
+    assert_int_equal(w2[3].time_ms, 20000);
+    free(w2);
     free(seen);
-    assert_int_equal(ant_peer_witnessed(f->st, "site-z", &w, NULL, &n), 0);
+    assert_int_equal(ant_peer_witnessed(f->st, "site-z", &w2, NULL, &n), 0);
     assert_int_equal(n, 0);
-    free(w);
-    /* append-only: the table refuses changes, also by hand */
+    free(w2);
+    /* the rollbacks: each observation once, by the time it was seen */
+    struct ant_witness_rollback *rb = NULL;
+    assert_int_equal(ant_peer_witness_rollbacks(f->st, "site-a", &rb, &n), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(rb[0].seq, 15);
+    assert_int_equal(rb[0].highest, 20);
+    assert_int_equal(rb[0].seen_ms, 10);
+    assert_int_equal(rb[0].hash[0], 3);
+    assert_int_equal(rb[1].seq, 10);
+    assert_int_equal(rb[1].highest, 20);
+    assert_int_equal(rb[1].seen_ms, 12);
+    assert_int_equal(rb[1].hash[0], 1);
+    assert_int_equal(rb[2].seq, 10);
+    assert_int_equal(rb[2].hash[0], 8);
+    free(rb);
+    assert_int_equal(ant_peer_witness_rollbacks(f->st, "site-c", &rb, &n), 0);
+    assert_int_equal(n, 0);
+    free(rb);
+    assert_int_equal(ant_peer_witness_rollbacks(f->st, "bad name!", &rb, &n), -EINVAL);
+    /* append-only: the tables refuse changes, also by hand; a rollback row names a recorded
+     * checkpoint */
     sqlite3 *db = NULL;
     char path[4096];
     snprintf(path, sizeof(path), "%s/antenna.db", f->dir);
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    assert_int_not_equal(sqlite3_exec(db, "DELETE FROM peer_witness", NULL, NULL, NULL), SQLITE_OK);
-    assert_int_not_equal(sqlite3_exec(db, "UPDATE peer_witness SET seq = 1", NULL, NULL, NULL),
-                         SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA foreign_keys=ON", NULL, NULL, NULL), SQLITE_OK);
+    static const char *const refused[] = {
+        "DELETE FROM peer_witness",
+        "UPDATE peer_witness SET seq = 1",
+        "DELETE FROM peer_witness_rollback",
+        "UPDATE peer_witness_rollback SET highest = 99",
+        "INSERT INTO peer_witness_rollback VALUES('site-a', 12, zeroblob(32), 20, 1)",
+        "INSERT INTO peer_witness_rollback SELECT peer, seq, hash, seq, 1 FROM peer_witness",
+    };
+    for (size_t i = 0; i < ANT_ARRAY_LEN(refused); i++) {
+        assert_int_not_equal(sqlite3_exec(db, refused[i], NULL, NULL, NULL), SQLITE_OK);
+    }
     sqlite3_close(db);
 }
 
@@ -550,10 +625,47 @@ static void test_witness_upgrade_from_step8(void **state)
     struct ant_store *old = NULL;
     assert_int_equal(ant_store_create_at_step(f->dirfd, "old.db", 8), 0);
     assert_int_equal(ant_store_open(f->dirfd, "old.db", 0, &old), 0);
-    enum ant_witness_outcome o;
+    struct ant_witness_result w;
     struct ant_audit_ckpt c = ckpt(3, 7, 0);
-    assert_int_equal(ant_peer_witness_record(old, "site-a", &c, 0, &o), 0);
-    assert_int_equal(o, ANT_WITNESS_NEW);
+    assert_int_equal(ant_peer_witness_record(old, "site-a", &c, 0, 0, &w), 0);
+    assert_true(w.added);
+    ant_store_close(old);
+}
+
+/* A record made before step 10 (no table of rollbacks) stays, and a rollback to one of its
+ * checkpoints is recorded after the upgrade. */
+static void test_witness_upgrade_from_step9_keeps_rows(void **state)
+{
+    struct fx *f = *state;
+    struct ant_store *old = NULL;
+    sqlite3 *db = NULL;
+    char path[4096];
+    assert_int_equal(ant_store_create_at_step(f->dirfd, "old9.db", 9), 0);
+    snprintf(path, sizeof(path), "%s/old9.db", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "INSERT INTO peer_witness VALUES('site-a', 4, zeroblob(32), 1,"
+                                  " 0, zeroblob(64), 1);"
+                                  "INSERT INTO peer_witness VALUES('site-a', 9, randomblob(32), 2,"
+                                  " 4, zeroblob(64), 2);",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(ant_store_open(f->dirfd, "old9.db", 0, &old), 0);
+    int64_t top = 0;
+    assert_int_equal(ant_peer_witness_top(old, "site-a", &top), 0);
+    assert_int_equal(top, 9);
+    struct ant_audit_ckpt c = ckpt(4, 0, 0);
+    struct ant_witness_result w;
+    assert_int_equal(ant_peer_witness_record(old, "site-a", &c, top, 0, &w), 0);
+    assert_true(!w.added && w.rollback);
+    struct ant_witness_rollback *rb = NULL;
+    size_t n = 0;
+    assert_int_equal(ant_peer_witness_rollbacks(old, "site-a", &rb, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(rb[0].seq, 4);
+    assert_int_equal(rb[0].highest, 9);
+    free(rb);
     ant_store_close(old);
 }
 
@@ -568,6 +680,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_witness_records_and_detects_conflicts, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_witness_upgrade_from_step8, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_witness_upgrade_from_step9_keeps_rows, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_fed_cache_evicts_least_recently_used_first, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_fed_cache_grace_keeps_recent_copies, setup, teardown),
