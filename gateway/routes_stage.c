@@ -836,9 +836,15 @@ int ant_route_stage_file(struct ant_req *r)
         goto out;
     }
     rc = ant_jobs_open_output(jobs, &info, &dirfd);
-    fd = rc < 0 ? rc : ant_stage_openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY, 0);
+    /* Scratch is shared with the job's users, who may plant anything in the job's folder:
+     * O_NONBLOCK so that a FIFO does not hold this server thread waiting for a writer (a few
+     * such requests would stop the gateway); only a regular file with one link is served (a
+     * hard link to a file elsewhere is not the job's output). */
+    fd = rc < 0 ? rc
+                : ant_stage_openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0);
     struct stat sb;
-    if (fd >= 0 && (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode))) {
+    if (fd >= 0 && (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode) || sb.st_nlink != 1 ||
+                    fcntl(fd, F_SETFL, 0) < 0)) {
         ant_close(fd);
         fd = -ENOENT;
     }

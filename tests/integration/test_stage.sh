@@ -120,6 +120,16 @@ curl -s -D - -o /dev/null --cacert "$ANTENNA_CACERT" "$F" | grep -qi '^www-authe
 [ "$(code -H "Authorization: Bearer ${TOK1%?}x" "$F")" = 401 ] || fail "a forged token worked"
 [ "$(code -H "Authorization: Bearer $TOK1" "$URL/v1/stage/$J1/files/../../etc/passwd")" != 200 ] ||
     fail "path escape"
+# scratch is shared with the job's users: a FIFO planted in the job's folder is not waited on
+# (that held a server thread for good), a hard link to a file elsewhere is not served
+mkfifo "$DIR1/planted.fifo" && ln "$T/data/meta/m1.txt" "$DIR1/planted.link" || fail "plant"
+c=$(code --max-time 10 -H "Authorization: Bearer $TOK1" "$URL/v1/stage/$J1/files/planted.fifo")
+[ "$c" = 404 ] || fail "a FIFO planted in scratch: $c (000: the gateway waited on it)"
+c=$(code --max-time 10 -H "Authorization: Bearer $TOK1" "$URL/v1/stage/$J1/files/planted.link")
+[ "$c" = 404 ] || fail "a hard link planted in scratch was served: $c"
+rm -f "$DIR1/planted.fifo" "$DIR1/planted.link"
+[ "$(code --max-time 10 -H "Authorization: Bearer $TOK1" -r 0-0 "$F")" = 206 ] ||
+    fail "a job file after the planted ones"
 "$BIN" stage list | grep -q "\"$J1\"" || fail "the owner's list lacks the job"
 ANTENNA_API_KEY=$BOB "$BIN" stage list | grep -q "$J1" && fail "bob's list shows alice's job"
 # the job's owner sees it; another tenant's owner gets the answer of a missing job
