@@ -877,6 +877,10 @@ static int insert_job(struct ant_jobs *j, const struct ant_job_request *rq, cons
     sqlite3_bind_text(s, 3, rq->who->id, -1, SQLITE_STATIC);
     if (rs == NULL) {
         sqlite3_bind_text(s, 4, rq->dataset_id, -1, SQLITE_STATIC);
+        /* kept for a local job too: its job token's reads are decided again with it */
+        if (rq->purpose != NULL && rq->purpose[0] != '\0') {
+            sqlite3_bind_text(s, 17, rq->purpose, -1, SQLITE_STATIC);
+        }
     } else {
         sqlite3_bind_text(s, 13, rs->peer_id, -1, SQLITE_STATIC);
         sqlite3_bind_text(s, 14, rs->dataset, -1, SQLITE_STATIC);
