@@ -136,6 +136,7 @@ int ant_gw_stage_start(struct ant_site *site, struct ant_diag *d)
         .site_id = site->cfg.site_id,
         .workers = site->cfg.stage_workers,
         .default_quota = site->cfg.default_scratch_quota,
+        .max_jobs = site->cfg.max_stage_jobs,
         .default_ttl_s = site->cfg.default_ttl_s,
         /* a pass is one indexed query when nothing is due: purge within seconds of expiry */
         .purge_interval_s = 2,
