@@ -88,6 +88,8 @@ static const struct key keys[] = {
      "stage job worker threads (0: one per core)"},
     {"staging", "default_scratch_quota", K_SIZE, F(default_scratch_quota), 0, 1024 * TiB,
      "scratch quota of a tenant that has none of its own"},
+    {"staging", "max_jobs", K_UINT, F(max_stage_jobs), 0, 1000000,
+     "stage jobs a tenant may have queued, running or ready at once (0: no limit)"},
     {"staging", "default_ttl", K_DURATION, F(default_ttl_s), 60, 90 * 86400,
      "time to live of staged data when a job names none"},
     {"federation", "connections", K_UINT, F(fed_connections), 0, 256,
@@ -137,6 +139,7 @@ void ant_config_defaults(struct ant_config *c)
     c->resume_every = 1 * GiB;
     c->stage_workers = 0;
     c->default_scratch_quota = 1 * TiB;
+    c->max_stage_jobs = 1000;
     c->default_ttl_s = 7 * 86400;
     c->log_level = ANT_LOG_INFO;
     c->log_flush_ms = 250;

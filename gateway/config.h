@@ -47,6 +47,7 @@ struct ant_config {
     uint64_t resume_every; /* ... about every this many bytes */
     unsigned stage_workers;
     uint64_t default_scratch_quota;
+    unsigned max_stage_jobs;
     unsigned default_ttl_s;
     /* [federation]: how remote stage jobs pull from a peer */
     unsigned fed_connections; /* transfers at once; 0: the fetcher's default (8) */

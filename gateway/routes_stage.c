@@ -14,6 +14,7 @@
 #include "gateway/server.h"
 #include "gateway/site.h"
 #include "policy/audit.h"
+#include "policy/decide.h"
 #include "staging/jobs.h"
 
 #include <errno.h>
@@ -135,6 +136,7 @@ int ant_gw_stage_start(struct ant_site *site, struct ant_diag *d)
         .site_id = site->cfg.site_id,
         .workers = site->cfg.stage_workers,
         .default_quota = site->cfg.default_scratch_quota,
+        .max_jobs = site->cfg.max_stage_jobs,
         .default_ttl_s = site->cfg.default_ttl_s,
         /* a pass is one indexed query when nothing is due: purge within seconds of expiry */
         .purge_interval_s = 2,
@@ -430,7 +432,8 @@ int ant_route_stage_create(struct ant_req *r)
                           "recipient is only for mode reencrypt");
         goto out;
     }
-    /* one request for both sources: peer_id NULL is a local job (purpose is then unused) */
+    /* one request for both sources: peer_id NULL is a local job (its purpose is kept: a job
+     * token's reads are decided again with it) */
     struct ant_job_request rq = {
         .who = &r->who,
         .dataset_id = ds,
@@ -760,8 +763,22 @@ static int job_token_auth(struct ant_req *r, struct ant_jobs *jobs, struct ant_j
     }
     /* a principal disabled since (ant_store_principal_disable) loses its job tokens at once */
     struct ant_principal p;
+    struct ant_decision dec = {0};
     struct ant_store *st = ant_store_pool_acquire(r->site->pool);
     rc = ant_store_principal_get(st, t.principal, &p);
+    /* The token carries a decision taken at admission: a grant revoked or expired since, a
+     * role taken away, a dataset withdrawn ends its reads too, as it ends the owner's other
+     * requests (decided again here, not cached: a revocation takes effect at once). A remote
+     * job's files came under the peer's decision, a stage-out writes: neither is re-decided. */
+    bool local = rc == 0 && info->peer_id[0] == '\0' && info->mode != ANT_JOB_ENCRYPT;
+    if (local) {
+        struct ant_decide_ctx ctx = {.purpose = info->purpose[0] != '\0' ? info->purpose : NULL,
+                                     .plaintext = false};
+        rc = ant_decide(st, &p, ANT_ACT_STAGE, info->dataset_id, &ctx, &dec);
+        if (rc >= 0) {
+            rc = 0;
+        }
+    }
     ant_store_pool_release(r->site->pool, st);
     if (rc == -ENOENT || (rc == 0 && strcmp(p.tenant, info->tenant) != 0)) {
         return token_fail(r, "the token's principal is disabled or gone");
@@ -770,6 +787,16 @@ static int job_token_auth(struct ant_req *r, struct ant_jobs *jobs, struct ant_j
         return rc;
     }
     snprintf(r->who.tenant, sizeof(r->who.tenant), "%s", info->tenant);
+    if (local && !dec.allow) {
+        rc = ant_api_audit(r, "stage.read", "job", id, info->dataset_id, ANT_AUDIT_DENY,
+                           dec.reason, NULL);
+        if (rc == 0) {
+            rc = ant_api_fail(r, MHD_HTTP_FORBIDDEN, dec.reason,
+                              "the job's access to dataset %s has ended: %s", info->dataset_id,
+                              dec.message);
+        }
+        return rc != 0 ? rc : ANT_API_DONE;
+    }
     /* the token acts for its owner: the same bucket as the owner's API keys */
     char key[2 * ANT_NAME_MAX + 2];
     snprintf(key, sizeof(key), "%s@%s", r->who.id, r->who.tenant);
@@ -836,9 +863,15 @@ int ant_route_stage_file(struct ant_req *r)
         goto out;
     }
     rc = ant_jobs_open_output(jobs, &info, &dirfd);
-    fd = rc < 0 ? rc : ant_stage_openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY, 0);
+    /* Scratch is shared with the job's users, who may plant anything in the job's folder:
+     * O_NONBLOCK so that a FIFO does not hold this server thread waiting for a writer (a few
+     * such requests would stop the gateway); only a regular file with one link is served (a
+     * hard link to a file elsewhere is not the job's output). */
+    fd = rc < 0 ? rc
+                : ant_stage_openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0);
     struct stat sb;
-    if (fd >= 0 && (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode))) {
+    if (fd >= 0 && (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode) || sb.st_nlink != 1 ||
+                    fcntl(fd, F_SETFL, 0) < 0)) {
         ant_close(fd);
         fd = -ENOENT;
     }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "crypto/base/log.h"
+#include "crypto/token.h"
 
 bool ant_peer_url_is_valid(const char *url)
 {
@@ -227,9 +228,12 @@ int ant_peer_jti_use(struct ant_store *st, const char *iss, const char *jti, int
     }
     ant_bind_text(ins, 1, iss);
     ant_bind_text(ins, 2, jti);
-    /* kept at least until now: a token the verifier accepted within its skew must still be
-     * remembered when the next copy of it arrives */
-    sqlite3_bind_int64(ins, 3, exp > now ? exp : now);
+    /* The verifier accepts a token until exp + its clock skew (60 s for federation tokens,
+     * at most ANT_TOKEN_SKEW_MAX for any caller): a row purged at exp let the same token be
+     * replayed in that window. Kept until the latest moment any verifier could still accept
+     * it (or now, for a token accepted already past exp). */
+    int64_t keep = (exp > now ? exp : now) + ANT_TOKEN_SKEW_MAX;
+    sqlite3_bind_int64(ins, 3, keep);
     rc = ant_store_exec_stmt(ins);
     return rc == -EEXIST ? -EALREADY : rc;
 }

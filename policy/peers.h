@@ -57,8 +57,9 @@ ANT_MUST_CHECK int ant_peer_remove(struct ant_store *st, const char *id);
 ANT_MUST_CHECK int ant_peer_list(struct ant_store *st, json_t **out);
 
 /* Single use of a federation token (ant_token_fed_verify's contract): records (iss, jti) until
- * exp and returns 0 the first time, -EALREADY for a pair seen before. Rows whose exp has passed
- * (now) are purged on the way, so the table stays as small as the tokens still alive.
+ * exp + ANT_TOKEN_SKEW_MAX (a verifier accepts a token until exp plus its skew) and returns 0
+ * the first time, -EALREADY for a pair seen before. Rows past that are purged on the way, so
+ * the table stays as small as the tokens still acceptable.
  * -EINVAL for an empty or over-long iss / jti. */
 ANT_MUST_CHECK int ant_peer_jti_use(struct ant_store *st, const char *iss, const char *jti,
                                     int64_t exp, int64_t now);

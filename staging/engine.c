@@ -418,7 +418,7 @@ static void *open_main(void *arg)
         struct io_op *op = ev->obj;
         int res;
         do {
-            res = op_exec_sync(op);
+            res = stage_output_open(op->dirfd, op->path, op->oflags == O_RDWR, op->mode);
         } while (res == -EINTR);
         op->res = res;
         evq_push(&r->evq, ev);
@@ -1390,7 +1390,9 @@ static bool resume_verified(struct run *r, const struct ant_stage_file *spec, ui
                             bool *sha_known, uint64_t *bytes)
 {
     enum { RESUME_BUF = 1u << 20 };
-    int fd = ant_stage_openat(r->partial_fd, spec->dst, O_RDONLY, 0);
+    /* O_NONBLOCK: a FIFO planted under the name in scratch must not hold the run (an
+     * O_RDONLY open waits for a writer); it is not a regular file, so it is copied again */
+    int fd = ant_stage_openat(r->partial_fd, spec->dst, O_RDONLY | O_NONBLOCK, 0);
     EVP_MD_CTX *md = NULL;
     /* not a chunk slot: those may be in flight for other files */
     uint8_t *buf = NULL;
@@ -1398,7 +1400,8 @@ static bool resume_verified(struct run *r, const struct ant_stage_file *spec, ui
     struct stat st;
     uint64_t skip = 0;
     *sha_known = false;
-    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    /* a second link: the name was replaced by a link to a file elsewhere, which is not ours */
+    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
         goto out;
     }
     *bytes = (uint64_t)st.st_size;
@@ -1539,8 +1542,8 @@ static int admit(struct run *r)
         f->op_open_tmp = (struct io_op){.kind = OP_OPEN, .f = f,
                                         .dirfd = f->via_tmp ? r->tmp_fd : r->partial_fd,
                                         .path = f->via_tmp ? f->tmpname : spec->dst,
-                                        .oflags = f->resume_at > 0 ? O_RDWR | O_CREAT
-                                                                   : O_WRONLY | O_CREAT | O_TRUNC,
+                                        /* O_RDWR: keep the output (stage_output_open) */
+                                        .oflags = f->resume_at > 0 ? O_RDWR : O_WRONLY,
                                         .mode = 0640,
                                         .buf_index = -1};
         f->out_created = true; /* from here on a failure removes it */

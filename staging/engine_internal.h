@@ -285,6 +285,12 @@ ANT_MUST_CHECK int stage_name_check(const char *name);
 ANT_MUST_CHECK int stage_walk_open(int rootfd, const char *path, int flags, unsigned mode);
 /* Creates the folders of path[0..len) under rootfd (confined); 0 if they exist. */
 ANT_MUST_CHECK int stage_mkdirs(int rootfd, const char *path, size_t len);
+/* Opens an output under rootfd (confined as ant_stage_openat) for writing: a fresh regular file
+ * with one link (whatever had the name is unlinked first, then O_CREAT | O_EXCL), or with
+ * `keep` the file as it is if it is a regular file with one link (else a fresh one). Returns
+ * the fd (O_WRONLY, O_RDWR with `keep`) or -errno: -EEXIST when something took the name again
+ * between the unlink and the create, -ELOOP / -ENOTDIR for a symlink or file in the way. */
+ANT_MUST_CHECK int stage_output_open(int rootfd, const char *path, bool keep, unsigned mode);
 
 /* xform.c: the transforms, run on pool threads. */
 ANT_MUST_CHECK int xform_check_job(const struct ant_stage_job *job, enum ant_xform x);

@@ -725,13 +725,16 @@ void ant_jobs_close(struct ant_jobs *j)
 /* --- quota --- */
 
 static int quota_get_locked(struct ant_jobs *j, const char *tenant, uint64_t *quota,
-                            uint64_t *used)
+                            uint64_t *used, uint64_t *njobs)
 {
     sqlite3_stmt *s = NULL;
     int rc = db_prepare(j,
                         "SELECT (SELECT bytes FROM scratch_quotas WHERE tenant_id = ?1),"
                         " (SELECT COALESCE(SUM(scratch_bytes), 0) FROM stage_jobs"
-                        "  WHERE tenant_id = ?1 AND state IN ('queued','running','ready'))",
+                        "  WHERE tenant_id = ?1 AND state IN ('queued','running','ready')),"
+                        " (SELECT COUNT(*) FROM stage_jobs WHERE tenant_id = ?1 AND"
+                        "  (state IN ('queued','running') OR (state = 'ready' AND"
+                        "   mode != 'encrypt')))",
                         &s);
     if (rc < 0) {
         return rc;
@@ -742,6 +745,9 @@ static int quota_get_locked(struct ant_jobs *j, const char *tenant, uint64_t *qu
         *quota = sqlite3_column_type(s, 0) == SQLITE_NULL ? j->conf.default_quota
                                                            : (uint64_t)sqlite3_column_int64(s, 0);
         *used = (uint64_t)sqlite3_column_int64(s, 1);
+        if (njobs != NULL) {
+            *njobs = (uint64_t)sqlite3_column_int64(s, 2);
+        }
     } else {
         rc = sqlerr(src);
     }
@@ -752,7 +758,7 @@ static int quota_get_locked(struct ant_jobs *j, const char *tenant, uint64_t *qu
 int ant_jobs_quota_get(struct ant_jobs *j, const char *tenant, uint64_t *quota, uint64_t *used)
 {
     pthread_mutex_lock(&j->mu);
-    int rc = quota_get_locked(j, tenant, quota, used);
+    int rc = quota_get_locked(j, tenant, quota, used, NULL);
     pthread_mutex_unlock(&j->mu);
     return rc;
 }
@@ -877,6 +883,10 @@ static int insert_job(struct ant_jobs *j, const struct ant_job_request *rq, cons
     sqlite3_bind_text(s, 3, rq->who->id, -1, SQLITE_STATIC);
     if (rs == NULL) {
         sqlite3_bind_text(s, 4, rq->dataset_id, -1, SQLITE_STATIC);
+        /* kept for a local job too: its job token's reads are decided again with it */
+        if (rq->purpose != NULL && rq->purpose[0] != '\0') {
+            sqlite3_bind_text(s, 17, rq->purpose, -1, SQLITE_STATIC);
+        }
     } else {
         sqlite3_bind_text(s, 13, rs->peer_id, -1, SQLITE_STATIC);
         sqlite3_bind_text(s, 14, rs->dataset, -1, SQLITE_STATIC);
@@ -945,7 +955,7 @@ static int admit(struct ant_jobs *j, const struct ant_job_request *rq, const str
                  const struct remote_src *rs, char id_out[ANT_JOB_ID_LEN + 1], struct ant_diag *d)
 {
     int64_t now = rq->now != 0 ? rq->now : ant_now_unix();
-    uint64_t quota = 0, used = 0;
+    uint64_t quota = 0, used = 0, njobs = 0;
     char id[ANT_JOB_ID_LEN + 1];
     bool in_tx = false;
     uint8_t rnd[8];
@@ -959,8 +969,19 @@ static int admit(struct ant_jobs *j, const struct ant_job_request *rq, const str
         goto out;
     }
     in_tx = true;
-    rc = quota_get_locked(j, rq->who->tenant, &quota, &used);
+    rc = quota_get_locked(j, rq->who->tenant, &quota, &used, &njobs);
     if (rc < 0) {
+        goto out;
+    }
+    /* The byte quota does not bound the count: many small jobs each hold their file list in
+     * the jobs table, a place in the queue and a folder in the shared scratch. */
+    if (j->conf.max_jobs != 0 && njobs >= j->conf.max_jobs) {
+        ant_diag_set(d,
+                     "tenant %s has %llu stage jobs queued, running or ready, the most it may "
+                     "have at once ([staging] max_jobs); cancel finished jobs (DELETE "
+                     "/v1/stage/{id}) or wait for them to expire",
+                     rq->who->tenant, (unsigned long long)njobs);
+        rc = -EDQUOT;
         goto out;
     }
     if (quota != 0 && (scratch > quota || used > quota - scratch)) {

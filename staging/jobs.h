@@ -114,6 +114,7 @@ struct ant_jobs_conf {
     const char *site_id;     /* for audit details; copied */
     unsigned workers;        /* job runner threads; 0: 2 */
     uint64_t default_quota;  /* scratch bytes per tenant without a scratch_quotas row; 0: none */
+    unsigned max_jobs;       /* queued, running and ready jobs per tenant; 0: no limit */
     unsigned default_ttl_s;  /* 0: 7 days */
     unsigned purge_interval_s; /* 0: 10 */
     const struct ant_engine_opts *engine; /* NULL: defaults (io_engine auto) */

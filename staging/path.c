@@ -155,3 +155,50 @@ int stage_mkdirs(int rootfd, const char *path, size_t len)
     }
     return rc;
 }
+
+/* Scratch is shared with the job's users, who can put anything under an output's name between
+ * or during runs: a FIFO (an O_WRONLY open waits for a reader forever, and the job with it), a
+ * hard link to a file outside the job (O_TRUNC and every write would go into that file, and a
+ * copy would outlive the purge there), a symlink (refused by RESOLVE_NO_SYMLINKS anyway). So a
+ * new output is always a new inode: the name is unlinked and created with O_EXCL; a name planted
+ * again in between fails the file with -EEXIST instead of being written through. */
+int stage_output_open(int rootfd, const char *path, bool keep, unsigned mode)
+{
+    char parent[ANT_STAGE_PATH_MAX + 1];
+    const char *leaf = path;
+    int pfd = -1, fd = -1;
+    struct stat st;
+    if (ant_stage_path_check(ant_bytes_str(path)) < 0) {
+        return -EINVAL;
+    }
+    if (keep) {
+        /* O_NONBLOCK: opening a FIFO must not wait (O_RDWR would not, but say so) */
+        fd = ant_stage_openat(rootfd, path, O_RDWR | O_CREAT | O_NONBLOCK, mode);
+        if (fd < 0) {
+            return fd;
+        }
+        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1 &&
+            fcntl(fd, F_SETFL, 0) == 0) {
+            return fd;
+        }
+        ant_close(fd); /* not ours to write to: replaced by a new, empty file below */
+        fd = -1;
+    }
+    const char *slash = strrchr(path, '/');
+    if (slash != NULL) {
+        size_t n = (size_t)(slash - path);
+        memcpy(parent, path, n);
+        parent[n] = '\0';
+        leaf = slash + 1;
+        pfd = ant_stage_openat(rootfd, parent, O_PATH | O_DIRECTORY, 0);
+        if (pfd < 0) {
+            return pfd;
+        }
+    }
+    int dfd = pfd >= 0 ? pfd : rootfd;
+    /* a folder there stays (EISDIR), and the create below says -EEXIST */
+    (void)unlinkat(dfd, leaf, 0);
+    fd = ant_stage_openat(dfd, leaf, (keep ? O_RDWR : O_WRONLY) | O_CREAT | O_EXCL, mode);
+    ant_close(pfd);
+    return fd;
+}

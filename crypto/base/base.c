@@ -478,45 +478,117 @@ int ant_open_regular(int dirfd, const char *path, int flags, unsigned mode)
     return fd;
 }
 
-static int rmtree_depth(int parentfd, const char *name, unsigned depth)
+/* How deep rmtree recurses (one fd and one DIR per level) before it moves a folder up. */
+#define RMTREE_DEPTH_MAX 64u
+/* Passes over the top folder: each one takes RMTREE_DEPTH_MAX levels off the deepest chain. */
+#define RMTREE_PASSES_MAX 65536u
+
+struct rmtree {
+    int topfd;       /* the folder being removed: folders too deep are moved up into it */
+    unsigned moved;  /* folders moved up in this pass */
+    unsigned serial; /* for their names */
+    int first_err;
+};
+
+static void rmtree_err(struct rmtree *t, int rc)
+{
+    if (rc < 0 && rc != -ENOENT && t->first_err == 0) {
+        t->first_err = rc;
+    }
+}
+
+/* Empties the folder open as fd (consumed). Past RMTREE_DEPTH_MAX a subfolder is moved up into
+ * the top folder, which the caller goes over again: a tree of any depth goes, with bounded fds
+ * and stack. Keeps going past an entry it cannot remove, so that one such entry does not keep
+ * everything else. */
+static void rmtree_empty(struct rmtree *t, int fd, unsigned depth);
+
+static void rmtree_entry(struct rmtree *t, int parentfd, const char *name, unsigned depth)
 {
     if (unlinkat(parentfd, name, 0) == 0) {
+        return;
+    }
+    if (errno != EISDIR && errno != EPERM) {
+        rmtree_err(t, -errno);
+        return;
+    }
+    if (depth >= RMTREE_DEPTH_MAX && t->topfd >= 0) {
+        /* RENAME_NOREPLACE: a name planted in the top folder is not replaced, another is
+         * tried */
+        for (unsigned tries = 0; tries < 16; tries++) {
+            char up[48];
+            snprintf(up, sizeof(up), ".rmtree-%u-%u", t->serial++, (unsigned)getpid());
+            if (renameat2(parentfd, name, t->topfd, up, RENAME_NOREPLACE) == 0) {
+                t->moved++;
+                return;
+            }
+            if (errno != EEXIST) {
+                break;
+            }
+        }
+        rmtree_err(t, -errno);
+        return;
+    }
+    int fd = openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        rmtree_err(t, -errno);
+        return;
+    }
+    rmtree_empty(t, fd, depth + 1);
+    if (unlinkat(parentfd, name, AT_REMOVEDIR) < 0) {
+        rmtree_err(t, -errno);
+    }
+}
+
+static void rmtree_empty(struct rmtree *t, int fd, unsigned depth)
+{
+    DIR *d = fdopendir(fd);
+    if (d == NULL) {
+        rmtree_err(t, -errno);
+        close(fd);
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+            rmtree_entry(t, dirfd(d), e->d_name, depth);
+        }
+    }
+    closedir(d);
+}
+
+int ant_rmtree_at(int dirfd, const char *name)
+{
+    struct rmtree t = {.topfd = -1};
+    if (unlinkat(dirfd, name, 0) == 0) {
         return 0;
     }
     if (errno != EISDIR && errno != EPERM) {
         return -errno;
     }
-    if (depth > 256) {
-        return -ELOOP;
-    }
-    int fd = openat(parentfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) {
+    t.topfd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (t.topfd < 0) {
         return -errno;
     }
-    DIR *d = fdopendir(fd);
-    if (d == NULL) {
-        int rc = -errno;
-        close(fd);
-        return rc;
-    }
-    int rc = 0;
-    struct dirent *e;
-    while (rc == 0 && (e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) {
-            continue;
+    /* folders moved up during a pass may or may not be seen by that pass's readdir: go over
+     * the top folder until a pass moves nothing */
+    unsigned pass = 0;
+    do {
+        t.moved = 0;
+        /* a new open file description: a dup() would share the offset the last pass's
+         * readdir left at the end */
+        int fd = openat(t.topfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0) {
+            rmtree_err(&t, -errno);
+            break;
         }
-        rc = rmtree_depth(dirfd(d), e->d_name, depth + 1);
+        rmtree_empty(&t, fd, 0);
+    } while (t.moved > 0 && ++pass < RMTREE_PASSES_MAX);
+    close(t.topfd);
+    if (t.first_err == 0 && unlinkat(dirfd, name, AT_REMOVEDIR) < 0) {
+        t.first_err = -errno;
     }
-    closedir(d);
-    if (rc == 0 && unlinkat(parentfd, name, AT_REMOVEDIR) < 0) {
-        rc = -errno;
-    }
-    return rc;
-}
-
-int ant_rmtree_at(int dirfd, const char *name)
-{
-    return rmtree_depth(dirfd, name, 0);
+    return t.first_err;
 }
 
 int ant_fsync_dir(int dirfd)

@@ -136,7 +136,10 @@ ANT_MUST_CHECK int ant_write_new_file(int dirfd, const char *name, unsigned mode
  * (-ENXIO: a FIFO opened for writing with no reader). */
 ANT_MUST_CHECK int ant_open_regular(int dirfd, const char *path, int flags, unsigned mode);
 /* Removes name under dirfd and, if it is a folder, everything beneath it, never following a
- * symlink. -ENOENT if it does not exist. */
+ * symlink (only names under folders opened with O_NOFOLLOW are touched), at any depth with
+ * bounded fds and stack (folders deeper than 64 levels are moved up into `name` and removed
+ * from there). An entry that cannot be removed does not stop the rest: everything else goes
+ * and the first error is returned. -ENOENT if it does not exist. */
 ANT_MUST_CHECK int ant_rmtree_at(int dirfd, const char *name);
 /* fsyncs the directory fd itself (after a rename into it). */
 ANT_MUST_CHECK int ant_fsync_dir(int dirfd);

@@ -120,6 +120,16 @@ curl -s -D - -o /dev/null --cacert "$ANTENNA_CACERT" "$F" | grep -qi '^www-authe
 [ "$(code -H "Authorization: Bearer ${TOK1%?}x" "$F")" = 401 ] || fail "a forged token worked"
 [ "$(code -H "Authorization: Bearer $TOK1" "$URL/v1/stage/$J1/files/../../etc/passwd")" != 200 ] ||
     fail "path escape"
+# scratch is shared with the job's users: a FIFO planted in the job's folder is not waited on
+# (that held a server thread for good), a hard link to a file elsewhere is not served
+mkfifo "$DIR1/planted.fifo" && ln "$T/data/meta/m1.txt" "$DIR1/planted.link" || fail "plant"
+c=$(code --max-time 10 -H "Authorization: Bearer $TOK1" "$URL/v1/stage/$J1/files/planted.fifo")
+[ "$c" = 404 ] || fail "a FIFO planted in scratch: $c (000: the gateway waited on it)"
+c=$(code --max-time 10 -H "Authorization: Bearer $TOK1" "$URL/v1/stage/$J1/files/planted.link")
+[ "$c" = 404 ] || fail "a hard link planted in scratch was served: $c"
+rm -f "$DIR1/planted.fifo" "$DIR1/planted.link"
+[ "$(code --max-time 10 -H "Authorization: Bearer $TOK1" -r 0-0 "$F")" = 206 ] ||
+    fail "a job file after the planted ones"
 "$BIN" stage list | grep -q "\"$J1\"" || fail "the owner's list lacks the job"
 ANTENNA_API_KEY=$BOB "$BIN" stage list | grep -q "$J1" && fail "bob's list shows alice's job"
 # the job's owner sees it; another tenant's owner gets the answer of a missing job
@@ -167,6 +177,31 @@ $A principal disable carol >/dev/null || fail "disable carol"
 [ "$(code -H "Authorization: Bearer $TOK5" "$URL/v1/stage/$J5/files")" = 401 ] ||
     fail "a disabled principal's job token still reads"
 "$BIN" stage cancel "$J5" >/dev/null 2>&1 && fail "alice cancelled carol's job"
+
+# --- a job token ends with the grant it was staged under (decided again at each request) ---
+mkdir -p "$T/shared" && head -c 5000 /dev/urandom >"$T/shared/s.bin"
+"$BIN" dataset create shared --classification internal >"$T/ds5.json" || fail "dataset shared"
+DS5=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/ds5.json")
+"$BIN" put "$DS5" "$T/shared/s.bin" --as s.bin >/dev/null 2>&1 || fail "put shared"
+"$BIN" dataset publish "$DS5" >/dev/null || fail "publish shared"
+[ "$(code -H "Authorization: Bearer $ALICE" -H 'Content-Type: application/json' \
+    -d '{"grantee_kind":"principal","grantee":"bob","actions":["stage"],"purpose":"DUO:0000042"}' \
+    "$URL/v1/datasets/$DS5/grants")" = 201 ] || fail "grant bob: $(cat "$T/body")"
+G5=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/body")
+ANTENNA_API_KEY=$BOB "$BIN" stage "$DS5" --purpose DUO:0000042 --wait >"$T/st7.out" 2>&1 ||
+    { cat "$T/st7.out"; fail "bob stages through the grant"; }
+J7=$(awk '/^job:/{print $2}' "$T/st7.out")
+TOK7=$(awk '/^token:/{print $2}' "$T/st7.out")
+[ "$(code -H "Authorization: Bearer $TOK7" "$URL/v1/stage/$J7/files/s.bin")" = 200 ] ||
+    fail "bob's job token through the grant"
+[ "$(code -H "Authorization: Bearer $ALICE" -X DELETE "$URL/v1/grants/$G5")" = 200 ] ||
+    fail "revoke bob's grant"
+[ "$(code -H "Authorization: Bearer $TOK7" "$URL/v1/stage/$J7/files/s.bin")" = 403 ] ||
+    fail "a job token read after its grant was revoked"
+grep -q '"grant_revoked"' "$T/body" || fail "403 reason: $(cat "$T/body")"
+[ "$(code -H "Authorization: Bearer $TOK7" "$URL/v1/stage/$J7/files")" = 403 ] ||
+    fail "a job token listed after its grant was revoked"
+ANTENNA_API_KEY=$BOB "$BIN" stage cancel "$J7" >/dev/null || fail "bob cancels his job"
 
 # --- stage-out: results in scratch become a draft dataset, which stages back the same ---
 mkdir -p "$T/site/scratch/lab/results/plots"

@@ -194,6 +194,47 @@ static void test_open_regular(void **state)
     free(dir);
 }
 
+/* The purger's remover: a job's users can make a tree in scratch as deep as they like (it
+ * stopped at 256 levels with -ELOOP, and the purge left the whole output in place) and put
+ * symlinks in it (never followed: what they point at stays). */
+static void test_rmtree_any_depth_never_follows_links(void **state)
+{
+    (void)state;
+    char *dir = test_tmpdir();
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(dfd >= 0);
+    assert_int_equal(mkdirat(dfd, "outside", 0700), 0);
+    assert_int_equal(ant_write_new_file(dfd, "outside/keep", 0600, "k", 1), 0);
+    assert_int_equal(mkdirat(dfd, "top", 0700), 0);
+    int fd = openat(dfd, "top", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    char target[PATH_MAX];
+    assert_true((size_t)snprintf(target, sizeof(target), "%s/outside", dir) < sizeof(target));
+    for (unsigned i = 0; i < 700; i++) {
+        assert_int_equal(ant_write_new_file(fd, "f", 0600, "x", 1), 0);
+        if (i % 100 == 0) {
+            assert_int_equal(symlinkat(target, fd, "link"), 0);
+        }
+        assert_int_equal(mkdirat(fd, "d", 0700), 0);
+        int next = openat(fd, "d", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        assert_true(next >= 0);
+        ant_close(fd);
+        fd = next;
+    }
+    ant_close(fd);
+    assert_int_equal(ant_rmtree_at(dfd, "top"), 0);
+    assert_int_equal(faccessat(dfd, "top", F_OK, AT_SYMLINK_NOFOLLOW), -1);
+    assert_int_equal(faccessat(dfd, "outside/keep", F_OK, 0), 0);
+    assert_int_equal(ant_rmtree_at(dfd, "top"), -ENOENT);
+    /* a symlink as the name itself: the link goes, not what it points at */
+    assert_int_equal(symlinkat(target, dfd, "top"), 0);
+    assert_int_equal(ant_rmtree_at(dfd, "top"), 0);
+    assert_int_equal(faccessat(dfd, "outside/keep", F_OK, 0), 0);
+    ant_close(dfd);
+    test_rmtree(dir);
+    free(dir);
+}
+
 /* The temporary takes the name, in the folder or a subfolder, over an older file; a missing
  * temporary or folder is the rename's error; a folder name past PATH_MAX is refused first. */
 static void test_rename_durable(void **state)
@@ -256,6 +297,7 @@ int main(void)
         cmocka_unit_test(test_json_limits),
         cmocka_unit_test(test_open_regular),
         cmocka_unit_test(test_rename_durable),
+        cmocka_unit_test(test_rmtree_any_depth_never_follows_links),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -942,6 +942,80 @@ static void test_symlinks_not_followed(void **state)
     close(ofd);
 }
 
+/* Scratch is shared with the job's users: between two runs they can put a FIFO or a hard link
+ * to a file elsewhere under an output's name in .J.partial. The engine must neither wait on the
+ * FIFO (an O_WRONLY or O_RDONLY open of one blocks until the other end opens) nor write, cut or
+ * keep data through the link. A hang is turned into a failure by alarm() (SIGALRM ends the
+ * binary, and the test with it). */
+static void test_planted_fifos_and_hard_links_not_used(void **state)
+{
+    struct fx *f = fx_get(state);
+    enum { N = 200000 };
+    static uint8_t data[N], junk[N];
+    char outside[400];
+    struct results res = {0};
+    struct ant_stage_job job;
+    struct ant_diag d = {{0}};
+    struct ant_stage_file files[4] = {
+        {.src = "data", .dst = "linked", .has_sha256 = true},
+        {.src = "data", .dst = "sub/fifo", .has_sha256 = true},
+        {.src = "data", .dst = "donefifo", .has_sha256 = true, .done = true},
+        /* a resume mark on a whole 64 KiB chunk of a raw copy: opened as it is, if ours */
+        {.src = "data", .dst = "resumed", .has_sha256 = true, .resume_at = 65536},
+    };
+    fill_random(data, sizeof(data), 41);
+    fill_random(junk, sizeof(junk), 42);
+    write_at(f->src, "data", data, sizeof(data));
+    for (size_t i = 0; i < ANT_ARRAY_LEN(files); i++) {
+        sha256(data, sizeof(data), files[i].sha256);
+    }
+    snprintf(outside, sizeof(outside), "%s/outside", f->dir);
+    assert_int_equal(mkdir(outside, 0755), 0);
+    int ofd = open(outside, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(ofd >= 0);
+    write_at(ofd, "victim", junk, 1000);
+    write_at(ofd, "victim2", junk, sizeof(junk));
+    mkdirs_at(f->dst, ".pl.partial/sub/");
+    assert_int_equal(linkat(ofd, "victim", f->dst, ".pl.partial/linked", 0), 0);
+    assert_int_equal(linkat(ofd, "victim2", f->dst, ".pl.partial/resumed", 0), 0);
+    assert_int_equal(mkfifoat(f->dst, ".pl.partial/sub/fifo", 0666), 0);
+    assert_int_equal(mkfifoat(f->dst, ".pl.partial/donefifo", 0666), 0);
+    job_init(&job, f, "pl", files, ANT_ARRAY_LEN(files), &res);
+    job.on_mark = on_mark;
+    alarm(60);
+    int rc = ant_engine_run(f->e, &job, &d);
+    alarm(0);
+    if (rc != 0) {
+        fail_msg("run: %d %s", rc, d.msg);
+    }
+    assert_int_equal(res.nok, 4);
+    const char *names[] = {"pl/linked", "pl/sub/fifo", "pl/donefifo", "pl/resumed"};
+    for (size_t i = 0; i < ANT_ARRAY_LEN(names); i++) {
+        size_t len = 0;
+        struct stat st;
+        uint8_t *got = read_at(f->dst, names[i], &len);
+        assert_non_null(got);
+        assert_int_equal(len, sizeof(data));
+        assert_memory_equal(got, data, sizeof(data));
+        free(got);
+        assert_int_equal(fstatat(f->dst, names[i], &st, AT_SYMLINK_NOFOLLOW), 0);
+        assert_true(S_ISREG(st.st_mode));
+        assert_int_equal(st.st_nlink, 1);
+    }
+    /* the files outside are as they were, and hold no staged byte */
+    const char *vict[] = {"victim", "victim2"};
+    size_t vlen[] = {1000, sizeof(junk)};
+    for (size_t i = 0; i < ANT_ARRAY_LEN(vict); i++) {
+        size_t len = 0;
+        uint8_t *got = read_at(ofd, vict[i], &len);
+        assert_non_null(got);
+        assert_int_equal(len, vlen[i]);
+        assert_memory_equal(got, junk, vlen[i]);
+        free(got);
+    }
+    close(ofd);
+}
+
 static void test_cancel_leaves_nothing(void **state)
 {
     struct fx *f = fx_get(state);
@@ -2266,6 +2340,7 @@ int main(void)
         PER_BACKEND(test_missing_source_is_reported),
         PER_BACKEND(test_path_escapes_refused),
         PER_BACKEND(test_symlinks_not_followed),
+        PER_BACKEND(test_planted_fifos_and_hard_links_not_used),
         PER_BACKEND(test_cancel_leaves_nothing),
         PER_BACKEND(test_source_shrinking_fails_the_file),
         PER_BACKEND(test_enospc_is_reported),

@@ -50,6 +50,7 @@ struct fx {
     bool hold_mark;      /* after a recorded mark, wait for `release` (the run stands still) */
     unsigned nmarks;     /* marks recorded (under mu) */
     uint64_t cache_max;  /* conf.fed_cache_max */
+    unsigned max_jobs;   /* conf.max_jobs */
     /* what test_fed_step reported, in order; a remote job named block_id waits at its
      * ANT_JOBS_FED_RUNNING step until `release` */
     pthread_mutex_t mu;
@@ -231,6 +232,7 @@ static void open_jobs(struct fx *f)
         /* a remote pull that cannot connect gives up at once */
         .fetch = &(struct ant_fetch_opts){.max_retries = 1, .backoff_ms = 1},
         .fed_cache_max = f->cache_max,
+        .max_jobs = f->max_jobs,
     };
     assert_int_equal(ant_jobs_open(&c, &f->jobs), 0);
 }
@@ -475,6 +477,30 @@ static void test_quota_is_checked_at_admission(void **state)
     assert_int_equal(ant_jobs_quota_set(f->jobs, "lab", 1), 0);
     assert_int_equal(submit(f, &r, b, &d), -EDQUOT);
     assert_int_equal(ant_jobs_quota_set(f->jobs, "no such tenant!", 1), -EINVAL);
+}
+
+/* The byte quota does not bound how many jobs a tenant holds (each a file list in the jobs
+ * table, a place in the queue, a folder in the shared scratch): [staging] max_jobs does. */
+static void test_job_count_is_limited_per_tenant(void **state)
+{
+    struct fx *f = *state;
+    char a[ANT_JOB_ID_LEN + 1], b[ANT_JOB_ID_LEN + 1], c[ANT_JOB_ID_LEN + 1];
+    struct ant_diag d = {{0}};
+    f->max_jobs = 2;
+    open_jobs(f);
+    struct ant_job_request r = req(f);
+    const char *one[] = {"data/even/f0.bin"};
+    r.globs = one;
+    r.nglobs = 1;
+    assert_int_equal(submit(f, &r, a, &d), 0);
+    assert_int_equal(submit(f, &r, b, &d), 0);
+    assert_int_equal(submit(f, &r, c, &d), -EDQUOT);
+    assert_non_null(strstr(d.msg, "tenant lab has 2 stage jobs"));
+    assert_non_null(strstr(d.msg, "max_jobs"));
+    /* a cancelled job no longer counts */
+    assert_int_equal(ant_jobs_cancel(f->jobs, a, 0), 0);
+    assert_int_equal(submit(f, &r, c, &d), 0);
+    assert_int_equal(submit(f, &r, a, &d), -EDQUOT);
 }
 
 static void test_job_runs_to_ready_and_output_is_complete(void **state)
@@ -1679,6 +1705,7 @@ int main(void)
         T(test_submit_refuses_bad_requests),
         T(test_globs_select_files_and_status_counts_them),
         T(test_quota_is_checked_at_admission),
+        T(test_job_count_is_limited_per_tenant),
         T(test_job_runs_to_ready_and_output_is_complete),
         T(test_missing_archive_file_fails_the_job_with_its_name),
         T(test_cancel_removes_output_and_is_final),

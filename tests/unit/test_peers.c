@@ -13,6 +13,7 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include "crypto/token.h"
 #include "policy/peers.h"
 #include "tests/unit/testutil.h"
 
@@ -119,8 +120,16 @@ static void test_jti_is_accepted_once_and_purged_after_expiry(void **state)
     assert_int_equal(ant_peer_jti_use(f->st, "site-b", "j1", 1000, 950), -EALREADY);
     /* the same jti from another issuer is another token */
     assert_int_equal(ant_peer_jti_use(f->st, "site-c", "j1", 1000, 950), 0);
-    /* once expired the row is purged; the verifier refuses the token on exp anyway */
-    assert_int_equal(ant_peer_jti_use(f->st, "site-b", "j1", 2000, 1001), 0);
+    /* past exp but inside the verifier's clock skew (60 s; any caller's: at most 300 s) the
+     * token is still accepted: its jti must still be refused (a row purged at exp let it be
+     * replayed for up to a minute) */
+    assert_int_equal(ant_peer_jti_use(f->st, "site-b", "j1", 1000, 1001), -EALREADY);
+    assert_int_equal(ant_peer_jti_use(f->st, "site-b", "j1", 1000, 1000 + 59), -EALREADY);
+    assert_int_equal(ant_peer_jti_use(f->st, "site-b", "j1", 1000, 1000 + ANT_TOKEN_SKEW_MAX),
+                     -EALREADY);
+    /* once no verifier can accept it any more the row is purged */
+    assert_int_equal(
+        ant_peer_jti_use(f->st, "site-b", "j1", 2000, 1001 + ANT_TOKEN_SKEW_MAX), 0);
     assert_int_equal(ant_peer_jti_use(f->st, "", "j1", 2000, 1001), -EINVAL);
     assert_int_equal(ant_peer_jti_use(f->st, "site-b", "", 2000, 1001), -EINVAL);
 }
