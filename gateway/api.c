@@ -350,6 +350,17 @@ int ant_api_parse_time(const char *s, int64_t *out)
             return -EINVAL;
         }
     }
+    /* a day the month has: timegm would take "02-31" as March 3rd, not refuse it */
+    static const uint8_t mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    uint64_t y = part[0];
+    bool leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    if (part[2] > mdays[part[1] - 1] || (part[1] == 2 && part[2] == 29 && !leap)) {
+        return -EINVAL;
+    }
+    /* a leap second only where one can be, the last second of a day ("23:59:60Z") */
+    if (part[5] == 60 && (part[3] != 23 || part[4] != 59)) {
+        return -EINVAL;
+    }
     struct tm tm = {
         .tm_year = (int)part[0],
         .tm_mon = (int)part[1],

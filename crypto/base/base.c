@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sodium.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -613,6 +614,26 @@ int ant_hex_decode(struct ant_bytes hex, uint8_t *out, size_t outlen)
             return -EINVAL;
         }
         out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+int ant_b64_decode(struct ant_bytes in, bool url, const char *ignore, uint8_t *out, size_t max,
+                   size_t *outlen)
+{
+    if (in.len == 0) {
+        return -EBADMSG;
+    }
+    for (size_t i = 0; i < in.len; i++) {
+        if (in.p[i] == '\0' || in.p[i] >= 0x80) {
+            return -EBADMSG;
+        }
+    }
+    /* b64_end NULL: every character must be consumed */
+    if (sodium_base642bin(out, max, (const char *)in.p, in.len, ignore, outlen, NULL,
+                          url ? sodium_base64_VARIANT_URLSAFE_NO_PADDING
+                              : sodium_base64_VARIANT_ORIGINAL) != 0) {
+        return -EBADMSG;
     }
     return 0;
 }
