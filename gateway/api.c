@@ -350,11 +350,7 @@ int ant_api_parse_time(const char *s, int64_t *out)
             return -EINVAL;
         }
     }
-    /* a day the month has: timegm would take "02-31" as March 3rd, not refuse it */
-    static const uint8_t mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    uint64_t y = part[0];
-    bool leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
-    if (part[2] > mdays[part[1] - 1] || (part[1] == 2 && part[2] == 29 && !leap)) {
+    if (!ant_date_is_valid(part[0], part[1], part[2])) {
         return -EINVAL;
     }
     /* a leap second only where one can be, the last second of a day ("23:59:60Z") */

@@ -603,6 +603,14 @@ static int hexval(uint8_t c)
     return -1;
 }
 
+bool ant_date_is_valid(uint64_t year, uint64_t month, uint64_t day)
+{
+    static const uint8_t mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    return month >= 1 && month <= 12 && day >= 1 && day <= mdays[month - 1] &&
+           !(month == 2 && day == 29 && !leap);
+}
+
 int ant_hex_decode(struct ant_bytes hex, uint8_t *out, size_t outlen)
 {
     if (hex.len != 2 * outlen) {

@@ -155,6 +155,9 @@ int64_t ant_now_ms(void);      /* wall clock, milliseconds */
 int64_t ant_mono_ns(void);     /* monotonic, nanoseconds */
 /* RFC 3339 UTC with seconds, "2026-11-26T23:50:14Z"; out needs 21 bytes. */
 void ant_fmt_time(int64_t unix_s, char out[32]);
+/* Does the calendar have this day (month 1..12, day 1..31, Gregorian leap years)? timegm() would
+ * take "02-31" as March 3rd rather than refuse it. */
+bool ant_date_is_valid(uint64_t year, uint64_t month, uint64_t day);
 
 /* --- encodings --- */
 /* Lower-case hex; out must hold 2*len+1. */

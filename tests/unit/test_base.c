@@ -155,6 +155,24 @@ static void test_b64_decode_alphabet_only(void **state)
                      -EBADMSG);
 }
 
+static void test_date_is_valid(void **state)
+{
+    (void)state;
+    assert_true(ant_date_is_valid(2026, 1, 31));
+    assert_true(ant_date_is_valid(2024, 2, 29));
+    assert_true(ant_date_is_valid(2000, 2, 29));
+    assert_true(ant_date_is_valid(2026, 12, 31));
+    assert_false(ant_date_is_valid(2023, 2, 29));
+    assert_false(ant_date_is_valid(1900, 2, 29));
+    assert_false(ant_date_is_valid(2023, 2, 31));
+    assert_false(ant_date_is_valid(2026, 4, 31));
+    assert_false(ant_date_is_valid(2026, 11, 31));
+    assert_false(ant_date_is_valid(2026, 0, 1));
+    assert_false(ant_date_is_valid(2026, 13, 1));
+    assert_false(ant_date_is_valid(2026, 1, 0));
+    assert_false(ant_date_is_valid(2026, 1, 32));
+}
+
 static int parse(const char *text, size_t max, json_t **out)
 {
     struct ant_diag d = {0};
@@ -287,6 +305,7 @@ int main(void)
         cmocka_unit_test(test_parse_size_and_duration),
         cmocka_unit_test(test_hex_round_trip),
         cmocka_unit_test(test_b64_decode_alphabet_only),
+        cmocka_unit_test(test_date_is_valid),
         cmocka_unit_test(test_json_limits),
         cmocka_unit_test(test_open_regular),
         cmocka_unit_test(test_rename_durable),
