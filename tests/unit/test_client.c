@@ -37,8 +37,8 @@ static void test_header_line_refuses_odd_values(void **state)
         "ETag: \"\xc3\xa9\"\r\n",
         "ETag: noquotes\r\n",
         "ETag: \"\r\n",
-        "ETag: \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"\r\n", /* 128 bytes */
+        ("ETag: \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+         "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"\r\n"), /* 128 bytes */
         "Content-Range: bytes */5000\r\n",
         "Content-Range: bytes 12\r\n",
         "Content-Range: bytes -5/10\r\n",
