@@ -36,15 +36,7 @@ struct ant_jwks {
 
 int ant_b64url_decode(struct ant_bytes in, uint8_t *out, size_t max, size_t *outlen)
 {
-    if (in.len == 0 || memchr(in.p, '\0', in.len) != NULL) {
-        return -EBADMSG;
-    }
-    /* no ignore set, b64_end NULL: every character must be consumed as base64url */
-    if (sodium_base642bin(out, max, (const char *)in.p, in.len, NULL, outlen, NULL,
-                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0) {
-        return -EBADMSG;
-    }
-    return 0;
+    return ant_b64_decode(in, true, NULL, out, max, outlen);
 }
 
 int ant_jwks_new(struct ant_jwks **out)

@@ -129,15 +129,7 @@ static int armor_find(struct ant_bytes text, const char *label, struct ant_bytes
 /* Base64 (standard alphabet, padded; line breaks and blanks ignored) into out[0..max). */
 static int b64_decode(struct ant_bytes body, uint8_t *out, size_t max, size_t *outlen)
 {
-    /* libsodium treats a NUL as an "ignored" character (strchr finds the terminator) */
-    if (body.len == 0 || memchr(body.p, '\0', body.len) != NULL) {
-        return -EBADMSG;
-    }
-    if (sodium_base642bin(out, max, (const char *)body.p, body.len, ws, outlen, NULL,
-                          sodium_base64_VARIANT_ORIGINAL) != 0) {
-        return -EBADMSG;
-    }
-    return 0;
+    return ant_b64_decode(body, false, ws, out, max, outlen);
 }
 
 /* A uint16 big-endian length, then that many bytes (FORMAT-NOTES §9 "string"). */

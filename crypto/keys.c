@@ -409,10 +409,7 @@ int ant_key_b64_decode(struct ant_bytes b64, uint8_t pub[ANT_KEY_LEN])
     if (b64.p == NULL || b64.len != 44) {
         return -EINVAL;
     }
-    /* b64_end NULL: libsodium fails unless the whole input is consumed */
-    if (sodium_base642bin(tmp, sizeof(tmp), (const char *)b64.p, b64.len, NULL, &n, NULL,
-                          sodium_base64_VARIANT_ORIGINAL) != 0 ||
-        n != ANT_KEY_LEN) {
+    if (ant_b64_decode(b64, false, NULL, tmp, sizeof(tmp), &n) < 0 || n != ANT_KEY_LEN) {
         return -EINVAL;
     }
     memcpy(pub, tmp, ANT_KEY_LEN);

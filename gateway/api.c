@@ -350,6 +350,13 @@ int ant_api_parse_time(const char *s, int64_t *out)
             return -EINVAL;
         }
     }
+    if (!ant_date_is_valid(part[0], part[1], part[2])) {
+        return -EINVAL;
+    }
+    /* a leap second only where one can be, the last second of a day ("23:59:60Z") */
+    if (part[5] == 60 && (part[3] != 23 || part[4] != 59)) {
+        return -EINVAL;
+    }
     struct tm tm = {
         .tm_year = (int)part[0],
         .tm_mon = (int)part[1],

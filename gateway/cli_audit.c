@@ -437,6 +437,10 @@ static int parse_time(const char *s, int64_t *ms)
                       digits(s, 14, 2, 59, &v[4]) && digits(s, 17, 2, 60, &v[5])))) {
         return -EINVAL;
     }
+    /* a day the month has, and a leap second only at 23:59 */
+    if (!ant_date_is_valid(v[0], v[1], v[2]) || (v[5] == 60 && (v[3] != 23 || v[4] != 59))) {
+        return -EINVAL;
+    }
     struct tm tm = {.tm_year = (int)v[0] - 1900,
                     .tm_mon = (int)v[1] - 1,
                     .tm_mday = (int)v[2],

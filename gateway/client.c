@@ -781,16 +781,16 @@ struct fetch {
     int dirfd, fd;        /* the folder of the partial file (ours), the partial file */
     const char *side;     /* the sidecar's name in that folder */
     uint64_t resume;      /* bytes asked to skip (Range); 0: none */
-    int64_t range_start;  /* the answer's Content-Range start, -1 if none */
+    struct ant_client_hdrs hd; /* what the answer's header lines said */
     bool started;         /* the first 2xx body byte was handled */
-    char etag[128];       /* the answer's strong ETag, "" if none or weak */
     struct sum *sum;      /* the checksum: of the kept part and what follows; reset on a 200 */
 };
 
 /* An ETag kept only if it is a strong tag of visible ASCII: it goes back into a header line. */
 static bool etag_ok(const char *p, size_t n)
 {
-    if (n < 2 || n >= sizeof(((struct fetch *)NULL)->etag) || p[0] != '"' || p[n - 1] != '"') {
+    if (n < 2 || n >= sizeof(((struct ant_client_hdrs *)NULL)->etag) || p[0] != '"' ||
+        p[n - 1] != '"') {
         return false;
     }
     for (size_t i = 0; i < n; i++) {
@@ -801,18 +801,17 @@ static bool etag_ok(const char *p, size_t n)
     return true;
 }
 
-static size_t on_header(char *p, size_t sz, size_t n, void *arg)
+void ant_client_header_line(const char *p, size_t len, struct ant_client_hdrs *h)
 {
-    struct fetch *f = arg;
-    size_t len = sz * n, s = 0, e = len;
+    size_t s = 0, e = len;
     if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) { /* a new answer (after a 429): forget */
-        f->etag[0] = '\0';
-        f->range_start = -1;
-        return len;
+        h->etag[0] = '\0';
+        h->range_start = -1;
+        return;
     }
     const char *colon = memchr(p, ':', len);
     if (colon == NULL) {
-        return len;
+        return;
     }
     size_t name = (size_t)(colon - p);
     s = name + 1;
@@ -823,18 +822,25 @@ static size_t on_header(char *p, size_t sz, size_t n, void *arg)
         e--;
     }
     if (name == 4 && strncasecmp(p, "etag", 4) == 0 && etag_ok(p + s, e - s)) {
-        memcpy(f->etag, p + s, e - s);
-        f->etag[e - s] = '\0';
+        memcpy(h->etag, p + s, e - s);
+        h->etag[e - s] = '\0';
     } else if (name == 13 && strncasecmp(p, "content-range", 13) == 0 && e - s > 6 &&
                strncmp(p + s, "bytes ", 6) == 0) {
         uint64_t v = 0;
         size_t i = s + 6;
-        for (; i < e && p[i] >= '0' && p[i] <= '9' && v < (UINT64_MAX - 9) / 10; i++) {
+        /* at most INT64_MAX: a longer number is no start this client asked for */
+        for (; i < e && p[i] >= '0' && p[i] <= '9' && v <= (INT64_MAX - 9) / 10; i++) {
             v = v * 10 + (uint64_t)(p[i] - '0');
         }
-        f->range_start = i > s + 6 && i < e && p[i] == '-' ? (int64_t)v : -1;
+        h->range_start = i > s + 6 && i < e && p[i] == '-' ? (int64_t)v : -1;
     }
-    return len;
+}
+
+static size_t on_header(char *p, size_t sz, size_t n, void *arg)
+{
+    struct fetch *f = arg;
+    ant_client_header_line(p, sz * n, &f->hd);
+    return sz * n;
 }
 
 /* The sidecar's temporary names: SIDECAR.XXXXXXXX, 4 random bytes in lower-case hex. */
@@ -850,7 +856,7 @@ static int sidecar_write(const struct fetch *f)
     randombytes_buf(rnd, sizeof(rnd));
     ant_hex_encode(rnd, sizeof(rnd), hex);
     snprintf(tmp, sizeof(tmp), "%s.%s", f->side, hex);
-    int rc = ant_write_new_file(f->dirfd, tmp, 0600, f->etag, strlen(f->etag)); /* fsyncs */
+    int rc = ant_write_new_file(f->dirfd, tmp, 0600, f->hd.etag, strlen(f->hd.etag)); /* fsyncs */
     rc = rc < 0 ? rc : ant_rename_durable(-1, f->dirfd, tmp, f->side);
     if (rc < 0) {
         unlinkat(f->dirfd, tmp, 0);
@@ -907,7 +913,7 @@ static int fetch_start(struct fetch *f, long status)
     }
     f->started = true;
     if (status == 206) {
-        return f->range_start == (int64_t)f->resume ? 0 : -EBADMSG;
+        return f->hd.range_start == (int64_t)f->resume ? 0 : -EBADMSG;
     }
     if (ftruncate(f->fd, 0) < 0 || fdatasync(f->fd) < 0) {
         return -errno;
@@ -917,7 +923,7 @@ static int fetch_start(struct fetch *f, long status)
     if (rc < 0) {
         return rc;
     }
-    if (f->etag[0] != '\0') {
+    if (f->hd.etag[0] != '\0') {
         return sidecar_write(f);
     }
     /* no tag: nothing to resume with, and the old tag must be gone before new bytes land */
@@ -955,7 +961,7 @@ int ant_client_fetch(struct ant_client *c, const char *path, int dirfd, const ch
     struct curl_slist *h = NULL;
     struct sum sum = {.hdr = ANT_BUF_INIT(0)};
     enum ant_client_sum kind = check != NULL ? check->kind : ANT_CLIENT_SUM_NONE;
-    struct fetch f = {.dirfd = -1, .fd = -1, .side = side, .range_start = -1, .sum = &sum};
+    struct fetch f = {.dirfd = -1, .fd = -1, .side = side, .hd.range_start = -1, .sum = &sum};
     struct stat sb;
     const char *slash = strrchr(dest, '/');
     const char *base = slash ? slash + 1 : dest;

@@ -134,6 +134,19 @@ ANT_MUST_CHECK int ant_client_login_open(const char *name, struct ant_diag *d);
  * failures, -EBADMSG with diag if a 206 does not start where asked or the checksum does not
  * match, -EBUSY with diag when another fetch holds the partial file, -errno with diag for local
  * files. */
+/* What a download keeps of its answer's header lines, which the server (or anyone between)
+ * chose: a strong ETag of visible ASCII (it goes back into If-Range and the sidecar), "" when
+ * none or weak; the start of "Content-Range: bytes START-...", -1 when none. Start with
+ * range_start -1 and etag "". */
+struct ant_client_hdrs {
+    int64_t range_start;
+    char etag[128];
+};
+/* One header line as curl hands it over (CRLF included, not NUL-terminated); a status line
+ * ("HTTP/...", a new answer after a 429) forgets what earlier lines said. Untrusted input:
+ * fuzzed (tests/fuzz/fuzz_client_headers.c). */
+void ant_client_header_line(const char *p, size_t len, struct ant_client_hdrs *h);
+
 ANT_MUST_CHECK int ant_client_fetch(struct ant_client *c, const char *path, int dirfd,
                                     const char *dest, struct ant_client_check *check,
                                     long *status, uint64_t *bytes, uint64_t *resumed,

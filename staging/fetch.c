@@ -339,8 +339,7 @@ int ant_fetch_manifest_get(const struct ant_fetch_peer *p, const char *dataset,
     }
     /* the signature first: nothing the peer sent is parsed before it checks */
     if (g.sig[0] == '\0' ||
-        sodium_base642bin(sig, sizeof(sig), g.sig, strlen(g.sig), NULL, &siglen, NULL,
-                          sodium_base64_VARIANT_ORIGINAL) != 0 ||
+        ant_b64_decode(ant_bytes_str(g.sig), false, NULL, sig, sizeof(sig), &siglen) < 0 ||
         siglen != ANT_SIG_LEN || ant_sig_verify(p->ed25519_pk, ant_buf_view(&g.body), sig) < 0) {
         ant_diag_set(d, "the manifest's signature does not verify with the key pinned for %s",
                      p->id);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sodium.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -674,6 +675,14 @@ static int hexval(uint8_t c)
     return -1;
 }
 
+bool ant_date_is_valid(uint64_t year, uint64_t month, uint64_t day)
+{
+    static const uint8_t mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    return month >= 1 && month <= 12 && day >= 1 && day <= mdays[month - 1] &&
+           !(month == 2 && day == 29 && !leap);
+}
+
 int ant_hex_decode(struct ant_bytes hex, uint8_t *out, size_t outlen)
 {
     if (hex.len != 2 * outlen) {
@@ -685,6 +694,26 @@ int ant_hex_decode(struct ant_bytes hex, uint8_t *out, size_t outlen)
             return -EINVAL;
         }
         out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+int ant_b64_decode(struct ant_bytes in, bool url, const char *ignore, uint8_t *out, size_t max,
+                   size_t *outlen)
+{
+    if (in.len == 0) {
+        return -EBADMSG;
+    }
+    for (size_t i = 0; i < in.len; i++) {
+        if (in.p[i] == '\0' || in.p[i] >= 0x80) {
+            return -EBADMSG;
+        }
+    }
+    /* b64_end NULL: every character must be consumed */
+    if (sodium_base642bin(out, max, (const char *)in.p, in.len, ignore, outlen, NULL,
+                          url ? sodium_base64_VARIANT_URLSAFE_NO_PADDING
+                              : sodium_base64_VARIANT_ORIGINAL) != 0) {
+        return -EBADMSG;
     }
     return 0;
 }

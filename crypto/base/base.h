@@ -158,10 +158,20 @@ int64_t ant_now_ms(void);      /* wall clock, milliseconds */
 int64_t ant_mono_ns(void);     /* monotonic, nanoseconds */
 /* RFC 3339 UTC with seconds, "2026-11-26T23:50:14Z"; out needs 21 bytes. */
 void ant_fmt_time(int64_t unix_s, char out[32]);
+/* Does the calendar have this day (month 1..12, day 1..31, Gregorian leap years)? timegm() would
+ * take "02-31" as March 3rd rather than refuse it. */
+bool ant_date_is_valid(uint64_t year, uint64_t month, uint64_t day);
 
 /* --- encodings --- */
 /* Lower-case hex; out must hold 2*len+1. */
 void ant_hex_encode(const uint8_t *p, size_t len, char *out);
 ANT_MUST_CHECK int ant_hex_decode(struct ant_bytes hex, uint8_t *out, size_t outlen);
+/* Base64 into out[0..max), *outlen bytes: url selects base64url without padding (JWS, JWK),
+ * else the standard padded alphabet; characters of `ignore` (NULL: none) are skipped, every
+ * other one must be a digit of the alphabet. libsodium's decoder with its traps closed: it takes
+ * a NUL as ignored (strchr finds the terminator), and 1.0.18 decodes every byte >= 0x80 as the
+ * alphabet's last digit ('/' or '_'), so one value had 129 spellings per character. -EBADMSG. */
+ANT_MUST_CHECK int ant_b64_decode(struct ant_bytes in, bool url, const char *ignore, uint8_t *out,
+                                  size_t max, size_t *outlen);
 
 #endif

@@ -641,6 +641,9 @@ r = req("GET", f"/v1/audit/events?since={now - 3600}&until={now + 3600}&limit=1"
 check("filters by time (unix seconds)", r.status == 200 and len(r.json()["events"]) == 1, r)
 r = req("GET", "/v1/audit/events?since=2026-13-01T00:00:00Z", ADMIN)
 check("a bad time is 400", r.status == 400, r)
+r = req("GET", "/v1/audit/events?until=2023-02-31T00:00:00Z", ADMIN)
+check("a day the month lacks is 400, not March 3rd", r.status == 400 and
+      r.json()["error"] == "bad_request" and "until" in r.json()["message"], r)
 r = req("GET", "/v1/audit/events?format=xml", ADMIN)
 check("an unknown format is 400", r.status == 400, r)
 r = req("GET", "/v1/audit/status", ADMIN)

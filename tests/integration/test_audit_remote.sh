@@ -66,6 +66,8 @@ check "a page of one prints the next cursor" test -n "$CUR"
 check "the cursor gives the next page" python3 -c 'import json,sys; e=json.load(open(sys.argv[1]))["events"]; sys.exit(0 if len(e)==1 and e[0]["seq"]>int(sys.argv[2]) else 1)' "$T/q2.json" "$CUR"
 "$BIN" audit query "${AUD[@]}" --since 2026-13-01 >/dev/null 2>&1
 check "a bad time is a usage error (2)" test $? -eq 2
+"$BIN" audit query "${AUD[@]}" --until 2023-02-31 >/dev/null 2>&1
+check "a day the month lacks is a usage error (2), not March 3rd" test $? -eq 2
 "$BIN" audit query "${AUD[@]}" --tenant other >/dev/null 2>"$T/qo.err"
 check "another tenant's log is refused with the server's message" bash -c "grep -qE '403 [a-z_]+: ' '$T/qo.err'"
 

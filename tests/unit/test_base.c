@@ -122,6 +122,57 @@ static void test_hex_round_trip(void **state)
     assert_int_equal(ant_hex_decode(ant_bytes_str("00abfg"), back, 3), -EINVAL);
 }
 
+/* Only the alphabet's digits (and the ignored characters) decode: no NUL, no byte >= 0x80,
+ * which libsodium 1.0.18 alone took as the last digit ("/" or "_"). */
+static void test_b64_decode_alphabet_only(void **state)
+{
+    (void)state;
+    uint8_t out[8];
+    size_t n = 0;
+    assert_int_equal(ant_b64_decode(ant_bytes_str("/w=="), false, NULL, out, sizeof(out), &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(out[0], 0xff);
+    assert_int_equal(ant_b64_decode(ant_bytes_str("_w"), true, NULL, out, sizeof(out), &n), 0);
+    assert_int_equal(out[0], 0xff);
+    assert_int_equal(ant_b64_decode(ant_bytes_str("/w\n=="), false, "\n", out, sizeof(out), &n),
+                     0);
+    static const struct {
+        const char *s;
+        size_t len;
+        bool url;
+    } bad[] = {
+        {"\xafw==", 4, false}, {"\x80w==", 4, false}, {"\xffw", 2, true},
+        {"/w\0==", 5, false},  {"/w", 2, false},       {"/w==", 4, true},
+        {"", 0, false},
+    };
+    for (size_t i = 0; i < ANT_ARRAY_LEN(bad); i++) {
+        assert_int_equal(ant_b64_decode(ant_bytes_of(bad[i].s, bad[i].len), bad[i].url, NULL, out,
+                                        sizeof(out), &n),
+                         -EBADMSG);
+    }
+    /* a NUL is not an ignored character even when the ignore set is given */
+    assert_int_equal(ant_b64_decode(ant_bytes_of("/w\0==", 5), false, " ", out, sizeof(out), &n),
+                     -EBADMSG);
+}
+
+static void test_date_is_valid(void **state)
+{
+    (void)state;
+    assert_true(ant_date_is_valid(2026, 1, 31));
+    assert_true(ant_date_is_valid(2024, 2, 29));
+    assert_true(ant_date_is_valid(2000, 2, 29));
+    assert_true(ant_date_is_valid(2026, 12, 31));
+    assert_false(ant_date_is_valid(2023, 2, 29));
+    assert_false(ant_date_is_valid(1900, 2, 29));
+    assert_false(ant_date_is_valid(2023, 2, 31));
+    assert_false(ant_date_is_valid(2026, 4, 31));
+    assert_false(ant_date_is_valid(2026, 11, 31));
+    assert_false(ant_date_is_valid(2026, 0, 1));
+    assert_false(ant_date_is_valid(2026, 13, 1));
+    assert_false(ant_date_is_valid(2026, 1, 0));
+    assert_false(ant_date_is_valid(2026, 1, 32));
+}
+
 static int parse(const char *text, size_t max, json_t **out)
 {
     struct ant_diag d = {0};
@@ -294,6 +345,8 @@ int main(void)
         cmocka_unit_test(test_parse_u64_bounds),
         cmocka_unit_test(test_parse_size_and_duration),
         cmocka_unit_test(test_hex_round_trip),
+        cmocka_unit_test(test_b64_decode_alphabet_only),
+        cmocka_unit_test(test_date_is_valid),
         cmocka_unit_test(test_json_limits),
         cmocka_unit_test(test_open_regular),
         cmocka_unit_test(test_rename_durable),
