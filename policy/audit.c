@@ -212,6 +212,7 @@ struct ant_audit {
     int64_t vrange_seqs;
     size_t vpiece_rows;
     unsigned vworkers;
+    int64_t vranges; /* under mu: the ranges the last verify handed out */
 };
 
 static int sqlerr(int src)
@@ -1315,6 +1316,14 @@ void ant_audit_test_verify_split(struct ant_audit *a, int64_t range_seqs, size_t
     a->vworkers = workers;
 }
 
+int64_t ant_audit_test_verify_ranges(struct ant_audit *a)
+{
+    pthread_mutex_lock(&a->mu);
+    int64_t n = a->vranges;
+    pthread_mutex_unlock(&a->mu);
+    return n;
+}
+
 void ant_audit_test_clock(struct ant_audit *a, int64_t (*clock)(void *ctx), void *ctx)
 {
     pthread_mutex_lock(&a->mu);
@@ -2097,14 +2106,21 @@ int ant_audit_status(struct ant_audit *a, const uint8_t *pub, json_t **out)
 
 /* --- live verification ---
  * The log is cut by seq into ranges of VRANGE_SEQS, and W workers (the caller's thread and W - 1
- * helpers; W = the cores, 2 to 4) take the ranges in turn: worker w reads ranges w, w + W, ...
- * on a connection of its own and does there, for each row, all that needs no chain state:
- * stepping SQLite, the canonical bytes, a v2 event's commitment c_n, a checkpoint's signature.
- * Then it waits for its turn (range k - 1 chained) and chains its rows through the one
- * verifier: the link h_n (one short hash an event), every order, gap and v1/v2 check, the
- * witnesses, in seq order as a single walk would. Until session 10 one thread read SQLite and
- * copied the rows out while the caller's thread hashed them: the reader was the bottleneck, and
- * the hasher idle 40 % of the time.
+ * helpers; W = the cores, 2 to 4) take the ranges in turn: each worker takes the next range
+ * (range k) as soon as it is done with its last one, reads it on a connection of its own and
+ * does there, for each row, all that needs no chain state: stepping SQLite, the canonical bytes,
+ * a v2 event's commitment c_n, a checkpoint's signature. Then it waits for its turn (range k - 1
+ * chained) and chains its rows through the one verifier: the link h_n (one short hash an
+ * event), every order, gap and v1/v2 check, the witnesses, in seq order as a single walk would.
+ * Until session 10 one thread read SQLite and copied the rows out while the caller's thread
+ * hashed them: the reader was the bottleneck, and the hasher idle 40 % of the time.
+ *
+ * A range starts at a seq the snapshot holds: the lowest one past the ranges handed out so far,
+ * found in the tables' primary keys (two lookups a range). An intact log's seqs are 1, 2, ...,
+ * so its ranges are (kR, (k+1)R]; a tampered one can hold seqs anywhere in the int64 range, and
+ * the ranges then jump the gaps: the work grows with the rows, not with the seqs between them
+ * (until session 11 a seq of 10^15 made verify step through up to 65,536 empty ranges). How the
+ * rows are cut does not change the report: they are chained in one seq order either way.
  *
  * One snapshot: the first worker's read transaction is the snapshot; the others start theirs
  * later and read only up to its last event and its last checkpoint. The log is append-only
@@ -2113,7 +2129,6 @@ int ant_audit_status(struct ant_audit *a, const uint8_t *pub, json_t **out)
  * every later snapshot, and the workers together read exactly the first one's rows. */
 
 #define VRANGE_SEQS 4096
-#define VRANGES_MAX (1 << 16) /* past it the last range takes the rest (a tampered huge seq) */
 #define VPIECE_ROWS (2 * VRANGE_SEQS + 8) /* a range's events and its checkpoints (every 1) */
 #define VPIECE_TEXT (4 * 1024 * 1024)     /* v1 events' canonical bytes kept for the link */
 #define VWORKERS_MAX 4
@@ -2139,9 +2154,13 @@ struct vshared {
     int64_t turn; /* the range whose rows may be chained now */
     bool stop;    /* the holder of a turn found a failure (1) or an error (< 0): `result` */
     int result;
+    pthread_mutex_t next_mu; /* the ranges handed out: */
+    int64_t next_k;          /* how many */
+    int64_t next_lo;         /* the lowest seq past them */
+    bool next_end;           /* none left (or verify stops) */
     struct ant_audit_verifier *v; /* used by the turn's holder only */
     const char *path;
-    int64_t range_seqs, nranges;
+    int64_t range_seqs;
     size_t piece_rows;
     unsigned nworkers;
     bool ev_any, ck_any;   /* the snapshot has events / checkpoints */
@@ -2150,9 +2169,9 @@ struct vshared {
 
 struct vworker {
     struct vshared *s;
-    unsigned idx;
     sqlite3 *db;
     sqlite3_stmt *ev, *ck;
+    sqlite3_stmt *ev_next, *ck_next; /* the lowest seq in [?1, ?2] */
     int esrc, csrc;
     EVP_MD_CTX *md;
     struct ant_buf canon; /* one event's canonical bytes */
@@ -2180,6 +2199,16 @@ static int vworker_open(struct vworker *w)
                                             "checkpoints WHERE seq >= ?1 AND seq <= ?2 "
                                             "ORDER BY seq",
                                             -1, &w->ck, NULL));
+    rc = rc < 0 ? rc
+                : sqlerr(sqlite3_prepare_v2(w->db,
+                                            "SELECT seq FROM events WHERE seq >= ?1 AND "
+                                            "seq <= ?2 ORDER BY seq LIMIT 1",
+                                            -1, &w->ev_next, NULL));
+    rc = rc < 0 ? rc
+                : sqlerr(sqlite3_prepare_v2(w->db,
+                                            "SELECT seq FROM checkpoints WHERE seq >= ?1 AND "
+                                            "seq <= ?2 ORDER BY seq LIMIT 1",
+                                            -1, &w->ck_next, NULL));
     w->md = rc < 0 ? NULL : EVP_MD_CTX_new();
     rc = rc < 0 ? rc : w->md == NULL ? -ENOMEM : 0;
     w->rows = rc < 0 ? NULL : calloc(w->s->piece_rows, sizeof(*w->rows));
@@ -2193,6 +2222,8 @@ static void vworker_close(struct vworker *w)
 {
     sqlite3_finalize(w->ev);
     sqlite3_finalize(w->ck);
+    sqlite3_finalize(w->ev_next);
+    sqlite3_finalize(w->ck_next);
     if (w->db != NULL && !sqlite3_get_autocommit(w->db)) {
         (void)exec_sql(w->db, "COMMIT");
     }
@@ -2202,7 +2233,7 @@ static void vworker_close(struct vworker *w)
     ant_buf_fini(&w->canon);
     ant_buf_fini(&w->text);
     w->db = NULL;
-    w->ev = w->ck = NULL;
+    w->ev = w->ck = w->ev_next = w->ck_next = NULL;
     w->md = NULL;
     w->rows = NULL;
 }
@@ -2227,21 +2258,55 @@ static int vsnapshot(struct vworker *w)
         }
         sqlite3_finalize(m);
     }
-    if (rc == 0) {
-        int64_t top = s->ev_any ? s->ev_max : INT64_MIN;
-        top = s->ck_any && s->ck_max > top ? s->ck_max : top;
-        /* ranges (kR, (k+1)R], the first open below and the last open above */
-        s->nranges = top <= s->range_seqs ? 1 : (top - 1) / s->range_seqs + 1;
-        s->nranges = s->nranges > VRANGES_MAX ? VRANGES_MAX : s->nranges;
-    }
     return rc;
 }
 
-static void vrange_start(struct vworker *w, int64_t k)
+/* The lowest seq in [lo, max] of one table: 0 and *found, 0 (none), or a negative errno. */
+static int vseq_next(sqlite3_stmt *st, int64_t lo, int64_t max, bool *found, int64_t *seq)
+{
+    sqlite3_reset(st);
+    sqlite3_bind_int64(st, 1, lo);
+    sqlite3_bind_int64(st, 2, max);
+    int src = sqlite3_step(st);
+    *found = src == SQLITE_ROW;
+    *seq = *found ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    return src == SQLITE_ROW || src == SQLITE_DONE ? 0 : sqlerr(src);
+}
+
+/* Hands out the next range, [*lo, *hi] as range *k: from the lowest seq the snapshot holds past
+ * the ranges handed out so far, range_seqs seqs on. false when none is left. A worker that has
+ * an error (*rc < 0, or a lookup fails) still takes a range, and hands out no more: it reports
+ * the error in that range's turn, after the failures the ranges before it may hold. */
+static bool vrange_next(struct vworker *w, int *rc, int64_t *k, int64_t *lo, int64_t *hi)
 {
     struct vshared *s = w->s;
-    int64_t lo = k == 0 ? INT64_MIN : k * s->range_seqs + 1;
-    int64_t hi = k == s->nranges - 1 ? INT64_MAX : (k + 1) * s->range_seqs;
+    bool ev = false, ck = false, got = false;
+    int64_t e = 0, c = 0;
+    pthread_mutex_lock(&s->next_mu);
+    if (!s->next_end && *rc == 0 && s->ev_any) {
+        *rc = vseq_next(w->ev_next, s->next_lo, s->ev_max, &ev, &e);
+    }
+    if (!s->next_end && *rc == 0 && s->ck_any) {
+        *rc = vseq_next(w->ck_next, s->next_lo, s->ck_max, &ck, &c);
+    }
+    if (!s->next_end && (*rc < 0 || ev || ck)) {
+        *lo = ev && (!ck || e < c) ? e : c;
+        *hi = *lo > INT64_MAX - (s->range_seqs - 1) ? INT64_MAX : *lo + (s->range_seqs - 1);
+        *k = s->next_k++;
+        s->next_lo = *hi < INT64_MAX ? *hi + 1 : *hi;
+        s->next_end = *rc < 0 || *hi == INT64_MAX;
+        got = true;
+    } else {
+        s->next_end = true;
+    }
+    pthread_mutex_unlock(&s->next_mu);
+    return got;
+}
+
+static void vrange_start(struct vworker *w, int64_t lo, int64_t hi)
+{
+    struct vshared *s = w->s;
     sqlite3_reset(w->ev);
     sqlite3_reset(w->ck);
     sqlite3_bind_int64(w->ev, 1, lo);
@@ -2400,6 +2465,11 @@ static void vturn_end(struct vshared *s, int64_t k, int result)
     s->turn = k + 1;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
+    if (result != 0) {
+        pthread_mutex_lock(&s->next_mu); /* no more ranges to read */
+        s->next_end = true;
+        pthread_mutex_unlock(&s->next_mu);
+    }
 }
 
 /* A worker's ranges. Reads a range's first piece before its turn; a range that holds more rows
@@ -2407,10 +2477,11 @@ static void vturn_end(struct vshared *s, int64_t k, int result)
 static void vworker_run(struct vworker *w, int rc)
 {
     struct vshared *s = w->s;
-    for (int64_t k = w->idx; k < s->nranges; k += s->nworkers) {
+    int64_t k = 0, lo = 0, hi = 0;
+    while (vrange_next(w, &rc, &k, &lo, &hi)) {
         bool more = false, mine = false;
         if (rc == 0) {
-            vrange_start(w, k);
+            vrange_start(w, lo, hi);
         }
         do {
             if (rc == 0) {
@@ -2502,6 +2573,8 @@ int ant_audit_verify_witnessed(struct ant_audit *a, const uint8_t pub[ANT_KEY_LE
     memset(wk, 0, sizeof(wk));
     pthread_mutex_init(&s.mu, NULL);
     pthread_cond_init(&s.cv, NULL);
+    pthread_mutex_init(&s.next_mu, NULL);
+    s.next_lo = INT64_MIN;
     s.v = &v;
     s.range_seqs = a->vrange_seqs > 0 ? a->vrange_seqs : VRANGE_SEQS;
     s.piece_rows = a->vpiece_rows > 0 ? a->vpiece_rows : VPIECE_ROWS;
@@ -2509,7 +2582,6 @@ int ant_audit_verify_witnessed(struct ant_audit *a, const uint8_t pub[ANT_KEY_LE
     s.nworkers = s.nworkers > VWORKERS_MAX ? VWORKERS_MAX : s.nworkers;
     for (unsigned i = 0; i < VWORKERS_MAX; i++) {
         wk[i].s = &s;
-        wk[i].idx = i;
     }
     if (rc == 0) {
         ant_audit_verifier_witness(&v, w);
@@ -2517,7 +2589,10 @@ int ant_audit_verify_witnessed(struct ant_audit *a, const uint8_t pub[ANT_KEY_LE
     }
     rc = rc < 0 ? rc : vsnapshot(&wk[0]);
     if (rc == 0) {
-        s.nworkers = s.nranges < s.nworkers ? (unsigned)s.nranges : s.nworkers;
+        /* one worker when every seq fits in one range, as it does in a small intact log */
+        int64_t top = s.ev_any ? s.ev_max : INT64_MIN;
+        top = s.ck_any && s.ck_max > top ? s.ck_max : top;
+        s.nworkers = top <= s.range_seqs ? 1 : s.nworkers;
         /* the helpers open their connections once the snapshot is taken */
         for (unsigned i = 1; i < s.nworkers; i++) {
             if (pthread_create(&wk[i].thread, NULL, vworker_main, &wk[i]) != 0) {
@@ -2533,6 +2608,9 @@ int ant_audit_verify_witnessed(struct ant_audit *a, const uint8_t pub[ANT_KEY_LE
             }
         }
         rc = s.result < 0 ? s.result : 0; /* 1: a failure, in the report */
+        pthread_mutex_lock(&a->mu);
+        a->vranges = s.next_k;
+        pthread_mutex_unlock(&a->mu);
     }
     vworker_close(&wk[0]);
     if (rc == 0) {
@@ -2540,6 +2618,7 @@ int ant_audit_verify_witnessed(struct ant_audit *a, const uint8_t pub[ANT_KEY_LE
     }
     pthread_cond_destroy(&s.cv);
     pthread_mutex_destroy(&s.mu);
+    pthread_mutex_destroy(&s.next_mu);
     ant_audit_verifier_fini(&v);
     return rc;
 }

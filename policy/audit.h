@@ -368,6 +368,9 @@ void ant_audit_test_clock(struct ant_audit *a, int64_t (*clock)(void *ctx), void
  * and its checkpoints; the cores). Not thread-safe: set it while no verify runs. */
 void ant_audit_test_verify_split(struct ant_audit *a, int64_t range_seqs, size_t piece_rows,
                                  unsigned workers);
+/* How many ranges the last ant_audit_verify on `a` handed out to its threads (a range starts at
+ * a seq the log holds, so a tampered seq far past the head costs one range). Any thread. */
+int64_t ant_audit_test_verify_ranges(struct ant_audit *a);
 /* Drops the append-only triggers of a closed file so a test can tamper with it. */
 ANT_MUST_CHECK int ant_audit_test_drop_triggers(int dirfd, const char *name);
 /* Testing only: creates a new audit.db with only the first `steps` schema steps applied (to

@@ -131,11 +131,6 @@ static void expect_same_report(const struct ant_audit_report *a, const struct an
     assert_int_equal(a->first_unbound, b->first_unbound);
 }
 
-/* Set while a test plants seqs far past the head: each split then steps through up to 65,536
- * empty ranges, so only the coarsest small split runs beside the default one (the test took
- * 104 s with all of them). */
-static bool g_far_seqs;
-
 static int verify_splits_w(struct ant_audit *a, const uint8_t *pub, bool strict,
                            const struct ant_audit_witnesses *w, struct ant_audit_report *rep)
 {
@@ -143,11 +138,13 @@ static int verify_splits_w(struct ant_audit *a, const uint8_t *pub, bool strict,
     int rc = ant_audit_verify_witnessed(a, pub, strict, w, rep);
     for (size_t i = 0; i < sizeof(k_splits) / sizeof(k_splits[0]); i++) {
         struct ant_audit_report r2;
-        if (g_far_seqs && k_splits[i].seqs < 64) {
-            continue;
-        }
+        /* each range costs a hand-off between threads (tens of us, a few ms on a loaded host):
+         * on the bigger logs (65,536 events) a split is widened to at most 1,024 ranges, still
+         * read in tiny pieces on 2 to 4 threads */
+        int64_t seqs = rep->last_seq / 1024 + 1;
+        seqs = seqs > k_splits[i].seqs ? seqs : k_splits[i].seqs;
         memset(&r2, 0xa5, sizeof(r2));
-        ant_audit_test_verify_split(a, k_splits[i].seqs, k_splits[i].rows, k_splits[i].workers);
+        ant_audit_test_verify_split(a, seqs, k_splits[i].rows, k_splits[i].workers);
         assert_int_equal(ant_audit_verify_witnessed(a, pub, strict, w, &r2), rc);
         if (rc == 0 || rc == -EBADMSG) {
             expect_same_report(rep, &r2);
@@ -480,8 +477,8 @@ static void copy_file(struct fx *f, const char *from, const char *to)
     free(p);
 }
 
-/* Applies `sql` to a copy of the base with the triggers dropped; verifies it strictly. */
-static int64_t tampered_bad_seq(struct fx *f, const char *sql, char *what, size_t wlen)
+/* Applies `sql` to t.db, a copy of the base with the triggers dropped. */
+static void tamper_copy(struct fx *f, const char *sql)
 {
     char path[4096];
     copy_file(f, "audit.db", "t.db");
@@ -496,6 +493,12 @@ static int64_t tampered_bad_seq(struct fx *f, const char *sql, char *what, size_
     }
     assert_int_equal(src, SQLITE_OK);
     sqlite3_close(db);
+}
+
+/* Applies `sql` to a copy of the base with the triggers dropped; verifies it strictly. */
+static int64_t tampered_bad_seq(struct fx *f, const char *sql, char *what, size_t wlen)
+{
+    tamper_copy(f, sql);
     struct ant_audit *ro = NULL;
     assert_int_equal(ant_audit_open(f->dirfd, "t.db", 0, NULL, NULL, &ro), 0);
     struct ant_audit_report rep;
@@ -614,8 +617,8 @@ static void test_live_tamper_structure_is_named(void **state)
 
 static void test_live_tamper_seqs_out_of_range_are_named(void **state)
 {
-    /* rows below the first seq or far past the head: the first range is open below and the
-     * last one above, so every row is read, in seq order */
+    /* rows below the first seq or far past the head (up to INT64_MAX, where a range's end
+     * would overflow): ranges start at the seqs present, so every row is read, in seq order */
     struct fx *f = *state;
     make_base(f);
     static const char *const seqs[] = {"0", "-5", "-9223372036854775808"};
@@ -627,7 +630,6 @@ static void test_live_tamper_seqs_out_of_range_are_named(void **state)
                         seqs[i]);
     }
     static const char *const far[] = {"1000000000000000", "9223372036854775807"};
-    g_far_seqs = true;
     for (size_t i = 0; i < sizeof(far) / sizeof(far[0]); i++) {
         expect_live_bad(f, 31,
                         "INSERT INTO events SELECT %s, time_ms, request_id, actor, tenant,"
@@ -639,10 +641,58 @@ static void test_live_tamper_seqs_out_of_range_are_named(void **state)
                         " checkpoints WHERE seq = 30",
                         far[i]);
     }
-    g_far_seqs = false;
     expect_live_bad(f, 1,
                     "INSERT INTO checkpoints SELECT -3, hash, time_ms, 0, sig FROM checkpoints"
                     " WHERE seq = 10");
+    expect_live_bad(f, 31,
+                    "INSERT INTO events SELECT seq + 9223372036854775777, time_ms, request_id,"
+                    " actor, tenant, credential, action, resource_kind, resource_id, dataset_id,"
+                    " decision, reason, transfer, detail, hash, salt FROM events;"
+                    "INSERT INTO checkpoints SELECT seq + 9223372036854775777, hash, time_ms,"
+                    " prev_seq, sig FROM checkpoints");
+}
+
+/* Seqs planted far apart cost a range each, not one per range_seqs seqs between them (until
+ * session 11 a seq of 10^15 made verify step through 65,536 empty ranges). */
+static void test_live_far_seqs_cost_a_range_each(void **state)
+{
+    struct fx *f = *state;
+    static const struct {
+        int64_t seqs, dense, far; /* split; ranges of seqs 1..30; of the planted seqs */
+    } k[] = {{1, 30, 5}, {4, 8, 3}, {64, 1, 3}, {0, 1, 3}};
+    const uint8_t *pub = NULL;
+    make_base(f);
+    pub = ant_signkey_public(f->sk);
+    tamper_copy(f, "SELECT 1");
+    struct ant_audit *ro = NULL;
+    struct ant_audit_report rep;
+    assert_int_equal(ant_audit_open(f->dirfd, "t.db", 0, NULL, NULL, &ro), 0);
+    for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {
+        ant_audit_test_verify_split(ro, k[i].seqs, 0, 2);
+        assert_int_equal(ant_audit_verify(ro, pub, true, &rep), 0);
+        assert_int_equal(ant_audit_test_verify_ranges(ro), k[i].dense);
+    }
+    ant_audit_close(ro);
+    /* 10^15 and the next (one range of 4 seqs), 2^62, the last two seqs of int64 */
+    tamper_copy(f, "INSERT INTO events SELECT CASE seq WHEN 1 THEN 1000000000000000"
+                   " WHEN 2 THEN 1000000000000001 WHEN 3 THEN 4611686018427387904"
+                   " WHEN 4 THEN 9223372036854775806 ELSE 9223372036854775807 END,"
+                   " time_ms, request_id, actor, tenant, credential, action, resource_kind,"
+                   " resource_id, dataset_id, decision, reason, transfer, detail, hash, salt"
+                   " FROM events WHERE seq <= 5;"
+                   "INSERT INTO checkpoints SELECT 9223372036854775807, hash, time_ms, 30, sig"
+                   " FROM checkpoints WHERE seq = 30");
+    assert_int_equal(ant_audit_open(f->dirfd, "t.db", 0, NULL, NULL, &ro), 0);
+    for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {
+        ant_audit_test_verify_split(ro, k[i].seqs, 0, 2);
+        assert_int_equal(ant_audit_verify(ro, pub, true, &rep), -EBADMSG);
+        assert_int_equal(rep.first_bad_seq, 31);
+        assert_string_equal(rep.what, "event 31 is missing (next is 1000000000000000)");
+        /* the range of 10^15 names the failure; the ones after it may have been read ahead */
+        int64_t n = ant_audit_test_verify_ranges(ro);
+        assert_true(n >= k[i].dense + 1 && n <= k[i].dense + k[i].far);
+    }
+    ant_audit_close(ro);
 }
 
 /* A log of several default ranges (4,096 seqs): each range's first, middle and last event and
@@ -3033,6 +3083,7 @@ int main(void)
             test_live_rewrite_of_the_whole_chain_is_caught_by_checkpoints, setup, teardown),
         cmocka_unit_test_setup_teardown(test_live_tamper_seqs_out_of_range_are_named, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_live_far_seqs_cost_a_range_each, setup, teardown),
         cmocka_unit_test_setup_teardown(test_live_tamper_in_every_range_is_named, setup, teardown),
         cmocka_unit_test_setup_teardown(test_live_verify_while_appending_sees_one_snapshot, setup,
                                         teardown),
