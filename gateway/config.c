@@ -92,6 +92,9 @@ static const struct key keys[] = {
      "stage jobs a tenant may have queued, running or ready at once (0: no limit)"},
     {"staging", "default_ttl", K_DURATION, F(default_ttl_s), 60, 90 * 86400,
      "time to live of staged data when a job names none"},
+    {"staging", "purge_interval", K_DURATION, F(purge_interval_s), 1, 3600,
+     "how often expired jobs' output is looked for and removed (a pass is one indexed query when"
+     " nothing is due); an expired job's output is refused from its expiry on either way"},
     {"federation", "connections", K_UINT, F(fed_connections), 0, 256,
      "transfers at once when a stage job pulls from a peer (0: 8)"},
     {"federation", "max_rate", K_SIZE, F(fed_max_rate), 0, 1024 * GiB,
@@ -141,6 +144,7 @@ void ant_config_defaults(struct ant_config *c)
     c->default_scratch_quota = 1 * TiB;
     c->max_stage_jobs = 1000;
     c->default_ttl_s = 7 * 86400;
+    c->purge_interval_s = 2;
     c->log_level = ANT_LOG_INFO;
     c->log_flush_ms = 250;
 }

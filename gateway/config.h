@@ -49,6 +49,7 @@ struct ant_config {
     uint64_t default_scratch_quota;
     unsigned max_stage_jobs;
     unsigned default_ttl_s;
+    unsigned purge_interval_s;
     /* [federation]: how remote stage jobs pull from a peer */
     unsigned fed_connections; /* transfers at once; 0: the fetcher's default (8) */
     uint64_t fed_max_rate;    /* bytes/s per connection; 0: no limit */

@@ -138,8 +138,7 @@ int ant_gw_stage_start(struct ant_site *site, struct ant_diag *d)
         .default_quota = site->cfg.default_scratch_quota,
         .max_jobs = site->cfg.max_stage_jobs,
         .default_ttl_s = site->cfg.default_ttl_s,
-        /* a pass is one indexed query when nothing is due: purge within seconds of expiry */
-        .purge_interval_s = 2,
+        .purge_interval_s = site->cfg.purge_interval_s,
         .engine = &eo,
         .pool = site->pool,
         .keys = &site->keys,
@@ -803,15 +802,24 @@ static int job_token_auth(struct ant_req *r, struct ant_jobs *jobs, struct ant_j
     return ant_req_rate_limit(r, key) < 0 ? ANT_API_DONE : 0;
 }
 
-/* The output of a job that is not ready cannot be read: 404, or 410 once purged. */
+/* Whether the job's output may be read now: ready, and its time to live not over. The purger
+ * marks a job expired within one pass of its expiry, and a job token is accepted a little past
+ * its own expiry (clock skew): neither may stretch the job's lifetime. */
+static bool job_readable(const struct ant_job_info *info)
+{
+    return info->state == ANT_JOB_READY && (info->expires == 0 || info->expires > ant_now_unix());
+}
+
+/* The output of a job that is not readable cannot be read: 404, or 410 once expired. */
 static int not_ready(struct ant_req *r, const struct ant_job_info *info, const char *what)
 {
+    bool gone = info->state == ANT_JOB_EXPIRED || info->state == ANT_JOB_READY;
     int rc = ant_api_audit(r, "stage.read", "job", what, info->dataset_id, ANT_AUDIT_DENY,
-                           "job_not_ready", NULL);
+                           gone ? "job_expired" : "job_not_ready", NULL);
     if (rc == 0) {
-        rc = ant_api_fail(r, info->state == ANT_JOB_EXPIRED ? MHD_HTTP_GONE : MHD_HTTP_NOT_FOUND,
-                          NULL, "the job's output is not available: the job is %s",
-                          ant_job_state_name(info->state));
+        rc = ant_api_fail(r, gone ? MHD_HTTP_GONE : MHD_HTTP_NOT_FOUND, NULL,
+                          "the job's output is not available: the job is %s",
+                          gone ? "expired" : ant_job_state_name(info->state));
     }
     return rc;
 }
@@ -822,7 +830,7 @@ int ant_route_stage_files(struct ant_req *r)
     json_t *list = NULL;
     struct ant_jobs *jobs = jobs_of(r);
     int rc = jobs == NULL ? ANT_API_DONE : job_token_auth(r, jobs, &info);
-    if (rc == 0 && info.state != ANT_JOB_READY) {
+    if (rc == 0 && !job_readable(&info)) {
         rc = not_ready(r, &info, info.id);
     }
     if (rc == 0) {
@@ -858,7 +866,7 @@ int ant_route_stage_file(struct ant_req *r)
     }
     memcpy(path, p.p, p.len);
     path[p.len] = '\0';
-    if (info.state != ANT_JOB_READY) {
+    if (!job_readable(&info)) {
         rc = not_ready(r, &info, path);
         goto out;
     }

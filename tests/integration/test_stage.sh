@@ -357,6 +357,28 @@ grep -q 'rate limit.*retrying' "$T/put8.err" || fail "put did not wait out a 429
 [ "$("$BIN" dataset files "$DS8" -o json | grep -c '"m[123].txt"')" = 3 ] || fail "puts under the limit"
 echo "first job (direct_io auto): $(grep "\"jobs.io\"" "$T/serve0.log" | grep "$J1" | sed 's/.*"msg":"\([^"]*\)".*/\1/')"
 
+# --- an expired job's output is refused from its expiry on, not from its purge ---
+kill "$PID"
+wait "$PID" 2>/dev/null
+sed -i -e 's/^rate_limit = .*/rate_limit = 0/' -e 's/^purge_interval = .*/purge_interval = 1h/' \
+    "$T/site/antenna.conf"
+grep -q '^purge_interval = 1h' "$T/site/antenna.conf" || fail "no [staging] purge_interval to set"
+start 100
+"$BIN" stage "$DS" --path 'meta/m1*' --ttl 3s --wait >"$T/st9.out" 2>&1 || fail "stage ttl 3s"
+J9=$(awk '/^job:/{print $2}' "$T/st9.out")
+TOK9=$(awk '/^token:/{print $2}' "$T/st9.out")
+[ "$(code -H "Authorization: Bearer $TOK9" "$URL/v1/stage/$J9/files/meta/m1.txt")" = 200 ] ||
+    fail "a ready job's file before its expiry"
+sleep 3.5
+"$BIN" stage status "$J9" | grep -q '"state": "ready"' || fail "purged although the purge waits 1h"
+[ "$(code -H "Authorization: Bearer $TOK9" "$URL/v1/stage/$J9/files/meta/m1.txt")" = 410 ] ||
+    fail "an expired, not yet purged job's file: $(cat "$T/body")"
+grep -q 'expired' "$T/body" || fail "410 body: $(cat "$T/body")"
+[ "$(code -H "Authorization: Bearer $TOK9" "$URL/v1/stage/$J9/files")" = 410 ] ||
+    fail "an expired, not yet purged job's listing"
+"$BIN" audit query --dir "$T/site" --action stage.read --decision deny -o json 2>/dev/null |
+    grep -q '"job_expired"' || fail "the refused read is not audited as job_expired"
+
 kill "$PID"
 wait "$PID" 2>/dev/null
 PID=
