@@ -95,8 +95,8 @@ cp "$T/a.copy" "$ARC/f_strayoldoldold01.c4gh"
 cp "$T/a.copy" "$ARC/f_strayfreshfresh1.c4gh"
 head -c 10 /dev/zero >"$ARC/.up-0123456789abcdef.tmp"
 head -c 10 /dev/zero >"$ARC/.up-fedcba9876543210.tmp"
-mkdir "$T/site/archive/ds_nosuchdataset01"
-touch -d '2 hours ago' "$ARC/f_strayoldoldold01.c4gh" "$ARC/.up-0123456789abcdef.tmp" \
+mkdir "$T/site/archive/ds_nosuchdataset01" "$T/site/archive/fed"
+touch -d '2 hours ago' "$T/site/archive/fed" "$ARC/f_strayoldoldold01.c4gh" "$ARC/.up-0123456789abcdef.tmp" \
     "$T/site/archive/ds_nosuchdataset01"
 find "$T/site/archive" -type f -printf '%P %s %T@\n' | sort >"$T/archive.before"
 
