@@ -12,10 +12,49 @@
 #include <string.h>
 #include <time.h>
 
+/* Is s well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF) without
+ * control characters? */
+static bool param_text_ok(const uint8_t *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            if (c < 0x20 || c == 0x7f) {
+                return false;
+            }
+            i++;
+            continue;
+        }
+        size_t len = 0;
+        if (c >= 0xc2 && c <= 0xdf) {
+            len = 2;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            len = 3;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            len = 4;
+        }
+        if (len == 0 || n - i < len) {
+            return false;
+        }
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xc0) != 0x80) {
+                return false;
+            }
+        }
+        uint8_t c1 = s[i + 1];
+        if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 > 0x9f) || (c == 0xf0 && c1 < 0x90) ||
+            (c == 0xf4 && c1 > 0x8f)) {
+            return false;
+        }
+        i += len;
+    }
+    return true;
+}
+
 int ant_api_param(const struct ant_req *r, unsigned i, char *out, size_t cap)
 {
     if (i >= r->nparams || r->params[i].len >= cap ||
-        memchr(r->params[i].p, '\0', r->params[i].len) != NULL) {
+        !param_text_ok(r->params[i].p, r->params[i].len)) {
         return -ENOENT;
     }
     memcpy(out, r->params[i].p, r->params[i].len);

@@ -24,7 +24,8 @@ static inline int ant_api_end(int rc)
 }
 
 /* Copies route parameter i (a view into the decoded URL) into out as a C string. A parameter
- * that does not fit or holds a NUL is -ENOENT: an id that long cannot name an object. */
+ * that does not fit, is not UTF-8 or holds a control character (NUL included) is -ENOENT: no
+ * object has such a name, and it could not be written to the audit log. */
 ANT_MUST_CHECK int ant_api_param(const struct ant_req *r, unsigned i, char *out, size_t cap);
 
 /* Parses the buffered request body as one JSON object with ant_json_parse (the site's

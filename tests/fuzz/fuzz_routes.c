@@ -18,6 +18,7 @@
  * handlers did not expect; the audit log is always available here, so no 503 either), and
  * every 4xx answer to a non-HEAD request is a JSON object with "error" and "request_id".
  * The folder is removed at exit. */
+#include "crypto/base/log.h"
 #include "gateway/routes_stage.h"
 #include "gateway/server.h"
 #include "gateway/site.h"
@@ -295,6 +296,7 @@ static void setup(void)
     snprintf(g_site->cfg.listen_addr, sizeof(g_site->cfg.listen_addr), "127.0.0.1");
     g_site->cfg.listen_port = 0;
     g_site->cfg.rate_limit_per_s = 0;
+    g_ant_log_level = ANT_LOG_WARN; /* not a line per request */
     if (ant_gw_stage_start(g_site, &diag) < 0 || ant_server_start(g_site, &g_srv, &diag) < 0) {
         die(ant_diag_msg(&diag, "server start"));
     }
@@ -379,9 +381,8 @@ static void fill_param(char *url, size_t urlsz, unsigned how, const uint8_t *s, 
         if (n > 0) {
             const char *k = names[s[0] % 4];
             url_add(url, urlsz, (const uint8_t *)k, strlen(k), false, false);
-            break;
         }
-        /* fall through */
+        break;
     default:
         url_add(url, urlsz, s, n, rest, false);
     }

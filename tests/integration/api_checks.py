@@ -766,6 +766,24 @@ r = req("POST", "/v1/datasets", OA, {"name": "dx", "classification": "secret"})
 check("unknown classification: 400", r.status == 400, r)
 
 
+# Path parameters come percent-decoded: bytes that are not UTF-8 or are control characters name
+# nothing, and are answered 404 like any unknown id, not 503 (the audit log takes only UTF-8;
+# fuzz_routes found DELETE /v1/keys/<\xff...> refused as "audit unavailable").
+for method, path, key in [
+    ("DELETE", "/v1/keys/t%FF%FF%FF%FFk_n", ADMIN),
+    ("DELETE", "/v1/keys/k%00here", OA),
+    ("GET", "/v1/datasets/ds_%C0%AF", OA),
+    ("POST", "/v1/datasets/%ED%A0%80/publish", OA),
+    ("DELETE", "/v1/grants/g%01x", OA),
+    ("GET", "/v1/principals/%FF/c4gh-key", ADMIN),
+    ("GET", "/v1/tenants/l%FFb/scratch-quota", ADMIN),
+    ("GET", "/v1/stage/%FE", OA),
+]:
+    r = req(method, path, key)
+    check(f"{method} {path}: 404 with a JSON error", r.status == 404 and
+          (r.json() or {}).get("error") and (r.json() or {}).get("request_id"), r)
+
+
 # ---------------------------------------------------------------- path attacks
 def tree(root):
     out = set()

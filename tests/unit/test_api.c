@@ -3,6 +3,7 @@
 #include "gateway/api.h"
 #include "tests/unit/testutil.h"
 
+#include <errno.h>
 #include <string.h>
 
 static void test_parse_time_forms(void **state)
@@ -46,11 +47,53 @@ static void test_parse_time_refuses_impossible_dates(void **state)
     }
 }
 
+/* Route parameters come percent-decoded from the URL: any bytes. Those that are not UTF-8 or
+ * hold a control character name nothing (and could not be audited): -ENOENT. */
+static void test_param_refuses_bytes_no_name_has(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *s;
+        size_t len;
+        int rc;
+    } cases[] = {
+        {"ds_0123abcd", 11, 0},
+        {"caf\xc3\xa9", 5, 0},
+        {"\xf0\x9f\x93\xa1x", 5, 0},
+        {"t\xff\xff\xff\xffk_n", 9, -ENOENT},
+        {"k_\0x", 4, -ENOENT},
+        {"k\x01", 2, -ENOENT},
+        {"k\x7f", 2, -ENOENT},
+        {"\xc3", 1, -ENOENT},          /* cut short */
+        {"\xc0\xaf", 2, -ENOENT},      /* overlong '/' */
+        {"\xed\xa0\x80", 3, -ENOENT},  /* a surrogate */
+        {"\xf4\x90\x80\x80", 4, -ENOENT}, /* past U+10FFFF */
+        {"abcdefghijklmnop", 16, -ENOENT}, /* does not fit out */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct ant_req r;
+        memset(&r, 0, sizeof(r));
+        r.params[0] = ant_bytes_of(cases[i].s, cases[i].len);
+        r.nparams = 1;
+        char out[16];
+        assert_int_equal(ant_api_param(&r, 0, out, sizeof(out)), cases[i].rc);
+        if (cases[i].rc == 0) {
+            assert_int_equal(strlen(out), cases[i].len);
+            assert_memory_equal(out, cases[i].s, cases[i].len);
+        }
+    }
+    struct ant_req r;
+    memset(&r, 0, sizeof(r));
+    char out[16];
+    assert_int_equal(ant_api_param(&r, 0, out, sizeof(out)), -ENOENT); /* no parameter 0 */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_time_forms),
         cmocka_unit_test(test_parse_time_refuses_impossible_dates),
+        cmocka_unit_test(test_param_refuses_bytes_no_name_has),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
