@@ -405,7 +405,8 @@ static int up_start(struct ant_req *r)
     if (path_param(r, u->path) < 0) {
         return ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_path",
                             "a file path is relative, '/'-separated UTF-8 of at most %d bytes, "
-                            "without '.', '..' or empty components, control bytes or '\\'",
+                            "without '.', '..' or empty components, control bytes, '\\' or "
+                            "anything that looks like a credential (a PEM block, API key, JWT)",
                             ANT_PATH_MAX);
     }
     st = ant_store_pool_acquire(r->site->pool);

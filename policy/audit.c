@@ -411,7 +411,7 @@ static bool is_b64url(unsigned char c)
 
 /* API keys "ak_<hex id>_<64 hex>", "Bearer <...>", JWTs ("eyJ<b64>.eyJ<b64>...") and PEM
  * blocks: what a careless caller might paste into a detail field. */
-static bool looks_secret(const char *s)
+bool ant_audit_looks_secret(const char *s)
 {
     size_t n = strlen(s);
     for (size_t i = 0; i < n; i++) {
@@ -470,7 +470,7 @@ static int check_field(const char *s, size_t max)
     if (n > max) {
         return -E2BIG;
     }
-    if (!utf8_ok((const unsigned char *)s, n) || looks_secret(s)) {
+    if (!utf8_ok((const unsigned char *)s, n) || ant_audit_looks_secret(s)) {
         return -EINVAL;
     }
     return 0;

@@ -108,6 +108,10 @@ void ant_audit_close(struct ant_audit *a);
  * (its errno; the event may be in the chain, unconfirmed) or failed earlier on this handle
  * (-EIO until reopened). */
 ANT_MUST_CHECK int64_t ant_audit_append(struct ant_audit *a, const struct ant_audit_event *ev);
+/* Whether s holds what an event field may not (the append refuses it with -EINVAL): an API key
+ * "ak_<hex>_<32+ hex>", "Bearer " and a credential, a JWT ("eyJ...eyJ"), a PEM block. For
+ * values that are checked before they reach the log (file paths: ant_path_is_valid). */
+bool ant_audit_looks_secret(const char *s);
 /* Called exactly once, on the audit writer thread, when the event is durable (seq > 0) or its
  * group commit failed (negative errno; nothing of it is in the chain). It must not block and
  * must not call the audit API. */

@@ -209,7 +209,8 @@ struct ant_file {
     uint8_t sha256_c4gh[32];
 };
 /* A logical path: relative, '/'-separated, no empty / "." / ".." component, no control byte or
- * backslash, at most ANT_PATH_MAX bytes. */
+ * backslash, at most ANT_PATH_MAX bytes, nothing the audit log refuses as a credential (a PEM
+ * marker, an API key, a JWT, "Bearer " and a token: ant_audit_looks_secret). */
 bool ant_path_is_valid(const char *path);
 /* Files of a dataset are written out as one POSIX tree (antenna get, staging, federation), so
  * no file may sit where another needs a folder: "a" and "a/b" cannot both be files ("a/b" and

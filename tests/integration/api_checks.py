@@ -819,6 +819,9 @@ if FILES_OK:
         ("invalid UTF-8", "%ff%fe.txt"),
         ("overlong UTF-8 for /", "%c0%af.txt"),
         ("UTF-16 surrogate", "%ed%a0%80.txt"),
+        ("a PEM marker (the audit log refuses it)", "d/x-----BEGIN%20CERTIFICATE.txt"),
+        ("an API key", "ak_0123456789abcdef_" + "0" * 64 + ".txt"),
+        ("a JWT", "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.sig"),
     ]
     for name, p in ATTACKS:
         r = req("PUT", f"/v1/datasets/{DS_UP}/files/{p}", OA, b"attack")

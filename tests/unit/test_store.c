@@ -500,6 +500,11 @@ static void test_files_only_into_drafts_with_safe_paths(void **state)
         assert_int_equal(ant_store_file_add(f->st, &fs, fid), -EINVAL);
     }
     assert_true(ant_path_is_valid("a/..b/c.d"));
+    /* what the audit log would refuse as a credential is no path (a 400, not a failed append) */
+    assert_false(ant_path_is_valid("d/x-----BEGIN CERTIFICATE.txt"));
+    assert_false(ant_path_is_valid("eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.sig"));
+    assert_true(ant_path_is_valid("sample_0123456789abcdef0123456789abcdef.bam")); /* a hash */
+    assert_true(ant_path_is_valid("notes/bearer token expired.txt"));
     fs.path = "b.txt";
     fs.dataset_id = "ds_nope";
     assert_int_equal(ant_store_file_add(f->st, &fs, fid), -ENOENT);
