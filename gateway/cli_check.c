@@ -61,21 +61,6 @@ static int problem(struct chk *k, const char *kind, const char *ds, const char *
     return o != NULL && json_array_append_new(k->problems, o) == 0 ? 0 : -ENOMEM;
 }
 
-/* Ids the service makes ("ds_...", "f_..."): lower-case letters, digits and '_'. A name on disk
- * or in the catalog that is anything else is never joined into a path. */
-static bool id_is_plain(const char *id)
-{
-    if (id == NULL || id[0] == '\0' || strlen(id) > ANT_ID_MAX) {
-        return false;
-    }
-    for (const char *c = id; *c != '\0'; c++) {
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_')) {
-            return false;
-        }
-    }
-    return true;
-}
-
 static int sink_discard(void *arg, const uint8_t *p, size_t len)
 {
     (void)arg;
@@ -154,7 +139,7 @@ static int check_file(struct chk *k, int dsfd, const char *ds, json_t *row)
     struct stat sb;
     int fd = -1, rc = 0;
     k->files++;
-    if (!id_is_plain(sid)) {
+    if (!ant_archive_id_is_plain(sid)) {
         return problem(k, "bad_storage_id", ds, path, fid, "storage id %s is not one the service"
                        " makes", sid != NULL ? sid : "(none)");
     }
@@ -368,7 +353,7 @@ static int check_dataset(struct chk *k, struct ant_store *st, const char *ds)
     size_t i;
     int dsfd = -1, rc = 0;
     k->datasets++;
-    if (!id_is_plain(ds)) {
+    if (!ant_archive_id_is_plain(ds)) {
         return problem(k, "bad_dataset_id", ds, NULL, NULL, "dataset id is not one the service"
                        " makes: its files are not looked for");
     }

@@ -109,25 +109,10 @@ static int path_param(const struct ant_req *r, char out[ANT_PATH_MAX + 1])
     return ant_path_is_valid(out) ? 0 : -EINVAL;
 }
 
-/* Dataset ids are made here ("ds_" + hex): anything else names nothing, and must never become
- * a folder name. */
-static bool ds_id_is_plain(const char *id)
-{
-    if (id[0] == '\0' || id[0] == '.') {
-        return false;
-    }
-    for (const char *c = id; *c != '\0'; c++) {
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_')) {
-            return false;
-        }
-    }
-    return true;
-}
-
 /* archive/<ds> as a directory fd, created when `create`. */
 static int ds_dir_open(struct ant_site *s, const char *ds, bool create)
 {
-    if (!ds_id_is_plain(ds)) {
+    if (!ant_archive_id_is_plain(ds)) {
         return -ENOENT;
     }
     if (create && mkdirat(s->archive_fd, ds, 0700) < 0 && errno != EEXIST) {

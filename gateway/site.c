@@ -159,6 +159,12 @@ static bool is_hex16_name(const char *name, const char *prefix, const char *suff
            strspn(name + p, "0123456789abcdef") >= 16 && memcmp(name + p + 16, suffix, x) == 0;
 }
 
+bool ant_archive_id_is_plain(const char *id)
+{
+    size_t n = id != NULL ? strlen(id) : 0;
+    return n > 0 && n <= ANT_ID_MAX && strspn(id, "abcdefghijklmnopqrstuvwxyz0123456789_") == n;
+}
+
 bool ant_archive_is_temporary(const char *name)
 {
     return is_hex16_name(name, ".up-", ".tmp") || is_hex16_name(name, ".fetch-", ".tmp");

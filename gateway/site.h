@@ -42,6 +42,10 @@ void ant_site_close(struct ant_site *s); /* accepts NULL */
  * .fetch-<16 hex>.tmp. Their writer holds flock(LOCK_EX) on them from creation until they are
  * renamed into place or removed. */
 bool ant_archive_is_temporary(const char *name);
+/* Whether id is one the service makes for an archive name (dataset and storage ids, "ds_...",
+ * "f_..."): 1 to ANT_ID_MAX lower-case letters, digits and '_'. Nothing else is ever joined
+ * into an archive path. */
+bool ant_archive_id_is_plain(const char *id);
 /* Removes what a crash left in the archive (archive_fd): the temporaries above that no process
  * holds locked and that were last written at least min_age_s ago (the age covers the moment
  * between a temporary's creation and its lock), and the download header cache's own
