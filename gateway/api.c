@@ -59,7 +59,9 @@ int ant_api_param(const struct ant_req *r, unsigned i, char *out, size_t cap)
     }
     memcpy(out, r->params[i].p, r->params[i].len);
     out[r->params[i].len] = '\0';
-    return 0;
+    /* every parameter goes into the request's audit event, which refuses what looks like a
+     * credential: such a name names nothing (404), not a failed append (503) */
+    return ant_audit_looks_secret(out) ? -ENOENT : 0;
 }
 
 int ant_api_fail(struct ant_req *r, unsigned status, const char *code, const char *fmt, ...)

@@ -69,6 +69,7 @@ static void test_param_refuses_bytes_no_name_has(void **state)
         {"\xed\xa0\x80", 3, -ENOENT},  /* a surrogate */
         {"\xf4\x90\x80\x80", 4, -ENOENT}, /* past U+10FFFF */
         {"abcdefghijklmnop", 16, -ENOENT}, /* does not fit out */
+        {"k_-----BEGIN X", 14, -ENOENT},   /* the audit log refuses a PEM marker */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct ant_req r;
