@@ -8,6 +8,7 @@
 #include "gateway/site.h"
 
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -215,15 +216,80 @@ static const char *nonempty(const char *s)
 
 _Static_assert(ANT_CREDENTIAL_MAX <= ANT_AUDIT_FIELD_MAX, "a principal's credential is auditable");
 
+/* Values from the request go into its event, and the audit log refuses what looks like a
+ * credential, text that is not UTF-8 and overlong fields (audit.h). Such a value is recorded
+ * as REDACTED instead: the request is still audited (a refusal too), no secret is kept, and
+ * a client cannot turn its own bad input into a 503. */
+#define REDACTED "[redacted]"
+
+static const char *field_safe(const char *s)
+{
+    if (s == NULL) {
+        return NULL;
+    }
+    size_t n = strlen(s);
+    bool ok = n <= ANT_AUDIT_FIELD_MAX && param_text_ok((const uint8_t *)s, n) &&
+              !ant_audit_looks_secret(s);
+    return ok ? s : REDACTED;
+}
+
+/* Replaces every string in v that looks like a credential by REDACTED. */
+static void detail_redact(json_t *v)
+{
+    if (json_is_object(v)) {
+        const char *k;
+        json_t *e;
+        json_object_foreach (v, k, e) {
+            if (json_is_string(e) && ant_audit_looks_secret(json_string_value(e))) {
+                json_object_set_new(v, k, json_string(REDACTED));
+            } else {
+                detail_redact(e);
+            }
+        }
+    } else if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++) {
+            json_t *e = json_array_get(v, i);
+            if (json_is_string(e) && ant_audit_looks_secret(json_string_value(e))) {
+                json_array_set_new(v, i, json_string(REDACTED));
+            } else {
+                detail_redact(e);
+            }
+        }
+    }
+}
+
+/* The detail as the audit log will take it, or NULL (-ENOMEM in *rc). */
+static char *detail_safe(const json_t *detail, int *rc)
+{
+    char *det = json_dumps(detail, JSON_COMPACT);
+    if (det != NULL && ant_audit_looks_secret(det)) {
+        free(det);
+        json_t *copy = json_deep_copy(detail);
+        det = NULL;
+        if (copy != NULL) {
+            detail_redact(copy);
+            det = json_dumps(copy, JSON_COMPACT);
+            json_decref(copy);
+        }
+    }
+    if (det != NULL && (strlen(det) > ANT_AUDIT_DETAIL_MAX || ant_audit_looks_secret(det))) {
+        free(det); /* too long, or a key or the values together look like a credential */
+        det = strdup("{\"detail\":\"" REDACTED "\"}");
+    }
+    *rc = det == NULL ? -ENOMEM : 0;
+    return det;
+}
+
 int ant_api_audit(struct ant_req *r, const char *action, const char *kind, const char *id,
                   const char *dataset_id, enum ant_audit_decision decision, const char *reason,
                   const json_t *detail)
 {
     char *det = NULL;
     if (detail != NULL) {
-        det = json_dumps(detail, JSON_COMPACT);
+        int rc;
+        det = detail_safe(detail, &rc);
         if (det == NULL) {
-            return -ENOMEM;
+            return rc;
         }
     }
     struct ant_audit_event ev = {
@@ -233,8 +299,8 @@ int ant_api_audit(struct ant_req *r, const char *action, const char *kind, const
         .credential = nonempty(r->who.key_id),
         .action = action,
         .resource_kind = kind,
-        .resource_id = nonempty(id),
-        .dataset_id = nonempty(dataset_id),
+        .resource_id = field_safe(nonempty(id)),
+        .dataset_id = field_safe(nonempty(dataset_id)),
         .decision = decision,
         .reason = reason,
         .detail = det,

@@ -613,8 +613,8 @@ static const char *explain_err(int rc)
     case -ENOENT:
         return "no such object (or it refers to one that does not exist)";
     case -EINVAL:
-        return "invalid value (names: 1-64 of A-Z a-z 0-9 . _ @ -, starting alphanumeric;"
-               " owner/reader/auditor need --tenant)";
+        return "invalid value (names: 1-64 of A-Z a-z 0-9 . _ @ -, starting alphanumeric,"
+               " not shaped like an API key or a JWT; owner/reader/auditor need --tenant)";
     case -EALREADY:
         return "already revoked or disabled";
     case -EBUSY:

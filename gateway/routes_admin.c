@@ -26,7 +26,8 @@ int ant_route_tenant_create(struct ant_req *r)
     }
     if (!ant_name_is_valid(name)) {
         rc = ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_name",
-                          "a tenant name is 1-64 of [A-Za-z0-9._@-], starting alphanumeric");
+                          "a tenant name is 1-64 of [A-Za-z0-9._@-], starting alphanumeric, "
+                          "not shaped like an API key or a JWT");
         goto out;
     }
     st = ant_store_pool_acquire(r->site->pool);

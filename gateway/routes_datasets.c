@@ -79,7 +79,8 @@ int ant_route_dataset_create(struct ant_req *r)
     }
     if (!ant_name_is_valid(name)) {
         rc = ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_name",
-                          "a dataset name is 1-64 of [A-Za-z0-9._@-], starting alphanumeric");
+                          "a dataset name is 1-64 of [A-Za-z0-9._@-], starting alphanumeric, "
+                          "not shaped like an API key or a JWT");
         goto out;
     }
     struct ant_dataset_spec spec = {

@@ -1,6 +1,8 @@
 /* antenna.db: opening, migrations, the connection pool, tenants, principals and API keys. */
 #include "policy/policy_internal.h"
 
+#include "policy/audit.h"
+
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <pthread.h>
@@ -815,7 +817,9 @@ bool ant_name_is_valid(const char *s)
             return false;
         }
     }
-    return true;
+    /* names go into audit events, which refuse what looks like a credential (an API key
+     * "ak_<hex>_<hex>" or a JWT "eyJ….eyJ…" fits this alphabet): not a name */
+    return !ant_audit_looks_secret(s);
 }
 
 int ant_role_parse(const char *s, unsigned *role)

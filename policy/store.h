@@ -88,6 +88,8 @@ ANT_MUST_CHECK int ant_store_commit(struct ant_store *st);
 void ant_store_rollback(struct ant_store *st);
 
 /* --- tenants and principals --- */
+/* 1-64 of [A-Za-z0-9._@-], starting alphanumeric, and nothing shaped like a credential
+ * (ant_audit_looks_secret). */
 bool ant_name_is_valid(const char *s);
 ANT_MUST_CHECK int ant_store_tenant_add(struct ant_store *st, const char *name);
 ANT_MUST_CHECK int ant_store_tenant_list(struct ant_store *st, json_t **out);

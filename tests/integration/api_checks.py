@@ -846,6 +846,34 @@ if FILES_OK:
         r = req("GET", f"/v1/datasets/{DS_UP}/files/{p}?format=plain", OA)
         check(f"download path attack, {name}: refused", r.status in (400, 404), r)
 
+# ------------------------------------------- credential-shaped values: refused, or redacted
+# The audit log refuses what looks like a credential; a request carrying one is answered as
+# its other input decides (a name that cannot exist: 404; a name to create: 400) and audited
+# with the value as "[redacted]", never a 503.
+JWT = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.sig"
+AK = "ak_0123_" + "0" * 32  # the shape; fits a 64-byte name
+since = int(time.time()) - 5
+rids = []
+for name, method, path, body, want in [
+        ("explain a JWT-shaped dataset", "POST", "/v1/policy/explain",
+         {"dataset_id": JWT, "action": "read"}, 404),
+        ("stage a JWT-shaped dataset", "POST", "/v1/stage", {"dataset": JWT}, 404),
+        ("stage out into an API-key-shaped dataset", "POST", "/v1/stage-out",
+         {"dataset": AK, "path": "x"}, 404),
+        ("a dataset named like a JWT", "POST", "/v1/datasets",
+         {"name": JWT, "classification": "internal"}, 400),
+        ("a dataset named like an API key", "POST", "/v1/datasets",
+         {"name": AK, "classification": "internal"}, 400)]:
+    r = req(method, path, OA, body)
+    check(f"credential-shaped value, {name}: {want}", r.status == want and
+          (r.json() or {}).get("error") != "audit_unavailable", r)
+    rids.append((r.json() or {}).get("request_id"))
+r = req("GET", f"/v1/audit/events?since={since}&limit=1000", ADMIN)
+evs = {e["request_id"]: e for e in (r.json() or {}).get("events", []) if e.get("request_id")}
+check("the refused lookups are audited with the value redacted",
+      all(evs.get(i, {}).get("resource_id") == "[redacted]" for i in rids[:3]) and
+      JWT not in r.body.decode() and AK not in r.body.decode(), [evs.get(i) for i in rids[:3]])
+
 # ---------------------------------------------------------------- a file is never a folder too
 def ds_archive(ds):
     return tree(os.path.join(A.site, "archive", ds))

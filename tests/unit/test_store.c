@@ -228,6 +228,13 @@ static void test_tenant_and_principal_names_validated(void **state)
     assert_int_equal(ant_store_tenant_add(f->st, "acme"), -EEXIST);
     assert_int_equal(ant_store_tenant_add(f->st, "../x"), -EINVAL);
     assert_int_equal(ant_store_tenant_add(f->st, ""), -EINVAL);
+    /* in the alphabet, but shaped like a credential: audit events would refuse it */
+    assert_int_equal(
+        ant_store_tenant_add(f->st, "ak_0123456789abcdef_00112233445566778899aabbccddeeff"),
+        -EINVAL);
+    assert_int_equal(ant_store_principal_add(f->st, "eyJhbGci.eyJzdWIi", "acme", ANT_ROLE_OWNER),
+                     -EINVAL);
+    assert_true(ant_name_is_valid("eyJhbGci.sig") && ant_name_is_valid("ak_01_23"));
     assert_int_equal(ant_store_principal_add(f->st, "alice", "acme", ANT_ROLE_OWNER), 0);
     assert_int_equal(ant_store_principal_add(f->st, "alice", "acme", ANT_ROLE_READER), -EEXIST);
     assert_int_equal(ant_store_principal_add(f->st, "bob", "nope", ANT_ROLE_READER), -ENOENT);
