@@ -780,36 +780,6 @@ static int get_query(const struct copts *o, struct ant_buf *q)
     return rc < 0 ? rc : ant_buf_terminate(q);
 }
 
-/* Opens (creating) the folder that will hold `rel` under rootfd, one component at a time with
- * O_NOFOLLOW, so a symlink inside DIR cannot carry a file out of it. `rel` passed
- * ant_stage_path_check. Returns the folder's fd or -errno. */
-static int get_parent(int rootfd, const char *rel)
-{
-    char buf[ANT_STAGE_PATH_MAX + 1];
-    int fd = dup(rootfd);
-    if (fd < 0) {
-        return -errno;
-    }
-    snprintf(buf, sizeof(buf), "%s", rel);
-    char *comp = buf;
-    for (char *s = strchr(comp, '/'); s != NULL; comp = s + 1, s = strchr(comp, '/')) {
-        *s = '\0';
-        if (mkdirat(fd, comp, 0755) < 0 && errno != EEXIST) {
-            int rc = -errno;
-            ant_close(fd);
-            return rc;
-        }
-        int nfd = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        int rc = nfd < 0 ? -errno : 0;
-        ant_close(fd);
-        if (rc < 0) {
-            return rc;
-        }
-        fd = nfd;
-    }
-    return fd;
-}
-
 /* What a download is checked against: its plaintext with --plain, else its Crypt4GH body; the
  * listing's checksum (`entry`, may be NULL) when the site's answer carries none. */
 static struct ant_client_check get_check(const struct copts *o, const json_t *entry)
@@ -844,7 +814,7 @@ static int get_one(struct ant_client *c, const char *ds, const char *remote, con
             rc = -EINVAL;
             goto out;
         }
-        pfd = get_parent(rootfd, dest);
+        pfd = ant_client_open_parent(rootfd, dest);
         if (pfd < 0) {
             rc = pfd;
             fprintf(stderr, "antenna: cannot create the folder of %s: %s\n", dest, strerror(-rc));

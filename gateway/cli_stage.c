@@ -436,21 +436,6 @@ static int read_token(const struct sopts *o, struct ant_buf *tok)
     return rc < 0 ? rc : ant_buf_terminate(tok);
 }
 
-/* Creates the folders of `rel` (a checked logical path) under dirfd. */
-static int mkparents(int dirfd, const char *rel)
-{
-    char buf[ANT_STAGE_PATH_MAX + 1];
-    snprintf(buf, sizeof(buf), "%s", rel);
-    for (char *s = strchr(buf, '/'); s != NULL; s = strchr(s + 1, '/')) {
-        *s = '\0';
-        if (mkdirat(dirfd, buf, 0755) < 0 && errno != EEXIST) {
-            return -errno;
-        }
-        *s = '/';
-    }
-    return 0;
-}
-
 static int file_sha256(int dirfd, const char *rel, char hex[65])
 {
     uint8_t buf[65536], md[32];
@@ -537,12 +522,16 @@ static int cmd_pull(struct sopts *o, const char *job)
         int e = job_path(job, "/files", &p);
         e = e < 0 ? e : ant_client_path(&p, path, true);
         e = e < 0 ? e : ant_buf_terminate(&p);
-        e = e < 0 ? e : mkparents(dirfd, path);
+        /* folders made and entered without following a symlink: none carries a file out */
+        int pfd = e < 0 ? e : ant_client_open_parent(dirfd, path);
+        const char *base = strrchr(path, '/') != NULL ? strrchr(path, '/') + 1 : path;
+        e = pfd < 0 ? pfd : e;
         /* a pull run again (after a failure) keeps what it verified already */
-        if (e == 0 && want != NULL && file_sha256(dirfd, path, hex) == 0 &&
+        if (e == 0 && want != NULL && file_sha256(pfd, base, hex) == 0 &&
             strcmp(hex, want) == 0) {
             fprintf(stderr, "[%zu/%zu] %s: already here, checksum verified\n", i + 1, n, path);
             got += jint(f, "size");
+            ant_close(pfd);
             continue;
         }
         if (e == 0 && !o->conf.progress) {
@@ -552,8 +541,11 @@ static int cmd_pull(struct sopts *o, const char *job)
          * the route sends no checksum header): a mismatch never takes the file's name */
         struct ant_client_check chk = {.kind = ANT_CLIENT_SUM_PLAIN, .fallback = want};
         e = e < 0 ? e
-                  : ant_client_download(c, (const char *)p.p, dirfd, path, -1,
+                  : ant_client_download(c, (const char *)p.p, pfd, base, -1,
                                         want != NULL ? &chk : NULL, &status, &bytes, &d);
+        if (pfd >= 0) {
+            ant_close(pfd);
+        }
         if (e == 0 && status != 200) {
             fprintf(stderr, "antenna pull: %s: %s (HTTP %ld)\n", path,
                     ant_diag_msg(&d, "download refused"), status);

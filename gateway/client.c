@@ -776,6 +776,33 @@ out:
     return rc;
 }
 
+int ant_client_open_parent(int rootfd, const char *rel)
+{
+    char *buf = strdup(rel);
+    int fd = buf == NULL ? -ENOMEM : dup(rootfd);
+    if (fd < 0) {
+        fd = fd == -1 ? -errno : fd;
+        free(buf);
+        return fd;
+    }
+    char *comp = buf;
+    for (char *s = strchr(comp, '/'); s != NULL; comp = s + 1, s = strchr(comp, '/')) {
+        *s = '\0';
+        int nfd = mkdirat(fd, comp, 0755) < 0 && errno != EEXIST
+                      ? -1
+                      : openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        int rc = nfd < 0 ? -errno : 0;
+        ant_close(fd);
+        fd = nfd;
+        if (rc < 0) {
+            free(buf);
+            return rc;
+        }
+    }
+    free(buf);
+    return fd;
+}
+
 /* A resumable download's state, shared by the header and write callbacks. */
 struct fetch {
     int dirfd, fd;        /* the folder of the partial file (ours), the partial file */

@@ -88,6 +88,12 @@ ANT_MUST_CHECK int ant_client_download(struct ant_client *c, const char *path, i
                                        struct ant_client_check *check, long *status,
                                        uint64_t *bytes, struct ant_diag *d);
 
+/* Opens (creating) the folder that will hold `rel` (a checked relative path, '/'-separated)
+ * under rootfd, one component at a time with O_NOFOLLOW, so a symlink inside the folder cannot
+ * carry a file out of it. Returns the folder's fd (rootfd's duplicate for a plain name) or
+ * -errno. */
+ANT_MUST_CHECK int ant_client_open_parent(int rootfd, const char *rel);
+
 /* The saved login's files, under ant_client_login_dir(). */
 #define ANT_LOGIN_URL "url"
 #define ANT_LOGIN_CA "ca.pem"

@@ -108,6 +108,15 @@ grep -q "$BAD: SHA-256 does not match the catalog" "$T/pull.err" || fail "pull m
 [ "$(cd "$T/pulled-bad" && find . -type f | wc -l)" -eq "$(($(wc -l <"$T/files.txt") - 1))" ] ||
     fail "pull mismatch: the other files: $(cd "$T/pulled-bad" && find . | head)"
 cp -p "$T/bad.keep" "$DIR1/$BAD"
+# a symlink planted in DIR where a folder of the job goes: nothing lands where it points, the
+# files under it fail, the others arrive
+mkdir -p "$T/pulled-link" "$T/elsewhere" && ln -s "$T/elsewhere" "$T/pulled-link/meta"
+if "$BIN" pull "$J1" --token "$TOK1" -o "$T/pulled-link" 2>"$T/pull.err"; then
+    fail "pull through a planted symlink: exit 0"
+fi
+[ -z "$(ls -A "$T/elsewhere")" ] || fail "pull wrote through a symlink: $(ls "$T/elsewhere")"
+grep -q "meta/m1.txt" "$T/pull.err" || fail "pull through a symlink: $(cat "$T/pull.err")"
+[ -f "$T/pulled-link/reads/big.bin" ] || fail "pull through a symlink: the other files missing"
 
 F=$URL/v1/stage/$J1/files/reads/big.bin
 [ "$(code -H "Authorization: Bearer $TOK1" -r 10-19 "$F")" = 206 ] || fail "range not 206"
