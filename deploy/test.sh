@@ -74,7 +74,8 @@ run_suite sanitize build-test-san -Db_sanitize=address,undefined -Db_lundef=fals
   -Dc_args=-fno-sanitize-recover=all
 
 # The libFuzzer targets (clang, -Dfuzz=true): each must build, and runs a few seconds from its
-# seed corpus (in a scratch copy: new inputs are not added to the repository's corpus).
+# seed corpus (in a scratch copy: new inputs are not added to the repository's corpus), with
+# tests/fuzz/dict/NAME.dict as libFuzzer's dictionary where there is one.
 fuzz_suite() {
   local dir=build-test-fuzz
   command -v clang >/dev/null || { echo "=== fuzz: no clang, skipped"; SKIP=$((SKIP + 1)); return; }
@@ -92,7 +93,10 @@ fuzz_suite() {
     name=${t##*/fuzz_}
     work=$(mktemp -d)
     cp -r "tests/fuzz/corpus/$name/." "$work/" 2>/dev/null
-    if "$t" -max_total_time="$secs" -rss_limit_mb=2048 "$work" >"$dir/fuzz_$name.log" 2>&1; then
+    local dict=()
+    [ -f "tests/fuzz/dict/$name.dict" ] && dict=(-dict="tests/fuzz/dict/$name.dict")
+    if "$t" -max_total_time="$secs" -rss_limit_mb=2048 "${dict[@]}" "$work" \
+         >"$dir/fuzz_$name.log" 2>&1; then
       echo "ok   fuzz_$name ($secs s)"; PASS=$((PASS + 1))
     else
       echo "FAIL fuzz_$name"; tail -30 "$dir/fuzz_$name.log"; FAIL=$((FAIL + 1))

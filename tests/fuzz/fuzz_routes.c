@@ -18,13 +18,15 @@
  * handlers did not expect; the audit log is always available here, so no 503 either), and
  * every 4xx answer to a non-HEAD request is a JSON object with "error" and "request_id".
  * The site is made anew every SITE_INPUTS inputs (its audit log grows by each request) and its
- * folder removed at exit. */
+ * folder removed at exit; one left by a run that aborted is removed when the next run starts
+ * (the folder's pid file names a process that is gone). */
 #include "crypto/base/log.h"
 #include "gateway/routes_stage.h"
 #include "gateway/server.h"
 #include "gateway/site.h"
 
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -268,18 +270,53 @@ static void teardown(void)
     }
 }
 
+/* A run that aborted (a finding, a crash, a kill) left its site behind: each site's folder
+ * holds its process's pid, and those of processes gone are removed when the next run starts. */
+static void sweep_stale_sites(void)
+{
+    DIR *d = opendir("/tmp");
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        char dir[300], pidf[320];
+        if (strncmp(e->d_name, "antenna-fuzz-", 13) != 0) {
+            continue;
+        }
+        snprintf(dir, sizeof(dir), "/tmp/%s", e->d_name);
+        snprintf(pidf, sizeof(pidf), "%s/pid", dir);
+        FILE *f = fopen(pidf, "r");
+        long pid = 0;
+        if (f != NULL && fscanf(f, "%ld", &pid) == 1 && pid > 0 &&
+            kill((pid_t)pid, 0) < 0 && errno == ESRCH) {
+            nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+        }
+        if (f != NULL) {
+            fclose(f);
+        }
+    }
+    if (d != NULL) {
+        closedir(d);
+    }
+}
+
 static void setup(void)
 {
     signal(SIGPIPE, SIG_IGN);
+    static bool once;
+    if (!once) {
+        once = true;
+        sweep_stale_sites();
+        atexit(teardown);
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+    }
     snprintf(g_dir, sizeof(g_dir), "/tmp/antenna-fuzz-XXXXXX");
     if (mkdtemp(g_dir) == NULL) {
         die("mkdtemp");
     }
-    static bool once;
-    if (!once) {
-        once = true;
-        atexit(teardown);
-        curl_global_init(CURL_GLOBAL_DEFAULT);
+    char pidf[96];
+    snprintf(pidf, sizeof(pidf), "%s/pid", g_dir);
+    FILE *pf = fopen(pidf, "w");
+    if (pf == NULL || fprintf(pf, "%ld\n", (long)getpid()) < 0 || fclose(pf) != 0) {
+        die("pid file");
     }
     char site[96], out[4096];
     snprintf(site, sizeof(site), "%s/site", g_dir);
