@@ -259,16 +259,16 @@ static void detail_redact(json_t *v)
 }
 
 /* The detail as the audit log will take it, or NULL (-ENOMEM in *rc). */
-static char *detail_safe(const json_t *detail, int *rc)
+static char *detail_safe(const json_t *detail, size_t flags, int *rc)
 {
-    char *det = json_dumps(detail, JSON_COMPACT);
+    char *det = json_dumps(detail, flags);
     if (det != NULL && ant_audit_looks_secret(det)) {
         free(det);
         json_t *copy = json_deep_copy(detail);
         det = NULL;
         if (copy != NULL) {
             detail_redact(copy);
-            det = json_dumps(copy, JSON_COMPACT);
+            det = json_dumps(copy, flags);
             json_decref(copy);
         }
     }
@@ -280,18 +280,42 @@ static char *detail_safe(const json_t *detail, int *rc)
     return det;
 }
 
-int ant_api_audit(struct ant_req *r, const char *action, const char *kind, const char *id,
-                  const char *dataset_id, enum ant_audit_decision decision, const char *reason,
-                  const json_t *detail)
+static int append(struct ant_req *r, struct ant_audit_event *ev, const json_t *detail,
+                  size_t flags, bool hold)
 {
     char *det = NULL;
     if (detail != NULL) {
         int rc;
-        det = detail_safe(detail, &rc);
+        det = detail_safe(detail, flags, &rc);
         if (det == NULL) {
             return rc;
         }
     }
+    ev->resource_id = field_safe(nonempty(ev->resource_id));
+    ev->dataset_id = field_safe(nonempty(ev->dataset_id));
+    ev->transfer = field_safe(nonempty(ev->transfer));
+    ev->detail = det;
+    /* a handler that holds its answer gets its event queued, not waited for (server.h) */
+    int64_t seq = hold ? ant_req_audit_hold(r, ev) : -EAGAIN;
+    if (seq == -EAGAIN) {
+        seq = ant_audit_append(r->site->audit, ev);
+    }
+    ev->detail = NULL;
+    free(det);
+    if (seq < 0) {
+        ant_log_kv(ANT_LOG_ERROR, "audit.append_failed",
+                   ((const char *[]){"request_id", r->request_id, NULL}),
+                   "cannot record %s: %s; request refused", ev->action, strerror((int)-seq));
+        return ant_api_fail(r, MHD_HTTP_SERVICE_UNAVAILABLE, "audit_unavailable",
+                            "the audit log cannot record this request; nothing was done");
+    }
+    return 0;
+}
+
+int ant_api_audit(struct ant_req *r, const char *action, const char *kind, const char *id,
+                  const char *dataset_id, enum ant_audit_decision decision, const char *reason,
+                  const json_t *detail)
+{
     struct ant_audit_event ev = {
         .request_id = r->request_id,
         .actor = nonempty(r->who.id),
@@ -299,29 +323,21 @@ int ant_api_audit(struct ant_req *r, const char *action, const char *kind, const
         .credential = nonempty(r->who.key_id),
         .action = action,
         .resource_kind = kind,
-        .resource_id = field_safe(nonempty(id)),
-        .dataset_id = field_safe(nonempty(dataset_id)),
+        .resource_id = id,
+        .dataset_id = dataset_id,
         .decision = decision,
         .reason = reason,
-        .detail = det,
     };
     if (decision != ANT_AUDIT_INFO) {
         ant_metrics_decision(ant_server_metrics(r->srv), decision == ANT_AUDIT_ALLOW);
     }
-    /* a handler that holds its answer gets its event queued, not waited for (server.h) */
-    int64_t seq = ant_req_audit_hold(r, &ev);
-    if (seq == -EAGAIN) {
-        seq = ant_audit_append(r->site->audit, &ev);
-    }
-    free(det);
-    if (seq < 0) {
-        ant_log_kv(ANT_LOG_ERROR, "audit.append_failed",
-                   ((const char *[]){"request_id", r->request_id, NULL}),
-                   "cannot record %s: %s; request refused", action, strerror((int)-seq));
-        return ant_api_fail(r, MHD_HTTP_SERVICE_UNAVAILABLE, "audit_unavailable",
-                            "the audit log cannot record this request; nothing was done");
-    }
-    return 0;
+    return append(r, &ev, detail, JSON_COMPACT, true);
+}
+
+int ant_api_audit_event(struct ant_req *r, struct ant_audit_event ev, const json_t *detail,
+                        size_t json_flags)
+{
+    return append(r, &ev, detail, json_flags, false);
 }
 
 /* The store a cache miss decides with: the caller's, or one taken from the pool and kept in

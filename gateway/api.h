@@ -47,7 +47,9 @@ ANT_MUST_CHECK int ant_api_strv(struct ant_req *r, const json_t *doc, const char
                                 size_t len, const char **v, unsigned *n);
 
 /* Appends the audit event for this request (actor, tenant, credential and request id from the
- * caller). Returns 0 once the event is durable; if the log cannot take it the request fails
+ * caller). Values from the request that the log would refuse (an id or dataset id shaped like
+ * a credential, not UTF-8 text or too long; such strings in the detail) are recorded as
+ * "[redacted]": the event is written, the request answered as the rest decides. Returns 0 once the event is durable; if the log cannot take it the request fails
  * closed: 503 is answered and ANT_API_DONE returned, and the caller releases nothing. In a
  * handler that called ant_req_allow_hold() (gateway/server.h), the first event is queued
  * instead and 0 returned at once: the server holds the answer until the event is durable, and
@@ -56,6 +58,14 @@ ANT_MUST_CHECK int ant_api_audit(struct ant_req *r, const char *action, const ch
                                  const char *id, const char *dataset_id,
                                  enum ant_audit_decision decision, const char *reason,
                                  const json_t *detail);
+
+/* Appends `ev`, an event the caller filled whole (a federation or peer request's, whose
+ * credential or transfer id is not the caller's key), with `detail` as json_dumps(json_flags)
+ * writes it; written at once, never held. As in ant_api_audit, values from the request that
+ * the log would refuse (resource_id, dataset_id, transfer, strings in the detail: shaped like
+ * a credential, not UTF-8 text, too long) are recorded as "[redacted]"; returns as it does. */
+ANT_MUST_CHECK int ant_api_audit_event(struct ant_req *r, struct ant_audit_event ev,
+                                       const json_t *detail, size_t json_flags);
 
 /* ant_decide for the caller on dataset `ds`, audited (action name from ant_action_name, the
  * decision's reason). Allowed: 0. Denied: 404 when the caller may not learn the dataset exists,

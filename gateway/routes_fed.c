@@ -80,10 +80,6 @@ static int fed_audit(struct ant_req *r, const struct fed *f, const char *action,
                      const char *id, const char *ds, enum ant_audit_decision decision,
                      const char *reason, const json_t *detail)
 {
-    char *det = detail != NULL ? json_dumps(detail, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    if (detail != NULL && det == NULL) {
-        return -ENOMEM;
-    }
     char cred[ANT_NAME_MAX + 8];
     snprintf(cred, sizeof(cred), "fed:%s", f->peer.id[0] != '\0' ? f->peer.id : "unknown");
     struct ant_audit_event ev = {
@@ -98,18 +94,8 @@ static int fed_audit(struct ant_req *r, const struct fed *f, const char *action,
         .decision = decision,
         .reason = reason,
         .transfer = f->transfer[0] != '\0' ? f->transfer : NULL,
-        .detail = det,
     };
-    int64_t seq = ant_audit_append(r->site->audit, &ev);
-    free(det);
-    if (seq < 0) {
-        ant_log_kv(ANT_LOG_ERROR, "audit.append_failed",
-                   ((const char *[]){"request_id", r->request_id, NULL}),
-                   "cannot record %s: %s; request refused", action, strerror((int)-seq));
-        return ant_api_fail(r, MHD_HTTP_SERVICE_UNAVAILABLE, "audit_unavailable",
-                            "the audit log cannot record this request; nothing was done");
-    }
-    return 0;
+    return ant_api_audit_event(r, ev, detail, JSON_COMPACT | JSON_SORT_KEYS);
 }
 
 /* A refused federation token: audited with the reason, and the 401 says it too (the caller is

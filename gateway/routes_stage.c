@@ -223,10 +223,6 @@ static int remote_audit(struct ant_req *r, const char *peer, const char *ds, con
                         const char *reason, const json_t *detail)
 {
     char res[2 * ANT_NAME_MAX + 4];
-    char *det = detail != NULL ? json_dumps(detail, JSON_COMPACT) : NULL;
-    if (detail != NULL && det == NULL) {
-        return -ENOMEM;
-    }
     snprintf(res, sizeof(res), "%s:%s", peer, ds);
     struct ant_audit_event ev = {
         .request_id = r->request_id,
@@ -240,19 +236,9 @@ static int remote_audit(struct ant_req *r, const char *peer, const char *ds, con
         .decision = decision,
         .reason = reason,
         .transfer = transfer != NULL && transfer[0] ? transfer : NULL,
-        .detail = det,
     };
     ant_metrics_decision(ant_server_metrics(r->srv), decision == ANT_AUDIT_ALLOW);
-    int64_t seq = ant_audit_append(r->site->audit, &ev);
-    free(det);
-    if (seq < 0) {
-        ant_log_kv(ANT_LOG_ERROR, "audit.append_failed",
-                   ((const char *[]){"request_id", r->request_id, NULL}),
-                   "cannot record stage.remote: %s; request refused", strerror((int)-seq));
-        return ant_api_fail(r, MHD_HTTP_SERVICE_UNAVAILABLE, "audit_unavailable",
-                            "the audit log cannot record this request; nothing was done");
-    }
-    return 0;
+    return ant_api_audit_event(r, ev, detail, JSON_COMPACT);
 }
 
 /* The HTTP answer to a refused remote admission: the serving site's own refusals keep their

@@ -95,6 +95,12 @@ ok "forged token / changed key refused (signature)"
 r=$(get "$(tok "$T/d")")
 [ "$r" = "401 fed_unknown_peer" ] || fail "unknown peer: $r"
 ok "unknown peer refused (fed_unknown_peer)"
+# an unsigned token whose issuer is shaped like a JWT (the audit log refuses such a value):
+# refused like any unknown issuer and audited with the value redacted, not a 503
+b64u() { python3 -c 'import base64,sys;print(base64.urlsafe_b64encode(sys.argv[1].encode()).decode().rstrip("="))' "$1"; }
+r=$(get "$(b64u '{"alg":"EdDSA","typ":"JWT"}').$(b64u '{"iss":"eyJab.eyJcdefgh","aud":"site-a"}').c2ln")
+[ "$r" = "401 fed_unknown_peer" ] || fail "a JWT-shaped issuer: $r $(cat "$T/body")"
+ok "a token whose issuer looks like a credential: 401, not 503"
 "$BIN" admin --dir "$W/a" principal add alice@site-b --role admin >/dev/null || fail "local alice@site-b"
 r=$(get "$(tok "$W/b")")
 [ "$r" = "401 fed_token_rejected" ] && grep -q 'local principal' "$T/body" || fail "name collision: $r"
@@ -108,7 +114,10 @@ doc = json.load(open(sys.argv[1]))
 ev = doc if isinstance(doc, list) else doc.get("events", [])
 reasons = {e.get("reason") for e in ev}
 want = {"fed_token_replayed", "fed_token_expired", "fed_token_rejected", "fed_unknown_peer"}
-sys.exit(0 if want <= reasons else 1)
+redacted = [e for e in ev if e.get("resource_id") == "[redacted]"]
+sys.exit(0 if want <= reasons and redacted and
+         all(json.loads(e.get("detail") or "{}").get("claimed_iss") == "[redacted]"
+             for e in redacted) else 1)
 EOF
 ok "every refusal audited at site-a with its reason"
 
