@@ -170,6 +170,16 @@ int ant_api_int(struct ant_req *r, const json_t *doc, const char *key, int64_t m
     return 0;
 }
 
+int ant_api_purpose(struct ant_req *r, const json_t *doc, const char **out)
+{
+    int rc = ant_api_str(r, doc, "purpose", false, ANT_DUO_CODE_MAX, out);
+    if (rc == 0 && *out != NULL && !ant_duo_code_is_valid(*out)) {
+        return ant_api_fail(r, MHD_HTTP_BAD_REQUEST, "bad_request",
+                            "\"purpose\" is a DUO code such as DUO:0000042");
+    }
+    return rc;
+}
+
 int ant_api_bool(struct ant_req *r, const json_t *doc, const char *key, bool *out)
 {
     const json_t *v = json_object_get(doc, key);

@@ -42,6 +42,9 @@ ANT_MUST_CHECK int ant_api_str(struct ant_req *r, const json_t *doc, const char 
 ANT_MUST_CHECK int ant_api_int(struct ant_req *r, const json_t *doc, const char *key, int64_t min,
                                int64_t max, bool *present, int64_t *out);
 ANT_MUST_CHECK int ant_api_bool(struct ant_req *r, const json_t *doc, const char *key, bool *out);
+/* The optional member "purpose": NULL, or a DUO code ("DUO:" and 7 digits; 400 otherwise). */
+ANT_MUST_CHECK int ant_api_purpose(struct ant_req *r, const json_t *doc, const char **out);
+
 /* An array of at most `max` strings of at most `len` bytes; v[] borrows from doc. */
 ANT_MUST_CHECK int ant_api_strv(struct ant_req *r, const json_t *doc, const char *key, unsigned max,
                                 size_t len, const char **v, unsigned *n);

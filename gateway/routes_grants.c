@@ -86,7 +86,7 @@ int ant_route_grant_create(struct ant_req *r)
         rc = ant_api_str(r, doc, "grantee", true, ANT_NAME_MAX, &grantee);
     }
     if (rc == 0) {
-        rc = ant_api_str(r, doc, "purpose", false, ANT_DUO_CODE_MAX, &purpose);
+        rc = ant_api_purpose(r, doc, &purpose);
     }
     if (rc == 0) {
         rc = ant_api_strv(r, doc, "actions", 8, 16, actv, &nact);
@@ -254,7 +254,7 @@ int ant_route_policy_explain(struct ant_req *r)
         rc = ant_api_str(r, doc, "dataset_id", true, ANT_ID_MAX, &ds);
     }
     if (rc == 0) {
-        rc = ant_api_str(r, doc, "purpose", false, ANT_DUO_CODE_MAX, &ctx.purpose);
+        rc = ant_api_purpose(r, doc, &ctx.purpose);
     }
     if (rc == 0) {
         rc = ant_api_str(r, doc, "dest_region", false, ANT_NAME_MAX, &ctx.dest_region);

@@ -386,7 +386,7 @@ int ant_route_stage_create(struct ant_req *r)
         rc = ant_api_str(r, doc, "recipient", false, 64, &recip_s);
     }
     if (rc == 0) {
-        rc = ant_api_str(r, doc, "purpose", false, ANT_DUO_CODE_MAX, &purpose);
+        rc = ant_api_purpose(r, doc, &purpose);
     }
     if (rc == 0) {
         rc = ant_api_str(r, doc, "site", false, ANT_NAME_MAX, &site);

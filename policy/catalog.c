@@ -205,7 +205,7 @@ static int rows_json(sqlite3_stmt *s, json_t *(*row)(sqlite3_stmt *), json_t **o
 
 /* --- datasets --- */
 
-static bool duo_code_is_valid(const char *s)
+bool ant_duo_code_is_valid(const char *s)
 {
     /* "DUO:" + 7 digits: the only shape the ontology uses. */
     if (s == NULL || strlen(s) != 11 || strncmp(s, "DUO:", 4) != 0) {
@@ -249,7 +249,7 @@ int ant_store_dataset_create(struct ant_store *st, const struct ant_dataset_spec
         }
     }
     for (unsigned i = 0; i < spec->nduo; i++) {
-        if (!duo_code_is_valid(spec->duo[i])) {
+        if (!ant_duo_code_is_valid(spec->duo[i])) {
             return -EINVAL;
         }
     }
@@ -809,7 +809,7 @@ int ant_store_grant_create(struct ant_store *st, const struct ant_grant_spec *sp
     if (spec == NULL || (unsigned)spec->grantee_kind > ANT_GRANTEE_SITE ||
         !ant_name_is_valid(spec->grantee_id) || spec->actions == 0 ||
         (spec->actions & ~(unsigned)ANT_ACT_GRANTABLE) != 0 ||
-        (spec->purpose != NULL && !duo_code_is_valid(spec->purpose)) ||
+        (spec->purpose != NULL && !ant_duo_code_is_valid(spec->purpose)) ||
         !ant_name_is_valid(spec->created_by) || spec->not_before < 0 || spec->expires < 0 ||
         (spec->expires != 0 && spec->expires <= (spec->not_before ? spec->not_before : now))) {
         return -EINVAL;

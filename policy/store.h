@@ -139,6 +139,9 @@ ANT_MUST_CHECK int ant_store_authenticate_key(struct ant_store *st, struct ant_b
 #define ANT_AUTH_REJECTED_MSG "invalid credentials"
 
 /* --- datasets and files --- */
+
+/* A GA4GH DUO code as the ontology writes it: "DUO:" and 7 digits. */
+bool ant_duo_code_is_valid(const char *s);
 enum ant_ds_state { ANT_DS_DRAFT = 0, ANT_DS_PUBLISHED = 1, ANT_DS_WITHDRAWN = 2 };
 enum ant_ds_class { ANT_DS_OPEN = 0, ANT_DS_INTERNAL = 1, ANT_DS_SENSITIVE = 2 };
 

@@ -863,7 +863,11 @@ for name, method, path, body, want in [
         ("a dataset named like a JWT", "POST", "/v1/datasets",
          {"name": JWT, "classification": "internal"}, 400),
         ("a dataset named like an API key", "POST", "/v1/datasets",
-         {"name": AK, "classification": "internal"}, 400)]:
+         {"name": AK, "classification": "internal"}, 400),
+        ("explain for a purpose shaped like a bearer header", "POST", "/v1/policy/explain",
+         {"dataset_id": DS_PUB, "action": "read", "purpose": "Bearer abcdefghijklmnop"}, 400),
+        ("stage for a purpose that is no DUO code", "POST", "/v1/stage",
+         {"dataset": DS_PUB, "purpose": "health research"}, 400)]:
     r = req(method, path, OA, body)
     check(f"credential-shaped value, {name}: {want}", r.status == want and
           (r.json() or {}).get("error") != "audit_unavailable", r)
