@@ -1166,6 +1166,13 @@ static void file_opened(struct run *r, struct sfile *f)
         file_fail(r, f, -EINVAL, "source %s is not a regular file", f->spec->src);
         return;
     }
+    /* a stage-out's source is in scratch, which users write: one whose name became a second
+     * link to a file elsewhere since the job was admitted (ant_jobs_submit_out) is not read */
+    if (f->spec->xform == ANT_XFORM_ENCRYPT && st.st_nlink != 1) {
+        file_fail(r, f, -EINVAL, "source %s has %lu hard links", f->spec->src,
+                  (unsigned long)st.st_nlink);
+        return;
+    }
     f->src_size = (uint64_t)st.st_size;
     /* Read with O_DIRECT (no page cache to fill and copy from: the archive is read once)
      * where every read starts on a block: a raw copy's chunks, or a file of one chunk, read

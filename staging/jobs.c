@@ -1263,8 +1263,8 @@ struct walk {
     struct ant_diag *d;
 };
 
-/* Lists the regular files beneath dirfd (whose logical path is `prefix`), refusing symlinks and
- * names the catalog would refuse. */
+/* Lists the regular files beneath dirfd (whose logical path is `prefix`), refusing symlinks,
+ * files with more than one hard link and names the catalog would refuse. */
 static int walk_dir(struct walk *w, int dirfd, const char *prefix, unsigned depth)
 {
     DIR *dir = NULL;
@@ -1300,6 +1300,12 @@ static int walk_dir(struct walk *w, int dirfd, const char *prefix, unsigned dept
         }
         if (S_ISLNK(sb.st_mode)) {
             ant_diag_set(w->d, "%s is a symbolic link: copy the file itself into the folder", rel);
+            rc = -EINVAL;
+        } else if (S_ISREG(sb.st_mode) && sb.st_nlink != 1) {
+            /* another name of the file may be anywhere on the filesystem, the site's own files
+             * included: antenna reads only what the folder alone names */
+            ant_diag_set(w->d, "%s has %lu hard links: copy the file itself into the folder", rel,
+                         (unsigned long)sb.st_nlink);
             rc = -EINVAL;
         } else if (S_ISDIR(sb.st_mode)) {
             int sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

@@ -1019,6 +1019,30 @@ static void test_stage_out_registers_files_that_stage_back(void **state)
     assert_int_equal(symlinkat("/etc/passwd", f->scratch_fd, "lab/results/sub/link"), 0);
     assert_int_equal(ant_jobs_submit_out(f->jobs, st, &rq, back, &d), -EINVAL);
     assert_non_null(strstr(d.msg, "symbolic link"));
+    assert_int_equal(unlinkat(f->scratch_fd, "lab/results/sub/link", 0), 0);
+    /* so is a file with a second name, which could be anywhere (the site's own keys) */
+    assert_int_equal(linkat(f->scratch_fd, "lab/more2/sub", f->scratch_fd, "lab/results/hard", 0),
+                     0);
+    assert_int_equal(ant_jobs_submit_out(f->jobs, st, &rq, back, &d), -EINVAL);
+    assert_non_null(strstr(d.msg, "hard has 2 hard links"));
+    /* and one that became a second link after admission is not read */
+    char ds2[ANT_ID_MAX + 1], id2[ANT_JOB_ID_LEN + 1];
+    struct ant_dataset_spec spec2 = {.tenant = "lab", .name = "derived2",
+                                     .classification = ANT_DS_INTERNAL};
+    assert_int_equal(ant_store_dataset_create(st, &spec2, ds2), 0);
+    assert_int_equal(mkdirat(f->scratch_fd, "lab/swap", 0700), 0);
+    write_at(f->scratch_fd, "lab/swap/c.txt", "c\n", 2);
+    struct ant_job_out_request rq2 = {.who = &f->alice, .source = "swap", .dataset_id = ds2};
+    assert_int_equal(ant_jobs_submit_out(f->jobs, st, &rq2, id2, &d), 0);
+    assert_int_equal(unlinkat(f->scratch_fd, "lab/swap/c.txt", 0), 0);
+    assert_int_equal(linkat(f->scratch_fd, "lab/more2/sub", f->scratch_fd, "lab/swap/c.txt", 0),
+                     0);
+    run_all(f);
+    assert_int_equal(ant_jobs_get(f->jobs, id2, &info), 0);
+    assert_int_equal(info.state, ANT_JOB_FAILED);
+    assert_non_null(strstr(info.error, "hard links"));
+    assert_int_equal(ant_store_file_get(st, ds2, "c.txt", &af), -ENOENT);
+    assert_int_equal(unlinkat(f->scratch_fd, "lab/results/hard", 0), 0);
     rq.source = "nothing";
     assert_int_equal(ant_jobs_submit_out(f->jobs, st, &rq, back, &d), -ENOENT);
     rq.source = "../lab";
