@@ -232,7 +232,7 @@ _Static_assert(ANT_CREDENTIAL_MAX <= ANT_AUDIT_FIELD_MAX, "a principal's credent
  * a client cannot turn its own bad input into a 503. */
 #define REDACTED "[redacted]"
 
-static const char *field_safe(const char *s)
+const char *ant_api_audit_value(const char *s)
 {
     if (s == NULL) {
         return NULL;
@@ -268,8 +268,7 @@ static void detail_redact(json_t *v)
     }
 }
 
-/* The detail as the audit log will take it, or NULL (-ENOMEM in *rc). */
-static char *detail_safe(const json_t *detail, size_t flags, int *rc)
+char *ant_api_audit_detail(const json_t *detail, size_t flags)
 {
     char *det = json_dumps(detail, flags);
     if (det != NULL && ant_audit_looks_secret(det)) {
@@ -286,7 +285,6 @@ static char *detail_safe(const json_t *detail, size_t flags, int *rc)
         free(det); /* too long, or a key or the values together look like a credential */
         det = strdup("{\"detail\":\"" REDACTED "\"}");
     }
-    *rc = det == NULL ? -ENOMEM : 0;
     return det;
 }
 
@@ -295,15 +293,14 @@ static int append(struct ant_req *r, struct ant_audit_event *ev, const json_t *d
 {
     char *det = NULL;
     if (detail != NULL) {
-        int rc;
-        det = detail_safe(detail, flags, &rc);
+        det = ant_api_audit_detail(detail, flags);
         if (det == NULL) {
-            return rc;
+            return -ENOMEM;
         }
     }
-    ev->resource_id = field_safe(nonempty(ev->resource_id));
-    ev->dataset_id = field_safe(nonempty(ev->dataset_id));
-    ev->transfer = field_safe(nonempty(ev->transfer));
+    ev->resource_id = ant_api_audit_value(nonempty(ev->resource_id));
+    ev->dataset_id = ant_api_audit_value(nonempty(ev->dataset_id));
+    ev->transfer = ant_api_audit_value(nonempty(ev->transfer));
     ev->detail = det;
     /* a handler that holds its answer gets its event queued, not waited for (server.h) */
     int64_t seq = hold ? ant_req_audit_hold(r, ev) : -EAGAIN;

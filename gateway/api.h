@@ -62,6 +62,17 @@ ANT_MUST_CHECK int ant_api_audit(struct ant_req *r, const char *action, const ch
                                  enum ant_audit_decision decision, const char *reason,
                                  const json_t *detail);
 
+/* What ant_api_audit records of a value from the request: `s` (NULL for NULL), or
+ * "[redacted]" for one the audit log would refuse (shaped like a credential, not UTF-8 text
+ * without control characters, over ANT_AUDIT_FIELD_MAX bytes). */
+const char *ant_api_audit_value(const char *s);
+
+/* What ant_api_audit records of a detail object: json_dumps(detail, flags) with every string
+ * shaped like a credential (at any depth) replaced by "[redacted]", and {"detail":"[redacted]"}
+ * if it is still refused (a key so shaped) or over ANT_AUDIT_DETAIL_MAX bytes. Free it; NULL
+ * when out of memory. */
+char *ant_api_audit_detail(const json_t *detail, size_t flags);
+
 /* Appends `ev`, an event the caller filled whole (a federation or peer request's, whose
  * credential or transfer id is not the caller's key), with `detail` as json_dumps(json_flags)
  * writes it; written at once, never held. As in ant_api_audit, values from the request that

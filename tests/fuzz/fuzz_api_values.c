@@ -2,7 +2,9 @@
  * ant_api_body / the query reader handed them a string (fuzz_json covers the JSON reader): the
  * audit filters' since/until (ant_api_parse_time), cursor and limit (ant_parse_u64), a stage
  * job's ttl and a size limit (ant_parse_duration / ant_parse_size), recipient and site public
- * keys (ant_key_b64_decode), grant actions, roles, grantee kinds, job modes and dataset classes.
+ * keys (ant_key_b64_decode), grant actions, roles, grantee kinds, job modes and dataset classes,
+ * names and DUO codes, and what the audit events record of request values (ant_api_audit_value,
+ * ant_api_audit_detail).
  * The input up to its first NUL is the value, as a JSON string or a query argument arrives.
  * Besides not crashing, what a parser accepts must mean what it says: a time reads back as the
  * same calendar fields, a name parses to the thing of that name, a key encodes back the same. */
@@ -14,6 +16,7 @@
 #include <time.h>
 
 #include "crypto/keys.h"
+#include "policy/audit.h"
 #include "gateway/api.h"
 #include "policy/store.h"
 #include "staging/jobs.h"
@@ -102,8 +105,31 @@ static void check_names(const char *s)
     }
     if (ant_name_is_valid(s)) { /* tenant, principal, site names: they go into paths and logs */
         must(strlen(s) <= ANT_NAME_MAX && strpbrk(s, "/\\\"' ") == NULL && s[0] != '.' &&
-             s[0] != '-');
+             s[0] != '-' && !ant_audit_looks_secret(s));
     }
+    if (ant_duo_code_is_valid(s)) {
+        must(strlen(s) == 11 && strncmp(s, "DUO:", 4) == 0 && strspn(s + 4, "0123456789") == 7);
+    }
+}
+
+/* What the gateway records of request values the audit log takes, always: a field either as
+ * it came or "[redacted]", and a detail (when the value is a JSON object) that the log's own
+ * checks pass: no credential shape anywhere, within the size limit, still one JSON object. */
+static void check_audit_values(const char *s, size_t len)
+{
+    const char *v = ant_api_audit_value(s);
+    must(v == s || strcmp(v, "[redacted]") == 0);
+    must(v != s || (len <= ANT_AUDIT_FIELD_MAX && !ant_audit_looks_secret(s)));
+    json_t *doc = json_loadb(s, len, JSON_REJECT_DUPLICATES, NULL);
+    if (json_is_object(doc)) {
+        char *det = ant_api_audit_detail(doc, JSON_COMPACT);
+        must(det != NULL && strlen(det) <= ANT_AUDIT_DETAIL_MAX && !ant_audit_looks_secret(det));
+        json_t *back = json_loads(det, JSON_REJECT_DUPLICATES, NULL);
+        must(json_is_object(back));
+        json_decref(back);
+        free(det);
+    }
+    json_decref(doc);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -123,6 +149,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_time(s, len);
     check_scaled(ant_bytes_of(s, len));
     check_names(s);
+    check_audit_values(s, len);
     if (ant_key_b64_decode(ant_bytes_of(s, len), pk) == 0) {
         ant_key_b64(pk, b64);
         must(strcmp(b64, s) == 0); /* one key, one spelling */

@@ -4,6 +4,7 @@
 #include "tests/unit/testutil.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void test_parse_time_forms(void **state)
@@ -89,12 +90,69 @@ static void test_param_refuses_bytes_no_name_has(void **state)
     assert_int_equal(ant_api_param(&r, 0, out, sizeof(out)), -ENOENT); /* no parameter 0 */
 }
 
+/* A value from the request that the audit log would refuse is recorded as "[redacted]"; any
+ * other is kept as it is. */
+static void test_audit_value_redacts_what_the_log_refuses(void **state)
+{
+    (void)state;
+    char big[ANT_AUDIT_FIELD_MAX + 2];
+    memset(big, 'a', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    static const char *const kept[] = {"ds_0123abcd", "caf\xc3\xa9", "eyJhbGci.sig", "ak_01_23"};
+    for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++) {
+        assert_ptr_equal(ant_api_audit_value(kept[i]), kept[i]);
+    }
+    const char *const gone[] = {
+        "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.sig", "ak_0123_00112233445566778899aabbccddeeff",
+        "x -----BEGIN PRIVATE KEY-----", "Bearer abcdefghijklmnopq", "a\nb", "\xff", big};
+    for (size_t i = 0; i < sizeof(gone) / sizeof(gone[0]); i++) {
+        assert_string_equal(ant_api_audit_value(gone[i]), "[redacted]");
+    }
+    assert_null(ant_api_audit_value(NULL));
+    big[ANT_AUDIT_FIELD_MAX] = '\0';
+    assert_ptr_equal(ant_api_audit_value(big), big); /* the longest the log takes */
+}
+
+static void expect_detail(const char *in, size_t flags, const char *want)
+{
+    json_t *d = json_loads(in, 0, NULL);
+    assert_non_null(d);
+    char *got = ant_api_audit_detail(d, flags);
+    assert_non_null(got);
+    assert_string_equal(got, want);
+    free(got);
+    json_decref(d);
+}
+
+static void test_audit_detail_redacts_strings_at_any_depth(void **state)
+{
+    (void)state;
+    expect_detail("{\"a\": 1, \"b\": \"plain\"}", JSON_COMPACT, "{\"a\":1,\"b\":\"plain\"}");
+    expect_detail("{\"purpose\": \"Bearer abcdefghijklmnopq\", \"n\": 2}", JSON_COMPACT,
+                  "{\"purpose\":\"[redacted]\",\"n\":2}");
+    expect_detail("{\"z\": [\"ok\", \"eyJa.eyJbcdefg\", {\"k\": \"-----BEGIN X\"}], \"a\": \"x\"}",
+                  JSON_COMPACT | JSON_SORT_KEYS,
+                  "{\"a\":\"x\",\"z\":[\"ok\",\"[redacted]\",{\"k\":\"[redacted]\"}]}");
+    /* a key so shaped, or a detail over the limit: the whole detail goes */
+    expect_detail("{\"-----BEGIN X\": 1}", JSON_COMPACT, "{\"detail\":\"[redacted]\"}");
+    size_t n = ANT_AUDIT_DETAIL_MAX + 16;
+    char *long_doc = malloc(n + 16);
+    assert_non_null(long_doc);
+    memcpy(long_doc, "{\"k\": \"", 7);
+    memset(long_doc + 7, 'x', n);
+    memcpy(long_doc + 7 + n, "\"}", 3);
+    expect_detail(long_doc, JSON_COMPACT, "{\"detail\":\"[redacted]\"}");
+    free(long_doc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_time_forms),
         cmocka_unit_test(test_parse_time_refuses_impossible_dates),
         cmocka_unit_test(test_param_refuses_bytes_no_name_has),
+        cmocka_unit_test(test_audit_value_redacts_what_the_log_refuses),
+        cmocka_unit_test(test_audit_detail_redacts_strings_at_any_depth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
