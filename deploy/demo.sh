@@ -85,9 +85,9 @@ step "alice (hospital) publishes a small generated sensitive dataset, residency 
 head -c 3000000 /dev/urandom >"$W/reads.bam"
 printf 'sample\tphenotype\nS1\tcase\nS2\tcontrol\n' >"$W/samples.tsv"
 export ANTENNA_API_KEY_FILE=$W/alice.key
-printf '$ antenna dataset create cohort-%s --classification sensitive --region EU %s\n' "$RUN" \
-  '--duo DUO:0000042 --description "demo cohort"'
-DS=$("$BIN" dataset create "cohort-$RUN" --classification sensitive --region EU \
+printf '$ antenna dataset create cohort-%s --classification sensitive --region EU -o json %s\n' \
+  "$RUN" '--duo DUO:0000042 --description "demo cohort"'
+DS=$("$BIN" dataset create "cohort-$RUN" --classification sensitive --region EU -o json \
        --duo DUO:0000042 --description "demo cohort" |
      python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 echo "dataset $DS"

@@ -71,7 +71,7 @@ mkdir -p "$W/data/reads"
 head -c $((20 * 1024 * 1024 + 123)) /dev/urandom >"$W/data/reads/sample1.bin"
 for i in 1 2 3 4 5 6; do head -c $((RANDOM * 4 + i)) /dev/urandom >"$W/data/reads/part$i.bin"; done
 printf 'sample\tcohort\nS1\tA\n' >"$W/data/samples.tsv"
-run "$BIN" dataset create cohort --classification sensitive --region EU-IT --region EU-MD \
+run "$BIN" dataset create cohort --classification sensitive --region EU-IT --region EU-MD -o json \
     >"$W/ds.json"
 DS=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$W/ds.json")
 (cd "$W/data" && find . -type f | sed 's|^\./||' | sort) >"$W/files.txt"

@@ -58,7 +58,7 @@ static void usage(FILE *f)
             "  antenna dataset create NAME [--description D] [--classification C]\n"
             "                 [--region R]... [--duo CODE]...\n"
             "  antenna dataset list | show ID | files ID | publish ID | withdraw ID\n"
-            "      (list, files and grant list: a table; -o json for scripts)\n"
+            "      (lists: a table, one object: member and value lines; -o json for scripts)\n"
             "  antenna put DATASET PATH... [--recursive] [--json]\n"
             "      (every PATH is a local file, or with --recursive a folder: FOLDER/...)\n"
             "  antenna put DATASET LOCAL_FILE --as REMOTE_PATH [--json]\n"
@@ -178,17 +178,6 @@ static int request(const struct copts *o, const char *method, const char *path,
     return rc < 0 ? 1 : 0;
 }
 
-/* One JSON request; prints the answer as JSON; exit code 0 or 1. */
-static int call(const struct copts *o, const char *method, const char *path, const json_t *body)
-{
-    json_t *resp = NULL;
-    int ret = request(o, method, path, body, &resp);
-    if (ret == 0) {
-        ant_client_print_json(resp);
-    }
-    json_decref(resp);
-    return ret;
-}
 
 /* -o json (or --json): the server's JSON as it is, for scripts; otherwise text for people. */
 static int want_json(const struct copts *o, bool *json)
@@ -312,6 +301,70 @@ static void print_table(const json_t *resp, const char *key, const struct column
     if (json_array_size(rows) == 0) {
         printf("(none)\n");
     }
+}
+
+/* Is the member `key` of a record unix seconds? (created, expires, not_before, *_at) */
+static bool is_time_key(const char *key)
+{
+    size_t n = strlen(key);
+    return strcmp(key, "created") == 0 || strcmp(key, "expires") == 0 ||
+           strcmp(key, "not_before") == 0 || (n > 3 && strcmp(key + n - 3, "_at") == 0);
+}
+
+/* One object answer (a dataset, a grant, a principal's key) as "member  value" lines in the
+ * answer's order: times as UTC, arrays of strings comma-separated, null as "-". */
+static void print_record(json_t *resp)
+{
+    const char *key;
+    json_t *v;
+    size_t width = 0;
+    char buf[CELL_MAX];
+    json_object_foreach (resp, key, v) {
+        width = strlen(key) > width ? strlen(key) : width;
+    }
+    json_object_foreach (resp, key, v) {
+        struct column col = {key, key, COL_TEXT};
+        if (json_is_array(v)) {
+            col.kind = COL_LIST;
+        } else if (json_is_integer(v) && is_time_key(key)) {
+            col.kind = COL_TIME;
+        }
+        if (json_is_object(v)) {
+            char *dump = json_dumps(v, JSON_COMPACT);
+            snprintf(buf, sizeof(buf), "%s", dump != NULL ? dump : "?");
+            free(dump);
+            for (char *q = buf; *q != '\0'; q++) {
+                *q = (unsigned char)*q < 0x20 || *q == 0x7f ? '?' : *q;
+            }
+        } else {
+            cell(resp, &col, buf, sizeof(buf));
+        }
+        char name[CELL_MAX];
+        snprintf(name, sizeof(name), "%s", key);
+        for (char *q = name; *q != '\0'; q++) {
+            *q = (unsigned char)*q < 0x20 || *q == 0x7f ? '?' : *q;
+        }
+        printf("%-*s  %s\n", (int)width, name, buf);
+    }
+}
+
+/* One JSON request; prints the answer as "member  value" lines for people, unchanged with -o
+ * json; exit code 0 or 1 (2: a bad -o). */
+static int call(const struct copts *o, const char *method, const char *path, const json_t *body)
+{
+    bool json = false;
+    json_t *resp = NULL;
+    if (want_json(o, &json) < 0) {
+        return 2;
+    }
+    int ret = request(o, method, path, body, &resp);
+    if (ret == 0 && (json || !json_is_object(resp))) {
+        ant_client_print_json(resp);
+    } else if (ret == 0) {
+        print_record(resp);
+    }
+    json_decref(resp);
+    return ret;
 }
 
 /* A list command: a table for people, the answer unchanged with -o json. */

@@ -52,7 +52,7 @@ $A principal add o --tenant g --role owner >/dev/null
 export ANTENNA_URL=https://127.0.0.1:$PA ANTENNA_CACERT=$T/a/tls/cert.pem
 ANTENNA_API_KEY=$($A key create --principal o | awk '/^key /{print $2}')
 export ANTENNA_API_KEY
-mkds() { "$BIN" dataset create "$1" --classification internal --region EU-MD |
+mkds() { "$BIN" dataset create "$1" --classification internal --region EU-MD -o json |
     python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])'; }
 
 echo "preparing: one file of $MB MiB and $NF files of 1 MiB (upload, encrypted on arrival)"

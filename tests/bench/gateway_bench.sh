@@ -58,7 +58,7 @@ export ANTENNA_URL=$AURL ANTENNA_CACERT=$T/site/tls/cert.pem ANTENNA_API_KEY_FIL
 rss() { awk '/VmRSS/{print $2}' "/proc/$SPID/status"; }
 hwm() { awk '/VmHWM/{print $2}' "/proc/$SPID/status"; }
 
-DS=$("$BIN" dataset create big --classification internal |
+DS=$("$BIN" dataset create big --classification internal -o json |
      python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 echo "== machine"
 echo "cpu: $(lscpu | sed -n 's/^Model name: *//p') ($(nproc) cores); kernel $(uname -r)"

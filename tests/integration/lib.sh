@@ -55,6 +55,6 @@ serve_owner_site() {
 # new_ds NAME: creates the draft dataset NAME (classification internal) as the caller and
 # prints its id; its JSON is left in "$T/NAME.json".
 new_ds() {
-    "$BIN" dataset create "$1" --classification internal >"$T/$1.json" || fail "dataset create"
+    "$BIN" dataset create "$1" --classification internal -o json >"$T/$1.json" || fail "dataset create"
     python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/$1.json"
 }

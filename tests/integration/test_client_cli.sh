@@ -56,7 +56,7 @@ check "saved files are 0600" test "$(mode "$CFG/url")$(mode "$CFG/ca.pem")$(mode
 check "the CA certificate is copied" cmp -s "$CA" "$CFG/ca.pem"
 check "no temporary file is left" test "$(ls -A "$CFG" | wc -l)" = 3
 rm "$T/ca-copy.pem"
-"$BIN" dataset create cohort --classification sensitive >"$T/ds.json" 2>"$T/err"
+"$BIN" dataset create cohort --classification sensitive -o json >"$T/ds.json" 2>"$T/err"
 check "a command after login works with no environment" test $? -eq 0
 DS=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/ds.json" 2>/dev/null)
 chmod 640 "$CFG/api_key"
@@ -67,8 +67,16 @@ chmod 600 "$CFG/api_key"
 echo "$BOB" >"$T/bob.key"
 "$BIN" login --url "$URL" --cacert "$CA" --key-file "$T/bob.key" 2>/dev/null
 check "login with --key-file replaces the saved key" test "$(cat "$CFG/api_key")" = "$BOB"
-ANTENNA_TOKEN=$ALICE "$BIN" dataset show "$DS" >/dev/null 2>&1
+ANTENNA_TOKEN=$ALICE "$BIN" dataset show "$DS" >"$T/show.txt" 2>&1
 check "ANTENNA_TOKEN overrides the saved key" test $? -eq 0
+check "dataset show: member and value lines for people" grep -Eq "^id +$DS\$" "$T/show.txt"
+check "dataset show: times as UTC" \
+    test "$(grep -Ec '^created +20[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z$' "$T/show.txt")" = 1
+ANTENNA_TOKEN=$ALICE "$BIN" dataset show "$DS" -o json >"$T/show.json" 2>&1
+check "dataset show -o json: the server's JSON" \
+    python3 -c "import json,sys;assert json.load(open(sys.argv[1]))['id']=='$DS'" "$T/show.json"
+ANTENNA_TOKEN=$ALICE "$BIN" dataset show "$DS" -o yaml >/dev/null 2>&1
+check "dataset show -o yaml: a usage error (2)" test $? -eq 2
 printf '%s\n' "$ALICE" | "$BIN" login --url "$URL" --cacert "$CA" 2>/dev/null
 "$BIN" logout 2>"$T/err"
 check "logout" test $? -eq 0

@@ -49,7 +49,7 @@ mkdir -p "$T/data/reads" "$T/data/meta"
 head -c $((5 * 1024 * 1024 + 17)) /dev/urandom >"$T/data/reads/big.bin"
 for i in $(seq 1 12); do head -c $((RANDOM * 3 + i)) /dev/urandom >"$T/data/meta/m$i.txt"; done
 : >"$T/data/meta/empty.txt"
-"$BIN" dataset create cohort --classification sensitive >"$T/ds.json" || fail "dataset create"
+"$BIN" dataset create cohort --classification sensitive -o json >"$T/ds.json" || fail "dataset create"
 DS=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/ds.json")
 (cd "$T/data" && find . -type f | sed 's|^\./||' | sort) >"$T/files.txt"
 while read -r f; do
@@ -59,7 +59,7 @@ done <"$T/files.txt"
 # a bulk dataset, long enough to stage that a kill -9 lands in the middle
 mkdir -p "$T/bulk"
 for i in 1 2 3 4 5; do head -c $((12 * 1024 * 1024 + i)) /dev/urandom >"$T/bulk/part$i.bin"; done
-"$BIN" dataset create bulk --classification internal >"$T/ds2.json" || fail "dataset create"
+"$BIN" dataset create bulk --classification internal -o json >"$T/ds2.json" || fail "dataset create"
 DS2=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/ds2.json")
 for i in 1 2 3 4 5; do
     "$BIN" put "$DS2" "$T/bulk/part$i.bin" --as "part$i.bin" >/dev/null 2>"$T/put.err" ||
@@ -189,7 +189,7 @@ $A principal disable carol >/dev/null || fail "disable carol"
 
 # --- a job token ends with the grant it was staged under (decided again at each request) ---
 mkdir -p "$T/shared" && head -c 5000 /dev/urandom >"$T/shared/s.bin"
-"$BIN" dataset create shared --classification internal >"$T/ds5.json" || fail "dataset shared"
+"$BIN" dataset create shared --classification internal -o json >"$T/ds5.json" || fail "dataset shared"
 DS5=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/ds5.json")
 "$BIN" put "$DS5" "$T/shared/s.bin" --as s.bin >/dev/null 2>&1 || fail "put shared"
 "$BIN" dataset publish "$DS5" >/dev/null || fail "publish shared"
@@ -216,7 +216,7 @@ ANTENNA_API_KEY=$BOB "$BIN" stage cancel "$J7" >/dev/null || fail "bob cancels h
 mkdir -p "$T/site/scratch/lab/results/plots"
 head -c 300000 /dev/urandom >"$T/site/scratch/lab/results/plots/p1.png"
 echo "summary" >"$T/site/scratch/lab/results/summary.txt"
-"$BIN" dataset create derived >"$T/ds3.json" || fail "dataset create derived"
+"$BIN" dataset create derived -o json >"$T/ds3.json" || fail "dataset create derived"
 DS3=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/ds3.json")
 "$BIN" stage out results "$DS3" --wait >"$T/so.out" 2>"$T/so.err" || { cat "$T/so.err"; fail "stage out"; }
 "$BIN" dataset files "$DS3" -o json | grep -q '"plots/p1.png"' || fail "stage-out did not register"
@@ -265,7 +265,7 @@ echo "kill -9 rounds: $ROUNDS, jobs resumed after a kill:" \
 # in flight (32 chunks of 512 KiB), so that a stop there leaves it unfinished; the quota is
 # raised for it ---
 head -c $((96 * 1024 * 1024 + 17)) /dev/urandom >"$T/held.bin"
-"$BIN" dataset create held --classification internal >"$T/ds4.json" || fail "dataset create"
+"$BIN" dataset create held --classification internal -o json >"$T/ds4.json" || fail "dataset create"
 DS4=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/ds4.json")
 "$BIN" put "$DS4" "$T/held.bin" --as held.bin >/dev/null 2>"$T/put.err" ||
     { cat "$T/put.err"; fail "put held.bin"; }
@@ -356,7 +356,7 @@ J7=$(awk '/^job:/{print $2}' "$T/st7.out")
 grep "\"jobs.io\"" "$T/serve99.log" | grep "$J7" | grep -q '1 files, 0 written with O_DIRECT, 0 read' ||
     fail "direct_io = off: $(grep "$J7" "$T/serve99.log" | grep jobs.io)"
 # an upload answered 429 is sent again from the start of its file
-"$BIN" dataset create limited >"$T/ds8.json" 2>"$T/ds8.err" || { cat "$T/ds8.err"; fail "create under the limit"; }
+"$BIN" dataset create limited -o json >"$T/ds8.json" 2>"$T/ds8.err" || { cat "$T/ds8.err"; fail "create under the limit"; }
 DS8=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/ds8.json")
 for i in 1 2 3; do
     "$BIN" put "$DS8" "$T/data/meta/m$i.txt" --as "m$i.txt" >/dev/null 2>>"$T/put8.err" ||

@@ -83,7 +83,7 @@ as_a() { ANTENNA_URL="https://127.0.0.1:$PORT_a" ANTENNA_CACERT="$T/a/tls/cert.p
 mkdir -p "$T/data"
 head -c 300000 /dev/urandom >"$T/data/one.bin"
 printf 'sample\tcohort\nS1\tA\n' >"$T/data/two.tsv"
-as_a "$BIN" dataset create cohort --classification sensitive --region EU-IT --region EU-MD \
+as_a "$BIN" dataset create cohort --classification sensitive --region EU-IT --region EU-MD -o json \
     >"$T/ds.json" || fail "dataset create"
 DS=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['id'])" "$T/ds.json")
 for f in one.bin two.tsv; do
