@@ -52,8 +52,9 @@ ANT_MUST_CHECK int ant_api_strv(struct ant_req *r, const json_t *doc, const char
 /* Appends the audit event for this request (actor, tenant, credential and request id from the
  * caller). Values from the request that the log would refuse (an id or dataset id shaped like
  * a credential, not UTF-8 text or too long; such strings in the detail) are recorded as
- * "[redacted]": the event is written, the request answered as the rest decides. Returns 0 once the event is durable; if the log cannot take it the request fails
- * closed: 503 is answered and ANT_API_DONE returned, and the caller releases nothing. In a
+ * "[redacted]": the event is written, the request answered as the rest decides. Returns 0
+ * once the event is durable; if the log cannot take it the request fails closed: 503 is
+ * answered and ANT_API_DONE returned, and the caller releases nothing. In a
  * handler that called ant_req_allow_hold() (gateway/server.h), the first event is queued
  * instead and 0 returned at once: the server holds the answer until the event is durable, and
  * answers 503 instead if it cannot be written. */
