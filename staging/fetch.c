@@ -1569,6 +1569,10 @@ static int pull_audit(const struct ant_fed_pull_req *q, const char *transfer, bo
             why[j++] = (m[i] == '"' || m[i] == '\\' || (unsigned char)m[i] < 0x20) ? '\'' : m[i];
         }
         why[j] = '\0';
+        if (ant_audit_looks_secret(why)) {
+            /* a peer echoing a token in its error: the log would refuse the event, unwritten */
+            snprintf(why, sizeof(why), "[redacted]");
+        }
         snprintf(detail, sizeof(detail), "{\"peer\":\"%s\",\"error\":\"%s\",\"purpose\":\"%s\"}",
                  q->peer_id, why, q->purpose);
     }

@@ -190,6 +190,7 @@ struct tsrv {
     const char *ckpt;
     const char *manifest;
     const char *manifest_sig;
+    const char *refusal; /* not NULL: the manifest is answered 403 with this JSON body */
     /* called once (then cleared), on the connection's thread, when a checkpoint request has
      * taken its answer and before it is sent: another session's turn in a race (NULL: none) */
     void (*on_ckpt)(void *arg);
@@ -267,6 +268,7 @@ static bool serve_one(struct tsrv *s, SSL *ssl, const char *req)
         char *doc = (is_ckpt ? s->ckpt : s->manifest) ? strdup(is_ckpt ? s->ckpt : s->manifest)
                                                        : NULL;
         char *sig = !is_ckpt && s->manifest_sig ? strdup(s->manifest_sig) : NULL;
+        char *refusal = !is_ckpt && s->refusal ? strdup(s->refusal) : NULL;
         void (*hook)(void *) = is_ckpt ? s->on_ckpt : NULL;
         void *hook_arg = s->on_ckpt_arg;
         if (is_ckpt) {
@@ -276,7 +278,18 @@ static bool serve_one(struct tsrv *s, SSL *ssl, const char *req)
         if (hook != NULL) {
             hook(hook_arg);
         }
-        bool ok = send_doc(ssl, doc, sig);
+        bool ok;
+        if (refusal != NULL) {
+            char h403[160];
+            snprintf(h403, sizeof(h403),
+                     "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\n\r\n", strlen(refusal));
+            ok = send_all(ssl, (const uint8_t *)h403, strlen(h403)) &&
+                 send_all(ssl, (const uint8_t *)refusal, strlen(refusal));
+        } else {
+            ok = send_doc(ssl, doc, sig);
+        }
+        free(refusal);
         free(doc);
         free(sig);
         return ok;
@@ -1065,6 +1078,51 @@ static void test_witness_skips_what_is_not_a_checkpoint(void **state)
     wit_teardown(&c);
 }
 
+/* A peer's refusal is audited at this site as fed.pull deny with the peer's message; one that
+ * echoes a credential (a token, say) is recorded as "[redacted]", not left unaudited (the log
+ * refuses such a value, and the event would fail). */
+static void test_pull_refusal_with_a_credential_in_its_message_is_audited(void **state)
+{
+    (void)state;
+    struct wit_case c;
+    wit_setup(&c);
+    c.s.refusal = "{\"error\":\"peer_denied\",\"message\":\"bad Bearer "
+                  "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.sig\",\"request_id\":\"r1\"}";
+    struct ant_fetch_opts o = {.max_retries = 1, .backoff_ms = 1};
+    struct ant_fed_pull_req q = {
+        .st = c.st,
+        .audit = c.ab,
+        .keys = &c.b,
+        .self_id = "site-b",
+        .archive_fd = c.dirfd,
+        .peer_id = "site-a",
+        .dataset = "ds_1",
+        .principal = "alice",
+        .tenant = "lab",
+        .purpose = "DUO:0000042",
+        .transfer_id = "tr_test",
+        .opts = &o,
+    };
+    struct ant_fed_pulled out;
+    struct ant_diag d = {{0}};
+    memset(&out, 0, sizeof(out));
+    assert_true(ant_fed_pull(&q, &out, &d) < 0);
+    ant_fed_pulled_fini(&out);
+    struct ant_audit_query aq = {.action = "fed.pull"};
+    json_t *arr = NULL;
+    int64_t next = 0;
+    assert_int_equal(ant_audit_query_run(c.ab, &aq, &arr, &next), 0);
+    assert_int_equal(json_array_size(arr), 1);
+    json_t *ev = json_array_get(arr, 0);
+    assert_string_equal(json_string_value(json_object_get(ev, "decision")), "deny");
+    const char *det = json_string_value(json_object_get(ev, "detail"));
+    assert_non_null(det);
+    assert_non_null(strstr(det, "\"error\":\"[redacted]\""));
+    assert_null(strstr(det, "eyJ"));
+    json_decref(arr);
+    wit_teardown(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1080,6 +1138,7 @@ int main(void)
         cmocka_unit_test(test_witness_overlapping_sessions_raise_no_false_conflict),
         cmocka_unit_test(test_witness_refuses_a_checkpoint_not_signed_by_the_pinned_key),
         cmocka_unit_test(test_witness_skips_what_is_not_a_checkpoint),
+        cmocka_unit_test(test_pull_refusal_with_a_credential_in_its_message_is_audited),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
