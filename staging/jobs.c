@@ -2780,15 +2780,32 @@ end:
         (void)remove_output(j, &info);
     }
     if (to == ANT_JOB_READY || to == ANT_JOB_FAILED) {
-        char detail[512];
+        /* the error is free text (a path, a peer's message): cut where it stopped being UTF-8
+         * (a message cut at 255 bytes), and redacted if it looks like a credential, which the
+         * log refuses; the detail is dumped whole, never cut, so it stays one JSON object */
+        char err[256] = "";
+        if (why != NULL) {
+            snprintf(err, sizeof(err), "%s", why);
+            size_t n = strlen(err);
+            json_t *t = NULL;
+            while (n > 0 && (t = json_stringn(err, n)) == NULL) {
+                n--;
+            }
+            json_decref(t);
+            err[n] = '\0';
+            if (ant_audit_looks_secret(err)) {
+                snprintf(err, sizeof(err), "[redacted]");
+            }
+        }
         json_t *dj = json_pack("{s:I, s:I, s:s?}", "files", (json_int_t)info.files_total,
-                               "bytes", (json_int_t)info.bytes_total, "error", why);
-        char *ds = dj != NULL ? json_dumps(dj, JSON_COMPACT) : NULL;
-        snprintf(detail, sizeof(detail), "%s", ds != NULL ? ds : "{}");
-        free(ds);
+                               "bytes", (json_int_t)info.bytes_total, "error",
+                               why != NULL ? err : NULL);
+        char *detail = dj != NULL ? json_dumps(dj, JSON_COMPACT) : NULL;
         json_decref(dj);
         int e = audit_job(j, &info, to == ANT_JOB_READY ? "stage.ready" : "stage.failed",
-                          to == ANT_JOB_READY ? "complete" : "failed", detail);
+                          to == ANT_JOB_READY ? "complete" : "failed",
+                          detail != NULL ? detail : "{}");
+        free(detail);
         if (e < 0) {
             ant_log_kv(ANT_LOG_ERROR, "jobs.unaudited", ((const char *[]){"job_id", run->id, NULL}),
                        "audit log refused the job's end: %s", strerror(-e));

@@ -1042,6 +1042,43 @@ static void test_stage_out_registers_files_that_stage_back(void **state)
     assert_int_equal(info.state, ANT_JOB_FAILED);
     assert_non_null(strstr(info.error, "hard links"));
     assert_int_equal(ant_store_file_get(st, ds2, "c.txt", &af), -ENOENT);
+    /* its end is audited whatever the error says: a name of 200 quotes (400 bytes once
+     * escaped, which a fixed-size detail cut into something the log refused) */
+    char qrel[300], ds3[ANT_ID_MAX + 1], id3[ANT_JOB_ID_LEN + 1];
+    char qname[201];
+    memset(qname, '"', 200);
+    qname[200] = '\0';
+    spec2.name = "derived3";
+    assert_int_equal(ant_store_dataset_create(st, &spec2, ds3), 0);
+    assert_int_equal(mkdirat(f->scratch_fd, "lab/swapq", 0700), 0);
+    snprintf(qrel, sizeof(qrel), "lab/swapq/%s", qname);
+    write_at(f->scratch_fd, qrel, "q\n", 2);
+    rq2.source = "swapq";
+    rq2.dataset_id = ds3;
+    assert_int_equal(ant_jobs_submit_out(f->jobs, st, &rq2, id3, &d), 0);
+    assert_int_equal(unlinkat(f->scratch_fd, qrel, 0), 0);
+    assert_int_equal(linkat(f->scratch_fd, "lab/more2/sub", f->scratch_fd, qrel, 0), 0);
+    run_all(f);
+    assert_int_equal(ant_jobs_get(f->jobs, id3, &info), 0);
+    assert_int_equal(info.state, ANT_JOB_FAILED);
+    struct ant_audit_query aq = {.action = "stage.failed"};
+    json_t *events = NULL;
+    int64_t next = 0;
+    assert_int_equal(ant_audit_query_run(f->audit, &aq, &events, &next), 0);
+    size_t k, found = 0;
+    json_t *ev;
+    json_array_foreach(events, k, ev)
+    {
+        if (strcmp(json_string_value(json_object_get(ev, "resource_id")), id3) == 0) {
+            json_t *det = json_loads(json_string_value(json_object_get(ev, "detail")), 0, NULL);
+            assert_true(json_is_object(det));
+            assert_non_null(strstr(json_string_value(json_object_get(det, "error")), "\"\"\""));
+            json_decref(det);
+            found++;
+        }
+    }
+    assert_int_equal(found, 1);
+    json_decref(events);
     assert_int_equal(unlinkat(f->scratch_fd, "lab/results/hard", 0), 0);
     rq.source = "nothing";
     assert_int_equal(ant_jobs_submit_out(f->jobs, st, &rq, back, &d), -ENOENT);
