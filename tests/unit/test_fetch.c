@@ -1079,8 +1079,8 @@ static void test_witness_skips_what_is_not_a_checkpoint(void **state)
 }
 
 /* A peer's refusal is audited at this site as fed.pull deny with the peer's message; one that
- * echoes a credential (a token, say) is recorded as "[redacted]", not left unaudited (the log
- * refuses such a value, and the event would fail). */
+ * echoes a credential (a token, say) is recorded as "[redacted]", and one cut inside a
+ * character is cut before it, not left unaudited (the log refuses such values). */
 static void test_pull_refusal_with_a_credential_in_its_message_is_audited(void **state)
 {
     (void)state;
@@ -1108,11 +1108,38 @@ static void test_pull_refusal_with_a_credential_in_its_message_is_audited(void *
     memset(&out, 0, sizeof(out));
     assert_true(ant_fed_pull(&q, &out, &d) < 0);
     ant_fed_pulled_fini(&out);
+    /* and messages of two-byte characters past the diagnostic's 255 bytes, one byte apart:
+     * one of them is cut inside a character, which the log would refuse as not UTF-8 */
+    char *refusals[2];
+    for (int k = 0; k < 2; k++) {
+        char msg[400] = "";
+        size_t n = (size_t)k;
+        memset(msg, 'x', n);
+        for (int i = 0; i < 150; i++, n += 2) {
+            memcpy(msg + n, "\xc3\xa9", 2);
+        }
+        msg[n] = '\0';
+        refusals[k] = malloc(512);
+        assert_non_null(refusals[k]);
+        snprintf(refusals[k], 512,
+                 "{\"error\":\"peer_denied\",\"message\":\"%s\",\"request_id\":\"r2\"}", msg);
+        pthread_mutex_lock(&c.s.mu);
+        c.s.refusal = refusals[k];
+        pthread_mutex_unlock(&c.s.mu);
+        memset(&out, 0, sizeof(out));
+        assert_true(ant_fed_pull(&q, &out, &d) < 0);
+        ant_fed_pulled_fini(&out);
+    }
+    pthread_mutex_lock(&c.s.mu);
+    c.s.refusal = NULL;
+    pthread_mutex_unlock(&c.s.mu);
+    free(refusals[0]);
+    free(refusals[1]);
     struct ant_audit_query aq = {.action = "fed.pull"};
     json_t *arr = NULL;
     int64_t next = 0;
     assert_int_equal(ant_audit_query_run(c.ab, &aq, &arr, &next), 0);
-    assert_int_equal(json_array_size(arr), 1);
+    assert_int_equal(json_array_size(arr), 3);
     json_t *ev = json_array_get(arr, 0);
     assert_string_equal(json_string_value(json_object_get(ev, "decision")), "deny");
     const char *det = json_string_value(json_object_get(ev, "detail"));
