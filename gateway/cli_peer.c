@@ -370,7 +370,7 @@ static int peer_add(struct pctx *c)
     struct ant_diag d = {{0}};
     struct ant_peer p;
     struct site_doc sd, sd2;
-    char fp_cert[65] = "", fp_x[65], fp_ed[65], detail[512];
+    char fp_cert[65] = "", fp_x[65], fp_ed[65], *detail = NULL;
     int rc;
     memset(&p, 0, sizeof(p));
     memset(&sd, 0, sizeof(sd));
@@ -463,10 +463,16 @@ static int peer_add(struct pctx *c)
     memcpy(p.x25519_pk, sd.kx, ANT_KEY_LEN);
     memcpy(p.ed25519_pk, sd.ked, ANT_KEY_LEN);
     snprintf(p.added_by, sizeof(p.added_by), "%s", c->actor);
-    snprintf(detail, sizeof(detail),
-             "{\"url\":\"%s\",\"region\":\"%s\",\"tls_cert_sha256\":\"%s\",\"x25519_sha256\":"
-             "\"%s\",\"ed25519_sha256\":\"%s\",\"how\":\"%s\"}",
-             a->url, a->region, fp_cert, fp_x, fp_ed, a->pubkeys != NULL ? "files" : "fetched");
+    /* packed, not printed: a URL holding a quote or past the buffer stays one JSON object */
+    json_t *dj = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "url", a->url, "region", a->region,
+                           "tls_cert_sha256", fp_cert, "x25519_sha256", fp_x, "ed25519_sha256",
+                           fp_ed, "how", a->pubkeys != NULL ? "files" : "fetched");
+    detail = dj != NULL ? json_dumps(dj, JSON_COMPACT) : NULL;
+    json_decref(dj);
+    if (detail == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
     rc = ant_store_begin(c->st);
     if (rc < 0) {
         goto out;
@@ -481,6 +487,7 @@ static int peer_add(struct pctx *c)
     printf(a->json ? "{\"peer\": \"%s\"}\n" : "peer %s added\n", a->id);
     rc = fflush(stdout) == 0 ? 0 : -EIO;
 out:
+    free(detail);
     ant_buf_fini(&f.body);
     ant_buf_fini(&f.cert);
     ant_buf_fini(&f2.body);
@@ -612,7 +619,6 @@ static int peer_token(struct pctx *c)
     struct ant_fed_token t;
     struct ant_buf out = ANT_BUF_INIT(ANT_TOKEN_MAX + 1);
     uint64_t iat = 0, ttl = ANT_TOKEN_FED_LIFETIME_MAX;
-    char detail[1200];
     memset(&t, 0, sizeof(t));
     ant_config_defaults(&cfg);
     int rc = ant_config_load(c->dirfd, "antenna.conf", &cfg, &d);
@@ -639,10 +645,12 @@ static int peer_token(struct pctx *c)
         fprintf(stderr, "antenna admin peer: cannot sign: %s\n", strerror(-rc));
         goto out;
     }
-    snprintf(detail, sizeof(detail),
-             "{\"aud\":\"%s\",\"sub\":\"%s\",\"tenant\":\"%s\",\"purpose\":\"%s\"}", t.aud,
-             t.principal, t.tenant, t.purpose);
-    rc = audit(c, "admin.peer.token", a->peer, detail);
+    json_t *dj = json_pack("{s:s, s:s, s:s, s:s}", "aud", t.aud, "sub", t.principal, "tenant",
+                           t.tenant, "purpose", t.purpose);
+    char *detail = dj != NULL ? json_dumps(dj, JSON_COMPACT) : NULL;
+    json_decref(dj);
+    rc = detail != NULL ? audit(c, "admin.peer.token", a->peer, detail) : -ENOMEM;
+    free(detail);
     if (rc == 0) {
         printf("%s\n", (const char *)out.p);
         rc = fflush(stdout) == 0 ? 0 : -EIO;
