@@ -1568,13 +1568,9 @@ static int pull_audit(const struct ant_fed_pull_req *q, const char *transfer, bo
         for (size_t i = 0; m[i] != '\0' && j + 1 < sizeof(why); i++) {
             why[j++] = (m[i] == '"' || m[i] == '\\' || (unsigned char)m[i] < 0x20) ? '\'' : m[i];
         }
-        /* a message cut at its 255th byte may end inside a character, which the log refuses */
-        json_t *t = NULL;
-        while (j > 0 && (t = json_stringn(why, j)) == NULL) {
-            j--;
-        }
-        json_decref(t);
         why[j] = '\0';
+        /* a message cut at its 255th byte may end inside a character, which the log refuses */
+        ant_json_cut_to_text(why);
         if (ant_audit_looks_secret(why)) {
             /* a peer echoing a token in its error: the log would refuse the event, unwritten */
             snprintf(why, sizeof(why), "[redacted]");

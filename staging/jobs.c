@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "crypto/base/json.h"
 #include "crypto/base/log.h"
 #include "crypto/c4gh.h"
 #include "policy/audit.h"
@@ -2786,13 +2787,7 @@ end:
         char err[256] = "";
         if (why != NULL) {
             snprintf(err, sizeof(err), "%s", why);
-            size_t n = strlen(err);
-            json_t *t = NULL;
-            while (n > 0 && (t = json_stringn(err, n)) == NULL) {
-                n--;
-            }
-            json_decref(t);
-            err[n] = '\0';
+            ant_json_cut_to_text(err);
             if (ant_audit_looks_secret(err)) {
                 snprintf(err, sizeof(err), "[redacted]");
             }

@@ -1,6 +1,8 @@
 /* Limited JSON parsing; see json.h. */
 #include "crypto/base/json.h"
 
+#include <string.h>
+
 /* Iterative bound check on the raw text: jansson recurses while parsing, so a deeply nested
  * document is refused before jansson sees it. Brackets inside strings do not count. */
 static bool depth_within(struct ant_bytes in, unsigned max_depth)
@@ -53,4 +55,16 @@ int ant_json_parse(struct ant_bytes in, size_t max_bytes, unsigned max_depth, js
     }
     *out = v;
     return 0;
+}
+
+size_t ant_json_cut_to_text(char *s)
+{
+    size_t n = strlen(s);
+    json_t *t = NULL;
+    while (n > 0 && (t = json_stringn(s, n)) == NULL) {
+        n--;
+    }
+    json_decref(t);
+    s[n] = '\0';
+    return n;
 }

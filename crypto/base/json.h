@@ -16,4 +16,9 @@
 ANT_MUST_CHECK int ant_json_parse(struct ant_bytes in, size_t max_bytes, unsigned max_depth,
                                   json_t **out, struct ant_diag *d);
 
+/* Cuts s (a NUL-terminated string, in place) where it stops being text a JSON string can hold:
+ * before the first byte that is not part of valid UTF-8, such as a character a fixed-size
+ * message cut in two. Returns the new length. */
+size_t ant_json_cut_to_text(char *s);
+
 #endif

@@ -211,6 +211,24 @@ static void test_json_limits(void **state)
     json_decref(v);
 }
 
+/* A message cut inside a character (or holding a byte that is no UTF-8) is cut before it. */
+static void test_json_cut_to_text(void **state)
+{
+    (void)state;
+    char whole[] = "caf\xc3\xa9 \xf0\x9f\x93\xa1";
+    assert_int_equal(ant_json_cut_to_text(whole), 10);
+    assert_string_equal(whole, "caf\xc3\xa9 \xf0\x9f\x93\xa1");
+    char half[] = "caf\xc3";
+    assert_int_equal(ant_json_cut_to_text(half), 3);
+    assert_string_equal(half, "caf");
+    char three[] = "ab\xf0\x9f\x93";
+    assert_int_equal(ant_json_cut_to_text(three), 2);
+    char bad[] = "ok\xffmore";
+    assert_int_equal(ant_json_cut_to_text(bad), 2);
+    char none[] = "";
+    assert_int_equal(ant_json_cut_to_text(none), 0);
+}
+
 /* A FIFO nobody writes to (or reads from) is refused at once instead of blocking open();
  * a regular file comes back blocking, a folder is refused too. */
 static void test_open_regular(void **state)
@@ -348,6 +366,7 @@ int main(void)
         cmocka_unit_test(test_b64_decode_alphabet_only),
         cmocka_unit_test(test_date_is_valid),
         cmocka_unit_test(test_json_limits),
+        cmocka_unit_test(test_json_cut_to_text),
         cmocka_unit_test(test_open_regular),
         cmocka_unit_test(test_rename_durable),
         cmocka_unit_test(test_rmtree_any_depth_never_follows_links),

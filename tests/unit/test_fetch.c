@@ -740,11 +740,11 @@ static void wit_teardown(struct wit_case *c)
     ant_key_free(c->k);
 }
 
-/* One session of site-b with site-a over connection st: 0, or what went wrong. */
-static int wit_try_session(struct wit_case *c, struct ant_store *st, struct ant_diag *d)
+/* site-b's request for site-a's ds_1 over connection st, for alice of lab. */
+static struct ant_fed_pull_req wit_req(struct wit_case *c, struct ant_store *st,
+                                       const struct ant_fetch_opts *o)
 {
-    struct ant_fetch_opts o = {.max_retries = 1, .backoff_ms = 1};
-    struct ant_fed_pull_req q = {
+    return (struct ant_fed_pull_req){
         .st = st,
         .audit = c->ab,
         .keys = &c->b,
@@ -756,8 +756,15 @@ static int wit_try_session(struct wit_case *c, struct ant_store *st, struct ant_
         .tenant = "lab",
         .purpose = "DUO:0000042",
         .transfer_id = "tr_test",
-        .opts = &o,
+        .opts = o,
     };
+}
+
+/* One session of site-b with site-a over connection st: 0, or what went wrong. */
+static int wit_try_session(struct wit_case *c, struct ant_store *st, struct ant_diag *d)
+{
+    struct ant_fetch_opts o = {.max_retries = 1, .backoff_ms = 1};
+    struct ant_fed_pull_req q = wit_req(c, st, &o);
     struct ant_fetch_manifest m;
     int rc = ant_fed_manifest(&q, &m, d);
     if (rc == 0) {
@@ -1089,20 +1096,7 @@ static void test_pull_refusal_with_a_credential_in_its_message_is_audited(void *
     c.s.refusal = "{\"error\":\"peer_denied\",\"message\":\"bad Bearer "
                   "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.sig\",\"request_id\":\"r1\"}";
     struct ant_fetch_opts o = {.max_retries = 1, .backoff_ms = 1};
-    struct ant_fed_pull_req q = {
-        .st = c.st,
-        .audit = c.ab,
-        .keys = &c.b,
-        .self_id = "site-b",
-        .archive_fd = c.dirfd,
-        .peer_id = "site-a",
-        .dataset = "ds_1",
-        .principal = "alice",
-        .tenant = "lab",
-        .purpose = "DUO:0000042",
-        .transfer_id = "tr_test",
-        .opts = &o,
-    };
+    struct ant_fed_pull_req q = wit_req(&c, c.st, &o);
     struct ant_fed_pulled out;
     struct ant_diag d = {{0}};
     memset(&out, 0, sizeof(out));
