@@ -213,6 +213,16 @@ struct column {
 #define TABLE_COLS_MAX 8
 #define CELL_MAX 256
 
+/* Names come from other users: no terminal escape sequence reaches the screen. */
+static void printable(char *s)
+{
+    for (; *s != '\0'; s++) {
+        if ((unsigned char)*s < 0x20 || *s == 0x7f) {
+            *s = '?';
+        }
+    }
+}
+
 static void cell_text(const json_t *v, char *out, size_t n)
 {
     if (json_is_string(v) && json_string_length(v) > 0) {
@@ -262,12 +272,7 @@ static void cell(const json_t *row, const struct column *col, char *out, size_t 
     default:
         cell_text(v, out, n);
     }
-    /* names come from other users: no terminal escape sequence reaches the screen */
-    for (char *q = out; *q != '\0'; q++) {
-        if ((unsigned char)*q < 0x20 || *q == 0x7f) {
-            *q = '?';
-        }
-    }
+    printable(out);
 }
 
 /* Prints the array `key` of a list answer as an aligned table on stdout. */
@@ -333,17 +338,13 @@ static void print_record(json_t *resp)
             char *dump = json_dumps(v, JSON_COMPACT);
             snprintf(buf, sizeof(buf), "%s", dump != NULL ? dump : "?");
             free(dump);
-            for (char *q = buf; *q != '\0'; q++) {
-                *q = (unsigned char)*q < 0x20 || *q == 0x7f ? '?' : *q;
-            }
+            printable(buf);
         } else {
             cell(resp, &col, buf, sizeof(buf));
         }
         char name[CELL_MAX];
         snprintf(name, sizeof(name), "%s", key);
-        for (char *q = name; *q != '\0'; q++) {
-            *q = (unsigned char)*q < 0x20 || *q == 0x7f ? '?' : *q;
-        }
+        printable(name);
         printf("%-*s  %s\n", (int)width, name, buf);
     }
 }
